@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Provision CRIU >= 4.2 and a matching pycriu source tree.
+#
+# Debian 12's criu (3.17) dies on current kernels, and 4.1 cannot dump inet
+# sockets on kernels >= 6.16 (see HOST-NOTES). So: keep a working system criu
+# when it is new enough, otherwise build the newest >= 4.2 source package from
+# Debian unstable/testing into /usr/local/sbin. Never fall back to an older one.
+#
+# Leaves /var/cache/ferry/criu/pycriu-path (the pycriu source dir for pip) and
+# /var/cache/ferry/criu/criu-path (the binary ferry should use).
+set -euo pipefail
+
+min_version=4.2
+cache=/var/cache/ferry/criu
+log="$cache/build.log"
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+say() { printf 'setup: criu: %s\n' "$*"; }
+die() { printf 'setup: criu: error: %s\n' "$*" >&2; exit 1; }
+
+# Prints the version of a criu binary that is >= $min_version and passes `criu check`.
+working_version() {
+    local bin="$1" ver
+    [ -x "$bin" ] || return 1
+    ver="$("$bin" --version 2>/dev/null | awk '/^Version:/ {print $2}')"
+    [ -n "$ver" ] && dpkg --compare-versions "$ver" ge "$min_version" || return 1
+    "$bin" check >/dev/null 2>&1 || return 1
+    echo "$ver"
+}
+
+pycriu_ready() { [ -f "$1/pycriu/rpc_pb2.py" ] && [ -f "$1/pyproject.toml" ]; }
+
+mkdir -p "$cache"
+current="$(command -v criu || true)"
+current_version="$(working_version "$current" || true)"
+recorded="$(cat "$cache/pycriu-path" 2>/dev/null || true)"
+if [ -n "$current_version" ] && [ -n "$recorded" ] && pycriu_ready "$recorded"; then
+    echo "$current" > "$cache/criu-path"
+    exit 0
+fi
+
+build_deps=(build-essential pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev
+            libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev
+            protobuf-c-compiler protobuf-compiler uuid-dev python3-protobuf)
+missing=()
+for pkg in "${build_deps[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing build dependencies: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# A private apt configuration that only knows the deb-src lines, so the host's
+# own sources stay untouched.
+apt_root="$cache/apt"
+mkdir -p "$apt_root/sources" "$apt_root/lists/partial"
+cat > "$apt_root/sources/criu-src.sources" <<'EOF'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: unstable testing
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+apt_opts=(-o Dir::Etc::sourcelist=/dev/null -o "Dir::Etc::sourceparts=$apt_root/sources"
+          -o "Dir::State::Lists=$apt_root/lists" -o APT::Sandbox::User=root)
+say "looking up CRIU source packages in Debian unstable and testing"
+apt-get "${apt_opts[@]}" update -qq || die "could not read Debian's source indexes (unstable, testing)"
+
+mapfile -t candidates < <(apt-cache "${apt_opts[@]}" showsrc criu 2>/dev/null \
+    | awk '/^Version:/ {print $2}' | sort -u -r -V)
+usable=()
+for v in "${candidates[@]}"; do
+    dpkg --compare-versions "$v" ge "$min_version" && usable+=("$v")
+done
+[ ${#usable[@]} -gt 0 ] || die "no CRIU source >= $min_version in Debian unstable or testing (found: ${candidates[*]:-none}); Debian 12's 3.17 does not work on this kernel, so ferry cannot checkpoint"
+
+reasons=()
+for debver in "${usable[@]}"; do
+    upstream="${debver%-*}"
+    upstream="${upstream#*:}"
+    srcdir="$cache/src/$debver"
+    tree="$cache/build/criu-$upstream"
+    mkdir -p "$srcdir" "$cache/build"
+    say "fetching criu $debver source"
+    # The .debian.tar.xz is sometimes gone (404); the orig tarball is all we build.
+    (cd "$srcdir" && apt-get "${apt_opts[@]}" source --download-only -qq "criu=$debver" >"$log" 2>&1) || true
+    orig="$srcdir/criu_${upstream}.orig.tar.xz"
+    if [ ! -s "$orig" ]; then
+        reasons+=("$debver: source download failed ($(tail -1 "$log"))")
+        continue
+    fi
+    if [ ! -x "$tree/criu/criu" ] || ! pycriu_ready "$tree/lib"; then
+        rm -rf --one-file-system "$tree"
+        tar -xf "$orig" -C "$cache/build"
+        [ -d "$tree" ] || { reasons+=("$debver: tarball has no criu-$upstream/"); continue; }
+        say "building criu $upstream (about 30 s on 2 cores; log: $log)"
+        if ! make -C "$tree" -j"$(nproc)" criu lib >"$log" 2>&1; then
+            reasons+=("$debver: build failed: $(grep -m1 -E 'error|Error' "$log" || tail -1 "$log")")
+            continue
+        fi
+    fi
+    if [ -z "$current_version" ]; then
+        make -C "$tree" install-criu PREFIX=/usr/local >>"$log" 2>&1 \
+            || { reasons+=("$debver: install failed (see $log)"); continue; }
+        hash -r
+        installed_version="$(working_version /usr/local/sbin/criu || true)"
+        if [ -z "$installed_version" ]; then
+            reasons+=("$debver: built, but '/usr/local/sbin/criu check' fails: $(/usr/local/sbin/criu check 2>&1 | tail -1)")
+            continue
+        fi
+        current=/usr/local/sbin/criu
+        say "installed criu $installed_version to /usr/local/sbin"
+    fi
+    echo "$tree/lib" > "$cache/pycriu-path"
+    echo "$current" > "$cache/criu-path"
+    exit 0
+done
+die "no CRIU >= $min_version could be built: ${reasons[*]}"

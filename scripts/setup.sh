@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for ferry on Debian 12, run as root by `make setup`.
+# Each step checks first and does nothing when its work is already done, so a
+# second run costs seconds.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$repo/.venv"
+# Debian's interpreter, not whatever python3 is first on PATH: /usr/local/bin/ferry
+# must keep working for root on any shell.
+python=/usr/bin/python3
+
+say() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (ferry manages namespaces, mounts and CRIU); try: sudo make setup"
+[ -r /etc/debian_version ] || die "this setup targets Debian 12; /etc/debian_version is missing"
+
+# Run-time tools ferry drives, plus what builds CRIU and the virtualenv.
+runtime_pkgs=(runc iproute2 nftables busybox-static debootstrap util-linux procps
+              python3 python3-venv ca-certificates xz-utils)
+missing=()
+for pkg in "${runtime_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+bash "$repo/scripts/provision-criu.sh"
+pycriu_dir="$(cat /var/cache/ferry/criu/pycriu-path)"
+
+# The virtualenv is rebuilt only when pyproject.toml or the CRIU build changed.
+stamp="$venv/.ferry-setup"
+want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) $pycriu_dir"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "creating virtualenv $venv"
+    rm -rf --one-file-system "$venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip setuptools wheel
+    # pycriu is built from the same CRIU source as the criu binary, so that its
+    # RPC messages match the binary it talks to.
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation "$pycriu_dir"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+    echo "$want" > "$stamp"
+fi
+
+if [ "$(readlink /usr/local/bin/ferry 2>/dev/null)" != "$venv/bin/ferry" ]; then
+    ln -sfn "$venv/bin/ferry" /usr/local/bin/ferry
+    say "linked /usr/local/bin/ferry -> $venv/bin/ferry"
+fi
+say "ready ($(criu --version | head -1 | tr -s ' '), $(runc --version | head -1))"

@@ -1,0 +1,174 @@
+"""CRIU over its RPC (`criu swrk`), with pycriu's protobuf messages.
+
+runc drives CRIU for containers; this driver is for what runc cannot express
+(stats, lazy pages, page server) and for dumping plain process trees. The swrk
+process is started through util.proc like every other tool, and CRIU's
+failures are translated here into errors that quote the log and keep its path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from dataclasses import dataclass
+
+from ferry.host import probes
+from ferry.util import proc
+from ferry.util.errors import Incompatible, NotFound, ToolError
+
+LOG_LEVEL = 4            # CRIU's debug level: the log is what users send us
+DEFAULT_TIMEOUT = 600.0  # seconds for one RPC request; big dumps take minutes
+# Markers CRIU puts on the lines that explain a failure.
+LOG_ERROR_MARKERS = ("Error (", "Error:", "FAILED", "In-flight connection", "bad size")
+QUOTED_LOG_LINES = 3
+
+
+@dataclass(frozen=True)
+class DumpStats:
+    """CRIU's own account of a dump (stats-dump), times in microseconds."""
+    freezing_time_us: int
+    frozen_time_us: int
+    memdump_time_us: int
+    memwrite_time_us: int
+    pages_scanned: int
+    pages_written: int
+    pages_lazy: int
+
+
+@dataclass(frozen=True)
+class RestoreStats:
+    forking_time_us: int
+    restore_time_us: int
+    pages_restored: int
+
+
+def _rpc():
+    try:
+        from pycriu import rpc_pb2
+    except ImportError as exc:
+        raise Incompatible(f"pycriu is not importable ({exc})", hint="run 'make setup' as root") from None
+    return rpc_pb2
+
+
+def quote_log(log_path: str, markers: tuple[str, ...] = LOG_ERROR_MARKERS,
+              lines: int = QUOTED_LOG_LINES) -> str:
+    """The last lines of a CRIU log that explain a failure, joined for one line."""
+    try:
+        with open(log_path, errors="replace") as f:
+            text = f.read().splitlines()
+    except OSError:
+        return ""
+    hits = probes.criu_messages(line for line in text if any(m in line for m in markers))
+    return " | ".join(hits[-lines:])
+
+
+def ensure_pipe_max_size(wanted: int = probes.WANTED_PIPE_MAX_SIZE,
+                         path: str = "/proc/sys/fs/pipe-max-size") -> None:
+    """Raise fs.pipe-max-size so CRIU's page pipes can grow (HOST-NOTES)."""
+    with open(path) as f:
+        current = int(f.read().strip())
+    if current < wanted:
+        with open(path, "w") as f:
+            f.write(str(wanted))
+
+
+class Criu:
+    """One CRIU binary, spoken to over RPC. A request spawns one `criu swrk`."""
+
+    def __init__(self, binary: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        binary = binary or probes.criu_binary()
+        if binary is None:
+            raise NotFound("criu is not installed", hint="run 'make setup' as root")
+        self.binary = binary
+        self.timeout = timeout
+
+    def _request(self, req_type: str, opts, *, desc: str, log_path: str | None):
+        rpc = _rpc()
+        req = rpc.criu_req(type=getattr(rpc, req_type), opts=opts)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with ours:
+            with theirs:
+                worker = proc.spawn([self.binary, "swrk", str(theirs.fileno())],
+                                    desc=desc, pass_fds=[theirs.fileno()])
+            try:
+                ours.settimeout(self.timeout)
+                ours.send(req.SerializeToString())
+                size = len(ours.recv(1, socket.MSG_PEEK | socket.MSG_TRUNC))
+                data = ours.recv(size)
+            except (socket.timeout, OSError) as exc:
+                worker.kill()
+                worker.wait()
+                reason = "timed out" if isinstance(exc, socket.timeout) else str(exc)
+                raise ToolError(desc, None, f"{reason}; {quote_log(log_path or '')}".strip("; "),
+                                log_path=log_path) from None
+        worker.wait()
+        resp = rpc.criu_resp()
+        resp.ParseFromString(data)
+        if not resp.success:
+            raise self._failure(desc, req_type, resp, log_path)
+        return resp
+
+    def _failure(self, desc: str, req_type: str, resp, log_path: str | None) -> ToolError:
+        quoted = quote_log(log_path) if log_path else ""
+        if not quoted:
+            quoted = resp.cr_errmsg or (os.strerror(resp.cr_errno) if resp.cr_errno else "no reason given")
+        hint = f"CRIU's log is kept at {log_path}" if log_path else None
+        if req_type == "RESTORE" and resp.cr_errno == errno.EEXIST:
+            hint = "a process with the checkpointed PID already exists; " + (hint or "")
+        return ToolError(desc, resp.cr_errno or 1, quoted, hint=hint, log_path=log_path)
+
+    def _opts(self, images_dir: str, log_name: str):
+        rpc = _rpc()
+        return rpc.criu_opts(images_dir_fd=-1, images_dir=os.path.abspath(images_dir),
+                             log_level=LOG_LEVEL, log_file=log_name)
+
+    def dump(self, pid: int, images_dir: str, *, leave_running: bool = False,
+             tcp_established: bool = False, shell_job: bool = False,
+             log_name: str = "dump.log") -> DumpStats:
+        """Dump the process tree rooted at `pid` into `images_dir`."""
+        os.makedirs(images_dir, mode=0o700, exist_ok=True)
+        ensure_pipe_max_size()
+        opts = self._opts(images_dir, log_name)
+        opts.pid = pid
+        opts.leave_running = leave_running
+        opts.tcp_established = tcp_established
+        opts.shell_job = shell_job
+        log_path = os.path.join(images_dir, log_name)
+        self._request("DUMP", opts, desc=f"criu dump of pid {pid}", log_path=log_path)
+        return read_dump_stats(images_dir)
+
+    def restore(self, images_dir: str, *, tcp_established: bool = False,
+                shell_job: bool = False, log_name: str = "restore.log") -> int:
+        """Restore a dumped tree; returns the PID of its root task.
+
+        The restored tree is reparented away from the short-lived swrk worker,
+        so it outlives this call.
+        """
+        opts = self._opts(images_dir, log_name)
+        opts.tcp_established = tcp_established
+        opts.shell_job = shell_job
+        log_path = os.path.join(images_dir, log_name)
+        resp = self._request("RESTORE", opts, desc="criu restore", log_path=log_path)
+        return resp.restore.pid
+
+
+def _stats_entry(images_dir: str, name: str):
+    from pycriu import images
+    path = os.path.join(images_dir, name)
+    try:
+        with open(path, "rb") as f:
+            return images.load(f)["entries"][0]
+    except (OSError, KeyError, IndexError) as exc:
+        raise NotFound(f"CRIU wrote no readable {name} in {images_dir} ({exc})") from None
+
+
+def read_dump_stats(images_dir: str) -> DumpStats:
+    d = _stats_entry(images_dir, "stats-dump")["dump"]
+    return DumpStats(d["freezing_time"], d["frozen_time"], d["memdump_time"], d["memwrite_time"],
+                     int(d["pages_scanned"]), int(d["pages_written"]), int(d.get("pages_lazy", 0)))
+
+
+def read_restore_stats(images_dir: str) -> RestoreStats:
+    r = _stats_entry(images_dir, "stats-restore")["restore"]
+    return RestoreStats(r["forking_time"], r["restore_time"], int(r.get("pages_restored", 0)))

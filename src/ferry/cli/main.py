@@ -1,0 +1,156 @@
+"""ferry's command line: parsing, dispatch, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from typing import Callable, NoReturn, Sequence
+
+import ferry
+from ferry.cli import render
+from ferry.store.layout import DEFAULT_ROOT, Layout
+from ferry.util.errors import (BadArchive, Conflict, FerryError, Incompatible, NotFound,
+                               PermissionDenied, ToolError, UsageError)
+
+# Podman's convention: 125 means ferry itself failed; other codes are reserved
+# for a container's own exit status in later commands.
+EXIT_OK = 0
+EXIT_NOT_READY = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 125
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[type[FerryError], int] = {
+    UsageError: EXIT_USAGE,
+    PermissionDenied: EXIT_ERROR,
+    NotFound: EXIT_ERROR,
+    Conflict: EXIT_ERROR,
+    Incompatible: EXIT_ERROR,
+    BadArchive: EXIT_ERROR,
+    ToolError: EXIT_ERROR,
+}
+
+
+def exit_code_for(error: FerryError) -> int:
+    for cls in type(error).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_ERROR
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a one-line FerryError rather than a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        choice = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if choice:
+            message = f"unknown command '{choice.group(1)}' for '{self.prog}'"
+        elif message.startswith("unrecognized arguments: "):
+            message = "unknown flag or argument: " + message.split(": ", 1)[1]
+        raise UsageError(message, hint=f"see '{self.prog} --help'")
+
+
+def _subcommands(parser: argparse.ArgumentParser, title: str):
+    return parser.add_subparsers(title=title, metavar="COMMAND", parser_class=Parser)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="ferry", description="ferry moves running containers: run, "
+                    "checkpoint to one archive, restore anywhere, live-migrate.")
+    parser.add_argument("--version", action="version", version=f"ferry version {ferry.__version__}")
+    parser.add_argument("--root", metavar="DIR", default=None,
+                        help=f"state root (default: $FERRY_ROOT or {DEFAULT_ROOT}); "
+                        "each root is an independent host")
+    parser.add_argument("--debug", action="store_true",
+                        help="log every tool ferry runs and show tracebacks")
+    commands = _subcommands(parser, "commands")
+
+    version = commands.add_parser("version", help="show ferry's version")
+    version.add_argument("--format", choices=("text", "json"), default="text")
+    version.set_defaults(handler=cmd_version)
+
+    info = commands.add_parser("info", help="show where this root keeps its state")
+    info.add_argument("--format", choices=("text", "json"), default="text")
+    info.set_defaults(handler=cmd_info)
+
+    system = commands.add_parser("system", help="host-level commands")
+    system_commands = _subcommands(system, "system commands")
+    check = system_commands.add_parser(
+        "check", help="preflight: list every host feature ferry relies on",
+        description="Exit 0 when checkpoint/restore can work on this host.")
+    check.add_argument("--format", choices=("table", "json"), default="table")
+    check.set_defaults(handler=cmd_system_check)
+    system.set_defaults(handler=_needs_subcommand(system))
+    return parser
+
+
+def _needs_subcommand(parser: argparse.ArgumentParser) -> Callable:
+    def handler(_args) -> int:
+        raise UsageError(f"'{parser.prog}' needs a subcommand", hint=f"see '{parser.prog} --help'")
+    return handler
+
+
+# ---- handlers -----------------------------------------------------------
+
+def cmd_version(args) -> int:
+    if args.format == "json":
+        render.json_out({"Version": ferry.__version__})
+    else:
+        render.line(f"ferry version {ferry.__version__}")
+    return EXIT_OK
+
+
+def cmd_info(args) -> int:
+    layout = Layout.at(args.root)
+    data = {"version": ferry.__version__, "root": layout.root, "database": layout.database,
+            "images": layout.images, "containers": layout.containers,
+            "checkpoints": layout.checkpoints}
+    if args.format == "json":
+        render.json_out(data)
+    else:
+        render.key_values(data)
+    return EXIT_OK
+
+
+def cmd_system_check(args) -> int:
+    from ferry.engine.system import system_check
+    report = system_check()
+    if args.format == "json":
+        render.json_out(report.to_dict())
+    else:
+        render.checks_table(report.checks)
+    if report.ready:
+        missing = [c.key for c in report.checks if c.status != "ok"]
+        if args.format == "table":
+            render.line("\ncheckpoint/restore: ready" + (
+                f" (optional features not available: {', '.join(missing)})" if missing else ""))
+        return EXIT_OK
+    first = report.blocking[0]
+    others = f" (and {len(report.blocking) - 1} more)" if len(report.blocking) > 1 else ""
+    render.error(f"checkpoint/restore cannot work here: {first.key}: {first.detail}{others}",
+                 hint=f"without it, {first.impact}")
+    return EXIT_NOT_READY
+
+
+# ---- entry point --------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="ferry: %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        args = build_parser().parse_args(argv)
+        if not hasattr(args, "handler"):
+            raise UsageError("no command given", hint="see 'ferry --help'")
+        return args.handler(args)
+    except FerryError as error:
+        if debug:
+            logging.getLogger("ferry").exception("failed")
+        render.error(error.message, hint=error.hint)
+        return exit_code_for(error)
+    except KeyboardInterrupt:
+        render.error("interrupted")
+        return EXIT_INTERRUPTED

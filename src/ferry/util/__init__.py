@@ -1,0 +1,5 @@
+"""Shared plumbing: the one subprocess chokepoint, the error root, atomic file
+writes, locks and logging.
+
+It imports nothing else from ferry.
+"""

@@ -1,0 +1,56 @@
+"""The one error root. Every failure a user can meet is a FerryError with a
+one-line message and, where there is one, a hint saying what to do."""
+
+from __future__ import annotations
+
+
+class FerryError(Exception):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(FerryError):
+    """The command line itself is wrong (unknown command, bad flag, bad value)."""
+
+
+class PermissionDenied(FerryError):
+    """The caller lacks a privilege ferry needs, usually root."""
+
+
+class NotFound(FerryError):
+    """A named thing (container, image, file, tool) does not exist."""
+
+
+class Conflict(FerryError):
+    """The request clashes with existing state (name in use, port taken)."""
+
+
+class Incompatible(FerryError):
+    """This host cannot do what was asked (missing kernel feature, old CRIU)."""
+
+
+class BadArchive(FerryError):
+    """A checkpoint or image archive is truncated, tampered with or hostile."""
+
+
+class ToolError(FerryError):
+    """An external tool (runc, CRIU, ip, nft...) failed.
+
+    `output_tail` holds the last lines it printed and `log_path` the log that
+    was kept for the user, if any.
+    """
+
+    def __init__(self, desc: str, code: int | None, output_tail: str = "",
+                 hint: str | None = None, log_path: str | None = None):
+        detail = f": {output_tail}" if output_tail else ""
+        status = "timed out" if code is None else f"failed (exit {code})"
+        super().__init__(f"{desc} {status}{detail}", hint)
+        self.desc = desc
+        self.code = code
+        self.output_tail = output_tail
+        self.log_path = log_path

@@ -1,0 +1,94 @@
+"""The one subprocess chokepoint (the habit of pip's utils/subprocess.py).
+
+Every external program ferry runs goes through run() or spawn(): argv lists
+only, output captured and logged, failures raised as ToolError with the tail
+of what the tool printed. Unit tests fake tools by replacing `_execute`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Sequence
+
+from ferry.util.errors import NotFound, ToolError
+
+log = logging.getLogger("ferry.proc")
+
+# Tools installed by `make setup` live in /usr/local/sbin; a caller's PATH
+# (cron, CI, sudo) may lack the sbin directories.
+TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TAIL_LINES = 5
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = TOOL_PATH + (":" + env["PATH"] if env.get("PATH") else "")
+    env.setdefault("LC_ALL", "C")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(kept[-lines:])
+
+
+def _execute(argv: Sequence[str], *, timeout: float | None, input: str | None,
+             env: dict[str, str], cwd: str | None) -> Result:
+    done = subprocess.run(list(argv), input=input, capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd, errors="replace")
+    return Result(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+def run(argv: Sequence[str], *, desc: str, timeout: float | None = 60,
+        check: bool = True, input: str | None = None,
+        env: dict[str, str] | None = None, cwd: str | None = None) -> Result:
+    """Run a tool to completion. `desc` names the action for error messages."""
+    if isinstance(argv, str):
+        raise TypeError("argv must be a list, not a string")
+    log.debug("run %s: %s", desc, " ".join(argv))
+    try:
+        result = _execute(argv, timeout=timeout, input=input, env=tool_env(env), cwd=cwd)
+    except FileNotFoundError:
+        raise NotFound(f"{desc}: '{argv[0]}' is not installed",
+                       hint="run 'make setup' as root") from None
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stderr or b"")
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
+        raise ToolError(desc, None, tail(out)) from None
+    if result.stdout.strip():
+        log.debug("%s stdout: %s", desc, tail(result.stdout, 20))
+    if result.stderr.strip():
+        log.debug("%s stderr: %s", desc, tail(result.stderr, 20))
+    if check and result.returncode != 0:
+        raise ToolError(desc, result.returncode, tail(result.stderr or result.stdout))
+    return result
+
+
+def spawn(argv: Sequence[str], *, desc: str, pass_fds: Sequence[int] = (),
+          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+          stderr=subprocess.DEVNULL, env: dict[str, str] | None = None,
+          cwd: str | None = None, new_session: bool = False) -> subprocess.Popen:
+    """Start a long-lived tool (criu swrk, a container monitor) and return it."""
+    if isinstance(argv, str):
+        raise TypeError("argv must be a list, not a string")
+    log.debug("spawn %s: %s", desc, " ".join(argv))
+    try:
+        return subprocess.Popen(list(argv), pass_fds=tuple(pass_fds), stdin=stdin,
+                                stdout=stdout, stderr=stderr, env=tool_env(env),
+                                cwd=cwd, start_new_session=new_session)
+    except FileNotFoundError:
+        raise NotFound(f"{desc}: '{argv[0]}' is not installed",
+                       hint="run 'make setup' as root") from None

@@ -1,0 +1,90 @@
+"""The command line's contract: one-line errors, exit codes, stable JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ferry.cli import main as cli
+from ferry.engine import system
+from ferry.host import probes
+from ferry.util.errors import BadArchive, Conflict, FerryError, ToolError, UsageError
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["bogus"], "unknown command 'bogus' for 'ferry'"),
+    (["--bogus"], "unknown flag or argument: --bogus"),
+    (["system", "nope"], "unknown command 'nope' for 'ferry system'"),
+    (["system", "check", "--format", "xml"], "invalid choice: 'xml'"),
+    (["system"], "'ferry system' needs a subcommand"),
+    ([], "no command given"),
+])
+def test_bad_invocations_are_one_line(capsys, argv, needle):
+    code, out, err = run(capsys, *argv)
+    assert code == cli.EXIT_USAGE
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert "hint: see 'ferry" in lines[0]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("ferry version ")
+
+
+def test_info_honours_root(capsys, tmp_path):
+    code, out, _ = run(capsys, "--root", str(tmp_path / "hostA"), "info", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["root"] == str(tmp_path / "hostA")
+    assert data["database"].startswith(data["root"] + "/")
+    assert not (tmp_path / "hostA").exists()  # reading paths creates nothing
+
+
+def _fake_report(monkeypatch, *checks):
+    monkeypatch.setattr(system, "system_check", lambda: system.SystemReport(tuple(checks)))
+
+
+def test_system_check_json_and_exit_code(capsys, monkeypatch):
+    _fake_report(monkeypatch, probes.Check("criu", "ok", "4.2.1", "fine", "x", True),
+                 probes.Check("soft_dirty", "missing", "no", "off", "no pre-copy", False))
+    code, out, _ = run(capsys, "system", "check", "--format", "json")
+    assert code == 0
+    assert json.loads(out)["checks"]["soft_dirty"]["status"] == "missing"
+
+
+def test_system_check_not_ready(capsys, monkeypatch):
+    _fake_report(monkeypatch, probes.Check("criu", "missing", "3.17.1", "too old; run 'make setup'",
+                                           "no checkpoint", True))
+    code, out, err = run(capsys, "system", "check")
+    assert code == cli.EXIT_NOT_READY
+    assert "criu" in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "criu: too old" in lines[0] and "no checkpoint" in lines[0]
+
+
+def test_errors_map_to_exit_codes(capsys, monkeypatch):
+    assert cli.exit_code_for(UsageError("x")) == cli.EXIT_USAGE
+    assert cli.exit_code_for(Conflict("x")) == cli.EXIT_ERROR
+    assert cli.exit_code_for(BadArchive("x")) == cli.EXIT_ERROR
+
+    class Custom(ToolError):
+        pass
+    assert cli.exit_code_for(Custom("runc", 1)) == cli.EXIT_ERROR
+
+    def boom(_args):
+        raise FerryError("something broke", hint="do this")
+    monkeypatch.setattr(cli, "cmd_version", boom)
+    code, _, err = run(capsys, "version")
+    assert code == cli.EXIT_ERROR
+    assert err == "ferry: error: something broke (hint: do this)\n"
