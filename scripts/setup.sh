@@ -40,10 +40,15 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
     rm -rf --one-file-system "$venv"
     "$python" -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --upgrade pip setuptools wheel
-    # pycriu is built from the same CRIU source as the criu binary, so that its
-    # RPC messages match the binary it talks to.
-    "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation "$pycriu_dir"
     "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+    # pycriu comes from the same CRIU source as the criu binary, so its RPC
+    # messages match. Its build reads its version through protobuf, which the
+    # line above installed.
+    if ! "$venv/bin/pip" install -q --disable-pip-version-check --no-build-isolation "$pycriu_dir" \
+            >"$venv/pycriu-install.log" 2>&1; then
+        cat "$venv/pycriu-install.log" >&2
+        die "could not install pycriu from $pycriu_dir"
+    fi
     echo "$want" > "$stamp"
 fi
 
@@ -51,4 +56,5 @@ if [ "$(readlink /usr/local/bin/ferry 2>/dev/null)" != "$venv/bin/ferry" ]; then
     ln -sfn "$venv/bin/ferry" /usr/local/bin/ferry
     say "linked /usr/local/bin/ferry -> $venv/bin/ferry"
 fi
-say "ready ($(criu --version | head -1 | tr -s ' '), $(runc --version | head -1))"
+criu="$(cat /var/cache/ferry/criu/criu-path)"
+say "ready: $criu $("$criu" --version | awk '/^Version:/ {print $2}'), $(runc --version | head -1)"
