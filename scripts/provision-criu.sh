@@ -9,6 +9,7 @@
 # Leaves /var/cache/ferry/criu/pycriu-path (the pycriu source dir for pip) and
 # /var/cache/ferry/criu/criu-path (the binary ferry should use).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 min_version=4.2
 cache=/var/cache/ferry/criu
@@ -42,15 +43,7 @@ fi
 build_deps=(build-essential pkgconf libbsd-dev libcap-dev libgnutls28-dev libnet1-dev
             libnftables-dev libnl-3-dev libprotobuf-c-dev libprotobuf-dev
             protobuf-c-compiler protobuf-compiler uuid-dev python3-protobuf)
-missing=()
-for pkg in "${build_deps[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing build dependencies: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_debs "${build_deps[@]}"
 
 # A private apt configuration that only knows the deb-src lines, so the host's
 # own sources stay untouched.

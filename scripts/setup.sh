@@ -3,6 +3,7 @@
 # Each step checks first and does nothing when its work is already done, so a
 # second run costs seconds.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$repo/.venv"
@@ -19,15 +20,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # Run-time tools ferry drives, plus what builds CRIU and the virtualenv.
 runtime_pkgs=(runc iproute2 nftables busybox-static debootstrap util-linux procps
               python3 python3-venv ca-certificates xz-utils)
-missing=()
-for pkg in "${runtime_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    say "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+ensure_debs "${runtime_pkgs[@]}"
 
 bash "$repo/scripts/provision-criu.sh"
 pycriu_dir="$(cat /var/cache/ferry/criu/pycriu-path)"

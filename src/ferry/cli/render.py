@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from typing import Iterable
@@ -15,10 +16,8 @@ from ferry.host.probes import OK, WARNING, Check
 PIPE_WIDTH = 200
 
 
-def _console(stream=None) -> Console:
-    stream = stream or sys.stdout
-    return Console(file=stream, width=None if stream.isatty() else PIPE_WIDTH,
-                   highlight=False, soft_wrap=not stream.isatty())
+def _console() -> Console:
+    return Console(file=sys.stdout, highlight=False)
 
 
 def line(text: str) -> None:
@@ -53,4 +52,15 @@ def checks_table(checks: Iterable[Check]) -> None:
         style = STATUS_STYLE.get(check.status, "red" if check.required else "yellow")
         table.add_row(check.key, f"[{style}]{check.status}[/{style}]", check.value, check.detail,
                       "" if check.status == OK else check.impact)
-    _console().print(table)
+    _print_table(table)
+
+
+def _print_table(table: Table) -> None:
+    if sys.stdout.isatty():
+        _console().print(table)
+        return
+    # Off a terminal, print plain text without rich's padding at line ends.
+    buffer = io.StringIO()
+    Console(file=buffer, width=PIPE_WIDTH, highlight=False, color_system=None).print(table)
+    for text in buffer.getvalue().splitlines():
+        print(text.rstrip())
