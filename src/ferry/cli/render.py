@@ -41,6 +41,16 @@ def error(message: str, hint: str | None = None) -> None:
     print(text, file=sys.stderr)
 
 
+def table(headers: list[str], rows: Iterable[list[str]]) -> None:
+    """A podman-style table: upper-case headers, columns separated by spaces."""
+    grid = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 2, 0, 0))
+    for header in headers:
+        grid.add_column(header, overflow="fold")
+    for row in rows:
+        grid.add_row(*(str(cell) for cell in row))
+    _print_table(grid)
+
+
 STATUS_STYLE = {OK: "green", WARNING: "yellow"}
 
 

@@ -39,3 +39,17 @@ class Layout:
     @property
     def checkpoints(self) -> str:
         return os.path.join(self.root, "checkpoints")
+
+    @property
+    def volumes(self) -> str:
+        return os.path.join(self.root, "volumes")
+
+    @property
+    def locks(self) -> str:
+        return os.path.join(self.root, "locks")
+
+    def lock(self, name: str) -> str:
+        return os.path.join(self.locks, f"{name}.lock")
+
+    def container_dir(self, container_id: str) -> str:
+        return os.path.join(self.containers, container_id)

@@ -1,0 +1,37 @@
+"""The Engine: one state root's services, built lazily, for cli/ and api/."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+from ferry.store.db import Database
+from ferry.store.layout import Layout
+from ferry.util.errors import PermissionDenied
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise PermissionDenied("ferry must run as root (it manages namespaces, mounts, cgroups and CRIU)",
+                               hint="run it with sudo, or as root")
+
+
+class Engine:
+    def __init__(self, root: str | None = None):
+        self.layout = Layout.at(root)
+
+    @cached_property
+    def db(self) -> Database:
+        require_root()
+        os.makedirs(self.layout.root, mode=0o700, exist_ok=True)
+        return Database(self.layout.database)
+
+    @cached_property
+    def images(self):
+        from ferry.image.store import ImageStore
+        return ImageStore(self.layout, self.db)
+
+    @cached_property
+    def networks(self):
+        from ferry.network.manager import NetworkManager
+        return NetworkManager(self.layout, self.db)

@@ -1,0 +1,66 @@
+"""SQLite (WAL) state of one root, safe under concurrent CLI calls.
+
+Each layer that keeps records owns its tables and declares them with
+`Database.ensure(ddl)`; write transactions take SQLite's write lock up front
+(BEGIN IMMEDIATE) so that two ferry processes never interleave a read-modify-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from typing import Iterator
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    def __init__(self, path: str):
+        self.path = path
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        self._local = threading.local()
+        self._ensured: set[str] = set()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._local.conn = conn
+        return conn
+
+    def ensure(self, ddl: str) -> None:
+        """Create tables and indexes idempotently (CREATE ... IF NOT EXISTS)."""
+        if ddl in self._ensured:
+            return
+        with self.write() as conn:
+            for statement in (s.strip() for s in ddl.split(";")):
+                if statement:
+                    conn.execute(statement)
+        self._ensured.add(ddl)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction holding SQLite's lock from its first statement."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def read(self) -> sqlite3.Connection:
+        return self._conn()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,27 @@
+"""Identifiers: 64-hex IDs like podman's, short forms, and name rules."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from ferry.util.errors import UsageError
+
+SHORT_ID = 12
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+MAX_NAME = 128
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def short(full_id: str) -> str:
+    return full_id[:SHORT_ID]
+
+
+def check_name(name: str, what: str = "container") -> str:
+    if len(name) > MAX_NAME or not NAME_RE.match(name):
+        raise UsageError(f"invalid {what} name {name!r}: use letters, digits, '_', '.', '-', "
+                         f"starting with a letter or digit")
+    return name
