@@ -35,3 +35,23 @@ class Engine:
     def networks(self):
         from ferry.network.manager import NetworkManager
         return NetworkManager(self.layout, self.db)
+
+    @cached_property
+    def volumes(self):
+        from ferry.engine.volumes import Volumes
+        return Volumes(self.layout, self.db)
+
+    @cached_property
+    def containers(self):
+        from ferry.engine.containers import Containers
+        return Containers(self.layout, self.db, self.images, self.networks, self.volumes)
+
+    def prune(self) -> list[str]:
+        """Remove exited containers, then whatever a crash left behind."""
+        removed = []
+        for container in self.containers.list(all_states=True):
+            if container.state != "running":
+                self.containers.remove(container.id)
+                removed.append(f"container {container.name}")
+        removed += self.containers.prune_leftovers()
+        return removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 
@@ -29,3 +30,35 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def mounts_under(path: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """Mount points at or below `path`, deepest first."""
+    path = os.path.realpath(path)
+    found = []
+    with open(mountinfo) as f:
+        for line in f:
+            point = _unescape(line.split()[4])
+            if point == path or point.startswith(path.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def remove_tree(path: str) -> None:
+    """Delete a directory without ever deleting through a mount inside it.
+
+    A failed CRIU restore can leave a bind mount of a container rootfs inside a
+    state directory (HOST-NOTES), so unmount everything below first, deepest
+    first, and never cross a filesystem boundary while deleting.
+    """
+    from ferry.util import proc
+    if not os.path.lexists(path):
+        return
+    for point in mounts_under(path):
+        proc.run(["umount", "-l", point], desc=f"unmount {point}", check=False)
+    proc.run(["rm", "-rf", "--one-file-system", path], desc=f"remove {path}")

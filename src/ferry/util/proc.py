@@ -92,3 +92,13 @@ def spawn(argv: Sequence[str], *, desc: str, pass_fds: Sequence[int] = (),
     except FileNotFoundError:
         raise NotFound(f"{desc}: '{argv[0]}' is not installed",
                        hint="run 'make setup' as root") from None
+
+
+def run_foreground(argv: Sequence[str], *, desc: str, env: dict[str, str] | None = None) -> int:
+    """Run a tool on the caller's own terminal (exec -it) and return its exit code."""
+    log.debug("foreground %s: %s", desc, " ".join(argv))
+    try:
+        return subprocess.call(list(argv), env=tool_env(env))
+    except FileNotFoundError:
+        raise NotFound(f"{desc}: '{argv[0]}' is not installed",
+                       hint="run 'make setup' as root") from None

@@ -1,0 +1,119 @@
+"""The client side of attach: relay the user's terminal to a container's monitor."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import socket
+import sys
+import termios
+import time
+import tty as ttymode
+
+from ferry.runtime import attach
+from ferry.util.errors import FerryError
+
+CONNECT_TIMEOUT = 30.0
+EXIT_CODE_WAIT = 30.0
+
+
+def attach_and_wait(engine, container, *, stdin: bool, tty: bool) -> int:
+    """Stream the container's output here (and our input there) until it exits."""
+    sock = _connect(engine.containers.attach_socket(container))
+    selector = selectors.DefaultSelector()
+    selector.register(sock, selectors.EVENT_READ, "socket")
+    if stdin:
+        selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
+    reader = attach.FrameReader()
+    exit_code = None
+    with _terminal(sock, tty), _signal_proxy(engine, container, enabled=not tty):
+        while exit_code is None:
+            for key, _ in selector.select(timeout=1.0):
+                if key.data == "stdin":
+                    data = os.read(key.fd, 65536)
+                    if data:
+                        sock.sendall(attach.frame(attach.STDIN, data))
+                    else:
+                        sock.sendall(attach.frame(attach.STDIN_EOF))
+                        selector.unregister(key.fd)
+                    continue
+                data = sock.recv(65536)
+                if not data:
+                    exit_code = _exit_code_after_hangup(engine, container)
+                    break
+                for kind, payload in reader.feed(data):
+                    if kind == attach.EXIT:
+                        exit_code = int(payload)
+                    else:
+                        stream = sys.stdout if kind == attach.STDOUT else sys.stderr
+                        stream.buffer.write(payload)
+                        stream.flush()
+    sock.close()
+    engine.containers.wait_monitor(container)  # --rm cleanup finishes before we return
+    return exit_code
+
+
+def _connect(path: str) -> socket.socket:
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise FerryError("could not attach to the container", hint=f"no monitor answers at {path}")
+            time.sleep(0.05)
+
+
+def _exit_code_after_hangup(engine, container) -> int:
+    deadline = time.monotonic() + EXIT_CODE_WAIT
+    while time.monotonic() < deadline:
+        code = engine.containers.exit_code(container.id)
+        if code is not None:
+            return code
+        time.sleep(0.05)
+    raise FerryError("the container's monitor went away without an exit code",
+                     hint=f"see 'ferry logs {container.name}'")
+
+
+@contextlib.contextmanager
+def _terminal(sock: socket.socket, tty: bool):
+    if not tty or not sys.stdin.isatty():
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+
+    def resize(*_):
+        size = os.get_terminal_size(fd)
+        with contextlib.suppress(OSError):
+            sock.sendall(attach.frame(attach.RESIZE, f"{size.lines} {size.columns}".encode()))
+    previous = signal.signal(signal.SIGWINCH, resize)
+    resize()
+    ttymode.setraw(fd)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+
+
+@contextlib.contextmanager
+def _signal_proxy(engine, container, *, enabled: bool):
+    """podman's --sig-proxy: Ctrl-C and TERM go to the container, not to ferry."""
+    if not enabled:
+        yield
+        return
+    def forward(signum, _frame):
+        with contextlib.suppress(FerryError):
+            engine.containers.kill(container.id, signal.Signals(signum).name)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,408 @@
+"""Container and volume commands, with podman's verbs and flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+from ferry.cli import render
+from ferry.cli.attach import attach_and_wait
+from ferry.engine.containers import DEFAULT_STOP_TIMEOUT, RUNNING, Container, RunOptions
+from ferry.engine.core import Engine
+from ferry.util import proc
+from ferry.util.errors import UsageError
+from ferry.util.timefmt import ago, duration, parse as parse_time
+
+LOG_FOLLOW_POLL = 0.1
+
+
+def register(commands) -> None:
+    _run_parser(commands)
+    for parent in (commands, _container_group(commands)):
+        _lifecycle(parent)
+    _volume_group(commands)
+
+
+def _container_group(commands):
+    group = commands.add_parser("container", help="manage containers")
+    sub = group.add_subparsers(title="container commands", metavar="COMMAND")
+    group.set_defaults(handler=_needs_sub(group))
+    _run_parser(sub)
+    cleanup = sub.add_parser("cleanup", help="release a stopped container's resources (run by its monitor)")
+    cleanup.add_argument("container")
+    cleanup.set_defaults(handler=cmd_cleanup)
+    listing = sub.add_parser("ls", help="list containers")
+    _ps_flags(listing)
+    listing.set_defaults(handler=cmd_ps)
+    return sub
+
+
+def _needs_sub(parser):
+    def handler(_args):
+        raise UsageError(f"'{parser.prog}' needs a subcommand", hint=f"see '{parser.prog} --help'")
+    return handler
+
+
+def _run_parser(sub) -> None:
+    # podman's run takes -h for --hostname, so help is --help only.
+    p = sub.add_parser("run", help="run a command in a new container", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    _run_flags(p)
+    p.set_defaults(handler=cmd_run)
+
+
+def _run_flags(p) -> None:
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
+    p.add_argument("--name", help="the container's name")
+    p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST:]CTR[/PROTO]")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DEST[:ro]")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("--ip", help="a static IPv4 address on the network")
+    p.add_argument("--mac-address", dest="mac", help="a static MAC address")
+    p.add_argument("--network", "--net", dest="network", help="the network to join (default: ferry)")
+    p.add_argument("-w", "--workdir", help="the working directory inside the container")
+    p.add_argument("--entrypoint", help="override the image's entrypoint (a string or a JSON array)")
+    p.add_argument("-h", "--hostname", help="the container's host name")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _ps_flags(p) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running")
+    p.add_argument("-q", "--quiet", action="store_true", help="print IDs only")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _lifecycle(sub) -> None:
+    ps = sub.add_parser("ps", help="list containers")
+    _ps_flags(ps)
+    ps.set_defaults(handler=cmd_ps)
+
+    logs = sub.add_parser("logs", help="show a container's output")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("container")
+    logs.set_defaults(handler=cmd_logs)
+
+    for verb, text in (("stop", "stop running containers"), ("restart", "restart containers")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("-t", "--time", type=_non_negative, default=DEFAULT_STOP_TIMEOUT,
+                       help="seconds to wait before killing")
+        p.add_argument("containers", nargs="+")
+        p.set_defaults(handler=cmd_stop if verb == "stop" else cmd_restart)
+
+    start = sub.add_parser("start", help="start stopped containers")
+    start.add_argument("containers", nargs="+")
+    start.set_defaults(handler=cmd_start)
+
+    kill = sub.add_parser("kill", help="send a signal to running containers")
+    kill.add_argument("-s", "--signal", default="KILL")
+    kill.add_argument("containers", nargs="+")
+    kill.set_defaults(handler=cmd_kill)
+
+    rm = sub.add_parser("rm", help="remove containers")
+    rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    rm.add_argument("containers", nargs="+")
+    rm.set_defaults(handler=cmd_rm)
+
+    exe = sub.add_parser("exec", help="run a command in a running container")
+    exe.add_argument("-i", "--interactive", action="store_true")
+    exe.add_argument("-t", "--tty", action="store_true")
+    exe.add_argument("-e", "--env", action="append", default=[])
+    exe.add_argument("-w", "--workdir")
+    exe.add_argument("-u", "--user")
+    exe.add_argument("container")
+    exe.add_argument("command", nargs=argparse.REMAINDER)
+    exe.set_defaults(handler=cmd_exec)
+
+    inspect = sub.add_parser("inspect", help="show containers' configuration and state")
+    inspect.add_argument("-f", "--format", default="json", help="json, or a template like '{{.State.Status}}'")
+    inspect.add_argument("containers", nargs="+")
+    inspect.set_defaults(handler=cmd_inspect)
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _volume_group(commands) -> None:
+    volume = commands.add_parser("volume", help="manage named volumes")
+    sub = volume.add_subparsers(title="volume commands", metavar="COMMAND")
+    volume.set_defaults(handler=_needs_sub(volume))
+    create = sub.add_parser("create", help="create a volume")
+    create.add_argument("name")
+    create.set_defaults(handler=cmd_volume_create)
+    ls = sub.add_parser("ls", help="list volumes")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ls.add_argument("--format", choices=("table", "json"), default="table")
+    ls.set_defaults(handler=cmd_volume_ls)
+    rm = sub.add_parser("rm", help="remove volumes")
+    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("names", nargs="+")
+    rm.set_defaults(handler=cmd_volume_rm)
+    inspect = sub.add_parser("inspect", help="show volumes")
+    inspect.add_argument("names", nargs="+")
+    inspect.set_defaults(handler=cmd_volume_inspect)
+
+
+# ---- handlers ------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    engine = Engine(args.root)
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    options = RunOptions(
+        image=args.image, command=tuple(command), name=args.name, detach=args.detach,
+        ports=tuple(args.publish), env=tuple(args.env), volumes=tuple(args.volume), rm=args.rm,
+        ip=args.ip, mac=args.mac, workdir=args.workdir, entrypoint=args.entrypoint,
+        network=args.network, tty=args.tty, interactive=args.interactive, hostname=args.hostname)
+    if args.tty and not args.detach and not sys.stdin.isatty():
+        raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
+    container = engine.containers.run(options)
+    if args.detach:
+        render.line(container.id)
+        return 0
+    return attach_and_wait(engine, container, stdin=args.interactive, tty=args.tty)
+
+
+def cmd_cleanup(args) -> int:
+    Engine(args.root).containers.cleanup(args.container)
+    return 0
+
+
+def cmd_ps(args) -> int:
+    containers = Engine(args.root).containers.list(all_states=args.all)
+    if args.quiet:
+        for c in containers:
+            render.line(c.id[:12])
+    elif args.format == "json":
+        render.json_out([_ps_json(c) for c in containers])
+    else:
+        render.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+                     [[c.id[:12], c.config.image, _short_command(c), ago(c.created_at), _status(c),
+                       _ports_text(c), c.name] for c in containers])
+    return 0
+
+
+def _short_command(c: Container) -> str:
+    text = " ".join(c.config.args)
+    return text if len(text) <= 20 else text[:17] + "..."
+
+
+def _status(c: Container) -> str:
+    if c.state == RUNNING and c.started_at:
+        seconds = int(time.time() - parse_time(c.started_at).timestamp())
+        return f"Up {duration(seconds)}"
+    if c.state == "exited":
+        return f"Exited ({c.exit_code}) {ago(c.finished_at)}" if c.finished_at else f"Exited ({c.exit_code})"
+    return "Created"
+
+
+def _ports_text(c: Container) -> str:
+    return ", ".join(f"{p['host_ip'] or '0.0.0.0'}:{p['host_port']}->{p['container_port']}/{p['protocol']}"
+                     for p in c.config.ports)
+
+
+def _ps_json(c: Container) -> dict:
+    return {"Id": c.id, "Names": [c.name], "Image": c.config.image, "ImageID": c.image_id,
+            "Command": list(c.config.args), "Created": c.created_at, "State": c.state,
+            "Status": _status(c), "ExitCode": c.exit_code, "Pid": c.pid or 0,
+            "Ports": [_port_json(p) for p in c.config.ports]}
+
+
+def _port_json(p: dict) -> dict:
+    return {"host_ip": p["host_ip"], "host_port": p["host_port"], "container_port": p["container_port"],
+            "protocol": p["protocol"]}
+
+
+def cmd_logs(args) -> int:
+    containers = Engine(args.root).containers
+    container, path = containers.log_path(args.container)
+    position = 0
+    while True:
+        position = _print_log(path, position)
+        if not args.follow:
+            return 0
+        if containers.get(container.id).state != RUNNING:
+            _print_log(path, position)
+            return 0
+        time.sleep(LOG_FOLLOW_POLL)
+
+
+LOG_LINE = re.compile(rb"^(\S+) (stdout|stderr) ([FP]) ?(.*)$", re.DOTALL)
+
+
+def _print_log(path: str, position: int) -> int:
+    """Print whole log entries from `position`; returns where reading stopped."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(position)
+            data = f.read()
+    except FileNotFoundError:
+        return position
+    end = data.rfind(b"\n") + 1
+    for raw in data[:end].splitlines():
+        match = LOG_LINE.match(raw)
+        if not match:
+            continue
+        stream = sys.stdout if match.group(2) == b"stdout" else sys.stderr
+        text = match.group(4) + (b"\n" if match.group(3) == b"F" else b"")
+        stream.buffer.write(text)
+        stream.flush()
+    return position + end
+
+
+def _each(args, names, action) -> int:
+    """Apply `action` to each named container; podman prints each name it handled."""
+    for name in names:
+        action(name)
+        render.line(name)
+    return 0
+
+
+def cmd_stop(args) -> int:
+    containers = Engine(args.root).containers
+    return _each(args, args.containers, lambda n: containers.stop(n, timeout=args.time))
+
+
+def cmd_restart(args) -> int:
+    containers = Engine(args.root).containers
+    def restart(name):
+        containers.stop(name, timeout=args.time)
+        containers.start(name)
+    return _each(args, args.containers, restart)
+
+
+def cmd_start(args) -> int:
+    containers = Engine(args.root).containers
+    return _each(args, args.containers, containers.start)
+
+
+def cmd_kill(args) -> int:
+    containers = Engine(args.root).containers
+    return _each(args, args.containers, lambda n: containers.kill(n, args.signal))
+
+
+def cmd_rm(args) -> int:
+    containers = Engine(args.root).containers
+    return _each(args, args.containers, lambda n: containers.remove(n, force=args.force))
+
+
+def cmd_exec(args) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    argv = Engine(args.root).containers.exec_argv(args.container, command, tty=args.tty, env=args.env,
+                                                  workdir=args.workdir, user=args.user)
+    if args.tty and not sys.stdin.isatty():
+        raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
+    if not args.interactive and not args.tty:
+        with open(os.devnull) as null:
+            os.dup2(null.fileno(), 0)
+    return proc.run_foreground(argv, desc="runc exec")
+
+
+def cmd_inspect(args) -> int:
+    engine = Engine(args.root)
+    data = [inspect_container(engine, engine.containers.get(name)) for name in args.containers]
+    if args.format == "json":
+        render.json_out(data)
+    else:
+        for item in data:
+            render.line(render_template(args.format, item))
+    return 0
+
+
+def inspect_container(engine: Engine, c: Container) -> dict:
+    config = c.config
+    ports: dict[str, list] = {}
+    for p in config.ports:
+        ports.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
+            {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
+    mounts = []
+    for v in config.volumes:
+        source = engine.volumes.data_dir(v["source"]) if v["kind"] == "volume" else v["source"]
+        mounts.append({"Type": v["kind"], "Name": v["source"] if v["kind"] == "volume" else "",
+                       "Source": source, "Destination": v["destination"], "RW": not v["readonly"]})
+    running = c.state == RUNNING
+    return {
+        "Id": c.id, "Created": c.created_at, "Path": config.args[0], "Args": list(config.args[1:]),
+        "State": {"Status": c.state, "Running": running, "Pid": c.pid or 0,
+                  "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or "",
+                  "FinishedAt": c.finished_at or ""},
+        "Image": c.image_id, "ImageName": config.image, "ImageDigest": config.image_digest,
+        "Name": c.name, "Mounts": mounts,
+        "Config": {"Hostname": config.hostname, "Env": list(config.env), "Cmd": list(config.command),
+                   "WorkingDir": config.workdir, "User": config.user, "Tty": config.tty,
+                   "OpenStdin": config.interactive, "StopSignal": config.stop_signal},
+        "NetworkSettings": {"IPAddress": config.ip, "MacAddress": config.mac, "Ports": ports,
+                            "Networks": {config.network: {"IPAddress": config.ip,
+                                                          "MacAddress": config.mac}}},
+        "HostConfig": {"PortBindings": ports, "AutoRemove": config.rm,
+                       "Binds": [f"{m['Name'] or m['Source']}:{m['Destination']}" + ("" if m["RW"] else ":ro")
+                                 for m in mounts]},
+    }
+
+
+TEMPLATE_FIELD = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+)\s*\}\}")
+
+
+def render_template(template: str, data: dict) -> str:
+    """podman's --format '{{.A.B}}' for plain field paths."""
+    def value(match):
+        current = data
+        for key in match.group(1).strip(".").split("."):
+            if not isinstance(current, dict) or key not in current:
+                raise UsageError(f"template field {match.group(1)} does not exist")
+            current = current[key]
+        if isinstance(current, bool):
+            return "true" if current else "false"
+        return json.dumps(current) if isinstance(current, (dict, list)) else str(current)
+    rendered = TEMPLATE_FIELD.sub(value, template)
+    if "{{" in rendered:
+        raise UsageError(f"unsupported template {template!r}", hint="use json or plain fields like {{.State.Status}}")
+    return rendered
+
+
+def cmd_volume_create(args) -> int:
+    render.line(Engine(args.root).volumes.create(args.name)["Name"])
+    return 0
+
+
+def cmd_volume_ls(args) -> int:
+    volumes = Engine(args.root).volumes.list()
+    if args.quiet:
+        for v in volumes:
+            render.line(v["Name"])
+    elif args.format == "json":
+        render.json_out(volumes)
+    else:
+        render.table(["DRIVER", "VOLUME NAME"], [[v["Driver"], v["Name"]] for v in volumes])
+    return 0
+
+
+def cmd_volume_rm(args) -> int:
+    engine = Engine(args.root)
+    for name in args.names:
+        engine.volumes.remove(name, engine.containers.users_of_volume(name), force=args.force)
+        render.line(name)
+    return 0
+
+
+def cmd_volume_inspect(args) -> int:
+    volumes = Engine(args.root).volumes
+    render.json_out([volumes.inspect(n) for n in args.names])
+    return 0

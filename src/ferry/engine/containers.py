@@ -1,0 +1,550 @@
+"""Containers: records, lifecycle (run, start, stop, kill, rm), exec, logs, inspect.
+
+Every resource a container gets (record, rootfs mount, IP lease, netns, nft
+rules, runc state, monitor) is made in a fixed order and undone in reverse, so
+a failure part-way leaves nothing behind, and `rm` removes all of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal as signals
+import sqlite3
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterator
+
+from ferry.engine.volumes import VolumeSpec, Volumes
+from ferry.runtime import launch, rootfs, spec as ocispec
+from ferry.runtime.runc import Runc, remove_cgroup_parents
+from ferry.store import ids
+from ferry.store.db import Database
+from ferry.store.layout import Layout
+from ferry.util import proc
+from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
+from ferry.util.fs import atomic_write, remove_tree
+from ferry.util.locks import file_lock
+from ferry.util.timefmt import utc_now
+
+DDL = """
+CREATE TABLE IF NOT EXISTS containers (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image_id TEXT NOT NULL,
+    config TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    exit_code INTEGER,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT
+)
+"""
+
+CREATED, RUNNING, EXITED = "created", "running", "exited"
+DEFAULT_STOP_TIMEOUT = 10
+EXIT_WAIT_POLL = 0.05
+UNKNOWN_EXIT = -1
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `ferry run` was asked, before anything is resolved."""
+    image: str
+    command: tuple[str, ...] = ()
+    name: str | None = None
+    detach: bool = False
+    ports: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    rm: bool = False
+    ip: str | None = None
+    mac: str | None = None
+    workdir: str | None = None
+    entrypoint: str | None = None
+    network: str | None = None
+    tty: bool = False
+    interactive: bool = False
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """A container's resolved configuration, stored as JSON and carried by checkpoints."""
+    image: str                     # the name the user gave, resolved to a full name
+    image_digest: str
+    args: tuple[str, ...]
+    command: tuple[str, ...]       # the CMD part of args, for ps
+    env: tuple[str, ...]
+    workdir: str
+    user: str
+    hostname: str
+    network: str
+    ip: str
+    mac: str
+    ports: tuple[dict, ...]        # PortMapping fields; host_port resolved at first publish
+    volumes: tuple[dict, ...]      # VolumeSpec.to_dict()
+    stop_signal: str
+    rm: bool
+    tty: bool
+    interactive: bool
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ContainerConfig":
+        data = json.loads(text)
+        for key in ("args", "command", "env", "ports", "volumes"):
+            data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    image_id: str
+    config: ContainerConfig
+    state: str
+    pid: int | None
+    exit_code: int | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Container":
+        return cls(row["id"], row["name"], row["image_id"], ContainerConfig.from_json(row["config"]),
+                   row["state"], row["pid"], row["exit_code"], row["created_at"], row["started_at"],
+                   row["finished_at"])
+
+
+class Undo:
+    """Steps to reverse, newest first, if the operation does not complete."""
+
+    def __init__(self):
+        self.steps: list = []
+
+    def push(self, fn, *args) -> None:
+        self.steps.append((fn, args))
+
+    def run(self) -> None:
+        for fn, args in reversed(self.steps):
+            with contextlib.suppress(Exception):
+                fn(*args)
+        self.steps.clear()
+
+
+class Containers:
+    def __init__(self, layout: Layout, db: Database, images, networks, volumes: Volumes):
+        self.layout = layout
+        self.db = db
+        self.images = images
+        self.networks = networks
+        self.volumes = volumes
+        self.runc = Runc(os.path.join(layout.root, "runc"))
+        db.ensure(DDL)
+
+    # ---- lookup -------------------------------------------------------------
+    def get(self, name_or_id: str, *, refresh: bool = True) -> Container:
+        conn = self.db.read()
+        row = conn.execute("SELECT * FROM containers WHERE name = ? OR id = ?",
+                           (name_or_id, name_or_id)).fetchone()
+        if row is None and len(name_or_id) >= 3 and all(c in "0123456789abcdef" for c in name_or_id):
+            rows = conn.execute("SELECT * FROM containers WHERE id LIKE ?", (name_or_id + "%",)).fetchall()
+            if len(rows) > 1:
+                raise Conflict(f"container ID prefix {name_or_id!r} is ambiguous",
+                               hint="give more characters of the ID")
+            row = rows[0] if rows else None
+        if row is None:
+            raise NotFound(f"no such container {name_or_id!r}", hint="see 'ferry ps -a'")
+        container = Container.from_row(row)
+        return self._refresh(container) if refresh else container
+
+    def list(self, *, all_states: bool = False) -> list[Container]:
+        rows = self.db.read().execute("SELECT * FROM containers ORDER BY created_at").fetchall()
+        containers = [self._refresh(Container.from_row(r)) for r in rows]
+        return [c for c in containers if all_states or c.state == RUNNING]
+
+    def users_of_image(self, image_id: str) -> list[str]:
+        rows = self.db.read().execute("SELECT name FROM containers WHERE image_id = ?", (image_id,))
+        return [r["name"] for r in rows]
+
+    def users_of_volume(self, name: str) -> list[str]:
+        return [c.name for c in self.list(all_states=True)
+                if any(v["kind"] == "volume" and v["source"] == name for v in c.config.volumes)]
+
+    def dir(self, container_id: str) -> str:
+        return self.layout.container_dir(container_id)
+
+    def _lock(self, container_id: str):
+        return file_lock(self.layout.lock(f"container-{container_id}"))
+
+    # ---- run / create ------------------------------------------------------
+    def run(self, options: RunOptions) -> Container:
+        """Create and start a container; for a foreground run it is started on attach."""
+        container = self.create(options)
+        try:
+            return self.start(container.id, wait_attach=not options.detach)
+        except FerryError:
+            self.remove(container.id, force=True)
+            raise
+
+    def create(self, options: RunOptions) -> Container:
+        image = self.images.get(options.image)
+        if options.name is not None:
+            ids.check_name(options.name)
+        from ferry.network.ports import parse_port
+        ports = [parse_port(p) for p in options.ports]
+        volume_specs = [self._check_volume(v) for v in options.volumes]
+        env = _merge_env(image.config.env, options.env)
+        entrypoint = _parse_entrypoint(options.entrypoint) if options.entrypoint is not None \
+            else tuple(image.config.entrypoint)
+        command = tuple(options.command) or (tuple(image.config.cmd) if options.entrypoint is None else ())
+        args = entrypoint + command
+        if not args:
+            raise UsageError(f"image {options.image!r} has no command", hint="give one after the image name")
+        network = options.network or self.networks.default().name
+        container_id = ids.new_id()
+        name = options.name or _generated_name(container_id)
+        undo = Undo()
+        try:
+            with self.db.write() as conn:
+                if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                    raise Conflict(f"the container name {name!r} is already in use",
+                                   hint="remove that container or pick another --name")
+                conn.execute(
+                    "INSERT INTO containers (id, name, image_id, config, state, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (container_id, name, image.id, "{}", CREATED, utc_now()))
+            undo.push(self._delete_record, container_id)
+            ip, mac = self.networks.reserve(container_id, network, ip=options.ip, mac=options.mac)
+            undo.push(self.networks.release, container_id)
+            for spec in volume_specs:
+                if spec.kind == "volume" and not self.volumes.exists(spec.source):
+                    self.volumes.create(spec.source)
+                    undo.push(self.volumes.remove, spec.source, [])
+            config = ContainerConfig(
+                image=image.names[0] if image.names else image.id, image_digest=image.digest,
+                args=args, command=command, env=env,
+                workdir=options.workdir or image.config.working_dir or "/",
+                user=image.config.user, hostname=options.hostname or container_id[:12],
+                network=network, ip=ip, mac=mac, ports=tuple(asdict(p) for p in ports),
+                volumes=tuple(v.to_dict() for v in volume_specs),
+                stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
+                tty=options.tty, interactive=options.interactive)
+            os.makedirs(self.dir(container_id), mode=0o700)
+            undo.push(remove_tree, self.dir(container_id))
+            with self.db.write() as conn:
+                conn.execute("UPDATE containers SET config = ? WHERE id = ?", (config.to_json(), container_id))
+        except BaseException:
+            undo.run()
+            raise
+        return self.get(container_id, refresh=False)
+
+    def _check_volume(self, text: str) -> VolumeSpec:
+        from ferry.engine.volumes import parse_volume
+        spec = parse_volume(text)
+        if spec.kind == "bind" and not os.path.exists(spec.source):
+            raise NotFound(f"host path {spec.source!r} for -v does not exist",
+                           hint="create it first, or use a named volume")
+        return spec
+
+    def _delete_record(self, container_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM containers WHERE id = ?", (container_id,))
+
+    # ---- start ---------------------------------------------------------------
+    def start(self, name_or_id: str, *, wait_attach: bool = False) -> Container:
+        container = self.get(name_or_id)
+        if container.state == RUNNING:
+            return container
+        with self._lock(container.id):
+            undo = Undo()
+            try:
+                report = self._start_locked(container, undo, wait_attach)
+            except BaseException:
+                undo.run()
+                raise
+        now = utc_now()
+        with self.db.write() as conn:
+            conn.execute("UPDATE containers SET state = ?, pid = ?, started_at = ?, exit_code = NULL, "
+                         "finished_at = NULL WHERE id = ?", (RUNNING, report["pid"], now, container.id))
+        return self.get(container.id, refresh=False)
+
+    def _start_locked(self, container: Container, undo: Undo, wait_attach: bool) -> dict:
+        config = container.config
+        directory = self.dir(container.id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, "exit.json"))
+        self.runc.delete(container.id)  # a stale runc state from a crash would block create
+        image = self.images.get(container.image_id)
+        target = os.path.join(directory, "rootfs")
+        rootfs.mount_overlay(self.images.layer_paths(image), os.path.join(directory, "upper"),
+                             os.path.join(directory, "work"), target)
+        undo.push(rootfs.unmount, target)
+        attachment = self.networks.attach(container.id)
+        undo.push(self.networks.detach, container.id)
+        if config.ports:
+            from ferry.network.ports import PortMapping
+            published = self.networks.publish(container.id, [PortMapping(**p) for p in config.ports])
+            undo.push(self.networks.unpublish, container.id)
+            resolved = tuple(asdict(p) for p in published)
+            if resolved != config.ports:  # keep the chosen host ports for restarts and inspect
+                config = replace(config, ports=resolved)
+                with self.db.write() as conn:
+                    conn.execute("UPDATE containers SET config = ? WHERE id = ?",
+                                 (config.to_json(), container.id))
+        atomic_write(os.path.join(directory, "hosts"), self.networks.etc_hosts(attachment, config.hostname))
+        atomic_write(os.path.join(directory, "hostname"), config.hostname + "\n")
+        atomic_write(os.path.join(directory, "resolv.conf"), self.networks.resolv_conf())
+        uid, gid, groups = ocispec.resolve_user(target, config.user)
+        oci = ocispec.build(ocispec.ContainerSpec(
+            container_id=container.id, hostname=config.hostname, rootfs=target,
+            process=ocispec.ProcessSpec(args=config.args, env=config.env, cwd=config.workdir, uid=uid,
+                                        gid=gid, additional_gids=groups, terminal=config.tty),
+            netns_path=attachment.netns_path, mounts=tuple(self._mounts(container)),
+            annotations={"io.ferry.name": container.name}))
+        atomic_write(os.path.join(directory, "config.json"), json.dumps(oci, indent=1))
+        exit_command = [sys.executable, "-m", "ferry", "--root", self.layout.root,
+                        "container", "cleanup", container.id]
+        return launch.start_monitor(
+            container_dir=directory, runc_root=self.runc.state_root, container_id=container.id,
+            bundle=directory, terminal=config.tty, interactive=config.interactive,
+            wait_attach=wait_attach, exit_command=exit_command)
+
+    def _mounts(self, container: Container) -> Iterator[ocispec.Mount]:
+        directory = self.dir(container.id)
+        for name in ("hosts", "hostname", "resolv.conf"):
+            yield ocispec.Mount(f"/etc/{name}", os.path.join(directory, name))
+        for data in container.config.volumes:
+            volume = VolumeSpec.from_dict(data)
+            source = self.volumes.data_dir(volume.source) if volume.kind == "volume" else volume.source
+            options = ("rbind", "rprivate") + (("ro",) if volume.readonly else ())
+            yield ocispec.Mount(volume.destination, source, "bind", options)
+
+    # ---- stop / kill / cleanup ----------------------------------------------
+    def kill(self, name_or_id: str, signal: str = "SIGKILL") -> Container:
+        container = self._running(name_or_id, "kill")
+        self.runc.kill(container.id, _signal_name(signal))
+        return container
+
+    def stop(self, name_or_id: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> Container:
+        container = self.get(name_or_id)
+        if container.state != RUNNING:
+            return container
+        with contextlib.suppress(FerryError):
+            self.runc.kill(container.id, _signal_name(container.config.stop_signal))
+        if not self._wait_exit(container, timeout):
+            with contextlib.suppress(FerryError):
+                self.runc.kill(container.id, "KILL", all_processes=True)
+            self._wait_exit(container, 30)
+        self.wait_monitor(container)
+        try:
+            return self.cleanup(container.id)
+        except NotFound:  # --rm: the monitor's exit command removed it already
+            return replace(container, state=EXITED)
+
+    def _wait_exit(self, container: Container, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        exit_file = os.path.join(self.dir(container.id), "exit.json")
+        while True:
+            if os.path.exists(exit_file) or not _alive(container.pid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(EXIT_WAIT_POLL)
+
+    def wait_monitor(self, container: Container, timeout: float = 30) -> None:
+        """The monitor drains the last output after the exit; let it finish."""
+        pid = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
+        deadline = time.monotonic() + timeout
+        while pid and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(EXIT_WAIT_POLL)
+
+    def cleanup(self, name_or_id: str) -> Container:
+        """Release what a stopped container holds while it runs; idempotent."""
+        container = self.get(name_or_id, refresh=False)
+        with self._lock(container.id):
+            container = self.get(container.id, refresh=False)
+            if container.state == RUNNING and _alive(container.pid) \
+                    and not os.path.exists(os.path.join(self.dir(container.id), "exit.json")):
+                return container  # still running: nothing to clean
+            self.runc.delete(container.id)
+            self.networks.unpublish(container.id)
+            self.networks.detach(container.id)
+            rootfs.unmount(os.path.join(self.dir(container.id), "rootfs"))
+            remove_cgroup_parents()
+            if container.state != EXITED:
+                exit_info = _read_json(os.path.join(self.dir(container.id), "exit.json"))
+                code = exit_info.get("exit_code", UNKNOWN_EXIT) if exit_info else UNKNOWN_EXIT
+                with self.db.write() as conn:
+                    conn.execute("UPDATE containers SET state = ?, exit_code = ?, finished_at = ?, pid = NULL "
+                                 "WHERE id = ?", (EXITED, code, (exit_info or {}).get("finished_at", utc_now()),
+                                                  container.id))
+        container = self.get(container.id, refresh=False)
+        if container.config.rm:
+            with contextlib.suppress(NotFound):
+                self.remove(container.id, force=True)
+        return container
+
+    def _refresh(self, container: Container) -> Container:
+        """Catch up with a container that exited while no ferry command watched."""
+        if container.state != RUNNING:
+            return container
+        exited = os.path.exists(os.path.join(self.dir(container.id), "exit.json"))
+        if exited or not _alive(container.pid):
+            self.wait_monitor(container, timeout=5)
+            try:
+                return self.cleanup(container.id)
+            except NotFound:  # removed meanwhile (--rm)
+                return replace(container, state=EXITED)
+        return container
+
+    # ---- remove ------------------------------------------------------------
+    def remove(self, name_or_id: str, *, force: bool = False, volumes: bool = False) -> str:
+        container = self.get(name_or_id)
+        if container.state == RUNNING:
+            if not force:
+                raise Conflict(f"container {container.name!r} is running",
+                               hint="stop it first, or use 'ferry rm -f'")
+            self.stop(container.id, timeout=0)
+        with self._lock(container.id):
+            with contextlib.suppress(FerryError):
+                self.runc.delete(container.id)
+            self.networks.unpublish(container.id)
+            self.networks.detach(container.id)
+            self.networks.release(container.id)
+            rootfs.unmount(os.path.join(self.dir(container.id), "rootfs"))
+            remove_tree(self.dir(container.id))
+            self._delete_record(container.id)
+        remove_cgroup_parents()
+        with contextlib.suppress(OSError):
+            os.unlink(self.layout.lock(f"container-{container.id}"))
+        return container.id
+
+    # ---- exec / logs ---------------------------------------------------------
+    def _running(self, name_or_id: str, verb: str) -> Container:
+        container = self.get(name_or_id)
+        if container.state != RUNNING:
+            raise Conflict(f"cannot {verb} container {container.name!r}: it is {container.state}",
+                           hint=f"start it first with 'ferry start {container.name}'")
+        return container
+
+    def exec_argv(self, name_or_id: str, command: list[str], *, tty: bool, env: list[str],
+                  workdir: str | None, user: str | None) -> list[str]:
+        container = self._running(name_or_id, "exec into")
+        if not command:
+            raise UsageError("exec needs a command", hint="ferry exec CONTAINER COMMAND [ARG...]")
+        env = list(_merge_env(container.config.env, tuple(env)))
+        return self.runc.exec_argv(container.id, command, tty=tty, env=env, cwd=workdir, user=user)
+
+    def log_path(self, name_or_id: str) -> tuple[Container, str]:
+        container = self.get(name_or_id)
+        return container, os.path.join(self.dir(container.id), "ctr.log")
+
+    def attach_socket(self, container: Container) -> str:
+        return os.path.join(self.dir(container.id), "attach.sock")
+
+    def exit_code(self, container_id: str) -> int | None:
+        info = _read_json(os.path.join(self.dir(container_id), "exit.json"))
+        return info.get("exit_code") if info else None
+
+    # ---- prune -----------------------------------------------------------------
+    def prune_leftovers(self) -> list[str]:
+        """Remove what a crash left: mounts, runc states and dirs of no known container."""
+        removed = []
+        known = {c.id: c for c in self.list(all_states=True)}
+        for container in known.values():
+            if container.state != RUNNING:
+                target = os.path.join(self.dir(container.id), "rootfs")
+                if rootfs.is_mounted(target):
+                    rootfs.unmount(target)
+                    removed.append(f"mount {target}")
+        if os.path.isdir(self.layout.containers):
+            for entry in os.listdir(self.layout.containers):
+                if entry not in known:
+                    with contextlib.suppress(FerryError):
+                        self.runc.delete(entry)
+                    remove_tree(os.path.join(self.layout.containers, entry))
+                    removed.append(f"container dir {entry[:12]}")
+        running = {cid for cid, c in known.items() if c.state == RUNNING}
+        removed += self.networks.prune(running)
+        remove_cgroup_parents()
+        return removed
+
+
+def _merge_env(base, extra) -> tuple[str, ...]:
+    merged: dict[str, str] = {}
+    for item in list(base) + list(extra):
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"bad environment variable {item!r}: expected KEY=VALUE")
+        if not sep:  # podman's -e KEY takes the value from ferry's own environment
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        merged[key] = value
+    return tuple(f"{k}={v}" for k, v in merged.items())
+
+
+def _parse_entrypoint(text: str) -> tuple[str, ...]:
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise UsageError(f"bad --entrypoint {text!r}: not a JSON array") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"bad --entrypoint {text!r}: expected a JSON array of strings")
+        return tuple(value)
+    return (text,) if text else ()
+
+
+def _signal_name(signal: str) -> str:
+    text = signal.upper().removeprefix("SIG")
+    if text.isdigit():
+        return text
+    if not hasattr(signals, "SIG" + text):
+        raise UsageError(f"unknown signal {signal!r}", hint="use a name like TERM or KILL, or a number")
+    return text
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "nimble", "quiet", "swift")
+NOUNS = ("ferry", "barge", "raft", "skiff", "dory", "punt", "junk", "ketch", "sloop", "yawl")
+
+
+def _generated_name(container_id: str) -> str:
+    a = int(container_id[:4], 16) % len(ADJECTIVES)
+    n = int(container_id[4:8], 16) % len(NOUNS)
+    return f"{ADJECTIVES[a]}_{NOUNS[n]}_{container_id[:6]}"

@@ -1,0 +1,62 @@
+"""Start a container's monitor and wait for its verdict."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+
+from ferry.util import proc
+from ferry.util.errors import ToolError
+
+REPORT_TIMEOUT = 120.0
+
+
+def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bundle: str,
+                  terminal: bool, interactive: bool, wait_attach: bool,
+                  exit_command: list[str]) -> dict:
+    """Spawn the monitor (which runs runc create and start) and return its report.
+
+    Raises ToolError with runc's own message when the container did not start.
+    """
+    status_r, status_w = os.pipe()
+    argv = [sys.executable, "-m", "ferry.runtime.monitor", "--container-dir", container_dir,
+            "--runc-root", runc_root, "--id", container_id, "--bundle", bundle,
+            "--status-fd", str(status_w), "--exit-command", json.dumps(exit_command)]
+    argv += ["--terminal"] if terminal else []
+    argv += ["--interactive"] if interactive else []
+    argv += ["--wait-attach"] if wait_attach else []
+    try:
+        launcher = proc.spawn(argv, desc="container monitor", pass_fds=[status_w], new_session=True)
+    finally:
+        os.close(status_w)
+    launcher.wait()  # the monitor forks and this first process exits at once
+    try:
+        report = _read_report(status_r)
+    finally:
+        os.close(status_r)
+    if not report:
+        raise ToolError("starting the container monitor", None,
+                        f"it said nothing; see {os.path.join(container_dir, 'monitor.log')}")
+    if not report.get("ok"):
+        raise ToolError("starting the container", 1, report.get("error", "unknown error"))
+    return report
+
+
+def _read_report(fd: int) -> dict | None:
+    deadline = time.monotonic() + REPORT_TIMEOUT
+    data = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        return json.loads(data.decode().splitlines()[0]) if data.strip() else None
+    except (ValueError, IndexError):
+        return None

@@ -1,0 +1,342 @@
+"""The per-container monitor (ferry's conmon).
+
+It outlives the CLI, owns the container's stdio (pipes, or a pty for -t),
+writes the log file, serves attach clients over a unix socket, records the exit
+code and then runs the exit command that cleans up. Stdio must be pipes or a
+pty owned here, never a host file, because CRIU cannot dump a host file; runc
+records these pipes in descriptors.json and re-attaches them at restore.
+
+Run as `python -m ferry.runtime.monitor ...` by runtime.launch; it forks once
+so that it is nobody's child but the init process (or a subreaper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import ctypes
+import errno
+import fcntl
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+
+from ferry.runtime import attach
+from ferry.runtime.runc import Runc, quote_runc_log
+from ferry.util import proc
+from ferry.util.fs import atomic_write
+from ferry.util.timefmt import utc_now
+
+PR_SET_CHILD_SUBREAPER = 36
+ATTACH_WAIT_SECONDS = 60.0
+READ_SIZE = 65536
+EXIT_COMMAND_TIMEOUT = 120
+EXIT_START_FAILED = 125  # podman's code when the container could not start
+
+log = logging.getLogger("ferry.monitor")
+
+
+class LogWriter:
+    """Podman's k8s-file format: `TIME STREAM F|P TEXT`, one entry per line."""
+
+    def __init__(self, path: str):
+        self.file = open(path, "ab", buffering=0)
+        self.partial = {"stdout": b"", "stderr": b""}
+
+    def write(self, stream: str, data: bytes) -> None:
+        buffered = self.partial[stream] + data
+        *lines, rest = buffered.split(b"\n")
+        for line in lines:
+            self.file.write(f"{utc_now()} {stream} F ".encode() + line + b"\n")
+        self.partial[stream] = rest
+
+    def flush(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self.file.write(f"{utc_now()} {stream} P ".encode() + rest + b"\n")
+                self.partial[stream] = b""
+
+
+class Monitor:
+    def __init__(self, args):
+        self.args = args
+        self.dir = args.container_dir
+        self.runc = Runc(args.runc_root)
+        self.selector = selectors.DefaultSelector()
+        self.clients: list[socket.socket] = []
+        self.outputs: dict[int, str] = {}    # fd -> "stdout" | "stderr"
+        self.stdin_fd: int | None = None      # where attach clients' input goes
+        self.pty_master: int | None = None
+        self.container_pid = 0
+        self.exit_code: int | None = None
+        self.logs = LogWriter(os.path.join(self.dir, "ctr.log"))
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    # ---- start-up ---------------------------------------------------------
+    def report(self, **status) -> None:
+        if self.args.status_fd is None:
+            return
+        try:
+            os.write(self.args.status_fd, (json.dumps(status) + "\n").encode())
+            os.close(self.args.status_fd)
+        except OSError:
+            pass
+        self.args.status_fd = None
+
+    def create(self) -> None:
+        """Run `runc create` (or `runc restore -d`) with stdio that this process owns."""
+        child_stdio, console = self._stdio()
+        argv = self.runc.create_argv(self.args.id, self.args.bundle, self.path("container.pid"),
+                                     self.path("runc.log"),
+                                     console_socket=console.getsockname() if console else None)
+        runc = proc.spawn(argv, desc="runc create", stdin=child_stdio[0], stdout=child_stdio[1],
+                          stderr=child_stdio[2])
+        if console is not None:
+            self._receive_pty(console, runc)
+        code = runc.wait()
+        for fd in set(child_stdio):
+            if isinstance(fd, int) and fd > 2:
+                os.close(fd)
+        if code != 0:
+            reason = quote_runc_log(self.path("runc.log")) or f"runc create exited {code}"
+            raise RuntimeError(reason)
+        with open(self.path("container.pid")) as f:
+            self.container_pid = int(f.read().strip())
+
+    def _stdio(self):
+        if self.args.terminal:
+            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            path = self.path("console.sock")
+            if os.path.exists(path):
+                os.unlink(path)
+            console.bind(path)
+            console.listen(1)
+            null = os.open(os.devnull, os.O_RDWR)
+            return (null, null, null), console
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self.outputs = {out_r: "stdout", err_r: "stderr"}
+        if self.args.interactive:
+            in_r, in_w = os.pipe()
+            self.stdin_fd = in_w
+        else:
+            in_r = os.open(os.devnull, os.O_RDONLY)
+        return (in_r, out_w, err_w), None
+
+    def _receive_pty(self, console: socket.socket, runc) -> None:
+        console.settimeout(30)
+        try:
+            conn, _ = console.accept()
+        except socket.timeout:
+            runc.kill()
+            raise RuntimeError("runc never sent the container's terminal") from None
+        with conn:
+            fds = array.array("i")
+            _, ancdata, _, _ = conn.recvmsg(1024, socket.CMSG_LEN(fds.itemsize))
+            for level, kind, data in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[:fds.itemsize])
+        console.close()
+        os.unlink(self.path("console.sock"))
+        self.pty_master = fds[0]
+        self.outputs = {self.pty_master: "stdout"}
+        self.stdin_fd = self.pty_master
+
+    # ---- serving ----------------------------------------------------------
+    def listen(self) -> None:
+        path = self.path("attach.sock")
+        if os.path.exists(path):
+            os.unlink(path)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(8)
+        self.selector.register(self.server, selectors.EVENT_READ, "accept")
+        for fd in self.outputs:
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ, "output")
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.selector.register(wake_r, selectors.EVENT_READ, "wake")
+
+    def wait_first_client(self) -> None:
+        deadline = time.monotonic() + ATTACH_WAIT_SECONDS
+        while not self.clients and time.monotonic() < deadline:
+            self.poll(timeout=0.5)
+
+    def serve(self) -> None:
+        while self.exit_code is None or self.outputs:
+            self.poll(timeout=1.0)
+        self.logs.flush()
+
+    def poll(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            kind = key.data
+            if kind == "accept":
+                conn, _ = self.server.accept()
+                self.clients.append(conn)
+                self.selector.register(conn, selectors.EVENT_READ, "client")
+            elif kind == "output":
+                self._read_output(key.fd)
+            elif kind == "client":
+                self._read_client(key.fileobj)
+            elif kind == "wake":
+                try:
+                    os.read(key.fd, 4096)
+                except BlockingIOError:
+                    pass
+        self._reap()
+
+    def _read_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EIO: every pty slave is closed
+            if exc.errno != errno.EIO:
+                raise
+            data = b""
+        stream = self.outputs[fd]
+        if not data:
+            self.selector.unregister(fd)
+            del self.outputs[fd]
+            if fd != self.pty_master:
+                os.close(fd)
+            return
+        self.logs.write(stream, data)
+        self._broadcast(attach.STDOUT if stream == "stdout" else attach.STDERR, data)
+
+    def _broadcast(self, kind: int, data: bytes) -> None:
+        for conn in list(self.clients):
+            try:
+                conn.sendall(attach.frame(kind, data))
+            except OSError:
+                self._drop(conn)
+
+    def _read_client(self, conn: socket.socket) -> None:
+        reader = getattr(conn, "_ferry_reader", None)
+        if reader is None:
+            reader = conn._ferry_reader = attach.FrameReader()  # type: ignore[attr-defined]
+        try:
+            data = conn.recv(READ_SIZE)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            return
+        for kind, payload in reader.feed(data):
+            if kind == attach.STDIN and self.stdin_fd is not None:
+                try:
+                    os.write(self.stdin_fd, payload)
+                except OSError:
+                    pass
+            elif kind == attach.STDIN_EOF and self.stdin_fd is not None and self.pty_master is None:
+                os.close(self.stdin_fd)
+                self.stdin_fd = None
+            elif kind == attach.RESIZE and self.pty_master is not None:
+                rows, cols = (int(v) for v in payload.decode().split())
+                fcntl.ioctl(self.pty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def _drop(self, conn: socket.socket) -> None:
+        if conn in self.clients:
+            self.clients.remove(conn)
+            self.selector.unregister(conn)
+            conn.close()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.container_pid:
+                self.exit_code = os.waitstatus_to_exitcode(status)
+                if self.exit_code < 0:  # killed by a signal: report it as the shell does
+                    self.exit_code = 128 - self.exit_code
+
+    # ---- the end ----------------------------------------------------------
+    def finish(self) -> None:
+        atomic_write(self.path("exit.json"),
+                     json.dumps({"exit_code": self.exit_code, "finished_at": utc_now()}))
+        self._broadcast(attach.EXIT, str(self.exit_code).encode())
+        for conn in list(self.clients):
+            self._drop(conn)
+        self.server.close()
+        for name in ("attach.sock",):
+            try:
+                os.unlink(self.path(name))
+            except FileNotFoundError:
+                pass
+        if self.args.exit_command:
+            command = json.loads(self.args.exit_command)
+            result = proc.run(command, desc="exit command", check=False, timeout=EXIT_COMMAND_TIMEOUT)
+            if result.returncode != 0:
+                log.warning("exit command failed: %s", proc.tail(result.stderr))
+
+
+def parse(argv: list[str]):
+    parser = argparse.ArgumentParser(prog="ferry-monitor")
+    parser.add_argument("--container-dir", required=True)
+    parser.add_argument("--runc-root", required=True)
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--status-fd", type=int)
+    parser.add_argument("--terminal", action="store_true")
+    parser.add_argument("--interactive", action="store_true")
+    parser.add_argument("--wait-attach", action="store_true",
+                        help="start the container only once a client is attached")
+    parser.add_argument("--exit-command", help="JSON argv run after the container exits")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if os.fork():
+        os._exit(0)  # the launcher reaps this at once; the monitor lives on as an orphan
+    os.setsid()
+    logging.basicConfig(filename=os.path.join(args.container_dir, "monitor.log"), level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    atomic_write(os.path.join(args.container_dir, "monitor.pid"), str(os.getpid()))
+    monitor = Monitor(args)
+    try:
+        monitor.create()
+        monitor.listen()
+        if args.wait_attach:
+            monitor.report(ok=True, pid=monitor.container_pid, state="created")
+            monitor.wait_first_client()
+        monitor.runc.start(args.id)
+        monitor.report(ok=True, pid=monitor.container_pid, state="running")
+    except Exception as exc:  # report any start-up failure to the launcher, then leave
+        log.exception("start-up failed")
+        try:
+            monitor.runc.delete(args.id)
+        except Exception:
+            log.exception("could not delete the half-started container")
+        if args.status_fd is not None:
+            monitor.report(ok=False, error=str(exc))
+            return 1
+        # The launcher was told "created" and an attach client waits: tell it.
+        monitor.exit_code = EXIT_START_FAILED
+        monitor.outputs.clear()
+    monitor.serve()
+    monitor.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

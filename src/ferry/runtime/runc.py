@@ -1,0 +1,94 @@
+"""runc, driven through its CLI with one state directory per ferry root.
+
+Each root passes its own `--root`, so two roots on one machine never see each
+other's containers; runc's own errors go to a JSON log that is quoted on failure.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from ferry.host import probes
+from ferry.util import proc
+from ferry.util.errors import ToolError
+
+CGROUP_PARENT = "ferry"
+
+
+class Runc:
+    def __init__(self, state_root: str):
+        self.state_root = state_root
+
+    def base(self, log_path: str | None = None) -> list[str]:
+        argv = ["runc", "--root", self.state_root]
+        if log_path:
+            argv += ["--log", log_path, "--log-format", "json"]
+        criu = probes.criu_binary()
+        if criu:
+            # runc would otherwise take the first criu on PATH, which may be
+            # Debian's broken 3.17.
+            argv += ["--criu", criu]
+        return argv
+
+    def create_argv(self, container_id: str, bundle: str, pid_file: str, log_path: str,
+                    console_socket: str | None = None) -> list[str]:
+        argv = self.base(log_path) + ["create", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket:
+            argv += ["--console-socket", console_socket]
+        return argv + [container_id]
+
+    def start(self, container_id: str) -> None:
+        proc.run(self.base() + ["start", container_id], desc=f"runc start {container_id[:12]}")
+
+    def kill(self, container_id: str, signal: str = "TERM", *, all_processes: bool = False) -> None:
+        argv = self.base() + ["kill"] + (["--all"] if all_processes else []) + [container_id, signal]
+        proc.run(argv, desc=f"runc kill {container_id[:12]}")
+
+    def delete(self, container_id: str, *, force: bool = True) -> None:
+        argv = self.base() + ["delete"] + (["--force"] if force else []) + [container_id]
+        result = proc.run(argv, desc=f"runc delete {container_id[:12]}", check=False)
+        if result.returncode != 0 and self.state(container_id) is not None:
+            raise ToolError(f"runc delete {container_id[:12]}", result.returncode, proc.tail(result.stderr))
+
+    def state(self, container_id: str) -> dict | None:
+        """runc's view of a container, or None when runc does not know it."""
+        result = proc.run(self.base() + ["state", container_id], desc="runc state", check=False)
+        if result.returncode != 0:
+            return None
+        return json.loads(result.stdout)
+
+    def exec_argv(self, container_id: str, args: list[str], *, tty: bool, env: list[str],
+                  cwd: str | None, user: str | None) -> list[str]:
+        argv = self.base() + ["exec"]
+        if tty:
+            argv.append("--tty")
+        for item in env:
+            argv += ["--env", item]
+        if cwd:
+            argv += ["--cwd", cwd]
+        if user:
+            argv += ["--user", user]
+        return argv + [container_id, *args]
+
+
+def quote_runc_log(log_path: str, lines: int = 2) -> str:
+    """The last error messages runc wrote to its JSON log."""
+    try:
+        with open(log_path, errors="replace") as f:
+            entries = [json.loads(line) for line in f if line.startswith("{")]
+    except (OSError, ValueError):
+        return ""
+    messages = [e.get("msg", "") for e in entries if e.get("level") in ("error", "fatal")]
+    return " | ".join(m for m in messages[-lines:] if m)
+
+
+def remove_cgroup_parents() -> None:
+    """Drop ferry's empty parent cgroups that runc leaves behind; busy ones stay."""
+    for path in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}") + \
+            glob.glob(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}"):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass

@@ -1,0 +1,33 @@
+"""Timestamps as podman shows them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+
+def utc_now() -> str:
+    """RFC 3339 with nanosecond digits, as in podman's logs and inspect output."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond * 1000:09d}Z"
+
+
+def parse(timestamp: str) -> dt.datetime:
+    base, _, fraction = timestamp.rstrip("Z").partition(".")
+    micros = int((fraction + "000000")[:6]) if fraction else 0
+    return dt.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(
+        microsecond=micros, tzinfo=dt.timezone.utc)
+
+
+def ago(timestamp: str, now: dt.datetime | None = None) -> str:
+    """'5 seconds ago', '3 minutes ago', like podman ps."""
+    seconds = int(((now or dt.datetime.now(dt.timezone.utc)) - parse(timestamp)).total_seconds())
+    return f"{duration(seconds)} ago"
+
+
+def duration(seconds: int) -> str:
+    seconds = max(0, seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
