@@ -79,13 +79,14 @@ def clamped_rlimits(wanted: dict[str, int] = WANTED_RLIMITS) -> list[dict]:
     return limits
 
 
-def seccomp_profile(capabilities: tuple[str, ...], path: str = SECCOMP_PROFILE,
+def seccomp_profile(capabilities: tuple[str, ...], path: str | None = None,
                     arch: str | None = None, kernel: str | None = None) -> dict:
     """Convert the containers-common profile to the OCI form for this host.
 
     Rules are kept when their `includes` match (all listed capabilities granted,
     this architecture, kernel new enough) and no `excludes` match.
     """
+    path = path or SECCOMP_PROFILE
     try:
         with open(path) as f:
             profile = json.load(f)
