@@ -39,7 +39,10 @@ def attach_and_wait(engine, container, *, stdin: bool, tty: bool) -> int:
                         sock.sendall(attach.frame(attach.STDIN_EOF))
                         selector.unregister(key.fd)
                     continue
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    data = b""
                 if not data:
                     exit_code = _exit_code_after_hangup(engine, container)
                     break
@@ -60,7 +63,8 @@ def _connect(path: str) -> socket.socket:
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(path)
+            with attach.SocketPath(path) as short:
+                sock.connect(short.path)
             return sock
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()

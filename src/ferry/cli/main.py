@@ -83,6 +83,14 @@ def build_parser() -> Parser:
     check.add_argument("--format", choices=("table", "json"), default="table")
     check.set_defaults(handler=cmd_system_check)
     system.set_defaults(handler=_needs_subcommand(system))
+    prune = system_commands.add_parser("prune", help="remove exited containers and what a crash left behind")
+    prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    prune.set_defaults(handler=cmd_system_prune)
+
+    from ferry.cli import containers, images, networks
+    containers.register(commands)
+    images.register(commands)
+    networks.register(commands)
     return parser
 
 
@@ -132,6 +140,20 @@ def cmd_system_check(args) -> int:
     render.error(f"checkpoint/restore cannot work here: {first.key}: {first.detail}{others}",
                  hint=f"without it, {first.impact}")
     return EXIT_NOT_READY
+
+
+def cmd_system_prune(args) -> int:
+    from ferry.engine.core import Engine
+    if not args.force:
+        if not sys.stdin.isatty():
+            raise UsageError("system prune asks for confirmation", hint="use -f to prune without asking")
+        answer = input("This removes all exited containers and leftovers of crashed ones. Continue? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return EXIT_OK
+    engine = Engine(args.root)
+    for line in engine.prune():
+        render.line(line)
+    return EXIT_OK
 
 
 # ---- entry point --------------------------------------------------------

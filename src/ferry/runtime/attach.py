@@ -7,6 +7,7 @@ Client to monitor: STDIN, STDIN_EOF, RESIZE (payload: "rows cols").
 
 from __future__ import annotations
 
+import os
 import struct
 
 STDIN, STDIN_EOF, RESIZE = 0, 4, 5
@@ -34,3 +35,35 @@ class FrameReader:
             frames.append((kind, self.buffer[HEADER.size:HEADER.size + length]))
             self.buffer = self.buffer[HEADER.size + length:]
         return frames
+
+
+# sun_path holds 108 bytes, and state roots can be deep (pytest's tmp dirs are).
+MAX_SOCKET_PATH = 100
+
+
+class SocketPath:
+    """A unix socket path short enough for bind/connect, however deep its directory.
+
+    Long paths go through /proc/<pid>/fd/<dirfd>/NAME, which the kernel resolves
+    to the directory; the fd stays open while this object lives.
+    """
+
+    def __init__(self, path: str):
+        self.dir_fd = None
+        if len(path.encode()) < MAX_SOCKET_PATH:
+            self.path = path
+            return
+        directory, name = os.path.split(path)
+        self.dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.path = f"/proc/{os.getpid()}/fd/{self.dir_fd}/{name}"
+
+    def close(self) -> None:
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
+
+    def __enter__(self) -> "SocketPath":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()

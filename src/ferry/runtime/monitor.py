@@ -71,6 +71,7 @@ class Monitor:
         self.runc = Runc(args.runc_root)
         self.selector = selectors.DefaultSelector()
         self.clients: list[socket.socket] = []
+        self.readers: dict[socket.socket, attach.FrameReader] = {}
         self.outputs: dict[int, str] = {}    # fd -> "stdout" | "stderr"
         self.stdin_fd: int | None = None      # where attach clients' input goes
         self.pty_master: int | None = None
@@ -97,7 +98,7 @@ class Monitor:
         child_stdio, console = self._stdio()
         argv = self.runc.create_argv(self.args.id, self.args.bundle, self.path("container.pid"),
                                      self.path("runc.log"),
-                                     console_socket=console.getsockname() if console else None)
+                                     console_socket=self.console_path.path if console else None)
         runc = proc.spawn(argv, desc="runc create", stdin=child_stdio[0], stdout=child_stdio[1],
                           stderr=child_stdio[2])
         if console is not None:
@@ -118,7 +119,10 @@ class Monitor:
             path = self.path("console.sock")
             if os.path.exists(path):
                 os.unlink(path)
-            console.bind(path)
+            # runc connects to this path from its own process, so keep the
+            # short form (which names our fd) alive until it has.
+            self.console_path = attach.SocketPath(path)
+            console.bind(self.console_path.path)
             console.listen(1)
             null = os.open(os.devnull, os.O_RDWR)
             return (null, null, null), console
@@ -146,6 +150,7 @@ class Monitor:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(data[:fds.itemsize])
         console.close()
+        self.console_path.close()
         os.unlink(self.path("console.sock"))
         self.pty_master = fds[0]
         self.outputs = {self.pty_master: "stdout"}
@@ -157,7 +162,8 @@ class Monitor:
         if os.path.exists(path):
             os.unlink(path)
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(path)
+        with attach.SocketPath(path) as short:
+            self.server.bind(short.path)
         self.server.listen(8)
         self.selector.register(self.server, selectors.EVENT_READ, "accept")
         for fd in self.outputs:
@@ -225,9 +231,7 @@ class Monitor:
                 self._drop(conn)
 
     def _read_client(self, conn: socket.socket) -> None:
-        reader = getattr(conn, "_ferry_reader", None)
-        if reader is None:
-            reader = conn._ferry_reader = attach.FrameReader()  # type: ignore[attr-defined]
+        reader = self.readers.setdefault(conn, attach.FrameReader())
         try:
             data = conn.recv(READ_SIZE)
         except OSError:
@@ -249,6 +253,7 @@ class Monitor:
                 fcntl.ioctl(self.pty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def _drop(self, conn: socket.socket) -> None:
+        self.readers.pop(conn, None)
         if conn in self.clients:
             self.clients.remove(conn)
             self.selector.unregister(conn)

@@ -1,0 +1,314 @@
+"""Image commands, podman-style: `ferry pull|load|images|rmi` and the
+`ferry image ...` group (import, load, pull, ls, rm, inspect, build-debian)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from datetime import datetime, timezone
+
+from ferry.cli import render
+from ferry.util.errors import FerryError, UsageError
+
+EXIT_OK = 0
+SHORT_ID = 12
+
+
+# ---- argument helpers ------------------------------------------------------
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+class _BoolFlag(argparse.Action):
+    """A podman-style boolean flag: `--flag`, `--flag=true` or `--flag=false`.
+    argparse's optional value would swallow a following positional
+    (`--tls-verify REF`), so such a value is handed back as the positional."""
+
+    def __init__(self, option_strings, dest, positional: str, **kwargs):
+        self.positional = positional
+        super().__init__(option_strings, dest, nargs="?", const="true", **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        try:
+            setattr(namespace, self.dest, _bool(value))
+        except argparse.ArgumentTypeError:
+            if getattr(namespace, self.positional, None) is not None:
+                parser.error(f"argument {option_string}: expected true or false, not {value!r}")
+            setattr(namespace, self.dest, True)
+            setattr(namespace, self.positional, value)
+
+
+def _command(text: str) -> list[str]:
+    """--cmd as a JSON array (exec form) or a shell-quoted string."""
+    if text.lstrip().startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
+            raise argparse.ArgumentTypeError(f"not a JSON array of strings: {text}")
+        return value
+    try:
+        value = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r}: {exc}") from None
+    if not value:
+        raise argparse.ArgumentTypeError("empty command")
+    return value
+
+
+def _csv(text: str) -> list[str]:
+    return [item for item in (part.strip() for part in text.split(",")) if item]
+
+
+def _store(args):
+    from ferry.engine.core import Engine
+    return Engine(args.root).images
+
+
+def _progress_line(text: str) -> None:
+    # Progress goes to stderr, so stdout carries only the result (an image ID).
+    print(text, file=sys.stderr, flush=True)
+
+
+# ---- rendering helpers -----------------------------------------------------
+
+def human_size(size: int) -> str:
+    """Decimal units with 3 significant digits, as podman shows sizes."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{size} B"
+
+
+def _parse_time(created: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(created.replace("Z", "+00:00")[:32])
+    except ValueError:
+        return None
+
+
+def human_age(created: str, now: datetime | None = None) -> str:
+    when = _parse_time(created)
+    if when is None:
+        return "unknown"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    seconds = int(((now or datetime.now(timezone.utc)) - when).total_seconds())
+    if seconds < 1:
+        return "Less than a second ago"
+    for unit, length in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
+                         ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= length:
+            count = seconds // length
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "Less than a second ago"
+
+
+def split_repo_tag(name: str) -> tuple[str, str]:
+    repo, _, tag = name.rpartition(":")
+    if not repo or "/" in tag:
+        return name, "<none>"
+    return repo, tag
+
+
+def image_rows(images, no_trunc: bool = False) -> list[list[str]]:
+    rows = []
+    for image in images:
+        image_id = image.id if no_trunc else image.id[:SHORT_ID]
+        for name in image.names or ("<none>:<none>",):
+            repo, tag = split_repo_tag(name)
+            rows.append([repo, tag, image_id, human_age(image.created), human_size(image.size)])
+    return rows
+
+
+def image_json(image) -> dict:
+    when = _parse_time(image.created)
+    return {"Id": image.id, "Names": list(image.names), "Digest": image.digest,
+            "Created": int(when.timestamp()) if when else 0, "CreatedAt": image.created,
+            "Size": image.size}
+
+
+# ---- handlers -----------------------------------------------------------------
+
+def cmd_images(args) -> int:
+    images = _store(args).list()
+    if args.quiet:
+        for image in images:
+            render.line(image.id if args.no_trunc else image.id[:SHORT_ID])
+    elif args.format == "json":
+        render.json_out([image_json(image) for image in images])
+    else:
+        rows = image_rows(images, args.no_trunc)
+        if args.noheading:
+            for row in rows:
+                render.line("  ".join(row))
+        else:
+            render.table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+    return EXIT_OK
+
+
+def cmd_pull(args) -> int:
+    if not args.reference:
+        raise UsageError("no image to pull given", hint="use 'ferry pull REF'")
+    seen: set[str] = set()
+
+    def progress(what: str, done: int, total: int) -> None:
+        if args.quiet:
+            return
+        if what not in seen:
+            seen.add(what)
+            _progress_line(f"Copying {what}")
+        if total >= 0 and done >= total:
+            _progress_line(f"Copying {what} done")
+
+    if not args.quiet:
+        _progress_line(f"Trying to pull {args.reference}...")
+    image = _store(args).pull(args.reference, tls_verify=args.tls_verify, creds=args.creds,
+                              progress=progress)
+    if not args.quiet:
+        _progress_line("Writing manifest to image destination")
+    render.line(image.id)
+    return EXIT_OK
+
+
+def cmd_load(args) -> int:
+    if not args.input:
+        raise UsageError("no archive given", hint="use 'ferry load -i ARCHIVE'")
+    for image in _store(args).load(args.input):
+        if image.names:
+            for name in image.names:
+                render.line(f"Loaded image: {name}")
+        else:
+            render.line(f"Loaded image: sha256:{image.id}")
+    return EXIT_OK
+
+
+def cmd_import(args) -> int:
+    image = _store(args).import_rootfs(args.tarball, args.reference)
+    render.line(image.id)
+    return EXIT_OK
+
+
+def cmd_rmi(args) -> int:
+    from ferry.engine.core import Engine
+    from ferry.engine.images import remove_image
+    engine = Engine(args.root)
+    failure: FerryError | None = None
+    for ref in args.images:
+        try:
+            for text in remove_image(engine, ref, force=args.force):
+                render.line(text)
+        except FerryError as error:
+            # podman removes what it can and reports each failure
+            if failure is not None:
+                render.error(failure.message, hint=failure.hint)
+            failure = error
+    if failure is not None:
+        raise failure
+    return EXIT_OK
+
+
+def cmd_inspect(args) -> int:
+    store = _store(args)
+    render.json_out([store.inspect(ref) for ref in args.images])
+    return EXIT_OK
+
+
+def cmd_build_debian(args) -> int:
+    include = [pkg for group in args.include for pkg in group]
+    image = _store(args).build_debian(
+        args.reference, include, suite=args.suite, cmd=args.cmd, expose=args.expose, env=args.env,
+        progress=None if args.quiet else _progress_line)
+    render.line(image.id)
+    return EXIT_OK
+
+
+# ---- registration -----------------------------------------------------------------
+
+def _add_images(commands, name: str, aliases=()) -> None:
+    parser = commands.add_parser(name, aliases=list(aliases), help="list images")
+    parser.add_argument("-q", "--quiet", action="store_true", help="show only image IDs")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--no-trunc", action="store_true", help="show full image IDs")
+    parser.add_argument("-n", "--noheading", action="store_true", help="omit the table header")
+    parser.set_defaults(handler=cmd_images)
+
+
+def _add_pull(commands) -> None:
+    parser = commands.add_parser("pull", help="pull an image from a registry",
+                                 description="Pull linux/<host arch> of REF from an OCI "
+                                 "distribution registry (https; plain http with --tls-verify=false).")
+    parser.add_argument("reference", metavar="REF", nargs="?")
+    parser.add_argument("--tls-verify", action=_BoolFlag, positional="reference", default=True,
+                        metavar="BOOL", help="require https with a trusted certificate (default true)")
+    parser.add_argument("--creds", metavar="USER:PASS", help="registry credentials")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    parser.set_defaults(handler=cmd_pull)
+
+
+def _add_load(commands) -> None:
+    parser = commands.add_parser("load", help="load images from a docker-archive or oci-archive")
+    parser.add_argument("-i", "--input", metavar="ARCHIVE", required=True)
+    parser.set_defaults(handler=cmd_load)
+
+
+def _add_rmi(commands, name: str, aliases=()) -> None:
+    parser = commands.add_parser(name, aliases=list(aliases), help="remove images")
+    parser.add_argument("images", metavar="IMAGE", nargs="+")
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="also remove containers using the image, and images named several times")
+    parser.set_defaults(handler=cmd_rmi)
+
+
+def register(commands) -> None:
+    """Add the image commands to ferry's top-level subparsers."""
+    from ferry.cli.main import Parser, _needs_subcommand
+
+    _add_images(commands, "images")
+    _add_pull(commands)
+    _add_load(commands)
+    _add_rmi(commands, "rmi")
+
+    image = commands.add_parser("image", help="manage images")
+    group = image.add_subparsers(title="image commands", metavar="COMMAND", parser_class=Parser)
+    image.set_defaults(handler=_needs_subcommand(image))
+
+    imported = group.add_parser("import", help="create an image from a root filesystem tar")
+    imported.add_argument("tarball", metavar="ROOTFS.tar")
+    imported.add_argument("reference", metavar="NAME[:TAG]")
+    imported.set_defaults(handler=cmd_import)
+
+    _add_load(group)
+    _add_pull(group)
+    _add_images(group, "ls", aliases=("list",))
+    _add_rmi(group, "rm", aliases=("remove",))
+
+    inspect = group.add_parser("inspect", help="show images' details as JSON")
+    inspect.add_argument("images", metavar="IMAGE", nargs="+")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    build = group.add_parser("build-debian", help="build a minimal Debian image with debootstrap",
+                             description="Build NAME[:TAG] from Debian packages (debootstrap "
+                             "minbase); the root filesystem is cached under /var/cache/ferry/debian.")
+    build.add_argument("reference", metavar="NAME[:TAG]")
+    build.add_argument("--include", type=_csv, action="append", default=[], metavar="PKG,PKG",
+                       help="extra Debian packages")
+    build.add_argument("--suite", default="bookworm")
+    build.add_argument("--cmd", type=_command, default=None, metavar="CMD",
+                       help="default command, as a JSON array or a shell-quoted string "
+                       "(default: the package's service, or bash)")
+    build.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]")
+    build.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    build.set_defaults(handler=cmd_build_debian)

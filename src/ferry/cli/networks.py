@@ -1,0 +1,84 @@
+"""`ferry network create|ls|inspect|rm`: podman's verbs over NetworkManager."""
+
+from __future__ import annotations
+
+from ferry.cli import render
+
+DRIVER = "bridge"
+
+
+def register(commands) -> None:
+    """Add `network` to the top-level subparsers of ferry.cli.main.build_parser."""
+    from ferry.cli.main import _needs_subcommand, _subcommands   # main imports this module
+
+    network = commands.add_parser("network", help="manage container networks")
+    verbs = _subcommands(network, "network commands")
+    network.set_defaults(handler=_needs_subcommand(network))
+
+    create = verbs.add_parser("create", help="create a bridge network")
+    create.add_argument("--subnet", metavar="CIDR", help="IPv4 subnet (default: a free 10.N.0.0/16)")
+    create.add_argument("--gateway", metavar="IP", help="gateway address on the bridge (default: first host)")
+    create.add_argument("--interface-name", metavar="NAME", dest="bridge",
+                        help="bridge name; roots that name the same bridge share one network")
+    create.add_argument("name", metavar="NAME")
+    create.set_defaults(handler=cmd_create)
+
+    ls = verbs.add_parser("ls", aliases=["list"], help="list networks")
+    ls.add_argument("--format", choices=("table", "json"), default="table")
+    ls.set_defaults(handler=cmd_ls)
+
+    inspect = verbs.add_parser("inspect", help="show networks as JSON")
+    inspect.add_argument("names", metavar="NAME", nargs="+")
+    inspect.set_defaults(handler=cmd_inspect)
+
+    rm = verbs.add_parser("rm", aliases=["remove"], help="remove networks")
+    rm.add_argument("-f", "--force", action="store_true",
+                    help="disconnect the containers that use it and drop their addresses")
+    rm.add_argument("names", metavar="NAME", nargs="+")
+    rm.set_defaults(handler=cmd_rm)
+
+
+def _networks(args):
+    from ferry.engine.core import Engine
+    return Engine(args.root).networks
+
+
+def as_podman(network) -> dict:
+    """The keys `podman network inspect` prints."""
+    return {"name": network.name, "id": network.id, "driver": DRIVER,
+            "network_interface": network.bridge, "created": network.created,
+            "subnets": [{"subnet": network.subnet, "gateway": network.gateway}],
+            "ipv6_enabled": False, "internal": False, "dns_enabled": False,
+            "ipam_options": {"driver": "host-local"}}
+
+
+def cmd_create(args) -> int:
+    network = _networks(args).create(args.name, args.subnet, args.gateway, bridge=args.bridge)
+    render.line(network.name)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    manager = _networks(args)
+    manager.default()   # like podman, the default network is always listed
+    networks = manager.list()
+    if args.format == "json":
+        render.json_out([as_podman(n) for n in networks])
+    else:
+        render.table(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERFACE"],
+                     [[n.id[:12], n.name, DRIVER, n.subnet, n.bridge] for n in networks])
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    manager = _networks(args)
+    render.json_out([as_podman(manager.get(name)) for name in args.names])
+    return 0
+
+
+def cmd_rm(args) -> int:
+    manager = _networks(args)
+    for name in args.names:
+        manager.remove(name, force=args.force)
+        render.line(name)
+    return 0

@@ -1,0 +1,489 @@
+"""The image store of one root: records in SQLite, manifests and configs in a
+content-addressed blob store, and each layer unpacked once under
+<images>/l/<16 hex> for overlayfs.
+
+Every change (import, load, pull, build, remove) runs under the root's image
+lock and stages its layers in a private temp dir; layers become visible only
+in the transaction that records the image. Anything not recorded (left by a
+failure or a crash) is swept, so no half layer ever looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import BinaryIO, Callable, Iterator
+
+from ferry.image import archive as archives
+from ferry.image import digest as digests
+from ferry.image import reference
+from ferry.image.blobs import BlobStore
+from ferry.image.layers import unpack_layer
+from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, config_document,
+                                  manifest_document, parse_config, parse_document,
+                                  select_platform)
+from ferry.image.registry import Progress, RegistryClient
+from ferry.store.db import Database
+from ferry.store.layout import Layout
+from ferry.util import proc
+from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
+from ferry.util.locks import file_lock
+
+__all__ = ["Image", "ImageConfig", "ImageStore"]
+
+DDL = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,            -- sha256 hex of the config blob
+    digest TEXT NOT NULL,           -- sha256:<hex> of the manifest blob
+    config TEXT NOT NULL,           -- ImageConfig as JSON
+    size INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    architecture TEXT NOT NULL,
+    os TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_names (
+    name TEXT PRIMARY KEY,          -- registry/repository:tag
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS image_layers (
+    diff_id TEXT PRIMARY KEY,
+    dir TEXT NOT NULL UNIQUE,       -- name under <images>/l
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS image_layer_refs (
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,      -- 0 is the lowest layer
+    diff_id TEXT NOT NULL REFERENCES image_layers(diff_id),
+    PRIMARY KEY (image_id, position)
+);
+CREATE INDEX IF NOT EXISTS image_layer_refs_diff_id ON image_layer_refs(diff_id);
+CREATE INDEX IF NOT EXISTS image_names_image_id ON image_names(image_id)
+"""
+
+LAYER_DIR_CHARS = 16
+MAX_CONFIG_BYTES = 4 << 20
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+HEX_PREFIX_RE = re.compile(r"^[0-9a-f]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str                    # 64-hex sha256 of the image config blob
+    digest: str                # "sha256:<hex>" of the manifest
+    names: tuple[str, ...]     # fully qualified, e.g. "localhost/nginx:latest"
+    layers: tuple[str, ...]    # diff_ids, lowest first
+    config: ImageConfig
+    size: int
+    created: str               # RFC 3339
+
+
+def now_rfc3339() -> str:
+    # Sub-second precision, so two imports of one tar are two images, as in podman.
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _remove_tree(path: str) -> None:
+    # Never cross into another filesystem: something may be mounted below (HOST-NOTES).
+    proc.run(["rm", "-rf", "--one-file-system", "--", path], desc=f"remove {path}")
+
+
+def _not_found(text: str) -> NotFound:
+    return NotFound(f"image {text!r} not found",
+                    hint="see 'ferry images'; pull, load or import it first")
+
+
+@dataclass
+class _StagedLayer:
+    path: str
+    size: int
+
+
+class _Staging:
+    """Layers of one change, unpacked into a private dir until commit."""
+
+    def __init__(self, store: "ImageStore", path: str):
+        self.store = store
+        self.path = path
+        self.layers: dict[str, _StagedLayer] = {}
+
+    def has_layer(self, diff_id: str) -> bool:
+        return diff_id in self.layers or self.store._layer_row(diff_id) is not None
+
+    def add_layer(self, source: BinaryIO, what: str, *, expected_digest: str | None = None,
+                  expected_diff_id: str | None = None) -> str:
+        dest = tempfile.mkdtemp(dir=self.path, prefix="layer-")
+        unpacked = unpack_layer(source, dest)
+        if expected_digest:
+            digests.verify(expected_digest, unpacked.digest, what)
+        if expected_diff_id:
+            digests.verify(expected_diff_id, unpacked.diff_id, f"{what} (uncompressed)")
+        if self.has_layer(unpacked.diff_id):
+            _remove_tree(dest)
+        else:
+            self.layers[unpacked.diff_id] = _StagedLayer(dest, unpacked.size)
+        return unpacked.diff_id
+
+
+class ImageStore:
+    def __init__(self, layout: Layout, db: Database):
+        self.layout = layout
+        self.db = db
+        self.root = layout.images
+        self.layer_root = os.path.join(self.root, "l")
+        self.tmp_root = os.path.join(self.root, "tmp")
+        self.blobs = BlobStore(os.path.join(self.root, "blobs"))
+        db.ensure(DDL)
+
+    # ---- reading ------------------------------------------------------------
+
+    def _layer_row(self, diff_id: str):
+        return self.db.read().execute("SELECT dir, size FROM image_layers WHERE diff_id = ?",
+                                      (diff_id,)).fetchone()
+
+    def _image(self, image_id: str) -> Image:
+        conn = self.db.read()
+        row = conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        if row is None:
+            raise _not_found(image_id)
+        names = tuple(r[0] for r in conn.execute(
+            "SELECT name FROM image_names WHERE image_id = ? ORDER BY rowid", (image_id,)))
+        layers = tuple(r[0] for r in conn.execute(
+            "SELECT diff_id FROM image_layer_refs WHERE image_id = ? ORDER BY position", (image_id,)))
+        config = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in json.loads(row["config"]).items()})
+        return Image(row["id"], row["digest"], names, layers, config, row["size"], row["created"])
+
+    def list(self) -> list[Image]:
+        ids = [r[0] for r in self.db.read().execute("SELECT id FROM images")]
+        return sorted((self._image(i) for i in ids), key=lambda image: image.created, reverse=True)
+
+    def get(self, ref_or_id: str) -> Image:
+        return self._image(self._resolve(ref_or_id)[0])
+
+    def _resolve(self, text: str) -> tuple[str, str | None]:
+        """(image id, the name it was found by, or None when found by ID)."""
+        conn = self.db.read()
+        key = text[len("sha256:"):] if text.startswith("sha256:") else text
+        if HEX64_RE.match(key):
+            if conn.execute("SELECT 1 FROM images WHERE id = ?", (key,)).fetchone():
+                return key, None
+            raise _not_found(text)
+        parse_error = None
+        try:
+            ref = reference.parse_local(text)
+        except UsageError as exc:   # bad syntax: it may still be an ID prefix
+            ref, parse_error = None, exc
+        if ref is not None:
+            found = self._by_reference(text, ref)
+            if found is not None:
+                return found
+        if HEX_PREFIX_RE.match(key):
+            ids = [r[0] for r in conn.execute("SELECT id FROM images WHERE id LIKE ? LIMIT 2",
+                                              (key + "%",))]
+            if len(ids) > 1:
+                raise Conflict(f"image ID prefix {key!r} is ambiguous",
+                               hint="give more characters of the ID")
+            if ids:
+                return ids[0], None
+        if parse_error is not None:
+            raise parse_error
+        raise _not_found(text)
+
+    def _by_reference(self, text: str, ref: reference.Reference) -> tuple[str, str | None] | None:
+        conn = self.db.read()
+        qualified = reference.is_qualified(text)
+        if ref.digest:
+            rows = conn.execute("SELECT id FROM images WHERE digest = ?", (ref.digest,)).fetchall()
+            ids = [r[0] for r in rows]
+            if qualified or len(ids) > 1:
+                ids = [i for i in ids if any(reference.split_name(n)[0] == ref.repo
+                                             for n in self._image(i).names)] or ids
+            return (ids[0], None) if ids else None
+        row = conn.execute("SELECT image_id FROM image_names WHERE name = ?", (ref.name,)).fetchone()
+        if row:
+            return row[0], ref.name
+        if qualified:
+            return None
+        # A short name: any registry, as long as only one image matches.
+        suffix = f"/{ref.repository}:{ref.tag}"
+        rows = [r for r in conn.execute("SELECT name, image_id FROM image_names")
+                if r[0].endswith(suffix)]
+        if len(rows) > 1:
+            raise Conflict(f"short name {text!r} is ambiguous: it matches "
+                           f"{', '.join(sorted(r[0] for r in rows))}",
+                           hint="use the fully qualified name")
+        return (rows[0][1], rows[0][0]) if rows else None
+
+    def layer_paths(self, image: Image) -> list[str]:
+        """Unpacked layer directories, lowest first, each once (a layer that
+        repeats is kept at its highest position, which gives the same view)."""
+        conn = self.db.read()
+        paths: list[str] = []
+        for diff_id in image.layers:
+            row = conn.execute("SELECT dir FROM image_layers WHERE diff_id = ?", (diff_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"layer {diff_id} of image {image.id[:12]} is missing from the store",
+                               hint="remove the image and pull, load or import it again")
+            path = os.path.join(self.layer_root, row[0])
+            if path in paths:
+                paths.remove(path)
+            paths.append(path)
+        return paths
+
+    def inspect(self, ref_or_id: str) -> dict:
+        image = self.get(ref_or_id)
+        row = self.db.read().execute("SELECT architecture, os FROM images WHERE id = ?",
+                                     (image.id,)).fetchone()
+        repos = []
+        for name in image.names:
+            repo = reference.split_name(name)[0]
+            if repo not in repos:
+                repos.append(repo)
+        cfg = image.config
+        return {
+            "Id": image.id,
+            "Digest": image.digest,
+            "RepoTags": list(image.names),
+            "RepoDigests": [f"{repo}@{image.digest}" for repo in repos],
+            "Created": image.created,
+            "Size": image.size,
+            "Architecture": row["architecture"],
+            "Os": row["os"],
+            "Config": {
+                "Env": list(cfg.env),
+                "Cmd": list(cfg.cmd),
+                "Entrypoint": list(cfg.entrypoint),
+                "WorkingDir": cfg.working_dir,
+                "ExposedPorts": {port: {} for port in cfg.exposed_ports},
+                "User": cfg.user,
+                "StopSignal": cfg.stop_signal,
+            },
+            "RootFS": {"Type": "layers", "Layers": list(image.layers)},
+        }
+
+    # ---- changing -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[_Staging]:
+        """Hold the image lock, sweep what a crash left, stage in a private
+        dir, and on failure drop everything that was not recorded."""
+        for path in (self.layer_root, self.tmp_root, self.blobs.root):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        with file_lock(self.layout.lock("images")):
+            self._sweep()
+            staging = _Staging(self, tempfile.mkdtemp(dir=self.tmp_root, prefix="op-"))
+            try:
+                yield staging
+            except BaseException:
+                self._collect_garbage()
+                raise
+            finally:
+                _remove_tree(staging.path)
+
+    def _sweep(self) -> None:
+        """Remove temp dirs and layer dirs or blobs no record points to."""
+        for name in os.listdir(self.tmp_root):
+            _remove_tree(os.path.join(self.tmp_root, name))
+        known = {r[0] for r in self.db.read().execute("SELECT dir FROM image_layers")}
+        for name in os.listdir(self.layer_root):
+            if name not in known:
+                _remove_tree(os.path.join(self.layer_root, name))
+        wanted = set()
+        for image_id, manifest_digest in self.db.read().execute("SELECT id, digest FROM images"):
+            wanted.update({f"sha256:{image_id}", manifest_digest})
+        for blob in self.blobs.digests():
+            if blob not in wanted:
+                self.blobs.delete(blob)
+        for name in os.listdir(self.blobs.root):
+            if name.startswith(".tmp-"):
+                os.unlink(os.path.join(self.blobs.root, name))
+
+    def _collect_garbage(self) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM image_layers WHERE diff_id NOT IN "
+                         "(SELECT diff_id FROM image_layer_refs)")
+        self._sweep()
+
+    def _layer_dir_name(self, diff_id: str, taken: set[str]) -> str:
+        name = digests.hex_of(diff_id)[:LAYER_DIR_CHARS]
+        while name in taken or self.db.read().execute(
+                "SELECT 1 FROM image_layers WHERE dir = ?", (name,)).fetchone():
+            name = secrets.token_hex(LAYER_DIR_CHARS // 2)   # a prefix collision: any free name
+        return name
+
+    def _commit(self, staging: _Staging, config_bytes: bytes, manifest_bytes: bytes,
+                names: list[str]) -> Image:
+        parsed = parse_config(config_bytes)
+        image_id = digests.hex_of(digests.of_bytes(config_bytes))
+        manifest_digest = digests.of_bytes(manifest_bytes)
+        new_layers: list[tuple[str, str, int]] = []
+        taken: set[str] = set()
+        for diff_id in dict.fromkeys(parsed.diff_ids):
+            staged = staging.layers.get(diff_id)
+            if staged is None:
+                if self._layer_row(diff_id) is None:
+                    raise BadArchive(f"layer {diff_id} of image {image_id[:12]} was never supplied",
+                                     hint="the image source is incomplete")
+                continue
+            name = self._layer_dir_name(diff_id, taken)
+            taken.add(name)
+            os.rename(staged.path, os.path.join(self.layer_root, name))
+            new_layers.append((diff_id, name, staged.size))
+            del staging.layers[diff_id]
+        self.blobs.put(config_bytes)
+        self.blobs.put(manifest_bytes)
+        with self.db.write() as conn:
+            conn.executemany("INSERT INTO image_layers (diff_id, dir, size) VALUES (?, ?, ?)", new_layers)
+            exists = conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone()
+            if not exists:
+                sizes = {r[0]: r[1] for r in conn.execute(
+                    f"SELECT diff_id, size FROM image_layers WHERE diff_id IN "
+                    f"({','.join('?' * len(parsed.diff_ids))})", parsed.diff_ids)} if parsed.diff_ids else {}
+                conn.execute("INSERT INTO images (id, digest, config, size, created, architecture, os) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (image_id, manifest_digest, json.dumps(asdict(parsed.config)),
+                              sum(sizes.values()), parsed.created or now_rfc3339(),
+                              parsed.architecture, parsed.os))
+                conn.executemany("INSERT INTO image_layer_refs (image_id, position, diff_id) "
+                                 "VALUES (?, ?, ?)",
+                                 [(image_id, i, d) for i, d in enumerate(parsed.diff_ids)])
+            for name in names:
+                # A name moves to the newest image, as in podman; the old one keeps its ID.
+                conn.execute("INSERT OR REPLACE INTO image_names (name, image_id) VALUES (?, ?)",
+                             (name, image_id))
+        return self._image(image_id)
+
+    def _make_image(self, staging: _Staging, diff_id: str, name: str, config: ImageConfig,
+                    comment: str) -> Image:
+        """Record a one-layer image that ferry itself made (import, build)."""
+        created = now_rfc3339()
+        config_bytes = config_document(config, [diff_id], created, comment)
+        size = staging.layers[diff_id].size if diff_id in staging.layers else self._layer_row(diff_id)[1]
+        manifest_bytes = manifest_document(digests.of_bytes(config_bytes), len(config_bytes),
+                                           [(diff_id, size)])
+        return self._commit(staging, config_bytes, manifest_bytes, [name])
+
+    def import_rootfs(self, tar_path: str, ref: str, *, config: ImageConfig | None = None,
+                      comment: str | None = None) -> Image:
+        """`ferry image import ROOTFS.tar NAME[:TAG]`: a one-layer image from a
+        root filesystem tar (plain, gzip or zstd)."""
+        name = reference.parse_local(ref).name
+        if not os.path.isfile(tar_path):
+            raise NotFound(f"root filesystem tar {tar_path!r} not found", hint="check the path")
+        config = config or ImageConfig(env=(DEFAULT_PATH_ENV,))
+        with self._change() as staging, open(tar_path, "rb") as source:
+            diff_id = staging.add_layer(source, f"root filesystem tar {tar_path}")
+            return self._make_image(staging, diff_id, name,
+                                    config, comment or f"ferry image import {os.path.basename(tar_path)}")
+
+    def load(self, archive_path: str) -> list[Image]:
+        """`ferry load -i ARCHIVE`: every image of a docker-archive or
+        oci-archive (as `podman save` writes them); all of them or none."""
+        if not os.path.isfile(archive_path):
+            raise NotFound(f"archive {archive_path!r} not found", hint="check the path given to -i")
+        with self._change() as staging, archives.ImageArchive(archive_path) as archive:
+            found = archive.images()
+            staged = []
+            for item in found:
+                parsed = parse_config(item.config, f"config in {archive_path}")
+                if len(parsed.diff_ids) != len(item.layers):
+                    raise BadArchive(f"archive {archive_path}: an image lists {len(item.layers)} layers "
+                                     f"but its config {len(parsed.diff_ids)}",
+                                     hint="the archive is damaged")
+                for layer, diff_id in zip(item.layers, parsed.diff_ids):
+                    if staging.has_layer(diff_id):
+                        continue
+                    with archive.open(layer.member) as source:
+                        staging.add_layer(source, f"layer {layer.member} in {archive_path}",
+                                          expected_digest=layer.digest, expected_diff_id=diff_id)
+                manifest_bytes = item.manifest or manifest_document(
+                    digests.of_bytes(item.config), len(item.config),
+                    [(d, (staging.layers[d].size if d in staging.layers else self._layer_row(d)[1]))
+                     for d in parsed.diff_ids])
+                staged.append((item, manifest_bytes))
+            return [self._commit(staging, item.config, manifest_bytes, item.names)
+                    for item, manifest_bytes in staged]
+
+    def pull(self, ref: str, *, tls_verify: bool = True, creds: str | None = None,
+             progress: Progress | None = None) -> Image:
+        """`ferry pull REF`: fetch linux/<host arch> from an OCI distribution registry."""
+        target = reference.parse_pull(ref)
+        report: Progress = progress or (lambda what, done, total: None)
+        with RegistryClient(target.registry, tls_verify=tls_verify, creds=creds) as client, \
+                self._change() as staging:
+            client.login(target.repository)
+            what = str(target)
+            body, content_type, _ = client.manifest(target.repository, target.digest or target.tag, what)
+            document = parse_document(body, content_type, f"manifest of {what}")
+            if isinstance(document, Index):
+                entry = select_platform(document, what)
+                what = f"{what} ({entry.platform})"
+                body, content_type, _ = client.manifest(target.repository, entry.digest, what)
+                digests.verify(entry.digest, digests.of_bytes(body), f"manifest of {what}")
+                document = parse_document(body, content_type, f"manifest of {what}")
+                if isinstance(document, Index):
+                    raise BadArchive(f"{what}: an index points at another index",
+                                     hint="ferry reads one level of manifest list")
+            config_what = f"config {document.config.digest[7:19]}"
+            config_bytes = client.blob_bytes(target.repository, document.config.digest,
+                                             config_what, MAX_CONFIG_BYTES)
+            report(config_what, len(config_bytes), len(config_bytes))
+            parsed = parse_config(config_bytes, f"config of {what}")
+            if len(parsed.diff_ids) != len(document.layers):
+                raise BadArchive(f"{what}: the manifest lists {len(document.layers)} layers "
+                                 f"but the config {len(parsed.diff_ids)}",
+                                 hint="the image in the registry is broken")
+            for layer, diff_id in zip(document.layers, parsed.diff_ids):
+                layer_what = f"blob {layer.digest[7:19]}"
+                if not staging.has_layer(diff_id):
+                    with client.blob(target.repository, layer.digest, layer_what, layer.size,
+                                     report) as reader:
+                        staging.add_layer(reader, layer_what, expected_digest=layer.digest,
+                                          expected_diff_id=diff_id)
+                report(layer_what, max(layer.size, 0), max(layer.size, 0))
+            return self._commit(staging, config_bytes, body, [target.name] if target.tag else [])
+
+    def build_debian(self, ref: str, include: list[str], suite: str = "bookworm", *,
+                     cmd: list[str] | None = None, expose: tuple[str, ...] | list[str] = (),
+                     env: tuple[str, ...] | list[str] = (),
+                     progress: Callable[[str], None] | None = None) -> Image:
+        """A minimal Debian image (debootstrap minbase + `include`), its root
+        filesystem cached machine-wide, recorded as the one-layer image `ref`."""
+        from ferry.image import debian
+        name = reference.parse_local(ref).name
+        recipe = debian.Recipe.make(suite, include, cmd=cmd, expose=expose, env=env)
+        tar_path = debian.rootfs_tar(recipe, progress=progress)
+        with self._change() as staging, open(tar_path, "rb") as source:
+            diff_id = staging.add_layer(source, f"cached Debian root filesystem {tar_path}")
+            return self._make_image(staging, diff_id, name, recipe.image_config(),
+                                    f"ferry image build-debian {recipe.describe()}")
+
+    def remove(self, ref_or_id: str, *, force: bool = False,
+               in_use: Callable[[str], list[str]] = lambda image_id: []) -> list[str]:
+        """`ferry rmi`: untag a name the image shares with others, or delete
+        the image and every layer and blob no other image uses. Returns the
+        lines podman prints ("Untagged: NAME", "Deleted: ID")."""
+        with self._change():
+            image_id, by_name = self._resolve(ref_or_id)
+            image = self._image(image_id)
+            if by_name is not None and len(image.names) > 1:
+                with self.db.write() as conn:
+                    conn.execute("DELETE FROM image_names WHERE name = ?", (by_name,))
+                return [f"Untagged: {by_name}"]
+            if by_name is None and len(image.names) > 1 and not force:
+                raise Conflict(f"image {image_id[:12]} has several names ({', '.join(image.names)})",
+                               hint="remove it by name, one name at a time, or force with rmi -f")
+            users = in_use(image_id)
+            if users and not force:
+                raise Conflict(f"image {image_id[:12]} is in use by container(s) {', '.join(users)}",
+                               hint="remove those containers first, or force with rmi -f")
+            with self.db.write() as conn:
+                conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            self._collect_garbage()
+            return [f"Untagged: {name}" for name in image.names] + [f"Deleted: {image_id}"]

@@ -1,0 +1,171 @@
+"""Kernel network objects through iproute2: bridges, named netns, veth pairs, sysctls.
+
+Names derive from the 64-hex container ID, so they are unique across state
+roots on one machine and fit the 15-character interface limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Iterable
+
+from ferry.network.ipam import random_mac
+from ferry.util import proc
+
+NETNS_DIR = "/run/netns"
+NETNS_PREFIX = "ferry-"
+HOST_VETH_PREFIX = "fv"
+ID_CHARS = 12
+CONTAINER_IFNAME = "eth0"
+SYSCTL_DIR = "/proc/sys/net/ipv4"
+SYS_NET = "/sys/class/net"
+# The alias marks a host veth as ferry's and names its owner, so prune can
+# find a crashed container's leftovers without any other record.
+ALIAS_PREFIX = "ferry"
+BRIDGE_ALIAS = "ferry:bridge"
+
+
+def netns_name(container_id: str) -> str:
+    return f"{NETNS_PREFIX}{container_id[:ID_CHARS]}"
+
+
+def netns_path(name: str) -> str:
+    return os.path.join(NETNS_DIR, name)
+
+
+def host_veth_name(container_id: str) -> str:
+    return f"{HOST_VETH_PREFIX}{container_id[:ID_CHARS]}"
+
+
+def veth_alias(root_tag: str, container_id: str) -> str:
+    return f"{ALIAS_PREFIX}:{root_tag}:{container_id}"
+
+
+def parse_alias(alias: str) -> tuple[str, str] | None:
+    """(root_tag, container_id) of a ferry veth alias."""
+    parts = alias.split(":")
+    if len(parts) == 3 and parts[0] == ALIAS_PREFIX:
+        return parts[1], parts[2]
+    return None
+
+
+def bridge_mac(bridge: str, gateway: str) -> str:
+    """The same gateway MAC on every host, so a migrated container's ARP entry
+    for its gateway stays right; fixed, too, so it never follows port changes."""
+    return random_mac(hashlib.sha256(f"{bridge}|{gateway}".encode()).digest()[:6])
+
+
+def link_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(SYS_NET, name))
+
+
+def interfaces() -> list[str]:
+    return os.listdir(SYS_NET) if os.path.isdir(SYS_NET) else []
+
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(netns_path(name))
+
+
+def _batch(lines: Iterable[str], desc: str, netns: str | None = None) -> None:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    proc.run(argv, desc=desc, input="\n".join(lines) + "\n")
+
+
+def is_ferry_bridge(name: str) -> bool:
+    """Only bridges ferry made (marked by their alias) are ever changed or deleted."""
+    try:
+        with open(os.path.join(SYS_NET, name, "ifalias")) as f:
+            return f.read().strip() == BRIDGE_ALIAS
+    except OSError:
+        return False
+
+
+def create_bridge(bridge: str, gateway: str, prefixlen: int) -> None:
+    _batch([f"link add name {bridge} address {bridge_mac(bridge, gateway)} type bridge",
+            f"link set {bridge} alias {BRIDGE_ALIAS}",
+            f"addr add {gateway}/{prefixlen} dev {bridge}",
+            f"link set {bridge} up"], desc=f"create bridge {bridge}")
+
+
+def delete_link(name: str) -> bool:
+    """Delete an interface (a veth takes its peer along); False if it was not there."""
+    if not link_exists(name):
+        return False
+    result = proc.run(["ip", "link", "del", name], desc=f"delete interface {name}", check=False)
+    if result.returncode != 0 and link_exists(name):
+        proc.run(["ip", "link", "del", name], desc=f"delete interface {name}")
+    return True
+
+
+def create_netns(name: str) -> None:
+    proc.run(["ip", "netns", "add", name], desc=f"create network namespace {name}")
+
+
+def delete_netns(name: str) -> bool:
+    if not netns_exists(name):
+        return False
+    proc.run(["ip", "netns", "del", name], desc=f"delete network namespace {name}")
+    return True
+
+
+def connect_container(*, netns: str, host_veth: str, alias: str, bridge: str, mac: str,
+                      ip: str, prefixlen: int, gateway: str) -> None:
+    """A veth from `bridge` into `netns` as eth0 with a fixed MAC, its address, `lo`
+    and a default route via the gateway."""
+    _batch([f"link add {host_veth} type veth peer name {CONTAINER_IFNAME} address {mac} netns {netns}",
+            f"link set {host_veth} alias {alias}",
+            f"link set {host_veth} master {bridge}",
+            f"link set {host_veth} up"], desc=f"connect {netns} to bridge {bridge}")
+    _batch(["link set lo up",
+            f"addr add {ip}/{prefixlen} dev {CONTAINER_IFNAME}",
+            f"link set {CONTAINER_IFNAME} up",
+            f"route add default via {gateway} dev {CONTAINER_IFNAME}"],
+           desc=f"configure {CONTAINER_IFNAME} in {netns}", netns=netns)
+
+
+def veth_owners() -> dict[str, tuple[str, str]]:
+    """Host veths ferry made: {ifname: (root_tag, container_id)}."""
+    result = proc.run(["ip", "-j", "link", "show", "type", "veth"], desc="list veth interfaces")
+    owners = {}
+    for link in json.loads(result.stdout or "[]"):
+        owner = parse_alias(link.get("ifalias", ""))
+        if owner:
+            owners[link["ifname"]] = owner
+    return owners
+
+
+def ferry_netns() -> list[str]:
+    if not os.path.isdir(NETNS_DIR):
+        return []
+    return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(NETNS_PREFIX))
+
+
+def routes() -> list[tuple[str, str]]:
+    """(destination CIDR, device) of the host's IPv4 routes, default route left out."""
+    result = proc.run(["ip", "-j", "-4", "route", "show", "table", "all"], desc="list routes")
+    found = []
+    for route in json.loads(result.stdout or "[]"):
+        dst, dev = route.get("dst", ""), route.get("dev", "")
+        if dst and dst != "default" and route.get("type", "unicast") == "unicast":
+            found.append((dst if "/" in dst else f"{dst}/32", dev))
+    return found
+
+
+def write_sysctl(key: str, value: str) -> None:
+    """Set net.ipv4.<key> (as a path under /proc/sys/net/ipv4) if it differs."""
+    path = os.path.join(SYSCTL_DIR, key)
+    with open(path) as f:
+        if f.read().strip() == value:
+            return
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def enable_routing(bridge: str) -> None:
+    # Forwarding carries published ports and container egress; route_localnet
+    # lets DNAT'd 127.0.0.1 traffic (curl 127.0.0.1:PORT) leave and return via the bridge.
+    write_sysctl("ip_forward", "1")
+    write_sysctl(f"conf/{bridge}/route_localnet", "1")

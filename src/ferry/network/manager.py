@@ -1,0 +1,524 @@
+"""NetworkManager: one root's networks, address leases, netns and published ports.
+
+Each root's database records its networks and its containers' reservations;
+what must be unique machine-wide (an IP on a shared bridge, a host port) is
+coordinated through the registry files and ferry's nft table under machine
+locks, taken in the order registry -> nft.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import sys
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from ferry.network import hostfiles, ipam, link, nft
+from ferry.network.ports import PortMapping, check_distinct, ensure_host_port_free, pick_free_port
+from ferry.network.registry import REGISTRY_LOCK, BridgeShape, Lease, Registry, root_tag
+from ferry.store.db import Database
+from ferry.store.ids import check_name, short
+from ferry.store.layout import Layout
+from ferry.util import proc
+from ferry.util.errors import Conflict, NotFound
+from ferry.util.locks import machine_lock
+
+DDL = """
+CREATE TABLE IF NOT EXISTS networks (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,
+    bridge TEXT NOT NULL UNIQUE,
+    subnet TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS network_leases (
+    container_id TEXT PRIMARY KEY,
+    network TEXT NOT NULL REFERENCES networks(name),
+    ip TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    UNIQUE (network, ip)
+)
+"""
+MAC_ATTEMPTS = 16
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    id: str
+    bridge: str
+    subnet: str
+    gateway: str
+    created: str
+
+    @property
+    def prefixlen(self) -> int:
+        return int(self.subnet.split("/")[1])
+
+
+@dataclass(frozen=True)
+class Attachment:
+    network: str
+    netns: str            # its path is /run/netns/<netns>
+    netns_path: str
+    interface: str        # "eth0" inside the container
+    ip: str
+    prefixlen: int
+    mac: str
+    gateway: str
+    host_veth: str
+
+
+@dataclass(frozen=True)
+class Reservation:
+    container_id: str
+    network: str
+    ip: str
+    mac: str
+
+
+def network_id(name: str, bridge: str, subnet: str) -> str:
+    """Stable, so roots sharing a bridge show the same ID for the same network."""
+    return hashlib.sha256(f"{name}|{bridge}|{subnet}".encode()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class NetworkManager:
+    def __init__(self, layout: Layout, db: Database, registry: Registry | None = None):
+        self.layout = layout
+        self.db = db
+        self.registry = registry or Registry()
+        self.root = layout.root
+        self.root_tag = root_tag(layout.root)
+        db.ensure(DDL)
+
+    # ---- networks --------------------------------------------------------
+    def list(self) -> list[Network]:
+        rows = self.db.read().execute("SELECT * FROM networks ORDER BY name").fetchall()
+        return [Network(**dict(row)) for row in rows]
+
+    def _find(self, name: str) -> Network | None:
+        row = self.db.read().execute("SELECT * FROM networks WHERE name = ?", (name,)).fetchone()
+        return Network(**dict(row)) if row else None
+
+    def get(self, name: str) -> Network:
+        if name == ipam.DEFAULT_NETWORK:
+            return self.default()
+        return self._existing(name)
+
+    def _existing(self, name: str) -> Network:
+        network = self._find(name)
+        if network is None:
+            raise NotFound(f"network {name!r} not found", hint="see 'ferry network ls'")
+        return network
+
+    def default(self) -> Network:
+        """The network containers join unless told otherwise, made on first use."""
+        found = self._find(ipam.DEFAULT_NETWORK)
+        if found:
+            return found
+        try:
+            return self.create(ipam.DEFAULT_NETWORK)
+        except Conflict:
+            found = self._find(ipam.DEFAULT_NETWORK)   # another ferry process made it first
+            if found:
+                return found
+            raise
+
+    def create(self, name: str, subnet: str | None = None, gateway: str | None = None,
+               *, bridge: str | None = None) -> Network:
+        """Record a network; its bridge is made when the first container attaches."""
+        check_name(name, "network")
+        requested = ipam.parse_subnet(subnet) if subnet else None
+        if bridge:
+            ipam.check_ifname(bridge)
+        if gateway and requested:
+            ipam.gateway_for(requested, gateway)   # a bad gateway is a UsageError before any lock
+        with machine_lock(REGISTRY_LOCK):
+            if self._find(name):
+                raise Conflict(f"network {name} already exists",
+                               hint="choose another name, or remove it with 'ferry network rm'")
+            mine = self.list()
+            bridge = bridge or self._pick_bridge(name, mine)
+            if any(n.bridge == bridge for n in mine):
+                owner = next(n.name for n in mine if n.bridge == bridge)
+                raise Conflict(f"bridge {bridge} already carries network {owner} in this root",
+                               hint="choose another --interface-name")
+            self._refuse_foreign_interface(bridge)
+            shape = self._shape_for(name, bridge, requested, gateway, mine)
+            network = Network(name, network_id(name, bridge, shape.subnet), bridge, shape.subnet,
+                              shape.gateway, _now())
+            self.registry.register(bridge, shape, self.root)
+            try:
+                with self.db.write() as conn:
+                    conn.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?)",
+                                 (network.name, network.id, network.bridge, network.subnet,
+                                  network.gateway, network.created))
+            except BaseException:
+                self.registry.unregister(bridge, self.root)
+                raise
+        return network
+
+    def _pick_bridge(self, name: str, mine: list[Network]) -> str:
+        if name == ipam.DEFAULT_NETWORK:
+            return ipam.DEFAULT_BRIDGE
+        return ipam.first_free_bridge({ipam.DEFAULT_BRIDGE, *self.registry.bridges(),
+                                       *(n.bridge for n in mine), *link.interfaces()})
+
+    def _shape_for(self, name: str, bridge: str, requested, gateway: str | None,
+                   mine: list[Network]) -> BridgeShape:
+        """Join the bridge's existing shape, or choose a subnet that overlaps nothing."""
+        shared = self.registry.shape(bridge)
+        if shared and not self.registry.live_roots(bridge):
+            self._teardown_bridge(bridge)      # left by roots that no longer exist
+            shared = None
+        if shared:
+            if (requested and str(requested) != shared.subnet) or (gateway and gateway != shared.gateway):
+                raise Conflict(f"bridge {bridge} is shared with another ferry root as subnet "
+                               f"{shared.subnet} gateway {shared.gateway}",
+                               hint=f"use --subnet {shared.subnet}, or another --interface-name")
+            return shared
+        in_use = [(ipam.parse_subnet(n.subnet), f"network {n.name}") for n in mine]
+        in_use += [(ipam.parse_subnet(shape.subnet), f"bridge {other}")
+                   for other, shape in self.registry.bridges().items()
+                   if other != bridge and other not in {n.bridge for n in mine}]
+        in_use += [(ipaddress.ip_network(dst, strict=False), f"host route {dst} dev {dev}")
+                   for dst, dev in link.routes() if dev != bridge]
+        hint = "choose another --subnet"
+        if requested is None and name == ipam.DEFAULT_NETWORK:
+            requested = ipam.parse_subnet(ipam.DEFAULT_SUBNET)
+            hint = f"create it with a free subnet first: 'ferry network create --subnet CIDR {name}'"
+        elif requested is None:
+            requested = ipam.parse_subnet(ipam.first_free_subnet(ipam.CREATED_SUBNETS,
+                                                                 (s for s, _ in in_use)))
+        for used, what in in_use:
+            if requested.overlaps(used):
+                raise Conflict(f"subnet {requested} overlaps {what}", hint=hint)
+        return BridgeShape(str(requested), ipam.gateway_for(requested, gateway))
+
+    def remove(self, name: str, *, force: bool = False) -> None:
+        """Delete a network; its bridge goes too unless another root still uses it.
+
+        With force, its containers are disconnected and their leases dropped first.
+        """
+        network = self._existing(name)
+        users = self.reservations(name)
+        if users and not force:
+            raise self._in_use(network, users)
+        for reservation in users:
+            self.release(reservation.container_id)
+        with machine_lock(REGISTRY_LOCK):
+            users = self.reservations(name)
+            if users:   # a container joined meanwhile
+                raise self._in_use(network, users)
+            with self.db.write() as conn:
+                conn.execute("DELETE FROM networks WHERE name = ?", (name,))
+            self.registry.unregister(network.bridge, self.root)
+            if not self.registry.live_roots(network.bridge):
+                self._teardown_bridge(network.bridge)
+
+    @staticmethod
+    def _in_use(network: Network, users: list[Reservation]) -> Conflict:
+        ids = ", ".join(short(r.container_id) for r in users[:3]) + (" ..." if len(users) > 3 else "")
+        return Conflict(f"network {network.name} is in use by {len(users)} container(s): {ids}",
+                        hint="remove those containers first, or use -f")
+
+    def _teardown_bridge(self, bridge: str) -> list[str]:
+        """Bridge, its masquerade rules and its registry records (caller holds the registry lock)."""
+        removed = [f"bridge {bridge}"] if link.is_ferry_bridge(bridge) and link.delete_link(bridge) else []
+        with machine_lock(nft.NFT_LOCK):
+            rules = nft.list_rules()
+            removed += self._delete_rules(rules, nft.owned_by_bridge(rules, bridge))
+        return removed + self.registry.forget(bridge)
+
+    # ---- leases ----------------------------------------------------------
+    def reservation(self, container_id: str) -> Reservation | None:
+        row = self.db.read().execute("SELECT * FROM network_leases WHERE container_id = ?",
+                                     (container_id,)).fetchone()
+        return Reservation(**dict(row)) if row else None
+
+    def reservations(self, network: str | None = None) -> list[Reservation]:
+        query, params = "SELECT * FROM network_leases", ()
+        if network is not None:
+            query, params = query + " WHERE network = ?", (network,)
+        return [Reservation(**dict(row)) for row in self.db.read().execute(query, params).fetchall()]
+
+    def reserve(self, container_id: str, network: str, *, ip: str | None = None,
+                mac: str | None = None) -> tuple[str, str]:
+        """Give a container its IP and MAC for its whole lifetime (idempotent)."""
+        net = self.get(network)
+        subnet = ipam.parse_subnet(net.subnet)
+        wanted_ip = ipam.check_container_ip(subnet, net.gateway, ip) if ip else None
+        wanted_mac = ipam.parse_mac(mac) if mac else None
+        with machine_lock(REGISTRY_LOCK):
+            current = self.reservation(container_id)
+            if current:
+                if current.network == net.name and wanted_ip in (None, current.ip) \
+                        and wanted_mac in (None, current.mac):
+                    self._hold_lease(net, current)
+                    return current.ip, current.mac
+                raise Conflict(f"container {short(container_id)} already has address {current.ip} "
+                               f"on network {current.network}", hint="release it first")
+            self.registry.register(net.bridge, BridgeShape(net.subnet, net.gateway), self.root)
+            leases = {lease.ip: lease for lease in self.registry.leases(net.bridge)
+                      if not self._reclaimable(lease)}
+            if wanted_ip in leases:
+                raise self._taken(leases[wanted_ip])
+            chosen = Reservation(container_id, net.name,
+                                 wanted_ip or ipam.next_free_ip(subnet, net.gateway, leases),
+                                 self._choose_mac(wanted_mac, leases.values()))
+            self._hold_lease(net, chosen)
+            try:
+                with self.db.write() as conn:
+                    conn.execute("INSERT INTO network_leases VALUES (?, ?, ?, ?)",
+                                 (chosen.container_id, chosen.network, chosen.ip, chosen.mac))
+            except BaseException:
+                self.registry.drop(net.bridge, chosen.ip)
+                raise
+        return chosen.ip, chosen.mac
+
+    @staticmethod
+    def _choose_mac(wanted: str | None, leases) -> str:
+        used = {lease.mac: lease for lease in leases}
+        if wanted:
+            if wanted in used:
+                holder = used[wanted]
+                raise Conflict(f"MAC {wanted} is already used by container {short(holder.container_id)} "
+                               f"(root {holder.root})", hint="choose another --mac-address")
+            return wanted
+        for _ in range(MAC_ATTEMPTS):
+            mac = ipam.random_mac()
+            if mac not in used:
+                return mac
+        raise Conflict("could not find an unused MAC address", hint="pass --mac-address")
+
+    def _reclaimable(self, lease: Lease) -> bool:
+        """A lease of a vanished root, or this root's lease with no reservation behind it
+        (a crash between the file and the database row; callers hold the registry lock)."""
+        if lease.stale:
+            return True
+        return lease.root == self.root and self.reservation(lease.container_id) is None
+
+    @staticmethod
+    def _taken(lease: Lease) -> Conflict:
+        return Conflict(f"IP {lease.ip} is already leased to container {short(lease.container_id)} "
+                        f"(root {lease.root})", hint="choose another --ip, or remove that container")
+
+    def _hold_lease(self, net: Network, reservation: Reservation) -> None:
+        """Make sure the machine-wide lease file is ours (it may be gone after a reboot)."""
+        existing = self.registry.lease(net.bridge, reservation.ip)
+        if existing:
+            if existing.root == self.root and existing.container_id == reservation.container_id:
+                return
+            if not self._reclaimable(existing):
+                raise self._taken(existing)
+            self.registry.drop(net.bridge, reservation.ip)
+        self.registry.take(net.bridge, Lease(reservation.ip, reservation.mac, self.root,
+                                             reservation.container_id))
+
+    def release(self, container_id: str) -> None:
+        """Drop a container's lease and everything made from it (container rm); idempotent."""
+        self._release(container_id)
+
+    def _release(self, container_id: str) -> list[str]:
+        removed = self._unpublish(container_id) + self._detach(container_id)
+        current = self.reservation(container_id)
+        if current is None:
+            return removed
+        net = self._find(current.network)
+        with machine_lock(REGISTRY_LOCK):
+            if net:
+                lease = self.registry.lease(net.bridge, current.ip)
+                if lease and lease.root == self.root and lease.container_id == container_id:
+                    self.registry.drop(net.bridge, current.ip)
+            with self.db.write() as conn:
+                conn.execute("DELETE FROM network_leases WHERE container_id = ?", (container_id,))
+        return removed + [f"lease {current.ip} ({short(container_id)})"]
+
+    # ---- netns and veth --------------------------------------------------
+    def _attachment(self, net: Network, reservation: Reservation) -> Attachment:
+        netns = link.netns_name(reservation.container_id)
+        return Attachment(network=net.name, netns=netns, netns_path=link.netns_path(netns),
+                          interface=link.CONTAINER_IFNAME, ip=reservation.ip,
+                          prefixlen=net.prefixlen, mac=reservation.mac, gateway=net.gateway,
+                          host_veth=link.host_veth_name(reservation.container_id))
+
+    def attach(self, container_id: str) -> Attachment:
+        """Make the container's named netns, wired to its bridge with its reserved IP and MAC."""
+        current = self.reservation(container_id)
+        if current is None:
+            raise NotFound(f"container {short(container_id)} has no network address",
+                           hint="reserve one first")
+        net = self.get(current.network)
+        attachment = self._attachment(net, current)
+        with machine_lock(REGISTRY_LOCK):
+            self._hold_lease(net, current)
+            self._ensure_bridge(net)
+            if link.netns_exists(attachment.netns) and link.link_exists(attachment.host_veth):
+                return attachment
+            self._detach(container_id)        # half-made leftovers of a crash
+            try:
+                link.create_netns(attachment.netns)
+                link.connect_container(netns=attachment.netns, host_veth=attachment.host_veth,
+                                       alias=link.veth_alias(self.root_tag, container_id),
+                                       bridge=net.bridge, mac=attachment.mac, ip=attachment.ip,
+                                       prefixlen=attachment.prefixlen, gateway=attachment.gateway)
+            except BaseException:
+                self._detach(container_id)
+                raise
+        return attachment
+
+    def _ensure_bridge(self, net: Network) -> None:
+        self._refuse_foreign_interface(net.bridge)
+        self.registry.register(net.bridge, BridgeShape(net.subnet, net.gateway), self.root)
+        if not link.link_exists(net.bridge):
+            try:
+                link.create_bridge(net.bridge, net.gateway, net.prefixlen)
+            except BaseException:
+                link.delete_link(net.bridge)
+                raise
+        link.enable_routing(net.bridge)
+        with machine_lock(nft.NFT_LOCK):
+            lines = self._bridge_rules_if_missing(nft.list_rules(), net)
+            if lines:
+                nft.apply([nft.SKELETON, *lines], desc=f"add masquerade rules for {net.bridge}")
+
+    @staticmethod
+    def _refuse_foreign_interface(bridge: str) -> None:
+        if link.link_exists(bridge) and not link.is_ferry_bridge(bridge):
+            raise Conflict(f"interface {bridge} exists and was not made by ferry",
+                           hint="choose another --interface-name")
+
+    @staticmethod
+    def _bridge_rules_if_missing(rules: list[nft.Rule], net: Network) -> list[str]:
+        wanted = nft.bridge_rules(net.bridge, net.subnet)
+        present = nft.owned_by_bridge(rules, net.bridge)
+        if len(present) == len(wanted):
+            return []
+        return nft.delete_rules(present) + wanted
+
+    def announce(self, container_id: str) -> None:
+        """Send a gratuitous ARP from the attached container (after a restore or a
+        migration), so the bridge and its peers relearn where its MAC lives."""
+        current = self.reservation(container_id)
+        netns = link.netns_name(container_id)
+        if current is None or not link.netns_exists(netns):
+            raise NotFound(f"container {short(container_id)} is not attached to a network",
+                           hint="attach it first")
+        proc.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry.network.garp",
+                  link.CONTAINER_IFNAME, current.ip, current.mac],
+                 desc=f"announce {current.ip} of container {short(container_id)}")
+
+    def detach(self, container_id: str) -> None:
+        """Delete the container's netns and veth (its lease stays); idempotent."""
+        self._detach(container_id)
+
+    @staticmethod
+    def _detach(container_id: str) -> list[str]:
+        removed = []
+        veth, netns = link.host_veth_name(container_id), link.netns_name(container_id)
+        if link.delete_link(veth):
+            removed.append(f"veth {veth}")
+        if link.delete_netns(netns):
+            removed.append(f"netns {netns}")
+        return removed
+
+    # ---- published ports -------------------------------------------------
+    def publish(self, container_id: str, ports: list[PortMapping]) -> list[PortMapping]:
+        """DNAT host ports to the container, replacing what it published before.
+
+        Returns the mappings with chosen host ports filled in.
+        """
+        current = self.reservation(container_id)
+        if current is None:
+            raise NotFound(f"container {short(container_id)} has no network address",
+                           hint="reserve one before publishing ports")
+        net = self.get(current.network)
+        check_distinct(ports)
+        with machine_lock(nft.NFT_LOCK):
+            rules = nft.list_rules()
+            published = nft.published(rules)
+            own = [p for p in published if self._owns(p, container_id)]
+            others = [p for p in published if not self._owns(p, container_id)]
+            taken = {(p.mapping.protocol, p.mapping.host_port) for p in others}
+            resolved = []
+            for mapping in ports:
+                if mapping.host_port == 0:
+                    mapping = replace(mapping, host_port=pick_free_port(mapping, taken))
+                else:
+                    self._check_not_published(mapping, others)
+                    ensure_host_port_free(mapping)
+                taken.add((mapping.protocol, mapping.host_port))
+                resolved.append(mapping)
+            lines = [nft.SKELETON, *self._bridge_rules_if_missing(rules, net),
+                     *nft.delete_rules(r for r in rules if r.handle in {p.handle for p in own}),
+                     *(nft.dnat_rule(self.root_tag, container_id, current.ip, m) for m in resolved)]
+            nft.apply(lines, desc=f"publish ports of container {short(container_id)}")
+        return resolved
+
+    def _owns(self, rule: nft.PublishedRule, container_id: str) -> bool:
+        return rule.root_tag == self.root_tag and rule.container_id == container_id
+
+    def _check_not_published(self, mapping: PortMapping, others: list[nft.PublishedRule]) -> None:
+        for other in others:
+            if other.mapping.overlaps(mapping):
+                where = "" if other.root_tag == self.root_tag else " of another ferry root"
+                raise Conflict(f"port {mapping.host_side} is already in use by container "
+                               f"{short(other.container_id)}{where}",
+                               hint="publish another host port")
+
+    def unpublish(self, container_id: str) -> None:
+        """Remove the container's DNAT rules; idempotent."""
+        self._unpublish(container_id)
+
+    def _unpublish(self, container_id: str) -> list[str]:
+        with machine_lock(nft.NFT_LOCK):
+            rules = nft.list_rules()
+            doomed = {p.handle for p in nft.published(rules) if self._owns(p, container_id)}
+            return self._delete_rules(rules, [r for r in rules if r.handle in doomed])
+
+    @staticmethod
+    def _delete_rules(rules: list[nft.Rule], doomed: list[nft.Rule]) -> list[str]:
+        """Delete rules, and the table once only the skeleton would be left (caller holds the nft lock)."""
+        lines = nft.delete_rules(doomed)
+        if rules and nft.is_unused([r for r in rules if r not in doomed]):
+            lines = [nft.delete_table()]
+        if lines:
+            nft.apply(lines, desc="delete ferry's nftables rules")
+        return [f"nft rule {r.comment}" for r in doomed]
+
+    # ---- recovery --------------------------------------------------------
+    def prune(self, live_container_ids: set[str]) -> list[str]:
+        """Remove this root's leftovers of containers not in the set (after a crash)."""
+        removed = []
+        for reservation in self.reservations():
+            if reservation.container_id not in live_container_ids:
+                removed += self._release(reservation.container_id)
+        with machine_lock(nft.NFT_LOCK):
+            rules = nft.list_rules()
+            doomed = {p.handle for p in nft.published(rules)
+                      if p.root_tag == self.root_tag and p.container_id not in live_container_ids}
+            removed += self._delete_rules(rules, [r for r in rules if r.handle in doomed])
+        for tag, container_id in link.veth_owners().values():
+            if tag == self.root_tag and container_id not in live_container_ids:
+                removed += self._detach(container_id)
+        with machine_lock(REGISTRY_LOCK):
+            for bridge in self.registry.bridges():
+                for lease in self.registry.leases(bridge):
+                    if lease.root == self.root and lease.container_id not in live_container_ids:
+                        removed += self._detach(lease.container_id)
+                        self.registry.drop(bridge, lease.ip)
+                        removed.append(f"lease {lease.ip} ({short(lease.container_id)})")
+        return removed
+
+    # ---- files for the container -----------------------------------------
+    def etc_hosts(self, attachment: Attachment, hostname: str) -> str:
+        return hostfiles.etc_hosts(attachment.ip, hostname, attachment.gateway)
+
+    def resolv_conf(self) -> str:
+        return hostfiles.read_host_resolv_conf()

@@ -1,0 +1,153 @@
+"""ferry's one nftables table: published ports (DNAT) and per-bridge masquerading.
+
+Every rule carries a comment naming its owner, so that a container's or a
+bridge's rules can be found and deleted exactly, whichever root made them.
+The text builders are pure; list_rules() and apply() run `nft`. Callers hold
+machine_lock(NFT_LOCK) around a read-decide-apply sequence.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+from ferry.network.ports import PortMapping
+from ferry.util import proc
+from ferry.util.errors import ToolError
+
+FAMILY = "ip"
+TABLE = "ferry"
+NFT_LOCK = "nft"
+PUBLISHED_CHAIN = "published"
+POSTROUTING_CHAIN = "postrouting"
+PUBLISHED_TAG = "pub"
+BRIDGE_TAG = "bridge"
+ANY_HOST_IP = "*"
+LOCALHOST_NET = "127.0.0.0/8"
+
+# Declaring an existing table or chain is a no-op, and the two hook chains hold
+# only ferry's jump, so flushing and re-adding it makes the skeleton idempotent.
+SKELETON = f"""table {FAMILY} {TABLE} {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+  }}
+  chain {PUBLISHED_CHAIN} {{
+  }}
+  chain {POSTROUTING_CHAIN} {{
+    type nat hook postrouting priority srcnat; policy accept;
+  }}
+}}
+flush chain {FAMILY} {TABLE} prerouting
+add rule {FAMILY} {TABLE} prerouting fib daddr type local jump {PUBLISHED_CHAIN}
+flush chain {FAMILY} {TABLE} output
+add rule {FAMILY} {TABLE} output fib daddr type local jump {PUBLISHED_CHAIN}"""
+
+
+@dataclass(frozen=True)
+class Rule:
+    chain: str
+    handle: int
+    comment: str
+
+
+@dataclass(frozen=True)
+class PublishedRule:
+    handle: int
+    root_tag: str
+    container_id: str
+    mapping: PortMapping
+
+
+# ---- pure text builders -------------------------------------------------
+
+def published_comment(root_tag: str, container_id: str, mapping: PortMapping) -> str:
+    return (f"{PUBLISHED_TAG} {root_tag} {container_id} {mapping.protocol} {mapping.host_port} "
+            f"{mapping.host_ip or ANY_HOST_IP} {mapping.container_port}")
+
+
+def dnat_rule(root_tag: str, container_id: str, container_ip: str, mapping: PortMapping) -> str:
+    match = f"ip daddr {mapping.host_ip} " if mapping.host_ip else ""
+    return (f"add rule {FAMILY} {TABLE} {PUBLISHED_CHAIN} {match}{mapping.protocol} dport "
+            f"{mapping.host_port} dnat to {container_ip}:{mapping.container_port} "
+            f"comment \"{published_comment(root_tag, container_id, mapping)}\"")
+
+
+def bridge_comment(bridge: str) -> str:
+    return f"{BRIDGE_TAG} {bridge}"
+
+
+def bridge_rules(bridge: str, subnet: str) -> list[str]:
+    """Masquerade what leaves a bridge's subnet, and what was DNAT'd into it
+    from localhost (127/8 may not go on a wire) or from the subnet itself
+    (hairpin: the reply must come back through the host to be un-NAT'd)."""
+    tag = f"comment \"{bridge_comment(bridge)}\""
+    head = f"add rule {FAMILY} {TABLE} {POSTROUTING_CHAIN}"
+    return [
+        f"{head} ip saddr {subnet} ip daddr != {subnet} masquerade {tag}",
+        f"{head} oifname \"{bridge}\" ip saddr {LOCALHOST_NET} masquerade {tag}",
+        f"{head} oifname \"{bridge}\" ip saddr {subnet} ct status dnat masquerade {tag}",
+    ]
+
+
+def delete_rules(rules: Iterable[Rule]) -> list[str]:
+    return [f"delete rule {FAMILY} {TABLE} {rule.chain} handle {rule.handle}" for rule in rules]
+
+
+def delete_table() -> str:
+    return f"delete table {FAMILY} {TABLE}"
+
+
+def parse_listing(text: str) -> list[Rule]:
+    """Rules of `nft -j -a list table` output."""
+    rules = []
+    for item in json.loads(text).get("nftables", []):
+        rule = item.get("rule")
+        if rule:
+            rules.append(Rule(rule["chain"], int(rule["handle"]), rule.get("comment", "")))
+    return rules
+
+
+def parse_published(rule: Rule) -> PublishedRule | None:
+    fields = rule.comment.split()
+    if rule.chain != PUBLISHED_CHAIN or len(fields) != 7 or fields[0] != PUBLISHED_TAG:
+        return None
+    _, root_tag, container_id, protocol, host_port, host_ip, container_port = fields
+    mapping = PortMapping("" if host_ip == ANY_HOST_IP else host_ip, int(host_port),
+                          int(container_port), protocol)
+    return PublishedRule(rule.handle, root_tag, container_id, mapping)
+
+
+def published(rules: Iterable[Rule]) -> list[PublishedRule]:
+    return [p for p in (parse_published(r) for r in rules) if p is not None]
+
+
+def owned_by_bridge(rules: Iterable[Rule], bridge: str) -> list[Rule]:
+    return [r for r in rules if r.chain == POSTROUTING_CHAIN and r.comment == bridge_comment(bridge)]
+
+
+def is_unused(rules: Iterable[Rule]) -> bool:
+    """Only the skeleton's jumps are left: the table can go."""
+    return all(r.chain not in (PUBLISHED_CHAIN, POSTROUTING_CHAIN) for r in rules)
+
+
+# ---- running nft ---------------------------------------------------------
+
+def list_rules() -> list[Rule]:
+    """ferry's rules, or [] when the table does not exist."""
+    result = proc.run(["nft", "-j", "-a", "list", "table", FAMILY, TABLE],
+                      desc="list ferry's nftables rules", check=False)
+    if result.returncode != 0:
+        if "No such file or directory" in result.stderr:
+            return []
+        raise ToolError("list ferry's nftables rules", result.returncode, proc.tail(result.stderr))
+    return parse_listing(result.stdout)
+
+
+def apply(lines: Iterable[str], desc: str) -> None:
+    """Apply statements as one atomic nft transaction."""
+    script = "\n".join(lines) + "\n"
+    proc.run(["nft", "-f", "-"], desc=desc, input=script)
