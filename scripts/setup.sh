@@ -17,9 +17,14 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (ferry manages namespaces, mounts and CRIU); try: sudo make setup"
 [ -r /etc/debian_version ] || die "this setup targets Debian 12; /etc/debian_version is missing"
 
-# Run-time tools ferry drives, plus what builds CRIU and the virtualenv.
+# Run-time tools ferry drives (containers-common brings podman's seccomp
+# profile; pigz is parallel gzip for archives), what builds the virtualenv,
+# and what the tests and the demo compare with or talk to (a real registry,
+# podman, htpasswd, curl).
 runtime_pkgs=(runc iproute2 nftables busybox-static debootstrap util-linux procps
-              python3 python3-venv ca-certificates xz-utils)
+              golang-github-containers-common pigz
+              python3 python3-venv ca-certificates xz-utils curl
+              docker-registry podman apache2-utils)
 ensure_debs "${runtime_pkgs[@]}"
 
 bash "$repo/scripts/provision-criu.sh"

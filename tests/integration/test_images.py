@@ -146,7 +146,7 @@ def basic_registry(workdir, layers):
 @pytest.fixture(scope="module")
 def token_registry(workdir, layers):
     os.makedirs(os.path.join(workdir, "token"), exist_ok=True)
-    tokens = TokenServer(os.path.join(workdir, "token"), USERS).start()
+    tokens = TokenServer(os.path.join(workdir, "token"), USERS, forbidden=frozenset({"test/secret"})).start()
     registry = Registry(os.path.join(workdir, "registry-token"), token_server=tokens)
     try:
         registry.start()
@@ -293,7 +293,7 @@ def test_failed_pulls_are_one_line_and_store_nothing(ferry, root, http_registry,
 def test_https_with_basic_auth(ferry, root, basic_registry):
     registry, pushed = basic_registry
     ref = f"{registry.host}/test/busybox:latest"
-    one_line_error(ferry("pull", ref, "--creds", "alice:wonderland", check=False),
+    one_line_error(ferry("pull", "--tls-verify", ref, "--creds", "alice:wonderland", check=False),
                    "TLS certificate not trusted")
     one_line_error(ferry("pull", ref, "--tls-verify=false", check=False), "requires authentication")
     one_line_error(ferry("pull", ref, "--tls-verify=false", "--creds", "alice:rabbit", check=False),
@@ -309,6 +309,8 @@ def test_bearer_token_auth(ferry, root, token_registry):
     one_line_error(ferry("pull", ref, "--tls-verify=false", check=False), "requires authentication")
     one_line_error(ferry("pull", ref, "--tls-verify=false", "--creds", "alice:rabbit", check=False),
                    "refused the credentials")
+    one_line_error(ferry("pull", f"{registry.host}/test/secret", "--tls-verify=false",
+                         "--creds", "alice:wonderland", check=False), "denied access")
     assert empty(stored(root))
     tokens.requests.clear()
     done = ferry("pull", ref, "--tls-verify=false", "--creds", "alice:wonderland")

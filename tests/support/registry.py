@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
+from tests.support.cli import free_port  # noqa: F401  (tests import it from here too)
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 START_DEADLINE = 20.0
@@ -48,12 +49,6 @@ OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- certificates and tokens ---------------------------------------------------
@@ -91,13 +86,15 @@ def _b64url(data: bytes) -> str:
 
 class TokenServer:
     """The `auth: token:` realm: GET /token?service=&scope= with basic auth
-    answers {"token": JWT}; anonymous or wrong credentials get 401."""
+    answers {"token": JWT}; anonymous or wrong credentials get 401, and a
+    token for a `forbidden` repository grants no action on it."""
 
     issuer = "ferry-test-issuer"
     service = "ferry-test-registry"
 
-    def __init__(self, workdir: str, users: dict[str, str]):
+    def __init__(self, workdir: str, users: dict[str, str], forbidden: frozenset[str] = frozenset()):
         self.users = users
+        self.forbidden = forbidden
         self.key, self.cert = self_signed("ferry test token signer")
         _, self.cert_path = write_pem(workdir, "token", self.key, self.cert)
         self.requests: list[str] = []
@@ -116,7 +113,7 @@ class TokenServer:
                     return
                 query = urllib.parse.parse_qs(url.query)
                 access = [server.parse_scope(s) for s in query.get("scope", [])]
-                token = server.mint(user, [a for a in access if a])
+                token = server.mint(user, [a for a in access if a and a["name"] not in server.forbidden])
                 self._answer(200, {"token": token, "access_token": token, "expires_in": 300})
 
             def _answer(self, status: int, body: dict):

@@ -19,7 +19,8 @@ def test_pull_flags_like_podman():
     assert args.handler is cli_images.cmd_pull
     assert args.tls_verify is False and args.creds == "a:b"
     assert parse("image", "pull", "x").tls_verify is True
-    assert parse("pull", "--tls-verify", "x").tls_verify is True
+    swallowed = parse("pull", "--tls-verify", "x")
+    assert swallowed.tls_verify is True and swallowed.reference_after_flag == "x"
 
 
 def test_aliases_reach_the_same_handlers():

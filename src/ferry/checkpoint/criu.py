@@ -14,14 +14,12 @@ import socket
 from dataclasses import dataclass
 
 from ferry.host import probes
+from ferry.host.criulog import quote_log
 from ferry.util import proc
 from ferry.util.errors import Incompatible, NotFound, ToolError
 
 LOG_LEVEL = 4            # CRIU's debug level: the log is what users send us
 DEFAULT_TIMEOUT = 600.0  # seconds for one RPC request; big dumps take minutes
-# Markers CRIU puts on the lines that explain a failure.
-LOG_ERROR_MARKERS = ("Error (", "Error:", "FAILED", "In-flight connection", "bad size")
-QUOTED_LOG_LINES = 3
 
 
 @dataclass(frozen=True)
@@ -49,18 +47,6 @@ def _rpc():
     except ImportError as exc:
         raise Incompatible(f"pycriu is not importable ({exc})", hint="run 'make setup' as root") from None
     return rpc_pb2
-
-
-def quote_log(log_path: str, markers: tuple[str, ...] = LOG_ERROR_MARKERS,
-              lines: int = QUOTED_LOG_LINES) -> str:
-    """The last lines of a CRIU log that explain a failure, joined for one line."""
-    try:
-        with open(log_path, errors="replace") as f:
-            text = f.read().splitlines()
-    except OSError:
-        return ""
-    hits = probes.criu_messages(line for line in text if any(m in line for m in markers))
-    return " | ".join(hits[-lines:])
 
 
 def ensure_pipe_max_size(wanted: int = probes.WANTED_PIPE_MAX_SIZE,

@@ -30,7 +30,8 @@ def _bool(text: str) -> bool:
 class _BoolFlag(argparse.Action):
     """A podman-style boolean flag: `--flag`, `--flag=true` or `--flag=false`.
     argparse's optional value would swallow a following positional
-    (`--tls-verify REF`), so such a value is handed back as the positional."""
+    (`--tls-verify REF`), so such a value is kept in `<positional>_after_flag`
+    for the handler (argparse later resets the empty positional itself)."""
 
     def __init__(self, option_strings, dest, positional: str, **kwargs):
         self.positional = positional
@@ -43,7 +44,7 @@ class _BoolFlag(argparse.Action):
             if getattr(namespace, self.positional, None) is not None:
                 parser.error(f"argument {option_string}: expected true or false, not {value!r}")
             setattr(namespace, self.dest, True)
-            setattr(namespace, self.positional, value)
+            setattr(namespace, f"{self.positional}_after_flag", value)
 
 
 def _command(text: str) -> list[str]:
@@ -159,22 +160,25 @@ def cmd_images(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    if not args.reference:
+    reference = args.reference or getattr(args, "reference_after_flag", None)
+    if not reference:
         raise UsageError("no image to pull given", hint="use 'ferry pull REF'")
-    seen: set[str] = set()
+    started: set[str] = set()
+    finished: set[str] = set()
 
     def progress(what: str, done: int, total: int) -> None:
-        if args.quiet:
+        if args.quiet or what in finished:
             return
-        if what not in seen:
-            seen.add(what)
-            _progress_line(f"Copying {what}")
-        if total >= 0 and done >= total:
+        if 0 <= total <= done:
+            finished.add(what)
             _progress_line(f"Copying {what} done")
+        elif what not in started:
+            started.add(what)
+            _progress_line(f"Copying {what}")
 
     if not args.quiet:
-        _progress_line(f"Trying to pull {args.reference}...")
-    image = _store(args).pull(args.reference, tls_verify=args.tls_verify, creds=args.creds,
+        _progress_line(f"Trying to pull {reference}...")
+    image = _store(args).pull(reference, tls_verify=args.tls_verify, creds=args.creds,
                               progress=progress)
     if not args.quiet:
         _progress_line("Writing manifest to image destination")

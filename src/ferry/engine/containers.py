@@ -40,14 +40,29 @@ CREATE TABLE IF NOT EXISTS containers (
     exit_code INTEGER,
     created_at TEXT NOT NULL,
     started_at TEXT,
-    finished_at TEXT
+    finished_at TEXT,
+    checkpointed_at TEXT
 )
 """
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
+# Extra CRIU options runc passes on via the org.criu.config annotation:
+# a server taking new connections while it is dumped must not fail the dump
+# (HOST-NOTES: "In-flight connection"), and the network lock uses nftables,
+# which this host has, rather than iptables, which it may not.
+CRIU_CONFIG = "criu.conf"
+CRIU_OPTIONS = "tcp-skip-in-flight\nnetwork-lock nftables\n"
+CHECKPOINTING = "checkpointing"  # marker file: the exit that follows is a checkpoint's
 DEFAULT_STOP_TIMEOUT = 10
 EXIT_WAIT_POLL = 0.05
 UNKNOWN_EXIT = -1
+
+
+@dataclass(frozen=True)
+class RestoreFrom:
+    images: str            # CRIU image dir
+    work: str              # CRIU work dir; restore.log lands here
+    tcp_established: bool
 
 
 @dataclass(frozen=True)
@@ -115,12 +130,13 @@ class Container:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    checkpointed_at: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Container":
         return cls(row["id"], row["name"], row["image_id"], ContainerConfig.from_json(row["config"]),
                    row["state"], row["pid"], row["exit_code"], row["created_at"], row["started_at"],
-                   row["finished_at"])
+                   row["finished_at"], row["checkpointed_at"])
 
 
 class Undo:
@@ -148,6 +164,7 @@ class Containers:
         self.volumes = volumes
         self.runc = Runc(os.path.join(layout.root, "runc"))
         db.ensure(DDL)
+        db.add_columns("containers", {"checkpointed_at": "TEXT"})
 
     # ---- lookup -------------------------------------------------------------
     def get(self, name_or_id: str, *, refresh: bool = True) -> Container:
@@ -177,6 +194,10 @@ class Containers:
     def users_of_volume(self, name: str) -> list[str]:
         return [c.name for c in self.list(all_states=True)
                 if any(v["kind"] == "volume" and v["source"] == name for v in c.config.volumes)]
+
+    def set_checkpointed(self, container_id: str, when: str | None) -> None:
+        with self.db.write() as conn:
+            conn.execute("UPDATE containers SET checkpointed_at = ? WHERE id = ?", (when, container_id))
 
     def dir(self, container_id: str) -> str:
         return self.layout.container_dir(container_id)
@@ -208,42 +229,50 @@ class Containers:
         args = entrypoint + command
         if not args:
             raise UsageError(f"image {options.image!r} has no command", hint="give one after the image name")
-        network = options.network or self.networks.default().name
-        container_id = ids.new_id()
-        name = options.name or _generated_name(container_id)
+        draft = ContainerConfig(
+            image=image.names[0] if image.names else image.id, image_digest=image.digest,
+            args=args, command=command, env=env,
+            workdir=options.workdir or image.config.working_dir or "/",
+            user=image.config.user, hostname=options.hostname or "",
+            network=options.network or self.networks.default().name,
+            ip=options.ip or "", mac=options.mac or "", ports=tuple(asdict(p) for p in ports),
+            volumes=tuple(v.to_dict() for v in volume_specs),
+            stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
+            tty=options.tty, interactive=options.interactive)
         undo = Undo()
         try:
-            with self.db.write() as conn:
-                if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
-                    raise Conflict(f"the container name {name!r} is already in use",
-                                   hint="remove that container or pick another --name")
-                conn.execute(
-                    "INSERT INTO containers (id, name, image_id, config, state, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (container_id, name, image.id, "{}", CREATED, utc_now()))
-            undo.push(self._delete_record, container_id)
-            ip, mac = self.networks.reserve(container_id, network, ip=options.ip, mac=options.mac)
-            undo.push(self.networks.release, container_id)
-            for spec in volume_specs:
-                if spec.kind == "volume" and not self.volumes.exists(spec.source):
-                    self.volumes.create(spec.source)
-                    undo.push(self.volumes.remove, spec.source, [])
-            config = ContainerConfig(
-                image=image.names[0] if image.names else image.id, image_digest=image.digest,
-                args=args, command=command, env=env,
-                workdir=options.workdir or image.config.working_dir or "/",
-                user=image.config.user, hostname=options.hostname or container_id[:12],
-                network=network, ip=ip, mac=mac, ports=tuple(asdict(p) for p in ports),
-                volumes=tuple(v.to_dict() for v in volume_specs),
-                stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
-                tty=options.tty, interactive=options.interactive)
-            os.makedirs(self.dir(container_id), mode=0o700)
-            undo.push(remove_tree, self.dir(container_id))
-            with self.db.write() as conn:
-                conn.execute("UPDATE containers SET config = ? WHERE id = ?", (config.to_json(), container_id))
+            return self.insert(options.name, image, draft, undo)
         except BaseException:
             undo.run()
             raise
+
+    def insert(self, name: str | None, image, draft: ContainerConfig, undo: Undo) -> Container:
+        """Record a new container: its name, IP and MAC (as requested in `draft`,
+        or allocated when empty), volumes and directory. `undo` learns each step."""
+        container_id = ids.new_id()
+        name = name or _generated_name(container_id)
+        with self.db.write() as conn:
+            if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
+                raise Conflict(f"the container name {name!r} is already in use",
+                               hint="remove that container or pick another --name")
+            conn.execute(
+                "INSERT INTO containers (id, name, image_id, config, state, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (container_id, name, image.id, "{}", CREATED, utc_now()))
+        undo.push(self._delete_record, container_id)
+        ip, mac = self.networks.reserve(container_id, draft.network, ip=draft.ip or None,
+                                        mac=draft.mac or None)
+        undo.push(self.networks.release, container_id)
+        for data in draft.volumes:
+            volume = VolumeSpec.from_dict(data)
+            if volume.kind == "volume" and not self.volumes.exists(volume.source):
+                self.volumes.create(volume.source)
+                undo.push(self.volumes.remove, volume.source, [])
+        config = replace(draft, ip=ip, mac=mac, hostname=draft.hostname or container_id[:12])
+        os.makedirs(self.dir(container_id), mode=0o700)
+        undo.push(remove_tree, self.dir(container_id))
+        with self.db.write() as conn:
+            conn.execute("UPDATE containers SET config = ? WHERE id = ?", (config.to_json(), container_id))
         return self.get(container_id, refresh=False)
 
     def _check_volume(self, text: str) -> VolumeSpec:
@@ -259,14 +288,18 @@ class Containers:
             conn.execute("DELETE FROM containers WHERE id = ?", (container_id,))
 
     # ---- start ---------------------------------------------------------------
-    def start(self, name_or_id: str, *, wait_attach: bool = False) -> Container:
+    def start(self, name_or_id: str, *, wait_attach: bool = False,
+              restore: RestoreFrom | None = None) -> Container:
+        """Start a container, or with `restore`, bring it back from CRIU images."""
         container = self.get(name_or_id)
         if container.state == RUNNING:
+            if restore:
+                raise Conflict(f"container {container.name!r} is running", hint="stop or remove it first")
             return container
         with self._lock(container.id):
             undo = Undo()
             try:
-                report = self._start_locked(container, undo, wait_attach)
+                report = self._start_locked(container, undo, wait_attach, restore)
             except BaseException:
                 undo.run()
                 raise
@@ -276,7 +309,8 @@ class Containers:
                          "finished_at = NULL WHERE id = ?", (RUNNING, report["pid"], now, container.id))
         return self.get(container.id, refresh=False)
 
-    def _start_locked(self, container: Container, undo: Undo, wait_attach: bool) -> dict:
+    def _start_locked(self, container: Container, undo: Undo, wait_attach: bool,
+                      restore: RestoreFrom | None) -> dict:
         config = container.config
         directory = self.dir(container.id)
         with contextlib.suppress(FileNotFoundError):
@@ -302,20 +336,26 @@ class Containers:
         atomic_write(os.path.join(directory, "hosts"), self.networks.etc_hosts(attachment, config.hostname))
         atomic_write(os.path.join(directory, "hostname"), config.hostname + "\n")
         atomic_write(os.path.join(directory, "resolv.conf"), self.networks.resolv_conf())
+        atomic_write(os.path.join(directory, CRIU_CONFIG), CRIU_OPTIONS)
         uid, gid, groups = ocispec.resolve_user(target, config.user)
         oci = ocispec.build(ocispec.ContainerSpec(
             container_id=container.id, hostname=config.hostname, rootfs=target,
             process=ocispec.ProcessSpec(args=config.args, env=config.env, cwd=config.workdir, uid=uid,
                                         gid=gid, additional_gids=groups, terminal=config.tty),
             netns_path=attachment.netns_path, mounts=tuple(self._mounts(container)),
-            annotations={"io.ferry.name": container.name}))
+            annotations={"io.ferry.name": container.name,
+                         # runc hands this file to CRIU on checkpoint and restore.
+                         "org.criu.config": os.path.join(directory, CRIU_CONFIG)}))
         atomic_write(os.path.join(directory, "config.json"), json.dumps(oci, indent=1))
         exit_command = [sys.executable, "-m", "ferry", "--root", self.layout.root,
                         "container", "cleanup", container.id]
         return launch.start_monitor(
             container_dir=directory, runc_root=self.runc.state_root, container_id=container.id,
             bundle=directory, terminal=config.tty, interactive=config.interactive,
-            wait_attach=wait_attach, exit_command=exit_command)
+            wait_attach=wait_attach, exit_command=exit_command,
+            restore_images=restore.images if restore else None,
+            restore_work=restore.work if restore else None,
+            tcp_established=bool(restore and restore.tcp_established))
 
     def _mounts(self, container: Container) -> Iterator[ocispec.Mount]:
         directory = self.dir(container.id)
@@ -387,7 +427,8 @@ class Containers:
                                  "WHERE id = ?", (EXITED, code, (exit_info or {}).get("finished_at", utc_now()),
                                                   container.id))
         container = self.get(container.id, refresh=False)
-        if container.config.rm:
+        checkpointing = os.path.exists(os.path.join(self.dir(container.id), CHECKPOINTING))
+        if container.config.rm and not checkpointing and not container.checkpointed_at:
             with contextlib.suppress(NotFound):
                 self.remove(container.id, force=True)
         return container

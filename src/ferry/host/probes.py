@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from ferry.host.criulog import criu_messages, criu_said  # noqa: F401  (re-exported)
 from ferry.util import proc
 from ferry.util.errors import FerryError
 
@@ -80,28 +81,6 @@ def cgroup_mode(mounts: str) -> str:
 def has_capability(proc_status: str, bit: int) -> bool:
     match = re.search(r"^CapEff:\s*([0-9a-fA-F]+)", proc_status, re.MULTILINE)
     return bool(match) and bool(int(match.group(1), 16) >> bit & 1)
-
-
-# Lines CRIU prints on every run on this kind of host; they explain nothing
-# (HOST-NOTES: the RLIMIT_NOFILE one is harmless without CAP_SYS_RESOURCE).
-CRIU_NOISE = ("Can't keep kdat cache", "Can't setup RLIMIT_NOFILE for self")
-_CRIU_PREFIX = re.compile(r"^\s*(\(\s*[\d.]+\)\s*)?(Warn|Error|Info)?\s*(\([^)]*\))?:?\s*")
-
-
-def criu_messages(lines) -> list[str]:
-    """CRIU's lines without timestamps, "Error (file.c:12):" prefixes and known noise."""
-    kept = []
-    for line in lines:
-        if not line.strip() or any(noise in line for noise in CRIU_NOISE):
-            continue
-        kept.append(_CRIU_PREFIX.sub("", line, count=1).strip())
-    return [line for line in kept if line]
-
-
-def criu_said(text: str) -> str:
-    """CRIU's last meaningful message in some output."""
-    messages = criu_messages(text.splitlines())
-    return messages[-1] if messages else "no output"
 
 
 def version_text(version: tuple[int, ...]) -> str:

@@ -256,7 +256,7 @@ class RegistryClient:
         try:
             body = response.json()
             token = body.get("token") or body.get("access_token")
-        except ValueError:
+        except (ValueError, AttributeError):   # not JSON, or not an object
             token = None
         if not isinstance(token, str) or not token:
             raise RegistryError(f"token server {realm} sent no token",
@@ -272,9 +272,12 @@ class RegistryClient:
             headers["Authorization"] = self._authorization
         request = self._client.build_request(method, url, headers=headers)
         try:
-            return self._client.send(request, stream=stream)
+            response = self._client.send(request, stream=stream)
         except httpx.TransportError as exc:
+            log.debug("%s %s failed: %s", method, url, exc)
             raise self._unreachable(exc) from None
+        log.debug("%s %s -> %s", method, url, response.status_code)
+        return response
 
     def _request(self, method: str, path: str, what: str, headers: dict | None = None,
                  stream: bool = False) -> httpx.Response:
@@ -294,13 +297,13 @@ class RegistryClient:
         detail = _registry_errors(response)
         status = response.status_code
         response.close()
-        if status == 401:
-            raise self._refused() if self.creds else PermissionDenied(
-                f"registry {self.registry} denied access to {what}",
-                hint="pass --creds USERNAME:PASSWORD")
-        if status == 403:
-            raise PermissionDenied(f"registry {self.registry} denied access to {what}",
-                                   hint="the credentials lack pull access to this repository")
+        if status in (401, 403):
+            # Credentials were already accepted at login; registries such as
+            # Docker Hub also answer so for a repository that does not exist.
+            raise PermissionDenied(
+                f"registry {self.registry} denied access to {what}" + (f" ({detail})" if detail else ""),
+                hint="check the repository name; " + ("these credentials may not allow pulling it"
+                                                      if self.creds else "it may need --creds USERNAME:PASSWORD"))
         if status == 404:
             raise NotFound(f"{what} not found in registry {self.registry}"
                            + (f" ({detail})" if detail else ""),

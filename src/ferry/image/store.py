@@ -11,6 +11,7 @@ failure or a crash) is swept, so no half layer ever looks complete.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import secrets
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, ContextManager, Iterator
 
 from ferry.image import archive as archives
 from ferry.image import digest as digests
@@ -98,6 +99,10 @@ def _not_found(text: str) -> NotFound:
                     hint="see 'ferry images'; pull, load or import it first")
 
 
+# (what to call it in messages, blob digest to verify or None, opener of its bytes)
+LayerSource = tuple[str, "str | None", Callable[[], ContextManager[BinaryIO]]]
+
+
 @dataclass
 class _StagedLayer:
     path: str
@@ -128,6 +133,23 @@ class _Staging:
         else:
             self.layers[unpacked.diff_id] = _StagedLayer(dest, unpacked.size)
         return unpacked.diff_id
+
+    def add_layers(self, where: str, diff_ids: tuple[str, ...], layers: list[LayerSource],
+                   done: Callable[[str], None] = lambda what: None) -> None:
+        """Stage each layer the store lacks, verified against its blob digest
+        (when known) and its config's diff_id."""
+        if len(diff_ids) != len(layers):
+            raise BadArchive(f"{where}: the manifest lists {len(layers)} layers but the config "
+                             f"{len(diff_ids)}", hint="the image is broken; get it again from its source")
+        for (what, blob_digest, opener), diff_id in zip(layers, diff_ids):
+            if not self.has_layer(diff_id):
+                with opener() as source:
+                    self.add_layer(source, what, expected_digest=blob_digest, expected_diff_id=diff_id)
+            done(what)
+
+    def layer_size(self, diff_id: str) -> int:
+        staged = self.layers.get(diff_id)
+        return staged.size if staged else self.store._layer_row(diff_id)[1]
 
 
 class ImageStore:
@@ -322,6 +344,7 @@ class ImageStore:
         parsed = parse_config(config_bytes)
         image_id = digests.hex_of(digests.of_bytes(config_bytes))
         manifest_digest = digests.of_bytes(manifest_bytes)
+        size = sum(staging.layer_size(d) for d in dict.fromkeys(parsed.diff_ids) if staging.has_layer(d))
         new_layers: list[tuple[str, str, int]] = []
         taken: set[str] = set()
         for diff_id in dict.fromkeys(parsed.diff_ids):
@@ -342,13 +365,10 @@ class ImageStore:
             conn.executemany("INSERT INTO image_layers (diff_id, dir, size) VALUES (?, ?, ?)", new_layers)
             exists = conn.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone()
             if not exists:
-                sizes = {r[0]: r[1] for r in conn.execute(
-                    f"SELECT diff_id, size FROM image_layers WHERE diff_id IN "
-                    f"({','.join('?' * len(parsed.diff_ids))})", parsed.diff_ids)} if parsed.diff_ids else {}
                 conn.execute("INSERT INTO images (id, digest, config, size, created, architecture, os) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (image_id, manifest_digest, json.dumps(asdict(parsed.config)),
-                              sum(sizes.values()), parsed.created or now_rfc3339(),
+                              size, parsed.created or now_rfc3339(),
                               parsed.architecture, parsed.os))
                 conn.executemany("INSERT INTO image_layer_refs (image_id, position, diff_id) "
                                  "VALUES (?, ?, ?)",
@@ -364,9 +384,8 @@ class ImageStore:
         """Record a one-layer image that ferry itself made (import, build)."""
         created = now_rfc3339()
         config_bytes = config_document(config, [diff_id], created, comment)
-        size = staging.layers[diff_id].size if diff_id in staging.layers else self._layer_row(diff_id)[1]
         manifest_bytes = manifest_document(digests.of_bytes(config_bytes), len(config_bytes),
-                                           [(diff_id, size)])
+                                           [(diff_id, staging.layer_size(diff_id))])
         return self._commit(staging, config_bytes, manifest_bytes, [name])
 
     def import_rootfs(self, tar_path: str, ref: str, *, config: ImageConfig | None = None,
@@ -392,20 +411,12 @@ class ImageStore:
             staged = []
             for item in found:
                 parsed = parse_config(item.config, f"config in {archive_path}")
-                if len(parsed.diff_ids) != len(item.layers):
-                    raise BadArchive(f"archive {archive_path}: an image lists {len(item.layers)} layers "
-                                     f"but its config {len(parsed.diff_ids)}",
-                                     hint="the archive is damaged")
-                for layer, diff_id in zip(item.layers, parsed.diff_ids):
-                    if staging.has_layer(diff_id):
-                        continue
-                    with archive.open(layer.member) as source:
-                        staging.add_layer(source, f"layer {layer.member} in {archive_path}",
-                                          expected_digest=layer.digest, expected_diff_id=diff_id)
+                staging.add_layers(f"archive {archive_path}", parsed.diff_ids, [
+                    (f"layer {layer.member} in {archive_path}", layer.digest,
+                     functools.partial(archive.open, layer.member)) for layer in item.layers])
                 manifest_bytes = item.manifest or manifest_document(
                     digests.of_bytes(item.config), len(item.config),
-                    [(d, (staging.layers[d].size if d in staging.layers else self._layer_row(d)[1]))
-                     for d in parsed.diff_ids])
+                    [(d, staging.layer_size(d)) for d in parsed.diff_ids])
                 staged.append((item, manifest_bytes))
             return [self._commit(staging, item.config, manifest_bytes, item.names)
                     for item, manifest_bytes in staged]
@@ -435,18 +446,12 @@ class ImageStore:
                                              config_what, MAX_CONFIG_BYTES)
             report(config_what, len(config_bytes), len(config_bytes))
             parsed = parse_config(config_bytes, f"config of {what}")
-            if len(parsed.diff_ids) != len(document.layers):
-                raise BadArchive(f"{what}: the manifest lists {len(document.layers)} layers "
-                                 f"but the config {len(parsed.diff_ids)}",
-                                 hint="the image in the registry is broken")
-            for layer, diff_id in zip(document.layers, parsed.diff_ids):
-                layer_what = f"blob {layer.digest[7:19]}"
-                if not staging.has_layer(diff_id):
-                    with client.blob(target.repository, layer.digest, layer_what, layer.size,
-                                     report) as reader:
-                        staging.add_layer(reader, layer_what, expected_digest=layer.digest,
-                                          expected_diff_id=diff_id)
-                report(layer_what, max(layer.size, 0), max(layer.size, 0))
+            sizes = {f"blob {layer.digest[7:19]}": max(layer.size, 0) for layer in document.layers}
+            staging.add_layers(what, parsed.diff_ids, [
+                (f"blob {layer.digest[7:19]}", layer.digest,
+                 functools.partial(client.blob, target.repository, layer.digest,
+                                   f"blob {layer.digest[7:19]}", layer.size, report))
+                for layer in document.layers], done=lambda blob: report(blob, sizes[blob], sizes[blob]))
             return self._commit(staging, config_bytes, body, [target.name] if target.tag else [])
 
     def build_debian(self, ref: str, include: list[str], suite: str = "bookworm", *,

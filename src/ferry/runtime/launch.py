@@ -16,7 +16,8 @@ REPORT_TIMEOUT = 120.0
 
 def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bundle: str,
                   terminal: bool, interactive: bool, wait_attach: bool,
-                  exit_command: list[str]) -> dict:
+                  exit_command: list[str], restore_images: str | None = None,
+                  restore_work: str | None = None, tcp_established: bool = False) -> dict:
     """Spawn the monitor (which runs runc create and start) and return its report.
 
     Raises ToolError with runc's own message when the container did not start.
@@ -28,6 +29,9 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
     argv += ["--terminal"] if terminal else []
     argv += ["--interactive"] if interactive else []
     argv += ["--wait-attach"] if wait_attach else []
+    if restore_images:
+        argv += ["--restore-images", restore_images, "--restore-work", restore_work or restore_images]
+        argv += ["--tcp-established"] if tcp_established else []
     try:
         launcher = proc.spawn(argv, desc="container monitor", pass_fds=[status_w], new_session=True)
     finally:

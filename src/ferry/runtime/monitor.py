@@ -28,6 +28,7 @@ import sys
 import termios
 import time
 
+from ferry.host.criulog import quote_log
 from ferry.runtime import attach
 from ferry.runtime.runc import Runc, quote_runc_log
 from ferry.util import proc
@@ -96,10 +97,17 @@ class Monitor:
     def create(self) -> None:
         """Run `runc create` (or `runc restore -d`) with stdio that this process owns."""
         child_stdio, console = self._stdio()
-        argv = self.runc.create_argv(self.args.id, self.args.bundle, self.path("container.pid"),
-                                     self.path("runc.log"),
-                                     console_socket=self.console_path.path if console else None)
-        runc = proc.spawn(argv, desc="runc create", stdin=child_stdio[0], stdout=child_stdio[1],
+        console_socket = self.console_path.path if console else None
+        if self.args.restore_images:
+            argv = self.runc.restore_argv(self.args.id, self.args.bundle, self.path("container.pid"),
+                                          self.path("runc.log"), images=self.args.restore_images,
+                                          work=self.args.restore_work,
+                                          tcp_established=self.args.tcp_established,
+                                          console_socket=console_socket)
+        else:
+            argv = self.runc.create_argv(self.args.id, self.args.bundle, self.path("container.pid"),
+                                         self.path("runc.log"), console_socket=console_socket)
+        runc = proc.spawn(argv, desc="runc", stdin=child_stdio[0], stdout=child_stdio[1],
                           stderr=child_stdio[2])
         if console is not None:
             self._receive_pty(console, runc)
@@ -108,7 +116,10 @@ class Monitor:
             if isinstance(fd, int) and fd > 2:
                 os.close(fd)
         if code != 0:
-            reason = quote_runc_log(self.path("runc.log")) or f"runc create exited {code}"
+            reason = ""
+            if self.args.restore_images:
+                reason = quote_log(os.path.join(self.args.restore_work, "restore.log"))
+            reason = reason or quote_runc_log(self.path("runc.log")) or f"runc exited {code}"
             raise RuntimeError(reason)
         with open(self.path("container.pid")) as f:
             self.container_pid = int(f.read().strip())
@@ -304,6 +315,9 @@ def parse(argv: list[str]):
     parser.add_argument("--wait-attach", action="store_true",
                         help="start the container only once a client is attached")
     parser.add_argument("--exit-command", help="JSON argv run after the container exits")
+    parser.add_argument("--restore-images", help="restore from these CRIU images instead of creating")
+    parser.add_argument("--restore-work", help="CRIU's work dir for the restore (its log goes there)")
+    parser.add_argument("--tcp-established", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -324,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.wait_attach:
             monitor.report(ok=True, pid=monitor.container_pid, state="created")
             monitor.wait_first_client()
-        monitor.runc.start(args.id)
+        if not args.restore_images:  # a restored container is already running
+            monitor.runc.start(args.id)
         monitor.report(ok=True, pid=monitor.container_pid, state="running")
     except Exception as exc:  # report any start-up failure to the launcher, then leave
         log.exception("start-up failed")

@@ -10,11 +10,13 @@ import glob
 import json
 import os
 
+from ferry.host.criulog import quote_log
 from ferry.host import probes
 from ferry.util import proc
 from ferry.util.errors import ToolError
 
 CGROUP_PARENT = "ferry"
+CHECKPOINT_TIMEOUT = 1800  # seconds; a dump of many GiB can take minutes
 
 
 class Runc:
@@ -38,6 +40,34 @@ class Runc:
         if console_socket:
             argv += ["--console-socket", console_socket]
         return argv + [container_id]
+
+    def restore_argv(self, container_id: str, bundle: str, pid_file: str, log_path: str, *,
+                     images: str, work: str, tcp_established: bool,
+                     console_socket: str | None = None) -> list[str]:
+        argv = self.base(log_path) + ["restore", "--detach", "--bundle", bundle, "--pid-file", pid_file,
+                                      "--image-path", images, "--work-path", work]
+        if tcp_established:
+            argv.append("--tcp-established")
+        if console_socket:
+            argv += ["--console-socket", console_socket]
+        return argv + [container_id]
+
+    def checkpoint(self, container_id: str, *, images: str, work: str, leave_running: bool,
+                   tcp_established: bool, timeout: float = CHECKPOINT_TIMEOUT) -> None:
+        """runc checkpoint; a failure quotes CRIU's dump.log and keeps it."""
+        log_path = os.path.join(work, "runc.log")
+        argv = self.base(log_path) + ["checkpoint", "--image-path", images, "--work-path", work]
+        if leave_running:
+            argv.append("--leave-running")
+        if tcp_established:
+            argv.append("--tcp-established")
+        result = proc.run(argv + [container_id], desc=f"checkpoint of {container_id[:12]}",
+                          check=False, timeout=timeout)
+        if result.returncode != 0:
+            criu_log = os.path.join(work, "dump.log")
+            said = quote_log(criu_log) or quote_runc_log(log_path) or proc.tail(result.stderr)
+            raise ToolError(f"checkpoint of {container_id[:12]}", result.returncode, said,
+                            hint=f"CRIU's log is kept at {criu_log}", log_path=criu_log)
 
     def start(self, container_id: str) -> None:
         proc.run(self.base() + ["start", container_id], desc=f"runc start {container_id[:12]}")

@@ -44,6 +44,14 @@ class Database:
                     conn.execute(statement)
         self._ensured.add(ddl)
 
+    def add_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Add columns a newer ferry needs to a table an older one created."""
+        with self.write() as conn:
+            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding SQLite's lock from its first statement."""
