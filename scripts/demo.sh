@@ -20,8 +20,7 @@ step "ferry system check: can this host checkpoint and restore containers?"
 ferry system check
 
 step "ferry image build-debian nginx --include nginx-light (cached after the first build)"
-timed "${ferry[@]}" image build-debian nginx --include nginx-light \
-    --cmd nginx --cmd -g --cmd 'daemon off;' --expose 80/tcp
+timed "${ferry[@]}" image build-debian nginx --include nginx-light -q
 "${ferry[@]}" images
 
 cleanup

@@ -267,3 +267,17 @@ def test_prune_recovers_from_a_crashed_monitor(ferry):
     out = ferry("system", "prune", "-f").stdout
     assert "crashy" in out and not os.path.exists(stray)
     assert leftovers(ferry.root, {cid}) == []
+
+
+def test_seed_nginx_from_debian_packages(ferry):
+    """The seed's first steps: run nginx (built from Debian's packages), curl it, stop, rm."""
+    ferry("image", "build-debian", "nginx", "--include", "nginx-light", "-q", timeout=900)
+    port = free_port()
+    cid = ferry("run", "-d", "-p", f"{port}:80", "--name", "my-nginx", "nginx").stdout.strip()
+    ferry.seen.add(cid)
+    page = http_get(f"http://localhost:{port}/")
+    assert "Welcome to nginx!" in page
+    ferry("stop", "my-nginx")
+    ferry("rm", "my-nginx")
+    assert "my-nginx" not in ferry.names()
+    assert leftovers(ferry.root, {cid}) == []

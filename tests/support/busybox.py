@@ -47,3 +47,43 @@ def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     return info
+
+
+def make_oci_archive(path: str, workdir: str, name: str = "localhost/busybox:latest") -> str:
+    """The busybox rootfs as an oci-archive (as `podman save --format oci-archive` writes).
+
+    Loading the same archive into two roots gives both the same image ID and
+    digest, which a cross-root restore needs.
+    """
+    import hashlib
+    import io
+    import json
+    layer = make_rootfs_tar(os.path.join(workdir, "layer.tar"), workdir)
+    with open(layer, "rb") as f:
+        layer_bytes = f.read()
+    os.unlink(layer)
+    layer_digest = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": len(layer_bytes)}]}).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+        "size": len(manifest), "annotations": {"org.opencontainers.image.ref.name": name}}]}).encode()
+    files = {"oci-layout": b'{"imageLayoutVersion": "1.0.0"}', "index.json": index}
+    for blob in (layer_bytes, config, manifest):
+        files["blobs/sha256/" + hashlib.sha256(blob).hexdigest()] = blob
+    with tarfile.open(path, "w") as tar:
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path

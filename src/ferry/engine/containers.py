@@ -51,7 +51,7 @@ CREATED, RUNNING, EXITED = "created", "running", "exited"
 # (HOST-NOTES: "In-flight connection"), and the network lock uses nftables,
 # which this host has, rather than iptables, which it may not.
 CRIU_CONFIG = "criu.conf"
-CRIU_OPTIONS = "tcp-skip-in-flight\nnetwork-lock nftables\n"
+CRIU_OPTIONS = "skip-in-flight\nnetwork-lock nftables\n"
 CHECKPOINTING = "checkpointing"  # marker file: the exit that follows is a checkpoint's
 DEFAULT_STOP_TIMEOUT = 10
 EXIT_WAIT_POLL = 0.05

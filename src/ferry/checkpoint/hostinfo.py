@@ -1,0 +1,116 @@
+"""What a checkpoint needs to know about the host that wrote it: arch, kernel,
+CRIU's own cpuinfo (decoded, and raw so a destination can run `criu cpuinfo
+check` against it), CRIU and runc versions, cgroup mode and hostname.
+
+It only reads the host, through the probes and the subprocess chokepoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+
+from ferry.host import probes
+from ferry.util import proc
+from ferry.util.errors import Incompatible, NotFound
+
+CPUINFO_IMAGE = "cpuinfo.img"   # the file `criu cpuinfo dump` writes
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    arch: str
+    kernel: str
+    cpu: dict                 # CRIU's cpuinfo entry, as pycriu decodes it
+    criu_version: str
+    runc_version: str
+    cgroup_mode: str          # v1 | hybrid | v2 | none
+    hostname: str
+    cpuinfo_image: str        # base64 of the cpuinfo.img `criu cpuinfo dump` wrote
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            wanted = dict if field.name == "cpu" else str
+            if not isinstance(value, wanted):
+                raise ValueError(f"host.{field.name} must be a {wanted.__name__}")
+        try:
+            json.dumps(self.cpu)
+        except (TypeError, ValueError):
+            raise ValueError("host.cpu is not plain JSON data") from None
+        try:
+            base64.b64decode(self.cpuinfo_image, validate=True)
+        except binascii.Error:
+            raise ValueError("host.cpuinfo_image is not base64") from None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HostInfo":
+        """ValueError unless `data` has exactly the fields, each of the right type."""
+        if not isinstance(data, dict):
+            raise ValueError("host must be an object")
+        names = {field.name for field in fields(cls)}
+        if set(data) != names:
+            missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+            raise ValueError("host: " + "; ".join(
+                part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                  f"unknown {', '.join(unknown)}" if unknown else "") if part))
+        return cls(**data)
+
+    def cpuinfo_image_bytes(self) -> bytes:
+        """The raw cpuinfo.img, to write into a dir for `criu cpuinfo check -D DIR`."""
+        return base64.b64decode(self.cpuinfo_image, validate=True)
+
+
+def _criu() -> str:
+    binary = probes.criu_binary()
+    if binary is None:
+        where = os.environ.get("FERRY_CRIU") or "PATH"
+        raise NotFound(f"criu not found in {where}", hint="run 'make setup' as root")
+    return binary
+
+
+def decode_cpuinfo(raw: bytes) -> dict:
+    """The entry of a cpuinfo.img, decoded by pycriu into plain JSON data."""
+    try:
+        from pycriu import images
+    except ImportError as exc:
+        raise Incompatible(f"pycriu is not importable ({exc})", hint="run 'make setup' as root") from None
+    try:
+        entries = images.load(io.BytesIO(raw))["entries"]
+        entry = entries[0]
+    except Exception as exc:  # pycriu raises many kinds on a bad image
+        raise Incompatible(f"cannot decode CRIU's {CPUINFO_IMAGE} ({exc or type(exc).__name__})") from None
+    return json.loads(json.dumps(entry))
+
+
+def criu_cpuinfo(criu: str) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="ferry-cpuinfo-") as tmp:
+        proc.run([criu, "cpuinfo", "dump", "-D", tmp], desc="criu cpuinfo dump")
+        with open(os.path.join(tmp, CPUINFO_IMAGE), "rb") as f:
+            return f.read()
+
+
+def host_info() -> HostInfo:
+    criu = _criu()
+    criu_version = probes.parse_criu_version(proc.run([criu, "--version"], desc="criu --version").stdout)
+    if criu_version is None:
+        raise Incompatible(f"{criu} --version printed no version", hint="run 'make setup' as root")
+    runc_version = probes.parse_runc_version(proc.run(["runc", "--version"], desc="runc --version").stdout)
+    if runc_version is None:
+        raise Incompatible("runc --version printed no version", hint="run 'make setup' as root")
+    raw_cpuinfo = criu_cpuinfo(criu)
+    with open("/proc/self/mounts") as f:
+        cgroup_mode = probes.cgroup_mode(f.read())
+    uname = os.uname()
+    return HostInfo(arch=uname.machine, kernel=uname.release, cpu=decode_cpuinfo(raw_cpuinfo),
+                    criu_version=probes.version_text(criu_version), runc_version=runc_version,
+                    cgroup_mode=cgroup_mode, hostname=uname.nodename,
+                    cpuinfo_image=base64.b64encode(raw_cpuinfo).decode("ascii"))
