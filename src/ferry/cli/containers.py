@@ -35,6 +35,8 @@ def _container_group(commands):
     cleanup = sub.add_parser("cleanup", help="release a stopped container's resources (run by its monitor)")
     cleanup.add_argument("container")
     cleanup.set_defaults(handler=cmd_cleanup)
+    from ferry.cli import checkpoints
+    checkpoints.register(sub)
     listing = sub.add_parser("ls", help="list containers")
     _ps_flags(listing)
     listing.set_defaults(handler=cmd_ps)

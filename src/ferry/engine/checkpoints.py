@@ -170,7 +170,7 @@ class Checkpoints:
                     self.containers.wait_monitor(container)
                     self.containers.cleanup(container.id)
                 self.containers.set_checkpointed(container.id, utc_now())
-            criu_stats = read_dump_stats(images)
+            criu_stats = read_dump_stats(work)  # runc has CRIU write stats to its work dir
             size = 0
             if options.export:
                 size = self._export(container, options, compression, timer, progress)
@@ -227,7 +227,7 @@ class Checkpoints:
         members = {CONFIG_DUMP: json.dumps(config, indent=1), NETWORK_STATUS: json.dumps(network, indent=1)}
         with open(os.path.join(directory, "config.json")) as f:
             members[SPEC_DUMP] = f.read()
-        stats = os.path.join(directory, IMAGES, "stats-dump")
+        stats = os.path.join(directory, WORK, "stats-dump")
         if os.path.exists(stats):
             with open(stats, "rb") as f:
                 members[STATS_DUMP] = f.read()
@@ -308,7 +308,18 @@ class Checkpoints:
             image = self._image_for(manifest, options)
             config = self._config_for_target(config, options)
             name = options.name or saved.get("name")
-            container = self.containers.insert(name, image, config, undo)
+            attempt = Undo()
+            try:
+                container = self.containers.insert(name, image, config, attempt)
+            except Conflict as clash:
+                attempt.run()
+                # A new address with the old MAC would confuse every switch on the
+                # segment when the original still runs: --ignore-static-ip takes both.
+                if not (options.ignore_static_ip and config.mac and config.mac.lower() in clash.message.lower()):
+                    raise _restore_hint(clash, config) from None
+                config = replace(config, mac="")
+                container = self.containers.insert(name, image, config, attempt)
+            undo.steps += attempt.steps
             directory = self.containers.dir(container.id)
             with timer.phase("files"):
                 os.rename(os.path.join(staging, IMAGES), os.path.join(directory, IMAGES))
@@ -405,6 +416,18 @@ class Checkpoints:
         shutil.copyfile(log, kept)
         error.hint = f"CRIU's log is kept at {kept}"
         return error
+
+
+def _restore_hint(clash: Conflict, config: ContainerConfig) -> Conflict:
+    """Point a restore's clash at the restore flag that resolves it."""
+    text = clash.message
+    if config.ip and config.ip in text:
+        clash.hint = "restore with --ignore-static-ip to take a new address"
+    elif config.mac and config.mac.lower() in text.lower():
+        clash.hint = "restore with --ignore-static-mac to take a new MAC address"
+    elif "name" in text:
+        clash.hint = "restore with --name NEW"
+    return clash
 
 
 def _load_json(directory: str, name: str):

@@ -1,0 +1,1347 @@
+"""The checkpoint archive: one tar file, plain or compressed with zstd or gzip,
+whose FIRST member is ferry's manifest.json (format version, host, container,
+and the size and SHA-256 of every other member), so a reader knows what to
+expect before it writes a single byte.
+
+Writing reads each file once, hashing it as it streams into a multi-threaded
+compressor (zstandard with threads, or pigz) in a 0600 temp file, then puts the
+manifest in the gap left for it at the start, fsyncs and renames into place.
+
+Reading treats the archive as hostile. It picks the decompressor by magic bytes,
+decompresses in a second thread (or in pigz), parses the tar itself with
+bounded headers, and writes each member once, hashing as it goes, with
+O_NOFOLLOW|O_EXCL opens below directories it made. Anything unexpected (a
+name, a type, a size, a checksum, a missing member, trailing bytes, a
+truncation) refuses the whole archive and removes the destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import os
+import posixpath
+import queue
+import re
+import shutil
+import stat
+import struct
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from typing import Callable, Iterator
+
+import zstandard
+
+from ferry.checkpoint.hostinfo import HostInfo, host_info
+from ferry.image.digest import DIGEST_RE
+from ferry.store.ids import MAX_NAME, NAME_RE
+from ferry.util import proc
+from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, ToolError, UsageError
+
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "COMPRESSIONS", "Member", "HostInfo", "Manifest",
+           "WriteResult", "host_info", "compression_for", "write_archive", "read_archive",
+           "read_manifest"]
+
+log = logging.getLogger("ferry.checkpoint.archive")
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+COMPRESSIONS = ("zstd", "gzip", "none")
+SUFFIXES = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.zst", "zstd"), (".tar.zstd", "zstd"),
+            (".tzst", "zstd"), (".tar", "none"))
+
+# Level 1 of either is 3-5x faster than the defaults and costs a few percent of
+# size on memory pages; the archive must not be what a checkpoint waits on.
+ZSTD_LEVEL = 1
+GZIP_LEVEL = 1
+CHUNK = 1 << 20            # unit of reads, hashing and decompressed output
+PIPELINE_DEPTH = 8         # chunks queued between the threads that read, hash and write
+PROGRESS_INTERVAL = 0.1    # seconds between progress calls
+
+# Bounds that keep a hostile archive from making the reader allocate or loop.
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_EXTENDED_HEADER = 64 << 10     # one pax or GNU long-name header
+MAX_EXTENDED_PER_MEMBER = 4
+MAX_TRAILING_ZEROS = 1 << 20       # tar writers pad to a record size (10 KiB for most)
+MAX_NAME_BYTES = 4095
+MAX_COMPONENT_BYTES = 255
+
+HINT_DAMAGED = "the archive is damaged or was tampered with; do not restore from it"
+HINT_TRUNCATED = "the archive is incomplete; copy it again"
+HINT_FOREIGN = "restore only archives written by 'ferry container checkpoint --export'"
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+STORED_BLOCK_MAX = 0xFFFF      # deflate stored block
+ZSTD_BLOCK_MAX = 128 << 10     # zstd block
+BLOCK = 512
+ZERO_BLOCK = bytes(BLOCK)
+TAR_END = bytes(2 * BLOCK)
+
+Progress = Callable[[str, int, int], None]
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")      # sha256 hex digests, container and image IDs
+DECIMAL_RE = re.compile(r"^[0-9]{1,20}$")
+CREATED_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+
+
+# ---- names ------------------------------------------------------------------
+
+def unsafe_name_reason(name: str) -> str | None:
+    """Why `name` may not be a member path, or None: it must be relative,
+    normalised, free of '..', NUL and control characters, and of sane length."""
+    if not name:
+        return "empty path"
+    if name.startswith("/"):
+        return "absolute path"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        return "control character in path"
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "path is not UTF-8"
+    if len(encoded) > MAX_NAME_BYTES:
+        return "path too long"
+    for part in name.split("/"):
+        if part == "..":
+            return "unsafe path"
+        if part in ("", "."):
+            return "path not normalised"
+        if len(part.encode("utf-8")) > MAX_COMPONENT_BYTES:
+            return "path component too long"
+    return None
+
+
+def shown(name: str, limit: int = 200) -> str:
+    """A name fit for a one-line message."""
+    text = name if name.isprintable() else repr(name)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parent_dirs(names) -> set[str]:
+    dirs = set()
+    for name in names:
+        parent = posixpath.dirname(name)
+        while parent and parent not in dirs:
+            dirs.add(parent)
+            parent = posixpath.dirname(parent)
+    return dirs
+
+
+# ---- manifest -------------------------------------------------------------
+
+def _exact_keys(data, keys: tuple[str, ...], what: str) -> dict:
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must be an object")
+    missing = [k for k in keys if k not in data]
+    unknown = sorted(k for k in data if k not in keys)
+    if missing:
+        raise ValueError(f"{what} lacks {', '.join(missing)}")
+    if unknown:
+        raise ValueError(f"{what} has unknown {', '.join(shown(k) for k in unknown)}")
+    return data
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str      # relative POSIX path; directories are implied by the paths
+    size: int
+    sha256: str    # 64 lowercase hex digits
+
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise ValueError("member name must be a string")
+        reason = unsafe_name_reason(self.name)
+        if reason:
+            raise ValueError(f"member {shown(self.name)}: {reason}")
+        if self.name == MANIFEST_NAME:
+            raise ValueError(f"member {MANIFEST_NAME} is reserved for the manifest")
+        if not _is_int(self.size) or self.size < 0:
+            raise ValueError(f"member {shown(self.name)}: size must be a non-negative integer")
+        if not isinstance(self.sha256, str) or not HEX64_RE.match(self.sha256):
+            raise ValueError(f"member {shown(self.name)}: sha256 must be 64 lowercase hex digits")
+
+
+CONTAINER_KEYS = ("id", "name", "image", "image_id", "image_digest")
+
+
+def _check_container(container: dict) -> None:
+    _exact_keys(container, CONTAINER_KEYS, "container")
+    for key in CONTAINER_KEYS:
+        if not isinstance(container[key], str):
+            raise ValueError(f"container.{key} must be a string")
+    if not HEX64_RE.match(container["id"]):
+        raise ValueError("container.id must be 64 lowercase hex digits")
+    if len(container["name"]) > MAX_NAME or not NAME_RE.match(container["name"]):
+        raise ValueError(f"container.name {shown(container['name'])} is not a valid name")
+    image = container["image"]
+    if not image or len(image) > MAX_NAME_BYTES or not image.isprintable():
+        raise ValueError("container.image must be a printable image reference")
+    if not HEX64_RE.match(container["image_id"]):
+        raise ValueError("container.image_id must be 64 lowercase hex digits")
+    if not DIGEST_RE.match(container["image_digest"]):
+        raise ValueError("container.image_digest must be sha256:<64 hex digits>")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    created: str              # RFC 3339, UTC
+    host: HostInfo
+    container: dict           # CONTAINER_KEYS, all strings
+    compression: str          # how the archive was written: zstd | gzip | none
+    members: tuple[Member, ...]
+
+    def __post_init__(self):
+        if not _is_int(self.format_version) or self.format_version != FORMAT_VERSION:
+            raise ValueError(f"unsupported format_version {self.format_version!r}")
+        if not isinstance(self.created, str) or not CREATED_RE.match(self.created):
+            raise ValueError("created must be an RFC 3339 UTC time like 2024-01-31T12:00:00Z")
+        datetime.fromisoformat(self.created[:19])  # ValueError on a 31st of February
+        if not isinstance(self.host, HostInfo):
+            raise ValueError("host must be a HostInfo")
+        _check_container(self.container)
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+        if not isinstance(self.members, tuple) or not all(isinstance(m, Member) for m in self.members):
+            raise ValueError("members must be a tuple of Member")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"member {shown(twice)} is listed twice")
+        clash = parent_dirs(names) & set(names)
+        if clash:
+            raise ValueError(f"member {shown(min(clash))} is both a file and a directory")
+
+    @property
+    def total_size(self) -> int:
+        return sum(m.size for m in self.members)
+
+    def to_json(self) -> str:
+        data = {
+            "format_version": self.format_version,
+            "created": self.created,
+            "host": self.host.to_dict(),
+            "container": dict(self.container),
+            "compression": self.compression,
+            "members": [asdict(m) for m in self.members],
+        }
+        return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Manifest":
+        """Strict: BadArchive on anything but exactly what to_json writes."""
+        try:
+            data = json.loads(text, object_pairs_hook=_refuse_duplicate_keys,
+                              parse_constant=_refuse_constant)
+            keys = tuple(f.name for f in fields(cls))
+            version = data.get("format_version") if isinstance(data, dict) else None
+            if isinstance(data, dict) and "format_version" in data \
+                    and not (_is_int(version) and version == FORMAT_VERSION):
+                raise BadArchive(f"manifest has unsupported format version {shown(repr(version))}",
+                                 hint=f"this ferry reads format version {FORMAT_VERSION}; "
+                                      "use the ferry version that wrote the archive")
+            _exact_keys(data, keys, "manifest")
+            if not isinstance(data["members"], list):
+                raise ValueError("members must be a list")
+            members = []
+            for entry in data["members"]:
+                _exact_keys(entry, tuple(f.name for f in fields(Member)), "member")
+                members.append(Member(**entry))
+            return cls(data["format_version"], data["created"], HostInfo.from_dict(data["host"]),
+                       data["container"], data["compression"], tuple(members))
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise BadArchive(f"{MANIFEST_NAME} is invalid: {exc}", hint=HINT_DAMAGED) from None
+
+
+def _refuse_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"key {shown(next(k for k in keys if keys.count(k) > 1))} appears twice")
+    return dict(pairs)
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a number")
+
+
+# ---- compression choice -------------------------------------------------
+
+def compression_for(path: str, explicit: str | None = None) -> str:
+    """An explicit choice wins; otherwise the file name says (never sniffed)."""
+    if explicit is not None:
+        if explicit in COMPRESSIONS:
+            return explicit
+        raise UsageError(f"unknown compression {explicit!r}", hint="use zstd, gzip or none")
+    lowered = os.path.basename(path).lower()
+    for suffix, compression in SUFFIXES:
+        if lowered.endswith(suffix) and len(lowered) > len(suffix):
+            return compression
+    raise UsageError(f"cannot tell the compression of {path}",
+                     hint="name it .tar.gz, .tar.zst or .tar, or pass --compress")
+
+
+def _pigz() -> str | None:
+    return shutil.which("pigz", path=proc.TOOL_PATH)
+
+
+class _Reporter:
+    """Calls progress(phase, done, total) at most every PROGRESS_INTERVAL, and at the end."""
+
+    def __init__(self, progress: Progress | None, phase: str, total: int):
+        self._progress = progress
+        self.phase = phase
+        self.total = total
+        self.done = 0
+        self._last = 0.0
+        if progress:
+            progress(phase, 0, total)
+            self._last = time.monotonic()
+
+    def add(self, count: int) -> None:
+        self.done += count
+        if self._progress and time.monotonic() - self._last >= PROGRESS_INTERVAL:
+            self._progress(self.phase, self.done, self.total)
+            self._last = time.monotonic()
+
+    def finish(self) -> None:
+        if self._progress:
+            self._progress(self.phase, self.done, self.total)
+
+
+class _WriterThread:
+    """Writes data to files in its own thread, so that hashing (in the caller)
+    and writing overlap with each other and with (de)compression."""
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue(PIPELINE_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ferry-archive-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            fd, data = self._queue.get()
+            if fd is None:
+                return
+            try:
+                if data is None:
+                    os.close(fd)
+                elif self._error is None:   # after a failure, only close what comes
+                    _write_all(fd, data)
+            except BaseException as exc:  # handed to the caller by finish() or write()
+                self._error = self._error or exc
+
+    def write(self, fd: int, data) -> None:
+        self._raise_failure()
+        self._queue.put((fd, data))
+
+    def close_file(self, fd: int) -> None:
+        self._queue.put((fd, None))
+
+    def finish(self) -> None:
+        """Wait for every queued write; the first write error is raised here."""
+        if self._thread.is_alive():
+            self._queue.put((None, None))
+            self._thread.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+# ---- writing ------------------------------------------------------------
+#
+# One pass over the data: each file is read once, hashed and streamed into the
+# compressor. The manifest must come first but its hashes are known last, so
+# the body is written after a gap at the start of the file, and the manifest
+# fills the gap at the end. The gap's size is known in advance because the
+# manifest's length does not depend on the hash values, and the manifest goes
+# into a frame of exactly predictable size: a stored gzip member, a raw zstd
+# frame. Concatenated members and frames are plain gzip and zstd.
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: str
+    size: int              # bytes of the archive file
+    hash_seconds: float    # of write_seconds, the time spent hashing
+    write_seconds: float   # the whole pass: read, hash, tar, compress, fsync, rename
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    path: str
+    size: int
+
+
+def _open_input(path: str, name: str) -> tuple[int, os.stat_result]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"cannot archive {shown(name)}: it does not exist") from None
+    except OSError as exc:
+        raise FerryError(f"cannot archive {shown(name)}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FerryError(f"cannot archive {shown(name)}: not a regular file")
+    return fd, info
+
+
+def _input(source_dir: str, name: str) -> _Input:
+    path = os.path.join(source_dir, name)
+    fd, info = _open_input(path, name)
+    os.close(fd)
+    return _Input(name, path, info.st_size)
+
+
+def _changed(name: str) -> FerryError:
+    return FerryError(f"{shown(name)} changed while the archive was being written",
+                      hint="nothing may write into a checkpoint while it is archived; checkpoint again")
+
+
+class _Hashing:
+    """sha256 of the bytes as they pass, with the time it took."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def copy(self, item: _Input, sink: "_Sink", reporter: _Reporter) -> str:
+        fd, before = _open_input(item.path, item.name)
+        try:
+            if before.st_size != item.size:
+                raise _changed(item.name)
+            digest = hashlib.sha256()
+            copied = 0
+            while copied < item.size:
+                data = os.read(fd, min(CHUNK, item.size - copied))   # fresh bytes: a sink may keep them
+                if not data:
+                    raise _changed(item.name)
+                started = time.perf_counter()
+                digest.update(data)
+                self.seconds += time.perf_counter() - started
+                sink.write(data)
+                copied += len(data)
+                reporter.add(len(data))
+            after = os.fstat(fd)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                raise _changed(item.name)
+            return digest.hexdigest()
+        finally:
+            os.close(fd)
+
+
+def _tar_header(name: str, size: int, mtime: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o600
+    info.mtime = mtime
+    info.type = tarfile.REGTYPE
+    info.uname = info.gname = ""
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+
+
+def _padding(size: int) -> int:
+    return -size % BLOCK
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _stored_gzip_member(data: bytes) -> bytes:
+    """`data` as one gzip member of stored (uncompressed) deflate blocks."""
+    parts = [GZIP_MAGIC + b"\x08\x00\x00\x00\x00\x00\x00\xff"]   # deflate, no flags, no mtime, OS unknown
+    starts = range(0, len(data), STORED_BLOCK_MAX) or [0]
+    for start in starts:
+        chunk = data[start:start + STORED_BLOCK_MAX]
+        last = start + STORED_BLOCK_MAX >= len(data)
+        parts.append(struct.pack("<BHH", last, len(chunk), len(chunk) ^ 0xFFFF) + chunk)
+    parts.append(struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF))
+    return b"".join(parts)
+
+
+def _raw_zstd_frame(data: bytes) -> bytes:
+    """`data` as one zstd frame of raw (uncompressed) blocks."""
+    parts = [ZSTD_MAGIC + b"\xe0" + struct.pack("<Q", len(data))]   # single segment, 8-byte size
+    starts = range(0, len(data), ZSTD_BLOCK_MAX) or [0]
+    for start in starts:
+        chunk = data[start:start + ZSTD_BLOCK_MAX]
+        last = start + ZSTD_BLOCK_MAX >= len(data)
+        parts.append((len(chunk) << 3 | last).to_bytes(3, "little") + chunk)
+    return b"".join(parts)
+
+
+def _framed(compression: str, data: bytes) -> bytes:
+    if compression == "zstd":
+        return _raw_zstd_frame(data)
+    if compression == "gzip":
+        return _stored_gzip_member(data)
+    return data
+
+
+class _Sink:
+    """Where the tar body goes: the temp file, through a compressor or not."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _PlainSink(_Sink):
+    """Writes in its own thread, beside the reading and hashing."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._writer = _WriterThread()
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(self._fd, data)
+
+    def finish(self) -> None:
+        self._writer.finish()
+
+    def abort(self) -> None:
+        try:
+            self._writer.finish()
+        except Exception:  # the failure being handled already says what went wrong
+            pass
+
+
+class _ZstdSink(_Sink):
+    def __init__(self, fd: int, body_size: int):
+        self._raw = io.FileIO(fd, "wb", closefd=False)
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+        self._writer = compressor.stream_writer(self._raw, size=body_size, write_size=CHUNK, closefd=False)
+
+    def write(self, data: bytes) -> None:
+        self._writer.write(data)
+
+    def finish(self) -> None:
+        self._writer.close()   # ends the frame; the file stays open
+
+    def abort(self) -> None:
+        self._raw.close()
+
+
+class _PigzSink(_Sink):
+    def __init__(self, fd: int, pigz: str):
+        self._process = proc.spawn([pigz, f"-{GZIP_LEVEL}", "-c"], desc="pigz compression",
+                                   stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.PIPE)
+        self._pipe = self._process.stdin.fileno()
+        _grow_pipe(self._pipe)
+
+    def write(self, data: bytes) -> None:
+        try:
+            _write_all(self._pipe, data)
+        except BrokenPipeError:
+            raise self._failure() from None
+
+    def finish(self) -> None:
+        self._process.stdin.close()
+        if self._process.wait() != 0:
+            raise self._failure()
+        self._process.stderr.close()
+
+    def _failure(self) -> ToolError:
+        self._process.kill()
+        code = self._process.wait()
+        said = self._process.stderr.read().decode(errors="replace")
+        return ToolError("pigz compression", code, proc.tail(said))
+
+    def abort(self) -> None:
+        _end(self._process)
+
+
+class _ZlibGzipSink(_Sink):
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+
+    def write(self, data: bytes) -> None:
+        _write_all(self._fd, self._deflate.compress(data))
+
+    def finish(self) -> None:
+        _write_all(self._fd, self._deflate.flush())
+
+
+def _end(process: subprocess.Popen) -> None:
+    """Kill `process` if it still runs, reap it, and close our ends of its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
+def _grow_pipe(fd: int) -> None:
+    # Fewer, larger pipe transfers; fs.pipe-max-size may not allow it, which is fine.
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+    except OSError:
+        pass
+
+
+def _sink_for(compression: str, fd: int, body_size: int) -> _Sink:
+    if compression == "zstd":
+        return _ZstdSink(fd, body_size)
+    if compression == "gzip":
+        pigz = _pigz()
+        return _PigzSink(fd, pigz) if pigz else _ZlibGzipSink(fd)
+    return _PlainSink(fd)
+
+
+def write_archive(path: str, source_dir: str, names: list[str], *, container: dict, compression: str,
+                  progress: Progress | None = None, host: HostInfo | None = None) -> WriteResult:
+    """Archive the regular files `names` (relative to source_dir, in this order,
+    after manifest.json) into `path`, atomically and with mode 0600.
+
+    `host` defaults to host_info() of this machine. Progress phase: "write",
+    in bytes of the files (they are hashed as they are written).
+    """
+    if compression not in COMPRESSIONS:
+        raise UsageError(f"unknown compression {compression!r}", hint="use zstd, gzip or none")
+    names = list(names)
+    for name in names:
+        reason = unsafe_name_reason(name) or ("reserved for the manifest" if name == MANIFEST_NAME else None)
+        if reason:
+            raise ValueError(f"cannot archive {shown(name)}: {reason}")
+    if len(set(names)) != len(names):
+        raise ValueError("a name is given twice")
+    _check_container(container)
+    host = host if host is not None else host_info()
+
+    started = time.monotonic()
+    inputs = [_input(source_dir, name) for name in names]
+    created, mtime = utc_now(), int(time.time())
+    headers = [_tar_header(item.name, item.size, mtime) for item in inputs]
+    body_size = sum(len(h) + i.size + _padding(i.size) for h, i in zip(headers, inputs)) + len(TAR_END)
+
+    def head(digests: list[str]) -> bytes:
+        """manifest.json as the archive's first bytes."""
+        manifest = Manifest(FORMAT_VERSION, created, host, dict(container), compression,
+                            tuple(Member(i.name, i.size, d) for i, d in zip(inputs, digests)))
+        data = manifest.to_json().encode("utf-8")
+        return _framed(compression, _tar_header(MANIFEST_NAME, len(data), mtime) + data
+                       + bytes(_padding(len(data))))
+
+    hashing = _Hashing()
+    reporter = _Reporter(progress, "write", sum(i.size for i in inputs))
+
+    def write_body(sink: _Sink) -> list[str]:
+        digests = []
+        for header, item in zip(headers, inputs):
+            sink.write(header)
+            digests.append(hashing.copy(item, sink, reporter))
+            sink.write(bytes(_padding(item.size)))
+        sink.write(TAR_END)
+        return digests
+
+    # Hex digests have a fixed length, so placeholders give the head's exact size.
+    head_size = len(head(["0" * 64] * len(inputs)))
+    size = _write_atomically(path, head_size, lambda fd: _sink_for(compression, fd, body_size),
+                             write_body, head)
+    reporter.finish()
+    return WriteResult(path, size, hashing.seconds, time.monotonic() - started)
+
+
+def _write_atomically(path: str, head_size: int, make_sink: Callable[[int], _Sink],
+                      write_body: Callable[[_Sink], list[str]], head: Callable[[list[str]], bytes]) -> int:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        # mkstemp creates the file 0600, so process memory is never readable by others.
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except FileNotFoundError:
+        raise NotFound(f"cannot write {path}: directory {directory} does not exist") from None
+    except OSError as exc:
+        raise FerryError(f"cannot write {path}: {exc.strerror}") from None
+    sink = None
+    try:
+        os.fchmod(fd, 0o600)
+        os.lseek(fd, head_size, os.SEEK_SET)
+        sink = make_sink(fd)
+        digests = write_body(sink)
+        sink.finish()
+        first = head(digests)
+        if len(first) != head_size:
+            raise RuntimeError(f"manifest is {len(first)} bytes, not the {head_size} reserved for it")
+        if os.pwrite(fd, first, 0) != head_size:
+            raise OSError(f"short write of {MANIFEST_NAME}")
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        os.close(fd)
+        fd = -1
+        os.replace(temp, path)
+    except BaseException as exc:
+        if sink is not None:
+            sink.abort()
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise FerryError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return size
+
+
+# ---- reading: decompressed chunk sources ---------------------------------
+
+def _truncated() -> BadArchive:
+    return BadArchive("archive is truncated", hint=HINT_TRUNCATED)
+
+
+def _trailing() -> BadArchive:
+    return BadArchive("archive has trailing data after its end", hint=HINT_DAMAGED)
+
+
+class _ChunkSource:
+    """The archive's decompressed bytes: read() gives the next chunk, b"" at
+    the end, after the decompressor has checked its own end of stream."""
+
+    def read(self) -> bytes:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Make a read blocked in another thread return soon."""
+
+    def close(self) -> None:
+        pass
+
+
+class _PlainSource(_ChunkSource):
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def read(self) -> bytes:
+        return os.read(self._fd, CHUNK)
+
+
+class _ZstdFrameWalker:
+    """Follows zstd frame and block headers in the compressed bytes: the
+    zstandard stream reader ends quietly when a frame is cut short."""
+
+    def __init__(self):
+        self._state = "magic"
+        self._need = 4          # header bytes the state wants
+        self._pending = b""     # of those, what has arrived
+        self._skip = 0          # block content still to pass over
+        self._checksum = False
+
+    def feed(self, data: bytes) -> None:
+        view, pos, end = memoryview(data), 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = min(self._need - len(self._pending), end - pos)
+            self._pending += bytes(view[pos:pos + take])
+            pos += take
+            if len(self._pending) == self._need:
+                header, self._pending = self._pending, b""
+                self._advance(header)
+
+    def _advance(self, header: bytes) -> None:
+        value = int.from_bytes(header, "little")
+        state = self._state
+        if state == "magic":
+            if header == ZSTD_MAGIC:
+                self._state, self._need = "descriptor", 1
+            elif value & 0xFFFFFFF0 == 0x184D2A50:
+                self._state, self._need = "skippable_size", 4
+            else:
+                raise _trailing()
+        elif state == "descriptor":
+            if value & 0x08:
+                raise BadArchive("archive is corrupt: bad zstd frame header", hint=HINT_DAMAGED)
+            single_segment = value >> 5 & 1
+            self._checksum = bool(value & 0x04)
+            rest = ((0 if single_segment else 1) + (0, 1, 2, 4)[value & 3]
+                    + ((1 if single_segment else 0), 2, 4, 8)[value >> 6])
+            self._state, self._need = ("frame_header", rest) if rest else ("block", 3)
+        elif state == "frame_header":
+            self._state, self._need = "block", 3
+        elif state == "block":
+            block_type, block_size = value >> 1 & 3, value >> 3
+            if block_type == 3:
+                raise BadArchive("archive is corrupt: bad zstd block", hint=HINT_DAMAGED)
+            self._skip = 1 if block_type == 1 else block_size
+            if value & 1:  # last block of the frame
+                self._state, self._need = ("checksum", 4) if self._checksum else ("magic", 4)
+        elif state == "checksum":
+            self._state, self._need = "magic", 4
+        elif state == "skippable_size":
+            self._skip = value
+            self._state, self._need = "magic", 4
+
+    def finish(self) -> None:
+        if self._state != "magic" or self._pending or self._skip:
+            raise _truncated()
+
+
+class _WalkedFile:
+    """The raw archive as the zstd decoder reads it, shown to the frame walker."""
+
+    def __init__(self, fd: int, walker: _ZstdFrameWalker):
+        self._fd = fd
+        self._walker = walker
+
+    def read(self, size: int = -1) -> bytes:
+        data = os.read(self._fd, size if size > 0 else CHUNK)
+        self._walker.feed(data)
+        return data
+
+
+class _ZstdSource(_ChunkSource):
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._walker = _ZstdFrameWalker()
+        self._reader = zstandard.ZstdDecompressor().stream_reader(
+            _WalkedFile(fd, self._walker), read_size=CHUNK, read_across_frames=True, closefd=False)
+
+    def read(self) -> bytes:
+        data = self._reader.read(CHUNK)
+        if not data:
+            while True:   # whatever the decoder left unread is trailing data
+                rest = os.read(self._fd, CHUNK)
+                if not rest:
+                    break
+                self._walker.feed(rest)
+            self._walker.finish()
+        return data
+
+
+class _ZlibGzipSource(_ChunkSource):
+    """gzip members one after another, each checked to its end by zlib."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._inflater = zlib.decompressobj(31)
+
+    def read(self) -> bytes:
+        while True:
+            if self._inflater.eof:
+                leftover = self._inflater.unused_data or os.read(self._fd, CHUNK)
+                if not leftover:
+                    return b""
+                if len(leftover) < len(GZIP_MAGIC):
+                    leftover += os.read(self._fd, CHUNK)
+                if not leftover.startswith(GZIP_MAGIC):
+                    raise _trailing()
+                self._inflater = zlib.decompressobj(31)
+                pending = leftover
+            else:
+                pending = self._inflater.unconsumed_tail or os.read(self._fd, CHUNK)
+                if not pending:
+                    data = self._inflater.flush()
+                    if not self._inflater.eof:
+                        raise _truncated()
+                    if data:
+                        return data
+                    continue
+            data = self._inflater.decompress(pending, CHUNK)
+            if data:
+                return data
+
+
+class _PigzSource(_ChunkSource):
+    """pigz -d in its own process: about twice zlib's speed here, and it runs
+    beside the hashing and writing. -v makes it fail on trailing junk."""
+
+    def __init__(self, fd: int, pigz: str):
+        self._process = proc.spawn([pigz, "-d", "-c", "-v"], desc="pigz decompression",
+                                   stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._pipe = self._process.stdout.fileno()
+        _grow_pipe(self._pipe)
+
+    def read(self) -> bytes:
+        data = os.read(self._pipe, CHUNK)
+        if not data:
+            code = self._process.wait()
+            said = self._process.stderr.read().decode(errors="replace")
+            if code != 0:
+                raise _pigz_failure(said)
+        return data
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+
+    def close(self) -> None:
+        _end(self._process)
+
+
+def _pigz_failure(said: str) -> BadArchive:
+    if "trailing junk" in said:
+        return _trailing()
+    if any(sign in said for sign in ("missing trailer", "incomplete", "unexpected end", "premature end")):
+        return _truncated()
+    lines = [line for line in said.splitlines() if "pigz:" in line] or said.splitlines() or ["no output"]
+    return BadArchive(f"archive is corrupt: {lines[-1].split('pigz:', 1)[-1].strip()}", hint=HINT_DAMAGED)
+
+
+class _Prefetcher(_ChunkSource):
+    """Runs a source in a thread so decompression overlaps hashing and writing
+    (zstandard, zlib and os.read release the GIL)."""
+
+    def __init__(self, source):
+        self._source = source
+        self._queue: queue.Queue = queue.Queue(PIPELINE_DEPTH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ferry-archive-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._source.read()
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=PROGRESS_INTERVAL)
+                return
+            except queue.Full:
+                continue
+
+    def read(self) -> bytes:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._source.stop()
+        self._thread.join()    # before close: the thread may still hold the source's fds
+        self._source.close()
+
+
+def _open_archive(path: str, *, threaded: bool, use_pigz: bool):
+    """(fd, chunk source) for the archive at path, decompressing by magic."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"checkpoint archive {path} does not exist") from None
+    except OSError as exc:
+        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        head = os.pread(fd, len(ZSTD_MAGIC), 0)
+        if head.startswith(ZSTD_MAGIC):
+            source = _ZstdSource(fd)
+        elif head.startswith(GZIP_MAGIC):
+            pigz = _pigz() if use_pigz else None
+            source = _PigzSource(fd, pigz) if pigz else _ZlibGzipSource(fd)
+        else:
+            source = _PlainSource(fd)
+        return fd, (_Prefetcher(source) if threaded else source)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# ---- reading: the tar stream ---------------------------------------------
+
+class _TarStream:
+    """The decompressed tar, in order: headers as bytes, member data as views."""
+
+    def __init__(self, source):
+        self._source = source
+        self._chunk = b""
+        self._pos = 0
+        self._ended = False
+
+    def _available(self) -> int:
+        if self._pos == len(self._chunk):
+            if self._ended:
+                return 0
+            data = self._source.read()
+            if not data:
+                self._ended = True
+                return 0
+            self._chunk, self._pos = data, 0
+        return len(self._chunk) - self._pos
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes; fewer only at the end of the stream."""
+        parts = []
+        while size:
+            count = min(self._available(), size)
+            if not count:
+                break
+            parts.append(self._chunk[self._pos:self._pos + count])
+            self._pos += count
+            size -= count
+        return b"".join(parts)
+
+    def read_exact(self, size: int) -> bytes:
+        data = self.read(size)
+        if len(data) != size:
+            raise _truncated()
+        return data
+
+    def views(self, size: int) -> Iterator[memoryview]:
+        """Exactly `size` bytes as views of the decompressed chunks (no copies)."""
+        while size:
+            count = min(self._available(), size)
+            if not count:
+                raise _truncated()
+            yield memoryview(self._chunk)[self._pos:self._pos + count]
+            self._pos += count
+            size -= count
+
+    def skip(self, size: int) -> None:
+        for _ in self.views(size):
+            pass
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    kind: str      # file | dir | hardlink | symlink | device | fifo | "type X"
+    size: int
+
+
+ENTRY_KINDS = {b"0": "file", b"\0": "file", b"5": "dir", b"1": "hardlink", b"2": "symlink",
+               b"3": "device", b"4": "device", b"6": "fifo"}
+REFUSED_KINDS = {"hardlink": "hardlinks are not allowed", "symlink": "symlinks are not allowed",
+                 "device": "device nodes are not allowed", "fifo": "fifos are not allowed"}
+POSIX_MAGIC = b"ustar\x0000"
+GNU_MAGIC = b"ustar  \x00"
+OCTAL_RE = re.compile(rb"^[0-7]+$")
+
+
+def _corrupt(what: str) -> BadArchive:
+    return BadArchive(f"archive has a corrupt tar header ({what})", hint=HINT_DAMAGED)
+
+
+def _header_number(field: bytes, what: str) -> int:
+    if field[0] & 0x80:   # GNU base-256; 0xff would be negative
+        if field[0] != 0x80:
+            raise _corrupt(what)
+        return int.from_bytes(field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    if not OCTAL_RE.match(text):
+        raise _corrupt(what)
+    return int(text, 8)
+
+
+def _check_header(block: bytes, first: bool) -> None:
+    if block[257:265] not in (POSIX_MAGIC, GNU_MAGIC):
+        if first:
+            raise BadArchive("archive is not a tar file", hint=HINT_FOREIGN)
+        raise _corrupt("magic")
+    # The checksum field counts as eight spaces (8 * 32 = 256).
+    if _header_number(block[148:156], "checksum") != sum(block[:148]) + 256 + sum(block[156:]):
+        raise _corrupt("checksum")
+
+
+def _field_text(field: bytes) -> str:
+    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _ustar_name(block: bytes) -> str:
+    name = _field_text(block[0:100])
+    prefix = _field_text(block[345:500]) if block[257:265] == POSIX_MAGIC else ""
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """`LEN key=value\\n` records of a pax extended header."""
+    records, pos = {}, 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        digits = data[pos:space] if space > pos else b""
+        if not DECIMAL_RE.match(digits.decode("ascii", "replace")):
+            raise _corrupt("pax record")
+        end = pos + int(digits)
+        if end <= space or end > len(data) or data[end - 1:end] != b"\n":
+            raise _corrupt("pax record")
+        key, equals, value = data[space + 1:end - 1].partition(b"=")
+        if not equals:
+            raise _corrupt("pax record")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos = end
+    return records
+
+
+def _next_entry(stream: _TarStream, *, first: bool = False) -> _Entry | None:
+    """The next member's header, pax and GNU long names applied; None at the end."""
+    pax: dict[str, str] = {}
+    long_name = None
+    for _ in range(MAX_EXTENDED_PER_MEMBER + 1):
+        block = stream.read(BLOCK)
+        if not block and first:
+            raise BadArchive("archive is empty", hint=HINT_FOREIGN)
+        if len(block) < BLOCK:
+            raise _truncated()
+        if block == ZERO_BLOCK:
+            if pax or long_name is not None:
+                raise _corrupt("extended header without a member")
+            if stream.read_exact(BLOCK) != ZERO_BLOCK:
+                raise _corrupt("end of archive")
+            return None
+        _check_header(block, first)
+        first = False
+        typeflag = block[156:157]
+        size = _header_number(block[124:136], "size")
+        if typeflag in (b"x", b"L"):
+            if size > MAX_EXTENDED_HEADER:
+                raise _corrupt("oversized extended header")
+            data = stream.read_exact(size)
+            stream.skip(_padding(size))
+            if typeflag == b"x":
+                pax.update(_pax_records(data))
+            else:
+                long_name = _field_text(data)
+            continue
+        name = pax.get("path") or (long_name if long_name is not None else _ustar_name(block))
+        if pax.get("size"):
+            if not DECIMAL_RE.match(pax["size"]):
+                raise _corrupt("pax size")
+            size = int(pax["size"])
+        if any(key.startswith("GNU.sparse.") for key in pax):
+            raise BadArchive(f"member {shown(name)}: sparse files are not allowed", hint=HINT_DAMAGED)
+        return _Entry(name, ENTRY_KINDS.get(typeflag, f"type {typeflag.decode('latin-1')!r}"), size)
+    raise _corrupt("too many extended headers")
+
+
+# ---- reading: extraction --------------------------------------------------
+
+class _Extractor:
+    """Creates member files below dest, only inside directories it made itself,
+    never following a link and never opening an existing file."""
+
+    def __init__(self, dest: str):
+        self._root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self._dir_name = ""
+        self._dir_fd = self._root
+
+    def create(self, name: str) -> int:
+        parent, base = posixpath.split(name)
+        if parent != self._dir_name:
+            self._enter(parent)
+        return os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       0o600, dir_fd=self._dir_fd)
+
+    def _enter(self, parent: str) -> None:
+        current = self._root
+        try:
+            for part in parent.split("/") if parent else ():
+                try:
+                    os.mkdir(part, 0o700, dir_fd=current)
+                except FileExistsError:
+                    pass
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                dir_fd=current)
+                if current != self._root:
+                    os.close(current)
+                current = inner
+        except BaseException:
+            if current != self._root:
+                os.close(current)
+            raise
+        self._leave()
+        self._dir_name, self._dir_fd = parent, current
+
+    def _leave(self) -> None:
+        if self._dir_fd != self._root:
+            os.close(self._dir_fd)
+        self._dir_name, self._dir_fd = "", self._root
+
+    def close(self) -> None:
+        self._leave()
+        os.close(self._root)
+
+
+def _read_manifest_member(stream: _TarStream) -> Manifest:
+    entry = _next_entry(stream, first=True)
+    if entry is None or entry.name != MANIFEST_NAME or entry.kind != "file":
+        raise BadArchive(f"archive does not begin with {MANIFEST_NAME}", hint=HINT_FOREIGN)
+    if entry.size > MAX_MANIFEST_BYTES:
+        raise BadArchive(f"{MANIFEST_NAME} is too large ({entry.size} bytes)", hint=HINT_DAMAGED)
+    data = stream.read_exact(entry.size)
+    stream.skip(_padding(entry.size))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadArchive(f"{MANIFEST_NAME} is not UTF-8", hint=HINT_DAMAGED) from None
+    return Manifest.from_json(text)
+
+
+def _refuse(name: str, reason: str, hint: str = HINT_DAMAGED) -> BadArchive:
+    return BadArchive(f"member {shown(name)}: {reason}", hint=hint)
+
+
+def _extract_members(stream: _TarStream, manifest: Manifest, dest: str, reporter: _Reporter) -> None:
+    expected = {m.name: m for m in manifest.members}
+    allowed_dirs = parent_dirs(expected)
+    seen_dirs: set[str] = set()
+    written: set[str] = set()
+    extractor = _Extractor(dest)
+    writer = _WriterThread()
+    try:
+        while (entry := _next_entry(stream)) is not None:
+            name = entry.name[:-1] if entry.kind == "dir" and entry.name.endswith("/") else entry.name
+            reason = unsafe_name_reason(name)
+            if reason:
+                raise _refuse(entry.name, reason)
+            if entry.kind == "dir":
+                if name not in allowed_dirs or name in seen_dirs or entry.size:
+                    raise _refuse(entry.name, "directory not in the manifest")
+                seen_dirs.add(name)
+                continue
+            if entry.kind != "file":
+                raise _refuse(name, REFUSED_KINDS.get(entry.kind, f"unsupported {entry.kind}"))
+            member = expected.get(name)
+            if member is None:
+                raise _refuse(name, "appears twice" if name == MANIFEST_NAME else "not listed in the manifest")
+            if name in written:
+                raise _refuse(name, "appears twice")
+            if entry.size != member.size:
+                raise _refuse(name, f"size {entry.size} differs from the manifest's {member.size}")
+            _extract_member(stream, extractor, writer, member, reporter)
+            written.add(name)
+    finally:
+        try:
+            writer.finish()
+        finally:
+            extractor.close()
+    missing = [m.name for m in manifest.members if m.name not in written]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise _refuse(missing[0], f"missing{more}")
+    _expect_clean_end(stream)
+
+
+def _extract_member(stream: _TarStream, extractor: _Extractor, writer: _WriterThread,
+                    member: Member, reporter: _Reporter) -> None:
+    fd = extractor.create(member.name)
+    digest = hashlib.sha256()
+    try:
+        for view in stream.views(member.size):
+            digest.update(view)
+            writer.write(fd, view)
+            reporter.add(len(view))
+    finally:
+        writer.close_file(fd)
+    stream.skip(_padding(member.size))
+    if digest.hexdigest() != member.sha256:
+        raise _refuse(member.name, "checksum mismatch")
+
+
+def _expect_clean_end(stream: _TarStream) -> None:
+    """Only zero padding may follow the end blocks; reading to the end also
+    lets the decompressor check its own trailer."""
+    zeros = 0
+    while data := stream.read(CHUNK):
+        zeros += len(data)
+        if data.strip(b"\0") or zeros > MAX_TRAILING_ZEROS:
+            raise _trailing()
+
+
+def _decoder_failure(exc: BaseException) -> BadArchive | None:
+    if isinstance(exc, (zstandard.ZstdError, zlib.error)):
+        return BadArchive(f"archive is corrupt: {exc}", hint=HINT_DAMAGED)
+    return None
+
+
+def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None) -> Manifest:
+    """Validate and unpack the archive at `path` into the new directory
+    dest_dir (made 0700). On any failure dest_dir is removed: BadArchive for
+    what is wrong with the archive, FerryError for local trouble (disk full).
+    Progress phase: "read", in member bytes."""
+    fd, source = _open_archive(path, threaded=True, use_pigz=True)
+    try:
+        try:
+            os.mkdir(dest_dir, 0o700)
+        except FileExistsError:
+            raise Conflict(f"cannot unpack into {dest_dir}: it already exists") from None
+        except FileNotFoundError:
+            raise NotFound(f"cannot unpack into {dest_dir}: its parent directory does not exist") from None
+        except OSError as exc:
+            raise FerryError(f"cannot unpack into {dest_dir}: {exc.strerror}") from None
+        try:
+            stream = _TarStream(source)
+            manifest = _read_manifest_member(stream)
+            reporter = _Reporter(progress, "read", manifest.total_size)
+            _extract_members(stream, manifest, dest_dir, reporter)
+            reporter.finish()
+        except BaseException as exc:
+            source.close()
+            _remove_tree_we_made(dest_dir)
+            failure = _decoder_failure(exc)
+            if failure is not None:
+                raise failure from None
+            if isinstance(exc, OSError):
+                raise FerryError(f"cannot unpack {path} into {dest_dir}: {exc.strerror or exc}") from None
+            raise
+        return manifest
+    finally:
+        source.close()
+        os.close(fd)
+
+
+def _remove_tree_we_made(path: str) -> None:
+    # dest_dir is fresh and ours: no mounts can be inside, so rmtree is safe.
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        log.warning("could not remove %s after a failed unpack: %s", path, exc)
+
+
+def read_manifest(path: str) -> Manifest:
+    """Only the manifest: reads and decompresses just the archive's first member."""
+    fd, source = _open_archive(path, threaded=False, use_pigz=False)
+    try:
+        return _read_manifest_member(_TarStream(source))
+    except (zstandard.ZstdError, zlib.error) as exc:
+        raise _decoder_failure(exc) from None
+    finally:
+        source.close()
+        os.close(fd)

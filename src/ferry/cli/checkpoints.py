@@ -1,0 +1,120 @@
+"""`ferry container checkpoint` and `ferry container restore`, with podman's flags."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ferry.cli import render
+from ferry.engine.checkpoints import CheckpointOptions, Checkpoints, RestoreOptions
+from ferry.engine.core import Engine
+from ferry.util.errors import UsageError
+
+PHASE_TEXT = {"dump": "freezing and dumping", "hash": "hashing", "write": "writing archive",
+              "read": "reading archive"}
+
+
+def register(container_commands) -> None:
+    checkpoint = container_commands.add_parser("checkpoint", help="checkpoint running containers")
+    checkpoint.add_argument("containers", nargs="+", metavar="CONTAINER")
+    checkpoint.add_argument("-e", "--export", "--file", dest="export", metavar="PATH",
+                            help="write one archive (.tar.gz, .tar.zst or .tar)")
+    checkpoint.add_argument("-R", "--leave-running", action="store_true",
+                            help="keep the container running after the checkpoint")
+    checkpoint.add_argument("--tcp-established", action="store_true",
+                            help="checkpoint established TCP connections")
+    checkpoint.add_argument("-c", "--compress", choices=("zstd", "gzip", "none"),
+                            help="compression (default: from the file name)")
+    checkpoint.add_argument("--ignore-rootfs", action="store_true",
+                            help="leave the root filesystem changes out of the archive")
+    checkpoint.add_argument("--ignore-volumes", action="store_true",
+                            help="leave named volumes out of the archive")
+    checkpoint.add_argument("--keep", action="store_true", help="keep the CRIU images after exporting")
+    checkpoint.add_argument("--print-stats", action="store_true", help="print timings as JSON")
+    checkpoint.add_argument("--format", choices=("text", "json"), default="text")
+    checkpoint.set_defaults(handler=cmd_checkpoint)
+
+    restore = container_commands.add_parser("restore", help="restore checkpointed containers")
+    restore.add_argument("containers", nargs="*", metavar="CONTAINER")
+    restore.add_argument("-i", "--import", "--file", dest="import_path", metavar="PATH",
+                         help="restore from a checkpoint archive")
+    restore.add_argument("-n", "--name", help="the restored container's name (with --import)")
+    restore.add_argument("--tcp-established", action="store_true",
+                         help="restore established TCP connections")
+    restore.add_argument("-p", "--publish", action="append", default=None,
+                         help="publish these ports instead of the checkpointed ones")
+    restore.add_argument("--ignore-static-ip", action="store_true", help="take a new IP address")
+    restore.add_argument("--ignore-static-mac", action="store_true", help="take a new MAC address")
+    restore.add_argument("--ignore-rootfs", action="store_true", help="do not apply root filesystem changes")
+    restore.add_argument("--ignore-volumes", action="store_true", help="do not restore named volumes")
+    restore.add_argument("--image-archive", metavar="FILE",
+                         help="load the container's image from this archive if it is missing")
+    restore.add_argument("--print-stats", action="store_true", help="print timings as JSON")
+    restore.add_argument("--format", choices=("text", "json"), default="text")
+    restore.set_defaults(handler=cmd_restore)
+
+
+def cmd_checkpoint(args) -> int:
+    if args.export and len(args.containers) > 1:
+        raise UsageError("--export takes one container", hint="checkpoint the others separately")
+    options = CheckpointOptions(export=args.export, leave_running=args.leave_running,
+                                tcp_established=args.tcp_established, compress=args.compress,
+                                ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
+                                keep=args.keep)
+    checkpoints = Checkpoints(Engine(args.root).containers)
+    results = []
+    for name in args.containers:
+        with progress_bar() as progress:
+            results.append(checkpoints.checkpoint(name, options, progress))
+    _print_results(args, results, name_of=lambda r: r.name)
+    return 0
+
+
+def cmd_restore(args) -> int:
+    if args.import_path and args.containers:
+        raise UsageError("give either --import FILE or container names, not both")
+    if not args.import_path and not args.containers:
+        raise UsageError("restore needs container names, or --import FILE")
+    options = RestoreOptions(import_path=args.import_path, name=args.name,
+                             tcp_established=args.tcp_established,
+                             ports=tuple(args.publish) if args.publish is not None else None,
+                             ignore_static_ip=args.ignore_static_ip, ignore_static_mac=args.ignore_static_mac,
+                             ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
+                             image_archive=args.image_archive)
+    checkpoints = Checkpoints(Engine(args.root).containers)
+    results = []
+    for name in args.containers or [None]:
+        with progress_bar() as progress:
+            results.append(checkpoints.restore(name, options, progress))
+    _print_results(args, results, name_of=lambda r: r.id)
+    return 0
+
+
+def _print_results(args, results, name_of) -> None:
+    if args.print_stats:
+        for result in results:
+            render.json_out(result.stats())
+    elif args.format == "json":
+        render.json_out([result.stats() for result in results])
+    else:
+        for result in results:
+            render.line(name_of(result))
+
+
+@contextlib.contextmanager
+def progress_bar():
+    """A progress bar on a terminal (on stderr, so stdout stays parseable)."""
+    if not sys.stderr.isatty():
+        yield lambda *_: None
+        return
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description:<22}"), BarColumn(), DownloadColumn(),
+                  TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True) as bar:
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(PHASE_TEXT.get(phase, phase), total=total or None)
+            bar.update(tasks[phase], completed=done, total=total or None)
+        yield update

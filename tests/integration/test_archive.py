@@ -1,0 +1,78 @@
+"""The checkpoint archive against the real CRIU: host info, and a round trip
+of a real image directory that CRIU then restores from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from ferry.checkpoint.archive import Manifest, read_archive, read_manifest, write_archive
+from ferry.checkpoint.criu import Criu
+from ferry.checkpoint.hostinfo import host_info
+from ferry.host import probes
+from tests.conftest import require
+# counter: a process that counts in memory, killed with anything restored from it afterwards;
+# subreaper (autouse) reaps the restored tasks.
+from tests.integration.test_criu_rpc import _read_count, _wait_for, counter, subreaper  # noqa: F401
+
+
+def _run(*argv: str) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def tools():
+    for key in ("criu", "pycriu", "runc"):
+        require(key)
+    return probes.criu_binary()
+
+
+def test_host_info_matches_the_host(tools, tmp_path):
+    host = host_info()
+    assert host.criu_version == probes.version_text(probes.parse_criu_version(_run(tools, "--version")))
+    assert host.runc_version == probes.parse_runc_version(_run("runc", "--version"))
+    assert host.cpu and all(isinstance(key, str) for key in host.cpu)
+    assert (host.arch, host.kernel) == (os.uname().machine, os.uname().release)
+    assert host.cgroup_mode == probes.cached("cgroups").value
+    # The raw image is CRIU's own: CRIU accepts it as this host's cpuinfo.
+    images = tmp_path / "cpu"
+    images.mkdir()
+    (images / "cpuinfo.img").write_bytes(host.cpuinfo_image_bytes())
+    check = subprocess.run([tools, "cpuinfo", "check", "-D", str(images)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_real_checkpoint_round_trip_restores(tools, counter, tmp_path, compression):
+    process, state, pids = counter
+    images = tmp_path / "ctr" / "checkpoint"
+    counted_before_dump = _read_count(state)
+    Criu().dump(process.pid, str(images), leave_running=True)
+    names = sorted(f"checkpoint/{n}" for n in os.listdir(images))
+    assert any(n.startswith("checkpoint/pages-") for n in names)
+    container = {"id": "d" * 64, "name": "counter", "image": "localhost/busybox:latest",
+                 "image_id": "e" * 64, "image_digest": "sha256:" + "f" * 64}
+    path = str(tmp_path / "counter.tar")
+    result = write_archive(path, str(tmp_path / "ctr"), names, container=container, compression=compression)
+    assert result.size > 0 and os.stat(path).st_mode & 0o777 == 0o600
+    manifest = read_manifest(path)
+    assert manifest.host.criu_version == host_info().criu_version
+    assert Manifest.from_json(manifest.to_json()) == manifest
+
+    dest = tmp_path / "restored"
+    assert read_archive(path, str(dest)) == manifest
+    for name in names:
+        assert (dest / name).read_bytes() == (tmp_path / "ctr" / name).read_bytes()
+
+    # CRIU restores from what came out of the archive (the original must go first: same PID),
+    # and the counter goes on from the memory the archive carried.
+    process.kill()
+    process.wait()
+    stopped_at = _read_count(state)
+    pid = Criu().restore(str(dest / "checkpoint"))
+    pids.append(pid)
+    assert pid == process.pid
+    _wait_for(lambda: _read_count(state) != stopped_at, "restored counter to write")
+    assert _read_count(state) > counted_before_dump  # a restart would count from 1

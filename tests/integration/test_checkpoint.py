@@ -1,0 +1,314 @@
+"""Checkpoint and restore of real containers (nginx, redis, busybox) with real runc and CRIU."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import tarfile
+import threading
+import time
+
+import pytest
+
+from tests.conftest import require
+from tests.support.busybox import make_oci_archive
+from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
+from tests.support.redis import Redis
+
+REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("ckpt")
+
+
+@pytest.fixture(scope="module")
+def busybox_archive(workdir):
+    return make_oci_archive(str(workdir / "busybox-oci.tar"), str(workdir))
+
+
+def _root(workdir, name: str, busybox_archive: str) -> Ferry:
+    cli = Ferry(str(workdir / name))
+    cli("load", "-i", busybox_archive)
+    cli.seen = set()
+    return cli
+
+
+@pytest.fixture(scope="module")
+def host_a(workdir, busybox_archive):
+    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
+        require(key)
+    cli = _root(workdir, "host-a", busybox_archive)
+    yield cli
+    cli.remove_everything()
+    assert leftovers(cli.root, cli.seen) == []
+
+
+@pytest.fixture(scope="module")
+def host_b(workdir, busybox_archive, host_a):
+    cli = _root(workdir, "host-b", busybox_archive)
+    yield cli
+    cli.remove_everything()
+    assert leftovers(cli.root, cli.seen) == []
+
+
+def track(ferry: Ferry, name: str) -> dict:
+    info = ferry.inspect(name)
+    ferry.seen.add(info["Id"])
+    return info
+
+
+def count(ferry: Ferry, name: str) -> int:
+    return int(ferry("exec", name, "cat", "/tmp/count").stdout.strip() or 0)
+
+
+def test_seed_scenario_nginx(host_a, workdir):
+    """run nginx -p, write and delete files, checkpoint to .tar.gz, rm, restore under a new name."""
+    host_a("image", "build-debian", "nginx", "--include", "nginx-light", "-q", timeout=900)
+    port = free_port()
+    host_a("run", "-d", "-p", f"{port}:80", "--name", "my-nginx", "nginx")
+    track(host_a, "my-nginx")
+    page = http_get(f"http://localhost:{port}/")
+    assert "Welcome to nginx!" in page
+    host_a("exec", "my-nginx", "sh", "-c",
+           "echo kept > /var/www/html/kept.html && rm /etc/debian_version && mkdir -p /srv/new")
+    archive = str(workdir / "nginx.tar.gz")
+    host_a("container", "checkpoint", "my-nginx", "--file", archive)
+
+    with open(archive, "rb") as f:
+        assert f.read(2) == b"\x1f\x8b"  # a real gzip, as the name says
+    assert subprocess.run(["gzip", "-t", archive]).returncode == 0
+    assert stat.S_IMODE(os.stat(archive).st_mode) == 0o600
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert names[0] == "manifest.json"
+    for member in ("config.dump", "spec.dump", "network.status", "stats-dump", "rootfs-diff.tar",
+                   "deleted.files", "checkpoint/inventory.img"):
+        assert member in names, member
+
+    host_a("rm", "my-nginx")
+    restored_id = host_a("container", "restore", "--name", "my-nginx-restored", "--file", archive).stdout.strip()
+    host_a.seen.add(restored_id)
+    assert http_get(f"http://localhost:{port}/") == page
+    assert http_get(f"http://localhost:{port}/kept.html") == "kept\n"
+    gone = host_a("exec", "my-nginx-restored", "cat", "/etc/debian_version", check=False)
+    assert gone.returncode != 0  # a deleted file stays deleted
+    assert host_a("exec", "my-nginx-restored", "test", "-d", "/srv/new", check=False).returncode == 0
+    host_a("rm", "-f", "my-nginx-restored")
+
+
+def test_local_checkpoint_and_in_place_restore_keep_memory(host_a):
+    host_a("run", "-d", "--name", "counter", "busybox", "sh", "-c", COUNTER)
+    track(host_a, "counter")
+    wait_for(lambda: count(host_a, "counter") > 5, "counter to count")
+    stats = json.loads(host_a("container", "checkpoint", "counter", "--print-stats").stdout)
+    entry = stats["container_statistics"][0]
+    assert entry["criu_statistics"]["pages_written"] > 0
+    assert entry["criu_statistics"]["frozen_time"] > 0
+    assert "runc_checkpoint" in entry["ferry_phases"]
+    assert host_a.inspect("counter")["State"]["Status"] == "exited"
+    counted = int(open(_upper_file(host_a, "counter", "tmp/count")).read())
+
+    host_a("container", "restore", "counter")
+    assert host_a.inspect("counter")["State"]["Status"] == "running"
+    wait_for(lambda: count(host_a, "counter") > counted, "restored counter to advance")
+    assert count(host_a, "counter") > counted  # went on from memory, not from 1
+    missing = host_a("container", "restore", "counter", check=False)
+    assert missing.returncode == 125 and "running" in missing.stderr
+    host_a("rm", "-f", "counter")
+
+
+def _upper_file(ferry: Ferry, name: str, rel: str) -> str:
+    return os.path.join(ferry.root, "containers", ferry.inspect(name)["Id"], "upper", rel)
+
+
+@pytest.fixture(scope="module")
+def redis_image(host_a):
+    host_a("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
+           "--expose", "6379/tcp", "-q", timeout=900)
+
+
+def test_redis_keys_and_tcp_connection_survive_restore_under_new_name(host_a, redis_image, workdir):
+    port = free_port()
+    host_a("run", "-d", "--name", "redis", "-p", f"{port}:6379", "redis")
+    info = track(host_a, "redis")
+    ip = info["NetworkSettings"]["IPAddress"]
+    client = wait_for(lambda: _connect(ip, 6379), "redis to listen")
+    assert client.command("DEBUG", "POPULATE", "100000") == "OK"
+    assert client.command("DBSIZE") == 100000
+    published = Redis("127.0.0.1", port)
+    assert published.command("GET", "key:7") == "value:7"
+
+    archive = str(workdir / "redis.tar.zst")
+    host_a("container", "checkpoint", "redis", "--tcp-established", "--file", archive)
+    with open(archive, "rb") as f:
+        assert f.read(4) == b"\x28\xb5\x2f\xfd"  # zstd
+    host_a("rm", "redis")
+    restored = host_a("container", "restore", "--tcp-established", "--name", "other",
+                      "--file", archive).stdout.strip()
+    host_a.seen.add(restored)
+    assert host_a.inspect("other")["NetworkSettings"]["IPAddress"] == ip
+    # The connections opened before the checkpoint carry on.
+    assert client.command("GET", "key:99999") == "value:99999"
+    assert client.command("DBSIZE") == 100000
+    assert published.command("GET", "key:12345") == "value:12345"
+    client.close()
+    published.close()
+    host_a("rm", "-f", "other")
+
+
+def _connect(host: str, port: int):
+    try:
+        return Redis(host, port, timeout=5)
+    except OSError:
+        return None
+
+
+def test_checkpoint_while_new_connections_arrive(host_a, workdir):
+    port = free_port()
+    host_a("run", "-d", "--name", "busy", "-p", f"{port}:80", "busybox", "httpd", "-f", "-p", "80", "-h", "/var/www")
+    info = track(host_a, "busy")
+    http_get(f"http://127.0.0.1:{port}/")
+    stop = threading.Event()
+    opened = []
+
+    def hammer():
+        import socket
+        end = time.monotonic() + 60  # bounded, whatever happens
+        while not stop.is_set() and time.monotonic() < end:
+            try:
+                with socket.create_connection((info["NetworkSettings"]["IPAddress"], 80), timeout=1) as s:
+                    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    opened.append(1)
+            except OSError:
+                pass
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        wait_for(lambda: len(opened) > 20, "the client loop to get going")
+        archive = str(workdir / "busy.tar")
+        host_a("container", "checkpoint", "busy", "--tcp-established", "--leave-running", "--file", archive)
+    finally:
+        stop.set()
+        thread.join()
+    assert os.path.getsize(archive) > 0
+    host_a("rm", "-f", "busy")
+
+
+def test_leave_running_and_restore_in_another_root(host_a, host_b, workdir):
+    port = free_port()
+    host_a("volume", "create", "data")
+    host_a("run", "-d", "--name", "keeper", "-p", f"{port}:80", "-v", "data:/data", "busybox", "sh", "-c",
+           "echo from-volume > /data/file; httpd -p 80 -h /var/www; " + COUNTER)
+    info = track(host_a, "keeper")
+    http_get(f"http://127.0.0.1:{port}/")
+    archive = str(workdir / "keeper.tar.zst")
+    host_a("container", "checkpoint", "keeper", "--leave-running", "--file", archive)
+    assert host_a.inspect("keeper")["State"]["Status"] == "running"
+    assert http_get(f"http://127.0.0.1:{port}/") == "hello from busybox\n"
+
+    # Same network, same address: host B must refuse, clearly, and make nothing.
+    clash = host_b("container", "restore", "--file", archive, "-p", f"{free_port()}:80", check=False)
+    assert clash.returncode == 125
+    assert info["NetworkSettings"]["IPAddress"] in clash.stderr and "--ignore-static-ip" in clash.stderr
+    assert host_b.names() == set()
+
+    other_port = free_port()
+    restored = host_b("container", "restore", "--file", archive, "--ignore-static-ip",
+                      "-p", f"{other_port}:80").stdout.strip()
+    host_b.seen.add(restored)
+    moved = host_b.inspect("keeper")
+    assert moved["NetworkSettings"]["IPAddress"] != info["NetworkSettings"]["IPAddress"]
+    assert http_get(f"http://127.0.0.1:{other_port}/") == "hello from busybox\n"
+    assert host_b("exec", "keeper", "cat", "/data/file").stdout == "from-volume\n"
+    assert host_a("exec", "keeper", "cat", "/data/file").stdout == "from-volume\n"
+    host_a("rm", "-f", "keeper")
+    host_b("rm", "-f", "keeper")
+    host_a("volume", "rm", "data")
+    host_b("volume", "rm", "data")
+
+
+def test_missing_image_is_named_and_image_archive_supplies_it(host_a, workdir, busybox_archive):
+    host_a("run", "-d", "--name", "lonely", "busybox", "sleep", "600")
+    track(host_a, "lonely")
+    archive = str(workdir / "lonely.tar")
+    host_a("container", "checkpoint", "lonely", "--file", archive)
+    host_a("rm", "lonely")
+    empty = Ferry(str(workdir / "host-empty"))
+    empty.seen = set()
+    try:
+        missing = empty("container", "restore", "--file", archive, check=False)
+        assert missing.returncode == 125 and "localhost/busybox:latest" in missing.stderr
+        assert "sha256:" in missing.stderr and empty.names() == set()
+        restored = empty("container", "restore", "--file", archive, "--image-archive", busybox_archive)
+        empty.seen.add(restored.stdout.strip())
+        assert empty.inspect("lonely")["State"]["Status"] == "running"
+    finally:
+        empty.remove_everything()
+    assert leftovers(empty.root, empty.seen) == []
+
+
+def _assert_nothing_made(ferry: Ferry, before: set[str]) -> None:
+    assert ferry.names() == before
+    assert len(os.listdir(os.path.join(ferry.root, "containers"))) == len(before)
+    tmp = os.path.join(ferry.root, "tmp")
+    assert not os.path.isdir(tmp) or os.listdir(tmp) == []
+
+
+def test_hostile_archives_are_refused_with_nothing_created(host_a, workdir):
+    host_a("run", "-d", "--name", "victim", "busybox", "sleep", "600")
+    track(host_a, "victim")
+    good = str(workdir / "victim.tar")
+    host_a("container", "checkpoint", "victim", "--leave-running", "--file", good)
+    data = open(good, "rb").read()
+    before = host_a.names()
+
+    truncated = str(workdir / "truncated.tar")
+    open(truncated, "wb").write(data[: len(data) // 2])
+    flipped = str(workdir / "flipped.tar")
+    middle = len(data) // 2
+    open(flipped, "wb").write(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+    escaping = str(workdir / "escaping.tar")
+    with tarfile.open(good) as src, tarfile.open(escaping, "w") as dst:
+        for member in src:
+            payload = src.extractfile(member) if member.isfile() else None
+            if member.name == "config.dump":
+                member.name = "../config.dump"
+            dst.addfile(member, payload)
+    for bad, needle in ((truncated, "truncated"), (flipped, ""), (escaping, "..")):
+        done = host_a("container", "restore", "--file", bad, "--name", "evil", check=False)
+        assert done.returncode == 125, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr
+        _assert_nothing_made(host_a, before)
+    assert not os.path.exists(os.path.join(os.path.dirname(host_a.root), "config.dump"))
+    host_a("rm", "-f", "victim")
+
+
+def test_failed_criu_restore_leaves_nothing_and_keeps_the_log(host_a, workdir):
+    from ferry.checkpoint import archive as ckpt_archive
+    host_a("run", "-d", "--name", "broken", "busybox", "sleep", "600")
+    track(host_a, "broken")
+    good = str(workdir / "broken.tar")
+    host_a("container", "checkpoint", "broken", "--file", good)
+    host_a("rm", "broken")
+    unpacked = str(workdir / "broken-unpacked")
+    manifest = ckpt_archive.read_archive(good, unpacked)
+    core = next(m.name for m in manifest.members if m.name.startswith("checkpoint/core-"))
+    with open(os.path.join(unpacked, core), "r+b") as f:
+        f.truncate(8)  # a valid archive whose CRIU images CRIU cannot use
+    damaged = str(workdir / "damaged.tar")
+    ckpt_archive.write_archive(damaged, unpacked, [m.name for m in manifest.members],
+                               container=manifest.container, compression="none")
+    before = host_a.names()
+    done = host_a("container", "restore", "--file", damaged, check=False)
+    assert done.returncode == 125
+    line = done.stderr.strip()
+    assert len(line.splitlines()) == 1 and "CRIU's log is kept at" in line
+    kept = line.split("CRIU's log is kept at ")[1].rstrip(")")
+    assert os.path.exists(kept) and kept.startswith(host_a.root)
+    assert host_a.names() == before
+    assert len(os.listdir(os.path.join(host_a.root, "containers"))) == len(before)
