@@ -206,6 +206,7 @@ def test_leave_running_and_restore_in_another_root(host_a, host_b, workdir):
            "echo from-volume > /data/file; httpd -p 80 -h /var/www; " + COUNTER)
     info = track(host_a, "keeper")
     http_get(f"http://127.0.0.1:{port}/")
+    host_a("exec", "keeper", "sh", "-c", "echo in-shm > /dev/shm/token")
     archive = str(workdir / "keeper.tar.zst")
     host_a("container", "checkpoint", "keeper", "--leave-running", "--file", archive)
     assert host_a.inspect("keeper")["State"]["Status"] == "running"
@@ -225,6 +226,8 @@ def test_leave_running_and_restore_in_another_root(host_a, host_b, workdir):
     assert moved["NetworkSettings"]["IPAddress"] != info["NetworkSettings"]["IPAddress"]
     assert http_get(f"http://127.0.0.1:{other_port}/") == "hello from busybox\n"
     assert host_b("exec", "keeper", "cat", "/data/file").stdout == "from-volume\n"
+    assert host_b("exec", "keeper", "cat", "/dev/shm/token").stdout == "in-shm\n"  # private /dev/shm travels
+    assert host_b("logs", "keeper").stdout == host_a("logs", "keeper").stdout  # and so do the logs
     assert host_a("exec", "keeper", "cat", "/data/file").stdout == "from-volume\n"
     host_a("rm", "-f", "keeper")
     host_b("rm", "-f", "keeper")
