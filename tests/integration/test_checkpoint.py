@@ -315,3 +315,30 @@ def test_failed_criu_restore_leaves_nothing_and_keeps_the_log(host_a, workdir):
     assert os.path.exists(kept) and kept.startswith(host_a.root)
     assert host_a.names() == before
     assert len(os.listdir(os.path.join(host_a.root, "containers"))) == len(before)
+
+
+def test_keep_and_ignore_flags(host_a, host_b, workdir):
+    host_a("run", "-d", "--name", "flags", "-v", "flagvol:/vol", "busybox", "sh", "-c",
+           "echo v > /vol/f; echo r > /root/f; sleep 600")
+    info = track(host_a, "flags")
+    wait_for(lambda: host_a("exec", "flags", "cat", "/root/f", check=False).stdout == "r\n", "files")
+    archive = str(workdir / "flags.tar")
+    host_a("container", "checkpoint", "flags", "--file", archive, "--keep", "--ignore-volumes")
+    assert os.path.exists(os.path.join(host_a.root, "containers", info["Id"], "checkpoint", "inventory.img"))
+    with tarfile.open(archive) as tar:
+        assert not any(n.startswith("volumes/") for n in tar.getnames())
+    # --keep left the local images: an in-place restore works as well.
+    host_a("container", "restore", "flags")
+    assert host_a("exec", "flags", "cat", "/root/f").stdout == "r\n"
+
+    restored = host_b("container", "restore", "--file", archive, "--name", "flags-b",
+                      "--ignore-static-ip", "--ignore-rootfs").stdout.strip()
+    host_b.seen.add(restored)
+    # The restored process still runs from memory; its rootfs changes and volume did not travel.
+    assert host_b.inspect("flags-b")["State"]["Status"] == "running"
+    assert host_b("exec", "flags-b", "cat", "/root/f", check=False).returncode != 0
+    assert host_b("exec", "flags-b", "cat", "/vol/f", check=False).returncode != 0
+    host_a("rm", "-f", "flags")
+    host_b("rm", "-f", "flags-b")
+    host_a("volume", "rm", "flagvol")
+    host_b("volume", "rm", "flagvol")

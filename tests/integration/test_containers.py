@@ -176,9 +176,12 @@ def test_named_and_bind_volumes(ferry, tmp_path):
 
 def test_bad_input_is_one_line_and_leaves_nothing(ferry):
     before = ferry.names()
-    ferry("run", "-d", "--name", "taken", "busybox", "sleep", "60")
+    port = free_port()
+    cid = ferry("run", "-d", "--name", "taken", "-p", f"{port}:80", "busybox", "sleep", "60").stdout.strip()
     track(ferry, "taken")
+    assert ferry.inspect(cid[:10])["Name"] == "taken"  # an ID prefix resolves
     cases = [
+        (("run", "-p", f"{port}:80", "busybox", "true"), str(port)),
         (("run", "--rm", "no-such-image"), "no-such-image"),
         (("run", "--name", "taken", "busybox", "true"), "already in use"),
         (("run", "-p", "abc", "busybox", "true"), "abc"),

@@ -5,12 +5,8 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-
 from ferry.cli import render
-from ferry.engine.checkpoints import CheckpointOptions, Checkpoints, RestoreOptions
-from ferry.engine.core import Engine
+from ferry.cli.containers import Engine
 from ferry.util.errors import UsageError
 
 PHASE_TEXT = {"dump": "freezing and dumping", "hash": "hashing", "write": "writing archive",
@@ -58,6 +54,7 @@ def register(container_commands) -> None:
 
 
 def cmd_checkpoint(args) -> int:
+    from ferry.engine.checkpoints import CheckpointOptions, Checkpoints
     if args.export and len(args.containers) > 1:
         raise UsageError("--export takes one container", hint="checkpoint the others separately")
     options = CheckpointOptions(export=args.export, leave_running=args.leave_running,
@@ -74,6 +71,7 @@ def cmd_checkpoint(args) -> int:
 
 
 def cmd_restore(args) -> int:
+    from ferry.engine.checkpoints import Checkpoints, RestoreOptions
     if args.import_path and args.containers:
         raise UsageError("give either --import FILE or container names, not both")
     if not args.import_path and not args.containers:
@@ -110,6 +108,8 @@ def progress_bar():
     if not sys.stderr.isatty():
         yield lambda *_: None
         return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
     tasks: dict[str, int] = {}
     with Progress(TextColumn("{task.description:<22}"), BarColumn(), DownloadColumn(),
                   TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True) as bar:

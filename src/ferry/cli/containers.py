@@ -9,13 +9,24 @@ import re
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 from ferry.cli import render
-from ferry.cli.attach import attach_and_wait
-from ferry.engine.containers import DEFAULT_STOP_TIMEOUT, RUNNING, Container, RunOptions
-from ferry.engine.core import Engine
-from ferry.util import proc
 from ferry.util.errors import UsageError
 from ferry.util.timefmt import ago, duration, parse as parse_time
+
+if TYPE_CHECKING:
+    from ferry.engine.containers import Container
+
+# The engine is imported by each handler, not here: every ferry command parses
+# its arguments through this module, and `ferry ps` must start fast.
+RUNNING = "running"
+DEFAULT_STOP_TIMEOUT = 10
+
+
+def Engine(root):  # noqa: N802  (reads like the class it returns)
+    from ferry.engine.core import Engine as engine_class
+    return engine_class(root)
 
 LOG_FOLLOW_POLL = 0.1
 
@@ -162,6 +173,8 @@ def _volume_group(commands) -> None:
 # ---- handlers ------------------------------------------------------------
 
 def cmd_run(args) -> int:
+    from ferry.cli.attach import attach_and_wait
+    from ferry.engine.containers import RunOptions
     engine = Engine(args.root)
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -314,6 +327,7 @@ def cmd_exec(args) -> int:
     if not args.interactive and not args.tty:
         with open(os.devnull) as null:
             os.dup2(null.fileno(), 0)
+    from ferry.util import proc
     return proc.run_foreground(argv, desc="runc exec")
 
 

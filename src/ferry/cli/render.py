@@ -7,16 +7,19 @@ import json
 import sys
 from typing import Iterable
 
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING
 
-from ferry.host.probes import OK, WARNING, Check
+if TYPE_CHECKING:
+    from ferry.host.probes import Check
+
+OK, WARNING = "ok", "warning"  # ferry.host.probes' statuses, without importing it
 
 # Off a terminal, rich would wrap at 80 columns; pipes and logs read better whole.
 PIPE_WIDTH = 200
 
 
-def _console() -> Console:
+def _console():
+    from rich.console import Console
     return Console(file=sys.stdout, highlight=False)
 
 
@@ -42,19 +45,18 @@ def error(message: str, hint: str | None = None) -> None:
 
 
 def table(headers: list[str], rows: Iterable[list[str]]) -> None:
-    """A podman-style table: upper-case headers, columns separated by spaces."""
-    grid = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 2, 0, 0))
-    for header in headers:
-        grid.add_column(header, overflow="fold")
-    for row in rows:
-        grid.add_row(*(str(cell) for cell in row))
-    _print_table(grid)
+    """A podman-style table: upper-case headers, columns two spaces apart."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    for row in [headers] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 STATUS_STYLE = {OK: "green", WARNING: "yellow"}
 
 
 def checks_table(checks: Iterable[Check]) -> None:
+    from rich.table import Table
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column in ("CHECK", "STATUS", "VALUE", "DETAIL", "WITHOUT IT"):
         table.add_column(column, overflow="fold")
@@ -65,11 +67,12 @@ def checks_table(checks: Iterable[Check]) -> None:
     _print_table(table)
 
 
-def _print_table(table: Table) -> None:
+def _print_table(table) -> None:
     if sys.stdout.isatty():
         _console().print(table)
         return
     # Off a terminal, print plain text without rich's padding at line ends.
+    from rich.console import Console
     buffer = io.StringIO()
     Console(file=buffer, width=PIPE_WIDTH, highlight=False, color_system=None).print(table)
     for text in buffer.getvalue().splitlines():

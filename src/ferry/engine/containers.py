@@ -156,15 +156,25 @@ class Undo:
 
 
 class Containers:
-    def __init__(self, layout: Layout, db: Database, images, networks, volumes: Volumes):
+    def __init__(self, layout: Layout, db: Database, engine):
         self.layout = layout
         self.db = db
-        self.images = images
-        self.networks = networks
-        self.volumes = volumes
+        self.engine = engine  # images, networks and volumes load on first use: `ferry ps` needs none
         self.runc = Runc(os.path.join(layout.root, "runc"))
         db.ensure(DDL)
         db.add_columns("containers", {"checkpointed_at": "TEXT"})
+
+    @property
+    def images(self):
+        return self.engine.images
+
+    @property
+    def networks(self):
+        return self.engine.networks
+
+    @property
+    def volumes(self) -> Volumes:
+        return self.engine.volumes
 
     # ---- lookup -------------------------------------------------------------
     def get(self, name_or_id: str, *, refresh: bool = True) -> Container:

@@ -44,7 +44,7 @@ class Engine:
     @cached_property
     def containers(self):
         from ferry.engine.containers import Containers
-        return Containers(self.layout, self.db, self.images, self.networks, self.volumes)
+        return Containers(self.layout, self.db, self)
 
     def prune(self) -> list[str]:
         """Remove exited containers, then whatever a crash left behind."""

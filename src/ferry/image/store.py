@@ -19,7 +19,7 @@ import secrets
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import BinaryIO, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator
 
 from ferry.image import archive as archives
 from ferry.image import digest as digests
@@ -29,12 +29,14 @@ from ferry.image.layers import unpack_layer
 from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, config_document,
                                   manifest_document, parse_config, parse_document,
                                   select_platform)
-from ferry.image.registry import Progress, RegistryClient
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util import proc
 from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
 from ferry.util.locks import file_lock
+
+if TYPE_CHECKING:
+    from ferry.image.registry import Progress
 
 __all__ = ["Image", "ImageConfig", "ImageStore"]
 
@@ -425,6 +427,8 @@ class ImageStore:
              progress: Progress | None = None) -> Image:
         """`ferry pull REF`: fetch linux/<host arch> from an OCI distribution registry."""
         target = reference.parse_pull(ref)
+        # httpx is imported only when something is pulled: it costs every command 30 ms.
+        from ferry.image.registry import RegistryClient
         report: Progress = progress or (lambda what, done, total: None)
         with RegistryClient(target.registry, tls_verify=tls_verify, creds=creds) as client, \
                 self._change() as staging:
