@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import glob
+import json
 import os
 import subprocess
 import sys
@@ -7,22 +9,42 @@ import sys
 import pytest
 
 
-def _mounts() -> set[str]:
+def _mounts(base: str) -> set[str]:
     with open("/proc/self/mountinfo") as f:
-        return {" ".join(line.split()[3:5]) for line in f}
+        fields = (line.split() for line in f)
+        return {f"{root} {point}" for _, _, _, root, point, *_ in fields if point.startswith(base)}
 
 
-def _netns() -> set[str]:
-    return set(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else set()
+def _ferry_netns_of_tests(name: str, base: str) -> bool:
+    """A ferry-made netns belongs to this test run when its container lives under
+    the run's temp dir; other roots (a benchmark running beside) are not ours."""
+    short = name.removeprefix("ferry-")
+    if glob.glob(os.path.join(base, "**", "containers", short + "*"), recursive=True):
+        return True
+    for lease in glob.glob("/run/ferry/networks/*/leases/*"):
+        try:
+            with open(lease) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if data.get("container_id", "").startswith(short) and data.get("root", "").startswith(base):
+            return True
+    return False
+
+
+def _netns(base: str) -> set[str]:
+    names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    return {n for n in names if not n.startswith("ferry-") or _ferry_netns_of_tests(n, base)}
 
 
 @pytest.fixture(autouse=True)
-def no_leaks():
+def no_leaks(tmp_path_factory):
     """Every integration test must leave no mount and no netns behind."""
-    mounts, netns = _mounts(), _netns()
+    base = str(tmp_path_factory.getbasetemp())
+    mounts, netns = _mounts(base), _netns(base)
     yield
-    assert _mounts() - mounts == set(), "test leaked mounts"
-    assert _netns() - netns == set(), "test leaked network namespaces"
+    assert _mounts(base) - mounts == set(), "test leaked mounts"
+    assert _netns(base) - netns == set(), "test leaked network namespaces"
 
 
 @pytest.fixture

@@ -313,6 +313,10 @@ class Containers:
             except BaseException:
                 undo.run()
                 raise
+        # A new IP/MAC pairing (a reused address, a restore, a move from another
+        # host) must not wait for neighbours' ARP caches to expire.
+        with contextlib.suppress(FerryError):
+            self.networks.announce(container.id)
         now = utc_now()
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET state = ?, pid = ?, started_at = ?, exit_code = NULL, "
