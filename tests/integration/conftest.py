@@ -32,9 +32,15 @@ def _ferry_netns_of_tests(name: str, base: str) -> bool:
     return False
 
 
+# podman (CNI/netavark) names its namespaces netns-<uuid>; the benchmark runs
+# podman beside the tests, and neither ferry nor its tests ever use that prefix.
+FOREIGN_NETNS_PREFIX = "netns-"
+
+
 def _netns(base: str) -> set[str]:
     names = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
-    return {n for n in names if not n.startswith("ferry-") or _ferry_netns_of_tests(n, base)}
+    return {n for n in names if not n.startswith(FOREIGN_NETNS_PREFIX)
+            and (not n.startswith("ferry-") or _ferry_netns_of_tests(n, base))}
 
 
 @pytest.fixture(autouse=True)

@@ -166,15 +166,21 @@ class Checkpoints:
                                                 tcp_established=options.tcp_established)
             progress("dump", 1, 1)
             if not options.leave_running:
-                with timer.phase("stop"):
-                    self.containers.wait_monitor(container)
-                    self.containers.cleanup(container.id)
+                # Once the monitor has the exit, the log is complete. Its exit
+                # command then releases mounts, netns and rules in its own process,
+                # while this one writes the archive.
+                with timer.phase("exit"):
+                    self.containers.wait_exit_recorded(container)
                 self.containers.set_checkpointed(container.id, utc_now())
             criu_stats = read_dump_stats(work)  # runc has CRIU write stats to its work dir
             size = 0
             if options.export:
                 size = self._export(container, options, compression, timer, progress)
-                if not options.keep and not options.leave_running:
+            if not options.leave_running:
+                with timer.phase("stop"):
+                    self.containers.wait_monitor(container)
+                    self.containers.cleanup(container.id)
+                if options.export and not options.keep:
                     remove_tree(images)
                     self.containers.set_checkpointed(container.id, None)
         except BaseException:

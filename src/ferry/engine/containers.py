@@ -413,6 +413,14 @@ class Containers:
                 return False
             time.sleep(EXIT_WAIT_POLL)
 
+    def wait_exit_recorded(self, container: Container, timeout: float = 30) -> None:
+        """Until the monitor has drained the output and written the exit code."""
+        exit_file = os.path.join(self.dir(container.id), "exit.json")
+        monitor = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(exit_file) and _alive(monitor) and time.monotonic() < deadline:
+            time.sleep(EXIT_WAIT_POLL / 5)
+
     def wait_monitor(self, container: Container, timeout: float = 30) -> None:
         """The monitor drains the last output after the exit; let it finish."""
         pid = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
