@@ -28,7 +28,7 @@ import time
 
 CONNECT_TIMEOUT = 0.25     # a SYN into a frozen (network-locked) container is dropped
 RECV_SLICE = 0.2           # wake up this often while waiting for a reply
-CLOSE_READ_TIMEOUT = 2.0   # http-close: give up one request after this long
+CLOSE_READ_TIMEOUT = 0.25  # http-close: give up on one request after this long, and retry
 RETRY_PAUSE = 0.01
 TCP_RTO_MAX_MS = 44        # Linux >= 6.15 socket option (unused by default; see --rto-max-ms)
 
@@ -118,7 +118,8 @@ class Gaps:
 
 
 class Control(threading.Thread):
-    """Reads `restored T` and `stop` from stdin."""
+    """Reads `restored T` and `stop` from stdin (EOF is not a stop: the driver
+    closes stdin once it has said `restored`)."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -132,7 +133,6 @@ class Control(threading.Thread):
                 self.restored_at = float(words[1])
             elif words[:1] == ["stop"]:
                 self.stop = True
-        self.stop = True
 
 
 def connect(host: str, port: int, rto_max_ms: int | None) -> socket.socket:

@@ -27,7 +27,7 @@ PODMAN_RUN_FLAGS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """preexec_fn: SIGKILL this child when the benchmark process dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -50,6 +50,20 @@ def _stats(text: str) -> dict:
         return json.loads(text[start:])
     except ValueError:
         return {}
+
+
+def criu_errors(output: str, limit: int = 6) -> str:
+    """The error lines of the CRIU log a failed checkpoint or restore names."""
+    import re
+    found = []
+    for path in re.findall(r"(?:log file:|CRIU's log is kept at|log kept in)\s*(/\S+\.log)", output):
+        try:
+            with open(path, errors="replace") as f:
+                lines = [line.rstrip() for line in f if "Error" in line or "rror (" in line]
+        except OSError:
+            continue
+        found += [f"{path}:"] + lines[-limit:]
+    return ("\nCRIU log: " + "\n".join(found)) if found else ""
 
 
 class Engine:
@@ -93,8 +107,8 @@ class Engine:
             args += ["--export", export]
         if tcp:
             args.append("--tcp-established")
-        done = self.cli(*args, desc=f"checkpoint {name}" + (f" to {export}" if export else " (local)"),
-                        timeout=timeout)
+        desc = f"checkpoint {name}" + (f" to {export}" if export else " (local)")
+        done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False), desc)
         return Timed(done.seconds, _stats(done.stdout), done.stdout)
 
     def restore(self, *, name: str, archive: str | None = None, new_name: bool = True,
@@ -108,12 +122,21 @@ class Engine:
             args.append(name)
         if tcp:
             args.append("--tcp-established")
-        done = self.cli(*args, desc=f"restore {name}" + (f" from {archive}" if archive else " (local)"),
-                        timeout=timeout)
+        desc = f"restore {name}" + (f" from {archive}" if archive else " (local)")
+        done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False), desc)
         return Timed(done.seconds, _stats(done.stdout), done.stdout)
 
-    def ps_argv(self) -> list[str]:
-        return self.argv("ps")
+    def _checked(self, done: proc.Result, desc: str) -> proc.Result:
+        """Raise for a failed checkpoint/restore, quoting CRIU's log."""
+        if done.returncode != 0:
+            raise BenchError(f"{self.name} {desc}: exit {done.returncode}\n{proc.tail(done.stderr or done.stdout)}"
+                             + criu_errors(done.stderr + done.stdout))
+        return done
+
+    def timing_argv(self, *args: str) -> tuple[list[str], list[str]]:
+        """(prefix that enters the engine's namespace, the engine's own argv):
+        a timing helper runs behind the prefix and times only the argv."""
+        return [], self.argv(*args)
 
     def image_layers(self, ref: str) -> list[str]:
         raise NotImplementedError
@@ -204,7 +227,7 @@ class PodmanNamespace:
             ["unshare", "--mount", "--propagation", "private", "--fork", "--kill-child", "--",
              "sh", "-c", script],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-            preexec_fn=_die_with_parent, env=proc.env())
+            preexec_fn=die_with_parent, env=proc.env())
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
         line = self.process.stdout.readline() if ready else ""
         if line.strip() != "ready":
@@ -221,12 +244,10 @@ class PodmanNamespace:
         if self.process is None:
             return
         if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+            # unshare --fork ignores SIGTERM while it waits; SIGKILL it, and
+            # --kill-child takes the holder down with it.
+            self.process.kill()
+            self.process.wait(timeout=10)
         self.process = None
 
 
@@ -248,6 +269,9 @@ class Podman(Engine):
 
     def argv(self, *args: str) -> list[str]:
         return [*self.namespace.prefix(), *self.global_args(), *args]
+
+    def timing_argv(self, *args: str) -> tuple[list[str], list[str]]:
+        return self.namespace.prefix(), [*self.global_args(), *args]
 
     def run_flags(self) -> tuple[str, ...]:
         return PODMAN_RUN_FLAGS

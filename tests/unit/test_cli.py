@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -88,3 +89,22 @@ def test_errors_map_to_exit_codes(capsys, monkeypatch):
     code, _, err = run(capsys, "version")
     assert code == cli.EXIT_ERROR
     assert err == "ferry: error: something broke (hint: do this)\n"
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["ps"], "ps"), (["--root", "/x", "ps", "-a"], "ps"), (["--debug", "network", "ls"], "network"),
+    (["--root=/x", "images"], "images"), (["--help"], None), ([], None), (["--root", "/x"], None),
+])
+def test_command_word(argv, word):
+    assert cli.command_word(argv) == word
+
+
+def _command_names(parser) -> set[str]:
+    return set(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+
+
+def test_partial_parser_knows_the_command_and_full_parser_knows_all():
+    assert "ps" in _command_names(cli.build_parser("ps"))
+    assert "network" in _command_names(cli.build_parser("network"))
+    assert {"run", "images", "network", "container", "volume", "system", "pull"} <= _command_names(
+        cli.build_parser())

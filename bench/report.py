@@ -1,0 +1,394 @@
+"""Render docs/benchmarks.md and its plots from bench/results/*.json.
+
+    python -m bench.report [RESULTS.json ...]
+
+With no arguments: the newest full run, the newest quick run and the newest
+profile in bench/results. Rendering (markdown) is pure and unit-tested; the
+plot needs matplotlib (Agg backend).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+from bench import stats
+from bench.stats import FERRY, FERRY_GZIP, METRICS, PODMAN
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
+DOC = os.path.join(REPO, "docs", "benchmarks.md")
+CHECKPOINT_PHASES = ("runc_checkpoint", "stop", "config", "rootfs_diff", "volumes", "archive_write")
+RESTORE_PHASES = ("archive_read", "files", "runc_restore")
+WORKLOAD_ORDER = ("busybox-httpd", "nginx", "redis-256m", "redis-1g", "redis-2g", "ps-20")
+
+METHOD = """\
+## How to run
+
+```
+make bench-quick   # redis 256 MiB only, 3 repeats, ps with 20 containers: under 3 minutes
+make bench         # busybox httpd, nginx, redis 256 MiB / 1 GiB / 2 GiB (tens of minutes)
+.venv/bin/python -m bench.run --workloads redis-1g --repeats 3   # any subset
+.venv/bin/python -m bench.report                                  # re-render this page
+.venv/bin/python -m bench.profile                                 # py-spy over ferry at 1 GiB
+```
+
+Both targets install what they need (podman from Debian, matplotlib into the venv), need root,
+and leave nothing behind: every container, state root, podman store, mount namespace and the
+`cni-podman0` bridge / `CNI-*` iptables chains that podman's CNI created are removed at the end.
+
+## Method
+
+- **Same root filesystem.** busybox httpd is the test suite's busybox OCI archive, loaded into
+  both engines. nginx and redis are built by `ferry image build-debian` (debootstrap, cached as
+  one tar); podman loads an OCI archive whose one layer is that very tar and whose config is
+  ferry's image config. The run checks that both engines report the same layer digest.
+  nginx runs `access_log off; keepalive_requests 1e9` (set by `sed` at start, in both engines)
+  so that the client's one connection is never closed by the server. redis runs with
+  `--save "" --appendonly no` and is filled with `DEBUG POPULATE N key` (its own small
+  `value:N` strings, so memory is mostly redis' dict entries and objects) until `INFO memory`
+  reports `used_memory` at least at the size in the workload's name (a dict rehash can
+  overshoot by up to 10%).
+- **podman** is Debian's 4.3.1, run as `podman --runtime runc --cgroup-manager cgroupfs
+  --storage-driver overlay` with `--ulimit nofile=1024:1024 --ulimit nproc=1000:1000`, its own
+  `--root/--runroot/--tmpdir/--network-config-dir`, inside a private mount namespace whose
+  `/var/lib` is an overlay onto a temp dir (so CNI leases and the image cache never touch the
+  machine). runc and both engines use the same CRIU (`/usr/local/sbin/criu`, first in PATH).
+- **ferry** is this checkout, from its venv, with its own `--root`.
+- **Each repeat alternates the engines** (ferry first on even repeats, podman first on odd),
+  on one long-lived container per engine that every round checkpoints and brings back:
+  - *archive round*: `checkpoint --export X` (ferry `.tar.zst`; *ferry-gzip* is ferry writing
+    `.tar.gz`; podman writes zstd whatever the name), `rm`, `restore --import X --name N`;
+    wall time of each CLI call, and the archive's size;
+  - *local round* (the CRIU floor): `container checkpoint NAME` and `container restore NAME`
+    without an archive; CRIU's own frozen time comes from `--print-stats`. The floor of a
+    workload is the faster engine's median local checkpoint (or restore);
+  - *gap round*: a client on ONE connection (redis `GET`, nginx HTTP/1.1 keep-alive; busybox
+    httpd has no keep-alive, so a new connection per request) sends a request every
+    millisecond across `checkpoint --export --tcp-established`, `rm` and
+    `restore --import --tcp-established`; the gap is the longest time between two replies. podman
+    refuses `--name` with `--tcp-established`, so it restores under the checkpointed name. The
+    client is a stock Linux TCP client, so the gap also contains the wait for its next
+    retransmission (RTO back-off) after the restore.
+- **ps**: `ps` with 20 running busybox containers in each engine; each sample is a fresh
+  process, timed by a helper that runs inside the engine's mount namespace.
+- Medians and minimums over the repeats; ratios divide medians. The numbers are wall times on a
+  shared 2-core VM, so they are noisy; compare ratios from the same run.
+"""
+
+
+def load(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def newest(pattern: str, exclude: str | None = None) -> str | None:
+    paths = sorted(p for p in glob.glob(os.path.join(RESULTS, pattern))
+                   if not (exclude and exclude in os.path.basename(p)))
+    return paths[-1] if paths else None
+
+
+def _order(workloads) -> list[str]:
+    return sorted(workloads, key=lambda w: (WORKLOAD_ORDER.index(w) if w in WORKLOAD_ORDER else 99, w))
+
+
+def _cell(summary: stats.Summary | None, unit: str, what: str = "median") -> str:
+    if summary is None:
+        return "-"
+    text = stats.fmt(getattr(summary, what), unit)
+    if what == "median" and summary.failures:
+        text += f" ({summary.failures} failed)"
+    return text
+
+
+def results_table(summary: dict) -> str:
+    lines = ["| workload | measurement | ferry median | ferry min | ferry-gzip median | podman median | "
+             "podman min | ferry/podman | ferry/CRIU floor |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    by_workload: dict[str, list[stats.Row]] = {}
+    for row in stats.rows(summary):
+        by_workload.setdefault(row.workload, []).append(row)
+    for workload in _order(by_workload):
+        for row in by_workload[workload]:
+            label, unit = METRICS[row.metric]
+            e = row.engines
+            vs_floor = stats.fmt_ratio(row.vs_floor)
+            if row.floor is not None:
+                vs_floor += f" (floor {stats.fmt(row.floor, unit)})"
+            lines.append(f"| {workload} | {label} | {_cell(e.get(FERRY), unit)} | {_cell(e.get(FERRY), unit, 'min')} "
+                         f"| {_cell(e.get(FERRY_GZIP), unit)} | {_cell(e.get(PODMAN), unit)} "
+                         f"| {_cell(e.get(PODMAN), unit, 'min')} | {stats.fmt_ratio(row.vs_podman)} | "
+                         f"{vs_floor if row.metric in stats.FLOOR_OF else '-'} |")
+    return "\n".join(lines)
+
+
+def targets_table(summary: dict) -> str:
+    lines = ["| target | workload | measured | met |", "|---|---|---|---|"]
+    for t in stats.targets(summary):
+        met = "n/a" if t.ok is None else ("yes" if t.ok else "**no**")
+        note = f" ({t.note})" if t.note else ""
+        lines.append(f"| {t.what} | {t.workload}{note} | {stats.fmt_ratio(t.measured)} | {met} |")
+    return "\n".join(lines)
+
+
+def phases_table(samples: list[dict], summary: dict) -> str:
+    head = [f"ckpt: {p}" for p in CHECKPOINT_PHASES] + [f"restore: {p}" for p in RESTORE_PHASES]
+    lines = ["| workload | archive | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
+    for workload in _order(summary):
+        for engine, fmt in ((FERRY, "zstd"), (FERRY_GZIP, "gzip")):
+            ck = stats.phase_medians(samples, workload, "checkpoint_archive", engine)
+            rs = stats.phase_medians(samples, workload, "restore_archive", engine)
+            if not ck and not rs:
+                continue
+            cells = [stats.fmt(ck.get(p), "s") for p in CHECKPOINT_PHASES] + \
+                    [stats.fmt(rs.get(p), "s") for p in RESTORE_PHASES]
+            lines.append(f"| {workload} | {fmt} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def criu_table(samples: list[dict]) -> str:
+    """CRIU's own figures per engine (local checkpoints): medians of --print-stats."""
+    rows: dict = {}
+    for s in samples:
+        if s["metric"] != "checkpoint_local" or not s.get("ok", True):
+            continue
+        criu = s.get("extra", {}).get("criu", {})
+        runtime = s.get("extra", {}).get("runtime_checkpoint_duration")
+        entry = rows.setdefault((s["workload"], s["engine"]), {"frozen": [], "memdump": [], "memwrite": [],
+                                                               "runtime": [], "pages": []})
+        for key, field in (("frozen", "frozen_time"), ("memdump", "memdump_time"), ("memwrite", "memwrite_time")):
+            if criu.get(field) is not None:
+                entry[key].append(criu[field] / 1e6)
+        if criu.get("pages_written") is not None:
+            entry["pages"].append(criu["pages_written"])
+        if runtime is not None:
+            entry["runtime"].append(runtime / 1e6)
+    lines = ["| workload | engine | CLI wall (median) | runc checkpoint | CRIU frozen | CRIU memdump | "
+             "CRIU memwrite | pages written |", "|---|---|---|---|---|---|---|---|"]
+    walls = stats.summarise([s for s in samples if s["metric"] == "checkpoint_local"])
+    for workload in _order({w for w, _ in rows}):
+        for engine in (FERRY, PODMAN):
+            entry = rows.get((workload, engine))
+            if not entry:
+                continue
+            med = lambda k: stats.summarise_values(entry[k]).median   # noqa: E731
+            wall = walls.get(workload, {}).get("checkpoint_local", {}).get(engine)
+            pages = med("pages")
+            lines.append(f"| {workload} | {engine} | {_cell(wall, 's')} | {stats.fmt(med('runtime'), 's')} | "
+                         f"{stats.fmt(med('frozen'), 's')} | {stats.fmt(med('memdump'), 's')} | "
+                         f"{stats.fmt(med('memwrite'), 's')} | {'-' if pages is None else f'{pages:.0f}'} |")
+    return "\n".join(lines)
+
+
+def gap_table(samples: list[dict]) -> str:
+    lines = ["| workload | engine | gap median | ckpt+rm+restore median | connection | gap minus downtime |",
+             "|---|---|---|---|---|---|"]
+    groups: dict = {}
+    for s in samples:
+        if s["metric"] == "gap":
+            groups.setdefault((s["workload"], s["engine"]), []).append(s)
+    for workload in _order({w for w, _ in groups}):
+        for engine in (FERRY, PODMAN):
+            group = groups.get((workload, engine))
+            if not group:
+                continue
+            gaps = stats.summarise_values([s["value"] if s.get("ok", True) else None for s in group])
+            down = stats.summarise_values([s.get("extra", {}).get("downtime") for s in group if s.get("ok", True)])
+            kept = [s.get("extra", {}).get("kept_connection") for s in group if s.get("ok", True)]
+            persistent = any(s.get("extra", {}).get("client", {}).get("persistent") for s in group)
+            if not persistent:
+                conn = "new connection per request"
+            else:
+                conn = f"kept in {sum(1 for k in kept if k)}/{len(kept)}"
+            extra = None if gaps.median is None or down.median is None else gaps.median - down.median
+            lines.append(f"| {workload} | {engine} | {_cell(gaps, 's')} | {stats.fmt(down.median, 's')} | {conn} | "
+                         f"{stats.fmt(extra, 's') if extra is None or extra >= 0 else '-' + stats.fmt(-extra, 's')} |")
+    return "\n".join(lines)
+
+
+def environment_text(doc: dict) -> str:
+    env = doc.get("environment", {})
+    podman = env.get("podman", {})
+    podman_version = (podman.get("Client") or {}).get("Version") or podman.get("Version") or "?"
+    commit = env.get("ferry_commit", "?")[:12] + (" + uncommitted src changes" if env.get("ferry_src_dirty") else "")
+    return (f"Run of {doc.get('date', '?')} ({doc.get('mode', '?')}, {doc.get('seconds', 0) / 60:.1f} min): "
+            f"kernel {env.get('kernel', '?')}, {env.get('cpus', '?')} CPUs ({env.get('cpu', '?')}), "
+            f"{env.get('mem_kib', 0) / 2**20:.0f} GiB RAM; CRIU {env.get('criu', '?')}, "
+            f"{env.get('runc', '?').splitlines()[0]}, podman {podman_version}, {env.get('conmon', '?')}; "
+            f"ferry {commit}, Python {env.get('python', '?')}, zstandard {env.get('zstandard', '?')}.")
+
+
+def run_section(doc: dict, title: str, plot: str | None, source: str) -> str:
+    samples = doc.get("samples", [])
+    summary = stats.summarise(samples)
+    parts = [f"## {title}", "", environment_text(doc), f"Raw samples: `{source}`.", "",
+             "### Targets (ratios of medians, same run)", "", targets_table(summary), "",
+             "### Results", "", results_table(summary), ""]
+    if plot:
+        parts += [f"![ferry vs podman]({plot})", ""]
+    parts += ["### Where ferry's time goes (median seconds per `--print-stats` phase)", "",
+              phases_table(samples, summary), "",
+              "### CRIU's own numbers (local checkpoints, `--print-stats`)", "", criu_table(samples), "",
+              "### Client gap details", "", gap_table(samples), ""]
+    failures = doc.get("failures", [])
+    notes = doc.get("notes", [])
+    if failures or notes:
+        parts += ["### Failures and notes", ""]
+        for f in failures:
+            first = (f.get("error") or "").strip().splitlines()
+            parts.append(f"- {f['workload']} / {f['engine']} / {f['step']} (repeat {f['rep']}): "
+                         f"`{first[0][:200] if first else '?'}`")
+        parts += [f"- {n}" for n in notes]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def profile_section(doc: dict, source: str) -> str:
+    parts = ["## Profile of ferry (py-spy)", "",
+             f"`python -m bench.profile`, {doc.get('date', '?')}: {doc.get('description', '')} "
+             f"Raw data: `{source}`.", ""]
+    for run in doc.get("runs", []):
+        parts += [f"### {run['title']}", "", f"Wall time {run.get('wall', 0):.2f} s; "
+                  f"{run.get('samples', 0)} samples at {doc.get('rate', '?')} Hz (`--idle`, so time spent "
+                  "waiting on runc/CRIU/zstd threads shows up in the frame that waits).", ""]
+        if run.get("phases"):
+            parts.append("Phases (`--print-stats`): " + ", ".join(
+                f"{k} {v / 1e6:.2f} s" for k, v in run["phases"].items()) + ".")
+            parts.append("")
+        parts += ["| function (ferry, inclusive) | seconds | share |", "|---|---|---|"]
+        for entry in run.get("top", []):
+            parts.append(f"| `{entry['frame']}` | {entry['seconds']:.2f} | {entry['share'] * 100:.0f}% |")
+        parts.append("")
+        if run.get("self_top"):
+            parts += ["| leaf frame (self time) | seconds | share |", "|---|---|---|"]
+            for entry in run["self_top"]:
+                parts.append(f"| `{entry['frame']}` | {entry['seconds']:.2f} | {entry['share'] * 100:.0f}% |")
+            parts.append("")
+    if doc.get("findings"):
+        parts += ["### Findings", ""] + [f"- {f}" for f in doc["findings"]] + [""]
+    return "\n".join(parts)
+
+
+def render(full: tuple[dict, str] | None, quick: tuple[dict, str] | None,
+           profile: tuple[dict, str] | None, plots: dict[str, str]) -> str:
+    parts = ["# Benchmarks: ferry against podman", "",
+             "Generated by `python -m bench.report` from the JSON files in `bench/results/`; "
+             "rerun `make bench` or `make bench-quick` rather than editing by hand.", ""]
+    if full:
+        parts.append(run_section(full[0], "Full run", plots.get("full"), full[1]))
+    if quick:
+        parts.append(run_section(quick[0], "Quick run (`make bench-quick`)", plots.get("quick"), quick[1]))
+    if not full and not quick:
+        parts += ["No results yet: run `make bench-quick`.", ""]
+    if profile:
+        parts.append(profile_section(*profile))
+    parts.append(METHOD)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def plot(doc: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
+
+    summary = stats.summarise(doc.get("samples", []))
+    workloads = [w for w in _order(summary) if w != "ps-20"]
+    panels = [("checkpoint_archive", "checkpoint to archive (s)"),
+              ("restore_archive", "restore from archive (s)"),
+              ("gap", "client gap: ckpt + rm + restore (s)"),
+              ("archive_size", "archive size (MiB)")]
+    colours = {FERRY: "#1f77b4", FERRY_GZIP: "#9ecae1", PODMAN: "#d62728"}
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    width = 0.26
+    for ax, (metric, title) in zip(axes.flat, panels):
+        values = []
+        engines = [e for e in (FERRY, FERRY_GZIP, PODMAN)
+                   if any(summary[w].get(metric, {}).get(e) for w in workloads)]
+        for i, engine in enumerate(engines):
+            xs, meds, mins = [], [], []
+            for j, w in enumerate(workloads):
+                s = summary[w].get(metric, {}).get(engine)
+                if s is None or s.median is None:
+                    continue
+                scale = 1 / 2**20 if metric == "archive_size" else 1
+                xs.append(j + (i - (len(engines) - 1) / 2) * width)
+                meds.append(s.median * scale)
+                mins.append(s.min * scale)
+            bars = ax.bar(xs, meds, width, label=engine, color=colours[engine])
+            ax.plot(xs, mins, "k.", markersize=4)
+            unit = "MiB" if metric == "archive_size" else "s"
+            ax.bar_label(bars, labels=[stats.fmt(m * (2**20 if unit == "MiB" else 1), "B" if unit == "MiB" else "s")
+                                       for m in meds], fontsize=6, rotation=90, padding=2)
+            values += meds
+        if metric in stats.FLOOR_OF:
+            first = True
+            for j, w in enumerate(workloads):
+                fl = stats.floor(summary, w, metric)
+                if fl is not None:
+                    ax.hlines(fl, j - 0.45, j + 0.45, colors="k", linestyles="dashed",
+                              label="CRIU floor (local, no archive)" if first else None)
+                    first = False
+        ax.set_title(title)
+        ax.set_xticks(range(len(workloads)))
+        ax.set_xticklabels(workloads, fontsize=8)
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) / min(positive) > 20:
+            ax.set_yscale("log")   # busybox's 0.3 s and redis 2 GiB's 30 s on one axis
+            ax.set_ylim(min(positive) / 2, max(positive) * 4)
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        elif positive:
+            ax.set_ylim(0, max(positive) * 1.25)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"ferry vs podman ({doc.get('mode')} run {doc.get('date', '')[:10]}): bars are medians, "
+                 "dots are minimums", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    full = quick = profile = None
+    for path in argv:
+        doc = load(path)
+        if "runs" in doc and doc.get("kind") == "profile":
+            profile = (doc, path)
+        elif doc.get("mode") == "quick":
+            quick = (doc, path)
+        else:
+            full = (doc, path)
+    if not argv:
+        for pattern, exclude, slot in (("20*.json", "quick", "full"), ("20*-quick*.json", None, "quick"),
+                                       ("profile-*.json", None, "profile")):
+            path = newest(pattern, exclude)
+            if slot == "full" and path and "profile" in path:
+                path = None
+            if path:
+                entry = (load(path), os.path.relpath(path, REPO))
+                if slot == "full":
+                    full = entry
+                elif slot == "quick":
+                    quick = entry
+                else:
+                    profile = entry
+    plots = {}
+    for key, entry, name in (("full", full, "benchmarks.png"), ("quick", quick, "benchmarks-quick.png")):
+        if entry and entry[0].get("samples"):
+            try:
+                plot(entry[0], os.path.join(REPO, "docs", name))
+                plots[key] = name
+            except ImportError:
+                print("bench.report: matplotlib is missing (make bench installs it); no plot", file=sys.stderr)
+    os.makedirs(os.path.dirname(DOC), exist_ok=True)
+    with open(DOC, "w") as f:
+        f.write(render(full, quick, profile, plots))
+    print(f"wrote {os.path.relpath(DOC, REPO)}" + "".join(f", docs/{p}" for p in plots.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

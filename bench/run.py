@@ -1,0 +1,564 @@
+"""Run the benchmarks: ferry against podman, alternating, in one run.
+
+    python -m bench.run [--quick] [--workloads redis-1g,nginx] [--repeats N]
+
+For every workload and engine (ferry writes .tar.zst; "ferry-gzip" is ferry
+writing .tar.gz; podman always writes zstd), each repeat measures:
+  archive round  checkpoint --export, rm, restore --import --name (wall times, size);
+  local round    checkpoint and restore without an archive (the CRIU floor),
+                 and CRIU's own frozen time from --print-stats;
+  gap round      a client on one connection across checkpoint --tcp-established,
+                 rm and restore --tcp-established: the longest time without a reply.
+Then `ps` latency with 20 running containers in each engine. Raw samples and
+the environment go to bench/results/<date>.json; `python -m bench.report`
+renders docs/benchmarks.md and the plot from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+from bench import proc, workloads as wl
+from bench.engines import Engine, Ferry, Podman, PodmanNamespace, die_with_parent
+from bench.proc import BenchError
+from bench.stats import FERRY, FERRY_GZIP, PODMAN
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "bench", "results")
+PIPE_MAX_SIZE = 64 << 20
+PS_CONTAINERS = 20
+CLIENT_READY_TIMEOUT = 30
+IN_FLIGHT_ATTEMPTS = 5
+STARTED = time.monotonic()
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+class Run:
+    """One benchmark run: its engines, its samples, and everything to clean up."""
+
+    def __init__(self, args, base: str):
+        self.args = args
+        self.base = base
+        self.samples: list[dict] = []
+        self.failures: list[dict] = []
+        self.notes: list[str] = []
+        self.workload_info: dict = {}
+        self.archives = os.path.join(base, "archives")
+        os.makedirs(self.archives, mode=0o700)
+        self.namespace = PodmanNamespace(os.path.join(base, "podman"))
+        self.ferry = Ferry(os.path.join(base, "ferry-root"))
+        self.podman: Podman | None = None
+
+    # ---- recording ---------------------------------------------------------------
+    def sample(self, workload: str, engine: str, metric: str, rep: int, value, extra=None) -> None:
+        self.samples.append({"workload": workload, "engine": engine, "metric": metric, "rep": rep,
+                             "value": value, "ok": value is not None, "extra": extra or {}})
+
+    def failure(self, workload: str, engine: str, step: str, rep: int, error: Exception) -> None:
+        text = str(error)
+        log(f"FAILED {workload} {engine} {step} (repeat {rep}): {text.splitlines()[0] if text else error!r}")
+        self.failures.append({"workload": workload, "engine": engine, "step": step, "rep": rep,
+                              "error": text[-2000:]})
+
+    # ---- containers --------------------------------------------------------------
+    def start(self, engine: Engine, w: wl.Workload, name: str) -> dict:
+        if engine.exists(name):
+            engine.rm(name, force=True)
+        engine.run(name, w.image, list(w.command))
+        ip = engine.ip(name)
+        wl.wait_ready(w, ip)
+        info = wl.fill(w, ip)
+        info["ip"] = ip
+        if info.get("used_memory"):
+            log(f"  {engine.name} {name}: {info['keys']} keys, used_memory {info['used_memory'] >> 20} MiB "
+                f"in {info['fill_seconds']:.1f} s")
+        return info
+
+    # ---- rounds ------------------------------------------------------------------
+    def archive_round(self, label: str, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
+        ext = ".tar.gz" if label in (FERRY_GZIP, PODMAN) else ".tar.zst"
+        path = os.path.join(self.archives, f"{w.name}-{label}-{rep}{ext}")
+        try:
+            ck = engine.checkpoint(name, export=path, timeout=w.timeout())
+            size = os.path.getsize(path)
+            engine.rm(name)
+            rs = engine.restore(name=name, archive=path, timeout=w.timeout())
+            info["ip"] = engine.ip(name)
+            wl.verify(w, info["ip"], info)
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        self.sample(w.name, label, "checkpoint_archive", rep, ck.seconds, _details(ck.stats))
+        self.sample(w.name, label, "archive_size", rep, size)
+        self.sample(w.name, label, "restore_archive", rep, rs.seconds, _details(rs.stats))
+        log(f"  {label:10} archive: checkpoint {ck.seconds:6.2f} s, {size / 2**20:7.1f} MiB, "
+            f"restore {rs.seconds:6.2f} s")
+
+    def local_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
+        ck = engine.checkpoint(name, timeout=w.timeout())
+        rs = engine.restore(name=name, timeout=w.timeout())
+        wl.verify(w, info["ip"], info)
+        details = _details(ck.stats)
+        self.sample(w.name, engine.name, "checkpoint_local", rep, ck.seconds, details)
+        self.sample(w.name, engine.name, "restore_local", rep, rs.seconds, _details(rs.stats))
+        frozen = details.get("criu", {}).get("frozen_time")
+        self.sample(w.name, engine.name, "criu_dump", rep, None if frozen is None else frozen / 1e6, details)
+        log(f"  {engine.name:10} local:   checkpoint {ck.seconds:6.2f} s (CRIU frozen "
+            f"{(frozen or 0) / 1e6:.2f} s), restore {rs.seconds:6.2f} s")
+
+    def gap_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
+        path = os.path.join(self.archives, f"{w.name}-{engine.name}-gap-{rep}.tar.zst")
+        client = self.start_client(w, info["ip"])
+        steps: dict = {}
+        try:
+            t0 = time.monotonic()
+            steps["checkpoint"], steps["checkpoint_attempts"] = self.checkpoint_under_load(engine, w, name, path)
+            steps["rm"] = engine.rm(name).seconds
+            steps["restore"] = engine.restore(name=name, archive=path, tcp=True,
+                                              new_name=engine.keeps_name_with_tcp, timeout=w.timeout()).seconds
+            t1 = time.monotonic()
+            client.stdin.write(f"restored {t1!r}\n")
+            client.stdin.flush()
+            result = self.finish_client(client, timeout=self.args.client_max_seconds)
+        except BaseException:
+            self.stop_client(client)
+            raise
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        info["ip"] = engine.ip(name)
+        wl.verify(w, info["ip"], info)
+        gap = result["max_gap"] if result.get("first_reply_after_restore") is not None else None
+        extra = {"downtime": t1 - t0, "steps": steps, "client": result,
+                 "kept_connection": result.get("kept_connection")}
+        self.sample(w.name, engine.name, "gap", rep, gap, extra)
+        if gap is None:
+            raise BenchError(f"the client got no reply after the restore ({result.get('ended')}, "
+                             f"errors: {result.get('errors', [])[-3:]})")
+        kept = "kept its connection" if result["kept_connection"] else \
+            f"reconnected {result['reconnects']}x" if result["persistent"] else "new connection per request"
+        log(f"  {engine.name:10} gap:     {gap:6.2f} s (ckpt+rm+restore {t1 - t0:.2f} s; client {kept})")
+
+    def checkpoint_under_load(self, engine: Engine, w: wl.Workload, name: str, path: str) -> tuple[float, int]:
+        """checkpoint --tcp-established while the client runs. CRIU refuses a
+        connection that is being accepted at that moment ("In-flight
+        connection"; podman has no way to skip those), and the container then
+        keeps running: try again, as a user would, and count the attempts (the
+        client's gap keeps running meanwhile)."""
+        started = time.monotonic()
+        for attempt in range(1, IN_FLIGHT_ATTEMPTS + 1):
+            try:
+                engine.checkpoint(name, export=path, tcp=True, timeout=w.timeout())
+                return time.monotonic() - started, attempt
+            except BenchError as exc:
+                if "In-flight" not in str(exc) or attempt == IN_FLIGHT_ATTEMPTS:
+                    raise
+                log(f"  {engine.name:10} checkpoint attempt {attempt} hit an in-flight connection; retrying")
+        raise AssertionError("unreachable")
+
+    def start_client(self, w: wl.Workload, ip: str) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "bench.client", "--proto", w.proto, "--host", ip, "--port", str(w.port),
+                "--interval", str(self.args.client_interval), "--max-seconds", str(self.args.client_max_seconds)]
+        client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=REPO, env=proc.env(), preexec_fn=die_with_parent)
+        ready, _, _ = select.select([client.stdout], [], [], CLIENT_READY_TIMEOUT)
+        line = client.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            self.stop_client(client)
+            raise BenchError(f"the gap client did not get replies from {ip}:{w.port}: "
+                             f"{line.strip() or 'no answer'}")
+        return client
+
+    def finish_client(self, client: subprocess.Popen, timeout: float) -> dict:
+        try:
+            out, err = client.communicate(timeout=timeout + 30)
+        except subprocess.TimeoutExpired:
+            self.stop_client(client)
+            raise BenchError("the gap client did not finish") from None
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if client.returncode != 0 or not lines:
+            raise BenchError(f"the gap client failed (exit {client.returncode}): {proc.tail(err)}")
+        return json.loads(lines[-1])
+
+    @staticmethod
+    def stop_client(client: subprocess.Popen) -> None:
+        if client.poll() is None:
+            client.kill()
+        client.wait(timeout=10)
+
+    # ---- a workload ----------------------------------------------------------------
+    def workload(self, w: wl.Workload, repeats: int) -> None:
+        engines = [self.ferry, self.podman]
+        name = f"bench-{w.name}"
+        infos: dict[str, dict | None] = {}
+        for engine in engines:
+            try:
+                infos[engine.name] = self.start(engine, w, name)
+            except BenchError as exc:
+                infos[engine.name] = None
+                self.failure(w.name, engine.name, "start", -1, exc)
+        self.workload_info[w.name] = {"image": w.image, "command": list(w.command), "fill_bytes": w.fill_bytes,
+                                      "containers": {e: i for e, i in infos.items()}}
+
+        def attempt(engine: Engine, label: str, step: str, rep: int, fn) -> None:
+            info = infos.get(engine.name)
+            if info is None:
+                return
+            try:
+                fn(info)
+            except BenchError as exc:
+                self.failure(w.name, label, step, rep, exc)
+                try:   # start over: a fresh container, filled again
+                    infos[engine.name] = self.start(engine, w, name)
+                except BenchError as again:
+                    infos[engine.name] = None
+                    self.failure(w.name, engine.name, "restart", rep, again)
+
+        for rep in range(repeats):
+            forward = rep % 2 == 0
+            order = engines if forward else engines[::-1]
+            archive_variants = [(FERRY, self.ferry), (PODMAN, self.podman)]
+            if not self.args.no_gzip:
+                archive_variants.insert(1, (FERRY_GZIP, self.ferry))
+            if not forward:
+                archive_variants.reverse()
+            log(f"{w.name}: repeat {rep + 1}/{repeats} ({' then '.join(e.name for e in order)})")
+            for label, engine in archive_variants:
+                attempt(engine, label, "archive", rep,
+                        lambda info, label=label, engine=engine: self.archive_round(label, engine, w, name, info, rep))
+            for engine in order:
+                attempt(engine, engine.name, "local", rep,
+                        lambda info, engine=engine: self.local_round(engine, w, name, info, rep))
+            for engine in order:
+                attempt(engine, engine.name, "gap", rep,
+                        lambda info, engine=engine: self.gap_round(engine, w, name, info, rep))
+        for engine in engines:
+            engine.rm(name, force=True)
+
+    # ---- ps --------------------------------------------------------------------------
+    def ps(self, rounds: int, per_round: int) -> None:
+        names = [f"bench-ps-{i:02d}" for i in range(PS_CONTAINERS)]
+        engines = [self.ferry, self.podman]
+        log(f"ps: starting {PS_CONTAINERS} containers in each engine")
+        for engine in engines:
+            for name in names:
+                engine.run(name, wl.BUSYBOX.image, ["sleep", "3600"])
+        try:
+            for engine in engines:
+                running = [n for n in engine.names() if n in names]
+                if len(running) != PS_CONTAINERS:
+                    raise BenchError(f"{engine.name}: {len(running)} of {PS_CONTAINERS} ps containers exist")
+            for r in range(rounds):
+                for engine in (engines if r % 2 == 0 else engines[::-1]):
+                    outer, inner = engine.timing_argv("ps")
+                    # nsenter starts in the namespace's root directory: say where bench is.
+                    helper = [*outer, "env", f"PYTHONPATH={REPO}", sys.executable, "-m", "bench.timeit",
+                              "--repeat", str(per_round),
+                              "--warmup", "1", "--", *inner]
+                    done = proc.run(helper, desc=f"time {engine.name} ps", timeout=60 + 30 * per_round,
+                                    check=False, cwd=REPO)
+                    try:
+                        timing = json.loads(done.stdout.strip().splitlines()[-1])
+                    except (ValueError, IndexError):
+                        raise BenchError(f"timing {engine.name} ps failed: {proc.tail(done.stderr)}") from None
+                    for value in timing["samples"]:
+                        self.sample("ps-20", engine.name, "ps", r, value)
+                    for failure in timing["failures"]:
+                        self.failure("ps-20", engine.name, "ps", r, BenchError(failure))
+            for engine in engines:
+                values = sorted(s["value"] for s in self.samples if s["metric"] == "ps" and s["engine"] == engine.name)
+                if values:
+                    log(f"  {engine.name:10} ps: median {values[len(values) // 2] * 1000:.0f} ms, "
+                        f"min {values[0] * 1000:.0f} ms")
+        finally:
+            for engine in engines:
+                for name in names:
+                    engine.rm(name, force=True)
+
+    # ---- the whole run -------------------------------------------------------------------
+    def execute(self, selected: list[wl.Workload]) -> None:
+        self.namespace.start()
+        self.podman = Podman(os.path.join(self.base, "podman"), self.namespace)
+        self.env = environment(self)
+        kinds = {w.kind for w in selected} | ({"busybox"} if not self.args.skip_ps else set())
+        log(f"preparing images ({', '.join(sorted(kinds))}) in both engines")
+        self.layers = wl.prepare_images(kinds, self.ferry, [self.ferry, self.podman], self.base, log)
+        if not self.args.skip_ps:
+            try:
+                self.ps(self.args.ps_rounds, self.args.ps_per_round)
+            except BenchError as exc:
+                self.failure("ps-20", "both", "ps", -1, exc)
+        for w in selected:
+            repeats = self.args.repeats or (3 if self.args.quick or w.fill_bytes >= wl.GIB else 5)
+            try:
+                self.workload(w, repeats)
+            except BenchError as exc:
+                self.failure(w.name, "both", "workload", -1, exc)
+
+    def cleanup(self) -> list[str]:
+        problems = []
+        for engine in (self.ferry, self.podman):
+            if engine is None:
+                continue
+            started = time.monotonic()
+            try:
+                problems += engine.close()
+            except BenchError as exc:
+                problems.append(str(exc))
+            log(f"  {engine.name}: removed everything in {time.monotonic() - started:.1f} s")
+        self.namespace.stop()
+        return problems
+
+
+def _details(stats: dict) -> dict:
+    """The parts of --print-stats worth keeping per sample."""
+    entry = (stats.get("container_statistics") or [{}])[0]
+    out = {"criu": entry.get("criu_statistics") or {}}
+    if "ferry_phases" in entry:
+        out["phases"] = entry["ferry_phases"]
+    for key in ("runtime_checkpoint_duration", "runtime_restore_duration"):
+        if key in entry:
+            out[key] = entry[key]
+    for key in ("podman_checkpoint_duration", "podman_restore_duration",
+                "ferry_checkpoint_duration", "ferry_restore_duration"):
+        if key in stats:
+            out[key] = stats[key]
+    return out
+
+
+# ---- host state: checks, environment, what podman's CNI leaves behind ------------
+
+def _version(argv: list[str]) -> str:
+    try:
+        done = proc.run(argv, desc=" ".join(argv), timeout=30, check=False)
+    except BenchError as exc:
+        return f"unavailable ({exc})"
+    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else ""
+
+
+def preflight() -> list[str]:
+    notes = []
+    if os.geteuid() != 0:
+        raise BenchError("the benchmarks need root (runc, CRIU, namespaces)")
+    for tool in ("podman", "runc", "criu", "conmon", "unshare", "nsenter", "iptables-save"):
+        if not any(os.access(os.path.join(d, tool), os.X_OK) for d in proc.PATH.split(":")):
+            raise BenchError(f"{tool} is not installed (make bench installs podman; run make setup first)")
+    criu = proc.run(["criu", "--version"], desc="criu --version", timeout=30).stdout
+    version = next((line.split(":", 1)[1].strip() for line in criu.splitlines() if line.startswith("Version")), "")
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < (4, 2):
+        raise BenchError(f"CRIU on PATH ({proc.PATH}) is {version or 'unknown'}; runc needs CRIU >= 4.2 "
+                         "first in PATH (/usr/local/sbin/criu, from make setup)")
+    with open("/proc/sys/fs/pipe-max-size") as f:
+        current = int(f.read())
+    if current < PIPE_MAX_SIZE:
+        # ferry raises it before every dump; do it once up front so podman's
+        # dumps get the same limit whichever engine runs first.
+        with open("/proc/sys/fs/pipe-max-size", "w") as f:
+            f.write(str(PIPE_MAX_SIZE))
+        notes.append(f"raised fs.pipe-max-size from {current} to {PIPE_MAX_SIZE} (as ferry does before a dump)")
+    return notes
+
+
+def environment(run: Run) -> dict:
+    import importlib.metadata
+    with open("/proc/meminfo") as f:
+        mem = f.readline().split()[1]
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    git = lambda *a: _version(["git", "-C", REPO, *a])   # noqa: E731
+    check = proc.run(run.ferry.argv("system", "check", "--format", "json"), desc="ferry system check",
+                     timeout=120, check=False)
+    try:
+        ready = json.loads(check.stdout).get("ready")
+    except ValueError:
+        ready = None
+    return {
+        "kernel": platform.release(), "machine": platform.machine(), "cpus": os.cpu_count(), "cpu": cpu,
+        "mem_kib": int(mem), "python": platform.python_version(),
+        "criu": _version(["criu", "--version"]).replace("Version: ", ""),
+        "criu_path": _version(["sh", "-c", "command -v criu"]),
+        "runc": _version(["runc", "--version"]), "conmon": _version(["conmon", "--version"]),
+        "podman": run.podman.version() if run.podman else {},
+        "ferry_commit": git("rev-parse", "HEAD"), "ferry_src_dirty": bool(git("status", "--porcelain", "--", "src")),
+        "ferry_system_check_ready": ready,
+        "zstandard": importlib.metadata.version("zstandard"),
+        "pipe_max_size": int(open("/proc/sys/fs/pipe-max-size").read()),
+        "podman_flags": "--runtime runc --cgroup-manager cgroupfs --storage-driver overlay; run with "
+                        "--ulimit nofile=1024:1024 --ulimit nproc=1000:1000",
+    }
+
+
+def _iptables_chains() -> dict[str, set[str]]:
+    text = proc.run(["iptables-save"], desc="iptables-save", timeout=30, check=False).stdout
+    chains: dict[str, set[str]] = {}
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):
+            chains.setdefault(table, set()).add(line[1:].split()[0])
+    return chains
+
+
+def _link_exists(name: str) -> bool:
+    return proc.run(["ip", "link", "show", name], desc="ip link show", timeout=10, check=False).returncode == 0
+
+
+class CniLeftovers:
+    """podman's CNI creates the cni-podman0 bridge and CNI-* iptables chains
+    and never removes them; remove those this run created."""
+
+    def __init__(self):
+        self.bridge_existed = _link_exists("cni-podman0")
+        self.chains = _iptables_chains()
+
+    def remove(self) -> list[str]:
+        problems = []
+        if not self.bridge_existed and _link_exists("cni-podman0"):
+            done = proc.run(["ip", "link", "del", "cni-podman0"], desc="ip link del", timeout=10, check=False)
+            if done.returncode != 0:
+                problems.append(f"ip link del cni-podman0: {done.stderr.strip()}")
+        after = _iptables_chains()
+        text = proc.run(["iptables-save"], desc="iptables-save", timeout=30, check=False).stdout
+        table = ""
+        for table_name, chains in after.items():
+            new = {c for c in chains - self.chains.get(table_name, set()) if c.startswith("CNI-")}
+            if not new:
+                continue
+            for line in text.splitlines():
+                if line.startswith("*"):
+                    table = line[1:]
+                if table == table_name and line.startswith("-A ") and any(f"-j {c}" in line for c in new) \
+                        and line.split()[1] not in new:
+                    spec = shlex.split(line)[2:]
+                    proc.run(["iptables", "-t", table_name, "-D", line.split()[1], *spec],
+                             desc="iptables -D", timeout=10, check=False)
+            for chain in new:
+                proc.run(["iptables", "-t", table_name, "-F", chain], desc="iptables -F", timeout=10, check=False)
+            for chain in new:
+                done = proc.run(["iptables", "-t", table_name, "-X", chain], desc="iptables -X", timeout=10,
+                                check=False)
+                if done.returncode != 0:
+                    problems.append(f"iptables -t {table_name} -X {chain}: {done.stderr.strip()}")
+        return problems
+
+
+def _remove_base(base: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        mounted = [line.split()[4] for line in f if line.split()[4].startswith(base.rstrip("/") + "/")]
+    if mounted:
+        return [f"left {base} in place: still mounted there: {', '.join(mounted[:5])}"]
+    done = proc.run(["rm", "-rf", "--one-file-system", "--", base], desc=f"remove {base}", timeout=300, check=False)
+    return [] if done.returncode == 0 else [f"rm -rf {base}: {proc.tail(done.stderr, 2)}"]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def results_path(quick: bool, now: dt.datetime) -> str:
+    stem = now.strftime("%Y-%m-%d") + ("-quick" if quick else "")
+    path = os.path.join(RESULTS, stem + ".json")
+    if os.path.exists(path):
+        path = os.path.join(RESULTS, f"{stem}-{now.strftime('%H%M%S')}.json")
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="redis 256 MiB only, 3 repeats")
+    parser.add_argument("--workloads", help="comma-separated: " + ", ".join(wl.BY_NAME))
+    parser.add_argument("--repeats", type=int, help="repeats per workload (default 5; 3 for >= 1 GiB and --quick)")
+    parser.add_argument("--no-gzip", action="store_true", help="skip ferry's .tar.gz variant")
+    parser.add_argument("--skip-ps", action="store_true")
+    parser.add_argument("--ps-rounds", type=int, default=4)
+    parser.add_argument("--ps-per-round", type=int, default=5)
+    parser.add_argument("--client-interval", type=float, default=0.001,
+                        help="seconds between the gap client's requests")
+    parser.add_argument("--client-max-seconds", type=float, default=600)
+    parser.add_argument("--out", help="results file (default bench/results/<date>[-quick].json)")
+    parser.add_argument("--no-report", action="store_true", help="do not render docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    if args.workloads:
+        unknown = [n for n in args.workloads.split(",") if n not in wl.BY_NAME]
+        if unknown:
+            parser.error(f"unknown workloads {unknown}; known: {', '.join(wl.BY_NAME)}")
+        selected = [wl.BY_NAME[n] for n in args.workloads.split(",")]
+    else:
+        selected = list(wl.QUICK if args.quick else wl.FULL)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    now = dt.datetime.now()
+    try:
+        notes = preflight()
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    cni = CniLeftovers()
+    base = tempfile.mkdtemp(prefix="ferry-bench-", dir="/var/tmp")
+    run = Run(args, base)
+    run.notes += notes
+    status = 0
+    log(f"ferry vs podman: {', '.join(w.name for w in selected)} (temp dir {base})")
+    try:
+        run.execute(selected)
+    except KeyboardInterrupt:
+        run.notes.append("interrupted")
+        status = 130
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        run.failures.append({"workload": "-", "engine": "-", "step": "run", "rep": -1, "error": str(exc)})
+        status = 1
+    except Exception:  # keep the partial results and clean up; then show the bug
+        traceback.print_exc()
+        status = 1
+    finally:
+        log("cleaning up")
+        problems = run.cleanup() + cni.remove() + _remove_base(base)
+        for problem in problems:
+            print(f"bench: cleanup: {problem}", file=sys.stderr)
+        run.notes += [f"cleanup: {p}" for p in problems]
+    document = {
+        "schema": 1, "mode": "quick" if args.quick else "full", "date": now.isoformat(timespec="seconds"),
+        "seconds": time.monotonic() - STARTED, "workloads": [w.name for w in selected],
+        "environment": getattr(run, "env", {}), "images": getattr(run, "layers", {}), "workload_info": run.workload_info,
+        "settings": {"client_interval": args.client_interval, "gzip_variant": not args.no_gzip,
+                     "ps_rounds": args.ps_rounds, "ps_per_round": args.ps_per_round},
+        "samples": run.samples, "failures": run.failures, "notes": run.notes,
+    }
+    os.makedirs(RESULTS, exist_ok=True)
+    path = args.out or results_path(args.quick, now)
+    with open(path, "w") as f:
+        json.dump(document, f, indent=1)
+        f.write("\n")
+    log(f"results: {os.path.relpath(path, REPO)} ({len(run.samples)} samples, {len(run.failures)} failures)")
+    if not args.no_report and run.samples:
+        from bench import report
+        report.main([])
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""bench.report renders markdown from results documents (pure parts only)."""
+
+from bench import report
+from bench.tests.test_stats import run_samples, sample
+
+
+def document(samples, mode="full"):
+    return {"mode": mode, "date": "2026-01-02T03:04:05", "seconds": 120,
+            "environment": {"kernel": "6.18", "cpus": 2, "criu": "4.2.1", "runc": "runc version 1.1.5",
+                            "podman": {"Client": {"Version": "4.3.1"}}, "ferry_commit": "abc" * 14},
+            "samples": samples, "failures": [{"workload": "nginx", "engine": "podman", "step": "gap",
+                                              "rep": 1, "error": "podman checkpoint failed\nmore"}],
+            "notes": ["a note"]}
+
+
+def test_results_table_has_a_row_per_workload_and_metric():
+    doc = document(run_samples())
+    text = report.render((doc, "bench/results/x.json"), None, None, {"full": "benchmarks.png"})
+    assert "| redis-1g | checkpoint to archive | 2.50 s | 2.00 s | - | 6.00 s | 5.00 s | 0.42x | 1.39x (floor 1.80 s) |" \
+        in text
+    assert "| ps-20 | ps with 20 containers | 200 ms |" in text
+    assert "![ferry vs podman](benchmarks.png)" in text
+    assert "podman 4.3.1" in text and "CRIU 4.2.1" in text
+
+
+def test_targets_and_failures_are_reported():
+    text = report.render((document(run_samples()), "r.json"), None, None, {})
+    assert "| restore from archive <= 0.2x podman | redis-1g | 0.10x | yes |" in text
+    assert "| client gap <= 0.3x podman | redis-1g | 0.40x | **no** |" in text
+    assert "nginx / podman / gap (repeat 1): `podman checkpoint failed`" in text
+    assert "- a note" in text
+
+
+def test_gap_details_show_whether_the_connection_survived():
+    samples = [sample("redis-1g", "ferry", "gap", 2.0, downtime=1.5, kept_connection=True,
+                      client={"persistent": True}),
+               sample("redis-1g", "podman", "gap", 9.0, downtime=10.0, kept_connection=False,
+                      client={"persistent": True})]
+    text = report.gap_table(samples)
+    assert "| redis-1g | ferry | 2.00 s | 1.50 s | kept in 1/1 | 500 ms |" in text
+    assert "| redis-1g | podman | 9.00 s | 10.00 s | kept in 0/1 | -1.00 s |" in text
+
+
+def test_phases_table_uses_ferry_phase_medians():
+    samples = [sample("redis-1g", "ferry", "checkpoint_archive", 3.0,
+                      phases={"runc_checkpoint": 1_000_000, "stop": 500_000, "archive_write": 1_500_000}),
+               sample("redis-1g", "ferry", "restore_archive", 2.0,
+                      phases={"archive_read": 700_000, "runc_restore": 1_200_000})]
+    from bench import stats
+    text = report.phases_table(samples, stats.summarise(samples))
+    assert "| redis-1g | zstd | 1.00 s | 500 ms | - | - | - | 1.50 s | 700 ms | - | 1.20 s |" in text
+
+
+def test_quick_and_profile_sections():
+    quick = document([sample("redis-256m", "ferry", "checkpoint_archive", 1.0),
+                      sample("redis-256m", "podman", "checkpoint_archive", 2.0)], mode="quick")
+    profile = {"kind": "profile", "date": "2026-01-02", "rate": 100, "description": "d.",
+               "runs": [{"title": "checkpoint", "wall": 3.0, "samples": 300, "phases": {"stop": 400000},
+                         "top": [{"frame": "checkpoint (ferry/engine/checkpoints.py)", "seconds": 2.5,
+                                  "share": 0.83}]}],
+               "findings": ["stop waits 0.4 s"]}
+    text = report.render(None, (quick, "q.json"), (profile, "p.json"), {})
+    assert "## Quick run" in text and "measured at redis-256m" in text
+    assert "| `checkpoint (ferry/engine/checkpoints.py)` | 2.50 | 83% |" in text
+    assert "- stop waits 0.4 s" in text
+    assert "## Full run" not in text
+
+
+def test_no_results_at_all():
+    assert "No results yet" in report.render(None, None, None, {})
