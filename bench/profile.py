@@ -77,9 +77,14 @@ def frame_key(frame: str) -> tuple[str, str]:
     return match.group("func"), short(match.group("file"))
 
 
-def summarise(stacks: list[tuple[list[str], int]], rate: float, top: int = 15) -> dict:
+def summarise(stacks: list[tuple[list[str], int]], rate: float, top: int = 15,
+              duration: float | None = None) -> dict:
     """Inclusive seconds per ferry function and self seconds per leaf frame,
-    over the thread that ran ferry's CLI (the one whose stacks hold cli/main)."""
+    over the thread that ran ferry's CLI (the one whose stacks hold cli/main).
+
+    py-spy takes fewer samples than asked while both cores are busy (CRIU,
+    zstd workers), so when ferry's own duration is known the seconds are
+    shares of it rather than sample counts over the rate."""
     threads: dict[str, list] = {}
     for frames, count in stacks:
         thread = frames[0] if frames and frames[0].startswith(("thread", "process")) else ""
@@ -106,7 +111,8 @@ def summarise(stacks: list[tuple[list[str], int]], rate: float, top: int = 15) -
 
     def rows(counts: dict[str, int]) -> list[dict]:
         ordered = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-        return [{"frame": k, "seconds": v / rate, "share": v / total if total else 0.0} for k, v in ordered]
+        per_sample = (duration / total) if duration and total else 1 / rate
+        return [{"frame": k, "seconds": v * per_sample, "share": v / total if total else 0.0} for k, v in ordered]
     others = {t: sum(c for _, c in s) / rate for t, s in threads.items() if t != main_thread}
     return {"samples": total, "top": rows(inclusive), "self_top": rows(leaf), "other_threads_seconds": others}
 
@@ -154,12 +160,17 @@ def main(argv=None) -> int:
             if key == "restore":
                 ferry.rm(name)
             out = f"{stem}-{key}.txt"
+            os.sync()   # no writeback of the fill or the previous step inside the measurement
             done, wall = record(command, out, args.rate, timeout=w.timeout() + 60)
+            stats = json.JSONDecoder().raw_decode(done.stdout[done.stdout.find("{"):])[0] \
+                if "{" in done.stdout else {}
+            duration = stats.get(f"ferry_{key}_duration")
             with open(out) as f:
-                summary = summarise(parse_collapsed(f.read()), args.rate)
-            stats = json.loads(done.stdout[done.stdout.find("{"):]) if "{" in done.stdout else {}
+                summary = summarise(parse_collapsed(f.read()), args.rate,
+                                    duration=duration / 1e6 if duration else None)
             entry = (stats.get("container_statistics") or [{}])[0]
-            run = {"title": title, "wall": wall, "phases": entry.get("ferry_phases", {}),
+            run = {"title": title, "wall": wall, "ferry_duration": duration / 1e6 if duration else None,
+                   "phases": entry.get("ferry_phases", {}),
                    "criu": entry.get("criu_statistics", {}), "collapsed": os.path.relpath(out, REPO), **summary}
             if key == "checkpoint":
                 run["archive_size"] = os.path.getsize(archive)
@@ -177,7 +188,7 @@ def main(argv=None) -> int:
                 summary = summarise(parse_collapsed(f.read()), 1000)
             doc["runs"].append({"title": "ferry ps (20 containers)", "wall": wall,
                                 "collapsed": os.path.relpath(out, REPO), **summary})
-    except (BenchError, subprocess.SubprocessError, OSError) as exc:
+    except (BenchError, subprocess.SubprocessError, OSError, ValueError) as exc:
         print(f"bench.profile: error: {exc}", file=sys.stderr)
         status = 1
     finally:

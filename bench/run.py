@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,9 +96,11 @@ class Run:
         ext = ".tar.gz" if label in (FERRY_GZIP, PODMAN) else ".tar.zst"
         path = os.path.join(self.archives, f"{w.name}-{label}-{rep}{ext}")
         try:
+            settle()
             ck = engine.checkpoint(name, export=path, timeout=w.timeout())
             size = os.path.getsize(path)
             engine.rm(name)
+            settle()
             rs = engine.restore(name=name, archive=path, timeout=w.timeout())
             info["ip"] = engine.ip(name)
             wl.verify(w, info["ip"], info)
@@ -110,7 +114,9 @@ class Run:
             f"restore {rs.seconds:6.2f} s")
 
     def local_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
+        settle()
         ck = engine.checkpoint(name, timeout=w.timeout())
+        settle()
         rs = engine.restore(name=name, timeout=w.timeout())
         wl.verify(w, info["ip"], info)
         details = _details(ck.stats)
@@ -123,6 +129,7 @@ class Run:
 
     def gap_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
         path = os.path.join(self.archives, f"{w.name}-{engine.name}-gap-{rep}.tar.zst")
+        settle()
         client = self.start_client(w, info["ip"])
         steps: dict = {}
         try:
@@ -325,6 +332,12 @@ class Run:
         return problems
 
 
+def settle() -> None:
+    """Flush dirty pages before a timed step, so that the writeback of the
+    previous step's GiBs of CRIU images does not land on the next one."""
+    os.sync()
+
+
 def _details(stats: dict) -> dict:
     """The parts of --print-stats worth keeping per sample."""
     entry = (stats.get("container_statistics") or [{}])[0]
@@ -343,12 +356,33 @@ def _details(stats: dict) -> dict:
 
 # ---- host state: checks, environment, what podman's CNI leaves behind ------------
 
+def snapshot_ferry(base: str) -> dict:
+    """Copy src/ferry into the run's temp dir and put it first on PYTHONPATH
+    (this process and every child: the ferry CLI, its monitors and exit
+    commands), so that commits landing in the working tree during a long run
+    do not change the code under test halfway. Returns what was copied."""
+    target = os.path.join(base, "ferry-src")
+    os.makedirs(target)
+    shutil.copytree(os.path.join(REPO, "src", "ferry"), os.path.join(target, "ferry"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    proc.run([sys.executable, "-m", "compileall", "-q", target], desc="byte-compile ferry", timeout=120)
+    os.environ["PYTHONPATH"] = target
+    sys.path.insert(0, target)
+    git = lambda *a: _version(["git", "-C", REPO, *a])   # noqa: E731
+    diff = proc.run(["git", "-C", REPO, "diff", "HEAD", "--", "src"], desc="git diff", timeout=30, check=False).stdout
+    return {"path": target, "commit": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s"),
+            "uncommitted_src_diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+            "uncommitted_src_files": [line[3:] for line in git("status", "--porcelain", "--", "src").splitlines()
+                                      if line.strip()] if diff else []}
+
+
 def _version(argv: list[str]) -> str:
     try:
         done = proc.run(argv, desc=" ".join(argv), timeout=30, check=False)
     except BenchError as exc:
         return f"unavailable ({exc})"
-    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else ""
+    text = (done.stdout or done.stderr).strip()
+    return text if argv[-3:-1] == ["status", "--porcelain"] else (text.splitlines()[0] if text else "")
 
 
 def preflight() -> list[str]:
@@ -518,6 +552,7 @@ def main(argv=None) -> int:
         return 2
     cni = CniLeftovers()
     base = tempfile.mkdtemp(prefix="ferry-bench-", dir="/var/tmp")
+    snapshot = snapshot_ferry(base)
     run = Run(args, base)
     run.notes += notes
     status = 0
@@ -543,7 +578,9 @@ def main(argv=None) -> int:
     document = {
         "schema": 1, "mode": "quick" if args.quick else "full", "date": now.isoformat(timespec="seconds"),
         "seconds": time.monotonic() - STARTED, "workloads": [w.name for w in selected],
-        "environment": getattr(run, "env", {}), "images": getattr(run, "layers", {}), "workload_info": run.workload_info,
+        "environment": {**getattr(run, "env", {}), "ferry_snapshot": snapshot,
+                        "ferry_commit_at_end": _version(["git", "-C", REPO, "rev-parse", "HEAD"])},
+        "images": getattr(run, "layers", {}), "workload_info": run.workload_info,
         "settings": {"client_interval": args.client_interval, "gzip_variant": not args.no_gzip,
                      "ps_rounds": args.ps_rounds, "ps_per_round": args.ps_per_round},
         "samples": run.samples, "failures": run.failures, "notes": run.notes,

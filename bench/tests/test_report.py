@@ -68,3 +68,13 @@ def test_quick_and_profile_sections():
 
 def test_no_results_at_all():
     assert "No results yet" in report.render(None, None, None, {})
+
+
+def test_failure_reason_prefers_criu_errors_over_the_rlimit_noise():
+    error = ("podman checkpoint x: exit 125\nError: `/usr/bin/runc checkpoint` failed\nCRIU log: /p/dump.log:\n"
+             "(00.025917) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self\n"
+             "(00.136661) Error (criu/sk-inet.c:185): inet: In-flight connection (l) for 56474\n")
+    assert report.failure_reason(error) == "Error (criu/sk-inet.c:185): inet: In-flight connection (l) for 56474"
+    assert report.failure_reason("ferry restore x: exit 125\nferry: error: IP 10.90.0.2 is already leased") \
+        == "ferry: error: IP 10.90.0.2 is already leased"
+    assert report.failure_reason("just one line") == "just one line"

@@ -342,3 +342,14 @@ def test_keep_and_ignore_flags(host_a, host_b, workdir):
     host_b("rm", "-f", "flags-b")
     host_a("volume", "rm", "flagvol")
     host_b("volume", "rm", "flagvol")
+
+
+def test_rm_container_keeps_its_local_checkpoint(host_a):
+    host_a("run", "-d", "--rm", "--name", "ephemeral", "busybox", "sh", "-c", COUNTER)
+    track(host_a, "ephemeral")
+    wait_for(lambda: count(host_a, "ephemeral") > 3, "counter to count")
+    host_a("container", "checkpoint", "ephemeral")
+    assert host_a.inspect("ephemeral")["State"]["Status"] == "exited"  # not removed by --rm
+    host_a("container", "restore", "ephemeral")
+    assert host_a.inspect("ephemeral")["State"]["Status"] == "running"
+    host_a("rm", "-f", "ephemeral")

@@ -188,6 +188,10 @@ class Checkpoints:
                 remove_tree(images)
             raise
         finally:
+            if not options.leave_running:
+                # The monitor's exit command must see the marker, or an --rm
+                # container would take its checkpoint with it.
+                self.containers.wait_monitor(container)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(marker)
         return CheckpointResult(container.id, container.name, options.export, size,
