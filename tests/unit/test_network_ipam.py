@@ -108,3 +108,16 @@ def test_registry_leases_are_exclusive(tmp_path):
 def test_root_tag_is_short_and_stable():
     assert root_tag("/var/lib/ferry") == root_tag("/var/lib/ferry/") != root_tag("/tmp/x")
     assert len(root_tag("/tmp/x")) == 12
+
+
+def test_next_free_ip_rotates_after_the_last_allocation():
+    import ipaddress
+    net = ipaddress.IPv4Network("10.90.0.0/29")   # hosts .1 to .6, gateway .1
+    assert ipam.next_free_ip(net, "10.90.0.1", []) == "10.90.0.2"
+    assert ipam.next_free_ip(net, "10.90.0.1", [], after="10.90.0.3") == "10.90.0.4"
+    # an address just freed (.4) is not handed out again before the others
+    assert ipam.next_free_ip(net, "10.90.0.1", ["10.90.0.5"], after="10.90.0.4") == "10.90.0.6"
+    assert ipam.next_free_ip(net, "10.90.0.1", ["10.90.0.2"], after="10.90.0.6") == "10.90.0.3"
+    assert ipam.next_free_ip(net, "10.90.0.1", [], after="192.168.0.1") == "10.90.0.2"
+    with pytest.raises(Conflict):
+        ipam.next_free_ip(net, "10.90.0.1", [f"10.90.0.{i}" for i in range(2, 7)], after="10.90.0.2")

@@ -77,12 +77,21 @@ def check_container_ip(subnet: ipaddress.IPv4Network, gateway: str, text: str) -
     return str(address)
 
 
-def next_free_ip(subnet: ipaddress.IPv4Network, gateway: str, taken: Iterable[str]) -> str:
-    """The lowest host address that is neither the gateway nor taken."""
+def next_free_ip(subnet: ipaddress.IPv4Network, gateway: str, taken: Iterable[str],
+                 after: str | None = None) -> str:
+    """The first host address after `after` (wrapping round) that is neither the
+    gateway nor taken. Rotating, as DHCP servers do, keeps an address just freed
+    by `rm` from going to the next new container while its checkpoint waits to
+    be restored with it."""
     unavailable = set(taken) | {gateway}
-    for address in subnet.hosts():   # hosts() already skips network and broadcast
-        if str(address) not in unavailable:
-            return str(address)
+    first, count = int(subnet.network_address) + 1, max(subnet.num_addresses - 2, 0)
+    start = 0
+    if after is not None and ipaddress.IPv4Address(after) in subnet:
+        start = (int(ipaddress.IPv4Address(after)) - first + 1) % count if count else 0
+    for step in range(count):   # host addresses only: no network, no broadcast
+        address = str(ipaddress.IPv4Address(first + (start + step) % count))
+        if address not in unavailable:
+            return address
     raise Conflict(f"subnet {subnet} has no free address left",
                    hint="remove unused containers, or use a network with a larger subnet")
 

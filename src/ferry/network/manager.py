@@ -269,9 +269,12 @@ class NetworkManager:
                       if not self._reclaimable(lease)}
             if wanted_ip in leases:
                 raise self._taken(leases[wanted_ip])
-            chosen = Reservation(container_id, net.name,
-                                 wanted_ip or ipam.next_free_ip(subnet, net.gateway, leases),
+            allocated = wanted_ip or ipam.next_free_ip(subnet, net.gateway, leases,
+                                                       after=self.registry.cursor(net.bridge))
+            chosen = Reservation(container_id, net.name, allocated,
                                  self._choose_mac(wanted_mac, leases.values()))
+            if not wanted_ip:
+                self.registry.set_cursor(net.bridge, allocated)
             self._hold_lease(net, chosen)
             try:
                 with self.db.write() as conn:

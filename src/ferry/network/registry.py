@@ -95,6 +95,17 @@ class Registry:
         if _read_json(marker) != {"root": root}:
             atomic_write(marker, json.dumps({"root": root}))
 
+    def cursor(self, bridge: str) -> str | None:
+        """The address allocated last on this bridge, by any root."""
+        try:
+            with open(self._dir(bridge, "cursor")) as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_cursor(self, bridge: str, ip: str) -> None:
+        atomic_write(self._dir(bridge, "cursor"), ip)
+
     def unregister(self, bridge: str, root: str) -> None:
         try:
             os.unlink(self._dir(bridge, "roots", root_tag(root)))
