@@ -80,8 +80,9 @@ class Engine:
     def run_flags(self) -> tuple[str, ...]:
         return ()
 
-    def run(self, name: str, image: str, command: list[str], timeout: float = 120) -> None:
-        self.cli("run", "-d", "--name", name, *self.run_flags(), image, *command,
+    def run(self, name: str, image: str, command: list[str], timeout: float = 120, ip: str | None = None) -> None:
+        flags = ("--ip", ip) if ip else ()
+        self.cli("run", "-d", "--name", name, *flags, *self.run_flags(), image, *command,
                  desc=f"run {name}", timeout=timeout)
 
     def ip(self, name: str) -> str:

@@ -82,9 +82,11 @@ def summarise(stacks: list[tuple[list[str], int]], rate: float, top: int = 15,
     """Inclusive seconds per ferry function and self seconds per leaf frame,
     over the thread that ran ferry's CLI (the one whose stacks hold cli/main).
 
-    py-spy takes fewer samples than asked while both cores are busy (CRIU,
-    zstd workers), so when ferry's own duration is known the seconds are
-    shares of it rather than sample counts over the rate."""
+    Seconds are samples over the rate. py-spy takes fewer samples than asked
+    while both cores are busy (CRIU, zstd workers), so they undercount busy
+    stretches: ferry's --print-stats phases are the authority on seconds, the
+    profile on where inside a phase the time goes. `duration` (ferry's own)
+    is recorded beside them to show the shortfall."""
     threads: dict[str, list] = {}
     for frames, count in stacks:
         thread = frames[0] if frames and frames[0].startswith(("thread", "process")) else ""
@@ -111,10 +113,10 @@ def summarise(stacks: list[tuple[list[str], int]], rate: float, top: int = 15,
 
     def rows(counts: dict[str, int]) -> list[dict]:
         ordered = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
-        per_sample = (duration / total) if duration and total else 1 / rate
-        return [{"frame": k, "seconds": v * per_sample, "share": v / total if total else 0.0} for k, v in ordered]
+        return [{"frame": k, "seconds": v / rate, "share": v / total if total else 0.0} for k, v in ordered]
     others = {t: sum(c for _, c in s) / rate for t, s in threads.items() if t != main_thread}
-    return {"samples": total, "top": rows(inclusive), "self_top": rows(leaf), "other_threads_seconds": others}
+    return {"samples": total, "sampled_seconds": total / rate, "top": rows(inclusive), "self_top": rows(leaf),
+            "other_threads_seconds": others}
 
 
 def record(argv: list[str], out: str, rate: int, timeout: float) -> tuple[proc.Result, float]:

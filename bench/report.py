@@ -268,10 +268,13 @@ def profile_section(doc: dict, source: str) -> str:
              f"Raw data: `{source}`.", ""]
     for run in doc.get("runs", []):
         own = run.get("ferry_duration")
+        sampled = run.get("sampled_seconds", run.get("samples", 0) / (doc.get("rate") or 1))
         parts += [f"### {run['title']}", "", f"Wall time under py-spy {run.get('wall', 0):.2f} s"
-                  + (f" (ferry's own duration {own:.2f} s; seconds below are shares of it)" if own else "")
-                  + f"; {run.get('samples', 0)} samples of the CLI's main thread (`--idle`, so time spent "
-                  "waiting on runc, CRIU or compressor threads shows up in the frame that waits).", ""]
+                  + (f", ferry's own duration {own:.2f} s" if own else "")
+                  + f"; {run.get('samples', 0)} samples ({sampled:.2f} s) of the CLI's main thread, with "
+                  "`--idle`, so time spent waiting on runc, CRIU or compressor threads shows up in the frame "
+                  "that waits. py-spy drops samples while both cores are busy, so the phases are the "
+                  "authority on seconds and the tables on where the time goes inside them.", ""]
         if run.get("phases"):
             parts.append("Phases (`--print-stats`): " + ", ".join(
                 f"{k} {v / 1e6:.2f} s" for k, v in run["phases"].items()) + ".")

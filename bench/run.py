@@ -81,7 +81,11 @@ class Run:
     def start(self, engine: Engine, w: wl.Workload, name: str) -> dict:
         if engine.exists(name):
             engine.rm(name, force=True)
-        engine.run(name, w.image, list(w.command))
+        # ferry's address leases are machine-wide; between `rm` and `restore`
+        # another root (a test run) could take the lowest free address, so
+        # ferry's benchmark containers ask for addresses from the top of the subnet.
+        ip = wl.FERRY_IPS.get(w.name) if engine is self.ferry else None
+        engine.run(name, w.image, list(w.command), ip=ip)
         ip = engine.ip(name)
         wl.wait_ready(w, ip)
         info = wl.fill(w, ip)
@@ -381,8 +385,11 @@ def _version(argv: list[str]) -> str:
         done = proc.run(argv, desc=" ".join(argv), timeout=30, check=False)
     except BenchError as exc:
         return f"unavailable ({exc})"
-    text = (done.stdout or done.stderr).strip()
-    return text if argv[-3:-1] == ["status", "--porcelain"] else (text.splitlines()[0] if text else "")
+    text = (done.stdout or done.stderr).rstrip()
+    if "--porcelain" in argv:
+        return text   # "XY path" lines: the leading status column matters
+    text = text.strip()
+    return text.splitlines()[0] if text else ""
 
 
 def preflight() -> list[str]:

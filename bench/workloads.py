@@ -71,6 +71,9 @@ NGINX = Workload("nginx", "nginx", "localhost/bench-nginx:latest", tuple(NGINX_C
 QUICK = (redis(256),)
 FULL = (BUSYBOX, NGINX, redis(256), redis(1024), redis(2048))
 BY_NAME = {w.name: w for w in (*FULL,)}
+# Addresses for ferry's benchmark containers on its default network
+# (10.90.0.0/16), far from the low addresses IPAM hands out first.
+FERRY_IPS = {w.name: f"10.90.250.{10 + i}" for i, w in enumerate(FULL)}
 
 
 # ---- images -------------------------------------------------------------------

@@ -313,6 +313,8 @@ class Containers:
             except BaseException:
                 undo.run()
                 raise
+        if restore is not None:
+            self.networks.connect(container.id)  # CRIU is done: the sockets can answer now
         # A new IP/MAC pairing (a reused address, a restore, a move from another
         # host) must not wait for neighbours' ARP caches to expire.
         with contextlib.suppress(FerryError):
@@ -335,7 +337,7 @@ class Containers:
         rootfs.mount_overlay(self.images.layer_paths(image), os.path.join(directory, "upper"),
                              os.path.join(directory, "work"), target)
         undo.push(rootfs.unmount, target)
-        attachment = self.networks.attach(container.id)
+        attachment = self.networks.attach(container.id, isolated=restore is not None)
         undo.push(self.networks.detach, container.id)
         if config.ports:
             from ferry.network.ports import PortMapping

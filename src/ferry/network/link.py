@@ -112,18 +112,23 @@ def delete_netns(name: str) -> bool:
 
 
 def connect_container(*, netns: str, host_veth: str, alias: str, bridge: str, mac: str,
-                      ip: str, prefixlen: int, gateway: str) -> None:
+                      ip: str, prefixlen: int, gateway: str, carrier: bool = True) -> None:
     """A veth from `bridge` into `netns` as eth0 with a fixed MAC, its address, `lo`
-    and a default route via the gateway."""
+    and a default route via the gateway. Without `carrier` the host end stays
+    down, so no frame reaches the netns until set_carrier()."""
     _batch([f"link add {host_veth} type veth peer name {CONTAINER_IFNAME} address {mac} netns {netns}",
             f"link set {host_veth} alias {alias}",
-            f"link set {host_veth} master {bridge}",
-            f"link set {host_veth} up"], desc=f"connect {netns} to bridge {bridge}")
+            f"link set {host_veth} master {bridge}"]
+           + ([f"link set {host_veth} up"] if carrier else []), desc=f"connect {netns} to bridge {bridge}")
     _batch(["link set lo up",
             f"addr add {ip}/{prefixlen} dev {CONTAINER_IFNAME}",
             f"link set {CONTAINER_IFNAME} up",
             f"route add default via {gateway} dev {CONTAINER_IFNAME}"],
            desc=f"configure {CONTAINER_IFNAME} in {netns}", netns=netns)
+
+
+def set_carrier(host_veth: str) -> None:
+    proc.run(["ip", "link", "set", host_veth, "up"], desc=f"bring {host_veth} up")
 
 
 def veth_owners() -> dict[str, tuple[str, str]]:

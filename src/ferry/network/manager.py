@@ -351,8 +351,12 @@ class NetworkManager:
                           prefixlen=net.prefixlen, mac=reservation.mac, gateway=net.gateway,
                           host_veth=link.host_veth_name(reservation.container_id))
 
-    def attach(self, container_id: str) -> Attachment:
-        """Make the container's named netns, wired to its bridge with its reserved IP and MAC."""
+    def attach(self, container_id: str, *, isolated: bool = False) -> Attachment:
+        """Make the container's named netns, wired to its bridge with its reserved IP and MAC.
+
+        `isolated` keeps the wire cut until connect(): a container being restored
+        must not answer its peers' retransmissions with resets before CRIU has
+        put its TCP sockets back."""
         current = self.reservation(container_id)
         if current is None:
             raise NotFound(f"container {short(container_id)} has no network address",
@@ -370,7 +374,8 @@ class NetworkManager:
                 link.connect_container(netns=attachment.netns, host_veth=attachment.host_veth,
                                        alias=link.veth_alias(self.root_tag, container_id),
                                        bridge=net.bridge, mac=attachment.mac, ip=attachment.ip,
-                                       prefixlen=attachment.prefixlen, gateway=attachment.gateway)
+                                       prefixlen=attachment.prefixlen, gateway=attachment.gateway,
+                                       carrier=not isolated)
             except BaseException:
                 self._detach(container_id)
                 raise
@@ -404,6 +409,10 @@ class NetworkManager:
         if len(present) == len(wanted):
             return []
         return nft.delete_rules(present) + wanted
+
+    def connect(self, container_id: str) -> None:
+        """Restore the wire that attach(isolated=True) left cut."""
+        link.set_carrier(link.host_veth_name(container_id))
 
     def announce(self, container_id: str) -> None:
         """Send a gratuitous ARP from the attached container (after a restore or a
