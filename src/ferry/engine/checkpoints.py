@@ -27,7 +27,7 @@ from ferry.engine.containers import (CHECKPOINTING, EXITED, RUNNING, Container, 
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
-from ferry.util.fs import atomic_write, remove_tree
+from ferry.util.fs import atomic_write, remove_tree, remove_tree_later
 from ferry.util.timefmt import utc_now
 
 IMAGES = "checkpoint"            # CRIU images, inside the container dir and the archive
@@ -181,7 +181,7 @@ class Checkpoints:
                     self.containers.wait_monitor(container)
                     self.containers.cleanup(container.id)
                 if options.export and not options.keep:
-                    remove_tree(images)
+                    remove_tree_later(images)
                     self.containers.set_checkpointed(container.id, None)
         except BaseException:
             if options.leave_running or self.containers.get(container.id).state == RUNNING:
@@ -298,7 +298,7 @@ class Checkpoints:
             self.containers.start(container.id, restore=RestoreFrom(images, work, options.tcp_established))
         criu = _restore_stats(images, work)
         self.containers.set_checkpointed(container.id, None)
-        remove_tree(images)
+        remove_tree_later(images)
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu)
 
     def _restore_import(self, options: RestoreOptions, progress: Progress) -> RestoreResult:
@@ -352,7 +352,7 @@ class Checkpoints:
                 except FerryError as error:
                     raise self._keep_log(error, work, container.name) from None
             criu = _restore_stats(images, work)
-            remove_tree(images)
+            remove_tree_later(images)
             undo.steps.clear()
         except BaseException:
             undo.run()
