@@ -8,6 +8,7 @@ Each layer that keeps records owns its tables and declares them with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import threading
@@ -35,17 +36,31 @@ class Database:
         return conn
 
     def ensure(self, ddl: str) -> None:
-        """Create tables and indexes idempotently (CREATE ... IF NOT EXISTS)."""
+        """Create tables and indexes idempotently (CREATE ... IF NOT EXISTS).
+
+        Applied DDL is remembered by its hash, so that a command like `ferry ps`
+        reads one row instead of taking the write lock for every table."""
         if ddl in self._ensured:
             return
-        with self.write() as conn:
-            for statement in (s.strip() for s in ddl.split(";")):
-                if statement:
-                    conn.execute(statement)
+        digest = hashlib.sha256(ddl.encode()).hexdigest()
+        try:
+            applied = self.read().execute("SELECT 1 FROM ferry_schema WHERE digest = ?", (digest,)).fetchone()
+        except sqlite3.OperationalError:  # a new database: no ferry_schema yet
+            applied = None
+        if not applied:
+            with self.write() as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS ferry_schema (digest TEXT PRIMARY KEY)")
+                for statement in (s.strip() for s in ddl.split(";")):
+                    if statement:
+                        conn.execute(statement)
+                conn.execute("INSERT OR IGNORE INTO ferry_schema VALUES (?)", (digest,))
         self._ensured.add(ddl)
 
     def add_columns(self, table: str, columns: dict[str, str]) -> None:
         """Add columns a newer ferry needs to a table an older one created."""
+        have = {row["name"] for row in self.read().execute(f"PRAGMA table_info({table})")}
+        if set(columns) <= have:
+            return
         with self.write() as conn:
             have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
             for name, kind in columns.items():
