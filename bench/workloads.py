@@ -193,6 +193,9 @@ class Redis:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.sock.close()
 
     def command(self, *args, timeout: float | None = None):
