@@ -8,8 +8,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-# CRIU 4.2 lives in /usr/local/sbin; runc finds CRIU through PATH, so it must come first.
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# runc finds CRIU through PATH, so /usr/local/sbin (CRIU >= 4.2) must come first:
+# the same environment ferry gives the tools it runs.
+from ferry.util.proc import tool_env as env  # noqa: E402
 
 
 class BenchError(Exception):
@@ -23,13 +24,6 @@ class Result:
     stdout: str
     stderr: str
     seconds: float
-
-
-def env() -> dict[str, str]:
-    result = dict(os.environ)
-    rest = [p for p in result.get("PATH", "").split(":") if p and p not in PATH.split(":")]
-    result["PATH"] = ":".join([PATH, *rest])
-    return result
 
 
 def tail(text: str, lines: int = 6) -> str:
