@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 # runc finds CRIU through PATH, so /usr/local/sbin (CRIU >= 4.2) must come first:
 # the same environment ferry gives the tools it runs.
-from ferry.util.proc import tool_env as env  # noqa: E402
+from ferry.util.proc import TOOL_PATH, tool_env as env  # noqa: E402,F401
 
 
 class BenchError(Exception):

@@ -397,13 +397,13 @@ def preflight() -> list[str]:
     if os.geteuid() != 0:
         raise BenchError("the benchmarks need root (runc, CRIU, namespaces)")
     for tool in ("podman", "runc", "criu", "conmon", "unshare", "nsenter", "iptables-save"):
-        if not any(os.access(os.path.join(d, tool), os.X_OK) for d in proc.PATH.split(":")):
+        if not any(os.access(os.path.join(d, tool), os.X_OK) for d in proc.TOOL_PATH.split(":")):
             raise BenchError(f"{tool} is not installed (make bench installs podman; run make setup first)")
     criu = proc.run(["criu", "--version"], desc="criu --version", timeout=30).stdout
     version = next((line.split(":", 1)[1].strip() for line in criu.splitlines() if line.startswith("Version")), "")
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < (4, 2):
-        raise BenchError(f"CRIU on PATH ({proc.PATH}) is {version or 'unknown'}; runc needs CRIU >= 4.2 "
+        raise BenchError(f"CRIU on PATH ({proc.TOOL_PATH}) is {version or 'unknown'}; runc needs CRIU >= 4.2 "
                          "first in PATH (/usr/local/sbin/criu, from make setup)")
     with open("/proc/sys/fs/pipe-max-size") as f:
         current = int(f.read())

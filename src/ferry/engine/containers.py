@@ -318,7 +318,7 @@ class Containers:
         # A new IP/MAC pairing (a reused address, a restore, a move from another
         # host) must not wait for neighbours' ARP caches to expire.
         with contextlib.suppress(FerryError):
-            self.networks.announce(container.id)
+            self.networks.announce(container.id, wait=False)
         now = utc_now()
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET state = ?, pid = ?, started_at = ?, exit_code = NULL, "

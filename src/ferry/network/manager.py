@@ -414,17 +414,23 @@ class NetworkManager:
         """Restore the wire that attach(isolated=True) left cut."""
         link.set_carrier(link.host_veth_name(container_id))
 
-    def announce(self, container_id: str) -> None:
+    def announce(self, container_id: str, *, wait: bool = True) -> None:
         """Send a gratuitous ARP from the attached container (after a restore or a
-        migration), so the bridge and its peers relearn where its MAC lives."""
+        migration), so the bridge and its peers relearn where its MAC lives.
+        Without `wait` it goes out in the background: a restore's caller (and its
+        clients) need not wait the 60 ms a Python start costs."""
         current = self.reservation(container_id)
         netns = link.netns_name(container_id)
         if current is None or not link.netns_exists(netns):
             raise NotFound(f"container {short(container_id)} is not attached to a network",
                            hint="attach it first")
-        proc.run(["ip", "netns", "exec", netns, sys.executable, "-m", "ferry.network.garp",
-                  link.CONTAINER_IFNAME, current.ip, current.mac],
-                 desc=f"announce {current.ip} of container {short(container_id)}")
+        argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "ferry.network.garp",
+                link.CONTAINER_IFNAME, current.ip, current.mac]
+        desc = f"announce {current.ip} of container {short(container_id)}"
+        if wait:
+            proc.run(argv, desc=desc)
+        else:
+            proc.spawn(argv, desc=desc, new_session=True)
 
     def detach(self, container_id: str) -> None:
         """Delete the container's netns and veth (its lease stays); idempotent."""
