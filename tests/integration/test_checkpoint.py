@@ -105,7 +105,11 @@ def test_local_checkpoint_and_in_place_restore_keep_memory(host_a):
     host_a("run", "-d", "--name", "counter", "busybox", "sh", "-c", COUNTER)
     track(host_a, "counter")
     wait_for(lambda: count(host_a, "counter") > 5, "counter to count")
+    with open("/proc/sys/fs/pipe-max-size", "w") as knob:
+        knob.write("1048576")  # the kernel's default, too small for CRIU's page pipes
     stats = json.loads(host_a("container", "checkpoint", "counter", "--print-stats").stdout)
+    with open("/proc/sys/fs/pipe-max-size") as knob:
+        assert int(knob.read()) >= 64 << 20  # ferry raised it before dumping
     entry = stats["container_statistics"][0]
     assert entry["criu_statistics"]["pages_written"] > 0
     assert entry["criu_statistics"]["frozen_time"] > 0

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from ferry.checkpoint import archive
-from ferry.checkpoint.criu import DumpStats, read_dump_stats, read_restore_stats
+from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.containers import (CHECKPOINTING, EXITED, RUNNING, Container, ContainerConfig, Containers,
                                      RestoreFrom, Undo)
 from ferry.engine.volumes import VolumeSpec
@@ -156,6 +156,7 @@ class Checkpoints:
         for path in (images, work):
             remove_tree(path)
             os.makedirs(path, mode=0o700)
+        ensure_pipe_max_size()  # CRIU's page pipes must be able to grow (HOST-NOTES)
         marker = os.path.join(directory, CHECKPOINTING)
         atomic_write(marker, "")
         try:
