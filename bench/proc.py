@@ -3,7 +3,6 @@ call, wall time measured around the call, and one clear error on failure."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass

@@ -15,7 +15,6 @@ import ipaddress
 import json
 import os
 import secrets
-import socket
 import subprocess
 import tarfile
 import threading

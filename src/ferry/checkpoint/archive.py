@@ -47,6 +47,7 @@ from ferry.image.digest import DIGEST_RE
 from ferry.store.ids import MAX_NAME, NAME_RE
 from ferry.util import proc
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, ToolError, UsageError
+from ferry.util.fs import fsync_dir
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "COMPRESSIONS", "Member", "HostInfo", "Manifest",
            "WriteResult", "host_info", "compression_for", "write_archive", "read_archive",
@@ -713,11 +714,7 @@ def _write_atomically(path: str, head_size: int, make_sink: Callable[[int], _Sin
         if isinstance(exc, OSError):
             raise FerryError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(directory)
     return size
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
-from ferry.engine.containers import (CHECKPOINTING, EXITED, RUNNING, Container, ContainerConfig, Containers,
+from ferry.engine.containers import (CHECKPOINTING, RUNNING, Container, ContainerConfig, Containers,
                                      RestoreFrom, Undo)
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids

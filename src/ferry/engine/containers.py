@@ -14,7 +14,7 @@ import signal as signals
 import sqlite3
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Iterator
 
 from ferry.engine.volumes import VolumeSpec, Volumes
@@ -23,7 +23,6 @@ from ferry.runtime.runc import Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import Layout
-from ferry.util import proc
 from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import atomic_write, remove_tree
 from ferry.util.locks import file_lock
@@ -406,29 +405,19 @@ class Containers:
             return replace(container, state=EXITED)
 
     def _wait_exit(self, container: Container, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         exit_file = os.path.join(self.dir(container.id), "exit.json")
-        while True:
-            if os.path.exists(exit_file) or not _alive(container.pid):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(EXIT_WAIT_POLL)
+        return _poll(lambda: os.path.exists(exit_file) or not _alive(container.pid), timeout)
 
     def wait_exit_recorded(self, container: Container, timeout: float = 30) -> None:
         """Until the monitor has drained the output and written the exit code."""
         exit_file = os.path.join(self.dir(container.id), "exit.json")
         monitor = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(exit_file) and _alive(monitor) and time.monotonic() < deadline:
-            time.sleep(EXIT_WAIT_POLL / 5)
+        _poll(lambda: os.path.exists(exit_file) or not _alive(monitor), timeout, EXIT_WAIT_POLL / 5)
 
     def wait_monitor(self, container: Container, timeout: float = 30) -> None:
         """The monitor drains the last output after the exit; let it finish."""
         pid = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
-        deadline = time.monotonic() + timeout
-        while pid and _alive(pid) and time.monotonic() < deadline:
-            time.sleep(EXIT_WAIT_POLL)
+        _poll(lambda: not _alive(pid), timeout)
 
     def cleanup(self, name_or_id: str) -> Container:
         """Release what a stopped container holds while it runs; idempotent."""
@@ -576,6 +565,16 @@ def _signal_name(signal: str) -> str:
     if not hasattr(signals, "SIG" + text):
         raise UsageError(f"unknown signal {signal!r}", hint="use a name like TERM or KILL, or a number")
     return text
+
+
+def _poll(done, timeout: float, interval: float = EXIT_WAIT_POLL) -> bool:
+    """Wait for `done()` with a deadline; True when it came true."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def _alive(pid: int | None) -> bool:

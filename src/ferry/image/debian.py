@@ -19,6 +19,7 @@ from typing import Callable
 from ferry.image.manifest import DEFAULT_PATH_ENV, ImageConfig, normalise_port
 from ferry.util import proc
 from ferry.util.errors import NotFound, ToolError, UsageError
+from ferry.util.fs import remove_tree, unmount_under
 from ferry.util.locks import file_lock
 
 log = logging.getLogger("ferry.image.debian")
@@ -136,28 +137,6 @@ def mirror_in_sources(text: str, suite: str) -> str | None:
     return None
 
 
-def _mount_points_below(path: str) -> list[str]:
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == path or point.startswith(path.rstrip("/") + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
-def unmount_below(path: str) -> None:
-    """debootstrap mounts /proc and /sys in its target; a failed run can leave
-    them, and a recursive delete must never reach through them."""
-    for point in _mount_points_below(path):
-        proc.run(["umount", "-l", point], desc=f"unmount {point}", check=False)
-
-
-def _remove_tree(path: str) -> None:
-    unmount_below(path)
-    proc.run(["rm", "-rf", "--one-file-system", "--", path], desc=f"remove {path}")
-
-
 def _empty_dir(path: str) -> None:
     for name in os.listdir(path) if os.path.isdir(path) else ():
         entry = os.path.join(path, name)
@@ -230,7 +209,7 @@ def rootfs_tar(recipe: Recipe, *, cache_dir: str = CACHE_DIR,
                 result = proc.run([*argv, recipe.suite, rootfs, mirror], desc="debootstrap",
                                   timeout=BUILD_TIMEOUT, check=False)
             finally:
-                unmount_below(rootfs)
+                unmount_under(rootfs)  # debootstrap mounts /proc and /sys in its target
             if result.returncode != 0:
                 detail = os.path.join(rootfs, "debootstrap", "debootstrap.log")
                 full_log = result.stdout + result.stderr
@@ -249,5 +228,5 @@ def rootfs_tar(recipe: Recipe, *, cache_dir: str = CACHE_DIR,
             os.replace(building, tar_path)
             log.debug("cached %s as %s", recipe.describe(), tar_path)
         finally:
-            _remove_tree(work)
+            remove_tree(work)
     return tar_path

@@ -31,8 +31,8 @@ from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, config_d
                                   select_platform)
 from ferry.store.db import Database
 from ferry.store.layout import Layout
-from ferry.util import proc
 from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
+from ferry.util.fs import remove_tree
 from ferry.util.locks import file_lock
 
 if TYPE_CHECKING:
@@ -91,11 +91,6 @@ def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _remove_tree(path: str) -> None:
-    # Never cross into another filesystem: something may be mounted below (HOST-NOTES).
-    proc.run(["rm", "-rf", "--one-file-system", "--", path], desc=f"remove {path}")
-
-
 def _not_found(text: str) -> NotFound:
     return NotFound(f"image {text!r} not found",
                     hint="see 'ferry images'; pull, load or import it first")
@@ -131,7 +126,7 @@ class _Staging:
         if expected_diff_id:
             digests.verify(expected_diff_id, unpacked.diff_id, f"{what} (uncompressed)")
         if self.has_layer(unpacked.diff_id):
-            _remove_tree(dest)
+            remove_tree(dest)
         else:
             self.layers[unpacked.diff_id] = _StagedLayer(dest, unpacked.size)
         return unpacked.diff_id
@@ -308,16 +303,16 @@ class ImageStore:
                 self._collect_garbage()
                 raise
             finally:
-                _remove_tree(staging.path)
+                remove_tree(staging.path)
 
     def _sweep(self) -> None:
         """Remove temp dirs and layer dirs or blobs no record points to."""
         for name in os.listdir(self.tmp_root):
-            _remove_tree(os.path.join(self.tmp_root, name))
+            remove_tree(os.path.join(self.tmp_root, name))
         known = {r[0] for r in self.db.read().execute("SELECT dir FROM image_layers")}
         for name in os.listdir(self.layer_root):
             if name not in known:
-                _remove_tree(os.path.join(self.layer_root, name))
+                remove_tree(os.path.join(self.layer_root, name))
         wanted = set()
         for image_id, manifest_digest in self.db.read().execute("SELECT id, digest FROM images"):
             wanted.update({f"sha256:{image_id}", manifest_digest})

@@ -25,7 +25,12 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename or create in `directory` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dir_fd)
     finally:
@@ -59,9 +64,15 @@ def remove_tree(path: str) -> None:
     from ferry.util import proc
     if not os.path.lexists(path):
         return
+    unmount_under(path)
+    proc.run(["rm", "-rf", "--one-file-system", "--", path], desc=f"remove {path}")
+
+
+def unmount_under(path: str) -> None:
+    """Lazily unmount everything at or below `path`, deepest first."""
+    from ferry.util import proc
     for point in mounts_under(path):
         proc.run(["umount", "-l", point], desc=f"unmount {point}", check=False)
-    proc.run(["rm", "-rf", "--one-file-system", path], desc=f"remove {path}")
 
 
 def remove_tree_later(path: str) -> None:
