@@ -103,8 +103,31 @@ def _command_names(parser) -> set[str]:
     return set(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
 
 
-def test_partial_parser_knows_the_command_and_full_parser_knows_all():
-    assert "ps" in _command_names(cli.build_parser("ps"))
-    assert "network" in _command_names(cli.build_parser("network"))
-    assert {"run", "images", "network", "container", "volume", "system", "pull"} <= _command_names(
-        cli.build_parser())
+def _subparsers(parser) -> dict:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_partial_parser_builds_only_the_command():
+    for word in ("ps", "network", "images", "version", "volume"):
+        assert _command_names(cli.build_parser(word)) == {word}
+    container = _subparsers(cli.build_parser("container"))["container"]
+    assert {"run", "ls", "ps", "checkpoint", "restore", "cleanup", "inspect"} <= _command_names(container)
+
+
+def test_full_parser_lists_every_command_in_help_order():
+    assert list(_subparsers(cli.build_parser())) == [
+        "version", "info", "system", "run", "container", "ps", "logs", "stop", "restart", "start",
+        "kill", "rm", "exec", "inspect", "volume", "images", "pull", "load", "rmi", "image", "network"]
+
+
+def test_an_unknown_command_gets_the_full_parser_for_its_error(capsys):
+    assert _command_names(cli.build_parser("bogus")) == _command_names(cli.build_parser())
+    code, _, err = run(capsys, "bogus")
+    assert code == cli.EXIT_USAGE and "unknown command 'bogus' for 'ferry'" in err
+
+
+def test_partial_and_full_parsers_read_ps_flags_alike():
+    for argv in (["ps"], ["ps", "-a", "-q"], ["container", "ls", "--all", "--format", "json"]):
+        partial = cli.build_parser(cli.command_word(argv)).parse_args(argv)
+        full = cli.build_parser().parse_args(argv)
+        assert vars(partial) == vars(full)

@@ -31,14 +31,15 @@ def Engine(root):  # noqa: N802  (reads like the class it returns)
 LOG_FOLLOW_POLL = 0.1
 
 
-def register(commands) -> None:
-    _run_parser(commands)
-    for parent in (commands, _container_group(commands)):
-        _lifecycle(parent)
-    _volume_group(commands)
+def register(commands, only: str | None = None) -> bool:
+    """Add the container and volume commands to ferry's top-level subparsers, or with
+    `only`, just that one if it is ours. True when it added `only`."""
+    from ferry.cli.main import add_commands   # main imports this module
+    return add_commands(commands, {"run": _run_parser, "container": _container_group, **_LIFECYCLE,
+                                   "volume": _volume_group}, only)
 
 
-def _container_group(commands):
+def _container_group(commands) -> None:
     group = commands.add_parser("container", help="manage containers")
     sub = group.add_subparsers(title="container commands", metavar="COMMAND")
     group.set_defaults(handler=_needs_sub(group))
@@ -51,7 +52,8 @@ def _container_group(commands):
     listing = sub.add_parser("ls", help="list containers")
     _ps_flags(listing)
     listing.set_defaults(handler=cmd_ps)
-    return sub
+    for build in _LIFECYCLE.values():
+        build(sub)
 
 
 def _needs_sub(parser):
@@ -93,37 +95,56 @@ def _ps_flags(p) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
 
 
-def _lifecycle(sub) -> None:
+def _add_ps(sub) -> None:
     ps = sub.add_parser("ps", help="list containers")
     _ps_flags(ps)
     ps.set_defaults(handler=cmd_ps)
 
+
+def _add_logs(sub) -> None:
     logs = sub.add_parser("logs", help="show a container's output")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("container")
     logs.set_defaults(handler=cmd_logs)
 
-    for verb, text in (("stop", "stop running containers"), ("restart", "restart containers")):
-        p = sub.add_parser(verb, help=text)
-        p.add_argument("-t", "--time", type=_non_negative, default=DEFAULT_STOP_TIMEOUT,
-                       help="seconds to wait before killing")
-        p.add_argument("containers", nargs="+")
-        p.set_defaults(handler=cmd_stop if verb == "stop" else cmd_restart)
 
+def _add_stop(sub) -> None:
+    _add_stopping(sub, "stop", "stop running containers", cmd_stop)
+
+
+def _add_restart(sub) -> None:
+    _add_stopping(sub, "restart", "restart containers", cmd_restart)
+
+
+def _add_stopping(sub, verb: str, text: str, handler) -> None:
+    p = sub.add_parser(verb, help=text)
+    p.add_argument("-t", "--time", type=_non_negative, default=DEFAULT_STOP_TIMEOUT,
+                   help="seconds to wait before killing")
+    p.add_argument("containers", nargs="+")
+    p.set_defaults(handler=handler)
+
+
+def _add_start(sub) -> None:
     start = sub.add_parser("start", help="start stopped containers")
     start.add_argument("containers", nargs="+")
     start.set_defaults(handler=cmd_start)
 
+
+def _add_kill(sub) -> None:
     kill = sub.add_parser("kill", help="send a signal to running containers")
     kill.add_argument("-s", "--signal", default="KILL")
     kill.add_argument("containers", nargs="+")
     kill.set_defaults(handler=cmd_kill)
 
+
+def _add_rm(sub) -> None:
     rm = sub.add_parser("rm", help="remove containers")
     rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     rm.add_argument("containers", nargs="+")
     rm.set_defaults(handler=cmd_rm)
 
+
+def _add_exec(sub) -> None:
     exe = sub.add_parser("exec", help="run a command in a running container")
     exe.add_argument("-i", "--interactive", action="store_true")
     exe.add_argument("-t", "--tty", action="store_true")
@@ -134,10 +155,18 @@ def _lifecycle(sub) -> None:
     exe.add_argument("command", nargs=argparse.REMAINDER)
     exe.set_defaults(handler=cmd_exec)
 
+
+def _add_inspect(sub) -> None:
     inspect = sub.add_parser("inspect", help="show containers' configuration and state")
     inspect.add_argument("-f", "--format", default="json", help="json, or a template like '{{.State.Status}}'")
     inspect.add_argument("containers", nargs="+")
     inspect.set_defaults(handler=cmd_inspect)
+
+
+# The verbs ferry takes both at the top level and under `ferry container`, in help order.
+_LIFECYCLE = {"ps": _add_ps, "logs": _add_logs, "stop": _add_stop, "restart": _add_restart,
+              "start": _add_start, "kill": _add_kill, "rm": _add_rm, "exec": _add_exec,
+              "inspect": _add_inspect}
 
 
 def _non_negative(text: str) -> int:

@@ -275,14 +275,17 @@ def _add_rmi(commands, name: str, aliases=()) -> None:
     parser.set_defaults(handler=cmd_rmi)
 
 
-def register(commands) -> None:
-    """Add the image commands to ferry's top-level subparsers."""
-    from ferry.cli.main import Parser, _needs_subcommand
+def register(commands, only: str | None = None) -> bool:
+    """Add the image commands to ferry's top-level subparsers, or with `only`, just
+    that one if it is ours. True when it added `only`."""
+    from ferry.cli.main import add_commands   # main imports this module
+    return add_commands(commands, {"images": lambda c: _add_images(c, "images"), "pull": _add_pull,
+                                   "load": _add_load, "rmi": lambda c: _add_rmi(c, "rmi"),
+                                   "image": _add_image_group}, only)
 
-    _add_images(commands, "images")
-    _add_pull(commands)
-    _add_load(commands)
-    _add_rmi(commands, "rmi")
+
+def _add_image_group(commands) -> None:
+    from ferry.cli.main import Parser, _needs_subcommand
 
     image = commands.add_parser("image", help="manage images")
     group = image.add_subparsers(title="image commands", metavar="COMMAND", parser_class=Parser)

@@ -56,9 +56,22 @@ def _subcommands(parser: argparse.ArgumentParser, title: str):
     return parser.add_subparsers(title=title, metavar="COMMAND", parser_class=Parser)
 
 
+def add_commands(commands, builders: dict[str, Callable], only: str | None) -> bool:
+    """Run each `builders[word](commands)`, or with `only`, just that one if it is
+    among them. True when `only` was among them."""
+    if only is not None:
+        if only not in builders:
+            return False
+        builders = {only: builders[only]}
+    for build in builders.values():
+        build(commands)
+    return True
+
+
 def build_parser(command: str | None = None) -> Parser:
-    """The whole command line, or with `command`, only as much of it as that
-    command needs: building all ~50 parsers costs `ferry ps` a third of its time."""
+    """The whole command line, or with `command`, only that command's parser: building
+    all ~50 parsers (~150 arguments, a gettext lookup each) would cost `ferry ps` a
+    third of its time."""
     parser = Parser(prog="ferry", description="ferry moves running containers: run, "
                     "checkpoint to one archive, restore anywhere, live-migrate.")
     parser.add_argument("--version", action="version", version=f"ferry version {ferry.__version__}")
@@ -68,15 +81,44 @@ def build_parser(command: str | None = None) -> Parser:
     parser.add_argument("--debug", action="store_true",
                         help="log every tool ferry runs and show tracebacks")
     commands = _subcommands(parser, "commands")
+    # An unknown word is claimed by no module: then build everything, for the error.
+    if command is None or not any(register(commands, command) for register in _registrars()):
+        for register in _registrars():
+            register(commands, None)
+    return parser
 
+
+def _registrars():
+    """Each command module's register(commands, only), in help order; a module is
+    imported only when reached, so `ferry ps` never loads the image commands."""
+    yield _register
+    from ferry.cli import containers
+    yield containers.register
+    from ferry.cli import images
+    yield images.register
+    from ferry.cli import networks
+    yield networks.register
+
+
+def _register(commands, only: str | None) -> bool:
+    """This module's own commands: version, info, system."""
+    return add_commands(commands, {"version": _add_version, "info": _add_info, "system": _add_system},
+                        only)
+
+
+def _add_version(commands) -> None:
     version = commands.add_parser("version", help="show ferry's version")
     version.add_argument("--format", choices=("text", "json"), default="text")
     version.set_defaults(handler=cmd_version)
 
+
+def _add_info(commands) -> None:
     info = commands.add_parser("info", help="show where this root keeps its state")
     info.add_argument("--format", choices=("text", "json"), default="text")
     info.set_defaults(handler=cmd_info)
 
+
+def _add_system(commands) -> None:
     system = commands.add_parser("system", help="host-level commands")
     system_commands = _subcommands(system, "system commands")
     check = system_commands.add_parser(
@@ -88,13 +130,6 @@ def build_parser(command: str | None = None) -> Parser:
     prune = system_commands.add_parser("prune", help="remove exited containers and what a crash left behind")
     prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     prune.set_defaults(handler=cmd_system_prune)
-
-    from ferry.cli import containers, images, networks
-    for module in (containers, images, networks):
-        if command is not None and command in commands.choices:
-            break
-        module.register(commands)
-    return parser
 
 
 def command_word(argv: Sequence[str]) -> str | None:

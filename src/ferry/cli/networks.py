@@ -7,8 +7,14 @@ from ferry.cli import render
 DRIVER = "bridge"
 
 
-def register(commands) -> None:
-    """Add `network` to the top-level subparsers of ferry.cli.main.build_parser."""
+def register(commands, only: str | None = None) -> bool:
+    """Add `network` to the top-level subparsers of ferry.cli.main.build_parser, unless
+    `only` names another command. True when it added `only`."""
+    from ferry.cli.main import add_commands   # main imports this module
+    return add_commands(commands, {"network": _add_network}, only)
+
+
+def _add_network(commands) -> None:
     from ferry.cli.main import _needs_subcommand, _subcommands   # main imports this module
 
     network = commands.add_parser("network", help="manage container networks")
