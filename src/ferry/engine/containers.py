@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Iterator
 
+from ferry.engine.listing import CREATED, EXITED, RUNNING, has_exited, open_table, process_alive
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
 from ferry.runtime.runc import Runc, remove_cgroup_parents
@@ -28,23 +29,6 @@ from ferry.util.fs import atomic_write, remove_tree
 from ferry.util.locks import file_lock
 from ferry.util.timefmt import utc_now
 
-DDL = """
-CREATE TABLE IF NOT EXISTS containers (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    image_id TEXT NOT NULL,
-    config TEXT NOT NULL,
-    state TEXT NOT NULL,
-    pid INTEGER,
-    exit_code INTEGER,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    checkpointed_at TEXT
-)
-"""
-
-CREATED, RUNNING, EXITED = "created", "running", "exited"
 # Extra CRIU options runc passes on via the org.criu.config annotation:
 # a server taking new connections while it is dumped must not fail the dump
 # (HOST-NOTES: "In-flight connection"), and the network lock uses nftables,
@@ -160,8 +144,7 @@ class Containers:
         self.db = db
         self.engine = engine  # images, networks and volumes load on first use: `ferry ps` needs none
         self.runc = Runc(os.path.join(layout.root, "runc"))
-        db.ensure(DDL)
-        db.add_columns("containers", {"checkpointed_at": "TEXT"})
+        open_table(db)
 
     @property
     def images(self):
@@ -405,27 +388,25 @@ class Containers:
             return replace(container, state=EXITED)
 
     def _wait_exit(self, container: Container, timeout: float) -> bool:
-        exit_file = os.path.join(self.dir(container.id), "exit.json")
-        return _poll(lambda: os.path.exists(exit_file) or not _alive(container.pid), timeout)
+        return _poll(lambda: has_exited(self.dir(container.id), container.pid), timeout)
 
     def wait_exit_recorded(self, container: Container, timeout: float = 30) -> None:
         """Until the monitor has drained the output and written the exit code."""
         exit_file = os.path.join(self.dir(container.id), "exit.json")
         monitor = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
-        _poll(lambda: os.path.exists(exit_file) or not _alive(monitor), timeout, EXIT_WAIT_POLL / 5)
+        _poll(lambda: os.path.exists(exit_file) or not process_alive(monitor), timeout, EXIT_WAIT_POLL / 5)
 
     def wait_monitor(self, container: Container, timeout: float = 30) -> None:
         """The monitor drains the last output after the exit; let it finish."""
         pid = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
-        _poll(lambda: not _alive(pid), timeout)
+        _poll(lambda: not process_alive(pid), timeout)
 
     def cleanup(self, name_or_id: str) -> Container:
         """Release what a stopped container holds while it runs; idempotent."""
         container = self.get(name_or_id, refresh=False)
         with self._lock(container.id):
             container = self.get(container.id, refresh=False)
-            if container.state == RUNNING and _alive(container.pid) \
-                    and not os.path.exists(os.path.join(self.dir(container.id), "exit.json")):
+            if container.state == RUNNING and not has_exited(self.dir(container.id), container.pid):
                 return container  # still running: nothing to clean
             self.runc.delete(container.id)
             self.networks.unpublish(container.id)
@@ -450,8 +431,7 @@ class Containers:
         """Catch up with a container that exited while no ferry command watched."""
         if container.state != RUNNING:
             return container
-        exited = os.path.exists(os.path.join(self.dir(container.id), "exit.json"))
-        if exited or not _alive(container.pid):
+        if has_exited(self.dir(container.id), container.pid):
             self.wait_monitor(container, timeout=5)
             try:
                 return self.cleanup(container.id)
@@ -575,17 +555,6 @@ def _poll(done, timeout: float, interval: float = EXIT_WAIT_POLL) -> bool:
             return False
         time.sleep(interval)
     return True
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _read_json(path: str) -> dict | None:

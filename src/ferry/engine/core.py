@@ -46,6 +46,12 @@ class Engine:
         from ferry.engine.containers import Containers
         return Containers(self.layout, self.db, self)
 
+    @cached_property
+    def listing(self):
+        """`ps` without loading Containers (runc, OCI spec, network), which would double its time."""
+        from ferry.engine.listing import Listing
+        return Listing(self.layout, self.db, self)
+
     def prune(self) -> list[str]:
         """Remove exited containers, then whatever a crash left behind."""
         removed = []
