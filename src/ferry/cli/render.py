@@ -5,10 +5,9 @@ from __future__ import annotations
 import io
 import json
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
     from ferry.host.probes import Check
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import sqlite3
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 BUSY_TIMEOUT_MS = 30_000
 

@@ -14,8 +14,8 @@ def utc_now() -> str:
 def parse(timestamp: str) -> dt.datetime:
     base, _, fraction = timestamp.rstrip("Z").partition(".")
     micros = int((fraction + "000000")[:6]) if fraction else 0
-    return dt.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(
-        microsecond=micros, tzinfo=dt.timezone.utc)
+    # fromisoformat, not strptime: _strptime costs `ferry ps` 3 ms to import.
+    return dt.datetime.fromisoformat(base).replace(microsecond=micros, tzinfo=dt.timezone.utc)
 
 
 def ago(timestamp: str, now: dt.datetime | None = None) -> str:
