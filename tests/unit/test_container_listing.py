@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -151,3 +153,24 @@ def test_a_zombie_is_not_alive():
             assert f.read().rsplit(")", 1)[1].split()[0] == "Z"
     finally:
         child.wait()
+
+
+HEAVY = ("dataclasses", "typing", "logging", "_strptime", "ferry.engine.containers", "ferry.runtime.runc",
+         "ferry.network.manager", "ferry.image.store", "ferry.cli.images", "rich")
+
+
+@pytest.mark.parametrize("argv", [["ps"], ["ps", "-a", "--format", "json"], ["container", "ls", "-q"]])
+def test_ps_loads_no_module_it_does_not_need(tmp_path, argv):
+    """`ferry ps` must start as fast as podman's: it lists from the table, so it may
+    load neither the runtime, the network, the image store nor the slow stdlib modules."""
+    code = f"""
+        import contextlib, io, json, os, sys
+        os.geteuid = lambda: 0  # Engine.db asks for root; the listing itself needs none
+        from ferry.cli import main as cli
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = cli.main(["--root", {str(tmp_path / "root")!r}, *{argv!r}])
+        print(json.dumps([code, sorted(set({HEAVY!r}) & set(sys.modules))]))
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            check=True)
+    assert json.loads(result.stdout) == [0, []]

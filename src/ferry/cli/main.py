@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +10,7 @@ from collections.abc import Callable, Sequence
 import ferry
 from ferry.cli import render
 from ferry.store.layout import DEFAULT_ROOT, Layout
+from ferry.util import log
 from ferry.util.errors import (BadArchive, Conflict, FerryError, Incompatible, NotFound,
                                PermissionDenied, ToolError, UsageError)
 
@@ -216,8 +216,8 @@ def cmd_system_prune(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="ferry: %(name)s: %(message)s", stream=sys.stderr)
+    log.configure(level="DEBUG" if debug else "WARNING", format="ferry: %(name)s: %(message)s",
+                  stream=sys.stderr)
     try:
         args = build_parser(command_word(argv)).parse_args(argv)
         if not hasattr(args, "handler"):
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except FerryError as error:
         if debug:
-            logging.getLogger("ferry").exception("failed")
+            log.get_logger("ferry").exception("failed")
         render.error(error.message, hint=error.hint)
         return exit_code_for(error)
     except KeyboardInterrupt:

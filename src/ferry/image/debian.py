@@ -8,7 +8,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -21,8 +20,9 @@ from ferry.util import proc
 from ferry.util.errors import NotFound, ToolError, UsageError
 from ferry.util.fs import remove_tree, unmount_under
 from ferry.util.locks import file_lock
+from ferry.util.log import get_logger
 
-log = logging.getLogger("ferry.image.debian")
+log = get_logger("ferry.image.debian")
 
 CACHE_DIR = "/var/cache/ferry/debian"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import logging
 import os
 import shutil
 import stat
@@ -27,8 +26,9 @@ import zstandard
 
 from ferry.image.digest import CHUNK, HashingReader
 from ferry.util.errors import BadArchive
+from ferry.util.log import get_logger
 
-log = logging.getLogger("ferry.image.layers")
+log = get_logger("ferry.image.layers")
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WHITEOUT_PREFIX = ".wh."

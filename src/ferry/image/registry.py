@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 import re
 import ssl
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ import httpx
 from ferry.image import digest as digests
 from ferry.image.manifest import ACCEPT
 from ferry.util.errors import FerryError, NotFound, PermissionDenied, ToolError, UsageError
+from ferry.util.log import get_logger
 
-log = logging.getLogger("ferry.image.registry")
+log = get_logger("ferry.image.registry")
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0

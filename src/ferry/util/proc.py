@@ -7,15 +7,15 @@ of what the tool printed. Unit tests fake tools by replacing `_execute`.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
 from ferry.util.errors import NotFound, ToolError
+from ferry.util.log import get_logger
 
-log = logging.getLogger("ferry.proc")
+log = get_logger("ferry.proc")
 
 # Tools installed by `make setup` live in /usr/local/sbin; a caller's PATH
 # (cron, CI, sudo) may lack the sbin directories.
