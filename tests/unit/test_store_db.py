@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
+from ferry.store import db as db_module
 from ferry.store.db import Database
 
 DDL = "CREATE TABLE IF NOT EXISTS things (name TEXT PRIMARY KEY); CREATE INDEX IF NOT EXISTS by_name ON things(name)"
@@ -36,3 +39,33 @@ def test_write_rolls_back_on_error(tmp_path):
             conn.execute("INSERT INTO things (name) VALUES ('half')")
             raise RuntimeError("boom")
     assert db.read().execute("SELECT COUNT(*) FROM things").fetchone()[0] == 0
+
+
+def test_an_applied_schema_is_checked_without_the_write_lock(tmp_path, monkeypatch):
+    """Every command ensures its tables; when they are current, that must not wait
+    for (or take) SQLite's write lock, which another ferry may hold for long."""
+    path = str(tmp_path / "ferry.db")
+    Database(path).ensure(DDL)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 50)
+    try:
+        again = Database(path)
+        again.ensure(DDL)
+        assert again.read().execute("SELECT COUNT(*) FROM things").fetchone()[0] == 0
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            again.ensure(DDL + "; CREATE INDEX IF NOT EXISTS by_name_too ON things(name)")  # new: must write
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_a_changed_schema_is_applied_once(tmp_path):
+    path = str(tmp_path / "ferry.db")
+    Database(path).ensure(DDL)
+    grown = DDL + "; CREATE TABLE IF NOT EXISTS others (name TEXT)"
+    Database(path).ensure(grown)
+    Database(path).ensure(grown)
+    db = Database(path)
+    assert db.read().execute("SELECT COUNT(*) FROM ferry_schema").fetchone()[0] == 2
+    assert db.read().execute("SELECT name FROM sqlite_master WHERE name = 'others'").fetchone()
