@@ -155,7 +155,7 @@ def test_a_zombie_is_not_alive():
         child.wait()
 
 
-HEAVY = ("dataclasses", "typing", "logging", "_strptime", "ferry.engine.containers", "ferry.runtime.runc",
+HEAVY = ("dataclasses", "typing", "logging", "_strptime", "hashlib", "ferry.engine.containers", "ferry.runtime.runc",
          "ferry.network.manager", "ferry.image.store", "ferry.cli.images", "rich")
 
 

@@ -19,7 +19,7 @@ def test_ensure_is_idempotent_across_connections(tmp_path):
     again.ensure(DDL)
     with again.write() as conn:
         conn.execute("INSERT INTO things VALUES ('a')")
-    assert again.read().execute("SELECT COUNT(*) FROM ferry_schema").fetchone()[0] == 1
+    assert again.read().execute("SELECT COUNT(*) FROM ferry_schema_ddl").fetchone()[0] == 1
 
 
 def test_add_columns_upgrades_an_old_table(tmp_path):
@@ -67,5 +67,19 @@ def test_a_changed_schema_is_applied_once(tmp_path):
     Database(path).ensure(grown)
     Database(path).ensure(grown)
     db = Database(path)
-    assert db.read().execute("SELECT COUNT(*) FROM ferry_schema").fetchone()[0] == 2
+    assert db.read().execute("SELECT COUNT(*) FROM ferry_schema_ddl").fetchone()[0] == 2
     assert db.read().execute("SELECT name FROM sqlite_master WHERE name = 'others'").fetchone()
+
+
+def test_a_database_from_an_older_ferry_keeps_its_rows(tmp_path):
+    """An older ferry recorded sha256 digests of the DDL in ferry_schema."""
+    path = str(tmp_path / "ferry.db")
+    old = sqlite3.connect(path, isolation_level=None)
+    old.executescript(DDL + "; CREATE TABLE ferry_schema (digest TEXT PRIMARY KEY);"
+                      "INSERT INTO ferry_schema VALUES ('" + "a" * 64 + "'); INSERT INTO things VALUES ('kept')")
+    old.close()
+    db = Database(path)
+    db.ensure(DDL)
+    tables = {row[0] for row in db.read().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"things", "ferry_schema_ddl"}
+    assert [row["name"] for row in db.read().execute("SELECT name FROM things")] == ["kept"]
