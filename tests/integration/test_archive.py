@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from ferry.checkpoint.archive import Manifest, read_archive, read_manifest, write_archive
+from ferry.checkpoint.archive import Manifest, read_archive, read_manifest
+from ferry.checkpoint.archive_write import write_archive
 from ferry.checkpoint.criu import Criu
 from ferry.checkpoint.hostinfo import host_info
 from ferry.host import probes

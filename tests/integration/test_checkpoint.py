@@ -165,6 +165,40 @@ def test_redis_keys_and_tcp_connection_survive_restore_under_new_name(host_a, re
     host_a("rm", "-f", "other")
 
 
+def _scratch_mounts(root: str) -> list[str]:
+    with open("/proc/self/mounts") as f:
+        return [line for line in f if line.startswith("ferry-scratch ") and root in line]
+
+
+def test_large_memory_is_compressed_while_criu_writes_it(host_a, redis_image, workdir):
+    """A page image past FOLLOW_MIN goes into the archive during the dump,
+    through a tmpfs that is gone afterwards, and every key comes back."""
+    host_a("run", "-d", "--name", "big", "redis")
+    ip = track(host_a, "big")["NetworkSettings"]["IPAddress"]
+    client = wait_for(lambda: _connect(ip, 6379), "redis to listen")
+    assert client.command("DEBUG", "POPULATE", "600000") == "OK"
+    client.close()
+
+    archive = str(workdir / "big.tar.zst")
+    stats = host_a.json("container", "checkpoint", "big", "--export", archive, "--print-stats")
+    entry = stats["container_statistics"][0]
+    assert entry["archive_streamed"] >= 32 << 20, entry
+    assert entry["archive_size"] == os.path.getsize(archive)
+    assert _scratch_mounts(host_a.root) == []
+    host_a("rm", "big")
+
+    stats = host_a.json("container", "restore", "--import", archive, "--print-stats")
+    host_a.seen.add(stats["container_statistics"][0]["Id"])
+    assert stats["container_statistics"][0]["criu_statistics"]["pages_restored"] > (32 << 20) // 4096
+    assert _scratch_mounts(host_a.root) == []
+    assert os.listdir(os.path.join(host_a.root, "tmp")) == []
+    client = wait_for(lambda: _connect(ip, 6379), "restored redis")
+    assert client.command("DBSIZE") == 600000
+    assert client.command("GET", "key:599999") == "value:599999"
+    client.close()
+    host_a("rm", "-f", "big")
+
+
 def _connect(host: str, port: int):
     try:
         return Redis(host, port, timeout=5)
@@ -297,6 +331,7 @@ def test_hostile_archives_are_refused_with_nothing_created(host_a, workdir):
 
 def test_failed_criu_restore_leaves_nothing_and_keeps_the_log(host_a, workdir):
     from ferry.checkpoint import archive as ckpt_archive
+    from ferry.checkpoint.archive_write import write_archive
     host_a("run", "-d", "--name", "broken", "busybox", "sleep", "600")
     track(host_a, "broken")
     good = str(workdir / "broken.tar")
@@ -308,7 +343,7 @@ def test_failed_criu_restore_leaves_nothing_and_keeps_the_log(host_a, workdir):
     with open(os.path.join(unpacked, core), "r+b") as f:
         f.truncate(8)  # a valid archive whose CRIU images CRIU cannot use
     damaged = str(workdir / "damaged.tar")
-    ckpt_archive.write_archive(damaged, unpacked, [m.name for m in manifest.members],
+    write_archive(damaged, unpacked, [m.name for m in manifest.members],
                                container=manifest.container, compression="none")
     before = host_a.names()
     done = host_a("container", "restore", "--file", damaged, check=False)

@@ -21,13 +21,15 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from ferry.checkpoint import archive
+from ferry.checkpoint.archive_write import ArchiveWriter, WriteResult
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.containers import (CHECKPOINTING, RUNNING, Container, ContainerConfig, Containers,
                                      RestoreFrom, Undo)
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
+from ferry.runtime.runc import memory_in_use
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
-from ferry.util.fs import atomic_write, remove_tree, remove_tree_later
+from ferry.util.fs import atomic_write, remove_tree, remove_tree_later, tmpfs_if_it_fits
 from ferry.util.timefmt import utc_now
 
 IMAGES = "checkpoint"            # CRIU images, inside the container dir and the archive
@@ -94,6 +96,7 @@ class CheckpointResult:
     name: str
     archive: str | None
     archive_size: int
+    archive_streamed: int   # archive member bytes compressed while CRIU was still writing them
     seconds: float
     phases: dict
     criu: DumpStats | None
@@ -104,7 +107,8 @@ class CheckpointResult:
                  "runtime_checkpoint_duration": int(self.phases.get("runc_checkpoint", 0) * 1e6),
                  "criu_statistics": _criu_stats(self.criu), "ferry_phases": _micros(self.phases)}
         if self.archive:
-            entry.update(archive=self.archive, archive_size=self.archive_size)
+            entry.update(archive=self.archive, archive_size=self.archive_size,
+                         archive_streamed=self.archive_streamed)
         return {"ferry_checkpoint_duration": int(self.seconds * 1e6), "container_statistics": [entry]}
 
 
@@ -156,16 +160,27 @@ class Checkpoints:
         for path in (images, work):
             remove_tree(path)
             os.makedirs(path, mode=0o700)
+        if options.export and not options.keep:
+            # Images that only pass through on their way into the archive.
+            tmpfs_if_it_fits(images, memory_in_use(container.id))
         ensure_pipe_max_size()  # CRIU's page pipes must be able to grow (HOST-NOTES)
         marker = os.path.join(directory, CHECKPOINTING)
         atomic_write(marker, "")
+        writer = None
         try:
+            if options.export:
+                writer = ArchiveWriter(options.export, compression=compression,
+                                       container=_archive_identity(container))
+                writer.follow(images, IMAGES, _is_pages_image)   # compress while CRIU writes
             progress("dump", 0, 1)
             with timer.phase("runc_checkpoint"):
                 self.containers.runc.checkpoint(container.id, images=images, work=work,
                                                 leave_running=options.leave_running,
                                                 tcp_established=options.tcp_established)
             progress("dump", 1, 1)
+            if writer:
+                with timer.phase("archive_follow"):
+                    writer.stop_following(complete=True)
             if not options.leave_running:
                 # Once the monitor has the exit, the log is complete. Its exit
                 # command then releases mounts, netns and rules in its own process,
@@ -174,9 +189,9 @@ class Checkpoints:
                     self.containers.wait_exit_recorded(container)
                 self.containers.set_checkpointed(container.id, utc_now())
             criu_stats = read_dump_stats(work)  # runc has CRIU write stats to its work dir
-            size = 0
-            if options.export:
-                size = self._export(container, options, compression, timer, progress)
+            written = None
+            if writer:
+                written = self._export(writer, container, options, timer, progress)
             if not options.leave_running:
                 with timer.phase("stop"):
                     self.containers.wait_monitor(container)
@@ -185,6 +200,8 @@ class Checkpoints:
                     remove_tree_later(images)
                     self.containers.set_checkpointed(container.id, None)
         except BaseException:
+            if writer:
+                writer.abort()
             if options.leave_running or self.containers.get(container.id).state == RUNNING:
                 remove_tree(images)
             raise
@@ -195,11 +212,12 @@ class Checkpoints:
                 self.containers.wait_monitor(container)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(marker)
-        return CheckpointResult(container.id, container.name, options.export, size,
+        return CheckpointResult(container.id, container.name, options.export,
+                                written.size if written else 0, written.streamed if written else 0,
                                 time.monotonic() - started, timer.phases, criu_stats)
 
-    def _export(self, container: Container, options: CheckpointOptions, compression: str,
-                timer: Timer, progress: Progress) -> int:
+    def _export(self, writer: ArchiveWriter, container: Container, options: CheckpointOptions,
+                timer: Timer, progress: Progress) -> WriteResult:
         directory = self.containers.dir(container.id)
         staged: list[str] = []   # members made only for the archive, removed afterwards
         try:
@@ -217,11 +235,7 @@ class Checkpoints:
             if os.path.exists(os.path.join(directory, LOG)):
                 names.append(LOG)
             with timer.phase("archive_write"):
-                result = archive.write_archive(
-                    options.export, directory, names, compression=compression, progress=progress,
-                    container={"id": container.id, "name": container.name, "image": container.config.image,
-                               "image_id": container.image_id, "image_digest": container.config.image_digest})
-            return result.size
+                return writer.commit(directory, names, progress=progress)
         finally:
             for path in staged:
                 with contextlib.suppress(FileNotFoundError):
@@ -305,10 +319,15 @@ class Checkpoints:
     def _restore_import(self, options: RestoreOptions, progress: Progress) -> RestoreResult:
         started, timer = time.monotonic(), Timer()
         os.makedirs(self.layout.tmp, mode=0o700, exist_ok=True)
-        staging = os.path.join(self.layout.tmp, f"import-{ids.new_id()[:12]}")
+        scratch = os.path.join(self.layout.tmp, f"import-{ids.new_id()[:12]}")
+        staging = os.path.join(scratch, "archive")
         undo = Undo()
         try:
             with timer.phase("archive_read"):
+                size = archive.read_manifest(options.import_path).total_size
+                os.mkdir(scratch, 0o700)
+                # CRIU reads the images once; they need never reach the disk.
+                tmpfs_if_it_fits(scratch, size)
                 manifest = archive.read_archive(options.import_path, staging, progress=progress)
             saved = _load_json(staging, CONFIG_DUMP)
             try:
@@ -333,9 +352,8 @@ class Checkpoints:
             undo.steps += attempt.steps
             directory = self.containers.dir(container.id)
             with timer.phase("files"):
-                os.rename(os.path.join(staging, IMAGES), os.path.join(directory, IMAGES))
                 if os.path.exists(os.path.join(staging, LOG)):
-                    os.rename(os.path.join(staging, LOG), os.path.join(directory, LOG))
+                    shutil.move(os.path.join(staging, LOG), os.path.join(directory, LOG))
                 if not options.ignore_rootfs and os.path.exists(os.path.join(staging, ROOTFS_DIFF)):
                     upper = os.path.join(directory, "upper")
                     os.makedirs(upper, mode=0o755, exist_ok=True)
@@ -345,7 +363,7 @@ class Checkpoints:
                     self._restore_volumes(container, staging, undo)
             work = os.path.join(directory, WORK)
             os.makedirs(work, mode=0o700)
-            images = os.path.join(directory, IMAGES)
+            images = os.path.join(staging, IMAGES)
             with timer.phase("runc_restore"):
                 try:
                     self.containers.start(container.id,
@@ -353,13 +371,12 @@ class Checkpoints:
                 except FerryError as error:
                     raise self._keep_log(error, work, container.name) from None
             criu = _restore_stats(images, work)
-            remove_tree_later(images)
             undo.steps.clear()
         except BaseException:
             undo.run()
             raise
         finally:
-            remove_tree(staging)
+            remove_tree_later(scratch)
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu)
 
     def _image_for(self, manifest, options: RestoreOptions):
@@ -439,6 +456,16 @@ def _restore_hint(clash: Conflict, config: ContainerConfig) -> Conflict:
     elif "name" in text:
         clash.hint = "restore with --name NEW"
     return clash
+
+
+def _archive_identity(container: Container) -> dict:
+    return {"id": container.id, "name": container.name, "image": container.config.image,
+            "image_id": container.image_id, "image_digest": container.config.image_digest}
+
+
+def _is_pages_image(name: str) -> bool:
+    """CRIU's memory images: nearly all of a dump's bytes, written one after another."""
+    return name.startswith("pages-") and name.endswith(".img")
 
 
 def _load_json(directory: str, name: str):

@@ -114,6 +114,18 @@ def quote_runc_log(log_path: str, lines: int = 2) -> str:
     return " | ".join(m for m in messages[-lines:] if m)
 
 
+def memory_in_use(container_id: str) -> int | None:
+    """Bytes charged to the container's memory cgroup (v1 or v2); None if unknown."""
+    for path in (f"/sys/fs/cgroup/memory/{CGROUP_PARENT}/{container_id}/memory.usage_in_bytes",
+                 f"/sys/fs/cgroup/{CGROUP_PARENT}/{container_id}/memory.current"):
+        try:
+            with open(path) as f:
+                return int(f.read())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def remove_cgroup_parents() -> None:
     """Drop ferry's empty parent cgroups that runc leaves behind; busy ones stay."""
     for path in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}") + \

@@ -75,6 +75,29 @@ def unmount_under(path: str) -> None:
         proc.run(["umount", "-l", point], desc=f"unmount {point}", check=False)
 
 
+def memory_available() -> int:
+    """MemAvailable of /proc/meminfo, in bytes."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def tmpfs_if_it_fits(path: str, need: int | None) -> bool:
+    """Mount a private tmpfs on the empty directory `path` when `need` bytes
+    fit in memory with room to spare, and say whether it did. CRIU images
+    written there cost no disk writeback, and deleting them is free."""
+    from ferry.util import proc
+    available = memory_available()
+    if need is None or need + need // 4 + (512 << 20) > available:
+        return False
+    # The size is only a ceiling: tmpfs takes memory as files fill it.
+    proc.run(["mount", "-t", "tmpfs", "-o", f"mode=0700,size={available}", "ferry-scratch", path],
+             desc=f"mount a tmpfs on {path}")
+    return True
+
+
 def remove_tree_later(path: str) -> None:
     """Move a tree out of the way now and delete it in the background: a GiB of
     CRIU images takes 0.4 s to unlink, which no caller should wait for."""

@@ -1,0 +1,672 @@
+"""Writing checkpoint archives (archive.py holds the format and the reader).
+
+Each file is read once, hashed (xxh3_128) and streamed into a multi-threaded
+compressor (zstandard with threads, or pigz) in a 0600 temp file beside the
+target; commit() fsyncs it and renames it into place.
+
+The manifest must come first, but its digests are known last. So the body
+starts after a room left for the manifest, and the manifest fills the room at
+the end, padded with spaces (JSON allows them) to the room's exact size. If it
+outgrows the room, the body is copied behind a new head instead. The room is
+a frame of exactly known size (a stored gzip member, a raw zstd frame), and
+concatenated members and frames are plain gzip and zstd.
+
+Files that another process is still writing (CRIU's page images during a
+dump) can be followed: each goes in as it grows, in its own zstd frame, behind
+a tar header whose room is filled once the file is complete. Compression then
+runs beside the dump rather than after it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import stat
+import struct
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import xxhash
+import zstandard
+
+from ferry.checkpoint.archive import (BLOCK, CHUNK, COMPRESSIONS, FORMAT_VERSION, GZIP_MAGIC, MANIFEST_NAME,
+                                      ZSTD_MAGIC,
+                                      HostInfo, Manifest, Member, Progress, _check_container, _end, _grow_pipe,
+                                      _padding, _pigz, _Reporter, _write_all, host_info, shown,
+                                      unsafe_name_reason, utc_now)
+from ferry.util import proc
+from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
+from ferry.util.fs import fsync_dir
+
+__all__ = ["ArchiveWriter", "WriteResult", "write_archive"]
+
+log = logging.getLogger("ferry.checkpoint.archive")
+
+# gzip level 1 is 3-5x faster than the default and costs a few percent of
+# size on memory pages; the archive must not be what a checkpoint waits on.
+GZIP_LEVEL = 1
+STORED_BLOCK_MAX = 0xFFFF      # deflate stored block
+ZSTD_BLOCK_MAX = 128 << 10     # zstd block
+TAR_END = bytes(2 * BLOCK)
+
+# Memory pages: zstd's double-fast search with a short chain table. On redis
+# pages it costs what level 1 costs and writes archives no larger than
+# podman's (level 3 is as small, and 25-40% slower).
+PAGES_ZSTD = dict(strategy=zstandard.STRATEGY_DFAST, window_log=19, chain_log=14, hash_log=16,
+                  min_match=6, search_log=1)
+# Small bodies, where CPU does not matter: level 3 with an 8 MiB window also
+# finds the pages that several processes (nginx's workers) share.
+SMALL_ZSTD_LEVEL, SMALL_ZSTD_WINDOW_LOG = 3, 23
+SMALL_BODY = 64 << 20
+# Large bodies go in independent frames of this size, compressed by a pool of
+# threads. zstd's own threads in streaming mode kept the 2 cores here only
+# half busy (3.3 s against 2.2 s for 1.17 GiB), and the window (512 KiB) makes
+# the frame boundaries cost nothing in size.
+FRAME_BYTES = 32 << 20
+# A followed file streams once it reaches this size. Smaller ones wait for the
+# final frame, where they compress together (and the window spans them).
+FOLLOW_MIN = 32 << 20
+FOLLOW_POLL = 0.05        # seconds a follower sleeps when nothing happens
+MANIFEST_ROOM = 32 << 10  # bytes of JSON a followed archive leaves for its manifest
+
+
+def _zstd_params(body_size: int | None) -> tuple[zstandard.ZstdCompressionParameters, int]:
+    """Parameters and frame size for a body of `body_size` bytes (None: unknown, large)."""
+    if body_size is not None and body_size <= SMALL_BODY:
+        return zstandard.ZstdCompressionParameters.from_level(
+            SMALL_ZSTD_LEVEL, source_size=body_size, window_log=SMALL_ZSTD_WINDOW_LOG, write_checksum=1), SMALL_BODY
+    return zstandard.ZstdCompressionParameters(**PAGES_ZSTD, write_checksum=1), FRAME_BYTES
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: str
+    size: int              # bytes of the archive file
+    write_seconds: float   # from the writer's start to the rename
+    streamed: int          # member bytes that went in while they were being written
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    path: str
+    size: int
+
+
+def _open_input(path: str, name: str) -> tuple[int, os.stat_result]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"cannot archive {shown(name)}: it does not exist") from None
+    except OSError as exc:
+        raise FerryError(f"cannot archive {shown(name)}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FerryError(f"cannot archive {shown(name)}: not a regular file")
+    return fd, info
+
+
+def _input(source_dir: str, name: str) -> _Input:
+    path = os.path.join(source_dir, name)
+    fd, info = _open_input(path, name)
+    os.close(fd)
+    return _Input(name, path, info.st_size)
+
+
+def _changed(name: str) -> FerryError:
+    return FerryError(f"{shown(name)} changed while the archive was being written",
+                      hint="nothing may write into a checkpoint while it is archived; checkpoint again")
+
+
+def _copy_hashed(item: _Input, sink: "_Sink", reporter: _Reporter) -> str:
+    """Stream one complete file into the sink; its xxh3_128 digest."""
+    fd, before = _open_input(item.path, item.name)
+    try:
+        if before.st_size != item.size:
+            raise _changed(item.name)
+        digest = xxhash.xxh3_128()
+        buffer = memoryview(bytearray(CHUNK))
+        copied = 0
+        while copied < item.size:
+            count = os.readv(fd, [buffer[:min(CHUNK, item.size - copied)]])
+            if not count:
+                raise _changed(item.name)
+            digest.update(buffer[:count])
+            sink.write(buffer[:count])
+            copied += count
+            reporter.add(count)
+        after = os.fstat(fd)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise _changed(item.name)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _tar_header(name: str, size: int, mtime: int, form: int = tarfile.PAX_FORMAT) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o600
+    info.mtime = mtime
+    info.type = tarfile.REGTYPE
+    info.uname = info.gname = ""
+    return info.tobuf(form, "utf-8", "strict")
+
+
+def _fixed_header(name: str, size: int, mtime: int) -> bytes:
+    """One 512-byte block whatever the size (GNU base-256 above 8 GiB), so
+    its room can be left before the size is known."""
+    header = _tar_header(name, size, mtime, tarfile.GNU_FORMAT)
+    if len(header) != BLOCK:
+        raise ValueError(f"cannot follow {shown(name)}: its name needs more than one tar header block")
+    return header
+
+
+def _stored_gzip_member(data: bytes) -> bytes:
+    """`data` as one gzip member of stored (uncompressed) deflate blocks."""
+    parts = [GZIP_MAGIC + b"\x08\x00\x00\x00\x00\x00\x00\xff"]   # deflate, no flags, no mtime, OS unknown
+    starts = range(0, len(data), STORED_BLOCK_MAX) or [0]
+    for start in starts:
+        chunk = data[start:start + STORED_BLOCK_MAX]
+        last = start + STORED_BLOCK_MAX >= len(data)
+        parts.append(struct.pack("<BHH", last, len(chunk), len(chunk) ^ 0xFFFF) + chunk)
+    parts.append(struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF))
+    return b"".join(parts)
+
+
+def _raw_zstd_frame(data: bytes) -> bytes:
+    """`data` as one zstd frame of raw (uncompressed) blocks."""
+    parts = [ZSTD_MAGIC + b"\xe0" + struct.pack("<Q", len(data))]   # single segment, 8-byte size
+    starts = range(0, len(data), ZSTD_BLOCK_MAX) or [0]
+    for start in starts:
+        chunk = data[start:start + ZSTD_BLOCK_MAX]
+        last = start + ZSTD_BLOCK_MAX >= len(data)
+        parts.append((len(chunk) << 3 | last).to_bytes(3, "little") + chunk)
+    return b"".join(parts)
+
+
+def _framed(compression: str, data: bytes) -> bytes:
+    if compression == "zstd":
+        return _raw_zstd_frame(data)
+    if compression == "gzip":
+        return _stored_gzip_member(data)
+    return data
+
+
+# ---- sinks: where a body of members goes ---------------------------------
+
+class _Sink:
+    """The temp file at its current offset, through a compressor or not.
+    write() is done with `data` when it returns: callers reuse their buffers."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _PlainSink(_Sink):
+    def __init__(self, fd: int):
+        self._fd = fd
+
+    def write(self, data) -> None:
+        _write_all(self._fd, data)
+
+
+class _ZstdSink(_Sink):
+    """zstd frames of at most frame_size bytes each, compressed in a pool of
+    threads (python-zstandard releases the GIL) and written in order. Frame
+    buffers are reused: fresh ones cost a page fault per 4 KiB."""
+
+    def __init__(self, fd: int, body_size: int | None):
+        self._fd = fd
+        self._params, self._frame_size = _zstd_params(body_size)
+        if body_size is not None:
+            self._frame_size = max(1, min(self._frame_size, body_size))
+        self._workers = os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ferry-zstd")
+        self._local = threading.local()
+        self._free: list[bytearray] = []
+        self._buffer: bytearray | None = None
+        self._filled = 0
+        self._frames: collections.deque[tuple[Future, bytearray]] = collections.deque()
+
+    def _compress(self, data: memoryview) -> bytes:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = zstandard.ZstdCompressor(compression_params=self._params)
+        return compressor.compress(data)
+
+    def write(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            if self._buffer is None:
+                self._buffer = self._free.pop() if self._free else bytearray(self._frame_size)
+                self._filled = 0
+            count = min(len(view), self._frame_size - self._filled)
+            self._buffer[self._filled:self._filled + count] = view[:count]
+            self._filled += count
+            view = view[count:]
+            if self._filled == self._frame_size:
+                self._submit()
+
+    def _submit(self) -> None:
+        buffer = self._buffer if self._buffer is not None else bytearray()
+        data = memoryview(buffer)[:self._filled]
+        self._buffer, self._filled = None, 0
+        self._frames.append((self._pool.submit(self._compress, data), buffer))
+        while len(self._frames) > self._workers:   # bounds the memory held in flight
+            self._write_oldest()
+
+    def _write_oldest(self) -> None:
+        frame, buffer = self._frames.popleft()
+        _write_all(self._fd, frame.result())
+        self._free.append(buffer)
+
+    def finish(self) -> None:
+        if self._buffer is not None or not self._frames:
+            self._submit()
+        while self._frames:
+            self._write_oldest()
+        self._pool.shutdown()
+
+    def abort(self) -> None:
+        for frame, _ in self._frames:
+            frame.cancel()
+        self._pool.shutdown(wait=True)
+
+
+class _PigzSink(_Sink):
+    def __init__(self, fd: int, pigz: str):
+        self._process = proc.spawn([pigz, f"-{GZIP_LEVEL}", "-c"], desc="pigz compression",
+                                   stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.PIPE)
+        self._pipe = self._process.stdin.fileno()
+        _grow_pipe(self._pipe)
+
+    def write(self, data: bytes) -> None:
+        try:
+            _write_all(self._pipe, data)
+        except BrokenPipeError:
+            raise self._failure() from None
+
+    def finish(self) -> None:
+        self._process.stdin.close()
+        if self._process.wait() != 0:
+            raise self._failure()
+        self._process.stderr.close()
+
+    def _failure(self) -> ToolError:
+        self._process.kill()
+        code = self._process.wait()
+        said = self._process.stderr.read().decode(errors="replace")
+        return ToolError("pigz compression", code, proc.tail(said))
+
+    def abort(self) -> None:
+        _end(self._process)
+
+
+class _ZlibGzipSink(_Sink):
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+
+    def write(self, data: bytes) -> None:
+        _write_all(self._fd, self._deflate.compress(data))
+
+    def finish(self) -> None:
+        _write_all(self._fd, self._deflate.flush())
+
+
+def _sink_for(compression: str, fd: int, body_size: int | None) -> _Sink:
+    if compression == "zstd":
+        return _ZstdSink(fd, body_size)
+    if compression == "gzip":
+        pigz = _pigz()
+        return _PigzSink(fd, pigz) if pigz else _ZlibGzipSink(fd)
+    return _PlainSink(fd)
+
+
+# ---- the writer ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Streamed:
+    member: Member
+    path: str
+    identity: tuple   # (inode, size, mtime_ns) when the member was closed
+
+
+class _FollowAbandoned(Exception):
+    """Following cannot be trusted; the archive is written from the files instead."""
+
+
+class ArchiveWriter:
+    """One archive on its way to `path`. follow() (optional) streams growing
+    files while they are written; commit() adds the complete files, puts the
+    manifest first and renames the archive into place. A writer that is not
+    committed leaves nothing behind once abort() (or the with block) ends it.
+    """
+
+    def __init__(self, path: str, *, container: dict, compression: str, host: HostInfo | None = None,
+                 manifest_room: int = MANIFEST_ROOM):
+        if compression not in COMPRESSIONS:
+            raise UsageError(f"unknown compression {compression!r}", hint="use zstd, gzip or none")
+        _check_container(container)
+        self.path = path
+        self.compression = compression
+        self._container = dict(container)
+        self._host = host if host is not None else host_info()
+        self._created, self._mtime = utc_now(), int(time.time())
+        self._started = time.monotonic()
+        self._room = manifest_room
+        self._head_size = len(self._head_frame(bytes(manifest_room)))
+        self._streamed: list[_Streamed] = []
+        self._follower: _Follower | None = None
+        self._directory = os.path.dirname(os.path.abspath(path))
+        try:
+            # mkstemp creates the file 0600, so process memory is never readable by others.
+            self._fd, self._temp = tempfile.mkstemp(dir=self._directory,
+                                                    prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        except FileNotFoundError:
+            raise NotFound(f"cannot write {path}: directory {self._directory} does not exist") from None
+        except OSError as exc:
+            raise FerryError(f"cannot write {path}: {exc.strerror}") from None
+        os.lseek(self._fd, self._head_size, os.SEEK_SET)
+
+    def __enter__(self) -> "ArchiveWriter":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.abort()
+
+    # -- following growing files --
+    def follow(self, directory: str, prefix: str, select: Callable[[str], bool]) -> None:
+        """Stream the files of `directory` that `select` picks (as prefix/NAME)
+        while another process writes them, until stop_following(). gzip
+        archives are written by pigz in one stream, so they do not follow."""
+        if self.compression == "gzip" or self._follower is not None:
+            return
+        self._follower = _Follower(self, directory, prefix, select)
+
+    def stop_following(self, *, complete: bool) -> None:
+        """complete=True once the writing process has ended: each followed
+        file is read to its end. A check that a closed file changed afterwards
+        makes the writer start over from the files."""
+        follower, self._follower = self._follower, None
+        if follower is None:
+            return
+        try:
+            follower.stop(complete)
+            if complete:
+                for item in self._streamed:
+                    info = os.stat(item.path, follow_symlinks=False)
+                    if (info.st_ino, info.st_size, info.st_mtime_ns) != item.identity:
+                        raise _FollowAbandoned(f"{item.member.name} changed after it was closed")
+        except _FollowAbandoned as why:
+            log.warning("writing %s from the files instead of following them: %s", self.path, why)
+            self._streamed.clear()
+            os.ftruncate(self._fd, self._head_size)
+            os.lseek(self._fd, self._head_size, os.SEEK_SET)
+
+    def _begin_member(self, name: str) -> int:
+        """Leave room for a member's header; where the room starts."""
+        offset = os.lseek(self._fd, 0, os.SEEK_CUR)
+        os.lseek(self._fd, len(_framed(self.compression, bytes(BLOCK))), os.SEEK_CUR)
+        return offset
+
+    def _end_member(self, name: str, path: str, header_offset: int, size: int, digest: str,
+                    identity: tuple) -> None:
+        if _padding(size):
+            _write_all(self._fd, _framed(self.compression, bytes(_padding(size))))
+        header = _framed(self.compression, _fixed_header(name, size, self._mtime))
+        if os.pwrite(self._fd, header, header_offset) != len(header):
+            raise OSError(f"short write of the header of {shown(name)}")
+        self._streamed.append(_Streamed(Member(name, size, digest), path, identity))
+
+    # -- completing --
+    def commit(self, source_dir: str, names: list[str], progress: Progress | None = None) -> WriteResult:
+        """Add the complete files `names` (relative to source_dir, in this
+        order; those already streamed are skipped), then the manifest; fsync
+        and rename into place."""
+        if self._fd < 0:
+            raise RuntimeError("the archive writer has ended")
+        self.stop_following(complete=True)
+        names = list(names)
+        for name in names:
+            reason = unsafe_name_reason(name) or ("reserved for the manifest" if name == MANIFEST_NAME else None)
+            if reason:
+                raise ValueError(f"cannot archive {shown(name)}: {reason}")
+        if len(set(names)) != len(names):
+            raise ValueError("a name is given twice")
+        done = {item.member.name for item in self._streamed}
+        inputs = [_input(source_dir, name) for name in names if name not in done]
+        headers = [_tar_header(item.name, item.size, self._mtime) for item in inputs]
+        body_size = sum(len(h) + i.size + _padding(i.size) for h, i in zip(headers, inputs)) + len(TAR_END)
+        reporter = _Reporter(progress, "write", sum(i.size for i in inputs))
+        sink = _sink_for(self.compression, self._fd, body_size)
+        try:
+            digests = []
+            for header, item in zip(headers, inputs):
+                sink.write(header)
+                digests.append(_copy_hashed(item, sink, reporter))
+                sink.write(bytes(_padding(item.size)))
+            sink.write(TAR_END)
+            sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
+        members = [item.member for item in self._streamed]
+        members += [Member(i.name, i.size, d) for i, d in zip(inputs, digests)]
+        manifest = Manifest(FORMAT_VERSION, self._created, self._host, self._container, self.compression,
+                            tuple(members))
+        self._put_manifest(manifest.to_json().encode("utf-8"))
+        try:
+            os.fsync(self._fd)
+            size = os.fstat(self._fd).st_size
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self._temp, self.path)
+        except OSError as exc:
+            raise FerryError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        fsync_dir(self._directory)
+        reporter.finish()
+        return WriteResult(self.path, size, time.monotonic() - self._started,
+                           sum(m.size for m in members[:len(self._streamed)]))
+
+    def _head_frame(self, manifest_json: bytes) -> bytes:
+        return _framed(self.compression, _tar_header(MANIFEST_NAME, len(manifest_json), self._mtime)
+                       + manifest_json + bytes(_padding(len(manifest_json))))
+
+    def _put_manifest(self, data: bytes) -> None:
+        if len(data) <= self._room:
+            head = self._head_frame(data + b" " * (self._room - len(data)))
+            if len(head) != self._head_size:
+                raise RuntimeError(f"manifest is {len(head)} bytes, not the {self._head_size} reserved for it")
+            if os.pwrite(self._fd, head, 0) != len(head):
+                raise OSError(f"short write of {MANIFEST_NAME}")
+            return
+        # Outgrown: a new file with the whole manifest, then the body behind it.
+        head = self._head_frame(data)
+        fd, temp = tempfile.mkstemp(dir=self._directory, prefix=f".{os.path.basename(self.path)}.",
+                                    suffix=".tmp")
+        try:
+            _write_all(fd, head)
+            body = os.fstat(self._fd).st_size - self._head_size
+            offset = self._head_size
+            while body:
+                copied = os.copy_file_range(self._fd, fd, body, offset)
+                if not copied:
+                    raise OSError("the archive body ended early while it was being moved")
+                offset += copied
+                body -= copied
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        os.close(self._fd)
+        os.unlink(self._temp)
+        self._fd, self._temp = fd, temp
+
+    def abort(self) -> None:
+        """Stop any follower and remove the temp file; harmless after commit."""
+        if self._follower is not None:
+            follower, self._follower = self._follower, None
+            with contextlib.suppress(Exception):
+                follower.stop(False)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temp)
+
+
+class _Follower:
+    """A thread that streams the selected files of a directory into the
+    archive while another process writes them, one file at a time in the
+    order they appear. inotify says when a file was closed, and so complete;
+    a file that never grows to FOLLOW_MIN is left for commit()."""
+
+    def __init__(self, writer: ArchiveWriter, directory: str, prefix: str, select: Callable[[str], bool]):
+        from inotify_simple import INotify, flags
+        self._writer = writer
+        self._directory = directory
+        self._prefix = prefix
+        self._select = select
+        self._flags = flags
+        self._inotify = INotify()
+        self._inotify.add_watch(directory, flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_TO)
+        self._seen: list[str] = []       # selected names in the order they appeared
+        self._closed: set[str] = set()
+        self._handled: set[str] = set()  # streamed, or left for commit()
+        self._complete = False           # the writing process has ended
+        self._stopping = threading.Event()
+        self._error: BaseException | None = None
+        for name in sorted(os.listdir(directory)):   # made before the watch
+            self._saw(name)
+        self._thread = threading.Thread(target=self._run, name="ferry-archive-follow", daemon=True)
+        self._thread.start()
+
+    def stop(self, complete: bool) -> None:
+        self._complete = complete
+        self._stopping.set()
+        self._thread.join()
+        self._inotify.close()
+        if self._error is not None:
+            raise self._error
+
+    def _saw(self, name: str) -> None:
+        if name not in self._seen and self._select(name):
+            self._seen.append(name)
+
+    def _events(self, timeout: float) -> None:
+        for event in self._inotify.read(timeout=int(timeout * 1000)):
+            if event.mask & self._flags.Q_OVERFLOW:
+                raise _FollowAbandoned("inotify lost events")
+            if event.mask & (self._flags.CREATE | self._flags.MOVED_TO):
+                self._saw(event.name)
+            if event.mask & self._flags.CLOSE_WRITE and event.name in self._seen:
+                self._closed.add(event.name)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                stopping = self._stopping.is_set()
+                self._events(0)
+                if stopping and not self._complete:
+                    return
+                name = next((n for n in self._seen if n not in self._handled), None)
+                if name is None:
+                    if stopping:
+                        return
+                    self._events(FOLLOW_POLL)
+                    continue
+                if not self._stream(name, stopping) and not stopping:
+                    self._events(FOLLOW_POLL)
+        except BaseException as exc:  # handed over by stop()
+            self._error = exc
+
+    def _stream(self, name: str, stopping: bool) -> bool:
+        """Stream `name` if it is large enough; False when it must wait."""
+        path = os.path.join(self._directory, name)
+        closed = (stopping and self._complete) or name in self._closed
+        try:
+            size = os.stat(path, follow_symlinks=False).st_size
+        except FileNotFoundError:
+            raise _FollowAbandoned(f"{name} disappeared") from None
+        if size < FOLLOW_MIN:
+            if closed:
+                self._handled.add(name)   # small: commit() adds it
+            return closed
+        self._handled.add(name)
+        self._copy_while_written(name, path)
+        return True
+
+    def _copy_while_written(self, name: str, path: str) -> None:
+        writer, member = self._writer, f"{self._prefix}/{name}"
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            header_offset = writer._begin_member(member)
+            digest = xxhash.xxh3_128()
+            size = 0
+            sink = _sink_for(writer.compression, writer._fd, None)
+            buffer = memoryview(bytearray(CHUNK))
+            try:
+                while True:
+                    closed = name in self._closed or (self._stopping.is_set() and self._complete)
+                    while count := os.readv(fd, [buffer]):
+                        digest.update(buffer[:count])
+                        sink.write(buffer[:count])
+                        size += count
+                    if closed:
+                        break
+                    if self._stopping.is_set() and not self._complete:
+                        raise _FollowAbandoned("the dump failed")
+                    self._events(FOLLOW_POLL)
+                sink.finish()
+            except BaseException:
+                sink.abort()
+                raise
+            info = os.fstat(fd)
+            if info.st_size != size:
+                raise _FollowAbandoned(f"{name} is {info.st_size} bytes, {size} were read")
+            writer._end_member(member, path, header_offset, size, digest.hexdigest(),
+                               (info.st_ino, info.st_size, info.st_mtime_ns))
+        finally:
+            os.close(fd)
+
+
+def write_archive(path: str, source_dir: str, names: list[str], *, container: dict, compression: str,
+                  progress: Progress | None = None, host: HostInfo | None = None) -> WriteResult:
+    """Archive the complete regular files `names` (relative to source_dir, in
+    this order, after manifest.json) into `path`, atomically and with mode 0600.
+
+    `host` defaults to host_info() of this machine. Progress phase: "write",
+    in bytes of the files (they are hashed as they are written).
+    """
+    names = list(names)
+    for name in names:
+        reason = unsafe_name_reason(name) or ("reserved for the manifest" if name == MANIFEST_NAME else None)
+        if reason:
+            raise ValueError(f"cannot archive {shown(name)}: {reason}")
+    # The manifest's length does not depend on the digests, so placeholders
+    # size its room exactly.
+    probe = Manifest(FORMAT_VERSION, utc_now(), host if host is not None else host_info(), dict(container),
+                     compression if compression in COMPRESSIONS else "none",
+                     tuple(Member(n, _input(source_dir, n).size, "0" * 32) for n in dict.fromkeys(names)))
+    room = len(probe.to_json().encode("utf-8"))
+    with ArchiveWriter(path, container=container, compression=compression, host=host,
+                       manifest_room=room) as writer:
+        return writer.commit(source_dir, names, progress)
