@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+import zstandard
 
 from ferry.checkpoint import archive_write
 from ferry.checkpoint.archive import read_archive, read_manifest
@@ -134,3 +135,48 @@ def test_gzip_does_not_follow(tmp_path):
     dest = tmp_path / "dest"
     read_archive(result.path, str(dest))
     assert (dest / "checkpoint" / "pages-1.img").read_bytes() == files["pages-1.img"]
+
+
+# ---- frames: many small ones read back in order, hostile ones refused ---------
+
+def test_many_frames_decompress_in_parallel_and_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive_write, "FRAME_BYTES", 64 << 10)
+    files = {"pages-1.img": _pages(2_000_000, 9), "core-1.img": os.urandom(700)}
+    result, _ = _follow_and_commit(tmp_path, "zstd", files)
+    assert result.streamed == len(files["pages-1.img"])
+    dest = tmp_path / "dest"
+    read_archive(result.path, str(dest))
+    assert (dest / "checkpoint" / "pages-1.img").read_bytes() == files["pages-1.img"]
+
+
+@pytest.mark.parametrize("frame", [
+    zstandard.ZstdCompressor(write_checksum=False, write_content_size=False).compress(b"x" * 300),
+    zstandard.ZstdCompressor(write_checksum=True).compress(b"y" * 70_000),
+    zstandard.ZstdCompressor().compress(b"z" * 300),        # a 2-byte content size (value - 256)
+    archive_write._raw_zstd_frame(b""),
+    archive_write._raw_zstd_frame(bytes(300_000)),
+    b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"skip!",
+    b"\x5f\x2a\x4d\x18" + bytes(4),
+])
+def test_the_frame_walker_finds_every_frame_end(frame):
+    from ferry.checkpoint.archive import _ZstdFrameWalker
+    stream = frame + frame
+    for step in (1, 7, len(stream)):
+        walker, ends, fed = _ZstdFrameWalker(), [], 0
+        for start in range(0, len(stream), step):
+            ends += [fed + end.offset for end in walker.feed(stream[start:start + step])]
+            fed += len(stream[start:start + step])
+        walker.finish()
+        assert ends == [len(frame), 2 * len(frame)]
+
+
+def test_a_frame_larger_than_the_limit_is_refused(tmp_path, monkeypatch):
+    from ferry.checkpoint import archive
+    from ferry.util.errors import BadArchive
+    monkeypatch.setattr(archive, "MAX_FRAME_CONTENT", 100_000)
+    monkeypatch.setattr(archive_write, "FRAME_BYTES", 1 << 20)
+    files = {"pages-1.img": _pages(FOLLOW_MIN * 2, 10)}
+    result, _ = _follow_and_commit(tmp_path, "zstd", files)
+    with pytest.raises(BadArchive, match="zstd frame of more than"):
+        read_archive(result.path, str(tmp_path / "dest"))
+    assert not (tmp_path / "dest").exists()

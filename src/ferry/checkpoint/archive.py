@@ -14,6 +14,7 @@ truncation) refuses the whole archive and removes the destination.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import json
@@ -27,6 +28,7 @@ import subprocess
 import threading
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Callable, Iterator
@@ -62,6 +64,7 @@ MAX_MANIFEST_BYTES = 16 << 20
 MAX_EXTENDED_HEADER = 64 << 10     # one pax or GNU long-name header
 MAX_EXTENDED_PER_MEMBER = 4
 MAX_TRAILING_ZEROS = 1 << 20       # tar writers pad to a record size (10 KiB for most)
+MAX_FRAME_CONTENT = 128 << 20      # ferry writes zstd frames of at most 64 MiB
 MAX_NAME_BYTES = 4095
 MAX_COMPONENT_BYTES = 255
 
@@ -420,9 +423,17 @@ class _PlainSource(_ChunkSource):
         return os.read(self._fd, CHUNK)
 
 
+@dataclass(frozen=True)
+class _FrameEnd:
+    offset: int                # in the data just fed, where the frame ends
+    content_size: int | None   # as its header declares it
+    skippable: bool
+
+
 class _ZstdFrameWalker:
-    """Follows zstd frame and block headers in the compressed bytes: the
-    zstandard stream reader ends quietly when a frame is cut short."""
+    """Follows zstd frame and block headers in the compressed bytes, so each
+    frame can be handed to a decoder whole, and a frame cut short is seen
+    (zstandard's stream reader ends quietly there)."""
 
     def __init__(self):
         self._state = "magic"
@@ -430,29 +441,43 @@ class _ZstdFrameWalker:
         self._pending = b""     # of those, what has arrived
         self._skip = 0          # block content still to pass over
         self._checksum = False
+        self._skippable = False
+        self._layout = (0, 0, 0)   # frame header: window descriptor, dict id, content size bytes
+        self._content_size: int | None = None
+        self._end_after_skip = False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> list[_FrameEnd]:
+        """Walk `data`; the frames that end in it."""
+        ends = []
         view, pos, end = memoryview(data), 0, len(data)
         while pos < end:
             if self._skip:
                 step = min(self._skip, end - pos)
                 self._skip -= step
                 pos += step
+                if not self._skip and self._end_after_skip:
+                    self._end_after_skip = False
+                    ends.append(_FrameEnd(pos, self._content_size, self._skippable))
                 continue
             take = min(self._need - len(self._pending), end - pos)
             self._pending += bytes(view[pos:pos + take])
             pos += take
             if len(self._pending) == self._need:
                 header, self._pending = self._pending, b""
-                self._advance(header)
+                if self._advance(header):
+                    ends.append(_FrameEnd(pos, self._content_size, self._skippable))
+        return ends
 
-    def _advance(self, header: bytes) -> None:
+    def _advance(self, header: bytes) -> bool:
+        """Take one complete header field; True when it ends a frame."""
         value = int.from_bytes(header, "little")
         state = self._state
         if state == "magic":
+            self._skippable = False
             if header == ZSTD_MAGIC:
                 self._state, self._need = "descriptor", 1
             elif value & 0xFFFFFFF0 == 0x184D2A50:
+                self._skippable = True
                 self._state, self._need = "skippable_size", 4
             else:
                 raise _trailing()
@@ -461,10 +486,15 @@ class _ZstdFrameWalker:
                 raise BadArchive("archive is corrupt: bad zstd frame header", hint=HINT_DAMAGED)
             single_segment = value >> 5 & 1
             self._checksum = bool(value & 0x04)
-            rest = ((0 if single_segment else 1) + (0, 1, 2, 4)[value & 3]
-                    + ((1 if single_segment else 0), 2, 4, 8)[value >> 6])
+            self._layout = (0 if single_segment else 1, (0, 1, 2, 4)[value & 3],
+                            ((1 if single_segment else 0), 2, 4, 8)[value >> 6])
+            self._content_size = None
+            rest = sum(self._layout)
             self._state, self._need = ("frame_header", rest) if rest else ("block", 3)
         elif state == "frame_header":
+            size_bytes = header[sum(self._layout[:2]):]
+            if size_bytes:
+                self._content_size = int.from_bytes(size_bytes, "little") + (256 if len(size_bytes) == 2 else 0)
             self._state, self._need = "block", 3
         elif state == "block":
             block_type, block_size = value >> 1 & 3, value >> 3
@@ -472,48 +502,94 @@ class _ZstdFrameWalker:
                 raise BadArchive("archive is corrupt: bad zstd block", hint=HINT_DAMAGED)
             self._skip = 1 if block_type == 1 else block_size
             if value & 1:  # last block of the frame
-                self._state, self._need = ("checksum", 4) if self._checksum else ("magic", 4)
+                if self._checksum:
+                    self._state, self._need = "checksum", 4
+                else:
+                    self._state, self._need = "magic", 4
+                    return self._ends_after(self._skip)
         elif state == "checksum":
             self._state, self._need = "magic", 4
+            return True
         elif state == "skippable_size":
             self._skip = value
+            self._content_size = None
             self._state, self._need = "magic", 4
+            return self._ends_after(value)
+        return False
+
+    def _ends_after(self, skip: int) -> bool:
+        """The frame ends once `skip` more bytes have passed: now if none."""
+        self._end_after_skip = bool(skip)
+        return not skip
 
     def finish(self) -> None:
         if self._state != "magic" or self._pending or self._skip:
             raise _truncated()
 
 
-class _WalkedFile:
-    """The raw archive as the zstd decoder reads it, shown to the frame walker."""
-
-    def __init__(self, fd: int, walker: _ZstdFrameWalker):
-        self._fd = fd
-        self._walker = walker
-
-    def read(self, size: int = -1) -> bytes:
-        data = os.read(self._fd, size if size > 0 else CHUNK)
-        self._walker.feed(data)
-        return data
-
-
 class _ZstdSource(_ChunkSource):
+    """Decompresses whole frames in a pool of threads and hands them out in
+    order: ferry writes memory pages as independent frames, so every core
+    decompresses. A frame must declare (or stay within) MAX_FRAME_CONTENT."""
+
     def __init__(self, fd: int):
         self._fd = fd
         self._walker = _ZstdFrameWalker()
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
-            _WalkedFile(fd, self._walker), read_size=CHUNK, read_across_frames=True, closefd=False)
+        self._workers = os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ferry-unzstd")
+        self._local = threading.local()
+        self._frame: list[bytes] = []     # compressed bytes of the frame being read
+        self._frame_bytes = 0
+        self._outputs: collections.deque[Future] = collections.deque()
+        self._raw_done = False
 
     def read(self) -> bytes:
-        data = self._reader.read(CHUNK)
+        while True:
+            if self._outputs and (self._raw_done or self._outputs[0].done()
+                                  or len(self._outputs) >= self._workers):
+                data = self._outputs.popleft().result()
+                if data:
+                    return data
+            elif self._raw_done:
+                return b""
+            else:
+                self._read_raw()
+
+    def _read_raw(self) -> None:
+        data = os.read(self._fd, CHUNK)
         if not data:
-            while True:   # whatever the decoder left unread is trailing data
-                rest = os.read(self._fd, CHUNK)
-                if not rest:
-                    break
-                self._walker.feed(rest)
             self._walker.finish()
-        return data
+            self._raw_done = True
+            return
+        start = 0
+        for end in self._walker.feed(data):
+            self._frame.append(data[start:end.offset])
+            start = end.offset
+            frame, self._frame, self._frame_bytes = b"".join(self._frame), [], 0
+            if not end.skippable:
+                if end.content_size is not None and end.content_size > MAX_FRAME_CONTENT:
+                    raise _frame_too_large()
+                self._outputs.append(self._pool.submit(self._decompress, frame))
+        if start < len(data):
+            self._frame.append(data[start:])
+            self._frame_bytes += len(data) - start
+            if self._frame_bytes > MAX_FRAME_CONTENT + (1 << 20):   # never that much larger than its content
+                raise _frame_too_large()
+
+    def _decompress(self, frame: bytes) -> bytes:
+        decompressor = getattr(self._local, "decompressor", None)
+        if decompressor is None:
+            decompressor = self._local.decompressor = zstandard.ZstdDecompressor()
+        return decompressor.decompress(frame, max_output_size=MAX_FRAME_CONTENT)
+
+    def close(self) -> None:
+        for output in self._outputs:
+            output.cancel()
+        self._pool.shutdown(wait=True)
+
+
+def _frame_too_large() -> BadArchive:
+    return BadArchive(f"archive has a zstd frame of more than {MAX_FRAME_CONTENT >> 20} MiB", hint=HINT_FOREIGN)
 
 
 class _ZlibGzipSource(_ChunkSource):

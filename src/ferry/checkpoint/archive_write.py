@@ -38,7 +38,7 @@ from typing import Callable
 import xxhash
 import zstandard
 
-from ferry.checkpoint.archive import (BLOCK, CHUNK, COMPRESSIONS, FORMAT_VERSION, GZIP_MAGIC, MANIFEST_NAME,
+from ferry.checkpoint.archive import (BLOCK, COMPRESSIONS, FORMAT_VERSION, GZIP_MAGIC, MANIFEST_NAME,
                                       ZSTD_MAGIC,
                                       HostInfo, Manifest, Member, Progress, _check_container, _end, _grow_pipe,
                                       _padding, _pigz, _Reporter, _write_all, host_info, shown,
@@ -75,7 +75,8 @@ FRAME_BYTES = 32 << 20
 # A followed file streams once it reaches this size. Smaller ones wait for the
 # final frame, where they compress together (and the window spans them).
 FOLLOW_MIN = 32 << 20
-FOLLOW_POLL = 0.05        # seconds a follower sleeps when nothing happens
+READ_BYTES = 4 << 20      # one read of a file being archived
+FOLLOW_POLL = 0.02        # seconds a follower waits for more of a file, or for its close
 MANIFEST_ROOM = 32 << 10  # bytes of JSON a followed archive leaves for its manifest
 
 
@@ -135,16 +136,14 @@ def _copy_hashed(item: _Input, sink: "_Sink", reporter: _Reporter) -> str:
         if before.st_size != item.size:
             raise _changed(item.name)
         digest = xxhash.xxh3_128()
-        buffer = memoryview(bytearray(CHUNK))
         copied = 0
         while copied < item.size:
-            count = os.readv(fd, [buffer[:min(CHUNK, item.size - copied)]])
-            if not count:
+            data = sink.read_from(fd, min(READ_BYTES, item.size - copied))
+            if not data:
                 raise _changed(item.name)
-            digest.update(buffer[:count])
-            sink.write(buffer[:count])
-            copied += count
-            reporter.add(count)
+            digest.update(data)
+            copied += len(data)
+            reporter.add(len(data))
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             raise _changed(item.name)
@@ -209,8 +208,19 @@ class _Sink:
     """The temp file at its current offset, through a compressor or not.
     write() is done with `data` when it returns: callers reuse their buffers."""
 
+    _scratch: memoryview | None = None
+
     def write(self, data: bytes) -> None:
         raise NotImplementedError
+
+    def read_from(self, fd: int, limit: int) -> memoryview:
+        """Read up to `limit` bytes of fd into the sink; the bytes read (empty
+        at the end of the file), valid until the next call."""
+        if self._scratch is None or len(self._scratch) < limit:
+            self._scratch = memoryview(bytearray(limit))
+        data = self._scratch[:os.readv(fd, [self._scratch[:limit]])]
+        self.write(data)
+        return data
 
     def finish(self) -> None:
         pass
@@ -251,18 +261,32 @@ class _ZstdSink(_Sink):
             compressor = self._local.compressor = zstandard.ZstdCompressor(compression_params=self._params)
         return compressor.compress(data)
 
+    def _current(self) -> bytearray:
+        if self._buffer is None:
+            self._buffer = self._free.pop() if self._free else bytearray(self._frame_size)
+            self._filled = 0
+        return self._buffer
+
     def write(self, data) -> None:
         view = memoryview(data)
         while view:
-            if self._buffer is None:
-                self._buffer = self._free.pop() if self._free else bytearray(self._frame_size)
-                self._filled = 0
+            buffer = self._current()
             count = min(len(view), self._frame_size - self._filled)
-            self._buffer[self._filled:self._filled + count] = view[:count]
+            buffer[self._filled:self._filled + count] = view[:count]
             self._filled += count
             view = view[count:]
             if self._filled == self._frame_size:
                 self._submit()
+
+    def read_from(self, fd: int, limit: int) -> memoryview:
+        # Straight into the frame buffer: no copy of the pages in between.
+        start = self._filled
+        room = memoryview(self._current())[start:start + min(limit, self._frame_size - start)]
+        count = os.readv(fd, [room])
+        self._filled += count
+        if self._filled == self._frame_size:
+            self._submit()   # the view stays valid: only older buffers are reused
+        return room[:count]
 
     def _submit(self) -> None:
         buffer = self._buffer if self._buffer is not None else bytearray()
@@ -421,7 +445,7 @@ class ArchiveWriter:
             os.ftruncate(self._fd, self._head_size)
             os.lseek(self._fd, self._head_size, os.SEEK_SET)
 
-    def _begin_member(self, name: str) -> int:
+    def _begin_member(self) -> int:
         """Leave room for a member's header; where the room starts."""
         offset = os.lseek(self._fd, 0, os.SEEK_CUR)
         os.lseek(self._fd, len(_framed(self.compression, bytes(BLOCK))), os.SEEK_CUR)
@@ -547,7 +571,9 @@ class _Follower:
         self._select = select
         self._flags = flags
         self._inotify = INotify()
-        self._inotify.add_watch(directory, flags.CREATE | flags.MODIFY | flags.CLOSE_WRITE | flags.MOVED_TO)
+        # Not MODIFY: an event per write of CRIU's could overflow the queue,
+        # and reading on a short timeout keeps up as well.
+        self._inotify.add_watch(directory, flags.CREATE | flags.CLOSE_WRITE | flags.MOVED_TO)
         self._seen: list[str] = []       # selected names in the order they appeared
         self._closed: set[str] = set()
         self._handled: set[str] = set()  # streamed, or left for commit()
@@ -618,18 +644,16 @@ class _Follower:
         writer, member = self._writer, f"{self._prefix}/{name}"
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            header_offset = writer._begin_member(member)
+            header_offset = writer._begin_member()
             digest = xxhash.xxh3_128()
             size = 0
             sink = _sink_for(writer.compression, writer._fd, None)
-            buffer = memoryview(bytearray(CHUNK))
             try:
                 while True:
                     closed = name in self._closed or (self._stopping.is_set() and self._complete)
-                    while count := os.readv(fd, [buffer]):
-                        digest.update(buffer[:count])
-                        sink.write(buffer[:count])
-                        size += count
+                    while data := sink.read_from(fd, READ_BYTES):
+                        digest.update(data)
+                        size += len(data)
                     if closed:
                         break
                     if self._stopping.is_set() and not self._complete:
