@@ -142,7 +142,7 @@ class Containers:
     def __init__(self, layout: Layout, db: Database, engine):
         self.layout = layout
         self.db = db
-        self.engine = engine  # images, networks and volumes load on first use: `ferry ps` needs none
+        self.engine = engine  # images, networks and volumes load on first use: most commands need one
         self.runc = Runc(os.path.join(layout.root, "runc"))
         open_table(db)
 
