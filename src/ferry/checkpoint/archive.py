@@ -18,7 +18,6 @@ import collections
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import posixpath
 import queue
@@ -41,11 +40,12 @@ from ferry.image.digest import DIGEST_RE
 from ferry.store.ids import MAX_NAME, NAME_RE
 from ferry.util import proc
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
+from ferry.util.log import get_logger
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "COMPRESSIONS", "Member", "HostInfo", "Manifest",
            "host_info", "compression_for", "read_archive", "read_manifest"]
 
-log = logging.getLogger("ferry.checkpoint.archive")
+log = get_logger("ferry.checkpoint.archive")
 
 # 2: members carry xxh3_128 digests (sha256 cost a second of CPU per GiB on
 # each side, and the manifest is not signed, so it proves integrity only).

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import logging
 import os
 import stat
 import struct
@@ -46,10 +45,11 @@ from ferry.checkpoint.archive import (BLOCK, COMPRESSIONS, FORMAT_VERSION, GZIP_
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
 from ferry.util.fs import fsync_dir
+from ferry.util.log import get_logger
 
 __all__ = ["ArchiveWriter", "WriteResult", "write_archive"]
 
-log = logging.getLogger("ferry.checkpoint.archive")
+log = get_logger("ferry.checkpoint.archive")
 
 # gzip level 1 is 3-5x faster than the default and costs a few percent of
 # size on memory pages; the archive must not be what a checkpoint waits on.
