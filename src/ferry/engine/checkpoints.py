@@ -23,10 +23,10 @@ from typing import Callable
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive_write import ArchiveWriter, WriteResult
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
-from ferry.engine.containers import (CHECKPOINTING, RUNNING, Container, ContainerConfig, Containers,
-                                     RestoreFrom, Undo)
+from ferry.engine.containers import RUNNING, Container, ContainerConfig, Containers, RestoreFrom, Undo
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
+from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import memory_in_use
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import atomic_write, remove_tree, remove_tree_later, tmpfs_if_it_fits
@@ -193,7 +193,7 @@ class Checkpoints:
             if writer:
                 written = self._export(writer, container, options, timer, progress)
             if not options.leave_running:
-                with timer.phase("stop"):
+                with timer.phase("stop"):   # the monitor leaves the cleanup to this command
                     self.containers.wait_monitor(container)
                     self.containers.cleanup(container.id)
                 if options.export and not options.keep:
@@ -204,12 +204,14 @@ class Checkpoints:
                 writer.abort()
             if options.leave_running or self.containers.get(container.id).state == RUNNING:
                 remove_tree(images)
+            if not options.leave_running:
+                # The monitor saw the marker and left the cleanup to this
+                # command, and a failed dump may have ended the container too.
+                self.containers.wait_monitor(container)
+                with contextlib.suppress(FerryError):
+                    self.containers.cleanup(container.id)
             raise
         finally:
-            if not options.leave_running:
-                # The monitor's exit command must see the marker, or an --rm
-                # container would take its checkpoint with it.
-                self.containers.wait_monitor(container)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(marker)
         return CheckpointResult(container.id, container.name, options.export,

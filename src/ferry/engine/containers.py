@@ -20,6 +20,7 @@ from typing import Iterator
 from ferry.engine.listing import CREATED, EXITED, RUNNING, has_exited, open_table, process_alive
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
+from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
@@ -35,7 +36,6 @@ from ferry.util.timefmt import utc_now
 # which this host has, rather than iptables, which it may not.
 CRIU_CONFIG = "criu.conf"
 CRIU_OPTIONS = "skip-in-flight\nnetwork-lock nftables\n"
-CHECKPOINTING = "checkpointing"  # marker file: the exit that follows is a checkpoint's
 DEFAULT_STOP_TIMEOUT = 10
 EXIT_WAIT_POLL = 0.05
 UNKNOWN_EXIT = -1

@@ -12,6 +12,10 @@ from ferry.util import proc
 from ferry.util.errors import ToolError
 
 REPORT_TIMEOUT = 120.0
+# A marker file in the container dir: the exit that follows is a checkpoint's.
+# The checkpointing command cleans up after it, so the monitor runs no exit
+# command then (a whole ferry process, 0.1-0.2 s the checkpoint would wait for).
+CHECKPOINTING = "checkpointing"
 
 
 def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bundle: str,

@@ -30,6 +30,7 @@ import time
 
 from ferry.host.criulog import quote_log
 from ferry.runtime import attach
+from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import Runc, quote_runc_log
 from ferry.util import proc
 from ferry.util.fs import atomic_write
@@ -296,7 +297,7 @@ class Monitor:
                 os.unlink(self.path(name))
             except FileNotFoundError:
                 pass
-        if self.args.exit_command:
+        if self.args.exit_command and not os.path.exists(self.path(CHECKPOINTING)):
             command = json.loads(self.args.exit_command)
             result = proc.run(command, desc="exit command", check=False, timeout=EXIT_COMMAND_TIMEOUT)
             if result.returncode != 0:
