@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import mmap
 import os
 import stat
 import struct
@@ -75,6 +76,7 @@ FRAME_BYTES = 32 << 20
 # A followed file streams once it reaches this size. Smaller ones wait for the
 # final frame, where they compress together (and the window spans them).
 FOLLOW_MIN = 32 << 20
+SYNC_FILE_RANGE_WRITE = 2
 READ_BYTES = 4 << 20      # one read of a file being archived
 FOLLOW_POLL = 0.02        # seconds a follower waits for more of a file, or for its close
 MANIFEST_ROOM = 32 << 10  # bytes of JSON a followed archive leaves for its manifest
@@ -213,6 +215,14 @@ class _Sink:
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
+    def write_mapped(self, fd: int, offset: int, length: int, digest) -> None:
+        """Write `length` bytes of the file fd from `offset` (page-aligned),
+        mapped rather than read, and add them to `digest`."""
+        with mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=offset) as mapping:
+            with memoryview(mapping) as view:
+                digest.update(view)
+                self.write(view)
+
     def read_from(self, fd: int, limit: int) -> memoryview:
         """Read up to `limit` bytes of fd into the sink; the bytes read (empty
         at the end of the file), valid until the next call."""
@@ -253,7 +263,8 @@ class _ZstdSink(_Sink):
         self._free: list[bytearray] = []
         self._buffer: bytearray | None = None
         self._filled = 0
-        self._frames: collections.deque[tuple[Future, bytearray]] = collections.deque()
+        # (compressed frame, its buffer to reuse, or its mapping to close)
+        self._frames: collections.deque[tuple[Future, bytearray | mmap.mmap]] = collections.deque()
 
     def _compress(self, data: memoryview) -> bytes:
         compressor = getattr(self._local, "compressor", None)
@@ -290,16 +301,31 @@ class _ZstdSink(_Sink):
 
     def _submit(self) -> None:
         buffer = self._buffer if self._buffer is not None else bytearray()
-        data = memoryview(buffer)[:self._filled]
+        self._queue(memoryview(buffer)[:self._filled], buffer)
         self._buffer, self._filled = None, 0
-        self._frames.append((self._pool.submit(self._compress, data), buffer))
+
+    def _queue(self, data: memoryview, owner: bytearray | mmap.mmap) -> None:
+        self._frames.append((self._pool.submit(self._compress, data), owner))
         while len(self._frames) > self._workers:   # bounds the memory held in flight
             self._write_oldest()
 
+    def write_mapped(self, fd: int, offset: int, length: int, digest) -> None:
+        # Page cache straight to the compressor: no copy of the pages at all.
+        if self._buffer is not None:
+            self._submit()
+        mapping = mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=offset)
+        data = memoryview(mapping)
+        digest.update(data)
+        self._queue(data, mapping)
+
     def _write_oldest(self) -> None:
-        frame, buffer = self._frames.popleft()
+        frame, owner = self._frames.popleft()
         _write_all(self._fd, frame.result())
-        self._free.append(buffer)
+        _start_writeback(self._fd)
+        if isinstance(owner, mmap.mmap):
+            owner.close()
+        else:
+            self._free.append(owner)
 
     def finish(self) -> None:
         if self._buffer is not None or not self._frames:
@@ -312,6 +338,10 @@ class _ZstdSink(_Sink):
         for frame, _ in self._frames:
             frame.cancel()
         self._pool.shutdown(wait=True)
+        for _, owner in self._frames:
+            if isinstance(owner, mmap.mmap):
+                with contextlib.suppress(BufferError):
+                    owner.close()
 
 
 class _PigzSink(_Sink):
@@ -353,6 +383,21 @@ class _ZlibGzipSink(_Sink):
 
     def finish(self) -> None:
         _write_all(self._fd, self._deflate.flush())
+
+
+_sync_file_range = None
+
+
+def _start_writeback(fd: int) -> None:
+    """Have the kernel start writing the file out now, so that the fsync at
+    the end waits for the last frames only, not the whole archive."""
+    global _sync_file_range
+    if _sync_file_range is None:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        _sync_file_range = libc.sync_file_range
+        _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)   # a hint: its failure changes nothing
 
 
 def _sink_for(compression: str, fd: int, body_size: int | None) -> _Sink:
@@ -651,9 +696,12 @@ class _Follower:
             try:
                 while True:
                     closed = name in self._closed or (self._stopping.is_set() and self._complete)
-                    while data := sink.read_from(fd, READ_BYTES):
-                        digest.update(data)
-                        size += len(data)
+                    # Whole frames while the file grows, then the rest.
+                    end = os.fstat(fd).st_size
+                    while end - size >= FRAME_BYTES or (closed and end > size):
+                        length = min(FRAME_BYTES, end - size)
+                        sink.write_mapped(fd, size, length, digest)
+                        size += length
                     if closed:
                         break
                     if self._stopping.is_set() and not self._complete:
