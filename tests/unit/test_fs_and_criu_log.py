@@ -43,3 +43,26 @@ def test_ensure_pipe_max_size_only_raises(tmp_path):
     assert knob.read_text() == str(4 << 20)
     criu.ensure_pipe_max_size(wanted=1 << 20, path=str(knob))
     assert knob.read_text() == str(4 << 20)
+
+
+@pytest.mark.parametrize("need, available, mounts", [
+    (None, 8 << 30, False),              # the size is unknown: disk
+    (1 << 30, 8 << 30, True),
+    (6 << 30, 8 << 30, True),            # 6 + 1.5 + 0.5 GiB fits in 8
+    (7 << 30, 8 << 30, False),           # and 7 does not: no room left beside it
+])
+def test_tmpfs_only_when_the_images_fit_in_memory_with_room_to_spare(monkeypatch, tmp_path, need, available, mounts):
+    from ferry.util import fs, proc
+    calls = []
+    monkeypatch.setattr(fs, "memory_available", lambda: available)
+    monkeypatch.setattr(proc, "_execute", lambda argv, **_: calls.append(list(argv)) or proc.Result(tuple(argv), 0, "", ""))
+    assert fs.tmpfs_if_it_fits(str(tmp_path), need) is mounts
+    if mounts:
+        assert calls == [["mount", "-t", "tmpfs", "-o", f"mode=0700,size={available}", "ferry-scratch", str(tmp_path)]]
+    else:
+        assert calls == []
+
+
+def test_memory_available_reads_meminfo():
+    from ferry.util.fs import memory_available
+    assert memory_available() > 0
