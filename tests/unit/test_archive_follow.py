@@ -180,3 +180,20 @@ def test_a_frame_larger_than_the_limit_is_refused(tmp_path, monkeypatch):
     with pytest.raises(BadArchive, match="zstd frame of more than"):
         read_archive(result.path, str(tmp_path / "dest"))
     assert not (tmp_path / "dest").exists()
+
+
+def test_an_archive_of_complete_files_compresses_its_manifest_too(tmp_path):
+    """Small containers' archives are mostly manifest: it must not go in raw."""
+    from ferry.checkpoint.archive_write import write_archive
+    root = tmp_path / "ctr"
+    (root / "checkpoint").mkdir(parents=True)
+    names = []
+    for i in range(40):
+        (root / "checkpoint" / f"core-{i}.img").write_bytes(b"core " * 20)
+        names.append(f"checkpoint/core-{i}.img")
+    result = write_archive(str(tmp_path / "out.tar.zst"), str(root), names, container=CONTAINER,
+                           compression="zstd", host=HOST)
+    manifest = read_manifest(result.path)
+    assert len(manifest.to_json().encode()) > result.size
+    read_archive(result.path, str(tmp_path / "dest"))
+    assert (tmp_path / "dest" / "checkpoint" / "core-39.img").read_bytes() == b"core " * 20

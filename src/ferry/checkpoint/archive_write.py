@@ -1,20 +1,19 @@
 """Writing checkpoint archives (archive.py holds the format and the reader).
 
-Each file is read once, hashed (xxh3_128) and streamed into a multi-threaded
-compressor (zstandard with threads, or pigz) in a 0600 temp file beside the
-target; commit() fsyncs it and renames it into place.
+Each file is hashed (xxh3_128) and streamed into a compressor (zstd frames
+compressed on every core, or pigz) in a 0600 temp file beside the target;
+commit() fsyncs it and renames it into place.
 
-The manifest must come first, but its digests are known last. So the body
-starts after a room left for the manifest, and the manifest fills the room at
-the end, padded with spaces (JSON allows them) to the room's exact size. If it
-outgrows the room, the body is copied behind a new head instead. The room is
-a frame of exactly known size (a stored gzip member, a raw zstd frame), and
-concatenated members and frames are plain gzip and zstd.
-
-Files that another process is still writing (CRIU's page images during a
-dump) can be followed: each goes in as it grows, in its own zstd frame, behind
-a tar header whose room is filled once the file is complete. Compression then
-runs beside the dump rather than after it.
+The manifest, with every member's digest, comes first. When all files are
+complete, they are hashed first (xxh3 outruns the disk) and the manifest leads
+one compressed stream. Files that another process is still writing (CRIU's
+page images during a dump) can be followed instead: each goes in as it grows,
+in its own zstd frames behind a tar header whose room is filled once the file
+is complete, so compression runs beside the dump rather than after it. Such
+an archive starts with a room for the manifest, which fills it at the end,
+padded with spaces (JSON allows them); if it outgrows the room, the body is
+copied behind a new head. Rooms are frames of exactly known size (a raw zstd
+frame), and concatenated frames are plain zstd.
 """
 
 from __future__ import annotations
@@ -79,7 +78,9 @@ FOLLOW_MIN = 32 << 20
 SYNC_FILE_RANGE_WRITE = 2
 READ_BYTES = 4 << 20      # one read of a file being archived
 FOLLOW_POLL = 0.02        # seconds a follower waits for more of a file, or for its close
-MANIFEST_ROOM = 32 << 10  # bytes of JSON a followed archive leaves for its manifest
+# Bytes of JSON a followed archive leaves for its manifest (36 members of a
+# redis dump take 5.4 KiB); a larger manifest moves the body behind it.
+MANIFEST_ROOM = 16 << 10
 
 
 def _zstd_params(body_size: int | None) -> tuple[zstandard.ZstdCompressionParameters, int]:
@@ -149,6 +150,17 @@ def _copy_hashed(item: _Input, sink: "_Sink", reporter: _Reporter) -> str:
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             raise _changed(item.name)
+        return digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
+def _hash_file(item: _Input) -> str:
+    fd, _ = _open_input(item.path, item.name)
+    try:
+        digest = xxhash.xxh3_128()
+        with mmap.mmap(fd, 0, prot=mmap.PROT_READ) if item.size else contextlib.nullcontext(b"") as data:
+            digest.update(data)
         return digest.hexdigest()
     finally:
         os.close(fd)
@@ -453,7 +465,6 @@ class ArchiveWriter:
             raise NotFound(f"cannot write {path}: directory {self._directory} does not exist") from None
         except OSError as exc:
             raise FerryError(f"cannot write {path}: {exc.strerror}") from None
-        os.lseek(self._fd, self._head_size, os.SEEK_SET)
 
     def __enter__(self) -> "ArchiveWriter":
         return self
@@ -487,11 +498,13 @@ class ArchiveWriter:
         except _FollowAbandoned as why:
             log.warning("writing %s from the files instead of following them: %s", self.path, why)
             self._streamed.clear()
-            os.ftruncate(self._fd, self._head_size)
-            os.lseek(self._fd, self._head_size, os.SEEK_SET)
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
 
     def _begin_member(self) -> int:
         """Leave room for a member's header; where the room starts."""
+        if not self._streamed and os.lseek(self._fd, 0, os.SEEK_CUR) == 0:
+            os.lseek(self._fd, self._head_size, os.SEEK_SET)   # and, first, the manifest's room
         offset = os.lseek(self._fd, 0, os.SEEK_CUR)
         os.lseek(self._fd, len(_framed(self.compression, bytes(BLOCK))), os.SEEK_CUR)
         return offset
@@ -522,26 +535,16 @@ class ArchiveWriter:
             raise ValueError("a name is given twice")
         done = {item.member.name for item in self._streamed}
         inputs = [_input(source_dir, name) for name in names if name not in done]
-        headers = [_tar_header(item.name, item.size, self._mtime) for item in inputs]
-        body_size = sum(len(h) + i.size + _padding(i.size) for h, i in zip(headers, inputs)) + len(TAR_END)
         reporter = _Reporter(progress, "write", sum(i.size for i in inputs))
-        sink = _sink_for(self.compression, self._fd, body_size)
-        try:
-            digests = []
-            for header, item in zip(headers, inputs):
-                sink.write(header)
-                digests.append(_copy_hashed(item, sink, reporter))
-                sink.write(bytes(_padding(item.size)))
-            sink.write(TAR_END)
-            sink.finish()
-        except BaseException:
-            sink.abort()
-            raise
-        members = [item.member for item in self._streamed]
-        members += [Member(i.name, i.size, d) for i, d in zip(inputs, digests)]
-        manifest = Manifest(FORMAT_VERSION, self._created, self._host, self._container, self.compression,
-                            tuple(members))
-        self._put_manifest(manifest.to_json().encode("utf-8"))
+        if self._streamed:
+            members = self._write_body(inputs, reporter)
+            self._put_manifest(self._manifest(members))
+        else:
+            # Nothing went in yet: hash first (xxh3 reads faster than the
+            # disk), and the manifest leads the one compressed stream.
+            digests = [_hash_file(item) for item in inputs]
+            head = self._manifest([Member(i.name, i.size, d) for i, d in zip(inputs, digests)])
+            self._write_body(inputs, reporter, head=head, expected=digests)
         try:
             os.fsync(self._fd)
             size = os.fstat(self._fd).st_size
@@ -553,7 +556,39 @@ class ArchiveWriter:
         fsync_dir(self._directory)
         reporter.finish()
         return WriteResult(self.path, size, time.monotonic() - self._started,
-                           sum(m.size for m in members[:len(self._streamed)]))
+                           sum(item.member.size for item in self._streamed))
+
+    def _manifest(self, members: list[Member]) -> bytes:
+        return Manifest(FORMAT_VERSION, self._created, self._host, self._container, self.compression,
+                        tuple(members)).to_json().encode("utf-8")
+
+    def _write_body(self, inputs: list[_Input], reporter: _Reporter, *, head: bytes | None = None,
+                    expected: list[str] | None = None) -> list[Member]:
+        """The complete files as tar members in one frame (or gzip stream),
+        after the manifest member when `head` is given; every member in the
+        archive so far."""
+        headers = [_tar_header(item.name, item.size, self._mtime) for item in inputs]
+        body_size = sum(len(h) + i.size + _padding(i.size) for h, i in zip(headers, inputs)) + len(TAR_END)
+        if head is not None:
+            body_size += BLOCK + len(head) + _padding(len(head))
+        sink = _sink_for(self.compression, self._fd, body_size)
+        try:
+            if head is not None:
+                sink.write(_tar_header(MANIFEST_NAME, len(head), self._mtime) + head + bytes(_padding(len(head))))
+            digests = []
+            for header, item in zip(headers, inputs):
+                sink.write(header)
+                digests.append(_copy_hashed(item, sink, reporter))
+                sink.write(bytes(_padding(item.size)))
+            sink.write(TAR_END)
+            sink.finish()
+        except BaseException:
+            sink.abort()
+            raise
+        if expected is not None and digests != expected:
+            raise _changed(next(i.name for i, a, b in zip(inputs, digests, expected) if a != b))
+        return [item.member for item in self._streamed] + [Member(i.name, i.size, d)
+                                                            for i, d in zip(inputs, digests)]
 
     def _head_frame(self, manifest_json: bytes) -> bytes:
         return _framed(self.compression, _tar_header(MANIFEST_NAME, len(manifest_json), self._mtime)
@@ -726,19 +761,7 @@ def write_archive(path: str, source_dir: str, names: list[str], *, container: di
     this order, after manifest.json) into `path`, atomically and with mode 0600.
 
     `host` defaults to host_info() of this machine. Progress phase: "write",
-    in bytes of the files (they are hashed as they are written).
+    in bytes of the files.
     """
-    names = list(names)
-    for name in names:
-        reason = unsafe_name_reason(name) or ("reserved for the manifest" if name == MANIFEST_NAME else None)
-        if reason:
-            raise ValueError(f"cannot archive {shown(name)}: {reason}")
-    # The manifest's length does not depend on the digests, so placeholders
-    # size its room exactly.
-    probe = Manifest(FORMAT_VERSION, utc_now(), host if host is not None else host_info(), dict(container),
-                     compression if compression in COMPRESSIONS else "none",
-                     tuple(Member(n, _input(source_dir, n).size, "0" * 32) for n in dict.fromkeys(names)))
-    room = len(probe.to_json().encode("utf-8"))
-    with ArchiveWriter(path, container=container, compression=compression, host=host,
-                       manifest_room=room) as writer:
+    with ArchiveWriter(path, container=container, compression=compression, host=host) as writer:
         return writer.commit(source_dir, names, progress)
