@@ -56,7 +56,7 @@ SUFFIXES = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.zst", "zstd"), (".tar.
             (".tzst", "zstd"), (".tar", "none"))
 
 CHUNK = 1 << 20            # unit of reads, hashing and decompressed output
-PIPELINE_DEPTH = 8         # chunks queued between the threads that read, hash and write
+PIPELINE_DEPTH = 8         # chunks a gzip or plain archive is read ahead
 PROGRESS_INTERVAL = 0.1    # seconds between progress calls
 
 # Bounds that keep a hostile archive from making the reader allocate or loop.
@@ -316,48 +316,6 @@ class _Reporter:
             self._progress(self.phase, self.done, self.total)
 
 
-class _WriterThread:
-    """Writes data to files in its own thread, so that hashing (in the caller)
-    and writing overlap with each other and with (de)compression."""
-
-    def __init__(self):
-        self._queue: queue.Queue = queue.Queue(PIPELINE_DEPTH)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ferry-archive-write", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            fd, data = self._queue.get()
-            if fd is None:
-                return
-            try:
-                if data is None:
-                    os.close(fd)
-                elif self._error is None:   # after a failure, only close what comes
-                    _write_all(fd, data)
-            except BaseException as exc:  # handed to the caller by finish() or write()
-                self._error = self._error or exc
-
-    def write(self, fd: int, data) -> None:
-        self._raise_failure()
-        self._queue.put((fd, data))
-
-    def close_file(self, fd: int) -> None:
-        self._queue.put((fd, None))
-
-    def finish(self) -> None:
-        """Wait for every queued write; the first write error is raised here."""
-        if self._thread.is_alive():
-            self._queue.put((None, None))
-            self._thread.join()
-        self._raise_failure()
-
-    def _raise_failure(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-
 # ---- shared by writing and reading ----------------------------------------
 
 def _padding(size: int) -> int:
@@ -410,6 +368,9 @@ class _ChunkSource:
 
     def stop(self) -> None:
         """Make a read blocked in another thread return soon."""
+
+    def release(self, chunk) -> None:
+        """The reader is done with `chunk`, the oldest it was given."""
 
     def close(self) -> None:
         pass
@@ -530,10 +491,13 @@ class _ZstdFrameWalker:
 class _ZstdSource(_ChunkSource):
     """Decompresses whole frames in a pool of threads and hands them out in
     order: ferry writes memory pages as independent frames, so every core
-    decompresses. A frame must declare (or stay within) MAX_FRAME_CONTENT."""
+    decompresses. A frame must declare (or stay within) MAX_FRAME_CONTENT.
+    Frames that declare their size are decompressed into reused buffers, as
+    fresh memory costs a page fault per 4 KiB."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, ahead: int):
         self._fd = fd
+        self._ahead = ahead     # frames in flight before the oldest is waited for
         self._walker = _ZstdFrameWalker()
         self._workers = os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ferry-unzstd")
@@ -542,18 +506,28 @@ class _ZstdSource(_ChunkSource):
         self._frame_bytes = 0
         self._outputs: collections.deque[Future] = collections.deque()
         self._raw_done = False
+        self._lock = threading.Lock()
+        self._free: list[bytearray] = []
+        self._lent: collections.deque = collections.deque()   # buffers of the chunks handed out
 
-    def read(self) -> bytes:
+    def read(self):
         while True:
-            if self._outputs and (self._raw_done or self._outputs[0].done()
-                                  or len(self._outputs) >= self._workers):
-                data = self._outputs.popleft().result()
+            if self._outputs and (self._raw_done or len(self._outputs) >= self._ahead):
+                data, buffer = self._outputs.popleft().result()
+                self._lent.append(buffer)
                 if data:
                     return data
+                self.release(data)
             elif self._raw_done:
                 return b""
             else:
                 self._read_raw()
+
+    def release(self, chunk) -> None:
+        buffer = self._lent.popleft()
+        if buffer is not None:
+            with self._lock:
+                self._free.append(buffer)
 
     def _read_raw(self) -> None:
         data = os.read(self._fd, CHUNK)
@@ -569,18 +543,33 @@ class _ZstdSource(_ChunkSource):
             if not end.skippable:
                 if end.content_size is not None and end.content_size > MAX_FRAME_CONTENT:
                     raise _frame_too_large()
-                self._outputs.append(self._pool.submit(self._decompress, frame))
+                self._outputs.append(self._pool.submit(self._decompress, frame, end.content_size))
         if start < len(data):
             self._frame.append(data[start:])
             self._frame_bytes += len(data) - start
             if self._frame_bytes > MAX_FRAME_CONTENT + (1 << 20):   # never that much larger than its content
                 raise _frame_too_large()
 
-    def _decompress(self, frame: bytes) -> bytes:
+    def _decompress(self, frame: bytes, size: int | None):
+        """(content, the buffer holding it or None)."""
         decompressor = getattr(self._local, "decompressor", None)
         if decompressor is None:
             decompressor = self._local.decompressor = zstandard.ZstdDecompressor()
-        return decompressor.decompress(frame, max_output_size=MAX_FRAME_CONTENT)
+        if size is None:
+            return decompressor.decompress(frame, max_output_size=MAX_FRAME_CONTENT), None
+        with self._lock:
+            fits = [b for b in self._free if len(b) >= size]
+            buffer = min(fits, key=len) if fits else bytearray(size)
+            if fits:
+                self._free.remove(buffer)
+        view = memoryview(buffer)[:size]
+        reader = decompressor.stream_reader(frame)
+        filled = 0
+        while filled < size and (count := reader.readinto(view[filled:])):
+            filled += count
+        if filled != size or reader.read(1):   # reading on checks the frame's checksum
+            raise BadArchive("archive is corrupt: a zstd frame holds other than it declares", hint=HINT_DAMAGED)
+        return view, buffer
 
     def close(self) -> None:
         for output in self._outputs:
@@ -714,13 +703,16 @@ def _open_archive(path: str, *, threaded: bool, use_pigz: bool):
     try:
         head = os.pread(fd, len(ZSTD_MAGIC), 0)
         if head.startswith(ZSTD_MAGIC):
-            source = _ZstdSource(fd)
+            # Twice as many frames as workers in flight keep the pool busy
+            # while the caller writes a chunk out; the manifest needs one.
+            source = _ZstdSource(fd, ahead=2 * (os.cpu_count() or 1) if threaded else 1)
         elif head.startswith(GZIP_MAGIC):
             pigz = _pigz() if use_pigz else None
             source = _PigzSource(fd, pigz) if pigz else _ZlibGzipSource(fd)
         else:
             source = _PlainSource(fd)
-        return fd, (_Prefetcher(source) if threaded else source)
+        # zstd frames decompress in their own pool already.
+        return fd, (_Prefetcher(source) if threaded and not isinstance(source, _ZstdSource) else source)
     except BaseException:
         os.close(fd)
         raise
@@ -741,6 +733,9 @@ class _TarStream:
         if self._pos == len(self._chunk):
             if self._ended:
                 return 0
+            if self._chunk:
+                self._source.release(self._chunk)
+                self._chunk = b""
             data = self._source.read()
             if not data:
                 self._ended = True
@@ -967,7 +962,6 @@ def _extract_members(stream: _TarStream, manifest: Manifest, dest: str, reporter
     seen_dirs: set[str] = set()
     written: set[str] = set()
     extractor = _Extractor(dest)
-    writer = _WriterThread()
     try:
         while (entry := _next_entry(stream)) is not None:
             name = entry.name[:-1] if entry.kind == "dir" and entry.name.endswith("/") else entry.name
@@ -988,13 +982,10 @@ def _extract_members(stream: _TarStream, manifest: Manifest, dest: str, reporter
                 raise _refuse(name, "appears twice")
             if entry.size != member.size:
                 raise _refuse(name, f"size {entry.size} differs from the manifest's {member.size}")
-            _extract_member(stream, extractor, writer, member, reporter)
+            _extract_member(stream, extractor, member, reporter)
             written.add(name)
     finally:
-        try:
-            writer.finish()
-        finally:
-            extractor.close()
+        extractor.close()
     missing = [m.name for m in manifest.members if m.name not in written]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -1002,17 +993,18 @@ def _extract_members(stream: _TarStream, manifest: Manifest, dest: str, reporter
     _expect_clean_end(stream)
 
 
-def _extract_member(stream: _TarStream, extractor: _Extractor, writer: _WriterThread,
-                    member: Member, reporter: _Reporter) -> None:
+def _extract_member(stream: _TarStream, extractor: _Extractor, member: Member, reporter: _Reporter) -> None:
+    # Written here, not in a thread: the chunk goes back to the decompressor
+    # for reuse once the stream moves past it.
     fd = extractor.create(member.name)
     digest = xxhash.xxh3_128()
     try:
         for view in stream.views(member.size):
             digest.update(view)
-            writer.write(fd, view)
+            _write_all(fd, view)
             reporter.add(len(view))
     finally:
-        writer.close_file(fd)
+        os.close(fd)
     stream.skip(_padding(member.size))
     if digest.hexdigest() != member.xxh3_128:
         raise _refuse(member.name, "checksum mismatch")
