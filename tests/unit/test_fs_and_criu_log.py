@@ -58,9 +58,23 @@ def test_tmpfs_only_when_the_images_fit_in_memory_with_room_to_spare(monkeypatch
     monkeypatch.setattr(proc, "_execute", lambda argv, **_: calls.append(list(argv)) or proc.Result(tuple(argv), 0, "", ""))
     assert fs.tmpfs_if_it_fits(str(tmp_path), need) is mounts
     if mounts:
-        assert calls == [["mount", "-t", "tmpfs", "-o", f"mode=0700,size={available}", "ferry-scratch", str(tmp_path)]]
+        assert calls == [["mount", "-t", "tmpfs", "-o", f"mode=0700,size={available},huge=always", "ferry-scratch",
+                          str(tmp_path)]]
     else:
         assert calls == []
+
+
+def test_tmpfs_without_huge_pages_when_the_kernel_refuses_them(monkeypatch, tmp_path):
+    from ferry.util import fs, proc
+    calls = []
+
+    def mount(argv, **_):
+        calls.append(argv[4])
+        return proc.Result(tuple(argv), 32 if "huge" in argv[4] else 0, "", "bad option")
+    monkeypatch.setattr(fs, "memory_available", lambda: 8 << 30)
+    monkeypatch.setattr(proc, "_execute", mount)
+    assert fs.tmpfs_if_it_fits(str(tmp_path), 1 << 30)
+    assert calls == [f"mode=0700,size={8 << 30},huge=always", f"mode=0700,size={8 << 30}"]
 
 
 def test_memory_available_reads_meminfo():

