@@ -128,7 +128,13 @@ def connect_container(*, netns: str, host_veth: str, alias: str, bridge: str, ma
 
 
 def set_carrier(host_veth: str) -> None:
-    proc.run(["ip", "link", "set", host_veth, "up"], desc=f"bring {host_veth} up")
+    proc.run(carrier_argv(host_veth), desc=f"bring {host_veth} up")
+
+
+def carrier_argv(host_veth: str) -> list[str]:
+    """The command that brings the wire up, for a hook another program runs."""
+    import shutil
+    return [shutil.which("ip", path=proc.TOOL_PATH) or "ip", "link", "set", host_veth, "up"]
 
 
 def veth_owners() -> dict[str, tuple[str, str]]:

@@ -414,6 +414,10 @@ class NetworkManager:
         """Restore the wire that attach(isolated=True) left cut."""
         link.set_carrier(link.host_veth_name(container_id))
 
+    def connect_argv(self, container_id: str) -> list[str]:
+        """connect() as a command, for CRIU to run at the right moment of a restore."""
+        return link.carrier_argv(link.host_veth_name(container_id))
+
     def announce(self, container_id: str, *, wait: bool = True) -> None:
         """Send a gratuitous ARP from the attached container (after a restore or a
         migration), so the bridge and its peers relearn where its MAC lives.
