@@ -4,6 +4,7 @@ exited unobserved (a real table, a fake Containers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -174,3 +175,28 @@ def test_ps_loads_no_module_it_does_not_need(tmp_path, argv):
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                             check=True)
     assert json.loads(result.stdout) == [0, []]
+
+
+def test_a_container_being_created_lists_at_every_step(root):
+    """ps during `run`: the record is readable from the moment it exists."""
+    from types import SimpleNamespace
+
+    from ferry.engine.containers import Containers, Undo
+    layout, db = root
+    listing = Listing(layout, db, FakeEngine())
+    seen = []
+
+    class Networks:
+        def reserve(self, container_id, network, *, ip, mac):
+            seen.append([(c.name, c.image, c.args) for c in listing.containers(all_states=True)])
+            return "10.90.0.9", "02:00:00:00:00:09"
+
+        def release(self, container_id):
+            pass
+
+    engine = SimpleNamespace(networks=Networks(), volumes=None)
+    containers = Containers(layout, db, engine)
+    draft = dataclasses.replace(CONFIG, ip="", mac="")
+    made = containers.insert("making", SimpleNamespace(id="i" * 64), draft, Undo())
+    assert seen == [[("making", CONFIG.image, CONFIG.args)]]
+    assert (made.config.ip, made.config.mac) == ("10.90.0.9", "02:00:00:00:00:09")

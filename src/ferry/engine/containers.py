@@ -259,10 +259,12 @@ class Containers:
             if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"the container name {name!r} is already in use",
                                hint="remove that container or pick another --name")
+            # The draft, not "{}": `ps` and `inspect` may read the record before
+            # its address is chosen.
             conn.execute(
                 "INSERT INTO containers (id, name, image_id, config, state, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (container_id, name, image.id, "{}", CREATED, utc_now()))
+                (container_id, name, image.id, draft.to_json(), CREATED, utc_now()))
         undo.push(self._delete_record, container_id)
         ip, mac = self.networks.reserve(container_id, draft.network, ip=draft.ip or None,
                                         mac=draft.mac or None)
