@@ -392,3 +392,27 @@ def test_rm_container_keeps_its_local_checkpoint(host_a):
     host_a("container", "restore", "ephemeral")
     assert host_a.inspect("ephemeral")["State"]["Status"] == "running"
     host_a("rm", "-f", "ephemeral")
+
+
+def test_an_export_that_fails_after_the_dump_keeps_the_checkpoint(host_a, workdir):
+    """The container is gone once CRIU has dumped it; a full disk under the
+    archive must not take its state along."""
+    full = workdir / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(full)], check=True)
+    try:
+        host_a("run", "-d", "--name", "squeezed", "busybox", "sh", "-c", COUNTER)
+        track(host_a, "squeezed")
+        wait_for(lambda: count(host_a, "squeezed") > 3, "counter to count")
+        before = count(host_a, "squeezed")
+        failed = host_a("container", "checkpoint", "squeezed", "--export", str(full / "c.tar.zst"), check=False)
+        assert failed.returncode == 125
+        assert failed.stderr.strip().splitlines() == [
+            f"ferry: error: cannot write {full / 'c.tar.zst'}: No space left on device (hint: the checkpoint is "
+            "kept: 'ferry container restore squeezed' brings the container back here)"]
+        assert os.listdir(full) == []   # no half-written archive
+        host_a("container", "restore", "squeezed")
+        wait_for(lambda: count(host_a, "squeezed") > before, "the restored counter to go on")
+    finally:
+        host_a("rm", "-f", "squeezed", check=False)
+        subprocess.run(["umount", str(full)], check=True)

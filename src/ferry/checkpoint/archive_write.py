@@ -490,7 +490,8 @@ class ArchiveWriter:
         if follower is None:
             return
         try:
-            follower.stop(complete)
+            with self._failing_as_ferry():
+                follower.stop(complete)
             if complete:
                 for item in self._streamed:
                     info = os.stat(item.path, follow_symlinks=False)
@@ -537,27 +538,33 @@ class ArchiveWriter:
         done = {item.member.name for item in self._streamed}
         inputs = [_input(source_dir, name) for name in names if name not in done]
         reporter = _Reporter(progress, "write", sum(i.size for i in inputs))
-        if self._streamed:
-            members = self._write_body(inputs, reporter)
-            self._put_manifest(self._manifest(members))
-        else:
-            # Nothing went in yet: hash first (xxh3 reads faster than the
-            # disk), and the manifest leads the one compressed stream.
-            digests = [_hash_file(item) for item in inputs]
-            head = self._manifest([Member(i.name, i.size, d) for i, d in zip(inputs, digests)])
-            self._write_body(inputs, reporter, head=head, expected=digests)
-        try:
+        with self._failing_as_ferry():
+            if self._streamed:
+                members = self._write_body(inputs, reporter)
+                self._put_manifest(self._manifest(members))
+            else:
+                # Nothing went in yet: hash first (xxh3 reads faster than the
+                # disk), and the manifest leads the one compressed stream.
+                digests = [_hash_file(item) for item in inputs]
+                head = self._manifest([Member(i.name, i.size, d) for i, d in zip(inputs, digests)])
+                self._write_body(inputs, reporter, head=head, expected=digests)
             os.fsync(self._fd)
             size = os.fstat(self._fd).st_size
             os.close(self._fd)
             self._fd = -1
             os.replace(self._temp, self.path)
-        except OSError as exc:
-            raise FerryError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        fsync_dir(self._directory)
+            fsync_dir(self._directory)
         reporter.finish()
         return WriteResult(self.path, size, time.monotonic() - self._started,
                            sum(item.member.size for item in self._streamed))
+
+    @contextlib.contextmanager
+    def _failing_as_ferry(self):
+        """A full disk or a vanished directory, as one line that names the archive."""
+        try:
+            yield
+        except OSError as exc:
+            raise FerryError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def _manifest(self, members: list[Member]) -> bytes:
         return Manifest(FORMAT_VERSION, self._created, self._host, self._container, self.compression,

@@ -178,16 +178,16 @@ class Checkpoints:
                                                 leave_running=options.leave_running,
                                                 tcp_established=options.tcp_established)
             progress("dump", 1, 1)
-            if writer:
-                with timer.phase("archive_follow"):
-                    writer.stop_following(complete=True)
             if not options.leave_running:
-                # Once the monitor has the exit, the log is complete. Its exit
-                # command then releases mounts, netns and rules in its own process,
-                # while this one writes the archive.
+                # The checkpoint is recorded before anything of the archive can
+                # fail: the container is gone, and its images must stay
+                # restorable. Once the monitor has the exit, the log is complete.
                 with timer.phase("exit"):
                     self.containers.wait_exit_recorded(container)
                 self.containers.set_checkpointed(container.id, utc_now())
+            if writer:
+                with timer.phase("archive_follow"):
+                    writer.stop_following(complete=True)
             criu_stats = read_dump_stats(work)  # runc has CRIU write stats to its work dir
             written = None
             if writer:
@@ -199,11 +199,14 @@ class Checkpoints:
                 if options.export and not options.keep:
                     remove_tree_later(images)
                     self.containers.set_checkpointed(container.id, None)
-        except BaseException:
+        except BaseException as failure:
             if writer:
                 writer.abort()
             if options.leave_running or self.containers.get(container.id).state == RUNNING:
                 remove_tree(images)
+            elif isinstance(failure, FerryError) and self.containers.get(container.id).checkpointed_at:
+                failure.hint = (f"the checkpoint is kept: 'ferry container restore {container.name}' "
+                                "brings the container back here")
             if not options.leave_running:
                 # The monitor saw the marker and left the cleanup to this
                 # command, and a failed dump may have ended the container too.
