@@ -202,9 +202,10 @@ class Checkpoints:
         except BaseException as failure:
             if writer:
                 writer.abort()
-            if options.leave_running or self.containers.get(container.id).state == RUNNING:
+            current = self.containers.get(container.id)
+            if options.leave_running or current.state == RUNNING:
                 remove_tree(images)
-            elif isinstance(failure, FerryError) and self.containers.get(container.id).checkpointed_at:
+            elif isinstance(failure, FerryError) and current.checkpointed_at:
                 failure.hint = (f"the checkpoint is kept: 'ferry container restore {container.name}' "
                                 "brings the container back here")
             if not options.leave_running:

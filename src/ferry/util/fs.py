@@ -95,13 +95,12 @@ def tmpfs_if_it_fits(path: str, need: int | None) -> bool:
     # The size is only a ceiling: tmpfs takes memory as files fill it. Huge
     # pages make CRIU's restore read its pages about 30% faster; a kernel
     # without them for tmpfs refuses the option, and small pages do.
-    options = f"mode=0700,size={available}"
-    for extra in (",huge=always", ""):
-        done = proc.run(["mount", "-t", "tmpfs", "-o", options + extra, "ferry-scratch", path],
-                        desc=f"mount a tmpfs on {path}", check=not extra)
-        if done.returncode == 0:
-            return True
-    return False
+    def mount(options: str, check: bool):
+        return proc.run(["mount", "-t", "tmpfs", "-o", f"mode=0700,size={available}{options}",
+                         "ferry-scratch", path], desc=f"mount a tmpfs on {path}", check=check)
+    if mount(",huge=always", check=False).returncode != 0:
+        mount("", check=True)
+    return True
 
 
 def remove_tree_later(path: str) -> None:
