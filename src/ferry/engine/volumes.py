@@ -10,6 +10,7 @@ from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import Conflict, NotFound, UsageError
 from ferry.util.fs import remove_tree
+from ferry.util.strictjson import exact_keys, shown
 from ferry.util.timefmt import utc_now
 
 DDL = """
@@ -20,21 +21,51 @@ CREATE TABLE IF NOT EXISTS volumes (
 """
 
 
+VOLUME_KEYS = ("kind", "source", "destination", "readonly")
+MAX_PATH = 4095
+
+
 @dataclass(frozen=True)
 class VolumeSpec:
-    """One -v option: a named volume or a host directory, mounted at `destination`."""
+    """One -v option: a named volume or a host directory, mounted at `destination`.
+    Every instance is valid (ValueError otherwise): an archive may carry one."""
     kind: str           # "volume" | "bind"
     source: str         # volume name or absolute host path
     destination: str
     readonly: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("volume", "bind"):
+            raise ValueError(f"volume kind must be volume or bind, not {shown(self.kind)}")
+        if self.kind == "volume":
+            if not isinstance(self.source, str) or len(self.source) > ids.MAX_NAME \
+                    or not ids.NAME_RE.match(self.source):
+                raise ValueError(f"volume name {shown(self.source)} is not a valid name")
+        else:
+            _check_path(self.source, "bind source")
+        _check_path(self.destination, "volume destination")
+        if not isinstance(self.readonly, bool):
+            raise ValueError(f"volume readonly must be true or false, not {shown(self.readonly)}")
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "source": self.source, "destination": self.destination,
                 "readonly": self.readonly}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "VolumeSpec":
-        return cls(data["kind"], data["source"], data["destination"], bool(data["readonly"]))
+    def from_dict(cls, data) -> "VolumeSpec":
+        """From its JSON form, strictly (ValueError)."""
+        exact_keys(data, VOLUME_KEYS, "volume")
+        return cls(data["kind"], data["source"], data["destination"], data["readonly"])
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.destination}" + (":ro" if self.readonly else "")
+
+
+def _check_path(path, what: str) -> None:
+    """Absolute, normalised, no NUL: the form parse_volume makes."""
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > MAX_PATH \
+            or os.path.normpath(path) != path or path.startswith("//"):
+        raise ValueError(f"{what} {shown(path)} must be an absolute, normalised path")
 
 
 def parse_volume(spec: str) -> VolumeSpec:

@@ -21,7 +21,7 @@ from ferry.image.manifest import Index, Manifest, parse_document, select_platfor
 from ferry.util.errors import BadArchive, FerryError
 
 MAX_JSON_BYTES = 4 << 20
-BLOB_MEMBER_RE = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+BLOB_MEMBER_RE = re.compile(r"^blobs/sha256/([0-9a-f]{64})\Z")
 # Where OCI layouts keep an image's name: containerd/docker put the full name
 # in their own key; podman and skopeo use the OCI key.
 NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")

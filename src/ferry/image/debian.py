@@ -31,8 +31,8 @@ BUILD_TIMEOUT = 1800
 # Part of the cache key: bump it when the tidy-up below changes, so old
 # cached root filesystems are not reused.
 CACHE_FORMAT = 1
-PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+\Z")
+SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*\Z")
 SOURCES = ("/etc/apt/sources.list", "/etc/apt/sources.list.d")
 
 

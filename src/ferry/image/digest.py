@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from ferry.util.errors import BadArchive
 
-DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
+DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})\Z")
 CHUNK = 1 << 20
 
 

@@ -71,8 +71,8 @@ CREATE INDEX IF NOT EXISTS image_names_image_id ON image_names(image_id)
 
 LAYER_DIR_CHARS = 16
 MAX_CONFIG_BYTES = 4 << 20
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-HEX_PREFIX_RE = re.compile(r"^[0-9a-f]{1,64}$")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+HEX_PREFIX_RE = re.compile(r"^[0-9a-f]{1,64}\Z")
 
 
 @dataclass(frozen=True)

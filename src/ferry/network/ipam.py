@@ -22,8 +22,8 @@ BRIDGE_PREFIX = "ferry"
 MAX_IFNAME = 15               # IFNAMSIZ - 1
 LARGEST_PREFIX = 8            # wider subnets would swallow whole private ranges
 SMALLEST_PREFIX = 29          # network, broadcast, gateway and a few containers
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]+\Z")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 LOCALLY_ADMINISTERED = 0x02
 MULTICAST = 0x01
 

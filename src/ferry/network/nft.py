@@ -8,7 +8,9 @@ machine_lock(NFT_LOCK) around a read-decide-apply sequence.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -25,6 +27,7 @@ PUBLISHED_TAG = "pub"
 BRIDGE_TAG = "bridge"
 ANY_HOST_IP = "*"
 LOCALHOST_NET = "127.0.0.0/8"
+TAG_RE = re.compile(r"^[0-9a-f]{1,64}\Z")
 
 # Declaring an existing table or chain is a no-op, and the two hook chains hold
 # only ferry's jump, so flushing and re-adding it makes the skeleton idempotent.
@@ -70,6 +73,13 @@ def published_comment(root_tag: str, container_id: str, mapping: PortMapping) ->
 
 
 def dnat_rule(root_tag: str, container_id: str, container_ip: str, mapping: PortMapping) -> str:
+    """The rule as nft text. Every value in it is checked here, because it is
+    a script: PortMapping validates itself, and the rest must be what it says."""
+    if not isinstance(mapping, PortMapping):
+        raise TypeError("dnat_rule needs a PortMapping")
+    container_ip = str(ipaddress.IPv4Address(container_ip))
+    if not TAG_RE.match(root_tag) or not TAG_RE.match(container_id):
+        raise ValueError("root tag and container ID must be lowercase hex")
     match = f"ip daddr {mapping.host_ip} " if mapping.host_ip else ""
     return (f"add rule {FAMILY} {TABLE} {PUBLISHED_CHAIN} {match}{mapping.protocol} dport "
             f"{mapping.host_port} dnat to {container_ip}:{mapping.container_port} "
@@ -116,8 +126,13 @@ def parse_published(rule: Rule) -> PublishedRule | None:
     if rule.chain != PUBLISHED_CHAIN or len(fields) != 7 or fields[0] != PUBLISHED_TAG:
         return None
     _, root_tag, container_id, protocol, host_port, host_ip, container_port = fields
-    mapping = PortMapping("" if host_ip == ANY_HOST_IP else host_ip, int(host_port),
-                          int(container_port), protocol)
+    if not (host_port.isdigit() and container_port.isdigit()):
+        return None
+    try:
+        mapping = PortMapping("" if host_ip == ANY_HOST_IP else host_ip, int(host_port),
+                              int(container_port), protocol)
+    except ValueError:
+        return None   # not a rule ferry wrote
     return PublishedRule(rule.handle, root_tag, container_id, mapping)
 
 

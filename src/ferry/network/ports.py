@@ -13,19 +13,54 @@ from dataclasses import dataclass, replace
 from typing import Iterable
 
 from ferry.util.errors import Conflict, UsageError
+from ferry.util.strictjson import exact_keys, shown
 
 PROTOCOLS = ("tcp", "udp")
 PORT_SYNTAX = "[[IP:][HOST_PORT]:]CONTAINER_PORT[/tcp|udp], e.g. -p 8080:80"
 ALL_ADDRESSES = ("", "0.0.0.0")
 FREE_PORT_ATTEMPTS = 100
+PORT_KEYS = ("host_ip", "host_port", "container_port", "protocol")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _canonical_ipv4(text: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(text)) == text and text not in ALL_ADDRESSES
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
 class PortMapping:
+    """One published port. Every instance is valid: its fields go into nft
+    rules, and an archive may carry them (a protocol of "tcp dport 1 ...\n"
+    once injected nft commands)."""
     host_ip: str        # "" means all host addresses
     host_port: int      # 0 until publish() picks a free one
     container_port: int
     protocol: str       # "tcp" | "udp"
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be tcp or udp, not {shown(self.protocol)}")
+        for name, low in (("host_port", 0), ("container_port", 1)):
+            value = getattr(self, name)
+            if not _is_int(value) or not low <= value <= 65535:
+                raise ValueError(f"{name} must be a whole number from {low} to 65535, not {shown(value)}")
+        if not isinstance(self.host_ip, str) or (self.host_ip and not _canonical_ipv4(self.host_ip)):
+            raise ValueError(f"host_ip must be empty or an IPv4 address, not {shown(self.host_ip)}")
+
+    @classmethod
+    def from_dict(cls, data) -> "PortMapping":
+        """From its JSON form, strictly (ValueError)."""
+        exact_keys(data, PORT_KEYS, "port")
+        return cls(data["host_ip"], data["host_port"], data["container_port"], data["protocol"])
+
+    def to_dict(self) -> dict:
+        return {key: getattr(self, key) for key in PORT_KEYS}
 
     def __str__(self) -> str:
         host = f"{self.host_ip}:" if self.host_ip else ""

@@ -8,7 +8,7 @@ import secrets
 from ferry.util.errors import UsageError
 
 SHORT_ID = 12
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*\Z")
 MAX_NAME = 128
 
 
