@@ -15,6 +15,7 @@ import time
 import pytest
 
 from ferry.engine.containers import Container, ContainerConfig
+from ferry.network.ports import PortMapping
 from ferry.engine.listing import EXITED, RUNNING, ContainerSummary, Listing, has_exited, process_alive
 from ferry.store.db import Database
 from ferry.store.layout import Layout
@@ -24,7 +25,7 @@ CONFIG = ContainerConfig(
     image="localhost/busybox:latest", image_digest="sha256:" + "d" * 64, args=("sleep", "100"),
     command=("100",), env=("PATH=/bin",), workdir="/", user="", hostname="h", network="ferry",
     ip="10.90.0.2", mac="02:00:00:00:00:02",
-    ports=({"host_ip": "", "host_port": 8080, "container_port": 80, "protocol": "tcp"},),
+    ports=(PortMapping("", 8080, 80, "tcp"),),
     volumes=(), stop_signal="SIGTERM", rm=False, tty=False, interactive=False)
 
 
@@ -89,7 +90,7 @@ def test_summary_holds_what_the_full_record_holds(root):
     row = db.read().execute("SELECT * FROM containers").fetchone()
     summary, full = ContainerSummary.from_row(row), Container.from_row(row)
     assert summary == (full.id, full.name, full.image_id, full.config.image, full.config.args,
-                       full.config.ports, full.state, full.pid, full.exit_code, full.created_at,
+                       tuple(p.to_dict() for p in full.config.ports), full.state, full.pid, full.exit_code, full.created_at,
                        full.started_at, full.finished_at)
 
 
@@ -105,7 +106,7 @@ def test_live_containers_are_listed_from_the_table_alone(root):
     assert [(c.name, c.state) for c in everything] == [
         ("first", RUNNING), ("second", RUNNING), ("done", EXITED), ("new", "created")]
     assert everything[2].exit_code == 3
-    assert everything[0].ports == CONFIG.ports and everything[0].args == ("sleep", "100")
+    assert everything[0].ports == tuple(p.to_dict() for p in CONFIG.ports) and everything[0].args == ("sleep", "100")
 
 
 @pytest.mark.parametrize("how", ["process gone", "exit file written"])

@@ -29,6 +29,8 @@ def register(container_commands) -> None:
     checkpoint.add_argument("--ignore-volumes", action="store_true",
                             help="leave named volumes out of the archive")
     checkpoint.add_argument("--keep", action="store_true", help="keep the CRIU images after exporting")
+    checkpoint.add_argument("--sign-key", metavar="FILE",
+                            help="sign the archive with this Ed25519 private key (PEM)")
     checkpoint.add_argument("--print-stats", action="store_true", help="print timings as JSON")
     checkpoint.add_argument("--format", choices=("text", "json"), default="text")
     checkpoint.set_defaults(handler=cmd_checkpoint)
@@ -48,6 +50,13 @@ def register(container_commands) -> None:
     restore.add_argument("--ignore-volumes", action="store_true", help="do not restore named volumes")
     restore.add_argument("--image-archive", metavar="FILE",
                          help="load the container's image from this archive if it is missing")
+    restore.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DEST[:ro]",
+                         help="mount SRC where the checkpointed container had a mount at DEST (with --import)")
+    restore.add_argument("--allow-bind-mounts", action="store_true",
+                         help="mount the host paths the archive names (they are printed); otherwise "
+                              "a restore of a container with bind mounts needs -v for each")
+    restore.add_argument("--verify-key", metavar="FILE",
+                         help="refuse the archive unless it is signed by this Ed25519 public key (PEM)")
     restore.add_argument("--print-stats", action="store_true", help="print timings as JSON")
     restore.add_argument("--format", choices=("text", "json"), default="text")
     restore.set_defaults(handler=cmd_restore)
@@ -60,7 +69,7 @@ def cmd_checkpoint(args) -> int:
     options = CheckpointOptions(export=args.export, leave_running=args.leave_running,
                                 tcp_established=args.tcp_established, compress=args.compress,
                                 ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
-                                keep=args.keep)
+                                keep=args.keep, sign_key=args.sign_key)
     checkpoints = Checkpoints(Engine(args.root).containers)
     results = []
     for name in args.containers:
@@ -81,14 +90,28 @@ def cmd_restore(args) -> int:
                              ports=tuple(args.publish) if args.publish is not None else None,
                              ignore_static_ip=args.ignore_static_ip, ignore_static_mac=args.ignore_static_mac,
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
-                             image_archive=args.image_archive)
+                             image_archive=args.image_archive, volumes=tuple(args.volume),
+                             allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key)
     checkpoints = Checkpoints(Engine(args.root).containers)
     results = []
     for name in args.containers or [None]:
         with progress_bar() as progress:
-            results.append(checkpoints.restore(name, options, progress))
+            result = checkpoints.restore(name, options, progress)
+        _report_trust(result, args.import_path)
+        results.append(result)
     _print_results(args, results, name_of=lambda r: r.id)
     return 0
+
+
+def _report_trust(result, path: str | None) -> None:
+    """On stderr, so that stdout stays the container's ID."""
+    from ferry.engine.checkpoints import Authenticity
+    for volume in result.granted_binds:
+        render.warning(f"mounted host path {volume.source} at {volume.destination}, as the archive asked "
+                       "(--allow-bind-mounts)")
+    if result.authenticity == Authenticity.UNVERIFIED:
+        render.warning(f"restored from {path}, whose origin is not verified",
+                       hint="sign archives with --sign-key and restore them with --verify-key")
 
 
 def _print_results(args, results, name_of) -> None:

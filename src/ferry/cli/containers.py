@@ -375,13 +375,13 @@ def inspect_container(engine: Engine, c: Container) -> dict:
     config = c.config
     ports: dict[str, list] = {}
     for p in config.ports:
-        ports.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
-            {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
+        ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+            {"HostIp": p.host_ip, "HostPort": str(p.host_port)})
     mounts = []
     for v in config.volumes:
-        source = engine.volumes.data_dir(v["source"]) if v["kind"] == "volume" else v["source"]
-        mounts.append({"Type": v["kind"], "Name": v["source"] if v["kind"] == "volume" else "",
-                       "Source": source, "Destination": v["destination"], "RW": not v["readonly"]})
+        source = engine.volumes.data_dir(v.source) if v.kind == "volume" else v.source
+        mounts.append({"Type": v.kind, "Name": v.source if v.kind == "volume" else "",
+                       "Source": source, "Destination": v.destination, "RW": not v.readonly})
     running = c.state == RUNNING
     return {
         "Id": c.id, "Created": c.created_at, "Path": config.args[0], "Args": list(config.args[1:]),

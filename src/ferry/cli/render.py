@@ -43,6 +43,13 @@ def error(message: str, hint: str | None = None) -> None:
     print(text, file=sys.stderr)
 
 
+def warning(message: str, hint: str | None = None) -> None:
+    text = f"ferry: warning: {message}"
+    if hint:
+        text += f" (hint: {hint})"
+    print(text, file=sys.stderr)
+
+
 def table(headers: list[str], rows: Iterable[list[str]]) -> None:
     """A podman-style table: upper-case headers, columns two spaces apart."""
     rows = [[str(cell) for cell in row] for row in rows]

@@ -13,23 +13,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive_write import ArchiveWriter, WriteResult
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
-from ferry.engine.containers import RUNNING, Container, ContainerConfig, Containers, RestoreFrom, Undo
+from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
+                                 parse_deleted_files)
+from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import memory_in_use
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
-from ferry.util.fs import atomic_write, remove_tree, remove_tree_later, tmpfs_if_it_fits
+from ferry.util.fs import atomic_write, memory_available, remove_tree, remove_tree_later, tmpfs_if_it_fits
+from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
 
 IMAGES = "checkpoint"            # CRIU images, inside the container dir and the archive
@@ -45,7 +49,17 @@ LOG = "ctr.log"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 OPAQUE_MARKER = ".wh..wh..opq"
 
+HINT_FORGED = "the archive is damaged or forged; do not restore from it"
+DISK_MARGIN = 256 << 20          # left free on a disk after staging or unpacking an archive
+
 Progress = Callable[[str, int, int], None]
+
+
+class Authenticity:
+    """What a restore knows of where its checkpoint came from."""
+    LOCAL = "local"              # this root's own checkpoint
+    VERIFIED = "verified"        # an archive whose signature --verify-key checked
+    UNVERIFIED = "unverified"    # an archive anyone could have written
 
 
 def _no_progress(_phase: str, _done: int, _total: int) -> None:
@@ -61,6 +75,7 @@ class CheckpointOptions:
     ignore_rootfs: bool = False
     ignore_volumes: bool = False
     keep: bool = False
+    sign_key: str | None = None     # an Ed25519 private key (PEM) to sign the archive with
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,9 @@ class RestoreOptions:
     ignore_rootfs: bool = False
     ignore_volumes: bool = False
     image_archive: str | None = None
+    volumes: tuple[str, ...] = ()   # -v SRC:DST re-stating the archive's mounts on this host
+    allow_bind_mounts: bool = False
+    verify_key: str | None = None   # an Ed25519 public key (PEM) the archive must be signed with
 
 
 @dataclass
@@ -119,11 +137,13 @@ class RestoreResult:
     seconds: float
     phases: dict
     criu: dict
+    authenticity: str = Authenticity.LOCAL
+    granted_binds: tuple[VolumeSpec, ...] = ()   # host paths mounted because of --allow-bind-mounts
 
     def stats(self) -> dict:
         return {"ferry_restore_duration": int(self.seconds * 1e6),
                 "container_statistics": [{
-                    "Id": self.id, "Name": self.name,
+                    "Id": self.id, "Name": self.name, "authenticity": self.authenticity,
                     "runtime_restore_duration": int(self.phases.get("runc_restore", 0) * 1e6),
                     "criu_statistics": self.criu, "ferry_phases": _micros(self.phases)}]}
 
@@ -151,6 +171,9 @@ class Checkpoints:
         started = time.monotonic()
         timer = Timer()
         compression = archive.compression_for(options.export, options.compress) if options.export else None
+        if options.sign_key and not options.export:
+            raise UsageError("--sign-key needs --export: only an archive carries a signature")
+        signer = load_private_key(options.sign_key) if options.sign_key else None
         container = self.containers.get(name_or_id)
         if container.state != RUNNING:
             raise Conflict(f"cannot checkpoint container {container.name!r}: it is {container.state}",
@@ -170,7 +193,8 @@ class Checkpoints:
         try:
             if options.export:
                 writer = ArchiveWriter(options.export, compression=compression,
-                                       container=_archive_identity(container))
+                                       container=_archive_identity(container),
+                                       **({"signer": signer} if signer else {}))
                 writer.follow(images, IMAGES, _is_pages_image)   # compress while CRIU writes
             progress("dump", 0, 1)
             with timer.phase("runc_checkpoint"):
@@ -251,11 +275,9 @@ class Checkpoints:
                         os.unlink(path)
 
     def _write_config_members(self, container: Container, directory: str, staged: list[str]) -> list[str]:
-        config = {"id": container.id, "name": container.name, "image_id": container.image_id,
-                  "created_at": container.created_at, "config": asdict(container.config)}
-        network = {"network": container.config.network, "ip": container.config.ip,
-                   "mac": container.config.mac, "ports": list(container.config.ports)}
-        members = {CONFIG_DUMP: json.dumps(config, indent=1), NETWORK_STATUS: json.dumps(network, indent=1)}
+        archived = ArchivedContainer(container.id, container.name, container.image_id, container.created_at,
+                                     container.config)
+        members = {CONFIG_DUMP: archived.to_json(), NETWORK_STATUS: network_status_json(container.config)}
         with open(os.path.join(directory, "config.json")) as f:
             members[SPEC_DUMP] = f.read()
         stats = os.path.join(directory, WORK, "stats-dump")
@@ -279,10 +301,7 @@ class Checkpoints:
     def _write_volumes(self, container: Container, directory: str, staged: list[str]) -> list[str]:
         names = []
         volume_dir = os.path.join(directory, VOLUMES)
-        for data in container.config.volumes:
-            volume = VolumeSpec.from_dict(data)
-            if volume.kind != "volume":
-                continue  # host directories stay with the host, as in podman
+        for volume in container.config.named_volumes:   # host directories stay with the host, as in podman
             os.makedirs(volume_dir, mode=0o700, exist_ok=True)
             if volume_dir not in staged:
                 staged.append(volume_dir)
@@ -298,8 +317,11 @@ class Checkpoints:
             return self._restore_import(options, progress)
         if not name_or_id:
             raise UsageError("restore needs a container name, or --import FILE")
-        if options.name:
-            raise UsageError("--name needs --import: an in-place restore keeps the container's name")
+        for flag, given in (("--name", options.name), ("-v", options.volumes),
+                            ("--allow-bind-mounts", options.allow_bind_mounts),
+                            ("--verify-key", options.verify_key)):
+            if given:
+                raise UsageError(f"{flag} needs --import: an in-place restore keeps the container as it was")
         return self._restore_in_place(name_or_id, options)
 
     def _restore_in_place(self, name_or_id: str, options: RestoreOptions) -> RestoreResult:
@@ -320,42 +342,34 @@ class Checkpoints:
         criu = _restore_stats(images, work)
         self.containers.set_checkpointed(container.id, None)
         remove_tree_later(images)
-        return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu)
+        return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
+                             Authenticity.LOCAL)
 
     def _restore_import(self, options: RestoreOptions, progress: Progress) -> RestoreResult:
+        """Everything the archive says is checked before anything is made; what
+        it proposes about this host (bind mounts) needs the user's grant."""
         started, timer = time.monotonic(), Timer()
+        path = options.import_path
+        _check_archive_path(path)
+        name = ids.check_name(options.name) if options.name is not None else None
+        restated = tuple(self.containers.check_volume(v) for v in options.volumes)
+        verify_key = load_public_key(options.verify_key) if options.verify_key else None
         os.makedirs(self.layout.tmp, mode=0o700, exist_ok=True)
         scratch = os.path.join(self.layout.tmp, f"import-{ids.new_id()[:12]}")
         staging = os.path.join(scratch, "archive")
         undo = Undo()
         try:
             with timer.phase("archive_read"):
-                size = archive.read_manifest(options.import_path).total_size
+                head = archive.read_manifest(path)
                 os.mkdir(scratch, 0o700)
-                # CRIU reads the images once; they need never reach the disk.
-                tmpfs_if_it_fits(scratch, size)
-                manifest = archive.read_archive(options.import_path, staging, progress=progress)
-            saved = _load_json(staging, CONFIG_DUMP)
-            try:
-                config = ContainerConfig(**{**saved["config"], **{k: tuple(saved["config"][k]) for k in
-                                            ("args", "command", "env", "ports", "volumes")}})
-            except (KeyError, TypeError) as exc:
-                raise BadArchive(f"{CONFIG_DUMP} is not a ferry container config ({exc})") from None
-            image = self._image_for(manifest, options)
-            config = self._config_for_target(config, options)
-            name = options.name or saved.get("name")
-            attempt = Undo()
-            try:
-                container = self.containers.insert(name, image, config, attempt)
-            except Conflict as clash:
-                attempt.run()
-                # A new address with the old MAC would confuse every switch on the
-                # segment when the original still runs: --ignore-static-ip takes both.
-                if not (options.ignore_static_ip and config.mac and config.mac.lower() in clash.message.lower()):
-                    raise _restore_hint(clash, config) from None
-                config = replace(config, mac="")
-                container = self.containers.insert(name, image, config, attempt)
-            undo.steps += attempt.steps
+                self._stage(scratch, path, _size_bound(head))
+                contents = archive.read_archive(path, staging, progress=progress,
+                                                **({"verify_key": verify_key} if verify_key else {}))
+            saved, deleted = _read_members(staging, contents)
+            image = self._image_for(head.container, options)
+            config, granted = self._config_for_target(saved.config, options, restated)
+            self._check_disk_for_files(staging, options)
+            container = self._insert_restored(name or saved.name, image, config, options, undo)
             directory = self.containers.dir(container.id)
             with timer.phase("files"):
                 if os.path.exists(os.path.join(staging, LOG)):
@@ -363,17 +377,16 @@ class Checkpoints:
                 if not options.ignore_rootfs and os.path.exists(os.path.join(staging, ROOTFS_DIFF)):
                     upper = os.path.join(directory, "upper")
                     os.makedirs(upper, mode=0o755, exist_ok=True)
-                    apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), upper,
-                                    _load_json(staging, DELETED_FILES))
+                    apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), upper, deleted)
                 if not options.ignore_volumes:
-                    self._restore_volumes(container, staging, undo)
+                    self._restore_volumes(container, staging)
             work = os.path.join(directory, WORK)
             os.makedirs(work, mode=0o700)
             images = os.path.join(staging, IMAGES)
             with timer.phase("runc_restore"):
                 try:
-                    self.containers.start(container.id,
-                                          restore=RestoreFrom(images, work, options.tcp_established))
+                    self.containers.start(container.id, restore=RestoreFrom(
+                        images, work, options.tcp_established, from_archive=True))
                 except FerryError as error:
                     raise self._keep_log(error, work, container.name) from None
             criu = _restore_stats(images, work)
@@ -383,10 +396,58 @@ class Checkpoints:
             raise
         finally:
             remove_tree_later(scratch)
-        return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu)
+        return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
+                             _authenticity(contents), granted)
 
-    def _image_for(self, manifest, options: RestoreOptions):
-        wanted = manifest.container
+    def _stage(self, scratch: str, path: str, need: int) -> None:
+        """Room for the archive's members, sized from what it declares, and
+        refused up front when neither memory nor disk can hold it."""
+        if tmpfs_if_it_fits(scratch, need):   # CRIU reads the images once; they need never reach the disk
+            return
+        free = _disk_free(scratch)
+        if need + need // 10 + DISK_MARGIN > free:
+            raise FerryError(f"cannot restore {path}: its members take {_size(need)}, more than this host "
+                             f"can stage ({_size(memory_available())} of memory and {_size(free)} of disk "
+                             f"free under {self.layout.tmp}, less a margin)",
+                             hint="free memory or disk, or restore on a larger host")
+
+    def _check_disk_for_files(self, staging: str, options: RestoreOptions) -> None:
+        """The root filesystem diff and the volumes are unpacked to disk."""
+        names = [] if options.ignore_rootfs else [ROOTFS_DIFF]
+        if not options.ignore_volumes and os.path.isdir(os.path.join(staging, VOLUMES)):
+            names += [os.path.join(VOLUMES, n) for n in os.listdir(os.path.join(staging, VOLUMES))]
+        need = sum(os.lstat(os.path.join(staging, n)).st_size for n in names
+                   if os.path.exists(os.path.join(staging, n)))
+        os.makedirs(self.layout.containers, mode=0o700, exist_ok=True)
+        free = _disk_free(self.layout.containers)
+        if need and need + need // 10 + DISK_MARGIN > free:
+            raise FerryError(f"cannot restore: the archive's files take {_size(need)}, and {_size(free)} "
+                             f"of disk is free under {self.layout.containers}, less a margin",
+                             hint="free disk space, or restore with --ignore-rootfs/--ignore-volumes")
+
+    def _insert_restored(self, name: str, image, config: ContainerConfig, options: RestoreOptions,
+                         undo: Undo) -> Container:
+        attempt = Undo()
+        try:
+            try:
+                container = self.containers.insert(name, image, config, attempt)
+            except UsageError as refusal:   # the archive's address, not the user's command line
+                raise Conflict(refusal.message, hint="restore with --ignore-static-ip (and --ignore-static-mac) "
+                                                     "to take a new address") from None
+            except Conflict as clash:
+                attempt.run()
+                # A new address with the old MAC would confuse every switch on the
+                # segment when the original still runs: --ignore-static-ip takes both.
+                if not (options.ignore_static_ip and config.mac and config.mac.lower() in clash.message.lower()):
+                    raise _restore_hint(clash, config) from None
+                container = self.containers.insert(name, image, replace(config, mac=""), attempt)
+        except BaseException:
+            attempt.run()
+            raise
+        undo.steps += attempt.steps
+        return container
+
+    def _image_for(self, wanted: dict, options: RestoreOptions):
         images = self.containers.images
         try:
             return images.get(wanted["image_id"])
@@ -401,7 +462,10 @@ class Checkpoints:
             raise NotFound(f"--image-archive {options.image_archive} does not hold image {wanted['image']} "
                            f"({wanted['image_digest']})") from None
 
-    def _config_for_target(self, config: ContainerConfig, options: RestoreOptions) -> ContainerConfig:
+    def _config_for_target(self, config: ContainerConfig, options: RestoreOptions,
+                           restated: tuple[VolumeSpec, ...]) -> tuple[ContainerConfig, tuple[VolumeSpec, ...]]:
+        """The archived config made this host's: its network, ports and mounts.
+        Returns it with the bind mounts granted by --allow-bind-mounts."""
         from ferry.network.ports import parse_port
         networks = self.containers.networks
         changes: dict = {}
@@ -415,29 +479,27 @@ class Checkpoints:
         if options.ignore_static_mac:
             changes["mac"] = ""
         if options.ports is not None:
-            changes["ports"] = tuple(asdict(parse_port(p)) for p in options.ports)
-        else:  # publish the same host ports again
-            changes["ports"] = config.ports
+            changes["ports"] = tuple(parse_port(p) for p in options.ports)
+        volumes, granted = _mounts_for_target(config.volumes, restated, options.allow_bind_mounts)
         if options.ignore_volumes:
-            changes["volumes"] = tuple(v for v in config.volumes if v["kind"] != "volume")
-        for data in config.volumes:
-            if data["kind"] == "bind" and not os.path.exists(data["source"]):
-                raise NotFound(f"host path {data['source']!r} mounted at {data['destination']} does not exist here",
-                               hint="create it on this host before restoring")
-        return replace(config, **changes)
+            volumes = tuple(v for v in volumes if v.kind != "volume")
+        for volume in volumes:
+            if volume.kind == "bind" and not os.path.exists(volume.source):
+                raise NotFound(f"host path {volume.source!r} mounted at {volume.destination} does not exist here",
+                               hint="create it on this host before restoring, or re-state it with -v")
+        return replace(config, volumes=volumes, **changes), granted
 
-    def _restore_volumes(self, container: Container, staging: str, undo: Undo) -> None:
+    def _restore_volumes(self, container: Container, staging: str) -> None:
         volumes = self.containers.volumes
-        for data in container.config.volumes:
-            volume = VolumeSpec.from_dict(data)
+        for volume in container.config.named_volumes:
             tar_path = os.path.join(staging, VOLUMES, f"{volume.source}.tar")
-            if volume.kind != "volume" or not os.path.exists(tar_path):
+            if not os.path.exists(tar_path):
                 continue
             target = volumes.data_dir(volume.source)
             if os.listdir(target):
                 raise Conflict(f"volume {volume.source!r} already exists here and is not empty",
                                hint="remove it first, or restore with --ignore-volumes")
-            apply_tree_diff(tar_path, target, [])
+            apply_tree_diff(tar_path, target, ())
 
     def _keep_log(self, error: FerryError, work: str, name: str) -> FerryError:
         """The container dir goes away with the failed restore; CRIU's log must not."""
@@ -446,10 +508,128 @@ class Checkpoints:
             return error
         kept_dir = os.path.join(self.layout.root, "logs")
         os.makedirs(kept_dir, mode=0o700, exist_ok=True)
-        kept = os.path.join(kept_dir, f"restore-{name}-{time.strftime('%Y%m%dT%H%M%S')}.log")
+        kept = os.path.join(kept_dir, f"restore-{ids.check_name(name)}-{time.strftime('%Y%m%dT%H%M%S')}.log")
         shutil.copyfile(log, kept)
         error.hint = f"CRIU's log is kept at {kept}"
         return error
+
+
+def _mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSpec, ...],
+                       allow_binds: bool) -> tuple[tuple[VolumeSpec, ...], tuple[VolumeSpec, ...]]:
+    """An archive never chooses a host path. Each of its mounts is kept (named
+    volumes live in this root), replaced by the user's -v at the same
+    destination, or, for a bind of a host path, granted by --allow-bind-mounts;
+    otherwise the restore is refused with the list. CRIU restores the mount
+    tree it dumped, so -v can only re-state a mount the container had."""
+    by_destination = {v.destination: v for v in restated}
+    if len(by_destination) != len(restated):
+        raise UsageError("two -v options name the same container path")
+    known = {v.destination for v in archived}
+    for volume in restated:
+        if volume.destination not in known:
+            raise UsageError(f"-v {volume}: the checkpoint has no mount at {volume.destination}",
+                             hint="a restore can only re-state the mounts the container had"
+                                  + (f": {', '.join(sorted(known))}" if known else ""))
+    kept, granted, refused = [], [], []
+    for volume in archived:
+        if volume.destination in by_destination:
+            kept.append(by_destination[volume.destination])
+        elif volume.kind == "volume":
+            kept.append(volume)
+        elif allow_binds:
+            kept.append(volume)
+            granted.append(volume)
+        else:
+            refused.append(volume)
+    if refused:
+        listed = ", ".join(f"{v.source} at {v.destination}" for v in refused)
+        raise FerryError(f"the checkpoint mounts host paths, which only this host's user may grant: {listed}",
+                         hint="re-state each with -v HOST_PATH:CONTAINER_PATH, or pass --allow-bind-mounts "
+                              "to mount the paths the archive names")
+    return tuple(kept), tuple(granted)
+
+
+def _check_archive_path(path: str) -> None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"checkpoint archive {path} does not exist") from None
+    except OSError as exc:
+        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise FerryError(f"{path} is not a file", hint="give the checkpoint archive's path")
+
+
+def _size_bound(head) -> int:
+    return head.total_size
+
+
+MAX_JSON_MEMBER = 16 << 20
+# The members a ferry archive may hold besides CRIU's images and volume tars.
+KNOWN_MEMBERS = (CONFIG_DUMP, SPEC_DUMP, NETWORK_STATUS, STATS_DUMP, ROOTFS_DIFF, DELETED_FILES, LOG)
+IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
+
+
+def _read_members(staging: str, contents) -> tuple[ArchivedContainer, tuple[str, ...]]:
+    """The archive's own records, parsed strictly, and its layout checked:
+    config.dump, network.status (which must agree with it), deleted.files,
+    and no member without a place in a ferry checkpoint."""
+    sizes = {m.name: m.size for m in contents.members}
+    for name, size in sizes.items():
+        if name.endswith((".dump", ".status", ".files")) and size > MAX_JSON_MEMBER:
+            raise BadArchive(f"{name} in the archive is too large ({size} bytes)", hint=HINT_FORGED)
+    if CONFIG_DUMP not in sizes or f"{IMAGES}/inventory.img" not in sizes:
+        raise BadArchive(f"the archive has no {CONFIG_DUMP if CONFIG_DUMP not in sizes else 'CRIU inventory'}",
+                         hint=HINT_FORGED)
+    saved = _parse_member(staging, CONFIG_DUMP, ArchivedContainer.from_json)
+    if saved.id != contents.container["id"] or saved.name != contents.container["name"] \
+            or saved.image_id != contents.container["image_id"]:
+        raise BadArchive(f"{CONFIG_DUMP} names another container than the archive's manifest", hint=HINT_FORGED)
+    if NETWORK_STATUS in sizes:
+        _parse_member(staging, NETWORK_STATUS, lambda text: check_network_status(text, saved.config))
+    deleted = _parse_member(staging, DELETED_FILES, parse_deleted_files) if DELETED_FILES in sizes else ()
+    volume_tars = {f"{VOLUMES}/{v.source}.tar" for v in saved.config.named_volumes}
+    for name in sizes:
+        top, _, rest = name.partition("/")
+        if name in KNOWN_MEMBERS or name in volume_tars or (top == IMAGES and IMAGE_NAME_RE.match(rest)):
+            continue
+        raise BadArchive(f"member {shown(name)} has no place in a ferry checkpoint", hint=HINT_FORGED)
+    return saved, deleted
+
+
+def _parse_member(staging: str, name: str, parse):
+    with open(os.path.join(staging, name), "rb") as f:
+        data = f.read(MAX_JSON_MEMBER + 1)
+    try:
+        return parse(data)
+    except ValueError as exc:
+        raise BadArchive(f"{name} in the archive is invalid: {exc}", hint=HINT_FORGED) from None
+
+
+def _authenticity(contents) -> str:
+    return Authenticity.VERIFIED if getattr(contents, "verified", False) else Authenticity.UNVERIFIED
+
+
+def _disk_free(path: str) -> int:
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+def load_public_key(path: str):
+    from ferry.checkpoint import signing   # cryptography loads only when asked for
+    return signing.load_public_key(path)
+
+
+def load_private_key(path: str):
+    from ferry.checkpoint import signing
+    return signing.load_private_key(path)
+
+
+def _size(count: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):.1f} {unit}"
+    return f"{count} bytes"
 
 
 def _restore_hint(clash: Conflict, config: ContainerConfig) -> Conflict:
@@ -472,16 +652,6 @@ def _archive_identity(container: Container) -> dict:
 def _is_pages_image(name: str) -> bool:
     """CRIU's memory images: nearly all of a dump's bytes, written one after another."""
     return name.startswith("pages-") and name.endswith(".img")
-
-
-def _load_json(directory: str, name: str):
-    try:
-        with open(os.path.join(directory, name)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise BadArchive(f"the archive has no {name}") from None
-    except ValueError:
-        raise BadArchive(f"{name} in the archive is not valid JSON") from None
 
 
 def _restore_stats(images: str, work: str) -> dict:
@@ -536,12 +706,10 @@ def _is_opaque(path: str) -> bool:
         return False
 
 
-def apply_tree_diff(tar_path: str, target: str, deleted: list) -> None:
+def apply_tree_diff(tar_path: str, target: str, deleted: tuple[str, ...]) -> None:
     """Unpack a diff into an upper dir (or volume) with the image layer's safe
     unpacker, then turn each deleted path into an overlay whiteout."""
     from ferry.image.layers import safe_relpath, unpack_layer
-    if not isinstance(deleted, list) or not all(isinstance(p, str) for p in deleted):
-        raise BadArchive(f"{DELETED_FILES} is not a list of paths")
     mode = stat.S_IMODE(os.stat(target).st_mode)
     with open(tar_path, "rb") as source:
         unpack_layer(source, target)

@@ -15,9 +15,10 @@ import signal as signals
 import sqlite3
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Iterator
 
+from ferry.engine.config import ContainerConfig
 from ferry.engine.listing import CREATED, EXITED, RUNNING, has_exited, open_table, process_alive
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
@@ -58,6 +59,7 @@ class RestoreFrom:
     images: str            # CRIU image dir
     work: str              # CRIU work dir; restore.log lands here
     tcp_established: bool
+    from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
 
 
 @dataclass(frozen=True)
@@ -82,38 +84,6 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class ContainerConfig:
-    """A container's resolved configuration, stored as JSON and carried by checkpoints."""
-    image: str                     # the name the user gave, resolved to a full name
-    image_digest: str
-    args: tuple[str, ...]
-    command: tuple[str, ...]       # the CMD part of args, for ps
-    env: tuple[str, ...]
-    workdir: str
-    user: str
-    hostname: str
-    network: str
-    ip: str
-    mac: str
-    ports: tuple[dict, ...]        # PortMapping fields; host_port resolved at first publish
-    volumes: tuple[dict, ...]      # VolumeSpec.to_dict()
-    stop_signal: str
-    rm: bool
-    tty: bool
-    interactive: bool
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "ContainerConfig":
-        data = json.loads(text)
-        for key in ("args", "command", "env", "ports", "volumes"):
-            data[key] = tuple(data[key])
-        return cls(**data)
-
-
-@dataclass(frozen=True)
 class Container:
     id: str
     name: str
@@ -129,9 +99,14 @@ class Container:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Container":
-        return cls(row["id"], row["name"], row["image_id"], ContainerConfig.from_json(row["config"]),
-                   row["state"], row["pid"], row["exit_code"], row["created_at"], row["started_at"],
-                   row["finished_at"], row["checkpointed_at"])
+        try:
+            config = ContainerConfig.from_json(row["config"])
+        except ValueError as exc:
+            raise FerryError(f"the record of container {row['name']!r} is damaged: {exc}",
+                             hint=f"remove it with 'ferry rm -f {row['id'][:12]}'") from None
+        return cls(row["id"], row["name"], row["image_id"], config, row["state"], row["pid"],
+                   row["exit_code"], row["created_at"], row["started_at"], row["finished_at"],
+                   row["checkpointed_at"])
 
 
 class Undo:
@@ -197,7 +172,7 @@ class Containers:
 
     def users_of_volume(self, name: str) -> list[str]:
         return [c.name for c in self.list(all_states=True)
-                if any(v["kind"] == "volume" and v["source"] == name for v in c.config.volumes)]
+                if any(v.source == name for v in c.config.named_volumes)]
 
     def set_checkpointed(self, container_id: str, when: str | None) -> None:
         with self.db.write() as conn:
@@ -225,7 +200,7 @@ class Containers:
             ids.check_name(options.name)
         from ferry.network.ports import parse_port
         ports = [parse_port(p) for p in options.ports]
-        volume_specs = [self._check_volume(v) for v in options.volumes]
+        volume_specs = [self.check_volume(v) for v in options.volumes]
         env = _merge_env(image.config.env, options.env)
         entrypoint = _parse_entrypoint(options.entrypoint) if options.entrypoint is not None \
             else tuple(image.config.entrypoint)
@@ -239,8 +214,8 @@ class Containers:
             workdir=options.workdir or image.config.working_dir or "/",
             user=image.config.user, hostname=options.hostname or "",
             network=options.network or self.networks.default().name,
-            ip=options.ip or "", mac=options.mac or "", ports=tuple(asdict(p) for p in ports),
-            volumes=tuple(v.to_dict() for v in volume_specs),
+            ip=options.ip or "", mac=options.mac or "", ports=tuple(ports),
+            volumes=tuple(volume_specs),
             stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
             tty=options.tty, interactive=options.interactive)
         undo = Undo()
@@ -269,9 +244,8 @@ class Containers:
         ip, mac = self.networks.reserve(container_id, draft.network, ip=draft.ip or None,
                                         mac=draft.mac or None)
         undo.push(self.networks.release, container_id)
-        for data in draft.volumes:
-            volume = VolumeSpec.from_dict(data)
-            if volume.kind == "volume" and not self.volumes.exists(volume.source):
+        for volume in draft.named_volumes:
+            if not self.volumes.exists(volume.source):
                 self.volumes.create(volume.source)
                 undo.push(self.volumes.remove, volume.source, [])
         config = replace(draft, ip=ip, mac=mac, hostname=draft.hostname or container_id[:12])
@@ -281,7 +255,8 @@ class Containers:
             conn.execute("UPDATE containers SET config = ? WHERE id = ?", (config.to_json(), container_id))
         return self.get(container_id, refresh=False)
 
-    def _check_volume(self, text: str) -> VolumeSpec:
+    def check_volume(self, text: str) -> VolumeSpec:
+        """One -v value, parsed; a host path must exist."""
         from ferry.engine.volumes import parse_volume
         spec = parse_volume(text)
         if spec.kind == "bind" and not os.path.exists(spec.source):
@@ -341,10 +316,9 @@ class Containers:
         attachment = self.networks.attach(container.id, isolated=restore is not None)
         undo.push(self.networks.detach, container.id)
         if config.ports:
-            from ferry.network.ports import PortMapping
-            published = self.networks.publish(container.id, [PortMapping(**p) for p in config.ports])
+            published = self.networks.publish(container.id, list(config.ports))
             undo.push(self.networks.unpublish, container.id)
-            resolved = tuple(asdict(p) for p in published)
+            resolved = tuple(published)
             if resolved != config.ports:  # keep the chosen host ports for restarts and inspect
                 config = replace(config, ports=resolved)
                 with self.db.write() as conn:
@@ -384,8 +358,7 @@ class Containers:
         directory = self.dir(container.id)
         for name in ("hosts", "hostname", "resolv.conf"):
             yield ocispec.Mount(f"/etc/{name}", os.path.join(directory, name))
-        for data in container.config.volumes:
-            volume = VolumeSpec.from_dict(data)
+        for volume in container.config.volumes:
             source = self.volumes.data_dir(volume.source) if volume.kind == "volume" else volume.source
             options = ("rbind", "rprivate") + (("ro",) if volume.readonly else ())
             yield ocispec.Mount(volume.destination, source, "bind", options)

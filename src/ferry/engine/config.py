@@ -1,0 +1,241 @@
+"""A container's configuration as a typed record, and the strict parsers of
+what becomes one: ferry's own records, and the members of a checkpoint archive.
+
+An archive may have been forged by someone who read this code, so every field
+is checked for type, range and form, and unknown keys are refused. The only
+host path a config can name is a bind volume's source, which the restoring
+side must grant (engine/checkpoints.py). ValueError means invalid; callers
+turn it into their own one-line error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from ferry.engine.volumes import VolumeSpec
+from ferry.network.ports import PortMapping
+from ferry.store import ids
+from ferry.util.strictjson import exact_keys, loads, shown
+
+MAX_STRINGS = 4096              # args, env entries
+MAX_STRING = 128 << 10          # one argument or environment entry
+MAX_PATH = 4095
+MAX_PORTS = 1024
+MAX_VOLUMES = 256
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\Z")
+MAX_HOSTNAME = 64               # the kernel's UTS name limit
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,63})?\Z")
+SIGNAL_RE = re.compile(r"^((SIG)?[A-Z]{2,8}|(SIG)?RTM(IN|AX)[+-][0-9]{1,2}|[0-9]{1,2})\Z")
+IMAGE_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,4094}\Z")
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z\Z")
+
+CONFIG_KEYS = ("image", "image_digest", "args", "command", "env", "workdir", "user", "hostname",
+               "network", "ip", "mac", "ports", "volumes", "stop_signal", "rm", "tty", "interactive")
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """A container's resolved configuration, stored as JSON and carried by checkpoints."""
+    image: str                     # the name the user gave, resolved to a full name
+    image_digest: str
+    args: tuple[str, ...]
+    command: tuple[str, ...]       # the CMD part of args, for ps
+    env: tuple[str, ...]
+    workdir: str
+    user: str
+    hostname: str                  # "" in a draft: the container's short ID then
+    network: str
+    ip: str                        # "" until reserved
+    mac: str
+    ports: tuple[PortMapping, ...]  # host_port 0 until first published
+    volumes: tuple[VolumeSpec, ...]
+    stop_signal: str
+    rm: bool
+    tty: bool
+    interactive: bool
+
+    def __post_init__(self):
+        if not isinstance(self.image, str) or not IMAGE_REF_RE.match(self.image):
+            raise ValueError(f"image {shown(self.image)} is not an image reference")
+        if not isinstance(self.image_digest, str) or not DIGEST_RE.match(self.image_digest):
+            raise ValueError("image_digest must be sha256:<64 hex digits>")
+        _strings(self.args, "args")
+        if not self.args:
+            raise ValueError("args must not be empty")
+        _strings(self.command, "command")
+        _strings(self.env, "env")
+        for entry in self.env:
+            if not entry.partition("=")[0] or "=" not in entry:
+                raise ValueError(f"env entry {shown(entry)} is not KEY=VALUE")
+        if not isinstance(self.workdir, str) or not self.workdir.startswith("/") or "\0" in self.workdir \
+                or len(self.workdir) > MAX_PATH:
+            raise ValueError(f"workdir {shown(self.workdir)} must be an absolute path")
+        if not isinstance(self.user, str) or (self.user and not USER_RE.match(self.user)):
+            raise ValueError(f"user {shown(self.user)} is not a user[:group] name or ID")
+        if not isinstance(self.hostname, str) or (self.hostname and (
+                len(self.hostname) > MAX_HOSTNAME or not HOSTNAME_RE.match(self.hostname))):
+            raise ValueError(f"hostname {shown(self.hostname)} is not a host name")
+        if not isinstance(self.network, str) or len(self.network) > ids.MAX_NAME \
+                or not ids.NAME_RE.match(self.network):
+            raise ValueError(f"network {shown(self.network)} is not a valid name")
+        if not isinstance(self.ip, str) or (self.ip and not _is_ipv4(self.ip)):
+            raise ValueError(f"ip {shown(self.ip)} is not an IPv4 address")
+        if not isinstance(self.mac, str) or (self.mac and not MAC_RE.match(self.mac)):
+            raise ValueError(f"mac {shown(self.mac)} is not a MAC address like 02:42:0a:5a:00:05")
+        _records(self.ports, PortMapping, MAX_PORTS, "ports")
+        _records(self.volumes, VolumeSpec, MAX_VOLUMES, "volumes")
+        destinations = [v.destination for v in self.volumes]
+        if len(set(destinations)) != len(destinations):
+            raise ValueError("two volumes are mounted at the same destination")
+        if not isinstance(self.stop_signal, str) or not SIGNAL_RE.match(self.stop_signal):
+            raise ValueError(f"stop_signal {shown(self.stop_signal)} is not a signal")
+        for name in ("rm", "tty", "interactive"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false")
+
+    def to_dict(self) -> dict:
+        data = {key: getattr(self, key) for key in CONFIG_KEYS}
+        data.update(args=list(self.args), command=list(self.command), env=list(self.env),
+                    ports=[p.to_dict() for p in self.ports], volumes=[v.to_dict() for v in self.volumes])
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data) -> "ContainerConfig":
+        """Strictly from the JSON form (ValueError on anything else)."""
+        exact_keys(data, CONFIG_KEYS, "config")
+        values = dict(data)
+        for key in ("args", "command", "env"):
+            values[key] = _tuple(data[key], key)
+        values["ports"] = tuple(_each(data["ports"], PortMapping.from_dict, MAX_PORTS, "ports"))
+        values["volumes"] = tuple(_each(data["volumes"], VolumeSpec.from_dict, MAX_VOLUMES, "volumes"))
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ContainerConfig":
+        return cls.from_dict(loads(text))
+
+    @property
+    def binds(self) -> tuple[VolumeSpec, ...]:
+        return tuple(v for v in self.volumes if v.kind == "bind")
+
+    @property
+    def named_volumes(self) -> tuple[VolumeSpec, ...]:
+        return tuple(v for v in self.volumes if v.kind == "volume")
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(text)) == text
+    except ValueError:
+        return False
+
+
+def _tuple(value, what: str) -> tuple:
+    if not isinstance(value, list):
+        raise ValueError(f"{what} must be a list")
+    return tuple(value)
+
+
+def _strings(value, what: str) -> None:
+    if not isinstance(value, tuple) or len(value) > MAX_STRINGS:
+        raise ValueError(f"{what} must be a list of at most {MAX_STRINGS} strings")
+    for item in value:
+        if not isinstance(item, str) or "\0" in item or len(item) > MAX_STRING:
+            raise ValueError(f"{what} holds {shown(item)}, which is not a string without NUL")
+
+
+def _records(value, kind: type, limit: int, what: str) -> None:
+    if not isinstance(value, tuple) or len(value) > limit or not all(isinstance(v, kind) for v in value):
+        raise ValueError(f"{what} must be a list of at most {limit} {kind.__name__}")
+
+
+def _each(value, parse, limit: int, what: str) -> list:
+    if not isinstance(value, list) or len(value) > limit:
+        raise ValueError(f"{what} must be a list of at most {limit} entries")
+    parsed = []
+    for index, item in enumerate(value):
+        try:
+            parsed.append(parse(item))
+        except ValueError as exc:
+            raise ValueError(f"{what}[{index}]: {exc}") from None
+    return parsed
+
+
+# ---- what a ferry archive carries ------------------------------------------
+
+ARCHIVED_KEYS = ("id", "name", "image_id", "created_at", "config")
+NETWORK_STATUS_KEYS = ("network", "ip", "mac", "ports")
+
+
+@dataclass(frozen=True)
+class ArchivedContainer:
+    """config.dump of a ferry archive: the container as it was checkpointed."""
+    id: str
+    name: str
+    image_id: str
+    created_at: str
+    config: ContainerConfig
+
+    def __post_init__(self):
+        for key in ("id", "image_id"):
+            if not isinstance(getattr(self, key), str) or not HEX64_RE.match(getattr(self, key)):
+                raise ValueError(f"{key} must be 64 lowercase hex digits")
+        if not isinstance(self.name, str) or len(self.name) > ids.MAX_NAME or not ids.NAME_RE.match(self.name):
+            raise ValueError(f"name {shown(self.name)} is not a valid container name")
+        if not isinstance(self.created_at, str) or not TIME_RE.match(self.created_at):
+            raise ValueError(f"created_at {shown(self.created_at)} is not an RFC 3339 UTC time")
+        datetime.fromisoformat(self.created_at[:19])   # ValueError on a 31st of February
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "name": self.name, "image_id": self.image_id,
+                           "created_at": self.created_at, "config": self.config.to_dict()}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "ArchivedContainer":
+        data = exact_keys(loads(text), ARCHIVED_KEYS, "config.dump")
+        try:
+            config = ContainerConfig.from_dict(data["config"])
+        except ValueError as exc:
+            raise ValueError(f"config: {exc}") from None
+        return cls(data["id"], data["name"], data["image_id"], data["created_at"], config)
+
+
+def network_status_json(config: ContainerConfig) -> str:
+    """network.status: where the container sat on its network when checkpointed."""
+    return json.dumps({"network": config.network, "ip": config.ip, "mac": config.mac,
+                       "ports": [p.to_dict() for p in config.ports]}, indent=1)
+
+
+def check_network_status(text: str | bytes, config: ContainerConfig) -> None:
+    """network.status must say what config.dump says: a member that disagrees
+    was edited, and a reader of either must not be misled."""
+    data = exact_keys(loads(text), NETWORK_STATUS_KEYS, "network.status")
+    ports = tuple(_each(data["ports"], PortMapping.from_dict, MAX_PORTS, "ports"))
+    if (data["network"], data["ip"], data["mac"], ports) != (config.network, config.ip, config.mac, config.ports):
+        raise ValueError("it disagrees with config.dump")
+
+
+MAX_DELETED = 1 << 20
+
+
+def parse_deleted_files(text: str | bytes) -> tuple[str, ...]:
+    """deleted.files: the paths the container deleted from its image, relative
+    to its root; each is checked again where it is applied."""
+    data = loads(text)
+    if not isinstance(data, list) or len(data) > MAX_DELETED:
+        raise ValueError(f"must be a list of at most {MAX_DELETED} paths")
+    for path in data:
+        if not isinstance(path, str) or not path or "\0" in path or len(path) > MAX_PATH \
+                or path.startswith("/") or ".." in path.split("/"):
+            raise ValueError(f"holds {shown(path)}, which is not a relative path inside the container")
+    return tuple(data)
