@@ -53,9 +53,16 @@ def genuine(host, workdir, shared_dir):
     host.seen.add(host.inspect("web")["Id"])
     assert http_get(f"http://127.0.0.1:{port}/") == "from the host\n"
     archive = str(workdir / "web.tar")
+    host("exec", "web", "sh", "-c", "echo archived > /data/f")
     host("container", "checkpoint", "web", "--file", archive)
-    host("rm", "web")
+    remove_web(host)
     return archive, port
+
+
+def remove_web(host: Ferry) -> None:
+    """The container and its volume, so the next restore makes both anew."""
+    host("rm", "-f", "web")
+    host("volume", "rm", "webdata")
 
 
 def forge(genuine_archive: str, workdir, label: str, change, **repack) -> str:
@@ -132,7 +139,7 @@ def test_a_forged_bind_source_is_not_mounted_without_the_users_grant(host, genui
     host("restart", "web")
     assert http_get(f"http://127.0.0.1:{port}/") == "from the host\n"
     assert host("exec", "web", "test", "-e", "/var/www/etc/shadow", check=False).returncode != 0
-    host("rm", "-f", "web")
+    remove_web(host)
 
 
 def test_a_bind_mount_added_to_the_archive_needs_the_users_grant(host, genuine, workdir):
@@ -149,7 +156,21 @@ def test_allow_bind_mounts_mounts_what_the_archive_names_and_says_so(host, genui
     host.seen.add(done.stdout.strip())
     assert f"mounted host path {shared_dir} at /var/www" in done.stderr
     assert http_get(f"http://127.0.0.1:{port}/") == "from the host\n"
-    host("rm", "-f", "web")
+    remove_web(host)
+
+
+def test_an_existing_volume_is_shared_only_when_restated(host, genuine, shared_dir):
+    """An archive naming a volume of this host must not get at its data."""
+    archive, _ = genuine
+    host("volume", "create", "webdata")
+    host("run", "--rm", "-v", "webdata:/data", "busybox", "sh", "-c", "echo local > /data/f")
+    line = refused(host, archive, "-v", f"{shared_dir}:/var/www", needle="webdata at /data")
+    assert "already exist" in line
+    restored = host("container", "restore", "--file", archive, "-v", f"{shared_dir}:/var/www",
+                    "-v", "webdata:/data")
+    host.seen.add(restored.stdout.strip())
+    assert host("exec", "web", "cat", "/data/f").stdout == "local\n"   # not merged with the archive's
+    remove_web(host)
 
 
 def test_restore_v_may_only_restate_mounts_the_container_had(host, genuine, shared_dir):
@@ -257,4 +278,5 @@ def test_a_genuine_archive_still_restores_and_is_reported_unverified(host, genui
     host.seen.add(done.stdout.strip())
     assert "origin is not verified" in done.stderr
     assert http_get(f"http://127.0.0.1:{port}/") == "from the host\n"
-    host("rm", "-f", "web")
+    assert host("exec", "web", "cat", "/data/f").stdout == "archived\n"
+    remove_web(host)

@@ -369,6 +369,7 @@ class Checkpoints:
             image = self._image_for(head.container, options)
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
+            fresh = [v.source for v in config.named_volumes if not self.containers.volumes.exists(v.source)]
             container = self._insert_restored(name or saved.name, image, config, options, undo)
             directory = self.containers.dir(container.id)
             with timer.phase("files"):
@@ -379,7 +380,7 @@ class Checkpoints:
                     os.makedirs(upper, mode=0o755, exist_ok=True)
                     apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), upper, deleted)
                 if not options.ignore_volumes:
-                    self._restore_volumes(container, staging)
+                    self._fill_volumes(fresh, staging)
             work = os.path.join(directory, WORK)
             os.makedirs(work, mode=0o700)
             images = os.path.join(staging, IMAGES)
@@ -480,26 +481,24 @@ class Checkpoints:
             changes["mac"] = ""
         if options.ports is not None:
             changes["ports"] = tuple(parse_port(p) for p in options.ports)
-        volumes, granted = _mounts_for_target(config.volumes, restated, options.allow_bind_mounts)
+        archived = config.volumes
         if options.ignore_volumes:
-            volumes = tuple(v for v in volumes if v.kind != "volume")
+            archived = tuple(v for v in archived if v.kind != "volume")
+        volumes, granted = _mounts_for_target(archived, restated, options.allow_bind_mounts,
+                                              self.containers.volumes.exists)
         for volume in volumes:
             if volume.kind == "bind" and not os.path.exists(volume.source):
                 raise NotFound(f"host path {volume.source!r} mounted at {volume.destination} does not exist here",
                                hint="create it on this host before restoring, or re-state it with -v")
         return replace(config, volumes=volumes, **changes), granted
 
-    def _restore_volumes(self, container: Container, staging: str) -> None:
-        volumes = self.containers.volumes
-        for volume in container.config.named_volumes:
-            tar_path = os.path.join(staging, VOLUMES, f"{volume.source}.tar")
-            if not os.path.exists(tar_path):
-                continue
-            target = volumes.data_dir(volume.source)
-            if os.listdir(target):
-                raise Conflict(f"volume {volume.source!r} already exists here and is not empty",
-                               hint="remove it first, or restore with --ignore-volumes")
-            apply_tree_diff(tar_path, target, ())
+    def _fill_volumes(self, names: list[str], staging: str) -> None:
+        """Fill the volumes this restore made with their content in the archive;
+        one that existed before stays as it is."""
+        for name in names:
+            tar_path = os.path.join(staging, VOLUMES, f"{name}.tar")
+            if os.path.exists(tar_path):
+                apply_tree_diff(tar_path, self.containers.volumes.data_dir(name), ())
 
     def _keep_log(self, error: FerryError, work: str, name: str) -> FerryError:
         """The container dir goes away with the failed restore; CRIU's log must not."""
@@ -514,12 +513,13 @@ class Checkpoints:
         return error
 
 
-def _mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSpec, ...],
-                       allow_binds: bool) -> tuple[tuple[VolumeSpec, ...], tuple[VolumeSpec, ...]]:
-    """An archive never chooses a host path. Each of its mounts is kept (named
-    volumes live in this root), replaced by the user's -v at the same
-    destination, or, for a bind of a host path, granted by --allow-bind-mounts;
-    otherwise the restore is refused with the list. CRIU restores the mount
+def _mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSpec, ...], allow_binds: bool,
+                       volume_exists) -> tuple[tuple[VolumeSpec, ...], tuple[VolumeSpec, ...]]:
+    """An archive never chooses data of this host. Each of its mounts is
+    replaced by the user's -v at the same destination; a named volume is made
+    here (and filled from the archive) unless one of that name exists, which
+    only -v may share; a bind of a host path needs --allow-bind-mounts.
+    Otherwise the restore is refused with the list. CRIU restores the mount
     tree it dumped, so -v can only re-state a mount the container had."""
     by_destination = {v.destination: v for v in restated}
     if len(by_destination) != len(restated):
@@ -530,22 +530,27 @@ def _mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeS
             raise UsageError(f"-v {volume}: the checkpoint has no mount at {volume.destination}",
                              hint="a restore can only re-state the mounts the container had"
                                   + (f": {', '.join(sorted(known))}" if known else ""))
-    kept, granted, refused = [], [], []
+    kept, granted, binds, existing = [], [], [], []
     for volume in archived:
         if volume.destination in by_destination:
             kept.append(by_destination[volume.destination])
         elif volume.kind == "volume":
-            kept.append(volume)
+            (existing if volume_exists(volume.source) else kept).append(volume)
         elif allow_binds:
             kept.append(volume)
             granted.append(volume)
         else:
-            refused.append(volume)
-    if refused:
-        listed = ", ".join(f"{v.source} at {v.destination}" for v in refused)
+            binds.append(volume)
+    if binds:
+        listed = ", ".join(f"{v.source} at {v.destination}" for v in binds)
         raise FerryError(f"the checkpoint mounts host paths, which only this host's user may grant: {listed}",
                          hint="re-state each with -v HOST_PATH:CONTAINER_PATH, or pass --allow-bind-mounts "
                               "to mount the paths the archive names")
+    if existing:
+        listed = ", ".join(f"{v.source} at {v.destination}" for v in existing)
+        raise Conflict(f"the checkpoint mounts volumes that already exist here: {listed}",
+                       hint="remove them first, or re-state each with -v NAME:CONTAINER_PATH to mount it "
+                            "as it is here (its content in the archive is then not restored)")
     return tuple(kept), tuple(granted)
 
 
@@ -710,15 +715,19 @@ def apply_tree_diff(tar_path: str, target: str, deleted: tuple[str, ...]) -> Non
     """Unpack a diff into an upper dir (or volume) with the image layer's safe
     unpacker, then turn each deleted path into an overlay whiteout."""
     from ferry.image.layers import safe_relpath, unpack_layer
-    mode = stat.S_IMODE(os.stat(target).st_mode)
-    with open(tar_path, "rb") as source:
-        unpack_layer(source, target)
-    os.chmod(target, mode)
-    for path in deleted:
-        rel = safe_relpath(path, "deleted file")
-        full = os.path.join(target, rel)
-        parent = os.path.dirname(full)
-        if not rel or os.path.lexists(full) or os.path.realpath(parent) != parent:
-            continue  # kept by the diff (an opaque dir), or not safely reachable
-        os.makedirs(parent, exist_ok=True)
-        os.mknod(full, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+        with open(tar_path, "rb") as source:
+            unpack_layer(source, target)
+        os.chmod(target, mode)
+        for path in deleted:
+            rel = safe_relpath(path, "deleted file")
+            full = os.path.join(target, rel)
+            parent = os.path.dirname(full)
+            if not rel or os.path.lexists(full) or os.path.realpath(parent) != parent:
+                continue  # kept by the diff (an opaque dir), or not safely reachable
+            os.makedirs(parent, exist_ok=True)
+            os.mknod(full, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+    except OSError as exc:   # a full disk, or a name the filesystem refuses
+        raise FerryError(f"cannot unpack {os.path.basename(tar_path)} into {target}: "
+                         f"{exc.strerror or exc}") from None
