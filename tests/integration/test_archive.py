@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ferry.checkpoint.archive import Manifest, read_archive, read_manifest
+from ferry.checkpoint.archive import Head, read_archive, read_manifest
 from ferry.checkpoint.archive_write import write_archive
 from ferry.checkpoint.criu import Criu
 from ferry.checkpoint.hostinfo import host_info
@@ -62,12 +62,14 @@ def test_real_checkpoint_round_trip_restores(tools, counter, tmp_path, compressi
     path = str(tmp_path / "counter.tar")
     result = write_archive(path, str(tmp_path / "ctr"), names, container=container, compression=compression)
     assert result.size > 0 and os.stat(path).st_mode & 0o777 == 0o600
-    manifest = read_manifest(path)
-    assert manifest.host.criu_version == host_info().criu_version
-    assert Manifest.from_json(manifest.to_json()) == manifest
+    head = read_manifest(path)
+    assert head.host.criu_version == host_info().criu_version
+    assert Head.from_json(head.to_json()) == head
 
     dest = tmp_path / "restored"
-    assert read_archive(path, str(dest)) == manifest
+    contents = read_archive(path, str(dest))
+    assert contents.head == head and [m.name for m in contents.members] == names
+    assert head.max_size == contents.total_size
     for name in names:
         assert (dest / name).read_bytes() == (tmp_path / "ctr" / name).read_bytes()
 

@@ -1,5 +1,7 @@
-"""The checkpoint archive: manifest, compression choice, round trips, atomic
-writes, and refusal of truncated, tampered and hostile archives."""
+"""The checkpoint archive: records, compression choice, round trips, atomic
+writes, and refusal of truncated, tampered and hostile archives. The hostile
+tar builder here writes format 2 (the tar parser is the same for both
+formats); test_archive_v3.py forges format 3 archives."""
 
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ import xxhash
 import zstandard
 
 from ferry.checkpoint import archive, archive_write
-from ferry.checkpoint.archive import (MANIFEST_NAME, HostInfo, Manifest, Member, compression_for,
-                                      read_archive, read_manifest)
+from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, Head, HostInfo, ManifestV2, MemberV2,
+                                      compression_for, read_archive, read_manifest)
 from ferry.checkpoint.archive_write import write_archive
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 
@@ -90,13 +92,12 @@ def assert_refused(path, dest_parent, match: str) -> BadArchive:
     return caught.value
 
 
-def _manifest(members: list[Member]) -> Manifest:
-    return Manifest(archive.FORMAT_VERSION, "2024-05-01T12:00:00Z", HOST, dict(CONTAINER), "none",
-                    tuple(members))
+def _manifest(members: list[MemberV2]) -> ManifestV2:
+    return ManifestV2(2, "2024-05-01T12:00:00Z", HOST, dict(CONTAINER), "none", tuple(members))
 
 
-def _member(name: str, data: bytes) -> Member:
-    return Member(name, len(data), xxhash.xxh3_128(data).hexdigest())
+def _member(name: str, data: bytes) -> MemberV2:
+    return MemberV2(name, len(data), xxhash.xxh3_128(data).hexdigest())
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, **attrs) -> None:
@@ -108,9 +109,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, **attrs) ->
     tar.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
-def hostile(path, entries, manifest: Manifest | str | None = None, *, manifest_first: bool = True,
+def hostile(path, entries, manifest: ManifestV2 | str | None = None, *, manifest_first: bool = True,
             tar_format=tarfile.PAX_FORMAT) -> str:
-    """A plain tar built with tarfile: manifest.json, then `entries`
+    """A plain format 2 tar built with tarfile: manifest.json, then `entries`
     (name, data or None, TarInfo attributes). The manifest lists every
     regular entry that has data, unless one is given."""
     if manifest is None:
@@ -128,12 +129,12 @@ def hostile(path, entries, manifest: Manifest | str | None = None, *, manifest_f
     return str(path)
 
 
-# ---- manifest -------------------------------------------------------------
+# ---- format 2's manifest ------------------------------------------------------
 
-def test_manifest_round_trip():
+def test_manifest_v2_round_trip():
     manifest = _manifest([_member("checkpoint/pages-1.img", b"x" * 10), _member("config.dump", b"{}")])
-    assert Manifest.from_json(manifest.to_json()) == manifest
-    assert manifest.total_size == 12
+    assert ManifestV2.from_json(manifest.to_json()) == manifest
+    assert manifest.total_size == manifest.size_bound == 12
 
 
 def _manifest_dict() -> dict:
@@ -195,11 +196,13 @@ def _drop(path: str):
     (_set("host.cpuinfo_image", "not base64!"), "base64"),
     (_set("host.kernel", 6), "host.kernel"),
 ])
-def test_manifest_parsing_is_strict(change, match):
+def test_manifest_v2_parsing_is_strict(change, match):
     data = _manifest_dict()
     change(data)
     with pytest.raises(BadArchive, match=match):
-        Manifest.from_json(json.dumps(data))
+        ManifestV2.from_json(json.dumps(data))
+    with pytest.raises(BadArchive, match=match):
+        archive.parse_head(json.dumps(data).encode())
 
 
 @pytest.mark.parametrize("text, match", [
@@ -211,7 +214,9 @@ def test_manifest_parsing_is_strict(change, match):
 ])
 def test_manifest_rejects_malformed_json(text, match):
     with pytest.raises(BadArchive, match=match):
-        Manifest.from_json(text)
+        ManifestV2.from_json(text)
+    with pytest.raises(BadArchive, match=match):
+        Head.from_json(text)
 
 
 # ---- compression choice -----------------------------------------------------
@@ -262,17 +267,21 @@ def test_round_trip(tmp_path, source, compression):
     assert sorted(os.listdir(tmp_path)) == ["ctr", os.path.basename(result.path)]
 
     with tarfile.open(fileobj=io.BytesIO(_tar_bytes(result.path))) as tar:
-        assert tar.getnames() == [MANIFEST_NAME, *names]
+        assert tar.getnames() == [MANIFEST_NAME, *names, CHECKSUMS_NAME]
     total = sum(map(len, files.values()))
     assert calls[0] == ("write", 0, total) and calls[-1] == ("write", total, total)
-    assert result.write_seconds > 0 and result.streamed == 0
+    assert result.write_seconds > 0 and result.streamed == 0 and result.signer is None
 
     dest = tmp_path / "dest"
     read_calls = []
-    manifest = read_archive(result.path, str(dest), progress=lambda *call: read_calls.append(call))
-    assert [m.name for m in manifest.members] == names
-    assert manifest.compression == compression
-    assert manifest.container == CONTAINER and manifest.host == HOST
+    contents = read_archive(result.path, str(dest), progress=lambda *call: read_calls.append(call))
+    assert [m.name for m in contents.members] == names
+    assert [m.size for m in contents.members] == [len(files[n]) for n in names]
+    assert contents.format_version == 3 and contents.head.digest == "blake3"
+    assert contents.head.max_size == contents.head.size_bound == contents.total_size == total
+    assert (contents.signed, contents.verified, contents.signer) == (False, False, None)
+    assert contents.compression == compression
+    assert contents.container == CONTAINER and contents.host == HOST
     assert read_calls[-1] == ("read", total, total)
     assert all(done <= total for _, done, total in read_calls)
     for name, data in files.items():
@@ -282,12 +291,12 @@ def test_round_trip(tmp_path, source, compression):
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(dest / "checkpoint").st_mode) == 0o700
     assert _listing(dest) == {str(dest / n) for n in names} | {str(dest / d) for d in ("checkpoint", "volumes")}
-    assert read_manifest(result.path) == manifest
+    assert read_manifest(result.path) == contents.head
 
 
 @pytest.mark.parametrize("compression, flag", [("gzip", "-z"), ("none", ""), ("zstd", "--zstd")])
 def test_standard_tools_read_the_archive(tmp_path, source, compression, flag):
-    """The manifest goes in its own gzip member or zstd frame; tar and gzip/zstd read on through."""
+    """tar and gzip/zstd read a ferry archive; its records are plain JSON members."""
     tool = {"gzip": "gzip", "zstd": "zstd", "none": "tar"}[compression]
     if shutil.which("tar") is None or shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed")
@@ -296,7 +305,8 @@ def test_standard_tools_read_the_archive(tmp_path, source, compression, flag):
     out = tmp_path / "by-tar"
     out.mkdir()
     subprocess.run(["tar", "-x", *([flag] if flag else []), "-f", path, "-C", str(out)], check=True)
-    assert json.loads((out / MANIFEST_NAME).read_text())["members"][0]["name"] == names[0]
+    assert json.loads((out / MANIFEST_NAME).read_text())["format_version"] == 3
+    assert json.loads((out / CHECKSUMS_NAME).read_text())["members"][0]["name"] == names[0]
     for name, data in files.items():
         assert (out / name).read_bytes() == data
 
@@ -337,8 +347,9 @@ def test_gnu_format_and_directory_entries_are_accepted(tmp_path):
     path = tmp_path / "gnu.tar"
     entries = [("checkpoint/", None, {"type": tarfile.DIRTYPE})] + [(n, d, {}) for n, d in data.items()]
     hostile(path, entries, tar_format=tarfile.GNU_FORMAT)
-    manifest = read_archive(str(path), str(tmp_path / "dest"))
-    assert {m.name for m in manifest.members} == set(data)
+    contents = read_archive(str(path), str(tmp_path / "dest"))
+    assert {m.name for m in contents.members} == set(data)
+    assert contents.format_version == 2 and not contents.signed and not contents.verified
     for name, content in data.items():
         assert (tmp_path / "dest" / name).read_bytes() == content
 
@@ -379,6 +390,8 @@ def test_source_changing_while_archived_is_refused(tmp_path, source, compression
     (["../outside"], ValueError, "unsafe path"),
     (["/etc/passwd"], ValueError, "absolute path"),
     ([MANIFEST_NAME], ValueError, "reserved"),
+    (["checksums.json"], ValueError, "reserved"),
+    (["checksums.sig"], ValueError, "reserved"),
     (["config.dump", "config.dump"], ValueError, "twice"),
     (["absent"], NotFound, "absent"),
     (["link"], FerryError, "link"),
@@ -530,7 +543,7 @@ def test_unknown_format_version_is_refused(tmp_path):
     data["format_version"] = 99
     path = hostile(tmp_path / "a.tar", [("config.dump", b"{}", {})], json.dumps(data))
     error = assert_refused(path, tmp_path, "unsupported format version 99")
-    assert "format version 2" in error.hint
+    assert "format version 2 and 3" in error.hint
 
 
 @pytest.mark.parametrize("content, match", [
@@ -579,6 +592,13 @@ def test_missing_archive_creates_nothing(tmp_path):
 def test_read_manifest_reads_only_the_first_member(tmp_path, source):
     path = _write(tmp_path, source, "gzip").path
     data = open(path, "rb").read()
-    (tmp_path / "cut.tar.gz").write_bytes(data[:len(data) // 2])   # body truncated, manifest intact
-    manifest = read_manifest(str(tmp_path / "cut.tar.gz"))
-    assert [m.name for m in manifest.members] == source[1]
+    (tmp_path / "cut.tar.gz").write_bytes(data[:len(data) // 2])   # body truncated, head intact
+    head = read_manifest(str(tmp_path / "cut.tar.gz"))
+    assert isinstance(head, Head) and head.container == CONTAINER and head.host == HOST
+    assert head.size_bound == head.total_size == sum(map(len, source[2].values()))
+
+
+def test_read_manifest_reads_format_2(tmp_path):
+    path = hostile(tmp_path / "a.tar", [("config.dump", b"{}", {}), ("checkpoint/core-1.img", b"core", {})])
+    manifest = read_manifest(path)
+    assert isinstance(manifest, ManifestV2) and manifest.size_bound == 6 and manifest.container == CONTAINER

@@ -1,10 +1,11 @@
 """ArchiveWriter.follow: files that another process is still writing go into
-the archive as they grow, and the archive reads back exactly like one written
-from complete files."""
+the archive as they grow, into a file or onto a pipe (never sought), and the
+archive reads back exactly like one written from complete files."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 import threading
@@ -14,8 +15,9 @@ import pytest
 import zstandard
 
 from ferry.checkpoint import archive_write
-from ferry.checkpoint.archive import read_archive, read_manifest
+from ferry.checkpoint.archive import CHECKSUMS_NAME, MANIFEST_NAME, read_archive, read_manifest
 from ferry.checkpoint.archive_write import ArchiveWriter
+from ferry.util.errors import BadArchive, FerryError
 from tests.unit.test_archive import CONTAINER, HOST, SUFFIX, _pages, _tar_bytes
 
 FOLLOW_MIN = 64 << 10
@@ -47,11 +49,27 @@ class SlowWriter(threading.Thread):
                     time.sleep(0.002)
 
 
-def _follow_and_commit(tmp_path, compression: str, files: dict[str, bytes], *, after=None, **writer_args):
+class Drain(threading.Thread):
+    """Reads a pipe to its end into a file, as the far end of a socket would."""
+
+    def __init__(self, read_fd: int, path: str):
+        super().__init__(daemon=True)
+        self.read_fd, self.path = read_fd, path
+
+    def run(self) -> None:
+        with open(self.path, "wb") as out:
+            while data := os.read(self.read_fd, 1 << 20):
+                out.write(data)
+        os.close(self.read_fd)
+
+
+def _follow_and_commit(tmp_path, compression: str, files: dict[str, bytes], *, after=None, target=None,
+                       **writer_args):
     images = tmp_path / "ctr" / "checkpoint"
     images.mkdir(parents=True)
     path = str(tmp_path / f"out.{SUFFIX[compression]}")
-    writer = ArchiveWriter(path, container=CONTAINER, compression=compression, host=HOST, **writer_args)
+    writer = ArchiveWriter(path if target is None else target, container=CONTAINER, compression=compression,
+                           host=HOST, **writer_args)
     with writer:
         writer.follow(str(images), "checkpoint", _select)
         dumper = SlowWriter(str(images), files)
@@ -73,19 +91,21 @@ def test_followed_files_stream_and_read_back(tmp_path, compression):
     result, names = _follow_and_commit(tmp_path, compression, files)
     # pages-3 stays below FOLLOW_MIN, so it waits for the final frame.
     assert result.streamed == len(files["pages-1.img"]) + len(files["pages-2.img"])
-    assert os.listdir(tmp_path) == ["ctr", "out." + SUFFIX[compression]] or \
-        sorted(os.listdir(tmp_path)) == sorted(["ctr", "out." + SUFFIX[compression]])
+    assert sorted(os.listdir(tmp_path)) == sorted(["ctr", "out." + SUFFIX[compression]])
 
-    manifest = read_manifest(result.path)
-    assert [m.name for m in manifest.members][:2] == ["checkpoint/pages-1.img", "checkpoint/pages-2.img"]
-    assert sorted(m.name for m in manifest.members) == sorted(names)
+    total = sum(map(len, files.values())) + 2   # and config.dump
+    assert read_manifest(result.path).max_size == total   # the room took the exact total
     dest = tmp_path / "dest"
-    read_archive(result.path, str(dest))
+    contents = read_archive(result.path, str(dest))
+    assert [m.name for m in contents.members][:2] == ["checkpoint/pages-1.img", "checkpoint/pages-2.img"]
+    assert sorted(m.name for m in contents.members) == sorted(names)
     for name, data in files.items():
         assert (dest / "checkpoint" / name).read_bytes() == data
     # Any tar reader takes the followed members' headers.
     with tarfile.open(fileobj=io.BytesIO(_tar_bytes(result.path))) as tar:
+        assert tar.getnames()[0] == MANIFEST_NAME and tar.getnames()[-1] == CHECKSUMS_NAME
         assert tar.getmember("checkpoint/pages-2.img").size == len(files["pages-2.img"])
+        assert json.load(tar.extractfile(MANIFEST_NAME))["max_size"] == total
 
 
 def test_a_file_changed_after_it_was_closed_is_archived_from_the_file(tmp_path):
@@ -106,12 +126,14 @@ def test_a_file_changed_after_it_was_closed_is_archived_from_the_file(tmp_path):
     assert (dest / "checkpoint" / "pages-1.img").read_bytes() == replacement
 
 
-def test_a_manifest_larger_than_its_room_moves_the_body(tmp_path):
-    files = {"pages-1.img": _pages(200_000, 6), **{f"core-{i}.img": os.urandom(100) for i in range(40)}}
-    result, names = _follow_and_commit(tmp_path, "zstd", files, manifest_room=512)
+def test_many_members_need_no_room_at_the_front(tmp_path):
+    """Format 3's head holds no member list: it never outgrows its room."""
+    files = {"pages-1.img": _pages(200_000, 6), **{f"core-{i}.img": os.urandom(100) for i in range(400)}}
+    result, names = _follow_and_commit(tmp_path, "zstd", files)
     assert result.streamed == len(files["pages-1.img"])
     dest = tmp_path / "dest"
-    read_archive(result.path, str(dest))
+    contents = read_archive(result.path, str(dest))
+    assert len(contents.members) == len(names) == 402   # and config.dump
     for name, data in files.items():
         assert (dest / "checkpoint" / name).read_bytes() == data
     assert sorted(os.listdir(tmp_path)) == ["ctr", "dest", "out.tar.zst"]
@@ -135,6 +157,112 @@ def test_gzip_does_not_follow(tmp_path):
     dest = tmp_path / "dest"
     read_archive(result.path, str(dest))
     assert (dest / "checkpoint" / "pages-1.img").read_bytes() == files["pages-1.img"]
+
+
+# ---- onto a pipe: never sought, followed files in consecutive parts ----------
+
+def _follow_onto_pipe(tmp_path, compression, files, **kwargs):
+    read_fd, write_fd = os.pipe()
+    received = str(tmp_path / f"received.{SUFFIX[compression]}")
+    drain = Drain(read_fd, received)
+    drain.start()
+    try:
+        result, names = _follow_and_commit(tmp_path, compression, files, target=write_fd, **kwargs)
+    finally:
+        os.close(write_fd)
+        drain.join()
+    return result, names, received
+
+
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_a_pipe_gets_followed_files_in_consecutive_parts(tmp_path, monkeypatch, compression):
+    monkeypatch.setattr(archive_write, "FRAME_BYTES", 64 << 10)
+    files = {"pages-1.img": _pages(700_000, 11), "core-1.img": os.urandom(3000), "pages-2.img": _pages(300_001, 12)}
+    result, names, received = _follow_onto_pipe(tmp_path, compression, files, max_size=5 << 20)
+    assert (result.path, result.size) == (None, None)
+    assert result.streamed == len(files["pages-1.img"]) + len(files["pages-2.img"])
+    with tarfile.open(fileobj=io.BytesIO(_tar_bytes(received))) as tar:
+        entries = tar.getmembers()
+    parts = [e for e in entries if e.name == "checkpoint/pages-1.img"]
+    assert len(parts) >= 2, "pages-1.img should have gone out in parts while it grew"
+    assert sum(p.size for p in parts) == len(files["pages-1.img"])
+    assert "FERRY.continue" not in parts[0].pax_headers
+    assert all(p.pax_headers.get("FERRY.continue") == "1" for p in parts[1:])
+    assert entries[0].name == MANIFEST_NAME and entries[-1].name == CHECKSUMS_NAME
+
+    head = read_manifest(received)
+    assert head.max_size == head.size_bound == 5 << 20   # the caller's estimate: it went out first
+    dest = tmp_path / "dest"
+    contents = read_archive(received, str(dest))
+    assert sorted(m.name for m in contents.members) == sorted(names)
+    for name, data in files.items():
+        assert (dest / "checkpoint" / name).read_bytes() == data
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_a_pipe_gets_complete_files_with_their_exact_total(tmp_path, compression):
+    root = tmp_path / "ctr"
+    root.mkdir()
+    files = {"config.dump": b"{}", "pages.img": _pages(123_457, 13)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    read_fd, write_fd = os.pipe()
+    received = str(tmp_path / f"received.{SUFFIX[compression]}")
+    drain = Drain(read_fd, received)
+    drain.start()
+    try:
+        with ArchiveWriter(write_fd, container=CONTAINER, compression=compression, host=HOST) as writer:
+            writer.commit(str(root), list(files))
+    finally:
+        os.close(write_fd)
+        drain.join()
+    assert read_manifest(received).max_size == sum(map(len, files.values()))
+    read_archive(received, str(tmp_path / "dest"))
+    assert (tmp_path / "dest" / "pages.img").read_bytes() == files["pages.img"]
+
+
+def test_a_pipe_refuses_to_follow_without_max_size(tmp_path):
+    read_fd, write_fd = os.pipe()
+    try:
+        with ArchiveWriter(write_fd, container=CONTAINER, compression="zstd", host=HOST) as writer:
+            with pytest.raises(ValueError, match="max_size"):
+                writer.follow(str(tmp_path), "checkpoint", _select)
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_a_stream_fails_in_one_line_rather_than_exceed_its_max_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(archive_write, "FRAME_BYTES", 64 << 10)
+    files = {"pages-1.img": _pages(400_000, 14)}
+    with pytest.raises(FerryError, match="exceed the max_size of 200000 bytes") as caught:
+        _follow_onto_pipe(tmp_path, "zstd", files, max_size=200_000)
+    assert "\n" not in caught.value.message and caught.value.hint
+    # What went out is not an archive a reader takes.
+    with pytest.raises(BadArchive):
+        read_archive(str(tmp_path / "received.tar.zst"), str(tmp_path / "dest"))
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_stream_fails_when_its_complete_files_exceed_max_size(tmp_path):
+    files = {"pages-1.img": _pages(200_000, 15)}   # followed, within the bound
+    with pytest.raises(FerryError, match="exceed the max_size"):
+        # config.dump (2 bytes) at commit is one byte too many
+        _follow_onto_pipe(tmp_path, "zstd", files, max_size=len(files["pages-1.img"]) + 1)
+
+
+def test_a_stream_cannot_start_over_when_a_followed_file_changes(tmp_path):
+    files = {"pages-1.img": _pages(200_000, 16)}
+
+    def rewrite(images, writer):
+        deadline = time.monotonic() + 30
+        while not writer._streamed:
+            assert time.monotonic() < deadline, "the follower never finished pages-1.img"
+            time.sleep(0.01)
+        (images / "pages-1.img").write_bytes(_pages(250_000, 17))
+
+    with pytest.raises(FerryError, match="changed after it was closed"):
+        _follow_onto_pipe(tmp_path, "zstd", files, after=rewrite, max_size=1 << 20)
 
 
 # ---- frames: many small ones read back in order, hostile ones refused ---------
@@ -182,8 +310,8 @@ def test_a_frame_larger_than_the_limit_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "dest").exists()
 
 
-def test_an_archive_of_complete_files_compresses_its_manifest_too(tmp_path):
-    """Small containers' archives are mostly manifest: it must not go in raw."""
+def test_an_archive_of_complete_files_compresses_its_records_too(tmp_path):
+    """Small containers' archives are mostly head and trailer: they must not go in raw."""
     from ferry.checkpoint.archive_write import write_archive
     root = tmp_path / "ctr"
     (root / "checkpoint").mkdir(parents=True)
@@ -193,7 +321,7 @@ def test_an_archive_of_complete_files_compresses_its_manifest_too(tmp_path):
         names.append(f"checkpoint/core-{i}.img")
     result = write_archive(str(tmp_path / "out.tar.zst"), str(root), names, container=CONTAINER,
                            compression="zstd", host=HOST)
-    manifest = read_manifest(result.path)
-    assert len(manifest.to_json().encode()) > result.size
+    records = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(_tar_bytes(result.path))).getmembers()}
+    assert records[CHECKSUMS_NAME].size > result.size
     read_archive(result.path, str(tmp_path / "dest"))
     assert (tmp_path / "dest" / "checkpoint" / "core-39.img").read_bytes() == b"core " * 20

@@ -1,19 +1,25 @@
 """Writing checkpoint archives (archive.py holds the format and the reader).
 
-Each file is hashed (xxh3_128) and streamed into a compressor (zstd frames
-compressed on every core, or pigz) in a 0600 temp file beside the target;
-commit() fsyncs it and renames it into place.
+An archive is written front to back in format 3: the head (manifest.json),
+the members, then the trailer (checksums.json: every member's size and BLAKE3
+digest, hashed as it is written, in one pass) and, with a signer, its Ed25519
+signature (checksums.sig). Each file is streamed into a compressor (zstd
+frames compressed on every core, or pigz).
 
-The manifest, with every member's digest, comes first. When all files are
-complete, they are hashed first (xxh3 outruns the disk) and the manifest leads
-one compressed stream. Files that another process is still writing (CRIU's
-page images during a dump) can be followed instead: each goes in as it grows,
-in its own zstd frames behind a tar header whose room is filled once the file
-is complete, so compression runs beside the dump rather than after it. Such
-an archive starts with a room for the manifest, which fills it at the end,
-padded with spaces (JSON allows them); if it outgrows the room, the body is
-copied behind a new head. Rooms are frames of exactly known size (a raw zstd
-frame), and concatenated frames are plain zstd.
+The target is a path or a file descriptor. A path gets a 0600 temp file
+beside it, which commit() fsyncs and renames into place. A file descriptor
+(a pipe or a socket) is never sought: nothing is written to it twice.
+
+Files that another process is still writing (CRIU's page images during a
+dump) can be followed: each goes in as it grows, in its own zstd frames, so
+compression runs beside the dump rather than after it. In a file, a followed
+member's tar header is a room filled once the file is complete, and the head
+is a room filled at commit with the members' exact total as max_size (padded
+with spaces, which JSON allows, so its size never changes). Rooms are frames
+of exactly known size (a raw zstd frame), and concatenated frames are plain
+zstd. On a stream, the head carries the caller's max_size estimate instead,
+and a followed file goes in as consecutive tar entries of its name, each of
+the size known when it is written, all after the first marked FERRY.continue.
 """
 
 from __future__ import annotations
@@ -34,13 +40,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-import xxhash
+import blake3
 import zstandard
 
-from ferry.checkpoint.archive import (BLOCK, COMPRESSIONS, FORMAT_VERSION, GZIP_MAGIC, MANIFEST_NAME,
-                                      ZSTD_MAGIC,
-                                      HostInfo, Manifest, Member, Progress, _check_container, _end, _grow_pipe,
-                                      _padding, _pigz, _Reporter, _write_all, host_info, shown,
+from ferry.checkpoint.archive import (BLOCK, CHECKSUMS_NAME, COMPRESSIONS, CONTINUE_KEY, DIGEST, FORMAT_VERSION,
+                                      GZIP_MAGIC, MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
+                                      MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, ZSTD_MAGIC,
+                                      Checksum, Checksums, Head, HostInfo, Progress, Signature, _check_container,
+                                      _end, _grow_pipe, _padding, _pigz, _Reporter, _write_all, host_info, shown,
                                       unsafe_name_reason, utc_now)
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
@@ -71,7 +78,8 @@ SMALL_BODY = 64 << 20
 # Large bodies go in independent frames of this size, compressed by a pool of
 # threads. zstd's own threads in streaming mode kept the 2 cores here only
 # half busy (3.3 s against 2.2 s for 1.17 GiB), and the window (512 KiB) makes
-# the frame boundaries cost nothing in size.
+# the frame boundaries cost nothing in size. A multiple of the page size: a
+# followed file is mapped a frame at a time.
 FRAME_BYTES = 32 << 20
 # A followed file streams once it reaches this size. Smaller ones wait for the
 # final frame, where they compress together (and the window spans them).
@@ -79,9 +87,6 @@ FOLLOW_MIN = 32 << 20
 SYNC_FILE_RANGE_WRITE = 2
 READ_BYTES = 4 << 20      # one read of a file being archived
 FOLLOW_POLL = 0.02        # seconds a follower waits for more of a file, or for its close
-# Bytes of JSON a followed archive leaves for its manifest (36 members of a
-# redis dump take 5.4 KiB); a larger manifest moves the body behind it.
-MANIFEST_ROOM = 16 << 10
 
 
 def _zstd_params(body_size: int | None) -> tuple[zstandard.ZstdCompressionParameters, int]:
@@ -94,10 +99,11 @@ def _zstd_params(body_size: int | None) -> tuple[zstandard.ZstdCompressionParame
 
 @dataclass(frozen=True)
 class WriteResult:
-    path: str
-    size: int              # bytes of the archive file
-    write_seconds: float   # from the writer's start to the rename
+    path: str | None       # None for a stream
+    size: int | None       # bytes of the archive file; None for a stream
+    write_seconds: float   # from the writer's start to the rename (or the stream's end)
     streamed: int          # member bytes that went in while they were being written
+    signer: str | None = None   # the signing key's fingerprint
 
 
 @dataclass(frozen=True)
@@ -134,12 +140,12 @@ def _changed(name: str) -> FerryError:
 
 
 def _copy_hashed(item: _Input, sink: "_Sink", reporter: _Reporter) -> str:
-    """Stream one complete file into the sink; its xxh3_128 digest."""
+    """Stream one complete file into the sink; its BLAKE3 digest."""
     fd, before = _open_input(item.path, item.name)
     try:
         if before.st_size != item.size:
             raise _changed(item.name)
-        digest = xxhash.xxh3_128()
+        digest = blake3.blake3()
         copied = 0
         while copied < item.size:
             data = sink.read_from(fd, min(READ_BYTES, item.size - copied))
@@ -156,24 +162,16 @@ def _copy_hashed(item: _Input, sink: "_Sink", reporter: _Reporter) -> str:
         os.close(fd)
 
 
-def _hash_file(item: _Input) -> str:
-    fd, _ = _open_input(item.path, item.name)
-    try:
-        digest = xxhash.xxh3_128()
-        with mmap.mmap(fd, 0, prot=mmap.PROT_READ) if item.size else contextlib.nullcontext(b"") as data:
-            digest.update(data)
-        return digest.hexdigest()
-    finally:
-        os.close(fd)
-
-
-def _tar_header(name: str, size: int, mtime: int, form: int = tarfile.PAX_FORMAT) -> bytes:
+def _tar_header(name: str, size: int, mtime: int, form: int = tarfile.PAX_FORMAT, *,
+                continued: bool = False) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mode = 0o600
     info.mtime = mtime
     info.type = tarfile.REGTYPE
     info.uname = info.gname = ""
+    if continued:
+        info.pax_headers = {CONTINUE_KEY: "1"}
     return info.tobuf(form, "utf-8", "strict")
 
 
@@ -426,7 +424,7 @@ def _sink_for(compression: str, fd: int, body_size: int | None) -> _Sink:
 
 @dataclass(frozen=True)
 class _Streamed:
-    member: Member
+    member: Checksum
     path: str
     identity: tuple   # (inode, size, mtime_ns) when the member was closed
 
@@ -435,43 +433,86 @@ class _FollowAbandoned(Exception):
     """Following cannot be trusted; the archive is written from the files instead."""
 
 
+def _signer(signer):
+    """A loaded private key, from a signing.PrivateKey or a PEM file's path."""
+    if signer is None:
+        return None
+    from ferry.checkpoint import signing   # cryptography loads only to sign
+    if isinstance(signer, signing.PrivateKey):
+        return signer
+    if isinstance(signer, (str, os.PathLike)):
+        return signing.load_private_key(signer)
+    raise TypeError("signer must be a signing.PrivateKey or the path of a PEM private key")
+
+
 class ArchiveWriter:
-    """One archive on its way to `path`. follow() (optional) streams growing
-    files while they are written; commit() adds the complete files, puts the
-    manifest first and renames the archive into place. A writer that is not
-    committed leaves nothing behind once abort() (or the with block) ends it.
+    """One archive on its way to `target`: a path (written to a temp file and
+    renamed into place) or a file descriptor (a pipe or socket, never sought;
+    the caller keeps and closes it). follow() (optional) streams growing files
+    while they are written; commit() adds the complete files, the trailer and
+    the signature. A writer that is not committed leaves no file behind once
+    abort() (or the with block) ends it; a stream is left without its trailer,
+    which readers refuse.
+
+    `signer` (a signing.PrivateKey, or a PEM file's path) signs the trailer.
+    `max_size` bounds the sum of the members' sizes, for the head of a stream
+    that follows files (it must be written before they are known); the writer
+    fails, in one line, rather than exceed it. A file's head gets the exact
+    total, and so does a stream's when nothing was followed.
     """
 
-    def __init__(self, path: str, *, container: dict, compression: str, host: HostInfo | None = None,
-                 manifest_room: int = MANIFEST_ROOM):
+    def __init__(self, target: str | int, *, container: dict, compression: str, host: HostInfo | None = None,
+                 signer=None, max_size: int | None = None):
         if compression not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compression!r}", hint="use zstd, gzip or none")
         _check_container(container)
-        self.path = path
+        if max_size is not None and not (isinstance(max_size, int) and 0 <= max_size <= MAX_SIZE_LIMIT):
+            raise ValueError(f"max_size must be an integer from 0 to {MAX_SIZE_LIMIT}")
         self.compression = compression
+        self._signer = _signer(signer)
         self._container = dict(container)
         self._host = host if host is not None else host_info()
         self._created, self._mtime = utc_now(), int(time.time())
         self._started = time.monotonic()
-        self._room = manifest_room
-        self._head_size = len(self._head_frame(bytes(manifest_room)))
+        self._max_size = max_size
+        self._head_width = len(self._head(MAX_SIZE_LIMIT))   # the widest max_size
+        if self._head_width > MAX_HEAD_BYTES:
+            raise FerryError(f"cannot write an archive: its {MANIFEST_NAME} would take {self._head_width} bytes, "
+                             f"more than readers accept ({MAX_HEAD_BYTES})")
+        self._head_bytes: bytes | None = None   # the head as written (a file's room: as it will be)
+        self._declared: int | None = None       # max_size in a head already written
+        self._member_bytes = 0                  # sizes of the members written so far
         self._streamed: list[_Streamed] = []
         self._follower: _Follower | None = None
-        self._directory = os.path.dirname(os.path.abspath(path))
+        self._stream = isinstance(target, int)
+        if self._stream:
+            self.path, self._fd, self._temp = None, target, None
+            self._name = f"archive stream (fd {target})"
+            return
+        self.path = target
+        self._name = target
+        self._directory = os.path.dirname(os.path.abspath(target))
         try:
             # mkstemp creates the file 0600, so process memory is never readable by others.
             self._fd, self._temp = tempfile.mkstemp(dir=self._directory,
-                                                    prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+                                                    prefix=f".{os.path.basename(target)}.", suffix=".tmp")
         except FileNotFoundError:
-            raise NotFound(f"cannot write {path}: directory {self._directory} does not exist") from None
+            raise NotFound(f"cannot write {target}: directory {self._directory} does not exist") from None
         except OSError as exc:
-            raise FerryError(f"cannot write {path}: {exc.strerror}") from None
+            raise FerryError(f"cannot write {target}: {exc.strerror}") from None
 
     def __enter__(self) -> "ArchiveWriter":
         return self
 
     def __exit__(self, *_exc) -> None:
         self.abort()
+
+    def _head(self, max_size: int, width: int = 0) -> bytes:
+        return Head(FORMAT_VERSION, self._created, self._host, self._container, self.compression, DIGEST,
+                    max_size).to_json(width)
+
+    def _head_member(self, head: bytes) -> bytes:
+        return _tar_header(MANIFEST_NAME, len(head), self._mtime) + head + bytes(_padding(len(head)))
 
     # -- following growing files --
     def follow(self, directory: str, prefix: str, select: Callable[[str], bool]) -> None:
@@ -480,12 +521,14 @@ class ArchiveWriter:
         archives are written by pigz in one stream, so they do not follow."""
         if self.compression == "gzip" or self._follower is not None:
             return
+        if self._stream and self._max_size is None:
+            raise ValueError("a stream's head comes before the files it follows: give the writer a max_size")
         self._follower = _Follower(self, directory, prefix, select)
 
     def stop_following(self, *, complete: bool) -> None:
         """complete=True once the writing process has ended: each followed
         file is read to its end. A check that a closed file changed afterwards
-        makes the writer start over from the files."""
+        makes the writer start over from the files (a stream cannot, and fails)."""
         follower, self._follower = self._follower, None
         if follower is None:
             return
@@ -498,139 +541,144 @@ class ArchiveWriter:
                     if (info.st_ino, info.st_size, info.st_mtime_ns) != item.identity:
                         raise _FollowAbandoned(f"{item.member.name} changed after it was closed")
         except _FollowAbandoned as why:
+            if self._stream:
+                raise FerryError(f"cannot write the {self._name}: {why}",
+                                 hint="nothing may write into a checkpoint while it is archived; "
+                                      "checkpoint again") from None
             log.warning("writing %s from the files instead of following them: %s", self.path, why)
             self._streamed.clear()
+            self._head_bytes, self._declared, self._member_bytes = None, None, 0
             os.ftruncate(self._fd, 0)
             os.lseek(self._fd, 0, os.SEEK_SET)
 
-    def _begin_member(self) -> int:
-        """Leave room for a member's header; where the room starts."""
-        if not self._streamed and os.lseek(self._fd, 0, os.SEEK_CUR) == 0:
-            os.lseek(self._fd, self._head_size, os.SEEK_SET)   # and, first, the manifest's room
+    def _begin_member(self) -> int | None:
+        """Before a followed member: the head, if it is not out yet, then in a
+        file a room for the member's header (where it starts)."""
+        if self._head_bytes is None:
+            if self._stream:
+                self._head_bytes, self._declared = self._head(self._max_size), self._max_size
+            else:   # a room, filled at commit
+                self._head_bytes = self._head(0, self._head_width)
+            _write_all(self._fd, _framed(self.compression, self._head_member(self._head_bytes)))
+        if self._stream:
+            return None
         offset = os.lseek(self._fd, 0, os.SEEK_CUR)
         os.lseek(self._fd, len(_framed(self.compression, bytes(BLOCK))), os.SEEK_CUR)
         return offset
 
-    def _end_member(self, name: str, path: str, header_offset: int, size: int, digest: str,
+    def _claim(self, count: int) -> None:
+        """`count` more member bytes are about to go out: within a written head's max_size."""
+        if self._declared is not None and self._member_bytes + count > self._declared:
+            raise FerryError(f"cannot write the {self._name}: its members exceed the max_size of "
+                             f"{self._declared} bytes that its head declared",
+                             hint="give the archive writer a larger max_size estimate")
+        self._member_bytes += count
+
+    def _end_member(self, name: str, path: str, header_offset: int | None, size: int, digest: str,
                     identity: tuple) -> None:
-        if _padding(size):
-            _write_all(self._fd, _framed(self.compression, bytes(_padding(size))))
-        header = _framed(self.compression, _fixed_header(name, size, self._mtime))
-        if os.pwrite(self._fd, header, header_offset) != len(header):
-            raise OSError(f"short write of the header of {shown(name)}")
-        self._streamed.append(_Streamed(Member(name, size, digest), path, identity))
+        if header_offset is not None:
+            header = _framed(self.compression, _fixed_header(name, size, self._mtime))
+            if os.pwrite(self._fd, header, header_offset) != len(header):
+                raise OSError(f"short write of the header of {shown(name)}")
+        self._streamed.append(_Streamed(Checksum(name, size, digest), path, identity))
 
     # -- completing --
     def commit(self, source_dir: str, names: list[str], progress: Progress | None = None) -> WriteResult:
         """Add the complete files `names` (relative to source_dir, in this
-        order; those already streamed are skipped), then the manifest; fsync
-        and rename into place."""
+        order; those already streamed are skipped), then the trailer and the
+        signature; for a path, fsync and rename into place."""
         if self._fd < 0:
             raise RuntimeError("the archive writer has ended")
         self.stop_following(complete=True)
         names = list(names)
         for name in names:
-            reason = unsafe_name_reason(name) or ("reserved for the manifest" if name == MANIFEST_NAME else None)
+            reason = unsafe_name_reason(name) or ("reserved for ferry's own records" if name in RESERVED_NAMES
+                                                  else None)
             if reason:
                 raise ValueError(f"cannot archive {shown(name)}: {reason}")
         if len(set(names)) != len(names):
             raise ValueError("a name is given twice")
         done = {item.member.name for item in self._streamed}
         inputs = [_input(source_dir, name) for name in names if name not in done]
+        if len(done) + len(inputs) > MAX_MEMBERS:
+            raise FerryError(f"cannot write {self._name}: more than {MAX_MEMBERS} members")
         reporter = _Reporter(progress, "write", sum(i.size for i in inputs))
         with self._failing_as_ferry():
-            if self._streamed:
-                members = self._write_body(inputs, reporter)
-                self._put_manifest(self._manifest(members))
-            else:
-                # Nothing went in yet: hash first (xxh3 reads faster than the
-                # disk), and the manifest leads the one compressed stream.
-                digests = [_hash_file(item) for item in inputs]
-                head = self._manifest([Member(i.name, i.size, d) for i, d in zip(inputs, digests)])
-                self._write_body(inputs, reporter, head=head, expected=digests)
-            os.fsync(self._fd)
-            size = os.fstat(self._fd).st_size
-            os.close(self._fd)
-            self._fd = -1
-            os.replace(self._temp, self.path)
-            fsync_dir(self._directory)
+            total = self._member_bytes + sum(i.size for i in inputs)
+            lead = None
+            if self._head_bytes is None:        # nothing went out yet: the head leads the body
+                self._head_bytes = lead = self._head(total)
+            elif not self._stream:              # the room takes the exact total
+                self._head_bytes = self._head(total, self._head_width)
+            self._claim(total - self._member_bytes)
+            self._write_body(inputs, reporter, lead)
+            if not self._stream and lead is None:
+                room = _framed(self.compression, self._head_member(self._head_bytes))
+                if os.pwrite(self._fd, room, 0) != len(room):
+                    raise OSError(f"short write of {MANIFEST_NAME}")
+            size = self._finish()
         reporter.finish()
         return WriteResult(self.path, size, time.monotonic() - self._started,
-                           sum(item.member.size for item in self._streamed))
+                           sum(item.member.size for item in self._streamed),
+                           self._signer.fingerprint if self._signer else None)
+
+    def _finish(self) -> int | None:
+        if self._stream:
+            self._fd = -1   # the caller's to close
+            return None
+        os.fsync(self._fd)
+        size = os.fstat(self._fd).st_size
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._temp, self.path)
+        fsync_dir(self._directory)
+        return size
 
     @contextlib.contextmanager
     def _failing_as_ferry(self):
-        """A full disk or a vanished directory, as one line that names the archive."""
+        """A full disk, a vanished directory or a closed pipe, as one line that names the archive."""
         try:
             yield
         except OSError as exc:
-            raise FerryError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+            raise FerryError(f"cannot write {self._name}: {exc.strerror or exc}") from None
 
-    def _manifest(self, members: list[Member]) -> bytes:
-        return Manifest(FORMAT_VERSION, self._created, self._host, self._container, self.compression,
-                        tuple(members)).to_json().encode("utf-8")
-
-    def _write_body(self, inputs: list[_Input], reporter: _Reporter, *, head: bytes | None = None,
-                    expected: list[str] | None = None) -> list[Member]:
-        """The complete files as tar members in one frame (or gzip stream),
-        after the manifest member when `head` is given; every member in the
-        archive so far."""
+    def _write_body(self, inputs: list[_Input], reporter: _Reporter, lead: bytes | None) -> None:
+        """The head when `lead` is given, the complete files, the trailer and
+        the signature, as tar members in one compressed stream."""
         headers = [_tar_header(item.name, item.size, self._mtime) for item in inputs]
-        body_size = sum(len(h) + i.size + _padding(i.size) for h, i in zip(headers, inputs)) + len(TAR_END)
-        if head is not None:
-            body_size += BLOCK + len(head) + _padding(len(head))
+        checksums = [item.member for item in self._streamed]
+        # Its size is known before the digests are: they are fixed-width hex.
+        sketch = self._trailer(checksums + [Checksum(i.name, i.size, "0" * 64) for i in inputs])
+        if len(sketch) > MAX_CHECKSUMS_BYTES:
+            raise FerryError(f"cannot write {self._name}: its {CHECKSUMS_NAME} would take {len(sketch)} bytes, "
+                             f"more than readers accept ({MAX_CHECKSUMS_BYTES})")
+        body_size = (sum(len(h) + i.size + _padding(i.size) for h, i in zip(headers, inputs))
+                     + 3 * BLOCK + len(sketch) + BLOCK + len(TAR_END))
+        if lead is not None:
+            body_size += BLOCK + len(lead) + _padding(len(lead))
         sink = _sink_for(self.compression, self._fd, body_size)
         try:
-            if head is not None:
-                sink.write(_tar_header(MANIFEST_NAME, len(head), self._mtime) + head + bytes(_padding(len(head))))
-            digests = []
+            if lead is not None:
+                sink.write(self._head_member(lead))
             for header, item in zip(headers, inputs):
                 sink.write(header)
-                digests.append(_copy_hashed(item, sink, reporter))
+                checksums.append(Checksum(item.name, item.size, _copy_hashed(item, sink, reporter)))
                 sink.write(bytes(_padding(item.size)))
+            trailer = self._trailer(checksums)
+            sink.write(_tar_header(CHECKSUMS_NAME, len(trailer), self._mtime) + trailer
+                       + bytes(_padding(len(trailer))))
+            if self._signer is not None:
+                signature = Signature.make(self._signer.public.raw, self._signer.sign(trailer)).to_json()
+                sink.write(_tar_header(SIGNATURE_NAME, len(signature), self._mtime) + signature
+                           + bytes(_padding(len(signature))))
             sink.write(TAR_END)
             sink.finish()
         except BaseException:
             sink.abort()
             raise
-        if expected is not None and digests != expected:
-            raise _changed(next(i.name for i, a, b in zip(inputs, digests, expected) if a != b))
-        return [item.member for item in self._streamed] + [Member(i.name, i.size, d)
-                                                            for i, d in zip(inputs, digests)]
 
-    def _head_frame(self, manifest_json: bytes) -> bytes:
-        return _framed(self.compression, _tar_header(MANIFEST_NAME, len(manifest_json), self._mtime)
-                       + manifest_json + bytes(_padding(len(manifest_json))))
-
-    def _put_manifest(self, data: bytes) -> None:
-        if len(data) <= self._room:
-            head = self._head_frame(data + b" " * (self._room - len(data)))
-            if len(head) != self._head_size:
-                raise RuntimeError(f"manifest is {len(head)} bytes, not the {self._head_size} reserved for it")
-            if os.pwrite(self._fd, head, 0) != len(head):
-                raise OSError(f"short write of {MANIFEST_NAME}")
-            return
-        # Outgrown: a new file with the whole manifest, then the body behind it.
-        head = self._head_frame(data)
-        fd, temp = tempfile.mkstemp(dir=self._directory, prefix=f".{os.path.basename(self.path)}.",
-                                    suffix=".tmp")
-        try:
-            _write_all(fd, head)
-            body = os.fstat(self._fd).st_size - self._head_size
-            offset = self._head_size
-            while body:
-                copied = os.copy_file_range(self._fd, fd, body, offset)
-                if not copied:
-                    raise OSError("the archive body ended early while it was being moved")
-                offset += copied
-                body -= copied
-        except BaseException:
-            os.close(fd)
-            os.unlink(temp)
-            raise
-        os.close(self._fd)
-        os.unlink(self._temp)
-        self._fd, self._temp = fd, temp
+    def _trailer(self, checksums: list[Checksum]) -> bytes:
+        return Checksums(FORMAT_VERSION, blake3.blake3(self._head_bytes).hexdigest(), tuple(checksums)).to_json()
 
     def abort(self) -> None:
         """Stop any follower and remove the temp file; harmless after commit."""
@@ -639,10 +687,11 @@ class ArchiveWriter:
             with contextlib.suppress(Exception):
                 follower.stop(False)
         if self._fd >= 0:
-            os.close(self._fd)
+            if not self._stream:
+                os.close(self._fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._temp)
             self._fd = -1
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._temp)
 
 
 class _Follower:
@@ -733,7 +782,7 @@ class _Follower:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             header_offset = writer._begin_member()
-            digest = xxhash.xxh3_128()
+            digest = blake3.blake3()
             size = 0
             sink = _sink_for(writer.compression, writer._fd, None)
             try:
@@ -741,15 +790,23 @@ class _Follower:
                     closed = name in self._closed or (self._stopping.is_set() and self._complete)
                     # Whole frames while the file grows, then the rest.
                     end = os.fstat(fd).st_size
-                    while end - size >= FRAME_BYTES or (closed and end > size):
-                        length = min(FRAME_BYTES, end - size)
-                        sink.write_mapped(fd, size, length, digest)
+                    length = end - size if closed else (end - size) // FRAME_BYTES * FRAME_BYTES
+                    if length > 0:
+                        writer._claim(length)
+                        if header_offset is None:   # a stream: a header of this part's size
+                            sink.write(_tar_header(member, length, writer._mtime, continued=size > 0))
+                        for start in range(size, size + length, FRAME_BYTES):
+                            sink.write_mapped(fd, start, min(FRAME_BYTES, size + length - start), digest)
                         size += length
+                        if header_offset is None:
+                            sink.write(bytes(_padding(length)))
                     if closed:
                         break
                     if self._stopping.is_set() and not self._complete:
                         raise _FollowAbandoned("the dump failed")
                     self._events(FOLLOW_POLL)
+                if header_offset is not None:
+                    sink.write(bytes(_padding(size)))
                 sink.finish()
             except BaseException:
                 sink.abort()
@@ -764,12 +821,13 @@ class _Follower:
 
 
 def write_archive(path: str, source_dir: str, names: list[str], *, container: dict, compression: str,
-                  progress: Progress | None = None, host: HostInfo | None = None) -> WriteResult:
+                  progress: Progress | None = None, host: HostInfo | None = None, signer=None) -> WriteResult:
     """Archive the complete regular files `names` (relative to source_dir, in
-    this order, after manifest.json) into `path`, atomically and with mode 0600.
+    this order, between manifest.json and checksums.json) into `path`,
+    atomically and with mode 0600, signed by `signer` if given.
 
     `host` defaults to host_info() of this machine. Progress phase: "write",
     in bytes of the files.
     """
-    with ArchiveWriter(path, container=container, compression=compression, host=host) as writer:
+    with ArchiveWriter(path, container=container, compression=compression, host=host, signer=signer) as writer:
         return writer.commit(source_dir, names, progress)
