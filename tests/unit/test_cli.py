@@ -131,3 +131,40 @@ def test_partial_and_full_parsers_read_ps_flags_alike():
         partial = cli.build_parser(cli.command_word(argv)).parse_args(argv)
         full = cli.build_parser().parse_args(argv)
         assert vars(partial) == vars(full)
+
+
+@pytest.mark.parametrize("failure, line", [
+    (OSError(13, "Permission denied", "/var/lib/ferry/x"),
+     "ferry: error: unexpected failure: Permission denied: /var/lib/ferry/x"),
+    (__import__("sqlite3").OperationalError("database is locked"),
+     "ferry: error: unexpected failure: state database: database is locked"),
+    (KeyError("ports"), "ferry: error: unexpected failure: KeyError: 'ports'"),
+    (RuntimeError("two\nlines"), "ferry: error: unexpected failure: RuntimeError: two | lines"),
+])
+def test_an_unexpected_failure_is_one_line_with_the_failure_code(capsys, monkeypatch, failure, line):
+    def boom(_args):
+        raise failure
+    monkeypatch.setattr(cli, "cmd_version", boom)
+    code, out, err = run(capsys, "version")
+    assert code == cli.EXIT_ERROR
+    assert out == ""
+    assert err == f"{line} (hint: rerun with --debug for the traceback)\n"
+
+
+def test_debug_logs_the_traceback_of_an_unexpected_failure(capsys, caplog, monkeypatch):
+    def boom(_args):
+        raise KeyError("ports")
+    monkeypatch.setattr(cli, "cmd_version", boom)
+    code, _, err = run(capsys, "--debug", "version")
+    assert code == cli.EXIT_ERROR
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]
+    assert err == "ferry: error: unexpected failure: KeyError: 'ports'\n"  # no hint: the traceback is there
+
+
+def test_a_reader_that_went_away_is_no_error(capsys, monkeypatch):
+    def boom(_args):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(cli, "_silence_stdout", lambda: None)  # capsys's stdout has no real fd
+    code, out, err = run(capsys, "version")
+    assert (code, err) == (cli.EXIT_BROKEN_PIPE, "")

@@ -25,6 +25,7 @@ EXIT_NOT_READY = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 125
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer its reader left
 
 EXIT_CODES: dict[type[FerryError], int] = {
     UsageError: EXIT_USAGE,
@@ -231,3 +232,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         render.error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`ferry ps | head -1`): nothing to say, nowhere to
+        # say it, and Python's exit would fail again flushing stdout.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as error:  # a bug, or a host condition no FerryError names yet
+        if debug:
+            log.get_logger("ferry").exception("unexpected failure")
+        render.error(f"unexpected failure: {describe_unexpected(error)}",
+                     hint=None if debug else "rerun with --debug for the traceback")
+        return EXIT_ERROR
+
+
+def describe_unexpected(error: BaseException) -> str:
+    """One line for an exception no FerryError translated."""
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror + (f": {error.filename}" if error.filename else "")
+    elif type(error).__module__ == "sqlite3":
+        text = f"state database: {error}"
+    else:
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _silence_stdout() -> None:
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

@@ -13,7 +13,12 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 
+from ferry.util.errors import FerryError
+
 BUSY_TIMEOUT_MS = 30_000
+# The database holds containers' environments, secrets included. SQLite gives
+# its -wal and -shm files the database file's mode.
+FILE_MODE = 0o600
 
 
 class Database:
@@ -26,13 +31,40 @@ class Database:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            self._make_private()
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.DatabaseError as error:  # not a database, or a damaged one
+                conn.close()
+                raise FerryError(f"the state database {self.path} cannot be used: {error}",
+                                 hint="restore it from a backup, or move it aside to start this root "
+                                 "afresh (its containers are then forgotten)") from None
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._local.conn = conn
         return conn
+
+    def _make_private(self) -> None:
+        """Create the database file 0600, or make an older one (0644) and its
+        -wal and -shm files 0600, before SQLite opens them."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as error:
+            raise FerryError(f"the state database {self.path} cannot be opened: {error.strerror}",
+                             hint="pick another --root, or move that path aside") from None
+        try:
+            if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
+                os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm"):
+            try:
+                if os.stat(self.path + suffix).st_mode & 0o777 != FILE_MODE:
+                    os.chmod(self.path + suffix, FILE_MODE)
+            except FileNotFoundError:
+                pass
 
     def ensure(self, ddl: str) -> None:
         """Create tables and indexes idempotently (CREATE ... IF NOT EXISTS).

@@ -7,9 +7,15 @@ use to simulate two hosts) can never share a file.
 from __future__ import annotations
 
 import os
+import stat
 from collections import namedtuple
 
+from ferry.util.errors import FerryError, UsageError
+
 DEFAULT_ROOT = "/var/lib/ferry"
+# Kernel interfaces, not filesystems: a root there fails in confusing ways, or
+# writes to the kernel.
+KERNEL_TREES = ("/proc", "/sys")
 
 
 # A named tuple rather than a frozen dataclass: every command builds a Layout,
@@ -19,7 +25,51 @@ class Layout(namedtuple("Layout", "root")):
 
     @classmethod
     def at(cls, root: str | None) -> "Layout":
-        return cls(os.path.abspath(root or os.environ.get("FERRY_ROOT") or DEFAULT_ROOT))
+        """--root, else $FERRY_ROOT, else the default. An empty value is refused:
+        `--root "$UNSET"` must not quietly act on the default root."""
+        if root is None:
+            root = os.environ.get("FERRY_ROOT")
+            if root == "":
+                raise UsageError("FERRY_ROOT is set but empty", hint="unset it, or set it to a directory")
+            root = root or DEFAULT_ROOT
+        elif root == "":
+            raise UsageError("--root needs a directory, not an empty string",
+                             hint=f"leave --root out for {DEFAULT_ROOT}")
+        return cls(os.path.abspath(root))
+
+    def prepare(self) -> None:
+        """Create the root, or make an existing one private to root (0700): the
+        database holds containers' environments, secrets included. Each way a
+        path cannot hold state gets its own one-line error."""
+        real = os.path.realpath(self.root)
+        for tree in KERNEL_TREES:
+            if real == tree or real.startswith(tree + "/"):
+                raise FerryError(f"state root {self.root} is inside {tree}, a kernel interface",
+                                 hint="pick a directory on a real filesystem with --root")
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            info = os.stat(self.root)
+        except FileExistsError:
+            raise FerryError(f"state root {self.root} exists and is not a directory",
+                             hint="pick a directory with --root") from None
+        except NotADirectoryError:
+            raise FerryError(f"state root {self.root} cannot be created: a part of its path is a file",
+                             hint="pick a directory with --root") from None
+        except OSError as error:
+            raise FerryError(f"state root {self.root} cannot be created: {error.strerror}",
+                             hint="pick a writable directory with --root") from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise FerryError(f"state root {self.root} exists and is not a directory",
+                             hint="pick a directory with --root")
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            try:
+                os.chmod(self.root, 0o700)
+            except OSError as error:
+                raise FerryError(f"state root {self.root} cannot be made private (mode 0700): {error.strerror}",
+                                 hint="pick a writable directory with --root") from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise FerryError(f"state root {self.root} is not writable",
+                             hint="pick a writable directory with --root")
 
     @property
     def database(self) -> str:
@@ -44,6 +94,11 @@ class Layout(namedtuple("Layout", "root")):
     @property
     def volumes(self) -> str:
         return os.path.join(self.root, "volumes")
+
+    @property
+    def runc(self) -> str:
+        """runc's --root: its state of this root's containers."""
+        return os.path.join(self.root, "runc")
 
     @property
     def locks(self) -> str:
