@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import cached_property
 
@@ -23,7 +24,7 @@ class Engine:
     @cached_property
     def db(self) -> Database:
         require_root()
-        os.makedirs(self.layout.root, mode=0o700, exist_ok=True)
+        self.layout.prepare()
         return Database(self.layout.database)
 
     @cached_property
@@ -54,10 +55,43 @@ class Engine:
 
     def prune(self) -> list[str]:
         """Remove exited containers, then whatever a crash left behind."""
-        removed = []
+        # runc's mounts first: `runc delete` removes its state dir recursively,
+        # through whatever is still mounted in it.
+        removed = self._prune_runc_leftovers()
         for container in self.containers.list(all_states=True):
             if container.state != "running":
                 self.containers.remove(container.id)
                 removed.append(f"container {container.name}")
         removed += self.containers.prune_leftovers()
+        return removed
+
+    def _prune_runc_leftovers(self) -> list[str]:
+        """Mounts an interrupted `runc restore` left in runc's state dir: its
+        criu-root, a recursive bind of the container's rootfs (HOST-NOTES).
+        They come off before anything there is deleted, which would otherwise
+        delete through them into the rootfs."""
+        from ferry.engine.listing import RUNNING
+        from ferry.util.fs import mounts_under, remove_tree, unmount_under
+        from ferry.util.locks import file_lock
+        if not os.path.isdir(self.layout.runc):
+            return []
+        removed = []
+        table = self.containers.db  # the containers table is declared by then
+        for entry in sorted(os.listdir(self.layout.runc)):
+            state_dir = os.path.join(self.layout.runc, entry)
+            if not mounts_under(state_dir):
+                continue
+            # A restore holds the container's lock while runc works in there.
+            with file_lock(self.layout.lock(f"container-{entry}")):
+                row = table.read().execute("SELECT state FROM containers WHERE id = ?", (entry,)).fetchone()
+                if row is not None and row["state"] == RUNNING:
+                    continue
+                for point in mounts_under(state_dir):
+                    removed.append(f"mount {point}")
+                unmount_under(state_dir)
+                if not os.path.exists(os.path.join(state_dir, "state.json")):
+                    remove_tree(state_dir)  # runc knows nothing of it, so no `runc delete` will
+            if row is None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.layout.lock(f"container-{entry}"))
         return removed
