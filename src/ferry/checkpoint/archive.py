@@ -1473,7 +1473,8 @@ def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,
             head, head_bytes = _read_head(stream)
             if isinstance(head, ManifestV2):
                 if verify_key is not None:
-                    raise BadArchive("archive is in format 2, which carries no signature", hint=HINT_UNSIGNED)
+                    raise BadArchive("archive is in format 2, and format 2 archives carry no signature",
+                                     hint=HINT_UNSIGNED)
                 reporter = _Reporter(progress, "read", head.total_size)
                 contents = ArchiveContents(head, _extract_v2(stream, head, dest_dir, reporter), False, False, None)
             else:
