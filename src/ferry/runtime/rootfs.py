@@ -6,7 +6,7 @@ import os
 
 from ferry.util import proc
 from ferry.util.errors import ToolError
-from ferry.util.fs import mounts_under
+from ferry.util.fs import mountinfo, mounts_under, resolved_tree, unmount_under
 
 # The kernel takes mount options as one page.
 MAX_MOUNT_OPTIONS = 4096
@@ -15,23 +15,35 @@ MAX_MOUNT_OPTIONS = 4096
 def mount_overlay(layers_lowest_first: list[str], upper: str, work: str, target: str) -> None:
     for path in (upper, work, target):
         os.makedirs(path, mode=0o755, exist_ok=True)
-    if is_mounted(target):
-        return
     lower = ":".join(reversed(layers_lowest_first))
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
     if len(options) >= MAX_MOUNT_OPTIONS:
         raise ToolError("mount the container's root filesystem", 1,
                         f"overlay options are {len(options)} bytes, over the kernel's page")
-    proc.run(["mount", "-t", "overlay", "overlay", "-o", options, target],
+    if _is_our_overlay(target, upper):
+        # Nothing belongs below it in this namespace: runc mounts in the
+        # container's. A bind that an interrupted `runc restore` left there
+        # would be copied into the next restore's criu-root.
+        unmount_under(target, keep_top=True)
+        return
+    unmount_under(target)  # whatever else is there is no rootfs of ours
+    # Private: under a shared parent (/ on systemd hosts) the overlay would join
+    # its peer group, and so would criu-root, runc's recursive bind of it.
+    proc.run(["mount", "--make-private", "-t", "overlay", "overlay", "-o", options, target],
              desc="mount the container's root filesystem")
 
 
+def _is_our_overlay(target: str, upper: str) -> bool:
+    """One mount at `target`: an overlay over `upper`."""
+    point = resolved_tree(target)
+    at = [m for m in mountinfo() if m.point == point]
+    return len(at) == 1 and at[0].fstype == "overlay" and f"upperdir={upper}," in at[0].options + ","
+
+
 def is_mounted(target: str) -> bool:
-    return os.path.realpath(target) in mounts_under(target)
+    """Anything mounted at or below `target`."""
+    return bool(mounts_under(target))
 
 
 def unmount(target: str) -> None:
-    for point in mounts_under(target):
-        proc.run(["umount", point], desc=f"unmount {point}", check=False)
-        if point in mounts_under(point):
-            proc.run(["umount", "-l", point], desc=f"lazily unmount {point}")
+    unmount_under(target)
