@@ -456,11 +456,23 @@ def check_images(images_dir: str, spec: dict, *, host: HostFacts | None = None) 
         _Check(images, grant, host or HostFacts.probe()).run()
     except RecursionError:
         raise BadArchive("CRIU images nest too deeply to be checked", hint=HINT) from None
+    except _NotText:
+        raise BadArchive("CRIU images hold a text field that is not UTF-8", hint=HINT) from None
     finally:
         images.close()
 
 
-def _safe(text: str, limit: int = 64) -> str:
+class _NotText(Exception):
+    """A string field holds bytes that are not UTF-8 (upb then returns bytes)."""
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        raise _NotText()
+    return value
+
+
+def _safe(text: str, limit: int = 120) -> str:
     """A value from an image, shown on one line."""
     shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
     return shown + ("..." if len(text) > limit else "")
@@ -487,8 +499,9 @@ def _under(path: str, parent: str) -> bool:
 
 
 class _Thread:
-    def __init__(self, pid: int, tid: int, comm: str, core, leader, alive: bool):
-        self.pid, self.tid, self.comm, self.core, self.leader = pid, tid, comm, core, leader
+    def __init__(self, pid: int, tid: int, task_comm: str, comm: str, core, leader, alive: bool):
+        self.pid, self.tid, self.core, self.leader = pid, tid, core, leader
+        self.task_comm, self.comm = _text(task_comm), _text(comm)
         self.alive = alive
 
     @property
@@ -497,8 +510,8 @@ class _Thread:
 
     @property
     def who(self) -> str:
-        who = f"task {self.pid} ({_safe(self.comm)})"
-        return who if self.tid == self.pid else f"{who} thread {self.tid}"
+        who = f"task {self.pid} ({_safe(self.task_comm)})"
+        return who if self.tid == self.pid else f"{who} thread {self.tid} ({_safe(self.comm)})"
 
 
 class _Check:
@@ -507,7 +520,12 @@ class _Check:
         self.filters = None
 
     def refuse(self, image: str, what: str):
+        """Refuse for what a task, mount or set in `image` asks."""
         raise BadArchive(f"CRIU image {image}: {what}", hint=HINT)
+
+    def refuse_image(self, image: str, what: str):
+        """Refuse for what `image` as a whole is or lacks."""
+        raise BadArchive(f"CRIU image {image} {what}", hint=HINT)
 
     def needs(self, cap: str, image: str, who, what: str) -> None:
         """Refuse unless the spec grants `cap`; `who` may be a function that names the holder."""
@@ -519,9 +537,9 @@ class _Check:
         self.legacy_images()
         inventory = self.images.one("inventory.img", "INVENTORY", "inventory_entry")
         if inventory.img_version != 2:
-            self.refuse("inventory.img", f"has image version {inventory.img_version}, not CRIU's 2")
+            self.refuse_image("inventory.img", f"has image version {inventory.img_version}, not CRIU's 2")
         if not inventory.HasField("root_ids"):
-            self.refuse("inventory.img", "has no root_ids (the dumping CRIU's namespaces)")
+            self.refuse_image("inventory.img", "has no root_ids (the dumping CRIU's namespaces)")
         self.inventory = inventory
         tasks = self.tasks()
         self.task_list = tasks
@@ -542,17 +560,17 @@ class _Check:
     def legacy_images(self) -> None:
         for name in self.images.names:
             if (name.endswith(".img") and name[:-4] in LEGACY_IMAGES) or LEGACY_TASK_IMAGES.fullmatch(name):
-                self.refuse(name, "is a legacy image that CRIU 4 never writes but would still read; "
+                self.refuse_image(name, "is a legacy image that CRIU 4 never writes but would still read; "
                                   "ferry does not check it")
 
     # -- tasks, threads and credentials ---------------------------------------------------------
     def tasks(self) -> list[dict]:
         entries = self.images.entries("pstree.img", "PSTREE", "pstree_entry")
         if not entries:
-            self.refuse("pstree.img", "is missing or lists no task")
+            self.refuse_image("pstree.img", "is missing or lists no task")
         roots = [e for e in entries if e.ppid == 0]
         if len(roots) != 1 or entries[0].ppid != 0:
-            self.refuse("pstree.img", "must list exactly one root task (ppid 0), first")
+            self.refuse_image("pstree.img", "must list exactly one root task (ppid 0), first")
         seen: set[int] = set()
         tasks = []
         for entry in entries:
@@ -563,10 +581,10 @@ class _Check:
                 self.refuse("pstree.img", f"task {entry.pid} reuses a pid")
             seen.update(threads)
             if len(seen) > MAX_THREADS:
-                self.refuse("pstree.img", f"lists more than {MAX_THREADS} threads")
+                self.refuse_image("pstree.img", f"lists more than {MAX_THREADS} threads")
             ids = self.images.one(f"ids-{entry.pid}.img", "IDS", "task_kobj_ids_entry", required=False)
             if ids is None and entry is entries[0]:
-                self.refuse(f"ids-{entry.pid}.img", f"is missing for the root task {entry.pid}")
+                self.refuse_image(f"ids-{entry.pid}.img", f"is missing for the root task {entry.pid}")
             leader_core = self.images.one(f"core-{entry.pid}.img", "CORE", "core_entry")
             if not leader_core.HasField("tc"):
                 self.refuse(f"core-{entry.pid}.img", f"task {entry.pid} has no task_core")
@@ -582,7 +600,7 @@ class _Check:
                 comm = tc.comm
                 if core.HasField("thread_core") and core.thread_core.HasField("comm"):
                     comm = core.thread_core.comm
-                task["threads"].append(_Thread(entry.pid, tid, comm, core,
+                task["threads"].append(_Thread(entry.pid, tid, tc.comm, comm, core,
                                                None if index == 0 else task["threads"][0], alive))
             tasks.append(task)
         return tasks
@@ -598,8 +616,8 @@ class _Check:
         for name in CAP_SETSETS:
             for number, cap in _cap_names(getattr(creds, name)):
                 if number not in grant.bounding:
-                    self.refuse(t.image, f"{t.who} asks for {cap} ({name}), which the container's spec "
-                                         f"does not grant")
+                    self.refuse(t.image, f"{t.who} asks for capability {cap} ({name}), which the "
+                                         f"container's spec does not grant")
         if grant.no_new_privs and not (creds.HasField("no_new_privs") and creds.no_new_privs == 1):
             self.refuse(t.image, f"{t.who} has no_new_privs {creds.no_new_privs}, but the container's "
                                  f"spec sets noNewPrivileges")
@@ -620,7 +638,7 @@ class _Check:
         if creds.secbits & ~SECBIT_KEEP_CAPS:
             self.needs("CAP_SETPCAP", t.image, t.who, f"has secbits {creds.secbits:#x}")
         for name in ("lsm_profile", "lsm_sockcreate"):
-            label = getattr(creds, name)
+            label = _text(getattr(creds, name))
             if not _lsm_label_ok(label, grant.lsm_label):
                 wanted = f"the spec's {grant.lsm_label!r}" if grant.lsm_label else "no label (the spec sets none)"
                 self.refuse(t.image, f"{t.who} asks for LSM label {_safe(label)!r} ({name}), not {wanted}")
@@ -696,7 +714,7 @@ class _Check:
         if path is not None:
             name = f"netns-{ids.net_ns_id}.img"
             netns = self.images.one(name, "NETNS", "netns_entry", required=False)
-            ext_key = netns.ext_key if netns is not None and netns.HasField("ext_key") else ""
+            ext_key = _text(netns.ext_key) if netns is not None and netns.HasField("ext_key") else ""
             if path and ext_key != NETNS_EXT_KEY:
                 self.refuse(name, f"the network namespace is not marked external (ext_key "
                                   f"{_safe(ext_key)!r}): CRIU would build one from the images instead of "
@@ -756,7 +774,8 @@ class _Check:
             seen.add(index)
             entry = filters[index]
             if not entry.filter or len(entry.filter) % 8 or len(entry.filter) // 8 > BPF_MAXINSNS:
-                self.refuse("seccomp.img", f"filter {index} is not a BPF program ({len(entry.filter)} bytes)")
+                self.refuse_image("seccomp.img", f"has filter {index}, which is not a BPF program "
+                                                 f"({len(entry.filter)} bytes)")
             chain.append(entry)
             if not entry.HasField("prev"):
                 return mode, chain
@@ -773,7 +792,7 @@ class _Check:
         image = f"mountpoints-{mnt_ns_id}.img"
         entries = self.images.entries(image, "MNTS", "mnt_entry")
         if not entries:
-            self.refuse(image, "is missing or empty, but the container's spec creates a mount namespace")
+            self.refuse_image(image, "is missing or empty, but the container's spec creates a mount namespace")
         _MountCheck(self, image, entries).run()
 
     # -- cgroups --------------------------------------------------------------------------------
@@ -840,7 +859,7 @@ class _Check:
     def apparmor(self) -> None:
         entry = self.images.one("apparmor.img", "APPARMOR", "apparmor_entry", required=False)
         if entry is not None and entry.namespaces:
-            self.refuse("apparmor.img", "holds AppArmor namespaces and policies, which CRIU would load "
+            self.refuse_image("apparmor.img", "holds AppArmor namespaces and policies, which CRIU would load "
                                         "into this host's kernel")
 
 
@@ -868,7 +887,7 @@ class _MountCheck:
         by_id, by_point = {}, {}
         for e in self.entries:
             for name in ("mountpoint", "root", "source", "options", "ext_key", "fsname"):
-                if "\0" in getattr(e, name):
+                if "\0" in _text(getattr(e, name)):
                     self.refuse(e, f"has a NUL byte in its {name}")
             if not _is_clean_path(e.mountpoint):
                 self.refuse(e, "has a mountpoint that is not a clean absolute path")
@@ -879,9 +898,8 @@ class _MountCheck:
             if e.mountpoint in by_point:
                 self.refuse(e, "is mounted over another mount of the same mountpoint")
             by_id[e.mnt_id] = by_point[e.mountpoint] = e
-            if e.with_plugin or e.ext_mount or e.deleted or e.HasField("fsname"):
-                flag = next(n for n in ("with_plugin", "ext_mount", "deleted", "fsname") if e.HasField(n)
-                            and getattr(e, n))
+            if e.with_plugin or e.ext_mount or e.deleted:
+                flag = next(n for n in ("with_plugin", "ext_mount", "deleted") if getattr(e, n))
                 self.refuse(e, f"sets {flag}, which ferry's containers never have")
             if e.shared_id or e.master_id or e.internal_sharing:
                 self.refuse(e, "asks for mount propagation (shared_id/master_id), which the container's "
@@ -934,6 +952,9 @@ class _MountCheck:
 
     def internal(self, e) -> None:
         fstype = FSTYPES.get(e.fstype, f"fstype {e.fstype}")
+        if e.fstype == FSTYPE_CODE["auto"] or e.fsname:   # CRIU mounts fsname from source (criu/mount.c)
+            self.refuse(e, f"asks for a new mount of {self.fs_name(e)}, which the container's spec does not "
+                           f"ask for")
         same = [o for o in self.entries if o is not e and o.root_dev == e.root_dev]
         if e.root_dev == self.root.root_dev:
             self.refuse(e, f"is a bind of the container's root filesystem ({_safe(e.root)}), which the "
@@ -946,8 +967,9 @@ class _MountCheck:
             if any(o.root == "/" and not o.ext_key for o in same):
                 self.refuse(e, f"mounts the same {fstype} a second time")
             if e.root_dev >> 20:
-                self.refuse(e, f"is a {fstype} on block device {e.root_dev >> 20}:{e.root_dev & 0xfffff}, "
-                               f"which the container's spec does not mount")
+                self.refuse(e, f"asks for a new mount of {self.fs_name(e)} on block device "
+                               f"{e.root_dev >> 20}:{e.root_dev & 0xfffff}, which the container's spec "
+                               f"does not ask for")
             self.fresh(e, fstype)
         else:
             self.bind(e, fstype, same)
@@ -974,11 +996,12 @@ class _MountCheck:
             self.flags(e, parent.flags, f"the spec's {parent.type} mount")   # one hierarchy per subdirectory
             self.options(e, fstype, None)
             return
-        self.refuse(e, f"asks for a new {self.fs_name(e)} mount, which the container's spec does not ask for")
+        self.refuse(e, f"asks for a new mount of {self.fs_name(e)}, which the container's spec does not ask for")
 
     @staticmethod
     def fs_name(e) -> str:
-        return FSTYPES.get(e.fstype, f"fstype {e.fstype}") + (f" ({_safe(e.source)})" if e.source else "")
+        name = _safe(e.fsname) if e.fsname else FSTYPES.get(e.fstype, f"fstype {e.fstype}")
+        return name + (f" from {_safe(e.source)}" if e.source and e.source != name else "")
 
     def options(self, e, fstype: str, size: int | None) -> None:
         options = [o for o in e.options.split(",") if o]
@@ -1080,7 +1103,8 @@ def _check_tar(check: _Check, name: str, compressed, limit: int, devices: frozen
     except BadArchive:
         raise
     except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError) as exc:
-        check.refuse(name, f"is not a gzip'd tar of at most {limit} bytes ({_safe(str(exc) or type(exc).__name__)})")
+        why = _safe(str(exc) or type(exc).__name__)
+        check.refuse_image(name, f"is not a gzip'd tar of at most {limit} bytes ({why})")
 
 
 class _BoundedGunzip:
@@ -1118,7 +1142,7 @@ class _CgroupCheck:
         host_names = {name for hierarchy in self.check.host.cgroup_hierarchies for name in hierarchy}
         tops: dict[str, str] = {}   # controller name -> its top directory (the dumped container's cgroup)
         for controller in (cg.controllers if cg else ()):
-            names = list(controller.cnames)
+            names = [_text(n) for n in controller.cnames]
             unknown = [n for n in names if n not in host_names]
             if not names or unknown:
                 self.refuse(f"names cgroup controller {_safe(','.join(unknown or names))!r}, which this host "
@@ -1127,7 +1151,7 @@ class _CgroupCheck:
                 self.refuse(f"controller {_safe(','.join(names))} has {len(controller.dirs)} top directories, "
                             f"not the container's one")
             top = controller.dirs[0]
-            parts = top.dir_name.split("/")
+            parts = _text(top.dir_name).split("/")
             if "\0" in top.dir_name or any(p in ("", ".", "..") for p in parts):
                 self.refuse(f"controller {_safe(','.join(names))} has directory {_safe(top.dir_name)!r}, not "
                             f"a clean relative path")
@@ -1141,14 +1165,15 @@ class _CgroupCheck:
         for cg_set in (cg.sets if cg else ()):
             sets[cg_set.id] = cg_set
             for member in cg_set.ctls:
-                top = tops.get(member.name)
+                top = tops.get(_text(member.name))
                 if top is None:
                     self.refuse(f"set {cg_set.id} names controller {_safe(member.name)!r}, which has no "
                                 f"directory here")
                 prefix = "/" + top
-                if "\0" in member.path or ".." in member.path.split("/") or not _under(member.path, prefix):
-                    self.refuse(f"set {cg_set.id} puts tasks in {_safe(member.path)} ({_safe(member.name)}), "
-                                f"outside the container's cgroup {_safe(prefix)}")
+                if "\0" in _text(member.path) or ".." in member.path.split("/") or not _under(member.path, prefix):
+                    self.refuse(f"set {cg_set.id} puts tasks in {_safe(member.path)} "
+                                f"({_safe(member.name) or 'cgroup2'}), outside the container's cgroup "
+                                f"{_safe(prefix)}")
                 if member.cgns_prefix and member.cgns_prefix != len(prefix):
                     self.refuse(f"set {cg_set.id} has cgns_prefix {member.cgns_prefix} for {_safe(member.path)}, "
                                 f"not the container's cgroup {_safe(prefix)}")
@@ -1175,7 +1200,7 @@ class _CgroupCheck:
         stack = [(top.dir_name, child) for child in top.children]
         while stack:
             path, d = stack.pop()
-            if not d.dir_name or "/" in d.dir_name or d.dir_name in (".", "..") or "\0" in d.dir_name:
+            if not _text(d.dir_name) or "/" in d.dir_name or d.dir_name in (".", "..") or "\0" in d.dir_name:
                 self.refuse(f"cgroup {_safe(path)} has child {_safe(d.dir_name)!r}, not a plain name")
             path = f"{path}/{d.dir_name}"
             self.perms(d.dir_perms if d.HasField("dir_perms") else None, path)
@@ -1184,8 +1209,8 @@ class _CgroupCheck:
             stack.extend((path, child) for child in d.children)
 
     def prop(self, path: str, prop, *, top: bool) -> None:
-        name = prop.name
-        if not name or "/" in name or name in (".", "..") or "\0" in name or "\0" in prop.value:
+        name = _text(prop.name)
+        if "\0" in _text(prop.value) or not name or "/" in name or name in (".", "..") or "\0" in name:
             self.refuse(f"cgroup {_safe(path)} has property {_safe(name)!r}, not a plain file name")
         if name == "release_agent":
             self.refuse(f"cgroup {_safe(path)} sets release_agent, which runs as root on this host")
