@@ -130,3 +130,30 @@ def test_bad_roots_are_one_line_without_a_traceback(capsys, monkeypatch, tmp_pat
     assert out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ferry: error: ") and needle in lines[0], err
+
+
+def test_a_directory_of_someone_else_is_neither_used_nor_made_private(tmp_path):
+    """`--root /tmp` (or /, or a home) must not turn it 0700 under its users."""
+    other = tmp_path / "shared-dir"
+    other.mkdir()
+    os.chmod(other, 0o1777)
+    for name in ("a", "b", "c", "d"):
+        (other / name).write_text("")
+    with pytest.raises(FerryError, match=r"is not ferry's: it holds a, b, c and 1 more"):
+        Layout.at(str(other)).prepare()
+    assert mode(other) == 0o1777
+    with pytest.raises(FerryError, match="is not ferry's"):
+        Layout.at("/").prepare()
+
+
+def test_a_root_with_only_ferrys_entries_or_a_database_is_ferrys(tmp_path):
+    partial = tmp_path / "partial"
+    (partial / "images").mkdir(parents=True)
+    (partial / "lost+found").mkdir()
+    Layout.at(str(partial)).prepare()
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "ferry.db").write_text("")
+    (used / "notes-of-a-newer-ferry").write_text("")
+    Layout.at(str(used)).prepare()
+    assert mode(used) == 0o700

@@ -16,6 +16,11 @@ DEFAULT_ROOT = "/var/lib/ferry"
 # Kernel interfaces, not filesystems: a root there fails in confusing ways, or
 # writes to the kernel.
 KERNEL_TREES = ("/proc", "/sys")
+# What ferry keeps at the top of a root (and a filesystem's lost+found). An
+# existing directory with no database that holds anything else is someone
+# else's (/, /tmp, a home): forcing it to 0700 would lock its users out.
+ROOT_ENTRIES = frozenset({"ferry.db", "ferry.db-wal", "ferry.db-shm", "ferry.db-journal", "tmp", "containers",
+                          "images", "checkpoints", "volumes", "locks", "runc", "logs", "lost+found"})
 
 
 # A named tuple rather than a frozen dataclass: every command builds a Layout,
@@ -61,6 +66,12 @@ class Layout(namedtuple("Layout", "root")):
         if not stat.S_ISDIR(info.st_mode):
             raise FerryError(f"state root {self.root} exists and is not a directory",
                              hint="pick a directory with --root")
+        if not os.path.exists(self.database):
+            others = sorted(set(os.listdir(self.root)) - ROOT_ENTRIES)
+            if others:
+                shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+                raise FerryError(f"state root {self.root} is not ferry's: it holds {shown}",
+                                 hint="pick a new or empty directory with --root")
         if stat.S_IMODE(info.st_mode) != 0o700:
             try:
                 os.chmod(self.root, 0o700)
