@@ -122,9 +122,11 @@ MAX_BYTES = {
     "FILES": 64 * MIB, "FDINFO": 16 * MIB, "APPARMOR": 1 * MIB,
 }
 MAX_THREADS = 65536
+PATH_MAX = 4096   # CRIU builds every path in a PATH_MAX buffer
 # tmpfs contents are gzip'd tars; one without a size option in the spec (masked
 # directories, runc's cgroup tmpfs: a few hundred bytes in real dumps) may hold this much.
 UNSIZED_TMPFS_BYTES = 1 * MIB
+MAX_TMPFS_FILES = 65536
 
 # Linux capability numbers (include/uapi/linux/capability.h).
 CAPABILITIES = (
@@ -489,8 +491,8 @@ def _cap_names(words: Iterable[int]) -> list[tuple[int, str]]:
 
 
 def _is_clean_path(path: str) -> bool:
-    """Absolute, normalised (no '.', '..' or empty component), no NUL."""
-    return (path.startswith("/") and "\0" not in path
+    """Absolute, normalised (no '.', '..' or empty component), no NUL, within PATH_MAX."""
+    return (path.startswith("/") and "\0" not in path and len(path) < PATH_MAX
             and (path == "/" or posixpath.normpath(path) == path and not path.startswith("//")))
 
 
@@ -905,6 +907,9 @@ class _MountCheck:
                 self.refuse(e, "asks for mount propagation (shared_id/master_id), which the container's "
                                "spec does not ask for")
         self.by_id, self.by_point = by_id, by_point
+        self.by_dev: dict[int, list] = {}
+        for e in self.entries:
+            self.by_dev.setdefault(e.root_dev, []).append(e)
         root = by_point.get("/")
         if root is None:
             self.check.refuse(self.image, "has no mount at / for the container's root")
@@ -929,10 +934,18 @@ class _MountCheck:
         parent = self.by_id.get(e.parent_mnt_id)
         if parent is None or parent is e:
             self.refuse(e, f"has parent {e.parent_mnt_id}, which is not a mount of this namespace")
-        enclosing = max((p for p in self.by_point if p != e.mountpoint and _under(e.mountpoint, p)), key=len)
+        enclosing = self.enclosing(e.mountpoint)
         if parent.mountpoint != enclosing:
             self.refuse(e, f"names parent {parent.mnt_id} at {_safe(parent.mountpoint)}, but lies on the "
                            f"mount at {_safe(enclosing)}")
+
+    def enclosing(self, path: str) -> str:
+        """The mountpoint of the nearest mount strictly above `path`."""
+        while path != "/":
+            path = posixpath.dirname(path)
+            if path in self.by_point:
+                return path
+        return "/"
 
     def flags(self, e, wanted: int, what: str) -> None:
         have = e.flags | e.sb_flags
@@ -955,7 +968,7 @@ class _MountCheck:
         if e.fstype == FSTYPE_CODE["auto"] or e.fsname:   # CRIU mounts fsname from source (criu/mount.c)
             self.refuse(e, f"asks for a new mount of {self.fs_name(e)}, which the container's spec does not "
                            f"ask for")
-        same = [o for o in self.entries if o is not e and o.root_dev == e.root_dev]
+        same = [o for o in self.by_dev[e.root_dev] if o is not e]
         if e.root_dev == self.root.root_dev:
             self.refuse(e, f"is a bind of the container's root filesystem ({_safe(e.root)}), which the "
                            f"container's spec does not ask for")
@@ -1062,7 +1075,7 @@ class _MountCheck:
         """Masked and read-only paths below a restored /proc or /sys are covered as runc covers them."""
         for path in sorted(self.grant.masked | self.grant.readonly):
             at = self.by_point.get(path)
-            below = self.by_point[max((p for p in self.by_point if p != path and _under(path, p)), key=len)]
+            below = self.by_point[self.enclosing(path)]
             if below.fstype not in (PROC, SYSFS) or not self.check.host.exists(path):
                 continue   # not in a kernel filesystem restored here, or not on this kernel (runc skips it)
             if path in self.grant.masked and at is None:
@@ -1087,7 +1100,9 @@ def _check_tar(check: _Check, name: str, compressed, limit: int, devices: frozen
     stream = _BoundedGunzip(compressed, limit + MIB)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
+            for count, member in enumerate(tar):
+                if count >= MAX_TMPFS_FILES:
+                    check.refuse_image(name, f"holds more than {MAX_TMPFS_FILES} files")
                 parts = member.name.split("/")
                 link_parts = member.linkname.split("/") if member.linkname else []
                 if ".." in parts or member.name.startswith("/") or "\0" in member.name:
@@ -1152,7 +1167,7 @@ class _CgroupCheck:
                             f"not the container's one")
             top = controller.dirs[0]
             parts = _text(top.dir_name).split("/")
-            if "\0" in top.dir_name or any(p in ("", ".", "..") for p in parts):
+            if "\0" in top.dir_name or len(top.dir_name) >= PATH_MAX or any(p in ("", ".", "..") for p in parts):
                 self.refuse(f"controller {_safe(','.join(names))} has directory {_safe(top.dir_name)!r}, not "
                             f"a clean relative path")
             self.perms(top.dir_perms if top.HasField("dir_perms") else None, top.dir_name)
