@@ -315,10 +315,6 @@ exec {real} "$@"
     return str(script)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runc 1.1.5's restore binds each bind-mount source into the rootfs in the host's mount namespace "
-    "and lazily unmounts it (prepareCriuRestoreMounts), which propagates to the source's peers: "
-    "runc restore must run in a mount namespace of its own (runtime/runc.py, not ferry's unmounts)"))
 def test_checkpoint_and_restores_that_work_fail_or_die_keep_every_host_mount(ferry, shared_tree, canary_netns,
                                                                            tmp_path, monkeypatch):
     top, canaries = shared_tree

@@ -324,9 +324,11 @@ class Containers:
                 with self.db.write() as conn:
                     conn.execute("UPDATE containers SET config = ? WHERE id = ?",
                                  (config.to_json(), container.id))
-        atomic_write(os.path.join(directory, "hosts"), self.networks.etc_hosts(attachment, config.hostname))
-        atomic_write(os.path.join(directory, "hostname"), config.hostname + "\n")
-        atomic_write(os.path.join(directory, "resolv.conf"), self.networks.resolv_conf())
+        # Bind-mounted into the container, where users other than root read them.
+        atomic_write(os.path.join(directory, "hosts"), self.networks.etc_hosts(attachment, config.hostname),
+                     mode=0o644)
+        atomic_write(os.path.join(directory, "hostname"), config.hostname + "\n", mode=0o644)
+        atomic_write(os.path.join(directory, "resolv.conf"), self.networks.resolv_conf(), mode=0o644)
         criu_options = CRIU_OPTIONS
         if restore is not None:
             hook = os.path.join(directory, CRIU_RESTORE_HOOK)

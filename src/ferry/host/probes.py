@@ -253,7 +253,7 @@ def probe_overlayfs() -> Check:
         for path in dirs.values():
             os.mkdir(path)
         options = f"lowerdir={dirs['lower']},upperdir={dirs['upper']},workdir={dirs['work']}"
-        proc.run(["mount", "-t", "overlay", "overlay", "-o", options, dirs["merged"]],
+        proc.run(["mount", "--make-private", "-t", "overlay", "overlay", "-o", options, dirs["merged"]],
                  desc="trial overlay mount")
         proc.run(["umount", dirs["merged"]], desc="unmount trial overlay")
     return Check("overlayfs", OK, "yes", "a trial overlay mount worked", IMPACT["overlayfs"], True)

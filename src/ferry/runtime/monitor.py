@@ -49,7 +49,9 @@ class LogWriter:
     """Podman's k8s-file format: `TIME STREAM F|P TEXT`, one entry per line."""
 
     def __init__(self, path: str):
-        self.file = open(path, "ab", buffering=0)
+        # The container's output may hold secrets: readable by root alone.
+        self.file = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600),
+                              "ab", buffering=0)
         self.partial = {"stdout": b"", "stderr": b""}
 
     def write(self, stream: str, data: bytes) -> None:

@@ -44,8 +44,13 @@ class Runc:
     def restore_argv(self, container_id: str, bundle: str, pid_file: str, log_path: str, *,
                      images: str, work: str, tcp_established: bool,
                      console_socket: str | None = None) -> list[str]:
-        argv = self.base(log_path) + ["restore", "--detach", "--bundle", bundle, "--pid-file", pid_file,
-                                      "--image-path", images, "--work-path", work]
+        # In a private mount namespace of its own: runc 1.1.5 binds each bind
+        # volume's source into the rootfs on the host and detaches it again
+        # (prepareCriuRestoreMounts), an unmount that propagates to the
+        # source's peers when it is shared (/run/netns lost its nsfs mounts).
+        argv = ["unshare", "--mount", "--propagation", "private", "--"] + self.base(log_path) + [
+            "restore", "--detach", "--bundle", bundle, "--pid-file", pid_file,
+            "--image-path", images, "--work-path", work]
         if tcp_established:
             argv.append("--tcp-established")
         if console_socket:

@@ -13,7 +13,7 @@ from collections import namedtuple
 from ferry.util.errors import ToolError
 
 
-def atomic_write(path: str, data: bytes | str, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes | str, mode: int = 0o600) -> None:
     if isinstance(data, str):
         data = data.encode()
     directory = os.path.dirname(os.path.abspath(path))
