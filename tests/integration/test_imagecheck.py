@@ -81,17 +81,24 @@ def dumps(tmp_path_factory):
             with open(os.path.join(directory, "container.pid")) as f:
                 pid = int(f.read())
             wait_for(lambda: READY[name](pid), f"{name} to start its workers")
-            ferry("container", "checkpoint", name)
-            images = str(workdir / f"{name}-images")
-            shutil.copytree(os.path.join(directory, "checkpoint"), images)
-            with open(os.path.join(directory, "config.json")) as f:
-                found[name] = (images, json.load(f))
+            found[name] = _checkpoint(ferry, name, directory, str(workdir / f"{name}-images"))
+            if name == "redis":   # a restored container is dumped from CRIU's own time namespace
+                ferry("container", "restore", name)
+                found["redis-restored"] = _checkpoint(ferry, name, directory, str(workdir / "restored-images"))
             ferry("rm", "-f", name)
         yield found
     finally:
         ferry.remove_everything()
         ferry("volume", "rm", "-f", "vol", check=False)
         assert leftovers(ferry.root, ferry.seen) == []
+
+
+def _checkpoint(ferry: Ferry, name: str, directory: str, copy: str) -> tuple[str, dict]:
+    """A local checkpoint's images, copied, and the spec ferry wrote for the container."""
+    ferry("container", "checkpoint", name)
+    shutil.copytree(os.path.join(directory, "checkpoint"), copy)
+    with open(os.path.join(directory, "config.json")) as f:
+        return copy, json.load(f)
 
 
 # ---- pycriu edits, as an attacker makes them ---------------------------------------------------
@@ -136,7 +143,7 @@ def refusal(images: str, spec: dict) -> str:
 
 # ---- real dumps pass ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["nginx", "redis", "tty"])
+@pytest.mark.parametrize("name", ["nginx", "redis", "tty", "redis-restored"])
 def test_real_checkpoint_passes(dumps, name):
     images, spec = dumps[name]
     started = time.monotonic()
@@ -174,6 +181,11 @@ def test_real_dumps_hold_what_the_rules_expect(dumps):
     assert "seccomp_mode" not in thread["thread_core"]   # CRIU records seccomp on the leader only...
     filters = load(images, "seccomp.img")["entries"][0]["seccomp_filters"]
     assert all(f.get("flags", 0) & 1 for f in filters)   # ...whose filters sync every thread (TSYNC)
+
+    images, _ = dumps["redis-restored"]
+    root_ids = load(images, "inventory.img")["entries"][0]["root_ids"]
+    ids = load(images, f"ids-{pids(images)[0]['pid']}.img")["entries"][0]
+    assert ids["time_ns_id"] != root_ids["time_ns_id"]   # CRIU's time namespace from the restore
 
     images, _ = dumps["tty"]
     console = next(m for m in load(images, mount_image(images))["entries"] if m["mountpoint"] == "/dev/console")

@@ -37,8 +37,9 @@ Rules, in the order they are checked:
   CRIU's own (criu/pstree.c:get_clone_mask); a root task whose id equals
   root_ids' is restored in the restoring CRIU's namespace, the host's. So for
   every namespace type the spec creates or joins, the root task's id must be
-  present and differ from root_ids'; for every other type (user, time) it must
-  equal it; every task shares the root task's namespaces. A network namespace
+  present and differ from root_ids'; for every other type but time it must
+  equal it (CRIU makes a time namespace on every restore anyway); every task
+  shares the root task's namespaces. A network namespace
   the spec joins by path must be marked external (netns-ID.img ext_key), else
   CRIU would build one from the images instead of joining it.
 - mounts (mountpoints-ID.img of the root task's mount namespace), an
@@ -146,6 +147,13 @@ CAP_SETSETS = ("cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb")
 NAMESPACES = {"mount": "mnt_ns_id", "pid": "pid_ns_id", "network": "net_ns_id", "ipc": "ipc_ns_id",
               "uts": "uts_ns_id", "user": "user_ns_id", "cgroup": "cgroup_ns_id", "time": "time_ns_id"}
 
+# CRIU puts every restored tree in a new time namespace of its own (it keeps
+# CLOCK_MONOTONIC going, criu/cr-restore.c: prepare_timens(0)), so a container
+# restored once is dumped with a time_ns_id of its own: seen here on the second
+# checkpoint of every restored container. Its offsets only shift the
+# container's own monotonic and boot-time clocks.
+NAMESPACES_CRIU_MAKES = ("time",)
+
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
 SECCOMP_DISABLED, SECCOMP_STRICT, SECCOMP_FILTER = 0, 1, 2
 SECCOMP_FILTER_FLAG_TSYNC = 1
@@ -206,7 +214,7 @@ class HostFacts:
     cgroup2_options: frozenset          # super options of this host's cgroup2 mount
     rlimit_hard: dict                   # resource number -> hard limit a container inherits
     oom_score_adj: int                  # what a container inherits
-    socket_buffer_max: tuple            # (wmem_max, rmem_max)
+    socket_buffer_max: tuple            # largest (send, receive) buffer an unprivileged socket gets
     exists: Callable[[str], bool] = field(default=os.path.lexists)
 
     @classmethod
@@ -227,7 +235,11 @@ class HostFacts:
             if hasattr(resource, name):
                 value = resource.getrlimit(getattr(resource, name))[1]
                 hard[number] = RLIM_INFINITY if value == resource.RLIM_INFINITY else value
-        buffers = tuple(_read_int(f"/proc/sys/net/core/{k}_max", 212992) for k in ("wmem", "rmem"))
+        # setsockopt doubles what it is asked for, up to [rw]mem_max; TCP's
+        # autotuning grows buffers up to tcp_[rw]mem's third value (4 MiB send
+        # buffer on an established redis connection here).
+        buffers = tuple(max(2 * _read_int(f"/proc/sys/net/core/{k}mem_max", 212992),
+                            _read_third(f"/proc/sys/net/ipv4/tcp_{k}mem")) for k in ("w", "r"))
         return cls(frozenset(hierarchies), frozenset(cgroup2_options), hard,
                    _read_int("/proc/self/oom_score_adj", 0), buffers)
 
@@ -238,6 +250,11 @@ def _read_text(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def _read_third(path: str) -> int:
+    fields_read = _read_text(path).split()
+    return int(fields_read[2]) if len(fields_read) == 3 and fields_read[2].isdigit() else 0
 
 
 def _read_int(path: str, default: int) -> int:
@@ -702,7 +719,7 @@ class _Check:
                     self.refuse(image, f"{who} would stay in the host's {kind} namespace ({name} {value} "
                                        f"is the dumping CRIU's own, inventory.img root_ids), but the "
                                        f"container's spec {verb} one")
-            elif value != criu_own:
+            elif value != criu_own and kind not in NAMESPACES_CRIU_MAKES:
                 self.refuse(image, f"{who} asks for a new {kind} namespace ({name} {value}), which the "
                                    f"container's spec does not create")
         for task in tasks[1:]:
@@ -850,13 +867,12 @@ class _Check:
             self.needs("CAP_NET_ADMIN", "files.img", who, f"asks for SO_MARK {opts.so_mark}")
         if opts.so_priority > 6:
             self.needs("CAP_NET_ADMIN", "files.img", who, f"asks for SO_PRIORITY {opts.so_priority}")
-        # The kernel doubles a requested buffer size; CRIU restores the doubled
-        # value with SO_SNDBUFFORCE/SO_RCVBUFFORCE (criu/sockets.c).
+        # CRIU restores buffer sizes with SO_SNDBUFFORCE/SO_RCVBUFFORCE (criu/sockets.c).
         for name, limit in (("so_sndbuf", self.host.socket_buffer_max[0]),
                             ("so_rcvbuf", self.host.socket_buffer_max[1])):
-            if getattr(opts, name) > 2 * limit:
+            if getattr(opts, name) > limit:
                 self.needs("CAP_NET_ADMIN", "files.img", who,
-                           f"asks for a {getattr(opts, name)}-byte buffer ({name}), above this host's {2 * limit}")
+                           f"asks for a {getattr(opts, name)}-byte buffer ({name}), above this host's {limit}")
 
     def apparmor(self) -> None:
         entry = self.images.one("apparmor.img", "APPARMOR", "apparmor_entry", required=False)
