@@ -841,7 +841,25 @@ def test_symlinked_image_is_refused(dump, tmp_path, spec, host):
     directory = dump.write(tmp_path / "images")
     os.unlink(os.path.join(directory, "core-7.img"))
     os.symlink("/etc/passwd", os.path.join(directory, "core-7.img"))
-    with pytest.raises(BadArchive, match="core-7.img is a symlink"):
+    with pytest.raises(BadArchive, match="core-7.img is not a regular file"):
+        check_images(directory, spec, host=host)
+
+
+@pytest.mark.parametrize("name", ["pages-1.img", "tcp-stream-31abb.img", "sub"])
+def test_any_link_or_odd_file_in_the_directory_is_refused(dump, tmp_path, spec, host, name):
+    """CRIU follows them: a pages image linked to /etc/shadow becomes the task's memory."""
+    directory = dump.write(tmp_path / "images")
+    path = os.path.join(directory, name)
+    if name == "sub":
+        os.mkdir(path)
+        says = "CRIU image sub is not a regular file"
+    elif name.startswith("pages"):
+        os.symlink("/etc/shadow", path)
+        says = "CRIU image pages-1.img is not a regular file"
+    else:
+        os.link(os.path.join(directory, "pstree.img"), path)
+        says = "has 2 hard links"
+    with pytest.raises(BadArchive, match=says):
         check_images(directory, spec, host=host)
 
 

@@ -12,8 +12,10 @@ is cited as criu/FILE.c:function.
 What these rules cannot see is listed at the end of this docstring.
 
 Rules, in the order they are checked:
-- files: each image is a regular file (no symlink, FIFO or device), under a
-  size bound, decoded with pycriu's protobuf classes; a message missing a
+- files: every file of the directory is a regular file with one link (CRIU
+  follows links: pages-1.img linked to /etc/shadow would become the task's
+  memory); each image read is under a size bound, decoded with pycriu's
+  protobuf classes; a message missing a
   required field is refused, as CRIU's protobuf-c refuses it. Legacy per-type
   images (inetsk.img, packetsk.img, creds-N.img...) are refused: CRIU 4 writes
   every open file to files.img and credentials into core-N.img, yet still reads
@@ -553,7 +555,7 @@ class _Check:
             self.refuse(image, f"{who} {what}, which needs {cap}, which the container's spec does not grant")
 
     def run(self) -> None:
-        self.legacy_images()
+        self.image_files()
         inventory = self.images.one("inventory.img", "INVENTORY", "inventory_entry")
         if inventory.img_version != 2:
             self.refuse_image("inventory.img", f"has image version {inventory.img_version}, not CRIU's 2")
@@ -576,8 +578,18 @@ class _Check:
         self.apparmor()
 
     # -- image files ----------------------------------------------------------------------------
-    def legacy_images(self) -> None:
-        for name in self.images.names:
+    def image_files(self) -> None:
+        """Every file is a regular one of its own: CRIU follows a symlink or a hard link in its images
+        directory, so pages-1.img linked to /etc/shadow would become the restored task's memory."""
+        for name in sorted(self.images.names):
+            try:
+                info = os.lstat(name, dir_fd=self.images.fd)
+            except OSError as exc:
+                raise BadArchive(f"CRIU image {_safe(name)} cannot be read ({exc.strerror})", hint=HINT) from None
+            if not stat.S_ISREG(info.st_mode):
+                self.refuse_image(_safe(name), "is not a regular file")
+            if info.st_nlink != 1:
+                self.refuse_image(_safe(name), f"has {info.st_nlink} hard links; CRIU would read another file")
             if (name.endswith(".img") and name[:-4] in LEGACY_IMAGES) or LEGACY_TASK_IMAGES.fullmatch(name):
                 self.refuse_image(name, "is a legacy image that CRIU 4 never writes but would still read; "
                                   "ferry does not check it")
