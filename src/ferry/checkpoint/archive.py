@@ -1302,19 +1302,20 @@ def _extract_v2(stream: _TarStream, manifest: ManifestV2, dest: str, reporter: _
     return manifest.members
 
 
-@dataclass
 class _Found:
     """What a format 3 archive holds, as the reader found it."""
-    members: list[Checksum]
-    checksums: bytes | None = None
-    signature: bytes | None = None
+
+    def __init__(self):
+        self.members: list[Checksum] = []
+        self.checksums: bytes | None = None
+        self.signature: bytes | None = None
 
 
 def _extract_v3(stream: _TarStream, head: Head, dest: str, reporter: _Reporter) -> _Found:
     """Members up to the trailer, written and hashed; the trailer and the
     signature as bytes. Checks what can be checked before the trailer: names,
     types, duplicates, and the running total against max_size."""
-    found = _Found([])
+    found = _Found()
     files: set[str] = set()
     dirs: set[str] = set()            # parents of the files
     dir_entries: set[str] = set()
