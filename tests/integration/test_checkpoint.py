@@ -330,28 +330,23 @@ def test_hostile_archives_are_refused_with_nothing_created(host_a, workdir):
 
 
 def test_failed_criu_restore_leaves_nothing_and_keeps_the_log(host_a, workdir):
-    from ferry.checkpoint import archive as ckpt_archive
-    from ferry.checkpoint.archive_write import write_archive
-    host_a("run", "-d", "--name", "broken", "busybox", "sleep", "600")
+    """A genuine archive whose restore CRIU itself cannot finish: the process
+    holds a file of its root filesystem open, and --ignore-rootfs leaves it out."""
+    host_a("run", "-d", "--name", "broken", "busybox", "sh", "-c",
+           "echo held > /root/held; exec 3</root/held; exec sleep 600")
     track(host_a, "broken")
-    good = str(workdir / "broken.tar")
-    host_a("container", "checkpoint", "broken", "--file", good)
+    wait_for(lambda: host_a("exec", "broken", "cat", "/root/held", check=False).stdout == "held\n", "the file")
+    archive = str(workdir / "broken.tar")
+    host_a("container", "checkpoint", "broken", "--file", archive)
     host_a("rm", "broken")
-    unpacked = str(workdir / "broken-unpacked")
-    manifest = ckpt_archive.read_archive(good, unpacked)
-    core = next(m.name for m in manifest.members if m.name.startswith("checkpoint/core-"))
-    with open(os.path.join(unpacked, core), "r+b") as f:
-        f.truncate(8)  # a valid archive whose CRIU images CRIU cannot use
-    damaged = str(workdir / "damaged.tar")
-    write_archive(damaged, unpacked, [m.name for m in manifest.members],
-                               container=manifest.container, compression="none")
     before = host_a.names()
-    done = host_a("container", "restore", "--file", damaged, check=False)
+    done = host_a("container", "restore", "--file", archive, "--ignore-rootfs", check=False)
     assert done.returncode == 125
     line = done.stderr.strip()
     assert len(line.splitlines()) == 1 and "CRIU's log is kept at" in line
     kept = line.split("CRIU's log is kept at ")[1].rstrip(")")
     assert os.path.exists(kept) and kept.startswith(host_a.root)
+    assert "held" in open(kept).read()
     assert host_a.names() == before
     assert len(os.listdir(os.path.join(host_a.root, "containers"))) == len(before)
 

@@ -193,8 +193,7 @@ class Checkpoints:
         try:
             if options.export:
                 writer = ArchiveWriter(options.export, compression=compression,
-                                       container=_archive_identity(container),
-                                       **({"signer": signer} if signer else {}))
+                                       container=_archive_identity(container), signer=signer)
                 writer.follow(images, IMAGES, _is_pages_image)   # compress while CRIU writes
             progress("dump", 0, 1)
             with timer.phase("runc_checkpoint"):
@@ -362,9 +361,8 @@ class Checkpoints:
             with timer.phase("archive_read"):
                 head = archive.read_manifest(path)
                 os.mkdir(scratch, 0o700)
-                self._stage(scratch, path, _size_bound(head))
-                contents = archive.read_archive(path, staging, progress=progress,
-                                                **({"verify_key": verify_key} if verify_key else {}))
+                self._stage(scratch, path, head.size_bound)
+                contents = archive.read_archive(path, staging, progress=progress, verify_key=verify_key)
             saved, deleted = _read_members(staging, contents)
             image = self._image_for(head.container, options)
             config, granted = self._config_for_target(saved.config, options, restated)
@@ -403,7 +401,7 @@ class Checkpoints:
     def _stage(self, scratch: str, path: str, need: int) -> None:
         """Room for the archive's members, sized from what it declares, and
         refused up front when neither memory nor disk can hold it."""
-        if tmpfs_if_it_fits(scratch, need):   # CRIU reads the images once; they need never reach the disk
+        if tmpfs_if_it_fits(scratch, need, exact=True):   # CRIU reads the images once; they need not reach the disk
             return
         free = _disk_free(scratch)
         if need + need // 10 + DISK_MARGIN > free:
@@ -563,10 +561,6 @@ def _check_archive_path(path: str) -> None:
         raise FerryError(f"cannot read {path}: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
         raise FerryError(f"{path} is not a file", hint="give the checkpoint archive's path")
-
-
-def _size_bound(head) -> int:
-    return head.total_size
 
 
 MAX_JSON_MEMBER = 16 << 20

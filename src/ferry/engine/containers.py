@@ -345,6 +345,11 @@ class Containers:
             annotations={"io.ferry.name": container.name,
                          # runc hands this file to CRIU on checkpoint and restore.
                          "org.criu.config": os.path.join(directory, CRIU_CONFIG)}))
+        if restore is not None and restore.from_archive:
+            # CRIU restores what its images say, as root: nothing in them may
+            # grant more than the spec made here does.
+            from ferry.checkpoint.imagecheck import check_images
+            check_images(restore.images, oci)
         atomic_write(os.path.join(directory, "config.json"), json.dumps(oci, indent=1))
         exit_command = [sys.executable, "-m", "ferry", "--root", self.layout.root,
                         "container", "cleanup", container.id]

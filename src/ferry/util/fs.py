@@ -238,25 +238,33 @@ def memory_available() -> int:
     return 0
 
 
-def tmpfs_if_it_fits(path: str, need: int | None) -> bool:
+def tmpfs_if_it_fits(path: str, need: int | None, *, exact: bool = False) -> bool:
     """Mount a private tmpfs on the empty directory `path` when `need` bytes
     fit in memory with room to spare, and say whether it did. CRIU images
-    written there cost no disk writeback, and deleting them is free."""
+    written there cost no disk writeback, and deleting them is free.
+
+    With `exact`, the tmpfs holds `need` and a margin, no more: `need` came
+    from an archive, which must not be able to fill the host's memory."""
     from ferry.util import proc
     available = memory_available()
     if need is None or need + need // 4 + (512 << 20) > available:
         return False
-    # The size is only a ceiling: tmpfs takes memory as files fill it. Huge
-    # pages make CRIU's restore read its pages about 30% faster; a kernel
-    # without them for tmpfs refuses the option, and small pages do.
+    # Huge pages make CRIU's restore read its pages about 30% faster; a kernel
+    # without them for tmpfs refuses the option, and small pages do. Under a
+    # size limit, huge=always would charge each small image a whole 2 MiB
+    # page (30 one-byte files took 60 MiB here); within_size charges them 4 KiB.
+    size, huge = (need + need // 16 + EXACT_TMPFS_MARGIN, "within_size") if exact else (available, "always")
     def mount(options: str, check: bool):
         # Private: under a shared parent (/ on systemd hosts) it would join
         # that peer group, and mounts and unmounts would travel both ways.
-        return proc.run(["mount", "--make-private", "-t", "tmpfs", "-o", f"mode=0700,size={available}{options}",
+        return proc.run(["mount", "--make-private", "-t", "tmpfs", "-o", f"mode=0700,size={size}{options}",
                          "ferry-scratch", path], desc=f"mount a tmpfs on {path}", check=check)
-    if mount(",huge=always", check=False).returncode != 0:
+    if mount(f",huge={huge}", check=False).returncode != 0:
         mount("", check=True)
     return True
+
+
+EXACT_TMPFS_MARGIN = 64 << 20   # directories, and the 4 KiB pages of small files
 
 
 def remove_tree_later(path: str) -> None:
