@@ -8,9 +8,12 @@ is made on a copy with pycriu, the way an attacker edits an archive.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import platform
 import shutil
+import struct
 import time
 
 import pytest
@@ -220,6 +223,30 @@ def test_redis_threads_lose_seccomp_without_tsync(dumps, tmp_path):
     edit(images, "seccomp.img", lambda e: [f.update(flags=0) for f in e[0]["seccomp_filters"]])
     leader = pids(images)[0]
     assert f"task {leader['pid']} (redis-server) thread {leader['threads'][1]}" in refusal(images, spec)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the forged filter is x86_64 BPF")
+@pytest.mark.parametrize("how,says", [
+    ("allow-all", "has a seccomp filter that lets syscall"),
+    ("bpf-for-one-argument", "lets syscall bpf (x86_64 321) through"),
+])
+def test_permissive_seccomp_filter_is_refused(dumps, tmp_path, how, says):
+    """A filter that still says 'filter' but lets through what the spec's profile denies."""
+    images, spec = forged_copy(dumps, tmp_path, "redis")
+
+    def insn(code, jt, jf, k):
+        return struct.pack("<HBBI", code, jt, jf, k)
+    allow = insn(0x06, 0, 0, 0x7fff0000)
+    bpf_for_1234 = (insn(0x20, 0, 0, 4) + insn(0x15, 0, 5, 0xc000003e) + insn(0x20, 0, 0, 0) +
+                    insn(0x15, 0, 3, 321) + insn(0x20, 0, 0, 16) + insn(0x15, 0, 1, 1234) + allow)
+
+    def forge(entries):
+        for f in entries[0]["seccomp_filters"]:
+            real = base64.b64decode(f["filter"])
+            f["filter"] = base64.b64encode(allow if how == "allow-all" else bpf_for_1234 + real).decode()
+    edit(images, "seccomp.img", forge)
+    message = refusal(images, spec)
+    assert message.startswith("CRIU image seccomp.img: task 1 (redis-server)") and says in message, message
 
 
 def test_no_new_privs_cleared_is_refused(dumps, tmp_path):

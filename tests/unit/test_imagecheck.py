@@ -15,7 +15,9 @@ import copy
 import gzip
 import io
 import os
+import platform
 import random
+import struct
 import tarfile
 
 import pytest
@@ -43,10 +45,37 @@ RLIMITS = [(INF, INF)] * 3 + [(8 << 20, INF), (0, INF), (INF, INF), (1000, 1000)
 NOSUID, NODEV, NOEXEC, RDONLY, STRICTATIME, RELATIME = 0x2, 0x4, 0x8, 0x1, 1 << 24, 1 << 21
 
 
+PROFILE = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "syscalls": [
+    {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "args": []},
+    {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+]}
+X86_64, I386 = 0xc000003e, 0x40000003
+ALLOW, ERRNO_ENOSYS, KILL = 0x7fff0000, 0x50026, 0x80000000
+
+
+def bpf(*instructions) -> bytes:
+    return b"".join(struct.pack("<HBBI", code, jt, jf, k) for code, jt, jf, k in instructions)
+
+
+LD_NR, LD_ARCH, LD_ARG0 = (0x20, 0, 0, 0), (0x20, 0, 0, 4), (0x20, 0, 0, 16)
+
+
+def ret(action):
+    return (0x06, 0, 0, action)
+
+
+# The profile as libseccomp would compile it: x86_64 only (no x32), read and write.
+FILTER = bpf(LD_ARCH, (0x15, 0, 6, X86_64), LD_NR, (0x35, 4, 0, 0x40000000), (0x15, 2, 0, 0), (0x15, 1, 0, 1),
+             ret(ERRNO_ENOSYS), ret(ALLOW), ret(KILL))
+
+
+def encoded(program: bytes) -> str:
+    return base64.b64encode(program).decode()
+
+
 @pytest.fixture
 def spec(monkeypatch):
-    monkeypatch.setattr(spec_module, "seccomp_profile", lambda caps: {"defaultAction": "SCMP_ACT_ERRNO",
-                                                                       "syscalls": []})
+    monkeypatch.setattr(spec_module, "seccomp_profile", lambda caps: copy.deepcopy(PROFILE))
     return spec_module.build(spec_module.ContainerSpec(
         container_id="b" * 64, hostname="h", rootfs="/nonexistent/rootfs",
         process=spec_module.ProcessSpec(args=("init",)), netns_path="/run/netns/ferry-bbbbbbbbbbbb",
@@ -182,7 +211,7 @@ class Dump:
             # CRIU records seccomp only on the leader of a threaded task (a real redis dump)
             "core-8.img": core("worker-io", 3, None, uid=33, leader=False, caps=[0, 0]),
             "seccomp.img": {"magic": "SECCOMP", "entries": [dict(seccomp_filters=[
-                dict(filter=base64.b64encode(b"\x06\0\0\0\0\0\xff\x7f" * 4).decode(), flags=1)] * 2)]},
+                dict(filter=encoded(FILTER), flags=1)] * 2)]},
             "mountpoints-13.img": {"magic": "MNTS", "entries": mounts()},
             "cgroup.img": cgroup_img(),
             "netns-10.img": {"magic": "NETNS", "entries": [dict(ext_key="extRootNetNS")]},
@@ -415,6 +444,67 @@ def test_filter_that_is_not_bpf_is_refused(dump, check):
     filters = dump.entry("seccomp.img")["seccomp_filters"]
     filters[0] = dict(filters[0], filter=base64.b64encode(b"abc").decode())
     assert refused(check(dump), "CRIU image seccomp.img has filter 0, which is not a BPF program")
+
+
+needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="the test filters are x86_64 BPF")
+
+
+def set_filter(dump, program: bytes, index: int = 0, **fields) -> None:
+    filters = dump.entry("seccomp.img")["seccomp_filters"]
+    filters[index] = dict(filters[index], filter=encoded(program), **fields)
+
+
+@needs_x86_64
+@pytest.mark.parametrize("program,says", [
+    (bpf(ret(ALLOW)), "lets syscall "),
+    # bpf (321) let through for one argument value only: arguments are unknown, so it counts
+    (bpf(LD_NR, (0x15, 0, 3, 321), LD_ARG0, (0x15, 0, 1, 1234), ret(ALLOW)) + FILTER, "syscall bpf (x86_64 321)"),
+    # every syscall of 32-bit x86, which the spec does not list (int 0x80 from a 64-bit task)
+    (bpf(LD_ARCH, (0x15, 0, 1, I386), ret(ALLOW)) + FILTER, "(x86 "),
+    # an x32 number: the x86_64 arch with bit 30 set
+    (bpf(LD_NR, (0x15, 0, 1, 0x40000000 + 165), ret(ALLOW)) + FILTER, "syscall mount (x32 0x400000a5)"),
+    # the action comes from an argument, so it may be ALLOW
+    (bpf(LD_ARG0, (0x16, 0, 0, 0)), "lets syscall "),
+    # ALLOW stored in scratch memory and returned later
+    (bpf((0x00, 0, 0, ALLOW), (0x02, 0, 0, 3), (0x00, 0, 0, 0), (0x60, 0, 0, 3), (0x16, 0, 0, 0)), "lets syscall "),
+    # TRACE lets a tracer inside the container run the syscall
+    (bpf(ret(0x7ff00000)), "lets syscall "),
+])
+def test_filter_that_lets_a_denied_syscall_through_is_refused(dump, check, program, says):
+    set_filter(dump, program)
+    assert refused(check(dump), "CRIU image seccomp.img: task 1 (init) has a seccomp filter that lets", says,
+                   "which the container's spec denies")
+
+
+@needs_x86_64
+def test_filter_that_allows_less_passes(dump, check):
+    set_filter(dump, bpf(ret(KILL)))
+    set_filter(dump, bpf(LD_ARCH, (0x15, 0, 3, X86_64), LD_NR, (0x15, 0, 1, 0), ret(ALLOW), ret(ERRNO_ENOSYS)), 1)
+    assert check(dump) is None
+
+
+@needs_x86_64
+def test_the_strictest_filter_of_a_chain_wins(dump, check):
+    """A newer allow-everything filter on top of the spec's own leaves the spec's answer."""
+    filters = dump.entry("seccomp.img")["seccomp_filters"]
+    filters.append(dict(filter=encoded(bpf(ret(ALLOW))), flags=1, prev=0))
+    dump.entry("core-1.img")["thread_core"]["seccomp_filter"] = 2
+    assert check(dump) is None
+    filters[2]["prev"] = 1
+    filters[1] = dict(filters[1], filter=encoded(bpf(ret(ALLOW))))
+    assert refused(check(dump), "task 1 (init) has a seccomp filter that lets syscall")
+
+
+@needs_x86_64
+@pytest.mark.parametrize("program,says", [
+    (bpf((0x99, 0, 0, 0)), "instruction 0x99"),
+    (bpf((0x05, 0, 0, 7), ret(ALLOW)), "a jump past the end"),
+    (bpf((0x20, 0, 0, 64), ret(ALLOW)), "a load at offset 64"),
+    (bpf(LD_NR), "a jump past the end"),   # falls off the end
+])
+def test_filter_the_kernel_would_not_load_is_refused(dump, check, program, says):
+    set_filter(dump, program)
+    assert refused(check(dump), "CRIU image seccomp.img holds a filter the kernel would not load", says)
 
 
 def test_seccomp_disabled_passes_when_the_spec_has_none(dump, check, spec):

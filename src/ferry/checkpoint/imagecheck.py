@@ -66,6 +66,12 @@ Rules, in the order they are checked:
 - tmpfs contents (tmpfs-dev-*.tar.gz.img): GNU tar extracts them as root;
   no member name or link with '..', no absolute hard link, no device but
   runc's default devices and the spec's, within the tmpfs's size.
+- seccomp filters' content (seccomp.img): for every ABI this machine runs
+  (x86_64, x32 and 32-bit x86 here), no syscall that the spec's profile
+  denies whatever its arguments (by name, as libseccomp numbers it for runc)
+  may reach an allowing action in every filter of a thread's chain, for any
+  arguments; ABIs the spec does not list must allow nothing. The BPF is run
+  on an abstract seccomp_data (see _allowed_syscalls).
 - cgroups (cgroup.img): one top-level directory per controller, of this host's
   hierarchies only (runc maps each to the new container's cgroup, and CRIU
   rewrites the sets under it, criu/cgroup.c:rewrite_cgroup_roots); every set's
@@ -81,8 +87,9 @@ Rules, in the order they are checked:
   container's network namespace.
 
 Not checked (what a forged image can still do):
-- the content of seccomp filters: a forged BPF program that allows more than
-  the spec's profile passes, as long as the mode is filter;
+- seccomp, partly: syscalls the spec allows only for some arguments
+  (personality, socket in ferry's profile) are not compared, nor the errno or
+  kill a denial returns; a filter that allows them for other arguments passes;
 - process memory, registers, open files' paths and flags (CRIU opens them as
   root, inside the container's mount namespace: a non-root process can get an
   fd on a root-only file of its own container), the rootfs and volume contents;
@@ -281,6 +288,7 @@ class _SpecMount:
 class _Grant:
     bounding: frozenset
     seccomp: bool
+    seccomp_profile: dict
     no_new_privs: bool
     uid: int
     gid: int
@@ -322,6 +330,7 @@ def _grant(spec: dict) -> _Grant:
     return _Grant(
         bounding=frozenset(CAP_NUMBER[c] for c in caps.get("bounding") or [] if c in CAP_NUMBER),
         seccomp=bool(linux.get("seccomp")),
+        seccomp_profile=linux.get("seccomp") or {},
         no_new_privs=bool(process.get("noNewPrivileges")),
         uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
         groups=frozenset([int(user.get("gid", 0)), *map(int, user.get("additionalGids") or [])]),
@@ -539,6 +548,8 @@ class _Check:
     def __init__(self, images: _Images, grant: _Grant, host: HostFacts):
         self.images, self.grant, self.host = images, grant, host
         self.filters = None
+        self.denied = None
+        self.bpf_cache: dict = {}
 
     def refuse(self, image: str, what: str):
         """Refuse for what a task, mount or set in `image` asks."""
@@ -770,6 +781,8 @@ class _Check:
                     if t.core.tc.old_seccomp_mode not in (SECCOMP_STRICT, SECCOMP_FILTER):
                         self.refuse(t.image, f"{t.who} has old_seccomp_mode {t.core.tc.old_seccomp_mode}, "
                                              f"but the container's spec confines it with a seccomp filter")
+                if mode == SECCOMP_FILTER:
+                    self.filter_content(t, chain)
                 if mode in (SECCOMP_FILTER, SECCOMP_STRICT):
                     continue
                 # CRIU records seccomp on the leader of a multi-threaded task
@@ -811,6 +824,31 @@ class _Check:
             if not entry.HasField("prev"):
                 return mode, chain
             index = entry.prev
+
+    def filter_content(self, t: _Thread, chain: list) -> None:
+        """Every syscall the spec denies whatever its arguments stays denied by the chain."""
+        if self.denied is None:
+            self.denied = _Denied(self.grant.seccomp_profile)
+        for run in self.denied.runs:
+            through = (1 << run.window) - 1
+            for entry in chain:   # the kernel applies every filter; the strictest action wins
+                through &= self.allowed(entry.filter, run)
+            leak = through & run.denied
+            if leak:
+                number = run.base + (leak & -leak).bit_length() - 1
+                shown = number if number < X32_SYSCALL_BIT else f"{number:#x}"
+                self.refuse("seccomp.img", f"{t.who} has a seccomp filter that lets syscall "
+                                           f"{self.denied.name(run, number)} ({run.label} {shown}) through, "
+                                           f"which the container's spec denies")
+
+    def allowed(self, program: bytes, run) -> int:
+        key = (program, run.label)
+        if key not in self.bpf_cache:
+            try:
+                self.bpf_cache[key] = _allowed_syscalls(program, run.audit_arch, run.base, run.window)
+            except _BadProgram as bad:
+                self.refuse_image("seccomp.img", f"holds a filter the kernel would not load ({bad})")
+        return self.bpf_cache[key]
 
     def seccomp_filters(self) -> list:
         if self.filters is None:
@@ -891,6 +929,211 @@ class _Check:
         if entry is not None and entry.namespaces:
             self.refuse_image("apparmor.img", "holds AppArmor namespaces and policies, which CRIU would load "
                                         "into this host's kernel")
+
+
+# ---- seccomp filters' content ---------------------------------------------------------------
+#
+# runc compiles the spec's profile with libseccomp; the images hold the compiled
+# classic BPF. Rather than compile the profile again, each filter is run here on
+# an abstract seccomp_data: arch fixed, nr ranging over a set of syscall numbers
+# (a bitmask over a window of numbers), instruction pointer and arguments
+# unknown. Jumps on nr split the set, jumps on unknown values take both ways, so
+# the result, the numbers for which some path returns an allowing action, holds
+# for every argument. A syscall the spec denies outright must be outside it for
+# at least one filter of the chain. Syscalls the spec allows only for some
+# arguments (personality, socket here) are not compared.
+
+SECCOMP_RET_ACTION_FULL = 0xffff0000
+# Actions that let a syscall run: ALLOW, LOG, and TRACE (a tracer in the
+# container may let it through).
+ALLOWING_ACTIONS = (0x7fff0000, 0x7ffc0000, 0x7ff00000)
+ALLOWING_SPEC_ACTIONS = ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_NOTIFY")
+SYSCALL_WINDOW = 768    # syscall numbers checked from each base (x86_64 ends at 462, x32 at 547 today)
+SECCOMP_DATA_SIZE = 64  # nr, arch, instruction_pointer, args[6]
+X32_SYSCALL_BIT = 0x40000000
+# (label, libseccomp name, AUDIT_ARCH of seccomp_data.arch, base of the numbers)
+# for each ABI a task of this machine can enter the kernel with.
+ABIS = {
+    "x86_64": (("x86_64", "x86_64", 0xc000003e, 0), ("x32", "x32", 0xc000003e, X32_SYSCALL_BIT),
+               ("x86", "x86", 0x40000003, 0)),
+    "aarch64": (("aarch64", "aarch64", 0xc00000b7, 0), ("arm", "arm", 0x40000028, 0)),
+}
+
+
+class _BadProgram(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Run:
+    label: str
+    token: int          # libseccomp's architecture token
+    audit_arch: int
+    base: int
+    window: int
+    denied: int         # bit i: the spec denies syscall base+i whatever its arguments
+
+
+class _Denied:
+    """The syscalls the spec denies outright, per ABI, numbered by libseccomp as runc's filter is."""
+
+    def __init__(self, profile: dict):
+        import ctypes
+        import platform
+        try:
+            lib = ctypes.CDLL("libseccomp.so.2")
+            libc = ctypes.CDLL(None)
+        except OSError:
+            raise BadArchive("cannot check the seccomp filters in CRIU's images: libseccomp.so.2 cannot be "
+                             "loaded", hint="install libseccomp2 (runc needs it too)") from None
+        lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p
+        lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
+        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+        libc.free.argtypes = [ctypes.c_void_p]
+        self.names: dict = {}
+        default_allows = profile.get("defaultAction") in ALLOWING_SPEC_ACTIONS
+        allowing, denying = set(), set()
+        for rule in profile.get("syscalls") or []:
+            if rule.get("action") in ALLOWING_SPEC_ACTIONS:
+                allowing.update(rule.get("names") or [])
+            elif not rule.get("args"):
+                denying.update(rule.get("names") or [])
+        covered = {a.removeprefix("SCMP_ARCH_").lower() for a in profile.get("architectures") or []}
+        self.runs = []
+        for label, arch, audit_arch, base in ABIS.get(platform.machine(), ()):
+            token = lib.seccomp_arch_resolve_name(arch.encode())
+            denied = 0
+            for index in range(SYSCALL_WINDOW):
+                pointer = lib.seccomp_syscall_resolve_num_arch(token, base + index) if token else None
+                name = ctypes.string_at(pointer).decode() if pointer else None
+                if pointer:
+                    libc.free(pointer)
+                    self.names[(label, base + index)] = name
+                if arch not in covered:   # libseccomp kills any other ABI
+                    denied |= 1 << index
+                elif name is None:        # runc's filter answers ENOSYS to numbers libseccomp does not know
+                    denied |= (not default_allows) << index
+                elif (name in denying) if default_allows else (name not in allowing):
+                    denied |= 1 << index
+            self.runs.append(_Run(label, token, audit_arch, base, SYSCALL_WINDOW, denied))
+
+    def name(self, run: _Run, number: int) -> str:
+        return self.names.get((run.label, number), "unknown")
+
+
+def _split(op: int, mask: int, k: int, base: int, window: int) -> tuple[int, int]:
+    """(taken, not taken) parts of the set of numbers `mask` for a jump comparing nr with k."""
+    if op == 0x10:    # jeq
+        index = k - base
+        if 0 <= index < window and mask >> index & 1:
+            return 1 << index, mask & ~(1 << index)
+        return 0, mask
+    if op in (0x20, 0x30):   # jgt, jge
+        low = k - base + (1 if op == 0x20 else 0)
+        low = min(max(low, 0), window)
+        below = mask & ((1 << low) - 1)
+        return mask & ~below, below
+    taken = 0   # jset
+    remaining = mask
+    while remaining:
+        bit = remaining & -remaining
+        if (base + bit.bit_length() - 1) & k:
+            taken |= bit
+        remaining ^= bit
+    return taken, mask & ~taken
+
+
+def _allowed_syscalls(program: bytes, audit_arch: int, base: int, window: int) -> int:
+    """The numbers (bit i for base+i) for which some path of `program` allows the syscall.
+
+    Abstract values: an int is known, "nr" is seccomp_data.nr (refined by
+    jumps), None is unknown. Jumps only go forward, so one pass in program
+    order visits every state; states at one instruction with the same values
+    are merged by joining their sets of numbers.
+    """
+    count = len(program) // 8
+    if not 0 < count <= BPF_MAXINSNS or len(program) % 8:
+        raise _BadProgram(f"{len(program)} bytes")
+    code = list(struct.iter_unpack("<HBBI", program))
+    pending: list[dict] = [{} for _ in range(count)]
+    pending[0][(0, 0, (None,) * 16)] = (1 << window) - 1   # the kernel starts with A = X = 0
+    allowed = 0
+
+    def go(target: int, state: tuple, mask: int) -> None:
+        if not mask:
+            return
+        if target >= count:
+            raise _BadProgram("a jump past the end")
+        pending[target][state] = pending[target].get(state, 0) | mask
+
+    for pc in range(count):
+        op, jt, jf, k = code[pc]
+        for (a, x, memory), mask in pending[pc].items():
+            kind = op & 0x07
+            if op == 0x20:            # ld [k]: seccomp_data word
+                if k % 4 or k >= SECCOMP_DATA_SIZE:
+                    raise _BadProgram(f"a load at offset {k}")
+                go(pc + 1, ("nr" if k == 0 else audit_arch if k == 4 else None, x, memory), mask)
+            elif op in (0x00, 0x01, 0x80, 0x81, 0x60, 0x61):   # ld/ldx imm, len, mem
+                if op in (0x60, 0x61) and k >= 16:
+                    raise _BadProgram(f"scratch slot {k}")
+                value = k if op in (0x00, 0x01) else SECCOMP_DATA_SIZE if op in (0x80, 0x81) else memory[k]
+                go(pc + 1, (value, x, memory) if op in (0x00, 0x80, 0x60) else (a, value, memory), mask)
+            elif op in (0x02, 0x03):  # st, stx
+                if k >= 16:
+                    raise _BadProgram(f"scratch slot {k}")
+                slots = list(memory)
+                slots[k] = a if op == 0x02 else x
+                go(pc + 1, (a, x, tuple(slots)), mask)
+            elif kind == 0x04:        # alu
+                go(pc + 1, (_alu(op, a, k if not op & 0x08 else x), x, memory), mask)
+            elif op == 0x05:          # ja
+                go(pc + 1 + k, (a, x, memory), mask)
+            elif kind == 0x05 and op & 0xf0 in (0x10, 0x20, 0x30, 0x40) and op & ~0xf8 == 0x05:
+                operand = k if not op & 0x08 else x
+                taken, fallen = pc + 1 + jt, pc + 1 + jf
+                state = (a, x, memory)
+                if isinstance(a, int) and isinstance(operand, int):
+                    go(taken if _compare(op & 0xf0, a, operand) else fallen, state, mask)
+                elif a == "nr" and isinstance(operand, int):
+                    yes, no = _split(op & 0xf0, mask, operand, base, window)
+                    go(taken, state, yes)
+                    go(fallen, state, no)
+                else:
+                    go(taken, state, mask)
+                    go(fallen, state, mask)
+            elif op in (0x06, 0x16):  # ret k, ret a
+                action = k if op == 0x06 else a if isinstance(a, int) else None
+                if action is None or action & SECCOMP_RET_ACTION_FULL in ALLOWING_ACTIONS:
+                    allowed |= mask
+            elif op == 0x07:          # tax
+                go(pc + 1, (a, a, memory), mask)
+            elif op == 0x87:          # txa
+                go(pc + 1, (x, x, memory), mask)
+            else:
+                raise _BadProgram(f"instruction {op:#x}")
+        pending[pc] = {}
+    return allowed
+
+
+def _alu(op: int, a, operand):
+    if not (isinstance(a, int) and (isinstance(operand, int) or op == 0x84)):
+        return None
+    fn = op & 0xf0
+    if fn in (0x30, 0x90) and not operand:
+        return None   # division by zero: the kernel ends the program (kills)
+    result = {0x00: lambda: a + operand, 0x10: lambda: a - operand, 0x20: lambda: a * operand,
+              0x30: lambda: a // operand, 0x40: lambda: a | operand, 0x50: lambda: a & operand,
+              0x60: lambda: a << (operand & 31), 0x70: lambda: a >> (operand & 31), 0x80: lambda: -a,
+              0x90: lambda: a % operand, 0xa0: lambda: a ^ operand}.get(fn)
+    if result is None:
+        raise _BadProgram(f"alu operation {op:#x}")
+    return result() & 0xffffffff
+
+
+def _compare(fn: int, a: int, operand: int) -> bool:
+    return {0x10: a == operand, 0x20: a > operand, 0x30: a >= operand, 0x40: bool(a & operand)}[fn]
 
 
 def _lsm_label_ok(label: str, wanted: str) -> bool:
