@@ -979,7 +979,6 @@ class _Denied:
 
     def __init__(self, profile: dict):
         import ctypes
-        import platform
         try:
             lib = ctypes.CDLL("libseccomp.so.2")
             libc = ctypes.CDLL(None)
@@ -1001,7 +1000,7 @@ class _Denied:
                 denying.update(rule.get("names") or [])
         covered = {a.removeprefix("SCMP_ARCH_").lower() for a in profile.get("architectures") or []}
         self.runs = []
-        for label, arch, audit_arch, base in ABIS.get(platform.machine(), ()):
+        for label, arch, audit_arch, base in ABIS.get(os.uname().machine, ()):
             token = lib.seccomp_arch_resolve_name(arch.encode())
             denied = 0
             for index in range(SYSCALL_WINDOW):
