@@ -5,6 +5,7 @@ Issue 9's findings, one test each."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -280,3 +281,64 @@ def test_a_genuine_archive_still_restores_and_is_reported_unverified(host, genui
     assert http_get(f"http://127.0.0.1:{port}/") == "from the host\n"
     assert host("exec", "web", "cat", "/data/f").stdout == "archived\n"
     remove_web(host)
+
+
+@pytest.fixture(scope="module")
+def keys(workdir):
+    """Two Ed25519 key pairs made as the docs say, with openssl: ours and an attacker's."""
+    made = {}
+    for who in ("ours", "theirs"):
+        private, public = str(workdir / f"{who}.pem"), str(workdir / f"{who}.pub.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private], check=True)
+        subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
+        made[who] = (private, public)
+    return made
+
+
+@pytest.fixture(scope="module")
+def signed(host, workdir, keys, shared_dir):
+    """A signed archive of the web server (the container removed afterwards)."""
+    host("run", "-d", "--name", "web", "-v", "webdata:/data", "-v", f"{shared_dir}:/var/www",
+         "busybox", "httpd", "-f", "-p", "80", "-h", "/var/www")
+    host.seen.add(host.inspect("web")["Id"])
+    archive = str(workdir / "signed.tar.zst")
+    host("container", "checkpoint", "web", "--file", archive, "--sign-key", keys["ours"][0])
+    remove_web(host)
+    return archive
+
+
+def test_a_signed_archive_restores_with_the_signers_key(host, signed, keys, shared_dir):
+    done = host("container", "restore", "--file", signed, "--verify-key", keys["ours"][1],
+                "-v", f"{shared_dir}:/var/www", "--print-stats")
+    stats = json.loads(done.stdout)["container_statistics"][0]
+    host.seen.add(stats["Id"])
+    assert stats["authenticity"] == "verified"
+    assert "not verified" not in done.stderr
+    remove_web(host)
+
+
+def test_a_signature_by_another_key_or_none_is_refused(host, signed, genuine, keys):
+    refused(host, signed, "--verify-key", keys["theirs"][1], needle="signed")
+    unsigned, _ = genuine   # written by this ferry, unsigned
+    refused(host, unsigned, "--verify-key", keys["ours"][1], needle="sign")
+
+
+def test_a_forged_archive_resigned_by_an_attacker_is_refused(host, signed, keys, workdir):
+    """The attacker edits a member, recomputes every BLAKE3 digest and signs
+    with their own key: only --verify-key tells."""
+    from ferry.checkpoint.archive import read_archive
+    from ferry.checkpoint.archive_write import write_archive
+    from ferry.checkpoint.signing import load_private_key
+    directory = str(workdir / "resigned")
+    contents = read_archive(signed, directory)
+    edit_json(directory, "config.dump", lambda d: d["config"].update(env=d["config"]["env"] + ["EVIL=1"]))
+    forged = str(workdir / "resigned.tar.zst")
+    write_archive(forged, directory, [m.name for m in contents.members], container=contents.container,
+                  compression="zstd", signer=load_private_key(keys["theirs"][0]))
+    refused(host, forged, "--verify-key", keys["ours"][1], needle="signed")
+
+
+def test_a_format_2_archive_cannot_be_verified(host, genuine, workdir, keys):
+    archive, _ = genuine
+    v2 = forge(archive, workdir, "v2-as-is", lambda d: None)
+    refused(host, v2, "--verify-key", keys["ours"][1], needle="format 2")
