@@ -1,8 +1,8 @@
 """check_images on real ferry dumps (runc 1.1 + CRIU 4.2): they pass, and forged copies are refused.
 
 Real containers are checkpointed locally (nginx with its www-data workers, a
-named volume and a read-only bind; redis with its threads; busybox on a
-terminal). Their images are copied, the containers removed, and each forgery
+named volume and a read-only bind; redis with its threads, and again once
+restored; busybox on a terminal, and with a zombie child). Their images are copied, the containers removed, and each forgery
 is made on a copy with pycriu, the way an attacker edits an archive.
 """
 
@@ -51,7 +51,16 @@ READY = {   # what a container's first process shows once the service is up
     "nginx": lambda pid: len(_children(pid)) >= 1,    # its www-data workers
     "redis": lambda pid: _threads(pid) >= 4,          # its bio and jemalloc threads
     "tty": lambda pid: True,
+    "zombie": lambda pid: any(_state(child) == "Z" for child in _children(pid)),
 }
+
+
+def _state(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except OSError:
+        return ""
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +77,7 @@ def dumps(tmp_path_factory):
         "nginx": ["-v", "vol:/data", "-v", f"{hostdir}:/hostdir:ro", "nginx"],
         "redis": ["redis"],
         "tty": ["-t", "busybox", "sh", "-c", LOOP],
+        "zombie": ["busybox", "sh", "-c", "sleep 0.1 & exec sleep 1000"],   # a child never reaped
     }
     found = {}
     try:
@@ -146,7 +156,7 @@ def refusal(images: str, spec: dict) -> str:
 
 # ---- real dumps pass ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["nginx", "redis", "tty", "redis-restored"])
+@pytest.mark.parametrize("name", ["nginx", "redis", "tty", "zombie", "redis-restored"])
 def test_real_checkpoint_passes(dumps, name):
     images, spec = dumps[name]
     started = time.monotonic()
@@ -189,6 +199,10 @@ def test_real_dumps_hold_what_the_rules_expect(dumps):
     root_ids = load(images, "inventory.img")["entries"][0]["root_ids"]
     ids = load(images, f"ids-{pids(images)[0]['pid']}.img")["entries"][0]
     assert ids["time_ns_id"] != root_ids["time_ns_id"]   # CRIU's time namespace from the restore
+
+    images, _ = dumps["zombie"]
+    zombie = pids(images)[1]
+    assert zombie["threads"] == [0] and f"ids-{zombie['pid']}.img" not in os.listdir(images)
 
     images, _ = dumps["tty"]
     console = next(m for m in load(images, mount_image(images))["entries"] if m["mountpoint"] == "/dev/console")

@@ -305,6 +305,14 @@ def test_capabilities_the_spec_grants_pass(dump, check, spec):
     assert check(dump) is None
 
 
+def test_zombie_passes(dump, check):
+    """A child its parent never reaped: CRIU lists thread 0 and no ids for it, nor creds."""
+    dump.entry_list("pstree.img").append(dict(pid=9, ppid=1, pgid=1, sid=1, threads=[0]))
+    dump.images["core-9.img"] = {"magic": "CORE", "entries": [dict(mtype="X86_64", tc=dict(
+        task_state=2, exit_code=0, personality=0, flags=0, blk_sigset=0, comm="sleep"))]}
+    assert check(dump) is None
+
+
 def test_thread_without_creds_is_refused(dump, check):
     del dump.entry("core-8.img")["thread_core"]["creds"]
     assert refused(check(dump), "core-8.img", "thread 8", "no creds", "CRIU's own root credentials")

@@ -616,17 +616,8 @@ class _Check:
         seen: set[int] = set()
         tasks = []
         for entry in entries:
-            threads = list(entry.threads)
-            if not threads or threads[0] != entry.pid:
-                self.refuse("pstree.img", f"task {entry.pid} does not list itself as its first thread")
-            if seen & set(threads) or len(set(threads)) != len(threads) or entry.pid <= 0:
-                self.refuse("pstree.img", f"task {entry.pid} reuses a pid")
-            seen.update(threads)
             if len(seen) > MAX_THREADS:
                 self.refuse_image("pstree.img", f"lists more than {MAX_THREADS} threads")
-            ids = self.images.one(f"ids-{entry.pid}.img", "IDS", "task_kobj_ids_entry", required=False)
-            if ids is None and entry is entries[0]:
-                self.refuse_image(f"ids-{entry.pid}.img", f"is missing for the root task {entry.pid}")
             leader_core = self.images.one(f"core-{entry.pid}.img", "CORE", "core_entry")
             if not leader_core.HasField("tc"):
                 self.refuse(f"core-{entry.pid}.img", f"task {entry.pid} has no task_core")
@@ -636,6 +627,17 @@ class _Check:
             alive = tc.task_state != TASK_DEAD
             if entry is entries[0] and not alive:
                 self.refuse(f"core-{entry.pid}.img", f"the root task {entry.pid} is dead")
+            threads = list(entry.threads)
+            if not alive and threads in ([], [0]):
+                threads = [entry.pid]   # a zombie lists thread 0 (seen: a child its parent never reaped)
+            if not threads or threads[0] != entry.pid:
+                self.refuse("pstree.img", f"task {entry.pid} does not list itself as its first thread")
+            if seen & set(threads) or len(set(threads)) != len(threads) or entry.pid <= 0:
+                self.refuse("pstree.img", f"task {entry.pid} reuses a pid")
+            seen.update(threads)
+            ids = self.images.one(f"ids-{entry.pid}.img", "IDS", "task_kobj_ids_entry", required=False)
+            if ids is None and entry is entries[0]:
+                self.refuse_image(f"ids-{entry.pid}.img", f"is missing for the root task {entry.pid}")
             task = {"pid": entry.pid, "ids": ids, "alive": alive, "threads": []}
             for index, tid in enumerate(threads):
                 core = leader_core if index == 0 else self.images.one(f"core-{tid}.img", "CORE", "core_entry")
