@@ -14,36 +14,42 @@ What these rules cannot see is listed at the end of this docstring.
 Rules, in the order they are checked:
 - files: every file of the directory is a regular file with one link (CRIU
   follows links: pages-1.img linked to /etc/shadow would become the task's
-  memory); each image read is under a size bound, decoded with pycriu's
-  protobuf classes; a message missing a
-  required field is refused, as CRIU's protobuf-c refuses it. Legacy per-type
-  images (inetsk.img, packetsk.img, creds-N.img...) are refused: CRIU 4 writes
-  every open file to files.img and credentials into core-N.img, yet still reads
-  those files if they are there.
-- tasks (pstree.img, core-TID.img): every live thread has creds and a
+  memory); each image read is under a size bound and decoded with pycriu's
+  protobuf classes; a message missing a required field is refused, as
+  CRIU's protobuf-c refuses it. Legacy per-type images (inetsk.img,
+  packetsk.img, creds-N.img...) are refused: CRIU 4 writes every open file to
+  files.img and credentials into core-N.img, yet still reads those files.
+- namespaces (inventory.img root_ids, ids-PID.img): CRIU creates a namespace
+  for the root task exactly where its ids differ from root_ids, the dumping
+  CRIU's own (criu/pstree.c:get_clone_mask); a root task whose id equals
+  root_ids' is restored in the restoring CRIU's namespace, the host's (seen
+  here: a forged uts_ns_id gave a restored container the host's hostname).
+  So for every namespace type the spec creates or joins, the root task's id
+  must be present and differ from root_ids'; for every other type but time it
+  must equal it (CRIU makes a time namespace on every restore anyway); every
+  task shares the root task's namespaces. A network namespace the spec joins
+  by path must be marked external (netns-ID.img ext_key), else CRIU would
+  build one from the images instead of joining it.
+- tasks (pstree.img, core-TID.img): every live thread has creds in its
   thread_core (without them CRIU keeps its own root credentials for the task,
   criu/cr-restore.c:rst_prep_creds). For each: cap_inh, cap_prm, cap_eff,
   cap_bnd and cap_amb within the spec's bounding set; no_new_privs=1 when the
   spec sets noNewPrivileges; uids/gids equal to the spec's user unless the spec
   grants CAP_SETUID/CAP_SETGID; secbits beyond KEEP_CAPS only with
   CAP_SETPCAP; an LSM label only the spec's (or "unconfined" when it sets
-  none), no AppArmor policy blobs; seccomp (when the spec has linux.seccomp)
-  mode filter with a valid filter chain, or a thread that the leader's
-  TSYNC filter covers (CRIU records seccomp only on the leader of a
-  multi-threaded task: a real redis dump), or strict; real-time policies,
-  negative nice, lowered oom_score_adj, raised rlimits and alarm-clock timers
-  only as the spec's capabilities and rlimits allow (CRIU sets all of them
-  before it drops its own privileges, criu/pie/restorer.c).
-- namespaces (inventory.img root_ids, ids-PID.img): CRIU creates a namespace
-  for the root task exactly where its ids differ from root_ids, the dumping
-  CRIU's own (criu/pstree.c:get_clone_mask); a root task whose id equals
-  root_ids' is restored in the restoring CRIU's namespace, the host's. So for
-  every namespace type the spec creates or joins, the root task's id must be
-  present and differ from root_ids'; for every other type but time it must
-  equal it (CRIU makes a time namespace on every restore anyway); every task
-  shares the root task's namespaces. A network namespace
-  the spec joins by path must be marked external (netns-ID.img ext_key), else
-  CRIU would build one from the images instead of joining it.
+  none), no AppArmor policy blobs; real-time policies, negative nice, lowered
+  oom_score_adj, raised rlimits and alarm-clock timers only as the spec's
+  capabilities and rlimits (or, for what it leaves out, this host's) allow:
+  CRIU sets them all before it drops its own privileges (criu/pie/restorer.c).
+- seccomp (when the spec has linux.seccomp): every live thread in mode filter
+  with a valid filter chain, or strict, or covered by its leader's TSYNC
+  filter (CRIU records seccomp on the leader of a multi-threaded task only:
+  a real redis dump). The filters' content: for every ABI this machine runs
+  (x86_64, x32 and 32-bit x86 here), no syscall that the spec's profile
+  denies whatever its arguments (by name, numbered by libseccomp as in runc's
+  filter) may reach an allowing action in every filter of the chain, for any
+  arguments; an ABI the spec does not list must allow nothing. The BPF runs
+  on an abstract seccomp_data (see _allowed_syscalls).
 - mounts (mountpoints-ID.img of the root task's mount namespace), an
   allow-list built from the spec: the root at "/" (CRIU binds the spec's root
   there, whatever the image says it was); a fresh mount of the spec's type at
@@ -66,12 +72,6 @@ Rules, in the order they are checked:
 - tmpfs contents (tmpfs-dev-*.tar.gz.img): GNU tar extracts them as root;
   no member name or link with '..', no absolute hard link, no device but
   runc's default devices and the spec's, within the tmpfs's size.
-- seccomp filters' content (seccomp.img): for every ABI this machine runs
-  (x86_64, x32 and 32-bit x86 here), no syscall that the spec's profile
-  denies whatever its arguments (by name, as libseccomp numbers it for runc)
-  may reach an allowing action in every filter of a thread's chain, for any
-  arguments; ABIs the spec does not list must allow nothing. The BPF is run
-  on an abstract seccomp_data (see _allowed_syscalls).
 - cgroups (cgroup.img): one top-level directory per controller, of this host's
   hierarchies only (runc maps each to the new container's cgroup, and CRIU
   rewrites the sets under it, criu/cgroup.c:rewrite_cgroup_roots); every set's
@@ -80,11 +80,12 @@ Rules, in the order they are checked:
   not group/other-writable permissions; with a cgroup namespace in the spec,
   the root task in a set with a namespace prefix (else CRIU leaves it in the
   host's cgroup namespace, criu/cgroup.c:prepare_cgroup_namespace).
-- files (files.img): a packet or raw socket needs CAP_NET_RAW, a tun file,
-  SO_MARK, SO_PRIORITY > 6 or a socket buffer beyond this host's
-  [rw]mem_max needs CAP_NET_ADMIN, fanotify CAP_SYS_ADMIN, a BPF map CAP_BPF
-  or CAP_SYS_ADMIN, an alarm timerfd CAP_WAKE_ALARM; sockets live in the
-  container's network namespace.
+- files (files.img): a packet or raw socket needs CAP_NET_RAW; a tun file,
+  SO_MARK, SO_PRIORITY > 6 or a socket buffer beyond what this host gives an
+  unprivileged socket (2 x [rw]mem_max, or TCP's autotuned tcp_[rw]mem
+  maximum) needs CAP_NET_ADMIN; fanotify CAP_SYS_ADMIN, a BPF map CAP_BPF or
+  CAP_SYS_ADMIN, an alarm timerfd CAP_WAKE_ALARM; sockets live in the
+  container's network namespace. apparmor.img holds no policy.
 
 Not checked (what a forged image can still do):
 - seccomp, partly: syscalls the spec allows only for some arguments
@@ -98,7 +99,9 @@ Not checked (what a forged image can still do):
   mount (a rootfs check before the restore is needed, as runc does at create);
 - network namespace contents when the spec creates a new one (ferry's specs
   join one, so CRIU ignores them), SysV IPC and UTS contents (namespaced);
-- loginuid, personality, signal and timer state, rseq, pdeath_sig.
+- loginuid, personality, signal and timer state, rseq, pdeath_sig;
+  descriptors.json (runc maps only its own stdio by it), TCP stream, pipe and
+  page contents.
 """
 
 from __future__ import annotations
