@@ -265,6 +265,22 @@ def test_a_stream_cannot_start_over_when_a_followed_file_changes(tmp_path):
         _follow_onto_pipe(tmp_path, "zstd", files, after=rewrite, max_size=1 << 20)
 
 
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_a_reader_that_went_away_is_one_line(tmp_path, compression):
+    root = tmp_path / "ctr"
+    root.mkdir()
+    (root / "pages.img").write_bytes(_pages(2 << 20, 18))   # more than a pipe holds
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    try:
+        with ArchiveWriter(write_fd, container=CONTAINER, compression=compression, host=HOST) as writer:
+            with pytest.raises(FerryError, match=rf"^cannot write the archive stream \(fd {write_fd}\): ") as caught:
+                writer.commit(str(root), ["pages.img"])
+    finally:
+        os.close(write_fd)
+    assert "\n" not in caught.value.message
+
+
 # ---- frames: many small ones read back in order, hostile ones refused ---------
 
 def test_many_frames_decompress_in_parallel_and_in_order(tmp_path, monkeypatch):

@@ -487,7 +487,7 @@ class ArchiveWriter:
         self._stream = isinstance(target, int)
         if self._stream:
             self.path, self._fd, self._temp = None, target, None
-            self._name = f"archive stream (fd {target})"
+            self._name = f"the archive stream (fd {target})"
             return
         self.path = target
         self._name = target
@@ -542,7 +542,7 @@ class ArchiveWriter:
                         raise _FollowAbandoned(f"{item.member.name} changed after it was closed")
         except _FollowAbandoned as why:
             if self._stream:
-                raise FerryError(f"cannot write the {self._name}: {why}",
+                raise FerryError(f"cannot write {self._name}: {why}",
                                  hint="nothing may write into a checkpoint while it is archived; "
                                       "checkpoint again") from None
             log.warning("writing %s from the files instead of following them: %s", self.path, why)
@@ -569,7 +569,7 @@ class ArchiveWriter:
     def _claim(self, count: int) -> None:
         """`count` more member bytes are about to go out: within a written head's max_size."""
         if self._declared is not None and self._member_bytes + count > self._declared:
-            raise FerryError(f"cannot write the {self._name}: its members exceed the max_size of "
+            raise FerryError(f"cannot write {self._name}: its members exceed the max_size of "
                              f"{self._declared} bytes that its head declared",
                              hint="give the archive writer a larger max_size estimate")
         self._member_bytes += count
