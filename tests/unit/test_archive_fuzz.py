@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME, read_archive, read_manifest
 from ferry.checkpoint.archive_write import write_archive
-from ferry.util.errors import FerryError
+from ferry.util.errors import BadArchive, FerryError
 from tests.unit.test_archive import CONTAINER, HOST, _pages
 from tests.unit.test_archive_v3 import V2_ARCHIVE, _keypair
 
@@ -323,6 +323,11 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def _one_line(exc: FerryError) -> None:
+    assert "\n" not in exc.message, exc.message
+    assert not isinstance(exc, BadArchive) or exc.hint, f"no hint: {exc.message}"
+
+
 def _check(blob: bytes, verify_key=None) -> None:
     base = tempfile.mkdtemp(prefix="ferry-fuzz-")
     try:
@@ -333,11 +338,11 @@ def _check(blob: bytes, verify_key=None) -> None:
         try:
             read_manifest(path)
         except FerryError as exc:
-            assert "\n" not in exc.message, exc.message
+            _one_line(exc)
         try:
             contents = read_archive(path, dest, verify_key=verify_key)
         except FerryError as exc:
-            assert "\n" not in exc.message, exc.message
+            _one_line(exc)
             assert not os.path.exists(dest), f"a refused archive left {dest} ({exc.message})"
         else:
             made = {os.path.relpath(os.path.join(d, n), dest) for d, dirs, files in os.walk(dest) for n in files}

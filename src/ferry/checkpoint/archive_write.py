@@ -481,6 +481,7 @@ class ArchiveWriter:
                              f"more than readers accept ({MAX_HEAD_BYTES})")
         self._head_bytes: bytes | None = None   # the head as written (a file's room: as it will be)
         self._declared: int | None = None       # max_size in a head already written
+        self._room = 0                          # bytes of a file's head room
         self._member_bytes = 0                  # sizes of the members written so far
         self._streamed: list[_Streamed] = []
         self._follower: _Follower | None = None
@@ -559,7 +560,9 @@ class ArchiveWriter:
                 self._head_bytes, self._declared = self._head(self._max_size), self._max_size
             else:   # a room, filled at commit
                 self._head_bytes = self._head(0, self._head_width)
-            _write_all(self._fd, _framed(self.compression, self._head_member(self._head_bytes)))
+            head = _framed(self.compression, self._head_member(self._head_bytes))
+            self._room = len(head)
+            _write_all(self._fd, head)
         if self._stream:
             return None
         offset = os.lseek(self._fd, 0, os.SEEK_CUR)
@@ -614,6 +617,8 @@ class ArchiveWriter:
             self._write_body(inputs, reporter, lead)
             if not self._stream and lead is None:
                 room = _framed(self.compression, self._head_member(self._head_bytes))
+                if len(room) != self._room:
+                    raise RuntimeError(f"{MANIFEST_NAME} takes {len(room)} bytes, not the {self._room} left for it")
                 if os.pwrite(self._fd, room, 0) != len(room):
                     raise OSError(f"short write of {MANIFEST_NAME}")
             size = self._finish()
