@@ -87,6 +87,7 @@ SUFFIXES = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.zst", "zstd"), (".tar.
 CHUNK = 1 << 20            # unit of reads, hashing and decompressed output
 PIPELINE_DEPTH = 8         # chunks a gzip or plain archive is read ahead
 PROGRESS_INTERVAL = 0.1    # seconds between progress calls
+HASH_ASIDE = 256 << 10     # views at least this large are hashed while they are written
 
 # Bounds that keep a hostile archive from making the reader allocate or loop.
 MAX_MANIFEST_BYTES = 16 << 20      # format 2's manifest lists every member
@@ -1159,6 +1160,16 @@ class _Extractor:
         self._root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._dir_name = ""
         self._dir_fd = self._root
+        self._hasher: ThreadPoolExecutor | None = None
+
+    def hash_aside(self, digest, data) -> Future | None:
+        """digest.update(data) in the hashing thread, or here and now (None) when `data` is small."""
+        if len(data) < HASH_ASIDE:
+            digest.update(data)
+            return None
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(1, thread_name_prefix="ferry-hash")
+        return self._hasher.submit(digest.update, data)
 
     def create(self, name: str) -> int:
         parent, base = posixpath.split(name)
@@ -1195,6 +1206,8 @@ class _Extractor:
     def close(self) -> None:
         self._leave()
         os.close(self._root)
+        if self._hasher is not None:
+            self._hasher.shutdown()
 
 
 def _read_record(stream: _TarStream, entry: _Entry, name: str, limit: int) -> bytes:
@@ -1242,13 +1255,18 @@ class _Output:
         self.fd = extractor.create(name)
         self.digest = digest
         self.size = 0
+        self._extractor = extractor
 
     def take(self, stream: _TarStream, size: int, reporter: _Reporter) -> None:
         # Written here, not in a thread: the chunk goes back to the decompressor
-        # for reuse once the stream moves past it.
+        # for reuse once the stream moves past it. A large view is hashed in
+        # another thread while it is written (both release the GIL), and both
+        # are done before the stream moves on.
         for view in stream.views(size):
-            self.digest.update(view)
+            hashing = self._extractor.hash_aside(self.digest, view)
             _write_all(self.fd, view)
+            if hashing is not None:
+                hashing.result()
             reporter.add(len(view))
         self.size += size
         stream.skip(_padding(size))
