@@ -5,7 +5,6 @@ cryptography imported only when a key or a signature is at hand."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

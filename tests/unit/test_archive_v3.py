@@ -20,8 +20,8 @@ from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_N
                                       Signature, read_archive, read_manifest)
 from ferry.checkpoint.archive_write import ArchiveWriter, write_archive
 from ferry.util.errors import BadArchive
-from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, _listing, _tar_bytes, assert_refused, hostile,
-                                     source)  # noqa: F401  (source is a fixture)
+from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, _listing, _tar_bytes, assert_refused,
+                                     source)  # noqa: F401  (a fixture)
 
 # Written by ferry before format 3 (zstd, format 2): config.dump, checkpoint/core-1.img, checkpoint/pages-1.img.
 V2_ARCHIVE = base64.b64decode("""
