@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import gzip
 import io
 import os
@@ -188,6 +189,19 @@ def tar_member(name, kind=tarfile.DIRTYPE, **attrs):
     return info
 
 
+PAGE = imagecheck.PAGE_SIZE
+PE_LAZY, PE_PRESENT = 2, 4
+
+
+def run_of(vaddr, nr_pages, flags=PE_PRESENT | PE_LAZY):
+    """A pagemap entry as CRIU 4 writes it (anonymous memory is marked lazy and present)."""
+    return dict(vaddr=vaddr, compat_nr_pages=0, flags=flags, nr_pages=nr_pages)
+
+
+def pagemap(pages_id, *runs):
+    return {"magic": "PAGEMAP", "entries": [dict(pages_id=pages_id), *runs]}
+
+
 def dev_tar(*extra):
     return tar_gz([tar_member("./"), tar_member("./null", tarfile.CHRTYPE, devmajor=1, devminor=3),
                    tar_member("./ptmx", tarfile.SYMTYPE, linkname="pts/ptmx"),
@@ -217,8 +231,13 @@ class Dump:
             "netns-10.img": {"magic": "NETNS", "entries": [dict(ext_key="extRootNetNS")]},
             "files.img": {"magic": "FILES", "entries": [inet(15)]},
             "fdinfo-2.img": {"magic": "FDINFO", "entries": [dict(id=15, flags=0, type="INETSK", fd=6)]},
+            # a real busybox dump's shape: text, data, heap and stack runs
+            "pagemap-1.img": pagemap(1, run_of(0x401000, 1, PE_PRESENT), run_of(0x5e0000, 5, PE_PRESENT),
+                                     run_of(0x5e5000, 1), run_of(0x7ffd1b5f9000, 2)),
+            "pagemap-7.img": pagemap(2, run_of(0x401000, 1, PE_PRESENT), run_of(0x7ffd1b5f9000, 3)),
         }
-        self.raw = {"tmpfs-dev-46.tar.gz.img": dev_tar(), "descriptors.json": b"[]"}
+        self.raw = {"tmpfs-dev-46.tar.gz.img": dev_tar(), "descriptors.json": b"[]",
+                    "pages-1.img": b"\x01" * 9 * PAGE, "pages-2.img": b"\x02" * 4 * PAGE}
 
     def entry(self, name: str, index: int = 0) -> dict:
         return self.images[name]["entries"][index]
@@ -915,6 +934,141 @@ def test_alarm_timerfd_needs_wake_alarm(dump, check):
     assert refused(check(dump), "files.img: file 18", "alarm clock 8", "CAP_WAKE_ALARM")
 
 
+# ---- memory pages -------------------------------------------------------------------------------
+
+def runs(dump, name="pagemap-1.img") -> list:
+    return dump.entry_list(name)[1:]
+
+
+@pytest.mark.parametrize("size,says", [
+    (0, "is 0 bytes"), (9 * PAGE // 2, f"is {9 * PAGE // 2} bytes"), (9 * PAGE - 1, f"is {9 * PAGE - 1} bytes"),
+    (10 * PAGE, f"is {10 * PAGE} bytes"),
+])
+def test_pages_image_of_another_size_than_its_pagemap_is_refused(dump, check, size, says):
+    """A short pages image made CRIU's restorer spin forever on preadv's 0 at the end of the file."""
+    dump.raw["pages-1.img"] = dump.raw["pages-1.img"].ljust(size, b"\0")[:size]
+    assert refused(check(dump), f"CRIU image pages-1.img {says}, but pagemap-1.img puts 9 pages "
+                                f"({9 * PAGE} bytes) of task 1 (init) in it (nr_pages)")
+
+
+def test_pages_image_size_counts_only_present_runs_of_every_pagemap(dump, check):
+    runs(dump, "pagemap-7.img")[1]["nr_pages"] = 4
+    assert refused(check(dump), "pages-2.img is 16384 bytes", "puts 5 pages (20480 bytes) of task 7 (worker)")
+    dump.raw["pages-2.img"] += b"\0" * PAGE
+    assert check(dump) is None
+
+
+def test_missing_pages_image_is_refused(dump, check):
+    del dump.raw["pages-2.img"]
+    assert refused(check(dump), "CRIU image pagemap-7.img: task 7 (worker) has its pages in pages-2.img "
+                                "(pages_id 2), which is missing")
+
+
+def test_pages_image_named_by_two_pagemaps_is_refused(dump, check):
+    dump.entry("pagemap-7.img")["pages_id"] = 1
+    assert refused(check(dump), "pagemap-7.img: task 7 (worker)", "pages-1.img (pages_id 1), which "
+                                "pagemap-1.img names too")
+
+
+@pytest.mark.parametrize("change", [dict(flags=1), dict(flags=PE_PRESENT | 1), dict(in_parent=True)])
+def test_pages_in_a_parent_image_are_refused(dump, check, change):
+    runs(dump)[2].update(change)
+    assert refused(check(dump), "pagemap-1.img: task 1 (init) entry 2 at 0x5e5000 has its pages in a parent "
+                                "image", "PE_PARENT", "no pre-dump")
+
+
+def test_lazy_pages_without_their_content_are_refused(dump, check):
+    runs(dump)[3]["flags"] = PE_LAZY
+    dump.raw["pages-1.img"] = dump.raw["pages-1.img"][:7 * PAGE]
+    assert refused(check(dump), "pagemap-1.img: task 1 (init) entry 3 at 0x7ffd1b5f9000: its pages are to come "
+                                "from a page server (flags PE_LAZY without PE_PRESENT)", "has none")
+
+
+@pytest.mark.parametrize("flags,says", [(0, "has no pages (flags 0)"), (PE_PRESENT | 8, "unknown flags 0xc"),
+                                        (PE_PRESENT | 1 << 31, "unknown flags 0x80000004")])
+def test_odd_pagemap_flags_are_refused(dump, check, flags, says):
+    runs(dump)[0]["flags"] = flags
+    assert refused(check(dump), "pagemap-1.img: task 1 (init) entry 0 at 0x401000", says)
+
+
+def test_entries_without_flags_or_nr_pages_read_as_criu_reads_them(dump, check):
+    """Older CRIUs wrote neither: CRIU takes such runs as present, of compat_nr_pages pages."""
+    dump.entry_list("pagemap-1.img")[2] = dict(vaddr=0x5e0000, compat_nr_pages=5)
+    assert check(dump) is None
+    runs(dump)[1]["compat_nr_pages"] = 4   # the same dict
+    assert refused(check(dump), "pages-1.img is 36864 bytes, but pagemap-1.img puts 8 pages")
+
+
+@pytest.mark.parametrize("index,change,says", [
+    (1, dict(nr_pages=0), "entry 1 at 0x5e0000 has nr_pages 0"),
+    (1, dict(vaddr=0x5e0010), "entry 1 at 0x5e0010 is not page-aligned (vaddr)"),
+    (2, dict(vaddr=0x5e4000), "entry 2 at 0x5e4000 starts below the end 0x5e5000 of the entry before it"),
+    (1, dict(vaddr=0x400000), "entry 1 at 0x400000 starts below the end 0x402000"),
+    (3, dict(vaddr=(1 << 47) - PAGE), "entry 3 at 0x7ffffffff000 ends at 0x800000001000, beyond a task's "
+                                      "address space (0x7ffffffff000)"),
+    (3, dict(vaddr=(1 << 64) - PAGE), "entry 3 at 0xfffffffffffff000 ends at 0x10000000000001000"),
+    (3, dict(nr_pages=(1 << 64) - 1), "ends at"),
+])
+def test_pagemap_entries_out_of_bounds_order_or_alignment_are_refused(dump, check, index, change, says):
+    runs(dump)[index].update(change)
+    assert refused(check(dump), "CRIU image pagemap-1.img: task 1 (init)", says)
+
+
+def test_five_level_paging_allows_higher_addresses(dump, check, host):
+    high = (1 << 47) + 0x1000
+    runs(dump)[3]["vaddr"] = high
+    assert refused(check(dump), "beyond a task's address space (0x7ffffffff000)")
+    assert check(dump, host_facts=dataclasses.replace(host, task_size=imagecheck.TASK_SIZE_56)) is None
+
+
+def test_shared_memory_pagemaps_are_checked_too(dump, check):
+    dump.images["pagemap-shmem-4242.img"] = pagemap(3, run_of(0, 2, PE_PRESENT), run_of(0x10000, 1, PE_PRESENT))
+    dump.raw["pages-3.img"] = b"\x03" * 3 * PAGE
+    assert check(dump) is None
+    dump.raw["pages-3.img"] = b"\x03" * 2 * PAGE
+    assert refused(check(dump), "pages-3.img is 8192 bytes, but pagemap-shmem-4242.img puts 3 pages "
+                                "(12288 bytes) of shared memory 4242")
+
+
+def test_pagemap_of_no_task_is_checked_and_named(dump, check):
+    dump.images["pagemap-99.img"] = pagemap(3, run_of(0x1000, 1))
+    assert refused(check(dump), "pagemap-99.img: pid 99, which pstree.img does not list, has its pages in "
+                                "pages-3.img (pages_id 3), which is missing")
+
+
+def test_pagemap_with_only_its_head_passes_with_an_empty_pages_image(dump, check):
+    dump.images["pagemap-7.img"] = pagemap(2)
+    dump.raw["pages-2.img"] = b""
+    assert check(dump) is None
+
+
+def test_pagemap_without_its_head_is_refused(dump, tmp_path, spec, host):
+    directory = dump.write(tmp_path / "headless")
+    with open(os.path.join(directory, "pagemap-7.img"), "rb") as f:
+        magic = f.read(8)
+    with open(os.path.join(directory, "pagemap-7.img"), "wb") as f:
+        f.write(magic)
+    with pytest.raises(BadArchive, match="CRIU image pagemap-7.img has no pagemap_head"):
+        check_images(directory, spec, host=host)
+
+
+def test_pages_refusals_say_the_images_are_damaged(dump, check, tmp_path, spec, host):
+    dump.raw["pages-1.img"] = dump.raw["pages-1.img"][:PAGE]
+    directory = dump.write(tmp_path / "short")
+    with pytest.raises(BadArchive) as refusal:
+        check_images(directory, spec, host=host)
+    assert refusal.value.hint == imagecheck.PAGES_HINT and "hang" in refusal.value.hint
+
+
+def test_host_task_size_follows_the_kernels_paging(monkeypatch):
+    flags = "flags\t\t: fpu vme de pse la57 pcid\n"
+    monkeypatch.setattr(imagecheck, "_read_text", lambda path: flags if path == "/proc/cpuinfo" else "")
+    monkeypatch.setattr(imagecheck.os, "uname", lambda: os.uname_result(("Linux", "h", "6", "#1", "x86_64")))
+    assert imagecheck._task_size() == imagecheck.TASK_SIZE_56
+    flags = "flags\t\t: fpu vme de pse pcid\n"
+    assert imagecheck._task_size() == imagecheck.TASK_SIZE_47 == (1 << 47) - 4096
+
+
 # ---- hostile files ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["packetsk.img", "inetsk.img", "tunfile.img", "creds-1.img", "rlimit-7.img",
@@ -952,6 +1106,7 @@ def test_any_link_or_odd_file_in_the_directory_is_refused(dump, tmp_path, spec, 
         os.mkdir(path)
         says = "CRIU image sub is not a regular file"
     elif name.startswith("pages"):
+        os.unlink(path)
         os.symlink("/etc/shadow", path)
         says = "CRIU image pages-1.img is not a regular file"
     else:
@@ -1033,3 +1188,7 @@ def test_host_facts_are_read_from_this_host():
     assert facts.cgroup_hierarchies and all(isinstance(h, frozenset) for h in facts.cgroup_hierarchies)
     assert imagecheck.RLIMIT_NAMES.index("RLIMIT_NOFILE") in facts.rlimit_hard
     assert all(n > 0 for n in facts.socket_buffer_max)
+    if platform.machine() == "x86_64":
+        with open("/proc/cpuinfo") as f:
+            la57 = any(line.startswith("flags") and "la57" in line.split() for line in f)
+        assert facts.task_size == (imagecheck.TASK_SIZE_56 if la57 else imagecheck.TASK_SIZE_47)

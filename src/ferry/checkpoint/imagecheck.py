@@ -86,6 +86,19 @@ Rules, in the order they are checked:
   maximum) needs CAP_NET_ADMIN; fanotify CAP_SYS_ADMIN, a BPF map CAP_BPF or
   CAP_SYS_ADMIN, an alarm timerfd CAP_WAKE_ALARM; sockets live in the
   container's network namespace. apparmor.img holds no policy.
+- memory pages (every pagemap-PID.img and pagemap-shmem-ID.img): the pages
+  image its head names (pages_id) exists, is named by no other pagemap, and
+  is exactly as long as the pages of its PE_PRESENT runs: CRIU's restorer
+  reads them with preadv, takes 0 at the end of the file for a short read and
+  retries forever, two log lines a time (criu/pie/restorer.c, the Preadv
+  loop; criu/pagemap.c:process_async_reads does the same), so a truncated
+  pages image hung the restore and filled the disk with its log. No
+  PE_PARENT run (no pre-dump images exist), no PE_LAZY run without
+  PE_PRESENT (a plain restore has no page server), no unknown flag; runs of
+  at least one page, page-aligned, sorted and not overlapping, below the top
+  of a task's address space (47 bits, 56 with 5-level paging). CRIU itself
+  refuses a page outside the task's private VMAs
+  (criu/mem.c:restore_priv_vma_content), and nothing else of this.
 
 Not checked (what a forged image can still do):
 - seccomp, partly: syscalls the spec allows only for some arguments
@@ -101,7 +114,8 @@ Not checked (what a forged image can still do):
   join one, so CRIU ignores them), SysV IPC and UTS contents (namespaced);
 - loginuid, personality, signal and timer state, rseq, pdeath_sig;
   descriptors.json (runc maps only its own stdio by it), TCP stream, pipe and
-  page contents.
+  page contents; whether a shared memory pagemap fits its segment (CRIU
+  stops at a run past the end, criu/shmem.c:do_restore_shmem_content).
 """
 
 from __future__ import annotations
@@ -124,6 +138,10 @@ from ferry.util.errors import BadArchive
 HINT = ("its CRIU images ask for more than this restore grants: they were altered, or come from a "
         "container with other privileges; do not restore this archive")
 
+# Pages that do not match their pagemap are damage or forgery, not privileges.
+PAGES_HINT = ("its CRIU images are damaged or were altered, and CRIU would hang or restore the wrong memory "
+              "from them; do not restore this archive")
+
 KIB, MIB = 1 << 10, 1 << 20
 # The largest size read of each image. Measured on ferry dumps of nginx, redis
 # and busybox: core-N.img 17 KiB (x86 xsave state), mountpoints 7 KiB, cgroup
@@ -133,6 +151,9 @@ MAX_BYTES = {
     "INVENTORY": 64 * KIB, "PSTREE": 16 * MIB, "IDS": 64 * KIB, "CORE": 1 * MIB,
     "SECCOMP": 16 * MIB, "MNTS": 4 * MIB, "CGROUP": 16 * MIB, "NETNS": 4 * MIB,
     "FILES": 64 * MIB, "FDINFO": 16 * MIB, "APPARMOR": 1 * MIB,
+    # pagemap: about 18 bytes an entry (a redis dump: 82 entries, 1.5 KiB);
+    # 16 MiB is some 900,000 runs of pages, read in about a second.
+    "PAGEMAP": 16 * MIB,
 }
 MAX_THREADS = 65536
 PATH_MAX = 4096   # CRIU builds every path in a PATH_MAX buffer
@@ -201,6 +222,14 @@ FS_OPTIONS = {
 # runc creates these device nodes in every container (libcontainer/specconv
 # AllowedDevices); the spec's linux.devices add to them.
 RUNC_DEVICES = frozenset({("c", 1, 3), ("c", 1, 5), ("c", 1, 7), ("c", 1, 8), ("c", 1, 9), ("c", 5, 0)})
+# Pagemap entry flags (criu/include/pagemap.h).
+PE_PARENT, PE_LAZY, PE_PRESENT = 1 << 0, 1 << 1, 1 << 2
+PAGEMAP_IMAGE = re.compile(r"pagemap-(shmem-)?(\d+)\.img")
+PAGE_SIZE = resource.getpagesize()
+# The top of a task's address space (compel/arch/x86/src/lib/infect.c:
+# compel_task_size): 47 bits, or 56 with 5-level paging; a page less.
+TASK_SIZE_47, TASK_SIZE_56 = (1 << 47) - PAGE_SIZE, (1 << 56) - PAGE_SIZE
+
 # runc's key for an external network namespace (libcontainer criuNsToKey).
 NETNS_EXT_KEY = "extRootNetNS"
 
@@ -228,6 +257,7 @@ class HostFacts:
     oom_score_adj: int                  # what a container inherits
     socket_buffer_max: tuple            # largest (send, receive) buffer an unprivileged socket gets
     exists: Callable[[str], bool] = field(default=os.path.lexists)
+    task_size: int = TASK_SIZE_47       # the top of a task's address space
 
     @classmethod
     def probe(cls) -> "HostFacts":
@@ -253,7 +283,19 @@ class HostFacts:
         buffers = tuple(max(2 * _read_int(f"/proc/sys/net/core/{k}mem_max", 212992),
                             _read_third(f"/proc/sys/net/ipv4/tcp_{k}mem")) for k in ("w", "r"))
         return cls(frozenset(hierarchies), frozenset(cgroup2_options), hard,
-                   _read_int("/proc/self/oom_score_adj", 0), buffers)
+                   _read_int("/proc/self/oom_score_adj", 0), buffers, task_size=_task_size())
+
+
+def _task_size() -> int:
+    """As CRIU finds it: 56-bit addresses when the kernel runs 5-level page tables."""
+    if os.uname().machine != "x86_64":
+        return TASK_SIZE_56   # a bound against wrapping around, not this machine's exact limit
+    # The kernel clears la57 from the CPU's flags unless it uses 5-level paging
+    # (arch/x86/kernel/cpu/common.c).
+    for line in _read_text("/proc/cpuinfo").splitlines():
+        if line.startswith("flags"):
+            return TASK_SIZE_56 if "la57" in line.split() else TASK_SIZE_47
+    return TASK_SIZE_47
 
 
 def _read_text(path: str) -> str:
@@ -425,12 +467,13 @@ class _Images:
         finally:
             os.close(fd)
 
-    def entries(self, name: str, kind: str, message: str) -> list | None:
-        """The messages of image `name`, or None when there is no such file."""
+    def entries(self, name: str, kind: str, message: str, head: str | None = None) -> list | None:
+        """The messages of image `name` (the first a `head` if given), or None when there is no such file."""
         data = self.raw(name, MAX_BYTES[kind])
         if data is None:
             return None
         cls = getattr(self.pb, message)
+        first_cls = getattr(self.pb, head) if head else cls
         if len(data) < 4:
             raise BadArchive(f"CRIU image {name} is truncated", hint=HINT)
         first, = struct.unpack_from("<I", data)
@@ -450,7 +493,7 @@ class _Images:
             offset += 4
             if offset + size > len(data):
                 raise BadArchive(f"CRIU image {name} is truncated", hint=HINT)
-            entry = cls()
+            entry = cls() if found else first_cls()
             try:
                 entry.ParseFromString(data[offset:offset + size])
                 complete = entry.IsInitialized()
@@ -461,6 +504,8 @@ class _Images:
                 raise BadArchive(f"CRIU image {name} lacks required fields", hint=HINT)
             found.append(entry)
             offset += size
+        if head and not found:
+            raise BadArchive(f"CRIU image {name} has no {head}", hint=HINT)
         return found
 
     def one(self, name: str, kind: str, message: str, *, required: bool = True):
@@ -554,13 +599,13 @@ class _Check:
         self.denied = None
         self.bpf_cache: dict = {}
 
-    def refuse(self, image: str, what: str):
+    def refuse(self, image: str, what: str, hint: str = HINT):
         """Refuse for what a task, mount or set in `image` asks."""
-        raise BadArchive(f"CRIU image {image}: {what}", hint=HINT)
+        raise BadArchive(f"CRIU image {image}: {what}", hint=hint)
 
-    def refuse_image(self, image: str, what: str):
+    def refuse_image(self, image: str, what: str, hint: str = HINT):
         """Refuse for what `image` as a whole is or lacks."""
-        raise BadArchive(f"CRIU image {image} {what}", hint=HINT)
+        raise BadArchive(f"CRIU image {image} {what}", hint=hint)
 
     def needs(self, cap: str, image: str, who, what: str) -> None:
         """Refuse unless the spec grants `cap`; `who` may be a function that names the holder."""
@@ -590,6 +635,7 @@ class _Check:
         self.cgroups(tasks)
         self.files(tasks[0]["ids"].net_ns_id)
         self.apparmor()
+        self.pages()
 
     # -- image files ----------------------------------------------------------------------------
     def image_files(self) -> None:
@@ -934,6 +980,85 @@ class _Check:
         if entry is not None and entry.namespaces:
             self.refuse_image("apparmor.img", "holds AppArmor namespaces and policies, which CRIU would load "
                                         "into this host's kernel")
+
+
+    # -- memory pages ---------------------------------------------------------------------------
+    def pages(self) -> None:
+        """Each pagemap against the pages image it names: CRIU reads the pages of a
+        task's private memory with preadv and takes a 0 at the end of the file for
+        a short read, so it retries forever, logging two lines each time
+        (criu/pie/restorer.c, the Preadv loop; criu/pagemap.c:process_async_reads).
+        CRIU checks that every page lies in a private VMA of the task
+        (criu/mem.c:restore_priv_vma_content) and nothing else here."""
+        users: dict[int, str] = {}   # pages_id -> the pagemap that names it
+        for name in sorted(self.images.names):
+            match = PAGEMAP_IMAGE.fullmatch(name)
+            if match:
+                self.pagemap(name, self.pagemap_owner(bool(match.group(1)), int(match.group(2))), users)
+
+    def pagemap_owner(self, shmem: bool, number: int) -> str:
+        if shmem:
+            return f"shared memory {number}"
+        for task in self.task_list:
+            if task["pid"] == number:
+                return task["threads"][0].who
+        return f"pid {number}, which pstree.img does not list,"
+
+    def pagemap(self, name: str, who: str, users: dict) -> None:
+        def refuse(what: str):
+            self.refuse(name, what, PAGES_HINT)
+        head, *entries = self.images.entries(name, "PAGEMAP", "pagemap_entry", head="pagemap_head")
+        pages = f"pages-{head.pages_id}.img"   # criu/image.c:open_pages_image_at
+        if pages not in self.images.names:
+            refuse(f"{who} has its pages in {pages} (pages_id {head.pages_id}), which is missing")
+        if head.pages_id in users:
+            refuse(f"{who} has its pages in {pages} (pages_id {head.pages_id}), which {users[head.pages_id]} "
+                   f"names too")
+        users[head.pages_id] = name
+        end, present = 0, 0
+        for index, e in enumerate(entries):
+            # What CRIU makes of an entry (criu/pagemap.c:init_compat_pagemap_entry).
+            flags = e.flags if e.HasField("flags") else PE_PRESENT
+            if e.HasField("in_parent") and e.in_parent:
+                flags |= PE_PARENT
+            count = e.nr_pages if e.HasField("nr_pages") else e.compat_nr_pages
+            where = f"{who} entry {index} at {e.vaddr:#x}"
+            if flags & PE_PARENT:
+                # The restorer reads such a run at the pages image's current
+                # offset (criu/mem.c:restore_priv_vma_content enqueues it, and
+                # skip_pagemap_pages does not move past it): another run's
+                # pages, or past the end of the file, where it spins.
+                refuse(f"{where} has its pages in a parent image (flags {flags:#x}, PE_PARENT), but "
+                       f"ferry's archives hold no pre-dump")
+            if flags & ~(PE_LAZY | PE_PRESENT):
+                refuse(f"{where} has unknown flags {flags:#x}")
+            if not flags & PE_PRESENT:
+                # CRIU marks every run that could be lazy PE_LAZY, and PE_PRESENT
+                # too when its pages are in the image (criu/page-xfer.c:ppb_xfer_flags).
+                refuse(f"{where}: its pages are to come from a page server (flags PE_LAZY without "
+                       f"PE_PRESENT), and a restore from an archive has none" if flags & PE_LAZY else
+                       f"{where} has no pages (flags 0), yet CRIU would read some for it")
+            if count <= 0:
+                refuse(f"{where} has nr_pages {count}")
+            if e.vaddr % PAGE_SIZE:
+                # criu/mem.c:restore_priv_vma_content counts pages by shifting lengths.
+                refuse(f"{where} is not page-aligned (vaddr)")
+            if e.vaddr < end:
+                # CRIU writes runs in address order, each once (criu/page-xfer.c:page_xfer_dump_pages).
+                refuse(f"{where} starts below the end {end:#x} of the entry before it: entries must be "
+                       f"sorted and must not overlap (vaddr)")
+            end = e.vaddr + count * PAGE_SIZE
+            if end > self.host.task_size:
+                refuse(f"{where} ends at {end:#x}, beyond a task's address space ({self.host.task_size:#x}) "
+                       f"(nr_pages {count})")
+            present += count
+        try:
+            size = os.stat(pages, dir_fd=self.images.fd, follow_symlinks=False).st_size
+        except OSError as exc:
+            raise BadArchive(f"CRIU image {pages} cannot be read ({exc.strerror})", hint=PAGES_HINT) from None
+        if size != present * PAGE_SIZE:
+            self.refuse_image(pages, f"is {size} bytes, but {name} puts {present} pages ({present * PAGE_SIZE} "
+                                     f"bytes) of {who} in it (nr_pages)", PAGES_HINT)
 
 
 # ---- seccomp filters' content ---------------------------------------------------------------
