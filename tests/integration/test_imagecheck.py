@@ -2,18 +2,26 @@
 
 Real containers are checkpointed locally (nginx with its www-data workers, a
 named volume and a read-only bind; redis with its threads, and again once
-restored; busybox on a terminal, and with a zombie child). Their images are copied, the containers removed, and each forgery
-is made on a copy with pycriu, the way an attacker edits an archive.
+restored; busybox on a terminal, and with a zombie child). Their images are
+copied, the containers removed, and each forgery is made on a copy with
+pycriu, the way an attacker edits an archive. A busybox archive with a
+truncated pages image goes through a real restore: refused before CRIU runs
+(CRIU itself would spin forever on it).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import glob
 import json
 import os
 import platform
 import shutil
+import signal
 import struct
+import subprocess
+import threading
 import time
 
 import pytest
@@ -337,3 +345,166 @@ def test_cgroup_escape_is_refused(dumps, tmp_path):
     images, spec = forged_copy(dumps, tmp_path, "redis")
     edit(images, "cgroup.img", lambda e: [c.update(path="/") for s in e[0]["sets"] for c in s["ctls"]])
     assert "CRIU image cgroup.img: set" in refusal(images, spec)
+
+
+# ---- memory pages ---------------------------------------------------------------------------------
+
+def _pagemap(images: str) -> str:
+    return f"pagemap-{pids(images)[0]['pid']}.img"
+
+
+@pytest.mark.parametrize("forgery,says", [
+    ("short", "is 4096 bytes, but pagemap-1.img puts"),
+    ("long", "bytes, but pagemap-1.img puts"),
+    ("parent", "has its pages in a parent image"),
+    ("lazy", "its pages are to come from a page server"),
+    ("unsorted", "must be sorted and must not overlap"),
+    ("beyond", "beyond a task's address space"),
+])
+def test_forged_pagemap_or_pages_are_refused(dumps, tmp_path, forgery, says):
+    images, spec = forged_copy(dumps, tmp_path, "redis")
+    pagemap = _pagemap(images)
+    pages = f"pages-{load(images, pagemap)['entries'][0]['pages_id']}.img"
+    if forgery == "short":
+        os.truncate(os.path.join(images, pages), 4096)
+    elif forgery == "long":
+        with open(os.path.join(images, pages), "ab") as f:
+            f.write(b"\0" * 4096)
+    elif forgery == "parent":
+        edit(images, pagemap, lambda e: e[-1].update(flags=1))
+    elif forgery == "lazy":   # a lazy run whose pages left the image
+        def lazy(entries):
+            entries[-1]["flags"] = 2
+            os.truncate(os.path.join(images, pages),
+                        sum(e["nr_pages"] for e in entries[1:] if e["flags"] & 4) * 4096)
+        edit(images, pagemap, lazy)
+    elif forgery == "unsorted":
+        edit(images, pagemap, lambda e: e.__setitem__(slice(1, None), e[:0:-1]))
+    elif forgery == "beyond":
+        edit(images, pagemap, lambda e: e[-1].update(vaddr=(1 << 57) - 4096 * e[-1]["nr_pages"]))
+    message = refusal(images, spec)
+    assert message.startswith(f"CRIU image {pagemap if forgery not in ('short', 'long') else pages}"), message
+    assert says in message, message
+
+
+def test_real_dumps_mark_their_anonymous_pages_lazy_and_present(dumps):
+    """CRIU 4 writes PE_LAZY | PE_PRESENT for anonymous memory: PE_LAZY alone is what a restore refuses."""
+    images, _ = dumps["redis"]
+    flags = {e.get("flags") for e in load(images, _pagemap(images))["entries"][1:]}
+    assert flags == {4, 6}, flags
+
+
+@pytest.fixture(scope="module")
+def archived(tmp_path_factory):
+    """A root with busybox, and an uncompressed archive of a shell loop (the container removed)."""
+    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
+        require(key)
+    workdir = tmp_path_factory.mktemp("pages")
+    ferry = Ferry(str(workdir / "root"))
+    ferry.seen = set()
+    try:
+        ferry("load", "-i", make_oci_archive(str(workdir / "busybox-oci.tar"), str(workdir)))
+        ferry("run", "-d", "--name", "loop", "busybox", "sh", "-c", LOOP)
+        ferry.seen.add(ferry.inspect("loop")["Id"])
+        archive = str(workdir / "loop.tar")
+        ferry("container", "checkpoint", "loop", "--file", archive, "--compress", "none")
+        ferry("rm", "-f", "loop")   # its address goes with it: the restores take it again
+        yield ferry, archive, workdir
+    finally:
+        ferry.remove_everything()
+        assert leftovers(ferry.root, ferry.seen) == []
+
+
+def _ours(root: str) -> list[str]:
+    """Processes of this root: its monitors and runc (by their command lines), and their children (CRIU)."""
+    table = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except OSError:
+            continue
+        table[int(pid)] = (ppid, cmdline)
+    found = {pid for pid, (_, cmdline) in table.items() if root in cmdline}
+    found |= {pid for pid, (ppid, _) in table.items() if ppid in found}
+    return [f"{pid} {table[pid][1]}" for pid in sorted(found)]
+
+
+def _kill_ours(root: str, container_ids: set[str]) -> None:
+    """After a restore that hung: what this root started, and what runs in its containers' cgroups."""
+    pids = {int(line.split()[0]) for line in _ours(root)}
+    for cid in container_ids:
+        for procs in glob.glob(f"/sys/fs/cgroup/*/ferry/{cid}/**/cgroup.procs", recursive=True):
+            with open(procs) as f:
+                pids.update(int(p) for p in f.read().split())
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_truncated_pages_image_is_refused_before_criu_runs(archived):
+    """CRIU's restorer took preadv's 0 at the end of a short pages image for a short
+    read and retried forever at 100% CPU, logging two lines each time (2.2 GB of
+    restore.log in 60 s here), and left the container's cgroups behind."""
+    from ferry.checkpoint.archive import read_archive
+    from ferry.checkpoint.archive_write import write_archive
+    ferry, genuine, workdir = archived
+    directory = str(workdir / "unpacked")
+    contents = read_archive(genuine, directory)
+    images = os.path.join(directory, "checkpoint")
+    pagemap = _pagemap(images)
+    pages = f"pages-{load(images, pagemap)['entries'][0]['pages_id']}.img"
+    assert os.path.getsize(os.path.join(images, pages)) > 4096
+    os.truncate(os.path.join(images, pages), 4096)
+    forged = str(workdir / "short-pages.tar")
+    write_archive(forged, directory, [m.name for m in contents.members], container=contents.container,
+                  compression="none")
+    shutil.rmtree(directory)
+
+    before = ferry.names()
+    containers = os.path.join(ferry.root, "containers")
+    seen_ids: set[str] = set()
+    done_event = threading.Event()
+
+    def watch():   # the restore's container lives only until its undo: learn its ID meanwhile
+        while not done_event.is_set():
+            seen_ids.update(os.listdir(containers) if os.path.isdir(containers) else ())
+            time.sleep(0.002)
+    known = set(os.listdir(containers))
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started = time.monotonic()
+    try:
+        done = ferry("container", "restore", "--file", forged, "--name", "short", check=False, timeout=100)
+    except subprocess.TimeoutExpired:
+        _kill_ours(ferry.root, seen_ids - known)   # CRIU spins: do not leave it to fill the disk
+        raise
+    finally:
+        done_event.set()
+        watcher.join()
+    elapsed = time.monotonic() - started
+    new_ids = seen_ids - known
+    ferry.seen.update(new_ids)
+
+    assert done.returncode == 125, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"ferry: error: CRIU image {pages} is 4096 bytes, but {pagemap} puts "), lines[0]
+    assert elapsed < 30, elapsed   # refused up front; a CRIU run would have spun until ferry's 120 s
+    # Nothing was left, and CRIU never ran: no container, process, cgroup, log or runc state.
+    assert len(new_ids) == 1, new_ids   # the restore's own container, undone
+    assert ferry.names() == before
+    assert leftovers(ferry.root, new_ids) == []
+    assert _ours(ferry.root) == []
+    for cid in new_ids:
+        assert glob.glob(f"/sys/fs/cgroup/*/ferry/{cid}") == []
+    assert glob.glob(os.path.join(ferry.root, "logs", "*")) == []   # no CRIU log kept: CRIU never started
+    tmp = os.path.join(ferry.root, "tmp")
+    assert not os.path.isdir(tmp) or [n for n in os.listdir(tmp) if not n.startswith(".trash")] == []
+
+    # The genuine archive restores from the same root.
+    restored = ferry("container", "restore", "--file", genuine, "--name", "whole").stdout.strip()
+    ferry.seen.add(restored)
+    ferry("rm", "-f", "whole")
