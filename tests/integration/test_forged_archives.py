@@ -342,3 +342,28 @@ def test_a_format_2_archive_cannot_be_verified(host, genuine, workdir, keys):
     archive, _ = genuine
     v2 = forge(archive, workdir, "v2-as-is", lambda d: None)
     refused(host, v2, "--verify-key", keys["ours"][1], needle="format 2")
+
+
+CAP_SYS_ADMIN = 21
+
+
+def test_privileges_forged_in_criu_images_are_refused(host, genuine, workdir, shared_dir):
+    """Finding 3: CAP_SYS_ADMIN in the cap sets and seccomp disabled in a
+    core image (edited with pycriu) gave the restored process CapEff 802405fb."""
+    pycriu = pytest.importorskip("pycriu", reason="pycriu is installed by 'make setup'")
+    archive, _ = genuine
+
+    def escalate(directory):
+        path = os.path.join(directory, "checkpoint", "core-1.img")
+        with open(path, "rb") as f:
+            image = pycriu.images.load(f)
+        thread = image["entries"][0]["thread_core"]
+        for field in ("cap_eff", "cap_prm", "cap_bnd"):
+            thread["creds"][field][0] |= 1 << CAP_SYS_ADMIN
+        thread["seccomp_mode"] = "disabled"
+        thread.pop("seccomp_filter", None)
+        with open(path, "wb") as f:
+            f.write(pycriu.images.dumps(image))
+    line = refused(host, forge(archive, workdir, "caps", escalate), "-v", f"{shared_dir}:/var/www",
+                   needle="core-1.img")
+    assert "CAP_SYS_ADMIN" in line or "seccomp" in line
