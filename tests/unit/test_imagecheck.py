@@ -198,6 +198,16 @@ def run_of(vaddr, nr_pages, flags=PE_PRESENT | PE_LAZY):
     return dict(vaddr=vaddr, compat_nr_pages=0, flags=flags, nr_pages=nr_pages)
 
 
+def mm_img():
+    fields = ("mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack", "mm_start_brk",
+              "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start", "mm_env_end")
+    return {"magic": "MM", "entries": [dict(dict.fromkeys(fields, 0x400000), exe_file_id=3)]}
+
+
+def fs_img():
+    return {"magic": "FS", "entries": [dict(cwd_id=1, root_id=2)]}
+
+
 def pagemap(pages_id, *runs):
     return {"magic": "PAGEMAP", "entries": [dict(pages_id=pages_id), *runs]}
 
@@ -231,6 +241,7 @@ class Dump:
             "netns-10.img": {"magic": "NETNS", "entries": [dict(ext_key="extRootNetNS")]},
             "files.img": {"magic": "FILES", "entries": [inet(15)]},
             "fdinfo-2.img": {"magic": "FDINFO", "entries": [dict(id=15, flags=0, type="INETSK", fd=6)]},
+            "mm-1.img": mm_img(), "mm-7.img": mm_img(), "fs-1.img": fs_img(), "fs-7.img": fs_img(),
             # a real busybox dump's shape: text, data, heap and stack runs
             "pagemap-1.img": pagemap(1, run_of(0x401000, 1, PE_PRESENT), run_of(0x5e0000, 5, PE_PRESENT),
                                      run_of(0x5e5000, 1), run_of(0x7ffd1b5f9000, 2)),
@@ -1057,7 +1068,7 @@ def test_pages_refusals_say_the_images_are_damaged(dump, check, tmp_path, spec, 
     directory = dump.write(tmp_path / "short")
     with pytest.raises(BadArchive) as refusal:
         check_images(directory, spec, host=host)
-    assert refusal.value.hint == imagecheck.PAGES_HINT and "hang" in refusal.value.hint
+    assert refusal.value.hint == imagecheck.DAMAGE_HINT and "hang" in refusal.value.hint
 
 
 def test_host_task_size_follows_the_kernels_paging(monkeypatch):
@@ -1087,6 +1098,14 @@ def test_missing_directory_is_refused(tmp_path, spec, host):
 def test_missing_image_is_refused(dump, check, name):
     del dump.images[name]
     assert refused(check(dump), name)
+
+
+@pytest.mark.parametrize("name", ["mm-1.img", "mm-7.img", "fs-1.img", "fs-7.img"])
+def test_missing_memory_or_fs_image_of_a_live_task_is_refused(dump, check, name):
+    """CRIU took the missing image for an empty one and crashed on the entry it lacked (SIGSEGV)."""
+    del dump.images[name]
+    pid = name[3:-4]
+    assert refused(check(dump), f"CRIU image {name} is missing for task {pid} ({'init' if pid == '1' else 'worker'})")
 
 
 def test_symlinked_image_is_refused(dump, tmp_path, spec, host):

@@ -30,9 +30,10 @@ Rules, in the order they are checked:
   task shares the root task's namespaces. A network namespace the spec joins
   by path must be marked external (netns-ID.img ext_key), else CRIU would
   build one from the images instead of joining it.
-- tasks (pstree.img, core-TID.img): every live thread has creds in its
-  thread_core (without them CRIU keeps its own root credentials for the task,
-  criu/cr-restore.c:rst_prep_creds). For each: cap_inh, cap_prm, cap_eff,
+- tasks (pstree.img, core-TID.img): every live task has its mm-PID.img and
+  fs-PID.img (CRIU dereferences the entry a missing one lacks). Every live
+  thread has creds in its thread_core (without them CRIU keeps its own root
+  credentials for the task, criu/cr-restore.c:rst_prep_creds). For each: cap_inh, cap_prm, cap_eff,
   cap_bnd and cap_amb within the spec's bounding set; no_new_privs=1 when the
   spec sets noNewPrivileges; uids/gids equal to the spec's user unless the spec
   grants CAP_SETUID/CAP_SETGID; secbits beyond KEEP_CAPS only with
@@ -138,9 +139,9 @@ from ferry.util.errors import BadArchive
 HINT = ("its CRIU images ask for more than this restore grants: they were altered, or come from a "
         "container with other privileges; do not restore this archive")
 
-# Pages that do not match their pagemap are damage or forgery, not privileges.
-PAGES_HINT = ("its CRIU images are damaged or were altered, and CRIU would hang or restore the wrong memory "
-              "from them; do not restore this archive")
+# Images CRIU would hang or crash on are damage or forgery, not privileges.
+DAMAGE_HINT = ("its CRIU images are damaged or were altered, and CRIU would hang or crash on them; do not "
+               "restore this archive")
 
 KIB, MIB = 1 << 10, 1 << 20
 # The largest size read of each image. Measured on ferry dumps of nginx, redis
@@ -684,6 +685,14 @@ class _Check:
             if seen & set(threads) or len(set(threads)) != len(threads) or entry.pid <= 0:
                 self.refuse("pstree.img", f"task {entry.pid} reuses a pid")
             seen.update(threads)
+            if alive:
+                # CRIU reads a missing image as an empty one and then uses the
+                # entry it lacks (criu/mem.c:prepare_mm_pid, criu/files.c:
+                # prepare_fs_pid): SIGSEGV in its restoring process, seen here.
+                for name in (f"mm-{entry.pid}.img", f"fs-{entry.pid}.img"):
+                    if name not in self.images.names:
+                        self.refuse_image(name, f"is missing for task {entry.pid} ({_safe(_text(tc.comm))})",
+                                          DAMAGE_HINT)
             ids = self.images.one(f"ids-{entry.pid}.img", "IDS", "task_kobj_ids_entry", required=False)
             if ids is None and entry is entries[0]:
                 self.refuse_image(f"ids-{entry.pid}.img", f"is missing for the root task {entry.pid}")
@@ -1006,7 +1015,7 @@ class _Check:
 
     def pagemap(self, name: str, who: str, users: dict) -> None:
         def refuse(what: str):
-            self.refuse(name, what, PAGES_HINT)
+            self.refuse(name, what, DAMAGE_HINT)
         head, *entries = self.images.entries(name, "PAGEMAP", "pagemap_entry", head="pagemap_head")
         pages = f"pages-{head.pages_id}.img"   # criu/image.c:open_pages_image_at
         if pages not in self.images.names:
@@ -1055,10 +1064,10 @@ class _Check:
         try:
             size = os.stat(pages, dir_fd=self.images.fd, follow_symlinks=False).st_size
         except OSError as exc:
-            raise BadArchive(f"CRIU image {pages} cannot be read ({exc.strerror})", hint=PAGES_HINT) from None
+            raise BadArchive(f"CRIU image {pages} cannot be read ({exc.strerror})", hint=DAMAGE_HINT) from None
         if size != present * PAGE_SIZE:
             self.refuse_image(pages, f"is {size} bytes, but {name} puts {present} pages ({present * PAGE_SIZE} "
-                                     f"bytes) of {who} in it (nr_pages)", PAGES_HINT)
+                                     f"bytes) of {who} in it (nr_pages)", DAMAGE_HINT)
 
 
 # ---- seccomp filters' content ---------------------------------------------------------------
