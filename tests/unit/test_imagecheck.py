@@ -1059,7 +1059,7 @@ def test_pagemap_without_its_head_is_refused(dump, tmp_path, spec, host):
         magic = f.read(8)
     with open(os.path.join(directory, "pagemap-7.img"), "wb") as f:
         f.write(magic)
-    with pytest.raises(BadArchive, match="CRIU image pagemap-7.img has no pagemap_head"):
+    with pytest.raises(BadArchive, match=r"CRIU image pagemap-7.img: task 7 \(worker\) has no pagemap_head"):
         check_images(directory, spec, host=host)
 
 

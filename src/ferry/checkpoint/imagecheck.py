@@ -132,7 +132,7 @@ import struct
 import tarfile
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from ferry.util.errors import BadArchive
 
@@ -468,13 +468,17 @@ class _Images:
         finally:
             os.close(fd)
 
-    def entries(self, name: str, kind: str, message: str, head: str | None = None) -> list | None:
-        """The messages of image `name` (the first a `head` if given), or None when there is no such file."""
+    def entries(self, name: str, kind: str, message: str) -> list | None:
+        """The messages of image `name`, or None when there is no such file."""
         data = self.raw(name, MAX_BYTES[kind])
         if data is None:
             return None
         cls = getattr(self.pb, message)
-        first_cls = getattr(self.pb, head) if head else cls
+        return [entry for entry in self.decode(name, data, kind, cls, cls, reuse=False)]
+
+    def decode(self, name: str, data: bytes, kind: str, first_cls, cls, *, reuse: bool) -> Iterator:
+        """The messages in `data`, the first of `first_cls`, the others of `cls`; with `reuse`, one
+        object for all of them (a pagemap may hold a million: the caller keeps none)."""
         if len(data) < 4:
             raise BadArchive(f"CRIU image {name} is truncated", hint=HINT)
         first, = struct.unpack_from("<I", data)
@@ -486,28 +490,29 @@ class _Images:
             offset = 8
         if first != self.magic.by_name[kind] & 0xffffffff:
             raise BadArchive(f"CRIU image {name} is not a {kind} image", hint=HINT)
-        found = []
-        while offset < len(data):
-            if offset + 4 > len(data):
+        view, length, entry, count = memoryview(data), len(data), None, 0
+        while offset < length:
+            if offset + 4 > length:
                 raise BadArchive(f"CRIU image {name} is truncated", hint=HINT)
             size, = struct.unpack_from("<I", data, offset)
             offset += 4
-            if offset + size > len(data):
+            if offset + size > length:
                 raise BadArchive(f"CRIU image {name} is truncated", hint=HINT)
-            entry = cls() if found else first_cls()
+            if not count:
+                entry = first_cls()
+            elif count == 1 or not reuse:
+                entry = cls()
             try:
-                entry.ParseFromString(data[offset:offset + size])
+                entry.ParseFromString(view[offset:offset + size])   # clears the message first
                 complete = entry.IsInitialized()
             except Exception as exc:  # upb raises DecodeError, and RecursionError or others on odd input
                 raise BadArchive(f"CRIU image {name} cannot be decoded ({type(exc).__name__})",
                                  hint=HINT) from None
             if not complete:
                 raise BadArchive(f"CRIU image {name} lacks required fields", hint=HINT)
-            found.append(entry)
+            yield entry
+            count += 1
             offset += size
-        if head and not found:
-            raise BadArchive(f"CRIU image {name} has no {head}", hint=HINT)
-        return found
 
     def one(self, name: str, kind: str, message: str, *, required: bool = True):
         found = self.entries(name, kind, message)
@@ -1016,7 +1021,12 @@ class _Check:
     def pagemap(self, name: str, who: str, users: dict) -> None:
         def refuse(what: str):
             self.refuse(name, what, DAMAGE_HINT)
-        head, *entries = self.images.entries(name, "PAGEMAP", "pagemap_entry", head="pagemap_head")
+        data = self.images.raw(name, MAX_BYTES["PAGEMAP"])
+        entries = self.images.decode(name, data, "PAGEMAP", self.images.pb.pagemap_head,
+                                     self.images.pb.pagemap_entry, reuse=True)
+        head = next(entries, None)
+        if head is None:
+            refuse(f"{who} has no pagemap_head (pages_id)")
         pages = f"pages-{head.pages_id}.img"   # criu/image.c:open_pages_image_at
         if pages not in self.images.names:
             refuse(f"{who} has its pages in {pages} (pages_id {head.pages_id}), which is missing")
@@ -1024,42 +1034,16 @@ class _Check:
             refuse(f"{who} has its pages in {pages} (pages_id {head.pages_id}), which {users[head.pages_id]} "
                    f"names too")
         users[head.pages_id] = name
-        end, present = 0, 0
-        for index, e in enumerate(entries):
+        end, present, top = 0, 0, self.host.task_size
+        for index, e in enumerate(entries):   # up to a million runs: the common case is kept short
             # What CRIU makes of an entry (criu/pagemap.c:init_compat_pagemap_entry).
-            flags = e.flags if e.HasField("flags") else PE_PRESENT
-            if e.HasField("in_parent") and e.in_parent:
-                flags |= PE_PARENT
+            flags = (e.flags if e.HasField("flags") else PE_PRESENT) | (PE_PARENT if e.in_parent else 0)
             count = e.nr_pages if e.HasField("nr_pages") else e.compat_nr_pages
-            where = f"{who} entry {index} at {e.vaddr:#x}"
-            if flags & PE_PARENT:
-                # The restorer reads such a run at the pages image's current
-                # offset (criu/mem.c:restore_priv_vma_content enqueues it, and
-                # skip_pagemap_pages does not move past it): another run's
-                # pages, or past the end of the file, where it spins.
-                refuse(f"{where} has its pages in a parent image (flags {flags:#x}, PE_PARENT), but "
-                       f"ferry's archives hold no pre-dump")
-            if flags & ~(PE_LAZY | PE_PRESENT):
-                refuse(f"{where} has unknown flags {flags:#x}")
-            if not flags & PE_PRESENT:
-                # CRIU marks every run that could be lazy PE_LAZY, and PE_PRESENT
-                # too when its pages are in the image (criu/page-xfer.c:ppb_xfer_flags).
-                refuse(f"{where}: its pages are to come from a page server (flags PE_LAZY without "
-                       f"PE_PRESENT), and a restore from an archive has none" if flags & PE_LAZY else
-                       f"{where} has no pages (flags 0), yet CRIU would read some for it")
-            if count <= 0:
-                refuse(f"{where} has nr_pages {count}")
-            if e.vaddr % PAGE_SIZE:
-                # criu/mem.c:restore_priv_vma_content counts pages by shifting lengths.
-                refuse(f"{where} is not page-aligned (vaddr)")
-            if e.vaddr < end:
-                # CRIU writes runs in address order, each once (criu/page-xfer.c:page_xfer_dump_pages).
-                refuse(f"{where} starts below the end {end:#x} of the entry before it: entries must be "
-                       f"sorted and must not overlap (vaddr)")
-            end = e.vaddr + count * PAGE_SIZE
-            if end > self.host.task_size:
-                refuse(f"{where} ends at {end:#x}, beyond a task's address space ({self.host.task_size:#x}) "
-                       f"(nr_pages {count})")
+            vaddr = e.vaddr
+            if (flags not in (PE_PRESENT, PE_PRESENT | PE_LAZY) or count <= 0 or vaddr % PAGE_SIZE
+                    or vaddr < end or vaddr + count * PAGE_SIZE > top):
+                refuse(self.bad_run(f"{who} entry {index} at {vaddr:#x}", flags, count, vaddr, end))
+            end = vaddr + count * PAGE_SIZE
             present += count
         try:
             size = os.stat(pages, dir_fd=self.images.fd, follow_symlinks=False).st_size
@@ -1068,6 +1052,38 @@ class _Check:
         if size != present * PAGE_SIZE:
             self.refuse_image(pages, f"is {size} bytes, but {name} puts {present} pages ({present * PAGE_SIZE} "
                                      f"bytes) of {who} in it (nr_pages)", DAMAGE_HINT)
+
+    def bad_run(self, where: str, flags: int, count: int, vaddr: int, end: int) -> str:
+        """What is wrong with a pagemap entry, the first thing first."""
+        if flags & PE_PARENT:
+            # The restorer reads such a run at the pages image's current
+            # offset (criu/mem.c:restore_priv_vma_content enqueues it, and
+            # skip_pagemap_pages does not move past it): another run's pages,
+            # or past the end of the file, where it spins (seen here).
+            return (f"{where} has its pages in a parent image (flags {flags:#x}, PE_PARENT), but ferry's "
+                    f"archives hold no pre-dump")
+        if flags & ~(PE_LAZY | PE_PRESENT):
+            return f"{where} has unknown flags {flags:#x}"
+        if not flags & PE_PRESENT:
+            # CRIU marks every run that could be lazy PE_LAZY, and PE_PRESENT
+            # too when its pages are in the image (criu/page-xfer.c:ppb_xfer_flags).
+            # A plain restore reads a run without PE_PRESENT as it reads a
+            # PE_PARENT one, and spun on both here.
+            if flags & PE_LAZY:
+                return (f"{where}: its pages are to come from a page server (flags PE_LAZY without "
+                        f"PE_PRESENT), and a restore from an archive has none")
+            return f"{where} has no pages (flags 0), yet CRIU would read some for it"
+        if count <= 0:
+            return f"{where} has nr_pages {count}"
+        if vaddr % PAGE_SIZE:
+            # criu/mem.c:restore_priv_vma_content counts pages by shifting lengths.
+            return f"{where} is not page-aligned (vaddr)"
+        if vaddr < end:
+            # CRIU writes runs in address order, each once (criu/page-xfer.c:page_xfer_dump_pages).
+            return (f"{where} starts below the end {end:#x} of the entry before it: entries must be sorted "
+                    f"and must not overlap (vaddr)")
+        return (f"{where} ends at {vaddr + count * PAGE_SIZE:#x}, beyond a task's address space "
+                f"({self.host.task_size:#x}) (nr_pages {count})")
 
 
 # ---- seccomp filters' content ---------------------------------------------------------------
