@@ -1063,6 +1063,14 @@ def test_pagemap_without_its_head_is_refused(dump, tmp_path, spec, host):
         check_images(directory, spec, host=host)
 
 
+def test_pagemap_past_its_bound_is_refused_before_it_is_read(dump, tmp_path, spec, host):
+    directory = dump.write(tmp_path / "huge")
+    with open(os.path.join(directory, "pagemap-7.img"), "ab") as f:
+        f.truncate(imagecheck.MAX_BYTES["PAGEMAP"] + 1)
+    with pytest.raises(BadArchive, match=f"pagemap-7.img is {imagecheck.MAX_BYTES['PAGEMAP'] + 1} bytes, more than"):
+        check_images(directory, spec, host=host)
+
+
 def test_pages_refusals_say_the_images_are_damaged(dump, check, tmp_path, spec, host):
     dump.raw["pages-1.img"] = dump.raw["pages-1.img"][:PAGE]
     directory = dump.write(tmp_path / "short")
