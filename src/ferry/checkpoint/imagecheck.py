@@ -33,11 +33,11 @@ Rules, in the order they are checked:
 - tasks (pstree.img, core-TID.img): every live task has its mm-PID.img and
   fs-PID.img (CRIU dereferences the entry a missing one lacks). Every live
   thread has creds in its thread_core (without them CRIU keeps its own root
-  credentials for the task, criu/cr-restore.c:rst_prep_creds). For each: cap_inh, cap_prm, cap_eff,
-  cap_bnd and cap_amb within the spec's bounding set; no_new_privs=1 when the
-  spec sets noNewPrivileges; uids/gids equal to the spec's user unless the spec
-  grants CAP_SETUID/CAP_SETGID; secbits beyond KEEP_CAPS only with
-  CAP_SETPCAP; an LSM label only the spec's (or "unconfined" when it sets
+  credentials for the task, criu/cr-restore.c:rst_prep_creds). For each:
+  cap_inh, cap_prm, cap_eff, cap_bnd and cap_amb within the spec's bounding
+  set; no_new_privs=1 when the spec sets noNewPrivileges; uids/gids equal to
+  the spec's user unless the spec grants CAP_SETUID/CAP_SETGID; secbits
+  beyond KEEP_CAPS only with CAP_SETPCAP; an LSM label only the spec's (or "unconfined" when it sets
   none), no AppArmor policy blobs; real-time policies, negative nice, lowered
   oom_score_adj, raised rlimits and alarm-clock timers only as the spec's
   capabilities and rlimits (or, for what it leaves out, this host's) allow:
@@ -152,8 +152,8 @@ MAX_BYTES = {
     "INVENTORY": 64 * KIB, "PSTREE": 16 * MIB, "IDS": 64 * KIB, "CORE": 1 * MIB,
     "SECCOMP": 16 * MIB, "MNTS": 4 * MIB, "CGROUP": 16 * MIB, "NETNS": 4 * MIB,
     "FILES": 64 * MIB, "FDINFO": 16 * MIB, "APPARMOR": 1 * MIB,
-    # pagemap: about 18 bytes an entry (a redis dump: 82 entries, 1.5 KiB);
-    # 16 MiB is some 900,000 runs of pages, read in about a second.
+    # pagemap: about 18 bytes a run (1.2 GB of redis: 381 runs, 7 KiB); 16 MiB
+    # holds a million one-page runs, checked in 2 s here.
     "PAGEMAP": 16 * MIB,
 }
 MAX_THREADS = 65536
