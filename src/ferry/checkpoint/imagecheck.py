@@ -37,11 +37,12 @@ Rules, in the order they are checked:
   cap_inh, cap_prm, cap_eff, cap_bnd and cap_amb within the spec's bounding
   set; no_new_privs=1 when the spec sets noNewPrivileges; uids/gids equal to
   the spec's user unless the spec grants CAP_SETUID/CAP_SETGID; secbits
-  beyond KEEP_CAPS only with CAP_SETPCAP; an LSM label only the spec's (or "unconfined" when it sets
-  none), no AppArmor policy blobs; real-time policies, negative nice, lowered
-  oom_score_adj, raised rlimits and alarm-clock timers only as the spec's
-  capabilities and rlimits (or, for what it leaves out, this host's) allow:
-  CRIU sets them all before it drops its own privileges (criu/pie/restorer.c).
+  beyond KEEP_CAPS only with CAP_SETPCAP; an LSM label only the spec's (or
+  "unconfined" when it sets none), no AppArmor policy blobs; real-time
+  policies, negative nice, lowered oom_score_adj, raised rlimits and
+  alarm-clock timers only as the spec's capabilities and rlimits (or, for
+  what it leaves out, this host's) allow: CRIU sets them all before it drops
+  its own privileges (criu/pie/restorer.c).
 - seccomp (when the spec has linux.seccomp): every live thread in mode filter
   with a valid filter chain, or strict, or covered by its leader's TSYNC
   filter (CRIU records seccomp on the leader of a multi-threaded task only:
