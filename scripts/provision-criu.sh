@@ -34,7 +34,9 @@ working_version() {
 
 pycriu_ready() { [ -f "$1/pycriu/rpc_pb2.py" ] && [ -f "$1/pyproject.toml" ]; }
 
-# ferry's patches only matter without CAP_SYS_RESOURCE (see the patch headers).
+# ferry's patches matter most without CAP_SYS_RESOURCE (see the patch headers); the
+# third hardens what checkpoint/imagecheck.py already refuses, so a host that keeps
+# its own CRIU loses nothing ferry relies on.
 has_cap_sys_resource() {
     local eff
     eff="$(awk '/^CapEff:/ {print $2}' /proc/self/status)"

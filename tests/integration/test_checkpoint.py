@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import stat
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -411,3 +413,25 @@ def test_an_export_that_fails_after_the_dump_keeps_the_checkpoint(host_a, workdi
     finally:
         host_a("rm", "-f", "squeezed", check=False)
         subprocess.run(["umount", str(full)], check=True)
+
+
+def test_a_restore_that_hangs_is_stopped_and_leaves_nothing_running(host_a, tmp_path):
+    """A runc or CRIU that never answers (CRIU 4.2.1 looped forever on a short
+    pages image) is killed, with what it started, once ferry gives up on it;
+    the local checkpoint stays restorable."""
+    host_a("run", "-d", "--name", "stuck", "busybox", "sleep", "600")
+    container_id = track(host_a, "stuck")["Id"]
+    host_a("container", "checkpoint", "stuck")
+    hanging = tmp_path / "criu"
+    hanging.write_text("#!/bin/sh\nexec sleep 987654\n")
+    hanging.chmod(0o755)
+    env = {**os.environ, "FERRY_CRIU": str(hanging), "FERRY_START_TIMEOUT": "3"}
+    done = subprocess.run([sys.executable, "-m", "ferry", "--root", host_a.root, "container", "restore", "stuck"],
+                          env=env, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 125, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "was stopped" in done.stderr
+    assert subprocess.run(["pgrep", "-f", "sleep 987654"], capture_output=True).stdout == b""
+    assert glob.glob(f"/sys/fs/cgroup/*/ferry/{container_id}") == []
+    host_a("container", "restore", "stuck")
+    assert host_a.inspect("stuck")["State"]["Status"] == "running"
+    host_a("rm", "-f", "stuck")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import sys
 import time
 
+from ferry.runtime.runc import kill_container_cgroups
 from ferry.util import proc
 from ferry.util.errors import ToolError
 
-REPORT_TIMEOUT = 120.0
+REPORT_TIMEOUT = 120.0   # seconds; FERRY_START_TIMEOUT overrides it (tests of a hung runc)
 # A marker file in the container dir: the exit that follows is a checkpoint's.
 # The checkpointing command cleans up after it, so the monitor runs no exit
 # command then (a whole ferry process, 0.1-0.2 s the checkpoint would wait for).
@@ -46,15 +49,40 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
     finally:
         os.close(status_r)
     if not report:
+        # Given up on: runc or CRIU may still run (a CRIU that loops on a bad
+        # image never ends), and nothing else would ever stop them.
+        _kill_monitor(container_dir)
+        kill_container_cgroups(container_id)
         raise ToolError("starting the container monitor", None,
-                        f"it said nothing; see {os.path.join(container_dir, 'monitor.log')}")
+                        f"it said nothing in {_report_timeout():.0f} s and was stopped; "
+                        f"see {os.path.join(container_dir, 'monitor.log')}")
     if not report.get("ok"):
         raise ToolError("starting the container", 1, report.get("error", "unknown error"))
     return report
 
 
+def _kill_monitor(container_dir: str) -> None:
+    """The monitor's whole process group: itself, runc and CRIU (the monitor
+    is a session leader, so its ID is the group's)."""
+    try:
+        with open(os.path.join(container_dir, "monitor.pid")) as f:
+            group = int(f.read().strip())
+        with open(f"/proc/{group}/cmdline", "rb") as f:
+            command = f.read()
+    except (OSError, ValueError):
+        return
+    if b"ferry.runtime.monitor" not in command or os.fsencode(container_dir) not in command:
+        return   # a stale file, its ID now someone else's
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
+
+
+def _report_timeout() -> float:
+    return float(os.environ.get("FERRY_START_TIMEOUT") or REPORT_TIMEOUT)
+
+
 def _read_report(fd: int) -> dict | None:
-    deadline = time.monotonic() + REPORT_TIMEOUT
+    deadline = time.monotonic() + _report_timeout()
     data = b""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))

@@ -6,6 +6,7 @@ other's containers; runc's own errors go to a JSON log that is quoted on failure
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -129,6 +130,40 @@ def memory_in_use(container_id: str) -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def kill_container_cgroups(container_id: str, timeout: float = 5.0) -> None:
+    """Kill every process in the container's cgroups and remove them, for a
+    runc or CRIU that was given up on: runc knows no state to delete then,
+    and CRIU's restored tasks set their own process groups."""
+    import signal
+    import time
+    paths = glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/{container_id}")
+    for path in paths:
+        if os.path.exists(os.path.join(path, "freezer.state")):
+            with contextlib.suppress(OSError), open(os.path.join(path, "freezer.state"), "w") as f:
+                f.write("THAWED")   # a frozen task cannot die
+    deadline = time.monotonic() + timeout
+    for path in sorted(paths, key=len, reverse=True):
+        for current, dirs, _ in sorted(os.walk(path, topdown=False), key=lambda e: -len(e[0])):
+            while time.monotonic() < deadline:
+                pids = _cgroup_pids(current)
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
+            with contextlib.suppress(OSError):
+                os.rmdir(current)
+
+
+def _cgroup_pids(path: str) -> list[int]:
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(line) for line in f if line.strip()]
+    except OSError:
+        return []
 
 
 def remove_cgroup_parents() -> None:
