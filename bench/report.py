@@ -86,9 +86,17 @@ def load(path: str) -> dict:
 
 
 def newest(pattern: str, exclude: str | None = None) -> str | None:
-    """The most recently written results file matching pattern."""
+    """The results file matching pattern whose run is the newest, by the date it
+    records: a clone gives every file the same mtime."""
     paths = [p for p in glob.glob(os.path.join(RESULTS, pattern)) if not (exclude and exclude in os.path.basename(p))]
-    return max(paths, key=os.path.getmtime) if paths else None
+    return max(paths, key=_run_date) if paths else None
+
+
+def _run_date(path: str) -> str:
+    try:
+        return str(load(path).get("date", ""))
+    except (OSError, ValueError):
+        return ""
 
 
 def _order(workloads) -> list[str]:

@@ -1,5 +1,8 @@
 """bench.report renders markdown from results documents (pure parts only)."""
 
+import json
+import os
+
 from bench import report
 from bench.tests.test_stats import run_samples, sample
 
@@ -78,3 +81,13 @@ def test_failure_reason_prefers_criu_errors_over_the_rlimit_noise():
     assert report.failure_reason("ferry restore x: exit 125\nferry: error: IP 10.90.0.2 is already leased") \
         == "ferry: error: IP 10.90.0.2 is already leased"
     assert report.failure_reason("just one line") == "just one line"
+
+
+def test_newest_run_is_chosen_by_its_recorded_date_not_the_file_time(tmp_path, monkeypatch):
+    """A clone gives every results file the same mtime; the run's own date decides."""
+    monkeypatch.setattr(report, "RESULTS", str(tmp_path))
+    for name, date in (("2026-11-26-211519.json", "2026-11-26T21:15:19"), ("2026-11-26.json", "2026-11-26T20:24:19"),
+                       ("2026-11-26-quick.json", "2026-11-26T19:35:13")):
+        (tmp_path / name).write_text(json.dumps({"mode": "quick" if "quick" in name else "full", "date": date}))
+        os.utime(tmp_path / name, (1000, 1000))
+    assert os.path.basename(report.newest("20*.json", "quick")) == "2026-11-26-211519.json"
