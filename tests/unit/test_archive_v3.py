@@ -20,7 +20,7 @@ from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_N
                                       Signature, read_archive, read_manifest)
 from ferry.checkpoint.archive_write import ArchiveWriter, write_archive
 from ferry.util.errors import BadArchive
-from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, _listing, _tar_bytes, assert_refused,
+from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, _add, _listing, _tar_bytes, assert_refused,
                                      source)  # noqa: F401  (a fixture)
 
 # Written by ferry before format 3 (zstd, format 2): config.dump, checkpoint/core-1.img, checkpoint/pages-1.img.
@@ -72,14 +72,6 @@ def _checksums(members, head: bytes) -> bytes:
 def _signature(key: signing.PrivateKey, trailer: bytes) -> bytes:
     return Signature.make(key.public.raw, key.sign(trailer)).to_json()
 
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, **attrs) -> None:
-    info = tarfile.TarInfo(name)
-    for key, value in attrs.items():
-        setattr(info, key, value)
-    if data is not None:
-        info.size = len(data)
-    tar.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
 def forge(path, members, *, head: bytes | None = None, checksums: bytes | None = None, sign_with=None,
