@@ -8,6 +8,7 @@ import pytest
 
 from ferry.store import db as db_module
 from ferry.store.db import Database
+from ferry.util.errors import Conflict
 
 DDL = "CREATE TABLE IF NOT EXISTS things (name TEXT PRIMARY KEY); CREATE INDEX IF NOT EXISTS by_name ON things(name)"
 
@@ -53,7 +54,7 @@ def test_an_applied_schema_is_checked_without_the_write_lock(tmp_path, monkeypat
         again = Database(path)
         again.ensure(DDL)
         assert again.read().execute("SELECT COUNT(*) FROM things").fetchone()[0] == 0
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(Conflict, match="locked by another ferry command"):
             again.ensure(DDL + "; CREATE INDEX IF NOT EXISTS by_name_too ON things(name)")  # new: must write
     finally:
         writer.execute("ROLLBACK")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -11,7 +12,7 @@ import ferry
 from ferry.cli import render
 from ferry.store.layout import DEFAULT_ROOT, Layout
 from ferry.util import log
-from ferry.util.errors import (BadArchive, Conflict, FerryError, Incompatible, NotFound,
+from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
                                PermissionDenied, ToolError, UsageError)
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
@@ -34,8 +35,14 @@ EXIT_CODES: dict[type[FerryError], int] = {
     Conflict: EXIT_ERROR,
     Incompatible: EXIT_ERROR,
     BadArchive: EXIT_ERROR,
+    DiskFull: EXIT_ERROR,
     ToolError: EXIT_ERROR,
 }
+# Failures of what the user asked for, which a full disk does not explain.
+REQUEST_ERRORS = (UsageError, NotFound, Conflict, PermissionDenied)
+# How tools (and ferry's own messages quoting them) say a write found no room.
+NO_SPACE_TEXT = re.compile(r"no space left on device|disk quota exceeded|database or disk is full", re.I)
+PATH_IN_TEXT = re.compile(r"(?<![\w.~])/[^\s:;,'\"()]*")
 
 
 def exit_code_for(error: FerryError) -> int:
@@ -227,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FerryError as error:
         if debug:
             log.get_logger("ferry").exception("failed")
+        error = explain_space(error, argv)
         render.error(error.message, hint=error.hint)
         return exit_code_for(error)
     except KeyboardInterrupt:
@@ -240,9 +248,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug, or a host condition no FerryError names yet
         if debug:
             log.get_logger("ferry").exception("unexpected failure")
-        render.error(f"unexpected failure: {describe_unexpected(error)}",
-                     hint=None if debug else "rerun with --debug for the traceback")
+        from ferry.util import fs
+        if fs.is_no_space(error):
+            full = _no_space_error(error, argv)
+            render.error(full.message, hint=full.hint)
+            return EXIT_ERROR
+        hint = None if debug else "rerun with --debug for the traceback"
+        root = _root(argv)
+        if root is not None and fs.is_full(root):
+            hint = _full_root_hint(root) + (f"; {hint}" if hint else "")
+        render.error(f"unexpected failure: {describe_unexpected(error)}", hint=hint)
         return EXIT_ERROR
+
+
+def explain_space(error: FerryError, argv: Sequence[str]) -> FerryError:
+    """Tell the user when a failure came from a full disk, and which disk: a
+    message that quotes ENOSPC gets a hint naming the full filesystem, and so
+    does an opaque failure (runc's "unable to store init state") while the
+    state root's filesystem is full."""
+    if isinstance(error, (DiskFull, *REQUEST_ERRORS)):
+        return error
+    from ferry.util import fs
+    if NO_SPACE_TEXT.search(error.message):
+        paths = [p.rstrip(".") for p in PATH_IN_TEXT.findall(error.message)]
+        full = [p for p in paths if fs.is_full(p)]
+        place = (full or paths or [_root(argv)])[0]
+        if place is None:
+            return error
+        hint = fs.space_hint(place if os.path.isdir(place) else os.path.dirname(place))
+    else:
+        root = _root(argv)
+        if root is None or not fs.is_full(root):
+            return error
+        hint = _full_root_hint(root)
+    return DiskFull(error.message, hint=hint + (f"; {error.hint}" if error.hint else ""))
+
+
+def _no_space_error(error: OSError, argv: Sequence[str]) -> DiskFull:
+    """An ENOSPC (or EDQUOT) that no layer translated, naming its file."""
+    from ferry.util import fs
+    root = _root(argv)
+    name = os.fsdecode(error.filename) if error.filename is not None else None
+    if name and root and (name + "/").startswith(root.rstrip("/") + "/"):
+        place = root
+    else:
+        place = os.path.dirname(name) if name else root or "/"
+    return fs.no_space(f"cannot write {name}" if name else "a write failed", place, error.errno)
+
+
+def _full_root_hint(root: str) -> str:
+    from ferry.util import fs
+    mount = fs.mount_point(root)
+    where = root if mount == os.path.realpath(root) else f"{root} (mounted at {mount})"
+    return f"the filesystem of {where} is full: free space on it"
+
+
+def _root(argv: Sequence[str]) -> str | None:
+    """The state root this command line works on, as --root or its defaults give it."""
+    value = None
+    words = iter(argv)
+    for word in words:
+        if word == "--root":
+            value = next(words, None)
+        elif word.startswith("--root="):
+            value = word.split("=", 1)[1]
+        elif not word.startswith("-"):
+            break
+    try:
+        return Layout.at(value).root
+    except FerryError:
+        return None
 
 
 def describe_unexpected(error: BaseException) -> str:
@@ -257,7 +332,6 @@ def describe_unexpected(error: BaseException) -> str:
 
 
 def _silence_stdout() -> None:
-    import os
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

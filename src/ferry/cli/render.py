@@ -37,17 +37,18 @@ def key_values(data: dict) -> None:
 
 
 def error(message: str, hint: str | None = None) -> None:
-    text = f"ferry: error: {message}"
-    if hint:
-        text += f" (hint: {hint})"
-    print(text, file=sys.stderr)
+    print(one_line(f"ferry: error: {message}" + (f" (hint: {hint})" if hint else "")), file=sys.stderr)
 
 
 def warning(message: str, hint: str | None = None) -> None:
-    text = f"ferry: warning: {message}"
-    if hint:
-        text += f" (hint: {hint})"
-    print(text, file=sys.stderr)
+    print(one_line(f"ferry: warning: {message}" + (f" (hint: {hint})" if hint else "")), file=sys.stderr)
+
+
+def one_line(text: str) -> str:
+    """Errors are one line, even when they quote a tool's multi-line output."""
+    if "\n" not in text and "\r" not in text:
+        return text
+    return " | ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def table(headers: list[str], rows: Iterable[list[str]]) -> None:

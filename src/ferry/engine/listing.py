@@ -8,12 +8,11 @@ Containers service only to catch up with a container that exited unobserved.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections import namedtuple
 
-from ferry.util.errors import NotFound
+from ferry.util.errors import FerryError, NotFound
 
 DDL = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -35,6 +34,7 @@ ADDED_COLUMNS = {"checkpointed_at": "TEXT"}
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
 EXIT_FILE = "exit.json"  # the monitor writes it, in the container's dir, once the process has ended
+UNKNOWN_EXIT = -1
 
 
 def open_table(db) -> None:
@@ -57,6 +57,19 @@ def process_alive(pid: int | None) -> bool:
 def has_exited(container_dir: str, pid: int | None) -> bool:
     """Whether a container's process has ended, though its record may still say running."""
     return os.path.exists(os.path.join(container_dir, EXIT_FILE)) or not process_alive(pid)
+
+
+def observed_exit(container_dir: str) -> tuple[int, str | None]:
+    """The exit code and time the monitor saw, for a container whose exit is not
+    recorded yet; UNKNOWN_EXIT when the monitor could not say (it died, or its
+    disk was full)."""
+    try:
+        with open(os.path.join(container_dir, EXIT_FILE)) as f:
+            info = json.load(f)
+        code, when = info.get("exit_code"), info.get("finished_at")
+    except (OSError, ValueError, AttributeError):
+        return UNKNOWN_EXIT, None
+    return (code if isinstance(code, int) else UNKNOWN_EXIT), (when if isinstance(when, str) else None)
 
 
 class ContainerSummary(namedtuple("ContainerSummary", (
@@ -84,15 +97,35 @@ class Listing:
     def containers(self, *, all_states: bool = False) -> list[ContainerSummary]:
         """Containers in creation order; without `all_states`, only running ones."""
         rows = self._rows()
-        exited = [row["id"] for row in rows if row["state"] == RUNNING
-                  and has_exited(self.layout.container_dir(row["id"]), row["pid"])]
+        exited = {row["id"] for row in rows if row["state"] == RUNNING
+                  and has_exited(self.layout.container_dir(row["id"]), row["pid"])}
         if exited:
             containers = self.engine.containers
             for container_id in exited:
-                with contextlib.suppress(NotFound):  # removed meanwhile (rm, --rm)
+                try:
                     containers.get(container_id)  # catches up: records the exit, runs the cleanup
+                except NotFound:  # removed meanwhile (rm, --rm)
+                    pass
+                except FerryError as error:  # a full disk, or another command at work on it
+                    log().debug("cannot record the exit of %s: %s", container_id[:12], error)
             rows = self._rows()
-        return [ContainerSummary.from_row(row) for row in rows if all_states or row["state"] == RUNNING]
+        summaries = [ContainerSummary.from_row(row) for row in rows]
+        if exited:
+            summaries = [self._as_seen(s) if s.id in exited else s for s in summaries]
+        return [s for s in summaries if all_states or s.state == RUNNING]
+
+    def _as_seen(self, summary: ContainerSummary) -> ContainerSummary:
+        """A record that still says running because the catch-up could not
+        record the exit (a full disk) shows the exit as the monitor saw it."""
+        if summary.state != RUNNING or not has_exited(self.layout.container_dir(summary.id), summary.pid):
+            return summary   # recorded meanwhile, or started again
+        code, when = observed_exit(self.layout.container_dir(summary.id))
+        return summary._replace(state=EXITED, exit_code=code, finished_at=when, pid=None)
 
     def _rows(self) -> list:
         return self.db.read().execute("SELECT * FROM containers ORDER BY created_at").fetchall()
+
+
+def log():
+    from ferry.util.log import get_logger
+    return get_logger("ferry.listing")

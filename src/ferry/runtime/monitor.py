@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -41,31 +42,80 @@ ATTACH_WAIT_SECONDS = 60.0
 READ_SIZE = 65536
 EXIT_COMMAND_TIMEOUT = 120
 EXIT_START_FAILED = 125  # podman's code when the container could not start
+# Disk kept from the start and freed at the exit, so that on a full disk the
+# exit code (exit.json) and the exit command's record still find room.
+RESERVE = "space.reserve"
+RESERVE_BYTES = 64 << 10
 
 log = logging.getLogger("ferry.monitor")
 
 
 class LogWriter:
-    """Podman's k8s-file format: `TIME STREAM F|P TEXT`, one entry per line."""
+    """Podman's k8s-file format: `TIME STREAM F|P TEXT`, one entry per line.
+
+    A write that fails (a full disk) never stops the monitor, which must keep
+    draining the container's output, or the container would block or die on
+    its stdio. The output meanwhile is dropped and counted, and once writes
+    work again one entry on stderr says how much is missing and why."""
 
     def __init__(self, path: str):
         # The container's output may hold secrets: readable by root alone.
-        self.file = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600),
-                              "ab", buffering=0)
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.partial = {"stdout": b"", "stderr": b""}
+        self.dropped = 0         # bytes of output not logged since the last note
+        self.reason = ""         # why, as the last failed write said
+        self.torn = False        # a short write left half an entry: end it first
 
     def write(self, stream: str, data: bytes) -> None:
         buffered = self.partial[stream] + data
         *lines, rest = buffered.split(b"\n")
-        for line in lines:
-            self.file.write(f"{utc_now()} {stream} F ".encode() + line + b"\n")
         self.partial[stream] = rest
+        if lines:
+            self._append(lambda: b"".join(self._entry(stream, "F", line) for line in lines),
+                         len(buffered) - len(rest))
 
     def flush(self) -> None:
         for stream, rest in self.partial.items():
             if rest:
-                self.file.write(f"{utc_now()} {stream} P ".encode() + rest + b"\n")
+                self._append(lambda: self._entry(stream, "P", rest), len(rest))
                 self.partial[stream] = b""
+
+    @staticmethod
+    def _entry(stream: str, tag: str, text: bytes) -> bytes:
+        return f"{utc_now()} {stream} {tag} ".encode() + text + b"\n"
+
+    def _append(self, entries, size: int) -> None:
+        """Write the entries `entries()` makes, which hold `size` bytes of
+        output, or count them as dropped. They are made after the note on what
+        was dropped, which keeps the log's times in order."""
+        if self.dropped:
+            note = self._entry("stderr", "F", f"ferry: {self.dropped} bytes of output were not logged: "
+                                              f"{self.reason}".encode())
+            if not self._put(note, 0):
+                self.dropped += size
+                return
+            self.dropped = 0
+        self._put(entries(), size)
+
+    def _put(self, data: bytes, size: int) -> bool:
+        if self.torn:
+            data = b"\n" + data   # the torn entry becomes a line of its own, which readers skip
+        try:
+            written = os.write(self.fd, data)
+        except OSError as error:
+            self._lost(size, error.strerror or str(error))
+            return False
+        self.torn = written < len(data)
+        if self.torn:   # the disk filled during this write
+            self._lost(size, os.strerror(errno.ENOSPC))
+            return False
+        return True
+
+    def _lost(self, size: int, reason: str) -> None:
+        if not self.dropped:
+            log.warning("cannot write the container's log (%s): dropping its output until it can", reason)
+        self.dropped += size
+        self.reason = reason
 
 
 class Monitor:
@@ -288,8 +338,14 @@ class Monitor:
 
     # ---- the end ----------------------------------------------------------
     def finish(self) -> None:
-        atomic_write(self.path("exit.json"),
-                     json.dumps({"exit_code": self.exit_code, "finished_at": utc_now()}))
+        # The room kept since the start lets this exit be recorded on a full disk.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(RESERVE))
+        try:
+            atomic_write(self.path("exit.json"),
+                         json.dumps({"exit_code": self.exit_code, "finished_at": utc_now()}))
+        except OSError as error:   # the exit still reaches attach clients and the exit command
+            log.error("cannot record exit code %s: %s", self.exit_code, describe(error))
         self._broadcast(attach.EXIT, str(self.exit_code).encode())
         for conn in list(self.clients):
             self._drop(conn)
@@ -304,6 +360,29 @@ class Monitor:
             result = proc.run(command, desc="exit command", check=False, timeout=EXIT_COMMAND_TIMEOUT)
             if result.returncode != 0:
                 log.warning("exit command failed: %s", proc.tail(result.stderr))
+
+
+def reserve(path: str) -> None:
+    """Keep RESERVE_BYTES of the container dir's disk, for finish() to free."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, RESERVE_BYTES)
+        finally:
+            os.close(fd)
+    except OSError as error:   # a disk that full fails the start anyway
+        log.warning("cannot keep room for the exit record: %s", describe(error))
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def describe(error: BaseException) -> str:
+    """One line for the launcher and the log; a file error names its file."""
+    if isinstance(error, OSError) and error.strerror and error.filename:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"cannot write {error.filename}: {error.strerror}"
+        return f"{error.filename}: {error.strerror}"
+    return str(error) or type(error).__name__
 
 
 def parse(argv: list[str]):
@@ -329,12 +408,19 @@ def main(argv: list[str] | None = None) -> int:
     if os.fork():
         os._exit(0)  # the launcher reaps this at once; the monitor lives on as an orphan
     os.setsid()
-    logging.basicConfig(filename=os.path.join(args.container_dir, "monitor.log"), level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    atomic_write(os.path.join(args.container_dir, "monitor.pid"), str(os.getpid()))
-    monitor = Monitor(args)
+    try:   # each of these writes a file, which a full disk refuses: the launcher must hear why
+        logging.basicConfig(filename=os.path.join(args.container_dir, "monitor.log"), level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(message)s")
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        atomic_write(os.path.join(args.container_dir, "monitor.pid"), str(os.getpid()))
+        monitor = Monitor(args)
+    except Exception as exc:
+        if args.status_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(args.status_fd, (json.dumps({"ok": False, "error": describe(exc)}) + "\n").encode())
+        return 1
+    reserve(os.path.join(args.container_dir, RESERVE))
     try:
         monitor.create()
         monitor.listen()
@@ -346,12 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         monitor.report(ok=True, pid=monitor.container_pid, state="running")
     except Exception as exc:  # report any start-up failure to the launcher, then leave
         log.exception("start-up failed")
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(args.container_dir, RESERVE))   # no exit to record
         try:
             monitor.runc.delete(args.id)
         except Exception:
             log.exception("could not delete the half-started container")
         if args.status_fd is not None:
-            monitor.report(ok=False, error=str(exc))
+            monitor.report(ok=False, error=describe(exc))
             return 1
         # The launcher was told "created" and an attach client waits: tell it.
         monitor.exit_code = EXIT_START_FAILED

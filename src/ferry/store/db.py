@@ -3,6 +3,13 @@
 Each layer that keeps records owns its tables and declares them with
 `Database.ensure(ddl)`; write transactions take SQLite's write lock up front
 (BEGIN IMMEDIATE) so that two ferry processes never interleave a read-modify-write.
+
+SQLite's failures become FerryErrors here, naming the database (a full disk is
+DiskFull). On a full disk SQLite cannot create the shared-memory file that a
+WAL connection needs, so reads then come from a copy taken into memory under
+an exclusive lock (which keeps the WAL index on the heap, in no file), and each
+write tries a connection of its own: `ps`, `inspect` and `logs` keep working,
+and a write fails in one line, or succeeds once something made room.
 """
 
 from __future__ import annotations
@@ -11,47 +18,160 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 
-from ferry.util.errors import FerryError
+from ferry.util.errors import Conflict, FerryError
 
 BUSY_TIMEOUT_MS = 30_000
 # The database holds containers' environments, secrets included. SQLite gives
 # its -wal and -shm files the database file's mode.
 FILE_MODE = 0o600
+# On a full disk a reader's copy is taken again when older than this, so that
+# a loop (`logs -f`) sees changes, and the shared connection comes back once
+# there is room.
+SNAPSHOT_SECONDS = 0.5
+
+# SQLite's primary result codes (sqlite3.h).
+SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY = 3, 5, 6, 8
+SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 11, 13, 14, 26
+# What SQLite says when it cannot grow a file: FULL for the database or WAL,
+# IOERR (SHMSIZE...) for the shared memory, CANTOPEN when no file can be made.
+SPACE_CODES = frozenset({SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN})
+
+
+def _fs():
+    # Imported when a failure needs it: util.fs (tempfile, re) would cost `ferry ps` 20 ms.
+    from ferry.util import fs
+    return fs
+
+
+def primary_code(error: BaseException) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+class Connection(sqlite3.Connection):
+    """A connection whose failures are FerryErrors naming the database."""
+
+    database: Database
+
+    def execute(self, sql, parameters=(), /):
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.Error as error:
+            translated = self.database.translate(error, _action(sql))
+            if translated is error:
+                raise
+            raise translated from error
+
+    def executemany(self, sql, parameters, /):
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.Error as error:
+            translated = self.database.translate(error, "update")
+            if translated is error:
+                raise
+            raise translated from error
+
+
+def _action(sql: str) -> str:
+    return "read" if sql.lstrip()[:6].upper() == "SELECT" else "update"
+
+
+def _raw(conn: sqlite3.Connection, sql: str):
+    """Execute without translation: the caller wants SQLite's own error code."""
+    return sqlite3.Connection.execute(conn, sql)
 
 
 class Database:
     def __init__(self, path: str):
         self.path = path
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        except OSError as error:
+            if _fs().is_no_space(error):
+                raise _fs().no_space(f"cannot create {os.path.dirname(path)}", os.path.dirname(path),
+                                  error.errno) from None
+            raise
         self._local = threading.local()
         self._ensured: set[str] = set()
 
+    @property
+    def root(self) -> str:
+        return os.path.dirname(self.path)
+
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self._make_private()
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-            conn.row_factory = sqlite3.Row
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.DatabaseError as error:  # not a database, or a damaged one
-                conn.close()
-                raise FerryError(f"the state database {self.path} cannot be used: {error}",
-                                 hint="restore it from a backup, or move it aside to start this root "
-                                 "afresh (its containers are then forgotten)") from None
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._local.conn = conn
+        local = self._local
+        conn = getattr(local, "writing", None) or getattr(local, "conn", None)
+        if conn is not None:
+            return conn
+        snapshot = getattr(local, "snapshot", None)
+        if snapshot is not None and time.monotonic() < local.snapshot_until:
+            return snapshot
+        self._make_private()
+        try:
+            conn = self._open()
+        except sqlite3.Error as error:
+            if primary_code(error) not in SPACE_CODES:
+                raise self.translate(error, "open") from error
+            return self._snapshot(error)   # no room for the shared memory
+        self._drop_snapshot()
+        local.conn = conn
         return conn
+
+    def _open(self, *, exclusive: bool = False) -> Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                               factory=Connection)
+        conn.database = self
+        conn.row_factory = sqlite3.Row
+        try:
+            if exclusive:   # before the first read: the WAL index then lives on the heap
+                _raw(conn, "PRAGMA locking_mode=EXCLUSIVE")
+            _raw(conn, "PRAGMA journal_mode=WAL")   # no write when it is WAL already
+            _raw(conn, "PRAGMA foreign_keys=ON")
+            _raw(conn, f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _snapshot(self, cause: sqlite3.Error) -> Connection:
+        """A read-only copy of the database in memory, for a disk too full for
+        SQLite's shared memory. The exclusive lock it is copied under is held
+        for the copy alone (a few ms), since it keeps every other ferry out."""
+        try:
+            source = self._open(exclusive=True)
+            try:
+                memory = sqlite3.connect(":memory:", isolation_level=None, factory=Connection)
+                source.backup(memory)
+            finally:
+                source.close()
+        except sqlite3.Error:
+            raise self.translate(cause, "read") from cause
+        memory.database = self
+        memory.row_factory = sqlite3.Row
+        _raw(memory, "PRAGMA query_only=1")   # a write through read() fails as the disk would
+        self._local.snapshot = memory
+        self._local.snapshot_until = time.monotonic() + SNAPSHOT_SECONDS
+        return memory
+
+    def _drop_snapshot(self) -> None:
+        snapshot = getattr(self._local, "snapshot", None)
+        if snapshot is not None:
+            snapshot.close()
+            self._local.snapshot = None
 
     def _make_private(self) -> None:
         """Create the database file 0600, or make an older one (0644) and its
-        -wal and -shm files 0600, before SQLite opens them."""
+        -wal and -shm files 0600, before SQLite opens them. Nothing is written
+        when they are private already: reads must work on a full disk."""
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as error:
+            if _fs().is_no_space(error):
+                raise _fs().no_space(f"cannot create ferry's state in {self.path}", self.root,
+                                  error.errno) from None
             raise FerryError(f"the state database {self.path} cannot be opened: {error.strerror}",
                              hint="pick another --root, or move that path aside") from None
         try:
@@ -65,6 +185,34 @@ class Database:
                     os.chmod(self.path + suffix, FILE_MODE)
             except FileNotFoundError:
                 pass
+
+    def translate(self, error: sqlite3.Error, action: str = "update") -> BaseException:
+        """A FerryError for a failure of the database or its disk; any other
+        error (a bug: a bad statement, a broken constraint) is returned as it is."""
+        code = primary_code(error)
+        degraded = getattr(self._local, "snapshot", None) is not None
+        if code == SQLITE_FULL or (code in SPACE_CODES or degraded and code == SQLITE_READONLY) \
+                and _fs().is_full(self.path):
+            return _fs().no_space(f"cannot {action} ferry's state in {self.path}", self.root)
+        if code in (SQLITE_BUSY, SQLITE_LOCKED):
+            return Conflict(f"ferry's state in {self.path} stayed locked by another ferry command "
+                            f"for {BUSY_TIMEOUT_MS / 1000:g} s",
+                            hint="try again once that command has finished")
+        if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            return FerryError(f"the state database {self.path} cannot be used: {error}",
+                              hint="restore it from a backup, or move it aside to start this root "
+                              "afresh (its containers are then forgotten)")
+        if code == SQLITE_READONLY:
+            return FerryError(f"cannot update ferry's state in {self.path}: {error}",
+                              hint="make its filesystem writable, or pick another --root")
+        if code in (SQLITE_PERM, SQLITE_CANTOPEN):
+            return FerryError(f"cannot {action} ferry's state in {self.path}: {error}",
+                              hint="check that path's permissions, or pick another --root")
+        if code == SQLITE_IOERR:
+            return FerryError(f"cannot {action} ferry's state in {self.path}: I/O error "
+                              f"({getattr(error, 'sqlite_errorname', 'SQLITE_IOERR')})",
+                              hint="check the disk that holds it (dmesg)")
+        return error
 
     def ensure(self, ddl: str) -> None:
         """Create tables and indexes idempotently (CREATE ... IF NOT EXISTS).
@@ -104,13 +252,31 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction holding SQLite's lock from its first statement."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        own = None
+        if conn is getattr(self._local, "snapshot", None):
+            # A disk too full for the shared memory: this write gets a connection
+            # of its own, which fails as DiskFull unless room was made meanwhile.
+            try:
+                own = conn = self._open(exclusive=True)
+            except sqlite3.Error as error:
+                raise self.translate(error) from error
+            self._local.writing = own   # reads within the transaction see it
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (FULL, IOERR, BUSY).
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        _raw(conn, "ROLLBACK")
+                raise
+        finally:
+            if own is not None:
+                self._local.writing = None
+                own.close()
+                self._drop_snapshot()   # stale now
 
     def read(self) -> sqlite3.Connection:
         return self._conn()
@@ -120,3 +286,4 @@ class Database:
         if conn is not None:
             conn.close()
             self._local.conn = None
+        self._drop_snapshot()

@@ -38,6 +38,12 @@ class BadArchive(FerryError):
     """A checkpoint or image archive is truncated, tampered with or hostile."""
 
 
+class DiskFull(FerryError):
+    """A write failed for want of space (ENOSPC) or quota (EDQUOT). The
+    message names what could not be written, the hint the filesystem to free
+    space on (util.fs.no_space builds both)."""
+
+
 class ToolError(FerryError):
     """An external tool (runc, CRIU, ip, nft...) failed.
 
