@@ -248,14 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug, or a host condition no FerryError names yet
         if debug:
             log.get_logger("ferry").exception("unexpected failure")
-        from ferry.util import fs
-        if fs.is_no_space(error):
+        from ferry.util import space
+        if space.is_no_space(error):
             full = _no_space_error(error, argv)
             render.error(full.message, hint=full.hint)
             return EXIT_ERROR
         hint = None if debug else "rerun with --debug for the traceback"
         root = _root(argv)
-        if root is not None and fs.is_full(root):
+        if root is not None and space.is_full(root):
             hint = _full_root_hint(root) + (f"; {hint}" if hint else "")
         render.error(f"unexpected failure: {describe_unexpected(error)}", hint=hint)
         return EXIT_ERROR
@@ -268,17 +268,17 @@ def explain_space(error: FerryError, argv: Sequence[str]) -> FerryError:
     state root's filesystem is full."""
     if isinstance(error, (DiskFull, *REQUEST_ERRORS)):
         return error
-    from ferry.util import fs
+    from ferry.util import space
     if NO_SPACE_TEXT.search(error.message):
         paths = [p.rstrip(".") for p in PATH_IN_TEXT.findall(error.message)]
-        full = [p for p in paths if fs.is_full(p)]
+        full = [p for p in paths if space.is_full(p)]
         place = (full or paths or [_root(argv)])[0]
         if place is None:
             return error
-        hint = fs.space_hint(place if os.path.isdir(place) else os.path.dirname(place))
+        hint = space.space_hint(place if os.path.isdir(place) else os.path.dirname(place))
     else:
         root = _root(argv)
-        if root is None or not fs.is_full(root):
+        if root is None or not space.is_full(root):
             return error
         hint = _full_root_hint(root)
     return DiskFull(error.message, hint=hint + (f"; {error.hint}" if error.hint else ""))
@@ -286,19 +286,19 @@ def explain_space(error: FerryError, argv: Sequence[str]) -> FerryError:
 
 def _no_space_error(error: OSError, argv: Sequence[str]) -> DiskFull:
     """An ENOSPC (or EDQUOT) that no layer translated, naming its file."""
-    from ferry.util import fs
+    from ferry.util import space
     root = _root(argv)
     name = os.fsdecode(error.filename) if error.filename is not None else None
     if name and root and (name + "/").startswith(root.rstrip("/") + "/"):
         place = root
     else:
         place = os.path.dirname(name) if name else root or "/"
-    return fs.no_space(f"cannot write {name}" if name else "a write failed", place, error.errno)
+    return space.no_space(f"cannot write {name}" if name else "a write failed", place, error.errno)
 
 
 def _full_root_hint(root: str) -> str:
-    from ferry.util import fs
-    mount = fs.mount_point(root)
+    from ferry.util import space
+    mount = space.mount_point(root)
     where = root if mount == os.path.realpath(root) else f"{root} (mounted at {mount})"
     return f"the filesystem of {where} is full: free space on it"
 

@@ -106,7 +106,7 @@ class Listing:
                     containers.get(container_id)  # catches up: records the exit, runs the cleanup
                 except NotFound:  # removed meanwhile (rm, --rm)
                     pass
-                except FerryError as error:  # a full disk, or another command at work on it
+                except (FerryError, OSError) as error:  # a full disk, or another command at work on it
                     log().debug("cannot record the exit of %s: %s", container_id[:12], error)
             rows = self._rows()
         summaries = [ContainerSummary.from_row(row) for row in rows]

@@ -42,6 +42,8 @@ ATTACH_WAIT_SECONDS = 60.0
 READ_SIZE = 65536
 EXIT_COMMAND_TIMEOUT = 120
 EXIT_START_FAILED = 125  # podman's code when the container could not start
+# Log entries a monitor keeps while the log cannot take them (a full disk).
+PENDING_LIMIT = 1 << 20
 # Disk kept from the start and freed at the exit, so that on a full disk the
 # exit code (exit.json) and the exit command's record still find room.
 RESERVE = "space.reserve"
@@ -55,16 +57,17 @@ class LogWriter:
 
     A write that fails (a full disk) never stops the monitor, which must keep
     draining the container's output, or the container would block or die on
-    its stdio. The output meanwhile is dropped and counted, and once writes
-    work again one entry on stderr says how much is missing and why."""
+    its stdio. Entries wait in memory (PENDING_LIMIT) until the log can take
+    them; beyond that, output is dropped and counted, and one entry on stderr
+    says how much and why, where the gap is."""
 
     def __init__(self, path: str):
         # The container's output may hold secrets: readable by root alone.
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self.partial = {"stdout": b"", "stderr": b""}
-        self.dropped = 0         # bytes of output not logged since the last note
-        self.reason = ""         # why, as the last failed write said
-        self.torn = False        # a short write left half an entry: end it first
+        self.pending = bytearray()   # whole entries (or the tail of one) not written yet
+        self.dropped = 0             # bytes of output lost after them
+        self.reason = ""             # why, as the last failed write said
 
     def write(self, stream: str, data: bytes) -> None:
         buffered = self.partial[stream] + data
@@ -74,48 +77,49 @@ class LogWriter:
             self._append(lambda: b"".join(self._entry(stream, "F", line) for line in lines),
                          len(buffered) - len(rest))
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Write partial lines as P entries, and whatever waits, if the log
+        takes it now; True when nothing waits."""
         for stream, rest in self.partial.items():
             if rest:
                 self._append(lambda: self._entry(stream, "P", rest), len(rest))
                 self.partial[stream] = b""
+        return self.drain()
 
     @staticmethod
     def _entry(stream: str, tag: str, text: bytes) -> bytes:
         return f"{utc_now()} {stream} {tag} ".encode() + text + b"\n"
 
     def _append(self, entries, size: int) -> None:
-        """Write the entries `entries()` makes, which hold `size` bytes of
-        output, or count them as dropped. They are made after the note on what
-        was dropped, which keeps the log's times in order."""
-        if self.dropped:
-            note = self._entry("stderr", "F", f"ferry: {self.dropped} bytes of output were not logged: "
-                                              f"{self.reason}".encode())
-            if not self._put(note, 0):
-                self.dropped += size
-                return
-            self.dropped = 0
-        self._put(entries(), size)
+        """Log the entries `entries()` makes, which hold `size` bytes of output:
+        now, later, or never (counted). They are made once what waits is
+        written, so that the log's times stay in order."""
+        if self.drain():
+            self.pending += entries()
+            self.drain()
+        elif self.dropped or len(self.pending) + size > PENDING_LIMIT:
+            self.dropped += size
+        else:
+            self.pending += entries()
 
-    def _put(self, data: bytes, size: int) -> bool:
-        if self.torn:
-            data = b"\n" + data   # the torn entry becomes a line of its own, which readers skip
-        try:
-            written = os.write(self.fd, data)
-        except OSError as error:
-            self._lost(size, error.strerror or str(error))
-            return False
-        self.torn = written < len(data)
-        if self.torn:   # the disk filled during this write
-            self._lost(size, os.strerror(errno.ENOSPC))
-            return False
+    def drain(self) -> bool:
+        """Write what waits, then the note on what was lost; True once nothing waits."""
+        while self.pending or self.dropped:
+            if not self.pending:
+                self.pending += self._entry("stderr", "F", f"ferry: {self.dropped} bytes of output were not "
+                                                           f"logged: {self.reason}".encode())
+                self.dropped = 0
+            try:
+                written = os.write(self.fd, self.pending)
+            except OSError as error:
+                if not self.reason:
+                    log.warning("cannot write the container's log (%s): keeping its output in memory",
+                                error.strerror)
+                self.reason = error.strerror or str(error)
+                return False
+            del self.pending[:written]   # a short write: the disk filled; the rest waits
+        self.reason = ""
         return True
-
-    def _lost(self, size: int, reason: str) -> None:
-        if not self.dropped:
-            log.warning("cannot write the container's log (%s): dropping its output until it can", reason)
-        self.dropped += size
-        self.reason = reason
 
 
 class Monitor:
@@ -266,6 +270,8 @@ class Monitor:
                     os.read(key.fd, 4096)
                 except BlockingIOError:
                     pass
+        if self.logs.pending or self.logs.dropped:   # room may have come back while the container was quiet
+            self.logs.drain()
         self._reap()
 
     def _read_output(self, fd: int) -> None:
@@ -338,7 +344,9 @@ class Monitor:
 
     # ---- the end ----------------------------------------------------------
     def finish(self) -> None:
-        # The room kept since the start lets this exit be recorded on a full disk.
+        # The room kept since the start lets this exit be recorded on a full
+        # disk: exit.json and the exit command's record before the log entries
+        # still waiting (serve() flushed them already when the disk had room).
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(RESERVE))
         try:
@@ -360,6 +368,8 @@ class Monitor:
             result = proc.run(command, desc="exit command", check=False, timeout=EXIT_COMMAND_TIMEOUT)
             if result.returncode != 0:
                 log.warning("exit command failed: %s", proc.tail(result.stderr))
+        if not self.logs.flush():
+            log.error("lost %d bytes of log entries: %s", len(self.logs.pending), self.logs.reason)
 
 
 def reserve(path: str) -> None:

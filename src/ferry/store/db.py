@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from ferry.util import space
 from ferry.util.errors import Conflict, FerryError
 
 BUSY_TIMEOUT_MS = 30_000
@@ -31,6 +32,7 @@ FILE_MODE = 0o600
 # a loop (`logs -f`) sees changes, and the shared connection comes back once
 # there is room.
 SNAPSHOT_SECONDS = 0.5
+SHM_BYTES = 32768   # the shared memory of a WAL connection, at least
 
 # SQLite's primary result codes (sqlite3.h).
 SQLITE_PERM, SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY = 3, 5, 6, 8
@@ -38,12 +40,6 @@ SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = 10, 
 # What SQLite says when it cannot grow a file: FULL for the database or WAL,
 # IOERR (SHMSIZE...) for the shared memory, CANTOPEN when no file can be made.
 SPACE_CODES = frozenset({SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN})
-
-
-def _fs():
-    # Imported when a failure needs it: util.fs (tempfile, re) would cost `ferry ps` 20 ms.
-    from ferry.util import fs
-    return fs
 
 
 def primary_code(error: BaseException) -> int | None:
@@ -90,8 +86,8 @@ class Database:
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         except OSError as error:
-            if _fs().is_no_space(error):
-                raise _fs().no_space(f"cannot create {os.path.dirname(path)}", os.path.dirname(path),
+            if space.is_no_space(error):
+                raise space.no_space(f"cannot create {os.path.dirname(path)}", os.path.dirname(path),
                                   error.errno) from None
             raise
         self._local = threading.local()
@@ -110,6 +106,10 @@ class Database:
         if snapshot is not None and time.monotonic() < local.snapshot_until:
             return snapshot
         self._make_private()
+        if not self._shared_memory_whole() and space.is_full(self.path):
+            # No room for the shared memory; where blocks are smaller than
+            # pages, SQLite would even die of SIGBUS on the holes of its mmap.
+            return self._snapshot(None)
         try:
             conn = self._open()
         except sqlite3.Error as error:
@@ -136,7 +136,16 @@ class Database:
             raise
         return conn
 
-    def _snapshot(self, cause: sqlite3.Error) -> Connection:
+    def _shared_memory_whole(self) -> bool:
+        """Whether the WAL's shared memory exists in full, without holes: one
+        made while there was room, by a connection that may still be open."""
+        try:
+            info = os.stat(self.path + "-shm")
+        except FileNotFoundError:
+            return False
+        return info.st_size >= SHM_BYTES and info.st_blocks * 512 >= info.st_size
+
+    def _snapshot(self, cause: sqlite3.Error | None) -> Connection:
         """A read-only copy of the database in memory, for a disk too full for
         SQLite's shared memory. The exclusive lock it is copied under is held
         for the copy alone (a few ms), since it keeps every other ferry out."""
@@ -147,7 +156,8 @@ class Database:
                 source.backup(memory)
             finally:
                 source.close()
-        except sqlite3.Error:
+        except sqlite3.Error as error:
+            cause = cause or error
             raise self.translate(cause, "read") from cause
         memory.database = self
         memory.row_factory = sqlite3.Row
@@ -169,8 +179,8 @@ class Database:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as error:
-            if _fs().is_no_space(error):
-                raise _fs().no_space(f"cannot create ferry's state in {self.path}", self.root,
+            if space.is_no_space(error):
+                raise space.no_space(f"cannot create ferry's state in {self.path}", self.root,
                                   error.errno) from None
             raise FerryError(f"the state database {self.path} cannot be opened: {error.strerror}",
                              hint="pick another --root, or move that path aside") from None
@@ -192,8 +202,8 @@ class Database:
         code = primary_code(error)
         degraded = getattr(self._local, "snapshot", None) is not None
         if code == SQLITE_FULL or (code in SPACE_CODES or degraded and code == SQLITE_READONLY) \
-                and _fs().is_full(self.path):
-            return _fs().no_space(f"cannot {action} ferry's state in {self.path}", self.root)
+                and space.is_full(self.path):
+            return space.no_space(f"cannot {action} ferry's state in {self.path}", self.root)
         if code in (SQLITE_BUSY, SQLITE_LOCKED):
             return Conflict(f"ferry's state in {self.path} stayed locked by another ferry command "
                             f"for {BUSY_TIMEOUT_MS / 1000:g} s",

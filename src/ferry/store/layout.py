@@ -61,9 +61,9 @@ class Layout(namedtuple("Layout", "root")):
             raise FerryError(f"state root {self.root} cannot be created: a part of its path is a file",
                              hint="pick a directory with --root") from None
         except OSError as error:
-            from ferry.util import fs
-            if fs.is_no_space(error):
-                raise fs.no_space(f"cannot create state root {self.root}", self.root, error.errno) from None
+            from ferry.util import space
+            if space.is_no_space(error):
+                raise space.no_space(f"cannot create state root {self.root}", self.root, error.errno) from None
             raise FerryError(f"state root {self.root} cannot be created: {error.strerror}",
                              hint="pick a writable directory with --root") from None
         if not stat.S_ISDIR(info.st_mode):

@@ -7,22 +7,15 @@ import errno
 import os
 import re
 import stat
-import tempfile
 from collections import namedtuple
 
-from ferry.util.errors import DiskFull, ToolError
-
-# What a write fails with when its filesystem has no room, or its owner no quota, left.
-NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-# A filesystem with less than this free (for root, who may use ext4's reserved
-# blocks) counts as full: SQLite alone wants 32 KiB for its shared memory and a
-# page per change, runc a few KiB for its state.
-FULL_BELOW = 1 << 20
+from ferry.util.errors import ToolError
 
 
 def atomic_write(path: str, data: bytes | str, mode: int = 0o600) -> None:
     if isinstance(data, str):
         data = data.encode()
+    import tempfile
     directory = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
@@ -50,54 +43,6 @@ def _naming(error: OSError, path: str) -> OSError:
     """The error, naming the file the caller asked for rather than its temp file."""
     error.filename, error.filename2 = path, None
     return error
-
-
-def is_no_space(error: BaseException) -> bool:
-    return isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS
-
-
-def _existing(path: str) -> str:
-    """`path`, or its nearest ancestor that exists."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
-
-
-def mount_point(path: str) -> str:
-    """Where the filesystem holding `path` is mounted."""
-    path = os.path.realpath(_existing(path))
-    while not os.path.ismount(path):
-        path = os.path.dirname(path)
-    return path
-
-
-def is_full(path: str) -> bool:
-    """Whether the filesystem holding `path` has (next to) no room or no inodes left."""
-    try:
-        info = os.statvfs(_existing(path))
-    except OSError:
-        return False
-    if info.f_files and not info.f_ffree:   # btrfs and others report no inode counts (0)
-        return True
-    free = info.f_bfree if os.geteuid() == 0 else info.f_bavail
-    return free * info.f_frsize < FULL_BELOW
-
-
-def no_space(what: str, place: str, code: int = errno.ENOSPC) -> DiskFull:
-    """DiskFull: `what` failed for want of room (ENOSPC) or quota (EDQUOT); the
-    hint names the filesystem that holds `place`."""
-    reason = os.strerror(code)
-    return DiskFull(f"{what}: {reason[0].lower()}{reason[1:]}", hint=space_hint(place, code))
-
-
-def space_hint(place: str, code: int = errno.ENOSPC) -> str:
-    """What to do about a full filesystem: free space on the one holding `place`
-    (and where it is mounted, when that is elsewhere)."""
-    mount = mount_point(place)
-    where = place if mount == os.path.realpath(place) else f"{place} (mounted at {mount})"
-    action = "free space, or raise the quota, on" if code == errno.EDQUOT else "free space on"
-    return f"{action} the filesystem of {where}"
 
 
 def fsync_dir(directory: str) -> None:

@@ -1,0 +1,84 @@
+"""Full filesystems: telling one apart, and saying which and what to do.
+
+Light on purpose (os and errno): the state store asks it on every command.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ferry.util.errors import DiskFull
+
+# What a write fails with when its filesystem has no room, or its owner no quota, left.
+NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# A filesystem with less than this free (for root, who may use ext4's reserved
+# blocks) counts as full: SQLite alone wants 32 KiB for its shared memory and a
+# page per change, runc a few KiB for its state.
+FULL_BELOW = 1 << 20
+# ext4 keeps back min(2 %, 4096 clusters) that statfs counts as free but no
+# file can use (s_resv_clusters): a full 64 MiB ext4 shows 1.3 MiB free.
+EXT4_RESERVED_SHARE, EXT4_RESERVED_CLUSTERS = 50, 4096
+
+
+def is_no_space(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS
+
+
+def _existing(path: str) -> str:
+    """`path`, or its nearest ancestor that exists."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def mount_point(path: str) -> str:
+    """Where the filesystem holding `path` is mounted."""
+    path = os.path.realpath(_existing(path))
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def is_full(path: str) -> bool:
+    """Whether the filesystem holding `path` has (next to) no room or no inodes left."""
+    try:
+        info = os.statvfs(_existing(path))
+    except OSError:
+        return False
+    if info.f_files and not info.f_ffree:   # btrfs and others report no inode counts (0)
+        return True
+    if os.geteuid() != 0:
+        return info.f_bavail * info.f_frsize < FULL_BELOW
+    hidden = min(info.f_blocks // EXT4_RESERVED_SHARE, EXT4_RESERVED_CLUSTERS) * info.f_frsize
+    if info.f_bfree * info.f_frsize >= FULL_BELOW + hidden:
+        return False   # without reading mountinfo, as most calls go
+    return info.f_bfree * info.f_frsize < FULL_BELOW + (hidden if fs_type(path) == "ext4" else 0)
+
+
+def fs_type(path: str) -> str:
+    """The type of the filesystem holding `path` (ext4, tmpfs...), or ""."""
+    from ferry.util.fs import mountinfo
+    point = mount_point(path)
+    try:
+        found = [m.fstype for m in mountinfo() if m.point == point]
+    except (OSError, ValueError, IndexError):
+        return ""
+    return found[-1] if found else ""   # the last mount on a point is the visible one
+
+
+def no_space(what: str, place: str, code: int = errno.ENOSPC) -> DiskFull:
+    """DiskFull: `what` failed for want of room (ENOSPC) or quota (EDQUOT); the
+    hint names the filesystem that holds `place`."""
+    reason = os.strerror(code)
+    return DiskFull(f"{what}: {reason[0].lower()}{reason[1:]}", hint=space_hint(place, code))
+
+
+def space_hint(place: str, code: int = errno.ENOSPC) -> str:
+    """What to do about a full filesystem: free space on the one holding `place`
+    (and where it is mounted, when that is elsewhere)."""
+    mount = mount_point(place)
+    where = place if mount == os.path.realpath(place) else f"{place} (mounted at {mount})"
+    action = "free space, or raise the quota, on" if code == errno.EDQUOT else "free space on"
+    return f"{action} the filesystem of {where}"
