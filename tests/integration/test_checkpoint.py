@@ -405,8 +405,9 @@ def test_an_export_that_fails_after_the_dump_keeps_the_checkpoint(host_a, workdi
         failed = host_a("container", "checkpoint", "squeezed", "--export", str(full / "c.tar.zst"), check=False)
         assert failed.returncode == 125
         assert failed.stderr.strip().splitlines() == [
-            f"ferry: error: cannot write {full / 'c.tar.zst'}: No space left on device (hint: the checkpoint is "
-            "kept: 'ferry container restore squeezed' brings the container back here)"]
+            f"ferry: error: cannot write {full / 'c.tar.zst'}: No space left on device (hint: free space on the "
+            f"filesystem of {full}; the checkpoint is kept: 'ferry container restore squeezed' brings the "
+            "container back here)"]
         assert os.listdir(full) == []   # no half-written archive
         host_a("container", "restore", "squeezed")
         wait_for(lambda: count(host_a, "squeezed") > before, "the restored counter to go on")

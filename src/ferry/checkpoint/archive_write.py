@@ -502,6 +502,12 @@ class ArchiveWriter:
         except OSError as exc:
             raise FerryError(f"cannot write {target}: {exc.strerror}") from None
 
+    @property
+    def temp_path(self) -> str | None:
+        """The file the archive grows in until commit() renames it (None for a
+        stream): a journal records it, so a killed checkpoint leaves no half."""
+        return self._temp
+
     def __enter__(self) -> "ArchiveWriter":
         return self
 

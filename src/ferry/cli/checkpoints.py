@@ -6,6 +6,7 @@ import contextlib
 import sys
 
 from ferry.cli import render
+from ferry.util import signals
 from ferry.cli.containers import Engine
 from ferry.util.errors import UsageError
 
@@ -64,6 +65,7 @@ def register(container_commands) -> None:
 
 def cmd_checkpoint(args) -> int:
     from ferry.engine.checkpoints import CheckpointOptions, Checkpoints
+    signals.install()   # SIGTERM and SIGHUP end a checkpoint as Ctrl-C does: cleanly
     if args.export and len(args.containers) > 1:
         raise UsageError("--export takes one container", hint="checkpoint the others separately")
     options = CheckpointOptions(export=args.export, leave_running=args.leave_running,
@@ -81,6 +83,7 @@ def cmd_checkpoint(args) -> int:
 
 def cmd_restore(args) -> int:
     from ferry.engine.checkpoints import Checkpoints, RestoreOptions
+    signals.install()
     if args.import_path and args.containers:
         raise UsageError("give either --import FILE or container names, not both")
     if not args.import_path and not args.containers:

@@ -11,6 +11,7 @@ import time
 
 from ferry.cli import render
 from ferry.engine.listing import EXITED, RUNNING
+from ferry.util import signals
 from ferry.util.errors import UsageError
 from ferry.util.timefmt import ago, duration, parse as parse_time
 
@@ -223,7 +224,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_cleanup(args) -> int:
-    Engine(args.root).containers.cleanup(args.container)
+    from ferry.util.locks import Busy
+    try:
+        # Run by the monitor at an exit: a command that holds the container
+        # (a stop waiting for this very exit) does the cleanup itself.
+        Engine(args.root).containers.cleanup(args.container, wait=0)
+    except Busy:
+        pass
     return 0
 
 
@@ -318,11 +325,13 @@ def _each(args, names, action) -> int:
 
 
 def cmd_stop(args) -> int:
+    signals.install()
     containers = Engine(args.root).containers
     return _each(args, args.containers, lambda n: containers.stop(n, timeout=args.time))
 
 
 def cmd_restart(args) -> int:
+    signals.install()
     containers = Engine(args.root).containers
     def restart(name):
         containers.stop(name, timeout=args.time)
@@ -331,6 +340,7 @@ def cmd_restart(args) -> int:
 
 
 def cmd_start(args) -> int:
+    signals.install()
     containers = Engine(args.root).containers
     return _each(args, args.containers, containers.start)
 
@@ -341,6 +351,7 @@ def cmd_kill(args) -> int:
 
 
 def cmd_rm(args) -> int:
+    signals.install()
     containers = Engine(args.root).containers
     return _each(args, args.containers, lambda n: containers.remove(n, force=args.force))
 

@@ -26,13 +26,17 @@ from ferry.checkpoint.archive_write import ArchiveWriter, WriteResult
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
+from ferry.engine import journal
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import memory_in_use
+from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
-from ferry.util.fs import atomic_write, memory_available, remove_tree, remove_tree_later, tmpfs_if_it_fits
+from ferry.util.fs import (atomic_write, fsync_dir, memory_available, mounts_under, remove_tree, remove_tree_later,
+                           tmpfs_if_it_fits)
+from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
 
@@ -49,8 +53,11 @@ LOG = "ctr.log"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 OPAQUE_MARKER = ".wh..wh..opq"
 
+log = get_logger("ferry.checkpoints")
+
 HINT_FORGED = "the archive is damaged or forged; do not restore from it"
 DISK_MARGIN = 256 << 20          # left free on a disk after staging or unpacking an archive
+IMPORT_PREFIX = "import-"        # a restore's staging dir under ROOT/tmp, named after its container
 
 Progress = Callable[[str, int, int], None]
 
@@ -168,16 +175,35 @@ class Checkpoints:
     # ---- checkpoint ---------------------------------------------------------
     def checkpoint(self, name_or_id: str, options: CheckpointOptions,
                    progress: Progress = _no_progress) -> CheckpointResult:
-        started = time.monotonic()
-        timer = Timer()
         compression = archive.compression_for(options.export, options.compress) if options.export else None
         if options.sign_key and not options.export:
             raise UsageError("--sign-key needs --export: only an archive carries a signature")
         signer = load_private_key(options.sign_key) if options.sign_key else None
         container = self.containers.get(name_or_id)
-        if container.state != RUNNING:
-            raise Conflict(f"cannot checkpoint container {container.name!r}: it is {container.state}",
-                           hint="only running containers can be checkpointed")
+        with self.containers.locked(container, "container checkpoint"):
+            container = self.containers.get(container.id)
+            if container.state != RUNNING:
+                raise Conflict(f"cannot checkpoint container {container.name!r}: it is {container.state}",
+                               hint="only running containers can be checkpointed")
+            directory = self.containers.dir(container.id)
+            entry = journal.begin(directory, journal.CHECKPOINT, leave_running=options.leave_running,
+                                  export=options.export)
+            try:
+                result = self._checkpoint_journaled(container, options, compression, signer, entry, progress)
+            except BaseException as failure:
+                # What the dump left is this command's to settle, as recovery
+                # would after a crash: the container runs, or its checkpoint stays.
+                journal.finish(directory)
+                kept = self._settle_failed_checkpoint(container)
+                if kept and isinstance(failure, FerryError):
+                    failure.hint = kept
+                raise
+            journal.finish(directory)
+            return result
+
+    def _checkpoint_journaled(self, container: Container, options: CheckpointOptions, compression: str | None,
+                              signer, entry: journal.Entry, progress: Progress) -> CheckpointResult:
+        started, timer = time.monotonic(), Timer()
         directory = self.containers.dir(container.id)
         images, work = os.path.join(directory, IMAGES), os.path.join(directory, WORK)
         for path in (images, work):
@@ -194,20 +220,32 @@ class Checkpoints:
             if options.export:
                 writer = ArchiveWriter(options.export, compression=compression,
                                        container=_archive_identity(container), signer=signer)
+                entry = journal.update(directory, entry, archive_temp=writer.temp_path)
                 writer.follow(images, IMAGES, _is_pages_image)   # compress while CRIU writes
-            progress("dump", 0, 1)
-            with timer.phase("runc_checkpoint"):
-                self.containers.runc.checkpoint(container.id, images=images, work=work,
-                                                leave_running=options.leave_running,
-                                                tcp_established=options.tcp_established)
-            progress("dump", 1, 1)
-            if not options.leave_running:
-                # The checkpoint is recorded before anything of the archive can
-                # fail: the container is gone, and its images must stay
-                # restorable. Once the monitor has the exit, the log is complete.
-                with timer.phase("exit"):
-                    self.containers.wait_exit_recorded(container)
-                self.containers.set_checkpointed(container.id, utc_now())
+            phases.reached("checkpoint:begun")
+            # A dump that has begun is not undone halfway: a signal waits
+            # until it is over and recorded.
+            with signals.deferred():
+                progress("dump", 0, 1)
+                with timer.phase("runc_checkpoint"):
+                    self.containers.runc.checkpoint(
+                        container.id, images=images, work=work, leave_running=options.leave_running,
+                        tcp_established=options.tcp_established,
+                        started=lambda pid: journal.update(directory, entry, tool_pid=pid))
+                progress("dump", 1, 1)
+                phases.reached("checkpoint:dumped")
+                if not options.leave_running:
+                    # The checkpoint is recorded before anything of the archive can
+                    # fail: the container is gone, and its images must stay
+                    # restorable. Once the monitor has the exit, the log is complete.
+                    with timer.phase("exit"):
+                        self.containers.wait_exit_recorded(container)
+                    if not writer or options.keep:
+                        with timer.phase("sync"):
+                            fsync_tree(images)   # a local checkpoint outlives a power cut
+                    self.containers.set_checkpointed(container.id, utc_now())
+                    journal.update(directory, entry, phase="dumped")
+                phases.reached("checkpoint:recorded")
             if writer:
                 with timer.phase("archive_follow"):
                     writer.stop_following(complete=True)
@@ -215,28 +253,18 @@ class Checkpoints:
             written = None
             if writer:
                 written = self._export(writer, container, options, timer, progress)
+                phases.reached("checkpoint:exported")
             if not options.leave_running:
                 with timer.phase("stop"):   # the monitor leaves the cleanup to this command
                     self.containers.wait_monitor(container)
                     self.containers.cleanup(container.id)
-                if options.export and not options.keep:
-                    remove_tree_later(images)
+            if options.export and not options.keep:
+                remove_tree_later(images)   # its memory, with -R too
+                if not options.leave_running:
                     self.containers.set_checkpointed(container.id, None)
-        except BaseException as failure:
+        except BaseException:
             if writer:
                 writer.abort()
-            current = self.containers.get(container.id)
-            if options.leave_running or current.state == RUNNING:
-                remove_tree(images)
-            elif isinstance(failure, FerryError) and current.checkpointed_at:
-                failure.hint = (f"the checkpoint is kept: 'ferry container restore {container.name}' "
-                                "brings the container back here")
-            if not options.leave_running:
-                # The monitor saw the marker and left the cleanup to this
-                # command, and a failed dump may have ended the container too.
-                self.containers.wait_monitor(container)
-                with contextlib.suppress(FerryError):
-                    self.containers.cleanup(container.id)
             raise
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -244,6 +272,35 @@ class Checkpoints:
         return CheckpointResult(container.id, container.name, options.export,
                                 written.size if written else 0, written.streamed if written else 0,
                                 time.monotonic() - started, timer.phases, criu_stats)
+
+    def _settle_failed_checkpoint(self, container: Container) -> str | None:
+        """After a failure or an interruption: the container runs on (the dump
+        failed, or -R), or it is gone and its complete dump is its local
+        checkpoint, kept on disk where it fits. What to tell the user of a kept
+        checkpoint, or None."""
+        from ferry.engine import recovery
+        directory = self.containers.dir(container.id)
+        images = os.path.join(directory, IMAGES)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(directory, CHECKPOINTING))
+        if self.containers.live_process(container):
+            recovery.thaw(container.id)
+            recovery.drop_network_lock(container.id)
+            remove_tree(images)
+            return None
+        current = self.containers.get(container.id, refresh=False)
+        kept = None
+        if os.path.exists(os.path.join(images, "inventory.img")):
+            if not current.checkpointed_at:
+                self.containers.set_checkpointed(container.id, utc_now())
+            kept = f"the checkpoint is kept: 'ferry container restore {container.name}' brings the container back here"
+            if not keep_on_disk(images):
+                kept += " (it is kept in memory, and will not outlive a reboot)"
+        # The monitor saw the marker and left the cleanup to this command.
+        self.containers.wait_monitor(container)
+        with contextlib.suppress(FerryError):
+            self.containers.cleanup(container.id)
+        return kept
 
     def _export(self, writer: ArchiveWriter, container: Container, options: CheckpointOptions,
                 timer: Timer, progress: Progress) -> WriteResult:
@@ -326,35 +383,57 @@ class Checkpoints:
     def _restore_in_place(self, name_or_id: str, options: RestoreOptions) -> RestoreResult:
         started, timer = time.monotonic(), Timer()
         container = self.containers.get(name_or_id)
-        directory = self.containers.dir(container.id)
-        images = os.path.join(directory, IMAGES)
-        if container.state == RUNNING:
-            raise Conflict(f"container {container.name!r} is running", hint="checkpoint it first")
-        if not container.checkpointed_at or not os.path.exists(os.path.join(images, "inventory.img")):
-            raise NotFound(f"container {container.name!r} has no local checkpoint",
-                           hint="checkpoint it without --export, or restore with --import FILE")
-        work = os.path.join(directory, WORK)
-        remove_tree(work)
-        os.makedirs(work, mode=0o700)
-        with timer.phase("runc_restore"):
-            self.containers.start(container.id, restore=RestoreFrom(images, work, options.tcp_established))
-        criu = _restore_stats(images, work)
-        self.containers.set_checkpointed(container.id, None)
-        remove_tree_later(images)
+        with self.containers.locked(container, "container restore"):
+            container = self.containers.get(container.id)
+            directory = self.containers.dir(container.id)
+            images = os.path.join(directory, IMAGES)
+            if container.state == RUNNING:
+                raise Conflict(f"container {container.name!r} is running", hint="checkpoint it first")
+            if not container.checkpointed_at:
+                raise NotFound(f"container {container.name!r} has no local checkpoint",
+                               hint="checkpoint it without --export, or restore with --import FILE")
+            if not os.path.exists(os.path.join(images, "inventory.img")):
+                raise NotFound(f"the local checkpoint of container {container.name!r} is gone: it was kept in "
+                               "memory, and the host has restarted since", hint="restore it from an archive")
+            work = os.path.join(directory, WORK)
+            remove_tree(work)
+            os.makedirs(work, mode=0o700)
+            journal.begin(directory, journal.RESTORE)
+            try:
+                phases.reached("restore:begun")
+                # Once CRIU restores, the container runs or the checkpoint stays: a signal waits.
+                with signals.deferred():
+                    with timer.phase("runc_restore"):
+                        self.containers.start(container.id,
+                                              restore=RestoreFrom(images, work, options.tcp_established))
+                    criu = _restore_stats(images, work)
+                    self.containers.set_checkpointed(container.id, None)
+                    remove_tree_later(images)
+            finally:
+                journal.finish(directory)
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
                              Authenticity.LOCAL)
 
     def _restore_import(self, options: RestoreOptions, progress: Progress) -> RestoreResult:
         """Everything the archive says is checked before anything is made; what
         it proposes about this host (bind mounts) needs the user's grant."""
-        started, timer = time.monotonic(), Timer()
         path = options.import_path
         _check_archive_path(path)
         name = ids.check_name(options.name) if options.name is not None else None
         restated = tuple(self.containers.check_volume(v) for v in options.volumes)
         verify_key = load_public_key(options.verify_key) if options.verify_key else None
+        container_id = ids.new_id()
+        # The container's lock from the start: `system prune` knows the staging
+        # dir, named after it, is in use while it is held.
+        with self.containers.lock_id(container_id, name or path, "container restore"):
+            return self._restore_import_locked(container_id, name, restated, verify_key, options, progress)
+
+    def _restore_import_locked(self, container_id: str, name: str | None, restated: tuple[VolumeSpec, ...],
+                               verify_key, options: RestoreOptions, progress: Progress) -> RestoreResult:
+        started, timer = time.monotonic(), Timer()
+        path = options.import_path
         os.makedirs(self.layout.tmp, mode=0o700, exist_ok=True)
-        scratch = os.path.join(self.layout.tmp, f"import-{ids.new_id()[:12]}")
+        scratch = os.path.join(self.layout.tmp, f"{IMPORT_PREFIX}{container_id}")
         staging = os.path.join(scratch, "archive")
         undo = Undo()
         try:
@@ -363,13 +442,16 @@ class Checkpoints:
                 os.mkdir(scratch, 0o700)
                 self._stage(scratch, path, head.size_bound)
                 contents = archive.read_archive(path, staging, progress=progress, verify_key=verify_key)
+            phases.reached("restore:staged")
             saved, deleted = _read_members(staging, contents)
             image = self._image_for(head.container, options)
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
             fresh = [v.source for v in config.named_volumes if not self.containers.volumes.exists(v.source)]
-            container = self._insert_restored(name or saved.name, image, config, options, undo)
+            container = self._insert_restored(name or saved.name, image, config, options, undo, container_id,
+                                              scratch)
             directory = self.containers.dir(container.id)
+            phases.reached("restore:created")
             with timer.phase("files"):
                 if os.path.exists(os.path.join(staging, LOG)):
                     shutil.move(os.path.join(staging, LOG), os.path.join(directory, LOG))
@@ -382,14 +464,19 @@ class Checkpoints:
             work = os.path.join(directory, WORK)
             os.makedirs(work, mode=0o700)
             images = os.path.join(staging, IMAGES)
-            with timer.phase("runc_restore"):
-                try:
-                    self.containers.start(container.id, restore=RestoreFrom(
-                        images, work, options.tcp_established, from_archive=True))
-                except FerryError as error:
-                    raise self._keep_log(error, work, container.name) from None
-            criu = _restore_stats(images, work)
-            undo.steps.clear()
+            phases.reached("restore:begun")
+            # Past here the container runs or the restore failed: a signal
+            # waits for which, and never undoes a container that runs.
+            with signals.deferred():
+                with timer.phase("runc_restore"):
+                    try:
+                        self.containers.start(container.id, restore=RestoreFrom(
+                            images, work, options.tcp_established, from_archive=True))
+                    except FerryError as error:
+                        raise self._keep_log(error, work, container.name) from None
+                criu = _restore_stats(images, work)
+                undo.steps.clear()
+                journal.finish(directory)
         except BaseException:
             undo.run()
             raise
@@ -425,11 +512,13 @@ class Checkpoints:
                              hint="free disk space, or restore with --ignore-rootfs/--ignore-volumes")
 
     def _insert_restored(self, name: str, image, config: ContainerConfig, options: RestoreOptions,
-                         undo: Undo) -> Container:
+                         undo: Undo, container_id: str, scratch: str) -> Container:
         attempt = Undo()
+        entry = dict(op=journal.RESTORE, from_archive=True, scratch=scratch)
         try:
             try:
-                container = self.containers.insert(name, image, config, attempt)
+                container = self.containers.insert(name, image, config, attempt, container_id=container_id,
+                                                   journal_entry=entry)
             except UsageError as refusal:   # the archive's address, not the user's command line
                 raise Conflict(refusal.message, hint="restore with --ignore-static-ip (and --ignore-static-mac) "
                                                      "to take a new address") from None
@@ -439,7 +528,8 @@ class Checkpoints:
                 # segment when the original still runs: --ignore-static-ip takes both.
                 if not (options.ignore_static_ip and config.mac and config.mac.lower() in clash.message.lower()):
                     raise _restore_hint(clash, config) from None
-                container = self.containers.insert(name, image, replace(config, mac=""), attempt)
+                container = self.containers.insert(name, image, replace(config, mac=""), attempt,
+                                                   container_id=container_id, journal_entry=entry)
         except BaseException:
             attempt.run()
             raise
@@ -725,3 +815,39 @@ def apply_tree_diff(tar_path: str, target: str, deleted: tuple[str, ...]) -> Non
     except OSError as exc:   # a full disk, or a name the filesystem refuses
         raise FerryError(f"cannot unpack {os.path.basename(tar_path)} into {target}: "
                          f"{exc.strerror or exc}") from None
+
+
+# ---- durability of local checkpoints ----------------------------------------
+
+def fsync_tree(directory: str) -> None:
+    """Every file of a checkpoint's images, and the directory, on disk: a
+    local checkpoint must outlive a crash or power cut, not only a reboot."""
+    for name in os.listdir(directory):
+        fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(directory)
+
+
+def keep_on_disk(images: str) -> bool:
+    """Move a checkpoint's images off their scratch tmpfs onto the disk of
+    the container's directory, so that it outlives a reboot; True when they
+    are on disk. A full disk leaves them in memory (False)."""
+    if not mounts_under(images):
+        return True
+    copy = images + ".disk"
+    remove_tree(copy)
+    try:
+        shutil.copytree(images, copy, copy_function=shutil.copy2)
+        os.chmod(copy, 0o700)
+        fsync_tree(copy)
+    except OSError as exc:
+        remove_tree(copy)
+        log.warning("the checkpoint in %s stays in memory: %s", images, exc.strerror or exc)
+        return False
+    remove_tree(images)   # unmounts the tmpfs first
+    os.rename(copy, images)
+    fsync_dir(os.path.dirname(images))
+    return True

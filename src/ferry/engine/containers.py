@@ -11,13 +11,14 @@ import contextlib
 import json
 import os
 import shlex
-import signal as signals
+import signal as posix_signals
 import sqlite3
 import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
 from ferry.engine.listing import CREATED, EXITED, RUNNING, has_exited, open_table, process_alive
 from ferry.engine.volumes import VolumeSpec, Volumes
@@ -29,7 +30,8 @@ from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import atomic_write, remove_tree
-from ferry.util.locks import file_lock
+from ferry.util import phases, signals
+from ferry.util.locks import Busy, owned_lock
 from ferry.util.timefmt import utc_now
 
 # Extra CRIU options runc passes on via the org.criu.config annotation:
@@ -50,6 +52,9 @@ CRIU_RESTORE_HOOK_SCRIPT = """#!/bin/sh
 exec {argv}
 """
 DEFAULT_STOP_TIMEOUT = 10
+# How long a command waits for another one working on the same container
+# before it refuses: a start or a stop takes about a second, a checkpoint more.
+LOCK_WAIT = 10.0
 EXIT_WAIT_POLL = 0.05
 UNKNOWN_EXIT = -1
 
@@ -181,8 +186,15 @@ class Containers:
     def dir(self, container_id: str) -> str:
         return self.layout.container_dir(container_id)
 
-    def _lock(self, container_id: str):
-        return file_lock(self.layout.lock(f"container-{container_id}"))
+    def locked(self, container: Container, verb: str, *, wait: float = LOCK_WAIT):
+        """The container's own lock, held by one command at a time (Busy,
+        naming the holder, after `wait` seconds); re-entrant."""
+        return self.lock_id(container.id, container.name, verb, wait=wait)
+
+    def lock_id(self, container_id: str, name: str, verb: str, *, wait: float = LOCK_WAIT):
+        """locked(), for a container that is still being made."""
+        return owned_lock(self.layout.lock(f"container-{container_id}"), f"ferry {verb}", wait=wait,
+                          busy_message=f"container {name!r} is busy")
 
     # ---- run / create ------------------------------------------------------
     def run(self, options: RunOptions) -> Container:
@@ -225,11 +237,18 @@ class Containers:
             undo.run()
             raise
 
-    def insert(self, name: str | None, image, draft: ContainerConfig, undo: Undo) -> Container:
+    def insert(self, name: str | None, image, draft: ContainerConfig, undo: Undo, *,
+               container_id: str | None = None, journal_entry: dict | None = None) -> Container:
         """Record a new container: its name, IP and MAC (as requested in `draft`,
-        or allocated when empty), volumes and directory. `undo` learns each step."""
-        container_id = ids.new_id()
+        or allocated when empty), volumes and directory. `undo` learns each step.
+        With `journal_entry`, its directory and journal come before its record,
+        so that no record is ever without them (a restore killed here is undone)."""
+        container_id = container_id or ids.new_id()
         name = name or _generated_name(container_id)
+        if journal_entry is not None:
+            os.makedirs(self.dir(container_id), mode=0o700)
+            undo.push(remove_tree, self.dir(container_id))
+            journal.begin(self.dir(container_id), **journal_entry)
         with self.db.write() as conn:
             if conn.execute("SELECT 1 FROM containers WHERE name = ?", (name,)).fetchone():
                 raise Conflict(f"the container name {name!r} is already in use",
@@ -249,8 +268,9 @@ class Containers:
                 self.volumes.create(volume.source)
                 undo.push(self.volumes.remove, volume.source, [])
         config = replace(draft, ip=ip, mac=mac, hostname=draft.hostname or container_id[:12])
-        os.makedirs(self.dir(container_id), mode=0o700)
-        undo.push(remove_tree, self.dir(container_id))
+        if journal_entry is None:
+            os.makedirs(self.dir(container_id), mode=0o700)
+            undo.push(remove_tree, self.dir(container_id))
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET config = ? WHERE id = ?", (config.to_json(), container_id))
         return self.get(container_id, refresh=False)
@@ -273,17 +293,35 @@ class Containers:
               restore: RestoreFrom | None = None) -> Container:
         """Start a container, or with `restore`, bring it back from CRIU images."""
         container = self.get(name_or_id)
-        if container.state == RUNNING:
-            if restore:
-                raise Conflict(f"container {container.name!r} is running", hint="stop or remove it first")
-            return container
-        with self._lock(container.id):
-            undo = Undo()
+        with self.locked(container, "restore" if restore else "start"):
+            container = self.get(container.id)   # as it is now that no one else changes it
+            if container.state == RUNNING:
+                if restore:
+                    raise Conflict(f"container {container.name!r} is running", hint="stop or remove it first")
+                return container
+            directory = self.dir(container.id)
+            own_journal = not journal.exists(directory)   # a restore writes its own
+            if own_journal:
+                journal.begin(directory, journal.START)
             try:
-                report = self._start_locked(container, undo, wait_attach, restore)
-            except BaseException:
-                undo.run()
-                raise
+                # Once the monitor runs, the container is either started or its
+                # start has failed: a signal waits to know which.
+                with signals.deferred():
+                    return self._start_journaled(container, wait_attach, restore)
+            finally:
+                if own_journal:
+                    journal.finish(directory)
+
+    def _start_journaled(self, container: Container, wait_attach: bool,
+                         restore: RestoreFrom | None) -> Container:
+        undo = Undo()
+        try:
+            phases.reached("start:begun")
+            report = self._start_locked(container, undo, wait_attach, restore)
+        except BaseException:
+            undo.run()
+            raise
+        phases.reached("start:launched")
         if restore is not None:
             # CRIU's hook connected already; a CRIU that ran no hook did not.
             self.networks.connect(container.id)
@@ -295,16 +333,37 @@ class Containers:
         # host) must not wait for neighbours' ARP caches to expire.
         with contextlib.suppress(FerryError):
             self.networks.announce(container.id, wait=False)
-        now = utc_now()
+        self.record_running(container.id, report["pid"])
+        return self.get(container.id, refresh=False)
+
+    def record_running(self, container_id: str, pid: int) -> None:
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET state = ?, pid = ?, started_at = ?, exit_code = NULL, "
-                         "finished_at = NULL WHERE id = ?", (RUNNING, report["pid"], now, container.id))
-        return self.get(container.id, refresh=False)
+                         "finished_at = NULL WHERE id = ?", (RUNNING, pid, utc_now(), container_id))
+
+    def live_process(self, container: Container) -> int | None:
+        """The pid of the container's process when runc says it runs and it
+        does, whatever ferry's record says (a command may have died before
+        it recorded the start)."""
+        state = self.runc.state(container.id)
+        if not state or state.get("status") not in ("running", "paused", "created"):
+            return None
+        pid = state.get("pid")
+        return pid if isinstance(pid, int) and process_alive(pid) else None
+
+    def monitor_alive(self, container: Container) -> bool:
+        return process_alive(_read_int(os.path.join(self.dir(container.id), "monitor.pid")))
 
     def _start_locked(self, container: Container, undo: Undo, wait_attach: bool,
                       restore: RestoreFrom | None) -> dict:
         config = container.config
         directory = self.dir(container.id)
+        live = self.live_process(container)
+        if live:
+            # `runc delete --force` below would kill it: a start never does.
+            raise Conflict(f"container {container.name!r} already runs (pid {live}), though ferry's "
+                           f"record says {container.state}",
+                           hint=f"stop it with 'ferry stop {container.name}' first")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(directory, "exit.json"))
         self.runc.delete(container.id)  # a stale runc state from a crash would block create
@@ -372,14 +431,24 @@ class Containers:
 
     # ---- stop / kill / cleanup ----------------------------------------------
     def kill(self, name_or_id: str, signal: str = "SIGKILL") -> Container:
-        container = self._running(name_or_id, "kill")
-        self.runc.kill(container.id, _signal_name(signal))
+        container = self.get(name_or_id)
+        with self.locked(container, "kill"):
+            container = self._running(container.id, "kill")
+            self.runc.kill(container.id, _signal_name(signal))
         return container
 
     def stop(self, name_or_id: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> Container:
         container = self.get(name_or_id)
-        if container.state != RUNNING:
-            return container
+        with self.locked(container, "stop"):
+            container = self.get(container.id)
+            live = self.live_process(container) if container.state != RUNNING else container.pid
+            if not live:
+                return container
+            if container.pid != live:   # running though the record says otherwise: stop it all the same
+                container = replace(container, pid=live)
+            return self._stop_locked(container, timeout)
+
+    def _stop_locked(self, container: Container, timeout: int) -> Container:
         with contextlib.suppress(FerryError):
             self.runc.kill(container.id, _signal_name(container.config.stop_signal))
         if not self._wait_exit(container, timeout):
@@ -406,10 +475,11 @@ class Containers:
         pid = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
         _poll(lambda: not process_alive(pid), timeout)
 
-    def cleanup(self, name_or_id: str) -> Container:
-        """Release what a stopped container holds while it runs; idempotent."""
+    def cleanup(self, name_or_id: str, *, wait: float = LOCK_WAIT) -> Container:
+        """Release what a stopped container holds while it runs; idempotent.
+        With wait=0 it leaves the work to a command that holds the lock (Busy)."""
         container = self.get(name_or_id, refresh=False)
-        with self._lock(container.id):
+        with self.locked(container, "cleanup", wait=wait):
             container = self.get(container.id, refresh=False)
             if container.state == RUNNING and not has_exited(self.dir(container.id), container.pid):
                 return container  # still running: nothing to clean
@@ -433,15 +503,22 @@ class Containers:
         return container
 
     def _refresh(self, container: Container) -> Container:
-        """Catch up with a container that exited while no ferry command watched."""
+        """Catch up with what happened while no ferry command watched: an
+        operation whose command died (its journal), or an exit. A command at
+        work on the container is left alone."""
+        if journal.exists(self.dir(container.id)):
+            from ferry.engine import recovery
+            container = recovery.recover(self, container)
         if container.state != RUNNING:
             return container
         if has_exited(self.dir(container.id), container.pid):
             self.wait_monitor(container, timeout=5)
             try:
-                return self.cleanup(container.id)
+                return self.cleanup(container.id, wait=0)
             except NotFound:  # removed meanwhile (--rm)
                 return replace(container, state=EXITED)
+            except Busy:
+                return container
         return container
 
     # ---- remove ------------------------------------------------------------
@@ -452,7 +529,7 @@ class Containers:
                 raise Conflict(f"container {container.name!r} is running",
                                hint="stop it first, or use 'ferry rm -f'")
             self.stop(container.id, timeout=0)
-        with self._lock(container.id):
+        with self.locked(container, "rm"):
             with contextlib.suppress(FerryError):
                 self.runc.delete(container.id)
             self.networks.unpublish(container.id)
@@ -476,7 +553,9 @@ class Containers:
 
     def exec_argv(self, name_or_id: str, command: list[str], *, tty: bool, env: list[str],
                   workdir: str | None, user: str | None) -> list[str]:
-        container = self._running(name_or_id, "exec into")
+        container = self.get(name_or_id)
+        with self.locked(container, "exec"):   # not while a checkpoint or a stop is at work
+            container = self._running(container.id, "exec into")
         if not command:
             raise UsageError("exec needs a command", hint="ferry exec CONTAINER COMMAND [ARG...]")
         env = list(_merge_env(container.config.env, tuple(env)))
@@ -547,7 +626,7 @@ def _signal_name(signal: str) -> str:
     text = signal.upper().removeprefix("SIG")
     if text.isdigit():
         return text
-    if not hasattr(signals, "SIG" + text):
+    if not hasattr(posix_signals, "SIG" + text):
         raise UsageError(f"unknown signal {signal!r}", hint="use a name like TERM or KILL, or a number")
     return text
 

@@ -10,6 +10,7 @@ import contextlib
 import glob
 import json
 import os
+import subprocess
 
 from ferry.host.criulog import quote_log
 from ferry.host import probes
@@ -59,21 +60,36 @@ class Runc:
         return argv + [container_id]
 
     def checkpoint(self, container_id: str, *, images: str, work: str, leave_running: bool,
-                   tcp_established: bool, timeout: float = CHECKPOINT_TIMEOUT) -> None:
-        """runc checkpoint; a failure quotes CRIU's dump.log and keeps it."""
+                   tcp_established: bool, timeout: float = CHECKPOINT_TIMEOUT,
+                   started=lambda _pid: None) -> None:
+        """runc checkpoint; a failure quotes CRIU's dump.log and keeps it.
+
+        runc runs in a session of its own, so that a terminal's Ctrl-C or
+        hang-up does not reach it (or CRIU) halfway through a dump; `started`
+        learns its pid, for a journal: it outlives a ferry that is killed."""
         log_path = os.path.join(work, "runc.log")
         argv = self.base(log_path) + ["checkpoint", "--image-path", images, "--work-path", work]
         if leave_running:
             argv.append("--leave-running")
         if tcp_established:
             argv.append("--tcp-established")
-        result = proc.run(argv + [container_id], desc=f"checkpoint of {container_id[:12]}",
-                          check=False, timeout=timeout)
-        if result.returncode != 0:
+        desc = f"checkpoint of {container_id[:12]}"
+        # Its output goes to a file, not a pipe: a pipe whose reader (a killed
+        # ferry) is gone would end runc with SIGPIPE in the middle of a dump.
+        output = os.path.join(work, "runc.out")
+        with open(output, "wb") as out:
+            runc = proc.spawn(argv + [container_id], desc=desc, stdout=out, stderr=out, new_session=True)
+        started(runc.pid)
+        try:
+            runc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            runc.kill()
+            runc.wait()
+            raise ToolError(desc, None, f"it did not end in {timeout} s") from None
+        if runc.returncode != 0:
             criu_log = os.path.join(work, "dump.log")
-            said = quote_log(criu_log) or quote_runc_log(log_path) or proc.tail(result.stderr)
-            raise ToolError(f"checkpoint of {container_id[:12]}", result.returncode, said,
-                            hint=f"CRIU's log is kept at {criu_log}", log_path=criu_log)
+            said = quote_log(criu_log) or quote_runc_log(log_path) or proc.tail(_read_text(output))
+            raise ToolError(desc, runc.returncode, said, hint=f"CRIU's log is kept at {criu_log}", log_path=criu_log)
 
     def start(self, container_id: str) -> None:
         proc.run(self.base() + ["start", container_id], desc=f"runc start {container_id[:12]}")
@@ -130,6 +146,14 @@ def memory_in_use(container_id: str) -> int | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def _read_text(path: str, limit: int = 64 << 10) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def kill_container_cgroups(container_id: str, timeout: float = 5.0) -> None:

@@ -1,0 +1,76 @@
+"""The journal of an operation in flight on a container: one record, written
+(and fsynced) in the container's directory before the first step that cannot
+simply be forgotten, updated as the operation passes its points of no
+return, and removed when it is done.
+
+A command that holds the container's lock owns its journal; a journal whose
+lock is free belongs to a command that died (the kernel drops a flock with
+its process), and engine/recovery.py finishes or undoes what it records."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+from ferry.util.fs import atomic_write
+from ferry.util.timefmt import utc_now
+
+JOURNAL = "journal.json"
+CHECKPOINT, RESTORE, START = "checkpoint", "restore", "start"
+MAX_JOURNAL = 64 << 10
+
+
+@dataclass(frozen=True)
+class Entry:
+    op: str                          # checkpoint | restore | start
+    pid: int                         # the ferry command that wrote it
+    started: str
+    phase: str = "begun"             # checkpoint: begun, dumped; restore/start: begun, launched
+    tool_pid: int | None = None      # runc checkpoint, which outlives ferry in its own session
+    leave_running: bool = False      # checkpoint -R
+    export: str | None = None        # checkpoint --export: the archive's path
+    archive_temp: str | None = None  # ... and its temp file, removed if the export never ended
+    from_archive: bool = False       # restore --import: the container is this restore's own
+    scratch: str | None = None       # restore --import: the staging dir
+
+
+def begin(directory: str, op: str, **details) -> Entry:
+    entry = Entry(op=op, pid=os.getpid(), started=utc_now(), **details)
+    _write(directory, entry)
+    return entry
+
+
+def update(directory: str, entry: Entry, **changes) -> Entry:
+    entry = replace(entry, **changes)
+    _write(directory, entry)
+    return entry
+
+
+def _write(directory: str, entry: Entry) -> None:
+    atomic_write(os.path.join(directory, JOURNAL), json.dumps(asdict(entry)), mode=0o600)
+
+
+def read(directory: str) -> Entry | None:
+    """The record, or None; one ferry cannot read (damaged, from another
+    version) is treated as an interrupted start, the most careful reading."""
+    path = os.path.join(directory, JOURNAL)
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read(MAX_JOURNAL))
+        known = {f.name for f in fields(Entry)}
+        return Entry(**{k: v for k, v in data.items() if k in known})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        return Entry(op=START, pid=0, started="")
+
+
+def exists(directory: str) -> bool:
+    return os.path.exists(os.path.join(directory, JOURNAL))
+
+
+def finish(directory: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, JOURNAL))

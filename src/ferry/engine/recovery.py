@@ -1,0 +1,195 @@
+"""Finish or undo an operation whose command died (SIGKILL, a crash, a reboot).
+
+A journal (engine/journal.py) whose container lock is free belongs to a dead
+command. The next command that looks at the container, or `system prune`,
+brings it to one of two states, and never to a third:
+- running, with its record saying so (a start or restore that got that far,
+  or a dump that failed or left the container running), or
+- exited with a complete local checkpoint that `ferry container restore NAME`
+  brings back (a dump that completed, wherever the command died after it).
+A restore from an archive that did not get the container running is undone
+entirely: the archive is still there to restore from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+
+from ferry.engine import journal
+from ferry.engine.listing import process_alive
+from ferry.runtime.launch import CHECKPOINTING, REPORT_TIMEOUT
+from ferry.runtime.runc import CGROUP_PARENT, kill_container_cgroups
+from ferry.util import proc
+from ferry.util.errors import FerryError, NotFound
+from ferry.util.fs import remove_tree, remove_tree_later
+from ferry.util.locks import Busy
+from ferry.util.log import get_logger
+from ferry.util.timefmt import utc_now
+
+log = get_logger("ferry.recovery")
+
+TOOL_WAIT = 1800.0     # a runc checkpoint that outlived its ferry: as long as a dump may take
+POLL = 0.05
+
+
+def recover(containers, container):
+    """The container once its interrupted operation is finished or undone;
+    as it is when another command is at work on it. NotFound when the undo
+    removed it (a restore from an archive that never ran)."""
+    directory = containers.dir(container.id)
+    entry = journal.read(directory)
+    if entry is None or entry.pid == os.getpid():
+        return container   # nothing to do, or this command's own operation
+    try:
+        with containers.locked(container, "recovery", wait=0):
+            entry = journal.read(directory)
+            if entry is not None and entry.pid != os.getpid():
+                log.warning("finishing the %s of %s that pid %s left in phase %s",
+                            entry.op, container.name, entry.pid, entry.phase)
+                if entry.op == journal.CHECKPOINT:
+                    _checkpoint(containers, containers.get(container.id, refresh=False), entry)
+                else:
+                    _start(containers, containers.get(container.id, refresh=False), entry)
+                journal.finish(directory)
+    except Busy:
+        return container
+    return containers.get(container.id, refresh=False)
+
+
+# ---- a checkpoint ------------------------------------------------------------
+
+def _checkpoint(containers, container, entry: journal.Entry) -> None:
+    from ferry.engine.checkpoints import IMAGES, keep_on_disk
+    directory = containers.dir(container.id)
+    images = os.path.join(directory, IMAGES)
+    _wait_for_tool(entry.tool_pid, container.id)
+    if entry.archive_temp:   # an archive is only complete once renamed from its temp file
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.archive_temp)
+    if containers.live_process(container):
+        # The dump failed, or it was -R: the container runs on. CRIU's own
+        # clean-up did not happen if CRIU was killed too.
+        thaw(container.id)
+        drop_network_lock(container.id)
+        if not container.checkpointed_at:
+            remove_tree(images)
+    elif os.path.exists(os.path.join(images, "inventory.img")):
+        # CRIU writes the inventory after everything else it dumps, and kills
+        # the tasks only after a successful dump: this one is complete.
+        if not container.checkpointed_at:
+            containers.set_checkpointed(container.id, utc_now())
+        keep_on_disk(images)
+    else:
+        remove_tree(images)   # the container ended without a complete dump: nothing to keep
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, CHECKPOINTING))
+    if not containers.live_process(container):
+        containers.wait_monitor(container, timeout=5)
+        containers.cleanup(container.id)
+
+
+def _wait_for_tool(pid: int | None, container_id: str) -> None:
+    """A runc checkpoint runs in a session of its own and outlives the ferry
+    that started it: its dump is over only when it has ended."""
+    if not pid:
+        return
+    deadline = time.monotonic() + TOOL_WAIT
+    while _is_runc_of(pid, container_id) and time.monotonic() < deadline:
+        time.sleep(POLL)
+
+
+def _is_runc_of(pid: int, container_id: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read()
+    except OSError:
+        return False
+    return process_alive(pid) and b"runc" in command and container_id.encode() in command
+
+
+def thaw(container_id: str) -> None:
+    """A container frozen by a CRIU that was killed mid-dump stays frozen."""
+    for state in (f"/sys/fs/cgroup/freezer/{CGROUP_PARENT}/{container_id}/freezer.state",):
+        with contextlib.suppress(OSError):
+            with open(state) as f:
+                frozen = f.read().strip() != "THAWED"
+            if frozen:
+                with open(state, "w") as f:
+                    f.write("THAWED")
+    with contextlib.suppress(OSError), open(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}/{container_id}/cgroup.freeze",
+                                            "w") as f:
+        f.write("0")
+
+
+def drop_network_lock(container_id: str) -> None:
+    """CRIU's nftables network lock (tables named CRIU-*), in the container's
+    netns, outlives a CRIU killed mid-dump and cuts the container off."""
+    from ferry.network import link
+    netns = link.netns_name(container_id)
+    if not link.netns_exists(netns):
+        return
+    listed = proc.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "tables"],
+                      desc="list the container's nftables tables", check=False)
+    if listed.returncode != 0:
+        return
+    try:
+        items = json.loads(listed.stdout).get("nftables", [])
+    except ValueError:
+        return
+    for item in items:
+        table = item.get("table") if isinstance(item, dict) else None
+        if isinstance(table, dict) and str(table.get("name", "")).startswith("CRIU"):
+            proc.run(["ip", "netns", "exec", netns, "nft", "delete", "table", str(table.get("family")),
+                      str(table["name"])], desc="delete CRIU's network lock", check=False)
+
+
+# ---- a start or a restore ----------------------------------------------------
+
+def _start(containers, container, entry: journal.Entry) -> None:
+    from ferry.engine.checkpoints import IMAGES
+    directory = containers.dir(container.id)
+    _wait_for_verdict(containers, container)
+    live = containers.live_process(container)
+    if live and containers.monitor_alive(container):
+        containers.record_running(container.id, live)
+        with contextlib.suppress(FerryError):
+            containers.networks.connect(container.id)   # CRIU's hook may not have run
+        if entry.op == journal.RESTORE and not entry.from_archive:
+            containers.set_checkpointed(container.id, None)
+            remove_tree_later(os.path.join(directory, IMAGES))
+        _drop_scratch(entry)
+        return
+    # Not running, or running without the monitor that owns its output and
+    # records its exit: what was started goes, and what was before stays
+    # (a local checkpoint, or the archive a restore came from).
+    if live:
+        log.warning("container %s runs without its monitor; stopping it", container.name)
+    with contextlib.suppress(FerryError, OSError):
+        containers.runc.delete(container.id)
+    kill_container_cgroups(container.id)
+    _drop_scratch(entry)
+    if entry.from_archive:
+        with contextlib.suppress(NotFound):
+            containers.remove(container.id, force=True)
+        return
+    containers.cleanup(container.id)
+
+
+def _wait_for_verdict(containers, container) -> None:
+    """A monitor that the dead command started may still be bringing the
+    container up (runc restore of many GiB): wait until it runs or gave up."""
+    pid_file = os.path.join(containers.dir(container.id), "container.pid")
+    deadline = time.monotonic() + REPORT_TIMEOUT
+    while containers.monitor_alive(container) and time.monotonic() < deadline:
+        if os.path.exists(pid_file) and containers.live_process(container):
+            return
+        time.sleep(POLL)
+
+
+def _drop_scratch(entry: journal.Entry) -> None:
+    if entry.scratch:
+        with contextlib.suppress(FerryError, OSError):
+            remove_tree_later(entry.scratch)
