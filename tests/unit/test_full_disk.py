@@ -485,3 +485,30 @@ def test_the_reserve_is_kept_and_a_full_disk_keeps_none(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "posix_fallocate", no_room)
     monitor.reserve(str(path))
     assert not path.exists()
+
+
+def test_ps_on_a_full_disk_after_an_upgrade_that_adds_a_column(tmp_path, monkeypatch, full):
+    """A newer ferry adds a column on first use; a full disk refuses that write,
+    and `ps` lists from the columns the table has."""
+    from ferry.engine import listing as listing_module
+    layout = Layout.at(str(tmp_path / "root"))
+    db = Database(layout.database)
+    Listing(layout, db, FakeEngine())
+    alive = add(layout, db, "alive", RUNNING, os.getpid(), "2026-01-01T00:00:01.000000000Z")
+    db.close()
+    no_shared_memory(monkeypatch)
+    no_room_to_grow(monkeypatch)
+    monkeypatch.setattr(listing_module, "ADDED_COLUMNS", {**listing_module.ADDED_COLUMNS, "newer": "TEXT"})
+    upgraded = Database(layout.database)
+    assert [c.id for c in Listing(layout, upgraded, FakeEngine()).containers()] == [alive]
+    upgraded.close()
+
+
+def test_ps_of_a_new_root_on_a_full_disk_says_so(tmp_path, monkeypatch, full):
+    layout = Layout.at(str(tmp_path / "root"))
+    sqlite3.connect(Database(layout.database).path).close()   # an empty database file
+    no_room_to_grow(monkeypatch)
+    db = Database(layout.database)
+    with pytest.raises(DiskFull, match="cannot update ferry's state"):
+        Listing(layout, db, FakeEngine())
+    db.close()

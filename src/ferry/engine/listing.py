@@ -12,7 +12,7 @@ import json
 import os
 from collections import namedtuple
 
-from ferry.util.errors import FerryError, NotFound
+from ferry.util.errors import DiskFull, FerryError, NotFound
 
 DDL = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -92,7 +92,13 @@ class Listing:
         self.layout = layout
         self.db = db
         self.engine = engine  # its Containers service loads only for a catch-up
-        open_table(db)
+        try:
+            open_table(db)
+        except DiskFull:
+            # An upgrade (a new column, index or table) that a full disk refuses:
+            # `ps` reads the columns it has.
+            if not db.read().execute("SELECT 1 FROM sqlite_master WHERE name = 'containers'").fetchone():
+                raise
 
     def containers(self, *, all_states: bool = False) -> list[ContainerSummary]:
         """Containers in creation order; without `all_states`, only running ones."""
