@@ -512,3 +512,38 @@ def test_ps_of_a_new_root_on_a_full_disk_says_so(tmp_path, monkeypatch, full):
     with pytest.raises(DiskFull, match="cannot update ferry's state"):
         Listing(layout, db, FakeEngine())
     db.close()
+
+
+def test_reads_work_where_not_even_an_empty_wal_file_can_be_made(database, monkeypatch, full):
+    """No inodes left: SQLite cannot create the WAL file even for an exclusive
+    read; with none there, the database file holds every commit."""
+    database.close()
+    assert not os.path.exists(database.path + "-wal")
+
+    def open_(self, *, exclusive=False):
+        raise sqlite_error(14, "SQLITE_CANTOPEN", "unable to open database file")
+    monkeypatch.setattr(Database, "_open", open_)
+    reader = Database(database.path)
+    assert [r["name"] for r in reader.read().execute("SELECT name FROM things")] == ["kept"]
+    with pytest.raises(DiskFull, match="cannot update ferry's state"):
+        with reader.write():
+            pass
+    reader.close()
+
+
+def test_without_inodes_or_wal_file_a_read_fails_in_one_line_if_a_wal_exists(database, monkeypatch, full):
+    """A WAL file may hold commits the database file lacks: not read around it."""
+    database.close()
+    open(database.path + "-wal", "wb").close()
+
+    def open_(self, *, exclusive=False):
+        raise sqlite_error(14, "SQLITE_CANTOPEN", "unable to open database file")
+    monkeypatch.setattr(Database, "_open", open_)
+    with pytest.raises(DiskFull, match="cannot read ferry's state"):
+        Database(database.path).read()
+
+
+def test_the_hint_says_when_inodes_ran_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "statvfs", lambda path: StatVfs(4096, 4096, 16384, 8000, 8000, 100, 0))
+    assert space.space_hint(str(tmp_path)).startswith("delete files on the filesystem of ")
+    assert space.space_hint(str(tmp_path)).endswith(", which has no inodes left")

@@ -150,7 +150,7 @@ class Database:
         SQLite's shared memory. The exclusive lock it is copied under is held
         for the copy alone (a few ms), since it keeps every other ferry out."""
         try:
-            source = self._open(exclusive=True)
+            source = self._open_source()
             try:
                 memory = sqlite3.connect(":memory:", isolation_level=None, factory=Connection)
                 source.backup(memory)
@@ -165,6 +165,19 @@ class Database:
         self._local.snapshot = memory
         self._local.snapshot_until = time.monotonic() + SNAPSHOT_SECONDS
         return memory
+
+    def _open_source(self) -> sqlite3.Connection:
+        """The database to copy: exclusively, or, where not even an empty WAL
+        file can be made (no inodes left) and none exists, the file alone,
+        which then holds every commit (the last connection's close wrote the
+        WAL back and removed it)."""
+        try:
+            return self._open(exclusive=True)
+        except sqlite3.Error:
+            if os.path.exists(self.path + "-wal"):
+                raise
+        quoted = self.path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+        return sqlite3.connect(f"file:{quoted}?mode=ro&immutable=1", uri=True, isolation_level=None)
 
     def _drop_snapshot(self) -> None:
         snapshot = getattr(self._local, "snapshot", None)

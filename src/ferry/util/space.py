@@ -80,5 +80,19 @@ def space_hint(place: str, code: int = errno.ENOSPC) -> str:
     (and where it is mounted, when that is elsewhere)."""
     mount = mount_point(place)
     where = place if mount == os.path.realpath(place) else f"{place} (mounted at {mount})"
-    action = "free space, or raise the quota, on" if code == errno.EDQUOT else "free space on"
+    if code == errno.EDQUOT:
+        action = "free space, or raise the quota, on"
+    elif _no_inodes(place):
+        action = "delete files on"
+        where += ", which has no inodes left"
+    else:
+        action = "free space on"
     return f"{action} the filesystem of {where}"
+
+
+def _no_inodes(path: str) -> bool:
+    try:
+        info = os.statvfs(_existing(path))
+    except OSError:
+        return False
+    return bool(info.f_files) and not info.f_ffree
