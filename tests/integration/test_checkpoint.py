@@ -193,7 +193,8 @@ def test_large_memory_is_compressed_while_criu_writes_it(host_a, redis_image, wo
     host_a.seen.add(stats["container_statistics"][0]["Id"])
     assert stats["container_statistics"][0]["criu_statistics"]["pages_restored"] > (32 << 20) // 4096
     assert _scratch_mounts(host_a.root) == []
-    assert os.listdir(os.path.join(host_a.root, "tmp")) == []
+    tmp = os.path.join(host_a.root, "tmp")
+    assert not os.path.isdir(tmp) or os.listdir(tmp) == []
     client = wait_for(lambda: _connect(ip, 6379), "restored redis")
     assert client.command("DBSIZE") == 600000
     assert client.command("GET", "key:599999") == "value:599999"

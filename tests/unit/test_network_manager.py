@@ -146,3 +146,15 @@ def test_attach_and_publish_need_a_reservation(tmp_path, tools, registry):
         a.attach(CONTAINER_A)
     with pytest.raises(NotFound, match="has no network address"):
         a.publish(CONTAINER_A, [])
+
+
+def test_a_bridge_record_no_live_root_holds_frees_its_subnet(tmp_path, tools, registry):
+    """A create that failed after registering (a full /run), or a root deleted
+    with its networks, once left a bridge's subnet taken by no one."""
+    from ferry.network.registry import BridgeShape
+    registry.register("ferry7", BridgeShape("10.97.0.0/16", "10.97.0.1"), str(tmp_path / "gone"))
+    assert "ferry7" in registry.bridges()
+    a = manager(tmp_path, "a", registry)
+    created = a.create("blue", "10.97.0.0/24")
+    assert created.subnet == "10.97.0.0/24"
+    assert "ferry7" not in registry.bridges()

@@ -127,8 +127,8 @@ def _open_input(path: str, name: str) -> tuple[int, os.stat_result]:
     return fd, info
 
 
-def _input(source_dir: str, name: str) -> _Input:
-    path = os.path.join(source_dir, name)
+def _input(source_dir: str, name: str, path: str | None = None) -> _Input:
+    path = path or os.path.join(source_dir, name)
     fd, info = _open_input(path, name)
     os.close(fd)
     return _Input(name, path, info.st_size)
@@ -592,10 +592,12 @@ class ArchiveWriter:
         self._streamed.append(_Streamed(Checksum(name, size, digest), path, identity))
 
     # -- completing --
-    def commit(self, source_dir: str, names: list[str], progress: Progress | None = None) -> WriteResult:
+    def commit(self, source_dir: str, names: list[str], progress: Progress | None = None, *,
+               paths: dict[str, str] | None = None) -> WriteResult:
         """Add the complete files `names` (relative to source_dir, in this
-        order; those already streamed are skipped), then the trailer and the
-        signature; for a path, fsync and rename into place."""
+        order; those already streamed are skipped; `paths` may name another
+        file for a member), then the trailer and the signature; for a path,
+        fsync and rename into place."""
         if self._fd < 0:
             raise RuntimeError("the archive writer has ended")
         self.stop_following(complete=True)
@@ -608,7 +610,7 @@ class ArchiveWriter:
         if len(set(names)) != len(names):
             raise ValueError("a name is given twice")
         done = {item.member.name for item in self._streamed}
-        inputs = [_input(source_dir, name) for name in names if name not in done]
+        inputs = [_input(source_dir, name, (paths or {}).get(name)) for name in names if name not in done]
         if len(done) + len(inputs) > MAX_MEMBERS:
             raise FerryError(f"cannot write {self._name}: more than {MAX_MEMBERS} members")
         reporter = _Reporter(progress, "write", sum(i.size for i in inputs))

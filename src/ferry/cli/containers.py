@@ -258,7 +258,10 @@ def _status(c: ContainerSummary) -> str:
         seconds = int(time.time() - parse_time(c.started_at).timestamp())
         return f"Up {duration(seconds)}"
     if c.state == EXITED:
-        return f"Exited ({c.exit_code}) {ago(c.finished_at)}" if c.finished_at else f"Exited ({c.exit_code})"
+        text = f"Exited ({c.exit_code}) {ago(c.finished_at)}" if c.finished_at else f"Exited ({c.exit_code})"
+        if c.checkpointed_at:   # `ferry container restore NAME` brings it back
+            text += " (checkpointed)"
+        return text
     return "Created"
 
 
@@ -398,7 +401,12 @@ def inspect_container(engine: Engine, c: Container) -> dict:
         "Id": c.id, "Created": c.created_at, "Path": config.args[0], "Args": list(config.args[1:]),
         "State": {"Status": c.state, "Running": running, "Pid": c.pid or 0,
                   "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or "",
-                  "FinishedAt": c.finished_at or ""},
+                  "FinishedAt": c.finished_at or "",
+                  # podman's names: whether `ferry container restore NAME` brings it back
+                  "Checkpointed": bool(c.checkpointed_at), "CheckpointedAt": c.checkpointed_at or NEVER,
+                  "CheckpointPath": engine.containers.checkpoint_path(c) if c.checkpointed_at else "",
+                  "CheckpointInMemory": bool(c.checkpointed_at) and engine.containers.checkpoint_in_memory(c),
+                  "Restored": bool(c.restored_at), "RestoredAt": c.restored_at or NEVER},
         "Image": c.image_id, "ImageName": config.image, "ImageDigest": config.image_digest,
         "Name": c.name, "Mounts": mounts,
         "Config": {"Hostname": config.hostname, "Env": list(config.env), "Cmd": list(config.command),
@@ -412,6 +420,8 @@ def inspect_container(engine: Engine, c: Container) -> dict:
                                  for m in mounts]},
     }
 
+
+NEVER = "0001-01-01T00:00:00Z"   # podman's zero time
 
 TEMPLATE_FIELD = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+)\s*\}\}")
 

@@ -27,7 +27,7 @@ from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_sta
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
 from ferry.engine import journal
-from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
+from ferry.engine.containers import CHECKPOINT_IMAGES, RUNNING, Container, Containers, RestoreFrom, Undo
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.runtime.launch import CHECKPOINTING
@@ -36,11 +36,12 @@ from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import (atomic_write, fsync_dir, memory_available, mounts_under, remove_tree, remove_tree_later,
                            tmpfs_if_it_fits)
+from ferry.util.locks import is_locked
 from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
 
-IMAGES = "checkpoint"            # CRIU images, inside the container dir and the archive
+IMAGES = CHECKPOINT_IMAGES        # CRIU images, inside the container dir and the archive
 WORK = "checkpoint-work"         # CRIU's work dir (logs), never archived
 CONFIG_DUMP = "config.dump"
 SPEC_DUMP = "spec.dump"
@@ -290,7 +291,7 @@ class Checkpoints:
             return None
         current = self.containers.get(container.id, refresh=False)
         kept = None
-        if os.path.exists(os.path.join(images, "inventory.img")):
+        if recovery.dump_completed(images, os.path.join(directory, WORK)):
             if not current.checkpointed_at:
                 self.containers.set_checkpointed(container.id, utc_now())
             kept = f"the checkpoint is kept: 'ferry container restore {container.name}' brings the container back here"
@@ -318,10 +319,15 @@ class Checkpoints:
             images = os.path.join(directory, IMAGES)
             names += sorted(os.path.join(IMAGES, n) for n in os.listdir(images)
                             if stat.S_ISREG(os.lstat(os.path.join(images, n)).st_mode))
+            paths = {}
             if os.path.exists(os.path.join(directory, LOG)):
                 names.append(LOG)
+                if options.leave_running:   # the monitor goes on writing it: archive it as it is now
+                    paths[LOG] = os.path.join(directory, f".{LOG}.archived")
+                    shutil.copyfile(os.path.join(directory, LOG), paths[LOG])
+                    staged.append(paths[LOG])
             with timer.phase("archive_write"):
-                return writer.commit(directory, names, progress=progress)
+                return writer.commit(directory, names, progress=progress, paths=paths)
         finally:
             for path in staged:
                 with contextlib.suppress(FileNotFoundError):
@@ -422,9 +428,10 @@ class Checkpoints:
         name = ids.check_name(options.name) if options.name is not None else None
         restated = tuple(self.containers.check_volume(v) for v in options.volumes)
         verify_key = load_public_key(options.verify_key) if options.verify_key else None
+        self.sweep_stale_imports()
         container_id = ids.new_id()
-        # The container's lock from the start: `system prune` knows the staging
-        # dir, named after it, is in use while it is held.
+        # The container's lock from the start: the staging dir, named after it,
+        # is in use while it is held (sweep_stale_imports).
         with self.containers.lock_id(container_id, name or path, "container restore"):
             return self._restore_import_locked(container_id, name, restated, verify_key, options, progress)
 
@@ -432,14 +439,13 @@ class Checkpoints:
                                verify_key, options: RestoreOptions, progress: Progress) -> RestoreResult:
         started, timer = time.monotonic(), Timer()
         path = options.import_path
-        os.makedirs(self.layout.tmp, mode=0o700, exist_ok=True)
         scratch = os.path.join(self.layout.tmp, f"{IMPORT_PREFIX}{container_id}")
         staging = os.path.join(scratch, "archive")
         undo = Undo()
         try:
             with timer.phase("archive_read"):
                 head = archive.read_manifest(path)
-                os.mkdir(scratch, 0o700)
+                os.makedirs(scratch, 0o700)
                 self._stage(scratch, path, head.size_bound)
                 contents = archive.read_archive(path, staging, progress=progress, verify_key=verify_key)
             phases.reached("restore:staged")
@@ -482,8 +488,25 @@ class Checkpoints:
             raise
         finally:
             remove_tree_later(scratch)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.layout.tmp)   # only when nothing else is in it
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
                              _authenticity(contents), granted)
+
+    def sweep_stale_imports(self) -> list[str]:
+        """Remove the staging dirs (and their tmpfs) of restores whose command
+        died before it made a container: no one else will."""
+        removed = []
+        if not os.path.isdir(self.layout.tmp):
+            return removed
+        for entry in os.listdir(self.layout.tmp):
+            container_id = entry[len(IMPORT_PREFIX):]
+            if not entry.startswith(IMPORT_PREFIX) or not ids.is_id(container_id):
+                continue
+            if not is_locked(self.layout.lock(f"container-{container_id}")):
+                remove_tree(os.path.join(self.layout.tmp, entry))
+                removed.append(f"staging dir {entry}")
+        return removed
 
     def _stage(self, scratch: str, path: str, need: int) -> None:
         """Room for the archive's members, sized from what it declares, and
@@ -491,7 +514,7 @@ class Checkpoints:
         if tmpfs_if_it_fits(scratch, need, exact=True):   # CRIU reads the images once; they need not reach the disk
             return
         free = _disk_free(scratch)
-        if need + need // 10 + DISK_MARGIN > free:
+        if need + need // 10 + _margin(scratch) > free:
             raise FerryError(f"cannot restore {path}: its members take {_size(need)}, more than this host "
                              f"can stage ({_size(memory_available())} of memory and {_size(free)} of disk "
                              f"free under {self.layout.tmp}, less a margin)",
@@ -506,7 +529,7 @@ class Checkpoints:
                    if os.path.exists(os.path.join(staging, n)))
         os.makedirs(self.layout.containers, mode=0o700, exist_ok=True)
         free = _disk_free(self.layout.containers)
-        if need and need + need // 10 + DISK_MARGIN > free:
+        if need and need + need // 10 + _margin(self.layout.containers) > free:
             raise FerryError(f"cannot restore: the archive's files take {_size(need)}, and {_size(free)} "
                              f"of disk is free under {self.layout.containers}, less a margin",
                              hint="free disk space, or restore with --ignore-rootfs/--ignore-volumes")
@@ -697,6 +720,13 @@ def _parse_member(staging: str, name: str, parse):
 
 def _authenticity(contents) -> str:
     return Authenticity.VERIFIED if getattr(contents, "verified", False) else Authenticity.UNVERIFIED
+
+
+def _margin(path: str) -> int:
+    """Room left free after staging or unpacking: DISK_MARGIN, or a twentieth
+    of a small filesystem (a 64 MiB root must still take a small archive)."""
+    info = os.statvfs(path)
+    return min(DISK_MARGIN, info.f_blocks * info.f_frsize // 20)
 
 
 def _disk_free(path: str) -> int:

@@ -20,7 +20,8 @@ from typing import Iterator
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
-from ferry.engine.listing import CREATED, EXITED, RUNNING, has_exited, open_table, process_alive
+from ferry.engine.listing import CREATED, EXITED, RUNNING, has_exited, observed_exit, open_table, process_alive
+from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
 from ferry.runtime.launch import CHECKPOINTING
@@ -51,7 +52,10 @@ CRIU_RESTORE_HOOK_SCRIPT = """#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0
 exec {argv}
 """
+log = get_logger("ferry.containers")
+
 DEFAULT_STOP_TIMEOUT = 10
+CHECKPOINT_IMAGES = "checkpoint"   # a local checkpoint's CRIU images, in the container's dir
 # How long a command waits for another one working on the same container
 # before it refuses: a start or a stop takes about a second, a checkpoint more.
 LOCK_WAIT = 10.0
@@ -101,6 +105,7 @@ class Container:
     started_at: str | None
     finished_at: str | None
     checkpointed_at: str | None = None
+    restored_at: str | None = None    # when it last came back from a checkpoint
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Container":
@@ -109,9 +114,11 @@ class Container:
         except ValueError as exc:
             raise FerryError(f"the record of container {row['name']!r} is damaged: {exc}",
                              hint=f"remove it with 'ferry rm -f {row['id'][:12]}'") from None
+        added = row.keys()   # columns an upgrade adds may be missing while the disk is full
         return cls(row["id"], row["name"], row["image_id"], config, row["state"], row["pid"],
                    row["exit_code"], row["created_at"], row["started_at"], row["finished_at"],
-                   row["checkpointed_at"])
+                   row["checkpointed_at"] if "checkpointed_at" in added else None,
+                   row["restored_at"] if "restored_at" in added else None)
 
 
 class Undo:
@@ -182,6 +189,15 @@ class Containers:
     def set_checkpointed(self, container_id: str, when: str | None) -> None:
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET checkpointed_at = ? WHERE id = ?", (when, container_id))
+
+    def checkpoint_path(self, container: Container) -> str:
+        return os.path.join(self.dir(container.id), CHECKPOINT_IMAGES)
+
+    def checkpoint_in_memory(self, container: Container) -> bool:
+        """Its local checkpoint is on a tmpfs (the disk had no room for it): a
+        reboot would take it."""
+        from ferry.util.fs import mounts_under
+        return bool(mounts_under(self.checkpoint_path(container)))
 
     def dir(self, container_id: str) -> str:
         return self.layout.container_dir(container_id)
@@ -333,13 +349,15 @@ class Containers:
         # host) must not wait for neighbours' ARP caches to expire.
         with contextlib.suppress(FerryError):
             self.networks.announce(container.id, wait=False)
-        self.record_running(container.id, report["pid"])
+        self.record_running(container.id, report["pid"], restored=restore is not None)
         return self.get(container.id, refresh=False)
 
-    def record_running(self, container_id: str, pid: int) -> None:
+    def record_running(self, container_id: str, pid: int, *, restored: bool = False) -> None:
+        now = utc_now()
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET state = ?, pid = ?, started_at = ?, exit_code = NULL, "
-                         "finished_at = NULL WHERE id = ?", (RUNNING, pid, utc_now(), container_id))
+                         "finished_at = NULL, restored_at = ? WHERE id = ?",
+                         (RUNNING, pid, now, now if restored else None, container_id))
 
     def live_process(self, container: Container) -> int | None:
         """The pid of the container's process when runc says it runs and it
@@ -491,6 +509,8 @@ class Containers:
             if container.state != EXITED:
                 exit_info = _read_json(os.path.join(self.dir(container.id), "exit.json"))
                 code = exit_info.get("exit_code", UNKNOWN_EXIT) if exit_info else UNKNOWN_EXIT
+                if container.checkpointed_at:
+                    code = 0   # ended by its checkpoint, as podman records it
                 with self.db.write() as conn:
                     conn.execute("UPDATE containers SET state = ?, exit_code = ?, finished_at = ?, pid = NULL "
                                  "WHERE id = ?", (EXITED, code, (exit_info or {}).get("finished_at", utc_now()),
@@ -508,7 +528,12 @@ class Containers:
         work on the container is left alone."""
         if journal.exists(self.dir(container.id)):
             from ferry.engine import recovery
-            container = recovery.recover(self, container)
+            try:
+                container = recovery.recover(self, container)
+            except NotFound:
+                raise
+            except (FerryError, OSError) as error:   # a full disk: say what is known, change nothing
+                log.warning("cannot finish what was interrupted on %s yet: %s", container.name, error)
         if container.state != RUNNING:
             return container
         if has_exited(self.dir(container.id), container.pid):
@@ -519,6 +544,9 @@ class Containers:
                 return replace(container, state=EXITED)
             except Busy:
                 return container
+            except (FerryError, OSError):   # the exit cannot be recorded (a full disk): show it as seen
+                code, when = observed_exit(self.dir(container.id))
+                return replace(container, state=EXITED, exit_code=code, finished_at=when, pid=None)
         return container
 
     # ---- remove ------------------------------------------------------------
@@ -534,9 +562,9 @@ class Containers:
                 self.runc.delete(container.id)
             self.networks.unpublish(container.id)
             self.networks.detach(container.id)
-            self.networks.release(container.id)
             rootfs.unmount(os.path.join(self.dir(container.id), "rootfs"))
-            remove_tree(self.dir(container.id))
+            remove_tree(self.dir(container.id))   # first: on a full disk it frees the room the rest needs
+            self.networks.release(container.id)
             self._delete_record(container.id)
         remove_cgroup_parents()
         with contextlib.suppress(OSError):

@@ -58,10 +58,13 @@ class Engine:
         # runc's mounts first: `runc delete` removes its state dir recursively,
         # through whatever is still mounted in it.
         removed = self._prune_runc_leftovers()
+        # Listing finishes or undoes what interrupted commands left (their journals).
         for container in self.containers.list(all_states=True):
-            if container.state != "running":
+            if container.state != "running" and not container.checkpointed_at:   # a checkpoint is data: kept
                 self.containers.remove(container.id)
                 removed.append(f"container {container.name}")
+        from ferry.engine.checkpoints import Checkpoints
+        removed += Checkpoints(self.containers).sweep_stale_imports()
         removed += self.containers.prune_leftovers()
         return removed
 

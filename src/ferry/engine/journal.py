@@ -14,10 +14,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
+from ferry.engine.listing import JOURNAL
 from ferry.util.fs import atomic_write
 from ferry.util.timefmt import utc_now
 
-JOURNAL = "journal.json"
 CHECKPOINT, RESTORE, START = "checkpoint", "restore", "start"
 MAX_JOURNAL = 64 << 10
 

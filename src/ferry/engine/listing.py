@@ -30,9 +30,10 @@ CREATE TABLE IF NOT EXISTS containers (
 )
 """
 # Columns a newer ferry added to a table that an older one may have created.
-ADDED_COLUMNS = {"checkpointed_at": "TEXT"}
+ADDED_COLUMNS = {"checkpointed_at": "TEXT", "restored_at": "TEXT"}
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
+JOURNAL = "journal.json"  # engine/journal.py's record of an operation in flight
 EXIT_FILE = "exit.json"  # the monitor writes it, in the container's dir, once the process has ended
 UNKNOWN_EXIT = -1
 
@@ -74,7 +75,7 @@ def observed_exit(container_dir: str) -> tuple[int, str | None]:
 
 class ContainerSummary(namedtuple("ContainerSummary", (
         "id", "name", "image_id", "image", "args", "ports", "state", "pid", "exit_code",
-        "created_at", "started_at", "finished_at"))):
+        "created_at", "started_at", "finished_at", "checkpointed_at"))):
     """What a listing shows of a container: its record, with the parts of its
     ContainerConfig that `ps` shows (image, args, ports)."""
     __slots__ = ()
@@ -84,7 +85,8 @@ class ContainerSummary(namedtuple("ContainerSummary", (
         config = json.loads(row["config"])
         return cls(row["id"], row["name"], row["image_id"], config["image"], tuple(config["args"]),
                    tuple(config["ports"]), row["state"], row["pid"], row["exit_code"], row["created_at"],
-                   row["started_at"], row["finished_at"])
+                   row["started_at"], row["finished_at"],
+                   row["checkpointed_at"] if "checkpointed_at" in row.keys() else None)
 
 
 class Listing:
@@ -105,6 +107,9 @@ class Listing:
         rows = self._rows()
         exited = {row["id"] for row in rows if row["state"] == RUNNING
                   and has_exited(self.layout.container_dir(row["id"]), row["pid"])}
+        # An operation whose command died left its journal: the catch-up finishes or undoes it.
+        exited |= {row["id"] for row in rows
+                   if os.path.exists(os.path.join(self.layout.container_dir(row["id"]), JOURNAL))}
         if exited:
             containers = self.engine.containers
             for container_id in exited:

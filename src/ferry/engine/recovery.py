@@ -31,6 +31,7 @@ from ferry.util.timefmt import utc_now
 
 log = get_logger("ferry.recovery")
 
+LOG_TAIL = 4 << 20     # bytes of the end of CRIU's dump.log that tell how it ended
 TOOL_WAIT = 1800.0     # a runc checkpoint that outlived its ferry: as long as a dump may take
 POLL = 0.05
 
@@ -41,8 +42,9 @@ def recover(containers, container):
     removed it (a restore from an archive that never ran)."""
     directory = containers.dir(container.id)
     entry = journal.read(directory)
-    if entry is None or entry.pid == os.getpid():
-        return container   # nothing to do, or this command's own operation
+    if entry is None or entry.pid == os.getpid() or container.id in _recovering:
+        return container   # nothing to do, this command's own operation, or under way here
+    _recovering.add(container.id)
     try:
         with containers.locked(container, "recovery", wait=0):
             entry = journal.read(directory)
@@ -56,13 +58,18 @@ def recover(containers, container):
                 journal.finish(directory)
     except Busy:
         return container
+    finally:
+        _recovering.discard(container.id)
     return containers.get(container.id, refresh=False)
+
+
+_recovering: set[str] = set()   # container ids whose recovery runs in this process
 
 
 # ---- a checkpoint ------------------------------------------------------------
 
 def _checkpoint(containers, container, entry: journal.Entry) -> None:
-    from ferry.engine.checkpoints import IMAGES, keep_on_disk
+    from ferry.engine.checkpoints import IMAGES, WORK, keep_on_disk
     directory = containers.dir(container.id)
     images = os.path.join(directory, IMAGES)
     _wait_for_tool(entry.tool_pid, container.id)
@@ -76,9 +83,7 @@ def _checkpoint(containers, container, entry: journal.Entry) -> None:
         drop_network_lock(container.id)
         if not container.checkpointed_at:
             remove_tree(images)
-    elif os.path.exists(os.path.join(images, "inventory.img")):
-        # CRIU writes the inventory after everything else it dumps, and kills
-        # the tasks only after a successful dump: this one is complete.
+    elif dump_completed(images, os.path.join(directory, WORK)):
         if not container.checkpointed_at:
             containers.set_checkpointed(container.id, utc_now())
         keep_on_disk(images)
@@ -89,6 +94,25 @@ def _checkpoint(containers, container, entry: journal.Entry) -> None:
     if not containers.live_process(container):
         containers.wait_monitor(container, timeout=5)
         containers.cleanup(container.id)
+
+
+def dump_completed(images: str, work: str) -> bool:
+    """Whether a dump whose container is gone completed. CRIU writes the
+    inventory after every other image, kills the tasks only after a
+    successful dump ("Unfreezing tasks into 2", TASK_DEAD), and writes its
+    stats 40-110 ms later, so a kill in between leaves a complete dump
+    without them; the inventory alone is also there after a dump that failed
+    at its very end, with the tasks alive (checked before this)."""
+    if not os.path.exists(os.path.join(images, "inventory.img")):
+        return False
+    try:
+        with open(os.path.join(work, "dump.log"), "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL))
+            said = f.read()
+    except OSError:
+        return True   # no log to say otherwise
+    return b"Dumping FAILED" not in said and (b"Unfreezing tasks into 2" in said
+                                               or b"Dumping finished successfully" in said)
 
 
 def _wait_for_tool(pid: int | None, container_id: str) -> None:
@@ -154,7 +178,7 @@ def _start(containers, container, entry: journal.Entry) -> None:
     _wait_for_verdict(containers, container)
     live = containers.live_process(container)
     if live and containers.monitor_alive(container):
-        containers.record_running(container.id, live)
+        containers.record_running(container.id, live, restored=entry.op == journal.RESTORE)
         with contextlib.suppress(FerryError):
             containers.networks.connect(container.id)   # CRIU's hook may not have run
         if entry.op == journal.RESTORE and not entry.from_archive:

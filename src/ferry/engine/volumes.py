@@ -102,13 +102,19 @@ class Volumes:
 
     def create(self, name: str, *, exist_ok: bool = False) -> dict:
         ids.check_name(name, "volume")
-        with self.db.write() as conn:
-            if conn.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
-                if exist_ok:
-                    return self.inspect(name)
-                raise Conflict(f"volume {name!r} already exists", hint="pick another name")
-            os.makedirs(self.data_dir(name), mode=0o755, exist_ok=True)
-            conn.execute("INSERT INTO volumes (name, created_at) VALUES (?, ?)", (name, utc_now()))
+        made = not os.path.exists(os.path.join(self.layout.volumes, name))
+        try:
+            with self.db.write() as conn:
+                if conn.execute("SELECT 1 FROM volumes WHERE name = ?", (name,)).fetchone():
+                    if exist_ok:
+                        return self.inspect(name)
+                    raise Conflict(f"volume {name!r} already exists", hint="pick another name")
+                os.makedirs(self.data_dir(name), mode=0o755, exist_ok=True)
+                conn.execute("INSERT INTO volumes (name, created_at) VALUES (?, ?)", (name, utc_now()))
+        except BaseException:
+            if made:   # a failed commit (a full disk) leaves no directory of a volume that is not
+                remove_tree(os.path.join(self.layout.volumes, name))
+            raise
         return self.inspect(name)
 
     def exists(self, name: str) -> bool:

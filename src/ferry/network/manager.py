@@ -161,6 +161,8 @@ class NetworkManager:
                                   network.gateway, network.created))
             except BaseException:
                 self.registry.unregister(bridge, self.root)
+                if not self.registry.live_roots(bridge):
+                    self.registry.forget(bridge)   # or its subnet would stay taken by no one
                 raise
         return network
 
@@ -184,9 +186,13 @@ class NetworkManager:
                                hint=f"use --subnet {shared.subnet}, or another --interface-name")
             return shared
         in_use = [(ipam.parse_subnet(n.subnet), f"network {n.name}") for n in mine]
-        in_use += [(ipam.parse_subnet(shape.subnet), f"bridge {other}")
-                   for other, shape in self.registry.bridges().items()
-                   if other != bridge and other not in {n.bridge for n in mine}]
+        for other, other_shape in self.registry.bridges().items():
+            if other == bridge or other in {n.bridge for n in mine}:
+                continue
+            if not self.registry.live_roots(other):
+                self._teardown_bridge(other)   # left by roots that no longer exist (or a failed create)
+                continue
+            in_use.append((ipam.parse_subnet(other_shape.subnet), f"bridge {other}"))
         in_use += [(ipaddress.ip_network(dst, strict=False), f"host route {dst} dev {dev}")
                    for dst, dev in link.routes() if dev != bridge]
         hint = "choose another --subnet"

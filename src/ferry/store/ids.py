@@ -16,6 +16,10 @@ def new_id() -> str:
     return secrets.token_hex(32)
 
 
+def is_id(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def short(full_id: str) -> str:
     return full_id[:SHORT_ID]
 

@@ -68,8 +68,9 @@ def owned_lock(path: str, owner: str, *, wait: float, busy_message: str) -> Iter
                     raise Busy(busy_message + (f": {holder} is working on it" if holder else ""),
                                hint="wait for it to finish, then try again") from None
                 time.sleep(POLL)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {owner}\n".encode(), 0)
+        with contextlib.suppress(OSError):   # only a courtesy to waiters: a full disk must not stop us
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {owner}\n".encode(), 0)
         _held[path] = [fd, 1]
         try:
             yield
