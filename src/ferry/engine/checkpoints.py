@@ -866,6 +866,7 @@ def keep_on_disk(images: str) -> bool:
     the container's directory, so that it outlives a reboot; True when they
     are on disk. A full disk leaves them in memory (False)."""
     if not mounts_under(images):
+        fsync_tree(images)   # the dump may have ended without its command's fsync
         return True
     copy = images + ".disk"
     remove_tree(copy)
