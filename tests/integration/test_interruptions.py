@@ -347,3 +347,44 @@ def test_ps_and_inspect_say_running_or_restorable(host, svc):
     bring_back(host)
     current = state(host)
     assert current["Status"] == "running" and not current["Checkpointed"] and current["Restored"]
+
+
+def _criu_dumping(container_pid: int) -> int | None:
+    """The pid of a CRIU dumping the container whose init is container_pid."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if command.startswith(b"criu: dump") and f"-t {container_pid}".encode() in command:
+            return int(entry)
+    return None
+
+
+@pytest.mark.parametrize("also_ferry", [False, True], ids=["criu", "criu-and-ferry"])
+def test_a_criu_killed_mid_dump_leaves_a_running_reachable_service(host, svc, workdir, also_ferry):
+    """Not ferry's doing, but it happens (the OOM killer, an operator): a CRIU
+    killed while it dumps leaves the container frozen or locked off the network
+    by its nftables table. The command (or, when it died too, the next one)
+    thaws it and lifts the lock."""
+    bring_back(host)
+    pid = host.inspect("svc")["State"]["Pid"]
+    command = subprocess.Popen([sys.executable, "-m", "ferry", "--root", host.root, "container", "checkpoint",
+                                "svc"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    criu = None
+    deadline = time.monotonic() + 60
+    while criu is None and command.poll() is None and time.monotonic() < deadline:
+        criu = _criu_dumping(pid)
+    if criu is None:
+        command.communicate(timeout=EXIT_WAIT)
+        pytest.skip("the dump ended before CRIU could be caught at work")
+    os.kill(criu, signal.SIGKILL)
+    if also_ferry:
+        command.kill()
+    command.communicate(timeout=EXIT_WAIT)
+    assert bring_back(host) <= 1
+    intact(host)   # over the container's own address: no network lock left
+    no_leftovers(host)
