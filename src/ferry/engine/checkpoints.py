@@ -27,22 +27,24 @@ from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_sta
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
 from ferry.engine import journal
-from ferry.engine.containers import CHECKPOINT_IMAGES, RUNNING, Container, Containers, RestoreFrom, Undo
+from ferry.engine import recovery
+from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
+from ferry.engine.listing import CHECKPOINT_IMAGES, CHECKPOINT_WORK
+from ferry.engine.recovery import fsync_tree, keep_on_disk
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import memory_in_use
 from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
-from ferry.util.fs import (atomic_write, fsync_dir, memory_available, mounts_under, remove_tree, remove_tree_later,
-                           tmpfs_if_it_fits)
+from ferry.util.fs import atomic_write, memory_available, remove_tree, remove_tree_later, tmpfs_if_it_fits
 from ferry.util.locks import is_locked
 from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
 
 IMAGES = CHECKPOINT_IMAGES        # CRIU images, inside the container dir and the archive
-WORK = "checkpoint-work"         # CRIU's work dir (logs), never archived
+WORK = CHECKPOINT_WORK           # CRIU's work dir (logs), never archived
 CONFIG_DUMP = "config.dump"
 SPEC_DUMP = "spec.dump"
 NETWORK_STATUS = "network.status"
@@ -279,7 +281,6 @@ class Checkpoints:
         failed, or -R), or it is gone and its complete dump is its local
         checkpoint, kept on disk where it fits. What to tell the user of a kept
         checkpoint, or None."""
-        from ferry.engine import recovery
         directory = self.containers.dir(container.id)
         images = os.path.join(directory, IMAGES)
         with contextlib.suppress(FileNotFoundError):
@@ -845,40 +846,3 @@ def apply_tree_diff(tar_path: str, target: str, deleted: tuple[str, ...]) -> Non
     except OSError as exc:   # a full disk, or a name the filesystem refuses
         raise FerryError(f"cannot unpack {os.path.basename(tar_path)} into {target}: "
                          f"{exc.strerror or exc}") from None
-
-
-# ---- durability of local checkpoints ----------------------------------------
-
-def fsync_tree(directory: str) -> None:
-    """Every file of a checkpoint's images, and the directory, on disk: a
-    local checkpoint must outlive a crash or power cut, not only a reboot."""
-    for name in os.listdir(directory):
-        fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fsync_dir(directory)
-
-
-def keep_on_disk(images: str) -> bool:
-    """Move a checkpoint's images off their scratch tmpfs onto the disk of
-    the container's directory, so that it outlives a reboot; True when they
-    are on disk. A full disk leaves them in memory (False)."""
-    if not mounts_under(images):
-        fsync_tree(images)   # the dump may have ended without its command's fsync
-        return True
-    copy = images + ".disk"
-    remove_tree(copy)
-    try:
-        shutil.copytree(images, copy, copy_function=shutil.copy2)
-        os.chmod(copy, 0o700)
-        fsync_tree(copy)
-    except OSError as exc:
-        remove_tree(copy)
-        log.warning("the checkpoint in %s stays in memory: %s", images, exc.strerror or exc)
-        return False
-    remove_tree(images)   # unmounts the tmpfs first
-    os.rename(copy, images)
-    fsync_dir(os.path.dirname(images))
-    return True

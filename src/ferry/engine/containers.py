@@ -20,7 +20,8 @@ from typing import Iterator
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
-from ferry.engine.listing import CREATED, EXITED, RUNNING, has_exited, observed_exit, open_table, process_alive
+from ferry.engine.listing import (CHECKPOINT_IMAGES, CREATED, EXITED, RUNNING, has_exited, observed_exit, open_table,
+                                  process_alive)
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
@@ -55,7 +56,6 @@ exec {argv}
 log = get_logger("ferry.containers")
 
 DEFAULT_STOP_TIMEOUT = 10
-CHECKPOINT_IMAGES = "checkpoint"   # a local checkpoint's CRIU images, in the container's dir
 # How long a command waits for another one working on the same container
 # before it refuses: a start or a stop takes about a second, a checkpoint more.
 LOCK_WAIT = 10.0

@@ -34,6 +34,8 @@ ADDED_COLUMNS = {"checkpointed_at": "TEXT", "restored_at": "TEXT"}
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
 JOURNAL = "journal.json"  # engine/journal.py's record of an operation in flight
+CHECKPOINT_IMAGES = "checkpoint"        # a local checkpoint's CRIU images
+CHECKPOINT_WORK = "checkpoint-work"     # CRIU's work dir (its logs), never archived
 EXIT_FILE = "exit.json"  # the monitor writes it, in the container's dir, once the process has ended
 UNKNOWN_EXIT = -1
 

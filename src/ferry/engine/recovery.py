@@ -16,15 +16,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 
 from ferry.engine import journal
-from ferry.engine.listing import process_alive
+from ferry.engine.listing import CHECKPOINT_IMAGES, CHECKPOINT_WORK, process_alive
 from ferry.runtime.launch import CHECKPOINTING, REPORT_TIMEOUT
 from ferry.runtime.runc import CGROUP_PARENT, kill_container_cgroups
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound
-from ferry.util.fs import remove_tree, remove_tree_later
+from ferry.util.fs import fsync_dir, mounts_under, remove_tree, remove_tree_later
 from ferry.util.locks import Busy
 from ferry.util.log import get_logger
 from ferry.util.timefmt import utc_now
@@ -69,9 +70,8 @@ _recovering: set[str] = set()   # container ids whose recovery runs in this proc
 # ---- a checkpoint ------------------------------------------------------------
 
 def _checkpoint(containers, container, entry: journal.Entry) -> None:
-    from ferry.engine.checkpoints import IMAGES, WORK, keep_on_disk
     directory = containers.dir(container.id)
-    images = os.path.join(directory, IMAGES)
+    images = os.path.join(directory, CHECKPOINT_IMAGES)
     _wait_for_tool(entry.tool_pid, container.id)
     if entry.archive_temp:   # an archive is only complete once renamed from its temp file
         with contextlib.suppress(FileNotFoundError):
@@ -83,7 +83,7 @@ def _checkpoint(containers, container, entry: journal.Entry) -> None:
         drop_network_lock(container.id)
         if not container.checkpointed_at:
             remove_tree(images)
-    elif dump_completed(images, os.path.join(directory, WORK)):
+    elif dump_completed(images, os.path.join(directory, CHECKPOINT_WORK)):
         if not container.checkpointed_at:
             containers.set_checkpointed(container.id, utc_now())
         keep_on_disk(images)
@@ -173,7 +173,6 @@ def drop_network_lock(container_id: str) -> None:
 # ---- a start or a restore ----------------------------------------------------
 
 def _start(containers, container, entry: journal.Entry) -> None:
-    from ferry.engine.checkpoints import IMAGES
     directory = containers.dir(container.id)
     _wait_for_verdict(containers, container)
     live = containers.live_process(container)
@@ -183,7 +182,7 @@ def _start(containers, container, entry: journal.Entry) -> None:
             containers.networks.connect(container.id)   # CRIU's hook may not have run
         if entry.op == journal.RESTORE and not entry.from_archive:
             containers.set_checkpointed(container.id, None)
-            remove_tree_later(os.path.join(directory, IMAGES))
+            remove_tree_later(os.path.join(directory, CHECKPOINT_IMAGES))
         _drop_scratch(entry)
         return
     # Not running, or running without the monitor that owns its output and
@@ -217,3 +216,40 @@ def _drop_scratch(entry: journal.Entry) -> None:
     if entry.scratch:
         with contextlib.suppress(FerryError, OSError):
             remove_tree_later(entry.scratch)
+
+
+# ---- durability of local checkpoints ------------------------------------------
+
+def fsync_tree(directory: str) -> None:
+    """Every file of a checkpoint's images, and the directory, on disk: a
+    local checkpoint must outlive a crash or power cut, not only a reboot."""
+    for name in os.listdir(directory):
+        fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(directory)
+
+
+def keep_on_disk(images: str) -> bool:
+    """Move a checkpoint's images off their scratch tmpfs onto the disk of
+    the container's directory, so that it outlives a reboot; True when they
+    are on disk. A full disk leaves them in memory (False)."""
+    if not mounts_under(images):
+        fsync_tree(images)   # the dump may have ended without its command's fsync
+        return True
+    copy = images + ".disk"
+    remove_tree(copy)
+    try:
+        shutil.copytree(images, copy, copy_function=shutil.copy2)
+        os.chmod(copy, 0o700)
+        fsync_tree(copy)
+    except OSError as exc:
+        remove_tree(copy)
+        log.warning("the checkpoint in %s stays in memory: %s", images, exc.strerror or exc)
+        return False
+    remove_tree(images)   # unmounts the tmpfs first
+    os.rename(copy, images)
+    fsync_dir(os.path.dirname(images))
+    return True
