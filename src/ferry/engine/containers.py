@@ -26,7 +26,7 @@ from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
 from ferry.runtime.launch import CHECKPOINTING
-from ferry.runtime.runc import Runc, remove_cgroup_parents
+from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import Layout
@@ -360,14 +360,19 @@ class Containers:
                          (RUNNING, pid, now, now if restored else None, container_id))
 
     def live_process(self, container: Container) -> int | None:
-        """The pid of the container's process when runc says it runs and it
-        does, whatever ferry's record says (a command may have died before
-        it recorded the start)."""
-        state = self.runc.state(container.id)
-        if not state or state.get("status") not in ("running", "paused", "created"):
+        """The pid of the container's process when it runs, whatever ferry's
+        record says (a command may have died before it recorded the start).
+        The pid runc wrote is the container's only if it lives in the
+        container's cgroup: a pid may have been reused since."""
+        pid = _read_int(os.path.join(self.dir(container.id), "container.pid"))
+        if not process_alive(pid):
             return None
-        pid = state.get("pid")
-        return pid if isinstance(pid, int) and process_alive(pid) else None
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                cgroups = f.read()
+        except OSError:
+            return None
+        return pid if f"/{CGROUP_PARENT}/{container.id}\n" in cgroups else None
 
     def monitor_alive(self, container: Container) -> bool:
         return process_alive(_read_int(os.path.join(self.dir(container.id), "monitor.pid")))
