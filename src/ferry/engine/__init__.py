@@ -1,5 +1,5 @@
-"""The facade that cli/ and api/ call: typed methods such as run, checkpoint,
-restore, migrate and system_check.
+"""The facade that cli/ calls: typed methods such as run, checkpoint, restore
+and system_check.
 
 It composes the layers below and owns no subprocess or file format itself.
 """

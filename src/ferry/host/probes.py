@@ -117,7 +117,7 @@ def _read(path: str) -> str:
 
 IMPACT = {
     "root": "ferry manages namespaces, mounts, cgroups and CRIU, which need root",
-    "criu": "no checkpoint, restore or migration at all",
+    "criu": "no checkpoint or restore at all",
     "pycriu": "ferry cannot drive CRIU over RPC (stats, lazy pages, page server)",
     "runc": "no containers can run",
     "cgroups": "containers cannot be given resource limits or frozen for a dump",
@@ -126,8 +126,9 @@ IMPACT = {
     "netns": "containers cannot have their own network",
     "nftables": "no published ports and no network lock during a checkpoint",
     "tcp_repair": "established TCP connections cannot survive a checkpoint (--tcp-established)",
-    "userfaultfd": "no lazy (post-copy) migration; migration copies all memory while the container is frozen",
-    "soft_dirty": "no pre-copy migration (iterative pre-dump); migration uses stop-and-copy or lazy pages",
+    "userfaultfd": "no lazy pages (post-copy): a future live migration would copy all memory while the "
+                   "container is frozen",
+    "soft_dirty": "no pre-dump (pre-copy): a future live migration would use stop-and-copy or lazy pages",
     "rlimits": "container rlimits cannot exceed the host's hard limits, so ferry clamps them",
     "pipe_max_size": "large dumps and lazy page transfer fail with 'page-pipe: tee ... Operation not permitted'",
 }
