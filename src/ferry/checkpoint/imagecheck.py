@@ -135,7 +135,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from ferry.util.errors import BadArchive
+from ferry.util.errors import BadArchive, from_os_error
 
 HINT = ("its CRIU images ask for more than this restore grants: they were altered, or come from a "
         "container with other privileges; do not restore this archive")
@@ -421,7 +421,7 @@ class _Images:
             self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             self.names = frozenset(os.listdir(self.fd))
         except OSError as exc:
-            raise BadArchive(f"CRIU images in {path} cannot be read ({exc.strerror})") from None
+            raise from_os_error(exc, f"CRIU images in {path} cannot be read", BadArchive) from None
         self.magic, self.pb = _pb()
 
     def close(self) -> None:
@@ -434,8 +434,9 @@ class _Images:
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
         except OSError as exc:
-            why = "is a symlink" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror})"
-            raise BadArchive(f"CRIU image {name} {why}", hint=HINT) from None
+            if exc.errno == errno.ELOOP:
+                raise BadArchive(f"CRIU image {name} is a symlink", hint=HINT) from None
+            raise from_os_error(exc, f"CRIU image {name} cannot be opened", BadArchive, hint=HINT) from None
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -465,7 +466,7 @@ class _Images:
                 raise BadArchive(f"CRIU image {name} grew past {limit} bytes while it was read", hint=HINT)
             return data
         except OSError as exc:
-            raise BadArchive(f"CRIU image {name} cannot be read ({exc.strerror})", hint=HINT) from None
+            raise from_os_error(exc, f"CRIU image {name} cannot be read", BadArchive, hint=HINT) from None
         finally:
             os.close(fd)
 
@@ -652,7 +653,8 @@ class _Check:
             try:
                 info = os.lstat(name, dir_fd=self.images.fd)
             except OSError as exc:
-                raise BadArchive(f"CRIU image {_safe(name)} cannot be read ({exc.strerror})", hint=HINT) from None
+                raise from_os_error(exc, f"CRIU image {_safe(name)} cannot be read", BadArchive,
+                                    hint=HINT) from None
             if not stat.S_ISREG(info.st_mode):
                 self.refuse_image(_safe(name), "is not a regular file")
             if info.st_nlink != 1:
@@ -1049,7 +1051,8 @@ class _Check:
         try:
             size = os.stat(pages, dir_fd=self.images.fd, follow_symlinks=False).st_size
         except OSError as exc:
-            raise BadArchive(f"CRIU image {pages} cannot be read ({exc.strerror})", hint=DAMAGE_HINT) from None
+            raise from_os_error(exc, f"CRIU image {pages} cannot be read", BadArchive,
+                                hint=DAMAGE_HINT) from None
         if size != present * PAGE_SIZE:
             self.refuse_image(pages, f"is {size} bytes, but {name} puts {present} pages ({present * PAGE_SIZE} "
                                      f"bytes) of {who} in it (nr_pages)", DAMAGE_HINT)

@@ -15,7 +15,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from ferry.util.errors import FerryError, NotFound, UsageError
+from ferry.util.errors import NotFound, UsageError, from_os_error
 
 __all__ = ["PrivateKey", "PublicKey", "fingerprint", "load_private_key", "load_public_key", "verify"]
 
@@ -77,7 +77,7 @@ def _read_key_file(path: str, what: str) -> bytes:
     except IsADirectoryError:
         raise UsageError(f"{what} {path} is a directory, not a PEM key file") from None
     except OSError as exc:
-        raise FerryError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise from_os_error(exc, f"cannot read {what} {path}") from None
     if len(data) > MAX_KEY_FILE:
         raise UsageError(f"{what} {path} is too large to be a PEM key")
     return data

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 
 from ferry.util import space
-from ferry.util.errors import Conflict, FerryError
+from ferry.util.errors import Conflict, FerryError, from_os_error
 
 BUSY_TIMEOUT_MS = 30_000
 # The database holds containers' environments, secrets included. SQLite gives
@@ -195,8 +195,8 @@ class Database:
             if space.is_no_space(error):
                 raise space.no_space(f"cannot create ferry's state in {self.path}", self.root,
                                   error.errno) from None
-            raise FerryError(f"the state database {self.path} cannot be opened: {error.strerror}",
-                             hint="pick another --root, or move that path aside") from None
+            raise from_os_error(error, f"the state database {self.path} cannot be opened",
+                                hint="pick another --root, or move that path aside") from None
         try:
             if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
                 os.fchmod(fd, FILE_MODE)

@@ -10,7 +10,7 @@ import os
 import stat
 from collections import namedtuple
 
-from ferry.util.errors import FerryError, UsageError
+from ferry.util.errors import FerryError, UsageError, from_os_error
 
 DEFAULT_ROOT = "/var/lib/ferry"
 # Kernel interfaces, not filesystems: a root there fails in confusing ways, or
@@ -64,8 +64,8 @@ class Layout(namedtuple("Layout", "root")):
             from ferry.util import space
             if space.is_no_space(error):
                 raise space.no_space(f"cannot create state root {self.root}", self.root, error.errno) from None
-            raise FerryError(f"state root {self.root} cannot be created: {error.strerror}",
-                             hint="pick a writable directory with --root") from None
+            raise from_os_error(error, f"state root {self.root} cannot be created",
+                                hint="pick a writable directory with --root") from None
         if not stat.S_ISDIR(info.st_mode):
             raise FerryError(f"state root {self.root} exists and is not a directory",
                              hint="pick a directory with --root")
@@ -79,8 +79,8 @@ class Layout(namedtuple("Layout", "root")):
             try:
                 os.chmod(self.root, 0o700)
             except OSError as error:
-                raise FerryError(f"state root {self.root} cannot be made private (mode 0700): {error.strerror}",
-                                 hint="pick a writable directory with --root") from None
+                raise from_os_error(error, f"state root {self.root} cannot be made private (mode 0700)",
+                                    hint="pick a writable directory with --root") from None
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise FerryError(f"state root {self.root} is not writable",
                              hint="pick a writable directory with --root")

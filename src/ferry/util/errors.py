@@ -60,3 +60,11 @@ class ToolError(FerryError):
         self.code = code
         self.output_tail = output_tail
         self.log_path = log_path
+
+
+def from_os_error(error: OSError, what: str, kind: type[FerryError] = FerryError,
+                  hint: str | None = None) -> FerryError:
+    """The one line for an OSError that ended `what` ("cannot read X"): "WHAT: REASON",
+    in the system's words ("Permission denied"). `kind` is FerryError or a subclass
+    taking (message, hint). Raise it `from None`: the OSError's traceback adds nothing."""
+    return kind(f"{what}: {error.strerror or error}", hint=hint)
