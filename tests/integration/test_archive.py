@@ -8,8 +8,7 @@ import subprocess
 
 import pytest
 
-from ferry.checkpoint.archive import Head, read_archive, read_manifest
-from ferry.checkpoint.archive_write import write_archive
+from ferry.checkpoint.archive import Head, read_archive, read_manifest, write_archive
 from ferry.checkpoint.criu import Criu
 from ferry.checkpoint.hostinfo import host_info
 from ferry.host import probes

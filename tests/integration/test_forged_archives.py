@@ -326,8 +326,7 @@ def test_a_signature_by_another_key_or_none_is_refused(host, signed, genuine, ke
 def test_a_forged_archive_resigned_by_an_attacker_is_refused(host, signed, keys, workdir):
     """The attacker edits a member, recomputes every BLAKE3 digest and signs
     with their own key: only --verify-key tells."""
-    from ferry.checkpoint.archive import read_archive
-    from ferry.checkpoint.archive_write import write_archive
+    from ferry.checkpoint.archive import read_archive, write_archive
     from ferry.checkpoint.signing import load_private_key
     directory = str(workdir / "resigned")
     contents = read_archive(signed, directory)

@@ -448,8 +448,7 @@ def test_truncated_pages_image_is_refused_before_criu_runs(archived):
     """CRIU's restorer took preadv's 0 at the end of a short pages image for a short
     read and retried forever at 100% CPU, logging two lines each time (2.2 GB of
     restore.log in 60 s here), and left the container's cgroups behind."""
-    from ferry.checkpoint.archive import read_archive
-    from ferry.checkpoint.archive_write import write_archive
+    from ferry.checkpoint.archive import read_archive, write_archive
     ferry, genuine, workdir = archived
     directory = str(workdir / "unpacked")
     contents = read_archive(genuine, directory)

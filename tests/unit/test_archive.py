@@ -20,10 +20,9 @@ import pytest
 import xxhash
 import zstandard
 
-from ferry.checkpoint import archive, archive_write
+from ferry.checkpoint.archive import reader, writer
 from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, Head, HostInfo, ManifestV2, MemberV2,
-                                      compression_for, read_archive, read_manifest)
-from ferry.checkpoint.archive_write import write_archive
+                                      compression_for, read_archive, read_manifest, write_archive)
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 
 HOST = HostInfo(arch="x86_64", kernel="6.1.0-test", cpu={"x86_entry": [{"vendor_id": "INTEL", "model": 207}]},
@@ -71,9 +70,9 @@ def _write(tmp_path, source, compression: str, **kwargs):
 def _tar_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         data = f.read()
-    if data.startswith(archive.ZSTD_MAGIC):
+    if data.startswith(reader.ZSTD_MAGIC):
         return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
-    if data.startswith(archive.GZIP_MAGIC):
+    if data.startswith(reader.GZIP_MAGIC):
         return gzip.decompress(data)
     return data
 
@@ -202,7 +201,7 @@ def test_manifest_v2_parsing_is_strict(change, match):
     with pytest.raises(BadArchive, match=match):
         ManifestV2.from_json(json.dumps(data))
     with pytest.raises(BadArchive, match=match):
-        archive.parse_head(json.dumps(data).encode())
+        reader.parse_head(json.dumps(data).encode())
 
 
 @pytest.mark.parametrize("text, match", [
@@ -250,10 +249,10 @@ def test_compression_for_refuses(path, explicit, match):
 def compression(request, monkeypatch):
     """Each compression; gzip-zlib is gzip on a host without pigz."""
     if request.param == "gzip-zlib":
-        monkeypatch.setattr(archive, "_pigz", lambda: None)
-        monkeypatch.setattr(archive_write, "_pigz", lambda: None)
+        monkeypatch.setattr(reader, "_pigz", lambda: None)
+        monkeypatch.setattr(writer, "_pigz", lambda: None)
         return "gzip"
-    if request.param == "gzip" and archive._pigz() is None:
+    if request.param == "gzip" and reader._pigz() is None:
         pytest.skip("pigz is not installed (make setup installs it)")
     return request.param
 
@@ -558,7 +557,7 @@ def test_garbage_files_are_refused(tmp_path, content, match):
 
 
 def test_oversized_extended_header_is_refused(tmp_path):
-    entries = [("config.dump", b"{}", {"pax_headers": {"comment": "x" * (archive.MAX_EXTENDED_HEADER + 1)}})]
+    entries = [("config.dump", b"{}", {"pax_headers": {"comment": "x" * (reader.MAX_EXTENDED_HEADER + 1)}})]
     path = hostile(tmp_path / "a.tar", entries, _manifest([_member("config.dump", b"{}")]))
     assert_refused(path, tmp_path, "oversized extended header")
 
@@ -569,7 +568,7 @@ def test_trailing_zeros_are_bounded(tmp_path, source):
         f.write(bytes(10240))   # a record's worth of padding is normal
     read_archive(path, str(tmp_path / "padded"))
     with open(path, "ab") as f:
-        f.write(bytes(archive.MAX_TRAILING_ZEROS))
+        f.write(bytes(reader.MAX_TRAILING_ZEROS))
     assert_refused(path, tmp_path, "trailing data")
 
 

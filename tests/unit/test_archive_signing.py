@@ -116,7 +116,7 @@ def test_archive_modules_leave_cryptography_unloaded(tmp_path):
     restores of unsigned archives never load it."""
     code = f"""
         import json, os, sys
-        from ferry.checkpoint import archive, archive_write, signing
+        from ferry.checkpoint import archive, signing
         from ferry.checkpoint.hostinfo import HostInfo
         host = HostInfo(arch="x86_64", kernel="k", cpu={{}}, criu_version="4.2.1", runc_version="1.1.5",
                         cgroup_mode="v2", hostname="h", cpuinfo_image="")
@@ -125,8 +125,8 @@ def test_archive_modules_leave_cryptography_unloaded(tmp_path):
         root = {str(tmp_path)!r}
         with open(os.path.join(root, "f"), "wb") as f:
             f.write(b"data")
-        path = archive_write.write_archive(os.path.join(root, "a.tar.zst"), root, ["f"], container=container,
-                                           compression="zstd", host=host).path
+        path = archive.write_archive(os.path.join(root, "a.tar.zst"), root, ["f"], container=container,
+                                     compression="zstd", host=host).path
         archive.read_archive(path, os.path.join(root, "dest"))
         print(json.dumps(sorted(m for m in sys.modules if m.startswith("cryptography"))))
     """

@@ -15,10 +15,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ferry.checkpoint import archive, signing
-from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME, Checksum, Checksums, Head,
-                                      Signature, read_archive, read_manifest)
-from ferry.checkpoint.archive_write import ArchiveWriter, write_archive
+from ferry.checkpoint import signing
+from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME, ArchiveWriter, Checksum,
+                                      Checksums, Head, Signature, read_archive, read_manifest, reader, write_archive)
 from ferry.util.errors import BadArchive
 from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, _add, _listing, _tar_bytes, assert_refused,
                                      source)  # noqa: F401  (a fixture)
@@ -182,7 +181,7 @@ def test_tampered_member_with_recomputed_digests_is_caught_by_the_signature(tmp_
     resigned = _repack(str(tmp_path / "resigned.tar"), resigned)
     error = _refused_with_key(resigned, tmp_path, owner_pub,
                               f"^archive is signed by key {attacker.fingerprint}, not by {owner.fingerprint}")
-    assert error.hint == archive.HINT_FORGED
+    assert error.hint == reader.HINT_FORGED
     contents = read_archive(resigned, str(tmp_path / "attacker-signed"))
     assert (contents.signed, contents.verified, contents.signer) == (True, False, attacker.fingerprint)
 
@@ -308,7 +307,7 @@ def test_max_size_counts_every_member(tmp_path):
                                            (SIGNATURE_NAME, "MAX_SIGNATURE_BYTES")])
 def test_oversized_records_are_refused(tmp_path, monkeypatch, keys, record, limit):
     (owner, _), _ = keys
-    monkeypatch.setattr(archive, limit, 2048)
+    monkeypatch.setattr(reader, limit, 2048)
     head = _head(10_000)
     checksums = _checksums(MEMBERS, head)
     signature = _signature(owner, checksums)
@@ -327,13 +326,13 @@ def test_the_first_member_is_bounded_before_it_is_read(tmp_path):
     path = tmp_path / "a.tar"
     with tarfile.open(str(path), "w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = archive.MAX_MANIFEST_BYTES + 1
+        info.size = reader.MAX_MANIFEST_BYTES + 1
         tar.addfile(info, io.BytesIO(bytes(info.size)))
     assert_refused(path, tmp_path, f"^{MANIFEST_NAME} is too large")
 
 
 def test_too_many_members_are_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(archive, "MAX_MEMBERS", 2)
+    monkeypatch.setattr(reader, "MAX_MEMBERS", 2)
     head = _head(10_000)
     path = forge(tmp_path / "a.tar", MEMBERS, head=head, checksums=_checksums(MEMBERS[:2], head))
     assert_refused(path, tmp_path, "more than 2 members")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ferry.checkpoint import archive
-from ferry.checkpoint.archive_write import ArchiveWriter, WriteResult
+from ferry.checkpoint.archive import ArchiveWriter, WriteResult
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)

@@ -1,5 +1,5 @@
 """The checkpoint archive: one tar file, plain or compressed with zstd or gzip.
-This module holds the format and the reader; archive_write.py writes archives.
+This module holds the format and the reader; writer.py writes archives.
 
 Format 3 (written now) can be written front to back, onto a pipe or socket:
   manifest.json   first, the head: format version, created, host, container,

@@ -1,4 +1,4 @@
-"""Writing checkpoint archives (archive.py holds the format and the reader).
+"""Writing checkpoint archives (reader.py holds the format and the reader).
 
 An archive is written front to back in format 3: the head (manifest.json),
 the members, then the trailer (checksums.json: every member's size and BLAKE3
@@ -43,12 +43,12 @@ from typing import Callable
 import blake3
 import zstandard
 
-from ferry.checkpoint.archive import (BLOCK, CHECKSUMS_NAME, COMPRESSIONS, CONTINUE_KEY, DIGEST, FORMAT_VERSION,
-                                      GZIP_MAGIC, MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
-                                      MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, ZSTD_MAGIC,
-                                      Checksum, Checksums, Head, HostInfo, Progress, Signature, _check_container,
-                                      _end, _grow_pipe, _padding, _pigz, _Reporter, _write_all, host_info, shown,
-                                      unsafe_name_reason, utc_now)
+from ferry.checkpoint.archive.reader import (BLOCK, CHECKSUMS_NAME, COMPRESSIONS, CONTINUE_KEY, DIGEST,
+                                             FORMAT_VERSION, GZIP_MAGIC, MANIFEST_NAME, MAX_CHECKSUMS_BYTES,
+                                             MAX_HEAD_BYTES, MAX_MEMBERS, MAX_SIZE_LIMIT, RESERVED_NAMES,
+                                             SIGNATURE_NAME, ZSTD_MAGIC, Checksum, Checksums, Head, HostInfo, Progress,
+                                             Signature, _check_container, _end, _grow_pipe, _padding, _pigz, _Reporter,
+                                             _write_all, host_info, shown, unsafe_name_reason, utc_now)
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
 from ferry.util.fs import fsync_dir

@@ -1,0 +1,15 @@
+"""The checkpoint archive's file format: its records, codecs and tar layout,
+the hostile-input reader, the writer (files, pipes, growing page images) and
+the overlay diff format of rootfs-diff.tar and volume tars.
+It reads and writes bytes only: it never runs CRIU nor makes containers."""
+
+from ferry.checkpoint.archive.reader import (CHECKSUMS_NAME, COMPRESSIONS, FORMAT_VERSION, MANIFEST_NAME,
+                                             SIGNATURE_NAME, ArchiveContents, Checksum, Checksums, Head, HostInfo,
+                                             ManifestV2, MemberV2, Signature, compression_for, host_info, parse_head,
+                                             read_archive, read_manifest)
+from ferry.checkpoint.archive.writer import ArchiveWriter, WriteResult, write_archive
+
+__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "CHECKSUMS_NAME", "SIGNATURE_NAME", "COMPRESSIONS",
+           "ArchiveContents", "Checksum", "Checksums", "Head", "HostInfo", "ManifestV2", "MemberV2", "Signature",
+           "host_info", "compression_for", "parse_head", "read_archive", "read_manifest",
+           "ArchiveWriter", "WriteResult", "write_archive"]
