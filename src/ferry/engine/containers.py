@@ -131,9 +131,14 @@ class Undo:
         self.steps.append((fn, args))
 
     def run(self) -> None:
+        """Every step runs, even after one fails; each failure is logged, since
+        what it should have undone (a mount, a lease) is left behind."""
         for fn, args in reversed(self.steps):
-            with contextlib.suppress(Exception):
+            try:
                 fn(*args)
+            except Exception as error:
+                log.warning("undo step %s(%s) failed: %s", getattr(fn, "__qualname__", fn),
+                            ", ".join(map(repr, args)), error)
         self.steps.clear()
 
 
