@@ -64,7 +64,7 @@ def register(container_commands) -> None:
 
 
 def cmd_checkpoint(args) -> int:
-    from ferry.engine.checkpoints import CheckpointOptions, Checkpoints
+    from ferry.engine.checkpoints import CheckpointOptions
     signals.install()   # SIGTERM and SIGHUP end a checkpoint as Ctrl-C does: cleanly
     if args.export and len(args.containers) > 1:
         raise UsageError("--export takes one container", hint="checkpoint the others separately")
@@ -72,7 +72,7 @@ def cmd_checkpoint(args) -> int:
                                 tcp_established=args.tcp_established, compress=args.compress,
                                 ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                                 keep=args.keep, sign_key=args.sign_key)
-    checkpoints = Checkpoints(Engine(args.root).containers)
+    checkpoints = Engine(args.root).checkpoints
     results = []
     for name in args.containers:
         with progress_bar() as progress:
@@ -82,7 +82,7 @@ def cmd_checkpoint(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    from ferry.engine.checkpoints import Checkpoints, RestoreOptions
+    from ferry.engine.checkpoints import RestoreOptions
     signals.install()
     if args.import_path and args.containers:
         raise UsageError("give either --import FILE or container names, not both")
@@ -95,7 +95,7 @@ def cmd_restore(args) -> int:
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                              image_archive=args.image_archive, volumes=tuple(args.volume),
                              allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key)
-    checkpoints = Checkpoints(Engine(args.root).containers)
+    checkpoints = Engine(args.root).checkpoints
     results = []
     for name in args.containers or [None]:
         with progress_bar() as progress:

@@ -48,6 +48,11 @@ class Engine:
         return Containers(self.layout, self.db, self)
 
     @cached_property
+    def checkpoints(self):
+        from ferry.engine.checkpoints import Checkpoints
+        return Checkpoints(self.containers)
+
+    @cached_property
     def listing(self):
         """`ps` without loading Containers (runc, OCI spec, network), which would double its time."""
         from ferry.engine.listing import Listing
@@ -63,8 +68,7 @@ class Engine:
             if container.state != "running" and not container.checkpointed_at:   # a checkpoint is data: kept
                 self.containers.remove(container.id)
                 removed.append(f"container {container.name}")
-        from ferry.engine.checkpoints import Checkpoints
-        removed += Checkpoints(self.containers).sweep_stale_imports()
+        removed += self.checkpoints.sweep_stale_imports()
         removed += self.containers.prune_leftovers()
         return removed
 
