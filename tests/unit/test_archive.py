@@ -20,7 +20,7 @@ import pytest
 import xxhash
 import zstandard
 
-from ferry.checkpoint.archive import reader, writer
+from ferry.checkpoint.archive import manifest, reader, writer
 from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, Head, HostInfo, ManifestV2, MemberV2,
                                       compression_for, read_archive, read_manifest, write_archive)
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
@@ -201,7 +201,7 @@ def test_manifest_v2_parsing_is_strict(change, match):
     with pytest.raises(BadArchive, match=match):
         ManifestV2.from_json(json.dumps(data))
     with pytest.raises(BadArchive, match=match):
-        reader.parse_head(json.dumps(data).encode())
+        manifest.parse_head(json.dumps(data).encode())
 
 
 @pytest.mark.parametrize("text, match", [

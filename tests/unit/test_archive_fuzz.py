@@ -35,7 +35,7 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferry.checkpoint.archive import reader
+from ferry.checkpoint.archive import manifest
 from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME, read_archive, read_manifest,
                                       write_archive)
 from ferry.util.errors import BadArchive, FerryError
@@ -86,8 +86,8 @@ class Seeds:
         index = next(i for i, (n, _, _) in enumerate(parts) if n == "checkpoint/pages-1.img")
         name, data, _ = parts[index]
         parts[index:index + 1] = [(name, data[:4096], {}),
-                                  (name, data[4096:12288], {"pax_headers": {reader.CONTINUE_KEY: "1"}}),
-                                  (name, data[12288:], {"pax_headers": {reader.CONTINUE_KEY: "1"}})]
+                                  (name, data[4096:12288], {"pax_headers": {manifest.CONTINUE_KEY: "1"}}),
+                                  (name, data[12288:], {"pax_headers": {manifest.CONTINUE_KEY: "1"}})]
         self.entries["v3-parts"] = parts
         self.entries["v2"] = _entries_of(zstandard.ZstdDecompressor().stream_reader(
             io.BytesIO(V2_ARCHIVE), read_across_frames=True).read())
@@ -133,7 +133,7 @@ def _recompute(entries, seeds: Seeds, signer) -> list:
     head = next(d for n, d, _ in entries if n == MANIFEST_NAME)
     members: dict[str, bytearray] = {}
     for name, data, attrs in entries:
-        if name in reader.RESERVED_NAMES or data is None or attrs.get("type", tarfile.REGTYPE) != tarfile.REGTYPE:
+        if name in manifest.RESERVED_NAMES or data is None or attrs.get("type", tarfile.REGTYPE) != tarfile.REGTYPE:
             continue
         members.setdefault(name, bytearray()).extend(data)
     trailer = json.dumps({"format_version": 3, "manifest_blake3": blake3.blake3(head).hexdigest(),
@@ -141,7 +141,7 @@ def _recompute(entries, seeds: Seeds, signer) -> list:
                                       for n, d in members.items()]}).encode()
     out = [(n, trailer if n == CHECKSUMS_NAME else d, a) for n, d, a in entries if n != SIGNATURE_NAME]
     if signer is not None:
-        signature = reader.Signature.make(signer.public.raw, signer.sign(trailer)).to_json()
+        signature = manifest.Signature.make(signer.public.raw, signer.sign(trailer)).to_json()
         out.insert(next(i for i, (n, _, _) in enumerate(out) if n == CHECKSUMS_NAME) + 1,
                    (SIGNATURE_NAME, signature, {}))
     return out
@@ -157,7 +157,7 @@ NAMES = st.sampled_from(["config.dump", "checkpoint/pages-1.img", "checkpoint", 
                          "a\nb", "checkpoint/"]) | st.text(min_size=0, max_size=12)
 TYPES = st.sampled_from([tarfile.REGTYPE, tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
                          tarfile.CHRTYPE, tarfile.FIFOTYPE, tarfile.CONTTYPE, b"V", b"S"])
-PAX = st.dictionaries(st.sampled_from([reader.CONTINUE_KEY, "FERRY.other", "path", "size", "GNU.sparse.size",
+PAX = st.dictionaries(st.sampled_from([manifest.CONTINUE_KEY, "FERRY.other", "path", "size", "GNU.sparse.size",
                                        "mtime", "comment", "linkpath"]),
                       st.sampled_from(["1", "0", "2", "", "-1", "99999999999999999999", "a", "../../x"])
                       | st.text(max_size=10), max_size=2)
@@ -231,7 +231,7 @@ def forged_entries(draw, seeds: Seeds):
         elif how == "split" and data and len(data) > 1:
             at = draw(st.integers(1, len(data) - 1))
             entries[i:i + 1] = [(name, data[:at], attrs),
-                                (name, data[at:], {"pax_headers": {reader.CONTINUE_KEY: "1"}})]
+                                (name, data[at:], {"pax_headers": {manifest.CONTINUE_KEY: "1"}})]
     resign = draw(st.sampled_from(["keep", "recompute", "owner", "attacker"]))
     if resign != "keep":
         entries = _recompute(entries, seeds, {"recompute": None, "owner": seeds.owner,

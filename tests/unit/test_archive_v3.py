@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ferry.checkpoint import signing
 from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME, ArchiveWriter, Checksum,
-                                      Checksums, Head, Signature, read_archive, read_manifest, reader, write_archive)
+                                      Checksums, Head, Signature, manifest, read_archive, read_manifest, reader,
+                                      write_archive)
 from ferry.util.errors import BadArchive
 from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, _add, _listing, _tar_bytes, assert_refused,
                                      source)  # noqa: F401  (a fixture)
@@ -181,7 +182,7 @@ def test_tampered_member_with_recomputed_digests_is_caught_by_the_signature(tmp_
     resigned = _repack(str(tmp_path / "resigned.tar"), resigned)
     error = _refused_with_key(resigned, tmp_path, owner_pub,
                               f"^archive is signed by key {attacker.fingerprint}, not by {owner.fingerprint}")
-    assert error.hint == reader.HINT_FORGED
+    assert error.hint == manifest.HINT_FORGED
     contents = read_archive(resigned, str(tmp_path / "attacker-signed"))
     assert (contents.signed, contents.verified, contents.signer) == (True, False, attacker.fingerprint)
 
@@ -326,7 +327,7 @@ def test_the_first_member_is_bounded_before_it_is_read(tmp_path):
     path = tmp_path / "a.tar"
     with tarfile.open(str(path), "w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo(MANIFEST_NAME)
-        info.size = reader.MAX_MANIFEST_BYTES + 1
+        info.size = manifest.MAX_MANIFEST_BYTES + 1
         tar.addfile(info, io.BytesIO(bytes(info.size)))
     assert_refused(path, tmp_path, f"^{MANIFEST_NAME} is too large")
 

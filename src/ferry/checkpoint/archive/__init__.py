@@ -3,11 +3,12 @@ the hostile-input reader, the writer (files, pipes, growing page images) and
 the overlay diff format of rootfs-diff.tar and volume tars.
 It reads and writes bytes only: it never runs CRIU nor makes containers."""
 
-from ferry.checkpoint.archive.reader import (CHECKSUMS_NAME, COMPRESSIONS, FORMAT_VERSION, MANIFEST_NAME,
-                                             SIGNATURE_NAME, ArchiveContents, Checksum, Checksums, Head, HostInfo,
-                                             ManifestV2, MemberV2, Signature, compression_for, host_info, parse_head,
-                                             read_archive, read_manifest)
+from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, FORMAT_VERSION, MANIFEST_NAME,
+                                               SIGNATURE_NAME, ArchiveContents, Checksum, Checksums, Head, ManifestV2,
+                                               MemberV2, Signature, parse_head)
+from ferry.checkpoint.archive.reader import compression_for, read_archive, read_manifest
 from ferry.checkpoint.archive.writer import ArchiveWriter, WriteResult, write_archive
+from ferry.checkpoint.hostinfo import HostInfo, host_info
 
 __all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "CHECKSUMS_NAME", "SIGNATURE_NAME", "COMPRESSIONS",
            "ArchiveContents", "Checksum", "Checksums", "Head", "HostInfo", "ManifestV2", "MemberV2", "Signature",

@@ -43,12 +43,13 @@ from typing import Callable
 import blake3
 import zstandard
 
-from ferry.checkpoint.archive.reader import (BLOCK, CHECKSUMS_NAME, COMPRESSIONS, CONTINUE_KEY, DIGEST,
-                                             FORMAT_VERSION, GZIP_MAGIC, MANIFEST_NAME, MAX_CHECKSUMS_BYTES,
-                                             MAX_HEAD_BYTES, MAX_MEMBERS, MAX_SIZE_LIMIT, RESERVED_NAMES,
-                                             SIGNATURE_NAME, ZSTD_MAGIC, Checksum, Checksums, Head, HostInfo, Progress,
-                                             Signature, _check_container, _end, _grow_pipe, _padding, _pigz, _Reporter,
-                                             _write_all, host_info, shown, unsafe_name_reason, utc_now)
+from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, CONTINUE_KEY, DIGEST, FORMAT_VERSION,
+                                               MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
+                                               MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, Checksum, Checksums,
+                                               Head, Signature, check_container, shown, unsafe_name_reason, utc_now)
+from ferry.checkpoint.archive.reader import (BLOCK, GZIP_MAGIC, ZSTD_MAGIC, Progress, _end, _grow_pipe, _padding,
+                                             _pigz, _Reporter, _write_all)
+from ferry.checkpoint.hostinfo import HostInfo, host_info
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
 from ferry.util.fs import fsync_dir
@@ -465,7 +466,7 @@ class ArchiveWriter:
                  signer=None, max_size: int | None = None):
         if compression not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compression!r}", hint="use zstd, gzip or none")
-        _check_container(container)
+        check_container(container)
         if max_size is not None and not (isinstance(max_size, int) and 0 <= max_size <= MAX_SIZE_LIMIT):
             raise ValueError(f"max_size must be an integer from 0 to {MAX_SIZE_LIMIT}")
         self.compression = compression
