@@ -40,11 +40,10 @@ import re
 import shutil
 import subprocess
 import threading
-import time
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import blake3
 import xxhash
@@ -56,6 +55,7 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, CON
                                                RESERVED_NAMES, SIGNATURE_NAME, ArchiveContents, Checksum, Checksums,
                                                Head, ManifestV2, MemberV2, Signature, parent_dirs, parse_head, shown,
                                                trailing, truncated, unsafe_name_reason)
+from ferry.checkpoint.archive.progress import PROGRESS_INTERVAL, Progress, Reporter
 from ferry.util import proc
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 from ferry.util.log import get_logger
@@ -69,7 +69,6 @@ SUFFIXES = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.zst", "zstd"), (".tar.
 
 CHUNK = 1 << 20            # unit of reads, hashing and decompressed output
 PIPELINE_DEPTH = 8         # chunks a gzip or plain archive is read ahead
-PROGRESS_INTERVAL = 0.1    # seconds between progress calls
 HASH_ASIDE = 256 << 10     # views at least this large are hashed while they are written
 
 # Bounds that keep a hostile tar or zstd stream from making the reader allocate or loop.
@@ -83,7 +82,6 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 
-Progress = Callable[[str, int, int], None]
 DECIMAL_RE = re.compile(r"^[0-9]{1,20}\Z")
 
 
@@ -105,30 +103,6 @@ def compression_for(path: str, explicit: str | None = None) -> str:
 
 def _pigz() -> str | None:
     return shutil.which("pigz", path=proc.TOOL_PATH)
-
-
-class _Reporter:
-    """Calls progress(phase, done, total) at most every PROGRESS_INTERVAL, and at the end."""
-
-    def __init__(self, progress: Progress | None, phase: str, total: int):
-        self._progress = progress
-        self.phase = phase
-        self.total = total
-        self.done = 0
-        self._last = 0.0
-        if progress:
-            progress(phase, 0, total)
-            self._last = time.monotonic()
-
-    def add(self, count: int) -> None:
-        self.done += count
-        if self._progress and time.monotonic() - self._last >= PROGRESS_INTERVAL:
-            self._progress(self.phase, self.done, self.total)
-            self._last = time.monotonic()
-
-    def finish(self) -> None:
-        if self._progress:
-            self._progress(self.phase, self.done, self.total)
 
 
 # ---- shared by writing and reading ----------------------------------------
@@ -810,7 +784,7 @@ class _Output:
         self.size = 0
         self._extractor = extractor
 
-    def take(self, stream: _TarStream, size: int, reporter: _Reporter) -> None:
+    def take(self, stream: _TarStream, size: int, reporter: Reporter) -> None:
         # Written here, not in a thread: the chunk goes back to the decompressor
         # for reuse once the stream moves past it. A large view is hashed in
         # another thread while it is written (both release the GIL), and both
@@ -830,7 +804,7 @@ class _Output:
             self.fd = -1
 
 
-def _extract_v2(stream: _TarStream, manifest: ManifestV2, dest: str, reporter: _Reporter) -> tuple[MemberV2, ...]:
+def _extract_v2(stream: _TarStream, manifest: ManifestV2, dest: str, reporter: Reporter) -> tuple[MemberV2, ...]:
     expected = {m.name: m for m in manifest.members}
     allowed_dirs = parent_dirs(expected)
     seen_dirs: set[str] = set()
@@ -882,7 +856,7 @@ class _Found:
         self.signature: bytes | None = None
 
 
-def _extract_v3(stream: _TarStream, head: Head, dest: str, reporter: _Reporter) -> _Found:
+def _extract_v3(stream: _TarStream, head: Head, dest: str, reporter: Reporter) -> _Found:
     """Members up to the trailer, written and hashed; the trailer and the
     signature as bytes. Checks what can be checked before the trailer: names,
     types, duplicates, and the running total against max_size."""
@@ -1047,10 +1021,10 @@ def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,
                 if verify_key is not None:
                     raise BadArchive("archive is in format 2, and format 2 archives carry no signature",
                                      hint=HINT_UNSIGNED)
-                reporter = _Reporter(progress, "read", head.total_size)
+                reporter = Reporter(progress, "read", head.total_size)
                 contents = ArchiveContents(head, _extract_v2(stream, head, dest_dir, reporter), False, False, None)
             else:
-                reporter = _Reporter(progress, "read", head.max_size)
+                reporter = Reporter(progress, "read", head.max_size)
                 found = _extract_v3(stream, head, dest_dir, reporter)
                 members, signed, verified, signer = _check_v3(found, head_bytes, verify_key)
                 contents = ArchiveContents(head, members, signed, verified, signer)

@@ -47,8 +47,8 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, CON
                                                MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
                                                MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, Checksum, Checksums,
                                                Head, Signature, check_container, shown, unsafe_name_reason, utc_now)
-from ferry.checkpoint.archive.reader import (BLOCK, GZIP_MAGIC, ZSTD_MAGIC, Progress, _end, _grow_pipe, _padding,
-                                             _pigz, _Reporter, _write_all)
+from ferry.checkpoint.archive.progress import Progress, Reporter
+from ferry.checkpoint.archive.reader import BLOCK, GZIP_MAGIC, ZSTD_MAGIC, _end, _grow_pipe, _padding, _pigz, _write_all
 from ferry.checkpoint.hostinfo import HostInfo, host_info
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
@@ -140,7 +140,7 @@ def _changed(name: str) -> FerryError:
                       hint="nothing may write into a checkpoint while it is archived; checkpoint again")
 
 
-def _copy_hashed(item: _Input, sink: "_Sink", reporter: _Reporter) -> str:
+def _copy_hashed(item: _Input, sink: "_Sink", reporter: Reporter) -> str:
     """Stream one complete file into the sink; its BLAKE3 digest."""
     fd, before = _open_input(item.path, item.name)
     try:
@@ -614,7 +614,7 @@ class ArchiveWriter:
         inputs = [_input(source_dir, name, (paths or {}).get(name)) for name in names if name not in done]
         if len(done) + len(inputs) > MAX_MEMBERS:
             raise FerryError(f"cannot write {self._name}: more than {MAX_MEMBERS} members")
-        reporter = _Reporter(progress, "write", sum(i.size for i in inputs))
+        reporter = Reporter(progress, "write", sum(i.size for i in inputs))
         with self._failing_as_ferry():
             total = self._member_bytes + sum(i.size for i in inputs)
             lead = None
@@ -656,7 +656,7 @@ class ArchiveWriter:
         except OSError as exc:
             raise FerryError(f"cannot write {self._name}: {exc.strerror or exc}") from None
 
-    def _write_body(self, inputs: list[_Input], reporter: _Reporter, lead: bytes | None) -> None:
+    def _write_body(self, inputs: list[_Input], reporter: Reporter, lead: bytes | None) -> None:
         """The head when `lead` is given, the complete files, the trailer and
         the signature, as tar members in one compressed stream."""
         # Each file is hashed as it is read into the compressor: with the
