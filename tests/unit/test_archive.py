@@ -20,7 +20,7 @@ import pytest
 import xxhash
 import zstandard
 
-from ferry.checkpoint.archive import manifest, reader, writer
+from ferry.checkpoint.archive import manifest, reader, tarfmt, writer
 from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, Head, HostInfo, ManifestV2, MemberV2,
                                       compression_for, read_archive, read_manifest, write_archive)
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
@@ -557,7 +557,7 @@ def test_garbage_files_are_refused(tmp_path, content, match):
 
 
 def test_oversized_extended_header_is_refused(tmp_path):
-    entries = [("config.dump", b"{}", {"pax_headers": {"comment": "x" * (reader.MAX_EXTENDED_HEADER + 1)}})]
+    entries = [("config.dump", b"{}", {"pax_headers": {"comment": "x" * (tarfmt.MAX_EXTENDED_HEADER + 1)}})]
     path = hostile(tmp_path / "a.tar", entries, _manifest([_member("config.dump", b"{}")]))
     assert_refused(path, tmp_path, "oversized extended header")
 

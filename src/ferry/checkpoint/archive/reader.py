@@ -36,26 +36,25 @@ import fcntl
 import os
 import posixpath
 import queue
-import re
 import shutil
 import subprocess
 import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import blake3
 import xxhash
 import zstandard
 
-from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, CONTINUE_KEY, HINT_DAMAGED, HINT_FOREIGN,
+from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, HINT_DAMAGED, HINT_FOREIGN,
                                                HINT_FORGED, HINT_UNSIGNED, MANIFEST_NAME, MAX_CHECKSUMS_BYTES,
                                                MAX_HEAD_BYTES, MAX_MANIFEST_BYTES, MAX_MEMBERS, MAX_SIGNATURE_BYTES,
                                                RESERVED_NAMES, SIGNATURE_NAME, ArchiveContents, Checksum, Checksums,
                                                Head, ManifestV2, MemberV2, Signature, parent_dirs, parse_head, shown,
                                                trailing, truncated, unsafe_name_reason)
 from ferry.checkpoint.archive.progress import PROGRESS_INTERVAL, Progress, Reporter
+from ferry.checkpoint.archive.tarfmt import REFUSED_KINDS, Entry, TarStream, next_entry, padding
 from ferry.util import proc
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 from ferry.util.log import get_logger
@@ -71,18 +70,11 @@ CHUNK = 1 << 20            # unit of reads, hashing and decompressed output
 PIPELINE_DEPTH = 8         # chunks a gzip or plain archive is read ahead
 HASH_ASIDE = 256 << 10     # views at least this large are hashed while they are written
 
-# Bounds that keep a hostile tar or zstd stream from making the reader allocate or loop.
-MAX_EXTENDED_HEADER = 64 << 10     # one pax or GNU long-name header
-MAX_EXTENDED_PER_MEMBER = 4
 MAX_TRAILING_ZEROS = 1 << 20       # tar writers pad to a record size (10 KiB for most)
 MAX_FRAME_CONTENT = 128 << 20      # ferry writes zstd frames of at most 64 MiB
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-BLOCK = 512
-ZERO_BLOCK = bytes(BLOCK)
-
-DECIMAL_RE = re.compile(r"^[0-9]{1,20}\Z")
 
 
 # ---- compression choice -------------------------------------------------
@@ -106,9 +98,6 @@ def _pigz() -> str | None:
 
 
 # ---- shared by writing and reading ----------------------------------------
-
-def _padding(size: int) -> int:
-    return -size % BLOCK
 
 
 def _write_all(fd: int, data) -> None:
@@ -502,180 +491,6 @@ def _open_archive(path: str, *, threaded: bool, use_pigz: bool):
 
 # ---- reading: the tar stream ---------------------------------------------
 
-class _TarStream:
-    """The decompressed tar, in order: headers as bytes, member data as views."""
-
-    def __init__(self, source):
-        self._source = source
-        self._chunk = b""
-        self._pos = 0
-        self._ended = False
-
-    def _available(self) -> int:
-        if self._pos == len(self._chunk):
-            if self._ended:
-                return 0
-            if self._chunk:
-                self._source.release(self._chunk)
-                self._chunk = b""
-            data = self._source.read()
-            if not data:
-                self._ended = True
-                return 0
-            self._chunk, self._pos = data, 0
-        return len(self._chunk) - self._pos
-
-    def read(self, size: int) -> bytes:
-        """Up to `size` bytes; fewer only at the end of the stream."""
-        parts = []
-        while size:
-            count = min(self._available(), size)
-            if not count:
-                break
-            parts.append(self._chunk[self._pos:self._pos + count])
-            self._pos += count
-            size -= count
-        return b"".join(parts)
-
-    def read_exact(self, size: int) -> bytes:
-        data = self.read(size)
-        if len(data) != size:
-            raise truncated()
-        return data
-
-    def views(self, size: int) -> Iterator[memoryview]:
-        """Exactly `size` bytes as views of the decompressed chunks (no copies)."""
-        while size:
-            count = min(self._available(), size)
-            if not count:
-                raise truncated()
-            yield memoryview(self._chunk)[self._pos:self._pos + count]
-            self._pos += count
-            size -= count
-
-    def skip(self, size: int) -> None:
-        for _ in self.views(size):
-            pass
-
-
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    kind: str      # file | dir | hardlink | symlink | device | fifo | "type X"
-    size: int
-    continued: bool = False   # format 3: more of the member before it
-
-
-ENTRY_KINDS = {b"0": "file", b"\0": "file", b"5": "dir", b"1": "hardlink", b"2": "symlink",
-               b"3": "device", b"4": "device", b"6": "fifo"}
-REFUSED_KINDS = {"hardlink": "hardlinks are not allowed", "symlink": "symlinks are not allowed",
-                 "device": "device nodes are not allowed", "fifo": "fifos are not allowed"}
-POSIX_MAGIC = b"ustar\x0000"
-GNU_MAGIC = b"ustar  \x00"
-OCTAL_RE = re.compile(rb"^[0-7]+$")
-
-
-def _corrupt(what: str) -> BadArchive:
-    return BadArchive(f"archive has a corrupt tar header ({what})", hint=HINT_DAMAGED)
-
-
-def _header_number(field: bytes, what: str) -> int:
-    if field[0] & 0x80:   # GNU base-256; 0xff would be negative
-        if field[0] != 0x80:
-            raise _corrupt(what)
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
-    if not OCTAL_RE.match(text):
-        raise _corrupt(what)
-    return int(text, 8)
-
-
-def _check_header(block: bytes, first: bool) -> None:
-    if block[257:265] not in (POSIX_MAGIC, GNU_MAGIC):
-        if first:
-            raise BadArchive("archive is not a tar file", hint=HINT_FOREIGN)
-        raise _corrupt("magic")
-    # The checksum field counts as eight spaces (8 * 32 = 256).
-    if _header_number(block[148:156], "checksum") != sum(block[:148]) + 256 + sum(block[156:]):
-        raise _corrupt("checksum")
-
-
-def _field_text(field: bytes) -> str:
-    return field.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _ustar_name(block: bytes) -> str:
-    name = _field_text(block[0:100])
-    prefix = _field_text(block[345:500]) if block[257:265] == POSIX_MAGIC else ""
-    return f"{prefix}/{name}" if prefix else name
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """`LEN key=value\\n` records of a pax extended header."""
-    records, pos = {}, 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        digits = data[pos:space] if space > pos else b""
-        if not DECIMAL_RE.match(digits.decode("ascii", "replace")):
-            raise _corrupt("pax record")
-        end = pos + int(digits)
-        if end <= space or end > len(data) or data[end - 1:end] != b"\n":
-            raise _corrupt("pax record")
-        key, equals, value = data[space + 1:end - 1].partition(b"=")
-        if not equals:
-            raise _corrupt("pax record")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos = end
-    return records
-
-
-def _next_entry(stream: _TarStream, *, first: bool = False) -> _Entry | None:
-    """The next member's header, pax and GNU long names applied; None at the end."""
-    pax: dict[str, str] = {}
-    long_name = None
-    for _ in range(MAX_EXTENDED_PER_MEMBER + 1):
-        block = stream.read(BLOCK)
-        if not block and first:
-            raise BadArchive("archive is empty", hint=HINT_FOREIGN)
-        if len(block) < BLOCK:
-            raise truncated()
-        if block == ZERO_BLOCK:
-            if pax or long_name is not None:
-                raise _corrupt("extended header without a member")
-            if stream.read_exact(BLOCK) != ZERO_BLOCK:
-                raise _corrupt("end of archive")
-            return None
-        _check_header(block, first)
-        first = False
-        typeflag = block[156:157]
-        size = _header_number(block[124:136], "size")
-        if typeflag in (b"x", b"L"):
-            if size > MAX_EXTENDED_HEADER:
-                raise _corrupt("oversized extended header")
-            data = stream.read_exact(size)
-            stream.skip(_padding(size))
-            if typeflag == b"x":
-                pax.update(_pax_records(data))
-            else:
-                long_name = _field_text(data)
-            continue
-        name = pax.get("path") or (long_name if long_name is not None else _ustar_name(block))
-        if pax.get("size"):
-            if not DECIMAL_RE.match(pax["size"]):
-                raise _corrupt("pax size")
-            size = int(pax["size"])
-        if any(key.startswith("GNU.sparse.") for key in pax):
-            raise BadArchive(f"member {shown(name)}: sparse files are not allowed", hint=HINT_DAMAGED)
-        continued = False
-        for key in (k for k in pax if k.startswith("FERRY.")):
-            if key != CONTINUE_KEY or pax[key] != "1":
-                raise _corrupt(f"unknown pax record {shown(key, 40)}")
-            continued = True
-        return _Entry(name, ENTRY_KINDS.get(typeflag, f"type {typeflag.decode('latin-1')!r}"), size, continued)
-    raise _corrupt("too many extended headers")
-
 
 # ---- reading: extraction --------------------------------------------------
 
@@ -737,20 +552,20 @@ class _Extractor:
             self._hasher.shutdown()
 
 
-def _read_record(stream: _TarStream, entry: _Entry, name: str, limit: int) -> bytes:
+def _read_record(stream: TarStream, entry: Entry, name: str, limit: int) -> bytes:
     """The whole of a small member of ferry's own (head, trailer, signature)."""
     if entry.kind != "file" or entry.continued:
         raise BadArchive(f"{name} is not a regular file", hint=HINT_DAMAGED)
     if entry.size > limit:
         raise BadArchive(f"{name} is too large ({entry.size} bytes, at most {limit})", hint=HINT_DAMAGED)
     data = stream.read_exact(entry.size)
-    stream.skip(_padding(entry.size))
+    stream.skip(padding(entry.size))
     return data
 
 
-def _read_head(stream: _TarStream) -> tuple[ManifestV2 | Head, bytes]:
+def _read_head(stream: TarStream) -> tuple[ManifestV2 | Head, bytes]:
     """manifest.json, first in every version, and its exact bytes."""
-    entry = _next_entry(stream, first=True)
+    entry = next_entry(stream, first=True)
     if entry is None or entry.name != MANIFEST_NAME or entry.kind != "file":
         raise BadArchive(f"archive does not begin with {MANIFEST_NAME}", hint=HINT_FOREIGN)
     data = _read_record(stream, entry, MANIFEST_NAME, MAX_MANIFEST_BYTES)
@@ -765,7 +580,7 @@ def _refuse(name: str, reason: str, hint: str = HINT_DAMAGED) -> BadArchive:
     return BadArchive(f"member {shown(name)}: {reason}", hint=hint)
 
 
-def _member_name(entry: _Entry) -> str:
+def _member_name(entry: Entry) -> str:
     """The entry's name, checked; a directory's without its slash."""
     name = entry.name[:-1] if entry.kind == "dir" and entry.name.endswith("/") else entry.name
     reason = unsafe_name_reason(name)
@@ -784,7 +599,7 @@ class _Output:
         self.size = 0
         self._extractor = extractor
 
-    def take(self, stream: _TarStream, size: int, reporter: Reporter) -> None:
+    def take(self, stream: TarStream, size: int, reporter: Reporter) -> None:
         # Written here, not in a thread: the chunk goes back to the decompressor
         # for reuse once the stream moves past it. A large view is hashed in
         # another thread while it is written (both release the GIL), and both
@@ -796,7 +611,7 @@ class _Output:
                 hashing.result()
             reporter.add(len(view))
         self.size += size
-        stream.skip(_padding(size))
+        stream.skip(padding(size))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -804,14 +619,14 @@ class _Output:
             self.fd = -1
 
 
-def _extract_v2(stream: _TarStream, manifest: ManifestV2, dest: str, reporter: Reporter) -> tuple[MemberV2, ...]:
+def _extract_v2(stream: TarStream, manifest: ManifestV2, dest: str, reporter: Reporter) -> tuple[MemberV2, ...]:
     expected = {m.name: m for m in manifest.members}
     allowed_dirs = parent_dirs(expected)
     seen_dirs: set[str] = set()
     written: set[str] = set()
     extractor = _Extractor(dest)
     try:
-        while (entry := _next_entry(stream)) is not None:
+        while (entry := next_entry(stream)) is not None:
             name = _member_name(entry)
             if entry.continued:
                 raise _refuse(name, "continued entries are not allowed in format 2")
@@ -856,7 +671,7 @@ class _Found:
         self.signature: bytes | None = None
 
 
-def _extract_v3(stream: _TarStream, head: Head, dest: str, reporter: Reporter) -> _Found:
+def _extract_v3(stream: TarStream, head: Head, dest: str, reporter: Reporter) -> _Found:
     """Members up to the trailer, written and hashed; the trailer and the
     signature as bytes. Checks what can be checked before the trailer: names,
     types, duplicates, and the running total against max_size."""
@@ -869,7 +684,7 @@ def _extract_v3(stream: _TarStream, head: Head, dest: str, reporter: Reporter) -
     output: _Output | None = None
     try:
         while True:
-            entry = _next_entry(stream)
+            entry = next_entry(stream)
             if entry is None:
                 raise BadArchive(f"archive ends without {CHECKSUMS_NAME}", hint=HINT_DAMAGED)
             name = _member_name(entry)
@@ -906,12 +721,12 @@ def _extract_v3(stream: _TarStream, head: Head, dest: str, reporter: Reporter) -
                 dirs |= parent_dirs([name])
                 output = _Output(extractor, name, blake3.blake3())
             output.take(stream, entry.size, reporter)
-        entry = _next_entry(stream)
+        entry = next_entry(stream)
         if entry is not None:
             if entry.name != SIGNATURE_NAME:
                 raise _refuse(entry.name, f"comes after {CHECKSUMS_NAME}")
             found.signature = _read_record(stream, entry, SIGNATURE_NAME, MAX_SIGNATURE_BYTES)
-            entry = _next_entry(stream)
+            entry = next_entry(stream)
             if entry is not None:
                 raise _refuse(entry.name, f"comes after {SIGNATURE_NAME}")
         _expect_clean_end(stream)
@@ -963,7 +778,7 @@ def _check_v3(found: _Found, head_bytes: bytes, verify_key) -> tuple[tuple[Check
     return checksums.members, True, verify_key is not None, signer
 
 
-def _expect_clean_end(stream: _TarStream) -> None:
+def _expect_clean_end(stream: TarStream) -> None:
     """Only zero padding may follow the end blocks; reading to the end also
     lets the decompressor check its own trailer."""
     zeros = 0
@@ -1015,7 +830,7 @@ def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,
         except OSError as exc:
             raise FerryError(f"cannot unpack into {dest_dir}: {exc.strerror}") from None
         try:
-            stream = _TarStream(source)
+            stream = TarStream(source)
             head, head_bytes = _read_head(stream)
             if isinstance(head, ManifestV2):
                 if verify_key is not None:
@@ -1059,7 +874,7 @@ def read_manifest(path: str) -> ManifestV2 | Head:
     it to size staging (.size_bound), never to trust the archive."""
     fd, source = _open_archive(path, threaded=False, use_pigz=False)
     try:
-        return _read_head(_TarStream(source))[0]
+        return _read_head(TarStream(source))[0]
     except (zstandard.ZstdError, zlib.error) as exc:
         raise _decoder_failure(exc) from None
     finally:

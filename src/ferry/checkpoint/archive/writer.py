@@ -31,7 +31,6 @@ import os
 import stat
 import struct
 import subprocess
-import tarfile
 import tempfile
 import threading
 import time
@@ -43,12 +42,13 @@ from typing import Callable
 import blake3
 import zstandard
 
-from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, CONTINUE_KEY, DIGEST, FORMAT_VERSION,
+from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, DIGEST, FORMAT_VERSION,
                                                MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
                                                MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, Checksum, Checksums,
                                                Head, Signature, check_container, shown, unsafe_name_reason, utc_now)
 from ferry.checkpoint.archive.progress import Progress, Reporter
-from ferry.checkpoint.archive.reader import BLOCK, GZIP_MAGIC, ZSTD_MAGIC, _end, _grow_pipe, _padding, _pigz, _write_all
+from ferry.checkpoint.archive.reader import GZIP_MAGIC, ZSTD_MAGIC, _end, _grow_pipe, _pigz, _write_all
+from ferry.checkpoint.archive.tarfmt import BLOCK, TAR_END, fixed_header, padding, tar_header
 from ferry.checkpoint.hostinfo import HostInfo, host_info
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
@@ -64,7 +64,6 @@ log = get_logger("ferry.checkpoint.archive")
 GZIP_LEVEL = 1
 STORED_BLOCK_MAX = 0xFFFF      # deflate stored block
 ZSTD_BLOCK_MAX = 128 << 10     # zstd block
-TAR_END = bytes(2 * BLOCK)
 
 # Memory pages: zstd's double-fast search with small tables (256 KiB each).
 # On redis pages it costs about what level 1 costs and writes archives a
@@ -161,28 +160,6 @@ def _copy_hashed(item: _Input, sink: "_Sink", reporter: Reporter) -> str:
         return digest.hexdigest()
     finally:
         os.close(fd)
-
-
-def _tar_header(name: str, size: int, mtime: int, form: int = tarfile.PAX_FORMAT, *,
-                continued: bool = False) -> bytes:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mode = 0o600
-    info.mtime = mtime
-    info.type = tarfile.REGTYPE
-    info.uname = info.gname = ""
-    if continued:
-        info.pax_headers = {CONTINUE_KEY: "1"}
-    return info.tobuf(form, "utf-8", "strict")
-
-
-def _fixed_header(name: str, size: int, mtime: int) -> bytes:
-    """One 512-byte block whatever the size (GNU base-256 above 8 GiB), so
-    its room can be left before the size is known."""
-    header = _tar_header(name, size, mtime, tarfile.GNU_FORMAT)
-    if len(header) != BLOCK:
-        raise ValueError(f"cannot follow {shown(name)}: its name needs more than one tar header block")
-    return header
 
 
 def _stored_gzip_member(data: bytes) -> bytes:
@@ -520,7 +497,7 @@ class ArchiveWriter:
                     max_size).to_json(width)
 
     def _head_member(self, head: bytes) -> bytes:
-        return _tar_header(MANIFEST_NAME, len(head), self._mtime) + head + bytes(_padding(len(head)))
+        return tar_header(MANIFEST_NAME, len(head), self._mtime) + head + bytes(padding(len(head)))
 
     # -- following growing files --
     def follow(self, directory: str, prefix: str, select: Callable[[str], bool]) -> None:
@@ -587,7 +564,7 @@ class ArchiveWriter:
     def _end_member(self, name: str, path: str, header_offset: int | None, size: int, digest: str,
                     identity: tuple) -> None:
         if header_offset is not None:
-            header = _framed(self.compression, _fixed_header(name, size, self._mtime))
+            header = _framed(self.compression, fixed_header(name, size, self._mtime))
             if os.pwrite(self._fd, header, header_offset) != len(header):
                 raise OSError(f"short write of the header of {shown(name)}")
         self._streamed.append(_Streamed(Checksum(name, size, digest), path, identity))
@@ -662,17 +639,17 @@ class ArchiveWriter:
         # Each file is hashed as it is read into the compressor: with the
         # digests at the end, no pass ahead is needed (format 2 read every
         # file twice); 1 GiB of pages went in 1.8 s here, against 1.9 s.
-        headers = [_tar_header(item.name, item.size, self._mtime) for item in inputs]
+        headers = [tar_header(item.name, item.size, self._mtime) for item in inputs]
         checksums = [item.member for item in self._streamed]
         # Its size is known before the digests are: they are fixed-width hex.
         sketch = self._trailer(checksums + [Checksum(i.name, i.size, "0" * 64) for i in inputs])
         if len(sketch) > MAX_CHECKSUMS_BYTES:
             raise FerryError(f"cannot write {self._name}: its {CHECKSUMS_NAME} would take {len(sketch)} bytes, "
                              f"more than readers accept ({MAX_CHECKSUMS_BYTES})")
-        body_size = (sum(len(h) + i.size + _padding(i.size) for h, i in zip(headers, inputs))
+        body_size = (sum(len(h) + i.size + padding(i.size) for h, i in zip(headers, inputs))
                      + 3 * BLOCK + len(sketch) + BLOCK + len(TAR_END))
         if lead is not None:
-            body_size += BLOCK + len(lead) + _padding(len(lead))
+            body_size += BLOCK + len(lead) + padding(len(lead))
         sink = _sink_for(self.compression, self._fd, body_size)
         try:
             if lead is not None:
@@ -680,14 +657,14 @@ class ArchiveWriter:
             for header, item in zip(headers, inputs):
                 sink.write(header)
                 checksums.append(Checksum(item.name, item.size, _copy_hashed(item, sink, reporter)))
-                sink.write(bytes(_padding(item.size)))
+                sink.write(bytes(padding(item.size)))
             trailer = self._trailer(checksums)
-            sink.write(_tar_header(CHECKSUMS_NAME, len(trailer), self._mtime) + trailer
-                       + bytes(_padding(len(trailer))))
+            sink.write(tar_header(CHECKSUMS_NAME, len(trailer), self._mtime) + trailer
+                       + bytes(padding(len(trailer))))
             if self._signer is not None:
                 signature = Signature.make(self._signer.public.raw, self._signer.sign(trailer)).to_json()
-                sink.write(_tar_header(SIGNATURE_NAME, len(signature), self._mtime) + signature
-                           + bytes(_padding(len(signature))))
+                sink.write(tar_header(SIGNATURE_NAME, len(signature), self._mtime) + signature
+                           + bytes(padding(len(signature))))
             sink.write(TAR_END)
             sink.finish()
         except BaseException:
@@ -811,19 +788,19 @@ class _Follower:
                     if length > 0:
                         writer._claim(length)
                         if header_offset is None:   # a stream: a header of this part's size
-                            sink.write(_tar_header(member, length, writer._mtime, continued=size > 0))
+                            sink.write(tar_header(member, length, writer._mtime, continued=size > 0))
                         for start in range(size, size + length, FRAME_BYTES):
                             sink.write_mapped(fd, start, min(FRAME_BYTES, size + length - start), digest)
                         size += length
                         if header_offset is None:
-                            sink.write(bytes(_padding(length)))
+                            sink.write(bytes(padding(length)))
                     if closed:
                         break
                     if self._stopping.is_set() and not self._complete:
                         raise _FollowAbandoned("the dump failed")
                     self._events(FOLLOW_POLL)
                 if header_offset is not None:
-                    sink.write(bytes(_padding(size)))
+                    sink.write(bytes(padding(size)))
                 sink.finish()
             except BaseException:
                 sink.abort()
