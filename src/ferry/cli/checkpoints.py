@@ -6,8 +6,8 @@ import contextlib
 import sys
 
 from ferry.cli import render
+from ferry.cli.parsing import engine_of
 from ferry.util import signals
-from ferry.cli.containers import Engine
 from ferry.util.errors import UsageError
 
 PHASE_TEXT = {"dump": "freezing and dumping", "hash": "hashing", "write": "writing archive",
@@ -72,7 +72,7 @@ def cmd_checkpoint(args) -> int:
                                 tcp_established=args.tcp_established, compress=args.compress,
                                 ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                                 keep=args.keep, sign_key=args.sign_key)
-    checkpoints = Engine(args.root).checkpoints
+    checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers:
         with progress_bar() as progress:
@@ -95,7 +95,7 @@ def cmd_restore(args) -> int:
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                              image_archive=args.image_archive, volumes=tuple(args.volume),
                              allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key)
-    checkpoints = Engine(args.root).checkpoints
+    checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers or [None]:
         with progress_bar() as progress:

@@ -9,7 +9,8 @@ import re
 import sys
 import time
 
-from ferry.cli import render
+from ferry.cli import checkpoints, render
+from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
 from ferry.engine.listing import EXITED, RUNNING
 from ferry.util import signals
 from ferry.util.errors import UsageError
@@ -18,49 +19,34 @@ from ferry.util.timefmt import ago, duration, parse as parse_time
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
     from ferry.engine.containers import Container
+    from ferry.engine.core import Engine
     from ferry.engine.listing import ContainerSummary
 
-# The engine is imported by each handler, not here: `ferry ps` must start fast,
-# and needs only ferry.engine.listing.
 DEFAULT_STOP_TIMEOUT = 10
-
-
-def Engine(root):  # noqa: N802  (reads like the class it returns)
-    from ferry.engine.core import Engine as engine_class
-    return engine_class(root)
-
 LOG_FOLLOW_POLL = 0.1
 
 
 def register(commands, only: str | None = None) -> bool:
     """Add the container and volume commands to ferry's top-level subparsers, or with
     `only`, just that one if it is ours. True when it added `only`."""
-    from ferry.cli.main import add_commands   # main imports this module
     return add_commands(commands, {"run": _run_parser, "container": _container_group, **_LIFECYCLE,
                                    "volume": _volume_group}, only)
 
 
 def _container_group(commands) -> None:
     group = commands.add_parser("container", help="manage containers")
-    sub = group.add_subparsers(title="container commands", metavar="COMMAND")
-    group.set_defaults(handler=_needs_sub(group))
+    sub = subcommands(group, "container commands")
+    group.set_defaults(handler=needs_subcommand(group))
     _run_parser(sub)
     cleanup = sub.add_parser("cleanup", help="release a stopped container's resources (run by its monitor)")
     cleanup.add_argument("container")
     cleanup.set_defaults(handler=cmd_cleanup)
-    from ferry.cli import checkpoints
     checkpoints.register(sub)
     listing = sub.add_parser("ls", help="list containers")
     _ps_flags(listing)
     listing.set_defaults(handler=cmd_ps)
     for build in _LIFECYCLE.values():
         build(sub)
-
-
-def _needs_sub(parser):
-    def handler(_args):
-        raise UsageError(f"'{parser.prog}' needs a subcommand", hint=f"see '{parser.prog} --help'")
-    return handler
 
 
 def _run_parser(sub) -> None:
@@ -182,8 +168,8 @@ def _non_negative(text: str) -> int:
 
 def _volume_group(commands) -> None:
     volume = commands.add_parser("volume", help="manage named volumes")
-    sub = volume.add_subparsers(title="volume commands", metavar="COMMAND")
-    volume.set_defaults(handler=_needs_sub(volume))
+    sub = subcommands(volume, "volume commands")
+    volume.set_defaults(handler=needs_subcommand(volume))
     create = sub.add_parser("create", help="create a volume")
     create.add_argument("name")
     create.set_defaults(handler=cmd_volume_create)
@@ -205,7 +191,7 @@ def _volume_group(commands) -> None:
 def cmd_run(args) -> int:
     from ferry.cli.attach import attach_and_wait
     from ferry.engine.containers import RunOptions
-    engine = Engine(args.root)
+    engine = engine_of(args)
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -228,14 +214,14 @@ def cmd_cleanup(args) -> int:
     try:
         # Run by the monitor at an exit: a command that holds the container
         # (a stop waiting for this very exit) does the cleanup itself.
-        Engine(args.root).containers.cleanup(args.container, wait=0)
+        engine_of(args).containers.cleanup(args.container, wait=0)
     except Busy:
         pass
     return 0
 
 
 def cmd_ps(args) -> int:
-    containers = Engine(args.root).listing.containers(all_states=args.all)
+    containers = engine_of(args).listing.containers(all_states=args.all)
     if args.quiet:
         for c in containers:
             render.line(c.id[:12])
@@ -283,7 +269,7 @@ def _port_json(p: dict) -> dict:
 
 
 def cmd_logs(args) -> int:
-    containers = Engine(args.root).containers
+    containers = engine_of(args).containers
     container, path = containers.log_path(args.container)
     position = 0
     while True:
@@ -329,13 +315,13 @@ def _each(args, names, action) -> int:
 
 def cmd_stop(args) -> int:
     signals.install()
-    containers = Engine(args.root).containers
+    containers = engine_of(args).containers
     return _each(args, args.containers, lambda n: containers.stop(n, timeout=args.time))
 
 
 def cmd_restart(args) -> int:
     signals.install()
-    containers = Engine(args.root).containers
+    containers = engine_of(args).containers
     def restart(name):
         containers.stop(name, timeout=args.time)
         containers.start(name)
@@ -344,18 +330,18 @@ def cmd_restart(args) -> int:
 
 def cmd_start(args) -> int:
     signals.install()
-    containers = Engine(args.root).containers
+    containers = engine_of(args).containers
     return _each(args, args.containers, containers.start)
 
 
 def cmd_kill(args) -> int:
-    containers = Engine(args.root).containers
+    containers = engine_of(args).containers
     return _each(args, args.containers, lambda n: containers.kill(n, args.signal))
 
 
 def cmd_rm(args) -> int:
     signals.install()
-    containers = Engine(args.root).containers
+    containers = engine_of(args).containers
     return _each(args, args.containers, lambda n: containers.remove(n, force=args.force))
 
 
@@ -363,7 +349,7 @@ def cmd_exec(args) -> int:
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
-    argv = Engine(args.root).containers.exec_argv(args.container, command, tty=args.tty, env=args.env,
+    argv = engine_of(args).containers.exec_argv(args.container, command, tty=args.tty, env=args.env,
                                                   workdir=args.workdir, user=args.user)
     if args.tty and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
@@ -375,7 +361,7 @@ def cmd_exec(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    engine = Engine(args.root)
+    engine = engine_of(args)
     data = [inspect_container(engine, engine.containers.get(name)) for name in args.containers]
     if args.format == "json":
         render.json_out(data)
@@ -444,12 +430,12 @@ def render_template(template: str, data: dict) -> str:
 
 
 def cmd_volume_create(args) -> int:
-    render.line(Engine(args.root).volumes.create(args.name)["Name"])
+    render.line(engine_of(args).volumes.create(args.name)["Name"])
     return 0
 
 
 def cmd_volume_ls(args) -> int:
-    volumes = Engine(args.root).volumes.list()
+    volumes = engine_of(args).volumes.list()
     if args.quiet:
         for v in volumes:
             render.line(v["Name"])
@@ -461,7 +447,7 @@ def cmd_volume_ls(args) -> int:
 
 
 def cmd_volume_rm(args) -> int:
-    engine = Engine(args.root)
+    engine = engine_of(args)
     for name in args.names:
         engine.volumes.remove(name, engine.containers.users_of_volume(name), force=args.force)
         render.line(name)
@@ -469,6 +455,6 @@ def cmd_volume_rm(args) -> int:
 
 
 def cmd_volume_inspect(args) -> int:
-    volumes = Engine(args.root).volumes
+    volumes = engine_of(args).volumes
     render.json_out([volumes.inspect(n) for n in args.names])
     return 0

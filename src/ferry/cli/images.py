@@ -10,6 +10,7 @@ import sys
 from datetime import datetime, timezone
 
 from ferry.cli import render
+from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
 from ferry.util.errors import FerryError, UsageError
 
 EXIT_OK = 0
@@ -68,11 +69,6 @@ def _command(text: str) -> list[str]:
 
 def _csv(text: str) -> list[str]:
     return [item for item in (part.strip() for part in text.split(",")) if item]
-
-
-def _store(args):
-    from ferry.engine.core import Engine
-    return Engine(args.root).images
 
 
 def _progress_line(text: str) -> None:
@@ -143,7 +139,7 @@ def image_json(image) -> dict:
 # ---- handlers -----------------------------------------------------------------
 
 def cmd_images(args) -> int:
-    images = _store(args).list()
+    images = engine_of(args).images.list()
     if args.quiet:
         for image in images:
             render.line(image.id if args.no_trunc else image.id[:SHORT_ID])
@@ -178,7 +174,7 @@ def cmd_pull(args) -> int:
 
     if not args.quiet:
         _progress_line(f"Trying to pull {reference}...")
-    image = _store(args).pull(reference, tls_verify=args.tls_verify, creds=args.creds,
+    image = engine_of(args).images.pull(reference, tls_verify=args.tls_verify, creds=args.creds,
                               progress=progress)
     if not args.quiet:
         _progress_line("Writing manifest to image destination")
@@ -189,7 +185,7 @@ def cmd_pull(args) -> int:
 def cmd_load(args) -> int:
     if not args.input:
         raise UsageError("no archive given", hint="use 'ferry load -i ARCHIVE'")
-    for image in _store(args).load(args.input):
+    for image in engine_of(args).images.load(args.input):
         if image.names:
             for name in image.names:
                 render.line(f"Loaded image: {name}")
@@ -199,15 +195,14 @@ def cmd_load(args) -> int:
 
 
 def cmd_import(args) -> int:
-    image = _store(args).import_rootfs(args.tarball, args.reference)
+    image = engine_of(args).images.import_rootfs(args.tarball, args.reference)
     render.line(image.id)
     return EXIT_OK
 
 
 def cmd_rmi(args) -> int:
-    from ferry.engine.core import Engine
     from ferry.engine.images import remove_image
-    engine = Engine(args.root)
+    engine = engine_of(args)
     failure: FerryError | None = None
     for ref in args.images:
         try:
@@ -224,14 +219,14 @@ def cmd_rmi(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    store = _store(args)
+    store = engine_of(args).images
     render.json_out([store.inspect(ref) for ref in args.images])
     return EXIT_OK
 
 
 def cmd_build_debian(args) -> int:
     include = [pkg for group in args.include for pkg in group]
-    image = _store(args).build_debian(
+    image = engine_of(args).images.build_debian(
         args.reference, include, suite=args.suite, cmd=args.cmd, expose=args.expose, env=args.env,
         progress=None if args.quiet else _progress_line)
     render.line(image.id)
@@ -278,18 +273,15 @@ def _add_rmi(commands, name: str, aliases=()) -> None:
 def register(commands, only: str | None = None) -> bool:
     """Add the image commands to ferry's top-level subparsers, or with `only`, just
     that one if it is ours. True when it added `only`."""
-    from ferry.cli.main import add_commands   # main imports this module
     return add_commands(commands, {"images": lambda c: _add_images(c, "images"), "pull": _add_pull,
                                    "load": _add_load, "rmi": lambda c: _add_rmi(c, "rmi"),
                                    "image": _add_image_group}, only)
 
 
 def _add_image_group(commands) -> None:
-    from ferry.cli.main import Parser, _needs_subcommand
-
     image = commands.add_parser("image", help="manage images")
-    group = image.add_subparsers(title="image commands", metavar="COMMAND", parser_class=Parser)
-    image.set_defaults(handler=_needs_subcommand(image))
+    group = subcommands(image, "image commands")
+    image.set_defaults(handler=needs_subcommand(image))
 
     imported = group.add_parser("import", help="create an image from a root filesystem tar")
     imported.add_argument("tarball", metavar="ROOTFS.tar")

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import ferry
 from ferry.cli import render
+from ferry.cli.parsing import Parser, add_commands, engine_of, needs_subcommand, subcommands
 from ferry.store.layout import DEFAULT_ROOT, Layout
 from ferry.util import log
 from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
                                PermissionDenied, ToolError, UsageError)
-
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
-if TYPE_CHECKING:
-    from typing import NoReturn
 
 # Podman's convention: 125 means ferry itself failed; other codes are reserved
 # for a container's own exit status in later commands.
@@ -52,34 +48,6 @@ def exit_code_for(error: FerryError) -> int:
     return EXIT_ERROR
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is a one-line FerryError rather than a usage dump."""
-
-    def error(self, message: str) -> NoReturn:
-        choice = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
-        if choice:
-            message = f"unknown command '{choice.group(1)}' for '{self.prog}'"
-        elif message.startswith("unrecognized arguments: "):
-            message = "unknown flag or argument: " + message.split(": ", 1)[1]
-        raise UsageError(message, hint=f"see '{self.prog} --help'")
-
-
-def _subcommands(parser: argparse.ArgumentParser, title: str):
-    return parser.add_subparsers(title=title, metavar="COMMAND", parser_class=Parser)
-
-
-def add_commands(commands, builders: dict[str, Callable], only: str | None) -> bool:
-    """Run each `builders[word](commands)`, or with `only`, just that one if it is
-    among them. True when `only` was among them."""
-    if only is not None:
-        if only not in builders:
-            return False
-        builders = {only: builders[only]}
-    for build in builders.values():
-        build(commands)
-    return True
-
-
 def build_parser(command: str | None = None) -> Parser:
     """The whole command line, or with `command`, only that command's parser: building
     all ~50 parsers (~150 arguments, a gettext lookup each) would cost `ferry ps` a
@@ -92,7 +60,7 @@ def build_parser(command: str | None = None) -> Parser:
                         "each root is an independent host")
     parser.add_argument("--debug", action="store_true",
                         help="log every tool ferry runs and show tracebacks")
-    commands = _subcommands(parser, "commands")
+    commands = subcommands(parser, "commands")
     # An unknown word is claimed by no module: then build everything, for the error.
     if command is None or not any(register(commands, command) for register in _registrars()):
         for register in _registrars():
@@ -132,13 +100,13 @@ def _add_info(commands) -> None:
 
 def _add_system(commands) -> None:
     system = commands.add_parser("system", help="host-level commands")
-    system_commands = _subcommands(system, "system commands")
+    system_commands = subcommands(system, "system commands")
     check = system_commands.add_parser(
         "check", help="preflight: list every host feature ferry relies on",
         description="Exit 0 when checkpoint/restore can work on this host.")
     check.add_argument("--format", choices=("table", "json"), default="table")
     check.set_defaults(handler=cmd_system_check)
-    system.set_defaults(handler=_needs_subcommand(system))
+    system.set_defaults(handler=needs_subcommand(system))
     prune = system_commands.add_parser("prune", help="remove exited containers and what a crash left behind")
     prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     prune.set_defaults(handler=cmd_system_prune)
@@ -155,12 +123,6 @@ def command_word(argv: Sequence[str]) -> str | None:
         elif not word.startswith("-"):
             return word
     return None
-
-
-def _needs_subcommand(parser: argparse.ArgumentParser) -> Callable:
-    def handler(_args) -> int:
-        raise UsageError(f"'{parser.prog}' needs a subcommand", hint=f"see '{parser.prog} --help'")
-    return handler
 
 
 # ---- handlers -----------------------------------------------------------
@@ -206,15 +168,13 @@ def cmd_system_check(args) -> int:
 
 
 def cmd_system_prune(args) -> int:
-    from ferry.engine.core import Engine
     if not args.force:
         if not sys.stdin.isatty():
             raise UsageError("system prune asks for confirmation", hint="use -f to prune without asking")
         answer = input("This removes all exited containers and leftovers of crashed ones. Continue? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             return EXIT_OK
-    engine = Engine(args.root)
-    for line in engine.prune():
+    for line in engine_of(args).prune():
         render.line(line)
     return EXIT_OK
 

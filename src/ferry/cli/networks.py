@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ferry.cli import render
+from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
 
 DRIVER = "bridge"
 
@@ -10,16 +11,13 @@ DRIVER = "bridge"
 def register(commands, only: str | None = None) -> bool:
     """Add `network` to the top-level subparsers of ferry.cli.main.build_parser, unless
     `only` names another command. True when it added `only`."""
-    from ferry.cli.main import add_commands   # main imports this module
     return add_commands(commands, {"network": _add_network}, only)
 
 
 def _add_network(commands) -> None:
-    from ferry.cli.main import _needs_subcommand, _subcommands   # main imports this module
-
     network = commands.add_parser("network", help="manage container networks")
-    verbs = _subcommands(network, "network commands")
-    network.set_defaults(handler=_needs_subcommand(network))
+    verbs = subcommands(network, "network commands")
+    network.set_defaults(handler=needs_subcommand(network))
 
     create = verbs.add_parser("create", help="create a bridge network")
     create.add_argument("--subnet", metavar="CIDR", help="IPv4 subnet (default: a free 10.N.0.0/16)")
@@ -44,11 +42,6 @@ def _add_network(commands) -> None:
     rm.set_defaults(handler=cmd_rm)
 
 
-def _networks(args):
-    from ferry.engine.core import Engine
-    return Engine(args.root).networks
-
-
 def as_podman(network) -> dict:
     """The keys `podman network inspect` prints."""
     return {"name": network.name, "id": network.id, "driver": DRIVER,
@@ -59,13 +52,13 @@ def as_podman(network) -> dict:
 
 
 def cmd_create(args) -> int:
-    network = _networks(args).create(args.name, args.subnet, args.gateway, bridge=args.bridge)
+    network = engine_of(args).networks.create(args.name, args.subnet, args.gateway, bridge=args.bridge)
     render.line(network.name)
     return 0
 
 
 def cmd_ls(args) -> int:
-    manager = _networks(args)
+    manager = engine_of(args).networks
     manager.default()   # like podman, the default network is always listed
     networks = manager.list()
     if args.format == "json":
@@ -77,13 +70,13 @@ def cmd_ls(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    manager = _networks(args)
+    manager = engine_of(args).networks
     render.json_out([as_podman(manager.get(name)) for name in args.names])
     return 0
 
 
 def cmd_rm(args) -> int:
-    manager = _networks(args)
+    manager = engine_of(args).networks
     for name in args.names:
         manager.remove(name, force=args.force)
         render.line(name)
