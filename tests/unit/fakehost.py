@@ -23,6 +23,11 @@ import os
 import shlex
 import shutil
 import signal as posix_signals
+import subprocess
+import sys
+import textwrap
+
+import pytest
 
 from ferry.engine import containers as containers_module
 from ferry.engine import listing, recovery
@@ -502,3 +507,43 @@ class Engine:
 
     def close(self) -> None:
         self.db.close()
+
+
+# ---- fixtures (import them into a test module by name) --------------------------------
+
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    return FakeHost(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def engine(tmp_path, host):
+    made = Engine(str(tmp_path / "root"), str(tmp_path / "networks"))
+    made.image = made.import_image(tmp_path)
+    host.calls.clear()
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def containers(engine):
+    return engine.containers
+
+
+def hold_lock(path: str, verb: str) -> subprocess.Popen:
+    """Another ferry command holding a container's lock, until release()."""
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from ferry.util.locks import owned_lock
+        with owned_lock({path!r}, {verb!r}, wait=1, busy_message="busy"):
+            print("held", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def release(holder: subprocess.Popen) -> None:
+    holder.kill()
+    holder.wait()
+    holder.stdout.close()

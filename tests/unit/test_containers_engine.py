@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
@@ -21,26 +18,7 @@ from ferry.engine.listing import CREATED, EXITED, RUNNING
 from ferry.runtime.launch import CHECKPOINTING
 from ferry.util.errors import Conflict, FerryError, NotFound, ToolError, UsageError
 from ferry.util.locks import Busy, is_locked
-from tests.unit.fakehost import Engine, FakeHost
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    return FakeHost(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def engine(tmp_path, host):
-    made = Engine(str(tmp_path / "root"), str(tmp_path / "networks"))
-    made.image = made.import_image(tmp_path)
-    host.calls.clear()
-    yield made
-    made.close()
-
-
-@pytest.fixture
-def containers(engine):
-    return engine.containers
+from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)
 
 
 def container_dir(containers, container) -> str:
@@ -50,25 +28,6 @@ def container_dir(containers, container) -> str:
 def read(path) -> str:
     with open(path) as f:
         return f.read()
-
-
-def hold_lock(path: str, verb: str) -> subprocess.Popen:
-    """Another ferry command holding a container's lock."""
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from ferry.util.locks import owned_lock
-        with owned_lock({path!r}, {verb!r}, wait=1, busy_message="busy"):
-            print("held", flush=True)
-            time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
-def release(holder: subprocess.Popen) -> None:
-    holder.kill()
-    holder.wait()
-    holder.stdout.close()
 
 
 # ---- create ----------------------------------------------------------------------
