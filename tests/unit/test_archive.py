@@ -20,7 +20,7 @@ import pytest
 import xxhash
 import zstandard
 
-from ferry.checkpoint.archive import manifest, reader, tarfmt, writer
+from ferry.checkpoint.archive import codecs, manifest, reader, tarfmt
 from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, Head, HostInfo, ManifestV2, MemberV2,
                                       compression_for, read_archive, read_manifest, write_archive)
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
@@ -70,9 +70,9 @@ def _write(tmp_path, source, compression: str, **kwargs):
 def _tar_bytes(path: str) -> bytes:
     with open(path, "rb") as f:
         data = f.read()
-    if data.startswith(reader.ZSTD_MAGIC):
+    if data.startswith(codecs.ZSTD_MAGIC):
         return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
-    if data.startswith(reader.GZIP_MAGIC):
+    if data.startswith(codecs.GZIP_MAGIC):
         return gzip.decompress(data)
     return data
 
@@ -249,10 +249,9 @@ def test_compression_for_refuses(path, explicit, match):
 def compression(request, monkeypatch):
     """Each compression; gzip-zlib is gzip on a host without pigz."""
     if request.param == "gzip-zlib":
-        monkeypatch.setattr(reader, "_pigz", lambda: None)
-        monkeypatch.setattr(writer, "_pigz", lambda: None)
+        monkeypatch.setattr(codecs, "find_pigz", lambda: None)
         return "gzip"
-    if request.param == "gzip" and reader._pigz() is None:
+    if request.param == "gzip" and codecs.find_pigz() is None:
         pytest.skip("pigz is not installed (make setup installs it)")
     return request.param
 

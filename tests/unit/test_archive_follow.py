@@ -14,7 +14,7 @@ import time
 import pytest
 import zstandard
 
-from ferry.checkpoint.archive import reader, writer
+from ferry.checkpoint.archive import codecs, writer
 from ferry.checkpoint.archive import CHECKSUMS_NAME, MANIFEST_NAME, ArchiveWriter, read_archive, read_manifest
 from ferry.util.errors import BadArchive, FerryError
 from tests.unit.test_archive import CONTAINER, HOST, SUFFIX, _pages, _tar_bytes
@@ -175,7 +175,7 @@ def _follow_onto_pipe(tmp_path, compression, files, **kwargs):
 
 @pytest.mark.parametrize("compression", ["zstd", "none"])
 def test_a_pipe_gets_followed_files_in_consecutive_parts(tmp_path, monkeypatch, compression):
-    monkeypatch.setattr(writer, "FRAME_BYTES", 64 << 10)
+    monkeypatch.setattr(codecs, "FRAME_BYTES", 64 << 10)
     files = {"pages-1.img": _pages(700_000, 11), "core-1.img": os.urandom(3000), "pages-2.img": _pages(300_001, 12)}
     result, names, received = _follow_onto_pipe(tmp_path, compression, files, max_size=5 << 20)
     assert (result.path, result.size) == (None, None)
@@ -232,7 +232,7 @@ def test_a_pipe_refuses_to_follow_without_max_size(tmp_path):
 
 
 def test_a_stream_fails_in_one_line_rather_than_exceed_its_max_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(writer, "FRAME_BYTES", 64 << 10)
+    monkeypatch.setattr(codecs, "FRAME_BYTES", 64 << 10)
     files = {"pages-1.img": _pages(400_000, 14)}
     with pytest.raises(FerryError, match="exceed the max_size of 200000 bytes") as caught:
         _follow_onto_pipe(tmp_path, "zstd", files, max_size=200_000)
@@ -283,7 +283,7 @@ def test_a_reader_that_went_away_is_one_line(tmp_path, compression):
 # ---- frames: many small ones read back in order, hostile ones refused ---------
 
 def test_many_frames_decompress_in_parallel_and_in_order(tmp_path, monkeypatch):
-    monkeypatch.setattr(writer, "FRAME_BYTES", 64 << 10)
+    monkeypatch.setattr(codecs, "FRAME_BYTES", 64 << 10)
     files = {"pages-1.img": _pages(2_000_000, 9), "core-1.img": os.urandom(700)}
     result, _ = _follow_and_commit(tmp_path, "zstd", files)
     assert result.streamed == len(files["pages-1.img"])
@@ -296,15 +296,15 @@ def test_many_frames_decompress_in_parallel_and_in_order(tmp_path, monkeypatch):
     zstandard.ZstdCompressor(write_checksum=False, write_content_size=False).compress(b"x" * 300),
     zstandard.ZstdCompressor(write_checksum=True).compress(b"y" * 70_000),
     zstandard.ZstdCompressor().compress(b"z" * 300),        # a 2-byte content size (value - 256)
-    writer._raw_zstd_frame(b""),
-    writer._raw_zstd_frame(bytes(300_000)),
+    codecs.raw_zstd_frame(b""),
+    codecs.raw_zstd_frame(bytes(300_000)),
     b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"skip!",
     b"\x5f\x2a\x4d\x18" + bytes(4),
 ])
 def test_the_frame_walker_finds_every_frame_end(frame):
     stream = frame + frame
     for step in (1, 7, len(stream)):
-        walker, ends, fed = reader._ZstdFrameWalker(), [], 0
+        walker, ends, fed = codecs.ZstdFrameWalker(), [], 0
         for start in range(0, len(stream), step):
             ends += [fed + end.offset for end in walker.feed(stream[start:start + step])]
             fed += len(stream[start:start + step])
@@ -314,8 +314,8 @@ def test_the_frame_walker_finds_every_frame_end(frame):
 
 def test_a_frame_larger_than_the_limit_is_refused(tmp_path, monkeypatch):
     from ferry.util.errors import BadArchive
-    monkeypatch.setattr(reader, "MAX_FRAME_CONTENT", 100_000)
-    monkeypatch.setattr(writer, "FRAME_BYTES", 1 << 20)
+    monkeypatch.setattr(codecs, "MAX_FRAME_CONTENT", 100_000)
+    monkeypatch.setattr(codecs, "FRAME_BYTES", 1 << 20)
     files = {"pages-1.img": _pages(FOLLOW_MIN * 2, 10)}
     result, _ = _follow_and_commit(tmp_path, "zstd", files)
     with pytest.raises(BadArchive, match="zstd frame of more than"):

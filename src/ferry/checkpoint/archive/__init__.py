@@ -6,7 +6,8 @@ It reads and writes bytes only: it never runs CRIU nor makes containers."""
 from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, FORMAT_VERSION, MANIFEST_NAME,
                                                SIGNATURE_NAME, ArchiveContents, Checksum, Checksums, Head, ManifestV2,
                                                MemberV2, Signature, parse_head)
-from ferry.checkpoint.archive.reader import compression_for, read_archive, read_manifest
+from ferry.checkpoint.archive.codecs import compression_for
+from ferry.checkpoint.archive.reader import read_archive, read_manifest
 from ferry.checkpoint.archive.writer import ArchiveWriter, WriteResult, write_archive
 from ferry.checkpoint.hostinfo import HostInfo, host_info
 

@@ -30,437 +30,44 @@ anyone who can edit the archive can recompute its digests.
 
 from __future__ import annotations
 
-import collections
-import contextlib
-import fcntl
 import os
 import posixpath
-import queue
 import shutil
-import subprocess
-import threading
-import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
 import blake3
 import xxhash
-import zstandard
 
-from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, HINT_DAMAGED, HINT_FOREIGN,
+from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, HINT_DAMAGED, HINT_FOREIGN,
                                                HINT_FORGED, HINT_UNSIGNED, MANIFEST_NAME, MAX_CHECKSUMS_BYTES,
                                                MAX_HEAD_BYTES, MAX_MANIFEST_BYTES, MAX_MEMBERS, MAX_SIGNATURE_BYTES,
                                                RESERVED_NAMES, SIGNATURE_NAME, ArchiveContents, Checksum, Checksums,
                                                Head, ManifestV2, MemberV2, Signature, parent_dirs, parse_head, shown,
-                                               trailing, truncated, unsafe_name_reason)
-from ferry.checkpoint.archive.progress import PROGRESS_INTERVAL, Progress, Reporter
+                                               trailing, unsafe_name_reason)
+from ferry.checkpoint.archive.codecs import CHUNK, DECODER_ERRORS, ZSTD_MAGIC, decoder_failure, open_source, write_all
+from ferry.checkpoint.archive.progress import Progress, Reporter
 from ferry.checkpoint.archive.tarfmt import REFUSED_KINDS, Entry, TarStream, next_entry, padding
-from ferry.util import proc
-from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
+from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound
 from ferry.util.log import get_logger
 
-__all__ = ["compression_for", "read_archive", "read_manifest"]
+__all__ = ["read_archive", "read_manifest"]
 
 log = get_logger("ferry.checkpoint.archive")
 
-SUFFIXES = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.zst", "zstd"), (".tar.zstd", "zstd"),
-            (".tzst", "zstd"), (".tar", "none"))
 
-CHUNK = 1 << 20            # unit of reads, hashing and decompressed output
-PIPELINE_DEPTH = 8         # chunks a gzip or plain archive is read ahead
 HASH_ASIDE = 256 << 10     # views at least this large are hashed while they are written
 
 MAX_TRAILING_ZEROS = 1 << 20       # tar writers pad to a record size (10 KiB for most)
-MAX_FRAME_CONTENT = 128 << 20      # ferry writes zstd frames of at most 64 MiB
-
-GZIP_MAGIC = b"\x1f\x8b"
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 # ---- compression choice -------------------------------------------------
-
-def compression_for(path: str, explicit: str | None = None) -> str:
-    """An explicit choice wins; otherwise the file name says (never sniffed)."""
-    if explicit is not None:
-        if explicit in COMPRESSIONS:
-            return explicit
-        raise UsageError(f"unknown compression {explicit!r}", hint="use zstd, gzip or none")
-    lowered = os.path.basename(path).lower()
-    for suffix, compression in SUFFIXES:
-        if lowered.endswith(suffix) and len(lowered) > len(suffix):
-            return compression
-    raise UsageError(f"cannot tell the compression of {path}",
-                     hint="name it .tar.gz, .tar.zst or .tar, or pass --compress")
-
-
-def _pigz() -> str | None:
-    return shutil.which("pigz", path=proc.TOOL_PATH)
 
 
 # ---- shared by writing and reading ----------------------------------------
 
 
-def _write_all(fd: int, data) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _end(process: subprocess.Popen) -> None:
-    """Kill `process` if it still runs, reap it, and close our ends of its pipes."""
-    if process.poll() is None:
-        process.kill()
-    process.wait()
-    for pipe in (process.stdin, process.stdout, process.stderr):
-        if pipe is not None:
-            with contextlib.suppress(OSError):
-                pipe.close()
-
-
-def _grow_pipe(fd: int) -> None:
-    # Fewer, larger pipe transfers; fs.pipe-max-size may not allow it, which is fine.
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
-    except OSError:
-        pass
-
-
 # ---- reading: decompressed chunk sources ---------------------------------
 # ---- reading: decompressed chunk sources ---------------------------------
-
-
-class _ChunkSource:
-    """The archive's decompressed bytes: read() gives the next chunk, b"" at
-    the end, after the decompressor has checked its own end of stream."""
-
-    def read(self) -> bytes:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        """Make a read blocked in another thread return soon."""
-
-    def release(self, chunk) -> None:
-        """The reader is done with `chunk`, the oldest it was given."""
-
-    def close(self) -> None:
-        pass
-
-
-class _PlainSource(_ChunkSource):
-    def __init__(self, fd: int):
-        self._fd = fd
-
-    def read(self) -> bytes:
-        return os.read(self._fd, CHUNK)
-
-
-@dataclass(frozen=True)
-class _FrameEnd:
-    offset: int                # in the data just fed, where the frame ends
-    content_size: int | None   # as its header declares it
-    skippable: bool
-
-
-class _ZstdFrameWalker:
-    """Follows zstd frame and block headers in the compressed bytes, so each
-    frame can be handed to a decoder whole, and a frame cut short is seen
-    (zstandard's stream reader ends quietly there)."""
-
-    def __init__(self):
-        self._state = "magic"
-        self._need = 4          # header bytes the state wants
-        self._pending = b""     # of those, what has arrived
-        self._skip = 0          # block content still to pass over
-        self._checksum = False
-        self._skippable = False
-        self._layout = (0, 0, 0)   # frame header: window descriptor, dict id, content size bytes
-        self._content_size: int | None = None
-        self._end_after_skip = False
-
-    def feed(self, data: bytes) -> list[_FrameEnd]:
-        """Walk `data`; the frames that end in it."""
-        ends = []
-        view, pos, end = memoryview(data), 0, len(data)
-        while pos < end:
-            if self._skip:
-                step = min(self._skip, end - pos)
-                self._skip -= step
-                pos += step
-                if not self._skip and self._end_after_skip:
-                    self._end_after_skip = False
-                    ends.append(_FrameEnd(pos, self._content_size, self._skippable))
-                continue
-            take = min(self._need - len(self._pending), end - pos)
-            self._pending += bytes(view[pos:pos + take])
-            pos += take
-            if len(self._pending) == self._need:
-                header, self._pending = self._pending, b""
-                if self._advance(header):
-                    ends.append(_FrameEnd(pos, self._content_size, self._skippable))
-        return ends
-
-    def _advance(self, header: bytes) -> bool:
-        """Take one complete header field; True when it ends a frame."""
-        value = int.from_bytes(header, "little")
-        state = self._state
-        if state == "magic":
-            self._skippable = False
-            if header == ZSTD_MAGIC:
-                self._state, self._need = "descriptor", 1
-            elif value & 0xFFFFFFF0 == 0x184D2A50:
-                self._skippable = True
-                self._state, self._need = "skippable_size", 4
-            else:
-                raise trailing()
-        elif state == "descriptor":
-            if value & 0x08:
-                raise BadArchive("archive is corrupt: bad zstd frame header", hint=HINT_DAMAGED)
-            single_segment = value >> 5 & 1
-            self._checksum = bool(value & 0x04)
-            self._layout = (0 if single_segment else 1, (0, 1, 2, 4)[value & 3],
-                            ((1 if single_segment else 0), 2, 4, 8)[value >> 6])
-            self._content_size = None
-            rest = sum(self._layout)
-            self._state, self._need = ("frame_header", rest) if rest else ("block", 3)
-        elif state == "frame_header":
-            size_bytes = header[sum(self._layout[:2]):]
-            if size_bytes:
-                self._content_size = int.from_bytes(size_bytes, "little") + (256 if len(size_bytes) == 2 else 0)
-            self._state, self._need = "block", 3
-        elif state == "block":
-            block_type, block_size = value >> 1 & 3, value >> 3
-            if block_type == 3:
-                raise BadArchive("archive is corrupt: bad zstd block", hint=HINT_DAMAGED)
-            self._skip = 1 if block_type == 1 else block_size
-            if value & 1:  # last block of the frame
-                if self._checksum:
-                    self._state, self._need = "checksum", 4
-                else:
-                    self._state, self._need = "magic", 4
-                    return self._ends_after(self._skip)
-        elif state == "checksum":
-            self._state, self._need = "magic", 4
-            return True
-        elif state == "skippable_size":
-            self._skip = value
-            self._content_size = None
-            self._state, self._need = "magic", 4
-            return self._ends_after(value)
-        return False
-
-    def _ends_after(self, skip: int) -> bool:
-        """The frame ends once `skip` more bytes have passed: now if none."""
-        self._end_after_skip = bool(skip)
-        return not skip
-
-    def finish(self) -> None:
-        if self._state != "magic" or self._pending or self._skip:
-            raise truncated()
-
-
-class _ZstdSource(_ChunkSource):
-    """Decompresses whole frames in a pool of threads and hands them out in
-    order: ferry writes memory pages as independent frames, so every core
-    decompresses. A frame must declare (or stay within) MAX_FRAME_CONTENT.
-    Frames that declare their size are decompressed into reused buffers, as
-    fresh memory costs a page fault per 4 KiB."""
-
-    def __init__(self, fd: int, ahead: int):
-        self._fd = fd
-        self._ahead = ahead     # frames in flight before the oldest is waited for
-        self._walker = _ZstdFrameWalker()
-        self._workers = os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ferry-unzstd")
-        self._local = threading.local()
-        self._frame: list[bytes] = []     # compressed bytes of the frame being read
-        self._frame_bytes = 0
-        self._outputs: collections.deque[Future] = collections.deque()
-        self._raw_done = False
-        self._lock = threading.Lock()
-        self._free: list[bytearray] = []
-        self._lent: collections.deque = collections.deque()   # buffers of the chunks handed out
-
-    def read(self):
-        while True:
-            if self._outputs and (self._raw_done or len(self._outputs) >= self._ahead):
-                data, buffer = self._outputs.popleft().result()
-                self._lent.append(buffer)
-                if data:
-                    return data
-                self.release(data)
-            elif self._raw_done:
-                return b""
-            else:
-                self._read_raw()
-
-    def release(self, chunk) -> None:
-        buffer = self._lent.popleft()
-        if buffer is not None:
-            with self._lock:
-                self._free.append(buffer)
-
-    def _read_raw(self) -> None:
-        data = os.read(self._fd, CHUNK)
-        if not data:
-            self._walker.finish()
-            self._raw_done = True
-            return
-        start = 0
-        for end in self._walker.feed(data):
-            self._frame.append(data[start:end.offset])
-            start = end.offset
-            frame, self._frame, self._frame_bytes = b"".join(self._frame), [], 0
-            if not end.skippable:
-                if end.content_size is not None and end.content_size > MAX_FRAME_CONTENT:
-                    raise _frame_too_large()
-                self._outputs.append(self._pool.submit(self._decompress, frame, end.content_size))
-        if start < len(data):
-            self._frame.append(data[start:])
-            self._frame_bytes += len(data) - start
-            if self._frame_bytes > MAX_FRAME_CONTENT + (1 << 20):   # never that much larger than its content
-                raise _frame_too_large()
-
-    def _decompress(self, frame: bytes, size: int | None):
-        """(content, the buffer holding it or None)."""
-        decompressor = getattr(self._local, "decompressor", None)
-        if decompressor is None:
-            decompressor = self._local.decompressor = zstandard.ZstdDecompressor()
-        if size is None:
-            return decompressor.decompress(frame, max_output_size=MAX_FRAME_CONTENT), None
-        with self._lock:
-            fits = [b for b in self._free if len(b) >= size]
-            buffer = min(fits, key=len) if fits else bytearray(size)
-            if fits:
-                self._free.remove(buffer)
-        view = memoryview(buffer)[:size]
-        reader = decompressor.stream_reader(frame)
-        filled = 0
-        while filled < size and (count := reader.readinto(view[filled:])):
-            filled += count
-        if filled != size or reader.read(1):   # reading on checks the frame's checksum
-            raise BadArchive("archive is corrupt: a zstd frame holds other than it declares", hint=HINT_DAMAGED)
-        return view, buffer
-
-    def close(self) -> None:
-        for output in self._outputs:
-            output.cancel()
-        self._pool.shutdown(wait=True)
-
-
-def _frame_too_large() -> BadArchive:
-    return BadArchive(f"archive has a zstd frame of more than {MAX_FRAME_CONTENT >> 20} MiB", hint=HINT_FOREIGN)
-
-
-class _ZlibGzipSource(_ChunkSource):
-    """gzip members one after another, each checked to its end by zlib."""
-
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._inflater = zlib.decompressobj(31)
-
-    def read(self) -> bytes:
-        while True:
-            if self._inflater.eof:
-                leftover = self._inflater.unused_data or os.read(self._fd, CHUNK)
-                if not leftover:
-                    return b""
-                if len(leftover) < len(GZIP_MAGIC):
-                    leftover += os.read(self._fd, CHUNK)
-                if not leftover.startswith(GZIP_MAGIC):
-                    raise trailing()
-                self._inflater = zlib.decompressobj(31)
-                pending = leftover
-            else:
-                pending = self._inflater.unconsumed_tail or os.read(self._fd, CHUNK)
-                if not pending:
-                    data = self._inflater.flush()
-                    if not self._inflater.eof:
-                        raise truncated()
-                    if data:
-                        return data
-                    continue
-            data = self._inflater.decompress(pending, CHUNK)
-            if data:
-                return data
-
-
-class _PigzSource(_ChunkSource):
-    """pigz -d in its own process: about twice zlib's speed here, and it runs
-    beside the hashing and writing. -v makes it fail on trailing junk."""
-
-    def __init__(self, fd: int, pigz: str):
-        self._process = proc.spawn([pigz, "-d", "-c", "-v"], desc="pigz decompression",
-                                   stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._pipe = self._process.stdout.fileno()
-        _grow_pipe(self._pipe)
-
-    def read(self) -> bytes:
-        data = os.read(self._pipe, CHUNK)
-        if not data:
-            code = self._process.wait()
-            said = self._process.stderr.read().decode(errors="replace")
-            if code != 0:
-                raise _pigz_failure(said)
-        return data
-
-    def stop(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-
-    def close(self) -> None:
-        _end(self._process)
-
-
-def _pigz_failure(said: str) -> BadArchive:
-    if "trailing junk" in said:
-        return trailing()
-    if any(sign in said for sign in ("missing trailer", "incomplete", "unexpected end", "premature end")):
-        return truncated()
-    lines = [line for line in said.splitlines() if "pigz:" in line] or said.splitlines() or ["no output"]
-    return BadArchive(f"archive is corrupt: {lines[-1].split('pigz:', 1)[-1].strip()}", hint=HINT_DAMAGED)
-
-
-class _Prefetcher(_ChunkSource):
-    """Runs a source in a thread so decompression overlaps hashing and writing
-    (zstandard, zlib and os.read release the GIL)."""
-
-    def __init__(self, source):
-        self._source = source
-        self._queue: queue.Queue = queue.Queue(PIPELINE_DEPTH)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="ferry-archive-read", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                data = self._source.read()
-                self._put(data)
-                if not data:
-                    return
-        except BaseException as exc:  # handed to the reading thread
-            self._put(exc)
-
-    def _put(self, item) -> None:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=PROGRESS_INTERVAL)
-                return
-            except queue.Full:
-                continue
-
-    def read(self) -> bytes:
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._source.stop()
-        self._thread.join()    # before close: the thread may still hold the source's fds
-        self._source.close()
 
 
 def _open_archive(path: str, *, threaded: bool, use_pigz: bool):
@@ -472,24 +79,10 @@ def _open_archive(path: str, *, threaded: bool, use_pigz: bool):
     except OSError as exc:
         raise FerryError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        head = os.pread(fd, len(ZSTD_MAGIC), 0)
-        if head.startswith(ZSTD_MAGIC):
-            # Twice as many frames as workers in flight keep the pool busy
-            # while the caller writes a chunk out; the manifest needs one.
-            source = _ZstdSource(fd, ahead=2 * (os.cpu_count() or 1) if threaded else 1)
-        elif head.startswith(GZIP_MAGIC):
-            pigz = _pigz() if use_pigz else None
-            source = _PigzSource(fd, pigz) if pigz else _ZlibGzipSource(fd)
-        else:
-            source = _PlainSource(fd)
-        # zstd frames decompress in their own pool already.
-        return fd, (_Prefetcher(source) if threaded and not isinstance(source, _ZstdSource) else source)
+        return fd, open_source(fd, os.pread(fd, len(ZSTD_MAGIC), 0), threaded=threaded, use_pigz=use_pigz)
     except BaseException:
         os.close(fd)
         raise
-
-
-# ---- reading: the tar stream ---------------------------------------------
 
 
 # ---- reading: extraction --------------------------------------------------
@@ -606,7 +199,7 @@ class _Output:
         # are done before the stream moves on.
         for view in stream.views(size):
             hashing = self._extractor.hash_aside(self.digest, view)
-            _write_all(self.fd, view)
+            write_all(self.fd, view)
             if hashing is not None:
                 hashing.result()
             reporter.add(len(view))
@@ -788,12 +381,6 @@ def _expect_clean_end(stream: TarStream) -> None:
             raise trailing()
 
 
-def _decoder_failure(exc: BaseException) -> BadArchive | None:
-    if isinstance(exc, (zstandard.ZstdError, zlib.error)):
-        return BadArchive(f"archive is corrupt: {exc}", hint=HINT_DAMAGED)
-    return None
-
-
 def _verify_key(verify_key):
     """A loaded public key, from a PublicKey or a PEM file's path."""
     if verify_key is None:
@@ -848,7 +435,7 @@ def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,
         except BaseException as exc:
             source.close()
             _remove_tree_we_made(dest_dir)
-            failure = _decoder_failure(exc)
+            failure = decoder_failure(exc)
             if failure is not None:
                 raise failure from None
             if isinstance(exc, OSError):
@@ -875,8 +462,8 @@ def read_manifest(path: str) -> ManifestV2 | Head:
     fd, source = _open_archive(path, threaded=False, use_pigz=False)
     try:
         return _read_head(TarStream(source))[0]
-    except (zstandard.ZstdError, zlib.error) as exc:
-        raise _decoder_failure(exc) from None
+    except DECODER_ERRORS as exc:
+        raise decoder_failure(exc) from None
     finally:
         source.close()
         os.close(fd)

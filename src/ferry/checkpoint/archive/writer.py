@@ -24,34 +24,27 @@ the size known when it is written, all after the first marked FERRY.continue.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import mmap
 import os
 import stat
-import struct
-import subprocess
 import tempfile
 import threading
 import time
-import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
 import blake3
-import zstandard
 
+from ferry.checkpoint.archive import codecs
 from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, DIGEST, FORMAT_VERSION,
                                                MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
                                                MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, Checksum, Checksums,
                                                Head, Signature, check_container, shown, unsafe_name_reason, utc_now)
+from ferry.checkpoint.archive.codecs import Sink, framed, sink_for, write_all
 from ferry.checkpoint.archive.progress import Progress, Reporter
-from ferry.checkpoint.archive.reader import GZIP_MAGIC, ZSTD_MAGIC, _end, _grow_pipe, _pigz, _write_all
 from ferry.checkpoint.archive.tarfmt import BLOCK, TAR_END, fixed_header, padding, tar_header
 from ferry.checkpoint.hostinfo import HostInfo, host_info
-from ferry.util import proc
-from ferry.util.errors import FerryError, NotFound, ToolError, UsageError
+from ferry.util.errors import FerryError, NotFound, UsageError
 from ferry.util.fs import fsync_dir
 from ferry.util.log import get_logger
 
@@ -59,42 +52,12 @@ __all__ = ["ArchiveWriter", "WriteResult", "write_archive"]
 
 log = get_logger("ferry.checkpoint.archive")
 
-# gzip level 1 is 3-5x faster than the default and costs a few percent of
-# size on memory pages; the archive must not be what a checkpoint waits on.
-GZIP_LEVEL = 1
-STORED_BLOCK_MAX = 0xFFFF      # deflate stored block
-ZSTD_BLOCK_MAX = 128 << 10     # zstd block
 
-# Memory pages: zstd's double-fast search with small tables (256 KiB each).
-# On redis pages it costs about what level 1 costs and writes archives a
-# little smaller than podman's (level 1 is 6% larger; level 3, as small,
-# takes 25-40% more CPU).
-PAGES_ZSTD = dict(strategy=zstandard.STRATEGY_DFAST, window_log=19, chain_log=16, hash_log=16,
-                  min_match=5, search_log=1)
-# Small bodies, where CPU does not matter: level 3 with an 8 MiB window also
-# finds the pages that several processes (nginx's workers) share.
-SMALL_ZSTD_LEVEL, SMALL_ZSTD_WINDOW_LOG = 3, 23
-SMALL_BODY = 64 << 20
-# Large bodies go in independent frames of this size, compressed by a pool of
-# threads. zstd's own threads in streaming mode kept the 2 cores here only
-# half busy (3.3 s against 2.2 s for 1.17 GiB), and the window (512 KiB) makes
-# the frame boundaries cost nothing in size. A multiple of the page size: a
-# followed file is mapped a frame at a time.
-FRAME_BYTES = 32 << 20
 # A followed file streams once it reaches this size. Smaller ones wait for the
 # final frame, where they compress together (and the window spans them).
 FOLLOW_MIN = 32 << 20
-SYNC_FILE_RANGE_WRITE = 2
 READ_BYTES = 4 << 20      # one read of a file being archived
 FOLLOW_POLL = 0.02        # seconds a follower waits for more of a file, or for its close
-
-
-def _zstd_params(body_size: int | None) -> tuple[zstandard.ZstdCompressionParameters, int]:
-    """Parameters and frame size for a body of `body_size` bytes (None: unknown, large)."""
-    if body_size is not None and body_size <= SMALL_BODY:
-        return zstandard.ZstdCompressionParameters.from_level(
-            SMALL_ZSTD_LEVEL, source_size=body_size, window_log=SMALL_ZSTD_WINDOW_LOG, write_checksum=1), SMALL_BODY
-    return zstandard.ZstdCompressionParameters(**PAGES_ZSTD, write_checksum=1), FRAME_BYTES
 
 
 @dataclass(frozen=True)
@@ -139,7 +102,7 @@ def _changed(name: str) -> FerryError:
                       hint="nothing may write into a checkpoint while it is archived; checkpoint again")
 
 
-def _copy_hashed(item: _Input, sink: "_Sink", reporter: Reporter) -> str:
+def _copy_hashed(item: _Input, sink: Sink, reporter: Reporter) -> str:
     """Stream one complete file into the sink; its BLAKE3 digest."""
     fd, before = _open_input(item.path, item.name)
     try:
@@ -162,240 +125,7 @@ def _copy_hashed(item: _Input, sink: "_Sink", reporter: Reporter) -> str:
         os.close(fd)
 
 
-def _stored_gzip_member(data: bytes) -> bytes:
-    """`data` as one gzip member of stored (uncompressed) deflate blocks."""
-    parts = [GZIP_MAGIC + b"\x08\x00\x00\x00\x00\x00\x00\xff"]   # deflate, no flags, no mtime, OS unknown
-    starts = range(0, len(data), STORED_BLOCK_MAX) or [0]
-    for start in starts:
-        chunk = data[start:start + STORED_BLOCK_MAX]
-        last = start + STORED_BLOCK_MAX >= len(data)
-        parts.append(struct.pack("<BHH", last, len(chunk), len(chunk) ^ 0xFFFF) + chunk)
-    parts.append(struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF))
-    return b"".join(parts)
-
-
-def _raw_zstd_frame(data: bytes) -> bytes:
-    """`data` as one zstd frame of raw (uncompressed) blocks."""
-    parts = [ZSTD_MAGIC + b"\xe0" + struct.pack("<Q", len(data))]   # single segment, 8-byte size
-    starts = range(0, len(data), ZSTD_BLOCK_MAX) or [0]
-    for start in starts:
-        chunk = data[start:start + ZSTD_BLOCK_MAX]
-        last = start + ZSTD_BLOCK_MAX >= len(data)
-        parts.append((len(chunk) << 3 | last).to_bytes(3, "little") + chunk)
-    return b"".join(parts)
-
-
-def _framed(compression: str, data: bytes) -> bytes:
-    if compression == "zstd":
-        return _raw_zstd_frame(data)
-    if compression == "gzip":
-        return _stored_gzip_member(data)
-    return data
-
-
 # ---- sinks: where a body of members goes ---------------------------------
-
-class _Sink:
-    """The temp file at its current offset, through a compressor or not.
-    write() is done with `data` when it returns: callers reuse their buffers."""
-
-    _scratch: memoryview | None = None
-
-    def write(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def write_mapped(self, fd: int, offset: int, length: int, digest) -> None:
-        """Write `length` bytes of the file fd from `offset` (page-aligned),
-        mapped rather than read, and add them to `digest`."""
-        with mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=offset) as mapping:
-            with memoryview(mapping) as view:
-                digest.update(view)
-                self.write(view)
-
-    def read_from(self, fd: int, limit: int) -> memoryview:
-        """Read up to `limit` bytes of fd into the sink; the bytes read (empty
-        at the end of the file), valid until the next call."""
-        if self._scratch is None or len(self._scratch) < limit:
-            self._scratch = memoryview(bytearray(limit))
-        data = self._scratch[:os.readv(fd, [self._scratch[:limit]])]
-        self.write(data)
-        return data
-
-    def finish(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-class _PlainSink(_Sink):
-    def __init__(self, fd: int):
-        self._fd = fd
-
-    def write(self, data) -> None:
-        _write_all(self._fd, data)
-
-
-class _ZstdSink(_Sink):
-    """zstd frames of at most frame_size bytes each, compressed in a pool of
-    threads (python-zstandard releases the GIL) and written in order. Frame
-    buffers are reused: fresh ones cost a page fault per 4 KiB."""
-
-    def __init__(self, fd: int, body_size: int | None):
-        self._fd = fd
-        self._params, self._frame_size = _zstd_params(body_size)
-        if body_size is not None:
-            self._frame_size = max(1, min(self._frame_size, body_size))
-        self._workers = os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="ferry-zstd")
-        self._local = threading.local()
-        self._free: list[bytearray] = []
-        self._buffer: bytearray | None = None
-        self._filled = 0
-        # (compressed frame, its buffer to reuse, or its mapping to close)
-        self._frames: collections.deque[tuple[Future, bytearray | mmap.mmap]] = collections.deque()
-
-    def _compress(self, data: memoryview) -> bytes:
-        compressor = getattr(self._local, "compressor", None)
-        if compressor is None:
-            compressor = self._local.compressor = zstandard.ZstdCompressor(compression_params=self._params)
-        return compressor.compress(data)
-
-    def _current(self) -> bytearray:
-        if self._buffer is None:
-            self._buffer = self._free.pop() if self._free else bytearray(self._frame_size)
-            self._filled = 0
-        return self._buffer
-
-    def write(self, data) -> None:
-        view = memoryview(data)
-        while view:
-            buffer = self._current()
-            count = min(len(view), self._frame_size - self._filled)
-            buffer[self._filled:self._filled + count] = view[:count]
-            self._filled += count
-            view = view[count:]
-            if self._filled == self._frame_size:
-                self._submit()
-
-    def read_from(self, fd: int, limit: int) -> memoryview:
-        # Straight into the frame buffer: no copy of the pages in between.
-        start = self._filled
-        room = memoryview(self._current())[start:start + min(limit, self._frame_size - start)]
-        count = os.readv(fd, [room])
-        self._filled += count
-        if self._filled == self._frame_size:
-            self._submit()   # the view stays valid: only older buffers are reused
-        return room[:count]
-
-    def _submit(self) -> None:
-        buffer = self._buffer if self._buffer is not None else bytearray()
-        self._queue(memoryview(buffer)[:self._filled], buffer)
-        self._buffer, self._filled = None, 0
-
-    def _queue(self, data: memoryview, owner: bytearray | mmap.mmap) -> None:
-        self._frames.append((self._pool.submit(self._compress, data), owner))
-        while len(self._frames) > self._workers:   # bounds the memory held in flight
-            self._write_oldest()
-
-    def write_mapped(self, fd: int, offset: int, length: int, digest) -> None:
-        # Page cache straight to the compressor: no copy of the pages at all.
-        if self._buffer is not None:
-            self._submit()
-        mapping = mmap.mmap(fd, length, prot=mmap.PROT_READ, offset=offset)
-        data = memoryview(mapping)
-        digest.update(data)
-        self._queue(data, mapping)
-
-    def _write_oldest(self) -> None:
-        frame, owner = self._frames.popleft()
-        _write_all(self._fd, frame.result())
-        _start_writeback(self._fd)
-        if isinstance(owner, mmap.mmap):
-            owner.close()
-        else:
-            self._free.append(owner)
-
-    def finish(self) -> None:
-        if self._buffer is not None or not self._frames:
-            self._submit()
-        while self._frames:
-            self._write_oldest()
-        self._pool.shutdown()
-
-    def abort(self) -> None:
-        for frame, _ in self._frames:
-            frame.cancel()
-        self._pool.shutdown(wait=True)
-        for _, owner in self._frames:
-            if isinstance(owner, mmap.mmap):
-                with contextlib.suppress(BufferError):
-                    owner.close()
-
-
-class _PigzSink(_Sink):
-    def __init__(self, fd: int, pigz: str):
-        self._process = proc.spawn([pigz, f"-{GZIP_LEVEL}", "-c"], desc="pigz compression",
-                                   stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.PIPE)
-        self._pipe = self._process.stdin.fileno()
-        _grow_pipe(self._pipe)
-
-    def write(self, data: bytes) -> None:
-        try:
-            _write_all(self._pipe, data)
-        except BrokenPipeError:
-            raise self._failure() from None
-
-    def finish(self) -> None:
-        self._process.stdin.close()
-        if self._process.wait() != 0:
-            raise self._failure()
-        self._process.stderr.close()
-
-    def _failure(self) -> ToolError:
-        self._process.kill()
-        code = self._process.wait()
-        said = self._process.stderr.read().decode(errors="replace")
-        return ToolError("pigz compression", code, proc.tail(said))
-
-    def abort(self) -> None:
-        _end(self._process)
-
-
-class _ZlibGzipSink(_Sink):
-    def __init__(self, fd: int):
-        self._fd = fd
-        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-
-    def write(self, data: bytes) -> None:
-        _write_all(self._fd, self._deflate.compress(data))
-
-    def finish(self) -> None:
-        _write_all(self._fd, self._deflate.flush())
-
-
-_sync_file_range = None
-
-
-def _start_writeback(fd: int) -> None:
-    """Have the kernel start writing the file out now, so that the fsync at
-    the end waits for the last frames only, not the whole archive."""
-    global _sync_file_range
-    if _sync_file_range is None:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        _sync_file_range = libc.sync_file_range
-        _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)   # a hint: its failure changes nothing
-
-
-def _sink_for(compression: str, fd: int, body_size: int | None) -> _Sink:
-    if compression == "zstd":
-        return _ZstdSink(fd, body_size)
-    if compression == "gzip":
-        pigz = _pigz()
-        return _PigzSink(fd, pigz) if pigz else _ZlibGzipSink(fd)
-    return _PlainSink(fd)
 
 
 # ---- the writer ------------------------------------------------------------
@@ -544,13 +274,13 @@ class ArchiveWriter:
                 self._head_bytes, self._declared = self._head(self._max_size), self._max_size
             else:   # a room, filled at commit
                 self._head_bytes = self._head(0, self._head_width)
-            head = _framed(self.compression, self._head_member(self._head_bytes))
+            head = framed(self.compression, self._head_member(self._head_bytes))
             self._room = len(head)
-            _write_all(self._fd, head)
+            write_all(self._fd, head)
         if self._stream:
             return None
         offset = os.lseek(self._fd, 0, os.SEEK_CUR)
-        os.lseek(self._fd, len(_framed(self.compression, bytes(BLOCK))), os.SEEK_CUR)
+        os.lseek(self._fd, len(framed(self.compression, bytes(BLOCK))), os.SEEK_CUR)
         return offset
 
     def _claim(self, count: int) -> None:
@@ -564,7 +294,7 @@ class ArchiveWriter:
     def _end_member(self, name: str, path: str, header_offset: int | None, size: int, digest: str,
                     identity: tuple) -> None:
         if header_offset is not None:
-            header = _framed(self.compression, fixed_header(name, size, self._mtime))
+            header = framed(self.compression, fixed_header(name, size, self._mtime))
             if os.pwrite(self._fd, header, header_offset) != len(header):
                 raise OSError(f"short write of the header of {shown(name)}")
         self._streamed.append(_Streamed(Checksum(name, size, digest), path, identity))
@@ -602,7 +332,7 @@ class ArchiveWriter:
             self._claim(total - self._member_bytes)
             self._write_body(inputs, reporter, lead)
             if not self._stream and lead is None:
-                room = _framed(self.compression, self._head_member(self._head_bytes))
+                room = framed(self.compression, self._head_member(self._head_bytes))
                 if len(room) != self._room:
                     raise RuntimeError(f"{MANIFEST_NAME} takes {len(room)} bytes, not the {self._room} left for it")
                 if os.pwrite(self._fd, room, 0) != len(room):
@@ -650,7 +380,7 @@ class ArchiveWriter:
                      + 3 * BLOCK + len(sketch) + BLOCK + len(TAR_END))
         if lead is not None:
             body_size += BLOCK + len(lead) + padding(len(lead))
-        sink = _sink_for(self.compression, self._fd, body_size)
+        sink = sink_for(self.compression, self._fd, body_size)
         try:
             if lead is not None:
                 sink.write(self._head_member(lead))
@@ -778,19 +508,19 @@ class _Follower:
             header_offset = writer._begin_member()
             digest = blake3.blake3()
             size = 0
-            sink = _sink_for(writer.compression, writer._fd, None)
+            sink = sink_for(writer.compression, writer._fd, None)
             try:
                 while True:
                     closed = name in self._closed or (self._stopping.is_set() and self._complete)
                     # Whole frames while the file grows, then the rest.
                     end = os.fstat(fd).st_size
-                    length = end - size if closed else (end - size) // FRAME_BYTES * FRAME_BYTES
+                    length = end - size if closed else (end - size) // codecs.FRAME_BYTES * codecs.FRAME_BYTES
                     if length > 0:
                         writer._claim(length)
                         if header_offset is None:   # a stream: a header of this part's size
                             sink.write(tar_header(member, length, writer._mtime, continued=size > 0))
-                        for start in range(size, size + length, FRAME_BYTES):
-                            sink.write_mapped(fd, start, min(FRAME_BYTES, size + length - start), digest)
+                        for start in range(size, size + length, codecs.FRAME_BYTES):
+                            sink.write_mapped(fd, start, min(codecs.FRAME_BYTES, size + length - start), digest)
                         size += length
                         if header_offset is None:
                             sink.write(bytes(padding(length)))
