@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -349,15 +348,8 @@ def cmd_exec(args) -> int:
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
-    argv = engine_of(args).containers.exec_argv(args.container, command, tty=args.tty, env=args.env,
-                                                  workdir=args.workdir, user=args.user)
-    if args.tty and not sys.stdin.isatty():
-        raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
-    if not args.interactive and not args.tty:
-        with open(os.devnull) as null:
-            os.dup2(null.fileno(), 0)
-    from ferry.util import proc
-    return proc.run_foreground(argv, desc="runc exec")
+    return engine_of(args).containers.exec(args.container, command, tty=args.tty, interactive=args.interactive,
+                                           env=args.env, workdir=args.workdir, user=args.user)
 
 
 def cmd_inspect(args) -> int:

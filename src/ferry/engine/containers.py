@@ -32,7 +32,7 @@ from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import atomic_write, remove_tree
-from ferry.util import phases, signals
+from ferry.util import phases, proc, signals
 from ferry.util.locks import Busy, owned_lock
 from ferry.util.timefmt import utc_now
 
@@ -598,6 +598,24 @@ class Containers:
             raise UsageError("exec needs a command", hint="ferry exec CONTAINER COMMAND [ARG...]")
         env = list(_merge_env(container.config.env, tuple(env)))
         return self.runc.exec_argv(container.id, command, tty=tty, env=env, cwd=workdir, user=user)
+
+    def exec(self, name_or_id: str, command: list[str], *, tty: bool, interactive: bool, env: list[str],
+             workdir: str | None, user: str | None) -> int:
+        """Run `command` in the running container on this process's terminal; its exit code."""
+        argv = self.exec_argv(name_or_id, command, tty=tty, env=env, workdir=workdir, user=user)
+        if tty and not os.isatty(0):
+            raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
+        if interactive or tty:
+            return proc.run_foreground(argv, desc="runc exec")
+        # runc hands the command our stdin: without -i it gets none, and ours comes back after.
+        saved = os.dup(0)
+        try:
+            with open(os.devnull) as null:
+                os.dup2(null.fileno(), 0)
+            return proc.run_foreground(argv, desc="runc exec")
+        finally:
+            os.dup2(saved, 0)
+            os.close(saved)
 
     def log_path(self, name_or_id: str) -> tuple[Container, str]:
         container = self.get(name_or_id)
