@@ -14,7 +14,7 @@ import time
 import pytest
 import zstandard
 
-from ferry.checkpoint.archive import codecs, writer
+from ferry.checkpoint.archive import codecs, follow
 from ferry.checkpoint.archive import CHECKSUMS_NAME, MANIFEST_NAME, ArchiveWriter, read_archive, read_manifest
 from ferry.util.errors import BadArchive, FerryError
 from tests.unit.test_archive import CONTAINER, HOST, SUFFIX, _pages, _tar_bytes
@@ -24,7 +24,7 @@ FOLLOW_MIN = 64 << 10
 
 @pytest.fixture(autouse=True)
 def small_follow_threshold(monkeypatch):
-    monkeypatch.setattr(writer, "FOLLOW_MIN", FOLLOW_MIN)
+    monkeypatch.setattr(follow, "FOLLOW_MIN", FOLLOW_MIN)
 
 
 def _select(name: str) -> bool:

@@ -28,7 +28,6 @@ import contextlib
 import os
 import stat
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -41,6 +40,7 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, DIG
                                                MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, Checksum, Checksums,
                                                Head, Signature, check_container, shown, unsafe_name_reason, utc_now)
 from ferry.checkpoint.archive.codecs import Sink, framed, sink_for, write_all
+from ferry.checkpoint.archive.follow import FollowAbandoned, Follower
 from ferry.checkpoint.archive.progress import Progress, Reporter
 from ferry.checkpoint.archive.tarfmt import BLOCK, TAR_END, fixed_header, padding, tar_header
 from ferry.checkpoint.hostinfo import HostInfo, host_info
@@ -53,11 +53,7 @@ __all__ = ["ArchiveWriter", "WriteResult", "write_archive"]
 log = get_logger("ferry.checkpoint.archive")
 
 
-# A followed file streams once it reaches this size. Smaller ones wait for the
-# final frame, where they compress together (and the window spans them).
-FOLLOW_MIN = 32 << 20
 READ_BYTES = 4 << 20      # one read of a file being archived
-FOLLOW_POLL = 0.02        # seconds a follower waits for more of a file, or for its close
 
 
 @dataclass(frozen=True)
@@ -137,10 +133,6 @@ class _Streamed:
     identity: tuple   # (inode, size, mtime_ns) when the member was closed
 
 
-class _FollowAbandoned(Exception):
-    """Following cannot be trusted; the archive is written from the files instead."""
-
-
 def _signer(signer):
     """A loaded private key, from a signing.PrivateKey or a PEM file's path."""
     if signer is None:
@@ -192,7 +184,7 @@ class ArchiveWriter:
         self._room = 0                          # bytes of a file's head room
         self._member_bytes = 0                  # sizes of the members written so far
         self._streamed: list[_Streamed] = []
-        self._follower: _Follower | None = None
+        self._follower: Follower | None = None
         self._stream = isinstance(target, int)
         if self._stream:
             self.path, self._fd, self._temp = None, target, None
@@ -238,7 +230,7 @@ class ArchiveWriter:
             return
         if self._stream and self._max_size is None:
             raise ValueError("a stream's head comes before the files it follows: give the writer a max_size")
-        self._follower = _Follower(self, directory, prefix, select)
+        self._follower = Follower(self, directory, prefix, select)
 
     def stop_following(self, *, complete: bool) -> None:
         """complete=True once the writing process has ended: each followed
@@ -254,8 +246,8 @@ class ArchiveWriter:
                 for item in self._streamed:
                     info = os.stat(item.path, follow_symlinks=False)
                     if (info.st_ino, info.st_size, info.st_mtime_ns) != item.identity:
-                        raise _FollowAbandoned(f"{item.member.name} changed after it was closed")
-        except _FollowAbandoned as why:
+                        raise FollowAbandoned(f"{item.member.name} changed after it was closed")
+        except FollowAbandoned as why:
             if self._stream:
                 raise FerryError(f"cannot write {self._name}: {why}",
                                  hint="nothing may write into a checkpoint while it is archived; "
@@ -291,13 +283,9 @@ class ArchiveWriter:
                              hint="give the archive writer a larger max_size estimate")
         self._member_bytes += count
 
-    def _end_member(self, name: str, path: str, header_offset: int | None, size: int, digest: str,
-                    identity: tuple) -> None:
-        if header_offset is not None:
-            header = framed(self.compression, fixed_header(name, size, self._mtime))
-            if os.pwrite(self._fd, header, header_offset) != len(header):
-                raise OSError(f"short write of the header of {shown(name)}")
-        self._streamed.append(_Streamed(Checksum(name, size, digest), path, identity))
+    def begin_followed(self, name: str) -> "FollowedMember":
+        """A member that goes in while its file grows (for follow.Follower)."""
+        return FollowedMember(self, name)
 
     # -- completing --
     def commit(self, source_dir: str, names: list[str], progress: Progress | None = None, *,
@@ -418,130 +406,48 @@ class ArchiveWriter:
             self._fd = -1
 
 
-class _Follower:
-    """A thread that streams the selected files of a directory into the
-    archive while another process writes them, one file at a time in the
-    order they appear. inotify says when a file was closed, and so complete;
-    a file that never grows to FOLLOW_MIN is left for commit()."""
+class FollowedMember:
+    """A member that goes into the archive while its file grows: add() its
+    bytes in order, close(), then commit() it once it is known complete. In a
+    file it is one tar entry, whose header is a room filled at commit(); on a
+    stream each add() is an entry of its own, all after the first marked
+    FERRY.continue."""
 
-    def __init__(self, writer: ArchiveWriter, directory: str, prefix: str, select: Callable[[str], bool]):
-        from inotify_simple import INotify, flags
+    def __init__(self, writer: ArchiveWriter, name: str):
+        self.name = name
+        self.size = 0
         self._writer = writer
-        self._directory = directory
-        self._prefix = prefix
-        self._select = select
-        self._flags = flags
-        self._inotify = INotify()
-        # Not MODIFY: an event per write of CRIU's could overflow the queue,
-        # and reading on a short timeout keeps up as well.
-        self._inotify.add_watch(directory, flags.CREATE | flags.CLOSE_WRITE | flags.MOVED_TO)
-        self._seen: list[str] = []       # selected names in the order they appeared
-        self._closed: set[str] = set()
-        self._handled: set[str] = set()  # streamed, or left for commit()
-        self._complete = False           # the writing process has ended
-        self._stopping = threading.Event()
-        self._error: BaseException | None = None
-        for name in sorted(os.listdir(directory)):   # made before the watch
-            self._saw(name)
-        self._thread = threading.Thread(target=self._run, name="ferry-archive-follow", daemon=True)
-        self._thread.start()
+        self._header_offset = writer._begin_member()
+        self._sink = sink_for(writer.compression, writer._fd, None)
 
-    def stop(self, complete: bool) -> None:
-        self._complete = complete
-        self._stopping.set()
-        self._thread.join()
-        self._inotify.close()
-        if self._error is not None:
-            raise self._error
+    def add(self, fd: int, length: int, digest) -> None:
+        """The next `length` bytes of the file fd, mapped a frame at a time, and added to `digest`."""
+        writer = self._writer
+        writer._claim(length)
+        if self._header_offset is None:   # a stream: a header of this part's size
+            self._sink.write(tar_header(self.name, length, writer._mtime, continued=self.size > 0))
+        for start in range(self.size, self.size + length, codecs.FRAME_BYTES):
+            self._sink.write_mapped(fd, start, min(codecs.FRAME_BYTES, self.size + length - start), digest)
+        self.size += length
+        if self._header_offset is None:
+            self._sink.write(bytes(padding(length)))
 
-    def _saw(self, name: str) -> None:
-        if name not in self._seen and self._select(name):
-            self._seen.append(name)
+    def close(self) -> None:
+        if self._header_offset is not None:
+            self._sink.write(bytes(padding(self.size)))
+        self._sink.finish()
 
-    def _events(self, timeout: float) -> None:
-        for event in self._inotify.read(timeout=int(timeout * 1000)):
-            if event.mask & self._flags.Q_OVERFLOW:
-                raise _FollowAbandoned("inotify lost events")
-            if event.mask & (self._flags.CREATE | self._flags.MOVED_TO):
-                self._saw(event.name)
-            if event.mask & self._flags.CLOSE_WRITE and event.name in self._seen:
-                self._closed.add(event.name)
+    def abort(self) -> None:
+        self._sink.abort()
 
-    def _run(self) -> None:
-        try:
-            while True:
-                stopping = self._stopping.is_set()
-                self._events(0)
-                if stopping and not self._complete:
-                    return
-                name = next((n for n in self._seen if n not in self._handled), None)
-                if name is None:
-                    if stopping:
-                        return
-                    self._events(FOLLOW_POLL)
-                    continue
-                if not self._stream(name, stopping) and not stopping:
-                    self._events(FOLLOW_POLL)
-        except BaseException as exc:  # handed over by stop()
-            self._error = exc
-
-    def _stream(self, name: str, stopping: bool) -> bool:
-        """Stream `name` if it is large enough; False when it must wait."""
-        path = os.path.join(self._directory, name)
-        closed = (stopping and self._complete) or name in self._closed
-        try:
-            size = os.stat(path, follow_symlinks=False).st_size
-        except FileNotFoundError:
-            raise _FollowAbandoned(f"{name} disappeared") from None
-        if size < FOLLOW_MIN:
-            if closed:
-                self._handled.add(name)   # small: commit() adds it
-            return closed
-        self._handled.add(name)
-        self._copy_while_written(name, path)
-        return True
-
-    def _copy_while_written(self, name: str, path: str) -> None:
-        writer, member = self._writer, f"{self._prefix}/{name}"
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            header_offset = writer._begin_member()
-            digest = blake3.blake3()
-            size = 0
-            sink = sink_for(writer.compression, writer._fd, None)
-            try:
-                while True:
-                    closed = name in self._closed or (self._stopping.is_set() and self._complete)
-                    # Whole frames while the file grows, then the rest.
-                    end = os.fstat(fd).st_size
-                    length = end - size if closed else (end - size) // codecs.FRAME_BYTES * codecs.FRAME_BYTES
-                    if length > 0:
-                        writer._claim(length)
-                        if header_offset is None:   # a stream: a header of this part's size
-                            sink.write(tar_header(member, length, writer._mtime, continued=size > 0))
-                        for start in range(size, size + length, codecs.FRAME_BYTES):
-                            sink.write_mapped(fd, start, min(codecs.FRAME_BYTES, size + length - start), digest)
-                        size += length
-                        if header_offset is None:
-                            sink.write(bytes(padding(length)))
-                    if closed:
-                        break
-                    if self._stopping.is_set() and not self._complete:
-                        raise _FollowAbandoned("the dump failed")
-                    self._events(FOLLOW_POLL)
-                if header_offset is not None:
-                    sink.write(bytes(padding(size)))
-                sink.finish()
-            except BaseException:
-                sink.abort()
-                raise
-            info = os.fstat(fd)
-            if info.st_size != size:
-                raise _FollowAbandoned(f"{name} is {info.st_size} bytes, {size} were read")
-            writer._end_member(member, path, header_offset, size, digest.hexdigest(),
-                               (info.st_ino, info.st_size, info.st_mtime_ns))
-        finally:
-            os.close(fd)
+    def commit(self, path: str, digest: str, identity: tuple) -> None:
+        """The member is complete: its header takes its size, and commit() skips its file."""
+        writer = self._writer
+        if self._header_offset is not None:
+            header = framed(writer.compression, fixed_header(self.name, self.size, writer._mtime))
+            if os.pwrite(writer._fd, header, self._header_offset) != len(header):
+                raise OSError(f"short write of the header of {shown(self.name)}")
+        writer._streamed.append(_Streamed(Checksum(self.name, self.size, digest), path, identity))
 
 
 def write_archive(path: str, source_dir: str, names: list[str], *, container: dict, compression: str,
