@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 from ferry.cli import render
@@ -77,8 +78,23 @@ def cmd_checkpoint(args) -> int:
     for name in args.containers:
         with progress_bar() as progress:
             results.append(checkpoints.checkpoint(name, options, progress))
-    _print_results(args, results, name_of=lambda r: r.name)
+    # An archive on stdout leaves it no room for anything else.
+    with contextlib.redirect_stdout(sys.stderr) if on_stdout(args.export) else contextlib.nullcontext():
+        _print_results(args, results, name_of=lambda r: r.name)
     return 0
+
+
+def on_stdout(path: str | None) -> bool:
+    """Whether `path` is this process's stdout: `-`, /dev/stdout, /dev/fd/1..."""
+    if path == "-":
+        return True
+    if not path:
+        return False
+    try:
+        target, stdout = os.stat(path), os.fstat(1)
+    except OSError:   # no such file yet, or no stdout
+        return False
+    return (target.st_dev, target.st_ino) == (stdout.st_dev, stdout.st_ino)
 
 
 def cmd_restore(args) -> int:
@@ -113,7 +129,7 @@ def _report_trust(result, path: str | None) -> None:
         render.warning(f"mounted host path {volume.source} at {volume.destination}, as the archive asked "
                        "(--allow-bind-mounts)")
     if result.authenticity == Authenticity.UNVERIFIED:
-        render.warning(f"restored from {path}, whose origin is not verified",
+        render.warning(f"restored from {'stdin' if path == '-' else path}, whose origin is not verified",
                        hint="sign archives with --sign-key and restore them with --verify-key")
 
 
