@@ -10,7 +10,7 @@ import pytest
 from ferry.checkpoint import criu
 from ferry.util.errors import NotFound
 
-stats_pb2 = pytest.importorskip("pycriu.images.stats_pb2")
+stats_pb2 = pytest.importorskip("pycriu.images.stats_pb2", reason="pycriu is built by 'make setup'")
 
 
 def _image(entry, magic=(criu.IMG_SERVICE_MAGIC, criu.STATS_MAGIC)) -> bytes:
