@@ -17,7 +17,7 @@ import tarfile
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ferry.checkpoint.criu import read_restore_stats
-from ferry.engine import checkpoints
+from ferry.checkpoint.archive import treediff
 from ferry.engine.config import ArchivedContainer, check_network_status, parse_deleted_files
 from ferry.util.errors import BadArchive, FerryError, NotFound
 from tests.unit.test_container_config import ARCHIVED, CONFIG
@@ -132,7 +132,7 @@ def test_rootfs_diff_unpacker(tmp_path_factory, entries, deleted, cut, noise):
         data = data[:cut] + noise
     tar_path.write_bytes(data)
     try:
-        checkpoints.apply_tree_diff(str(tar_path), str(target), tuple(d for d in deleted if d))
+        treediff.apply_tree_diff(str(tar_path), str(target), tuple(d for d in deleted if d))
     except (BadArchive, FerryError):
         pass
     assert sorted(os.listdir(base)) == ["diff.tar", "upper"]

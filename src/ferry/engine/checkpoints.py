@@ -16,13 +16,12 @@ import os
 import re
 import shutil
 import stat
-import tarfile
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ferry.checkpoint import archive
-from ferry.checkpoint.archive import ArchiveWriter, WriteResult
+from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
@@ -53,8 +52,6 @@ ROOTFS_DIFF = "rootfs-diff.tar"
 DELETED_FILES = "deleted.files"
 VOLUMES = "volumes"
 LOG = "ctr.log"
-OPAQUE_XATTR = "trusted.overlay.opaque"
-OPAQUE_MARKER = ".wh..wh..opq"
 
 log = get_logger("ferry.checkpoints")
 
@@ -781,68 +778,3 @@ def _restore_stats(images: str, work: str) -> dict:
             return {"forking_time": stats.forking_time_us, "restore_time": stats.restore_time_us,
                     "pages_restored": stats.pages_restored}
     return {}
-
-
-# ---- filesystem diffs -----------------------------------------------------
-
-def write_tree_diff(tree: str, tar_path: str) -> list[str]:
-    """Tar an overlay upper dir (or any dir); return the paths it deletes.
-
-    Overlay whiteouts (0/0 character devices) become the deleted list; opaque
-    directories are kept, marked with the OCI opaque entry so a restore hides
-    what lies below them again.
-    """
-    deleted: list[str] = []
-    fd = os.open(tar_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        if not os.path.isdir(tree):
-            return deleted
-        for current, dirs, files in os.walk(tree):
-            dirs.sort()
-            rel_dir = os.path.relpath(current, tree)
-            for name in sorted(dirs + files):
-                path = os.path.join(current, name)
-                rel = os.path.normpath(os.path.join(rel_dir, name))
-                info = os.lstat(path)
-                if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
-                    deleted.append(rel)
-                    continue
-                if stat.S_ISDIR(info.st_mode) and _is_opaque(path):
-                    deleted.append(rel)
-                    tar.add(path, arcname=rel, recursive=False)
-                    marker = tarfile.TarInfo(os.path.join(rel, OPAQUE_MARKER))
-                    tar.addfile(marker)
-                    continue
-                if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) or stat.S_ISSOCK(info.st_mode):
-                    continue  # device nodes and sockets do not travel
-                tar.add(path, arcname=rel, recursive=False)
-    return deleted
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
-def apply_tree_diff(tar_path: str, target: str, deleted: tuple[str, ...]) -> None:
-    """Unpack a diff into an upper dir (or volume) with the image layer's safe
-    unpacker, then turn each deleted path into an overlay whiteout."""
-    from ferry.image.layers import safe_relpath, unpack_layer
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-        with open(tar_path, "rb") as source:
-            unpack_layer(source, target)
-        os.chmod(target, mode)
-        for path in deleted:
-            rel = safe_relpath(path, "deleted file")
-            full = os.path.join(target, rel)
-            parent = os.path.dirname(full)
-            if not rel or os.path.lexists(full) or os.path.realpath(parent) != parent:
-                continue  # kept by the diff (an opaque dir), or not safely reachable
-            os.makedirs(parent, exist_ok=True)
-            os.mknod(full, stat.S_IFCHR | 0o000, os.makedev(0, 0))
-    except OSError as exc:   # a full disk, or a name the filesystem refuses
-        raise FerryError(f"cannot unpack {os.path.basename(tar_path)} into {target}: "
-                         f"{exc.strerror or exc}") from None
