@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from ferry.cli import main as cli
 from ferry.engine import system
+from ferry.engine.listing import Listing
 from ferry.host import probes
+from ferry.store import db
+from ferry.util import signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, ToolError, UsageError
 
 
@@ -168,3 +177,130 @@ def test_a_reader_that_went_away_is_no_error(capsys, monkeypatch):
     monkeypatch.setattr(cli, "_silence_stdout", lambda: None)  # capsys's stdout has no real fd
     code, out, err = run(capsys, "version")
     assert (code, err) == (cli.EXIT_BROKEN_PIPE, "")
+
+
+# ---- the last handler: nothing escapes main() ----------------------------------
+
+@pytest.fixture
+def signal_handlers():
+    """ferry.util.signals.install() changes the process's handlers: put pytest's back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.parametrize("sig, code, line", [
+    ("SIGINT", 130, "ferry: error: interrupted\n"),
+    ("SIGTERM", 143, "ferry: error: interrupted by SIGTERM\n"),
+    ("SIGHUP", 129, "ferry: error: interrupted by SIGHUP\n"),
+])
+def test_a_signal_exits_128_plus_its_number(capsys, monkeypatch, signal_handlers, sig, code, line):
+    def killed(_args):
+        signals.install()
+        os.kill(os.getpid(), signal.Signals[sig])
+        raise AssertionError("the signal did not interrupt")
+    monkeypatch.setattr(cli, "cmd_version", killed)
+    assert run(capsys, "version") == (code, "", line)
+
+
+def test_ctrl_c_without_ferrys_handlers_is_130(capsys, monkeypatch):
+    def interrupted(_args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "cmd_version", interrupted)
+    assert run(capsys, "version") == (130, "", "ferry: error: interrupted\n")
+
+
+@pytest.mark.parametrize("failure, code", [
+    (FerryError("no"), cli.EXIT_ERROR), (UsageError("no"), cli.EXIT_USAGE), (KeyError("x"), cli.EXIT_ERROR),
+    (KeyboardInterrupt("SIGTERM"), 143),
+])
+@pytest.mark.parametrize("reporting", [BrokenPipeError(32, "Broken pipe"), KeyboardInterrupt("SIGHUP")])
+def test_a_failure_while_reporting_still_gives_the_failures_code(capsys, monkeypatch, failure, code, reporting):
+    """stderr gone, or a second signal while the first failure is reported."""
+    def boom(_args):
+        raise failure
+
+    def report(*_args, **_kwargs):
+        raise reporting
+    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(cli.render, "error", report)
+    assert cli.main(["version"]) == code
+
+
+def test_a_reader_gone_before_the_last_flush_is_no_error(capsys, monkeypatch):
+    class Gone:
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(cli, "_silence_stdout", lambda: None)  # capsys's stdout has no real fd
+    monkeypatch.setattr("sys.stdout", Gone())
+    code = cli.main(["version"])
+    assert (code, capsys.readouterr().err) == (cli.EXIT_BROKEN_PIPE, "")
+
+
+@pytest.mark.parametrize("failure, reason", [
+    (PermissionError(13, "Permission denied"), "Permission denied"),
+    (OSError(5, "Input/output error"), "Input/output error"),
+])
+def test_an_os_error_in_a_command_is_one_line_and_125(capsys, monkeypatch, tmp_path, failure, reason):
+    """ps with its state unreadable as the kernel would say it, past every translation."""
+    root = str(tmp_path / "root")
+    failure.filename = f"{root}/containers/c1/exit.json"
+
+    def containers(self, all_states=False):
+        raise failure
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(Listing, "containers", containers)
+    code, out, err = run(capsys, "--root", root, "ps")
+    assert (code, out) == (cli.EXIT_ERROR, "")
+    assert err == (f"ferry: error: unexpected failure: {reason}: {failure.filename} "
+                   "(hint: rerun with --debug for the traceback)\n")
+
+
+def _hold_write_lock(root: str):
+    """Another connection holding SQLite's write lock on the root's database."""
+    holder = sqlite3.connect(os.path.join(root, "ferry.db"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def test_a_locked_database_is_one_line_and_125(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 200)
+    root = str(tmp_path / "root")
+    assert run(capsys, "--root", root, "volume", "ls")[0] == 0   # the root and its tables exist
+    holder = _hold_write_lock(root)
+    try:
+        code, out, err = run(capsys, "--root", root, "volume", "create", "v1")
+    finally:
+        holder.close()
+    assert (code, out) == (cli.EXIT_ERROR, "")
+    assert err == (f"ferry: error: ferry's state in {root}/ferry.db stayed locked by another ferry command "
+                   "for 0.2 s (hint: try again once that command has finished)\n")
+
+
+def test_a_locked_database_is_one_line_and_125_for_the_process(tmp_path):
+    """The same through a real process: no traceback reaches its stderr."""
+    root = str(tmp_path / "root")
+    code = f"""
+        import os
+        os.geteuid = lambda: 0   # Engine.db asks for root; a test needs none
+        from ferry.store import db
+        db.BUSY_TIMEOUT_MS = 200
+        from ferry.cli.main import main
+        raise SystemExit(main(["--root", {root!r}, *os.environ["ARGS"].split()]))
+    """
+    ferry = [sys.executable, "-c", textwrap.dedent(code)]
+    made = subprocess.run(ferry, env={**os.environ, "ARGS": "volume ls"}, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    holder = _hold_write_lock(root)
+    try:
+        done = subprocess.run(ferry, env={**os.environ, "ARGS": "volume create v1"}, capture_output=True,
+                              text=True, timeout=60)
+    finally:
+        holder.close()
+    assert (done.returncode, done.stdout) == (cli.EXIT_ERROR, "")
+    assert len(done.stderr.splitlines()) == 1 and "stayed locked" in done.stderr, done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -21,7 +22,7 @@ EXIT_OK = 0
 EXIT_NOT_READY = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 125
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM and SIGHUP give 128 + theirs, as a shell would
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer its reader left
 
 EXIT_CODES: dict[type[FerryError], int] = {
@@ -182,6 +183,7 @@ def cmd_system_prune(args) -> int:
 # ---- entry point --------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command line; whatever it raises becomes one line on stderr and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     log.configure(level="DEBUG" if debug else "WARNING", format="ferry: %(name)s: %(message)s",
@@ -190,35 +192,64 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(command_word(argv)).parse_args(argv)
         if not hasattr(args, "handler"):
             raise UsageError("no command given", hint="see 'ferry --help'")
-        return args.handler(args)
-    except FerryError as error:
+        code = args.handler(args)
+        sys.stdout.flush()   # a reader gone shows here, not as Python's complaint at exit
+        return code
+    except SystemExit:   # --help and --version
+        raise
+    except BaseException as failure:
+        try:
+            report(failure, argv, debug)
+        except BaseException:   # a second signal, or no stderr left: the code still tells
+            pass
+        return exit_code_of(failure)
+
+
+def exit_code_of(failure: BaseException) -> int:
+    if isinstance(failure, FerryError):
+        return exit_code_for(failure)
+    if isinstance(failure, KeyboardInterrupt):
+        return 128 + _signal_of(failure)
+    if isinstance(failure, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    return EXIT_ERROR
+
+
+def _signal_of(interrupt: KeyboardInterrupt) -> signal.Signals:
+    """The signal behind it: ferry.util.signals names SIGTERM or SIGHUP (or SIGINT)
+    in the KeyboardInterrupt it raises; Python's own, for Ctrl-C, names none."""
+    name = interrupt.args[0] if interrupt.args and isinstance(interrupt.args[0], str) else ""
+    return signal.Signals.__members__.get(name, signal.SIGINT)
+
+
+def report(failure: BaseException, argv: Sequence[str], debug: bool) -> None:
+    """One line on stderr saying what failed (nothing for a reader gone); the
+    traceback only under --debug."""
+    if isinstance(failure, FerryError):
         if debug:
-            log.get_logger("ferry").exception("failed")
-        error = explain_space(error, argv)
+            log.get_logger("ferry").error("failed", exc_info=failure)
+        error = explain_space(failure, argv)
         render.error(error.message, hint=error.hint)
-        return exit_code_for(error)
-    except KeyboardInterrupt:
-        render.error("interrupted")
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
+    elif isinstance(failure, KeyboardInterrupt):
+        number = _signal_of(failure)
+        render.error("interrupted" if number == signal.SIGINT else f"interrupted by {number.name}")
+    elif isinstance(failure, BrokenPipeError):
         # The reader went away (`ferry ps | head -1`): nothing to say, nowhere to
         # say it, and Python's exit would fail again flushing stdout.
         _silence_stdout()
-        return EXIT_BROKEN_PIPE
-    except Exception as error:  # a bug, or a host condition no FerryError names yet
+    else:   # a bug, or a host condition no FerryError names yet
         if debug:
-            log.get_logger("ferry").exception("unexpected failure")
+            log.get_logger("ferry").error("unexpected failure", exc_info=failure)
         from ferry.util import space
-        if space.is_no_space(error):
-            full = _no_space_error(error, argv)
+        if space.is_no_space(failure):
+            full = _no_space_error(failure, argv)
             render.error(full.message, hint=full.hint)
-            return EXIT_ERROR
+            return
         hint = None if debug else "rerun with --debug for the traceback"
         root = _root(argv)
         if root is not None and space.is_full(root):
             hint = _full_root_hint(root) + (f"; {hint}" if hint else "")
-        render.error(f"unexpected failure: {describe_unexpected(error)}", hint=hint)
-        return EXIT_ERROR
+        render.error(f"unexpected failure: {describe_unexpected(failure)}", hint=hint)
 
 
 def explain_space(error: FerryError, argv: Sequence[str]) -> FerryError:
