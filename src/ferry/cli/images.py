@@ -175,7 +175,7 @@ def cmd_pull(args) -> int:
     if not args.quiet:
         _progress_line(f"Trying to pull {reference}...")
     image = engine_of(args).images.pull(reference, tls_verify=args.tls_verify, creds=args.creds,
-                              progress=progress)
+                                        progress=progress)
     if not args.quiet:
         _progress_line("Writing manifest to image destination")
     render.line(image.id)
