@@ -15,7 +15,13 @@ from ferry.host import probes
 from tests.conftest import require
 # counter: a process that counts in memory, killed with anything restored from it afterwards;
 # subreaper (autouse) reaps the restored tasks.
-from tests.integration.test_criu_rpc import _read_count, _wait_for, counter, subreaper  # noqa: F401
+from tests.integration.test_criu_rpc import counter, subreaper  # noqa: F401
+from tests.support.cli import wait_for
+
+
+def _read_count(path: str) -> int:
+    with open(path) as f:
+        return int(f.read() or 0)
 
 
 def _run(*argv: str) -> str:
@@ -77,5 +83,5 @@ def test_real_checkpoint_round_trip_restores(tools, counter, tmp_path, compressi
     pid = Criu().restore(str(dest / "checkpoint"))
     pids.append(pid)
     assert pid == process.pid
-    _wait_for(lambda: _read_count(state) != stopped_at, "restored counter to write")
+    wait_for(lambda: _read_count(state) != stopped_at, "restored counter to write", 20.0)
     assert _read_count(state) > counted_before_dump  # a restart would count from 1

@@ -34,7 +34,7 @@ SUFFIX = {"zstd": "tar.zst", "gzip": "tar.gz", "none": "tar"}
 LONG_NAME = "volumes/" + "v" * 120 + ".tar"   # past ustar's 100 bytes: needs a pax path
 
 
-def _pages(size: int, seed: int) -> bytes:
+def memory_pages(size: int, seed: int) -> bytes:
     """Memory-like content: some zero pages, some repeated, some random."""
     rnd = hashlib.sha256(str(seed).encode()).digest() * 128
     pages = [bytes(4096), rnd[:4096], os.urandom(4096)]
@@ -47,11 +47,11 @@ def source(tmp_path):
     root = tmp_path / "ctr"
     files = {
         "config.dump": b'{"name": "my-redis"}',
-        "checkpoint/pages-1.img": _pages(300_000, 1),
+        "checkpoint/pages-1.img": memory_pages(300_000, 1),
         "checkpoint/core-1.img": os.urandom(5000),
         "checkpoint/empty.img": b"",
         "deleted.files": b"[]",
-        LONG_NAME: _pages(20_000, 2),
+        LONG_NAME: memory_pages(20_000, 2),
         "volumes/donn\u00e9es.tar": b"non-ASCII name",
     }
     for name, data in files.items():
@@ -67,7 +67,7 @@ def _write(tmp_path, source, compression: str, **kwargs):
     return write_archive(path, root, names, container=CONTAINER, compression=compression, host=HOST, **kwargs)
 
 
-def _tar_bytes(path: str) -> bytes:
+def tar_bytes_of(path: str) -> bytes:
     with open(path, "rb") as f:
         data = f.read()
     if data.startswith(codecs.ZSTD_MAGIC):
@@ -77,16 +77,16 @@ def _tar_bytes(path: str) -> bytes:
     return data
 
 
-def _listing(directory) -> set[str]:
+def listing(directory) -> set[str]:
     return {os.path.join(d, n) for d, dirs, files in os.walk(directory) for n in dirs + files}
 
 
 def assert_refused(path, dest_parent, match: str) -> BadArchive:
     """read_archive refuses `path` and leaves dest_parent as it found it."""
-    before = _listing(dest_parent)
+    before = listing(dest_parent)
     with pytest.raises(BadArchive, match=match) as caught:
         read_archive(str(path), os.path.join(str(dest_parent), "dest"))
-    assert _listing(dest_parent) == before, "a refused archive left files behind"
+    assert listing(dest_parent) == before, "a refused archive left files behind"
     assert "\n" not in caught.value.message and caught.value.hint
     return caught.value
 
@@ -99,7 +99,7 @@ def _member(name: str, data: bytes) -> MemberV2:
     return MemberV2(name, len(data), xxhash.xxh3_128(data).hexdigest())
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, **attrs) -> None:
+def add_member(tar: tarfile.TarFile, name: str, data: bytes | None = None, **attrs) -> None:
     info = tarfile.TarInfo(name)
     for key, value in attrs.items():
         setattr(info, key, value)
@@ -120,11 +120,11 @@ def hostile(path, entries, manifest: ManifestV2 | str | None = None, *, manifest
     with tarfile.open(str(path), "w", format=tar_format) as tar:
         if not manifest_first:
             name, data, attrs = entries[0]
-            _add(tar, name, data, **attrs)
+            add_member(tar, name, data, **attrs)
             entries = entries[1:]
-        _add(tar, MANIFEST_NAME, text.encode())
+        add_member(tar, MANIFEST_NAME, text.encode())
         for name, data, attrs in entries:
-            _add(tar, name, data, **attrs)
+            add_member(tar, name, data, **attrs)
     return str(path)
 
 
@@ -264,7 +264,7 @@ def test_round_trip(tmp_path, source, compression):
     assert stat.S_IMODE(os.stat(result.path).st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["ctr", os.path.basename(result.path)]
 
-    with tarfile.open(fileobj=io.BytesIO(_tar_bytes(result.path))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes_of(result.path))) as tar:
         assert tar.getnames() == [MANIFEST_NAME, *names, CHECKSUMS_NAME]
     total = sum(map(len, files.values()))
     assert calls[0] == ("write", 0, total) and calls[-1] == ("write", total, total)
@@ -288,7 +288,7 @@ def test_round_trip(tmp_path, source, compression):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(dest / "checkpoint").st_mode) == 0o700
-    assert _listing(dest) == {str(dest / n) for n in names} | {str(dest / d) for d in ("checkpoint", "volumes")}
+    assert listing(dest) == {str(dest / n) for n in names} | {str(dest / d) for d in ("checkpoint", "volumes")}
     assert read_manifest(result.path) == contents.head
 
 
@@ -330,7 +330,7 @@ def test_write_replaces_an_old_archive(tmp_path, source):
 def test_compressed_stream_of_several_frames_or_members_is_read(tmp_path, source):
     """Other tools write concatenated zstd frames or gzip members; both are valid."""
     _, _, files = source
-    plain = _tar_bytes(_write(tmp_path, source, "none").path)
+    plain = tar_bytes_of(_write(tmp_path, source, "none").path)
     half = len(plain) // 2
     for name, blob in (("frames.tar.zst", zstandard.ZstdCompressor().compress(plain[:half])
                         + zstandard.ZstdCompressor().compress(plain[half:])),

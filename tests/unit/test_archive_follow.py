@@ -17,7 +17,7 @@ import zstandard
 from ferry.checkpoint.archive import codecs, follow
 from ferry.checkpoint.archive import CHECKSUMS_NAME, MANIFEST_NAME, ArchiveWriter, read_archive, read_manifest
 from ferry.util.errors import BadArchive, FerryError
-from tests.unit.test_archive import CONTAINER, HOST, SUFFIX, _pages, _tar_bytes
+from tests.unit.test_archive import CONTAINER, HOST, SUFFIX, memory_pages, tar_bytes_of
 
 FOLLOW_MIN = 64 << 10
 
@@ -85,8 +85,8 @@ def _follow_and_commit(tmp_path, compression: str, files: dict[str, bytes], *, a
 
 @pytest.mark.parametrize("compression", ["zstd", "none"])
 def test_followed_files_stream_and_read_back(tmp_path, compression):
-    files = {"pages-1.img": _pages(300_000, 1), "core-1.img": os.urandom(3000),
-             "pages-2.img": _pages(200_001, 2), "pages-3.img": _pages(8192, 3)}
+    files = {"pages-1.img": memory_pages(300_000, 1), "core-1.img": os.urandom(3000),
+             "pages-2.img": memory_pages(200_001, 2), "pages-3.img": memory_pages(8192, 3)}
     result, names = _follow_and_commit(tmp_path, compression, files)
     # pages-3 stays below FOLLOW_MIN, so it waits for the final frame.
     assert result.streamed == len(files["pages-1.img"]) + len(files["pages-2.img"])
@@ -101,15 +101,15 @@ def test_followed_files_stream_and_read_back(tmp_path, compression):
     for name, data in files.items():
         assert (dest / "checkpoint" / name).read_bytes() == data
     # Any tar reader takes the followed members' headers.
-    with tarfile.open(fileobj=io.BytesIO(_tar_bytes(result.path))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes_of(result.path))) as tar:
         assert tar.getnames()[0] == MANIFEST_NAME and tar.getnames()[-1] == CHECKSUMS_NAME
         assert tar.getmember("checkpoint/pages-2.img").size == len(files["pages-2.img"])
         assert json.load(tar.extractfile(MANIFEST_NAME))["max_size"] == total
 
 
 def test_a_file_changed_after_it_was_closed_is_archived_from_the_file(tmp_path):
-    files = {"pages-1.img": _pages(200_000, 4)}
-    replacement = _pages(250_000, 5)
+    files = {"pages-1.img": memory_pages(200_000, 4)}
+    replacement = memory_pages(250_000, 5)
 
     def rewrite(images, writer):
         deadline = time.monotonic() + 30
@@ -127,7 +127,7 @@ def test_a_file_changed_after_it_was_closed_is_archived_from_the_file(tmp_path):
 
 def test_many_members_need_no_room_at_the_front(tmp_path):
     """Format 3's head holds no member list: it never outgrows its room."""
-    files = {"pages-1.img": _pages(200_000, 6), **{f"core-{i}.img": os.urandom(100) for i in range(400)}}
+    files = {"pages-1.img": memory_pages(200_000, 6), **{f"core-{i}.img": os.urandom(100) for i in range(400)}}
     result, names = _follow_and_commit(tmp_path, "zstd", files)
     assert result.streamed == len(files["pages-1.img"])
     dest = tmp_path / "dest"
@@ -144,13 +144,13 @@ def test_a_failed_dump_leaves_no_archive(tmp_path):
     path = tmp_path / "out.tar.zst"
     with ArchiveWriter(str(path), container=CONTAINER, compression="zstd", host=HOST) as writer:
         writer.follow(str(images), "checkpoint", _select)
-        (images / "pages-1.img").write_bytes(_pages(FOLLOW_MIN * 2, 7))
+        (images / "pages-1.img").write_bytes(memory_pages(FOLLOW_MIN * 2, 7))
         time.sleep(0.1)   # let the follower start on it
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
 
 
 def test_gzip_does_not_follow(tmp_path):
-    files = {"pages-1.img": _pages(200_000, 8)}
+    files = {"pages-1.img": memory_pages(200_000, 8)}
     result, _ = _follow_and_commit(tmp_path, "gzip", files)
     assert result.streamed == 0
     dest = tmp_path / "dest"
@@ -176,11 +176,12 @@ def _follow_onto_pipe(tmp_path, compression, files, **kwargs):
 @pytest.mark.parametrize("compression", ["zstd", "none"])
 def test_a_pipe_gets_followed_files_in_consecutive_parts(tmp_path, monkeypatch, compression):
     monkeypatch.setattr(codecs, "FRAME_BYTES", 64 << 10)
-    files = {"pages-1.img": _pages(700_000, 11), "core-1.img": os.urandom(3000), "pages-2.img": _pages(300_001, 12)}
+    files = {"pages-1.img": memory_pages(700_000, 11), "core-1.img": os.urandom(3000),
+             "pages-2.img": memory_pages(300_001, 12)}
     result, names, received = _follow_onto_pipe(tmp_path, compression, files, max_size=5 << 20)
     assert (result.path, result.size) == (None, None)
     assert result.streamed == len(files["pages-1.img"]) + len(files["pages-2.img"])
-    with tarfile.open(fileobj=io.BytesIO(_tar_bytes(received))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes_of(received))) as tar:
         entries = tar.getmembers()
     parts = [e for e in entries if e.name == "checkpoint/pages-1.img"]
     assert len(parts) >= 2, "pages-1.img should have gone out in parts while it grew"
@@ -202,7 +203,7 @@ def test_a_pipe_gets_followed_files_in_consecutive_parts(tmp_path, monkeypatch, 
 def test_a_pipe_gets_complete_files_with_their_exact_total(tmp_path, compression):
     root = tmp_path / "ctr"
     root.mkdir()
-    files = {"config.dump": b"{}", "pages.img": _pages(123_457, 13)}
+    files = {"config.dump": b"{}", "pages.img": memory_pages(123_457, 13)}
     for name, data in files.items():
         (root / name).write_bytes(data)
     read_fd, write_fd = os.pipe()
@@ -233,7 +234,7 @@ def test_a_pipe_refuses_to_follow_without_max_size(tmp_path):
 
 def test_a_stream_fails_in_one_line_rather_than_exceed_its_max_size(tmp_path, monkeypatch):
     monkeypatch.setattr(codecs, "FRAME_BYTES", 64 << 10)
-    files = {"pages-1.img": _pages(400_000, 14)}
+    files = {"pages-1.img": memory_pages(400_000, 14)}
     with pytest.raises(FerryError, match="exceed the max_size of 200000 bytes") as caught:
         _follow_onto_pipe(tmp_path, "zstd", files, max_size=200_000)
     assert "\n" not in caught.value.message and caught.value.hint
@@ -244,21 +245,21 @@ def test_a_stream_fails_in_one_line_rather_than_exceed_its_max_size(tmp_path, mo
 
 
 def test_a_stream_fails_when_its_complete_files_exceed_max_size(tmp_path):
-    files = {"pages-1.img": _pages(200_000, 15)}   # followed, within the bound
+    files = {"pages-1.img": memory_pages(200_000, 15)}   # followed, within the bound
     with pytest.raises(FerryError, match="exceed the max_size"):
         # config.dump (2 bytes) at commit is one byte too many
         _follow_onto_pipe(tmp_path, "zstd", files, max_size=len(files["pages-1.img"]) + 1)
 
 
 def test_a_stream_cannot_start_over_when_a_followed_file_changes(tmp_path):
-    files = {"pages-1.img": _pages(200_000, 16)}
+    files = {"pages-1.img": memory_pages(200_000, 16)}
 
     def rewrite(images, writer):
         deadline = time.monotonic() + 30
         while not writer._streamed:
             assert time.monotonic() < deadline, "the follower never finished pages-1.img"
             time.sleep(0.01)
-        (images / "pages-1.img").write_bytes(_pages(250_000, 17))
+        (images / "pages-1.img").write_bytes(memory_pages(250_000, 17))
 
     with pytest.raises(FerryError, match="changed after it was closed"):
         _follow_onto_pipe(tmp_path, "zstd", files, after=rewrite, max_size=1 << 20)
@@ -268,7 +269,7 @@ def test_a_stream_cannot_start_over_when_a_followed_file_changes(tmp_path):
 def test_a_reader_that_went_away_is_one_line(tmp_path, compression):
     root = tmp_path / "ctr"
     root.mkdir()
-    (root / "pages.img").write_bytes(_pages(2 << 20, 18))   # more than a pipe holds
+    (root / "pages.img").write_bytes(memory_pages(2 << 20, 18))   # more than a pipe holds
     read_fd, write_fd = os.pipe()
     os.close(read_fd)
     try:
@@ -284,7 +285,7 @@ def test_a_reader_that_went_away_is_one_line(tmp_path, compression):
 
 def test_many_frames_decompress_in_parallel_and_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr(codecs, "FRAME_BYTES", 64 << 10)
-    files = {"pages-1.img": _pages(2_000_000, 9), "core-1.img": os.urandom(700)}
+    files = {"pages-1.img": memory_pages(2_000_000, 9), "core-1.img": os.urandom(700)}
     result, _ = _follow_and_commit(tmp_path, "zstd", files)
     assert result.streamed == len(files["pages-1.img"])
     dest = tmp_path / "dest"
@@ -316,7 +317,7 @@ def test_a_frame_larger_than_the_limit_is_refused(tmp_path, monkeypatch):
     from ferry.util.errors import BadArchive
     monkeypatch.setattr(codecs, "MAX_FRAME_CONTENT", 100_000)
     monkeypatch.setattr(codecs, "FRAME_BYTES", 1 << 20)
-    files = {"pages-1.img": _pages(FOLLOW_MIN * 2, 10)}
+    files = {"pages-1.img": memory_pages(FOLLOW_MIN * 2, 10)}
     result, _ = _follow_and_commit(tmp_path, "zstd", files)
     with pytest.raises(BadArchive, match="zstd frame of more than"):
         read_archive(result.path, str(tmp_path / "dest"))
@@ -334,7 +335,7 @@ def test_an_archive_of_complete_files_compresses_its_records_too(tmp_path):
         names.append(f"checkpoint/core-{i}.img")
     result = write_archive(str(tmp_path / "out.tar.zst"), str(root), names, container=CONTAINER,
                            compression="zstd", host=HOST)
-    records = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(_tar_bytes(result.path))).getmembers()}
+    records = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(tar_bytes_of(result.path))).getmembers()}
     assert records[CHECKSUMS_NAME].size > result.size
     read_archive(result.path, str(tmp_path / "dest"))
     assert (tmp_path / "dest" / "checkpoint" / "core-39.img").read_bytes() == b"core " * 20

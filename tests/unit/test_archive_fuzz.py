@@ -39,8 +39,8 @@ from ferry.checkpoint.archive import manifest
 from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_NAME, read_archive, read_manifest,
                                       write_archive)
 from ferry.util.errors import BadArchive, FerryError
-from tests.unit.test_archive import CONTAINER, HOST, _pages
-from tests.unit.test_archive_v3 import V2_ARCHIVE, _keypair
+from tests.unit.test_archive import CONTAINER, HOST, memory_pages
+from tests.unit.test_archive_v3 import V2_ARCHIVE, keypair
 
 BUDGET = float(os.environ.get("FERRY_FUZZ_SECONDS", "16"))
 SHARES = {"forged": 0.45, "scratch": 0.2, "bytes": 0.35}   # of the budget, per test
@@ -66,10 +66,10 @@ class Seeds:
     def __init__(self, base: str):
         keys = os.path.join(base, "keys")
         os.mkdir(keys)
-        (self.owner, self.owner_pub), (self.attacker, _) = _keypair(keys, "owner"), _keypair(keys, "attacker")
+        (self.owner, self.owner_pub), (self.attacker, _) = keypair(keys, "owner"), keypair(keys, "attacker")
         source = os.path.join(base, "ctr")
         os.makedirs(os.path.join(source, "checkpoint"))
-        files = {"config.dump": b'{"name": "my-redis"}', "checkpoint/pages-1.img": _pages(20_000, 1),
+        files = {"config.dump": b'{"name": "my-redis"}', "checkpoint/pages-1.img": memory_pages(20_000, 1),
                  "checkpoint/core-1.img": os.urandom(600), "checkpoint/empty.img": b"",
                  "volumes/donn\u00e9es.tar": b"non-ASCII"}
         for name, data in files.items():

@@ -20,8 +20,8 @@ from ferry.checkpoint.archive import (CHECKSUMS_NAME, MANIFEST_NAME, SIGNATURE_N
                                       Checksums, Head, Signature, manifest, read_archive, read_manifest, reader,
                                       write_archive)
 from ferry.util.errors import BadArchive
-from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, _add, _listing, _tar_bytes, assert_refused,
-                                     source)  # noqa: F401  (a fixture)
+from tests.unit.test_archive import (CONTAINER, HOST, SUFFIX, add_member, assert_refused, listing,
+                                     source, tar_bytes_of)  # noqa: F401  (source: a fixture)
 
 # Written by ferry before format 3 (zstd, format 2): config.dump, checkpoint/core-1.img, checkpoint/pages-1.img.
 V2_ARCHIVE = base64.b64decode("""
@@ -37,7 +37,7 @@ iG6uIoIGKQXIL5rET6WLuJwbp/5AT3zuPEiEDqlm06Q2pxdyJ5o9vqI65yk0xFowXUWe/jOCMj8KKiAR
 ogHc7C/j""")
 
 
-def _keypair(directory, name: str) -> tuple[signing.PrivateKey, signing.PublicKey]:
+def keypair(directory, name: str) -> tuple[signing.PrivateKey, signing.PublicKey]:
     """An Ed25519 key pair as PEM files, loaded the way the CLI loads them."""
     key = ed25519.Ed25519PrivateKey.generate()
     private, public = os.path.join(directory, f"{name}.pem"), os.path.join(directory, f"{name}.pub")
@@ -55,7 +55,7 @@ def keys(tmp_path):
     """The signer's key pair and an attacker's."""
     directory = tmp_path / "keys"
     directory.mkdir()
-    return _keypair(str(directory), "owner"), _keypair(str(directory), "attacker")
+    return keypair(str(directory), "owner"), keypair(str(directory), "attacker")
 
 
 def _head(max_size: int) -> bytes:
@@ -84,14 +84,14 @@ def forge(path, members, *, head: bytes | None = None, checksums: bytes | None =
     if signature is None and sign_with is not None:
         signature = _signature(sign_with, checksums)
     with tarfile.open(str(path), "w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, MANIFEST_NAME, head)
+        add_member(tar, MANIFEST_NAME, head)
         for name, data, attrs in entries if entries is not None else [(n, d, {}) for n, d in members]:
-            _add(tar, name, data, **attrs)
-        _add(tar, CHECKSUMS_NAME, checksums)
+            add_member(tar, name, data, **attrs)
+        add_member(tar, CHECKSUMS_NAME, checksums)
         if signature is not None:
-            _add(tar, SIGNATURE_NAME, signature)
+            add_member(tar, SIGNATURE_NAME, signature)
         for name, data, attrs in after:
-            _add(tar, name, data, **attrs)
+            add_member(tar, name, data, **attrs)
     return str(path)
 
 
@@ -101,14 +101,14 @@ MEMBERS = [("config.dump", b'{"name": "my-redis"}'), ("checkpoint/core-1.img", b
 
 def _unpack(path: str) -> dict[str, bytes]:
     """An attacker's view: every entry of a (decompressed) archive, in order."""
-    with tarfile.open(fileobj=io.BytesIO(_tar_bytes(path))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes_of(path))) as tar:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
 
 
 def _repack(path: str, entries: dict[str, bytes]) -> str:
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in entries.items():
-            _add(tar, name, data)
+            add_member(tar, name, data)
     return path
 
 
@@ -127,7 +127,7 @@ def test_signed_archive_verifies_with_its_key(tmp_path, source, keys, compressio
     result = write_archive(str(tmp_path / f"out.{SUFFIX[compression]}"), root, names, container=CONTAINER,
                            compression=compression, host=HOST, signer=owner)
     assert result.signer == owner.fingerprint == owner_pub.fingerprint
-    with tarfile.open(fileobj=io.BytesIO(_tar_bytes(result.path))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes_of(result.path))) as tar:
         assert tar.getnames() == [MANIFEST_NAME, *names, CHECKSUMS_NAME, SIGNATURE_NAME]
     contents = read_archive(result.path, str(tmp_path / "dest"), verify_key=owner_pub)
     assert (contents.signed, contents.verified, contents.signer) == (True, True, owner.fingerprint)
@@ -188,10 +188,10 @@ def test_tampered_member_with_recomputed_digests_is_caught_by_the_signature(tmp_
 
 
 def _refused_with_key(path, tmp_path, key, match: str) -> BadArchive:
-    before = _listing(tmp_path)
+    before = listing(tmp_path)
     with pytest.raises(BadArchive, match=match) as caught:
         read_archive(str(path), str(tmp_path / "dest-keyed"), verify_key=key)
-    assert _listing(tmp_path) == before
+    assert listing(tmp_path) == before
     assert "\n" not in caught.value.message and caught.value.hint
     return caught.value
 
@@ -477,7 +477,8 @@ def test_continued_entries_make_one_member(tmp_path):
     (_entries((SIGNATURE_NAME, b"{}", {})), f"^member {SIGNATURE_NAME}: comes before {CHECKSUMS_NAME}$"),
     (_entries(("a", b"x", {}), ("a/b", b"y", {})), "^member a/b: is both a file and a directory$"),
     (_entries(("a/b", b"x", {}), ("a", b"y", {})), "^member a: is both a file and a directory$"),
-    (_entries(("other/", None, {"type": tarfile.DIRTYPE}), ("a", b"x", {})), "^member other: directory holds no member$"),
+    (_entries(("other/", None, {"type": tarfile.DIRTYPE}), ("a", b"x", {})),
+     "^member other: directory holds no member$"),
     (_entries(("a", b"x", {}), ("a/", None, {"type": tarfile.DIRTYPE})), "directory entry clashes"),
     (_entries(("link", None, {"type": tarfile.SYMTYPE, "linkname": "/etc/passwd"})), "symlinks are not allowed"),
     (_entries(("hard", None, {"type": tarfile.LNKTYPE, "linkname": "config.dump"})), "hardlinks are not allowed"),
@@ -511,9 +512,9 @@ def test_nothing_but_a_signature_follows_the_trailer(tmp_path, after, match):
 def test_archive_without_trailer_is_refused(tmp_path):
     path = tmp_path / "a.tar"
     with tarfile.open(str(path), "w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, MANIFEST_NAME, _head(10_000))
+        add_member(tar, MANIFEST_NAME, _head(10_000))
         for name, data in MEMBERS:
-            _add(tar, name, data)
+            add_member(tar, name, data)
     assert_refused(path, tmp_path, f"^archive ends without {CHECKSUMS_NAME}$")
 
 
