@@ -23,6 +23,7 @@ import os
 import shlex
 import shutil
 import signal as posix_signals
+import struct
 import subprocess
 import sys
 import textwrap
@@ -40,6 +41,27 @@ FIRST_PID = 5_000_000
 GIB = 1 << 30
 MINIMAL_SECCOMP = {"defaultAction": "SCMP_ACT_ERRNO", "archMap": [], "syscalls": [
     {"names": ["read", "write", "exit"], "action": "SCMP_ACT_ALLOW"}]}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            return bytes(out)
+
+
+def stats_image(kind: int, fields: dict[int, int]) -> bytes:
+    """A CRIU stats image (stats-dump: kind 1, stats-restore: kind 2) holding `fields`."""
+    from ferry.checkpoint.criu import IMG_SERVICE_MAGIC, STATS_MAGIC
+    inner = b"".join(_varint(number << 3) + _varint(value) for number, value in fields.items())
+    entry = _varint(kind << 3 | 2) + _varint(len(inner)) + inner
+    return struct.pack("<III", IMG_SERVICE_MAGIC, STATS_MAGIC, len(entry)) + entry
+
+
+DUMP_STATS = {1: 1500, 2: 9000, 3: 4000, 4: 3000, 5: 300, 7: 200}   # freezing, frozen, memdump, memwrite, pages
+RESTORE_STATS = {3: 700, 4: 8000, 5: 200}                            # forking, restore, pages restored
 
 
 class FakePopen:
@@ -92,19 +114,21 @@ class FakeHost:
         self.nft_handle = 0
         self.criu_locks: dict[str, list[str]] = {}   # netns -> CRIU's tables left in it
         self.mounts: list[Mount] = []
-        self.memory = 8 * GIB
+        self.memory = 8 * GIB                  # MemAvailable
         self.exits: list[dict] = []            # container exits the monitor saw
         self.cgroups_killed: list[str] = []
         self.dump_images = {"core-1.img": b"core", "pagemap-1.img": b"pagemap", "pages-1.img": b"\x01" * 8192}
         self.on_dump = None                    # called with (container id, images) before runc checkpoint ends
         self.restores: list[dict] = []
         self.ignored_signals: set[int] = set()
+        self.foreground_stdin: list[str] = []   # what fd 0 was while a foreground tool ran
         self._install(monkeypatch, tmp_path)
 
     # ---- installing -------------------------------------------------------
     def _install(self, monkeypatch, tmp_path) -> None:
         monkeypatch.setattr(proc, "_execute", self._execute)
         monkeypatch.setattr(proc, "spawn", self._spawn)
+        monkeypatch.setattr(proc, "run_foreground", self._foreground)
         redirect = self._open
         for module in (listing, containers_module, recovery, launch, runc_module):
             monkeypatch.setattr(module, "open", redirect, raising=False)
@@ -115,6 +139,8 @@ class FakeHost:
         monkeypatch.setattr(fs, "_make_private", lambda target, point: None)
         monkeypatch.setattr(fs, "_detach", self._detach)
         monkeypatch.setattr(fs, "memory_available", lambda: self.memory)
+        from ferry.engine import checkpoints
+        monkeypatch.setattr(checkpoints, "memory_available", lambda: self.memory)
         monkeypatch.setattr(link, "netns_exists", lambda name: name in self.netns)
         monkeypatch.setattr(link, "link_exists", lambda name: name in self.links)
         monkeypatch.setattr(link, "is_ferry_bridge", lambda name: self.links.get(name, {}).get("alias")
@@ -175,6 +201,10 @@ class FakeHost:
                         self.end(int(entry))
 
     # ---- containers as runc and the monitor run them -----------------------
+    def memory_use(self, container_id: str, used: int) -> None:
+        """What the container's memory cgroup says it uses (cgroup v2)."""
+        self.write(os.path.join(self.sysfs, "fs", "cgroup", "ferry", container_id, "memory.current"), f"{used}\n")
+
     def container_exits(self, container_id: str, code: int, container_dir: str) -> None:
         """The container's process ends; its monitor records the exit and
         would run the exit command, unless a checkpoint's marker says not to."""
@@ -209,6 +239,9 @@ class FakeHost:
                 failure = (1, "criu failed: type RESTORE errno 0 (no inventory)")
             self.restores.append({"id": args.id, "images": args.restore_images, "work": args.restore_work,
                                   "tcp_established": args.tcp_established})
+            if failure is None:
+                with builtins.open(os.path.join(args.restore_work, "stats-restore"), "wb") as f:
+                    f.write(stats_image(2, RESTORE_STATS))
         elif failure is None and not os.path.exists(os.path.join(args.bundle, "config.json")):
             failure = (1, "no config.json in the bundle")
         if failure is not None:
@@ -250,6 +283,8 @@ class FakeHost:
                 f.write(b"inventory")
             with builtins.open(os.path.join(work, "dump.log"), "w") as f:
                 f.write("(00.1) Unfreezing tasks into 2\n(00.2) Dumping finished successfully\n")
+            with builtins.open(os.path.join(work, "stats-dump"), "wb") as f:
+                f.write(stats_image(1, DUMP_STATS))
             if not leave_running:
                 self.container_exits(container_id, 137, state["dir"])
             return 0
@@ -276,6 +311,12 @@ class FakeHost:
         if argv[:3] == ["ip", "netns", "exec"] and "ferry.network.garp" in argv:
             return FakePopen(argv, self.process("garp"))
         raise AssertionError(f"unexpected spawn {argv}")
+
+    def _foreground(self, argv, *, desc, env=None) -> int:
+        """A tool on the caller's terminal (runc exec): it exits 3."""
+        self.calls.append(list(argv))
+        self.foreground_stdin.append(os.readlink("/proc/self/fd/0"))
+        return 3
 
     def _execute(self, argv, *, timeout=None, input=None, env=None, cwd=None):
         argv = list(argv)

@@ -476,3 +476,15 @@ def test_undo_runs_newest_first_and_once_past_failing_steps():
     undo.run()
     undo.run()
     assert done == ["last", "first"]
+
+
+def test_exec_gives_the_command_no_stdin_without_i_and_returns_its_code(containers, host):
+    containers.run(RunOptions(image="busy:1", name="web", detach=True))
+    before = os.fstat(0)
+    assert containers.exec("web", ["true"], tty=False, interactive=False, env=[], workdir=None, user=None) == 3
+    assert host.foreground_stdin == ["/dev/null"]
+    after = os.fstat(0)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)   # ours came back
+    if not os.isatty(0):
+        with pytest.raises(UsageError, match="-t needs a terminal on stdin"):
+            containers.exec("web", ["sh"], tty=True, interactive=True, env=[], workdir=None, user=None)
