@@ -1,25 +1,27 @@
-"""Writing checkpoint archives (reader.py holds the format and the reader).
-
-An archive is written front to back in format 3: the head (manifest.json),
-the members, then the trailer (checksums.json: every member's size and BLAKE3
-digest, hashed as it is written, in one pass) and, with a signer, its Ed25519
-signature (checksums.sig). Each file is streamed into a compressor (zstd
-frames compressed on every core, or pigz).
+"""Writing checkpoint archives, front to back, in format 3: the head
+(manifest.json), the members, then the trailer (checksums.json: every
+member's size and BLAKE3 digest, hashed as it is written, in one pass) and,
+with a signer, its Ed25519 signature (checksums.sig). Each file is streamed
+into a compressor (zstd frames compressed on every core, or pigz).
 
 The target is a path or a file descriptor. A path gets a 0600 temp file
 beside it, which commit() fsyncs and renames into place. A file descriptor
 (a pipe or a socket) is never sought: nothing is written to it twice.
 
-Files that another process is still writing (CRIU's page images during a
-dump) can be followed: each goes in as it grows, in its own zstd frames, so
-compression runs beside the dump rather than after it. In a file, a followed
-member's tar header is a room filled once the file is complete, and the head
-is a room filled at commit with the members' exact total as max_size (padded
-with spaces, which JSON allows, so its size never changes). Rooms are frames
-of exactly known size (a raw zstd frame), and concatenated frames are plain
-zstd. On a stream, the head carries the caller's max_size estimate instead,
-and a followed file goes in as consecutive tar entries of its name, each of
-the size known when it is written, all after the first marked FERRY.continue.
+Files and streams take the same path through this module, with one
+difference, kept in the target: what a followed file (CRIU's page images,
+see follow.py) needs before its size is known. A file leaves rooms, filled
+in place once the size is known: the followed member's tar header, and the
+head, which takes the members' exact total as max_size (padded with spaces,
+which JSON allows, so its size never changes). Rooms are frames of exactly
+known size (a raw zstd frame), and concatenated frames are plain zstd. A
+stream cannot go back: its head carries the caller's max_size estimate, and
+a followed file goes in as consecutive tar entries of its name, each of the
+size known when it is written, all after the first marked FERRY.continue.
+Files keep their rooms, though writing them as a stream would be simpler,
+because podman's restore --import extracts each tar entry over the last
+(issue 14 has it read ferry's files), and because an exact max_size sizes a
+restore's staging exactly; a room costs one pwrite per followed member.
 """
 
 from __future__ import annotations
@@ -121,11 +123,6 @@ def _copy_hashed(item: _Input, sink: Sink, reporter: Reporter) -> str:
         os.close(fd)
 
 
-# ---- sinks: where a body of members goes ---------------------------------
-
-
-# ---- the writer ------------------------------------------------------------
-
 @dataclass(frozen=True)
 class _Streamed:
     member: Checksum
@@ -144,6 +141,90 @@ def _signer(signer):
         return signing.load_private_key(signer)
     raise TypeError("signer must be a signing.PrivateKey or the path of a PEM private key")
 
+
+# ---- targets: all that differs between a file and a stream -----------------
+
+@dataclass(frozen=True)
+class _Room:
+    offset: int
+    size: int
+
+
+class _FileTarget:
+    """A path: a 0600 temp file beside it, renamed into place by finish()."""
+
+    seekable = True
+
+    def __init__(self, path: str):
+        self.path = self.name = path
+        self._directory = os.path.dirname(os.path.abspath(path))
+        try:
+            # mkstemp creates the file 0600, so process memory is never readable by others.
+            self.fd, self.temp = tempfile.mkstemp(dir=self._directory, prefix=f".{os.path.basename(path)}.",
+                                                  suffix=".tmp")
+        except FileNotFoundError:
+            raise NotFound(f"cannot write {path}: directory {self._directory} does not exist") from None
+        except OSError as exc:
+            raise FerryError(f"cannot write {path}: {exc.strerror}") from None
+
+    def room(self, placeholder: bytes) -> _Room:
+        """Write `placeholder` where fill() will put bytes of the same length."""
+        room = _Room(os.lseek(self.fd, 0, os.SEEK_CUR), len(placeholder))
+        write_all(self.fd, placeholder)
+        return room
+
+    def fill(self, room: _Room, data: bytes, what: str) -> None:
+        if len(data) != room.size:
+            raise RuntimeError(f"{what} takes {len(data)} bytes, not the {room.size} left for it")
+        if os.pwrite(self.fd, data, room.offset) != len(data):
+            raise OSError(f"short write of {what}")
+
+    def restart(self, why: str) -> None:
+        log.warning("writing %s from the files instead of following them: %s", self.path, why)
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+
+    def finish(self) -> int:
+        os.fsync(self.fd)
+        size = os.fstat(self.fd).st_size
+        os.close(self.fd)
+        self.fd = -1
+        os.replace(self.temp, self.path)
+        fsync_dir(self._directory)
+        return size
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp)
+
+
+class _StreamTarget:
+    """A file descriptor (a pipe, a socket): the caller's to close; never
+    sought, never synced, and a writer that stops short leaves it without
+    the trailer, which readers refuse."""
+
+    seekable = False
+    path = temp = None
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.name = f"the archive stream (fd {fd})"
+
+    def restart(self, why: str) -> None:
+        raise FerryError(f"cannot write {self.name}: {why}",
+                         hint="nothing may write into a checkpoint while it is archived; checkpoint again")
+
+    def finish(self) -> None:
+        self.fd = -1
+
+    def abort(self) -> None:
+        self.fd = -1
+
+
+# ---- the writer ------------------------------------------------------------
 
 class ArchiveWriter:
     """One archive on its way to `target`: a path (written to a temp file and
@@ -180,33 +261,19 @@ class ArchiveWriter:
             raise FerryError(f"cannot write an archive: its {MANIFEST_NAME} would take {self._head_width} bytes, "
                              f"more than readers accept ({MAX_HEAD_BYTES})")
         self._head_bytes: bytes | None = None   # the head as written (a file's room: as it will be)
+        self._head_room: _Room | None = None    # a file's head, written before the total was known
         self._declared: int | None = None       # max_size in a head already written
-        self._room = 0                          # bytes of a file's head room
         self._member_bytes = 0                  # sizes of the members written so far
         self._streamed: list[_Streamed] = []
         self._follower: Follower | None = None
-        self._stream = isinstance(target, int)
-        if self._stream:
-            self.path, self._fd, self._temp = None, target, None
-            self._name = f"the archive stream (fd {target})"
-            return
-        self.path = target
-        self._name = target
-        self._directory = os.path.dirname(os.path.abspath(target))
-        try:
-            # mkstemp creates the file 0600, so process memory is never readable by others.
-            self._fd, self._temp = tempfile.mkstemp(dir=self._directory,
-                                                    prefix=f".{os.path.basename(target)}.", suffix=".tmp")
-        except FileNotFoundError:
-            raise NotFound(f"cannot write {target}: directory {self._directory} does not exist") from None
-        except OSError as exc:
-            raise FerryError(f"cannot write {target}: {exc.strerror}") from None
+        self._target = _StreamTarget(target) if isinstance(target, int) else _FileTarget(target)
+        self.path = self._target.path
 
     @property
     def temp_path(self) -> str | None:
         """The file the archive grows in until commit() renames it (None for a
         stream): a journal records it, so a killed checkpoint leaves no half."""
-        return self._temp
+        return self._target.temp
 
     def __enter__(self) -> "ArchiveWriter":
         return self
@@ -228,7 +295,7 @@ class ArchiveWriter:
         archives are written by pigz in one stream, so they do not follow."""
         if self.compression == "gzip" or self._follower is not None:
             return
-        if self._stream and self._max_size is None:
+        if not self._target.seekable and self._max_size is None:
             raise ValueError("a stream's head comes before the files it follows: give the writer a max_size")
         self._follower = Follower(self, directory, prefix, select)
 
@@ -248,44 +315,34 @@ class ArchiveWriter:
                     if (info.st_ino, info.st_size, info.st_mtime_ns) != item.identity:
                         raise FollowAbandoned(f"{item.member.name} changed after it was closed")
         except FollowAbandoned as why:
-            if self._stream:
-                raise FerryError(f"cannot write {self._name}: {why}",
-                                 hint="nothing may write into a checkpoint while it is archived; "
-                                      "checkpoint again") from None
-            log.warning("writing %s from the files instead of following them: %s", self.path, why)
+            self._target.restart(str(why))
             self._streamed.clear()
-            self._head_bytes, self._declared, self._member_bytes = None, None, 0
-            os.ftruncate(self._fd, 0)
-            os.lseek(self._fd, 0, os.SEEK_SET)
+            self._head_bytes, self._head_room, self._declared, self._member_bytes = None, None, None, 0
 
-    def _begin_member(self) -> int | None:
-        """Before a followed member: the head, if it is not out yet, then in a
-        file a room for the member's header (where it starts)."""
+    def begin_followed(self, name: str) -> "FollowedMember":
+        """A member that goes in while its file grows (for follow.Follower)."""
         if self._head_bytes is None:
-            if self._stream:
-                self._head_bytes, self._declared = self._head(self._max_size), self._max_size
-            else:   # a room, filled at commit
-                self._head_bytes = self._head(0, self._head_width)
-            head = framed(self.compression, self._head_member(self._head_bytes))
-            self._room = len(head)
-            write_all(self._fd, head)
-        if self._stream:
-            return None
-        offset = os.lseek(self._fd, 0, os.SEEK_CUR)
-        os.lseek(self._fd, len(framed(self.compression, bytes(BLOCK))), os.SEEK_CUR)
-        return offset
+            self._lead()
+        return FollowedMember(self, name)
+
+    def _lead(self) -> None:
+        """The head, before the first followed member, when the members'
+        total is not known yet: a stream's declares the caller's max_size, a
+        file's is a room that commit() fills with the exact total."""
+        if self._target.seekable:
+            self._head_bytes = self._head(0, self._head_width)
+            self._head_room = self._target.room(framed(self.compression, self._head_member(self._head_bytes)))
+        else:
+            self._head_bytes, self._declared = self._head(self._max_size), self._max_size
+            write_all(self._target.fd, framed(self.compression, self._head_member(self._head_bytes)))
 
     def _claim(self, count: int) -> None:
         """`count` more member bytes are about to go out: within a written head's max_size."""
         if self._declared is not None and self._member_bytes + count > self._declared:
-            raise FerryError(f"cannot write {self._name}: its members exceed the max_size of "
+            raise FerryError(f"cannot write {self._target.name}: its members exceed the max_size of "
                              f"{self._declared} bytes that its head declared",
                              hint="give the archive writer a larger max_size estimate")
         self._member_bytes += count
-
-    def begin_followed(self, name: str) -> "FollowedMember":
-        """A member that goes in while its file grows (for follow.Follower)."""
-        return FollowedMember(self, name)
 
     # -- completing --
     def commit(self, source_dir: str, names: list[str], progress: Progress | None = None, *,
@@ -294,7 +351,7 @@ class ArchiveWriter:
         order; those already streamed are skipped; `paths` may name another
         file for a member), then the trailer and the signature; for a path,
         fsync and rename into place."""
-        if self._fd < 0:
+        if self._target.fd < 0:
             raise RuntimeError("the archive writer has ended")
         self.stop_following(complete=True)
         names = list(names)
@@ -308,40 +365,25 @@ class ArchiveWriter:
         done = {item.member.name for item in self._streamed}
         inputs = [_input(source_dir, name, (paths or {}).get(name)) for name in names if name not in done]
         if len(done) + len(inputs) > MAX_MEMBERS:
-            raise FerryError(f"cannot write {self._name}: more than {MAX_MEMBERS} members")
+            raise FerryError(f"cannot write {self._target.name}: more than {MAX_MEMBERS} members")
         reporter = Reporter(progress, "write", sum(i.size for i in inputs))
         with self._failing_as_ferry():
             total = self._member_bytes + sum(i.size for i in inputs)
             lead = None
             if self._head_bytes is None:        # nothing went out yet: the head leads the body
                 self._head_bytes = lead = self._head(total)
-            elif not self._stream:              # the room takes the exact total
+            elif self._head_room is not None:   # the room takes the exact total
                 self._head_bytes = self._head(total, self._head_width)
             self._claim(total - self._member_bytes)
             self._write_body(inputs, reporter, lead)
-            if not self._stream and lead is None:
-                room = framed(self.compression, self._head_member(self._head_bytes))
-                if len(room) != self._room:
-                    raise RuntimeError(f"{MANIFEST_NAME} takes {len(room)} bytes, not the {self._room} left for it")
-                if os.pwrite(self._fd, room, 0) != len(room):
-                    raise OSError(f"short write of {MANIFEST_NAME}")
-            size = self._finish()
+            if self._head_room is not None:
+                self._target.fill(self._head_room, framed(self.compression, self._head_member(self._head_bytes)),
+                                  MANIFEST_NAME)
+            size = self._target.finish()
         reporter.finish()
         return WriteResult(self.path, size, time.monotonic() - self._started,
                            sum(item.member.size for item in self._streamed),
                            self._signer.fingerprint if self._signer else None)
-
-    def _finish(self) -> int | None:
-        if self._stream:
-            self._fd = -1   # the caller's to close
-            return None
-        os.fsync(self._fd)
-        size = os.fstat(self._fd).st_size
-        os.close(self._fd)
-        self._fd = -1
-        os.replace(self._temp, self.path)
-        fsync_dir(self._directory)
-        return size
 
     @contextlib.contextmanager
     def _failing_as_ferry(self):
@@ -349,7 +391,7 @@ class ArchiveWriter:
         try:
             yield
         except OSError as exc:
-            raise FerryError(f"cannot write {self._name}: {exc.strerror or exc}") from None
+            raise FerryError(f"cannot write {self._target.name}: {exc.strerror or exc}") from None
 
     def _write_body(self, inputs: list[_Input], reporter: Reporter, lead: bytes | None) -> None:
         """The head when `lead` is given, the complete files, the trailer and
@@ -362,13 +404,13 @@ class ArchiveWriter:
         # Its size is known before the digests are: they are fixed-width hex.
         sketch = self._trailer(checksums + [Checksum(i.name, i.size, "0" * 64) for i in inputs])
         if len(sketch) > MAX_CHECKSUMS_BYTES:
-            raise FerryError(f"cannot write {self._name}: its {CHECKSUMS_NAME} would take {len(sketch)} bytes, "
-                             f"more than readers accept ({MAX_CHECKSUMS_BYTES})")
+            raise FerryError(f"cannot write {self._target.name}: its {CHECKSUMS_NAME} would take {len(sketch)} "
+                             f"bytes, more than readers accept ({MAX_CHECKSUMS_BYTES})")
         body_size = (sum(len(h) + i.size + padding(i.size) for h, i in zip(headers, inputs))
                      + 3 * BLOCK + len(sketch) + BLOCK + len(TAR_END))
         if lead is not None:
             body_size += BLOCK + len(lead) + padding(len(lead))
-        sink = sink_for(self.compression, self._fd, body_size)
+        sink = sink_for(self.compression, self._target.fd, body_size)
         try:
             if lead is not None:
                 sink.write(self._head_member(lead))
@@ -398,12 +440,7 @@ class ArchiveWriter:
             follower, self._follower = self._follower, None
             with contextlib.suppress(Exception):
                 follower.stop(False)
-        if self._fd >= 0:
-            if not self._stream:
-                os.close(self._fd)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._temp)
-            self._fd = -1
+        self._target.abort()
 
 
 class FollowedMember:
@@ -417,23 +454,26 @@ class FollowedMember:
         self.name = name
         self.size = 0
         self._writer = writer
-        self._header_offset = writer._begin_member()
-        self._sink = sink_for(writer.compression, writer._fd, None)
+        target = writer._target
+        # A placeholder of the header's exact length: fixed_header is one block whatever the size.
+        self._header_room = (target.room(framed(writer.compression, fixed_header(name, 0, writer._mtime)))
+                             if target.seekable else None)
+        self._sink = sink_for(writer.compression, target.fd, None)
 
     def add(self, fd: int, length: int, digest) -> None:
         """The next `length` bytes of the file fd, mapped a frame at a time, and added to `digest`."""
         writer = self._writer
         writer._claim(length)
-        if self._header_offset is None:   # a stream: a header of this part's size
+        if self._header_room is None:   # a stream: a header of this part's size
             self._sink.write(tar_header(self.name, length, writer._mtime, continued=self.size > 0))
         for start in range(self.size, self.size + length, codecs.FRAME_BYTES):
             self._sink.write_mapped(fd, start, min(codecs.FRAME_BYTES, self.size + length - start), digest)
         self.size += length
-        if self._header_offset is None:
+        if self._header_room is None:
             self._sink.write(bytes(padding(length)))
 
     def close(self) -> None:
-        if self._header_offset is not None:
+        if self._header_room is not None:
             self._sink.write(bytes(padding(self.size)))
         self._sink.finish()
 
@@ -443,10 +483,10 @@ class FollowedMember:
     def commit(self, path: str, digest: str, identity: tuple) -> None:
         """The member is complete: its header takes its size, and commit() skips its file."""
         writer = self._writer
-        if self._header_offset is not None:
-            header = framed(writer.compression, fixed_header(self.name, self.size, writer._mtime))
-            if os.pwrite(writer._fd, header, self._header_offset) != len(header):
-                raise OSError(f"short write of the header of {shown(self.name)}")
+        if self._header_room is not None:
+            writer._target.fill(self._header_room, framed(writer.compression,
+                                                          fixed_header(self.name, self.size, writer._mtime)),
+                                f"the header of {shown(self.name)}")
         writer._streamed.append(_Streamed(Checksum(self.name, self.size, digest), path, identity))
 
 
