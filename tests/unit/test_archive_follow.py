@@ -107,6 +107,21 @@ def test_followed_files_stream_and_read_back(tmp_path, compression):
         assert json.load(tar.extractfile(MANIFEST_NAME))["max_size"] == total
 
 
+def test_a_files_followed_members_are_one_entry_each(tmp_path, monkeypatch):
+    """A file fills its header rooms in place rather than writing parts, as a
+    stream does: podman's restore --import extracts each entry over the last."""
+    monkeypatch.setattr(codecs, "FRAME_BYTES", 64 << 10)   # a stream would take pages-1.img in parts
+    files = {"pages-1.img": memory_pages(700_000, 19), "core-1.img": os.urandom(3000)}
+    result, names = _follow_and_commit(tmp_path, "zstd", files)
+    assert result.streamed == len(files["pages-1.img"])
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes_of(result.path))) as tar:
+        entries = tar.getmembers()
+    assert sorted(e.name for e in entries) == sorted([MANIFEST_NAME, *names, CHECKSUMS_NAME])   # each once
+    assert not any("FERRY.continue" in e.pax_headers for e in entries)
+    pages = next(e for e in entries if e.name == "checkpoint/pages-1.img")
+    assert pages.size == len(files["pages-1.img"])
+
+
 def test_a_file_changed_after_it_was_closed_is_archived_from_the_file(tmp_path):
     files = {"pages-1.img": memory_pages(200_000, 4)}
     replacement = memory_pages(250_000, 5)
