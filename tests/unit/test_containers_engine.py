@@ -267,6 +267,16 @@ def test_a_start_from_a_checkpoint_keeps_the_wire_cut_until_criu_put_the_sockets
     assert restored.state == RUNNING and restored.restored_at == restored.started_at
 
 
+def test_a_restore_that_fails_leaves_no_restore_hook(containers, host, tmp_path):
+    container = containers.create(RunOptions(image="busy:1", name="web"))
+    directory = container_dir(containers, container)
+    host.fail["restore"] = (1, "criu failed: type RESTORE errno 28")
+    with pytest.raises(ToolError):
+        containers.start("web", restore=RestoreFrom(str(tmp_path), str(tmp_path), False))
+    assert not os.path.exists(os.path.join(directory, CRIU_RESTORE_HOOK))
+    assert host.leftovers(container.id) == [] and containers.get("web").state == CREATED
+
+
 def test_a_restore_of_a_running_container_is_refused(containers, tmp_path):
     containers.run(RunOptions(image="busy:1", name="web", detach=True))
     with pytest.raises(Conflict, match="container 'web' is running"):

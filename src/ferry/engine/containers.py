@@ -31,7 +31,7 @@ from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
-from ferry.util.fs import atomic_write, remove_tree
+from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util import phases, proc, signals
 from ferry.util.locks import Busy, owned_lock
 from ferry.util.timefmt import utc_now
@@ -348,8 +348,7 @@ class Containers:
             self.networks.connect(container.id)
             directory = self.dir(container.id)
             atomic_write(os.path.join(directory, CRIU_CONFIG), CRIU_OPTIONS)  # later dumps need no hook
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, CRIU_RESTORE_HOOK))
+            remove_file(os.path.join(directory, CRIU_RESTORE_HOOK))
         # A new IP/MAC pairing (a reused address, a restore, a move from another
         # host) must not wait for neighbours' ARP caches to expire.
         with contextlib.suppress(FerryError):
@@ -392,8 +391,7 @@ class Containers:
             raise Conflict(f"container {container.name!r} already runs (pid {live}), though ferry's "
                            f"record says {container.state}",
                            hint=f"stop it with 'ferry stop {container.name}' first")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, "exit.json"))
+        remove_file(os.path.join(directory, "exit.json"))
         self.runc.delete(container.id)  # a stale runc state from a crash would block create
         image = self.images.get(container.image_id)
         target = os.path.join(directory, "rootfs")
@@ -421,6 +419,7 @@ class Containers:
             hook = os.path.join(directory, CRIU_RESTORE_HOOK)
             argv = " ".join(shlex.quote(arg) for arg in self.networks.connect_argv(container.id))
             atomic_write(hook, CRIU_RESTORE_HOOK_SCRIPT.format(argv=argv), mode=0o700)
+            undo.push(remove_file, hook)  # the config naming it is rewritten by every start
             criu_options += f"action-script {hook}\n"
         atomic_write(os.path.join(directory, CRIU_CONFIG), criu_options)
         uid, gid, groups = ocispec.resolve_user(target, config.user)

@@ -45,6 +45,14 @@ def _naming(error: OSError, path: str) -> OSError:
     return error
 
 
+def remove_file(path: str) -> None:
+    """Unlink PATH; one already gone is what the caller wanted."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def fsync_dir(directory: str) -> None:
     """Make a rename or create in `directory` durable."""
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
