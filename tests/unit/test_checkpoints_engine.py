@@ -220,9 +220,6 @@ def test_an_export_that_fails_keeps_the_checkpoint_on_disk_with_its_hint(checkpo
     assert restored.authenticity == Authenticity.LOCAL and containers.get("web").state == RUNNING
 
 
-@pytest.mark.xfail(strict=True, reason="ArchiveWriter._finish marks the writer ended before os.replace, so abort() "
-                                      "keeps the temp file of an archive whose rename failed (a whole checkpoint, "
-                                      "and the journal that named it is gone)")
 def test_an_export_whose_rename_fails_leaves_no_temp_archive(checkpoints, containers, host, web, tmp_path):
     export = tmp_path / "web.tar.zst"
     host.on_dump = lambda *_: (export.mkdir(), (export / "x").write_text("x"))

@@ -190,6 +190,7 @@ class _FileTarget:
         os.close(self.fd)
         self.fd = -1
         os.replace(self.temp, self.path)
+        self.temp = None    # the archive is in place: abort() leaves it alone
         fsync_dir(self._directory)
         return size
 
@@ -197,8 +198,10 @@ class _FileTarget:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        if self.temp is not None:   # a failed rename too leaves no temp file
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.temp)
+            self.temp = None
 
 
 class _StreamTarget:
