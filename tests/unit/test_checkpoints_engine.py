@@ -19,8 +19,8 @@ import pytest
 from ferry.checkpoint.archive import ArchiveWriter, HostInfo, read_archive
 from ferry.engine import journal
 from ferry.engine import checkpoints as checkpoints_module
-from ferry.engine.checkpoints import (Authenticity, CheckpointOptions, Checkpoints, RestoreOptions, _mounts_for_target,
-                                      _read_members)
+from ferry.engine.checkpoints import (Authenticity, CheckpointOptions, Checkpoints, RestoreOptions, mounts_for_target,
+                                      read_members)
 from ferry.engine.config import ArchivedContainer, network_status_json
 from ferry.engine.containers import RunOptions
 from ferry.engine.listing import CHECKPOINT_IMAGES, CHECKPOINT_WORK, EXITED, RUNNING
@@ -441,14 +441,14 @@ def config(containers, engine):
 def test_an_archive_s_records_are_read_strictly(tmp_path, config):
     staging, contents = staged(tmp_path, config, **{"network.status": network_status_json(config),
                                                     "deleted.files": '["etc/gone"]'})
-    saved, deleted = _read_members(staging, contents)
+    saved, deleted = read_members(staging, contents)
     assert (saved.name, saved.config, deleted) == ("cache", config, ("etc/gone",))
 
     def refusal(**changes) -> str:
         staging, contents = staged(tmp_path, config, changes.pop("members", None), **changes.pop("files", {}))
         contents.container.update(changes)
         with pytest.raises(BadArchive) as refused:
-            _read_members(staging, contents)
+            read_members(staging, contents)
         assert refused.value.hint == "the archive is damaged or forged; do not restore from it"
         return refused.value.message
     assert refusal(name="other") == "config.dump names another container than the archive's manifest"
@@ -464,18 +464,18 @@ def test_mounts_for_the_target_host(tmp_path):
     here = {"logs"}.__contains__
     with pytest.raises(FerryError, match="mounts host paths, which only this host's user may grant: /srv/conf at "
                                          "/etc/app"):
-        _mounts_for_target((bind, volume), (), False, here)
-    assert _mounts_for_target((bind, volume), (), True, here) == ((bind, volume), (bind,))
+        mounts_for_target((bind, volume), (), False, here)
+    assert mounts_for_target((bind, volume), (), True, here) == ((bind, volume), (bind,))
     restated = VolumeSpec("bind", str(tmp_path), "/etc/app")
-    assert _mounts_for_target((bind, volume), (restated,), False, here) == ((restated, volume), ())
+    assert mounts_for_target((bind, volume), (restated,), False, here) == ((restated, volume), ())
     with pytest.raises(Conflict, match="mounts volumes that already exist here: logs at /logs"):
-        _mounts_for_target((other,), (), False, here)
+        mounts_for_target((other,), (), False, here)
     shared = VolumeSpec("volume", "logs", "/logs")
-    assert _mounts_for_target((other,), (shared,), False, here) == ((shared,), ())
+    assert mounts_for_target((other,), (shared,), False, here) == ((shared,), ())
     with pytest.raises(UsageError, match="two -v options name the same container path"):
-        _mounts_for_target((other,), (shared, shared), False, here)
+        mounts_for_target((other,), (shared, shared), False, here)
     with pytest.raises(UsageError) as unknown:
-        _mounts_for_target((other,), (VolumeSpec("volume", "x", "/x"),), False, here)
+        mounts_for_target((other,), (VolumeSpec("volume", "x", "/x"),), False, here)
     assert unknown.value.hint == "a restore can only re-state the mounts the container had: /logs"
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from ferry.engine import journal
 from ferry.engine.containers import (CRIU_CONFIG, CRIU_OPTIONS, CRIU_RESTORE_HOOK, RestoreFrom, RunOptions, Undo,
-                                     _signal_name)
+                                     signal_name)
 from ferry.engine.listing import CREATED, EXITED, RUNNING
 from ferry.runtime.launch import CHECKPOINTING
 from ferry.util.errors import Conflict, FerryError, NotFound, ToolError, UsageError
@@ -316,7 +316,7 @@ def test_kill_sends_the_signal_it_is_given(containers, host):
     assert containers.get("web").state == EXITED
     with pytest.raises(Conflict, match="cannot kill container 'web': it is exited"):
         containers.kill("web")
-    assert _signal_name("sigterm") == "TERM" and _signal_name("15") == "15"
+    assert signal_name("sigterm") == "TERM" and signal_name("15") == "15"
 
 
 def test_an_exit_no_command_saw_is_recorded_by_the_next_look(containers, engine, host):

@@ -46,11 +46,11 @@ def test_entrypoint_forms():
 
 
 def test_signal_names():
-    assert containers._signal_name("SIGTERM") == "TERM"
-    assert containers._signal_name("hup") == "HUP"
-    assert containers._signal_name("9") == "9"
+    assert containers.signal_name("SIGTERM") == "TERM"
+    assert containers.signal_name("hup") == "HUP"
+    assert containers.signal_name("9") == "9"
     with pytest.raises(UsageError):
-        containers._signal_name("SIGNOPE")
+        containers.signal_name("SIGNOPE")
 
 
 def test_template():

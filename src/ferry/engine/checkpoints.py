@@ -447,7 +447,7 @@ class Checkpoints:
                 self._stage(scratch, path, head.size_bound)
                 contents = archive.read_archive(path, staging, progress=progress, verify_key=verify_key)
             phases.reached("restore:staged")
-            saved, deleted = _read_members(staging, contents)
+            saved, deleted = read_members(staging, contents)
             image = self._image_for(head.container, options)
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
@@ -593,7 +593,7 @@ class Checkpoints:
         archived = config.volumes
         if options.ignore_volumes:
             archived = tuple(v for v in archived if v.kind != "volume")
-        volumes, granted = _mounts_for_target(archived, restated, options.allow_bind_mounts,
+        volumes, granted = mounts_for_target(archived, restated, options.allow_bind_mounts,
                                               self.containers.volumes.exists)
         for volume in volumes:
             if volume.kind == "bind" and not os.path.exists(volume.source):
@@ -622,7 +622,7 @@ class Checkpoints:
         return error
 
 
-def _mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSpec, ...], allow_binds: bool,
+def mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSpec, ...], allow_binds: bool,
                        volume_exists) -> tuple[tuple[VolumeSpec, ...], tuple[VolumeSpec, ...]]:
     """An archive never chooses data of this host. Each of its mounts is
     replaced by the user's -v at the same destination; a named volume is made
@@ -680,7 +680,7 @@ KNOWN_MEMBERS = (CONFIG_DUMP, SPEC_DUMP, NETWORK_STATUS, STATS_DUMP, ROOTFS_DIFF
 IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 
 
-def _read_members(staging: str, contents) -> tuple[ArchivedContainer, tuple[str, ...]]:
+def read_members(staging: str, contents) -> tuple[ArchivedContainer, tuple[str, ...]]:
     """The archive's own records, parsed strictly, and its layout checked:
     config.dump, network.status (which must agree with it), deleted.files,
     and no member without a place in a ferry checkpoint."""

@@ -461,7 +461,7 @@ class Containers:
         container = self.get(name_or_id)
         with self.locked(container, "kill"):
             container = self._running(container.id, "kill")
-            self.runc.kill(container.id, _signal_name(signal))
+            self.runc.kill(container.id, signal_name(signal))
         return container
 
     def stop(self, name_or_id: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> Container:
@@ -477,7 +477,7 @@ class Containers:
 
     def _stop_locked(self, container: Container, timeout: int) -> Container:
         with contextlib.suppress(FerryError):
-            self.runc.kill(container.id, _signal_name(container.config.stop_signal))
+            self.runc.kill(container.id, signal_name(container.config.stop_signal))
         if not self._wait_exit(container, timeout):
             with contextlib.suppress(FerryError):
                 self.runc.kill(container.id, "KILL", all_processes=True)
@@ -677,7 +677,7 @@ def _parse_entrypoint(text: str) -> tuple[str, ...]:
     return (text,) if text else ()
 
 
-def _signal_name(signal: str) -> str:
+def signal_name(signal: str) -> str:
     text = signal.upper().removeprefix("SIG")
     if text.isdigit():
         return text
