@@ -102,6 +102,35 @@ def start_writeback(fd: int) -> None:
 
 # ---- the two sides --------------------------------------------------------------
 
+class RawInput:
+    """The archive's bytes as they come from fd: a file (peeked at with
+    pread, so pigz may read fd itself) or a pipe or socket, whose first bytes
+    are read to tell its format and handed out again first."""
+
+    def __init__(self, fd: int, *, seekable: bool):
+        self.fd = fd
+        self.seekable = seekable
+        self._first = b""
+
+    def peek(self, size: int) -> bytes:
+        if self.seekable:
+            return os.pread(self.fd, size, 0)
+        while len(self._first) < size and (data := os.read(self.fd, size - len(self._first))):
+            self._first += data
+        return self._first[:size]
+
+    @property
+    def untouched(self) -> bool:
+        """Nothing of fd has been read yet: another process may read it instead."""
+        return not self._first
+
+    def read(self, size: int) -> bytes:
+        if self._first:
+            data, self._first = self._first, b""
+            return data
+        return os.read(self.fd, size)
+
+
 class ChunkSource:
     """The archive's decompressed bytes: read() gives the next chunk, b"" at
     the end, after the decompressor has checked its own end of stream."""
@@ -155,11 +184,11 @@ class Sink:
 # ---- none: plain tar ------------------------------------------------------------
 
 class PlainSource(ChunkSource):
-    def __init__(self, fd: int):
-        self._fd = fd
+    def __init__(self, raw: RawInput):
+        self._raw = raw
 
     def read(self) -> bytes:
-        return os.read(self._fd, CHUNK)
+        return self._raw.read(CHUNK)
 
 
 class PlainSink(Sink):
@@ -311,8 +340,8 @@ class ZstdSource(ChunkSource):
     Frames that declare their size are decompressed into reused buffers, as
     fresh memory costs a page fault per 4 KiB."""
 
-    def __init__(self, fd: int, ahead: int):
-        self._fd = fd
+    def __init__(self, raw: RawInput, ahead: int):
+        self._raw = raw
         self._ahead = ahead     # frames in flight before the oldest is waited for
         self._walker = ZstdFrameWalker()
         self._workers = os.cpu_count() or 1
@@ -346,7 +375,7 @@ class ZstdSource(ChunkSource):
                 self._free.append(buffer)
 
     def _read_raw(self) -> None:
-        data = os.read(self._fd, CHUNK)
+        data = self._raw.read(CHUNK)
         if not data:
             self._walker.finish()
             self._raw_done = True
@@ -516,24 +545,24 @@ STORED_BLOCK_MAX = 0xFFFF      # deflate stored block
 class ZlibGzipSource(ChunkSource):
     """gzip members one after another, each checked to its end by zlib."""
 
-    def __init__(self, fd: int):
-        self._fd = fd
+    def __init__(self, raw: RawInput):
+        self._raw = raw
         self._inflater = zlib.decompressobj(31)
 
     def read(self) -> bytes:
         while True:
             if self._inflater.eof:
-                leftover = self._inflater.unused_data or os.read(self._fd, CHUNK)
+                leftover = self._inflater.unused_data or self._raw.read(CHUNK)
                 if not leftover:
                     return b""
                 if len(leftover) < len(GZIP_MAGIC):
-                    leftover += os.read(self._fd, CHUNK)
+                    leftover += self._raw.read(CHUNK)
                 if not leftover.startswith(GZIP_MAGIC):
                     raise trailing()
                 self._inflater = zlib.decompressobj(31)
                 pending = leftover
             else:
-                pending = self._inflater.unconsumed_tail or os.read(self._fd, CHUNK)
+                pending = self._inflater.unconsumed_tail or self._raw.read(CHUNK)
                 if not pending:
                     data = self._inflater.flush()
                     if not self._inflater.eof:
@@ -679,20 +708,22 @@ class Prefetcher(ChunkSource):
         self._source.close()
 
 
-def open_source(fd: int, magic: bytes, *, threaded: bool, use_pigz: bool) -> ChunkSource:
-    """The decompressed bytes of the archive read from fd, by its first bytes
-    (`magic`, which fd has not yet given)."""
+def open_source(raw: RawInput, *, threaded: bool, use_pigz: bool) -> ChunkSource:
+    """The decompressed bytes of the archive, by its magic bytes."""
+    magic = raw.peek(len(ZSTD_MAGIC))
     if magic.startswith(ZSTD_MAGIC):
         # Twice as many frames as workers in flight keep the pool busy
         # while the caller writes a chunk out; the manifest needs one.
-        return ZstdSource(fd, ahead=2 * (os.cpu_count() or 1) if threaded else 1)
+        return ZstdSource(raw, ahead=2 * (os.cpu_count() or 1) if threaded else 1)
     if magic.startswith(GZIP_MAGIC):
-        pigz = find_pigz() if use_pigz else None
-        source = PigzSource(fd, pigz) if pigz else ZlibGzipSource(fd)
+        pigz = find_pigz() if use_pigz and raw.untouched else None
+        source = PigzSource(raw.fd, pigz) if pigz else ZlibGzipSource(raw)
     else:
-        source = PlainSource(fd)
-    # zstd frames decompress in their own pool already.
-    return Prefetcher(source) if threaded else source
+        source = PlainSource(raw)
+    # zstd frames decompress in their own pool already. A pipe's reads
+    # stay in the caller's thread: a thread blocked on a stalled writer
+    # could not be stopped.
+    return Prefetcher(source) if threaded and raw.seekable else source
 
 
 def sink_for(compression: str, fd: int, body_size: int | None) -> Sink:

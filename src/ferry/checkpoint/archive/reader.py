@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
+import stat
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import blake3
@@ -44,13 +45,13 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, HINT_DAMAGED, HIN
                                                RESERVED_NAMES, SIGNATURE_NAME, ArchiveContents, Checksum, Checksums,
                                                Head, ManifestV2, MemberV2, Signature, parent_dirs, parse_head, shown,
                                                trailing, unsafe_name_reason)
-from ferry.checkpoint.archive.codecs import CHUNK, DECODER_ERRORS, ZSTD_MAGIC, decoder_failure, open_source, write_all
+from ferry.checkpoint.archive.codecs import CHUNK, DECODER_ERRORS, RawInput, decoder_failure, open_source, write_all
 from ferry.checkpoint.archive.progress import Progress, Reporter
 from ferry.checkpoint.archive.tarfmt import REFUSED_KINDS, Entry, TarStream, next_entry, padding
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound
 from ferry.util.log import get_logger
 
-__all__ = ["read_archive", "read_manifest"]
+__all__ = ["ArchiveReader", "read_archive", "read_manifest"]
 
 log = get_logger("ferry.checkpoint.archive")
 
@@ -58,31 +59,6 @@ log = get_logger("ferry.checkpoint.archive")
 HASH_ASIDE = 256 << 10     # views at least this large are hashed while they are written
 
 MAX_TRAILING_ZEROS = 1 << 20       # tar writers pad to a record size (10 KiB for most)
-
-
-# ---- compression choice -------------------------------------------------
-
-
-# ---- shared by writing and reading ----------------------------------------
-
-
-# ---- reading: decompressed chunk sources ---------------------------------
-# ---- reading: decompressed chunk sources ---------------------------------
-
-
-def _open_archive(path: str, *, threaded: bool, use_pigz: bool):
-    """(fd, chunk source) for the archive at path, decompressing by magic."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFound(f"checkpoint archive {path} does not exist") from None
-    except OSError as exc:
-        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return fd, open_source(fd, os.pread(fd, len(ZSTD_MAGIC), 0), threaded=threaded, use_pigz=use_pigz)
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 # ---- reading: extraction --------------------------------------------------
@@ -393,21 +369,52 @@ def _verify_key(verify_key):
     raise TypeError("verify_key must be a signing.PublicKey or the path of a PEM public key")
 
 
-def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,
-                 verify_key=None) -> ArchiveContents:
-    """Validate and unpack the archive at `path` into the new directory
-    dest_dir (made 0700), and check everything before returning: the members
-    against the trailer's digests and list, the head's digest, the size
-    bound, then the signature. With `verify_key` (a signing.PublicKey, or a
-    PEM file's path), the archive must be signed by that key.
+class ArchiveReader:
+    """One archive, read front to back once: from a path (a file, or a FIFO)
+    or from a file descriptor (a pipe, a socket: the caller's to close).
+    head() gives manifest.json alone, before anything else is read: it is
+    not authenticated, so use it to size staging, never to trust the archive.
+    extract() then unpacks the rest and checks it all. With threaded=False,
+    decompression stays in this thread (for a look at the head alone)."""
 
-    On any failure dest_dir is removed: BadArchive for what is wrong with the
-    archive, FerryError for local trouble (disk full). Progress phase:
-    "read", in member bytes (against max_size for format 3).
-    """
-    verify_key = _verify_key(verify_key)
-    fd, source = _open_archive(path, threaded=True, use_pigz=True)
-    try:
+    def __init__(self, source: str | int, *, threaded: bool = True):
+        if isinstance(source, int):
+            self.name, fd, own = "the archive stream", source, False
+        else:
+            self.name, fd, own = source, _open_path(source), True
+        self._fd = fd if own else -1
+        try:
+            seekable = stat.S_ISREG(os.fstat(fd).st_mode)
+            self._source = open_source(RawInput(fd, seekable=seekable), threaded=threaded, use_pigz=threaded)
+        except BaseException as exc:
+            self._close_fd()
+            if isinstance(exc, OSError):
+                raise FerryError(f"cannot read {self.name}: {exc.strerror or exc}") from None
+            raise
+        self._stream = TarStream(self._source)
+        self._head: tuple[ManifestV2 | Head, bytes] | None = None
+
+    def head(self) -> ManifestV2 | Head:
+        if self._head is None:
+            try:
+                self._head = _read_head(self._stream)
+            except DECODER_ERRORS as exc:
+                raise decoder_failure(exc) from None
+            except OSError as exc:
+                raise FerryError(f"cannot read {self.name}: {exc.strerror or exc}") from None
+        return self._head[0]
+
+    def extract(self, dest_dir: str, *, progress: Progress | None = None, verify_key=None) -> ArchiveContents:
+        """Validate and unpack the archive into the new directory dest_dir
+        (made 0700), and check everything before returning: the members
+        against the trailer's digests and list, the head's digest, the size
+        bound, then the signature. With `verify_key` (a signing.PublicKey, or
+        a PEM file's path), the archive must be signed by that key.
+
+        On any failure dest_dir is removed: BadArchive for what is wrong with
+        the archive, FerryError for local trouble (disk full). Progress phase:
+        "read", in member bytes (against max_size for format 3)."""
+        verify_key = _verify_key(verify_key)
         try:
             os.mkdir(dest_dir, 0o700)
         except FileExistsError:
@@ -417,34 +424,62 @@ def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,
         except OSError as exc:
             raise FerryError(f"cannot unpack into {dest_dir}: {exc.strerror}") from None
         try:
-            stream = TarStream(source)
-            head, head_bytes = _read_head(stream)
+            head = self.head()
             if isinstance(head, ManifestV2):
                 if verify_key is not None:
                     raise BadArchive("archive is in format 2, and format 2 archives carry no signature",
                                      hint=HINT_UNSIGNED)
                 reporter = Reporter(progress, "read", head.total_size)
-                contents = ArchiveContents(head, _extract_v2(stream, head, dest_dir, reporter), False, False, None)
+                contents = ArchiveContents(head, _extract_v2(self._stream, head, dest_dir, reporter),
+                                           False, False, None)
             else:
                 reporter = Reporter(progress, "read", head.max_size)
-                found = _extract_v3(stream, head, dest_dir, reporter)
-                members, signed, verified, signer = _check_v3(found, head_bytes, verify_key)
+                found = _extract_v3(self._stream, head, dest_dir, reporter)
+                members, signed, verified, signer = _check_v3(found, self._head[1], verify_key)
                 contents = ArchiveContents(head, members, signed, verified, signer)
                 reporter.total = reporter.done   # max_size may only bound it
             reporter.finish()
         except BaseException as exc:
-            source.close()
+            self._source.close()
             _remove_tree_we_made(dest_dir)
             failure = decoder_failure(exc)
             if failure is not None:
                 raise failure from None
             if isinstance(exc, OSError):
-                raise FerryError(f"cannot unpack {path} into {dest_dir}: {exc.strerror or exc}") from None
+                raise FerryError(f"cannot unpack {self.name} into {dest_dir}: {exc.strerror or exc}") from None
             raise
         return contents
-    finally:
-        source.close()
-        os.close(fd)
+
+    def close(self) -> None:
+        self._source.close()
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "ArchiveReader":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def _open_path(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotFound(f"checkpoint archive {path} does not exist") from None
+    except OSError as exc:
+        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,
+                 verify_key=None) -> ArchiveContents:
+    """ArchiveReader(path).extract(dest_dir, ...): the whole archive at once."""
+    with ArchiveReader(path) as reader:
+        return reader.extract(dest_dir, progress=progress, verify_key=verify_key)
 
 
 def _remove_tree_we_made(path: str) -> None:
@@ -459,14 +494,5 @@ def read_manifest(path: str) -> ManifestV2 | Head:
     """Only the head (manifest.json), of either format: reads and decompresses
     just the archive's first member. Nothing in it is authenticated yet: use
     it to size staging (.size_bound), never to trust the archive."""
-    fd, source = _open_archive(path, threaded=False, use_pigz=False)
-    try:
-        return _read_head(TarStream(source))[0]
-    except DECODER_ERRORS as exc:
-        raise decoder_failure(exc) from None
-    finally:
-        source.close()
-        os.close(fd)
-
-
-read_head = read_manifest
+    with ArchiveReader(path, threaded=False) as reader:
+        return reader.head()
