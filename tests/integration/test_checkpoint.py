@@ -20,6 +20,7 @@ from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
 from tests.support.redis import Redis
 
 REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
+PIPE_TIMEOUT = 180
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
 
 
@@ -437,3 +438,177 @@ def test_a_restore_that_hangs_is_stopped_and_leaves_nothing_running(host_a, tmp_
     host_a("container", "restore", "stuck")
     assert host_a.inspect("stuck")["State"]["Status"] == "running"
     host_a("rm", "-f", "stuck")
+
+
+# ---- archives through pipes ------------------------------------------------------
+
+def _ferry_argv(ferry: Ferry, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ferry", "--root", ferry.root, *args]
+
+
+def _piped(writer: list[str], reader: list[str], *, tamper=None) -> tuple[subprocess.CompletedProcess, ...]:
+    """writer | reader, or writer | tamper | reader: both ends' exit codes and output."""
+    source = subprocess.Popen(writer, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    middle = None
+    if tamper is not None:   # a thread that edits the bytes in flight
+        pipe_r, pipe_w = os.pipe()
+        middle = threading.Thread(target=tamper, args=(source.stdout, pipe_w))
+        middle.start()
+        sink_in = pipe_r
+    else:
+        sink_in = source.stdout
+    try:
+        sink = subprocess.run(reader, stdin=sink_in, capture_output=True, text=True, timeout=PIPE_TIMEOUT)
+    finally:
+        if middle is not None:
+            os.close(pipe_r)
+            middle.join()
+        source.stdout.close()
+        err = source.stderr.read().decode()
+        source.wait(timeout=PIPE_TIMEOUT)
+    return (subprocess.CompletedProcess(writer, source.returncode, "", err), sink)
+
+
+
+@pytest.fixture(scope="module")
+def keypair(workdir):
+    private, public = str(workdir / "pipe.pem"), str(workdir / "pipe.pub.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private], check=True)
+    subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
+    return private, public
+
+
+def test_a_checkpoint_piped_into_a_restore_moves_the_container(host_a, host_b, keypair):
+    """checkpoint --file /dev/stdout | restore --file -: a signed archive that
+    never touches a disk, checked as a file is, and the service moves."""
+    port = free_port()
+    host_a("volume", "create", "piped")
+    host_a("run", "-d", "--name", "piped", "-p", f"{port}:80", "-v", "piped:/data", "busybox", "sh", "-c",
+           "echo from-volume > /data/file; httpd -p 80 -h /var/www; " + COUNTER)
+    track(host_a, "piped")
+    wait_for(lambda: count(host_a, "piped") > 3, "counter to count")
+    host_a("exec", "piped", "sh", "-c", "echo in-rootfs > /root/note")
+    before = count(host_a, "piped")
+    other_port = free_port()
+    source, sink = _piped(
+        _ferry_argv(host_a, "container", "checkpoint", "piped", "--file", "/dev/stdout",
+                    "--sign-key", keypair[0]),
+        _ferry_argv(host_b, "container", "restore", "--file", "-", "--verify-key", keypair[1],
+                    "--ignore-static-ip", "-p", f"{other_port}:80"))
+    assert (source.returncode, sink.returncode) == (0, 0), (source.stderr, sink.stderr)
+    said = source.stderr.strip().splitlines()
+    assert said[-1] == "piped"   # its result line, off the archive's stdout
+    assert "kept here too" in said[0] and "'ferry rm piped' drops it" in said[0]
+    assert sink.returncode == 0, sink.stderr
+    assert "not verified" not in sink.stderr
+    host_b.seen.add(sink.stdout.strip())
+    assert host_b.inspect("piped")["State"]["Status"] == "running"
+    assert host_a.inspect("piped")["State"]["Status"] == "exited"
+    wait_for(lambda: count(host_b, "piped") > before, "the moved counter to go on")
+    assert count(host_b, "piped") >= before   # it went on from where it was, not from 0
+    assert http_get(f"http://127.0.0.1:{other_port}/") == "hello from busybox\n"
+    assert host_b("exec", "piped", "cat", "/data/file").stdout == "from-volume\n"
+    assert host_b("exec", "piped", "cat", "/root/note").stdout == "in-rootfs\n"
+    # nothing of the archive stayed on either host
+    for ferry in (host_a, host_b):
+        tmp = os.path.join(ferry.root, "tmp")
+        assert not os.path.isdir(tmp) or os.listdir(tmp) == []
+    host_a("rm", "piped")
+    host_b("rm", "-f", "piped")
+    host_a("volume", "rm", "piped")
+    host_b("volume", "rm", "piped")
+
+
+def _flip_one_byte_past(offset: int):
+    def tamper(source, out_fd: int) -> None:
+        seen = 0
+        try:
+            while data := source.read(1 << 16):
+                if seen <= offset < seen + len(data):
+                    i = offset - seen
+                    data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+                seen += len(data)
+                os.write(out_fd, data)
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(out_fd)
+            source.read()   # let the writer finish
+    return tamper
+
+
+def test_a_stream_edited_in_flight_is_refused_and_the_checkpoint_stays(host_a, host_b):
+    host_a("run", "-d", "--name", "edited", "busybox", "sh", "-c", COUNTER)
+    track(host_a, "edited")
+    wait_for(lambda: count(host_a, "edited") > 3, "counter to count")
+    before = host_b.names()
+    source, sink = _piped(
+        _ferry_argv(host_a, "container", "checkpoint", "edited", "--file", "-", "--compress", "none"),
+        _ferry_argv(host_b, "container", "restore", "--file", "-", "--ignore-static-ip"),
+        tamper=_flip_one_byte_past(200_000))
+    assert sink.returncode == 125
+    assert len(sink.stderr.strip().splitlines()) == 1 and "checksum mismatch" in sink.stderr, sink.stderr
+    _assert_nothing_made(host_b, before)
+    # The writer's side: the archive went out (or its reader left early); either
+    # way the container's state is a local checkpoint, restorable here.
+    assert source.returncode in (0, 125), source.stderr
+    assert host_a.inspect("edited")["State"]["Checkpointed"] is True
+    host_a("container", "restore", "edited")
+    assert host_a.inspect("edited")["State"]["Status"] == "running"
+    host_a("rm", "-f", "edited")
+
+
+def test_a_reader_that_leaves_keeps_the_checkpoint_and_a_cut_stream_makes_nothing(host_a, host_b):
+    host_a("run", "-d", "--name", "cut", "busybox", "sh", "-c", COUNTER)
+    track(host_a, "cut")
+    wait_for(lambda: count(host_a, "cut") > 3, "counter to count")
+    before = host_b.names()
+
+    def cut_short(source, out_fd: int) -> None:
+        os.write(out_fd, source.read(100_000))
+        os.close(out_fd)
+        source.close()   # the writer's next write fails: its reader is gone
+
+    source, sink = _piped(
+        _ferry_argv(host_a, "container", "checkpoint", "cut", "--file", "-", "--compress", "none"),
+        _ferry_argv(host_b, "container", "restore", "--file", "-", "--ignore-static-ip"), tamper=cut_short)
+    assert sink.returncode == 125 and len(sink.stderr.strip().splitlines()) == 1, sink.stderr
+    assert "truncated" in sink.stderr
+    _assert_nothing_made(host_b, before)
+    assert source.returncode == 125
+    lines = source.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Broken pipe" in lines[0] and "ferry container restore cut" in lines[0], lines
+    host_a("container", "restore", "cut")
+    assert host_a.inspect("cut")["State"]["Status"] == "running"
+    host_a("rm", "-f", "cut")
+
+
+def test_a_fifo_carries_an_archive_and_a_terminal_is_refused(host_a, host_b, workdir):
+    host_a("run", "-d", "--name", "fifo", "busybox", "sleep", "600")
+    track(host_a, "fifo")
+    fifo = str(workdir / "archive.fifo")
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(_ferry_argv(host_b, "container", "restore", "--file", fifo, "--ignore-static-ip"),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    host_a("container", "checkpoint", "fifo", "--leave-running", "--file", fifo)
+    out, err = reader.communicate(timeout=PIPE_TIMEOUT)
+    assert reader.returncode == 0, err
+    host_b.seen.add(out.strip())
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)   # written into, never replaced
+    assert host_b.inspect("fifo")["State"]["Status"] == "running"
+    assert host_a.inspect("fifo")["State"]["Status"] == "running"
+    host_b("rm", "-f", "fifo")
+    # an archive is never written to, nor read from, a terminal
+    import pty
+    leader, follower = pty.openpty()
+    try:
+        for args in (("container", "checkpoint", "fifo", "--file", "-"), ("container", "restore", "--file", "-")):
+            done = subprocess.run(_ferry_argv(host_a, *args), stdin=follower, stdout=follower,
+                                  stderr=subprocess.PIPE, text=True, timeout=PIPE_TIMEOUT)
+            assert done.returncode == 125 and "terminal" in done.stderr, done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert host_a.inspect("fifo")["State"]["Status"] == "running"
+    host_a("rm", "-f", "fifo")

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from ferry.cli import checkpoints as cli_checkpoints
 from ferry.cli import main as cli
 from ferry.engine import core
 from ferry.engine.checkpoints import Authenticity
@@ -22,7 +21,7 @@ def engine(monkeypatch, tmp_path):
 
     def checkpoint(name, options, progress):
         asked.append(("checkpoint", name, options))
-        return SimpleNamespace(name=name, stats=lambda: {"Name": name})
+        return SimpleNamespace(name=name, stats=lambda: {"Name": name}, kept_locally=False)
 
     def restore(name, options, progress):
         asked.append(("restore", name, options))
@@ -56,14 +55,6 @@ def test_an_archive_in_a_file_leaves_the_result_lines_on_stdout(capfd, engine, t
                      str(tmp_path / "web.tar.zst"), "--print-stats"])
     out, err = capfd.readouterr()
     assert (code, json.loads(out), err) == (0, {"Name": "web"}, "")
-
-
-def test_stdout_is_told_apart_from_other_files(tmp_path, capfd):
-    (tmp_path / "x.tar").write_bytes(b"")
-    assert cli_checkpoints.on_stdout("-") and cli_checkpoints.on_stdout("/dev/stdout")
-    assert not cli_checkpoints.on_stdout(str(tmp_path / "x.tar"))
-    assert not cli_checkpoints.on_stdout(str(tmp_path / "new.tar.zst"))
-    assert not cli_checkpoints.on_stdout(None)
 
 
 def test_restore_from_stdin_passes_dash_to_the_engine(capfd, engine):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 
 from ferry.cli import render
@@ -19,7 +18,7 @@ def register(container_commands) -> None:
     checkpoint = container_commands.add_parser("checkpoint", help="checkpoint running containers")
     checkpoint.add_argument("containers", nargs="+", metavar="CONTAINER")
     checkpoint.add_argument("-e", "--export", "--file", dest="export", metavar="PATH",
-                            help="write one archive (.tar.gz, .tar.zst or .tar)")
+                            help="write one archive (.tar.gz, .tar.zst or .tar; - or a FIFO streams it)")
     checkpoint.add_argument("-R", "--leave-running", action="store_true",
                             help="keep the container running after the checkpoint")
     checkpoint.add_argument("--tcp-established", action="store_true",
@@ -40,7 +39,7 @@ def register(container_commands) -> None:
     restore = container_commands.add_parser("restore", help="restore checkpointed containers")
     restore.add_argument("containers", nargs="*", metavar="CONTAINER")
     restore.add_argument("-i", "--import", "--file", dest="import_path", metavar="PATH",
-                         help="restore from a checkpoint archive")
+                         help="restore from a checkpoint archive (- reads it from stdin)")
     restore.add_argument("-n", "--name", help="the restored container's name (with --import)")
     restore.add_argument("--tcp-established", action="store_true",
                          help="restore established TCP connections")
@@ -78,23 +77,17 @@ def cmd_checkpoint(args) -> int:
     for name in args.containers:
         with progress_bar() as progress:
             results.append(checkpoints.checkpoint(name, options, progress))
+    for result in results:
+        if result.kept_locally and not args.keep:
+            render.warning(f"the checkpoint of {result.name} is kept here too, as only the archive's reader "
+                           "knows whether it restored",
+                           hint=f"'ferry container restore {result.name}' brings it back here; "
+                                f"'ferry rm {result.name}' drops it")
     # An archive on stdout leaves it no room for anything else.
-    with contextlib.redirect_stdout(sys.stderr) if on_stdout(args.export) else contextlib.nullcontext():
+    from ferry.checkpoint.archive.endpoints import is_stdout
+    with contextlib.redirect_stdout(sys.stderr) if is_stdout(args.export) else contextlib.nullcontext():
         _print_results(args, results, name_of=lambda r: r.name)
     return 0
-
-
-def on_stdout(path: str | None) -> bool:
-    """Whether `path` is this process's stdout: `-`, /dev/stdout, /dev/fd/1..."""
-    if path == "-":
-        return True
-    if not path:
-        return False
-    try:
-        target, stdout = os.stat(path), os.fstat(1)
-    except OSError:   # no such file yet, or no stdout
-        return False
-    return (target.st_dev, target.st_ino) == (stdout.st_dev, stdout.st_ino)
 
 
 def cmd_restore(args) -> int:

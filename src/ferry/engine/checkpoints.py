@@ -22,6 +22,7 @@ from typing import Callable
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
+from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
@@ -125,6 +126,7 @@ class CheckpointResult:
     seconds: float
     phases: dict
     criu: DumpStats | None
+    kept_locally: bool = False   # a stream's checkpoint stays here too: only its reader knows if it restored
 
     def stats(self) -> dict:
         """podman's --print-stats shape, plus ferry's own phases."""
@@ -175,11 +177,23 @@ class Checkpoints:
     # ---- checkpoint ---------------------------------------------------------
     def checkpoint(self, name_or_id: str, options: CheckpointOptions,
                    progress: Progress = _no_progress) -> CheckpointResult:
-        compression = archive.compression_for(options.export, options.compress) if options.export else None
         if options.sign_key and not options.export:
             raise UsageError("--sign-key needs --export: only an archive carries a signature")
         signer = load_private_key(options.sign_key) if options.sign_key else None
         container = self.containers.get(name_or_id)
+        if not options.export:
+            return self._checkpoint_locked(container, options, None, None, signer, progress)
+        # A FIFO's open waits for its reader: before the lock, not under it.
+        with export_endpoint(options.export) as target:
+            compression = _compression_of(target, options.compress)
+            if target.stream and not options.leave_running:
+                # Whether the reader at the far end restored it, this end never
+                # learns: the container's state stays here until it is removed.
+                options = replace(options, keep=True)
+            return self._checkpoint_locked(container, options, target, compression, signer, progress)
+
+    def _checkpoint_locked(self, container: Container, options: CheckpointOptions, target: Endpoint | None,
+                           compression: str | None, signer, progress: Progress) -> CheckpointResult:
         with self.containers.locked(container, "container checkpoint"):
             container = self.containers.get(container.id)
             if container.state != RUNNING:
@@ -189,7 +203,8 @@ class Checkpoints:
             entry = journal.begin(directory, journal.CHECKPOINT, leave_running=options.leave_running,
                                   export=options.export)
             try:
-                result = self._checkpoint_journaled(container, options, compression, signer, entry, progress)
+                result = self._checkpoint_journaled(container, options, target, compression, signer, entry,
+                                                    progress)
             except BaseException as failure:
                 # What the dump left is this command's to settle, as recovery
                 # would after a crash: the container runs, or its checkpoint stays.
@@ -201,8 +216,9 @@ class Checkpoints:
             journal.finish(directory)
             return result
 
-    def _checkpoint_journaled(self, container: Container, options: CheckpointOptions, compression: str | None,
-                              signer, entry: journal.Entry, progress: Progress) -> CheckpointResult:
+    def _checkpoint_journaled(self, container: Container, options: CheckpointOptions, target: Endpoint | None,
+                              compression: str | None, signer, entry: journal.Entry,
+                              progress: Progress) -> CheckpointResult:
         started, timer = time.monotonic(), Timer()
         directory = self.containers.dir(container.id)
         images, work = os.path.join(directory, IMAGES), os.path.join(directory, WORK)
@@ -217,11 +233,15 @@ class Checkpoints:
         atomic_write(marker, "")
         writer = None
         try:
-            if options.export:
-                writer = ArchiveWriter(options.export, compression=compression,
+            if target:
+                writer = ArchiveWriter(target.target, compression=compression,
                                        container=_archive_identity(container), signer=signer)
                 entry = journal.update(directory, entry, archive_temp=writer.temp_path)
-                writer.follow(images, IMAGES, _is_pages_image)   # compress while CRIU writes
+                if not target.stream:
+                    # Compress while CRIU writes. A stream's head, written first,
+                    # would have to bound pages that do not exist yet: it waits
+                    # for the dump and states their exact total.
+                    writer.follow(images, IMAGES, _is_pages_image)
             phases.reached("checkpoint:begun")
             # A dump that has begun is not undone halfway: a signal waits
             # until it is over and recorded.
@@ -271,7 +291,8 @@ class Checkpoints:
                 os.unlink(marker)
         return CheckpointResult(container.id, container.name, options.export,
                                 written.size if written else 0, written.streamed if written else 0,
-                                time.monotonic() - started, timer.phases, criu_stats)
+                                time.monotonic() - started, timer.phases, criu_stats,
+                                kept_locally=bool(options.export and options.keep and not options.leave_running))
 
     def _settle_failed_checkpoint(self, container: Container) -> str | None:
         """After a failure or an interruption: the container runs on (the dump
@@ -421,8 +442,6 @@ class Checkpoints:
     def _restore_import(self, options: RestoreOptions, progress: Progress) -> RestoreResult:
         """Everything the archive says is checked before anything is made; what
         it proposes about this host (bind mounts) needs the user's grant."""
-        path = options.import_path
-        _check_archive_path(path)
         name = ids.check_name(options.name) if options.name is not None else None
         restated = tuple(self.containers.check_volume(v) for v in options.volumes)
         verify_key = load_public_key(options.verify_key) if options.verify_key else None
@@ -430,22 +449,24 @@ class Checkpoints:
         container_id = ids.new_id()
         # The container's lock from the start: the staging dir, named after it,
         # is in use while it is held (sweep_stale_imports).
-        with self.containers.lock_id(container_id, name or path, "container restore"):
-            return self._restore_import_locked(container_id, name, restated, verify_key, options, progress)
+        with import_endpoint(options.import_path) as source, \
+                self.containers.lock_id(container_id, name or source.name, "container restore"):
+            return self._restore_import_locked(container_id, name, restated, verify_key, source, options,
+                                               progress)
 
     def _restore_import_locked(self, container_id: str, name: str | None, restated: tuple[VolumeSpec, ...],
-                               verify_key, options: RestoreOptions, progress: Progress) -> RestoreResult:
+                               verify_key, source: Endpoint, options: RestoreOptions,
+                               progress: Progress) -> RestoreResult:
         started, timer = time.monotonic(), Timer()
-        path = options.import_path
         scratch = os.path.join(self.layout.tmp, f"{IMPORT_PREFIX}{container_id}")
         staging = os.path.join(scratch, "archive")
         undo = Undo()
         try:
-            with timer.phase("archive_read"):
-                head = archive.read_manifest(path)
+            with timer.phase("archive_read"), archive.ArchiveReader(source.target) as reader:
+                head = reader.head()
                 os.makedirs(scratch, 0o700)
-                self._stage(scratch, path, head.size_bound)
-                contents = archive.read_archive(path, staging, progress=progress, verify_key=verify_key)
+                self._stage(scratch, source.name, head.size_bound)
+                contents = reader.extract(staging, progress=progress, verify_key=verify_key)
             phases.reached("restore:staged")
             saved, deleted = read_members(staging, contents)
             image = self._image_for(head.container, options)
@@ -663,17 +684,6 @@ def mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSp
     return tuple(kept), tuple(granted)
 
 
-def _check_archive_path(path: str) -> None:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise NotFound(f"checkpoint archive {path} does not exist") from None
-    except OSError as exc:
-        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise FerryError(f"{path} is not a file", hint="give the checkpoint archive's path")
-
-
 MAX_JSON_MEMBER = 16 << 20
 # The members a ferry archive may hold besides CRIU's images and volume tars.
 KNOWN_MEMBERS = (CONFIG_DUMP, SPEC_DUMP, NETWORK_STATUS, STATS_DUMP, ROOTFS_DIFF, DELETED_FILES, LOG)
@@ -778,3 +788,13 @@ def _restore_stats(images: str, work: str) -> dict:
             return {"forking_time": stats.forking_time_us, "restore_time": stats.restore_time_us,
                     "pages_restored": stats.pages_restored}
     return {}
+
+
+def _compression_of(target: Endpoint, explicit: str | None) -> str:
+    """--compress, else the file name's; a stream that no name describes (stdout) gets zstd."""
+    try:
+        return archive.compression_for(target.name, explicit)
+    except UsageError:
+        if explicit is None and target.stream:
+            return "zstd"
+        raise

@@ -1,0 +1,105 @@
+"""Where an archive goes or comes from: a file, or a stream.
+
+`-` is stdout for a checkpoint and stdin for a restore. A path that names a
+FIFO or a character device (/dev/stdout when it is a pipe), or the very file
+stdout is, is a stream too: written or read front to back, never replaced by
+a rename. Any other path is a file, which the writer replaces atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from ferry.util.errors import FerryError, NotFound, UsageError
+
+STDIO = "-"
+
+
+@dataclass
+class Endpoint:
+    target: str | int       # what ArchiveWriter or ArchiveReader takes: a path, or a file descriptor
+    name: str               # how messages name it
+    owned_fd: int = -1      # a descriptor this endpoint opened, closed by close()
+
+    @property
+    def stream(self) -> bool:
+        return isinstance(self.target, int)
+
+    def close(self) -> None:
+        if self.owned_fd >= 0:
+            os.close(self.owned_fd)
+            self.owned_fd = -1
+
+    def __enter__(self) -> "Endpoint":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def export_endpoint(path: str) -> Endpoint:
+    """Where a checkpoint's archive goes. Opening a FIFO waits for its reader."""
+    if is_stdout(path):
+        return _not_a_terminal(Endpoint(1, "stdout"), "write", "to")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return Endpoint(path, path)
+    except OSError as exc:
+        raise FerryError(f"cannot write {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"cannot write {path}: it is a directory", hint="give the archive's file name")
+    if stat.S_ISREG(info.st_mode):
+        return Endpoint(path, path)
+    fd = _open(path, os.O_WRONLY, "write")
+    return _not_a_terminal(Endpoint(fd, path, owned_fd=fd), "write", "to")
+
+
+def import_endpoint(path: str) -> Endpoint:
+    """Where a restore's archive comes from."""
+    if path == STDIO:
+        return _not_a_terminal(Endpoint(0, "stdin"), "read", "from")
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"checkpoint archive {path} does not exist") from None
+    except OSError as exc:
+        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISREG(info.st_mode):
+        return Endpoint(path, path)
+    if not (stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode)):
+        raise FerryError(f"{path} is not a file", hint="give the checkpoint archive's path")
+    fd = _open(path, os.O_RDONLY, "read")
+    return _not_a_terminal(Endpoint(fd, path, owned_fd=fd), "read", "from")
+
+
+def is_stdout(path: str | None) -> bool:
+    """Whether `path` is this process's stdout: `-`, /dev/stdout, /dev/fd/1,
+    or the file stdout was redirected to."""
+    if path == STDIO:
+        return True
+    if not path:
+        return False
+    try:
+        target, stdout = os.stat(path), os.fstat(1)
+    except OSError:   # no such file yet, or no stdout
+        return False
+    return (target.st_dev, target.st_ino) == (stdout.st_dev, stdout.st_ino)
+
+
+def _open(path: str, flags: int, verb: str) -> int:
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FerryError(f"cannot {verb} {path}: {exc.strerror}") from None
+
+
+def _not_a_terminal(endpoint: Endpoint, verb: str, preposition: str) -> Endpoint:
+    if os.isatty(endpoint.target):
+        endpoint.close()
+        raise FerryError(f"will not {verb} a checkpoint archive {preposition} a terminal ({endpoint.name})",
+                         hint="redirect it to a file or a pipe" if verb == "write" else
+                         "pipe the archive in, or give its path")
+    return endpoint
