@@ -18,7 +18,6 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
@@ -39,6 +38,7 @@ from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import atomic_write, memory_available, remove_tree, remove_tree_later, tmpfs_if_it_fits
 from ferry.util.locks import is_locked
+from ferry.util.progress import Progress
 from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
@@ -59,9 +59,6 @@ log = get_logger("ferry.checkpoints")
 HINT_FORGED = "the archive is damaged or forged; do not restore from it"
 DISK_MARGIN = 256 << 20          # left free on a disk after staging or unpacking an archive
 IMPORT_PREFIX = "import-"        # a restore's staging dir under ROOT/tmp, named after its container
-
-Progress = Callable[[str, int, int], None]
-
 
 class Authenticity:
     """What a restore knows of where its checkpoint came from."""

@@ -18,6 +18,7 @@ from ferry.image import digest as digests
 from ferry.image.manifest import ACCEPT
 from ferry.util.errors import FerryError, NotFound, PermissionDenied, ToolError, UsageError
 from ferry.util.log import get_logger
+from ferry.util.progress import Progress
 
 log = get_logger("ferry.image.registry")
 
@@ -27,7 +28,6 @@ MAX_MANIFEST_BYTES = 4 << 20
 # docker.io is an alias; its API lives elsewhere.
 API_HOSTS = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
-Progress = Callable[[str, int, int], None]   # (what, bytes done, bytes total or -1)
 
 
 class RegistryError(ToolError):

@@ -36,7 +36,7 @@ from ferry.util.fs import remove_tree
 from ferry.util.locks import file_lock
 
 if TYPE_CHECKING:
-    from ferry.image.registry import Progress
+    from ferry.util.progress import Progress
 
 __all__ = ["Image", "ImageConfig", "ImageStore"]
 

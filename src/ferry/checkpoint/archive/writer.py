@@ -43,7 +43,7 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, DIG
                                                Head, Signature, check_container, shown, unsafe_name_reason, utc_now)
 from ferry.checkpoint.archive.codecs import Sink, framed, sink_for, write_all
 from ferry.checkpoint.archive.follow import FollowAbandoned, Follower
-from ferry.checkpoint.archive.progress import Progress, Reporter
+from ferry.util.progress import Progress, Reporter
 from ferry.checkpoint.archive.tarfmt import BLOCK, TAR_END, fixed_header, padding, tar_header
 from ferry.checkpoint.hostinfo import HostInfo, host_info
 from ferry.util.errors import FerryError, NotFound, UsageError

@@ -1,5 +1,6 @@
-"""Progress of a long read or write: callers pass progress(phase, done,
-total); a Reporter calls it at most every PROGRESS_INTERVAL, and at the end."""
+"""Progress of a long read, write or download: callers pass progress(phase,
+done, total), with total -1 when unknown; a Reporter calls it at most every
+PROGRESS_INTERVAL, and at the end."""
 
 from __future__ import annotations
 
