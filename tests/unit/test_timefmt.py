@@ -16,6 +16,18 @@ def test_parse_reads_what_utc_now_writes():
     assert abs((parsed - now).total_seconds()) < 60
 
 
+@pytest.mark.parametrize("digits, pattern", [
+    (9, r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z"),   # podman's logs and inspect
+    (6, r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"),   # image creation
+    (0, r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"),          # archive heads, networks
+])
+def test_utc_now_has_the_digits_asked_for(digits, pattern):
+    import re
+    text = timefmt.utc_now(digits)
+    assert re.fullmatch(pattern, text), text
+    assert abs((timefmt.parse(text) - dt.datetime.now(dt.timezone.utc)).total_seconds()) < 60
+
+
 @pytest.mark.parametrize("text,expected", [
     ("2026-11-26T20:00:37.562339123Z", dt.datetime(2026, 11, 26, 20, 0, 37, 562339, dt.timezone.utc)),
     ("2026-11-26T20:00:37.5Z", dt.datetime(2026, 11, 26, 20, 0, 37, 500000, dt.timezone.utc)),

@@ -18,7 +18,6 @@ import re
 import secrets
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator
 
 from ferry.image import archive as archives
@@ -34,6 +33,7 @@ from ferry.store.layout import Layout
 from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
 from ferry.util.fs import remove_tree
 from ferry.util.locks import file_lock
+from ferry.util.timefmt import utc_now
 
 if TYPE_CHECKING:
     from ferry.util.progress import Progress
@@ -84,11 +84,6 @@ class Image:
     config: ImageConfig
     size: int
     created: str               # RFC 3339
-
-
-def now_rfc3339() -> str:
-    # Sub-second precision, so two imports of one tar are two images, as in podman.
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _not_found(text: str) -> NotFound:
@@ -365,7 +360,7 @@ class ImageStore:
                 conn.execute("INSERT INTO images (id, digest, config, size, created, architecture, os) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
                              (image_id, manifest_digest, json.dumps(asdict(parsed.config)),
-                              size, parsed.created or now_rfc3339(),
+                              size, parsed.created or utc_now(digits=6),
                               parsed.architecture, parsed.os))
                 conn.executemany("INSERT INTO image_layer_refs (image_id, position, diff_id) "
                                  "VALUES (?, ?, ?)",
@@ -379,7 +374,8 @@ class ImageStore:
     def _make_image(self, staging: _Staging, diff_id: str, name: str, config: ImageConfig,
                     comment: str) -> Image:
         """Record a one-layer image that ferry itself made (import, build)."""
-        created = now_rfc3339()
+        # Sub-second precision, so two imports of one tar are two images, as in podman.
+        created = utc_now(digits=6)
         config_bytes = config_document(config, [diff_id], created, comment)
         manifest_bytes = manifest_document(digests.of_bytes(config_bytes), len(config_bytes),
                                            [(diff_id, staging.layer_size(diff_id))])

@@ -12,7 +12,6 @@ import hashlib
 import ipaddress
 import sys
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 
 from ferry.network import hostfiles, ipam, link, nft
 from ferry.network.ports import PortMapping, check_distinct, ensure_host_port_free, pick_free_port
@@ -23,6 +22,7 @@ from ferry.store.layout import Layout
 from ferry.util import proc
 from ferry.util.errors import Conflict, NotFound
 from ferry.util.locks import machine_lock
+from ferry.util.timefmt import utc_now
 
 DDL = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -82,10 +82,6 @@ class Reservation:
 def network_id(name: str, bridge: str, subnet: str) -> str:
     """Stable, so roots sharing a bridge show the same ID for the same network."""
     return hashlib.sha256(f"{name}|{bridge}|{subnet}".encode()).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class NetworkManager:
@@ -152,7 +148,7 @@ class NetworkManager:
             self._refuse_foreign_interface(bridge)
             shape = self._shape_for(name, bridge, requested, gateway, mine)
             network = Network(name, network_id(name, bridge, shape.subnet), bridge, shape.subnet,
-                              shape.gateway, _now())
+                              shape.gateway, utc_now(digits=0))
             self.registry.register(bridge, shape, self.root)
             try:
                 with self.db.write() as conn:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 
-def utc_now() -> str:
-    """RFC 3339 with nanosecond digits, as in podman's logs and inspect output."""
+def utc_now(digits: int = 9) -> str:
+    """RFC 3339 in UTC with `digits` of the second: 9 (nanoseconds, as in
+    podman's logs and inspect output), 6, or 0 (none, and no dot)."""
     now = dt.datetime.now(dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond * 1000:09d}Z"
+    whole = now.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits == 0:
+        return whole + "Z"
+    return f"{whole}.{f'{now.microsecond:06d}000'[:digits]}Z"
 
 
 def parse(timestamp: str) -> dt.datetime:

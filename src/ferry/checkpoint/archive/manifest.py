@@ -11,7 +11,7 @@ import json
 import posixpath
 import re
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime
 
 from ferry.checkpoint.hostinfo import HostInfo
 from ferry.image.digest import DIGEST_RE
@@ -172,10 +172,6 @@ def check_container(container: dict) -> None:
         raise ValueError("container.image_id must be 64 lowercase hex digits")
     if not DIGEST_RE.match(container["image_digest"]):
         raise ValueError("container.image_digest must be sha256:<64 hex digits>")
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_common(format_version, version: int, created, host, container, compression) -> None:

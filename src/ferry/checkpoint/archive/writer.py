@@ -40,7 +40,7 @@ from ferry.checkpoint.archive import codecs
 from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, DIGEST, FORMAT_VERSION,
                                                MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
                                                MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, Checksum, Checksums,
-                                               Head, Signature, check_container, shown, unsafe_name_reason, utc_now)
+                                               Head, Signature, check_container, shown, unsafe_name_reason)
 from ferry.checkpoint.archive.codecs import Sink, framed, sink_for, write_all
 from ferry.checkpoint.archive.follow import FollowAbandoned, Follower
 from ferry.util.progress import Progress, Reporter
@@ -49,6 +49,7 @@ from ferry.checkpoint.hostinfo import HostInfo, host_info
 from ferry.util.errors import FerryError, NotFound, UsageError
 from ferry.util.fs import fsync_dir
 from ferry.util.log import get_logger
+from ferry.util.timefmt import utc_now
 
 __all__ = ["ArchiveWriter", "WriteResult", "write_archive"]
 
@@ -256,7 +257,7 @@ class ArchiveWriter:
         self._signer = _signer(signer)
         self._container = dict(container)
         self._host = host if host is not None else host_info()
-        self._created, self._mtime = utc_now(), int(time.time())
+        self._created, self._mtime = utc_now(digits=0), int(time.time())
         self._started = time.monotonic()
         self._max_size = max_size
         self._head_width = len(self._head(MAX_SIZE_LIMIT))   # the widest max_size
