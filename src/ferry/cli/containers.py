@@ -10,7 +10,7 @@ import time
 
 from ferry.cli import checkpoints, render
 from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
-from ferry.engine.listing import EXITED, RUNNING
+from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, EXITED, RUNNING
 from ferry.util import signals
 from ferry.util.errors import UsageError
 from ferry.util.timefmt import ago, duration, parse as parse_time
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from ferry.engine.core import Engine
     from ferry.engine.listing import ContainerSummary
 
-DEFAULT_STOP_TIMEOUT = 10
 LOG_FOLLOW_POLL = 0.1
 
 

@@ -20,8 +20,8 @@ from typing import Iterator
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
-from ferry.engine.listing import (CHECKPOINT_IMAGES, CREATED, EXITED, RUNNING, has_exited, observed_exit, open_table,
-                                  process_alive)
+from ferry.engine.listing import (CHECKPOINT_IMAGES, CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, has_exited,
+                                  observed_exit, open_table, process_alive)
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
@@ -55,7 +55,6 @@ exec {argv}
 """
 log = get_logger("ferry.containers")
 
-DEFAULT_STOP_TIMEOUT = 10
 # How long a command waits for another one working on the same container
 # before it refuses: a start or a stop takes about a second, a checkpoint more.
 LOCK_WAIT = 10.0

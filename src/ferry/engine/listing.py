@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS containers (
 ADDED_COLUMNS = {"checkpointed_at": "TEXT", "restored_at": "TEXT"}
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
+DEFAULT_STOP_TIMEOUT = 10   # seconds `stop` waits before SIGKILL, as podman's
 JOURNAL = "journal.json"  # engine/journal.py's record of an operation in flight
 CHECKPOINT_IMAGES = "checkpoint"        # a local checkpoint's CRIU images
 CHECKPOINT_WORK = "checkpoint-work"     # CRIU's work dir (its logs), never archived
