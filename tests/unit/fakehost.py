@@ -34,6 +34,7 @@ from ferry.engine import containers as containers_module
 from ferry.engine import listing, recovery
 from ferry.network import link
 from ferry.runtime import launch, rootfs, runc as runc_module, spec as spec_module
+from ferry.store import layout
 from ferry.util import fs, locks, proc
 from ferry.util.fs import Mount
 
@@ -213,7 +214,7 @@ class FakeHost:
             return
         self.end(state["pid"])
         state["status"] = "stopped"
-        marker = os.path.exists(os.path.join(container_dir, launch.CHECKPOINTING))
+        marker = os.path.exists(os.path.join(container_dir, layout.CHECKPOINTING))
         with builtins.open(os.path.join(container_dir, "exit.json"), "w") as f:
             json.dump({"exit_code": code, "finished_at": "2024-01-01T00:00:00.000000000Z"}, f)
         self.exits.append({"id": container_id, "code": code, "exit_command": not marker})

@@ -23,9 +23,9 @@ from ferry.engine.checkpoints import (Authenticity, CheckpointOptions, Checkpoin
                                       read_members)
 from ferry.engine.config import ArchivedContainer, network_status_json
 from ferry.engine.containers import RunOptions
-from ferry.engine.listing import CHECKPOINT_IMAGES, CHECKPOINT_WORK, EXITED, RUNNING
+from ferry.engine.listing import EXITED, RUNNING
 from ferry.engine.volumes import VolumeSpec
-from ferry.runtime.launch import CHECKPOINTING
+from ferry.store.layout import CHECKPOINT_IMAGES, CHECKPOINT_WORK, CHECKPOINTING
 from ferry.util import signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, ToolError, UsageError
 from ferry.util.locks import is_locked

@@ -12,10 +12,9 @@ import os
 import pytest
 
 from ferry.engine import journal
-from ferry.engine.containers import (CRIU_CONFIG, CRIU_OPTIONS, CRIU_RESTORE_HOOK, RestoreFrom, RunOptions, Undo,
-                                     signal_name)
+from ferry.engine.containers import CRIU_OPTIONS, RestoreFrom, RunOptions, Undo, signal_name
 from ferry.engine.listing import CREATED, EXITED, RUNNING
-from ferry.runtime.launch import CHECKPOINTING
+from ferry.store.layout import CHECKPOINTING, CRIU_CONFIG, CRIU_RESTORE_HOOK
 from ferry.util.errors import Conflict, FerryError, NotFound, ToolError, UsageError
 from ferry.util.locks import Busy, is_locked
 from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)

@@ -21,7 +21,7 @@ from ferry.runtime import monitor
 from ferry.runtime.monitor import LogWriter
 from ferry.store import db as db_module
 from ferry.store.db import Database
-from ferry.store.layout import Layout
+from ferry.store.layout import SPACE_RESERVE, Layout
 from ferry.util import fs, space
 from ferry.util.errors import Conflict, DiskFull, FerryError, NotFound, ToolError
 
@@ -476,7 +476,7 @@ def test_the_monitor_describes_a_write_failure_by_its_file():
 
 
 def test_the_reserve_is_kept_and_a_full_disk_keeps_none(tmp_path, monkeypatch):
-    path = tmp_path / monitor.RESERVE
+    path = tmp_path / SPACE_RESERVE
     monitor.reserve(str(path))
     assert path.stat().st_size == monitor.RESERVE_BYTES and path.stat().st_blocks * 512 >= monitor.RESERVE_BYTES
 

@@ -25,7 +25,7 @@ import time
 import pytest
 
 from ferry.runtime import attach, monitor
-from ferry.runtime.launch import CHECKPOINTING
+from ferry.store.layout import CHECKPOINTING, SPACE_RESERVE
 from ferry.util import proc
 
 CONTAINER_ID = "c" * 64
@@ -181,7 +181,7 @@ def test_no_exit_command_runs_while_a_checkpoint_marker_exists(make):
 
 def test_an_exit_that_cannot_be_recorded_still_reaches_the_exit_command(make, monkeypatch):
     m, runc = make("exit 4")
-    reserve = os.path.join(m.dir, monitor.RESERVE)
+    reserve = os.path.join(m.dir, SPACE_RESERVE)
     monitor.reserve(reserve)   # the room kept since the start is given back for the exit record
 
     def full(path, data, mode=0o600):
@@ -364,12 +364,12 @@ def test_main_reports_the_running_container_and_lives_on_to_record_its_exit(tmp_
     assert report["ok"] is True and report["state"] == "running" and report["pid"] > 0
     with open(os.path.join(directory, "monitor.pid")) as f:
         assert int(f.read()) != launcher.pid
-    assert os.path.getsize(os.path.join(directory, monitor.RESERVE)) == monitor.RESERVE_BYTES
+    assert os.path.getsize(os.path.join(directory, SPACE_RESERVE)) == monitor.RESERVE_BYTES
     assert wait_for(os.path.join(directory, "exit.json"))
     with open(os.path.join(directory, "exit.json")) as f:
         assert json.load(f)["exit_code"] == 7
     assert wait_for(str(tmp_path / "calls")) and wait_for_line(tmp_path / "calls", '["cleanup"')
-    assert not os.path.exists(os.path.join(directory, monitor.RESERVE))
+    assert not os.path.exists(os.path.join(directory, SPACE_RESERVE))
 
 
 def wait_for_line(path, text: str, timeout: float = 10) -> bool:
@@ -386,5 +386,5 @@ def test_main_reports_a_failed_start_in_one_line_and_keeps_no_room(tmp_path):
     assert launcher.wait(10) == 0
     assert report == {"ok": False, "error": "exec: no such file"}
     assert wait_for_line(tmp_path / "calls", '"delete"')   # the half-started container is deleted
-    assert not os.path.exists(os.path.join(directory, monitor.RESERVE))
+    assert not os.path.exists(os.path.join(directory, SPACE_RESERVE))
     assert not os.path.exists(os.path.join(directory, "exit.json"))

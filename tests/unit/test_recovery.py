@@ -13,8 +13,8 @@ import pytest
 
 from ferry.engine import journal, recovery
 from ferry.engine.containers import RunOptions, Undo
-from ferry.engine.listing import CHECKPOINT_IMAGES, CHECKPOINT_WORK, EXITED, JOURNAL, RUNNING, Listing
-from ferry.runtime.launch import CHECKPOINTING
+from ferry.engine.listing import EXITED, RUNNING, Listing
+from ferry.store.layout import CHECKPOINT_IMAGES, CHECKPOINT_WORK, CHECKPOINTING, JOURNAL
 from ferry.util.errors import NotFound
 from ferry.util.locks import is_locked
 from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)

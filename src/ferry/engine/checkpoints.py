@@ -28,23 +28,22 @@ from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_netwo
 from ferry.engine import journal
 from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
-from ferry.engine.listing import CHECKPOINT_IMAGES, CHECKPOINT_WORK
 from ferry.engine.recovery import fsync_tree, keep_on_disk
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
-from ferry.runtime.launch import CHECKPOINTING
+from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
 from ferry.runtime.runc import memory_in_use
 from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
-from ferry.util.fs import atomic_write, memory_available, remove_tree, remove_tree_later, tmpfs_if_it_fits
+from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_tree, remove_tree_later,
+                           tmpfs_if_it_fits)
 from ferry.util.locks import is_locked
 from ferry.util.progress import Progress
 from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
 
-IMAGES = CHECKPOINT_IMAGES        # CRIU images, inside the container dir and the archive
-WORK = CHECKPOINT_WORK           # CRIU's work dir (logs), never archived
+IMAGES = CHECKPOINT_IMAGES        # CRIU images: the same name in the container dir and the archive
 CONFIG_DUMP = "config.dump"
 SPEC_DUMP = "spec.dump"
 NETWORK_STATUS = "network.status"
@@ -52,7 +51,7 @@ STATS_DUMP = "stats-dump"
 ROOTFS_DIFF = "rootfs-diff.tar"
 DELETED_FILES = "deleted.files"
 VOLUMES = "volumes"
-LOG = "ctr.log"
+LOG = CONTAINER_LOG              # the container's log: the same name in the archive
 
 log = get_logger("ferry.checkpoints")
 
@@ -218,7 +217,8 @@ class Checkpoints:
                               progress: Progress) -> CheckpointResult:
         started, timer = time.monotonic(), Timer()
         directory = self.containers.dir(container.id)
-        images, work = os.path.join(directory, IMAGES), os.path.join(directory, WORK)
+        files = ContainerFiles(directory)
+        images, work = files.checkpoint_images, files.checkpoint_work
         for path in (images, work):
             remove_tree(path)
             os.makedirs(path, mode=0o700)
@@ -226,7 +226,7 @@ class Checkpoints:
             # Images that only pass through on their way into the archive.
             tmpfs_if_it_fits(images, memory_in_use(container.id))
         ensure_pipe_max_size()  # CRIU's page pipes must be able to grow (HOST-NOTES)
-        marker = os.path.join(directory, CHECKPOINTING)
+        marker = files.checkpointing
         atomic_write(marker, "")
         writer = None
         try:
@@ -284,8 +284,7 @@ class Checkpoints:
                 writer.abort()
             raise
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(marker)
+            remove_file(marker)
         return CheckpointResult(container.id, container.name, options.export,
                                 written.size if written else 0, written.streamed if written else 0,
                                 time.monotonic() - started, timer.phases, criu_stats,
@@ -296,10 +295,9 @@ class Checkpoints:
         failed, or -R), or it is gone and its complete dump is its local
         checkpoint, kept on disk where it fits. What to tell the user of a kept
         checkpoint, or None."""
-        directory = self.containers.dir(container.id)
-        images = os.path.join(directory, IMAGES)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, CHECKPOINTING))
+        files = self.containers.files(container.id)
+        images = files.checkpoint_images
+        remove_file(files.checkpointing)
         if self.containers.live_process(container):
             recovery.thaw(container.id)
             recovery.drop_network_lock(container.id)
@@ -307,7 +305,7 @@ class Checkpoints:
             return None
         current = self.containers.get(container.id, refresh=False)
         kept = None
-        if recovery.dump_completed(images, os.path.join(directory, WORK)):
+        if recovery.dump_completed(images, files.checkpoint_work):
             if not current.checkpointed_at:
                 self.containers.set_checkpointed(container.id, utc_now())
             kept = f"the checkpoint is kept: 'ferry container restore {container.name}' brings the container back here"
@@ -336,11 +334,12 @@ class Checkpoints:
             names += sorted(os.path.join(IMAGES, n) for n in os.listdir(images)
                             if stat.S_ISREG(os.lstat(os.path.join(images, n)).st_mode))
             paths = {}
-            if os.path.exists(os.path.join(directory, LOG)):
+            log_file = ContainerFiles(directory).log
+            if os.path.exists(log_file):
                 names.append(LOG)
                 if options.leave_running:   # the monitor goes on writing it: archive it as it is now
                     paths[LOG] = os.path.join(directory, f".{LOG}.archived")
-                    shutil.copyfile(os.path.join(directory, LOG), paths[LOG])
+                    shutil.copyfile(log_file, paths[LOG])
                     staged.append(paths[LOG])
             with timer.phase("archive_write"):
                 return writer.commit(directory, names, progress=progress, paths=paths)
@@ -356,9 +355,10 @@ class Checkpoints:
         archived = ArchivedContainer(container.id, container.name, container.image_id, container.created_at,
                                      container.config)
         members = {CONFIG_DUMP: archived.to_json(), NETWORK_STATUS: network_status_json(container.config)}
-        with open(os.path.join(directory, "config.json")) as f:
+        files = ContainerFiles(directory)
+        with open(files.spec) as f:
             members[SPEC_DUMP] = f.read()
-        stats = os.path.join(directory, WORK, "stats-dump")
+        stats = os.path.join(files.checkpoint_work, "stats-dump")
         if os.path.exists(stats):
             with open(stats, "rb") as f:
                 members[STATS_DUMP] = f.read()
@@ -369,7 +369,7 @@ class Checkpoints:
 
     def _write_rootfs_diff(self, directory: str, staged: list[str]) -> list[str]:
         """The upper dir as podman splits it: changed files in a tar, deletions in a list."""
-        upper = os.path.join(directory, "upper")
+        upper = ContainerFiles(directory).upper
         tar_path, deleted_path = os.path.join(directory, ROOTFS_DIFF), os.path.join(directory, DELETED_FILES)
         staged += [tar_path, deleted_path]
         deleted = write_tree_diff(upper, tar_path)
@@ -408,7 +408,8 @@ class Checkpoints:
         with self.containers.locked(container, "container restore"):
             container = self.containers.get(container.id)
             directory = self.containers.dir(container.id)
-            images = os.path.join(directory, IMAGES)
+            files = ContainerFiles(directory)
+            images = files.checkpoint_images
             if container.state == RUNNING:
                 raise Conflict(f"container {container.name!r} is running", hint="checkpoint it first")
             if not container.checkpointed_at:
@@ -417,7 +418,7 @@ class Checkpoints:
             if not os.path.exists(os.path.join(images, "inventory.img")):
                 raise NotFound(f"the local checkpoint of container {container.name!r} is gone: it was kept in "
                                "memory, and the host has restarted since", hint="restore it from an archive")
-            work = os.path.join(directory, WORK)
+            work = files.checkpoint_work
             remove_tree(work)
             os.makedirs(work, mode=0o700)
             journal.begin(directory, journal.RESTORE)
@@ -473,17 +474,18 @@ class Checkpoints:
             container = self._insert_restored(name or saved.name, image, config, options, undo, container_id,
                                               scratch)
             directory = self.containers.dir(container.id)
+            files = ContainerFiles(directory)
             phases.reached("restore:created")
             with timer.phase("files"):
                 if os.path.exists(os.path.join(staging, LOG)):
-                    shutil.move(os.path.join(staging, LOG), os.path.join(directory, LOG))
+                    shutil.move(os.path.join(staging, LOG), files.log)
                 if not options.ignore_rootfs and os.path.exists(os.path.join(staging, ROOTFS_DIFF)):
-                    upper = os.path.join(directory, "upper")
+                    upper = files.upper
                     os.makedirs(upper, mode=0o755, exist_ok=True)
                     apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), upper, deleted)
                 if not options.ignore_volumes:
                     self._fill_volumes(fresh, staging)
-            work = os.path.join(directory, WORK)
+            work = files.checkpoint_work
             os.makedirs(work, mode=0o700)
             images = os.path.join(staging, IMAGES)
             phases.reached("restore:begun")

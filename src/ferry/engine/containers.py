@@ -20,16 +20,15 @@ from typing import Iterator
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
-from ferry.engine.listing import (CHECKPOINT_IMAGES, CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, has_exited,
-                                  observed_exit, open_table, process_alive)
+from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, has_exited, observed_exit,
+                                  open_table, process_alive)
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
-from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
-from ferry.store.layout import Layout
+from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
 from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util import phases, proc, signals
@@ -40,7 +39,6 @@ from ferry.util.timefmt import utc_now
 # a server taking new connections while it is dumped must not fail the dump
 # (HOST-NOTES: "In-flight connection"), and the network lock uses nftables,
 # which this host has, rather than iptables, which it may not.
-CRIU_CONFIG = "criu.conf"
 CRIU_OPTIONS = "skip-in-flight\nnetwork-lock nftables\n"
 # A restore's wire stays cut until CRIU has put the sockets back, or the netns
 # would answer peers with resets. CRIU runs this hook at each stage and it
@@ -48,7 +46,6 @@ CRIU_OPTIONS = "skip-in-flight\nnetwork-lock nftables\n"
 # CRIU unlocks its own network lock. Leaving repair mode then sends each peer
 # a window probe, and the peer retransmits at once instead of on its backed-off
 # timer, 0.5-0.8 s later when runc restore had returned first.
-CRIU_RESTORE_HOOK = "criu-restore-hook"
 CRIU_RESTORE_HOOK_SCRIPT = """#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0
 exec {argv}
@@ -195,7 +192,7 @@ class Containers:
             conn.execute("UPDATE containers SET checkpointed_at = ? WHERE id = ?", (when, container_id))
 
     def checkpoint_path(self, container: Container) -> str:
-        return os.path.join(self.dir(container.id), CHECKPOINT_IMAGES)
+        return self.files(container.id).checkpoint_images
 
     def checkpoint_in_memory(self, container: Container) -> bool:
         """Its local checkpoint is on a tmpfs (the disk had no room for it): a
@@ -205,6 +202,9 @@ class Containers:
 
     def dir(self, container_id: str) -> str:
         return self.layout.container_dir(container_id)
+
+    def files(self, container_id: str) -> ContainerFiles:
+        return self.layout.container_files(container_id)
 
     def locked(self, container: Container, verb: str, *, wait: float = LOCK_WAIT):
         """The container's own lock, held by one command at a time (Busy,
@@ -345,9 +345,9 @@ class Containers:
         if restore is not None:
             # CRIU's hook connected already; a CRIU that ran no hook did not.
             self.networks.connect(container.id)
-            directory = self.dir(container.id)
-            atomic_write(os.path.join(directory, CRIU_CONFIG), CRIU_OPTIONS)  # later dumps need no hook
-            remove_file(os.path.join(directory, CRIU_RESTORE_HOOK))
+            files = self.files(container.id)
+            atomic_write(files.criu_config, CRIU_OPTIONS)  # later dumps need no hook
+            remove_file(files.criu_restore_hook)
         # A new IP/MAC pairing (a reused address, a restore, a move from another
         # host) must not wait for neighbours' ARP caches to expire.
         with contextlib.suppress(FerryError):
@@ -367,7 +367,7 @@ class Containers:
         record says (a command may have died before it recorded the start).
         The pid runc wrote is the container's only if it lives in the
         container's cgroup: a pid may have been reused since."""
-        pid = _read_int(os.path.join(self.dir(container.id), "container.pid"))
+        pid = _read_int(self.files(container.id).container_pid)
         if not process_alive(pid):
             return None
         try:
@@ -378,24 +378,24 @@ class Containers:
         return pid if f"/{CGROUP_PARENT}/{container.id}\n" in cgroups else None
 
     def monitor_alive(self, container: Container) -> bool:
-        return process_alive(_read_int(os.path.join(self.dir(container.id), "monitor.pid")))
+        return process_alive(_read_int(self.files(container.id).monitor_pid))
 
     def _start_locked(self, container: Container, undo: Undo, wait_attach: bool,
                       restore: RestoreFrom | None) -> dict:
         config = container.config
         directory = self.dir(container.id)
+        files = ContainerFiles(directory)
         live = self.live_process(container)
         if live:
             # `runc delete --force` below would kill it: a start never does.
             raise Conflict(f"container {container.name!r} already runs (pid {live}), though ferry's "
                            f"record says {container.state}",
                            hint=f"stop it with 'ferry stop {container.name}' first")
-        remove_file(os.path.join(directory, "exit.json"))
+        remove_file(files.exit_record)
         self.runc.delete(container.id)  # a stale runc state from a crash would block create
         image = self.images.get(container.image_id)
-        target = os.path.join(directory, "rootfs")
-        rootfs.mount_overlay(self.images.layer_paths(image), os.path.join(directory, "upper"),
-                             os.path.join(directory, "work"), target)
+        target = files.rootfs
+        rootfs.mount_overlay(self.images.layer_paths(image), files.upper, files.overlay_work, target)
         undo.push(rootfs.unmount, target)
         attachment = self.networks.attach(container.id, isolated=restore is not None)
         undo.push(self.networks.detach, container.id)
@@ -409,18 +409,18 @@ class Containers:
                     conn.execute("UPDATE containers SET config = ? WHERE id = ?",
                                  (config.to_json(), container.id))
         # Bind-mounted into the container, where users other than root read them.
-        atomic_write(os.path.join(directory, "hosts"), self.networks.etc_hosts(attachment, config.hostname),
+        atomic_write(files.at("hosts"), self.networks.etc_hosts(attachment, config.hostname),
                      mode=0o644)
-        atomic_write(os.path.join(directory, "hostname"), config.hostname + "\n", mode=0o644)
-        atomic_write(os.path.join(directory, "resolv.conf"), self.networks.resolv_conf(), mode=0o644)
+        atomic_write(files.at("hostname"), config.hostname + "\n", mode=0o644)
+        atomic_write(files.at("resolv.conf"), self.networks.resolv_conf(), mode=0o644)
         criu_options = CRIU_OPTIONS
         if restore is not None:
-            hook = os.path.join(directory, CRIU_RESTORE_HOOK)
+            hook = files.criu_restore_hook
             argv = " ".join(shlex.quote(arg) for arg in self.networks.connect_argv(container.id))
             atomic_write(hook, CRIU_RESTORE_HOOK_SCRIPT.format(argv=argv), mode=0o700)
             undo.push(remove_file, hook)  # the config naming it is rewritten by every start
             criu_options += f"action-script {hook}\n"
-        atomic_write(os.path.join(directory, CRIU_CONFIG), criu_options)
+        atomic_write(files.criu_config, criu_options)
         uid, gid, groups = ocispec.resolve_user(target, config.user)
         oci = ocispec.build(ocispec.ContainerSpec(
             container_id=container.id, hostname=config.hostname, rootfs=target,
@@ -429,13 +429,13 @@ class Containers:
             netns_path=attachment.netns_path, mounts=tuple(self._mounts(container)),
             annotations={"io.ferry.name": container.name,
                          # runc hands this file to CRIU on checkpoint and restore.
-                         "org.criu.config": os.path.join(directory, CRIU_CONFIG)}))
+                         "org.criu.config": files.criu_config}))
         if restore is not None and restore.from_archive:
             # CRIU restores what its images say, as root: nothing in them may
             # grant more than the spec made here does.
             from ferry.checkpoint.imagecheck import check_images
             check_images(restore.images, oci)
-        atomic_write(os.path.join(directory, "config.json"), json.dumps(oci, indent=1))
+        atomic_write(files.spec, json.dumps(oci, indent=1))
         exit_command = [sys.executable, "-m", "ferry", "--root", self.layout.root,
                         "container", "cleanup", container.id]
         return launch.start_monitor(
@@ -447,9 +447,9 @@ class Containers:
             tcp_established=bool(restore and restore.tcp_established))
 
     def _mounts(self, container: Container) -> Iterator[ocispec.Mount]:
-        directory = self.dir(container.id)
-        for name in ("hosts", "hostname", "resolv.conf"):
-            yield ocispec.Mount(f"/etc/{name}", os.path.join(directory, name))
+        files = self.files(container.id)
+        for name in ETC_FILES:
+            yield ocispec.Mount(f"/etc/{name}", files.at(name))
         for volume in container.config.volumes:
             source = self.volumes.data_dir(volume.source) if volume.kind == "volume" else volume.source
             options = ("rbind", "rprivate") + (("ro",) if volume.readonly else ())
@@ -492,13 +492,13 @@ class Containers:
 
     def wait_exit_recorded(self, container: Container, timeout: float = 30) -> None:
         """Until the monitor has drained the output and written the exit code."""
-        exit_file = os.path.join(self.dir(container.id), "exit.json")
-        monitor = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
+        exit_file = self.files(container.id).exit_record
+        monitor = _read_int(self.files(container.id).monitor_pid)
         _poll(lambda: os.path.exists(exit_file) or not process_alive(monitor), timeout, EXIT_WAIT_POLL / 5)
 
     def wait_monitor(self, container: Container, timeout: float = 30) -> None:
         """The monitor drains the last output after the exit; let it finish."""
-        pid = _read_int(os.path.join(self.dir(container.id), "monitor.pid"))
+        pid = _read_int(self.files(container.id).monitor_pid)
         _poll(lambda: not process_alive(pid), timeout)
 
     def cleanup(self, name_or_id: str, *, wait: float = LOCK_WAIT) -> Container:
@@ -512,10 +512,10 @@ class Containers:
             self.runc.delete(container.id)
             self.networks.unpublish(container.id)
             self.networks.detach(container.id)
-            rootfs.unmount(os.path.join(self.dir(container.id), "rootfs"))
+            rootfs.unmount(self.files(container.id).rootfs)
             remove_cgroup_parents()
             if container.state != EXITED:
-                exit_info = _read_json(os.path.join(self.dir(container.id), "exit.json"))
+                exit_info = _read_json(self.files(container.id).exit_record)
                 code = exit_info.get("exit_code", UNKNOWN_EXIT) if exit_info else UNKNOWN_EXIT
                 if container.checkpointed_at:
                     code = 0   # ended by its checkpoint, as podman records it
@@ -524,7 +524,7 @@ class Containers:
                                  "WHERE id = ?", (EXITED, code, (exit_info or {}).get("finished_at", utc_now()),
                                                   container.id))
         container = self.get(container.id, refresh=False)
-        checkpointing = os.path.exists(os.path.join(self.dir(container.id), CHECKPOINTING))
+        checkpointing = os.path.exists(self.files(container.id).checkpointing)
         if container.config.rm and not checkpointing and not container.checkpointed_at:
             with contextlib.suppress(NotFound):
                 self.remove(container.id, force=True)
@@ -570,7 +570,7 @@ class Containers:
                 self.runc.delete(container.id)
             self.networks.unpublish(container.id)
             self.networks.detach(container.id)
-            rootfs.unmount(os.path.join(self.dir(container.id), "rootfs"))
+            rootfs.unmount(self.files(container.id).rootfs)
             remove_tree(self.dir(container.id))   # first: on a full disk it frees the room the rest needs
             self.networks.release(container.id)
             self._delete_record(container.id)
@@ -617,13 +617,13 @@ class Containers:
 
     def log_path(self, name_or_id: str) -> tuple[Container, str]:
         container = self.get(name_or_id)
-        return container, os.path.join(self.dir(container.id), "ctr.log")
+        return container, self.files(container.id).log
 
     def attach_socket(self, container: Container) -> str:
-        return os.path.join(self.dir(container.id), "attach.sock")
+        return self.files(container.id).attach_socket
 
     def exit_code(self, container_id: str) -> int | None:
-        info = _read_json(os.path.join(self.dir(container_id), "exit.json"))
+        info = _read_json(self.files(container_id).exit_record)
         return info.get("exit_code") if info else None
 
     # ---- prune -----------------------------------------------------------------
@@ -633,7 +633,7 @@ class Containers:
         known = {c.id: c for c in self.list(all_states=True)}
         for container in known.values():
             if container.state != RUNNING:
-                target = os.path.join(self.dir(container.id), "rootfs")
+                target = self.files(container.id).rootfs
                 if rootfs.is_mounted(target):
                     rootfs.unmount(target)
                     removed.append(f"mount {target}")

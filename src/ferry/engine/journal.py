@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
-from ferry.engine.listing import JOURNAL
+from ferry.store.layout import JOURNAL
 from ferry.util.fs import atomic_write
 from ferry.util.timefmt import utc_now
 

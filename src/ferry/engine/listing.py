@@ -12,6 +12,7 @@ import json
 import os
 from collections import namedtuple
 
+from ferry.store.layout import EXIT_RECORD
 from ferry.util.errors import DiskFull, FerryError, NotFound
 
 DDL = """
@@ -34,10 +35,6 @@ ADDED_COLUMNS = {"checkpointed_at": "TEXT", "restored_at": "TEXT"}
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
 DEFAULT_STOP_TIMEOUT = 10   # seconds `stop` waits before SIGKILL, as podman's
-JOURNAL = "journal.json"  # engine/journal.py's record of an operation in flight
-CHECKPOINT_IMAGES = "checkpoint"        # a local checkpoint's CRIU images
-CHECKPOINT_WORK = "checkpoint-work"     # CRIU's work dir (its logs), never archived
-EXIT_FILE = "exit.json"  # the monitor writes it, in the container's dir, once the process has ended
 UNKNOWN_EXIT = -1
 
 
@@ -60,7 +57,7 @@ def process_alive(pid: int | None) -> bool:
 
 def has_exited(container_dir: str, pid: int | None) -> bool:
     """Whether a container's process has ended, though its record may still say running."""
-    return os.path.exists(os.path.join(container_dir, EXIT_FILE)) or not process_alive(pid)
+    return os.path.exists(os.path.join(container_dir, EXIT_RECORD)) or not process_alive(pid)
 
 
 def observed_exit(container_dir: str) -> tuple[int, str | None]:
@@ -68,7 +65,7 @@ def observed_exit(container_dir: str) -> tuple[int, str | None]:
     recorded yet; UNKNOWN_EXIT when the monitor could not say (it died, or its
     disk was full)."""
     try:
-        with open(os.path.join(container_dir, EXIT_FILE)) as f:
+        with open(os.path.join(container_dir, EXIT_RECORD)) as f:
             info = json.load(f)
         code, when = info.get("exit_code"), info.get("finished_at")
     except (OSError, ValueError, AttributeError):
@@ -112,7 +109,7 @@ class Listing:
                   and has_exited(self.layout.container_dir(row["id"]), row["pid"])}
         # An operation whose command died left its journal: the catch-up finishes or undoes it.
         exited |= {row["id"] for row in rows
-                   if os.path.exists(os.path.join(self.layout.container_dir(row["id"]), JOURNAL))}
+                   if os.path.exists(self.layout.container_files(row["id"]).journal)}
         if exited:
             containers = self.engine.containers
             for container_id in exited:

@@ -20,12 +20,12 @@ import shutil
 import time
 
 from ferry.engine import journal
-from ferry.engine.listing import CHECKPOINT_IMAGES, CHECKPOINT_WORK, process_alive
-from ferry.runtime.launch import CHECKPOINTING, REPORT_TIMEOUT
+from ferry.engine.listing import process_alive
+from ferry.runtime.launch import REPORT_TIMEOUT
 from ferry.runtime.runc import CGROUP_PARENT, kill_container_cgroups
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound
-from ferry.util.fs import fsync_dir, mounts_under, remove_tree, remove_tree_later
+from ferry.util.fs import fsync_dir, mounts_under, remove_file, remove_tree, remove_tree_later
 from ferry.util.locks import Busy
 from ferry.util.log import get_logger
 from ferry.util.timefmt import utc_now
@@ -70,8 +70,8 @@ _recovering: set[str] = set()   # container ids whose recovery runs in this proc
 # ---- a checkpoint ------------------------------------------------------------
 
 def _checkpoint(containers, container, entry: journal.Entry) -> None:
-    directory = containers.dir(container.id)
-    images = os.path.join(directory, CHECKPOINT_IMAGES)
+    files = containers.files(container.id)
+    images = files.checkpoint_images
     _wait_for_tool(entry.tool_pid, container.id)
     if entry.archive_temp:   # an archive is only complete once renamed from its temp file
         with contextlib.suppress(FileNotFoundError):
@@ -83,14 +83,13 @@ def _checkpoint(containers, container, entry: journal.Entry) -> None:
         drop_network_lock(container.id)
         if not container.checkpointed_at:
             remove_tree(images)
-    elif dump_completed(images, os.path.join(directory, CHECKPOINT_WORK)):
+    elif dump_completed(images, files.checkpoint_work):
         if not container.checkpointed_at:
             containers.set_checkpointed(container.id, utc_now())
         keep_on_disk(images)
     else:
         remove_tree(images)   # the container ended without a complete dump: nothing to keep
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(directory, CHECKPOINTING))
+    remove_file(files.checkpointing)
     if not containers.live_process(container):
         containers.wait_monitor(container, timeout=5)
         containers.cleanup(container.id)
@@ -173,7 +172,6 @@ def drop_network_lock(container_id: str) -> None:
 # ---- a start or a restore ----------------------------------------------------
 
 def _start(containers, container, entry: journal.Entry) -> None:
-    directory = containers.dir(container.id)
     _wait_for_verdict(containers, container)
     live = containers.live_process(container)
     if live and containers.monitor_alive(container):
@@ -182,7 +180,7 @@ def _start(containers, container, entry: journal.Entry) -> None:
             containers.networks.connect(container.id)   # CRIU's hook may not have run
         if entry.op == journal.RESTORE and not entry.from_archive:
             containers.set_checkpointed(container.id, None)
-            remove_tree_later(os.path.join(directory, CHECKPOINT_IMAGES))
+            remove_tree_later(containers.files(container.id).checkpoint_images)
         _drop_scratch(entry)
         return
     # Not running, or running without the monitor that owns its output and
@@ -204,7 +202,7 @@ def _start(containers, container, entry: journal.Entry) -> None:
 def _wait_for_verdict(containers, container) -> None:
     """A monitor that the dead command started may still be bringing the
     container up (runc restore of many GiB): wait until it runs or gave up."""
-    pid_file = os.path.join(containers.dir(container.id), "container.pid")
+    pid_file = containers.files(container.id).container_pid
     deadline = time.monotonic() + REPORT_TIMEOUT
     while containers.monitor_alive(container) and time.monotonic() < deadline:
         if os.path.exists(pid_file) and containers.live_process(container):

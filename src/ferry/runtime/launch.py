@@ -11,14 +11,11 @@ import sys
 import time
 
 from ferry.runtime.runc import kill_container_cgroups
+from ferry.store.layout import ContainerFiles
 from ferry.util import proc
 from ferry.util.errors import ToolError
 
 REPORT_TIMEOUT = 120.0   # seconds; FERRY_START_TIMEOUT overrides it (tests of a hung runc)
-# A marker file in the container dir: the exit that follows is a checkpoint's.
-# The checkpointing command cleans up after it, so the monitor runs no exit
-# command then (a whole ferry process, 0.1-0.2 s the checkpoint would wait for).
-CHECKPOINTING = "checkpointing"
 
 
 def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bundle: str,
@@ -65,7 +62,7 @@ def _kill_monitor(container_dir: str) -> None:
     """The monitor's whole process group: itself, runc and CRIU (the monitor
     is a session leader, so its ID is the group's)."""
     try:
-        with open(os.path.join(container_dir, "monitor.pid")) as f:
+        with open(ContainerFiles(container_dir).monitor_pid) as f:
             group = int(f.read().strip())
         with open(f"/proc/{group}/cmdline", "rb") as f:
             command = f.read()

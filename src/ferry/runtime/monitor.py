@@ -31,10 +31,10 @@ import time
 
 from ferry.host.criulog import quote_log
 from ferry.runtime import attach
-from ferry.runtime.launch import CHECKPOINTING
 from ferry.runtime.runc import Runc, quote_runc_log
+from ferry.store.layout import ContainerFiles
 from ferry.util import proc
-from ferry.util.fs import atomic_write
+from ferry.util.fs import atomic_write, remove_file
 from ferry.util.timefmt import utc_now
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -46,7 +46,6 @@ EXIT_START_FAILED = 125  # podman's code when the container could not start
 PENDING_LIMIT = 1 << 20
 # Disk kept from the start and freed at the exit, so that on a full disk the
 # exit code (exit.json) and the exit command's record still find room.
-RESERVE = "space.reserve"
 RESERVE_BYTES = 64 << 10
 
 log = logging.getLogger("ferry.monitor")
@@ -135,10 +134,8 @@ class Monitor:
         self.pty_master: int | None = None
         self.container_pid = 0
         self.exit_code: int | None = None
-        self.logs = LogWriter(os.path.join(self.dir, "ctr.log"))
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.dir, name)
+        self.files = ContainerFiles(self.dir)
+        self.logs = LogWriter(self.files.log)
 
     # ---- start-up ---------------------------------------------------------
     def report(self, **status) -> None:
@@ -156,14 +153,14 @@ class Monitor:
         child_stdio, console = self._stdio()
         console_socket = self.console_path.path if console else None
         if self.args.restore_images:
-            argv = self.runc.restore_argv(self.args.id, self.args.bundle, self.path("container.pid"),
-                                          self.path("runc.log"), images=self.args.restore_images,
+            argv = self.runc.restore_argv(self.args.id, self.args.bundle, self.files.container_pid,
+                                          self.files.runc_log, images=self.args.restore_images,
                                           work=self.args.restore_work,
                                           tcp_established=self.args.tcp_established,
                                           console_socket=console_socket)
         else:
-            argv = self.runc.create_argv(self.args.id, self.args.bundle, self.path("container.pid"),
-                                         self.path("runc.log"), console_socket=console_socket)
+            argv = self.runc.create_argv(self.args.id, self.args.bundle, self.files.container_pid,
+                                         self.files.runc_log, console_socket=console_socket)
         runc = proc.spawn(argv, desc="runc", stdin=child_stdio[0], stdout=child_stdio[1],
                           stderr=child_stdio[2])
         if console is not None:
@@ -176,15 +173,15 @@ class Monitor:
             reason = ""
             if self.args.restore_images:
                 reason = quote_log(os.path.join(self.args.restore_work, "restore.log"))
-            reason = reason or quote_runc_log(self.path("runc.log")) or f"runc exited {code}"
+            reason = reason or quote_runc_log(self.files.runc_log) or f"runc exited {code}"
             raise RuntimeError(reason)
-        with open(self.path("container.pid")) as f:
+        with open(self.files.container_pid) as f:
             self.container_pid = int(f.read().strip())
 
     def _stdio(self):
         if self.args.terminal:
             console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            path = self.path("console.sock")
+            path = self.files.console_socket
             if os.path.exists(path):
                 os.unlink(path)
             # runc connects to this path from its own process, so keep the
@@ -219,14 +216,14 @@ class Monitor:
                     fds.frombytes(data[:fds.itemsize])
         console.close()
         self.console_path.close()
-        os.unlink(self.path("console.sock"))
+        os.unlink(self.files.console_socket)
         self.pty_master = fds[0]
         self.outputs = {self.pty_master: "stdout"}
         self.stdin_fd = self.pty_master
 
     # ---- serving ----------------------------------------------------------
     def listen(self) -> None:
-        path = self.path("attach.sock")
+        path = self.files.attach_socket
         if os.path.exists(path):
             os.unlink(path)
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -348,9 +345,9 @@ class Monitor:
         # disk: exit.json and the exit command's record before the log entries
         # still waiting (serve() flushed them already when the disk had room).
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(RESERVE))
+            os.unlink(self.files.space_reserve)
         try:
-            atomic_write(self.path("exit.json"),
+            atomic_write(self.files.exit_record,
                          json.dumps({"exit_code": self.exit_code, "finished_at": utc_now()}))
         except OSError as error:   # the exit still reaches attach clients and the exit command
             log.error("cannot record exit code %s: %s", self.exit_code, describe(error))
@@ -358,12 +355,8 @@ class Monitor:
         for conn in list(self.clients):
             self._drop(conn)
         self.server.close()
-        for name in ("attach.sock",):
-            try:
-                os.unlink(self.path(name))
-            except FileNotFoundError:
-                pass
-        if self.args.exit_command and not os.path.exists(self.path(CHECKPOINTING)):
+        remove_file(self.files.attach_socket)
+        if self.args.exit_command and not os.path.exists(self.files.checkpointing):
             command = json.loads(self.args.exit_command)
             result = proc.run(command, desc="exit command", check=False, timeout=EXIT_COMMAND_TIMEOUT)
             if result.returncode != 0:
@@ -419,18 +412,18 @@ def main(argv: list[str] | None = None) -> int:
         os._exit(0)  # the launcher reaps this at once; the monitor lives on as an orphan
     os.setsid()
     try:   # each of these writes a file, which a full disk refuses: the launcher must hear why
-        logging.basicConfig(filename=os.path.join(args.container_dir, "monitor.log"), level=logging.INFO,
+        logging.basicConfig(filename=ContainerFiles(args.container_dir).monitor_log, level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(message)s")
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        atomic_write(os.path.join(args.container_dir, "monitor.pid"), str(os.getpid()))
+        atomic_write(ContainerFiles(args.container_dir).monitor_pid, str(os.getpid()))
         monitor = Monitor(args)
     except Exception as exc:
         if args.status_fd is not None:
             with contextlib.suppress(OSError):
                 os.write(args.status_fd, (json.dumps({"ok": False, "error": describe(exc)}) + "\n").encode())
         return 1
-    reserve(os.path.join(args.container_dir, RESERVE))
+    reserve(ContainerFiles(args.container_dir).space_reserve)
     try:
         monitor.create()
         monitor.listen()
@@ -443,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # report any start-up failure to the launcher, then leave
         log.exception("start-up failed")
         with contextlib.suppress(OSError):
-            os.unlink(os.path.join(args.container_dir, RESERVE))   # no exit to record
+            os.unlink(ContainerFiles(args.container_dir).space_reserve)   # no exit to record
         try:
             monitor.runc.delete(args.id)
         except Exception:

@@ -123,3 +123,58 @@ class Layout(namedtuple("Layout", "root")):
 
     def container_dir(self, container_id: str) -> str:
         return os.path.join(self.containers, container_id)
+
+    def container_files(self, container_id: str) -> "ContainerFiles":
+        return ContainerFiles(self.container_dir(container_id))
+
+
+# The names in a container's directory, each said once. Archives reuse some
+# (a checkpoint's images go in as checkpoint/, the log as ctr.log), as podman's do.
+SPEC = "config.json"                # the OCI spec runc runs
+EXIT_RECORD = "exit.json"           # the monitor writes it once the process has ended
+MONITOR_PID = "monitor.pid"
+CONTAINER_PID = "container.pid"     # runc's --pid-file
+CONTAINER_LOG = "ctr.log"
+ATTACH_SOCKET = "attach.sock"
+CONSOLE_SOCKET = "console.sock"     # where runc hands a tty container's pty to the monitor
+RUNC_LOG = "runc.log"
+MONITOR_LOG = "monitor.log"
+JOURNAL = "journal.json"            # engine/journal.py's record of an operation in flight
+CHECKPOINT_IMAGES = "checkpoint"    # a local checkpoint's CRIU images
+CHECKPOINT_WORK = "checkpoint-work"  # CRIU's work dir (its logs), never archived
+# A marker: the exit that follows is a checkpoint's. The checkpointing command
+# cleans up after it, so the monitor runs no exit command then (a whole ferry
+# process, 0.1-0.2 s the checkpoint would wait for).
+CHECKPOINTING = "checkpointing"
+CRIU_CONFIG = "criu.conf"           # runc hands it to CRIU (the org.criu.config annotation)
+CRIU_RESTORE_HOOK = "criu-restore-hook"
+SPACE_RESERVE = "space.reserve"     # the monitor's room for the log when the disk fills
+ETC_FILES = ("hosts", "hostname", "resolv.conf")   # bind-mounted over the container's /etc
+
+
+class ContainerFiles(namedtuple("ContainerFiles", "dir")):
+    """The paths in one container's directory."""
+    __slots__ = ()
+
+    def at(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    spec = property(lambda self: self.at(SPEC))
+    exit_record = property(lambda self: self.at(EXIT_RECORD))
+    monitor_pid = property(lambda self: self.at(MONITOR_PID))
+    container_pid = property(lambda self: self.at(CONTAINER_PID))
+    log = property(lambda self: self.at(CONTAINER_LOG))
+    attach_socket = property(lambda self: self.at(ATTACH_SOCKET))
+    console_socket = property(lambda self: self.at(CONSOLE_SOCKET))
+    runc_log = property(lambda self: self.at(RUNC_LOG))
+    monitor_log = property(lambda self: self.at(MONITOR_LOG))
+    journal = property(lambda self: self.at(JOURNAL))
+    checkpoint_images = property(lambda self: self.at(CHECKPOINT_IMAGES))
+    checkpoint_work = property(lambda self: self.at(CHECKPOINT_WORK))
+    checkpointing = property(lambda self: self.at(CHECKPOINTING))
+    criu_config = property(lambda self: self.at(CRIU_CONFIG))
+    criu_restore_hook = property(lambda self: self.at(CRIU_RESTORE_HOOK))
+    space_reserve = property(lambda self: self.at(SPACE_RESERVE))
+    rootfs = property(lambda self: self.at("rootfs"))     # the overlay's mount point
+    upper = property(lambda self: self.at("upper"))       # the container's own changes
+    overlay_work = property(lambda self: self.at("work"))
