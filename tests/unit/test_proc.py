@@ -47,3 +47,20 @@ def test_tool_path_puts_local_sbin_first(monkeypatch):
     monkeypatch.setenv("PATH", "/opt/bin")
     path = proc.tool_env()["PATH"]
     assert path.startswith("/usr/local/sbin:") and path.endswith(":/opt/bin")
+
+
+def test_a_tool_never_reads_ferrys_stdin():
+    """restore --file - reads the archive from stdin: no tool may take bytes of it."""
+    import os
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"archive bytes\n")
+    saved = os.dup(0)
+    try:
+        os.dup2(read_fd, 0)
+        result = proc.run(["sh", "-c", "cat; echo end"], desc="a reader")
+    finally:
+        os.dup2(saved, 0)
+        for fd in (saved, read_fd, write_fd):
+            os.close(fd)
+    assert result.stdout == "end\n"
+    assert proc.run(["cat"], desc="cat", input="given\n").stdout == "given\n"

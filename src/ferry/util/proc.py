@@ -47,7 +47,9 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
 
 def _execute(argv: Sequence[str], *, timeout: float | None, input: str | None,
              env: dict[str, str], cwd: str | None) -> Result:
+    # No tool reads ferry's stdin: it may be an archive (restore --file -).
     done = subprocess.run(list(argv), input=input, capture_output=True, text=True,
+                          stdin=None if input is not None else subprocess.DEVNULL,
                           timeout=timeout, env=env, cwd=cwd, errors="replace")
     return Result(tuple(argv), done.returncode, done.stdout, done.stderr)
 
