@@ -1,15 +1,20 @@
-"""The benchmark's one subprocess chokepoint: argv lists, a timeout on every
-call, wall time measured around the call, and one clear error on failure."""
+"""The benchmark's subprocess calls: ferry's own chokepoint (argv lists, a
+timeout on every call, the tools' PATH, one clear error on failure), with the
+wall time measured around each call."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from dataclasses import dataclass
 
+from ferry.util import proc as ferry_proc
+from ferry.util.errors import FerryError
+
 # runc finds CRIU through PATH, so /usr/local/sbin (CRIU >= 4.2) must come first:
 # the same environment ferry gives the tools it runs.
-from ferry.util.proc import TOOL_PATH, tool_env as env  # noqa: E402,F401
+TOOL_PATH = ferry_proc.TOOL_PATH
+env = ferry_proc.tool_env
+tail = ferry_proc.tail
 
 
 class BenchError(Exception):
@@ -25,27 +30,12 @@ class Result:
     seconds: float
 
 
-def tail(text: str, lines: int = 6) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
-
-
 def run(argv: list[str], *, desc: str, timeout: float, check: bool = True,
         input: str | None = None, cwd: str | None = None) -> Result:
     """Run argv to completion; raise BenchError on timeout, or on failure when check."""
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
-                              stdin=None if input is not None else subprocess.DEVNULL,
-                              env=env(), cwd=cwd)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stderr or b"")
-        out = out.decode(errors="replace") if isinstance(out, bytes) else out
-        raise BenchError(f"{desc}: timed out after {timeout:.0f} s ({' '.join(argv)})\n{tail(out)}") from None
-    except OSError as exc:
-        raise BenchError(f"{desc}: cannot run {argv[0]} ({exc})") from None
-    seconds = time.monotonic() - started
-    result = Result(tuple(argv), done.returncode, done.stdout, done.stderr, seconds)
-    if check and done.returncode != 0:
-        raise BenchError(f"{desc}: exit {done.returncode} ({' '.join(argv)})\n"
-                         f"{tail(done.stderr or done.stdout)}")
-    return result
+        done = ferry_proc.run(argv, desc=desc, timeout=timeout, check=check, input=input, cwd=cwd)
+    except FerryError as exc:
+        raise BenchError(f"{exc} ({' '.join(argv)})") from None
+    return Result(done.argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
