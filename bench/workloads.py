@@ -19,6 +19,7 @@ import tarfile
 import time
 from dataclasses import dataclass
 
+from bench.busybox import make_oci_archive
 from bench.engines import BenchError, Ferry, wait_until
 
 MIB = 1 << 20
@@ -145,8 +146,7 @@ def debian_rootfs_tar(include: list[str]) -> str:
 
 
 def make_busybox_archive(workdir: str) -> str:
-    """The test suite's busybox root filesystem as an oci-archive."""
-    from tests.support.busybox import make_oci_archive
+    """The busybox root filesystem the tests use, as an oci-archive."""
     return make_oci_archive(os.path.join(workdir, "busybox-oci.tar"), workdir, name=BUSYBOX.image)
 
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.conftest import require
-from tests.support.busybox import make_oci_archive
+from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
 from tests.support.redis import Redis
 

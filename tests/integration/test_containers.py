@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.conftest import require
-from tests.support.busybox import make_rootfs_tar
+from bench.busybox import make_rootfs_tar
 from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
 
 

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from tests.conftest import require
-from tests.support.busybox import make_oci_archive
+from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, free_port, http_get, leftovers
 from tests.support.forgery import edit_json, repack_v2, unpack
 

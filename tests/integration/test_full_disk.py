@@ -24,7 +24,7 @@ import time
 import pytest
 
 from tests.conftest import require
-from tests.support.busybox import make_oci_archive
+from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, leftovers, wait_for
 
 # Room enough for a restore from an archive once the disk is freed: it leaves

@@ -23,7 +23,7 @@ from ferry.runtime import rootfs
 from ferry.util import fs
 from ferry.util.errors import ToolError
 from tests.conftest import require
-from tests.support.busybox import make_oci_archive
+from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, leftovers
 
 # Mount points that other work on this machine (parallel test runs, benchmarks,

@@ -27,7 +27,7 @@ import time
 import pytest
 
 from tests.conftest import require
-from tests.support.busybox import make_oci_archive
+from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, leftovers, wait_for
 
 pycriu = pytest.importorskip("pycriu", reason="pycriu is installed by 'make setup'")

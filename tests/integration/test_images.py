@@ -18,7 +18,7 @@ import pytest
 
 from ferry.engine.core import Engine
 from tests.conftest import require
-from tests.support.busybox import make_rootfs_tar
+from bench.busybox import make_rootfs_tar
 from tests.support.registry import LayerTar, Registry, TokenServer, free_port
 
 pytestmark = pytest.mark.root
