@@ -1,4 +1,4 @@
-"""The Engine: one state root's services, built lazily, for cli/ and api/."""
+"""The Engine: one state root's services, built lazily, for the commands in cli/."""
 
 from __future__ import annotations
 
