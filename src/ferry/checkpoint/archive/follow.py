@@ -1,20 +1,18 @@
 """Following files that another process is still writing (CRIU's page
 images during a dump) into an archive while they grow, so that compression
 runs beside the dump rather than after it. This module decides when a
-file's bytes go in; the writer how (ArchiveWriter.begin_followed)."""
+file's bytes go in; the writer how (the `begin` it is given:
+ArchiveWriter.begin_followed, whose members are writer.FollowedMember)."""
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import blake3
 
 from ferry.checkpoint.archive import codecs
-
-if TYPE_CHECKING:
-    from ferry.checkpoint.archive.writer import ArchiveWriter
 
 # A followed file streams once it reaches this size. Smaller ones wait for the
 # final frame, where they compress together (and the window spans them).
@@ -32,9 +30,9 @@ class Follower:
     order they appear. inotify says when a file was closed, and so complete;
     a file that never grows to FOLLOW_MIN is left for commit()."""
 
-    def __init__(self, writer: ArchiveWriter, directory: str, prefix: str, select: Callable[[str], bool]):
+    def __init__(self, begin: Callable, directory: str, prefix: str, select: Callable[[str], bool]):
         from inotify_simple import INotify, flags
-        self._writer = writer
+        self._begin = begin     # name -> a member that takes the file's bytes in order
         self._directory = directory
         self._prefix = prefix
         self._select = select
@@ -112,7 +110,7 @@ class Follower:
     def _copy_while_written(self, name: str, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            member = self._writer.begin_followed(f"{self._prefix}/{name}")
+            member = self._begin(f"{self._prefix}/{name}")
             digest = blake3.blake3()
             try:
                 while True:

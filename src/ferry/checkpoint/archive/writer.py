@@ -301,7 +301,7 @@ class ArchiveWriter:
             return
         if not self._target.seekable and self._max_size is None:
             raise ValueError("a stream's head comes before the files it follows: give the writer a max_size")
-        self._follower = Follower(self, directory, prefix, select)
+        self._follower = Follower(self.begin_followed, directory, prefix, select)
 
     def stop_following(self, *, complete: bool) -> None:
         """complete=True once the writing process has ended: each followed
