@@ -55,3 +55,12 @@ def test_host_info_without_criu_is_not_found(monkeypatch):
     with pytest.raises(NotFound, match="criu not found in /nonexistent/criu") as caught:
         host_info()
     assert "make setup" in caught.value.hint
+
+
+def test_unknown_host_keys_are_named_on_one_bounded_line():
+    """Found by the archive fuzzer: a key holding a newline broke the one-line error."""
+    with pytest.raises(ValueError) as failure:
+        HostInfo.from_dict({"\n": None, **{f"k{i}" * 50: 1 for i in range(100)}})
+    message = str(failure.value)
+    assert "\n" not in message and "'\\n'" in message and "and 96 more" in message
+    assert len(message) < 500

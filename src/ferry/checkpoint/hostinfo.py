@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 from ferry.host import probes
 from ferry.util import proc
 from ferry.util.errors import Incompatible, NotFound
+from ferry.util.strictjson import shown
 
 CPUINFO_IMAGE = "cpuinfo.img"   # the file `criu cpuinfo dump` writes
 
@@ -61,7 +62,7 @@ class HostInfo:
             missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
             raise ValueError("host: " + "; ".join(
                 part for part in (f"missing {', '.join(missing)}" if missing else "",
-                                  f"unknown {', '.join(unknown)}" if unknown else "") if part))
+                                  f"unknown {_listed(unknown)}" if unknown else "") if part))
         return cls(**data)
 
     def cpuinfo_image_bytes(self) -> bytes:
@@ -114,3 +115,9 @@ def host_info() -> HostInfo:
                     criu_version=probes.version_text(criu_version), runc_version=runc_version,
                     cgroup_mode=cgroup_mode, hostname=uname.nodename,
                     cpuinfo_image=base64.b64encode(raw_cpuinfo).decode("ascii"))
+
+
+def _listed(keys: list, at_most: int = 5) -> str:
+    """Keys a forged archive chose, fit for one line of bounded length."""
+    text = ", ".join(shown(k, 40) for k in keys[:at_most])
+    return text + (f" and {len(keys) - at_most} more" if len(keys) > at_most else "")
