@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from ferry.util.errors import FerryError, NotFound, UsageError
+from ferry.util.errors import FerryError, NotFound, UsageError, from_os_error
 
 STDIO = "-"
 
@@ -48,7 +48,7 @@ def export_endpoint(path: str) -> Endpoint:
     except FileNotFoundError:
         return Endpoint(path, path)
     except OSError as exc:
-        raise FerryError(f"cannot write {path}: {exc.strerror}") from None
+        raise from_os_error(exc, f"cannot write {path}") from None
     if stat.S_ISDIR(info.st_mode):
         raise UsageError(f"cannot write {path}: it is a directory", hint="give the archive's file name")
     if stat.S_ISREG(info.st_mode):
@@ -66,7 +66,7 @@ def import_endpoint(path: str) -> Endpoint:
     except FileNotFoundError:
         raise NotFound(f"checkpoint archive {path} does not exist") from None
     except OSError as exc:
-        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
+        raise from_os_error(exc, f"cannot read {path}") from None
     if stat.S_ISREG(info.st_mode):
         return Endpoint(path, path)
     if not (stat.S_ISFIFO(info.st_mode) or stat.S_ISCHR(info.st_mode)):
@@ -93,7 +93,7 @@ def _open(path: str, flags: int, verb: str) -> int:
     try:
         return os.open(path, flags | os.O_CLOEXEC)
     except OSError as exc:
-        raise FerryError(f"cannot {verb} {path}: {exc.strerror}") from None
+        raise from_os_error(exc, f"cannot {verb} {path}") from None
 
 
 def _not_a_terminal(endpoint: Endpoint, verb: str, preposition: str) -> Endpoint:

@@ -46,10 +46,10 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, HINT_DAMAGED, HIN
                                                Head, ManifestV2, MemberV2, Signature, parent_dirs, parse_head, shown,
                                                trailing, unsafe_name_reason)
 from ferry.checkpoint.archive.codecs import CHUNK, DECODER_ERRORS, RawInput, decoder_failure, open_source, write_all
-from ferry.util.progress import Progress, Reporter
 from ferry.checkpoint.archive.tarfmt import REFUSED_KINDS, Entry, TarStream, next_entry, padding
-from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound
+from ferry.util.errors import BadArchive, Conflict, NotFound, from_os_error
 from ferry.util.log import get_logger
+from ferry.util.progress import Progress, Reporter
 
 __all__ = ["ArchiveReader", "read_archive", "read_manifest"]
 
@@ -389,7 +389,7 @@ class ArchiveReader:
         except BaseException as exc:
             self._close_fd()
             if isinstance(exc, OSError):
-                raise FerryError(f"cannot read {self.name}: {exc.strerror or exc}") from None
+                raise from_os_error(exc, f"cannot read {self.name}") from None
             raise
         self._stream = TarStream(self._source)
         self._head: tuple[ManifestV2 | Head, bytes] | None = None
@@ -401,7 +401,7 @@ class ArchiveReader:
             except DECODER_ERRORS as exc:
                 raise decoder_failure(exc) from None
             except OSError as exc:
-                raise FerryError(f"cannot read {self.name}: {exc.strerror or exc}") from None
+                raise from_os_error(exc, f"cannot read {self.name}") from None
         return self._head[0]
 
     def extract(self, dest_dir: str, *, progress: Progress | None = None, verify_key=None) -> ArchiveContents:
@@ -422,7 +422,7 @@ class ArchiveReader:
         except FileNotFoundError:
             raise NotFound(f"cannot unpack into {dest_dir}: its parent directory does not exist") from None
         except OSError as exc:
-            raise FerryError(f"cannot unpack into {dest_dir}: {exc.strerror}") from None
+            raise from_os_error(exc, f"cannot unpack into {dest_dir}") from None
         try:
             head = self.head()
             if isinstance(head, ManifestV2):
@@ -446,7 +446,7 @@ class ArchiveReader:
             if failure is not None:
                 raise failure from None
             if isinstance(exc, OSError):
-                raise FerryError(f"cannot unpack {self.name} into {dest_dir}: {exc.strerror or exc}") from None
+                raise from_os_error(exc, f"cannot unpack {self.name} into {dest_dir}") from None
             raise
         return contents
 
@@ -472,7 +472,7 @@ def _open_path(path: str) -> int:
     except FileNotFoundError:
         raise NotFound(f"checkpoint archive {path} does not exist") from None
     except OSError as exc:
-        raise FerryError(f"cannot read {path}: {exc.strerror}") from None
+        raise from_os_error(exc, f"cannot read {path}") from None
 
 
 def read_archive(path: str, dest_dir: str, *, progress: Progress | None = None,

@@ -10,7 +10,7 @@ import stat
 import tarfile
 
 from ferry.image.layers import OPAQUE_MARKER, OPAQUE_XATTR, safe_relpath, unpack_layer
-from ferry.util.errors import FerryError
+from ferry.util.errors import from_os_error
 
 __all__ = ["write_tree_diff", "apply_tree_diff"]
 
@@ -75,5 +75,4 @@ def apply_tree_diff(tar_path: str, target: str, deleted: tuple[str, ...], *,
             os.makedirs(parent, exist_ok=True)
             os.mknod(full, stat.S_IFCHR | 0o000, os.makedev(0, 0))
     except OSError as exc:   # a full disk, or a name the filesystem refuses
-        raise FerryError(f"cannot unpack {os.path.basename(tar_path)} into {target}: "
-                         f"{exc.strerror or exc}") from None
+        raise from_os_error(exc, f"cannot unpack {os.path.basename(tar_path)} into {target}") from None

@@ -43,12 +43,12 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, DIG
                                                Head, Signature, check_container, shown, unsafe_name_reason)
 from ferry.checkpoint.archive.codecs import Sink, framed, sink_for, write_all
 from ferry.checkpoint.archive.follow import FollowAbandoned, Follower
-from ferry.util.progress import Progress, Reporter
 from ferry.checkpoint.archive.tarfmt import BLOCK, TAR_END, fixed_header, padding, tar_header
 from ferry.checkpoint.hostinfo import HostInfo, host_info
-from ferry.util.errors import FerryError, NotFound, UsageError
+from ferry.util.errors import FerryError, NotFound, UsageError, from_os_error
 from ferry.util.fs import fsync_dir
 from ferry.util.log import get_logger
+from ferry.util.progress import Progress, Reporter
 from ferry.util.timefmt import utc_now
 
 __all__ = ["ArchiveWriter", "WriteResult", "write_archive"]
@@ -81,7 +81,7 @@ def _open_input(path: str, name: str) -> tuple[int, os.stat_result]:
     except FileNotFoundError:
         raise NotFound(f"cannot archive {shown(name)}: it does not exist") from None
     except OSError as exc:
-        raise FerryError(f"cannot archive {shown(name)}: {exc.strerror}") from None
+        raise from_os_error(exc, f"cannot archive {shown(name)}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
@@ -166,7 +166,7 @@ class _FileTarget:
         except FileNotFoundError:
             raise NotFound(f"cannot write {path}: directory {self._directory} does not exist") from None
         except OSError as exc:
-            raise FerryError(f"cannot write {path}: {exc.strerror}") from None
+            raise from_os_error(exc, f"cannot write {path}") from None
 
     def room(self, placeholder: bytes) -> _Room:
         """Write `placeholder` where fill() will put bytes of the same length."""
@@ -395,7 +395,7 @@ class ArchiveWriter:
         try:
             yield
         except OSError as exc:
-            raise FerryError(f"cannot write {self._target.name}: {exc.strerror or exc}") from None
+            raise from_os_error(exc, f"cannot write {self._target.name}") from None
 
     def _write_body(self, inputs: list[_Input], reporter: Reporter, lead: bytes | None) -> None:
         """The head when `lead` is given, the complete files, the trailer and
