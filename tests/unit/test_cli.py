@@ -126,7 +126,8 @@ def test_partial_parser_builds_only_the_command():
 def test_full_parser_lists_every_command_in_help_order():
     assert list(_subparsers(cli.build_parser())) == [
         "version", "info", "system", "run", "container", "ps", "logs", "stop", "restart", "start",
-        "kill", "rm", "exec", "inspect", "volume", "images", "pull", "load", "rmi", "image", "network"]
+        "kill", "rm", "exec", "inspect", "volume", "images", "pull", "load", "rmi", "image", "network", "serve",
+            "migrate"]
 
 
 def test_an_unknown_command_gets_the_full_parser_for_its_error(capsys):

@@ -70,7 +70,7 @@ class HostInfo:
         return base64.b64decode(self.cpuinfo_image, validate=True)
 
 
-def _criu() -> str:
+def criu_path() -> str:
     binary = probes.criu_binary()
     if binary is None:
         where = os.environ.get("FERRY_CRIU") or "PATH"
@@ -100,7 +100,7 @@ def criu_cpuinfo(criu: str) -> bytes:
 
 
 def host_info() -> HostInfo:
-    criu = _criu()
+    criu = criu_path()
     criu_version = probes.parse_criu_version(proc.run([criu, "--version"], desc="criu --version").stdout)
     if criu_version is None:
         raise Incompatible(f"{criu} --version printed no version", hint="run 'make setup' as root")

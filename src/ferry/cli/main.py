@@ -79,6 +79,8 @@ def _registrars():
     yield images.register
     from ferry.cli import networks
     yield networks.register
+    from ferry.cli import migrations
+    yield migrations.register
 
 
 def _register(commands, only: str | None) -> bool:

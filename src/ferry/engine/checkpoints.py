@@ -80,6 +80,7 @@ class CheckpointOptions:
     ignore_volumes: bool = False
     keep: bool = False
     sign_key: str | None = None     # an Ed25519 private key (PEM) to sign the archive with
+    export_stream: int | None = None  # a descriptor to stream the archive to (a migration), instead of export
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,9 @@ class RestoreOptions:
     volumes: tuple[str, ...] = ()   # -v SRC:DST re-stating the archive's mounts on this host
     allow_bind_mounts: bool = False
     verify_key: str | None = None   # an Ed25519 public key (PEM) the archive must be signed with
+    import_stream: int | None = None  # a descriptor to read the archive from (a migration), instead of import_path
+    container_id: str | None = None   # keep this ID (a migration), which the archive must hold
+    adopt_lease: bool = False         # take over the address another root's copy of this container holds
 
 
 @dataclass
@@ -173,10 +177,14 @@ class Checkpoints:
     # ---- checkpoint ---------------------------------------------------------
     def checkpoint(self, name_or_id: str, options: CheckpointOptions,
                    progress: Progress = _no_progress) -> CheckpointResult:
-        if options.sign_key and not options.export:
+        if options.sign_key and not (options.export or options.export_stream is not None):
             raise UsageError("--sign-key needs --export: only an archive carries a signature")
         signer = load_private_key(options.sign_key) if options.sign_key else None
         container = self.containers.get(name_or_id)
+        if options.export_stream is not None:
+            target = Endpoint(options.export_stream, "the migration stream")
+            return self._checkpoint_locked(container, replace(options, keep=True), target,
+                                           _compression_of(target, options.compress), signer, progress)
         if not options.export:
             return self._checkpoint_locked(container, options, None, None, signer, progress)
         # A FIFO's open waits for its reader: before the lock, not under it.
@@ -222,8 +230,9 @@ class Checkpoints:
         for path in (images, work):
             remove_tree(path)
             os.makedirs(path, mode=0o700)
-        if options.export and not options.keep:
-            # Images that only pass through on their way into the archive.
+        if (options.export and not options.keep) or options.export_stream is not None:
+            # Images that only pass through on their way into the archive, or
+            # that a migration keeps only until the destination runs them.
             tmpfs_if_it_fits(images, memory_in_use(container.id))
         ensure_pipe_max_size()  # CRIU's page pipes must be able to grow (HOST-NOTES)
         marker = files.checkpointing
@@ -391,7 +400,7 @@ class Checkpoints:
     # ---- restore -------------------------------------------------------------
     def restore(self, name_or_id: str | None, options: RestoreOptions,
                 progress: Progress = _no_progress) -> RestoreResult:
-        if options.import_path:
+        if options.import_path or options.import_stream is not None:
             return self._restore_import(options, progress)
         if not name_or_id:
             raise UsageError("restore needs a container name, or --import FILE")
@@ -444,10 +453,10 @@ class Checkpoints:
         restated = tuple(self.containers.check_volume(v) for v in options.volumes)
         verify_key = load_public_key(options.verify_key) if options.verify_key else None
         self.sweep_stale_imports()
-        container_id = ids.new_id()
+        container_id = options.container_id or ids.new_id()
         # The container's lock from the start: the staging dir, named after it,
         # is in use while it is held (sweep_stale_imports).
-        with import_endpoint(options.import_path) as source, \
+        with _import_source(options) as source, \
                 self.containers.lock_id(container_id, name or source.name, "container restore"):
             return self._restore_import_locked(container_id, name, restated, verify_key, source, options,
                                                progress)
@@ -467,6 +476,9 @@ class Checkpoints:
                 contents = reader.extract(staging, progress=progress, verify_key=verify_key)
             phases.reached("restore:staged")
             saved, deleted = read_members(staging, contents)
+            if options.container_id and saved.id != options.container_id:
+                raise BadArchive(f"the archive holds container {saved.id[:12]}, not {options.container_id[:12]}",
+                                 hint=HINT_FORGED)
             image = self._image_for(head.container, options)
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
@@ -559,7 +571,7 @@ class Checkpoints:
         try:
             try:
                 container = self.containers.insert(name, image, config, attempt, container_id=container_id,
-                                                   journal_entry=entry)
+                                                   journal_entry=entry, adopt_lease=options.adopt_lease)
             except UsageError as refusal:   # the archive's address, not the user's command line
                 raise Conflict(refusal.message, hint="restore with --ignore-static-ip (and --ignore-static-mac) "
                                                      "to take a new address") from None
@@ -570,7 +582,8 @@ class Checkpoints:
                 if not (options.ignore_static_ip and config.mac and config.mac.lower() in clash.message.lower()):
                     raise _restore_hint(clash, config) from None
                 container = self.containers.insert(name, image, replace(config, mac=""), attempt,
-                                                   container_id=container_id, journal_entry=entry)
+                                                   container_id=container_id, journal_entry=entry,
+                                                   adopt_lease=options.adopt_lease)
         except BaseException:
             attempt.run()
             raise
@@ -797,3 +810,9 @@ def _compression_of(target: Endpoint, explicit: str | None) -> str:
         if explicit is None and target.stream:
             return "zstd"
         raise
+
+
+def _import_source(options: RestoreOptions) -> Endpoint:
+    if options.import_stream is not None:
+        return Endpoint(options.import_stream, "the migration stream")
+    return import_endpoint(options.import_path)

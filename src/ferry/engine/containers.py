@@ -258,7 +258,8 @@ class Containers:
             raise
 
     def insert(self, name: str | None, image, draft: ContainerConfig, undo: Undo, *,
-               container_id: str | None = None, journal_entry: dict | None = None) -> Container:
+               container_id: str | None = None, journal_entry: dict | None = None,
+               adopt_lease: bool = False) -> Container:
         """Record a new container: its name, IP and MAC (as requested in `draft`,
         or allocated when empty), volumes and directory. `undo` learns each step.
         With `journal_entry`, its directory and journal come before its record,
@@ -280,8 +281,10 @@ class Containers:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (container_id, name, image.id, draft.to_json(), CREATED, utc_now()))
         undo.push(self._delete_record, container_id)
+        # A migrated container's address may still be held by its copy in another root.
+        adopt = {"adopt": True} if adopt_lease else {}
         ip, mac = self.networks.reserve(container_id, draft.network, ip=draft.ip or None,
-                                        mac=draft.mac or None)
+                                        mac=draft.mac or None, **adopt)
         undo.push(self.networks.release, container_id)
         for volume in draft.named_volumes:
             if not self.volumes.exists(volume.source):

@@ -53,6 +53,11 @@ class Engine:
         return Checkpoints(self.containers)
 
     @cached_property
+    def migrations(self):
+        from ferry.engine.migrations import Migrations
+        return Migrations(self)
+
+    @cached_property
     def listing(self):
         """`ps` without loading Containers (runc, OCI spec, network), which would double its time."""
         from ferry.engine.listing import Listing

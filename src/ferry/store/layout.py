@@ -20,7 +20,8 @@ KERNEL_TREES = ("/proc", "/sys")
 # existing directory with no database that holds anything else is someone
 # else's (/, /tmp, a home): forcing it to 0700 would lock its users out.
 ROOT_ENTRIES = frozenset({"ferry.db", "ferry.db-wal", "ferry.db-shm", "ferry.db-journal", "tmp", "containers",
-                          "images", "checkpoints", "volumes", "locks", "runc", "logs", "lost+found"})
+                          "images", "checkpoints", "volumes", "locks", "runc", "logs", "migrations", "agent",
+                          "lost+found"})
 
 
 # A named tuple rather than a frozen dataclass: every command builds a Layout,
@@ -113,6 +114,11 @@ class Layout(namedtuple("Layout", "root")):
     def runc(self) -> str:
         """runc's --root: its state of this root's containers."""
         return os.path.join(self.root, "runc")
+
+    @property
+    def migrations(self) -> str:
+        """One record per migration this root sent or received (engine/migrations.py)."""
+        return os.path.join(self.root, "migrations")
 
     @property
     def locks(self) -> str:

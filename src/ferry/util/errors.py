@@ -34,6 +34,15 @@ class Incompatible(FerryError):
     """This host cannot do what was asked (missing kernel feature, old CRIU)."""
 
 
+class Refused(FerryError):
+    """Another host's agent refused a request; `check` names the check that
+    refused a migration (arch, kernel, cpu, name, ip, image, memory, disk...)."""
+
+    def __init__(self, message: str, hint: str | None = None, check: str | None = None):
+        super().__init__(message, hint)
+        self.check = check
+
+
 class BadArchive(FerryError):
     """A checkpoint or image archive is truncated, tampered with or hostile."""
 

@@ -1,0 +1,168 @@
+"""The agent's routes: FastAPI over the engine of one state root.
+
+Requests and replies are the wire records of migration/wire.py. Every
+request needs the bearer token (a 401 says nothing else); a body that is not
+a valid message is a 400 naming the field; every failure is JSON
+{"error", "hint"} (and "check" for a refused migration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+
+from fastapi import FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import ferry
+from ferry.api.auth import bearer_matches
+from ferry.checkpoint.archive.codecs import grow_pipe
+from ferry.migration import wire
+from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
+                               PermissionDenied, Refused, UsageError)
+from ferry.util.log import get_logger
+
+log = get_logger("ferry.api")
+
+STATUS = ((Refused, 409), (UsageError, 400), (BadArchive, 400), (NotFound, 404), (Conflict, 409),
+          (Incompatible, 412), (PermissionDenied, 403), (DiskFull, 507))
+MigrationIdPath = Path(pattern=r"^[0-9a-f]{32}\z")
+NOT_FOUND_HINT = "the API is under /v1/; see /v1/openapi.json"
+
+
+def create_app(root: str, token: str) -> FastAPI:
+    app = FastAPI(title="ferry agent", version=ferry.__version__, openapi_url="/v1/openapi.json",
+                  docs_url=None, redoc_url=None)
+
+    def engine():
+        from ferry.engine.core import Engine
+        return Engine(root)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next):
+        if not bearer_matches(request.headers.get("authorization"), token):
+            return JSONResponse({"error": "unauthorized"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        problem = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in problem.get("loc", ())) or "request"
+        return _error(400, f"invalid request: {where}: {problem.get('msg', 'invalid')}",
+                      hint="see /v1/openapi.json for the message's fields")
+
+    @app.exception_handler(FerryError)
+    async def failed(_request: Request, exc: FerryError):
+        status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+        return _error(status, exc.message, exc.hint, getattr(exc, "check", None))
+
+    @app.exception_handler(404)
+    async def unknown(_request: Request, _exc):
+        return _error(404, "no such route", NOT_FOUND_HINT)
+
+    @app.get("/v1/version", response_model=wire.VersionReply)
+    def version() -> wire.VersionReply:
+        return wire.VersionReply(version=ferry.__version__)
+
+    @app.get("/v1/host", response_model=wire.HostReply)
+    def host() -> wire.HostReply:
+        from ferry.checkpoint.hostinfo import host_info
+        from ferry.util.fs import memory_available
+        info = {k: v for k, v in host_info().to_dict().items() if k != "cpu"}
+        disk = os.statvfs(root if os.path.isdir(root) else "/")
+        return wire.HostReply(host=wire.SourceHost(**info), memory_available=memory_available(),
+                              disk_free=disk.f_bavail * disk.f_frsize)
+
+    @app.get("/v1/containers", response_model=list[wire.ContainerReply])
+    def containers() -> list[wire.ContainerReply]:
+        return [_container(c) for c in engine().containers.list(all_states=True)]
+
+    @app.get("/v1/containers/{name}", response_model=wire.ContainerReply)
+    def container(name: str = Path(max_length=128)) -> wire.ContainerReply:
+        return _container(engine().containers.get(name))
+
+    @app.get("/v1/images", response_model=list[wire.ImageReply])
+    def images() -> list[wire.ImageReply]:
+        return [wire.ImageReply(id=i.id, digest=i.digest or None, names=i.names) for i in engine().images.list()]
+
+    @app.get("/v1/checkpoints", response_model=list[wire.ContainerReply])
+    def checkpoints() -> list[wire.ContainerReply]:
+        """The containers whose local checkpoint this root keeps."""
+        return [_container(c) for c in engine().containers.list(all_states=True) if c.checkpointed_at]
+
+    @app.get("/v1/migrations", response_model=list[wire.MigrationStatus])
+    def migrations() -> list[wire.MigrationStatus]:
+        migrations = engine().migrations
+        return [migrations.status(r.id) for r in migrations.records()]
+
+    @app.post("/v1/migrations", response_model=wire.MigrationTicket, status_code=201)
+    def offer(offer: wire.MigrationOffer) -> wire.MigrationTicket:
+        """Preflight: check that this host can take the container."""
+        return engine().migrations.preflight(offer)
+
+    @app.get("/v1/migrations/{migration_id}", response_model=wire.MigrationStatus)
+    def status(migration_id: str = MigrationIdPath) -> wire.MigrationStatus:
+        return engine().migrations.status(migration_id)
+
+    @app.delete("/v1/migrations/{migration_id}", response_model=wire.MigrationStatus)
+    def abort(migration_id: str = MigrationIdPath) -> wire.MigrationStatus:
+        return engine().migrations.abort(migration_id)
+
+    @app.put("/v1/migrations/{migration_id}/checkpoint", response_model=wire.RestoreReport)
+    async def receive(request: Request, migration_id: str = MigrationIdPath) -> wire.RestoreReport:
+        """The checkpoint archive, streamed in the body, into a restore that
+        runs beside the transfer; the reply comes once the container runs."""
+        read_fd, write_fd = os.pipe()
+        grow_pipe(write_fd)
+        os.set_blocking(write_fd, False)
+        loop = asyncio.get_running_loop()
+        restore = loop.run_in_executor(None, functools.partial(_receive, engine(), migration_id, read_fd))
+        try:
+            async for chunk in request.stream():
+                if not await _write_all(loop, write_fd, chunk):
+                    break   # the restore refused the archive: its error is the answer
+        finally:
+            os.close(write_fd)   # the end of the archive, or a cut the restore refuses
+        return await restore
+
+    return app
+
+
+def _receive(engine, migration_id: str, read_fd: int) -> wire.RestoreReport:
+    try:
+        return engine.migrations.receive(migration_id, read_fd)
+    finally:
+        os.close(read_fd)   # a writer still feeding the pipe learns that the restore stopped
+
+
+async def _write_all(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> bool:
+    """Write data into the restore's pipe without blocking the event loop;
+    False once the restore has stopped reading."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            writable = loop.create_future()
+            loop.add_writer(fd, writable.set_result, None)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
+        except BrokenPipeError:
+            return False
+    return True
+
+
+def _container(container) -> wire.ContainerReply:
+    return wire.ContainerReply(id=container.id, name=container.name, image=container.config.image,
+                               state=container.state, checkpointed=bool(container.checkpointed_at),
+                               ip=container.config.ip or None)
+
+
+def _error(status: int, message: str, hint: str | None = None, check: str | None = None) -> JSONResponse:
+    body = wire.ErrorReply(error=message, hint=hint, check=check)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)

@@ -1,0 +1,104 @@
+"""`ferry serve` (the agent other hosts migrate to) and `ferry migrate`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+from ferry.cli import render
+from ferry.cli.parsing import add_commands, engine_of
+from ferry.util import signals
+from ferry.util.errors import UsageError
+
+TOKEN_FILE_ENV = "FERRY_AGENT_TOKEN_FILE"
+
+
+def register(commands, only: str | None = None) -> bool:
+    return add_commands(commands, {"serve": _add_serve, "migrate": _add_migrate}, only)
+
+
+def _add_serve(commands) -> None:
+    serve = commands.add_parser(
+        "serve", help="run the agent that other hosts migrate containers to",
+        description="A REST API under /v1/ (see /v1/openapi.json) over this state root, for "
+                    "'ferry migrate' on other hosts. Every request needs the bearer token; without "
+                    "--token-file one is made on first start (mode 0600) under the root, and its path printed.")
+    serve.add_argument("--listen", metavar="ADDR:PORT", required=True, help="e.g. 0.0.0.0:7070")
+    serve.add_argument("--token-file", metavar="FILE", help="the bearer token (made if missing)")
+    serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--tls-key", metavar="FILE", help="... and this key (PEM)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def _add_migrate(commands) -> None:
+    migrate = commands.add_parser(
+        "migrate", help="move a running container to another host",
+        description="Stop-and-copy: the destination's agent checks the offer, the container is dumped "
+                    "and its checkpoint streams into the destination's restore. The source copy is "
+                    "removed only once the destination runs the container (the point of no return); "
+                    "any failure before that resumes it here. Connections through a port published on "
+                    "this host cannot move; clients of the container's own address keep theirs with "
+                    "--tcp-established.")
+    migrate.add_argument("container", metavar="CONTAINER")
+    migrate.add_argument("--to", required=True, metavar="URL", help="the destination agent, e.g. http://host-b:7070")
+    migrate.add_argument("--token-file", metavar="FILE",
+                         help=f"the destination agent's token (default: ${TOKEN_FILE_ENV})")
+    migrate.add_argument("--tcp-established", action="store_true", help="move established TCP connections")
+    migrate.add_argument("--name", help="the container's name on the destination")
+    migrate.add_argument("-p", "--publish", action="append", metavar="[IP:]HOST:CONTAINER[/PROTO]",
+                         help="publish these ports on the destination instead of the container's own")
+    migrate.add_argument("--keep-source", action="store_true",
+                         help="keep the stopped container here (its checkpoint is dropped)")
+    migrate.add_argument("--tls-verify", default="true", choices=("true", "false"),
+                         help="verify the agent's TLS certificate (default true)")
+    migrate.add_argument("--tls-ca", metavar="FILE", help="verify the agent's certificate with this CA")
+    migrate.add_argument("--print-stats", action="store_true", help="print the phases as JSON")
+    migrate.add_argument("--format", choices=("text", "json"), default="text")
+    migrate.set_defaults(handler=cmd_migrate)
+
+
+def cmd_serve(args) -> int:
+    from ferry.api.server import ServeOptions, parse_listen, serve
+    host, port = parse_listen(args.listen)
+    return serve(ServeOptions(root=engine_of(args).layout.root, host=host, port=port, token_file=args.token_file,
+                              tls_cert=args.tls_cert, tls_key=args.tls_key))
+
+
+def cmd_migrate(args) -> int:
+    from ferry.engine.migrations import MigrateOptions
+    from ferry.migration.client import read_token
+    signals.install()
+    token_file = args.token_file or os.environ.get(TOKEN_FILE_ENV)
+    if not token_file:
+        raise UsageError("migrate needs the destination agent's token",
+                         hint=f"pass --token-file FILE (or set ${TOKEN_FILE_ENV})")
+    verify = args.tls_ca or (args.tls_verify == "true")
+    options = MigrateOptions(to=args.to, token=read_token(token_file), verify=verify, name=args.name,
+                             ports=tuple(args.publish) if args.publish else None,
+                             tcp_established=args.tcp_established, keep_source=args.keep_source)
+    with _sent_bar() as sent:
+        result = engine_of(args).migrations.migrate(args.container, options, sent)
+    if args.print_stats or args.format == "json":
+        render.json_out(result.stats())
+        return 0
+    render.line(result.name)
+    phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.phases.items())
+    downtime = f"downtime {result.downtime:.2f} s" if result.downtime is not None else "downtime unknown"
+    print(f"migrated to {result.destination}: {downtime} ({phases}), {result.bytes_sent / 2**20:.1f} MiB sent",
+          file=sys.stderr)
+    return 0
+
+
+@contextlib.contextmanager
+def _sent_bar():
+    """Bytes sent, on a terminal (stderr)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+    with Progress(TextColumn("sending checkpoint"), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+                  console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task("send", total=None)
+        yield lambda total: bar.update(task, completed=total)

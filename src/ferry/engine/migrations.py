@@ -1,0 +1,385 @@
+"""Live migration, stop-and-copy: `ferry migrate` on the source, and what the
+destination's agent (`ferry serve`) does with what arrives.
+
+The source offers the container (preflight), dumps it into a checkpoint that
+streams straight into the destination's restore, and removes its copy only
+once the destination says the container runs there: the point of no return.
+Before it, any failure resumes the source from the checkpoint it kept and
+leaves the destination clean. Each migration has a record under
+ROOT/migrations on both sides, which outlives a crash of either command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Callable
+
+from ferry.checkpoint.archive.codecs import grow_pipe
+from ferry.engine.checkpoints import CheckpointOptions, RestoreOptions
+from ferry.engine.listing import RUNNING
+from ferry.migration import wire
+from ferry.migration.phases import Phase, Timings
+from ferry.util.errors import Conflict, FerryError, NotFound, Refused
+from ferry.util.fs import atomic_write
+from ferry.util.log import get_logger
+from ferry.util.timefmt import utc_now
+
+log = get_logger("ferry.migrations")
+
+SOURCE, DESTINATION = "source", "destination"
+# A destination's share of what may arrive: memory for the staged pages (or
+# disk when they spill), and disk for the root filesystem changes and volumes.
+DISK_MARGIN = 256 << 20
+# Serialises the agent's state changes of migration records: its requests run
+# in threads of one process, where the file locks of one container are re-entrant.
+_records_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Record:
+    """ROOT/migrations/ID.json."""
+    id: str
+    role: str                 # source | destination
+    container_id: str
+    name: str
+    state: str                # wire.MigrationState, or on the source: streaming, confirmed, resumed
+    created: str
+    peer: str = ""            # the source's: the destination agent's URL
+    error: str | None = None
+    offer: str = ""           # the destination's: the offer it accepted (JSON)
+    pid: int = 0              # the command or agent that works on it
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    to: str                           # the destination agent's URL
+    token: str
+    verify: bool | str = True         # TLS: verify the agent's certificate (or with this CA file)
+    name: str | None = None           # the name on the destination
+    ports: tuple[str, ...] | None = None
+    tcp_established: bool = False
+    keep_source: bool = False         # keep the stopped source container (its checkpoint dropped)
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    id: str
+    container_id: str
+    name: str
+    destination: str
+    phases: dict
+    downtime: float | None
+    bytes_sent: int
+
+    def stats(self) -> dict:
+        return {"Id": self.container_id, "Name": self.name, "Migration": self.id, "Destination": self.destination,
+                "phases": {k: round(v, 6) for k, v in self.phases.items()},
+                "downtime": round(self.downtime, 6) if self.downtime is not None else None,
+                "bytes_sent": self.bytes_sent}
+
+
+class Migrations:
+    def __init__(self, engine):
+        self.engine = engine
+        self.layout = engine.layout
+
+    # ---- records ----------------------------------------------------------------
+    def _path(self, migration_id: str) -> str:
+        return os.path.join(self.layout.migrations, f"{migration_id}.json")
+
+    def _save(self, record: Record) -> Record:
+        os.makedirs(self.layout.migrations, mode=0o700, exist_ok=True)
+        atomic_write(self._path(record.id), json.dumps(asdict(record)))
+        return record
+
+    def record(self, migration_id: str) -> Record:
+        try:
+            with open(self._path(migration_id)) as f:
+                return Record(**json.load(f))
+        except FileNotFoundError:
+            raise NotFound(f"no migration {migration_id} on this host") from None
+        except (ValueError, TypeError) as exc:
+            raise FerryError(f"the record of migration {migration_id} is damaged: {exc}") from None
+
+    def records(self) -> list[Record]:
+        try:
+            names = sorted(os.listdir(self.layout.migrations))
+        except FileNotFoundError:
+            return []
+        return [self.record(n[:-len(".json")]) for n in names if n.endswith(".json")]
+
+    # ---- the destination's side -----------------------------------------------------
+    def preflight(self, offer: wire.MigrationOffer) -> wire.MigrationTicket:
+        """Check that this host can take the container; Refused names the check that fails."""
+        from ferry.checkpoint import compat
+        from ferry.checkpoint.hostinfo import criu_path, host_info
+        here = host_info()
+        for refusal in compat.refusals(offer.source, here, criu_path()):
+            raise Refused(f"cannot take the container: {refusal.reason}", check=refusal.check,
+                          hint="migrate to a host with the same architecture and cgroup mode, and the same "
+                               "or newer kernel, CRIU and runc")
+        self._refuse_clashes(offer)
+        self._refuse_short_room(offer)
+        migration_id = os.urandom(16).hex()
+        self._save(Record(migration_id, DESTINATION, offer.container_id, offer.name, "offered", utc_now(),
+                          offer=offer.model_dump_json(), pid=os.getpid()))
+        return wire.MigrationTicket(id=migration_id, container_id=offer.container_id)
+
+    def _refuse_clashes(self, offer: wire.MigrationOffer) -> None:
+        containers = self.engine.containers
+        for wanted, what in ((offer.container_id, "ID"), (offer.name, "name")):
+            try:
+                found = containers.get(wanted)
+            except NotFound:
+                continue
+            raise Refused(f"a container with the {what} {wanted[:64]!r} exists here ({found.name}, {found.state})",
+                          check="id" if what == "ID" else "name",
+                          hint="migrate with --name NEW, or remove the container here first")
+        try:
+            self.engine.images.get(offer.image_id)
+        except NotFound:
+            raise Refused(f"image {offer.image} ({offer.image_digest or offer.image_id[:12]}) is not on this host",
+                          check="image", hint="load or pull it on the destination first (ferry load, ferry pull)") \
+                from None
+        if offer.ip:
+            for held in self.engine.networks.reservations():
+                if held.ip == offer.ip and held.container_id != offer.container_id:
+                    raise Refused(f"address {offer.ip} is held here by container {held.container_id[:12]}",
+                                  check="ip", hint="free it on the destination first")
+        with _records_lock:
+            for record in self.records():
+                if (record.role == DESTINATION and record.container_id == offer.container_id
+                        and record.state in ("offered", "receiving") and _alive(record.pid)):
+                    raise Refused(f"migration {record.id} of this container is already under way here",
+                                  check="busy")
+
+    def _refuse_short_room(self, offer: wire.MigrationOffer) -> None:
+        from ferry.util.fs import memory_available
+        os.makedirs(self.layout.root, exist_ok=True)
+        disk = _disk_free(self.layout.root)
+        memory = memory_available()
+        if offer.files_bound + DISK_MARGIN > disk:
+            raise Refused(f"the container's files take {_size(offer.files_bound)}, and {_size(disk)} of disk is "
+                          f"free here", check="disk", hint="free disk space on the destination")
+        if offer.memory_bound > memory and offer.memory_bound + offer.files_bound + DISK_MARGIN > disk:
+            raise Refused(f"the container's memory takes {_size(offer.memory_bound)}; this host has "
+                          f"{_size(memory)} of memory and {_size(disk)} of disk free", check="memory",
+                          hint="free memory or disk on the destination")
+
+    def receive(self, migration_id: str, fd: int, progress=None) -> wire.RestoreReport:
+        """Restore the offered container from the archive read from fd, with
+        every check of a file restore; the report says it runs."""
+        started = time.monotonic()
+        with _records_lock:
+            record = self.record(migration_id)
+            if record.role != DESTINATION or record.state != "offered":
+                raise Conflict(f"migration {migration_id} is {record.state}, not waiting for its checkpoint")
+            record = self._save(replace(record, state="receiving", pid=os.getpid()))
+        offer = wire.MigrationOffer.model_validate_json(record.offer)
+        options = RestoreOptions(import_stream=fd, name=offer.name, tcp_established=offer.tcp_established,
+                                 ports=offer.ports, container_id=offer.container_id, adopt_lease=True)
+        try:
+            restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
+        except BaseException as failure:
+            self._save(replace(record, state="failed", error=str(failure) or type(failure).__name__))
+            raise
+        self._save(replace(record, state="running"))
+        phases = {k: round(v, 6) for k, v in restored.phases.items()}
+        return wire.RestoreReport(id=migration_id, container_id=restored.id, name=restored.name,
+                                  seconds=round(time.monotonic() - started, 6), phases=phases)
+
+    def status(self, migration_id: str) -> wire.MigrationStatus:
+        record = self.record(migration_id)
+        state = record.state
+        if state in ("offered", "receiving") and not _alive(record.pid):
+            state = "failed"   # the agent that took it died; its restore was undone by recovery
+        return wire.MigrationStatus(id=record.id, container_id=record.container_id, state=state,
+                                    error=record.error)
+
+    def abort(self, migration_id: str) -> wire.MigrationStatus:
+        """The source gives up before the point of no return: an offer is
+        dropped; a container that runs here already stays (the source asks
+        status first, and a running copy is never removed by a peer)."""
+        with _records_lock:
+            record = self.record(migration_id)
+            if record.state == "offered":
+                record = self._save(replace(record, state="aborted"))
+        return self.status(record.id)
+
+    # ---- the source's side ---------------------------------------------------------
+    def migrate(self, name_or_id: str, options: MigrateOptions,
+                sent: Callable[[int], None] | None = None) -> MigrationResult:
+        from ferry.migration.client import AgentClient
+        containers = self.engine.containers
+        container = containers.get(name_or_id)
+        if container.state != RUNNING:
+            raise Conflict(f"cannot migrate container {container.name!r}: it is {container.state}",
+                           hint="only running containers migrate; restore or start it first")
+        timings = Timings()
+        with AgentClient(options.to, options.token, verify=options.verify) as agent:
+            with timings.phase(Phase.PREFLIGHT):
+                ticket = agent.offer(self._offer(container, options))
+            record = self._save(Record(ticket.id, SOURCE, container.id, container.name, "streaming", utc_now(),
+                                       peer=agent.url, pid=os.getpid()))
+            report, bytes_sent = self._stream(container, options, agent, ticket, record, timings, sent)
+            timings.running()
+            # ---- POINT OF NO RETURN: the destination runs the container ----
+            record = self._save(replace(record, state="confirmed"))
+            with timings.phase(Phase.CLEANUP):
+                self._drop_source(container.id, options.keep_source)
+        return MigrationResult(ticket.id, container.id, report.name, agent.url, timings.phases, timings.downtime,
+                               bytes_sent)
+
+    def _offer(self, container, options: MigrateOptions) -> wire.MigrationOffer:
+        from ferry.checkpoint.hostinfo import host_info
+        from ferry.runtime.runc import memory_in_use
+        here = host_info()
+        image = self.engine.images.get(container.image_id)
+        files = _tree_size(self.engine.containers.files(container.id).upper)
+        for volume in container.config.named_volumes:
+            files += _tree_size(self.engine.volumes.data_dir(volume.source))
+        source = wire.SourceHost(**{k: v for k, v in here.to_dict().items() if k != "cpu"})
+        return wire.MigrationOffer(
+            container_id=container.id, name=options.name or container.name, image=container.config.image,
+            image_id=image.id, image_digest=container.config.image_digest or None,
+            ip=container.config.ip or None, mac=container.config.mac or None, ports=options.ports,
+            tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id) or 0,
+            files_bound=files, source=source)
+
+    def _stream(self, container, options: MigrateOptions, agent, ticket: wire.MigrationTicket, record: Record,
+                timings: Timings, sent) -> tuple[wire.RestoreReport, int]:
+        """The dump streams into the destination's restore; any failure before
+        the destination's word resumes the container here."""
+        from ferry.migration.client import NoAnswer
+        read_fd, write_fd = os.pipe()
+        grow_pipe(write_fd)
+        outcome: dict = {"sent": 0}
+
+        def upload() -> None:
+            try:
+                outcome["report"] = agent.send_checkpoint(ticket.id, read_fd, sent=_counting(outcome, sent))
+            except BaseException as failure:   # handed to the main thread
+                outcome["failure"] = failure
+            finally:
+                os.close(read_fd)
+
+        uploader = threading.Thread(target=upload, name="ferry-migrate-upload", daemon=True)
+        uploader.start()
+        dumped = False
+        try:
+            with timings.phase(Phase.STREAM):
+                try:
+                    self.engine.checkpoints.checkpoint(
+                        container.id, CheckpointOptions(export_stream=write_fd, tcp_established=options.tcp_established,
+                                                        compress="zstd"),
+                        progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
+                    dumped = True
+                finally:
+                    os.close(write_fd)   # the end of the archive, or a cut stream the destination refuses
+            with timings.phase(Phase.RESTORE):
+                uploader.join()
+        except BaseException as interruption:
+            uploader.join()
+            if "report" in outcome:   # the destination runs it already: the migration is done
+                interruption.add_note("the container runs on the destination")
+                return outcome["report"], outcome["sent"]
+            self._resume(container, record, options, reason=f"interrupted: {interruption!r}")
+            raise
+        failure = outcome.get("failure")
+        if failure is None:
+            return outcome["report"], outcome["sent"]
+        if isinstance(failure, NoAnswer) and dumped:
+            status = self._ask(agent, ticket.id)
+            if status is not None and status.state == "running":
+                return (wire.RestoreReport(id=ticket.id, container_id=container.id, name=options.name or
+                                           container.name, seconds=0, phases={}), outcome["sent"])
+            if status is None:
+                self._save(replace(record, state="unresolved", error=str(failure)))
+                raise FerryError(f"cannot tell whether {agent.url} runs container {container.name!r}: {failure}",
+                                 hint=f"the checkpoint is kept here; once {agent.url} answers, any ferry command "
+                                      f"on {container.name!r} here finishes or undoes the migration")
+        if dumped:
+            with contextlib.suppress(FerryError):
+                agent.abort(ticket.id)
+            self._resume(container, record, options, reason=str(failure))
+        raise failure
+
+    def _ask(self, agent, migration_id: str) -> wire.MigrationStatus | None:
+        try:
+            return agent.status(migration_id)
+        except FerryError as exc:
+            log.warning("cannot ask %s about migration %s: %s", agent.url, migration_id, exc)
+            return None
+
+    def _resume(self, container, record: Record, options: MigrateOptions, reason: str) -> None:
+        """Before the point of no return: the container runs here again, from
+        the checkpoint it was dumped into (CRIU brings back its processes,
+        memory and TCP connections), or it was never stopped."""
+        current = self.engine.containers.get(container.id)
+        if current.state != RUNNING and current.checkpointed_at:
+            log.warning("resuming container %s here: %s", container.name, reason)
+            self.engine.checkpoints.restore(container.id, RestoreOptions(tcp_established=options.tcp_established))
+        self._save(replace(record, state="resumed", error=reason))
+
+    def _drop_source(self, container_id: str, keep: bool) -> None:
+        """After the point of no return: best effort, and a failure is reported, not undone."""
+        containers = self.engine.containers
+        try:
+            if keep:
+                containers.set_checkpointed(container_id, None)
+                from ferry.util.fs import remove_tree_later
+                remove_tree_later(containers.files(container_id).checkpoint_images)
+            else:
+                containers.remove(container_id, force=True)
+        except FerryError as exc:
+            log.warning("the container runs on the destination, but its copy here was not removed: %s", exc)
+
+
+def _counting(outcome: dict, sent):
+    def count(total: int) -> None:
+        outcome["sent"] = total
+        if sent:
+            sent(total)
+    return count
+
+
+def _no_progress(_phase: str, _done: int, _total: int) -> None:
+    pass
+
+
+def _alive(pid: int) -> bool:
+    from ferry.engine.listing import process_alive
+    return process_alive(pid)
+
+
+def _tree_size(path: str) -> int:
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
+
+
+def _disk_free(path: str) -> int:
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+def _size(count: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"

@@ -1,0 +1,58 @@
+"""The phases of a stop-and-copy migration, in order, and their timings.
+
+    PREFLIGHT   the destination checks the offer; nothing is frozen yet
+    STREAM      the source is dumped (and stays stopped, its checkpoint kept
+                here), and the archive streams into the destination's restore
+    RESTORE     the destination finishes the restore and says it runs
+    ---- the point of no return: the destination runs the container ----
+    CLEANUP     the source's copy is removed
+
+Before the point of no return, any failure resumes the source from its kept
+checkpoint and leaves the destination clean; after it, the source is only
+cleaned up, and a failure there is reported, never undone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import time
+from dataclasses import dataclass, field
+
+
+class Phase(str, enum.Enum):
+    PREFLIGHT = "preflight"
+    STREAM = "stream"
+    RESTORE = "restore"
+    CLEANUP = "cleanup"
+
+
+@dataclass
+class Timings:
+    """Seconds per phase, and the downtime: from the freeze on the source to
+    the destination's word that the container runs (an upper bound: it
+    includes the reply's way back)."""
+    phases: dict[str, float] = field(default_factory=dict)
+    frozen_at: float | None = None
+    running_at: float | None = None
+
+    @contextlib.contextmanager
+    def phase(self, phase: Phase):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase.value] = self.phases.get(phase.value, 0.0) + time.monotonic() - started
+
+    def frozen(self) -> None:
+        if self.frozen_at is None:
+            self.frozen_at = time.monotonic()
+
+    def running(self) -> None:
+        self.running_at = time.monotonic()
+
+    @property
+    def downtime(self) -> float | None:
+        if self.frozen_at is None or self.running_at is None:
+            return None
+        return self.running_at - self.frozen_at
