@@ -1,11 +1,17 @@
-"""Machine-wide records of shared bridges, kept as files under /run/ferry/networks.
+"""Records of shared bridges, kept as files under /run/ferry/networks, one set per host.
 
-Several state roots on one machine may attach containers to one bridge, so
+Several state roots on one host may attach containers to one bridge, so
 what must be unique per bridge lives here rather than in any root's database:
 
     <bridge>/network.json      the bridge's subnet and gateway, which every root must agree on
     <bridge>/roots/<root tag>  a root that has a network on this bridge
     <bridge>/leases/<ip>       which root's container holds an IP (and its MAC)
+
+A host is a network namespace: bridges live in one, so their records do too.
+Commands in the machine's initial netns use /run/ferry/networks; a command in
+another netns (a simulated host entered with `nsenter --net`, which shares
+this filesystem) uses /run/ferry/netns/netns-<inode>/networks, so two such
+hosts never see each other's leases (registry_dir()).
 
 Callers hold machine_lock(REGISTRY_LOCK). A record whose root directory has
 gone (a deleted test root, say) is stale and may be reclaimed.
@@ -17,14 +23,42 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from ferry.store.layout import Layout
 from ferry.util.fs import atomic_write
 
 REGISTRY_DIR = "/run/ferry/networks"
+NETNS_REGISTRY_BASE = "/run/ferry/netns"
+NETNS_REGISTRY_PREFIX = "netns-"
+OWN_NETNS = "/proc/self/ns/net"
+INITIAL_NETNS = "/proc/1/ns/net"
 REGISTRY_LOCK = "networks"
 ROOT_TAG_CHARS = 12
+
+
+def netns_inode(path: str = OWN_NETNS) -> int | None:
+    """The inode naming a network namespace (what `ls -iL /run/netns` and
+    `readlink /proc/PID/ns/net` show), or None when it cannot be read."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def registry_dir_for(inode: int) -> str:
+    """The registry of the host that is network namespace `inode` (not the initial one)."""
+    return os.path.join(NETNS_REGISTRY_BASE, f"{NETNS_REGISTRY_PREFIX}{inode}", "networks")
+
+
+def registry_dir() -> str:
+    """This host's registry: today's path in the initial netns (that of PID 1),
+    and a directory of its own in any other. When PID 1's netns cannot be
+    read (not root), the initial netns is assumed."""
+    own, initial = netns_inode(OWN_NETNS), netns_inode(INITIAL_NETNS)
+    if own is None or initial is None or own == initial:
+        return REGISTRY_DIR
+    return registry_dir_for(own)
 
 
 def root_tag(root: str) -> str:
@@ -44,14 +78,28 @@ class BridgeShape:
 
 @dataclass(frozen=True)
 class Lease:
+    """Which root's container holds an IP. `scope` says how its holder names the
+    container's netns and veth (link.netns_name). After a same-machine migration
+    the destination root holds the lease and `previous_*` names the source, which
+    gets it back if the destination lets go before the source gave it up."""
     ip: str
     mac: str
     root: str
     container_id: str
+    scope: str = ""
+    previous_root: str = ""
+    previous_scope: str = ""
 
     @property
     def stale(self) -> bool:
         return not root_is_live(self.root)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Lease | None:
+        try:
+            return cls(**{f.name: str(data[f.name]) for f in fields(cls) if f.name in data})
+        except TypeError:   # a required field missing: not a lease ferry wrote
+            return None
 
 
 def _read_json(path: str) -> dict | None:
@@ -67,8 +115,8 @@ def _listdir(path: str) -> list[str]:
 
 
 class Registry:
-    def __init__(self, base: str = REGISTRY_DIR):
-        self.base = base
+    def __init__(self, base: str | None = None):
+        self.base = base if base is not None else registry_dir()
 
     def _dir(self, bridge: str, *parts: str) -> str:
         return os.path.join(self.base, bridge, *parts)
@@ -130,14 +178,14 @@ class Registry:
     def leases(self, bridge: str) -> list[Lease]:
         found = []
         for ip in _listdir(self._dir(bridge, "leases")):
-            data = _read_json(self._dir(bridge, "leases", ip))
-            if data:
-                found.append(Lease(**data))
+            lease = None if ip.startswith(".") else self.lease(bridge, ip)   # dot: an atomic write's temp
+            if lease:
+                found.append(lease)
         return found
 
     def lease(self, bridge: str, ip: str) -> Lease | None:
         data = _read_json(self._dir(bridge, "leases", ip))
-        return Lease(**data) if data else None
+        return Lease.from_json(data) if isinstance(data, dict) else None
 
     def take(self, bridge: str, lease: Lease) -> None:
         """Create the lease file; FileExistsError if someone holds the IP."""
@@ -148,6 +196,10 @@ class Registry:
             json.dump(asdict(lease), f)
             f.flush()
             os.fsync(f.fileno())
+
+    def rewrite(self, bridge: str, lease: Lease) -> None:
+        """Replace the lease file of lease.ip in one step (a handover between roots)."""
+        atomic_write(self._dir(bridge, "leases", lease.ip), json.dumps(asdict(lease)), mode=0o644)
 
     def drop(self, bridge: str, ip: str) -> None:
         try:
