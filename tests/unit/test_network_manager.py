@@ -158,3 +158,198 @@ def test_a_bridge_record_no_live_root_holds_frees_its_subnet(tmp_path, tools, re
     created = a.create("blue", "10.97.0.0/24")
     assert created.subnet == "10.97.0.0/24"
     assert "ferry7" not in registry.bridges()
+
+
+# ---- a container that moves between two roots on one host keeps its ID ----------
+
+def test_a_lease_is_adopted_only_when_asked_and_only_by_the_same_container(tmp_path, tools, registry):
+    source, dest = manager(tmp_path, "src", registry), manager(tmp_path, "dst", registry)
+    ip, mac = source.reserve(CONTAINER_A, "ferry")
+    with pytest.raises(Conflict, match=f"IP {ip} is already leased to container aaaaaaaaaaaa"):
+        dest.reserve(CONTAINER_A, "ferry", ip=ip, mac=mac)                    # the default refuses
+    with pytest.raises(Conflict, match=f"IP {ip} is already leased to container aaaaaaaaaaaa"):
+        dest.reserve(CONTAINER_B, "ferry", ip=ip, adopt=True)                 # another container
+    with pytest.raises(Conflict, match=f"has MAC {mac} in root {source.root}"):
+        dest.reserve(CONTAINER_A, "ferry", ip=ip, mac="02:00:00:00:00:99", adopt=True)
+    assert dest.reservations() == [] and [lease.root for lease in registry.leases("ferry0")] == [source.root]
+
+    assert dest.reserve(CONTAINER_A, "ferry", ip=ip, mac=mac, adopt=True) == (ip, mac)
+    [lease] = registry.leases("ferry0")
+    assert (lease.root, lease.container_id, lease.mac) == (dest.root, CONTAINER_A, mac)
+    assert (lease.previous_root, lease.scope) == (source.root, dest.root_tag)
+    assert dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True) == (ip, mac)     # idempotent
+    with pytest.raises(Conflict, match=f"root {dest.root}"):
+        source.attach(CONTAINER_A)             # the source may not put it back on the wire meanwhile
+
+
+def test_an_adopted_container_s_netns_and_veth_are_named_apart_from_its_twin(tmp_path, tools, registry):
+    source, dest = manager(tmp_path, "src", registry), manager(tmp_path, "dst", registry)
+    ip, mac = source.reserve(CONTAINER_A, "ferry")
+    dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True)
+    assert source.netns_name(CONTAINER_A) == link.netns_name(CONTAINER_A) == "ferry-aaaaaaaaaaaa"
+    assert dest.netns_name(CONTAINER_A) == f"ferry-aaaaaaaaaaaa-{dest.root_tag}"
+    assert source.host_veth(CONTAINER_A) == "fvaaaaaaaaaaaa" != dest.host_veth(CONTAINER_A)
+    net = dest.get("ferry")
+    attachment = dest._attachment(net, dest.reservation(CONTAINER_A))
+    assert (attachment.netns, attachment.host_veth, attachment.ip, attachment.mac) == \
+        (dest.netns_name(CONTAINER_A), dest.host_veth(CONTAINER_A), ip, mac)
+
+
+def test_after_a_move_the_source_s_rm_leaves_the_destination_s_lease(tmp_path, tools, registry):
+    source, dest = manager(tmp_path, "src", registry), manager(tmp_path, "dst", registry)
+    ip, mac = source.reserve(CONTAINER_A, "ferry")
+    dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True)
+    source.release(CONTAINER_A)                                            # ferry rm on the source
+    assert source.reservation(CONTAINER_A) is None
+    [lease] = registry.leases("ferry0")
+    assert (lease.root, lease.previous_root, lease.ip, lease.mac) == (dest.root, "", ip, mac)
+    with pytest.raises(Conflict, match="already leased"):
+        source.reserve(CONTAINER_C, "ferry", ip=ip)
+    dest.release(CONTAINER_A)                                              # and later on the destination
+    assert registry.leases("ferry0") == []
+
+
+def test_a_move_that_fails_gives_the_lease_back_to_the_source(tmp_path, tools, registry):
+    source, dest = manager(tmp_path, "src", registry), manager(tmp_path, "dst", registry)
+    ip, mac = source.reserve(CONTAINER_A, "ferry")
+    dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True)
+    dest.release(CONTAINER_A)                                              # the destination's undo
+    [lease] = registry.leases("ferry0")
+    assert (lease.root, lease.previous_root, lease.scope) == (source.root, "", "")
+    assert source.reserve(CONTAINER_A, "ferry") == (ip, mac)               # still the source's
+
+
+def test_a_move_back_and_forth_hands_the_lease_over_each_way(tmp_path, tools, registry):
+    a, b = manager(tmp_path, "a", registry), manager(tmp_path, "b", registry)
+    ip, mac = a.reserve(CONTAINER_A, "ferry")
+    b.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True)
+    a.release(CONTAINER_A)
+    a.reserve(CONTAINER_A, "ferry", ip=ip, mac=mac, adopt=True)            # and back to a
+    assert a.netns_name(CONTAINER_A) == f"ferry-aaaaaaaaaaaa-{a.root_tag}" != b.netns_name(CONTAINER_A)
+    [lease] = registry.leases("ferry0")
+    assert (lease.root, lease.previous_root, lease.previous_scope) == (a.root, b.root, b.root_tag)
+    b.release(CONTAINER_A)
+    [lease] = registry.leases("ferry0")
+    assert (lease.root, lease.previous_root, lease.scope) == (a.root, "", a.root_tag)
+
+
+def test_adopting_without_a_holder_takes_the_ip_with_names_of_its_own(tmp_path, tools, registry):
+    """Another host (its own registry) or a source root since deleted: nothing to hand over."""
+    gone = manager(tmp_path, "gone", registry)
+    ip, mac = gone.reserve(CONTAINER_A, "ferry")
+    gone.db.close()
+    shutil.rmtree(tmp_path / "gone")
+    dest = manager(tmp_path, "dst", registry)
+    assert dest.reserve(CONTAINER_A, "ferry", ip=ip, mac=mac, adopt=True) == (ip, mac)
+    [lease] = registry.leases("ferry0")
+    assert (lease.root, lease.previous_root) == (dest.root, "")
+    assert dest.netns_name(CONTAINER_A).endswith(dest.root_tag)
+    assert dest.reserve(CONTAINER_B, "ferry", ip="10.90.3.3", adopt=True)[0] == "10.90.3.3"
+
+
+def test_prune_of_an_adopted_lease_without_its_row_hands_it_back(tmp_path, tools, registry):
+    source, dest = manager(tmp_path, "src", registry), manager(tmp_path, "dst", registry)
+    ip, _ = source.reserve(CONTAINER_A, "ferry")
+    dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True)
+    with dest.db.write() as conn:                          # a crash lost the destination's row
+        conn.execute("DELETE FROM network_leases WHERE container_id = ?", (CONTAINER_A,))
+    assert dest.prune(set()) == [f"lease {ip} (aaaaaaaaaaaa) back to root {source.root}"]
+    assert [lease.root for lease in registry.leases("ferry0")] == [source.root]
+
+
+def test_a_database_of_an_older_ferry_gains_the_scope_column(tmp_path, tools, registry):
+    import sqlite3
+    layout = Layout(str(tmp_path / "old"))
+    manager(tmp_path, "old", registry).db.close()
+    with sqlite3.connect(layout.database) as conn:
+        conn.execute("DROP TABLE network_leases")
+        conn.execute("CREATE TABLE network_leases (container_id TEXT PRIMARY KEY, network TEXT NOT NULL, "
+                     "ip TEXT NOT NULL, mac TEXT NOT NULL, UNIQUE (network, ip))")
+        conn.execute("INSERT INTO network_leases VALUES (?, 'ferry', '10.90.0.9', '02:00:00:00:00:09')",
+                     (CONTAINER_A,))
+    again = manager(tmp_path, "old", registry)
+    assert again.reservation(CONTAINER_A).scope == ""
+    assert again.netns_name(CONTAINER_A) == "ferry-aaaaaaaaaaaa"
+    again.reserve(CONTAINER_B, "ferry", adopt=True)
+    assert again.reservation(CONTAINER_B).scope == again.root_tag
+
+
+# ---- uplinks: a bridge that shares its L2 segment with other hosts' bridges -------
+
+@pytest.fixture
+def uplink_host(monkeypatch, tmp_path):
+    """A host with interface up0 and nothing of ferry's: ip and nft calls are recorded
+    and answered; the bridge and the uplink rules appear as they are made."""
+    state = {"links": {"lo", "up0"}, "bridge_rules": [], "applied": [], "batches": []}
+
+    def execute(argv, **kwargs):
+        argv = list(argv)
+        if argv[:4] == ["ip", "-j", "-4", "route"]:
+            return proc.Result(tuple(argv), 0, "[]", "")
+        if argv[:2] == ["ip", "-batch"]:
+            lines = kwargs["input"].splitlines()
+            state["batches"].append(lines)
+            if lines[0].startswith("link add name "):
+                state["links"].add(lines[0].split()[3])
+            return proc.Result(tuple(argv), 0, "", "")
+        if argv[:6] == ["nft", "-j", "-a", "list", "table", "bridge"]:
+            if not state["bridge_rules"]:
+                return proc.Result(tuple(argv), 1, "", "Error: No such file or directory")
+            listing = {"nftables": [{"rule": {"chain": c, "handle": h, "comment": m}}
+                                    for c, h, m in state["bridge_rules"]]}
+            return proc.Result(tuple(argv), 0, json.dumps(listing), "")
+        if argv[:4] == ["nft", "-j", "-a", "list"]:
+            return proc.Result(tuple(argv), 1, "", "Error: No such file or directory")
+        if argv[:3] == ["nft", "-f", "-"]:
+            script = kwargs["input"]
+            state["applied"].append(script)
+            for line in script.splitlines():
+                if line.startswith("add rule bridge ferry"):
+                    chain = line.split()[4]
+                    comment = line.split('comment "')[1].rstrip('"')
+                    state["bridge_rules"].append((chain, len(state["bridge_rules"]) + 10, comment))
+                if line == "delete table bridge ferry":
+                    state["bridge_rules"].clear()
+            return proc.Result(tuple(argv), 0, "", "")
+        if argv[:3] == ["ip", "link", "del"]:
+            state["links"].discard(argv[3])
+            return proc.Result(tuple(argv), 0, "", "")
+        raise AssertionError(f"unexpected tool call {argv}")
+
+    monkeypatch.setattr(proc, "_execute", execute)
+    monkeypatch.setattr(link, "link_exists", lambda name: name in state["links"])
+    monkeypatch.setattr(link, "is_ferry_bridge", lambda name: name == "ferry0" and name in state["links"])
+    monkeypatch.setattr(link, "is_ferry_made", lambda name: name.startswith(("ferry", "fv")))
+    monkeypatch.setattr(link, "link_address", lambda name: None)
+    monkeypatch.setattr(link, "netns_exists", lambda name: False)
+    monkeypatch.setattr(link, "interfaces", lambda: sorted(state["links"]))
+    monkeypatch.setattr(link, "enable_routing", lambda bridge: None)
+    monkeypatch.setattr(locks, "MACHINE_LOCK_DIR", str(tmp_path / "locks"))
+    return state
+
+
+def test_an_uplink_joins_the_bridge_with_the_gateway_mac_kept_off_it(tmp_path, uplink_host, registry):
+    a = manager(tmp_path, "a", registry)
+    net = a.add_uplink("ferry", "up0")
+    mac = link.gateway_mac(net.subnet, net.gateway)
+    assert uplink_host["batches"][0][0] == f"link add name ferry0 address {mac} type bridge"
+    assert uplink_host["batches"][-1] == ["link set up0 master ferry0", "link set up0 up"]
+    assert [m for _, _, m in uplink_host["bridge_rules"]] == ["uplink ferry0 up0"] * 2
+    assert f'iifname "up0" ether saddr {mac} drop' in uplink_host["applied"][-1]
+    filters = [script for script in uplink_host["applied"] if "table bridge ferry" in script]
+    a.add_uplink("ferry", "up0")                                      # idempotent: no new rules
+    assert [script for script in uplink_host["applied"] if "table bridge ferry" in script] == filters
+    assert len(uplink_host["bridge_rules"]) == 2
+    assert registry.shape("ferry0") is not None
+
+    for bad, needle in (("nope0", "interface nope0 does not exist"),
+                        ("ferry0", "was made by ferry"), ("fvaaaaaaaaaaaa", "was made by ferry")):
+        uplink_host["links"].add("fvaaaaaaaaaaaa")
+        with pytest.raises((NotFound, Conflict), match=needle):
+            a.add_uplink("ferry", bad)
+    with pytest.raises(UsageError):
+        a.add_uplink("ferry", "bad name")
+
+    a.remove("ferry")                                                 # the bridge goes, its filter too
+    assert "ferry0" not in uplink_host["links"] and uplink_host["bridge_rules"] == []
+    assert uplink_host["applied"][-1].strip() == "delete table bridge ferry"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ferry.network import garp, hostfiles, link, nft
 from ferry.network.ports import PortMapping
 
@@ -75,10 +77,51 @@ def test_interface_names_fit_and_are_unique_per_container():
     assert link.parse_alias("something else") is None
 
 
-def test_bridge_mac_is_stable_and_locally_administered():
-    mac = link.bridge_mac("ferry0", "10.90.0.1")
-    assert mac == link.bridge_mac("ferry0", "10.90.0.1") != link.bridge_mac("ferry1", "10.90.0.1")
-    assert int(mac[:2], 16) & 0x03 == 0x02
+def test_a_scope_names_a_container_apart_from_its_twin_in_another_root():
+    """A migrated container keeps its ID; its copy in each root gets names of its own."""
+    other_tag = "ba9876543210"
+    assert link.netns_name(CONTAINER, ROOT_TAG) == f"ferry-cccccccccccc-{ROOT_TAG}"
+    names = {link.host_veth_name(CONTAINER), link.host_veth_name(CONTAINER, ROOT_TAG),
+             link.host_veth_name(CONTAINER, other_tag)}
+    assert len(names) == 3 and all(len(n) <= 15 and n.startswith("fv") for n in names)
+    assert link.host_veth_name(CONTAINER, ROOT_TAG) == link.host_veth_name(CONTAINER, ROOT_TAG)
+    assert link.netns_name(CONTAINER, "") == link.netns_name(CONTAINER)
+
+
+def test_gateway_mac_is_one_per_subnet_and_gateway_whatever_the_bridge():
+    """The anycast gateway: every host's bridge for a network gets the same MAC."""
+    mac = link.gateway_mac("10.90.0.0/16", "10.90.0.1")
+    # Pinned: hosts running different ferry versions must still agree on it.
+    assert mac == link.gateway_mac("10.90.0.0/16", "10.90.0.1") == "ee:21:c8:97:f6:ee"
+    assert len({mac, link.gateway_mac("10.91.0.0/16", "10.91.0.1"),
+                link.gateway_mac("10.90.0.0/16", "10.90.0.254")}) == 3
+    for subnet in (f"10.{n}.0.0/16" for n in range(90, 255)):
+        first = int(link.gateway_mac(subnet, subnet.replace(".0/16", ".1"))[:2], 16)
+        assert first & 0x02 and not first & 0x01          # locally administered, unicast
+
+
+def test_bridge_is_made_with_the_gateway_mac(monkeypatch):
+    batches = []
+    monkeypatch.setattr(link, "_batch", lambda lines, desc, netns=None: batches.append(list(lines)))
+    link.create_bridge("ferry7", "10.97.0.1", 16)
+    assert batches[0][0] == f"link add name ferry7 address {link.gateway_mac('10.97.0.0/16', '10.97.0.1')} type bridge"
+
+
+def test_uplink_rules_keep_the_gateway_mac_off_the_uplink_both_ways():
+    mac = "6a:fb:91:03:b6:c7"
+    assert nft.uplink_rules("ferry0", "up0", mac) == [
+        f'add rule bridge ferry prerouting iifname "up0" ether saddr {mac} drop comment "uplink ferry0 up0"',
+        f'add rule bridge ferry output oifname "up0" ether saddr {mac} drop comment "uplink ferry0 up0"']
+    assert nft.UPLINK_SKELETON.startswith("table bridge ferry {")
+    for bad in (("ferry0", 'up0" accept', mac), ("ferry0", "x" * 16, mac), ("ferry0", "up0", "ff:ff")):
+        with pytest.raises(ValueError):
+            nft.uplink_rules(*bad)
+    rules = [nft.Rule("prerouting", 3, "uplink ferry0 up0"), nft.Rule("output", 4, "uplink ferry0 up0"),
+             nft.Rule("output", 5, "uplink ferry0 up1"), nft.Rule("output", 6, "uplink ferry01 up0")]
+    assert [r.handle for r in nft.owned_by_uplinks(rules, "ferry0")] == [3, 4, 5]
+    assert [r.handle for r in nft.owned_by_uplinks(rules, "ferry0", "up0")] == [3, 4]
+    assert nft.delete_rules(rules[:1], nft.BRIDGE_FAMILY) == ["delete rule bridge ferry prerouting handle 3"]
+    assert nft.delete_table(nft.BRIDGE_FAMILY) == "delete table bridge ferry"
 
 
 def test_resolv_conf_drops_loopback_nameservers():

@@ -7,6 +7,7 @@ roots on one machine and fit the 15-character interface limit.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 from typing import Iterable
@@ -27,15 +28,24 @@ ALIAS_PREFIX = "ferry"
 BRIDGE_ALIAS = "ferry:bridge"
 
 
-def netns_name(container_id: str) -> str:
-    return f"{NETNS_PREFIX}{container_id[:ID_CHARS]}"
+def netns_name(container_id: str, scope: str = "") -> str:
+    """The container's named netns. A container that arrived by migration keeps
+    its ID, and its twin on the source may still exist until the move completes:
+    on this machine (two roots), or on another simulated host, which shares
+    /run/netns. Such a container's names carry a scope (its root's tag)."""
+    base = f"{NETNS_PREFIX}{container_id[:ID_CHARS]}"
+    return f"{base}-{scope}" if scope else base
 
 
 def netns_path(name: str) -> str:
     return os.path.join(NETNS_DIR, name)
 
 
-def host_veth_name(container_id: str) -> str:
+def host_veth_name(container_id: str, scope: str = "") -> str:
+    """fv + 12 hex: the ID's prefix, or with a scope a digest of both (15 characters
+    at most); the veth's alias names the owner either way."""
+    if scope:
+        return HOST_VETH_PREFIX + hashlib.sha256(f"{scope}:{container_id}".encode()).hexdigest()[:ID_CHARS]
     return f"{HOST_VETH_PREFIX}{container_id[:ID_CHARS]}"
 
 
@@ -51,10 +61,13 @@ def parse_alias(alias: str) -> tuple[str, str] | None:
     return None
 
 
-def bridge_mac(bridge: str, gateway: str) -> str:
-    """The same gateway MAC on every host, so a migrated container's ARP entry
-    for its gateway stays right; fixed, too, so it never follows port changes."""
-    return random_mac(hashlib.sha256(f"{bridge}|{gateway}".encode()).digest()[:6])
+def gateway_mac(subnet: str, gateway: str) -> str:
+    """The bridge's MAC: a function of the network's subnet and gateway address
+    only, so that every host's bridge for that network has the same one (an
+    anycast gateway) whatever the bridge is called there, and a container that
+    moves keeps a right ARP entry for its gateway. Set when the bridge is made,
+    it never follows its ports' addresses either. Locally administered, unicast."""
+    return random_mac(hashlib.sha256(f"ferry gateway|{subnet}|{gateway}".encode()).digest()[:6])
 
 
 def link_exists(name: str) -> bool:
@@ -74,17 +87,38 @@ def _batch(lines: Iterable[str], desc: str, netns: str | None = None) -> None:
     proc.run(argv, desc=desc, input="\n".join(lines) + "\n")
 
 
+def _sys_attribute(name: str, attribute: str) -> str | None:
+    try:
+        with open(os.path.join(SYS_NET, name, attribute)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def is_ferry_bridge(name: str) -> bool:
     """Only bridges ferry made (marked by their alias) are ever changed or deleted."""
-    try:
-        with open(os.path.join(SYS_NET, name, "ifalias")) as f:
-            return f.read().strip() == BRIDGE_ALIAS
-    except OSError:
-        return False
+    return _sys_attribute(name, "ifalias") == BRIDGE_ALIAS
+
+
+def is_ferry_made(name: str) -> bool:
+    """A bridge or a container's host veth (their aliases start with ferry's mark)."""
+    return (_sys_attribute(name, "ifalias") or "").startswith(f"{ALIAS_PREFIX}:")
+
+
+def link_address(name: str) -> str | None:
+    """An interface's MAC address, as the kernel has it now."""
+    return _sys_attribute(name, "address")
+
+
+def enslave(interface: str, bridge: str) -> None:
+    """Make an existing interface a port of `bridge`, up."""
+    _batch([f"link set {interface} master {bridge}", f"link set {interface} up"],
+           desc=f"connect {interface} to bridge {bridge}")
 
 
 def create_bridge(bridge: str, gateway: str, prefixlen: int) -> None:
-    _batch([f"link add name {bridge} address {bridge_mac(bridge, gateway)} type bridge",
+    subnet = str(ipaddress.IPv4Interface(f"{gateway}/{prefixlen}").network)
+    _batch([f"link add name {bridge} address {gateway_mac(subnet, gateway)} type bridge",
             f"link set {bridge} alias {BRIDGE_ALIAS}",
             f"addr add {gateway}/{prefixlen} dev {bridge}",
             f"link set {bridge} up"], desc=f"create bridge {bridge}")
@@ -127,14 +161,15 @@ def connect_container(*, netns: str, host_veth: str, alias: str, bridge: str, ma
            desc=f"configure {CONTAINER_IFNAME} in {netns}", netns=netns)
 
 
-def set_carrier(host_veth: str) -> None:
-    proc.run(carrier_argv(host_veth), desc=f"bring {host_veth} up")
+def set_carrier(host_veth: str, up: bool = True) -> None:
+    state = "up" if up else "down"
+    proc.run(carrier_argv(host_veth, up), desc=f"bring {host_veth} {state}")
 
 
-def carrier_argv(host_veth: str) -> list[str]:
-    """The command that brings the wire up, for a hook another program runs."""
+def carrier_argv(host_veth: str, up: bool = True) -> list[str]:
+    """The command that brings the wire up (or down), for a hook another program runs."""
     import shutil
-    return [shutil.which("ip", path=proc.TOOL_PATH) or "ip", "link", "set", host_veth, "up"]
+    return [shutil.which("ip", path=proc.TOOL_PATH) or "ip", "link", "set", host_veth, "up" if up else "down"]
 
 
 def veth_owners() -> dict[str, tuple[str, str]]:

@@ -1,9 +1,15 @@
 """NetworkManager: one root's networks, address leases, netns and published ports.
 
 Each root's database records its networks and its containers' reservations;
-what must be unique machine-wide (an IP on a shared bridge, a host port) is
-coordinated through the registry files and ferry's nft table under machine
-locks, taken in the order registry -> nft.
+what must be unique on a host (an IP on a shared bridge, a host port) is
+coordinated through the registry files (one set per host network namespace)
+and ferry's nft table under machine locks, taken in the order registry -> nft.
+
+A container that moves between roots keeps its ID, IP and MAC: the destination
+reserves it with adopt=True, which takes over a lease the source root on the
+same host still holds for that container, and names the container's netns and
+veth apart from the source's (its reservation's scope), since both exist until
+the move completes.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from ferry.network import hostfiles, ipam, link, nft
 from ferry.network.ports import PortMapping, check_distinct, ensure_host_port_free, pick_free_port
-from ferry.network.registry import REGISTRY_LOCK, BridgeShape, Lease, Registry, root_tag
+from ferry.network.registry import REGISTRY_LOCK, BridgeShape, Lease, Registry, root_is_live, root_tag
 from ferry.store.db import Database
 from ferry.store.ids import check_name, short
 from ferry.store.layout import Layout
@@ -41,6 +47,7 @@ CREATE TABLE IF NOT EXISTS network_leases (
     UNIQUE (network, ip)
 )
 """
+ADDED_LEASE_COLUMNS = {"scope": "TEXT NOT NULL DEFAULT ''"}
 MAC_ATTEMPTS = 16
 
 
@@ -77,6 +84,7 @@ class Reservation:
     network: str
     ip: str
     mac: str
+    scope: str = ""       # "" or this root's tag: see link.netns_name
 
 
 def network_id(name: str, bridge: str, subnet: str) -> str:
@@ -92,6 +100,7 @@ class NetworkManager:
         self.root = layout.root
         self.root_tag = root_tag(layout.root)
         db.ensure(DDL)
+        db.add_columns("network_leases", ADDED_LEASE_COLUMNS)
 
     # ---- networks --------------------------------------------------------
     def list(self) -> list[Network]:
@@ -236,6 +245,7 @@ class NetworkManager:
         with machine_lock(nft.NFT_LOCK):
             rules = nft.list_rules()
             removed += self._delete_rules(rules, nft.owned_by_bridge(rules, bridge))
+            removed += self._delete_uplink_rules(bridge)
         return removed + self.registry.forget(bridge)
 
     # ---- leases ----------------------------------------------------------
@@ -251,8 +261,15 @@ class NetworkManager:
         return [Reservation(**dict(row)) for row in self.db.read().execute(query, params).fetchall()]
 
     def reserve(self, container_id: str, network: str, *, ip: str | None = None,
-                mac: str | None = None) -> tuple[str, str]:
-        """Give a container its IP and MAC for its whole lifetime (idempotent)."""
+                mac: str | None = None, adopt: bool = False) -> tuple[str, str]:
+        """Give a container its IP and MAC for its whole lifetime (idempotent).
+
+        `adopt` is for a container arriving from another root (a migration keeps
+        its ID): a lease of `ip` that another live root on this host holds for
+        the same container ID passes to this root (and goes back to it if this
+        root lets go first); any other holder is still refused. The container's
+        netns and veth get names of this root's own (the source's twin may still
+        exist until the move completes)."""
         net = self.get(network)
         subnet = ipam.parse_subnet(net.subnet)
         wanted_ip = ipam.check_container_ip(subnet, net.gateway, ip) if ip else None
@@ -269,23 +286,46 @@ class NetworkManager:
             self.registry.register(net.bridge, BridgeShape(net.subnet, net.gateway), self.root)
             leases = {lease.ip: lease for lease in self.registry.leases(net.bridge)
                       if not self._reclaimable(lease)}
+            handed_over = None
             if wanted_ip in leases:
-                raise self._taken(leases[wanted_ip])
+                handed_over = leases.pop(wanted_ip)
+                if not (adopt and handed_over.container_id == container_id):
+                    raise self._taken(handed_over)
+                if wanted_mac not in (None, handed_over.mac):
+                    raise Conflict(f"IP {wanted_ip} of container {short(container_id)} has MAC "
+                                   f"{handed_over.mac} in root {handed_over.root}, not {wanted_mac}",
+                                   hint="keep the container's MAC, or choose another --ip")
+                wanted_mac = handed_over.mac
             allocated = wanted_ip or ipam.next_free_ip(subnet, net.gateway, leases,
                                                        after=self.registry.cursor(net.bridge))
             chosen = Reservation(container_id, net.name, allocated,
-                                 self._choose_mac(wanted_mac, leases.values()))
+                                 self._choose_mac(wanted_mac, leases.values()),
+                                 scope=self.root_tag if adopt else "")
             if not wanted_ip:
                 self.registry.set_cursor(net.bridge, allocated)
-            self._hold_lease(net, chosen)
+            if handed_over:
+                self.registry.rewrite(net.bridge, self._lease_of(chosen, previous=handed_over))
+            else:
+                self._hold_lease(net, chosen)
             try:
                 with self.db.write() as conn:
-                    conn.execute("INSERT INTO network_leases VALUES (?, ?, ?, ?)",
-                                 (chosen.container_id, chosen.network, chosen.ip, chosen.mac))
+                    conn.execute("INSERT INTO network_leases (container_id, network, ip, mac, scope) "
+                                 "VALUES (?, ?, ?, ?, ?)",
+                                 (chosen.container_id, chosen.network, chosen.ip, chosen.mac, chosen.scope))
             except BaseException:
-                self.registry.drop(net.bridge, chosen.ip)
+                if handed_over:
+                    self.registry.rewrite(net.bridge, handed_over)
+                else:
+                    self.registry.drop(net.bridge, chosen.ip)
                 raise
         return chosen.ip, chosen.mac
+
+    def _lease_of(self, reservation: Reservation, previous: Lease | None = None) -> Lease:
+        lease = Lease(reservation.ip, reservation.mac, self.root, reservation.container_id,
+                      scope=reservation.scope)
+        if previous is not None:
+            lease = replace(lease, previous_root=previous.root, previous_scope=previous.scope)
+        return lease
 
     @staticmethod
     def _choose_mac(wanted: str | None, leases) -> str:
@@ -315,7 +355,7 @@ class NetworkManager:
                         f"(root {lease.root})", hint="choose another --ip, or remove that container")
 
     def _hold_lease(self, net: Network, reservation: Reservation) -> None:
-        """Make sure the machine-wide lease file is ours (it may be gone after a reboot)."""
+        """Make sure the host's lease file is ours (it may be gone after a reboot)."""
         existing = self.registry.lease(net.bridge, reservation.ip)
         if existing:
             if existing.root == self.root and existing.container_id == reservation.container_id:
@@ -323,35 +363,60 @@ class NetworkManager:
             if not self._reclaimable(existing):
                 raise self._taken(existing)
             self.registry.drop(net.bridge, reservation.ip)
-        self.registry.take(net.bridge, Lease(reservation.ip, reservation.mac, self.root,
-                                             reservation.container_id))
+        self.registry.take(net.bridge, self._lease_of(reservation))
+
+    def _let_go(self, bridge: str, lease: Lease) -> str:
+        """Give up a lease this root holds: back to the root it was adopted from
+        while that root still claims it (a move that failed), else dropped."""
+        if lease.previous_root and lease.previous_root != self.root and root_is_live(lease.previous_root):
+            self.registry.rewrite(bridge, Lease(lease.ip, lease.mac, lease.previous_root, lease.container_id,
+                                                scope=lease.previous_scope))
+            return f"lease {lease.ip} ({short(lease.container_id)}) back to root {lease.previous_root}"
+        self.registry.drop(bridge, lease.ip)
+        return f"lease {lease.ip} ({short(lease.container_id)})"
 
     def release(self, container_id: str) -> None:
         """Drop a container's lease and everything made from it (container rm); idempotent."""
         self._release(container_id)
 
     def _release(self, container_id: str) -> list[str]:
-        removed = self._unpublish(container_id) + self._detach(container_id)
+        """A lease file another root holds stays: after a move, the destination's."""
         current = self.reservation(container_id)
+        removed = self._unpublish(container_id) + self._detach(container_id)
         if current is None:
             return removed
         net = self._find(current.network)
+        gone = f"lease {current.ip} ({short(container_id)})"
         with machine_lock(REGISTRY_LOCK):
-            if net:
-                lease = self.registry.lease(net.bridge, current.ip)
-                if lease and lease.root == self.root and lease.container_id == container_id:
-                    self.registry.drop(net.bridge, current.ip)
+            lease = self.registry.lease(net.bridge, current.ip) if net else None
+            if lease and lease.container_id == container_id:
+                if lease.root == self.root:
+                    gone = self._let_go(net.bridge, lease)
+                elif lease.previous_root == self.root:   # the move is complete: no claim to keep
+                    self.registry.rewrite(net.bridge, replace(lease, previous_root="", previous_scope=""))
             with self.db.write() as conn:
                 conn.execute("DELETE FROM network_leases WHERE container_id = ?", (container_id,))
-        return removed + [f"lease {current.ip} ({short(container_id)})"]
+        return removed + [gone]
 
     # ---- netns and veth --------------------------------------------------
     def _attachment(self, net: Network, reservation: Reservation) -> Attachment:
-        netns = link.netns_name(reservation.container_id)
+        netns = link.netns_name(reservation.container_id, reservation.scope)
         return Attachment(network=net.name, netns=netns, netns_path=link.netns_path(netns),
                           interface=link.CONTAINER_IFNAME, ip=reservation.ip,
                           prefixlen=net.prefixlen, mac=reservation.mac, gateway=net.gateway,
-                          host_veth=link.host_veth_name(reservation.container_id))
+                          host_veth=link.host_veth_name(reservation.container_id, reservation.scope))
+
+    def _scope(self, container_id: str) -> str:
+        current = self.reservation(container_id)
+        return current.scope if current else ""
+
+    def netns_name(self, container_id: str) -> str:
+        """The name of the container's netns (under /run/netns) in this root."""
+        return link.netns_name(container_id, self._scope(container_id))
+
+    def host_veth(self, container_id: str) -> str:
+        """The name of the container's veth on the host side, in this root."""
+        return link.host_veth_name(container_id, self._scope(container_id))
 
     def attach(self, container_id: str, *, isolated: bool = False) -> Attachment:
         """Make the container's named netns, wired to its bridge with its reserved IP and MAC.
@@ -370,7 +435,7 @@ class NetworkManager:
             self._ensure_bridge(net)
             if link.netns_exists(attachment.netns) and link.link_exists(attachment.host_veth):
                 return attachment
-            self._detach(container_id)        # half-made leftovers of a crash
+            self._detach(container_id, current.scope)        # half-made leftovers of a crash
             try:
                 link.create_netns(attachment.netns)
                 link.connect_container(netns=attachment.netns, host_veth=attachment.host_veth,
@@ -379,9 +444,56 @@ class NetworkManager:
                                        prefixlen=attachment.prefixlen, gateway=attachment.gateway,
                                        carrier=not isolated)
             except BaseException:
-                self._detach(container_id)
+                self._detach(container_id, current.scope)
                 raise
         return attachment
+
+    def ensure_bridge(self, network: str) -> Network:
+        """Make the network's bridge now (attach() makes it on first use)."""
+        net = self.get(network)
+        with machine_lock(REGISTRY_LOCK):
+            self._ensure_bridge(net)
+        return net
+
+    def add_uplink(self, network: str, interface: str) -> Network:
+        """Make an existing host interface a port of the network's bridge (made if
+        need be), so that its containers share one L2 segment with the bridges of
+        other hosts on that link: the same subnet, gateway address and gateway MAC
+        on each (link.gateway_mac) lets a container move between them with its IP
+        and MAC. The gateway MAC is kept off the uplink (nft table bridge ferry):
+        each host answers for the gateway on its own side. Idempotent."""
+        ipam.check_ifname(interface)
+        net = self.get(network)
+        with machine_lock(REGISTRY_LOCK):
+            if not link.link_exists(interface):
+                raise NotFound(f"interface {interface} does not exist", hint="create it first")
+            if interface == net.bridge or link.is_ferry_made(interface):
+                raise Conflict(f"interface {interface} was made by ferry and cannot be an uplink",
+                               hint="use a host interface, e.g. a veth to another host's bridge")
+            self._ensure_bridge(net)
+            mac = link.link_address(net.bridge) or link.gateway_mac(net.subnet, net.gateway)
+            with machine_lock(nft.NFT_LOCK):
+                rules = nft.list_rules(nft.BRIDGE_FAMILY)
+                present = nft.owned_by_uplinks(rules, net.bridge, interface)
+                wanted = nft.uplink_rules(net.bridge, interface, mac)
+                if len(present) != len(wanted):
+                    nft.apply([nft.UPLINK_SKELETON, *nft.delete_rules(present, nft.BRIDGE_FAMILY), *wanted],
+                              desc=f"keep the gateway MAC of {net.bridge} off {interface}")
+            link.enslave(interface, net.bridge)
+        return net
+
+    @staticmethod
+    def _delete_uplink_rules(bridge: str) -> list[str]:
+        """The uplink filter of a bridge, and its table once empty (caller holds the nft lock)."""
+        rules = nft.list_rules(nft.BRIDGE_FAMILY)
+        doomed = nft.owned_by_uplinks(rules, bridge)
+        if not doomed:
+            return []
+        lines = nft.delete_rules(doomed, nft.BRIDGE_FAMILY)
+        if not [r for r in rules if r not in doomed]:
+            lines = [nft.delete_table(nft.BRIDGE_FAMILY)]
+        nft.apply(lines, desc=f"delete the uplink filter of {bridge}")
+        return [f"nft rule {r.comment}" for r in doomed]
 
     def _ensure_bridge(self, net: Network) -> None:
         self._refuse_foreign_interface(net.bridge)
@@ -413,12 +525,21 @@ class NetworkManager:
         return nft.delete_rules(present) + wanted
 
     def connect(self, container_id: str) -> None:
-        """Restore the wire that attach(isolated=True) left cut."""
-        link.set_carrier(link.host_veth_name(container_id))
+        """Restore the wire that attach(isolated=True) or disconnect() left cut."""
+        link.set_carrier(self.host_veth(container_id))
 
     def connect_argv(self, container_id: str) -> list[str]:
         """connect() as a command, for CRIU to run at the right moment of a restore."""
-        return link.carrier_argv(link.host_veth_name(container_id))
+        return link.carrier_argv(self.host_veth(container_id))
+
+    def disconnect(self, container_id: str) -> None:
+        """Cut the container's wire, keeping its netns and address (connect() undoes it).
+        A container frozen for a move must be cut before its copy elsewhere goes
+        on the wire: its netns would still answer ARP for the same IP and MAC,
+        and pull the segment's frames back to itself. Idempotent."""
+        veth = self.host_veth(container_id)
+        if link.link_exists(veth):
+            link.set_carrier(veth, up=False)
 
     def announce(self, container_id: str, *, wait: bool = True) -> None:
         """Send a gratuitous ARP from the attached container (after a restore or a
@@ -426,7 +547,7 @@ class NetworkManager:
         Without `wait` it goes out in the background: a restore's caller (and its
         clients) need not wait the 60 ms a Python start costs."""
         current = self.reservation(container_id)
-        netns = link.netns_name(container_id)
+        netns = link.netns_name(container_id, current.scope if current else "")
         if current is None or not link.netns_exists(netns):
             raise NotFound(f"container {short(container_id)} is not attached to a network",
                            hint="attach it first")
@@ -442,10 +563,13 @@ class NetworkManager:
         """Delete the container's netns and veth (its lease stays); idempotent."""
         self._detach(container_id)
 
-    @staticmethod
-    def _detach(container_id: str) -> list[str]:
+    def _detach(self, container_id: str, scope: str | None = None) -> list[str]:
+        """The netns and veth of this root's container (named by its reservation's
+        scope unless given), never those of its twin in another root."""
+        if scope is None:
+            scope = self._scope(container_id)
         removed = []
-        veth, netns = link.host_veth_name(container_id), link.netns_name(container_id)
+        veth, netns = link.host_veth_name(container_id, scope), link.netns_name(container_id, scope)
         if link.delete_link(veth):
             removed.append(f"veth {veth}")
         if link.delete_netns(netns):
@@ -528,16 +652,16 @@ class NetworkManager:
             doomed = {p.handle for p in nft.published(rules)
                       if p.root_tag == self.root_tag and p.container_id not in live_container_ids}
             removed += self._delete_rules(rules, [r for r in rules if r.handle in doomed])
-        for tag, container_id in link.veth_owners().values():
+        for veth, (tag, container_id) in link.veth_owners().items():
             if tag == self.root_tag and container_id not in live_container_ids:
-                removed += self._detach(container_id)
+                scoped = veth != link.host_veth_name(container_id)
+                removed += self._detach(container_id, self.root_tag if scoped else "")
         with machine_lock(REGISTRY_LOCK):
             for bridge in self.registry.bridges():
                 for lease in self.registry.leases(bridge):
                     if lease.root == self.root and lease.container_id not in live_container_ids:
-                        removed += self._detach(lease.container_id)
-                        self.registry.drop(bridge, lease.ip)
-                        removed.append(f"lease {lease.ip} ({short(lease.container_id)})")
+                        removed += self._detach(lease.container_id, lease.scope)
+                        removed.append(self._let_go(bridge, lease))
         return removed
 
     # ---- files for the container -----------------------------------------

@@ -1,4 +1,6 @@
-"""ferry's one nftables table: published ports (DNAT) and per-bridge masquerading.
+"""ferry's nftables table `ip ferry`: published ports (DNAT) and per-bridge
+masquerading; and `bridge ferry`, made only for a bridge with an uplink, which
+keeps the bridge's gateway MAC off that uplink.
 
 Every rule carries a comment naming its owner, so that a container's or a
 bridge's rules can be found and deleted exactly, whichever root made them.
@@ -14,17 +16,20 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from ferry.network.ipam import IFNAME_RE, MAC_RE, MAX_IFNAME
 from ferry.network.ports import PortMapping
 from ferry.util import proc
 from ferry.util.errors import ToolError
 
 FAMILY = "ip"
 TABLE = "ferry"
+BRIDGE_FAMILY = "bridge"      # the uplink filter's table: bridge ferry
 NFT_LOCK = "nft"
 PUBLISHED_CHAIN = "published"
 POSTROUTING_CHAIN = "postrouting"
 PUBLISHED_TAG = "pub"
 BRIDGE_TAG = "bridge"
+UPLINK_TAG = "uplink"
 ANY_HOST_IP = "*"
 LOCALHOST_NET = "127.0.0.0/8"
 TAG_RE = re.compile(r"^[0-9a-f]{1,64}\Z")
@@ -48,6 +53,21 @@ flush chain {FAMILY} {TABLE} prerouting
 add rule {FAMILY} {TABLE} prerouting fib daddr type local jump {PUBLISHED_CHAIN}
 flush chain {FAMILY} {TABLE} output
 add rule {FAMILY} {TABLE} output fib daddr type local jump {PUBLISHED_CHAIN}"""
+
+
+# A bridge with an uplink shares its L2 segment with other hosts' bridges, which
+# have the same gateway MAC (link.gateway_mac). Frames from that MAC must not
+# cross the uplink: other hosts' bridges would take them for their own (the
+# kernel logs "received packet ... with own address as source address") and
+# the LAN's switch would learn the MAC on a port where it does not belong.
+UPLINK_SKELETON = f"""table {BRIDGE_FAMILY} {TABLE} {{
+  chain prerouting {{
+    type filter hook prerouting priority filter; policy accept;
+  }}
+  chain output {{
+    type filter hook output priority filter; policy accept;
+  }}
+}}"""
 
 
 @dataclass(frozen=True)
@@ -103,12 +123,36 @@ def bridge_rules(bridge: str, subnet: str) -> list[str]:
     ]
 
 
-def delete_rules(rules: Iterable[Rule]) -> list[str]:
-    return [f"delete rule {FAMILY} {TABLE} {rule.chain} handle {rule.handle}" for rule in rules]
+def uplink_comment(bridge: str, interface: str) -> str:
+    return f"{UPLINK_TAG} {bridge} {interface}"
 
 
-def delete_table() -> str:
-    return f"delete table {FAMILY} {TABLE}"
+def uplink_rules(bridge: str, interface: str, gateway_mac: str) -> list[str]:
+    """Keep the bridge's own (gateway) MAC on this side of an uplink, both ways."""
+    for name in (bridge, interface):
+        if not IFNAME_RE.match(name) or len(name) > MAX_IFNAME:
+            raise ValueError(f"not an interface name: {name!r}")
+    if not MAC_RE.match(gateway_mac):
+        raise ValueError(f"not a MAC address: {gateway_mac!r}")
+    tag = f"comment \"{uplink_comment(bridge, interface)}\""
+    head = f"add rule {BRIDGE_FAMILY} {TABLE}"
+    return [f"{head} prerouting iifname \"{interface}\" ether saddr {gateway_mac} drop {tag}",
+            f"{head} output oifname \"{interface}\" ether saddr {gateway_mac} drop {tag}"]
+
+
+def owned_by_uplinks(rules: Iterable[Rule], bridge: str, interface: str | None = None) -> list[Rule]:
+    """The uplink filter's rules of a bridge (of one of its uplinks, if named)."""
+    if interface is not None:
+        return [r for r in rules if r.comment == uplink_comment(bridge, interface)]
+    return [r for r in rules if r.comment.startswith(f"{UPLINK_TAG} {bridge} ")]
+
+
+def delete_rules(rules: Iterable[Rule], family: str = FAMILY) -> list[str]:
+    return [f"delete rule {family} {TABLE} {rule.chain} handle {rule.handle}" for rule in rules]
+
+
+def delete_table(family: str = FAMILY) -> str:
+    return f"delete table {family} {TABLE}"
 
 
 def parse_listing(text: str) -> list[Rule]:
@@ -151,9 +195,9 @@ def is_unused(rules: Iterable[Rule]) -> bool:
 
 # ---- running nft ---------------------------------------------------------
 
-def list_rules() -> list[Rule]:
-    """ferry's rules, or [] when the table does not exist."""
-    result = proc.run(["nft", "-j", "-a", "list", "table", FAMILY, TABLE],
+def list_rules(family: str = FAMILY) -> list[Rule]:
+    """ferry's rules (of its ip table, or of `family`'s), or [] when the table does not exist."""
+    result = proc.run(["nft", "-j", "-a", "list", "table", family, TABLE],
                       desc="list ferry's nftables rules", check=False)
     if result.returncode != 0:
         if "No such file or directory" in result.stderr:
