@@ -353,3 +353,21 @@ def test_an_uplink_joins_the_bridge_with_the_gateway_mac_kept_off_it(tmp_path, u
     a.remove("ferry")                                                 # the bridge goes, its filter too
     assert "ferry0" not in uplink_host["links"] and uplink_host["bridge_rules"] == []
     assert uplink_host["applied"][-1].strip() == "delete table bridge ferry"
+
+
+def test_hosts_on_one_segment_allocate_from_pools_of_their_own(tmp_path, tools):
+    """Two hosts, two registries: without pools both would hand out 10.90.0.2."""
+    h1 = manager(tmp_path, "h1", Registry(str(tmp_path / "host1")))
+    h2 = manager(tmp_path, "h2", Registry(str(tmp_path / "host2")))
+    h1.set_pool("ferry", "10.90.1.0/24")
+    h2.set_pool("ferry", "10.90.2.0/24")
+    assert [h1.reserve(c, "ferry")[0] for c in (CONTAINER_A, CONTAINER_B)] == ["10.90.1.1", "10.90.1.2"]
+    assert h2.reserve(CONTAINER_C, "ferry")[0] == "10.90.2.1"
+    assert h2.reserve("d" * 64, "ferry", ip="10.90.1.1", adopt=True)[0] == "10.90.1.1"   # arrived from h1
+    with pytest.raises(UsageError, match="not inside subnet 10.90.0.0/16"):
+        h1.set_pool("ferry", "10.91.0.0/24")
+    with pytest.raises(UsageError, match="invalid subnet"):
+        h1.set_pool("ferry", "banana")
+    h1.set_pool("ferry", None)
+    assert h1.registry.pool("ferry0") is None
+    assert h1.reserve("e" * 64, "ferry")[0] == "10.90.1.3"        # after the cursor, in the whole subnet

@@ -26,7 +26,7 @@ from ferry.store.db import Database
 from ferry.store.ids import check_name, short
 from ferry.store.layout import Layout
 from ferry.util import proc
-from ferry.util.errors import Conflict, NotFound
+from ferry.util.errors import Conflict, NotFound, UsageError
 from ferry.util.locks import machine_lock
 from ferry.util.timefmt import utc_now
 
@@ -296,7 +296,7 @@ class NetworkManager:
                                    f"{handed_over.mac} in root {handed_over.root}, not {wanted_mac}",
                                    hint="keep the container's MAC, or choose another --ip")
                 wanted_mac = handed_over.mac
-            allocated = wanted_ip or ipam.next_free_ip(subnet, net.gateway, leases,
+            allocated = wanted_ip or ipam.next_free_ip(self._pool(net, subnet), net.gateway, leases,
                                                        after=self.registry.cursor(net.bridge))
             chosen = Reservation(container_id, net.name, allocated,
                                  self._choose_mac(wanted_mac, leases.values()),
@@ -319,6 +319,37 @@ class NetworkManager:
                     self.registry.drop(net.bridge, chosen.ip)
                 raise
         return chosen.ip, chosen.mac
+
+    def _pool(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        """Where new addresses come from: this host's pool of the subnet, if it has one."""
+        pool = self.registry.pool(net.bridge)
+        if pool:
+            try:
+                candidate = ipaddress.IPv4Network(pool)
+            except ValueError:
+                return subnet
+            if candidate.subnet_of(subnet):
+                return candidate
+        return subnet
+
+    def set_pool(self, network: str, pool: str | None) -> Network:
+        """Hand out new addresses of this network on this host only from `pool`
+        (a CIDR inside its subnet; None: the whole subnet again). Hosts whose
+        bridges share one L2 segment have separate lease registries, so each
+        needs a pool of its own. An explicit --ip, and an address a container
+        brings along when it moves here, may still lie anywhere in the subnet."""
+        net = self.get(network)
+        subnet = ipam.parse_subnet(net.subnet)
+        if pool is not None:
+            parsed = ipam.parse_subnet(pool)
+            if not parsed.subnet_of(subnet):
+                raise UsageError(f"pool {pool} is not inside subnet {net.subnet} of network {net.name}",
+                                 hint=f"choose a CIDR inside {net.subnet}")
+            pool = str(parsed)
+        with machine_lock(REGISTRY_LOCK):
+            self.registry.register(net.bridge, BridgeShape(net.subnet, net.gateway), self.root)
+            self.registry.set_pool(net.bridge, pool)
+        return net
 
     def _lease_of(self, reservation: Reservation, previous: Lease | None = None) -> Lease:
         lease = Lease(reservation.ip, reservation.mac, self.root, reservation.container_id,

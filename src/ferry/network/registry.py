@@ -6,6 +6,8 @@ what must be unique per bridge lives here rather than in any root's database:
     <bridge>/network.json      the bridge's subnet and gateway, which every root must agree on
     <bridge>/roots/<root tag>  a root that has a network on this bridge
     <bridge>/leases/<ip>       which root's container holds an IP (and its MAC)
+    <bridge>/cursor            the address allocated last
+    <bridge>/pool              optional: the part of the subnet this host allocates from
 
 A host is a network namespace: bridges live in one, so their records do too.
 Commands in the machine's initial netns use /run/ferry/networks; a command in
@@ -153,6 +155,24 @@ class Registry:
 
     def set_cursor(self, bridge: str, ip: str) -> None:
         atomic_write(self._dir(bridge, "cursor"), ip)
+
+    def pool(self, bridge: str) -> str | None:
+        """The part of the bridge's subnet this host hands out by itself, if set:
+        hosts that share one L2 segment each allocate from a pool of their own."""
+        try:
+            with open(self._dir(bridge, "pool")) as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_pool(self, bridge: str, pool: str | None) -> None:
+        if pool is None:
+            try:
+                os.unlink(self._dir(bridge, "pool"))
+            except FileNotFoundError:
+                pass
+            return
+        atomic_write(self._dir(bridge, "pool"), pool, mode=0o644)
 
     def unregister(self, bridge: str, root: str) -> None:
         try:
