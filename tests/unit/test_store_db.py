@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 import pytest
@@ -84,3 +85,20 @@ def test_a_database_from_an_older_ferry_keeps_its_rows(tmp_path):
     tables = {row[0] for row in db.read().execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"things", "ferry_schema_ddl"}
     assert [row["name"] for row in db.read().execute("SELECT name FROM things")] == ["kept"]
+
+
+def test_an_existing_database_file_is_never_opened_outside_sqlite(tmp_path, monkeypatch):
+    """Closing any descriptor of the database file drops every POSIX lock this
+    process holds on it, SQLite's in other threads too (the agent's threads then
+    read torn pages: SQLITE_IOERR_SHORT_READ)."""
+    path = str(tmp_path / "ferry.db")
+    Database(path).read().execute("SELECT 1")
+    os.chmod(path, 0o644)
+    real_open = os.open
+
+    def guarded(name, *args, **kwargs):
+        assert os.fspath(name) != path, "the database file was opened outside SQLite"
+        return real_open(name, *args, **kwargs)
+    monkeypatch.setattr(os, "open", guarded)
+    Database(path).read().execute("SELECT 1")
+    assert os.stat(path).st_mode & 0o777 == 0o600   # still made private, by path

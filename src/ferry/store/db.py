@@ -15,7 +15,9 @@ and a write fails in one line, or succeeds once something made room.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import sqlite3
 import threading
 import time
@@ -189,19 +191,32 @@ class Database:
         """Create the database file 0600, or make an older one (0644) and its
         -wal and -shm files 0600, before SQLite opens them. Nothing is written
         when they are private already: reads must work on a full disk."""
+        # Never open and close the database file itself once it exists: closing
+        # any descriptor of it drops every POSIX lock this process holds on it,
+        # the locks of SQLite connections in other threads (the agent's) too,
+        # which then read torn pages (SQLITE_IOERR_SHORT_READ).
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            mode = os.stat(self.path).st_mode
+        except FileNotFoundError:
+            mode = None
         except OSError as error:
-            if space.is_no_space(error):
-                raise space.no_space(f"cannot create ferry's state in {self.path}", self.root,
-                                  error.errno) from None
             raise from_os_error(error, f"the state database {self.path} cannot be opened",
                                 hint="pick another --root, or move that path aside") from None
-        try:
-            if os.fstat(fd).st_mode & 0o777 != FILE_MODE:
-                os.fchmod(fd, FILE_MODE)
-        finally:
-            os.close(fd)
+        if mode is None:
+            try:
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+            except OSError as error:
+                if space.is_no_space(error):
+                    raise space.no_space(f"cannot create ferry's state in {self.path}", self.root,
+                                      error.errno) from None
+                raise from_os_error(error, f"the state database {self.path} cannot be opened",
+                                    hint="pick another --root, or move that path aside") from None
+        elif stat.S_ISDIR(mode):
+            raise from_os_error(IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)),
+                                f"the state database {self.path} cannot be opened",
+                                hint="pick another --root, or move that path aside")
+        elif mode & 0o777 != FILE_MODE:
+            os.chmod(self.path, FILE_MODE)
         for suffix in ("-wal", "-shm"):
             try:
                 if os.stat(self.path + suffix).st_mode & 0o777 != FILE_MODE:
