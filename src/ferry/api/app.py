@@ -15,6 +15,7 @@ import os
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 import ferry
 from ferry.api.auth import bearer_matches
@@ -57,6 +58,8 @@ def create_app(root: str, token: str) -> FastAPI:
     @app.exception_handler(FerryError)
     async def failed(_request: Request, exc: FerryError):
         status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+        if status == 500:   # not the request's fault: the agent's log keeps how it happened
+            log.warning("%s %s failed: %s", _request.method, _request.url.path, exc, exc_info=exc)
         return _error(status, exc.message, exc.hint, getattr(exc, "check", None))
 
     @app.exception_handler(404)
@@ -86,7 +89,7 @@ def create_app(root: str, token: str) -> FastAPI:
 
     @app.get("/v1/images", response_model=list[wire.ImageReply])
     def images() -> list[wire.ImageReply]:
-        return [wire.ImageReply(id=i.id, digest=i.digest or None, names=i.names) for i in engine().images.list()]
+        return [wire.ImageReply(id=i.id, digest=i.digest or None, names=list(i.names)) for i in engine().images.list()]
 
     @app.get("/v1/checkpoints", response_model=list[wire.ContainerReply])
     def checkpoints() -> list[wire.ContainerReply]:
@@ -124,6 +127,8 @@ def create_app(root: str, token: str) -> FastAPI:
             async for chunk in request.stream():
                 if not await _write_all(loop, write_fd, chunk):
                     break   # the restore refused the archive: its error is the answer
+        except ClientDisconnect:
+            pass   # a cut stream, which the restore refuses and undoes
         finally:
             os.close(write_fd)   # the end of the archive, or a cut the restore refuses
         return await restore

@@ -182,7 +182,8 @@ class Migrations:
             record = self._save(replace(record, state="receiving", pid=os.getpid()))
         offer = wire.MigrationOffer.model_validate_json(record.offer)
         options = RestoreOptions(import_stream=fd, name=offer.name, tcp_established=offer.tcp_established,
-                                 ports=offer.ports, container_id=offer.container_id, adopt_lease=True)
+                                 ports=tuple(offer.ports) if offer.ports is not None else None,
+                                 container_id=offer.container_id, adopt_lease=True)
         try:
             restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
         except BaseException as failure:
@@ -247,7 +248,8 @@ class Migrations:
         return wire.MigrationOffer(
             container_id=container.id, name=options.name or container.name, image=container.config.image,
             image_id=image.id, image_digest=container.config.image_digest or None,
-            ip=container.config.ip or None, mac=container.config.mac or None, ports=options.ports,
+            ip=container.config.ip or None, mac=container.config.mac or None,
+            ports=list(options.ports) if options.ports is not None else None,
             tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id) or 0,
             files_bound=files, source=source)
 

@@ -80,7 +80,7 @@ class ContainerReply(Message):
 class ImageReply(Message):
     id: Id
     digest: Digest | None = None
-    names: tuple[Text, ...] = ()
+    names: list[Text] = Field(default_factory=list, max_length=1024)
 
 
 class MigrationOffer(Versioned):
@@ -93,7 +93,7 @@ class MigrationOffer(Versioned):
     image_digest: Digest | None = None
     ip: Ipv4 | None = None
     mac: Mac | None = None
-    ports: tuple[PortSpec, ...] | None = Field(default=None, max_length=256)   # None: the archived ones
+    ports: list[PortSpec] | None = Field(default=None, max_length=256)   # None: the archived ones
     tcp_established: bool = False
     memory_bound: Bytes             # what the checkpoint's pages may take
     files_bound: Bytes              # its root filesystem changes and volumes

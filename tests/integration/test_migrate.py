@@ -1,0 +1,265 @@
+"""Live migration between two state roots on one machine (setup (a)): real
+agents (`ferry serve`), real runc and CRIU, a client that holds one TCP
+connection to the container's own address throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bench.busybox import make_oci_archive, make_rootfs_tar
+from tests.conftest import require
+from tests.support.cli import Ferry, free_port, leftovers, wait_for
+
+# A line server whose count lives in the memory of the process that serves
+# one connection: it goes on from where it was only if that process, its
+# memory and its socket all moved.
+SERVER = ("printf 'i=0; while read l; do i=$((i+1)); echo \"$i $l\"; done\\n' > /tmp/count.sh; "
+          "nc -ll -p 7000 -e sh /tmp/count.sh")
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+AGENT_READY = 30
+
+
+class Agent:
+    def __init__(self, ferry: Ferry, workdir):
+        self.ferry = ferry
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token_file = str(workdir / f"token-{os.path.basename(ferry.root)}")
+        self.log = open(workdir / f"agent-{os.path.basename(ferry.root)}.log", "a+")
+        self.process = None
+
+    def start(self, env: dict | None = None) -> "Agent":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ferry", "--root", self.ferry.root, "serve", "--listen",
+             f"127.0.0.1:{self.port}", "--token-file", self.token_file],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
+        wait_for(self._ready, f"the agent of {self.ferry.root}", AGENT_READY)
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process.poll() is None, f"the agent exited: {self.said()}"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return os.path.exists(self.token_file)
+        except OSError:
+            return False
+
+    def said(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """The agent's exit status: uvicorn ends a graceful stop by raising the
+        signal again, so a clean stop is a death by SIGTERM, as for any daemon."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=120)
+
+
+def _root(workdir, name: str, archive: str) -> Ferry:
+    ferry = Ferry(str(workdir / name))
+    ferry("load", "-i", archive)
+    ferry.seen = set()
+    return ferry
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("migrate")
+
+
+@pytest.fixture(scope="module")
+def hosts(workdir):
+    for key in ("criu", "runc", "overlayfs", "netns", "nftables", "tcp_repair"):
+        require(key)
+    archive = make_oci_archive(str(workdir / "busybox-oci.tar"), str(workdir))
+    a, b = _root(workdir, "a", archive), _root(workdir, "b", archive)
+    agents = {a.root: Agent(a, workdir).start(), b.root: Agent(b, workdir).start()}
+    yield a, b, agents
+    for agent in agents.values():
+        assert agent.stop() == -signal.SIGTERM, agent.said()
+    for ferry in (a, b):
+        ferry.remove_everything()
+        assert leftovers(ferry.root, ferry.seen) == []
+
+
+def migrate(source: Ferry, name: str, agent: Agent, *flags: str, check: bool = True):
+    done = source("migrate", name, "--to", agent.url, "--token-file", agent.token_file, *flags, check=False)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def _line_client(ip: str) -> socket.socket:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            sock = socket.create_connection((ip, 7000), timeout=10)
+            sock.settimeout(20)
+            return sock
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def ask(sock: socket.socket, word: str) -> str:
+    sock.sendall(word.encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return data.decode().strip()
+
+
+def count(ferry: Ferry, name: str) -> int:
+    return int(ferry("exec", name, "cat", "/tmp/count").stdout.strip() or 0)
+
+
+def gone(ferry: Ferry, name: str) -> bool:
+    return name not in ferry.names()
+
+
+def test_a_container_moves_there_and_back_keeping_its_connection(hosts):
+    a, b, agents = hosts
+    a("run", "-d", "--name", "lines", "busybox", "sh", "-c", SERVER)
+    info = a.inspect("lines")
+    a.seen.add(info["Id"])
+    b.seen.add(info["Id"])
+    ip = info["NetworkSettings"]["IPAddress"]
+    client = _line_client(ip)
+    assert ask(client, "one") == "1 one"
+    assert ask(client, "two") == "2 two"
+
+    done = migrate(a, "lines", agents[b.root], "--tcp-established", "--format", "json")
+    stats = json.loads(done.stdout)
+    assert stats["Id"] == info["Id"] and stats["Name"] == "lines" and stats["downtime"] > 0
+    assert set(stats["phases"]) == {"preflight", "stream", "restore", "cleanup"}
+    assert ask(client, "three") == "3 three"   # the same connection, the same process
+    assert gone(a, "lines")
+    moved = b.inspect("lines")
+    assert (moved["Id"], moved["NetworkSettings"]["IPAddress"]) == (info["Id"], ip)
+    assert moved["NetworkSettings"]["MacAddress"] == info["NetworkSettings"]["MacAddress"]
+
+    done = migrate(b, "lines", agents[a.root], "--tcp-established")
+    assert done.stdout == "lines\n"
+    assert "migrated to " in done.stderr and "downtime" in done.stderr
+    assert ask(client, "four") == "4 four"
+    assert gone(b, "lines") and a.inspect("lines")["State"]["Status"] == "running"
+    client.close()
+    a("rm", "-f", "lines")
+
+
+def test_the_destination_refuses_and_nothing_moves(hosts, workdir):
+    a, b, agents = hosts
+    a("run", "-d", "--name", "stays", "busybox", "sh", "-c", COUNTER)
+    a.seen.add(a.inspect("stays")["Id"])
+    b("run", "-d", "--name", "taken", "busybox", "sleep", "600")
+    b.seen.add(b.inspect("taken")["Id"])
+    before = b.names()
+    refused = migrate(a, "stays", agents[b.root], "--name", "taken", check=False)
+    assert refused.returncode == 125
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "a container with the name 'taken' exists here" in refused.stderr
+    # An image the destination lacks (imported here: its ID is this root's own).
+    a("image", "import", make_rootfs_tar(str(workdir / "only-a.tar"), str(workdir)), "localhost/only-a:1")
+    a("run", "-d", "--name", "lonely", "localhost/only-a:1", "sleep", "600")
+    a.seen.add(a.inspect("lonely")["Id"])
+    refused = migrate(a, "lonely", agents[b.root], check=False)
+    assert refused.returncode == 125 and "is not on this host" in refused.stderr, refused.stderr
+    assert "ferry load" in refused.stderr   # the hint
+    # A wrong token.
+    wrong = workdir / "wrong-token"
+    wrong.write_text("w" * 43)
+    denied = a("migrate", "stays", "--to", agents[b.root].url, "--token-file", str(wrong), check=False)
+    assert denied.returncode == 125 and "refused the token" in denied.stderr
+    assert b.names() == before
+    for name in ("stays", "lonely"):
+        assert a.inspect(name)["State"]["Status"] == "running"
+    a("rm", "-f", "stays", "lonely")
+    b("rm", "-f", "taken")
+
+
+def test_a_restore_that_fails_on_the_destination_resumes_the_source(hosts):
+    a, b, agents = hosts
+    a("run", "-d", "--name", "resumed", "busybox", "sh", "-c", COUNTER)
+    info = a.inspect("resumed")
+    a.seen.add(info["Id"])
+    wait_for(lambda: count(a, "resumed") > 5, "the counter to count")
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        before = count(a, "resumed")
+        failed = migrate(a, "resumed", agents[b.root], "-p", f"{port}:80", check=False)
+    finally:
+        busy.close()
+    assert failed.returncode == 125
+    assert len(failed.stderr.strip().splitlines()) <= 2, failed.stderr   # the error, and the resume's warning
+    assert f"port {port}" in failed.stderr
+    state = a.inspect("resumed")["State"]
+    assert state["Status"] == "running" and state["Pid"] != info["State"]["Pid"] or state["Restored"]
+    wait_for(lambda: count(a, "resumed") > before, "the resumed counter to go on")
+    assert count(a, "resumed") >= before   # from where it was, not from 0
+    assert gone(b, "resumed")
+    # The destination's own leftovers: the cgroups and netns of this ID are the source's now.
+    assert leftovers(b.root, set()) == [] and not os.path.exists(os.path.join(b.root, "containers", info["Id"]))
+    a("rm", "-f", "resumed")
+
+
+@pytest.mark.parametrize("phase", ["checkpoint:dumped", "checkpoint:recorded"])
+def test_a_migrate_killed_mid_stream_leaves_one_restorable_copy(hosts, workdir, phase):
+    a, b, agents = hosts
+    a("run", "-d", "--name", "killed", "busybox", "sh", "-c", COUNTER)
+    info = a.inspect("killed")
+    a.seen.add(info["Id"])
+    wait_for(lambda: count(a, "killed") > 5, "the counter to count")
+    marker = str(workdir / f"phase-{time.monotonic_ns()}")
+    command = subprocess.Popen(
+        [sys.executable, "-m", "ferry", "--root", a.root, "migrate", "killed", "--to", agents[b.root].url,
+         "--token-file", agents[b.root].token_file],
+        env={**os.environ, "FERRY_TEST_PHASE": phase, "FERRY_TEST_PHASE_FILE": marker},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    wait_for(lambda: os.path.exists(marker) or command.poll() is not None, phase, 120)
+    assert command.poll() is None, command.communicate()
+    os.kill(command.pid, signal.SIGKILL)
+    command.wait(timeout=60)
+    # The destination got a cut stream: it refused it and holds nothing.
+    wait_for(lambda: gone(b, "killed") and not os.listdir(os.path.join(b.root, "tmp")) if
+             os.path.isdir(os.path.join(b.root, "tmp")) else gone(b, "killed"), "the destination to let go", 60)
+    # The source: dumped and kept (the next command there finishes what the
+    # killed one left); one command brings it back with its data.
+    state = a.inspect("killed")["State"]
+    assert state["Status"] != "running" and state["Checkpointed"], state
+    left = leftovers(b.root, {info["Id"]})   # the source's copy is stopped: the ID is nobody's
+    assert left == [], left
+    a("container", "restore", "killed")
+    assert a.inspect("killed")["State"]["Status"] == "running"
+    assert count(a, "killed") > 5
+    a("rm", "-f", "killed")
+
+
+def test_the_agent_stops_cleanly_on_sigterm_and_sighup(hosts, workdir):
+    a, _b, agents = hosts
+    archive = str(workdir / "busybox-oci.tar")
+    c = _root(workdir, "c", archive)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        agent = Agent(c, workdir).start()
+        assert agent.stop(sig) == -signal.SIGTERM, agent.said()   # a dropped session stops it as SIGTERM does
+        assert "Traceback" not in agent.said()
+    # A second agent on one root is refused in one line.
+    second = subprocess.run([sys.executable, "-m", "ferry", "--root", a.root, "serve", "--listen",
+                             f"127.0.0.1:{free_port()}"], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 125 and "another agent serves state root" in second.stderr, second.stderr
+    assert agents[a.root].process.poll() is None
+    c.remove_everything()
