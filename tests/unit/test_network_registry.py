@@ -54,11 +54,15 @@ def test_another_netns_gets_a_directory_named_after_its_inode(netns, tmp_path):
     assert registry_module.registry_dir() != registry_module.registry_dir_for(netns("host2"))
 
 
-def test_an_unreadable_netns_of_pid_1_means_the_initial_one(netns, monkeypatch, tmp_path):
-    """Without root, /proc/1/ns/net cannot be read: nothing changes for that user."""
-    netns("host1")
+def test_when_pid_1_cannot_be_read_the_kernel_s_first_netns_is_the_initial_one(netns, monkeypatch, tmp_path):
+    """Without root, or when PID 1 is not dumpable, /proc/1/ns/net cannot be read;
+    the kernel's initial netns has a fixed inode."""
     monkeypatch.setattr(registry_module, "INITIAL_NETNS", str(tmp_path / "no-such-file"))
+    host1 = netns("host1")
+    assert registry_module.registry_dir() == registry_module.registry_dir_for(host1)
+    monkeypatch.setattr(registry_module, "INIT_NET_INODE", host1)
     assert registry_module.registry_dir() == registry_module.REGISTRY_DIR
+    assert registry_module.INIT_NET_INODE != 0xEFFFFFF9        # (patched here only)
 
 
 def test_an_explicit_base_wins(netns, tmp_path):

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import socket
 from typing import Iterable
 
 from ferry.network.ipam import random_mac
@@ -21,7 +22,6 @@ HOST_VETH_PREFIX = "fv"
 ID_CHARS = 12
 CONTAINER_IFNAME = "eth0"
 SYSCTL_DIR = "/proc/sys/net/ipv4"
-SYS_NET = "/sys/class/net"
 # The alias marks a host veth as ferry's and names its owner, so prune can
 # find a crashed container's leftovers without any other record.
 ALIAS_PREFIX = "ferry"
@@ -70,12 +70,20 @@ def gateway_mac(subnet: str, gateway: str) -> str:
     return random_mac(hashlib.sha256(f"ferry gateway|{subnet}|{gateway}".encode()).digest()[:6])
 
 
+# Interfaces are looked up in the netns this process runs in, never through
+# /sys/class/net: sysfs shows the netns of whoever mounted it, so a command run
+# with `nsenter --net` (a simulated host) would see the machine's interfaces there.
+
 def link_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(SYS_NET, name))
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def interfaces() -> list[str]:
-    return os.listdir(SYS_NET) if os.path.isdir(SYS_NET) else []
+    return [name for _, name in socket.if_nameindex()]
 
 
 def netns_exists(name: str) -> bool:
@@ -87,27 +95,31 @@ def _batch(lines: Iterable[str], desc: str, netns: str | None = None) -> None:
     proc.run(argv, desc=desc, input="\n".join(lines) + "\n")
 
 
-def _sys_attribute(name: str, attribute: str) -> str | None:
+def _link_info(name: str) -> dict:
+    """`ip -j link show dev NAME`'s record, or {} when there is no such interface."""
+    if not link_exists(name):
+        return {}
+    result = proc.run(["ip", "-j", "link", "show", "dev", name], desc=f"look at interface {name}", check=False)
     try:
-        with open(os.path.join(SYS_NET, name, attribute)) as f:
-            return f.read().strip()
-    except OSError:
-        return None
+        found = json.loads(result.stdout or "[]") if result.returncode == 0 else []
+    except ValueError:
+        return {}
+    return found[0] if found and isinstance(found[0], dict) else {}
 
 
 def is_ferry_bridge(name: str) -> bool:
     """Only bridges ferry made (marked by their alias) are ever changed or deleted."""
-    return _sys_attribute(name, "ifalias") == BRIDGE_ALIAS
+    return _link_info(name).get("ifalias") == BRIDGE_ALIAS
 
 
 def is_ferry_made(name: str) -> bool:
     """A bridge or a container's host veth (their aliases start with ferry's mark)."""
-    return (_sys_attribute(name, "ifalias") or "").startswith(f"{ALIAS_PREFIX}:")
+    return str(_link_info(name).get("ifalias", "")).startswith(f"{ALIAS_PREFIX}:")
 
 
 def link_address(name: str) -> str | None:
     """An interface's MAC address, as the kernel has it now."""
-    return _sys_attribute(name, "address")
+    return _link_info(name).get("address")
 
 
 def enslave(interface: str, bridge: str) -> None:

@@ -35,6 +35,10 @@ NETNS_REGISTRY_BASE = "/run/ferry/netns"
 NETNS_REGISTRY_PREFIX = "netns-"
 OWN_NETNS = "/proc/self/ns/net"
 INITIAL_NETNS = "/proc/1/ns/net"
+# The kernel's own initial netns always has this inode (PROC_NET_INIT_INO in
+# include/linux/proc_ns.h): the answer when PID 1's netns cannot be read, which
+# happens even to root when PID 1 is not dumpable (seen on the project's VMs).
+INIT_NET_INODE = 0xEFFFFFF9
 REGISTRY_LOCK = "networks"
 ROOT_TAG_CHARS = 12
 
@@ -54,11 +58,11 @@ def registry_dir_for(inode: int) -> str:
 
 
 def registry_dir() -> str:
-    """This host's registry: today's path in the initial netns (that of PID 1),
-    and a directory of its own in any other. When PID 1's netns cannot be
-    read (not root), the initial netns is assumed."""
+    """This host's registry: today's path in the initial netns (that of PID 1,
+    or the kernel's first one when PID 1's cannot be read), and a directory of
+    its own in any other."""
     own, initial = netns_inode(OWN_NETNS), netns_inode(INITIAL_NETNS)
-    if own is None or initial is None or own == initial:
+    if own is None or own == (initial if initial is not None else INIT_NET_INODE):
         return REGISTRY_DIR
     return registry_dir_for(own)
 
