@@ -237,14 +237,13 @@ def test_a_migrate_killed_mid_stream_leaves_one_restorable_copy(hosts, workdir, 
     # The destination got a cut stream: it refused it and holds nothing.
     wait_for(lambda: gone(b, "killed") and not os.listdir(os.path.join(b.root, "tmp")) if
              os.path.isdir(os.path.join(b.root, "tmp")) else gone(b, "killed"), "the destination to let go", 60)
-    # The source: dumped and kept (the next command there finishes what the
-    # killed one left); one command brings it back with its data.
-    state = a.inspect("killed")["State"]
-    assert state["Status"] != "running" and state["Checkpointed"], state
-    left = leftovers(b.root, {info["Id"]})   # the source's copy is stopped: the ID is nobody's
-    assert left == [], left
-    a("container", "restore", "killed")
+    # The source: dumped and kept; the next command there asks the destination,
+    # which refused the cut stream, and resumes the container from its checkpoint.
+    resumed = a("ps", "-a")
+    assert "resuming container killed here" in resumed.stderr, resumed.stderr
     assert a.inspect("killed")["State"]["Status"] == "running"
+    left = leftovers(b.root, set())
+    assert left == [] and not os.path.exists(os.path.join(b.root, "containers", info["Id"])), left
     assert count(a, "killed") > 5
     a("rm", "-f", "killed")
 
@@ -263,3 +262,72 @@ def test_the_agent_stops_cleanly_on_sigterm_and_sighup(hosts, workdir):
     assert second.returncode == 125 and "another agent serves state root" in second.stderr, second.stderr
     assert agents[a.root].process.poll() is None
     c.remove_everything()
+
+
+def _start_migrate(source: Ferry, name: str, agent: Agent, phase: str, marker: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ferry", "--root", source.root, "migrate", name, "--to", agent.url,
+         "--token-file", agent.token_file],
+        env={**os.environ, "FERRY_TEST_PHASE": phase, "FERRY_TEST_PHASE_FILE": marker},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _kill_at(command: subprocess.Popen, phase: str, marker: str) -> None:
+    wait_for(lambda: os.path.exists(marker) or command.poll() is not None, phase, 120)
+    assert command.poll() is None, command.communicate()
+    os.kill(command.pid, signal.SIGKILL)
+    command.wait(timeout=60)
+
+
+@pytest.mark.parametrize("phase", ["migrate:sent", "migrate:confirmed"])
+def test_a_migrate_killed_once_the_destination_has_it_leaves_the_destination_copy(hosts, workdir, phase):
+    """Killed after the whole checkpoint went out: the destination runs the
+    container; the next command here asks it, and removes this copy."""
+    a, b, agents = hosts
+    a("run", "-d", "--name", "landed", "busybox", "sh", "-c", COUNTER)
+    info = a.inspect("landed")
+    a.seen.add(info["Id"])
+    b.seen.add(info["Id"])
+    wait_for(lambda: count(a, "landed") > 5, "the counter to count")
+    marker = str(workdir / f"phase-{time.monotonic_ns()}")
+    _kill_at(_start_migrate(a, "landed", agents[b.root], phase, marker), phase, marker)
+    wait_for(lambda: not gone(b, "landed") and b.inspect("landed")["State"]["Status"] == "running",
+             "the destination to run it", 60)
+    listed = a("ps", "-a")
+    assert "landed" not in listed.stdout
+    assert f"runs on {agents[b.root].url}" in listed.stderr and "removing its copy here" in listed.stderr
+    assert gone(a, "landed") and not os.path.exists(os.path.join(a.root, "containers", info["Id"]))
+    assert count(b, "landed") > 5
+    b("rm", "-f", "landed")
+
+
+def test_a_destination_agent_killed_mid_restore_leaves_the_source_to_resume(hosts, workdir):
+    """The destination's agent dies while it restores, and the migrate command
+    too: while nobody can say whether the destination runs the container,
+    the source keeps its checkpoint; once the agent is back (its restore
+    undone), the next command here resumes the container."""
+    a, b, agents = hosts
+    a("run", "-d", "--name", "orphan", "busybox", "sh", "-c", COUNTER)
+    info = a.inspect("orphan")
+    a.seen.add(info["Id"])
+    wait_for(lambda: count(a, "orphan") > 5, "the counter to count")
+    agents[b.root].stop()
+    agent_marker = str(workdir / f"agent-phase-{time.monotonic_ns()}")
+    agents[b.root].start(env={"FERRY_TEST_PHASE": "restore:staged", "FERRY_TEST_PHASE_FILE": agent_marker})
+    try:
+        marker = str(workdir / f"phase-{time.monotonic_ns()}")
+        command = _start_migrate(a, "orphan", agents[b.root], "migrate:sent", marker)
+        wait_for(lambda: os.path.exists(agent_marker), "the destination's restore to stage the archive", 120)
+        agents[b.root].stop(signal.SIGKILL)
+        _kill_at(command, "migrate:sent", marker)
+        unsure = a("ps", "-a")
+        assert "cannot tell whether" in unsure.stderr and "orphan" in unsure.stdout
+        assert a.inspect("orphan")["State"]["Checkpointed"] is True
+    finally:
+        agents[b.root].start()   # its start finishes what the killed agent left
+    assert gone(b, "orphan")
+    resumed = a("ps", "-a")
+    assert "resuming container orphan here" in resumed.stderr
+    assert a.inspect("orphan")["State"]["Status"] == "running"
+    wait_for(lambda: count(a, "orphan") > 5, "the resumed counter")
+    a("rm", "-f", "orphan")

@@ -56,7 +56,10 @@ def serve(options: ServeOptions) -> int:
     token, made = load_or_make(token_file)
     with owned_lock(engine.layout.lock("agent"), "ferry serve", wait=0,
                     busy_message=f"another agent serves state root {engine.layout.root}"):
-        engine.containers.list(all_states=True)   # finishes what a crashed agent's commands left
+        # What a killed agent left: its restores' journals, and the staging of
+        # a restore killed before it made a container.
+        engine.containers.list(all_states=True)
+        engine.checkpoints.sweep_stale_imports()
         scheme = "https" if options.tls_cert else "http"
         config = uvicorn.Config(create_app(engine.layout.root, token), host=options.host, port=options.port,
                                 ssl_certfile=options.tls_cert, ssl_keyfile=options.tls_key, log_level="warning",

@@ -81,6 +81,7 @@ class CheckpointOptions:
     keep: bool = False
     sign_key: str | None = None     # an Ed25519 private key (PEM) to sign the archive with
     export_stream: int | None = None  # a descriptor to stream the archive to (a migration), instead of export
+    migration: str | None = None      # the migration this checkpoint serves, for its journal
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class Checkpoints:
                                hint="only running containers can be checkpointed")
             directory = self.containers.dir(container.id)
             entry = journal.begin(directory, journal.CHECKPOINT, leave_running=options.leave_running,
-                                  export=options.export)
+                                  export=options.export, migration=options.migration)
             try:
                 result = self._checkpoint_journaled(container, options, target, compression, signer, entry,
                                                     progress)

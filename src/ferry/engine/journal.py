@@ -18,13 +18,13 @@ from ferry.store.layout import JOURNAL
 from ferry.util.fs import atomic_write
 from ferry.util.timefmt import utc_now
 
-CHECKPOINT, RESTORE, START = "checkpoint", "restore", "start"
+CHECKPOINT, RESTORE, START, MIGRATE = "checkpoint", "restore", "start", "migrate"
 MAX_JOURNAL = 64 << 10
 
 
 @dataclass(frozen=True)
 class Entry:
-    op: str                          # checkpoint | restore | start
+    op: str                          # checkpoint | restore | start | migrate
     pid: int                         # the ferry command that wrote it
     started: str
     phase: str = "begun"             # checkpoint: begun, dumped; restore/start: begun, launched
@@ -34,6 +34,7 @@ class Entry:
     archive_temp: str | None = None  # ... and its temp file, removed if the export never ended
     from_archive: bool = False       # restore --import: the container is this restore's own
     scratch: str | None = None       # restore --import: the staging dir
+    migration: str | None = None     # checkpoint, migrate: the migration (ROOT/migrations/ID.json) it serves
 
 
 def begin(directory: str, op: str, **details) -> Entry:

@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from ferry.checkpoint.archive.codecs import grow_pipe
+from ferry.engine import journal
 from ferry.engine.checkpoints import CheckpointOptions, RestoreOptions
 from ferry.engine.listing import RUNNING
 from ferry.migration import wire
 from ferry.migration.phases import Phase, Timings
+from ferry.util import phases
 from ferry.util.errors import Conflict, FerryError, NotFound, Refused
 from ferry.util.fs import atomic_write
 from ferry.util.log import get_logger
@@ -53,6 +55,8 @@ class Record:
     error: str | None = None
     offer: str = ""           # the destination's: the offer it accepted (JSON)
     pid: int = 0              # the command or agent that works on it
+    token: str = ""           # the source's: the destination agent's token, to ask it after a crash
+    tcp_established: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,10 +230,12 @@ class Migrations:
             with timings.phase(Phase.PREFLIGHT):
                 ticket = agent.offer(self._offer(container, options))
             record = self._save(Record(ticket.id, SOURCE, container.id, container.name, "streaming", utc_now(),
-                                       peer=agent.url, pid=os.getpid()))
+                                       peer=agent.url, pid=os.getpid(), token=options.token,
+                                       tcp_established=options.tcp_established))
             report, bytes_sent = self._stream(container, options, agent, ticket, record, timings, sent)
             timings.running()
             # ---- POINT OF NO RETURN: the destination runs the container ----
+            phases.reached("migrate:confirmed")
             record = self._save(replace(record, state="confirmed"))
             with timings.phase(Phase.CLEANUP):
                 self._drop_source(container.id, options.keep_source)
@@ -278,11 +284,15 @@ class Migrations:
                 try:
                     self.engine.checkpoints.checkpoint(
                         container.id, CheckpointOptions(export_stream=write_fd, tcp_established=options.tcp_established,
-                                                        compress="zstd"),
+                                                        compress="zstd", migration=ticket.id),
                         progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
+                    # Until the destination answers, a crash of this command leaves
+                    # the next one to ask it (engine/recovery.py: settle).
+                    journal.begin(self.engine.containers.dir(container.id), journal.MIGRATE, migration=ticket.id)
                     dumped = True
                 finally:
                     os.close(write_fd)   # the end of the archive, or a cut stream the destination refuses
+            phases.reached("migrate:sent")
             with timings.phase(Phase.RESTORE):
                 uploader.join()
         except BaseException as interruption:
@@ -318,15 +328,50 @@ class Migrations:
             log.warning("cannot ask %s about migration %s: %s", agent.url, migration_id, exc)
             return None
 
-    def _resume(self, container, record: Record, options: MigrateOptions, reason: str) -> None:
+    def _resume(self, container, record: Record, options: MigrateOptions | None, reason: str) -> None:
         """Before the point of no return: the container runs here again, from
         the checkpoint it was dumped into (CRIU brings back its processes,
         memory and TCP connections), or it was never stopped."""
+        tcp = options.tcp_established if options else record.tcp_established
         current = self.engine.containers.get(container.id)
         if current.state != RUNNING and current.checkpointed_at:
             log.warning("resuming container %s here: %s", container.name, reason)
-            self.engine.checkpoints.restore(container.id, RestoreOptions(tcp_established=options.tcp_established))
+            self.engine.checkpoints.restore(container.id, RestoreOptions(tcp_established=tcp))
+        else:
+            journal.finish(self.engine.containers.dir(container.id))
         self._save(replace(record, state="resumed", error=reason))
+
+    def settle(self, container, migration_id: str) -> bool:
+        """For recovery, once the migrate command that left this container's
+        journal is gone: the destination's word decides. It runs the container:
+        this copy goes. It does not: this copy resumes. It cannot be asked:
+        nothing changes, and the next command asks again (False)."""
+        from ferry.migration.client import AgentClient
+        try:
+            record = self.record(migration_id)
+        except FerryError as exc:
+            log.warning("migration %s of %s has no usable record (%s); its checkpoint stays here",
+                        migration_id, container.name, exc)
+            return True
+        if record.state in ("confirmed", "resumed") or container.state == RUNNING:
+            if container.state == RUNNING and record.state not in ("confirmed", "resumed"):
+                self._save(replace(record, state="resumed", error="the dump did not stop it"))
+            return True
+        with AgentClient(record.peer, record.token) as agent:
+            status = self._ask(agent, migration_id)
+        if status is None:
+            self._save(replace(record, state="unresolved"))
+            log.warning("cannot tell whether %s runs container %s (migration %s): its checkpoint stays here, "
+                        "and the next ferry command on it asks again", record.peer, container.name, migration_id)
+            return False
+        if status.state == "running":
+            log.warning("container %s runs on %s (migration %s): removing its copy here",
+                        container.name, record.peer, migration_id)
+            self._save(replace(record, state="confirmed"))
+            self._drop_source(container.id, keep=False)
+            return True
+        self._resume(container, record, None, reason=f"the migration to {record.peer} is {status.state}")
+        return True
 
     def _drop_source(self, container_id: str, keep: bool) -> None:
         """After the point of no return: best effort, and a failure is reported, not undone."""
@@ -336,6 +381,7 @@ class Migrations:
                 containers.set_checkpointed(container_id, None)
                 from ferry.util.fs import remove_tree_later
                 remove_tree_later(containers.files(container_id).checkpoint_images)
+                journal.finish(containers.dir(container_id))
             else:
                 containers.remove(container_id, force=True)
         except FerryError as exc:

@@ -52,11 +52,17 @@ def recover(containers, container):
             if entry is not None and entry.pid != os.getpid():
                 log.warning("finishing the %s of %s that pid %s left in phase %s",
                             entry.op, container.name, entry.pid, entry.phase)
+                settled = True
                 if entry.op == journal.CHECKPOINT:
                     _checkpoint(containers, containers.get(container.id, refresh=False), entry)
-                else:
+                elif entry.op != journal.MIGRATE:
                     _start(containers, containers.get(container.id, refresh=False), entry)
-                journal.finish(directory)
+                if entry.migration:
+                    # Whether the destination runs it decides: remove this copy, or resume it.
+                    settled = containers.engine.migrations.settle(containers.get(container.id, refresh=False),
+                                                                  entry.migration)
+                if settled:
+                    journal.finish(directory)
     except Busy:
         return container
     finally:
