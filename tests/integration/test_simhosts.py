@@ -321,3 +321,75 @@ def test_down_removes_a_partial_up_and_may_run_again(tmp_path):
         assert done.returncode == 0 and "left behind" not in done.stderr, done.stderr
         assert_nothing_left(Sim(base, [], {}, inodes, set()))
     assert simhosts("status", base=base, check=False).returncode == 1
+
+
+# Setup (a) of a migration, two state roots on one host, inside simulated host 1
+# (so that it shares h1's bridge, not the machine's): the destination root adopts
+# the source's lease for the same container ID, the two copies' netns and veths
+# coexist on the bridge, the source's wire is cut before the destination's goes
+# up, and the source's rm leaves the destination's netns, veth and lease alone.
+TWO_ROOTS = """
+import os, subprocess, sys, time
+from ferry.engine.core import Engine
+from ferry.network import link
+source_root, dest_root, client_netns, www = sys.argv[1:5]
+source, dest = Engine(source_root).networks, Engine(dest_root).networks
+cid = "5" * 64
+ip, mac = source.reserve(cid, "ferry")
+before = source.attach(cid)
+try:
+    dest.reserve(cid, "ferry", ip=ip, mac=mac)
+    raise AssertionError("a lease another root holds was taken without adopt")
+except Exception as refused:
+    assert "already leased" in str(refused), refused
+assert dest.reserve(cid, "ferry", ip=ip, mac=mac, adopt=True) == (ip, mac)
+after = dest.attach(cid, isolated=True)
+assert (after.ip, after.mac) == (before.ip, before.mac)
+assert after.netns != before.netns and after.host_veth != before.host_veth
+assert link.netns_exists(before.netns) and link.netns_exists(after.netns)
+source.disconnect(cid)
+dest.connect(cid)
+server = subprocess.Popen(["ip", "netns", "exec", after.netns, "busybox", "httpd", "-f", "-p", "80", "-h", www])
+fetch = ("import sys, urllib.request;"
+         "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
+try:
+    deadline = time.monotonic() + 20
+    while True:
+        got = subprocess.run(["nsenter", f"--net=/run/netns/{client_netns}", sys.executable, "-c", fetch,
+                              f"http://{ip}/"], capture_output=True, text=True)
+        if got.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert got.stdout == "the destination's copy\\n", got.stderr
+finally:
+    server.kill()
+    server.wait()
+source.release(cid)                                  # the source's rm after the move
+assert not link.netns_exists(before.netns) and not link.link_exists(before.host_veth)
+assert link.netns_exists(after.netns) and link.link_exists(after.host_veth)
+lease = dest.registry.lease("ferry0", ip)
+assert (lease.root, lease.previous_root) == (dest.root, ""), lease
+dest.release(cid)
+assert not link.netns_exists(after.netns) and dest.registry.lease("ferry0", ip) is None
+print("ok")
+"""
+
+
+def test_two_roots_on_one_host_hand_a_container_s_address_over(sim, tmp_path):
+    h1 = sim.hosts[0]
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("the destination's copy\n")
+    dest_root = os.path.join(sim.base, "h1-second-root")
+    sim.containers.add("5" * 64)
+    try:
+        done = subprocess.run(in_netns(h1.netns, [sys.executable, "-c", TWO_ROOTS, h1.root, dest_root,
+                                                  sim.client["netns"], str(www)]),
+                              capture_output=True, text=True, timeout=TIMEOUT, cwd=REPO)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    finally:
+        for root in (h1.root, dest_root):                   # whatever a failure left
+            cleanup = "import sys; from ferry.engine.core import Engine; Engine(sys.argv[1]).networks.prune(set())"
+            subprocess.run(in_netns(h1.netns, [sys.executable, "-c", cleanup, root]), capture_output=True,
+                           timeout=TIMEOUT, cwd=REPO)
+        subprocess.run(["rm", "-rf", "--one-file-system", dest_root], check=True)
