@@ -36,10 +36,10 @@ class Agent:
         self.log = open(workdir / f"agent-{os.path.basename(ferry.root)}.log", "a+")
         self.process = None
 
-    def start(self, env: dict | None = None) -> "Agent":
+    def start(self, env: dict | None = None, extra: tuple[str, ...] = ()) -> "Agent":
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ferry", "--root", self.ferry.root, "serve", "--listen",
-             f"127.0.0.1:{self.port}", "--token-file", self.token_file],
+             f"127.0.0.1:{self.port}", "--token-file", self.token_file, *extra],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env={**os.environ, **(env or {})})
         wait_for(self._ready, f"the agent of {self.ferry.root}", AGENT_READY)
         return self
@@ -331,3 +331,43 @@ def test_a_destination_agent_killed_mid_restore_leaves_the_source_to_resume(host
     assert a.inspect("orphan")["State"]["Status"] == "running"
     wait_for(lambda: count(a, "orphan") > 5, "the resumed counter")
     a("rm", "-f", "orphan")
+
+
+def test_published_ports_are_published_again_and_keep_source_keeps_a_stopped_copy(hosts):
+    from tests.support.cli import http_get
+    a, b, agents = hosts
+    port = free_port()
+    a("run", "-d", "--name", "pub", "-p", f"{port}:80", "busybox", "httpd", "-f", "-p", "80", "-h", "/var/www")
+    info = a.inspect("pub")
+    a.seen.add(info["Id"])
+    assert http_get(f"http://127.0.0.1:{port}/") == "hello from busybox\n"
+    migrate(a, "pub", agents[b.root], "--keep-source")
+    assert http_get(f"http://127.0.0.1:{port}/") == "hello from busybox\n"   # now through B's rule
+    assert b.inspect("pub")["NetworkSettings"]["IPAddress"] == info["NetworkSettings"]["IPAddress"]
+    kept = a.inspect("pub")["State"]
+    assert kept["Status"] == "exited" and kept["Checkpointed"] is False
+    a("rm", "pub")   # the source's copy goes; the address it had is B's now
+    assert http_get(f"http://127.0.0.1:{port}/") == "hello from busybox\n"
+    b("rm", "-f", "pub")
+
+
+def test_host_paths_move_only_where_the_destination_agent_grants_them(hosts, workdir):
+    a, b, agents = hosts
+    shared = workdir / "shared"
+    shared.mkdir(exist_ok=True)
+    (shared / "note").write_text("on the host\n")
+    a("run", "-d", "--name", "binder", "-v", f"{shared}:/data", "busybox", "sleep", "600")
+    info = a.inspect("binder")
+    a.seen.add(info["Id"])
+    refused = migrate(a, "binder", agents[b.root], check=False)
+    assert refused.returncode == 125 and "grants none" in refused.stderr and "--allow-bind-mounts" in refused.stderr
+    assert gone(b, "binder") and a.inspect("binder")["State"]["Status"] == "running"
+    agents[b.root].stop()
+    agents[b.root].start(extra=("--allow-bind-mounts",))
+    try:
+        migrate(a, "binder", agents[b.root])
+        assert b("exec", "binder", "cat", "/data/note").stdout == "on the host\n"
+    finally:
+        agents[b.root].stop()
+        agents[b.root].start()
+    b("rm", "-f", "binder")

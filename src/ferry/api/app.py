@@ -33,13 +33,16 @@ MigrationIdPath = Path(pattern=r"^[0-9a-f]{32}\z")
 NOT_FOUND_HINT = "the API is under /v1/; see /v1/openapi.json"
 
 
-def create_app(root: str, token: str) -> FastAPI:
+def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> FastAPI:
     app = FastAPI(title="ferry agent", version=ferry.__version__, openapi_url="/v1/openapi.json",
                   docs_url=None, redoc_url=None)
 
     def engine():
         from ferry.engine.core import Engine
-        return Engine(root)
+        from ferry.engine.migrations import Migrations
+        made = Engine(root)
+        made.migrations = Migrations(made, allow_bind_mounts=allow_bind_mounts)
+        return made
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next):

@@ -28,6 +28,8 @@ def _add_serve(commands) -> None:
     serve.add_argument("--token-file", metavar="FILE", help="the bearer token (made if missing)")
     serve.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     serve.add_argument("--tls-key", metavar="FILE", help="... and this key (PEM)")
+    serve.add_argument("--allow-bind-mounts", action="store_true",
+                       help="let migrated containers mount the host paths they mounted on their source")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -62,7 +64,8 @@ def cmd_serve(args) -> int:
     from ferry.api.server import ServeOptions, parse_listen, serve
     host, port = parse_listen(args.listen)
     return serve(ServeOptions(root=engine_of(args).layout.root, host=host, port=port, token_file=args.token_file,
-                              tls_cert=args.tls_cert, tls_key=args.tls_key))
+                              tls_cert=args.tls_cert, tls_key=args.tls_key,
+                              allow_bind_mounts=args.allow_bind_mounts))
 
 
 def cmd_migrate(args) -> int:

@@ -88,9 +88,12 @@ class MigrationResult:
 
 
 class Migrations:
-    def __init__(self, engine):
+    def __init__(self, engine, *, allow_bind_mounts: bool = False):
         self.engine = engine
         self.layout = engine.layout
+        # The destination's policy (ferry serve --allow-bind-mounts): a migrated
+        # container gets host paths only when this host's operator said so.
+        self.allow_bind_mounts = allow_bind_mounts
 
     # ---- records ----------------------------------------------------------------
     def _path(self, migration_id: str) -> str:
@@ -127,6 +130,11 @@ class Migrations:
             raise Refused(f"cannot take the container: {refusal.reason}", check=refusal.check,
                           hint="migrate to a host with the same architecture and cgroup mode, and the same "
                                "or newer kernel, CRIU and runc")
+        if offer.bind_mounts and not self.allow_bind_mounts:
+            raise Refused(f"the container mounts host paths ({', '.join(offer.bind_mounts[:3])}), and this host's "
+                          f"agent grants none", check="bind-mounts",
+                          hint="start the destination's agent with --allow-bind-mounts, or migrate a container "
+                               "without bind mounts")
         self._refuse_clashes(offer)
         self._refuse_short_room(offer)
         migration_id = os.urandom(16).hex()
@@ -187,7 +195,8 @@ class Migrations:
         offer = wire.MigrationOffer.model_validate_json(record.offer)
         options = RestoreOptions(import_stream=fd, name=offer.name, tcp_established=offer.tcp_established,
                                  ports=tuple(offer.ports) if offer.ports is not None else None,
-                                 container_id=offer.container_id, adopt_lease=True)
+                                 container_id=offer.container_id, adopt_lease=True,
+                                 allow_bind_mounts=self.allow_bind_mounts)
         try:
             restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
         except BaseException as failure:
@@ -257,6 +266,7 @@ class Migrations:
             ip=container.config.ip or None, mac=container.config.mac or None,
             ports=list(options.ports) if options.ports is not None else None,
             tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id) or 0,
+            bind_mounts=[v.source for v in container.config.binds],
             files_bound=files, source=source)
 
     def _stream(self, container, options: MigrateOptions, agent, ticket: wire.MigrationTicket, record: Record,

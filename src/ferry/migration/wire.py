@@ -95,6 +95,8 @@ class MigrationOffer(Versioned):
     mac: Mac | None = None
     ports: list[PortSpec] | None = Field(default=None, max_length=256)   # None: the archived ones
     tcp_established: bool = False
+    bind_mounts: list[Annotated[str, StringConstraints(max_length=4096, pattern=r"^/[^\x00-\x1f]*\z")]] = \
+        Field(default_factory=list, max_length=256)   # host paths the container mounts: the destination's policy
     memory_bound: Bytes             # what the checkpoint's pages may take
     files_bound: Bytes              # its root filesystem changes and volumes
     source: SourceHost
