@@ -21,6 +21,7 @@ import ferry
 from ferry.api.auth import bearer_matches
 from ferry.checkpoint.archive.codecs import grow_pipe
 from ferry.migration import wire
+from ferry.migration.client import stream_idle_timeout
 from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
                                PermissionDenied, Refused, UsageError)
 from ferry.util.log import get_logger
@@ -31,6 +32,7 @@ STATUS = ((Refused, 409), (UsageError, 400), (BadArchive, 400), (NotFound, 404),
           (Incompatible, 412), (PermissionDenied, 403), (DiskFull, 507))
 MigrationIdPath = Path(pattern=r"^[0-9a-f]{32}\z")
 NOT_FOUND_HINT = "the API is under /v1/; see /v1/openapi.json"
+FIRST_BYTES_WAIT = 1800.0   # seconds: as long as a dump may take (engine/recovery.py's TOOL_WAIT)
 
 
 def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> FastAPI:
@@ -126,12 +128,21 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
         os.set_blocking(write_fd, False)
         loop = asyncio.get_running_loop()
         restore = loop.run_in_executor(None, functools.partial(_receive, engine(), migration_id, read_fd))
+        chunks = request.stream().__aiter__()
+        # The first bytes come once the source's dump is over (minutes for
+        # many GiB); after that, a stall is a cut link.
+        wait = FIRST_BYTES_WAIT
         try:
-            async for chunk in request.stream():
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(chunks.__anext__(), wait)
+                except StopAsyncIteration:
+                    break
+                wait = stream_idle_timeout()
                 if not await _write_all(loop, write_fd, chunk):
                     break   # the restore refused the archive: its error is the answer
-        except ClientDisconnect:
-            pass   # a cut stream, which the restore refuses and undoes
+        except (ClientDisconnect, asyncio.TimeoutError):
+            log.warning("the checkpoint stream of migration %s was cut", migration_id)   # the restore refuses it
         finally:
             os.close(write_fd)   # the end of the archive, or a cut the restore refuses
         return await restore

@@ -21,6 +21,15 @@ CONNECT_TIMEOUT = 10.0
 # A restore of many GiB answers only once it runs; the stream itself is
 # bounded by the source's progress, not by a timer.
 REPLY_TIMEOUT = 600.0
+
+
+def stream_idle_timeout() -> float:
+    """Seconds a checkpoint stream may stall (a cut link) before either side
+    gives up on it; FERRY_STREAM_IDLE_TIMEOUT shortens it for tests."""
+    try:
+        return max(1.0, float(os.environ.get("FERRY_STREAM_IDLE_TIMEOUT", "")))
+    except ValueError:
+        return 60.0
 CHUNK = 1 << 20
 MAX_REPLY = 1 << 20
 
@@ -56,7 +65,8 @@ class AgentClient:
             raise UsageError(f"agent URL {url!r} must start with http:// or https://")
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"},
-                                  verify=verify, timeout=httpx.Timeout(REPLY_TIMEOUT, connect=CONNECT_TIMEOUT))
+                                  verify=verify, timeout=httpx.Timeout(REPLY_TIMEOUT, connect=CONNECT_TIMEOUT,
+                                                                       write=stream_idle_timeout()))
 
     def close(self) -> None:
         self._http.close()
