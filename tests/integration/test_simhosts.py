@@ -25,8 +25,9 @@ from ferry.network import link, registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIMHOSTS = os.path.join(REPO, "scripts", "simhosts")
-# Not the default prefix: a migration test may run its own harness beside this one.
-PREFIX = "fsimt"
+# One prefix per pytest process, not the default: two test runs (or a developer's
+# own harness) may have simulated hosts up at the same time.
+PREFIX = f"fs{os.getpid() % 1_000_000}"
 TIMEOUT = 120
 DEADLINE = 20.0
 PAGE = "hello from busybox\n"
@@ -150,10 +151,11 @@ def sim(tmp_path, busybox_archive):
 
 
 def assert_nothing_left(sim: Sim) -> None:
-    assert not [n for n in os.listdir("/run/netns") if n.startswith(f"{PREFIX}-")], "leaked netns"
+    leaked = [n for n in os.listdir("/run/netns") if n.startswith(f"{PREFIX}-")]
+    assert not leaked, f"leaked netns {leaked}"
     assert not [n for n in os.listdir("/run/netns") for c in sim.containers if n.startswith(f"ferry-{c[:12]}")], \
         "leaked container netns"
-    assert not os.path.exists(sim.base), "state dir left"
+    assert not os.path.exists(sim.base), f"state dir left, holding {os.listdir(sim.base)}"
     for inode in sim.inodes:
         assert not os.path.exists(os.path.dirname(registry.registry_dir_for(inode))), "host registry left"
     for pid in filter(str.isdigit, os.listdir("/proc")):
