@@ -178,8 +178,37 @@ def test_a_lease_is_adopted_only_when_asked_and_only_by_the_same_container(tmp_p
     assert (lease.root, lease.container_id, lease.mac) == (dest.root, CONTAINER_A, mac)
     assert (lease.previous_root, lease.scope) == (source.root, dest.root_tag)
     assert dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True) == (ip, mac)     # idempotent
-    with pytest.raises(Conflict, match=f"root {dest.root}"):
-        source.attach(CONTAINER_A)             # the source may not put it back on the wire meanwhile
+    with pytest.raises(Conflict, match=f"IP {ip} is already leased .* \\(root {dest.root}\\)"):
+        source.reserve(CONTAINER_B, "ferry", ip=ip)                            # nor anyone else
+
+
+def test_a_source_that_resumes_before_the_destination_undid_takes_its_lease_back(tmp_path, tools, registry):
+    """A destination agent killed mid-restore undoes its side only when it runs again;
+    the source resumes (the move failed) and puts its copy back on the wire meanwhile."""
+    source, dest = manager(tmp_path, "src", registry), manager(tmp_path, "dst", registry)
+    ip, mac = source.reserve(CONTAINER_A, "ferry")
+    dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True)
+    assert source.reserve(CONTAINER_A, "ferry") == (ip, mac)      # the source's attach holds it so
+    [lease] = registry.leases("ferry0")
+    assert (lease.root, lease.previous_root, lease.scope) == (source.root, "", "")
+    dest.release(CONTAINER_A)                                      # the destination's late undo
+    [lease] = registry.leases("ferry0")
+    assert lease.root == source.root
+    other = manager(tmp_path, "other", registry)                   # a third root may not take it
+    with pytest.raises(Conflict, match="already leased"):
+        other.reserve(CONTAINER_B, "ferry", ip=ip)
+
+
+def test_a_source_may_not_take_back_a_lease_whose_destination_copy_is_on_the_wire(tmp_path, tools, registry,
+                                                                                 monkeypatch):
+    """A stopped copy the source kept (--keep-source) started again after the move completed."""
+    source, dest = manager(tmp_path, "src", registry), manager(tmp_path, "dst", registry)
+    ip, _ = source.reserve(CONTAINER_A, "ferry")
+    dest.reserve(CONTAINER_A, "ferry", ip=ip, adopt=True)
+    monkeypatch.setattr(link, "is_up", lambda name: name == dest.host_veth(CONTAINER_A))
+    with pytest.raises(Conflict, match=f"already leased to container aaaaaaaaaaaa \\(root {dest.root}\\)"):
+        source.reserve(CONTAINER_A, "ferry")
+    assert [lease.root for lease in registry.leases("ferry0")] == [dest.root]
 
 
 def test_an_adopted_container_s_netns_and_veth_are_named_apart_from_its_twin(tmp_path, tools, registry):

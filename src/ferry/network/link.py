@@ -117,6 +117,11 @@ def is_ferry_made(name: str) -> bool:
     return str(_link_info(name).get("ifalias", "")).startswith(f"{ALIAS_PREFIX}:")
 
 
+def is_up(name: str) -> bool:
+    """Whether an interface exists and is administratively up."""
+    return "UP" in _link_info(name).get("flags", [])
+
+
 def link_address(name: str) -> str | None:
     """An interface's MAC address, as the kernel has it now."""
     return _link_info(name).get("address")

@@ -391,6 +391,14 @@ class NetworkManager:
         if existing:
             if existing.root == self.root and existing.container_id == reservation.container_id:
                 return
+            if existing.container_id == reservation.container_id and existing.previous_root == self.root \
+                    and not link.is_up(link.host_veth_name(existing.container_id, existing.scope)):
+                # Adopted from this root by a move whose destination copy is not on the
+                # wire (its restore keeps the veth down until CRIU has the sockets back):
+                # the move failed, and the destination may not have undone its side yet
+                # (an agent killed mid-restore). A copy that runs there keeps the lease.
+                self.registry.rewrite(net.bridge, self._lease_of(reservation))
+                return
             if not self._reclaimable(existing):
                 raise self._taken(existing)
             self.registry.drop(net.bridge, reservation.ip)
