@@ -22,6 +22,7 @@ from ferry.api.auth import bearer_matches
 from ferry.checkpoint.archive.codecs import grow_pipe
 from ferry.migration import wire
 from ferry.migration.client import stream_idle_timeout
+from ferry.util import phases
 from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
                                PermissionDenied, Refused, UsageError)
 from ferry.util.log import get_logger
@@ -138,9 +139,11 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
                     chunk = await asyncio.wait_for(chunks.__anext__(), wait)
                 except StopAsyncIteration:
                     break
-                wait = stream_idle_timeout()
                 if not await _write_all(loop, write_fd, chunk):
                     break   # the restore refused the archive: its error is the answer
+                if wait == FIRST_BYTES_WAIT:
+                    phases.reached("migration:receiving")   # tests stop the agent mid-stream here
+                wait = stream_idle_timeout()
         except (ClientDisconnect, asyncio.TimeoutError):
             log.warning("the checkpoint stream of migration %s was cut", migration_id)   # the restore refuses it
         finally:

@@ -308,9 +308,12 @@ class Migrations:
         except BaseException as interruption:
             uploader.join()
             if "report" in outcome:   # the destination runs it already: the migration is done
-                interruption.add_note("the container runs on the destination")
                 return outcome["report"], outcome["sent"]
-            self._resume(container, record, options, reason=f"interrupted: {interruption!r}")
+            # A dump that fails for a broken pipe failed because the stream did: say why.
+            cause = outcome.get("failure") if isinstance(interruption, FerryError) else None
+            self._resume(container, record, options, reason=str(cause or interruption) or repr(interruption))
+            if cause is not None:
+                raise cause from None
             raise
         failure = outcome.get("failure")
         if failure is None:
