@@ -18,7 +18,7 @@ def _mounts(base: str) -> set[str]:
 def _ferry_netns_of_tests(name: str, base: str) -> bool:
     """A ferry-made netns belongs to this test run when its container lives under
     the run's temp dir; other roots (a benchmark running beside) are not ours."""
-    short = name.removeprefix("ferry-")
+    short = name.removeprefix("ferry-")[:12]   # ferry-ID, or ferry-ID-ROOTTAG when adopted
     if glob.glob(os.path.join(base, "**", "containers", short + "*"), recursive=True):
         return True
     for lease in glob.glob("/run/ferry/networks/*/leases/*"):

@@ -91,8 +91,8 @@ def leftovers(root: str, container_ids: set[str]) -> list[str]:
         found += [f"cgroup {p}" for p in glob.glob(f"/sys/fs/cgroup/*/ferry/{cid}")]
         if os.path.exists(os.path.join(root, "containers", cid)):
             found.append(f"container dir {cid[:12]}")
-        if os.path.exists(f"/run/netns/ferry-{cid[:12]}"):
-            found.append(f"netns ferry-{cid[:12]}")
+        # ferry-ID, or ferry-ID-ROOTTAG for a container adopted from another root
+        found += [f"netns {os.path.basename(p)}" for p in glob.glob(f"/run/netns/ferry-{cid[:12]}*")]
     ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True).stdout
     found += [f"nft rules of {cid[:12]}" for cid in container_ids if cid[:12] in ruleset]
     runc_root = os.path.join(root, "runc")

@@ -275,14 +275,14 @@ def test_ps_finishes_what_a_dead_command_left(containers, engine, host, running)
     assert listing.containers() == []
 
 
-def test_criu_s_lock_is_left_alone_when_nft_cannot_list_the_netns(host):
-    recovery.drop_network_lock("c" * 64)   # no netns: nothing to ask
+def test_criu_s_lock_is_left_alone_when_nft_cannot_list_the_netns(containers, host):
+    recovery.drop_network_lock(containers, "c" * 64)   # no netns: nothing to ask
     assert host.calls == []
     host.netns.add("ferry-cccccccccccc")
     original = host._in_netns
     host._in_netns = lambda netns, args: host._ok(["ip"], "", 1, "nft: not found")
-    recovery.drop_network_lock("c" * 64)
+    recovery.drop_network_lock(containers, "c" * 64)
     host._in_netns = lambda netns, args: host._ok(["ip"], "not json")
-    recovery.drop_network_lock("c" * 64)
+    recovery.drop_network_lock(containers, "c" * 64)
     host._in_netns = original
     assert not host.ran("delete")

@@ -310,7 +310,7 @@ class Checkpoints:
         remove_file(files.checkpointing)
         if self.containers.live_process(container):
             recovery.thaw(container.id)
-            recovery.drop_network_lock(container.id)
+            recovery.drop_network_lock(self.containers, container.id)
             remove_tree(images)
             return None
         current = self.containers.get(container.id, refresh=False)

@@ -86,7 +86,7 @@ def _checkpoint(containers, container, entry: journal.Entry) -> None:
         # The dump failed, or it was -R: the container runs on. CRIU's own
         # clean-up did not happen if CRIU was killed too.
         thaw(container.id)
-        drop_network_lock(container.id)
+        drop_network_lock(containers, container.id)
         if not container.checkpointed_at:
             remove_tree(images)
     elif dump_completed(images, files.checkpoint_work):
@@ -153,11 +153,11 @@ def thaw(container_id: str) -> None:
         f.write("0")
 
 
-def drop_network_lock(container_id: str) -> None:
+def drop_network_lock(containers, container_id: str) -> None:
     """CRIU's nftables network lock (tables named CRIU-*), in the container's
     netns, outlives a CRIU killed mid-dump and cuts the container off."""
     from ferry.network import link
-    netns = link.netns_name(container_id)
+    netns = containers.networks.netns_name(container_id)   # an adopted container's name has its root's tag
     if not link.netns_exists(netns):
         return
     listed = proc.run(["ip", "netns", "exec", netns, "nft", "-j", "list", "tables"],
