@@ -371,3 +371,37 @@ def test_host_paths_move_only_where_the_destination_agent_grants_them(hosts, wor
         agents[b.root].stop()
         agents[b.root].start()
     b("rm", "-f", "binder")
+
+
+REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
+
+
+def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(hosts):
+    """Both roots build the same recipe, so they hold one image by ID (the cached root filesystem)."""
+    from tests.support.redis import Redis
+    a, b, agents = hosts
+    for ferry in (a, b):
+        ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
+              "--expose", "6379/tcp", "-q", timeout=900)
+    a("run", "-d", "--name", "redis", "redis")
+    info = a.inspect("redis")
+    a.seen.add(info["Id"])
+    b.seen.add(info["Id"])
+    ip = info["NetworkSettings"]["IPAddress"]
+
+    def connect():
+        try:
+            return Redis(ip, 6379, timeout=30)
+        except OSError:
+            return None
+    client = wait_for(connect, "redis to listen")
+    assert client.command("DEBUG", "POPULATE", "200000") == "OK"
+    for there, back in ((a, b), (b, a)):
+        migrate(there, "redis", agents[back.root], "--tcp-established")
+        assert client.command("DBSIZE") == 200000          # the same connection, every key
+        assert client.command("GET", "key:199999") == "value:199999"
+        assert gone(there, "redis") and back.inspect("redis")["State"]["Status"] == "running"
+    client.close()
+    a("rm", "-f", "redis")
+    for ferry in (a, b):
+        ferry("rmi", "redis")

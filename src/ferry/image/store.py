@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import datetime
 import json
 import os
 import re
@@ -372,10 +373,10 @@ class ImageStore:
         return self._image(image_id)
 
     def _make_image(self, staging: _Staging, diff_id: str, name: str, config: ImageConfig,
-                    comment: str) -> Image:
+                    comment: str, created: str | None = None) -> Image:
         """Record a one-layer image that ferry itself made (import, build)."""
         # Sub-second precision, so two imports of one tar are two images, as in podman.
-        created = utc_now(digits=6)
+        created = created or utc_now(digits=6)
         config_bytes = config_document(config, [diff_id], created, comment)
         manifest_bytes = manifest_document(digests.of_bytes(config_bytes), len(config_bytes),
                                            [(diff_id, staging.layer_size(diff_id))])
@@ -459,10 +460,15 @@ class ImageStore:
         name = reference.parse_local(ref).name
         recipe = debian.Recipe.make(suite, include, cmd=cmd, expose=expose, env=env)
         tar_path = debian.rootfs_tar(recipe, progress=progress)
+        # Created when its root filesystem was: one recipe built in two roots
+        # that share the cache is one image, by ID, which a migration between
+        # them needs (the destination restores onto the image the source ran).
+        built = datetime.datetime.fromtimestamp(os.stat(tar_path).st_mtime, datetime.timezone.utc)
         with self._change() as staging, open(tar_path, "rb") as source:
             diff_id = staging.add_layer(source, f"cached Debian root filesystem {tar_path}")
             return self._make_image(staging, diff_id, name, recipe.image_config(),
-                                    f"ferry image build-debian {recipe.describe()}")
+                                    f"ferry image build-debian {recipe.describe()}",
+                                    created=built.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     def remove(self, ref_or_id: str, *, force: bool = False,
                in_use: Callable[[str], list[str]] = lambda image_id: []) -> list[str]:
