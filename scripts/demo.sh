@@ -60,4 +60,9 @@ timed "${ferry[@]}" rm -f my-nginx-restored
 rm -f "$archive"
 trap - EXIT
 echo
-echo "demo finished: nginx was checkpointed to one archive, removed, and restored under a new name, still serving."
+echo "nginx was checkpointed to one archive, removed, and restored under a new name, still serving."
+
+# Last act: a live migration between two simulated hosts (network namespaces).
+"$(dirname "$0")/../.venv/bin/python" "$(dirname "$0")/demo_migration.py"
+echo
+echo "demo finished."
