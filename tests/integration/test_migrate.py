@@ -405,3 +405,32 @@ def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(hosts)
     a("rm", "-f", "redis")
     for ferry in (a, b):
         ferry("rmi", "redis")
+
+
+def test_preflight_refuses_an_incompatible_host_and_too_little_room(hosts):
+    """Offers as a source on another machine would make them, straight to the agent."""
+    import httpx
+    _a, b, agents = hosts
+    agent = agents[b.root]
+    token = open(agent.token_file).read().strip()
+    with httpx.Client(base_url=agent.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+        host = http.get("/v1/host").json()["host"]
+        images = http.get("/v1/images").json()
+        offer = {"wire": 1, "container_id": "e" * 64, "name": "offered", "image": "localhost/busybox:latest",
+                 "image_id": images[0]["id"], "memory_bound": 1 << 20, "files_bound": 0, "source": host}
+        for change, check in (({"source": {**host, "arch": "aarch64"}}, "arch"),
+                              ({"source": {**host, "cgroup_mode": "v2" if host["cgroup_mode"] != "v2" else "v1"}},
+                               "cgroup_mode"),
+                              ({"source": {**host, "criu_version": "99.0"}}, "criu_version"),
+                              ({"files_bound": 1 << 49}, "disk"),
+                              ({"memory_bound": 1 << 49, "files_bound": 1 << 30}, "memory"),
+                              ({"image_id": "f" * 64}, "image")):
+            answer = http.post("/v1/migrations", json={**offer, **change})
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["check"] == check, answer.json()
+        accepted = http.post("/v1/migrations", json=offer)
+        assert accepted.status_code == 201, accepted.text
+        ticket = accepted.json()
+        assert http.get(f"/v1/migrations/{ticket['id']}").json()["state"] == "offered"
+        assert http.delete(f"/v1/migrations/{ticket['id']}").json()["state"] == "aborted"
+    assert gone(b, "offered")
