@@ -17,7 +17,7 @@ import re
 import shutil
 import stat
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
@@ -39,6 +39,7 @@ from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_t
                            tmpfs_if_it_fits)
 from ferry.util.locks import is_locked
 from ferry.util.progress import Progress
+from ferry.util.timing import Timer
 from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
@@ -101,20 +102,6 @@ class RestoreOptions:
     import_stream: int | None = None  # a descriptor to read the archive from (a migration), instead of import_path
     container_id: str | None = None   # keep this ID (a migration), which the archive must hold
     adopt_lease: bool = False         # take over the address another root's copy of this container holds
-
-
-@dataclass
-class Timer:
-    """Seconds spent per phase, for --print-stats."""
-    phases: dict[str, float] = field(default_factory=dict)
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phases[name] = self.phases.get(name, 0.0) + time.monotonic() - start
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ cleaned up, and a failure there is reported, never undone.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ferry.util.timing import Timer
 
 
 class Phase(str, enum.Enum):
@@ -28,21 +29,15 @@ class Phase(str, enum.Enum):
 
 
 @dataclass
-class Timings:
+class Timings(Timer):
     """Seconds per phase, and the downtime: from the freeze on the source to
     the destination's word that the container runs (an upper bound: it
     includes the reply's way back)."""
-    phases: dict[str, float] = field(default_factory=dict)
     frozen_at: float | None = None
     running_at: float | None = None
 
-    @contextlib.contextmanager
     def phase(self, phase: Phase):
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phases[phase.value] = self.phases.get(phase.value, 0.0) + time.monotonic() - started
+        return super().phase(phase.value)
 
     def frozen(self) -> None:
         if self.frozen_at is None:
