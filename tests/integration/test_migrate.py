@@ -434,3 +434,30 @@ def test_preflight_refuses_an_incompatible_host_and_too_little_room(hosts):
         assert http.get(f"/v1/migrations/{ticket['id']}").json()["state"] == "offered"
         assert http.delete(f"/v1/migrations/{ticket['id']}").json()["state"] == "aborted"
     assert gone(b, "offered")
+
+
+def test_a_migration_over_tls_checks_the_agent_s_certificate(hosts, workdir):
+    a, _b, _agents = hosts
+    cert, key = str(workdir / "agent.crt"), str(workdir / "agent.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=ferry-agent",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    t = _root(workdir, "t", str(workdir / "busybox-oci.tar"))
+    agent = Agent(t, workdir)
+    agent.url = agent.url.replace("http://", "https://")
+    agent.start(extra=("--tls-cert", cert, "--tls-key", key))
+    try:
+        a("run", "-d", "--name", "secure", "busybox", "sh", "-c", COUNTER)
+        info = a.inspect("secure")
+        a.seen.add(info["Id"])
+        t.seen.add(info["Id"])
+        untrusted = migrate(a, "secure", agent, check=False)
+        assert untrusted.returncode == 125 and "certificate" in untrusted.stderr, untrusted.stderr
+        assert len(untrusted.stderr.strip().splitlines()) == 1
+        assert a.inspect("secure")["State"]["Status"] == "running"
+        migrate(a, "secure", agent, "--tls-ca", cert)
+        assert gone(a, "secure") and t.inspect("secure")["State"]["Status"] == "running"
+        t("rm", "-f", "secure")
+    finally:
+        agent.stop()
+    t.remove_everything()

@@ -18,6 +18,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
@@ -32,7 +33,7 @@ from ferry.engine.recovery import fsync_tree, keep_on_disk
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
-from ferry.runtime.runc import memory_in_use
+from ferry.runtime.runc import freeze, memory_in_use, thaw
 from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_tree, remove_tree_later,
@@ -226,6 +227,17 @@ class Checkpoints:
         marker = files.checkpointing
         atomic_write(marker, "")
         writer = None
+        hold_files = options.leave_running and target is not None and not (options.ignore_rootfs and
+                                                                            options.ignore_volumes)
+        frozen = False
+
+        def let_run() -> None:
+            nonlocal frozen
+            if frozen:
+                timer.phases["frozen_for_files"] = time.monotonic() - frozen_since[0]
+                thaw(container.id)
+                frozen = False
+        frozen_since = [time.monotonic()]
         try:
             if target:
                 writer = ArchiveWriter(target.target, compression=compression,
@@ -241,6 +253,11 @@ class Checkpoints:
             # until it is over and recorded.
             with signals.deferred():
                 progress("dump", 0, 1)
+                if hold_files:
+                    # Its files must be the ones the dump saw: CRIU checks open
+                    # files' sizes, and a -R container would go on writing them
+                    # while they are archived. CRIU leaves a frozen cgroup frozen.
+                    frozen, frozen_since[0] = freeze(container.id), time.monotonic()
                 with timer.phase("runc_checkpoint"):
                     self.containers.runc.checkpoint(
                         container.id, images=images, work=work, leave_running=options.leave_running,
@@ -266,7 +283,7 @@ class Checkpoints:
             criu_stats = read_dump_stats(work)  # runc has CRIU write stats to its work dir
             written = None
             if writer:
-                written = self._export(writer, container, options, timer, progress)
+                written = self._export(writer, container, options, timer, progress, files_taken=let_run)
                 phases.reached("checkpoint:exported")
             if not options.leave_running:
                 with timer.phase("stop"):   # the monitor leaves the cleanup to this command
@@ -281,6 +298,7 @@ class Checkpoints:
                 writer.abort()
             raise
         finally:
+            let_run()   # a failure, too, leaves the container running
             remove_file(marker)
         return CheckpointResult(container.id, container.name, options.export,
                                 written.size if written else 0, written.streamed if written else 0,
@@ -315,7 +333,9 @@ class Checkpoints:
         return kept
 
     def _export(self, writer: ArchiveWriter, container: Container, options: CheckpointOptions,
-                timer: Timer, progress: Progress) -> WriteResult:
+                timer: Timer, progress: Progress, files_taken: Callable[[], None] = lambda: None) -> WriteResult:
+        """files_taken() is called once the root filesystem and volumes are
+        staged: a -R container, frozen since its dump, may run on then."""
         directory = self.containers.dir(container.id)
         staged: list[str] = []   # members made only for the archive, removed afterwards
         try:
@@ -327,6 +347,7 @@ class Checkpoints:
             if not options.ignore_volumes:
                 with timer.phase("volumes"):
                     names += self._write_volumes(container, directory, staged)
+            files_taken()
             images = os.path.join(directory, IMAGES)
             names += sorted(os.path.join(IMAGES, n) for n in os.listdir(images)
                             if stat.S_ISREG(os.lstat(os.path.join(images, n)).st_mode))

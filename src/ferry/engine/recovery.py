@@ -22,7 +22,7 @@ import time
 from ferry.engine import journal
 from ferry.engine.listing import process_alive
 from ferry.runtime.launch import REPORT_TIMEOUT
-from ferry.runtime.runc import CGROUP_PARENT, kill_container_cgroups
+from ferry.runtime.runc import kill_container_cgroups, thaw as thaw_cgroup
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound
 from ferry.util.fs import fsync_dir, mounts_under, remove_file, remove_tree, remove_tree_later
@@ -140,17 +140,8 @@ def _is_runc_of(pid: int, container_id: str) -> bool:
 
 
 def thaw(container_id: str) -> None:
-    """A container frozen by a CRIU that was killed mid-dump stays frozen."""
-    for state in (f"/sys/fs/cgroup/freezer/{CGROUP_PARENT}/{container_id}/freezer.state",):
-        with contextlib.suppress(OSError):
-            with open(state) as f:
-                frozen = f.read().strip() != "THAWED"
-            if frozen:
-                with open(state, "w") as f:
-                    f.write("THAWED")
-    with contextlib.suppress(OSError), open(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}/{container_id}/cgroup.freeze",
-                                            "w") as f:
-        f.write("0")
+    """A container frozen by a CRIU (or a -R export) that was killed stays frozen."""
+    thaw_cgroup(container_id)
 
 
 def drop_network_lock(containers, container_id: str) -> None:

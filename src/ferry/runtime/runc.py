@@ -198,3 +198,42 @@ def remove_cgroup_parents() -> None:
             os.rmdir(path)
         except OSError:
             pass
+
+
+FREEZE_WAIT = 10.0   # seconds for the freezer to stop every task
+
+
+def freeze(container_id: str) -> bool:
+    """Freeze the container's tasks through its v1 freezer cgroup, and wait
+    until they are; False where it has none. CRIU, finding it frozen, leaves
+    it frozen after a dump with --leave-running (its origin freezer state)."""
+    import time
+    state = f"/sys/fs/cgroup/freezer/{CGROUP_PARENT}/{container_id}/freezer.state"
+    try:
+        with open(state, "w") as f:
+            f.write("FROZEN")
+    except OSError:
+        return False
+    deadline = time.monotonic() + FREEZE_WAIT
+    while True:
+        with open(state) as f:
+            if f.read().strip() == "FROZEN":
+                return True
+        if time.monotonic() > deadline:
+            thaw(container_id)
+            raise ToolError(f"freezing container {container_id[:12]}", None, "its tasks did not stop")
+        time.sleep(0.002)
+
+
+def thaw(container_id: str) -> None:
+    """The container's tasks run again (v1 freezer, or v2's cgroup.freeze)."""
+    with contextlib.suppress(OSError):
+        state = f"/sys/fs/cgroup/freezer/{CGROUP_PARENT}/{container_id}/freezer.state"
+        with open(state) as f:
+            frozen = f.read().strip() != "THAWED"
+        if frozen:
+            with open(state, "w") as f:
+                f.write("THAWED")
+    with contextlib.suppress(OSError), open(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}/{container_id}/cgroup.freeze",
+                                            "w") as f:
+        f.write("0")
