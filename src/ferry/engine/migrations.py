@@ -37,6 +37,7 @@ SOURCE, DESTINATION = "source", "destination"
 # A destination's share of what may arrive: memory for the staged pages (or
 # disk when they spill), and disk for the root filesystem changes and volumes.
 DISK_MARGIN = 256 << 20
+OFFER_TTL = 600.0   # seconds an accepted offer waits for its checkpoint
 # Serialises the agent's state changes of migration records: its requests run
 # in threads of one process, where the file locks of one container are re-entrant.
 _records_lock = threading.Lock()
@@ -166,7 +167,8 @@ class Migrations:
         with _records_lock:
             for record in self.records():
                 if (record.role == DESTINATION and record.container_id == offer.container_id
-                        and record.state in ("offered", "receiving") and _alive(record.pid)):
+                        and record.state in ("offered", "receiving") and _alive(record.pid)
+                        and not _expired(record)):
                     raise Refused(f"migration {record.id} of this container is already under way here",
                                   check="busy")
 
@@ -189,7 +191,7 @@ class Migrations:
         started = time.monotonic()
         with _records_lock:
             record = self.record(migration_id)
-            if record.role != DESTINATION or record.state != "offered":
+            if record.role != DESTINATION or record.state != "offered" or _expired(record):
                 raise Conflict(f"migration {migration_id} is {record.state}, not waiting for its checkpoint")
             record = self._save(replace(record, state="receiving", pid=os.getpid()))
         offer = wire.MigrationOffer.model_validate_json(record.offer)
@@ -212,6 +214,8 @@ class Migrations:
         state = record.state
         if state in ("offered", "receiving") and not _alive(record.pid):
             state = "failed"   # the agent that took it died; its restore was undone by recovery
+        elif _expired(record):
+            state = "aborted"  # an offer its source never followed up
         return wire.MigrationStatus(id=record.id, container_id=record.container_id, state=state,
                                     error=record.error)
 
@@ -411,6 +415,15 @@ def _counting(outcome: dict, sent):
 
 def _no_progress(_phase: str, _done: int, _total: int) -> None:
     pass
+
+
+def _expired(record: Record) -> bool:
+    """An offer whose checkpoint never came within OFFER_TTL (its source died in preflight)."""
+    from ferry.util.timefmt import parse
+    if record.state != "offered":
+        return False
+    age = time.time() - parse(record.created).timestamp()
+    return age > OFFER_TTL
 
 
 def _alive(pid: int) -> bool:
