@@ -11,12 +11,12 @@ import os
 
 import pytest
 
-from ferry.network import link, registry as registry_module
+from ferry.network import registry as registry_module
 from ferry.network.manager import NetworkManager
 from ferry.network.registry import Lease, Registry
 from ferry.store.db import Database
 from ferry.store.layout import Layout
-from ferry.util import locks, proc
+from tests.unit.test_network_manager import tools  # noqa: F401 (the fixture)
 
 CONTAINER_A, CONTAINER_B = "a" * 64, "b" * 64
 
@@ -70,26 +70,12 @@ def test_an_explicit_base_wins(netns, tmp_path):
     assert Registry(str(tmp_path / "mine")).base == str(tmp_path / "mine")
 
 
-@pytest.fixture
-def quiet_tools(monkeypatch, tmp_path):
-    def execute(argv, **_):
-        if argv[:4] == ["ip", "-j", "-4", "route"]:
-            return proc.Result(tuple(argv), 0, "[]", "")
-        if argv[:4] == ["nft", "-j", "-a", "list"]:
-            return proc.Result(tuple(argv), 1, "", "Error: No such file or directory")
-        raise AssertionError(f"unexpected tool call {argv}")
-    monkeypatch.setattr(proc, "_execute", execute)
-    for query in ("link_exists", "netns_exists", "is_ferry_bridge"):
-        monkeypatch.setattr(link, query, lambda name: False)
-    monkeypatch.setattr(locks, "MACHINE_LOCK_DIR", str(tmp_path / "locks"))
-
-
 def _manager(tmp_path, name: str) -> NetworkManager:
     layout = Layout(str(tmp_path / name))
     return NetworkManager(layout, Database(layout.database))
 
 
-def test_two_hosts_do_not_see_each_other_s_leases(netns, quiet_tools, tmp_path):
+def test_two_hosts_do_not_see_each_other_s_leases(netns, tools, tmp_path):
     """Each simulated host hands out addresses from its own registry; a machine-wide
     one would make the second host refuse (or think it owns) the first's address."""
     netns("host1")
