@@ -236,3 +236,43 @@ def test_layer_paths_keep_a_repeated_layer_once_at_its_highest_position(store, t
     assert len(image.layers) == 3
     paths = store.layer_paths(image)
     assert len(paths) == 2 and paths[-1].endswith(of_bytes(empty)[7:23])
+
+
+# ---- kept layer tars: what a migration sends another store ---------------------
+
+def _other_store(tmp_path):
+    layout = Layout.at(str(tmp_path / "other"))
+    return ImageStore(layout, Database(layout.database))
+
+
+def test_an_image_goes_to_another_store_as_its_kept_layer_tars(store, tmp_path):
+    image = store.import_rootfs(write(tmp_path / "a.tar", rootfs(b"a")), "localhost/kept:1")
+    [diff_id] = image.layers
+    assert os.path.exists(store.layer_tar(diff_id)) and store.has_layer(diff_id)
+    other = _other_store(tmp_path)
+    store.export_layers(image.id, [diff_id], str(tmp_path / "all.tar"))
+    [moved] = other.load(str(tmp_path / "all.tar"))
+    assert (moved.id, moved.layers, moved.names) == (image.id, image.layers, image.names)
+    with open(os.path.join(other.layer_paths(moved)[0], "etc", "marker"), "rb") as f:
+        assert f.read() == b"a"
+    store.export_layers(image.id, [], str(tmp_path / "none.tar"))   # the other store has the layer
+    assert [i.id for i in other.load(str(tmp_path / "none.tar"))] == [image.id]
+
+
+def test_a_layer_tar_that_does_not_match_its_diff_id_is_refused(store, tmp_path):
+    image = store.import_rootfs(write(tmp_path / "a.tar", rootfs(b"a")), "localhost/kept:1")
+    forged = store.import_rootfs(write(tmp_path / "b.tar", rootfs(b"b")), "localhost/other:1")
+    os.replace(store.layer_tar(forged.layers[0]), store.layer_tar(image.layers[0]))   # another layer's bytes
+    store.export_layers(image.id, list(image.layers), str(tmp_path / "bad.tar"))
+    other = _other_store(tmp_path)
+    with pytest.raises(BadArchive, match="does not match"):
+        other.load(str(tmp_path / "bad.tar"))
+    assert other.list() == []
+
+
+def test_a_removed_image_takes_its_layer_tar_along(store, tmp_path):
+    image = store.import_rootfs(write(tmp_path / "a.tar", rootfs(b"a")), "localhost/kept:1")
+    tar = store.layer_tar(image.layers[0])
+    store.remove("localhost/kept:1")
+    store.import_rootfs(write(tmp_path / "b.tar", rootfs(b"b")), "localhost/next:1")   # any change sweeps
+    assert not os.path.exists(tar)

@@ -9,6 +9,7 @@ a valid message is a 400 naming the field; every failure is JSON
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 
@@ -119,6 +120,31 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
     @app.delete("/v1/migrations/{migration_id}", response_model=wire.MigrationStatus)
     def abort(migration_id: str = MigrationIdPath) -> wire.MigrationStatus:
         return engine().migrations.abort(migration_id)
+
+    @app.put("/v1/migrations/{migration_id}/image", response_model=wire.MigrationStatus)
+    async def receive_image(request: Request, migration_id: str = MigrationIdPath) -> wire.MigrationStatus:
+        """An oci-archive of the image layers this host lacks, before the checkpoint."""
+        made = engine()
+        tmp = made.layout.tmp
+        os.makedirs(tmp, mode=0o700, exist_ok=True)
+        path = os.path.join(tmp, f"image-{migration_id}.tar")
+        free = os.statvfs(tmp)
+        room = free.f_bavail * free.f_frsize - (256 << 20)
+        written = 0
+        try:
+            with open(path, "wb") as out:
+                async for chunk in request.stream():
+                    written += len(chunk)
+                    if written > room:
+                        raise DiskFull(f"the image sent for migration {migration_id} does not fit in {tmp}",
+                                       hint="free disk space on the destination")
+                    out.write(chunk)
+            await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(made.migrations.receive_image, migration_id, path))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return engine().migrations.status(migration_id)
 
     @app.put("/v1/migrations/{migration_id}/checkpoint", response_model=wire.RestoreReport)
     async def receive(request: Request, migration_id: str = MigrationIdPath) -> wire.RestoreReport:

@@ -26,7 +26,7 @@ from ferry.engine.listing import RUNNING
 from ferry.migration import wire
 from ferry.migration.phases import Phase, Timings
 from ferry.util import phases
-from ferry.util.errors import Conflict, FerryError, NotFound, Refused
+from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, Refused
 from ferry.util.fs import atomic_write
 from ferry.util.log import get_logger
 from ferry.util.timefmt import utc_now
@@ -141,7 +141,28 @@ class Migrations:
         migration_id = os.urandom(16).hex()
         self._save(Record(migration_id, DESTINATION, offer.container_id, offer.name, "offered", utc_now(),
                           offer=offer.model_dump_json(), pid=os.getpid()))
-        return wire.MigrationTicket(id=migration_id, container_id=offer.container_id)
+        missing = [] if self._has_image(offer.image_id) else \
+            [d for d in dict.fromkeys(offer.layers) if not self.engine.images.has_layer(d)]
+        return wire.MigrationTicket(id=migration_id, container_id=offer.container_id, missing_layers=missing)
+
+    def _has_image(self, image_id: str) -> bool:
+        try:
+            self.engine.images.get(image_id)
+            return True
+        except NotFound:
+            return False
+
+    def receive_image(self, migration_id: str, path: str) -> None:
+        """The offered container's image, from an oci-archive of the layers this
+        host lacked: loaded with every digest checked, and it must be that image."""
+        record = self.record(migration_id)
+        if record.role != DESTINATION or record.state != "offered" or _expired(record):
+            raise Conflict(f"migration {migration_id} is {record.state}, not waiting for its image")
+        offer = wire.MigrationOffer.model_validate_json(record.offer)
+        loaded = self.engine.images.load(path)
+        if [i.id for i in loaded] != [offer.image_id]:
+            raise BadArchive(f"the image sent for migration {migration_id} is not image {offer.image_id[:12]}",
+                             hint="the source sent another image; do not trust it")
 
     def _refuse_clashes(self, offer: wire.MigrationOffer) -> None:
         containers = self.engine.containers
@@ -156,9 +177,10 @@ class Migrations:
         try:
             self.engine.images.get(offer.image_id)
         except NotFound:
-            raise Refused(f"image {offer.image} ({offer.image_digest or offer.image_id[:12]}) is not on this host",
-                          check="image", hint="load or pull it on the destination first (ferry load, ferry pull)") \
-                from None
+            if not offer.layers:
+                raise Refused(f"image {offer.image} ({offer.image_digest or offer.image_id[:12]}) is not on this "
+                              "host", check="image",
+                              hint="load or pull it on the destination first (ferry load, ferry pull)") from None
         if offer.ip:
             for held in self.engine.networks.reservations():
                 if held.ip == offer.ip and held.container_id != offer.container_id:
@@ -242,6 +264,9 @@ class Migrations:
         with AgentClient(options.to, options.token, verify=options.verify) as agent:
             with timings.phase(Phase.PREFLIGHT):
                 ticket = agent.offer(self._offer(container, options))
+            if ticket.missing_layers:
+                with timings.phase(Phase.IMAGE):
+                    self._send_image(agent, ticket, container.image_id)
             record = self._save(Record(ticket.id, SOURCE, container.id, container.name, "streaming", utc_now(),
                                        peer=agent.url, pid=os.getpid(), token=options.token,
                                        tcp_established=options.tcp_established))
@@ -266,12 +291,23 @@ class Migrations:
         source = wire.SourceHost(**{k: v for k, v in here.to_dict().items() if k != "cpu"})
         return wire.MigrationOffer(
             container_id=container.id, name=options.name or container.name, image=container.config.image,
-            image_id=image.id, image_digest=container.config.image_digest or None,
+            image_id=image.id, image_digest=container.config.image_digest or None, layers=list(image.layers),
             ip=container.config.ip or None, mac=container.config.mac or None,
             ports=list(options.ports) if options.ports is not None else None,
             tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id) or 0,
             bind_mounts=[v.source for v in container.config.binds],
             files_bound=files, source=source)
+
+    def _send_image(self, agent, ticket: wire.MigrationTicket, image_id: str) -> None:
+        """The layers the destination lacks, before anything is frozen."""
+        os.makedirs(self.layout.tmp, mode=0o700, exist_ok=True)
+        path = os.path.join(self.layout.tmp, f"image-{ticket.id}.tar")
+        try:
+            self.engine.images.export_layers(image_id, ticket.missing_layers, path)
+            agent.send_image(ticket.id, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _stream(self, container, options: MigrateOptions, agent, ticket: wire.MigrationTicket, record: Record,
                 timings: Timings, sent) -> tuple[wire.RestoreReport, int]:

@@ -13,6 +13,14 @@ DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})\Z")
 CHUNK = 1 << 20
 
 
+def of_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
 def of_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

@@ -72,6 +72,9 @@ class _Peeked:
         return data
 
 
+KEEP_LEVEL = 3   # zstd level of a kept layer tar: a pull or build must not wait on it
+
+
 def decompressed(source: BinaryIO) -> BinaryIO:
     """`source` decompressed by its magic: gzip, zstd or plain tar."""
     head = b""
@@ -245,14 +248,31 @@ class _Extractor:
             self._set_metadata(path, self.dir_meta[path])
 
 
-def unpack_layer(source: BinaryIO, dest: str, *, opaque_xattr: str = OPAQUE_XATTR) -> Unpacked:
+class _Tee:
+    """A reader that also writes what it reads into `sink`."""
+
+    def __init__(self, source: BinaryIO, sink):
+        self._source, self._sink = source, sink
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        if data:
+            self._sink.write(data)
+        return data
+
+
+def unpack_layer(source: BinaryIO, dest: str, *, opaque_xattr: str = OPAQUE_XATTR,
+                 keep: BinaryIO | None = None) -> Unpacked:
     """Unpack the layer read from `source` (any reader) into the empty
     directory `dest`. BadArchive if the stream is corrupt or hostile; the
-    caller verifies the digests returned."""
+    caller verifies the digests returned. With `keep`, the uncompressed tar
+    also goes there, zstd-compressed: the exact bytes of its diff_id, which
+    ferry cannot make again from the unpacked files (a migration sends them)."""
     # The top layer's root becomes the container's "/": a private temp dir's 0700 would leak into it.
     os.chmod(dest, 0o755)
     raw = HashingReader(source)
-    tar_stream = HashingReader(decompressed(raw))
+    sink = zstandard.ZstdCompressor(level=KEEP_LEVEL).stream_writer(keep, closefd=False) if keep else None
+    tar_stream = HashingReader(_Tee(decompressed(raw), sink) if sink else decompressed(raw))
     extractor = _Extractor(dest, opaque_xattr)
     try:
         with tarfile.open(fileobj=tar_stream, mode="r|") as tar:
@@ -260,6 +280,8 @@ def unpack_layer(source: BinaryIO, dest: str, *, opaque_xattr: str = OPAQUE_XATT
                 extractor.extract(tar, member)
         tar_stream.drain()
         raw.drain()
+        if sink is not None:
+            sink.flush(zstandard.FLUSH_FRAME)
     except STREAM_ERRORS as exc:
         raise BadArchive(f"layer is not a readable tar stream: {exc or type(exc).__name__}",
                          hint="the layer is truncated or corrupted; fetch it again") from None

@@ -11,12 +11,14 @@ failure or a crash) is swept, so no half layer ever looks complete.
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime
+import functools
+import io
 import json
 import os
 import re
 import secrets
+import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator
@@ -26,9 +28,9 @@ from ferry.image import digest as digests
 from ferry.image import reference
 from ferry.image.blobs import BlobStore
 from ferry.image.layers import unpack_layer
-from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, config_document,
-                                  manifest_document, parse_config, parse_document,
-                                  select_platform)
+from ferry.image.manifest import (DEFAULT_PATH_ENV, OCI_CONFIG, OCI_LAYER, OCI_LAYER_ZSTD, OCI_MANIFEST,
+                                  ImageConfig, Index, config_document, manifest_document, parse_config,
+                                  parse_document, select_platform)
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
@@ -100,6 +102,7 @@ LayerSource = tuple[str, "str | None", Callable[[], ContextManager[BinaryIO]]]
 class _StagedLayer:
     path: str
     size: int
+    tar: str       # its uncompressed tar, zstd-compressed (what a migration sends)
 
 
 class _Staging:
@@ -116,15 +119,18 @@ class _Staging:
     def add_layer(self, source: BinaryIO, what: str, *, expected_digest: str | None = None,
                   expected_diff_id: str | None = None) -> str:
         dest = tempfile.mkdtemp(dir=self.path, prefix="layer-")
-        unpacked = unpack_layer(source, dest)
+        tar = dest + ".tar.zst"
+        with open(tar, "wb") as keep:
+            unpacked = unpack_layer(source, dest, keep=keep)
         if expected_digest:
             digests.verify(expected_digest, unpacked.digest, what)
         if expected_diff_id:
             digests.verify(expected_diff_id, unpacked.diff_id, f"{what} (uncompressed)")
         if self.has_layer(unpacked.diff_id):
             remove_tree(dest)
+            os.unlink(tar)
         else:
-            self.layers[unpacked.diff_id] = _StagedLayer(dest, unpacked.size)
+            self.layers[unpacked.diff_id] = _StagedLayer(dest, unpacked.size, tar)
         return unpacked.diff_id
 
     def add_layers(self, where: str, diff_ids: tuple[str, ...], layers: list[LayerSource],
@@ -151,6 +157,7 @@ class ImageStore:
         self.db = db
         self.root = layout.images
         self.layer_root = os.path.join(self.root, "l")
+        self.tar_root = os.path.join(self.root, "t")   # each layer's tar, zstd: its diff_id's exact bytes
         self.tmp_root = os.path.join(self.root, "tmp")
         self.blobs = BlobStore(os.path.join(self.root, "blobs"))
         db.ensure(DDL)
@@ -235,6 +242,49 @@ class ImageStore:
                            hint="use the fully qualified name")
         return (rows[0][1], rows[0][0]) if rows else None
 
+    def export_layers(self, ref_or_id: str, diff_ids: list[str], path: str) -> None:
+        """An oci-archive at `path` of the image with only the layers `diff_ids`
+        (each as its kept tar, zstd): enough for a store that has the others.
+        NotFound when a layer's tar was never kept (stored by an older ferry)."""
+        image = self.get(ref_or_id)
+        config = self.blobs.get(f"sha256:{image.id}")
+        sent, layers = {}, []
+        for diff_id in image.layers:
+            tar = self.layer_tar(diff_id)
+            if diff_id in diff_ids:
+                if not os.path.exists(tar):
+                    raise NotFound(f"layer {diff_id[:19]} of image {image.names[0] if image.names else image.id[:12]} "
+                                   "has no kept tar (it was stored by an older ferry)",
+                                   hint="load or pull the image on the destination")
+                digest = digests.of_file(tar)
+                sent[digest] = tar
+                layers.append({"mediaType": OCI_LAYER_ZSTD, "digest": digest, "size": os.path.getsize(tar)})
+            else:   # the receiver has it: never opened, so its own digest stands in
+                layers.append({"mediaType": OCI_LAYER, "digest": diff_id, "size": self._layer_row(diff_id)[1]})
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": OCI_CONFIG, "digest": f"sha256:{image.id}",
+                                          "size": len(config)}, "layers": layers}).encode()
+        entry = {"mediaType": OCI_MANIFEST, "digest": digests.of_bytes(manifest), "size": len(manifest)}
+        if image.names:
+            entry["annotations"] = {"org.opencontainers.image.ref.name": image.names[0]}
+        index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
+        with tarfile.open(path, "w") as out:
+            for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
+                               (f"blobs/sha256/{image.id}", config),
+                               (f"blobs/sha256/{digests.hex_of(entry['digest'])}", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                out.addfile(info, io.BytesIO(data))
+            for digest, tar in sent.items():
+                out.add(tar, arcname=f"blobs/sha256/{digests.hex_of(digest)}", recursive=False)
+
+    def has_layer(self, diff_id: str) -> bool:
+        return self._layer_row(diff_id) is not None
+
+    def layer_tar(self, diff_id: str) -> str:
+        """Where the layer's tar is kept (layers stored before ferry kept them have none)."""
+        return os.path.join(self.tar_root, f"{digests.hex_of(diff_id)}.tar.zst")
+
     def layer_paths(self, image: Image) -> list[str]:
         """Unpacked layer directories, lowest first, each once (a layer that
         repeats is kept at its highest position, which gives the same view)."""
@@ -288,7 +338,7 @@ class ImageStore:
     def _change(self) -> Iterator[_Staging]:
         """Hold the image lock, sweep what a crash left, stage in a private
         dir, and on failure drop everything that was not recorded."""
-        for path in (self.layer_root, self.tmp_root, self.blobs.root):
+        for path in (self.layer_root, self.tar_root, self.tmp_root, self.blobs.root):
             os.makedirs(path, mode=0o700, exist_ok=True)
         with file_lock(self.layout.lock("images")):
             self._sweep()
@@ -309,6 +359,10 @@ class ImageStore:
         for name in os.listdir(self.layer_root):
             if name not in known:
                 remove_tree(os.path.join(self.layer_root, name))
+        layers = {digests.hex_of(r[0]) for r in self.db.read().execute("SELECT diff_id FROM image_layers")}
+        for name in os.listdir(self.tar_root) if os.path.isdir(self.tar_root) else ():
+            if name.removesuffix(".tar.zst") not in layers:
+                os.unlink(os.path.join(self.tar_root, name))
         wanted = set()
         for image_id, manifest_digest in self.db.read().execute("SELECT id, digest FROM images"):
             wanted.update({f"sha256:{image_id}", manifest_digest})
@@ -350,6 +404,7 @@ class ImageStore:
             name = self._layer_dir_name(diff_id, taken)
             taken.add(name)
             os.rename(staged.path, os.path.join(self.layer_root, name))
+            os.rename(staged.tar, self.layer_tar(diff_id))
             new_layers.append((diff_id, name, staged.size))
             del staging.layers[diff_id]
         self.blobs.put(config_bytes)

@@ -90,6 +90,16 @@ class AgentClient:
     def abort(self, migration_id: str) -> wire.MigrationStatus:
         return self._call("DELETE", f"/v1/migrations/{migration_id}", wire.MigrationStatus)
 
+    def send_image(self, migration_id: str, path: str) -> wire.MigrationStatus:
+        """An oci-archive of the image layers the destination lacks."""
+        with open(path, "rb") as archive:
+            try:
+                response = self._http.put(f"/v1/migrations/{migration_id}/image", content=archive,
+                                          headers={"Content-Type": "application/x-tar"})
+            except httpx.HTTPError as exc:
+                raise FerryError(f"cannot send the image to {self.url}: {_reason(exc)}") from None
+        return self._reply(response, wire.MigrationStatus)
+
     def send_checkpoint(self, migration_id: str, fd: int,
                         sent: Callable[[int], None] | None = None) -> wire.RestoreReport:
         """Stream the archive read from fd (until its end) into the

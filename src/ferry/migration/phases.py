@@ -1,6 +1,7 @@
 """The phases of a stop-and-copy migration, in order, and their timings.
 
     PREFLIGHT   the destination checks the offer; nothing is frozen yet
+    IMAGE       the layers of the image that the destination lacks go over
     STREAM      the source is dumped (and stays stopped, its checkpoint kept
                 here), and the archive streams into the destination's restore
     RESTORE     the destination finishes the restore and says it runs
@@ -23,6 +24,7 @@ from ferry.util.timing import Timer
 
 class Phase(str, enum.Enum):
     PREFLIGHT = "preflight"
+    IMAGE = "image"
     STREAM = "stream"
     RESTORE = "restore"
     CLEANUP = "cleanup"

@@ -91,6 +91,7 @@ class MigrationOffer(Versioned):
     image: Text
     image_id: Id
     image_digest: Digest | None = None
+    layers: list[Digest] = Field(default_factory=list, max_length=256)   # the image's diff_ids, lowest first
     ip: Ipv4 | None = None
     mac: Mac | None = None
     ports: list[PortSpec] | None = Field(default=None, max_length=256)   # None: the archived ones
@@ -105,6 +106,7 @@ class MigrationOffer(Versioned):
 class MigrationTicket(Versioned):
     id: MigrationId
     container_id: Id
+    missing_layers: list[Digest] = Field(default_factory=list, max_length=256)   # send these first
 
 
 MigrationState = Literal["offered", "receiving", "running", "failed", "aborted"]
