@@ -205,3 +205,54 @@ def _answered_after(record, since: float) -> int:
     """Right answers the loop has recorded since `since` (its lines: TIME STATUS BODY)."""
     with open(record) as f:
         return sum(1 for line in f if line.split(" ", 2)[1:2] == ["ok"] and float(line.split(" ", 1)[0]) > since)
+
+
+REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
+# A redis client in the client's netns over one connection: each stdin line a command, each answer a line.
+REDIS_CLIENT = """
+import sys
+from bench.workloads import Redis
+client = Redis(sys.argv[1], 6379, timeout=60)
+print("connected", flush=True)
+for line in sys.stdin:
+    print(client.command(*line.split()), flush=True)
+"""
+
+
+def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim):
+    h1, h2 = sim.hosts
+    for host in (h1, h2):   # one cached root filesystem: one image, by ID, on both hosts
+        host.ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
+                   "--expose", "6379/tcp", "-q")
+    h1.ferry("run", "-d", "--name", "redis", "redis")
+    info = h1.inspect("redis")
+    sim.containers.add(info["Id"])
+    ip, mac = address(info)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    deadline = time.monotonic() + 30
+    while True:
+        client = subprocess.Popen(in_netns(sim.client["netns"], [sys.executable, "-u", "-c", REDIS_CLIENT, ip]),
+                                  cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        if client.stdout.readline().strip() == "connected":
+            break
+        client.wait(timeout=TIMEOUT)
+        assert time.monotonic() < deadline, client.stderr.read()
+        time.sleep(0.2)
+
+    def say(command: str) -> str:
+        client.stdin.write(command + "\n")
+        client.stdin.flush()
+        return client.stdout.readline().strip()
+    try:
+        assert say("DEBUG POPULATE 200000") == "OK"
+        for there, back in ((h1, h2), (h2, h1)):
+            migrate(there, "redis", back, "--tcp-established")
+            assert say("DBSIZE") == "200000"                      # every key, on the same connection
+            assert say("GET key:199999") == "value:199999"
+            assert gone(there, "redis") and address(back.inspect("redis")) == (ip, mac)
+    finally:
+        client.stdin.close()
+        client.kill()
+        client.wait(timeout=TIMEOUT)
+    h1.ferry("rm", "-f", "redis")
