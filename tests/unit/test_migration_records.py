@@ -43,3 +43,95 @@ def test_a_record_whose_agent_died_reads_as_failed(records):
 def test_an_unknown_migration_is_not_found(records):
     with pytest.raises(NotFound, match=f"no migration {ID}"):
         records.status(ID)
+
+
+# ---- the source's stream: how each failure of the destination is read -----------
+
+from ferry.engine.migrations import MigrateOptions, SOURCE                  # noqa: E402
+from ferry.migration import wire                                            # noqa: E402
+from ferry.migration.client import NoAnswer, StreamCut                      # noqa: E402
+from ferry.migration.phases import Timings                                  # noqa: E402
+from ferry.util.errors import FerryError                                    # noqa: E402
+
+TICKET = wire.MigrationTicket(id=ID, container_id=CONTAINER)
+REPORT = wire.RestoreReport(id=ID, container_id=CONTAINER, name="web", seconds=0.5, phases={})
+
+
+class FakeAgent:
+    url = "http://dest:7070"
+
+    def __init__(self, answer, status=None):
+        self.answer, self._status, self.aborted = answer, status, False
+
+    def send_checkpoint(self, migration_id, fd, sent=None):
+        total = 0
+        while data := os.read(fd, 1 << 16):
+            total += len(data)
+            if sent:
+                sent(total)
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+    def status(self, migration_id):
+        if self._status is None:
+            raise FerryError("cannot reach the agent")
+        return wire.MigrationStatus(id=migration_id, container_id=CONTAINER, state=self._status)
+
+    def abort(self, migration_id):
+        self.aborted = True
+
+
+@pytest.fixture
+def source(tmp_path, monkeypatch):
+    container_dir = tmp_path / "container"
+    container_dir.mkdir()
+
+    class Checkpoints:
+        def checkpoint(self, name, options, progress):
+            progress("dump", 0, 1)
+            os.write(options.export_stream, b"archive bytes")
+    engine = SimpleNamespace(layout=Layout(str(tmp_path / "root")), checkpoints=Checkpoints(),
+                             containers=SimpleNamespace(dir=lambda _id: str(container_dir)))
+    made = Migrations(engine)
+    made.resumed = []
+    monkeypatch.setattr(Migrations, "_resume", lambda self, container, record, options, reason:
+                        self.resumed.append(reason))
+    monkeypatch.setattr(migrations.phases, "reached", lambda name: None)
+    return made
+
+
+def stream(source, agent):
+    record = source._save(Record(ID, SOURCE, CONTAINER, "web", "streaming", "2026-11-29T12:00:00Z", peer=agent.url))
+    container = SimpleNamespace(id=CONTAINER, name="web")
+    return source._stream(container, MigrateOptions(to=agent.url, token="t" * 40), agent, TICKET, record,
+                          Timings(), None)
+
+
+def test_the_destination_s_word_is_the_point_of_no_return(source):
+    report, sent = stream(source, FakeAgent(REPORT))
+    assert report == REPORT and sent == len(b"archive bytes") and source.resumed == []
+
+
+def test_a_cut_stream_resumes_the_source(source):
+    agent = FakeAgent(StreamCut("the checkpoint stream broke"))
+    with pytest.raises(StreamCut):
+        stream(source, agent)
+    assert source.resumed == ["the checkpoint stream broke"] and agent.aborted
+
+
+def test_a_lost_answer_is_asked_for_and_a_running_destination_wins(source):
+    report, _ = stream(source, FakeAgent(NoAnswer("no answer"), status="running"))
+    assert report.container_id == CONTAINER and source.resumed == []
+
+
+def test_a_lost_answer_from_a_destination_that_failed_resumes_the_source(source):
+    with pytest.raises(NoAnswer):
+        stream(source, FakeAgent(NoAnswer("no answer"), status="failed"))
+    assert source.resumed == ["no answer"]
+
+
+def test_a_destination_that_cannot_be_asked_leaves_the_checkpoint_unresolved(source):
+    with pytest.raises(FerryError, match="cannot tell whether http://dest:7070 runs container 'web'"):
+        stream(source, FakeAgent(NoAnswer("no answer"), status=None))
+    assert source.resumed == [] and source.record(ID).state == "unresolved"
