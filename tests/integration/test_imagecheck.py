@@ -167,9 +167,7 @@ def refusal(images: str, spec: dict) -> str:
 @pytest.mark.parametrize("name", ["nginx", "redis", "tty", "zombie", "redis-restored"])
 def test_real_checkpoint_passes(dumps, name):
     images, spec = dumps[name]
-    started = time.monotonic()
-    check_images(images, spec)
-    assert time.monotonic() - started < 2.0   # about 5 ms once pycriu is imported (60 ms)
+    check_images(images, spec)   # raises on a refusal (its speed is the benchmark's to measure)
 
 
 def test_real_dumps_hold_what_the_rules_expect(dumps):
@@ -474,7 +472,6 @@ def test_truncated_pages_image_is_refused_before_criu_runs(archived):
     known = set(os.listdir(containers))
     watcher = threading.Thread(target=watch)
     watcher.start()
-    started = time.monotonic()
     try:
         done = ferry("container", "restore", "--file", forged, "--name", "short", check=False, timeout=100)
     except subprocess.TimeoutExpired:
@@ -483,7 +480,6 @@ def test_truncated_pages_image_is_refused_before_criu_runs(archived):
     finally:
         done_event.set()
         watcher.join()
-    elapsed = time.monotonic() - started
     new_ids = seen_ids - known
     ferry.seen.update(new_ids)
 
@@ -491,7 +487,6 @@ def test_truncated_pages_image_is_refused_before_criu_runs(archived):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert lines[0].startswith(f"ferry: error: CRIU image {pages} is 4096 bytes, but {pagemap} puts "), lines[0]
-    assert elapsed < 30, elapsed   # refused up front; a CRIU run would have spun until ferry's 120 s
     # Nothing was left, and CRIU never ran: no container, process, cgroup, log or runc state.
     assert len(new_ids) == 1, new_ids   # the restore's own container, undone
     assert ferry.names() == before
