@@ -27,6 +27,16 @@ GIB = 1 << 30
 SUITE = "bookworm"
 REDIS_CMD = ["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no",
              "--enable-debug-command", "yes"]
+# `python -c REDIS_CLIENT IP` from the checkout, in another netns: one
+# connection; each stdin line is a command, each answer one stdout line.
+REDIS_CLIENT = """
+import sys
+from bench.workloads import Redis
+client = Redis(sys.argv[1], 6379, timeout=60)
+print("connected", flush=True)
+for line in sys.stdin:
+    print(client.command(*line.split()), flush=True)
+"""
 # nginx closes a keep-alive connection after 1000 requests by default, which
 # would break the client's one connection; the access log would grow the
 # archives with every request. Both engines run this same command.

@@ -14,21 +14,13 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from bench import workloads  # noqa: E402  (the checkout's, beside this script)
 SIMHOSTS = os.path.join(REPO, "scripts", "simhosts")
 BASE = os.environ.get("FERRY_DEMO_SIM_BASE", "/var/lib/ferry-demo-sim")
 PREFIX = "fdemo"
 KEYS = 100_000
-REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
-# The client's side of one connection: each stdin line is a command, each
-# answer one stdout line.
-CLIENT = """
-import sys
-from bench.workloads import Redis
-client = Redis(sys.argv[1], 6379, timeout=60)
-print("connected", flush=True)
-for line in sys.stdin:
-    print(client.command(*line.split()), flush=True)
-"""
+REDIS_CMD = json.dumps(workloads.REDIS_CMD)   # the image every test and the benchmark build
 
 
 def step(text: str) -> None:
@@ -70,7 +62,8 @@ def main() -> int:
         print(f"   demo-redis runs on h1 at {ip}")
 
         step(f"the client connects to {ip}:6379 once, and stores {KEYS} keys")
-        client = subprocess.Popen(in_netns(client_ns, [sys.executable, "-u", "-c", CLIENT, ip]), cwd=REPO,
+        client = subprocess.Popen(in_netns(client_ns, [sys.executable, "-u", "-c", workloads.REDIS_CLIENT, ip]),
+                                  cwd=REPO,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         for _ in range(50):
             if client.stdout.readline().strip() == "connected":

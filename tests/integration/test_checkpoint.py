@@ -17,9 +17,8 @@ import pytest
 from tests.conftest import require
 from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
-from tests.support.redis import Redis
+from tests.support.redis import REDIS_CMD, Redis
 
-REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
 PIPE_TIMEOUT = 180
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
 

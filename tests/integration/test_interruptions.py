@@ -17,18 +17,15 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from tests.conftest import require
 from tests.support.cli import Ferry, leftovers, wait_for
-from tests.support.redis import Redis
+from tests.support.redis import REDIS_CMD, Redis
 
 KEYS = 300_000
-REDIS_CMD = ('["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", '
-             '"--enable-debug-command", "yes"]')
 SIGNALS = [signal.SIGKILL, signal.SIGTERM, signal.SIGHUP]
 EXIT_WAIT = 180
 
@@ -210,7 +207,7 @@ def test_checkpoint_killed_at_random_times(host, svc, workdir, mode, delay):
     if os.path.exists(target):
         os.unlink(target)
     args = ["container", "checkpoint", "svc", *[target if a == "ARCHIVE" else a for a in CHECKPOINT_MODES[mode]]]
-    done = interrupted(host, args, phase=None, sig=signal.SIGKILL, delay=delay, workdir=workdir)
+    interrupted(host, args, phase=None, sig=signal.SIGKILL, delay=delay, workdir=workdir)
     if mode == "file" and os.path.exists(target) and state(host, "svc")["Status"] != "running":
         # The archive was in place before the kill (an archive only appears
         # whole): the service moved into it, and comes back from it as after

@@ -365,12 +365,9 @@ def test_host_paths_move_only_where_the_destination_agent_grants_them(hosts, wor
     b("rm", "-f", "binder")
 
 
-REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
-
-
 def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(hosts):
     """Both roots build the same recipe, so they hold one image by ID (the cached root filesystem)."""
-    from tests.support.redis import Redis
+    from tests.support.redis import REDIS_CMD, Redis
     a, b, agents = hosts
     for ferry in (a, b):
         ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,

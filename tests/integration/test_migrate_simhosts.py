@@ -14,6 +14,7 @@ import time
 from tests.integration.test_simhosts import (COUNTER_SCRIPT, DRIVER, ECHO_SERVER, PREFIX, TIMEOUT, Host,
                                              address, in_netns, run_busybox)
 from tests.integration.test_simhosts import busybox_archive, host_ready, sim  # noqa: F401 (fixtures)
+from tests.support.redis import REDIS_CLIENT, REDIS_CMD
 
 # Requests in a loop from the client until told to stop: one line per answer
 # (monotonic time it came, status, body), so the longest gap shows.
@@ -205,18 +206,6 @@ def _answered_after(record, since: float) -> int:
     """Right answers the loop has recorded since `since` (its lines: TIME STATUS BODY)."""
     with open(record) as f:
         return sum(1 for line in f if line.split(" ", 2)[1:2] == ["ok"] and float(line.split(" ", 1)[0]) > since)
-
-
-REDIS_CMD = '["redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no", "--enable-debug-command", "yes"]'
-# A redis client in the client's netns over one connection: each stdin line a command, each answer a line.
-REDIS_CLIENT = """
-import sys
-from bench.workloads import Redis
-client = Redis(sys.argv[1], 6379, timeout=60)
-print("connected", flush=True)
-for line in sys.stdin:
-    print(client.command(*line.split()), flush=True)
-"""
 
 
 def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim):
