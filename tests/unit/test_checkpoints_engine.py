@@ -328,7 +328,7 @@ def test_an_archive_too_large_for_this_host_is_refused_up_front_with_the_numbers
     archive = exported(checkpoints, containers, tmp_path)
     before = {c.id for c in containers.list(all_states=True)}
     host.memory = 100 << 20
-    monkeypatch.setattr(checkpoints_module, "_disk_free", lambda path: 10 << 20)   # the host probe of free disk
+    monkeypatch.setattr(checkpoints_module, "disk_free", lambda path: 10 << 20)   # the host probe of free disk
     with pytest.raises(FerryError) as refused:
         checkpoints.restore(None, RestoreOptions(import_path=archive, name="copy"))
     message = refused.value.message

@@ -27,6 +27,7 @@ from ferry.util import phases
 from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
                                PermissionDenied, Refused, UsageError)
 from ferry.util.log import get_logger
+from ferry.util.space import disk_free
 
 log = get_logger("ferry.api")
 
@@ -82,9 +83,8 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
         from ferry.checkpoint.hostinfo import host_info
         from ferry.util.fs import memory_available
         info = {k: v for k, v in host_info().to_dict().items() if k != "cpu"}
-        disk = os.statvfs(root if os.path.isdir(root) else "/")
         return wire.HostReply(host=wire.SourceHost(**info), memory_available=memory_available(),
-                              disk_free=disk.f_bavail * disk.f_frsize)
+                              disk_free=disk_free(root if os.path.isdir(root) else "/"))
 
     @app.get("/v1/containers", response_model=list[wire.ContainerReply])
     def containers() -> list[wire.ContainerReply]:
@@ -128,8 +128,7 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
         tmp = made.layout.tmp
         os.makedirs(tmp, mode=0o700, exist_ok=True)
         path = os.path.join(tmp, f"image-{migration_id}.tar")
-        free = os.statvfs(tmp)
-        room = free.f_bavail * free.f_frsize - (256 << 20)
+        room = disk_free(tmp) - (256 << 20)
         written = 0
         try:
             with open(path, "wb") as out:

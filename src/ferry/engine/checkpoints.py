@@ -40,6 +40,7 @@ from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_t
                            tmpfs_if_it_fits)
 from ferry.util.locks import is_locked
 from ferry.util.progress import Progress
+from ferry.util.space import disk_free, size_text
 from ferry.util.timing import Timer
 from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
@@ -552,10 +553,10 @@ class Checkpoints:
         refused up front when neither memory nor disk can hold it."""
         if tmpfs_if_it_fits(scratch, need, exact=True):   # CRIU reads the images once; they need not reach the disk
             return
-        free = _disk_free(scratch)
+        free = disk_free(scratch)
         if need + need // 10 + _margin(scratch) > free:
-            raise FerryError(f"cannot restore {path}: its members take {_size(need)}, more than this host "
-                             f"can stage ({_size(memory_available())} of memory and {_size(free)} of disk "
+            raise FerryError(f"cannot restore {path}: its members take {size_text(need)}, more than this host "
+                             f"can stage ({size_text(memory_available())} of memory and {size_text(free)} of disk "
                              f"free under {self.layout.tmp}, less a margin)",
                              hint="free memory or disk, or restore on a larger host")
 
@@ -567,9 +568,9 @@ class Checkpoints:
         need = sum(os.lstat(os.path.join(staging, n)).st_size for n in names
                    if os.path.exists(os.path.join(staging, n)))
         os.makedirs(self.layout.containers, mode=0o700, exist_ok=True)
-        free = _disk_free(self.layout.containers)
+        free = disk_free(self.layout.containers)
         if need and need + need // 10 + _margin(self.layout.containers) > free:
-            raise FerryError(f"cannot restore: the archive's files take {_size(need)}, and {_size(free)} "
+            raise FerryError(f"cannot restore: the archive's files take {size_text(need)}, and {size_text(free)} "
                              f"of disk is free under {self.layout.containers}, less a margin",
                              hint="free disk space, or restore with --ignore-rootfs/--ignore-volumes")
 
@@ -758,11 +759,6 @@ def _margin(path: str) -> int:
     return min(DISK_MARGIN, info.f_blocks * info.f_frsize // 20)
 
 
-def _disk_free(path: str) -> int:
-    info = os.statvfs(path)
-    return info.f_bavail * info.f_frsize
-
-
 def load_public_key(path: str):
     from ferry.checkpoint import signing   # cryptography loads only when asked for
     return signing.load_public_key(path)
@@ -771,13 +767,6 @@ def load_public_key(path: str):
 def load_private_key(path: str):
     from ferry.checkpoint import signing
     return signing.load_private_key(path)
-
-
-def _size(count: int) -> str:
-    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if count >= 1 << shift:
-            return f"{count / (1 << shift):.1f} {unit}"
-    return f"{count} bytes"
 
 
 def _restore_hint(clash: Conflict, config: ContainerConfig) -> Conflict:

@@ -29,6 +29,7 @@ from ferry.util import phases
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, Refused
 from ferry.util.fs import atomic_write
 from ferry.util.log import get_logger
+from ferry.util.space import disk_free, size_text
 from ferry.util.timefmt import utc_now
 
 log = get_logger("ferry.migrations")
@@ -197,14 +198,14 @@ class Migrations:
     def _refuse_short_room(self, offer: wire.MigrationOffer) -> None:
         from ferry.util.fs import memory_available
         os.makedirs(self.layout.root, exist_ok=True)
-        disk = _disk_free(self.layout.root)
+        disk = disk_free(self.layout.root)
         memory = memory_available()
         if offer.files_bound + DISK_MARGIN > disk:
-            raise Refused(f"the container's files take {_size(offer.files_bound)}, and {_size(disk)} of disk is "
+            raise Refused(f"the container's files take {size_text(offer.files_bound)}, and {size_text(disk)} of disk is "
                           f"free here", check="disk", hint="free disk space on the destination")
         if offer.memory_bound > memory and offer.memory_bound + offer.files_bound + DISK_MARGIN > disk:
-            raise Refused(f"the container's memory takes {_size(offer.memory_bound)}; this host has "
-                          f"{_size(memory)} of memory and {_size(disk)} of disk free", check="memory",
+            raise Refused(f"the container's memory takes {size_text(offer.memory_bound)}; this host has "
+                          f"{size_text(memory)} of memory and {size_text(disk)} of disk free", check="memory",
                           hint="free memory or disk on the destination")
 
     def receive(self, migration_id: str, fd: int, progress=None) -> wire.RestoreReport:
@@ -481,15 +482,3 @@ def _tree_size(path: str) -> int:
         except OSError:
             continue
     return total
-
-
-def _disk_free(path: str) -> int:
-    info = os.statvfs(path)
-    return info.f_bavail * info.f_frsize
-
-
-def _size(count: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{count} B"

@@ -96,3 +96,17 @@ def _no_inodes(path: str) -> bool:
     except OSError:
         return False
     return bool(info.f_files) and not info.f_ffree
+
+
+def disk_free(path: str) -> int:
+    """Bytes an unprivileged writer may still put on path's filesystem."""
+    info = os.statvfs(path)
+    return info.f_bavail * info.f_frsize
+
+
+def size_text(count: int) -> str:
+    """1.5 GiB, 12.0 MiB, 300 bytes: for messages."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift:
+            return f"{count / (1 << shift):.1f} {unit}"
+    return f"{count} bytes"
