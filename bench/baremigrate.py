@@ -11,12 +11,16 @@ the recipe of HOST-NOTES ("Lazy migration (post-copy)"):
   dump      runc checkpoint --lazy-pages --page-server 127.0.0.1:PORT
             --status-fd FD --tcp-established on X; FD says "ready" once
             everything but memory is dumped (the tasks stay frozen)
-  network   X's host end down, Y's up (the address moves, as ferry's netns do)
+  network   X's host end down (the address leaves X)
   images    the small non-memory images are copied to Y's image dir
   daemon    criu lazy-pages --page-server --address 127.0.0.1 --port PORT
             -D <images> -W <Y's work dir>, until lazy-pages.socket is there
   restore   runc restore -d --lazy-pages --tcp-established on Y, in a private
             mount namespace (HOST-NOTES: unmounts must not propagate)
+  link up   Y's host end up (the address arrives on Y). Not before the
+            restore: a client's segment that reaches Y's address while no
+            socket holds the connection there is answered with a RST, and
+            the connection is lost (seen here)
   pages     until X's checkpoint ends: every page has been served
 
 The container's stdio are pipes that this process drains (a host file would
@@ -273,7 +277,8 @@ class BareLazy:
     # ---- one migration -------------------------------------------------------------
     def migrate(self, on_restored=None) -> dict:
         """Move the container to the other side by the lazy recipe. Returns the
-        timeline (seconds from the start of the dump), `restored_at` (monotonic)
+        timeline (seconds from the start of the dump), `restored_at` (monotonic, once the
+        address is up on the new side)
         and `pages_at`. `on_restored(t)` runs as soon as the restore has returned."""
         src = self.sides[self.current]
         dst = self.sides["b" if self.current == "a" else "a"]
@@ -315,7 +320,6 @@ class BareLazy:
                                  + self._said(os.path.join(work_src, "runc.out"), os.path.join(work_src, "dump.log")))
             t = phase("dump", t0)
             self._link(src, up=False)
-            self._link(dst, up=True)
             t = phase("network", t)
             shutil.copytree(images_src, images_dst)
             t = phase("images", t)
@@ -350,7 +354,11 @@ class BareLazy:
                 raise BenchError(f"bare: runc restore --lazy-pages failed (exit {restore.returncode}): "
                                  f"{drain.tail.decode(errors='replace')[-400:]}"
                                  + self._said(os.path.join(work_dst, "restore.log")))
-            restored_at = phase("restore", t)
+            t = phase("restore", t)
+            # Only now: a segment that reached Y's address before the restore
+            # found no socket there and was answered with a RST.
+            self._link(dst, up=True)
+            restored_at = phase("link up", t)
             self.current = dst.name
             if on_restored:
                 on_restored(restored_at)

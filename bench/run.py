@@ -1,6 +1,8 @@
 """Run the benchmarks: ferry against podman, alternating, in one run.
 
     python -m bench.run [--quick] [--workloads redis-1g,nginx] [--repeats N]
+    python -m bench.run --migration [--quick] ...   (bench.migration: the client gap
+                                                     of four kinds of migration)
 
 For every workload and engine (ferry writes .tar.zst; "ferry-gzip" is ferry
 writing .tar.gz; podman always writes zstd), each repeat measures:
@@ -145,9 +147,9 @@ class Run:
             t1 = time.monotonic()
             client.stdin.write(f"restored {t1!r}\n")
             client.stdin.flush()
-            result = self.finish_client(client, timeout=self.args.client_max_seconds)
+            result = finish_client(client, timeout=self.args.client_max_seconds)
         except BaseException:
-            self.stop_client(client)
+            stop_client(client)
             raise
         finally:
             if os.path.exists(path):
@@ -183,34 +185,7 @@ class Run:
         raise AssertionError("unreachable")
 
     def start_client(self, w: wl.Workload, ip: str) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "bench.client", "--proto", w.proto, "--host", ip, "--port", str(w.port),
-                "--interval", str(self.args.client_interval), "--max-seconds", str(self.args.client_max_seconds)]
-        client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True, cwd=REPO, env=proc.env(), preexec_fn=die_with_parent)
-        ready, _, _ = select.select([client.stdout], [], [], CLIENT_READY_TIMEOUT)
-        line = client.stdout.readline() if ready else ""
-        if line.strip() != "ready":
-            self.stop_client(client)
-            raise BenchError(f"the gap client did not get replies from {ip}:{w.port}: "
-                             f"{line.strip() or 'no answer'}")
-        return client
-
-    def finish_client(self, client: subprocess.Popen, timeout: float) -> dict:
-        try:
-            out, err = client.communicate(timeout=timeout + 30)
-        except subprocess.TimeoutExpired:
-            self.stop_client(client)
-            raise BenchError("the gap client did not finish") from None
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if client.returncode != 0 or not lines:
-            raise BenchError(f"the gap client failed (exit {client.returncode}): {proc.tail(err)}")
-        return json.loads(lines[-1])
-
-    @staticmethod
-    def stop_client(client: subprocess.Popen) -> None:
-        if client.poll() is None:
-            client.kill()
-        client.wait(timeout=10)
+        return start_client(w, ip, self.args.client_interval, self.args.client_max_seconds)
 
     # ---- a workload ----------------------------------------------------------------
     def workload(self, w: wl.Workload, repeats: int) -> None:
@@ -334,6 +309,40 @@ class Run:
             log(f"  {engine.name}: removed everything in {time.monotonic() - started:.1f} s")
         self.namespace.stop()
         return problems
+
+
+def start_client(w: wl.Workload, ip: str, interval: float, max_seconds: float) -> subprocess.Popen:
+    """The gap client (bench.client) on one connection to ip, once it has had replies."""
+    argv = [sys.executable, "-m", "bench.client", "--proto", w.proto, "--host", ip, "--port", str(w.port),
+            "--interval", str(interval), "--max-seconds", str(max_seconds)]
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO, env=proc.env(), preexec_fn=die_with_parent)
+    ready, _, _ = select.select([client.stdout], [], [], CLIENT_READY_TIMEOUT)
+    line = client.stdout.readline() if ready else ""
+    if line.strip() != "ready":
+        stop_client(client)
+        raise BenchError(f"the gap client did not get replies from {ip}:{w.port}: "
+                         f"{line.strip() or 'no answer'}")
+    return client
+
+
+def finish_client(client: subprocess.Popen, timeout: float) -> dict:
+    """The client's JSON result, once it has stopped by itself."""
+    try:
+        out, err = client.communicate(timeout=timeout + 30)
+    except subprocess.TimeoutExpired:
+        stop_client(client)
+        raise BenchError("the gap client did not finish") from None
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if client.returncode != 0 or not lines:
+        raise BenchError(f"the gap client failed (exit {client.returncode}): {proc.tail(err)}")
+    return json.loads(lines[-1])
+
+
+def stop_client(client: subprocess.Popen) -> None:
+    if client.poll() is None:
+        client.kill()
+    client.wait(timeout=10)
 
 
 def settle() -> None:
@@ -526,7 +535,15 @@ def results_path(quick: bool, now: dt.datetime) -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--migration" in argv:
+        from bench import migration
+        argv.remove("--migration")
+        return migration.main(argv)
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--migration", action="store_true",
+                        help="run the migration benchmarks instead (python -m bench.migration, whose "
+                             "options then apply: --quick, --sizes, --repeats, --variants)")
     parser.add_argument("--quick", action="store_true", help="redis 256 MiB only, 3 repeats")
     parser.add_argument("--workloads", help="comma-separated: " + ", ".join(wl.BY_NAME))
     parser.add_argument("--repeats", type=int, help="repeats per workload (default 5; 3 for >= 1 GiB and --quick)")
