@@ -48,6 +48,7 @@ def test_an_unknown_migration_is_not_found(records):
 # ---- the source's stream: how each failure of the destination is read -----------
 
 from ferry.engine.migrations import MigrateOptions, SOURCE                  # noqa: E402
+from ferry.checkpoint.lazy import LazyServe                                  # noqa: E402
 from ferry.migration import wire                                            # noqa: E402
 from ferry.migration.client import NoAnswer, StreamCut                      # noqa: E402
 from ferry.migration.phases import Timings                                  # noqa: E402
@@ -63,7 +64,8 @@ class FakeAgent:
     def __init__(self, answer, status=None):
         self.answer, self._status, self.aborted = answer, status, False
 
-    def send_checkpoint(self, migration_id, fd, sent=None):
+    def send_checkpoint(self, migration_id, fd, sent=None, page_server_port=None):
+        self.page_server_port = page_server_port
         total = 0
         while data := os.read(fd, 1 << 16):
             total += len(data)
@@ -91,26 +93,49 @@ def source(tmp_path, monkeypatch):
         def checkpoint(self, name, options, progress):
             progress("dump", 0, 1)
             os.write(options.export_stream, b"archive bytes")
+            return SimpleNamespace(lazy=FakeLazyDump() if options.lazy else None)
     engine = SimpleNamespace(layout=Layout(str(tmp_path / "root")), checkpoints=Checkpoints(),
                              containers=SimpleNamespace(dir=lambda _id: str(container_dir)))
     made = Migrations(engine)
     made.resumed = []
-    monkeypatch.setattr(Migrations, "_resume", lambda self, container, record, options, reason:
-                        self.resumed.append(reason))
+    monkeypatch.setattr(Migrations, "_resume", lambda self, container, record, options, reason, dump=None:
+                        self.resumed.append((reason, dump) if dump else reason))
     monkeypatch.setattr(migrations.phases, "reached", lambda name: None)
     return made
 
 
-def stream(source, agent):
-    record = source._save(Record(ID, SOURCE, CONTAINER, "web", "streaming", "2026-11-29T12:00:00Z", peer=agent.url))
+class FakeLazyDump:
+    pid = 4242
+
+
+def stream(source, agent, lazy=None):
+    record = source._save(Record(ID, SOURCE, CONTAINER, "web", "streaming", "2026-11-29T12:00:00Z", peer=agent.url,
+                                 lazy=lazy is not None))
     container = SimpleNamespace(id=CONTAINER, name="web")
-    return source._stream(container, MigrateOptions(to=agent.url, token="t" * 40), agent, TICKET, record,
-                          Timings(), None)
+    report, sent, dump = source._stream(container, MigrateOptions(to=agent.url, token="t" * 40, lazy=bool(lazy)),
+                                        agent, TICKET, record, Timings(), None, lazy)
+    assert (dump is not None) == (lazy is not None)
+    return report, sent
 
 
 def test_the_destination_s_word_is_the_point_of_no_return(source):
     report, sent = stream(source, FakeAgent(REPORT))
     assert report == REPORT and sent == len(b"archive bytes") and source.resumed == []
+
+
+def test_a_lazy_stream_names_its_page_server_and_records_who_serves_the_pages(source):
+    agent = FakeAgent(REPORT)
+    report, _ = stream(source, agent, lazy=LazyServe(port=40123, tls_config="/x/criu-tls.conf"))
+    assert report == REPORT and agent.page_server_port == 40123 and source.resumed == []
+    assert source.record(ID).page_pid == FakeLazyDump.pid   # recovery waits while it serves
+
+
+def test_a_cut_lazy_stream_ends_the_page_server_to_resume_the_source(source):
+    agent = FakeAgent(StreamCut("the checkpoint stream broke"))
+    with pytest.raises(StreamCut):
+        stream(source, agent, lazy=LazyServe(port=40123, tls_config="/x/criu-tls.conf"))
+    [(reason, dump)] = source.resumed
+    assert reason == "the checkpoint stream broke" and isinstance(dump, FakeLazyDump) and agent.aborted
 
 
 def test_a_cut_stream_resumes_the_source(source):

@@ -13,7 +13,7 @@ import contextlib
 import functools
 import os
 
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
@@ -146,14 +146,19 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
         return engine().migrations.status(migration_id)
 
     @app.put("/v1/migrations/{migration_id}/checkpoint", response_model=wire.RestoreReport)
-    async def receive(request: Request, migration_id: str = MigrationIdPath) -> wire.RestoreReport:
+    async def receive(request: Request, migration_id: str = MigrationIdPath,
+                      page_server_port: int | None = Query(None, ge=1, le=65535)) -> wire.RestoreReport:
         """The checkpoint archive, streamed in the body, into a restore that
-        runs beside the transfer; the reply comes once the container runs."""
+        runs beside the transfer; the reply comes once the container runs. A
+        lazy migration's pages come from page_server_port at the address the
+        request came from: the source cannot point this host elsewhere."""
+        page_server = (request.client.host, page_server_port) if page_server_port and request.client else None
         read_fd, write_fd = os.pipe()
         grow_pipe(write_fd)
         os.set_blocking(write_fd, False)
         loop = asyncio.get_running_loop()
-        restore = loop.run_in_executor(None, functools.partial(_receive, engine(), migration_id, read_fd))
+        restore = loop.run_in_executor(None, functools.partial(_receive, engine(), migration_id, read_fd,
+                                                               page_server))
         chunks = request.stream().__aiter__()
         # The first bytes come once the source's dump is over (minutes for
         # many GiB); after that, a stall is a cut link.
@@ -178,9 +183,9 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
     return app
 
 
-def _receive(engine, migration_id: str, read_fd: int) -> wire.RestoreReport:
+def _receive(engine, migration_id: str, read_fd: int, page_server) -> wire.RestoreReport:
     try:
-        return engine.migrations.receive(migration_id, read_fd)
+        return engine.migrations.receive(migration_id, read_fd, page_server=page_server)
     finally:
         os.close(read_fd)   # a writer still feeding the pipe learns that the restore stopped
 

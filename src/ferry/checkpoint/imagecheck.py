@@ -529,7 +529,7 @@ class _Images:
 
 # ---- the checks --------------------------------------------------------------------------------
 
-def check_images(images_dir: str, spec: dict, *, host: HostFacts | None = None) -> None:
+def check_images(images_dir: str, spec: dict, *, host: HostFacts | None = None, lazy: bool = False) -> None:
     """Refuse CRIU images that would give the restored container more than `spec` grants.
 
     `spec` is the OCI runtime config generated on this host for the restored
@@ -539,7 +539,7 @@ def check_images(images_dir: str, spec: dict, *, host: HostFacts | None = None) 
     grant = _grant(spec)
     images = _Images(images_dir)
     try:
-        _Check(images, grant, host or HostFacts.probe()).run()
+        _Check(images, grant, host or HostFacts.probe(), lazy).run()
     except RecursionError:
         raise BadArchive("CRIU images nest too deeply to be checked", hint=HINT) from None
     except _NotText:
@@ -601,8 +601,11 @@ class _Thread:
 
 
 class _Check:
-    def __init__(self, images: _Images, grant: _Grant, host: HostFacts):
+    def __init__(self, images: _Images, grant: _Grant, host: HostFacts, lazy: bool = False):
         self.images, self.grant, self.host = images, grant, host
+        # A lazy restore's runs marked PE_LAZY alone come from the page server
+        # (criu/uffd.c), which the migration named, not from the pages image.
+        self.run_flags = (PE_PRESENT, PE_PRESENT | PE_LAZY) + ((PE_LAZY,) if lazy else ())
         self.filters = None
         self.denied = None
         self.bpf_cache: dict = {}
@@ -1043,11 +1046,12 @@ class _Check:
             flags = (e.flags if e.HasField("flags") else PE_PRESENT) | (PE_PARENT if e.in_parent else 0)
             count = e.nr_pages if e.HasField("nr_pages") else e.compat_nr_pages
             vaddr = e.vaddr
-            if (flags not in (PE_PRESENT, PE_PRESENT | PE_LAZY) or count <= 0 or vaddr % PAGE_SIZE
+            if (flags not in self.run_flags or count <= 0 or vaddr % PAGE_SIZE
                     or vaddr < end or vaddr + count * PAGE_SIZE > top):
                 refuse(self.bad_run(f"{who} entry {index} at {vaddr:#x}", flags, count, vaddr, end))
             end = vaddr + count * PAGE_SIZE
-            present += count
+            if flags & PE_PRESENT:
+                present += count
         try:
             size = os.stat(pages, dir_fd=self.images.fd, follow_symlinks=False).st_size
         except OSError as exc:

@@ -41,12 +41,23 @@ def _add_migrate(commands) -> None:
                     "removed only once the destination runs the container (the point of no return); "
                     "any failure before that resumes it here. Connections through a port published on "
                     "this host cannot move; clients of the container's own address keep theirs with "
-                    "--tcp-established.")
+                    "--tcp-established. With --lazy (post-copy) the container resumes on the destination "
+                    "before its memory has moved, which then follows page by page from here, encrypted "
+                    "(CRIU's TLS, with keys made for this migration): the point of no return is the "
+                    "destination's resume. Before it, any failure resumes the container here; after it, "
+                    "this host must serve pages until the last one has arrived (reported), and if it dies "
+                    "meanwhile the destination's copy is lost.")
     migrate.add_argument("container", metavar="CONTAINER")
     migrate.add_argument("--to", required=True, metavar="URL", help="the destination agent, e.g. http://host-b:7070")
     migrate.add_argument("--token-file", metavar="FILE",
                          help=f"the destination agent's token (default: ${TOKEN_FILE_ENV})")
     migrate.add_argument("--tcp-established", action="store_true", help="move established TCP connections")
+    migrate.add_argument("--lazy", action="store_true",
+                         help="post-copy: resume on the destination first, then move the memory (needs "
+                              "userfaultfd there); this host must stay up until the last page has arrived")
+    migrate.add_argument("--pre-copy", action="store_true",
+                         help="copy memory while the container runs, then stop for what changed (needs "
+                              "soft-dirty tracking: see 'ferry system check')")
     migrate.add_argument("--name", help="the container's name on the destination")
     migrate.add_argument("-p", "--publish", action="append", metavar="[IP:]HOST:CONTAINER[/PROTO]",
                          help="publish these ports on the destination instead of the container's own")
@@ -72,6 +83,14 @@ def cmd_migrate(args) -> int:
     from ferry.engine.migrations import MigrateOptions
     from ferry.migration.client import read_token
     signals.install()
+    if args.pre_copy:
+        from ferry.migration.precopy import check_pre_copy_possible
+        if args.lazy:
+            raise UsageError("--pre-copy and --lazy exclude each other: pre-copy moves memory before the "
+                             "freeze, post-copy after the resume")
+        check_pre_copy_possible()
+        raise UsageError("--pre-copy is not built on hosts that can track dirty pages yet",
+                         hint="migrate without --pre-copy, or with --lazy")
     token_file = args.token_file or os.environ.get(TOKEN_FILE_ENV)
     if not token_file:
         raise UsageError("migrate needs the destination agent's token",
@@ -79,7 +98,7 @@ def cmd_migrate(args) -> int:
     verify = args.tls_ca or (args.tls_verify == "true")
     options = MigrateOptions(to=args.to, token=read_token(token_file), verify=verify, name=args.name,
                              ports=tuple(args.publish) if args.publish else None,
-                             tcp_established=args.tcp_established, keep_source=args.keep_source)
+                             tcp_established=args.tcp_established, keep_source=args.keep_source, lazy=args.lazy)
     with _sent_bar() as sent:
         result = engine_of(args).migrations.migrate(args.container, options, sent)
     if args.print_stats or args.format == "json":
@@ -87,6 +106,9 @@ def cmd_migrate(args) -> int:
         return 0
     render.line(result.name)
     phases = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.phases.items())
+    if result.lazy:
+        print(f"the last page arrived at {result.destination} {result.phases.get('pages', 0):.2f} s after the "
+              f"container resumed there", file=sys.stderr)
     downtime = f"downtime {result.downtime:.2f} s" if result.downtime is not None else "downtime unknown"
     print(f"migrated to {result.destination}: {downtime} ({phases}), {result.bytes_sent / 2**20:.1f} MiB sent",
           file=sys.stderr)

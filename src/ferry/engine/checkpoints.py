@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -23,6 +24,7 @@ from typing import Callable
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint
+from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, start_daemon, stop_daemon
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
@@ -85,6 +87,7 @@ class CheckpointOptions:
     sign_key: str | None = None     # an Ed25519 private key (PEM) to sign the archive with
     export_stream: int | None = None  # a descriptor to stream the archive to (a migration), instead of export
     migration: str | None = None      # the migration this checkpoint serves, for its journal
+    lazy: LazyServe | None = None     # a lazy migration: memory stays here, served on a page server
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class RestoreOptions:
     import_stream: int | None = None  # a descriptor to read the archive from (a migration), instead of import_path
     container_id: str | None = None   # keep this ID (a migration), which the archive must hold
     adopt_lease: bool = False         # take over the address another root's copy of this container holds
+    lazy_from: LazySource | None = None   # a lazy migration: the pages come from the source's page server
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,7 @@ class CheckpointResult:
     phases: dict
     criu: DumpStats | None
     kept_locally: bool = False   # a stream's checkpoint stays here too: only its reader knows if it restored
+    lazy: LazyDump | None = None  # a lazy checkpoint's page server, which serves until the last page is read
 
     def stats(self) -> dict:
         """podman's --print-stats shape, plus ferry's own phases."""
@@ -138,6 +143,7 @@ class RestoreResult:
     criu: dict
     authenticity: str = Authenticity.LOCAL
     granted_binds: tuple[VolumeSpec, ...] = ()   # host paths mounted because of --allow-bind-mounts
+    lazy_daemon: subprocess.Popen | None = None   # a lazy restore's lazy-pages daemon, still fetching pages
 
     def stats(self) -> dict:
         return {"ferry_restore_duration": int(self.seconds * 1e6),
@@ -203,7 +209,7 @@ class Checkpoints:
                 # What the dump left is this command's to settle, as recovery
                 # would after a crash: the container runs, or its checkpoint stays.
                 journal.finish(directory)
-                kept = self._settle_failed_checkpoint(container)
+                kept = self.settle_failed_checkpoint(container)
                 if kept and isinstance(failure, FerryError):
                     failure.hint = kept
                 raise
@@ -231,6 +237,7 @@ class Checkpoints:
         hold_files = options.leave_running and target is not None and not (options.ignore_rootfs and
                                                                             options.ignore_volumes)
         frozen = False
+        lazy = None
 
         def let_run() -> None:
             nonlocal frozen
@@ -260,13 +267,22 @@ class Checkpoints:
                     # while they are archived. CRIU leaves a frozen cgroup frozen.
                     frozen, frozen_since[0] = freeze(container.id), time.monotonic()
                 with timer.phase("runc_checkpoint"):
-                    self.containers.runc.checkpoint(
-                        container.id, images=images, work=work, leave_running=options.leave_running,
-                        tcp_established=options.tcp_established,
-                        started=lambda pid: journal.update(directory, entry, tool_pid=pid))
+                    if options.lazy:
+                        lazy = self.containers.runc.checkpoint_lazy(
+                            container.id, images=images, work=work, tcp_established=options.tcp_established,
+                            port=options.lazy.port, tls_config=options.lazy.tls_config,
+                            started=lambda pid: journal.update(directory, entry, tool_pid=pid))
+                        lazy.guard()
+                    else:
+                        self.containers.runc.checkpoint(
+                            container.id, images=images, work=work, leave_running=options.leave_running,
+                            tcp_established=options.tcp_established,
+                            started=lambda pid: journal.update(directory, entry, tool_pid=pid))
                 progress("dump", 1, 1)
                 phases.reached("checkpoint:dumped")
-                if not options.leave_running:
+                # A lazy dump's tasks stay frozen, their memory here, until the
+                # destination has it: the container ends only then.
+                if not options.leave_running and not lazy:
                     # The checkpoint is recorded before anything of the archive can
                     # fail: the container is gone, and its images must stay
                     # restorable. Once the monitor has the exit, the log is complete.
@@ -281,12 +297,14 @@ class Checkpoints:
             if writer:
                 with timer.phase("archive_follow"):
                     writer.stop_following(complete=True)
-            criu_stats = read_dump_stats(work)  # runc has CRIU write stats to its work dir
+            # runc has CRIU write stats to its work dir, at the end of the dump:
+            # a lazy one ends with its last page served.
+            criu_stats = None if lazy else read_dump_stats(work)
             written = None
             if writer:
                 written = self._export(writer, container, options, timer, progress, files_taken=let_run)
                 phases.reached("checkpoint:exported")
-            if not options.leave_running:
+            if not options.leave_running and not lazy:
                 with timer.phase("stop"):   # the monitor leaves the cleanup to this command
                     self.containers.wait_monitor(container)
                     self.containers.cleanup(container.id)
@@ -297,6 +315,8 @@ class Checkpoints:
         except BaseException:
             if writer:
                 writer.abort()
+            if lazy:
+                lazy.abort()   # CRIU thaws the tasks: the container runs on here
             raise
         finally:
             let_run()   # a failure, too, leaves the container running
@@ -304,9 +324,10 @@ class Checkpoints:
         return CheckpointResult(container.id, container.name, options.export,
                                 written.size if written else 0, written.streamed if written else 0,
                                 time.monotonic() - started, timer.phases, criu_stats,
-                                kept_locally=bool(options.export and options.keep and not options.leave_running))
+                                kept_locally=bool(options.export and options.keep and not options.leave_running
+                                                  and not lazy), lazy=lazy)
 
-    def _settle_failed_checkpoint(self, container: Container) -> str | None:
+    def settle_failed_checkpoint(self, container: Container) -> str | None:
         """After a failure or an interruption: the container runs on (the dump
         failed, or -R), or it is gone and its complete dump is its local
         checkpoint, kept on disk where it fits. What to tell the user of a kept
@@ -513,13 +534,23 @@ class Checkpoints:
             phases.reached("restore:begun")
             # Past here the container runs or the restore failed: a signal
             # waits for which, and never undoes a container that runs.
+            daemon = None
             with signals.deferred():
                 with timer.phase("runc_restore"):
                     try:
+                        if options.lazy_from:
+                            daemon = start_daemon(images, work, options.lazy_from)
                         self.containers.start(container.id, restore=RestoreFrom(
-                            images, work, options.tcp_established, from_archive=True))
+                            images, work, options.tcp_established, from_archive=True,
+                            lazy=options.lazy_from is not None))
                     except FerryError as error:
+                        if daemon:
+                            stop_daemon(daemon)
                         raise self._keep_log(error, work, container.name) from None
+                    except BaseException:
+                        if daemon:
+                            stop_daemon(daemon)
+                        raise
                 criu = _restore_stats(images, work)
                 undo.steps.clear()
                 journal.finish(directory)
@@ -531,7 +562,7 @@ class Checkpoints:
             with contextlib.suppress(OSError):
                 os.rmdir(self.layout.tmp)   # only when nothing else is in it
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
-                             _authenticity(contents), granted)
+                             _authenticity(contents), granted, daemon)
 
     def sweep_stale_imports(self) -> list[str]:
         """Remove the staging dirs (and their tmpfs) of restores whose command

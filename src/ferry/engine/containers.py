@@ -65,6 +65,7 @@ class RestoreFrom:
     work: str              # CRIU work dir; restore.log lands here
     tcp_established: bool
     from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
+    lazy: bool = False           # the pages come from CRIU's lazy-pages daemon, whose socket is in `work`
 
 
 @dataclass(frozen=True)
@@ -423,6 +424,8 @@ class Containers:
             atomic_write(hook, CRIU_RESTORE_HOOK_SCRIPT.format(argv=argv), mode=0o700)
             undo.push(remove_file, hook)  # the config naming it is rewritten by every start
             criu_options += f"action-script {hook}\n"
+            if restore.lazy:   # runc restore --lazy-pages sets no more than this
+                criu_options += "lazy-pages\n"
         atomic_write(files.criu_config, criu_options)
         uid, gid, groups = ocispec.resolve_user(target, config.user)
         oci = ocispec.build(ocispec.ContainerSpec(
@@ -437,7 +440,7 @@ class Containers:
             # CRIU restores what its images say, as root: nothing in them may
             # grant more than the spec made here does.
             from ferry.checkpoint.imagecheck import check_images
-            check_images(restore.images, oci)
+            check_images(restore.images, oci, lazy=restore.lazy)
         atomic_write(files.spec, json.dumps(oci, indent=1))
         exit_command = [sys.executable, "-m", "ferry", "--root", self.layout.root,
                         "container", "cleanup", container.id]

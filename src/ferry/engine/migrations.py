@@ -26,8 +26,8 @@ from ferry.engine.listing import RUNNING
 from ferry.migration import wire
 from ferry.migration.phases import Phase, Timings
 from ferry.util import phases
-from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, Refused
-from ferry.util.fs import atomic_write
+from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, Refused, UsageError
+from ferry.util.fs import atomic_write, remove_tree
 from ferry.util.log import get_logger
 from ferry.util.space import disk_free, size_text
 from ferry.util.timefmt import utc_now
@@ -59,6 +59,9 @@ class Record:
     pid: int = 0              # the command or agent that works on it
     token: str = ""           # the source's: the destination agent's token, to ask it after a crash
     tcp_established: bool = False
+    lazy: bool = False
+    pages: str = ""           # lazy, the destination's: arriving, complete or failed
+    page_pid: int = 0         # lazy: the source's runc that serves pages, the destination's daemon
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class MigrateOptions:
     ports: tuple[str, ...] | None = None
     tcp_established: bool = False
     keep_source: bool = False         # keep the stopped source container (its checkpoint dropped)
+    lazy: bool = False                # post-copy: run there first, move the memory after
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,13 @@ class MigrationResult:
     phases: dict
     downtime: float | None
     bytes_sent: int
+    lazy: bool = False
 
     def stats(self) -> dict:
         return {"Id": self.container_id, "Name": self.name, "Migration": self.id, "Destination": self.destination,
                 "phases": {k: round(v, 6) for k, v in self.phases.items()},
                 "downtime": round(self.downtime, 6) if self.downtime is not None else None,
-                "bytes_sent": self.bytes_sent}
+                "bytes_sent": self.bytes_sent, "lazy": self.lazy}
 
 
 class Migrations:
@@ -137,14 +142,27 @@ class Migrations:
                           f"agent grants none", check="bind-mounts",
                           hint="start the destination's agent with --allow-bind-mounts, or migrate a container "
                                "without bind mounts")
+        if offer.lazy:
+            _refuse_lazy(offer)
         self._refuse_clashes(offer)
         self._refuse_short_room(offer)
         migration_id = os.urandom(16).hex()
+        client_cert = None
+        if offer.lazy:
+            identity = self._identity(migration_id)
+            client_cert = identity.create("ferry lazy-pages client")
+            identity.trust(offer.page_server_cert)
         self._save(Record(migration_id, DESTINATION, offer.container_id, offer.name, "offered", utc_now(),
-                          offer=offer.model_dump_json(), pid=os.getpid()))
+                          offer=offer.model_dump_json(), pid=os.getpid(), lazy=offer.lazy))
         missing = [] if self._has_image(offer.image_id) else \
             [d for d in dict.fromkeys(offer.layers) if not self.engine.images.has_layer(d)]
-        return wire.MigrationTicket(id=migration_id, container_id=offer.container_id, missing_layers=missing)
+        return wire.MigrationTicket(id=migration_id, container_id=offer.container_id, missing_layers=missing,
+                                    page_client_cert=client_cert)
+
+    def _identity(self, migration_id: str):
+        """This side's one-time key pair of a lazy migration (ROOT/migrations/ID.tls)."""
+        from ferry.checkpoint.lazy import Identity
+        return Identity(os.path.join(self.layout.migrations, f"{migration_id}.tls"))
 
     def _has_image(self, image_id: str) -> bool:
         try:
@@ -208,9 +226,12 @@ class Migrations:
                           f"{size_text(memory)} of memory and {size_text(disk)} of disk free", check="memory",
                           hint="free memory or disk on the destination")
 
-    def receive(self, migration_id: str, fd: int, progress=None) -> wire.RestoreReport:
+    def receive(self, migration_id: str, fd: int, progress=None, page_server: tuple[str, int] | None = None
+                ) -> wire.RestoreReport:
         """Restore the offered container from the archive read from fd, with
-        every check of a file restore; the report says it runs."""
+        every check of a file restore; the report says it runs. A lazy one
+        fetches its pages from `page_server` (the address the source connected
+        from, never one it names, and the port it named)."""
         started = time.monotonic()
         with _records_lock:
             record = self.record(migration_id)
@@ -218,19 +239,54 @@ class Migrations:
                 raise Conflict(f"migration {migration_id} is {record.state}, not waiting for its checkpoint")
             record = self._save(replace(record, state="receiving", pid=os.getpid()))
         offer = wire.MigrationOffer.model_validate_json(record.offer)
+        lazy_from = None
+        if record.lazy:
+            from ferry.checkpoint.lazy import LazySource
+            if page_server is None:
+                self._save(replace(record, state="failed", error="no page server named"))
+                raise UsageError(f"migration {migration_id} is lazy, and its checkpoint came without the page "
+                                 "server's port")
+            lazy_from = LazySource(page_server[0], page_server[1], self._identity(migration_id).criu_config)
         options = RestoreOptions(import_stream=fd, name=offer.name, tcp_established=offer.tcp_established,
                                  ports=tuple(offer.ports) if offer.ports is not None else None,
                                  container_id=offer.container_id, adopt_lease=True,
-                                 allow_bind_mounts=self.allow_bind_mounts)
+                                 allow_bind_mounts=self.allow_bind_mounts, lazy_from=lazy_from)
         try:
             restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
         except BaseException as failure:
             self._save(replace(record, state="failed", error=str(failure) or type(failure).__name__))
+            remove_tree(self._identity(migration_id).directory)
             raise
-        self._save(replace(record, state="running"))
+        # ---- the point of no return of a lazy migration: the container runs here ----
+        record = self._save(replace(record, state="running", pages="arriving" if restored.lazy_daemon else "",
+                                    page_pid=restored.lazy_daemon.pid if restored.lazy_daemon else 0))
+        if restored.lazy_daemon:
+            threading.Thread(target=self._await_pages, args=(record, restored.lazy_daemon),
+                             name=f"ferry-pages-{migration_id[:8]}", daemon=True).start()
         phases = {k: round(v, 6) for k, v in restored.phases.items()}
         return wire.RestoreReport(id=migration_id, container_id=restored.id, name=restored.name,
                                   seconds=round(time.monotonic() - started, 6), phases=phases)
+
+    def _await_pages(self, record: Record, daemon) -> None:
+        """Until the lazy-pages daemon has every page. If it fails, the
+        container's memory is incomplete: the kernel would hand its tasks zero
+        pages for the rest, so it is killed rather than left to run corrupt."""
+        from ferry.checkpoint.lazy import daemon_failure
+        code = daemon.wait()
+        work = self.engine.containers.files(record.container_id).checkpoint_work
+        remove_tree(self._identity(record.id).directory)
+        if code == 0:
+            with _records_lock:
+                self._save(replace(self.record(record.id), pages="complete"))
+            log.info("migration %s: the last page of container %s has arrived", record.id, record.name)
+            return
+        reason = daemon_failure(work, code)
+        log.error("migration %s: the pages of container %s stopped coming (%s): it is lost here and is killed; "
+                  "its source resumes it if it still can", record.id, record.name, reason)
+        with _records_lock:
+            self._save(replace(self.record(record.id), pages="failed", error=f"pages lost: {reason}"))
+        with contextlib.suppress(FerryError):
+            self.engine.containers.kill(record.container_id, "SIGKILL")
 
     def status(self, migration_id: str) -> wire.MigrationStatus:
         record = self.record(migration_id)
@@ -240,7 +296,7 @@ class Migrations:
         elif _expired(record):
             state = "aborted"  # an offer its source never followed up
         return wire.MigrationStatus(id=record.id, container_id=record.container_id, state=state,
-                                    error=record.error)
+                                    error=record.error, pages=record.pages or None)
 
     def abort(self, migration_id: str) -> wire.MigrationStatus:
         """The source gives up before the point of no return: an offer is
@@ -262,26 +318,73 @@ class Migrations:
             raise Conflict(f"cannot migrate container {container.name!r}: it is {container.state}",
                            hint="only running containers migrate; restore or start it first")
         timings = Timings()
-        with AgentClient(options.to, options.token, verify=options.verify) as agent:
-            with timings.phase(Phase.PREFLIGHT):
-                ticket = agent.offer(self._offer(container, options))
-            if ticket.missing_layers:
-                with timings.phase(Phase.IMAGE):
-                    self._send_image(agent, ticket, container.image_id)
-            record = self._save(Record(ticket.id, SOURCE, container.id, container.name, "streaming", utc_now(),
-                                       peer=agent.url, pid=os.getpid(), token=options.token,
-                                       tcp_established=options.tcp_established))
-            report, bytes_sent = self._stream(container, options, agent, ticket, record, timings, sent)
-            timings.running()
-            # ---- POINT OF NO RETURN: the destination runs the container ----
-            phases.reached("migrate:confirmed")
-            record = self._save(replace(record, state="confirmed"))
-            with timings.phase(Phase.CLEANUP):
-                self._drop_source(container.id, options.keep_source)
+        identity = self._identity(f"offer-{os.urandom(8).hex()}") if options.lazy else None
+        try:
+            with AgentClient(options.to, options.token, verify=options.verify) as agent:
+                with timings.phase(Phase.PREFLIGHT):
+                    server_cert = identity.create("ferry page server") if identity else None
+                    ticket = agent.offer(self._offer(container, options, server_cert))
+                    lazy = self._lazy_serve(agent, ticket, identity) if identity else None
+                if ticket.missing_layers:
+                    with timings.phase(Phase.IMAGE):
+                        self._send_image(agent, ticket, container.image_id)
+                record = self._save(Record(ticket.id, SOURCE, container.id, container.name, "streaming",
+                                           utc_now(), peer=agent.url, pid=os.getpid(), token=options.token,
+                                           tcp_established=options.tcp_established, lazy=options.lazy))
+                report, bytes_sent, dump = self._stream(container, options, agent, ticket, record, timings, sent,
+                                                        lazy)
+                timings.running()
+                # ---- POINT OF NO RETURN: the destination runs the container ----
+                # (a lazy one too: it resumed there, and from now on its memory
+                # must come from here until the last page has arrived)
+                phases.reached("migrate:confirmed")
+                record = self._save(replace(self.record(ticket.id), state="confirmed"))
+                if dump:
+                    dump.commit()
+                    with timings.phase(Phase.PAGES):
+                        self._serve_pages(container, record, dump)
+                with timings.phase(Phase.CLEANUP):
+                    self._drop_source(container.id, options.keep_source)
+        finally:
+            if identity:
+                remove_tree(identity.directory)
         return MigrationResult(ticket.id, container.id, report.name, agent.url, timings.phases, timings.downtime,
-                               bytes_sent)
+                               bytes_sent, options.lazy)
 
-    def _offer(self, container, options: MigrateOptions) -> wire.MigrationOffer:
+    def _lazy_serve(self, agent, ticket: wire.MigrationTicket, identity):
+        """The page server's port and TLS, trusting the destination's certificate from its ticket."""
+        from ferry.checkpoint.lazy import LazyServe, free_port
+        if not ticket.page_client_cert:
+            with contextlib.suppress(FerryError):
+                agent.abort(ticket.id)
+            raise Incompatible(f"the agent at {agent.url} did not take the offer as a lazy migration",
+                               hint="upgrade ferry there, or migrate without --lazy")
+        return LazyServe(free_port(), identity.trust(ticket.page_client_cert))
+
+    def _serve_pages(self, container, record: Record, dump) -> None:
+        """After the point of no return of a lazy migration: until the
+        destination has the last page. If the transfer fails, the copy there
+        lacks memory (its agent kills it), and CRIU has thawed the one here."""
+        from ferry.engine.listing import process_alive
+        try:
+            dump.wait()
+        except FerryError as failure:
+            self.engine.checkpoints.settle_failed_checkpoint(container)
+            journal.finish(self.engine.containers.dir(container.id))
+            if process_alive(self.engine.containers.get(container.id).pid or 0):
+                self._save(replace(record, state="resumed", error=f"pages lost: {failure.message}"))
+                raise FerryError(f"the page transfer to {record.peer} failed after container {container.name!r} "
+                                 f"had resumed there ({failure.message}): its copy there is lost, and it runs "
+                                 f"here again", hint=f"its agent stops the copy there; check with 'ferry ps -a' "
+                                                     f"on both hosts; {failure.hint or ''}".rstrip("; ")) from None
+            self._save(replace(record, state="failed", error=f"pages lost: {failure.message}"))
+            raise FerryError(f"the page transfer to {record.peer} failed after container {container.name!r} had "
+                             f"resumed there ({failure.message}): the container is lost",
+                             hint=failure.hint) from None
+        self._save(replace(record, pages="complete"))
+        phases.reached("migrate:pages")
+
+    def _offer(self, container, options: MigrateOptions, server_cert: str | None) -> wire.MigrationOffer:
         from ferry.checkpoint.hostinfo import host_info
         from ferry.runtime.runc import memory_in_use
         here = host_info()
@@ -297,7 +400,7 @@ class Migrations:
             ports=list(options.ports) if options.ports is not None else None,
             tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id) or 0,
             bind_mounts=[v.source for v in container.config.binds],
-            files_bound=files, source=source)
+            files_bound=files, source=source, lazy=options.lazy, page_server_cert=server_cert)
 
     def _send_image(self, agent, ticket: wire.MigrationTicket, image_id: str) -> None:
         """The layers the destination lacks, before anything is frozen."""
@@ -311,9 +414,10 @@ class Migrations:
                 os.unlink(path)
 
     def _stream(self, container, options: MigrateOptions, agent, ticket: wire.MigrationTicket, record: Record,
-                timings: Timings, sent) -> tuple[wire.RestoreReport, int]:
+                timings: Timings, sent, lazy=None) -> tuple[wire.RestoreReport, int, object]:
         """The dump streams into the destination's restore; any failure before
-        the destination's word resumes the container here."""
+        the destination's word resumes the container here. With `lazy`, the
+        dump leaves out memory and returns its page server (a LazyDump)."""
         from ferry.migration.client import NoAnswer
         read_fd, write_fd = os.pipe()
         grow_pipe(write_fd)
@@ -321,7 +425,8 @@ class Migrations:
 
         def upload() -> None:
             try:
-                outcome["report"] = agent.send_checkpoint(ticket.id, read_fd, sent=_counting(outcome, sent))
+                outcome["report"] = agent.send_checkpoint(ticket.id, read_fd, sent=_counting(outcome, sent),
+                                                          page_server_port=lazy.port if lazy else None)
             except BaseException as failure:   # handed to the main thread
                 outcome["failure"] = failure
             finally:
@@ -330,13 +435,16 @@ class Migrations:
         uploader = threading.Thread(target=upload, name="ferry-migrate-upload", daemon=True)
         uploader.start()
         dumped = False
+        dump = None
         try:
             with timings.phase(Phase.STREAM):
                 try:
-                    self.engine.checkpoints.checkpoint(
+                    dump = self.engine.checkpoints.checkpoint(
                         container.id, CheckpointOptions(export_stream=write_fd, tcp_established=options.tcp_established,
-                                                        compress="zstd", migration=ticket.id),
-                        progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
+                                                        compress="zstd", migration=ticket.id, lazy=lazy),
+                        progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None).lazy
+                    if dump:
+                        record = self._save(replace(record, page_pid=dump.pid))
                     # Until the destination answers, a crash of this command leaves
                     # the next one to ask it (engine/recovery.py: settle).
                     journal.begin(self.engine.containers.dir(container.id), journal.MIGRATE, migration=ticket.id)
@@ -349,21 +457,22 @@ class Migrations:
         except BaseException as interruption:
             uploader.join()
             if "report" in outcome:   # the destination runs it already: the migration is done
-                return outcome["report"], outcome["sent"]
+                return outcome["report"], outcome["sent"], dump
             # A dump that fails for a broken pipe failed because the stream did: say why.
             cause = outcome.get("failure") if isinstance(interruption, FerryError) else None
-            self._resume(container, record, options, reason=str(cause or interruption) or repr(interruption))
+            self._resume(container, record, options, reason=str(cause or interruption) or repr(interruption),
+                         dump=dump)
             if cause is not None:
                 raise cause from None
             raise
         failure = outcome.get("failure")
         if failure is None:
-            return outcome["report"], outcome["sent"]
+            return outcome["report"], outcome["sent"], dump
         if isinstance(failure, NoAnswer) and dumped:
             status = self._ask(agent, ticket.id)
             if status is not None and status.state == "running":
                 return (wire.RestoreReport(id=ticket.id, container_id=container.id, name=options.name or
-                                           container.name, seconds=0, phases={}), outcome["sent"])
+                                           container.name, seconds=0, phases={}), outcome["sent"], dump)
             if status is None:
                 self._save(replace(record, state="unresolved", error=str(failure)))
                 raise FerryError(f"cannot tell whether {agent.url} runs container {container.name!r}: {failure}",
@@ -372,7 +481,7 @@ class Migrations:
         if dumped:
             with contextlib.suppress(FerryError):
                 agent.abort(ticket.id)
-            self._resume(container, record, options, reason=str(failure))
+            self._resume(container, record, options, reason=str(failure), dump=dump)
         raise failure
 
     def _ask(self, agent, migration_id: str) -> wire.MigrationStatus | None:
@@ -382,11 +491,17 @@ class Migrations:
             log.warning("cannot ask %s about migration %s: %s", agent.url, migration_id, exc)
             return None
 
-    def _resume(self, container, record: Record, options: MigrateOptions | None, reason: str) -> None:
+    def _resume(self, container, record: Record, options: MigrateOptions | None, reason: str,
+                dump=None) -> None:
         """Before the point of no return: the container runs here again, from
         the checkpoint it was dumped into (CRIU brings back its processes,
-        memory and TCP connections), or it was never stopped."""
+        memory and TCP connections), or it was never stopped. A lazy dump
+        still holds its tasks frozen: ending it thaws them."""
         tcp = options.tcp_established if options else record.tcp_established
+        if dump:
+            log.warning("resuming container %s here: %s", container.name, reason)
+            dump.abort()
+            self.engine.checkpoints.settle_failed_checkpoint(container)
         current = self.engine.containers.get(container.id)
         if current.state != RUNNING and current.checkpointed_at:
             log.warning("resuming container %s here: %s", container.name, reason)
@@ -407,6 +522,10 @@ class Migrations:
             log.warning("migration %s of %s has no usable record (%s); its checkpoint stays here",
                         migration_id, container.name, exc)
             return True
+        if record.lazy and record.page_pid and _alive(record.page_pid):
+            log.warning("container %s still serves its pages to %s (migration %s): the next ferry command on it "
+                        "settles the migration", container.name, record.peer, migration_id)
+            return False
         if record.state in ("confirmed", "resumed") or container.state == RUNNING:
             if container.state == RUNNING and record.state not in ("confirmed", "resumed"):
                 self._save(replace(record, state="resumed", error="the dump did not stop it"))
@@ -440,6 +559,18 @@ class Migrations:
                 containers.remove(container_id, force=True)
         except FerryError as exc:
             log.warning("the container runs on the destination, but its copy here was not removed: %s", exc)
+
+
+def _refuse_lazy(offer: wire.MigrationOffer) -> None:
+    from ferry.host import probes
+    check = probes.cached("userfaultfd")
+    if check.status != probes.OK:
+        raise Refused(f"this host cannot take a lazy migration: {check.key}: {check.detail}", check="lazy-pages",
+                      hint="migrate without --lazy (stop-and-copy)")
+    if not offer.page_server_cert:
+        raise Refused("a lazy migration needs the source's page server certificate", check="lazy-pages")
+    from ferry.checkpoint.lazy import parse_certificate
+    parse_certificate(offer.page_server_cert)
 
 
 def _counting(outcome: dict, sent):

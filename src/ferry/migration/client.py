@@ -100,8 +100,8 @@ class AgentClient:
                 raise FerryError(f"cannot send the image to {self.url}: {_reason(exc)}") from None
         return self._reply(response, wire.MigrationStatus)
 
-    def send_checkpoint(self, migration_id: str, fd: int,
-                        sent: Callable[[int], None] | None = None) -> wire.RestoreReport:
+    def send_checkpoint(self, migration_id: str, fd: int, sent: Callable[[int], None] | None = None,
+                        page_server_port: int | None = None) -> wire.RestoreReport:
         """Stream the archive read from fd (until its end) into the
         destination's restore, and return its report once the container runs
         there. StreamCut if the archive did not get through whole; NoAnswer if
@@ -118,6 +118,7 @@ class AgentClient:
 
         try:
             response = self._http.put(f"/v1/migrations/{migration_id}/checkpoint", content=chunks(),
+                                      params={"page_server_port": page_server_port} if page_server_port else None,
                                       headers={"Content-Type": "application/x-tar"})
         except httpx.HTTPError as exc:
             if not progress["ended"]:

@@ -6,6 +6,8 @@
                 here), and the archive streams into the destination's restore
     RESTORE     the destination finishes the restore and says it runs
     ---- the point of no return: the destination runs the container ----
+    PAGES       lazy only: the source serves the memory until the last page
+                has arrived; if it dies now, the destination's copy is lost
     CLEANUP     the source's copy is removed
 
 Before the point of no return, any failure resumes the source from its kept
@@ -27,6 +29,7 @@ class Phase(str, enum.Enum):
     IMAGE = "image"
     STREAM = "stream"
     RESTORE = "restore"
+    PAGES = "pages"
     CLEANUP = "cleanup"
 
 

@@ -26,6 +26,11 @@ Ipv4 = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}\.){3}\d{1,3}\z")]
 Mac = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\z")]
 PortSpec = Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9a-zA-Z.:/-]+\z")]
 Bytes = Annotated[int, Field(ge=0, le=MAX_BYTES)]
+# A one-time certificate of a lazy migration's page server or client; parsed
+# as X.509 before use (checkpoint/lazy.py).
+Certificate = Annotated[str, StringConstraints(max_length=8192,
+                                               pattern=r"^-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\n]+"
+                                                       r"-----END CERTIFICATE-----\n?\z")]
 Seconds = Annotated[float, Field(ge=0, le=86400 * 365)]
 
 
@@ -101,12 +106,15 @@ class MigrationOffer(Versioned):
     memory_bound: Bytes             # what the checkpoint's pages may take
     files_bound: Bytes              # its root filesystem changes and volumes
     source: SourceHost
+    lazy: bool = False              # post-copy: the memory stays on the source until pages are faulted in
+    page_server_cert: Certificate | None = None   # lazy: the source's page server presents this one
 
 
 class MigrationTicket(Versioned):
     id: MigrationId
     container_id: Id
     missing_layers: list[Digest] = Field(default_factory=list, max_length=256)   # send these first
+    page_client_cert: Certificate | None = None   # lazy: the destination's daemon presents this one
 
 
 MigrationState = Literal["offered", "receiving", "running", "failed", "aborted"]
@@ -119,6 +127,7 @@ class MigrationStatus(Versioned):
     container_id: Id
     state: MigrationState
     error: str | None = None
+    pages: Literal["arriving", "complete", "failed"] | None = None   # lazy: after the container runs
 
 
 class RestoreReport(Versioned):

@@ -91,6 +91,36 @@ class Runc:
             said = quote_log(criu_log) or quote_runc_log(log_path) or proc.tail(_read_text(output))
             raise ToolError(desc, runc.returncode, said, hint=f"CRIU's log is kept at {criu_log}", log_path=criu_log)
 
+    def checkpoint_lazy(self, container_id: str, *, images: str, work: str, tcp_established: bool, port: int,
+                        tls_config: str, started=lambda _pid: None):
+        """runc checkpoint --lazy-pages, returned once all but memory is
+        dumped (a LazyDump that serves the pages on `port`, with CRIU's TLS
+        from tls_config); a failure before that quotes CRIU's dump.log."""
+        from ferry.checkpoint.lazy import LazyDump, await_ready
+        log_path = os.path.join(work, "runc.log")
+        status_r, status_w = os.pipe()
+        # CRIU ignores a lazy page server's address; the port is what counts.
+        argv = self.base(log_path) + ["checkpoint", "--image-path", images, "--work-path", work,
+                                      "--lazy-pages", "--page-server", f"0.0.0.0:{port}",
+                                      "--status-fd", str(status_w)]
+        if tcp_established:
+            argv.append("--tcp-established")
+        desc = f"lazy checkpoint of {container_id[:12]}"
+        try:
+            with open(os.path.join(work, "runc.out"), "wb") as out:
+                # CRIU's swrk reads CRIU_CONFIG_FILE at its start: TLS for this dump only.
+                runc = proc.spawn(argv + [container_id], desc=desc, stdout=out, stderr=out, new_session=True,
+                                  pass_fds=[status_w], env={"CRIU_CONFIG_FILE": tls_config})
+            os.close(status_w)
+            status_w = -1
+            started(runc.pid)
+            await_ready(runc, status_r, desc, work)
+        finally:
+            os.close(status_r)
+            if status_w >= 0:
+                os.close(status_w)
+        return LazyDump(runc, port, work, desc)
+
     def start(self, container_id: str) -> None:
         proc.run(self.base() + ["start", container_id], desc=f"runc start {container_id[:12]}")
 
