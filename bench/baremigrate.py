@@ -11,16 +11,20 @@ the recipe of HOST-NOTES ("Lazy migration (post-copy)"):
   dump      runc checkpoint --lazy-pages --page-server 127.0.0.1:PORT
             --status-fd FD --tcp-established on X; FD says "ready" once
             everything but memory is dumped (the tasks stay frozen)
-  network   X's host end down (the address leaves X)
+  network   X's host end down, Y's up (the address moves). Y's netns drops
+            incoming TCP (an nft table put there before the dump): a client's
+            segment that reached Y's address before the restore would find no
+            socket and be answered with a RST, which ends the connection (seen
+            here). Y's link must be up during the restore all the same: the
+            restored socket sends at once, and an ARP probe lost on a link
+            that is down is retried only 1 s later (also seen here)
   images    the small non-memory images are copied to Y's image dir
   daemon    criu lazy-pages --page-server --address 127.0.0.1 --port PORT
             -D <images> -W <Y's work dir>, until lazy-pages.socket is there
   restore   runc restore -d --lazy-pages --tcp-established on Y, in a private
             mount namespace (HOST-NOTES: unmounts must not propagate)
-  link up   Y's host end up (the address arrives on Y). Not before the
-            restore: a client's segment that reaches Y's address while no
-            socket holds the connection there is answered with a RST, and
-            the connection is lost (seen here)
+  unlock    the drop table goes, and a gratuitous ARP from Y's eth0 tells the
+            bridge where the MAC is now (HOST-NOTES' recipe)
   pages     until X's checkpoint ends: every page has been served
 
 The container's stdio are pipes that this process drains (a host file would
@@ -30,12 +34,15 @@ not dump). Every name made here starts with "bm" (netns, links, cgroups), and
 
 from __future__ import annotations
 
+import ctypes
+import ipaddress
 import json
 import os
 import random
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -50,6 +57,9 @@ MAC_PREFIX = "02:bd:0a:4f"
 STATUS_TIMEOUT = 600
 DAEMON_READY_TIMEOUT = 30
 PAGES_TIMEOUT = 900
+CLONE_NEWNET = 0x40000000
+ETH_P_ARP = 0x0806
+LOCK_TABLE = "bmlock"
 
 
 def _criu() -> str:
@@ -106,6 +116,44 @@ def bundle_config(template: dict, *, rootfs: str, args: list[str], netns: str, c
     return config
 
 
+def garp_frame(ip: str, mac: str) -> bytes:
+    """A gratuitous ARP (RFC 5227 announcement): an ARP request for our own
+    address, from our own MAC, to everyone. Pure; tested."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    address = ipaddress.IPv4Address(ip).packed
+    ethernet = b"\xff" * 6 + hw + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, hw, address, b"\x00" * 6, address)
+    return ethernet + arp
+
+
+def packet_socket_in(netns: str, interface: str) -> socket.socket:
+    """A raw packet socket on `interface` of the named netns (a socket keeps
+    the netns it was made in; setns moves only the thread that makes it)."""
+    made: dict = {}
+
+    def make() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
+            finally:
+                os.close(fd)
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+            sock.bind((interface, 0))
+            made["socket"] = sock
+        except OSError as exc:
+            made["error"] = exc
+
+    thread = threading.Thread(target=make)   # it ends in the netns: a thread of its own
+    thread.start()
+    thread.join()
+    if "error" in made:
+        raise BenchError(f"bare: no packet socket in {netns}: {made['error']}")
+    return made["socket"]
+
+
 class Drain:
     """Reads the read ends of a container's stdio pipes and keeps the last
     few KiB (redis logs to stdout; a full pipe would block it)."""
@@ -160,6 +208,7 @@ class Side:
         self.bundle = os.path.join(self.dir, "bundle")
         self.cgroup = f"/{bare.prefix}-{name}"
         self.drains: list[Drain] = []
+        self.garp: socket.socket | None = None
 
     def runc(self, *args: str) -> list[str]:
         return ["runc", "--root", self.runc_root, "--criu", _criu(), *args]
@@ -228,6 +277,7 @@ class BareLazy:
                          ["ip", "link", "set", "eth0", "up"],
                          ["ip", "route", "add", "default", "via", f"10.79.{self.subnet}.1"]):
                 _sh(inside + argv, " ".join(argv))
+            side.garp = packet_socket_in(side.netns, "eth0")
         self._link(self.sides["a"], up=True)
 
     def _spec_template(self) -> dict:
@@ -236,6 +286,19 @@ class BareLazy:
         _sh(["runc", "spec", "--bundle", scratch], "runc spec")
         with open(os.path.join(scratch, "config.json")) as f:
             return json.load(f)
+
+    def _lock(self, side: Side) -> None:
+        """Drop TCP into the side's netns until the restore has put the socket
+        there: a segment that reaches the address first finds no socket and
+        is answered with a RST, which ends the client's connection (seen here)."""
+        script = (f"add table inet {LOCK_TABLE}\n"
+                  f"add chain inet {LOCK_TABLE} input {{ type filter hook input priority -300; policy accept; }}\n"
+                  f"add rule inet {LOCK_TABLE} input meta l4proto tcp drop\n")
+        proc.run(["ip", "netns", "exec", side.netns, "nft", "-f", "-"], desc=f"lock {side.netns}", timeout=30,
+                 input=script)
+
+    def _unlock(self, side: Side) -> None:
+        _sh(["ip", "netns", "exec", side.netns, "nft", "delete", "table", "inet", LOCK_TABLE], f"unlock {side.netns}")
 
     def _link(self, side: Side, up: bool) -> None:
         _sh(["ip", "link", "set", side.host_link, "up" if up else "down"], f"{side.host_link} {'up' if up else 'down'}")
@@ -247,6 +310,8 @@ class BareLazy:
             self._remove_container(side)
         for side in self.sides.values():
             self._link(side, up=False)
+            _sh(["ip", "netns", "exec", side.netns, "nft", "delete", "table", "inet", LOCK_TABLE],
+                "unlock", check=False)
         side = self.sides["a"]
         self._link(side, up=True)
         drain = Drain()
@@ -291,6 +356,7 @@ class BareLazy:
         for d in (images_src, work_src, work_dst):
             os.makedirs(d)
         port = free_port()
+        self._lock(dst)
         timeline: list[dict] = []
         status_r, status_w = os.pipe()
         checkpoint = daemon = None
@@ -320,6 +386,7 @@ class BareLazy:
                                  + self._said(os.path.join(work_src, "runc.out"), os.path.join(work_src, "dump.log")))
             t = phase("dump", t0)
             self._link(src, up=False)
+            self._link(dst, up=True)
             t = phase("network", t)
             shutil.copytree(images_src, images_dst)
             t = phase("images", t)
@@ -355,10 +422,11 @@ class BareLazy:
                                  f"{drain.tail.decode(errors='replace')[-400:]}"
                                  + self._said(os.path.join(work_dst, "restore.log")))
             t = phase("restore", t)
-            # Only now: a segment that reached Y's address before the restore
-            # found no socket there and was answered with a RST.
-            self._link(dst, up=True)
-            restored_at = phase("link up", t)
+            self._unlock(dst)
+            frame = garp_frame(self.ip, self.mac)
+            dst.garp.send(frame)
+            dst.garp.send(frame)
+            restored_at = phase("unlock", t)
             self.current = dst.name
             if on_restored:
                 on_restored(restored_at)
@@ -407,6 +475,10 @@ class BareLazy:
     # ---- teardown -----------------------------------------------------------------
     def close(self) -> list[str]:
         problems = []
+        for side in self.sides.values():
+            if side.garp is not None:
+                side.garp.close()
+                side.garp = None
         for p in self.processes:
             if p.poll() is None:
                 p.kill()
