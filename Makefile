@@ -40,13 +40,23 @@ clean:
 
 # Benchmarks against podman (bench/, results in bench/results, report in docs/benchmarks.md).
 # As root. podman comes from Debian (setup installs it), matplotlib from PyPI into the venv.
-.PHONY: bench bench-quick
-bench: setup
-	@command -v podman >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman; }
-	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q matplotlib
-	$(PYTHON) -m bench.run
+# `make bench` also runs the migration benchmarks (bench/migration.py: ferry migrate,
+# migrate --lazy, podman's export + cp + import and the bare runc + CRIU lazy recipe);
+# both run even if the first fails, and the target fails if either did.
+.PHONY: bench bench-quick bench-migration bench-migration-quick bench-tools
+bench: setup bench-tools
+	@status=0; $(PYTHON) -m bench.run || status=$$?; $(PYTHON) -m bench.migration || status=$$?; exit $$status
 
-bench-quick: setup
+bench-migration: setup bench-tools
+	$(PYTHON) -m bench.migration
+
+bench-migration-quick: setup bench-tools
+	$(PYTHON) -m bench.migration --quick
+
+bench-tools:
 	@command -v podman >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman; }
+	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables; }
 	@$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(VENV)/bin/pip install -q matplotlib
+
+bench-quick: setup bench-tools
 	$(PYTHON) -m bench.run --quick
