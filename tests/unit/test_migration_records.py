@@ -106,6 +106,7 @@ def source(tmp_path, monkeypatch):
 
 class FakeLazyDump:
     pid = 4242
+    port = 40123
 
 
 def stream(source, agent, lazy=None):

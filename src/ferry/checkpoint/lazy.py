@@ -181,10 +181,7 @@ class LazyDump:
         tasks; killed if it does not end (recovery then thaws the cgroup)."""
         self._release_guard(b"c")
         if self.runc.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-            except OSError:
-                pass   # a destination's daemon holds the only connection: its failure ends the dump
+            end_page_server("127.0.0.1", self.port)
         try:
             self.runc.wait(timeout=ABORT_WAIT)
         except subprocess.TimeoutExpired:
@@ -209,6 +206,16 @@ class LazyDump:
                 pass
             os.close(self._guard_fd)
             self._guard_fd = None
+
+
+def end_page_server(address: str, port: int) -> None:
+    """Fail a lazy page server that no daemon has taken yet: a connection that
+    is not a TLS client with the right key fails its handshake, and CRIU ends
+    the dump with the tasks thawed. A server already taken is not listening."""
+    try:
+        socket.create_connection((address, port), timeout=5).close()
+    except OSError:
+        pass
 
 
 def await_ready(runc: subprocess.Popen, status_fd: int, desc: str, work: str,

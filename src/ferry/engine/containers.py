@@ -48,7 +48,18 @@ CRIU_OPTIONS = "skip-in-flight\nnetwork-lock nftables\n"
 # timer, 0.5-0.8 s later when runc restore had returned first.
 CRIU_RESTORE_HOOK_SCRIPT = """#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0
-exec {argv}
+{wait}exec {argv}
+"""
+# A lazy restore's tasks resume only once the source's page server has taken
+# this host's lazy-pages daemon (its TLS handshake, in the daemon's log): a
+# task that faulted on a page with no server behind it would get a zero page.
+# CRIU aborts the restore when the hook fails, and no task has run yet.
+LAZY_PAGES_WAIT = """i=0
+until grep -q "TLS handshake completed" {log}; do
+  grep -q "Error (" {log} && exit 1
+  i=$((i+1)); [ $i -gt {tries} ] && exit 1
+  sleep 0.01
+done
 """
 log = get_logger("ferry.containers")
 
@@ -421,7 +432,12 @@ class Containers:
         if restore is not None:
             hook = files.criu_restore_hook
             argv = " ".join(shlex.quote(arg) for arg in self.networks.connect_argv(container.id))
-            atomic_write(hook, CRIU_RESTORE_HOOK_SCRIPT.format(argv=argv), mode=0o700)
+            wait = ""
+            if restore.lazy:
+                from ferry.checkpoint.lazy import LOG, SOCKET_WAIT
+                wait = LAZY_PAGES_WAIT.format(log=shlex.quote(os.path.join(restore.work, LOG)),
+                                              tries=int(SOCKET_WAIT * 100))
+            atomic_write(hook, CRIU_RESTORE_HOOK_SCRIPT.format(wait=wait, argv=argv), mode=0o700)
             undo.push(remove_file, hook)  # the config naming it is rewritten by every start
             criu_options += f"action-script {hook}\n"
             if restore.lazy:   # runc restore --lazy-pages sets no more than this

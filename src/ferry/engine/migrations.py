@@ -62,6 +62,7 @@ class Record:
     lazy: bool = False
     pages: str = ""           # lazy, the destination's: arriving, complete or failed
     page_pid: int = 0         # lazy: the source's runc that serves pages, the destination's daemon
+    page_port: int = 0        # lazy: the source's page server port
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,11 @@ class Migrations:
             restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
         except BaseException as failure:
             self._save(replace(record, state="failed", error=str(failure) or type(failure).__name__))
-            remove_tree(self._identity(migration_id).directory)
+            if lazy_from:
+                from ferry.checkpoint.lazy import end_page_server
+                # Its source would otherwise wait, frozen, for a daemon that never comes.
+                end_page_server(lazy_from.address, lazy_from.port)
+                remove_tree(self._identity(migration_id).directory)
             raise
         # ---- the point of no return of a lazy migration: the container runs here ----
         record = self._save(replace(record, state="running", pages="arriving" if restored.lazy_daemon else "",
@@ -444,7 +449,8 @@ class Migrations:
                                                         compress="zstd", migration=ticket.id, lazy=lazy),
                         progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None).lazy
                     if dump:
-                        record = self._save(replace(record, page_pid=dump.pid))
+                        record = self._save(replace(record, page_pid=dump.pid, page_port=dump.port))
+                        phases.reached("migrate:serving")   # tests stop the page server here
                     # Until the destination answers, a crash of this command leaves
                     # the next one to ask it (engine/recovery.py: settle).
                     journal.begin(self.engine.containers.dir(container.id), journal.MIGRATE, migration=ticket.id)
