@@ -154,7 +154,10 @@ def section(doc: dict, title: str, plot: str | None, source: str, environment_te
     summary = stats.summarise(samples)
     variants = [v for v in ms.VARIANTS if any(s["engine"] == v for s in samples)
                 or v in (doc.get("variants") or [])]
-    parts = [f"## {title}", "", environment_text(doc), f"Raw samples: `{source}`.", ""]
+    repeats = doc.get("repeats")
+    sizes = ", ".join(doc.get("sizes") or [])
+    parts = [f"## {title}", "", environment_text(doc),
+             f"Sizes {sizes or '?'}, {repeats or '?'} repeat(s) each. Raw samples: `{source}`.", ""]
     for variant, why in (doc.get("skipped") or {}).items():
         parts += [f"**{variant} was not measured**: {why}.", ""]
     parts += ["### Migration targets (ratios of medians, same run)", "", targets_table(summary), "",

@@ -146,11 +146,11 @@ def test_section_names_what_was_skipped_and_lists_the_timelines():
 
 def test_the_report_renders_migration_sections_after_the_others():
     from bench import report
-    doc = document(run_samples())
+    doc = document(run_samples(), sizes=["redis-256m", "redis-1g"], repeats=3)
     text = report.render(None, None, None, {"migration": "benchmarks-migration.png"},
                          migration={"migration": (doc, "bench/results/migration-x.json")})
     assert "## Migration: client gap (`make bench-migration`)" in text
-    assert "Raw samples: `bench/results/migration-x.json`." in text
+    assert "Sizes redis-256m, redis-1g, 3 repeat(s) each. Raw samples: `bench/results/migration-x.json`." in text
     assert "![phase timelines of one migration of each kind](benchmarks-migration.png)" in text
     assert text.index("## Migration") < text.index("## How to run")
 
