@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.integration.test_simhosts import (COUNTER_SCRIPT, DRIVER, ECHO_SERVER, PREFIX, TIMEOUT, Host,
                                              address, in_netns, run_busybox)
@@ -208,7 +211,34 @@ def _answered_after(record, since: float) -> int:
         return sum(1 for line in f if line.split(" ", 2)[1:2] == ["ok"] and float(line.split(" ", 1)[0]) > since)
 
 
-def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim):
+# Reads random keys on a connection of its own until told to stop; the first
+# error or wrong value ends it, and its last line says how it went.
+READ_LOOP = """
+import os, random, sys
+from bench.workloads import Redis
+ip, keys, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+client = Redis(ip, 6379, timeout=30)
+print("connected", flush=True)
+reads = 0
+while not os.path.exists(stop):
+    key = random.randrange(keys)
+    try:
+        got = client.command("GET", f"key:{key}")
+    except Exception as exc:
+        print(f"error {exc!r}", flush=True)
+        sys.exit(1)
+    if got != f"value:{key}":
+        print(f"wrong key:{key} {got!r}", flush=True)
+        sys.exit(1)
+    reads += 1
+print(f"reads {reads}", flush=True)
+"""
+KEYS = 200000
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["stop-and-copy", "lazy"])
+def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim, tmp_path, lazy):
+    """With --lazy, a second client reads keys throughout, while pages still arrive."""
     h1, h2 = sim.hosts
     for host in (h1, h2):   # one cached root filesystem: one image, by ID, on both hosts
         host.ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
@@ -233,15 +263,101 @@ def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim):
         client.stdin.write(command + "\n")
         client.stdin.flush()
         return client.stdout.readline().strip()
+    stop = str(tmp_path / "stop-reading")
+    reader = None
     try:
-        assert say("DEBUG POPULATE 200000") == "OK"
+        assert say(f"DEBUG POPULATE {KEYS}") == "OK"
+        if lazy:
+            reader = subprocess.Popen(in_netns(sim.client["netns"], [sys.executable, "-u", "-c", READ_LOOP, ip,
+                                                                     str(KEYS), stop]),
+                                      cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+            assert reader.stdout.readline().strip() == "connected"
         for there, back in ((h1, h2), (h2, h1)):
-            migrate(there, "redis", back, "--tcp-established")
-            assert say("DBSIZE") == "200000"                      # every key, on the same connection
-            assert say("GET key:199999") == "value:199999"
+            done = migrate(there, "redis", back, "--tcp-established", *(["--lazy"] if lazy else []))
+            if lazy:
+                assert "the last page arrived at" in done.stderr, done.stderr
+            assert say("DBSIZE") == str(KEYS)                     # every key, on the same connection
+            assert say(f"GET key:{KEYS - 1}") == f"value:{KEYS - 1}"
             assert gone(there, "redis") and address(back.inspect("redis")) == (ip, mac)
+        if reader:
+            open(stop, "w").close()
+            said = reader.stdout.read().strip().splitlines()
+            assert reader.wait(timeout=TIMEOUT) == 0 and said[-1].startswith("reads "), said
+            assert int(said[-1].split()[1]) > 0
     finally:
+        if reader and reader.poll() is None:
+            reader.kill()
+            reader.wait(timeout=TIMEOUT)
         client.stdin.close()
         client.kill()
         client.wait(timeout=TIMEOUT)
     h1.ferry("rm", "-f", "redis")
+
+
+def test_a_lazy_migration_whose_page_server_dies_after_the_resume_says_so_and_resumes_the_source(sim, tmp_path):
+    """Past the point of no return: h2 runs the container, its pages still on
+    their way (h1's management link is throttled), when h1's page server is
+    killed. migrate fails loudly; h2 kills its copy, which lacks memory; h1's
+    tasks, frozen and intact, run again (docs/migration.md)."""
+    h1, h2 = sim.hosts
+    for host in (h1, h2):
+        host.ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
+                   "--expose", "6379/tcp", "-q")
+    h1.ferry("run", "-d", "--name", "redis", "redis")
+    info = h1.inspect("redis")
+    sim.containers.add(info["Id"])
+    ip, _mac = address(info)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def redis(command: str) -> str:
+        done = subprocess.run(in_netns(sim.client["netns"], [sys.executable, "-u", "-c", REDIS_CLIENT, ip]),
+                              cwd=repo, input=command + "\n", capture_output=True, text=True, timeout=TIMEOUT)
+        return done.stdout.splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else done.stderr
+    deadline = time.monotonic() + 30
+    while redis("PING") != "PONG":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert redis("DEBUG POPULATE 500000") == "OK"
+    # 1 MB/s out of h1 (this kernel has tbf, not netem): tens of seconds for
+    # the pages, the few seconds the test needs once h2 runs the container.
+    slow = ["tc", "-n", h1.netns, "qdisc", "add", "dev", "mgmt0", "root", "tbf", "rate", "8mbit", "burst", "64kb",
+            "latency", "500ms"]
+    subprocess.run(slow, check=True)
+    try:
+        command = subprocess.Popen(
+            in_netns(h1.netns, [sys.executable, "-m", "ferry", "--root", h1.root, "migrate", "redis", "--to",
+                                h2.url, "--token-file", h2.token, "--lazy"]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + TIMEOUT
+        while gone(h2, "redis") or h2.inspect("redis")["State"]["Status"] != "running":
+            assert command.poll() is None and time.monotonic() < deadline, command.communicate()
+            time.sleep(0.1)
+        serving = [r for r in _records(h1) if r["role"] == "source" and r["container_id"] == info["Id"]]
+        assert serving and serving[-1]["page_pid"], serving
+        os.killpg(serving[-1]["page_pid"], signal.SIGKILL)   # runc and the CRIU that serves the pages
+        out, err = command.communicate(timeout=TIMEOUT)
+    finally:
+        subprocess.run(["tc", "-n", h1.netns, "qdisc", "del", "dev", "mgmt0", "root"], check=True)
+    assert command.returncode == 125, err
+    assert "failed after container 'redis' had resumed there" in err and "runs here again" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert h1.inspect("redis")["State"]["Status"] == "running"
+    deadline = time.monotonic() + 60
+    while h2.inspect("redis")["State"]["Status"] != "exited":
+        assert time.monotonic() < deadline, h2.inspect("redis")["State"]
+        time.sleep(0.2)
+    assert redis("DBSIZE") == "500000"        # h1's memory: every key
+    lost = [r for r in _records(h2) if r["role"] == "destination" and r["container_id"] == info["Id"]]
+    assert lost[-1]["pages"] == "failed" and "pages lost" in lost[-1]["error"], lost[-1]
+    h2.ferry("rm", "-f", "redis")
+    h1.ferry("rm", "-f", "redis")
+
+
+def _records(host: Host) -> list[dict]:
+    directory = os.path.join(host.root, "migrations")
+    found = []
+    for entry in sorted(os.listdir(directory)):
+        if entry.endswith(".json"):
+            with open(os.path.join(directory, entry)) as f:
+                found.append(json.load(f))
+    return sorted(found, key=lambda r: r["created"])

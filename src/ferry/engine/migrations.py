@@ -377,6 +377,7 @@ class Migrations:
             self.engine.checkpoints.settle_failed_checkpoint(container)
             journal.finish(self.engine.containers.dir(container.id))
             if process_alive(self.engine.containers.get(container.id).pid or 0):
+                self._announce(container.id)
                 self._save(replace(record, state="resumed", error=f"pages lost: {failure.message}"))
                 raise FerryError(f"the page transfer to {record.peer} failed after container {container.name!r} "
                                  f"had resumed there ({failure.message}): its copy there is lost, and it runs "
@@ -508,6 +509,7 @@ class Migrations:
             log.warning("resuming container %s here: %s", container.name, reason)
             dump.abort()
             self.engine.checkpoints.settle_failed_checkpoint(container)
+            self._announce(container.id)
         current = self.engine.containers.get(container.id)
         if current.state != RUNNING and current.checkpointed_at:
             log.warning("resuming container %s here: %s", container.name, reason)
@@ -551,6 +553,12 @@ class Migrations:
             return True
         self._resume(container, record, None, reason=f"the migration to {record.peer} is {status.state}")
         return True
+
+    def _announce(self, container_id: str) -> None:
+        """A lazy source that runs on: the LAN must learn that its address
+        lives here again, in case the destination had announced it."""
+        with contextlib.suppress(FerryError):
+            self.engine.containers.networks.announce(container_id, wait=True)
 
     def _drop_source(self, container_id: str, keep: bool) -> None:
         """After the point of no return: best effort, and a failure is reported, not undone."""
