@@ -9,7 +9,7 @@ import sys
 from ferry.cli import render
 from ferry.cli.parsing import add_commands, engine_of
 from ferry.util import signals
-from ferry.util.errors import UsageError
+from ferry.util.errors import FerryError, UsageError
 
 TOKEN_FILE_ENV = "FERRY_AGENT_TOKEN_FILE"
 
@@ -47,7 +47,14 @@ def _add_migrate(commands) -> None:
                     "destination's resume. Before it, any failure resumes the container here; after it, "
                     "this host must serve pages until the last one has arrived (reported), and if it dies "
                     "meanwhile the destination's copy is lost.")
-    migrate.add_argument("container", metavar="CONTAINER")
+    migrate.add_argument("container", metavar="CONTAINER", nargs="?")
+    migrate.add_argument("-a", "--all", action="store_true",
+                         help="drain this host: migrate every running container, smallest first, each by a "
+                              "migrate of its own; stop at the first failure unless --keep-going; a signal "
+                              "starts no new one and lets those under way end")
+    migrate.add_argument("--dry-run", action="store_true", help="with --all: list what would move, change nothing")
+    migrate.add_argument("--parallel", type=int, default=1, metavar="N", help="with --all: N migrations at a time")
+    migrate.add_argument("--keep-going", action="store_true", help="with --all: go on after a failure")
     migrate.add_argument("--to", required=True, metavar="URL", help="the destination agent, e.g. http://host-b:7070")
     migrate.add_argument("--token-file", metavar="FILE",
                          help=f"the destination agent's token (default: ${TOKEN_FILE_ENV})")
@@ -79,6 +86,65 @@ def cmd_serve(args) -> int:
                               allow_bind_mounts=args.allow_bind_mounts))
 
 
+def _token_file(args) -> str:
+    token_file = args.token_file or os.environ.get(TOKEN_FILE_ENV)
+    if not token_file:
+        raise UsageError("migrate needs the destination agent's token",
+                         hint=f"pass --token-file FILE (or set ${TOKEN_FILE_ENV})")
+    return token_file
+
+
+def _drain(args) -> int:
+    from ferry.migration import drain
+    from ferry.migration.client import AgentClient, read_token
+    from ferry.runtime.runc import memory_in_use
+    if not args.all:
+        raise UsageError("--dry-run, --parallel and --keep-going go with --all")
+    if args.container:
+        raise UsageError("--all migrates every running container: name none")
+    for flag, given in (("--name", args.name), ("-p", args.publish)):
+        if given:
+            raise UsageError(f"{flag} names one container's new name or ports, and cannot go with --all")
+    if not 1 <= args.parallel <= 16:
+        raise UsageError("--parallel must be between 1 and 16")
+    token_file = _token_file(args)
+    engine = engine_of(args)
+    moving = drain.plan(engine.containers.list(all_states=False))
+    verify = args.tls_ca or (args.tls_verify == "true")
+    with AgentClient(args.to, read_token(token_file), verify=verify) as agent:
+        agent.version()   # a wrong URL or token fails here, before anything moves
+    if args.dry_run:
+        render.table(["CONTAINER ID", "NAME", "IMAGE", "MEMORY"],
+                     [[c.id[:12], c.name, c.config.image, f"{(memory_in_use(c.id) or 0) / 2**20:.1f}MiB"]
+                      for c in moving])
+        print(f"would migrate {len(moving)} container(s) to {args.to}", file=sys.stderr)
+        return 0
+    forwarded = ["--to", args.to, "--token-file", token_file, "--tls-verify", args.tls_verify]
+    forwarded += ["--tls-ca", args.tls_ca] if args.tls_ca else []
+    forwarded += [flag for flag, on in (("--tcp-established", args.tcp_established), ("--lazy", args.lazy),
+                                         ("--keep-source", args.keep_source)) if on]
+
+    def report(outcome) -> None:
+        print(f"{outcome.name}: {outcome.detail}" if outcome.ok else f"{outcome.name}: failed: {outcome.detail}",
+              file=sys.stderr if not outcome.ok else sys.stdout, flush=True)
+    try:
+        outcomes = drain.drain([c.name for c in moving],
+                               lambda name: drain.migrate_argv(engine.layout.root, name, forwarded),
+                               parallel=args.parallel, keep_going=args.keep_going, report=report)
+    except KeyboardInterrupt:
+        print("ferry: the migrations under way have ended and no other began; 'ferry ps' shows what runs here",
+              file=sys.stderr)
+        raise
+    failed = [o for o in outcomes if not o.ok]
+    left = len(moving) - len(outcomes)
+    summary = f"migrated {len(outcomes) - len(failed)} of {len(moving)} container(s) to {args.to}"
+    if failed or left:
+        raise FerryError(f"{summary}; {len(failed)} failed" + (f", {left} not tried" if left else ""),
+                         hint="the failed ones run here still; see the errors above")
+    print(summary, file=sys.stderr)
+    return 0
+
+
 def cmd_migrate(args) -> int:
     from ferry.engine.migrations import MigrateOptions
     from ferry.migration.client import read_token
@@ -91,10 +157,11 @@ def cmd_migrate(args) -> int:
         check_pre_copy_possible()
         raise UsageError("--pre-copy is not built on hosts that can track dirty pages yet",
                          hint="migrate without --pre-copy, or with --lazy")
-    token_file = args.token_file or os.environ.get(TOKEN_FILE_ENV)
-    if not token_file:
-        raise UsageError("migrate needs the destination agent's token",
-                         hint=f"pass --token-file FILE (or set ${TOKEN_FILE_ENV})")
+    if args.all or args.dry_run or args.keep_going or args.parallel != 1:
+        return _drain(args)
+    if not args.container:
+        raise UsageError("migrate needs a container, or --all", hint="see 'ferry migrate --help'")
+    token_file = _token_file(args)
     verify = args.tls_ca or (args.tls_verify == "true")
     options = MigrateOptions(to=args.to, token=read_token(token_file), verify=verify, name=args.name,
                              ports=tuple(args.publish) if args.publish else None,
