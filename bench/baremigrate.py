@@ -27,6 +27,10 @@ the recipe of HOST-NOTES ("Lazy migration (post-copy)"):
             bridge where the MAC is now (HOST-NOTES' recipe)
   pages     until X's checkpoint ends: every page has been served
 
+Afterwards (not timed) X's netns is cleared of CRIU's network lock, which a
+dump leaves there (a real source host would delete that netns), so that a
+fresh container can start there later (seen here: it was unreachable).
+
 The container's stdio are pipes that this process drains (a host file would
 not dump). Every name made here starts with "bm" (netns, links, cgroups), and
 `close()` removes all of it, also after a failure.
@@ -297,8 +301,17 @@ class BareLazy:
         proc.run(["ip", "netns", "exec", side.netns, "nft", "-f", "-"], desc=f"lock {side.netns}", timeout=30,
                  input=script)
 
+    def _reset_rules(self, side: Side) -> None:
+        """No firewall rules in the side's netns (CRIU's lock, ours)."""
+        _sh(["ip", "netns", "exec", side.netns, "nft", "flush", "ruleset"], f"clear {side.netns}'s rules")
+
     def _unlock(self, side: Side) -> None:
         _sh(["ip", "netns", "exec", side.netns, "nft", "delete", "table", "inet", LOCK_TABLE], f"unlock {side.netns}")
+
+    def _announce(self, side: Side) -> None:
+        frame = garp_frame(self.ip, self.mac)
+        side.garp.send(frame)
+        side.garp.send(frame)   # a second copy survives one lost frame
 
     def _link(self, side: Side, up: bool) -> None:
         _sh(["ip", "link", "set", side.host_link, "up" if up else "down"], f"{side.host_link} {'up' if up else 'down'}")
@@ -310,10 +323,13 @@ class BareLazy:
             self._remove_container(side)
         for side in self.sides.values():
             self._link(side, up=False)
-            _sh(["ip", "netns", "exec", side.netns, "nft", "delete", "table", "inet", LOCK_TABLE],
-                "unlock", check=False)
+            self._reset_rules(side)
         side = self.sides["a"]
         self._link(side, up=True)
+        # The bridge may still send the MAC to side b's port (where an earlier
+        # container last spoke), and the host's neighbour entry for the address
+        # is still valid, so nothing would ask: say where it is now.
+        self._announce(side)
         drain = Drain()
         stdin_r, out_w, err_w = drain.pipes()
         try:
@@ -423,9 +439,7 @@ class BareLazy:
                                  + self._said(os.path.join(work_dst, "restore.log")))
             t = phase("restore", t)
             self._unlock(dst)
-            frame = garp_frame(self.ip, self.mac)
-            dst.garp.send(frame)
-            dst.garp.send(frame)
+            self._announce(dst)
             restored_at = phase("unlock", t)
             self.current = dst.name
             if on_restored:
@@ -445,6 +459,10 @@ class BareLazy:
             for drain in src.drains:
                 drain.close()
             src.drains.clear()
+            # CRIU's network lock (iptables chains "CRIU" that drop all but its
+            # own marked packets) stays in the source's netns: a real source
+            # host deletes that netns; here it is cleared for the next container.
+            self._reset_rules(src)
             return {"timeline": timeline, "t0": t0, "restored_at": restored_at, "pages_at": pages_at,
                     "downtime": restored_at - t0, "seconds": pages_at - t0,
                     "images_bytes": _tree_bytes(images_src)}
