@@ -365,10 +365,10 @@ def test_host_paths_move_only_where_the_destination_agent_grants_them(hosts, wor
     b("rm", "-f", "binder")
 
 
-def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(hosts):
-    """Both roots build the same recipe, so they hold one image by ID (the cached root filesystem)."""
+def redis_on(a: Ferry, b: Ferry):
+    """A redis running in A, its image in both roots (one cached root
+    filesystem: one image, by ID): its inspect record and a client connection."""
     from tests.support.redis import REDIS_CMD, Redis
-    a, b, agents = hosts
     for ferry in (a, b):
         ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
               "--expose", "6379/tcp", "-q", timeout=900)
@@ -383,7 +383,13 @@ def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(hosts)
             return Redis(ip, 6379, timeout=30)
         except OSError:
             return None
-    client = wait_for(connect, "redis to listen")
+    return info, wait_for(connect, "redis to listen")
+
+
+def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(hosts):
+    """Both roots build the same recipe, so they hold one image by ID (the cached root filesystem)."""
+    a, b, agents = hosts
+    info, client = redis_on(a, b)
     assert client.command("DEBUG", "POPULATE", "200000") == "OK"
     for there, back in ((a, b), (b, a)):
         migrate(there, "redis", agents[back.root], "--tcp-established")

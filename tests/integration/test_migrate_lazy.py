@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from tests.integration.test_migrate import COUNTER, count, gone, migrate
+from tests.integration.test_migrate import COUNTER, count, gone, migrate, redis_on
 from tests.integration.test_migrate import hosts, workdir  # noqa: F401 (fixtures)
 from tests.support.cli import leftovers, wait_for
 from tests.support.sniff import Capture
@@ -87,23 +87,10 @@ class Reader:
 
 
 def test_redis_moves_lazily_there_and_back_answering_throughout_and_its_pages_travel_encrypted(hosts):
-    from tests.support.redis import REDIS_CMD, Redis
+    from tests.support.redis import Redis
     a, b, agents = hosts
-    for ferry in (a, b):
-        ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
-              "--expose", "6379/tcp", "-q", timeout=900)
-    a("run", "-d", "--name", "redis", "redis")
-    info = a.inspect("redis")
-    a.seen.add(info["Id"])
-    b.seen.add(info["Id"])
+    info, client = redis_on(a, b)
     ip = info["NetworkSettings"]["IPAddress"]
-
-    def connect():
-        try:
-            return Redis(ip, 6379, timeout=30)
-        except OSError:
-            return None
-    client = wait_for(connect, "redis to listen")
     reader_client = Redis(ip, 6379, timeout=30)
     assert client.command("DEBUG", "POPULATE", str(KEYS)) == "OK"
     secret = secrets.token_hex(24)

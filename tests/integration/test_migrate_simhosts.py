@@ -211,6 +211,22 @@ def _answered_after(record, since: float) -> int:
         return sum(1 for line in f if line.split(" ", 2)[1:2] == ["ok"] and float(line.split(" ", 1)[0]) > since)
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _redis_on(sim) -> dict:
+    """A redis running on h1, its image on both hosts (one cached root
+    filesystem: one image, by ID); its inspect record."""
+    h1, h2 = sim.hosts
+    for host in (h1, h2):
+        host.ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
+                   "--expose", "6379/tcp", "-q")
+    h1.ferry("run", "-d", "--name", "redis", "redis")
+    info = h1.inspect("redis")
+    sim.containers.add(info["Id"])
+    return info
+
+
 # Reads random keys on a connection of its own until told to stop; the first
 # error or wrong value ends it, and its last line says how it went.
 READ_LOOP = """
@@ -240,18 +256,12 @@ KEYS = 200000
 def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim, tmp_path, lazy):
     """With --lazy, a second client reads keys throughout, while pages still arrive."""
     h1, h2 = sim.hosts
-    for host in (h1, h2):   # one cached root filesystem: one image, by ID, on both hosts
-        host.ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
-                   "--expose", "6379/tcp", "-q")
-    h1.ferry("run", "-d", "--name", "redis", "redis")
-    info = h1.inspect("redis")
-    sim.containers.add(info["Id"])
+    info = _redis_on(sim)
     ip, mac = address(info)
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     deadline = time.monotonic() + 30
     while True:
         client = subprocess.Popen(in_netns(sim.client["netns"], [sys.executable, "-u", "-c", REDIS_CLIENT, ip]),
-                                  cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True)
         if client.stdout.readline().strip() == "connected":
             break
@@ -270,7 +280,7 @@ def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim, t
         if lazy:
             reader = subprocess.Popen(in_netns(sim.client["netns"], [sys.executable, "-u", "-c", READ_LOOP, ip,
                                                                      str(KEYS), stop]),
-                                      cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+                                      cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
             assert reader.stdout.readline().strip() == "connected"
         for there, back in ((h1, h2), (h2, h1)):
             done = migrate(there, "redis", back, "--tcp-established", *(["--lazy"] if lazy else []))
@@ -300,18 +310,12 @@ def test_a_lazy_migration_whose_page_server_dies_after_the_resume_says_so_and_re
     killed. migrate fails loudly; h2 kills its copy, which lacks memory; h1's
     tasks, frozen and intact, run again (docs/migration.md)."""
     h1, h2 = sim.hosts
-    for host in (h1, h2):
-        host.ferry("image", "build-debian", "redis", "--include", "redis-server", "--cmd", REDIS_CMD,
-                   "--expose", "6379/tcp", "-q")
-    h1.ferry("run", "-d", "--name", "redis", "redis")
-    info = h1.inspect("redis")
-    sim.containers.add(info["Id"])
+    info = _redis_on(sim)
     ip, _mac = address(info)
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def redis(command: str) -> str:
         done = subprocess.run(in_netns(sim.client["netns"], [sys.executable, "-u", "-c", REDIS_CLIENT, ip]),
-                              cwd=repo, input=command + "\n", capture_output=True, text=True, timeout=TIMEOUT)
+                              cwd=REPO, input=command + "\n", capture_output=True, text=True, timeout=TIMEOUT)
         return done.stdout.splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else done.stderr
     deadline = time.monotonic() + 30
     while redis("PING") != "PONG":
