@@ -2,8 +2,9 @@
 
 A client in its own network namespace holds one TCP connection to a redis
 full of keys on host 1; `ferry migrate` moves the container to host 2; the
-client's next commands, on the same connection, answer from host 2. Then
-everything the demo made goes (scripts/simhosts down).
+client's next commands, on the same connection, answer from host 2; then
+`ferry migrate --lazy` brings it back (post-copy), and they answer from host 1.
+Then everything the demo made goes (scripts/simhosts down).
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ def main() -> int:
 
         step("the same connection, now answered by h2")
         print(f"   DBSIZE: {say('DBSIZE')}; GET key:{KEYS - 1}: {say(f'GET key:{KEYS - 1}')}")
+
+        step(f"on h2: ferry migrate demo-redis --to {h1['url']} --tcp-established --lazy (post-copy)")
+        done = ferry(h2, "migrate", "demo-redis", "--to", h1["url"], "--token-file", h1["token"],
+                     "--tcp-established", "--lazy", "--format", "json")
+        stats = json.loads(done.stdout)
+        print(f"   downtime   {stats['downtime']:6.3f} s (freeze on h2 to running on h1); the last page "
+              f"arrived {stats['phases']['pages']:.3f} s after, over CRIU's TLS page server")
+        print(f"   DBSIZE: {say('DBSIZE')}; GET key:{KEYS - 1}: {say(f'GET key:{KEYS - 1}')}")
         for name, host in (("h1", h1), ("h2", h2)):
             listed = json.loads(ferry(host, "ps", "-a", "--format", "json").stdout)
             shown = ", ".join(f"{c['Names'][0]} ({c['State']})" for c in listed) or "no containers"
@@ -101,7 +110,8 @@ def main() -> int:
             client.wait()
         step("scripts/simhosts down: the hosts, their containers and agents go")
         subprocess.run([SIMHOSTS, "down", "--base", BASE, "--prefix", PREFIX], check=False)
-    print("\nlive migration finished: redis moved between hosts with its data, and its client kept its connection.")
+    print("\nlive migration finished: redis moved between hosts and back (post-copy) with its data, and its client "
+          "kept its connection.")
     return 0
 
 
