@@ -55,8 +55,10 @@ make bench-migration-quick    # redis 256 MiB, 1 repeat
   every millisecond through the migration (bench.client); the gap is its longest time without a
   reply. The client is a stock Linux TCP client: a request sent while the server is frozen is
   resent on the client's retransmission timer (200 ms, doubling), so the gap also holds the wait
-  for the next retransmission after the server is back. "kept" counts the migrations after which
-  the client's first connection still answered (podman's `restore --import` resets it).
+  for the next retransmission after the server is back; after a freeze of tens of seconds that wait
+  can itself be tens of seconds (the gap is then longer than the tool's own time: "first reply
+  after the tool returned"). "kept" counts the migrations after which the client's first
+  connection still answered (podman's `restore --import` sometimes resets it).
 - The kinds of migration take turns in every repeat (the order rotates). Ratios divide medians of
   the same run; a 2-core shared VM is noisy, so compare ratios, not absolute seconds.
 """
