@@ -30,15 +30,18 @@ METHOD = """\
 
 ```
 make bench-quick   # redis 256 MiB only, 3 repeats, ps with 20 containers: under 3 minutes
-make bench         # busybox httpd, nginx, redis 256 MiB / 1 GiB / 2 GiB (tens of minutes)
+make bench         # busybox httpd, nginx, redis 256 MiB / 1 GiB / 2 GiB (tens of minutes),
+                   # then the migration benchmarks (make bench-migration)
+make bench-migration-quick   # the four kinds of migration, redis 256 MiB, 1 repeat: about a minute
 .venv/bin/python -m bench.run --workloads redis-1g --repeats 3   # any subset
 .venv/bin/python -m bench.report                                  # re-render this page
 .venv/bin/python -m bench.profile                                 # py-spy over ferry at 1 GiB
 ```
 
-Both targets install what they need (podman from Debian, matplotlib into the venv), need root,
-and leave nothing behind: every container, state root, podman store, mount namespace and the
-`cni-podman0` bridge / `CNI-*` iptables chains that podman's CNI created are removed at the end.
+All targets install what they need (podman from Debian, matplotlib into the venv), need root,
+and leave nothing behind: every container, state root, agent, podman store, mount namespace, the
+bare recipe's netns, bridge and cgroups (all named `bm*`), and the `cni-podman0` bridge /
+`CNI-*` iptables chains that podman's CNI created are removed at the end.
 
 ## Method
 
