@@ -93,7 +93,7 @@ def source(tmp_path, monkeypatch):
         def checkpoint(self, name, options, progress):
             progress("dump", 0, 1)
             os.write(options.export_stream, b"archive bytes")
-            return SimpleNamespace(lazy=FakeLazyDump() if options.lazy else None)
+            return SimpleNamespace(lazy=FakeLazyDump() if options.lazy else None, phases={"runc_checkpoint": 0.1})
     engine = SimpleNamespace(layout=Layout(str(tmp_path / "root")), checkpoints=Checkpoints(),
                              containers=SimpleNamespace(dir=lambda _id: str(container_dir)))
     made = Migrations(engine)

@@ -16,7 +16,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from ferry.checkpoint.archive.codecs import grow_pipe
@@ -87,12 +87,16 @@ class MigrationResult:
     downtime: float | None
     bytes_sent: int
     lazy: bool = False
+    source_phases: dict = field(default_factory=dict)        # the checkpoint's, on this host
+    destination_phases: dict = field(default_factory=dict)   # the restore's, as the destination reported them
 
     def stats(self) -> dict:
         return {"Id": self.container_id, "Name": self.name, "Migration": self.id, "Destination": self.destination,
                 "phases": {k: round(v, 6) for k, v in self.phases.items()},
                 "downtime": round(self.downtime, 6) if self.downtime is not None else None,
-                "bytes_sent": self.bytes_sent, "lazy": self.lazy}
+                "bytes_sent": self.bytes_sent, "lazy": self.lazy,
+                "source_phases": {k: round(v, 6) for k, v in self.source_phases.items()},
+                "destination_phases": dict(self.destination_phases)}
 
 
 class Migrations:
@@ -354,7 +358,7 @@ class Migrations:
             if identity:
                 remove_tree(identity.directory)
         return MigrationResult(ticket.id, container.id, report.name, agent.url, timings.phases, timings.downtime,
-                               bytes_sent, options.lazy)
+                               bytes_sent, options.lazy, timings.source, report.phases)
 
     def _lazy_serve(self, agent, ticket: wire.MigrationTicket, identity):
         """The page server's port and TLS, trusting the destination's certificate from its ticket."""
@@ -395,7 +399,10 @@ class Migrations:
         from ferry.runtime.runc import memory_in_use
         here = host_info()
         image = self.engine.images.get(container.image_id)
-        files = _tree_size(self.engine.containers.files(container.id).upper)
+        container_files = self.engine.containers.files(container.id)
+        files = _tree_size(container_files.upper)
+        with contextlib.suppress(OSError):
+            files += os.path.getsize(container_files.log)
         for volume in container.config.named_volumes:
             files += _tree_size(self.engine.volumes.data_dir(volume.source))
         source = wire.SourceHost(**{k: v for k, v in here.to_dict().items() if k != "cpu"})
@@ -445,10 +452,12 @@ class Migrations:
         try:
             with timings.phase(Phase.STREAM):
                 try:
-                    dump = self.engine.checkpoints.checkpoint(
+                    checkpoint = self.engine.checkpoints.checkpoint(
                         container.id, CheckpointOptions(export_stream=write_fd, tcp_established=options.tcp_established,
                                                         compress="zstd", migration=ticket.id, lazy=lazy),
-                        progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None).lazy
+                        progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
+                    timings.source = checkpoint.phases
+                    dump = checkpoint.lazy
                     if dump:
                         record = self._save(replace(record, page_pid=dump.pid, page_port=dump.port))
                         phases.reached("migrate:serving")   # tests stop the page server here

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ferry.util.timing import Timer
 
@@ -40,6 +40,7 @@ class Timings(Timer):
     includes the reply's way back)."""
     frozen_at: float | None = None
     running_at: float | None = None
+    source: dict = field(default_factory=dict)   # the source checkpoint's own phases
 
     def phase(self, phase: Phase):
         return super().phase(phase.value)
