@@ -3,7 +3,6 @@ two "hosts" of this machine, four ways side by side in one run.
 
     python -m bench.migration [--quick] [--sizes 256,1g,2g] [--repeats N]
                               [--variants streamed,lazy,podman,bare]
-    python -m bench.run --migration ...        (the same)
 
 For each size (redis filled by DEBUG POPULATE to 256 MiB, 1 GiB, 2 GiB) one
 redis per kind is started and filled once, then each repeat moves it once

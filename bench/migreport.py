@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from bench import migstats as ms
 from bench import stats
+from bench.stats import failure_reason
 
 PHASE_COLOURS = {
     # ferry migrate
@@ -172,7 +173,6 @@ def section(doc: dict, title: str, plot: str | None, source: str, environment_te
         parts += [text, ""]
     failures, notes = doc.get("failures", []), doc.get("notes", [])
     if failures or notes:
-        from bench.report import failure_reason
         parts += ["### Failures and notes", ""]
         parts += [f"- {f['workload']} / {f['engine']} / {f['step']} (repeat {f['rep']}): "
                   f"`{failure_reason(f.get('error') or '')}`" for f in failures]

@@ -12,11 +12,10 @@ from __future__ import annotations
 import glob
 import json
 import os
-import re
 import sys
 
 from bench import stats
-from bench.stats import FERRY, FERRY_GZIP, METRICS, PODMAN
+from bench.stats import FERRY, FERRY_GZIP, METRICS, PODMAN, failure_reason  # noqa: F401 (used here and by name)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -235,18 +234,6 @@ def environment_text(doc: dict) -> str:
             f"{env.get('mem_kib', 0) / 2**20:.0f} GiB RAM; CRIU {env.get('criu', '?')}, "
             f"{env.get('runc', '?').splitlines()[0]}, podman {podman_version}, {env.get('conmon', '?')}; "
             f"ferry {commit}, Python {env.get('python', '?')}, zstandard {env.get('zstandard', '?')}.")
-
-
-def failure_reason(error: str, limit: int = 220) -> str:
-    """The most telling line of a failure: CRIU's own error, a ferry/podman
-    error line, else the first line (CRIU's harmless rlimit line is skipped)."""
-    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
-    for pattern in (r"Error \(criu/(?!util\.c)", r"^(ferry: error|Error:)"):
-        for line in lines:
-            if re.search(pattern, line):
-                text = re.sub(r"^\(\d+\.\d+\) ", "", line)
-                return text[:limit]
-    return lines[0][:limit] if lines else "?"
 
 
 def run_section(doc: dict, title: str, plot: str | None, source: str) -> str:

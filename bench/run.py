@@ -1,8 +1,7 @@
 """Run the benchmarks: ferry against podman, alternating, in one run.
 
     python -m bench.run [--quick] [--workloads redis-1g,nginx] [--repeats N]
-    python -m bench.run --migration [--quick] ...   (bench.migration: the client gap
-                                                     of four kinds of migration)
+    (python -m bench.migration: the client gap of four kinds of migration)
 
 For every workload and engine (ferry writes .tar.zst; "ferry-gzip" is ferry
 writing .tar.gz; podman always writes zstd), each repeat measures:
@@ -536,14 +535,8 @@ def results_path(quick: bool, now: dt.datetime) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--migration" in argv:
-        from bench import migration
-        argv.remove("--migration")
-        return migration.main(argv)
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--migration", action="store_true",
-                        help="run the migration benchmarks instead (python -m bench.migration, whose "
-                             "options then apply: --quick, --sizes, --repeats, --variants)")
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                     epilog="The migration benchmarks are python -m bench.migration.")
     parser.add_argument("--quick", action="store_true", help="redis 256 MiB only, 3 repeats")
     parser.add_argument("--workloads", help="comma-separated: " + ", ".join(wl.BY_NAME))
     parser.add_argument("--repeats", type=int, help="repeats per workload (default 5; 3 for >= 1 GiB and --quick)")

@@ -7,6 +7,8 @@ None when the step failed), ok, error, extra (free-form details).
 
 from __future__ import annotations
 
+import re
+
 import statistics
 from dataclasses import dataclass, field
 
@@ -190,3 +192,15 @@ def fmt(value: float | None, unit: str) -> str:
 
 def fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
+
+
+def failure_reason(error: str, limit: int = 220) -> str:
+    """The most telling line of a failure: CRIU's own error, a ferry/podman
+    error line, else the first line (CRIU's harmless rlimit line is skipped)."""
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    for pattern in (r"Error \(criu/(?!util\.c)", r"^(ferry: error|Error:)"):
+        for line in lines:
+            if re.search(pattern, line):
+                text = re.sub(r"^\(\d+\.\d+\) ", "", line)
+                return text[:limit]
+    return lines[0][:limit] if lines else "?"
