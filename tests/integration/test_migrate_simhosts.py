@@ -336,6 +336,9 @@ def test_a_lazy_migration_whose_page_server_dies_after_the_resume_says_so_and_re
         while gone(h2, "redis") or h2.inspect("redis")["State"]["Status"] != "running":
             assert command.poll() is None and time.monotonic() < deadline, command.communicate()
             time.sleep(0.1)
+        # A second command on the copy whose memory is still arriving is refused.
+        early = h2.ferry("container", "checkpoint", "redis", "--leave-running", check=False)
+        assert early.returncode == 125 and "its memory is still arriving" in early.stderr, early.stderr
         serving = [r for r in _records(h1) if r["role"] == "source" and r["container_id"] == info["Id"]]
         assert serving and serving[-1]["page_pid"], serving
         os.killpg(serving[-1]["page_pid"], signal.SIGKILL)   # runc and the CRIU that serves the pages

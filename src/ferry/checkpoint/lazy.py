@@ -287,3 +287,15 @@ def stop_daemon(daemon: subprocess.Popen) -> None:
 
 def daemon_failure(work: str, code: int) -> str:
     return quote_log(os.path.join(work, LOG)) or f"criu lazy-pages exited with {code}"
+
+
+def pages_arriving(pid_file: str) -> bool:
+    """Whether the lazy-pages daemon named in pid_file still fetches a
+    container's memory (its cmdline is checked: pids are reused)."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"lazy-pages" in f.read()
+    except (OSError, ValueError):
+        return False

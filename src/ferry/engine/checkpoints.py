@@ -153,6 +153,15 @@ class RestoreResult:
                     "criu_statistics": self.criu, "ferry_phases": _micros(self.phases)}]}
 
 
+def refuse_while_pages_arrive(files: ContainerFiles, name: str) -> None:
+    """A lazily migrated container's memory is partly still on its source:
+    a dump now would need CRIU to read pages that are not here yet."""
+    from ferry.checkpoint.lazy import pages_arriving
+    if pages_arriving(files.lazy_pages_pid):
+        raise Conflict(f"cannot checkpoint container {name!r}: its memory is still arriving from the host it "
+                       f"migrated from", hint="try again once the last page has arrived (seconds per GiB)")
+
+
 def _micros(phases: dict) -> dict:
     return {k: int(v * 1e6) for k, v in phases.items()}
 
@@ -199,6 +208,7 @@ class Checkpoints:
             if container.state != RUNNING:
                 raise Conflict(f"cannot checkpoint container {container.name!r}: it is {container.state}",
                                hint="only running containers can be checkpointed")
+            refuse_while_pages_arrive(self.containers.files(container.id), container.name)
             directory = self.containers.dir(container.id)
             entry = journal.begin(directory, journal.CHECKPOINT, leave_running=options.leave_running,
                                   export=options.export, migration=options.migration)

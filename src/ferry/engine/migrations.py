@@ -27,7 +27,7 @@ from ferry.migration import wire
 from ferry.migration.phases import Phase, Timings
 from ferry.util import phases
 from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, Refused, UsageError
-from ferry.util.fs import atomic_write, remove_tree
+from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util.log import get_logger
 from ferry.util.space import disk_free, size_text
 from ferry.util.timefmt import utc_now
@@ -270,6 +270,7 @@ class Migrations:
         record = self._save(replace(record, state="running", pages="arriving" if restored.lazy_daemon else "",
                                     page_pid=restored.lazy_daemon.pid if restored.lazy_daemon else 0))
         if restored.lazy_daemon:
+            atomic_write(self.engine.containers.files(restored.id).lazy_pages_pid, f"{restored.lazy_daemon.pid}\n")
             threading.Thread(target=self._await_pages, args=(record, restored.lazy_daemon),
                              name=f"ferry-pages-{migration_id[:8]}", daemon=True).start()
         phases = {k: round(v, 6) for k, v in restored.phases.items()}
@@ -282,7 +283,9 @@ class Migrations:
         pages for the rest, so it is killed rather than left to run corrupt."""
         from ferry.checkpoint.lazy import daemon_failure
         code = daemon.wait()
-        work = self.engine.containers.files(record.container_id).checkpoint_work
+        files = self.engine.containers.files(record.container_id)
+        remove_file(files.lazy_pages_pid)
+        work = files.checkpoint_work
         remove_tree(self._identity(record.id).directory)
         if code == 0:
             with _records_lock:
@@ -326,6 +329,8 @@ class Migrations:
         if container.state != RUNNING:
             raise Conflict(f"cannot migrate container {container.name!r}: it is {container.state}",
                            hint="only running containers migrate; restore or start it first")
+        from ferry.engine.checkpoints import refuse_while_pages_arrive
+        refuse_while_pages_arrive(containers.files(container.id), container.name)
         timings = Timings()
         identity = self._identity(f"offer-{os.urandom(8).hex()}") if options.lazy else None
         try:

@@ -153,6 +153,7 @@ CHECKPOINT_WORK = "checkpoint-work"  # CRIU's work dir (its logs), never archive
 # process, 0.1-0.2 s the checkpoint would wait for).
 CHECKPOINTING = "checkpointing"
 CRIU_CONFIG = "criu.conf"           # runc hands it to CRIU (the org.criu.config annotation)
+LAZY_PAGES_PID = "lazy-pages.pid"   # a lazily restored container's memory is still arriving (its daemon)
 CRIU_RESTORE_HOOK = "criu-restore-hook"
 SPACE_RESERVE = "space.reserve"     # the monitor's room for the log when the disk fills
 ETC_FILES = ("hosts", "hostname", "resolv.conf")   # bind-mounted over the container's /etc
@@ -179,6 +180,7 @@ class ContainerFiles(namedtuple("ContainerFiles", "dir")):
     checkpoint_work = property(lambda self: self.at(CHECKPOINT_WORK))
     checkpointing = property(lambda self: self.at(CHECKPOINTING))
     criu_config = property(lambda self: self.at(CRIU_CONFIG))
+    lazy_pages_pid = property(lambda self: self.at(LAZY_PAGES_PID))
     criu_restore_hook = property(lambda self: self.at(CRIU_RESTORE_HOOK))
     space_reserve = property(lambda self: self.at(SPACE_RESERVE))
     rootfs = property(lambda self: self.at("rootfs"))     # the overlay's mount point
