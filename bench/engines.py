@@ -40,7 +40,7 @@ class Timed:
     stdout: str = ""
 
 
-def _stats(text: str) -> dict:
+def print_stats(text: str) -> dict:
     """The JSON document `--print-stats` writes on stdout (podman and ferry)."""
     text = text.strip()
     start = text.find("{")
@@ -110,7 +110,7 @@ class Engine:
             args.append("--tcp-established")
         desc = f"checkpoint {name}" + (f" to {export}" if export else " (local)")
         done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False), desc)
-        return Timed(done.seconds, _stats(done.stdout), done.stdout)
+        return Timed(done.seconds, print_stats(done.stdout), done.stdout)
 
     def restore(self, *, name: str, archive: str | None = None, new_name: bool = True,
                 tcp: bool = False, timeout: float = 300) -> Timed:
@@ -125,7 +125,7 @@ class Engine:
             args.append("--tcp-established")
         desc = f"restore {name}" + (f" from {archive}" if archive else " (local)")
         done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False), desc)
-        return Timed(done.seconds, _stats(done.stdout), done.stdout)
+        return Timed(done.seconds, print_stats(done.stdout), done.stdout)
 
     def _checked(self, done: proc.Result, desc: str) -> proc.Result:
         """Raise for a failed checkpoint/restore, quoting CRIU's log."""

@@ -47,11 +47,10 @@ import types
 from bench import migstats as ms
 from bench import proc, run as benchrun, workloads as wl
 from bench.baremigrate import BareLazy
-from bench.engines import Ferry, Podman, PodmanNamespace, criu_errors, die_with_parent, wait_until
+from bench.engines import Ferry, Podman, PodmanNamespace, criu_errors, die_with_parent, print_stats, wait_until
 from bench.proc import BenchError
 
 REPO = benchrun.REPO
-RESULTS = benchrun.RESULTS
 NAME = "bm-redis"
 FERRY_IP = "10.90.251.20"     # far from the low addresses IPAM hands out first
 AGENT_READY_TIMEOUT = 60
@@ -241,7 +240,7 @@ class MigrationRun:
         except BaseException:
             benchrun.stop_client(client)
             raise
-        stats = _json_out(done.stdout)
+        stats = print_stats(done.stdout)
         phases = stats.get("phases") or {}
         timeline = ms.ferry_timeline(phases, t1 - t0)
         self._record(w, variant, rep, info, result, t0, t1, timeline,
@@ -413,25 +412,6 @@ class MigrationRun:
         return problems
 
 
-def _json_out(text: str) -> dict:
-    text = text.strip()
-    start = text.find("{")
-    if start < 0:
-        return {}
-    try:
-        return json.loads(text[start:])
-    except ValueError:
-        return {}
-
-
-def results_path(quick: bool, now: dt.datetime) -> str:
-    stem = "migration-" + now.strftime("%Y-%m-%d") + ("-quick" if quick else "")
-    path = os.path.join(RESULTS, stem + ".json")
-    if os.path.exists(path):
-        path = os.path.join(RESULTS, f"{stem}-{now.strftime('%H%M%S')}.json")
-    return path
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench.migration", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="redis 256 MiB only, 1 repeat")
@@ -507,15 +487,8 @@ def main(argv=None) -> int:
         "settings": {"client_interval": args.client_interval, "ferry_ip": FERRY_IP},
         "samples": run.samples, "failures": run.failures, "notes": run.notes,
     }
-    os.makedirs(RESULTS, exist_ok=True)
-    path = args.out or results_path(args.quick, now)
-    with open(path, "w") as f:
-        json.dump(document, f, indent=1)
-        f.write("\n")
-    log(f"results: {os.path.relpath(path, REPO)} ({len(run.samples)} samples, {len(run.failures)} failures)")
-    if not args.no_report and run.samples:
-        from bench import report
-        report.main([])
+    benchrun.save_results(document, args.out or benchrun.results_path(args.quick, now, "migration"),
+                          report=not args.no_report)
     if status == 0 and (run.failures or not run.samples):
         status = 1
     return status

@@ -525,8 +525,9 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def results_path(quick: bool, now: dt.datetime) -> str:
-    stem = now.strftime("%Y-%m-%d") + ("-quick" if quick else "")
+def results_path(quick: bool, now: dt.datetime, kind: str = "") -> str:
+    """bench/results/[KIND-]DATE[-quick].json, with the time added when taken."""
+    stem = (f"{kind}-" if kind else "") + now.strftime("%Y-%m-%d") + ("-quick" if quick else "")
     path = os.path.join(RESULTS, stem + ".json")
     if os.path.exists(path):
         path = os.path.join(RESULTS, f"{stem}-{now.strftime('%H%M%S')}.json")
@@ -602,16 +603,21 @@ def main(argv=None) -> int:
                      "ps_rounds": args.ps_rounds, "ps_per_round": args.ps_per_round},
         "samples": run.samples, "failures": run.failures, "notes": run.notes,
     }
+    save_results(document, args.out or results_path(args.quick, now), report=not args.no_report)
+    return status
+
+
+def save_results(document: dict, path: str, *, report: bool) -> None:
+    """The run's JSON under bench/results, then docs/benchmarks.md from all of them."""
     os.makedirs(RESULTS, exist_ok=True)
-    path = args.out or results_path(args.quick, now)
     with open(path, "w") as f:
         json.dump(document, f, indent=1)
         f.write("\n")
-    log(f"results: {os.path.relpath(path, REPO)} ({len(run.samples)} samples, {len(run.failures)} failures)")
-    if not args.no_report and run.samples:
-        from bench import report
-        report.main([])
-    return status
+    log(f"results: {os.path.relpath(path, REPO)} ({len(document['samples'])} samples, "
+        f"{len(document['failures'])} failures)")
+    if report and document["samples"]:
+        from bench import report as renderer
+        renderer.main([])
 
 
 if __name__ == "__main__":

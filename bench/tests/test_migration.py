@@ -211,10 +211,12 @@ def test_quick_mode_is_one_size_one_repeat():
 
 def test_results_files_are_named_apart_from_the_other_runs(tmp_path, monkeypatch):
     import datetime as dt
-    monkeypatch.setattr(migration, "RESULTS", str(tmp_path))
+    from bench import run
+    monkeypatch.setattr(run, "RESULTS", str(tmp_path))
     now = dt.datetime(2026, 1, 2, 3, 4, 5)
-    first = migration.results_path(True, now)
+    first = run.results_path(True, now, "migration")
     assert first.endswith("migration-2026-01-02-quick.json")
     open(first, "w").close()
-    assert migration.results_path(True, now).endswith("migration-2026-01-02-quick-030405.json")
-    assert migration.results_path(False, now).endswith("migration-2026-01-02.json")
+    assert run.results_path(True, now, "migration").endswith("migration-2026-01-02-quick-030405.json")
+    assert run.results_path(False, now, "migration").endswith("migration-2026-01-02.json")
+    assert run.results_path(False, now).endswith("/2026-01-02.json")
