@@ -79,16 +79,16 @@ class Listener:
         self.sock.close()
 
 
-def _dump(port: int, tmp_path) -> lazy.LazyDump:
+def _dump(port: int, tmp_path, guarded: bool = False) -> lazy.LazyDump:
+    guard_fd = lazy.spawn_guard(port) if guarded else None
     runc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-    return lazy.LazyDump(runc, port, str(tmp_path), "lazy checkpoint of test")
+    return lazy.LazyDump(runc, port, str(tmp_path), "lazy checkpoint of test", guard_fd)
 
 
 def test_the_guard_fails_the_page_server_when_migrate_dies_before_the_point_of_no_return(tmp_path):
     server = Listener()
-    dump = _dump(server.port, tmp_path)
+    dump = _dump(server.port, tmp_path, guarded=True)
     try:
-        dump.guard()
         os.close(dump._guard_fd)   # what the kernel does when migrate is killed
         dump._guard_fd = None
         assert server.accepted.wait(30)
@@ -100,9 +100,8 @@ def test_the_guard_fails_the_page_server_when_migrate_dies_before_the_point_of_n
 
 def test_the_guard_leaves_a_committed_page_server_alone(tmp_path):
     server = Listener()
-    dump = _dump(server.port, tmp_path)
+    dump = _dump(server.port, tmp_path, guarded=True)
     try:
-        dump.guard()
         dump.commit()
         assert not server.accepted.wait(1.0)
     finally:

@@ -148,29 +148,16 @@ class LazyDump:
     `port` until the destination has all of them; then runc ends, and the
     container with it. A failure ends it too, with the tasks thawed (CRIU)."""
 
-    def __init__(self, runc: subprocess.Popen, port: int, work: str, desc: str):
+    def __init__(self, runc: subprocess.Popen, port: int, work: str, desc: str, guard_fd: int | None = None):
         self.runc = runc
         self.port = port
         self.work = work
         self.desc = desc
-        self._guard_fd: int | None = None
+        self._guard_fd = guard_fd   # spawn_guard's: until commit(), this command's death fails the page server
 
     @property
     def pid(self) -> int:
         return self.runc.pid
-
-    def guard(self) -> None:
-        """Start the guard that fails the page server if this command dies before commit()."""
-        read_fd, write_fd = os.pipe()
-        try:
-            proc.spawn([sys.executable, "-I", "-S", "-c", GUARD, str(read_fd), str(self.port)],
-                       desc="lazy dump guard", pass_fds=[read_fd], new_session=True)
-        except BaseException:
-            os.close(write_fd)
-            raise
-        finally:
-            os.close(read_fd)
-        self._guard_fd = write_fd
 
     def commit(self) -> None:
         """The destination runs the container: the pages must be served whatever becomes of this command."""
@@ -206,6 +193,22 @@ class LazyDump:
                 pass
             os.close(self._guard_fd)
             self._guard_fd = None
+
+
+def spawn_guard(port: int) -> int:
+    """Start the guard of a page server on `port` (before the dump: its start
+    costs CPU that the frozen window should not share); returns the pipe end
+    whose closing without the word "c" makes it fail the page server."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc.spawn([sys.executable, "-I", "-S", "-c", GUARD, str(read_fd), str(port)],
+                   desc="lazy dump guard", pass_fds=[read_fd], new_session=True)
+    except BaseException:
+        os.close(write_fd)
+        raise
+    finally:
+        os.close(read_fd)
+    return write_fd
 
 
 def end_page_server(address: str, port: int) -> None:
@@ -259,16 +262,20 @@ class LazySource:
     tls_config: str       # Identity.criu_config of this side
 
 
-def start_daemon(images: str, work: str, source: LazySource, wait: float = SOCKET_WAIT) -> subprocess.Popen:
+def start_daemon(images: str, work: str, source: LazySource) -> subprocess.Popen:
     """CRIU's lazy-pages daemon for a restore from `images` whose work dir is
-    `work` (runc's restore finds the daemon's socket there). It runs in a
-    session of its own: it must outlive the agent that started it, for as
-    long as pages are due."""
+    `work` (runc's restore finds the daemon's socket there; await_socket before
+    it). It runs in a session of its own: it must outlive the agent that
+    started it, for as long as pages are due."""
     from ferry.host import probes
     argv = [probes.criu_binary() or "criu", "lazy-pages", "--page-server", "--address", source.address,
             "--port", str(source.port), "-D", images, "-W", work, "-o", LOG, "-v4"]
-    daemon = proc.spawn(argv, desc="criu lazy-pages", env={"CRIU_CONFIG_FILE": source.tls_config},
-                        new_session=True)
+    return proc.spawn(argv, desc="criu lazy-pages", env={"CRIU_CONFIG_FILE": source.tls_config},
+                      new_session=True)
+
+
+def await_socket(daemon: subprocess.Popen, work: str, wait: float = SOCKET_WAIT) -> None:
+    """Until the daemon listens on its socket; ToolError (the daemon stopped) if it fails first."""
     deadline = time.monotonic() + wait
     while not os.path.exists(os.path.join(work, SOCKET)):
         if daemon.poll() is not None or time.monotonic() > deadline:
@@ -277,8 +284,7 @@ def start_daemon(images: str, work: str, source: LazySource, wait: float = SOCKE
             raise ToolError("criu lazy-pages", daemon.returncode,
                             quote_log(log_path) or f"its socket did not appear in {wait:.0f} s",
                             log_path=log_path)
-        time.sleep(0.005)
-    return daemon
+        time.sleep(0.002)
 
 
 def stop_daemon(daemon: subprocess.Popen) -> None:

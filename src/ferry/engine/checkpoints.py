@@ -11,6 +11,7 @@ root before it creates anything, and undoes every step if any later one fails.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from typing import Callable
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint
-from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, start_daemon, stop_daemon
+from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, await_socket, start_daemon, stop_daemon
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
@@ -284,7 +285,6 @@ class Checkpoints:
                             container.id, images=images, work=work, tcp_established=options.tcp_established,
                             port=options.lazy.port, tls_config=options.lazy.tls_config,
                             started=lambda pid: journal.update(directory, entry, tool_pid=pid))
-                        lazy.guard()
                     else:
                         self.containers.runc.checkpoint(
                             container.id, images=images, work=work, leave_running=options.leave_running,
@@ -550,11 +550,14 @@ class Checkpoints:
             with signals.deferred():
                 with timer.phase("runc_restore"):
                     try:
+                        ready = None
                         if options.lazy_from:
+                            # It starts while the container's network and spec are made.
                             daemon = start_daemon(images, work, options.lazy_from)
+                            ready = functools.partial(await_socket, daemon, work)
                         self.containers.start(container.id, restore=RestoreFrom(
                             images, work, options.tcp_established, from_archive=True,
-                            lazy=options.lazy_from is not None))
+                            lazy=options.lazy_from is not None, before_runc=ready))
                     except FerryError as error:
                         if daemon:
                             stop_daemon(daemon)

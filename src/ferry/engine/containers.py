@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
@@ -77,6 +77,7 @@ class RestoreFrom:
     tcp_established: bool
     from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
     lazy: bool = False           # the pages come from CRIU's lazy-pages daemon, whose socket is in `work`
+    before_runc: Callable[[], None] | None = None   # waits for what runc restore needs that runs beside
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,8 @@ class Containers:
         atomic_write(files.spec, json.dumps(oci, indent=1))
         exit_command = [sys.executable, "-m", "ferry", "--root", self.layout.root,
                         "container", "cleanup", container.id]
+        if restore is not None and restore.before_runc:
+            restore.before_runc()
         return launch.start_monitor(
             container_dir=directory, runc_root=self.runc.state_root, container_id=container.id,
             bundle=directory, terminal=config.tty, interactive=config.interactive,

@@ -96,8 +96,9 @@ class Runc:
         """runc checkpoint --lazy-pages, returned once all but memory is
         dumped (a LazyDump that serves the pages on `port`, with CRIU's TLS
         from tls_config); a failure before that quotes CRIU's dump.log."""
-        from ferry.checkpoint.lazy import LazyDump, await_ready
+        from ferry.checkpoint.lazy import LazyDump, await_ready, spawn_guard
         log_path = os.path.join(work, "runc.log")
+        guard_fd = spawn_guard(port)
         status_r, status_w = os.pipe()
         # CRIU ignores a lazy page server's address; the port is what counts.
         argv = self.base(log_path) + ["checkpoint", "--image-path", images, "--work-path", work,
@@ -115,11 +116,15 @@ class Runc:
             status_w = -1
             started(runc.pid)
             await_ready(runc, status_r, desc, work)
+        except BaseException:
+            os.write(guard_fd, b"c")   # the dump failed, and CRIU thawed the tasks already
+            os.close(guard_fd)
+            raise
         finally:
             os.close(status_r)
             if status_w >= 0:
                 os.close(status_w)
-        return LazyDump(runc, port, work, desc)
+        return LazyDump(runc, port, work, desc, guard_fd)
 
     def start(self, container_id: str) -> None:
         proc.run(self.base() + ["start", container_id], desc=f"runc start {container_id[:12]}")
