@@ -115,6 +115,7 @@ def test_redis_moves_lazily_there_and_back_answering_throughout_and_its_pages_tr
                 port = max((r for r in _records(there) if r["role"] == "source"),
                            key=lambda r: r["created"])["page_port"]
                 flows = capture.of_port(port)
+                assert capture.dropped == 0, f"the capture lost {capture.dropped} packets"
                 assert flows, f"nothing was captured on the page server's port {port}"
                 moved = sum(len(data) for data in flows.values())
                 assert moved > 16 << 20, moved     # redis's memory went this way

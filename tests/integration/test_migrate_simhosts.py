@@ -5,6 +5,7 @@ container's own address. The harness is scripts/simhosts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -187,7 +188,7 @@ def test_a_link_cut_mid_stream_resumes_the_source_and_leaves_the_destination_cle
 def _restart_agent(host: Host, tmp_path, env: dict) -> subprocess.Popen:
     """Host's agent again, with a test's environment (simhosts started the first one)."""
     pid_file = os.path.join(os.path.dirname(host.root), f"{host.name}.pid")
-    with open(pid_file) as f:
+    with open(pid_file) as f, contextlib.suppress(ProcessLookupError):
         os.kill(int(f.read().strip()), 15)
     url = host.url.removeprefix("http://")
     deadline = time.monotonic() + 30
@@ -306,9 +307,11 @@ def test_redis_with_its_data_and_a_client_connection_moves_there_and_back(sim, t
 
 def test_a_lazy_migration_whose_page_server_dies_after_the_resume_says_so_and_resumes_the_source(sim, tmp_path):
     """Past the point of no return: h2 runs the container, its pages still on
-    their way (h1's management link is throttled), when h1's page server is
-    killed. migrate fails loudly; h2 kills its copy, which lacks memory; h1's
-    tasks, frozen and intact, run again (docs/migration.md)."""
+    their way (h1's management link is throttled), when h2's agent and then
+    h1's page server are killed. migrate fails loudly; h2's copy, which lacks
+    memory, is killed by its own monitor (no agent watches it); h1's tasks,
+    frozen and intact, run again (docs/migration.md). The restarted agent
+    records the lost pages."""
     h1, h2 = sim.hosts
     info = _redis_on(sim)
     ip, _mac = address(info)
@@ -341,6 +344,8 @@ def test_a_lazy_migration_whose_page_server_dies_after_the_resume_says_so_and_re
         assert early.returncode == 125 and "its memory is still arriving" in early.stderr, early.stderr
         serving = [r for r in _records(h1) if r["role"] == "source" and r["container_id"] == info["Id"]]
         assert serving and serving[-1]["page_pid"], serving
+        with open(os.path.join(os.path.dirname(h2.root), f"{h2.name}.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGKILL)    # h2's agent: nobody there but the monitor
         os.killpg(serving[-1]["page_pid"], signal.SIGKILL)   # runc and the CRIU that serves the pages
         out, err = command.communicate(timeout=TIMEOUT)
     finally:
@@ -354,10 +359,29 @@ def test_a_lazy_migration_whose_page_server_dies_after_the_resume_says_so_and_re
         assert time.monotonic() < deadline, h2.inspect("redis")["State"]
         time.sleep(0.2)
     assert redis("DBSIZE") == "500000"        # h1's memory: every key
+    with open(os.path.join(h2.root, "containers", info["Id"], "monitor.log")) as f:
+        assert "ended short of pages" in f.read()   # the monitor, not an agent, killed it
+    agent = _restart_agent(h2, tmp_path, {})
+    listed = subprocess.run(in_netns(h2.netns, [sys.executable, "-c", AGENT_GET, h2.url + "/v1/migrations",
+                                                           h2.token]),
+                            capture_output=True, text=True, timeout=TIMEOUT)
+    assert listed.returncode == 0, listed.stderr
+    assert [m["pages"] for m in json.loads(listed.stdout) if m["container_id"] == info["Id"]] == ["failed"]
     lost = [r for r in _records(h2) if r["role"] == "destination" and r["container_id"] == info["Id"]]
     assert lost[-1]["pages"] == "failed" and "pages lost" in lost[-1]["error"], lost[-1]
+    agent.terminate()
+    agent.wait(timeout=TIMEOUT)
     h2.ferry("rm", "-f", "redis")
     h1.ferry("rm", "-f", "redis")
+
+
+# GET a URL of an agent with its token (the token file's path), printing the body.
+AGENT_GET = """
+import sys, urllib.request
+token = open(sys.argv[2]).read().strip()
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + token})
+print(urllib.request.urlopen(request, timeout=30).read().decode())
+"""
 
 
 def _records(host: Host) -> list[dict]:

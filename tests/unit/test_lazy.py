@@ -129,3 +129,27 @@ def test_a_failed_transfer_quotes_criu(tmp_path):
     with pytest.raises(Exception) as failed:
         lazy.LazyDump(runc, 1, str(tmp_path), "lazy checkpoint of test").wait()
     assert "Lazy pages transfer FAILED" in str(failed.value.message)
+
+
+FINISHED = """(00.32) uffd: Received PID: 1, uffd: 11
+(00.32) uffd: Received PID: 2369, uffd: 12
+(00.35) uffd: 1-11: UFFD transferred pages: (10/10)
+(00.36) uffd: 2369-12: UFFD transferred pages: (8/8)
+(00.36) page-xfer: Disconnect from the page server
+"""
+
+
+@pytest.mark.parametrize("log, complete", [
+    (FINISHED, True),
+    (FINISHED.replace("(8/8)", "(5/8)"), False),                          # one task short
+    ("\n".join(FINISHED.splitlines()[:3]), False),                         # killed before the second task's end
+    (FINISHED + "(00.40) Error (criu/page-xfer.c:1112): Can't read\n", False),
+    ("", False),
+])
+def test_the_daemon_s_log_says_whether_every_page_arrived(tmp_path, log, complete):
+    (tmp_path / lazy.LOG).write_text(log)
+    assert lazy.pages_complete(str(tmp_path)) is complete
+
+
+def test_no_log_is_no_proof_of_pages(tmp_path):
+    assert lazy.pages_complete(str(tmp_path)) is False

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import select
 import signal
 import socket
@@ -296,12 +297,36 @@ def daemon_failure(work: str, code: int) -> str:
 
 
 def pages_arriving(pid_file: str) -> bool:
-    """Whether the lazy-pages daemon named in pid_file still fetches a
-    container's memory (its cmdline is checked: pids are reused)."""
+    """Whether the lazy-pages daemon named in pid_file still fetches a container's memory."""
     try:
         with open(pid_file) as f:
-            pid = int(f.read().strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"lazy-pages" in f.read()
+            return daemon_alive(int(f.read().strip()))
     except (OSError, ValueError):
         return False
+
+
+def daemon_alive(pid: int) -> bool:
+    """Whether `pid` is a lazy-pages daemon still (its cmdline is checked: pids are reused)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"lazy-pages" in f.read()
+    except OSError:
+        return False
+
+
+def pages_complete(work: str) -> bool:
+    """Whether the lazy-pages daemon whose work dir is `work` delivered every
+    page: its log names each task it took ("Received PID: P"), and a finished
+    task ends with "UFFD transferred pages: (N/N)"; an error, or a daemon
+    killed halfway, leaves a task short (criu/uffd.c)."""
+    try:
+        with open(os.path.join(work, LOG), "rb") as f:
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return False
+    if "Error (" in text:
+        return False
+    tasks = set(re.findall(r"uffd: Received PID: (\d+),", text))
+    done = {pid for pid, got, total in re.findall(r"uffd: (\d+)-\d+: UFFD transferred pages: \((\d+)/(\d+)\)", text)
+            if got == total}
+    return bool(tasks) and tasks <= done

@@ -557,7 +557,8 @@ class Checkpoints:
                             ready = functools.partial(await_socket, daemon, work)
                         self.containers.start(container.id, restore=RestoreFrom(
                             images, work, options.tcp_established, from_archive=True,
-                            lazy=options.lazy_from is not None, before_runc=ready))
+                            lazy=options.lazy_from is not None, before_runc=ready,
+                            lazy_pid=daemon.pid if daemon else None))
                     except FerryError as error:
                         if daemon:
                             stop_daemon(daemon)

@@ -78,6 +78,7 @@ class RestoreFrom:
     from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
     lazy: bool = False           # the pages come from CRIU's lazy-pages daemon, whose socket is in `work`
     before_runc: Callable[[], None] | None = None   # waits for what runc restore needs that runs beside
+    lazy_pid: int | None = None  # the lazy-pages daemon, which the monitor watches
 
 
 @dataclass(frozen=True)
@@ -469,7 +470,8 @@ class Containers:
             wait_attach=wait_attach, exit_command=exit_command,
             restore_images=restore.images if restore else None,
             restore_work=restore.work if restore else None,
-            tcp_established=bool(restore and restore.tcp_established))
+            tcp_established=bool(restore and restore.tcp_established),
+            lazy_pages_pid=restore.lazy_pid if restore else None)
 
     def _mounts(self, container: Container) -> Iterator[ocispec.Mount]:
         files = self.files(container.id)

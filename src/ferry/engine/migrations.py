@@ -278,16 +278,17 @@ class Migrations:
                                   seconds=round(time.monotonic() - started, 6), phases=phases)
 
     def _await_pages(self, record: Record, daemon) -> None:
-        """Until the lazy-pages daemon has every page. If it fails, the
-        container's memory is incomplete: the kernel would hand its tasks zero
-        pages for the rest, so it is killed rather than left to run corrupt."""
-        from ferry.checkpoint.lazy import daemon_failure
+        """Until the lazy-pages daemon has every page, for the record. If it
+        fails, the container's memory is incomplete: the kernel would hand its
+        tasks zero pages for the rest. Its monitor kills it (and so does this,
+        in case): it must not run corrupt."""
+        from ferry.checkpoint.lazy import daemon_failure, pages_complete
         code = daemon.wait()
         files = self.engine.containers.files(record.container_id)
         remove_file(files.lazy_pages_pid)
         work = files.checkpoint_work
         remove_tree(self._identity(record.id).directory)
-        if code == 0:
+        if code == 0 and pages_complete(work):
             with _records_lock:
                 self._save(replace(self.record(record.id), pages="complete"))
             log.info("migration %s: the last page of container %s has arrived", record.id, record.name)
@@ -300,8 +301,25 @@ class Migrations:
         with contextlib.suppress(FerryError):
             self.engine.containers.kill(record.container_id, "SIGKILL")
 
+    def _settle_pages(self, record: Record) -> Record:
+        """The pages of a record whose watcher is gone (the agent restarted):
+        the daemon's log says whether they all came (the container's monitor
+        killed a container whose pages did not)."""
+        from ferry.checkpoint.lazy import pages_complete
+        files = self.engine.containers.files(record.container_id)
+        if pages_complete(files.checkpoint_work):
+            pages, error = "complete", record.error
+        else:
+            pages, error = "failed", "pages lost: the lazy-pages daemon ended short of pages"
+        remove_file(files.lazy_pages_pid)
+        remove_tree(self._identity(record.id).directory)
+        with _records_lock:
+            return self._save(replace(self.record(record.id), pages=pages, error=error))
+
     def status(self, migration_id: str) -> wire.MigrationStatus:
         record = self.record(migration_id)
+        if record.pages == "arriving" and not _pages_watched(record):
+            record = self._settle_pages(record)
         state = record.state
         if state in ("offered", "receiving") and not _alive(record.pid):
             state = "failed"   # the agent that took it died; its restore was undone by recovery
@@ -620,6 +638,12 @@ def _expired(record: Record) -> bool:
         return False
     age = time.time() - parse(record.created).timestamp()
     return age > OFFER_TTL
+
+
+def _pages_watched(record: Record) -> bool:
+    """This agent's thread waits for the daemon, or the daemon still runs."""
+    from ferry.checkpoint.lazy import daemon_alive
+    return record.pid == os.getpid() or (bool(record.page_pid) and daemon_alive(record.page_pid))
 
 
 def _alive(pid: int) -> bool:

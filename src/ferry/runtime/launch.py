@@ -21,7 +21,8 @@ REPORT_TIMEOUT = 120.0   # seconds; FERRY_START_TIMEOUT overrides it (tests of a
 def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bundle: str,
                   terminal: bool, interactive: bool, wait_attach: bool,
                   exit_command: list[str], restore_images: str | None = None,
-                  restore_work: str | None = None, tcp_established: bool = False) -> dict:
+                  restore_work: str | None = None, tcp_established: bool = False,
+                  lazy_pages_pid: int | None = None) -> dict:
     """Spawn the monitor (which runs runc create and start) and return its report.
 
     Raises ToolError with runc's own message when the container did not start.
@@ -36,6 +37,7 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
     if restore_images:
         argv += ["--restore-images", restore_images, "--restore-work", restore_work or restore_images]
         argv += ["--tcp-established"] if tcp_established else []
+        argv += ["--lazy-pages-pid", str(lazy_pages_pid)] if lazy_pages_pid else []
     try:
         launcher = proc.spawn(argv, desc="container monitor", pass_fds=[status_w], new_session=True)
     finally:

@@ -240,6 +240,27 @@ class Monitor:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.selector.register(wake_r, selectors.EVENT_READ, "wake")
+        if self.args.lazy_pages_pid:
+            self._watch_pages()
+
+    def _watch_pages(self) -> None:
+        """The daemon that brings a lazily restored container's memory is not
+        this process's child: a pidfd says when it ends, whoever else has died."""
+        try:
+            self.selector.register(os.pidfd_open(self.args.lazy_pages_pid), selectors.EVENT_READ, "pages")
+        except ProcessLookupError:
+            self._pages_ended()
+
+    def _pages_ended(self) -> None:
+        from ferry.checkpoint.lazy import pages_complete
+        if pages_complete(self.args.restore_work):
+            log.info("every page of the lazily restored container has arrived")
+            return
+        # The kernel would give its tasks zero pages for the rest: it must not run on.
+        log.error("the lazy-pages daemon ended short of pages (see %s): killing the container",
+                  os.path.join(self.args.restore_work, "lazy-pages.log"))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.container_pid, signal.SIGKILL)
 
     def wait_first_client(self) -> None:
         deadline = time.monotonic() + ATTACH_WAIT_SECONDS
@@ -262,6 +283,10 @@ class Monitor:
                 self._read_output(key.fd)
             elif kind == "client":
                 self._read_client(key.fileobj)
+            elif kind == "pages":
+                self.selector.unregister(key.fileobj)
+                os.close(key.fileobj)
+                self._pages_ended()
             elif kind == "wake":
                 try:
                     os.read(key.fd, 4096)
@@ -403,6 +428,8 @@ def parse(argv: list[str]):
     parser.add_argument("--restore-images", help="restore from these CRIU images instead of creating")
     parser.add_argument("--restore-work", help="CRIU's work dir for the restore (its log goes there)")
     parser.add_argument("--tcp-established", action="store_true")
+    parser.add_argument("--lazy-pages-pid", type=int,
+                        help="a lazy restore's lazy-pages daemon: the container dies if it ends short of pages")
     return parser.parse_args(argv)
 
 
