@@ -153,3 +153,57 @@ def test_the_daemon_s_log_says_whether_every_page_arrived(tmp_path, log, complet
 
 def test_no_log_is_no_proof_of_pages(tmp_path):
     assert lazy.pages_complete(str(tmp_path)) is False
+
+
+def _watcher(tmp_path, daemon_pid: int, container_pid: int):
+    """The part of a container's monitor that watches a lazy restore's daemon."""
+    import selectors
+    from types import SimpleNamespace
+    from ferry.runtime.monitor import Monitor
+    watcher = Monitor.__new__(Monitor)
+    watcher.args = SimpleNamespace(lazy_pages_pid=daemon_pid, restore_work=str(tmp_path))
+    watcher.selector = selectors.DefaultSelector()
+    watcher.container_pid = container_pid
+    return watcher
+
+
+def _ended(watcher) -> None:
+    for key, _ in watcher.selector.select(30):
+        assert key.data == "pages"
+        watcher.selector.unregister(key.fileobj)
+        os.close(key.fileobj)
+        watcher._pages_ended()
+
+
+@pytest.mark.parametrize("log, killed", [(FINISHED, False), (FINISHED.replace("(8/8)", "(5/8)"), True)])
+def test_the_monitor_kills_a_container_whose_daemon_ended_short_of_pages(tmp_path, log, killed):
+    (tmp_path / lazy.LOG).write_text(log)
+    container = subprocess.Popen(["sleep", "60"])
+    daemon = subprocess.Popen(["sleep", "60"])
+    try:
+        watcher = _watcher(tmp_path, daemon.pid, container.pid)
+        watcher._watch_pages()
+        daemon.kill()
+        daemon.wait()
+        _ended(watcher)
+        if killed:
+            assert container.wait(timeout=30) == -9
+        else:
+            with pytest.raises(subprocess.TimeoutExpired):
+                container.wait(timeout=0.5)
+    finally:
+        container.kill()
+        container.wait()
+
+
+def test_the_monitor_checks_at_once_when_the_daemon_is_gone_already(tmp_path):
+    (tmp_path / lazy.LOG).write_text("")
+    container = subprocess.Popen(["sleep", "60"])
+    daemon = subprocess.Popen(["true"])
+    daemon.wait()
+    try:
+        _watcher(tmp_path, daemon.pid, container.pid)._watch_pages()
+        assert container.wait(timeout=30) == -9
+    finally:
+        container.kill()
+        container.wait()
