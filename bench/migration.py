@@ -113,7 +113,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class MigrationRun:
+class MigrationRun(benchrun.Recorder):
     def __init__(self, args, base: str):
         self.args = args
         self.base = base
@@ -134,17 +134,6 @@ class MigrationRun:
         os.makedirs(os.path.join(self.transfer, "destination"), mode=0o700)
         self.env: dict = {}
         self.images: dict = {}
-
-    # ---- recording ------------------------------------------------------------------
-    def sample(self, workload: str, variant: str, metric: str, rep: int, value, extra=None) -> None:
-        self.samples.append({"workload": workload, "engine": variant, "metric": metric, "rep": rep,
-                             "value": value, "ok": value is not None, "extra": extra or {}})
-
-    def failure(self, workload: str, variant: str, step: str, rep: int, error: Exception) -> None:
-        text = str(error)
-        log(f"FAILED {workload} {variant} {step} (repeat {rep}): {text.splitlines()[0] if text else error!r}")
-        self.failures.append({"workload": workload, "engine": variant, "step": step, "rep": rep,
-                              "error": text[-2000:]})
 
     # ---- setup ---------------------------------------------------------------------------
     def setup(self) -> None:

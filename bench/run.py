@@ -51,7 +51,23 @@ def log(message: str) -> None:
     print(f"[{time.monotonic() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-class Run:
+class Recorder:
+    """A run's samples and failures, as the results file keeps them (both benchmarks)."""
+    samples: list[dict]
+    failures: list[dict]
+
+    def sample(self, workload: str, engine: str, metric: str, rep: int, value, extra=None) -> None:
+        self.samples.append({"workload": workload, "engine": engine, "metric": metric, "rep": rep,
+                             "value": value, "ok": value is not None, "extra": extra or {}})
+
+    def failure(self, workload: str, engine: str, step: str, rep: int, error: Exception) -> None:
+        text = str(error)
+        log(f"FAILED {workload} {engine} {step} (repeat {rep}): {text.splitlines()[0] if text else error!r}")
+        self.failures.append({"workload": workload, "engine": engine, "step": step, "rep": rep,
+                              "error": text[-2000:]})
+
+
+class Run(Recorder):
     """One benchmark run: its engines, its samples, and everything to clean up."""
 
     def __init__(self, args, base: str):
@@ -66,17 +82,6 @@ class Run:
         self.namespace = PodmanNamespace(os.path.join(base, "podman"))
         self.ferry = Ferry(os.path.join(base, "ferry-root"))
         self.podman: Podman | None = None
-
-    # ---- recording ---------------------------------------------------------------
-    def sample(self, workload: str, engine: str, metric: str, rep: int, value, extra=None) -> None:
-        self.samples.append({"workload": workload, "engine": engine, "metric": metric, "rep": rep,
-                             "value": value, "ok": value is not None, "extra": extra or {}})
-
-    def failure(self, workload: str, engine: str, step: str, rep: int, error: Exception) -> None:
-        text = str(error)
-        log(f"FAILED {workload} {engine} {step} (repeat {rep}): {text.splitlines()[0] if text else error!r}")
-        self.failures.append({"workload": workload, "engine": engine, "step": step, "rep": rep,
-                              "error": text[-2000:]})
 
     # ---- containers --------------------------------------------------------------
     def start(self, engine: Engine, w: wl.Workload, name: str) -> dict:
