@@ -17,6 +17,7 @@ dump fail and the source run on (a denial of service, never a leak).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -182,18 +183,25 @@ class LazyDump:
         except subprocess.TimeoutExpired:
             raise ToolError(self.desc, None, f"its pages were not all served in {timeout:.0f} s") from None
         if code != 0:
-            log_path = os.path.join(self.work, "dump.log")
-            raise ToolError(self.desc, code, quote_log(log_path) or "the page transfer failed",
-                            hint=f"CRIU's log is kept at {log_path}", log_path=log_path)
+            raise dump_failed(self.desc, code, self.work, "the page transfer failed")
 
     def _release_guard(self, word: bytes) -> None:
         if self._guard_fd is not None:
-            try:
-                os.write(self._guard_fd, word)
-            except OSError:
-                pass
-            os.close(self._guard_fd)
+            release_guard(self._guard_fd, word)
             self._guard_fd = None
+
+
+def release_guard(fd: int, word: bytes = b"c") -> None:
+    """Tell the guard (c: leave the page server alone) and let it go."""
+    with contextlib.suppress(OSError):
+        os.write(fd, word)
+    os.close(fd)
+
+
+def dump_failed(desc: str, code: int | None, work: str, fallback: str) -> ToolError:
+    log_path = os.path.join(work, "dump.log")
+    return ToolError(desc, code, quote_log(log_path) or fallback, hint=f"CRIU's log is kept at {log_path}",
+                     log_path=log_path)
 
 
 def spawn_guard(port: int) -> int:
@@ -239,10 +247,7 @@ def await_ready(runc: subprocess.Popen, status_fd: int, desc: str, work: str,
             break   # closed without a word: runc ended
         if runc.poll() is not None:
             break
-    code = runc.wait()
-    log_path = os.path.join(work, "dump.log")
-    raise ToolError(desc, code, quote_log(log_path) or "runc ended before the dump was ready",
-                    hint=f"CRIU's log is kept at {log_path}", log_path=log_path)
+    raise dump_failed(desc, runc.wait(), work, "runc ended before the dump was ready")
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -556,16 +556,13 @@ class Checkpoints:
                             daemon = start_daemon(images, work, options.lazy_from)
                             ready = functools.partial(await_socket, daemon, work)
                         self.containers.start(container.id, restore=RestoreFrom(
-                            images, work, options.tcp_established, from_archive=True,
-                            lazy=options.lazy_from is not None, before_runc=ready,
+                            images, work, options.tcp_established, from_archive=True, before_runc=ready,
                             lazy_pid=daemon.pid if daemon else None))
-                    except FerryError as error:
+                    except BaseException as error:
                         if daemon:
                             stop_daemon(daemon)
-                        raise self._keep_log(error, work, container.name) from None
-                    except BaseException:
-                        if daemon:
-                            stop_daemon(daemon)
+                        if isinstance(error, FerryError):
+                            raise self._keep_log(error, work, container.name) from None
                         raise
                 criu = _restore_stats(images, work)
                 undo.steps.clear()

@@ -76,9 +76,12 @@ class RestoreFrom:
     work: str              # CRIU work dir; restore.log lands here
     tcp_established: bool
     from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
-    lazy: bool = False           # the pages come from CRIU's lazy-pages daemon, whose socket is in `work`
     before_runc: Callable[[], None] | None = None   # waits for what runc restore needs that runs beside
-    lazy_pid: int | None = None  # the lazy-pages daemon, which the monitor watches
+    lazy_pid: int | None = None  # CRIU's lazy-pages daemon (its socket in `work`) brings the pages; the monitor watches it
+
+    @property
+    def lazy(self) -> bool:
+        return self.lazy_pid is not None
 
 
 @dataclass(frozen=True)

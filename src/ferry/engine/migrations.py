@@ -282,37 +282,26 @@ class Migrations:
         fails, the container's memory is incomplete: the kernel would hand its
         tasks zero pages for the rest. Its monitor kills it (and so does this,
         in case): it must not run corrupt."""
-        from ferry.checkpoint.lazy import daemon_failure, pages_complete
-        code = daemon.wait()
-        files = self.engine.containers.files(record.container_id)
-        remove_file(files.lazy_pages_pid)
-        work = files.checkpoint_work
-        remove_tree(self._identity(record.id).directory)
-        if code == 0 and pages_complete(work):
-            with _records_lock:
-                self._save(replace(self.record(record.id), pages="complete"))
-            log.info("migration %s: the last page of container %s has arrived", record.id, record.name)
-            return
-        reason = daemon_failure(work, code)
-        log.error("migration %s: the pages of container %s stopped coming (%s): it is lost here and is killed; "
-                  "its source resumes it if it still can", record.id, record.name, reason)
-        with _records_lock:
-            self._save(replace(self.record(record.id), pages="failed", error=f"pages lost: {reason}"))
-        with contextlib.suppress(FerryError):
-            self.engine.containers.kill(record.container_id, "SIGKILL")
+        if self._settle_pages(record, daemon.wait()).pages == "failed":
+            with contextlib.suppress(FerryError):
+                self.engine.containers.kill(record.container_id, "SIGKILL")
 
-    def _settle_pages(self, record: Record) -> Record:
-        """The pages of a record whose watcher is gone (the agent restarted):
-        the daemon's log says whether they all came (the container's monitor
-        killed a container whose pages did not)."""
-        from ferry.checkpoint.lazy import pages_complete
+    def _settle_pages(self, record: Record, code: int | None = None) -> Record:
+        """Record how a lazy migration's pages ended: the daemon's log says
+        whether they all came (`code`, its exit status, when this agent saw it
+        end; None when it ended under an agent since restarted)."""
+        from ferry.checkpoint.lazy import daemon_failure, pages_complete
         files = self.engine.containers.files(record.container_id)
-        if pages_complete(files.checkpoint_work):
-            pages, error = "complete", record.error
-        else:
-            pages, error = "failed", "pages lost: the lazy-pages daemon ended short of pages"
         remove_file(files.lazy_pages_pid)
         remove_tree(self._identity(record.id).directory)
+        if code in (0, None) and pages_complete(files.checkpoint_work):
+            pages, error = "complete", record.error
+            log.info("migration %s: the last page of container %s has arrived", record.id, record.name)
+        else:
+            reason = daemon_failure(files.checkpoint_work, code) if code else "the daemon ended short of pages"
+            pages, error = "failed", f"pages lost: {reason}"
+            log.error("migration %s: the pages of container %s stopped coming (%s): it is lost here and is "
+                      "killed; its source resumes it if it still can", record.id, record.name, reason)
         with _records_lock:
             return self._save(replace(self.record(record.id), pages=pages, error=error))
 
@@ -396,7 +385,7 @@ class Migrations:
     def _serve_pages(self, container, record: Record, dump) -> None:
         """After the point of no return of a lazy migration: until the
         destination has the last page. If the transfer fails, the copy there
-        lacks memory (its agent kills it), and CRIU has thawed the one here."""
+        lacks memory (its monitor kills it), and CRIU has thawed the one here."""
         from ferry.engine.listing import process_alive
         try:
             dump.wait()
@@ -408,7 +397,7 @@ class Migrations:
                 self._save(replace(record, state="resumed", error=f"pages lost: {failure.message}"))
                 raise FerryError(f"the page transfer to {record.peer} failed after container {container.name!r} "
                                  f"had resumed there ({failure.message}): its copy there is lost, and it runs "
-                                 f"here again", hint=f"its agent stops the copy there; check with 'ferry ps -a' "
+                                 f"here again", hint=f"its monitor stops the copy there; check with 'ferry ps -a' "
                                                      f"on both hosts; {failure.hint or ''}".rstrip("; ")) from None
             self._save(replace(record, state="failed", error=f"pages lost: {failure.message}"))
             raise FerryError(f"the page transfer to {record.peer} failed after container {container.name!r} had "

@@ -96,7 +96,7 @@ class Runc:
         """runc checkpoint --lazy-pages, returned once all but memory is
         dumped (a LazyDump that serves the pages on `port`, with CRIU's TLS
         from tls_config); a failure before that quotes CRIU's dump.log."""
-        from ferry.checkpoint.lazy import LazyDump, await_ready, spawn_guard
+        from ferry.checkpoint.lazy import LazyDump, await_ready, release_guard, spawn_guard
         log_path = os.path.join(work, "runc.log")
         guard_fd = spawn_guard(port)
         status_r, status_w = os.pipe()
@@ -117,8 +117,7 @@ class Runc:
             started(runc.pid)
             await_ready(runc, status_r, desc, work)
         except BaseException:
-            os.write(guard_fd, b"c")   # the dump failed, and CRIU thawed the tasks already
-            os.close(guard_fd)
+            release_guard(guard_fd)   # the dump failed, and CRIU thawed the tasks already
             raise
         finally:
             os.close(status_r)
