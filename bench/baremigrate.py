@@ -158,6 +158,21 @@ def packet_socket_in(netns: str, interface: str) -> socket.socket:
     return made["socket"]
 
 
+def _run_drained(side, argv: list[str], timeout: float):
+    """runc run -d / restore -d with the container's stdio on pipes a Drain of
+    `side` reads; the command's result and that Drain."""
+    drain = Drain()
+    stdin_r, out_w, err_w = drain.pipes()
+    try:
+        done = subprocess.run(argv, stdin=stdin_r, stdout=out_w, stderr=err_w, env=proc.env(), timeout=timeout,
+                              preexec_fn=die_with_parent)
+    finally:
+        for fd in (stdin_r, out_w, err_w):
+            os.close(fd)
+    side.drains.append(drain)
+    return done, drain
+
+
 class Drain:
     """Reads the read ends of a container's stdio pipes and keeps the last
     few KiB (redis logs to stdout; a full pipe would block it)."""
@@ -330,16 +345,7 @@ class BareLazy:
         # container last spoke), and the host's neighbour entry for the address
         # is still valid, so nothing would ask: say where it is now.
         self._announce(side)
-        drain = Drain()
-        stdin_r, out_w, err_w = drain.pipes()
-        try:
-            done = subprocess.run(side.runc("run", "-d", "--bundle", side.bundle, CONTAINER),
-                                  stdin=stdin_r, stdout=out_w, stderr=err_w, env=proc.env(), timeout=60,
-                                  preexec_fn=die_with_parent)
-        finally:
-            for fd in (stdin_r, out_w, err_w):
-                os.close(fd)
-        side.drains.append(drain)
+        done, drain = _run_drained(side, side.runc("run", "-d", "--bundle", side.bundle, CONTAINER), timeout=60)
         if done.returncode != 0:
             raise BenchError(f"bare: runc run failed (exit {done.returncode}): {drain.tail.decode(errors='replace')}")
         self.current = "a"
@@ -420,19 +426,11 @@ class BareLazy:
                                  + self._said(os.path.join(work_dst, "daemon.out"),
                                               os.path.join(work_dst, "lazy-pages.log")))
             t = phase("daemon", t)
-            drain = Drain()
-            stdin_r, out_w, err_w = drain.pipes()
-            try:
-                restore = subprocess.run(
-                    ["unshare", "--mount", "--propagation", "private", "--",
-                     *dst.runc("restore", "-d", "--lazy-pages", "--tcp-established", "--image-path", images_dst,
-                               "--work-path", work_dst, "--bundle", dst.bundle, CONTAINER)],
-                    stdin=stdin_r, stdout=out_w, stderr=err_w, env=proc.env(), timeout=STATUS_TIMEOUT,
-                    preexec_fn=die_with_parent)
-            finally:
-                for fd in (stdin_r, out_w, err_w):
-                    os.close(fd)
-            dst.drains.append(drain)
+            restore, drain = _run_drained(
+                dst, ["unshare", "--mount", "--propagation", "private", "--",
+                      *dst.runc("restore", "-d", "--lazy-pages", "--tcp-established", "--image-path", images_dst,
+                                "--work-path", work_dst, "--bundle", dst.bundle, CONTAINER)],
+                timeout=STATUS_TIMEOUT)
             if restore.returncode != 0:
                 raise BenchError(f"bare: runc restore --lazy-pages failed (exit {restore.returncode}): "
                                  f"{drain.tail.decode(errors='replace')[-400:]}"

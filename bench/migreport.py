@@ -125,15 +125,6 @@ def _median(by_metric: dict, metric: str, variant: str) -> float | None:
     return s.median if s else None
 
 
-def targets_table(summary: dict) -> str:
-    lines = ["| target | workload | measured | met |", "|---|---|---|---|"]
-    for t in ms.targets(summary):
-        met = "n/a" if t.ok is None else ("yes" if t.ok else "**no**")
-        note = f" ({t.note})" if t.note else ""
-        lines.append(f"| {t.what} | {t.workload}{note} | {stats.fmt_ratio(t.measured)} | {met} |")
-    return "\n".join(lines)
-
-
 def timeline_text(samples: list[dict], variants=ms.VARIANTS) -> str:
     """The plotted migrations as text: phases and the client's gap, in seconds from the start."""
     workload = ms.timeline_workload(samples)
@@ -163,7 +154,8 @@ def section(doc: dict, title: str, plot: str | None, source: str, environment_te
              f"Sizes {sizes or '?'}, {repeats or '?'} repeat(s) each. Raw samples: `{source}`.", ""]
     for variant, why in (doc.get("skipped") or {}).items():
         parts += [f"**{variant} was not measured**: {why}.", ""]
-    parts += ["### Migration targets (ratios of medians, same run)", "", targets_table(summary), "",
+    parts += ["### Migration targets (ratios of medians, same run)", "",
+              stats.targets_table(ms.targets(summary)), "",
               "### Client gap (median, min-max over the repeats)", "", gap_table(summary, variants), "",
               "### Per migration kind", "", details_table(samples, variants), ""]
     if plot:

@@ -135,15 +135,6 @@ def results_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def targets_table(summary: dict) -> str:
-    lines = ["| target | workload | measured | met |", "|---|---|---|---|"]
-    for t in stats.targets(summary):
-        met = "n/a" if t.ok is None else ("yes" if t.ok else "**no**")
-        note = f" ({t.note})" if t.note else ""
-        lines.append(f"| {t.what} | {t.workload}{note} | {stats.fmt_ratio(t.measured)} | {met} |")
-    return "\n".join(lines)
-
-
 def phases_table(samples: list[dict], summary: dict) -> str:
     head = [f"ckpt: {p}" for p in CHECKPOINT_PHASES] + [f"restore: {p}" for p in RESTORE_PHASES]
     lines = ["| workload | archive | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
@@ -240,7 +231,8 @@ def run_section(doc: dict, title: str, plot: str | None, source: str) -> str:
     samples = doc.get("samples", [])
     summary = stats.summarise(samples)
     parts = [f"## {title}", "", environment_text(doc), f"Raw samples: `{source}`.", "",
-             "### Targets (ratios of medians, same run)", "", targets_table(summary), "",
+             "### Targets (ratios of medians, same run)", "",
+             stats.targets_table(stats.targets(summary)), "",
              "### Results", "", results_table(summary), ""]
     if plot:
         parts += [f"![ferry vs podman]({plot})", ""]

@@ -204,3 +204,13 @@ def failure_reason(error: str, limit: int = 220) -> str:
                 text = re.sub(r"^\(\d+\.\d+\) ", "", line)
                 return text[:limit]
     return lines[0][:limit] if lines else "?"
+
+
+def targets_table(targets) -> str:
+    """The Markdown table of targets (stats.targets or migstats.targets): what, where, measured, met."""
+    lines = ["| target | workload | measured | met |", "|---|---|---|---|"]
+    for t in targets:
+        met = "n/a" if t.ok is None else ("yes" if t.ok else "**no**")
+        note = f" ({t.note})" if t.note else ""
+        lines.append(f"| {t.what} | {t.workload}{note} | {fmt_ratio(t.measured)} | {met} |")
+    return "\n".join(lines)
