@@ -97,7 +97,6 @@ def _token_file(args) -> str:
 def _drain(args) -> int:
     from ferry.migration import drain
     from ferry.migration.client import AgentClient, read_token
-    from ferry.runtime.runc import memory_in_use
     if not args.all:
         raise UsageError("--dry-run, --parallel and --keep-going go with --all")
     if args.container:
@@ -115,8 +114,7 @@ def _drain(args) -> int:
         agent.version()   # a wrong URL or token fails here, before anything moves
     if args.dry_run:
         render.table(["CONTAINER ID", "NAME", "IMAGE", "MEMORY"],
-                     [[c.id[:12], c.name, c.config.image, f"{(memory_in_use(c.id) or 0) / 2**20:.1f}MiB"]
-                      for c in moving])
+                     [[c.id[:12], c.name, c.config.image, f"{memory / 2**20:.1f}MiB"] for c, memory in moving])
         print(f"would migrate {len(moving)} container(s) to {args.to}", file=sys.stderr)
         return 0
     forwarded = ["--to", args.to, "--token-file", token_file, "--tls-verify", args.tls_verify]
@@ -128,7 +126,7 @@ def _drain(args) -> int:
         print(f"{outcome.name}: {outcome.detail}" if outcome.ok else f"{outcome.name}: failed: {outcome.detail}",
               file=sys.stderr if not outcome.ok else sys.stdout, flush=True)
     try:
-        outcomes = drain.drain([c.name for c in moving],
+        outcomes = drain.drain([c.name for c, _memory in moving],
                                lambda name: drain.migrate_argv(engine.layout.root, name, forwarded),
                                parallel=args.parallel, keep_going=args.keep_going, report=report)
     except KeyboardInterrupt:

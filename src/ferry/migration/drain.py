@@ -28,13 +28,13 @@ class Outcome:
     stats: dict | None = None
 
 
-def plan(containers: Sequence) -> list:
-    """The running containers, in the order they move: smallest memory first,
-    so the most containers are off the host soonest."""
+def plan(containers: Sequence) -> list[tuple]:
+    """The running containers with their memory in bytes, in the order they
+    move: smallest memory first, so the most containers are off the host soonest."""
     from ferry.engine.listing import RUNNING
     from ferry.runtime.runc import memory_in_use
-    running = [c for c in containers if c.state == RUNNING]
-    return sorted(running, key=lambda c: (memory_in_use(c.id) or 0, c.name))
+    sized = [(c, memory_in_use(c.id) or 0) for c in containers if c.state == RUNNING]
+    return sorted(sized, key=lambda pair: (pair[1], pair[0].name))
 
 
 def drain(names: Sequence[str], argv_for: Callable[[str], list[str]], *, parallel: int, keep_going: bool,
