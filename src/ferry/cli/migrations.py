@@ -86,6 +86,11 @@ def cmd_serve(args) -> int:
                               allow_bind_mounts=args.allow_bind_mounts))
 
 
+def _verify(args) -> bool | str:
+    """TLS verification of the agent: with --tls-ca's CA, or on or off."""
+    return args.tls_ca or (args.tls_verify == "true")
+
+
 def _token_file(args) -> str:
     token_file = args.token_file or os.environ.get(TOKEN_FILE_ENV)
     if not token_file:
@@ -109,8 +114,7 @@ def _drain(args) -> int:
     token_file = _token_file(args)
     engine = engine_of(args)
     moving = drain.plan(engine.containers.list(all_states=False))
-    verify = args.tls_ca or (args.tls_verify == "true")
-    with AgentClient(args.to, read_token(token_file), verify=verify) as agent:
+    with AgentClient(args.to, read_token(token_file), verify=_verify(args)) as agent:
         agent.version()   # a wrong URL or token fails here, before anything moves
     if args.dry_run:
         render.table(["CONTAINER ID", "NAME", "IMAGE", "MEMORY"],
@@ -160,8 +164,7 @@ def cmd_migrate(args) -> int:
     if not args.container:
         raise UsageError("migrate needs a container, or --all", hint="see 'ferry migrate --help'")
     token_file = _token_file(args)
-    verify = args.tls_ca or (args.tls_verify == "true")
-    options = MigrateOptions(to=args.to, token=read_token(token_file), verify=verify, name=args.name,
+    options = MigrateOptions(to=args.to, token=read_token(token_file), verify=_verify(args), name=args.name,
                              ports=tuple(args.publish) if args.publish else None,
                              tcp_established=args.tcp_established, keep_source=args.keep_source, lazy=args.lazy)
     with _sent_bar() as sent:
