@@ -17,10 +17,10 @@ import pytest
 from tests.conftest import require
 from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
+from tests.support.counter import COUNTER, count
 from tests.support.redis import REDIS_CMD, Redis
 
 PIPE_TIMEOUT = 180
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +62,6 @@ def track(ferry: Ferry, name: str) -> dict:
     info = ferry.inspect(name)
     ferry.seen.add(info["Id"])
     return info
-
-
-def count(ferry: Ferry, name: str) -> int:
-    return int(ferry("exec", name, "cat", "/tmp/count").stdout.strip() or 0)
 
 
 def test_seed_scenario_nginx(host_a, workdir):

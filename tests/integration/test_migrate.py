@@ -17,13 +17,13 @@ import pytest
 from bench.busybox import make_oci_archive, make_rootfs_tar
 from tests.conftest import require
 from tests.support.cli import Ferry, free_port, leftovers, wait_for
+from tests.support.counter import COUNTER, count
 
 # A line server whose count lives in the memory of the process that serves
 # one connection: it goes on from where it was only if that process, its
 # memory and its socket all moved.
 SERVER = ("printf 'i=0; while read l; do i=$((i+1)); echo \"$i $l\"; done\\n' > /tmp/count.sh; "
           "nc -ll -p 7000 -e sh /tmp/count.sh")
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
 AGENT_READY = 30
 
 
@@ -120,10 +120,6 @@ def ask(sock: socket.socket, word: str) -> str:
         assert chunk, "the server closed the connection"
         data += chunk
     return data.decode().strip()
-
-
-def count(ferry: Ferry, name: str) -> int:
-    return int(ferry("exec", name, "cat", "/tmp/count").stdout.strip() or 0)
 
 
 def gone(ferry: Ferry, name: str) -> bool:

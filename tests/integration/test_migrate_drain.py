@@ -10,9 +10,10 @@ import subprocess
 import sys
 import time
 
-from tests.integration.test_migrate import COUNTER, count, gone
+from tests.integration.test_migrate import gone
 from tests.integration.test_migrate import hosts, workdir  # noqa: F401 (fixtures)
 from tests.support.cli import wait_for
+from tests.support.counter import COUNTER, count
 
 NAMES = ("drain1", "drain2", "drain3")
 
