@@ -434,7 +434,7 @@ def _kill_ours(root: str, container_ids: set[str]) -> None:
     """After a restore that hung: what this root started, and what runs in its containers' cgroups."""
     pids = {int(line.split()[0]) for line in _ours(root)}
     for cid in container_ids:
-        for procs in glob.glob(f"/sys/fs/cgroup/*/ferry/{cid}/**/cgroup.procs", recursive=True):
+        for procs in glob.glob(f"/sys/fs/cgroup/*/ferry*/{cid}/**/cgroup.procs", recursive=True):
             with open(procs) as f:
                 pids.update(int(p) for p in f.read().split())
     for pid in pids:
@@ -493,7 +493,7 @@ def test_truncated_pages_image_is_refused_before_criu_runs(archived):
     assert leftovers(ferry.root, new_ids) == []
     assert _ours(ferry.root) == []
     for cid in new_ids:
-        assert glob.glob(f"/sys/fs/cgroup/*/ferry/{cid}") == []
+        assert glob.glob(f"/sys/fs/cgroup/*/ferry*/{cid}") == []
     assert glob.glob(os.path.join(ferry.root, "logs", "*")) == []   # no CRIU log kept: CRIU never started
     tmp = os.path.join(ferry.root, "tmp")
     assert not os.path.isdir(tmp) or [n for n in os.listdir(tmp) if not n.startswith(".trash")] == []

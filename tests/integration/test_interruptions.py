@@ -120,7 +120,7 @@ def no_leftovers(host: Ferry, target: str | None = None) -> None:
     if target:
         assert glob.glob(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.*.tmp")) == []
     for container_id in host.seen:
-        for path in glob.glob(f"/sys/fs/cgroup/freezer/ferry/{container_id}/freezer.state"):
+        for path in glob.glob(f"/sys/fs/cgroup/freezer/ferry*/{container_id}/freezer.state"):
             assert open(path).read().strip() == "THAWED", path
         netns = f"ferry-{container_id[:12]}"
         if os.path.exists(f"/run/netns/{netns}"):

@@ -4,6 +4,7 @@ connection to the container's own address throughout."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -122,6 +123,13 @@ def ask(sock: socket.socket, word: str) -> str:
     return data.decode().strip()
 
 
+def frozen(container_id: str) -> bool:
+    states = glob.glob(f"/sys/fs/cgroup/freezer/ferry*/{container_id}/freezer.state")
+    assert len(states) == 1, states
+    with open(states[0]) as f:
+        return f.read().strip() == "FROZEN"
+
+
 def gone(ferry: Ferry, name: str) -> bool:
     return name not in ferry.names()
 
@@ -197,7 +205,8 @@ def test_a_restore_that_fails_on_the_destination_resumes_the_source(hosts):
     assert len(failed.stderr.strip().splitlines()) <= 2, failed.stderr   # the error, and the resume's warning
     assert f"port {port}" in failed.stderr
     state = a.inspect("resumed")["State"]
-    assert state["Status"] == "running" and state["Pid"] != info["State"]["Pid"] or state["Restored"]
+    # Its dump sent the pages to the destination and left it here frozen: it runs on, the same processes.
+    assert state["Status"] == "running" and state["Pid"] == info["State"]["Pid"]
     wait_for(lambda: count(a, "resumed") > before, "the resumed counter to go on")
     assert count(a, "resumed") >= before   # from where it was, not from 0
     assert gone(b, "resumed")
@@ -293,7 +302,7 @@ def test_a_migrate_killed_once_the_destination_has_it_leaves_the_destination_cop
 def test_a_destination_agent_killed_mid_restore_leaves_the_source_to_resume(hosts, workdir):
     """The destination's agent dies while it restores, and the migrate command
     too: while nobody can say whether the destination runs the container,
-    the source keeps its checkpoint; once the agent is back (its restore
+    the source keeps its copy frozen; once the agent is back (its restore
     undone), the next command here resumes the container."""
     a, b, agents = hosts
     a("run", "-d", "--name", "orphan", "busybox", "sh", "-c", COUNTER)
@@ -311,7 +320,8 @@ def test_a_destination_agent_killed_mid_restore_leaves_the_source_to_resume(host
         _kill_at(command, "migrate:sent", marker)
         unsure = a("ps", "-a")
         assert "cannot tell whether" in unsure.stderr and "orphan" in unsure.stdout
-        assert a.inspect("orphan")["State"]["Checkpointed"] is True
+        # Its pages went there: here it waits, frozen and cut off, to resume or go.
+        assert a.inspect("orphan")["State"]["Status"] == "running" and frozen(info["Id"])
     finally:
         agents[b.root].start()   # its start finishes what the killed agent left
     assert gone(b, "orphan")

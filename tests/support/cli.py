@@ -88,7 +88,7 @@ def leftovers(root: str, container_ids: set[str]) -> list[str]:
         if "ferry.runtime.monitor" in cmdline and root in cmdline:
             found.append(f"monitor process {pid}")
     for cid in container_ids:
-        found += [f"cgroup {p}" for p in glob.glob(f"/sys/fs/cgroup/*/ferry/{cid}")]
+        found += [f"cgroup {p}" for p in glob.glob(f"/sys/fs/cgroup/*/ferry*/{cid}")]
         if os.path.exists(os.path.join(root, "containers", cid)):
             found.append(f"container dir {cid[:12]}")
         # ferry-ID, or ferry-ID-ROOTTAG for a container adopted from another root

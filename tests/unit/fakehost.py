@@ -152,7 +152,9 @@ class FakeHost:
         monkeypatch.setattr(runc_module.probes, "criu_binary", lambda: "/usr/local/sbin/criu")
         for module in (recovery, launch):
             monkeypatch.setattr(module, "kill_container_cgroups", self._kill_cgroups)
-        monkeypatch.setattr(containers_module, "remove_cgroup_parents", lambda: None)
+        monkeypatch.setattr(containers_module, "remove_cgroup_parents", lambda parent: None)
+        # One parent for every root of the fake host, as the default root has.
+        monkeypatch.setattr(runc_module, "cgroup_parent", lambda root: "ferry")
         profile = tmp_path / "seccomp.json"
         profile.write_text(json.dumps(MINIMAL_SECCOMP))
         monkeypatch.setattr(spec_module, "SECCOMP_PROFILE", str(profile))
@@ -193,7 +195,7 @@ class FakeHost:
             return os.path.join(self.sysfs, "fs", "cgroup", "unified", "ferry", container_id, name)
         return os.path.join(self.sysfs, "fs", "cgroup", controller, "ferry", container_id, name)
 
-    def _kill_cgroups(self, container_id: str, timeout: float = 5.0) -> None:
+    def _kill_cgroups(self, container_id: str, parent: str, timeout: float = 5.0) -> None:
         self.cgroups_killed.append(container_id)
         for entry in os.listdir(self.procfs):
             if entry.isdigit():

@@ -84,7 +84,7 @@ def test_a_body_that_is_not_json_is_400(client):
 def test_a_refusal_names_its_check(client, monkeypatch):
     from ferry.engine import migrations
 
-    def refuse(self, offer):
+    def refuse(self, offer, local_address=None):
         assert offer.name == "web" and offer.source.hostname == "host-a"
         raise Refused("cannot take the container: arch differs", hint="migrate elsewhere", check="arch")
     monkeypatch.setattr(migrations.Migrations, "preflight", refuse)

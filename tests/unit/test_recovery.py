@@ -38,6 +38,8 @@ def dump(directory: str, *, complete: bool) -> str:
     images, work = os.path.join(directory, CHECKPOINT_IMAGES), os.path.join(directory, CHECKPOINT_WORK)
     os.makedirs(images, exist_ok=True)
     os.makedirs(work)
+    with open(os.path.join(images, "pagemap-1.img"), "wb") as f:
+        f.write(b"pagemap")
     with open(os.path.join(images, "pages-1.img"), "wb") as f:
         f.write(b"\x01" * 4096)
     if complete:
@@ -83,7 +85,7 @@ def test_a_dead_container_with_a_complete_dump_is_recorded_as_checkpointed(conta
     assert host.exits[-1]["exit_command"] is False        # the marker kept the monitor's clean-up away
     seen = containers.get("svc")
     assert (seen.state, seen.exit_code) == (EXITED, 0) and seen.checkpointed_at
-    assert sorted(os.listdir(images)) == ["inventory.img", "pages-1.img"]
+    assert sorted(os.listdir(images)) == ["inventory.img", "pagemap-1.img", "pages-1.img"]
     assert containers.checkpoint_path(seen) == images and not containers.checkpoint_in_memory(seen)
     assert host.leftovers(container.id) == []   # its network and rootfs are released until the restore
     assert not os.path.exists(os.path.join(directory, CHECKPOINTING)) and not journal.exists(directory)
@@ -101,7 +103,7 @@ def test_a_complete_dump_on_a_scratch_tmpfs_is_moved_onto_the_disk(containers, e
     assert host.mounted(images) == [images]
     seen = containers.get("svc")
     assert seen.checkpointed_at and host.mounted(images) == []
-    assert sorted(os.listdir(images)) == ["inventory.img", "pages-1.img"]
+    assert sorted(os.listdir(images)) == ["inventory.img", "pagemap-1.img", "pages-1.img"]
     assert not os.path.exists(images + ".disk")
 
 

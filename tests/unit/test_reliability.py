@@ -91,8 +91,18 @@ def test_a_dump_is_complete_only_when_criu_got_to_kill_the_tasks(tmp_path, log, 
     images, work = tmp_path / "images", tmp_path / "work"
     images.mkdir()
     work.mkdir()
+    (images / "pagemap-1.img").write_bytes(b"x")
     if inventory:
         (images / "inventory.img").write_bytes(b"x")
     if log is not None:
         (work / "dump.log").write_text(log)
     assert dump_completed(str(images), str(work)) is complete
+
+
+def test_a_dump_whose_pages_went_to_a_migration_is_no_local_checkpoint(tmp_path):
+    images, work = tmp_path / "images", tmp_path / "work"
+    images.mkdir()
+    work.mkdir()
+    (images / "inventory.img").write_bytes(b"x")
+    (work / "dump.log").write_text("Dumping finished successfully\n")
+    assert dump_completed(str(images), str(work)) is False

@@ -109,9 +109,11 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
         return [migrations.status(r.id) for r in migrations.records()]
 
     @app.post("/v1/migrations", response_model=wire.MigrationTicket, status_code=201)
-    def offer(offer: wire.MigrationOffer) -> wire.MigrationTicket:
-        """Preflight: check that this host can take the container."""
-        return engine().migrations.preflight(offer)
+    def offer(offer: wire.MigrationOffer, request: Request) -> wire.MigrationTicket:
+        """Preflight: check that this host can take the container. A page
+        server for its pages listens where the source reached this agent."""
+        local = request.scope.get("server") or (None,)
+        return engine().migrations.preflight(offer, local_address=local[0])
 
     @app.get("/v1/migrations/{migration_id}", response_model=wire.MigrationStatus)
     def status(migration_id: str = MigrationIdPath) -> wire.MigrationStatus:

@@ -61,6 +61,7 @@ def serve(options: ServeOptions) -> int:
         # a restore killed before it made a container.
         engine.containers.list(all_states=True)
         engine.checkpoints.sweep_stale_imports()
+        engine.migrations.sweep_pages()
         scheme = "https" if options.tls_cert else "http"
         config = uvicorn.Config(create_app(engine.layout.root, token, allow_bind_mounts=options.allow_bind_mounts), host=options.host, port=options.port,
                                 ssl_certfile=options.tls_cert, ssl_keyfile=options.tls_key, log_level="warning",

@@ -22,7 +22,6 @@ import datetime as dt
 import os
 import re
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -174,7 +173,7 @@ class LazyDump:
         try:
             self.runc.wait(timeout=ABORT_WAIT)
         except subprocess.TimeoutExpired:
-            _kill_group(self.runc)
+            proc.kill_group(self.runc)
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the last page has gone; ToolError quoting CRIU if the transfer failed."""
@@ -238,7 +237,7 @@ def await_ready(runc: subprocess.Popen, status_fd: int, desc: str, work: str,
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            _kill_group(runc)
+            proc.kill_group(runc)
             raise ToolError(desc, None, f"it did not dump in {timeout:.0f} s")
         ready, _, _ = select.select([status_fd], [], [], min(left, 1.0))
         if ready:
@@ -248,15 +247,6 @@ def await_ready(runc: subprocess.Popen, status_fd: int, desc: str, work: str,
         if runc.poll() is not None:
             break
     raise dump_failed(desc, runc.wait(), work, "runc ended before the dump was ready")
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    """runc and its CRIU share a session of their own."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 # ---- the destination -------------------------------------------------------------
@@ -294,7 +284,7 @@ def await_socket(daemon: subprocess.Popen, work: str, wait: float = SOCKET_WAIT)
 
 
 def stop_daemon(daemon: subprocess.Popen) -> None:
-    _kill_group(daemon)
+    proc.kill_group(daemon)
 
 
 def daemon_failure(work: str, code: int) -> str:

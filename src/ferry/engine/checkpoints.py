@@ -26,6 +26,7 @@ from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint
 from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, await_socket, start_daemon, stop_daemon
+from ferry.checkpoint.pagepush import PagePush, PageReceiver, merge_images
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
@@ -89,6 +90,9 @@ class CheckpointOptions:
     export_stream: int | None = None  # a descriptor to stream the archive to (a migration), instead of export
     migration: str | None = None      # the migration this checkpoint serves, for its journal
     lazy: LazyServe | None = None     # a lazy migration: memory stays here, served on a page server
+    # A migration's pages go to the destination's page server, and the
+    # container stays here, frozen and cut off, until the migration decides.
+    push: PagePush | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class RestoreOptions:
     container_id: str | None = None   # keep this ID (a migration), which the archive must hold
     adopt_lease: bool = False         # take over the address another root's copy of this container holds
     lazy_from: LazySource | None = None   # a lazy migration: the pages come from the source's page server
+    pages_in: PageReceiver | None = None  # a migration whose pages came apart from the archive, to this receiver
 
 
 @dataclass(frozen=True)
@@ -211,8 +216,11 @@ class Checkpoints:
                                hint="only running containers can be checkpointed")
             refuse_while_pages_arrive(self.containers.files(container.id), container.name)
             directory = self.containers.dir(container.id)
-            entry = journal.begin(directory, journal.CHECKPOINT, leave_running=options.leave_running,
-                                  export=options.export, migration=options.migration)
+            # A pushed dump's container outlives it, frozen: only the
+            # migration's word decides whether it resumes (recovery asks).
+            entry = journal.begin(directory, journal.MIGRATE if options.push else journal.CHECKPOINT,
+                                  leave_running=options.leave_running, export=options.export,
+                                  migration=options.migration)
             try:
                 result = self._checkpoint_journaled(container, options, target, compression, signer, entry,
                                                     progress)
@@ -224,7 +232,8 @@ class Checkpoints:
                 if kept and isinstance(failure, FerryError):
                     failure.hint = kept
                 raise
-            journal.finish(directory)
+            if not options.push:
+                journal.finish(directory)
             return result
 
     def _checkpoint_journaled(self, container: Container, options: CheckpointOptions, target: Endpoint | None,
@@ -237,10 +246,10 @@ class Checkpoints:
         for path in (images, work):
             remove_tree(path)
             os.makedirs(path, mode=0o700)
-        if (options.export and not options.keep) or options.export_stream is not None:
+        if ((options.export and not options.keep) or options.export_stream is not None) and not options.push:
             # Images that only pass through on their way into the archive, or
             # that a migration keeps only until the destination runs them.
-            tmpfs_if_it_fits(images, memory_in_use(container.id))
+            tmpfs_if_it_fits(images, memory_in_use(container.id, self.containers.runc.cgroup_parent))
         ensure_pipe_max_size()  # CRIU's page pipes must be able to grow (HOST-NOTES)
         marker = files.checkpointing
         atomic_write(marker, "")
@@ -254,7 +263,7 @@ class Checkpoints:
             nonlocal frozen
             if frozen:
                 timer.phases["frozen_for_files"] = time.monotonic() - frozen_since[0]
-                thaw(container.id)
+                thaw(container.id, self.containers.runc.cgroup_parent)
                 frozen = False
         frozen_since = [time.monotonic()]
         try:
@@ -274,11 +283,17 @@ class Checkpoints:
             # until it is over and recorded.
             with signals.deferred():
                 progress("dump", 0, 1)
-                if hold_files:
+                if options.push:
+                    # Cut off first: no peer may reach the sockets this dump
+                    # copies, or the copy would lack what this one acknowledged;
+                    # and its host ports are the copy's to publish.
+                    self.containers.networks.disconnect(container.id)
+                    self.containers.networks.unpublish(container.id)
+                if hold_files or options.push:
                     # Its files must be the ones the dump saw: CRIU checks open
                     # files' sizes, and a -R container would go on writing them
                     # while they are archived. CRIU leaves a frozen cgroup frozen.
-                    frozen, frozen_since[0] = freeze(container.id), time.monotonic()
+                    frozen, frozen_since[0] = freeze(container.id, self.containers.runc.cgroup_parent), time.monotonic()
                 with timer.phase("runc_checkpoint"):
                     if options.lazy:
                         lazy = self.containers.runc.checkpoint_lazy(
@@ -286,15 +301,20 @@ class Checkpoints:
                             port=options.lazy.port, tls_config=options.lazy.tls_config,
                             started=lambda pid: journal.update(directory, entry, tool_pid=pid))
                     else:
+                        push = options.push
                         self.containers.runc.checkpoint(
-                            container.id, images=images, work=work, leave_running=options.leave_running,
+                            container.id, images=images, work=work, leave_running=options.leave_running or bool(push),
                             tcp_established=options.tcp_established,
-                            started=lambda pid: journal.update(directory, entry, tool_pid=pid))
+                            started=lambda pid: journal.update(directory, entry, tool_pid=pid),
+                            page_server=f"{push.address}:{push.port}" if push else None,
+                            criu_config=push.tls_config if push else None)
+                if options.push:
+                    frozen = False   # and stays so: the migration thaws it or removes it
                 progress("dump", 1, 1)
                 phases.reached("checkpoint:dumped")
                 # A lazy dump's tasks stay frozen, their memory here, until the
                 # destination has it: the container ends only then.
-                if not options.leave_running and not lazy:
+                if not options.leave_running and not lazy and not options.push:
                     # The checkpoint is recorded before anything of the archive can
                     # fail: the container is gone, and its images must stay
                     # restorable. Once the monitor has the exit, the log is complete.
@@ -316,7 +336,7 @@ class Checkpoints:
             if writer:
                 written = self._export(writer, container, options, timer, progress, files_taken=let_run)
                 phases.reached("checkpoint:exported")
-            if not options.leave_running and not lazy:
+            if not options.leave_running and not lazy and not options.push:
                 with timer.phase("stop"):   # the monitor leaves the cleanup to this command
                     self.containers.wait_monitor(container)
                     self.containers.cleanup(container.id)
@@ -348,8 +368,9 @@ class Checkpoints:
         images = files.checkpoint_images
         remove_file(files.checkpointing)
         if self.containers.live_process(container):
-            recovery.thaw(container.id)
+            recovery.thaw(self.containers, container.id)
             recovery.drop_network_lock(self.containers, container.id)
+            self._reconnect(container)
             remove_tree(images)
             return None
         current = self.containers.get(container.id, refresh=False)
@@ -365,6 +386,17 @@ class Checkpoints:
         with contextlib.suppress(FerryError):
             self.containers.cleanup(container.id)
         return kept
+
+    def _reconnect(self, container: Container) -> None:
+        """Undo a pushed dump's cut (idempotent): the wire, and the host ports."""
+        networks = self.containers.networks
+        with contextlib.suppress(FerryError):
+            networks.connect(container.id)
+        if container.config.ports:
+            try:
+                networks.publish(container.id, list(container.config.ports))
+            except FerryError as exc:
+                log.warning("container %s runs again, but its ports are not published: %s", container.name, exc)
 
     def _export(self, writer: ArchiveWriter, container: Container, options: CheckpointOptions,
                 timer: Timer, progress: Progress, files_taken: Callable[[], None] = lambda: None) -> WriteResult:
@@ -543,6 +575,11 @@ class Checkpoints:
             work = files.checkpoint_work
             os.makedirs(work, mode=0o700)
             images = os.path.join(staging, IMAGES)
+            if options.pages_in:
+                with timer.phase("pages_in"):
+                    options.pages_in.wait()   # over already: the source sent its pages before the archive
+                    merge_images(options.pages_in.images, images)
+                images = options.pages_in.images
             phases.reached("restore:begun")
             # Past here the container runs or the restore failed: a signal
             # waits for which, and never undoes a container that runs.

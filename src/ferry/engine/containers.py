@@ -25,7 +25,7 @@ from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
-from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
+from ferry.runtime.runc import Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
@@ -395,7 +395,7 @@ class Containers:
                 cgroups = f.read()
         except OSError:
             return None
-        return pid if f"/{CGROUP_PARENT}/{container.id}\n" in cgroups else None
+        return pid if f"/{self.runc.cgroup_parent}/{container.id}\n" in cgroups else None
 
     def monitor_alive(self, container: Container) -> bool:
         return process_alive(_read_int(self.files(container.id).monitor_pid))
@@ -450,7 +450,8 @@ class Containers:
         atomic_write(files.criu_config, criu_options)
         uid, gid, groups = ocispec.resolve_user(target, config.user)
         oci = ocispec.build(ocispec.ContainerSpec(
-            container_id=container.id, hostname=config.hostname, rootfs=target,
+            container_id=container.id, cgroup_parent=self.runc.cgroup_parent, hostname=config.hostname,
+            rootfs=target,
             process=ocispec.ProcessSpec(args=config.args, env=config.env, cwd=config.workdir, uid=uid,
                                         gid=gid, additional_gids=groups, terminal=config.tty),
             netns_path=attachment.netns_path, mounts=tuple(self._mounts(container)),
@@ -543,7 +544,7 @@ class Containers:
             self.networks.unpublish(container.id)
             self.networks.detach(container.id)
             rootfs.unmount(self.files(container.id).rootfs)
-            remove_cgroup_parents()
+            remove_cgroup_parents(self.runc.cgroup_parent)
             if container.state != EXITED:
                 exit_info = _read_json(self.files(container.id).exit_record)
                 code = exit_info.get("exit_code", UNKNOWN_EXIT) if exit_info else UNKNOWN_EXIT
@@ -604,7 +605,7 @@ class Containers:
             remove_tree(self.dir(container.id))   # first: on a full disk it frees the room the rest needs
             self.networks.release(container.id)
             self._delete_record(container.id)
-        remove_cgroup_parents()
+        remove_cgroup_parents(self.runc.cgroup_parent)
         with contextlib.suppress(OSError):
             os.unlink(self.layout.lock(f"container-{container.id}"))
         return container.id
@@ -676,7 +677,7 @@ class Containers:
                     removed.append(f"container dir {entry[:12]}")
         running = {cid for cid, c in known.items() if c.state == RUNNING}
         removed += self.networks.prune(running)
-        remove_cgroup_parents()
+        remove_cgroup_parents(self.runc.cgroup_parent)
         return removed
 
 

@@ -39,9 +39,11 @@ SOURCE, DESTINATION = "source", "destination"
 # disk when they spill), and disk for the root filesystem changes and volumes.
 DISK_MARGIN = 256 << 20
 OFFER_TTL = 600.0   # seconds an accepted offer waits for its checkpoint
+PAGES_PREFIX = "pages-"   # ROOT/tmp/pages-ID: a stop-and-copy's page server writes there
 # Serialises the agent's state changes of migration records: its requests run
 # in threads of one process, where the file locks of one container are re-entrant.
 _records_lock = threading.Lock()
+_receivers: dict = {}   # migration id -> its PageReceiver, in this agent
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Record:
     pages: str = ""           # lazy, the destination's: arriving, complete or failed
     page_pid: int = 0         # lazy: the source's runc that serves pages, the destination's daemon
     page_port: int = 0        # lazy: the source's page server port
+    push: bool = False        # stop-and-copy whose pages went to the destination's page server
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,9 @@ class Migrations:
         return [self.record(n[:-len(".json")]) for n in names if n.endswith(".json")]
 
     # ---- the destination's side -----------------------------------------------------
-    def preflight(self, offer: wire.MigrationOffer) -> wire.MigrationTicket:
-        """Check that this host can take the container; Refused names the check that fails."""
+    def preflight(self, offer: wire.MigrationOffer, local_address: str | None = None) -> wire.MigrationTicket:
+        """Check that this host can take the container; Refused names the check that fails.
+        A stop-and-copy's pages get a page server on `local_address`, the one the source reached."""
         from ferry.checkpoint import compat
         from ferry.checkpoint.hostinfo import criu_path, host_info
         here = host_info()
@@ -157,12 +161,66 @@ class Migrations:
             identity = self._identity(migration_id)
             client_cert = identity.create("ferry lazy-pages client")
             identity.trust(offer.page_server_cert)
+        receiver, receiver_cert = None, None
+        if offer.push_pages and not offer.lazy:
+            receiver, receiver_cert = self._receive_pages(migration_id, offer, local_address)
         self._save(Record(migration_id, DESTINATION, offer.container_id, offer.name, "offered", utc_now(),
-                          offer=offer.model_dump_json(), pid=os.getpid(), lazy=offer.lazy))
+                          offer=offer.model_dump_json(), pid=os.getpid(), lazy=offer.lazy, push=bool(receiver),
+                          page_pid=receiver.process.pid if receiver else 0))
         missing = [] if self._has_image(offer.image_id) else \
             [d for d in dict.fromkeys(offer.layers) if not self.engine.images.has_layer(d)]
         return wire.MigrationTicket(id=migration_id, container_id=offer.container_id, missing_layers=missing,
-                                    page_client_cert=client_cert)
+                                    page_client_cert=client_cert, page_receiver_port=receiver.port if receiver else None,
+                                    page_receiver_cert=receiver_cert)
+
+    def _receive_pages(self, migration_id: str, offer: wire.MigrationOffer, local_address: str | None):
+        """A page server for the offered container's pages, on a tmpfs that holds
+        what the offer declared and no more; (None, None) where memory cannot
+        hold them, and they come in the archive, whose reader bounds them."""
+        from ferry.checkpoint.lazy import free_port
+        from ferry.checkpoint.pagepush import start_receiver
+        from ferry.util.fs import tmpfs_if_it_fits
+        self.sweep_pages()
+        directory = self._pages_dir(migration_id)
+        os.makedirs(directory, mode=0o700)
+        if not tmpfs_if_it_fits(directory, offer.memory_bound, exact=True):
+            remove_tree(directory)
+            return None, None
+        cert = tls = None
+        try:
+            if offer.page_sender_cert:
+                identity = self._identity(migration_id)
+                cert = identity.create("ferry page receiver")
+                tls = identity.trust(offer.page_sender_cert)
+            receiver = start_receiver(directory, _bind_address(local_address), free_port(), tls, OFFER_TTL)
+        except BaseException:
+            remove_tree(directory)
+            remove_tree(self._identity(migration_id).directory)
+            raise
+        with _records_lock:
+            _receivers[migration_id] = receiver
+        return receiver, cert
+
+    def _pages_dir(self, migration_id: str) -> str:
+        return os.path.join(self.layout.tmp, f"{PAGES_PREFIX}{migration_id}")
+
+    def _end_receiver(self, migration_id: str) -> None:
+        """The page server of an offer that ended (restored, failed or aborted), and its tmpfs."""
+        with _records_lock:
+            receiver = _receivers.pop(migration_id, None)
+        if receiver:
+            receiver.stop()
+        remove_tree(self._pages_dir(migration_id))
+        remove_tree(self._identity(migration_id).directory)
+
+    def sweep_pages(self) -> None:
+        """Page directories no page server of this agent owns: left by an agent that died."""
+        stale = []
+        with contextlib.suppress(FileNotFoundError), _records_lock:
+            stale = [e for e in os.listdir(self.layout.tmp)
+                     if e.startswith(PAGES_PREFIX) and e[len(PAGES_PREFIX):] not in _receivers]
+        for entry in stale:
+            remove_tree(os.path.join(self.layout.tmp, entry))
 
     def _identity(self, migration_id: str):
         """This side's one-time key pair of a lazy migration (ROOT/migrations/ID.tls)."""
@@ -252,13 +310,23 @@ class Migrations:
                 raise UsageError(f"migration {migration_id} is lazy, and its checkpoint came without the page "
                                  "server's port")
             lazy_from = LazySource(page_server[0], page_server[1], self._identity(migration_id).criu_config)
+        pages_in = None
+        if record.push:
+            with _records_lock:
+                pages_in = _receivers.get(migration_id)
+            if pages_in is None:
+                self._save(replace(record, state="failed", error="its page server is gone"))
+                raise Conflict(f"migration {migration_id} lost its page server (the agent restarted)",
+                               hint="migrate again")
         options = RestoreOptions(import_stream=fd, name=offer.name, tcp_established=offer.tcp_established,
                                  ports=tuple(offer.ports) if offer.ports is not None else None,
                                  container_id=offer.container_id, adopt_lease=True,
-                                 allow_bind_mounts=self.allow_bind_mounts, lazy_from=lazy_from)
+                                 allow_bind_mounts=self.allow_bind_mounts, lazy_from=lazy_from, pages_in=pages_in)
         try:
             restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
         except BaseException as failure:
+            if pages_in:
+                self._end_receiver(migration_id)
             self._save(replace(record, state="failed", error=str(failure) or type(failure).__name__))
             if lazy_from:
                 from ferry.checkpoint.lazy import end_page_server
@@ -266,6 +334,9 @@ class Migrations:
                 end_page_server(lazy_from.address, lazy_from.port)
                 remove_tree(self._identity(migration_id).directory)
             raise
+        if pages_in:
+            # CRIU has read them into the container: their tmpfs goes, after the reply.
+            threading.Thread(target=self._end_receiver, args=(migration_id,), daemon=True).start()
         # ---- the point of no return of a lazy migration: the container runs here ----
         record = self._save(replace(record, state="running", pages="arriving" if restored.lazy_daemon else "",
                                     page_pid=restored.lazy_daemon.pid if restored.lazy_daemon else 0))
@@ -325,6 +396,8 @@ class Migrations:
             record = self.record(migration_id)
             if record.state == "offered":
                 record = self._save(replace(record, state="aborted"))
+        if record.state == "aborted" and record.push:
+            self._end_receiver(record.id)
         return self.status(record.id)
 
     # ---- the source's side ---------------------------------------------------------
@@ -339,21 +412,27 @@ class Migrations:
         from ferry.engine.checkpoints import refuse_while_pages_arrive
         refuse_while_pages_arrive(containers.files(container.id), container.name)
         timings = Timings()
-        identity = self._identity(f"offer-{os.urandom(8).hex()}") if options.lazy else None
+        # One-time TLS keys: always for lazy pages, which cross the network
+        # on their own; for pushed pages when the agent's channel is TLS too.
+        tls = options.lazy or options.to.lower().startswith("https:")
+        identity = self._identity(f"offer-{os.urandom(8).hex()}") if tls else None
         try:
             with AgentClient(options.to, options.token, verify=options.verify) as agent:
                 with timings.phase(Phase.PREFLIGHT):
-                    server_cert = identity.create("ferry page server") if identity else None
-                    ticket = agent.offer(self._offer(container, options, server_cert))
-                    lazy = self._lazy_serve(agent, ticket, identity) if identity else None
+                    cert = identity.create("ferry page server" if options.lazy else "ferry page sender") \
+                        if identity else None
+                    ticket = agent.offer(self._offer(container, options, cert))
+                    lazy = self._lazy_serve(agent, ticket, identity) if options.lazy else None
+                    push = None if options.lazy else self._page_push(agent, ticket, identity)
                 if ticket.missing_layers:
                     with timings.phase(Phase.IMAGE):
                         self._send_image(agent, ticket, container.image_id)
                 record = self._save(Record(ticket.id, SOURCE, container.id, container.name, "streaming",
                                            utc_now(), peer=agent.url, pid=os.getpid(), token=options.token,
-                                           tcp_established=options.tcp_established, lazy=options.lazy))
+                                           tcp_established=options.tcp_established, lazy=options.lazy,
+                                           push=bool(push)))
                 report, bytes_sent, dump = self._stream(container, options, agent, ticket, record, timings, sent,
-                                                        lazy)
+                                                        lazy, push)
                 timings.running()
                 # ---- POINT OF NO RETURN: the destination runs the container ----
                 # (a lazy one too: it resumed there, and from now on its memory
@@ -365,7 +444,7 @@ class Migrations:
                     with timings.phase(Phase.PAGES):
                         self._serve_pages(container, record, dump)
                 with timings.phase(Phase.CLEANUP):
-                    self._drop_source(container.id, options.keep_source)
+                    self._drop_source(container.id, options.keep_source, pushed=bool(push))
         finally:
             if identity:
                 remove_tree(identity.directory)
@@ -381,6 +460,31 @@ class Migrations:
             raise Incompatible(f"the agent at {agent.url} did not take the offer as a lazy migration",
                                hint="upgrade ferry there, or migrate without --lazy")
         return LazyServe(free_port(), identity.trust(ticket.page_client_cert))
+
+    def _page_push(self, agent, ticket: wire.MigrationTicket, identity):
+        """Where the dump sends the pages: the destination's page server, at
+        the agent's own IPv4 address; None when the destination keeps them
+        in the archive (no room in its memory for a page server's tmpfs)."""
+        import socket
+        import urllib.parse
+        from ferry.checkpoint.pagepush import PagePush
+        if not ticket.page_receiver_port:
+            return None
+        if identity and not ticket.page_receiver_cert:
+            with contextlib.suppress(FerryError):
+                agent.abort(ticket.id)
+            raise Incompatible(f"the agent at {agent.url} offered a page server without TLS",
+                               hint="upgrade ferry there")
+        host = urllib.parse.urlsplit(agent.url).hostname or ""
+        try:
+            address = socket.getaddrinfo(host, ticket.page_receiver_port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        except (OSError, IndexError):
+            with contextlib.suppress(FerryError):
+                agent.abort(ticket.id)
+            raise FerryError(f"cannot resolve {host!r} to an IPv4 address for its page server",
+                             hint="migrate to the agent's IPv4 address") from None
+        tls = identity.trust(ticket.page_receiver_cert) if identity else None
+        return PagePush(address, ticket.page_receiver_port, tls)
 
     def _serve_pages(self, container, record: Record, dump) -> None:
         """After the point of no return of a lazy migration: until the
@@ -406,7 +510,7 @@ class Migrations:
         self._save(replace(record, pages="complete"))
         phases.reached("migrate:pages")
 
-    def _offer(self, container, options: MigrateOptions, server_cert: str | None) -> wire.MigrationOffer:
+    def _offer(self, container, options: MigrateOptions, cert: str | None) -> wire.MigrationOffer:
         from ferry.checkpoint.hostinfo import host_info
         from ferry.runtime.runc import memory_in_use
         here = host_info()
@@ -423,9 +527,11 @@ class Migrations:
             image_id=image.id, image_digest=container.config.image_digest or None, layers=list(image.layers),
             ip=container.config.ip or None, mac=container.config.mac or None,
             ports=list(options.ports) if options.ports is not None else None,
-            tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id) or 0,
+            tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id, self.engine.containers.runc.cgroup_parent) or 0,
             bind_mounts=[v.source for v in container.config.binds],
-            files_bound=files, source=source, lazy=options.lazy, page_server_cert=server_cert)
+            files_bound=files, source=source, lazy=options.lazy,
+            page_server_cert=cert if options.lazy else None, push_pages=not options.lazy,
+            page_sender_cert=None if options.lazy else cert)
 
     def _send_image(self, agent, ticket: wire.MigrationTicket, image_id: str) -> None:
         """The layers the destination lacks, before anything is frozen."""
@@ -439,7 +545,7 @@ class Migrations:
                 os.unlink(path)
 
     def _stream(self, container, options: MigrateOptions, agent, ticket: wire.MigrationTicket, record: Record,
-                timings: Timings, sent, lazy=None) -> tuple[wire.RestoreReport, int, object]:
+                timings: Timings, sent, lazy=None, push=None) -> tuple[wire.RestoreReport, int, object]:
         """The dump streams into the destination's restore; any failure before
         the destination's word resumes the container here. With `lazy`, the
         dump leaves out memory and returns its page server (a LazyDump)."""
@@ -466,7 +572,8 @@ class Migrations:
                 try:
                     checkpoint = self.engine.checkpoints.checkpoint(
                         container.id, CheckpointOptions(export_stream=write_fd, tcp_established=options.tcp_established,
-                                                        compress="zstd", migration=ticket.id, lazy=lazy),
+                                                        compress="zstd", migration=ticket.id, lazy=lazy,
+                                                        push=push),
                         progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
                     timings.source = checkpoint.phases
                     dump = checkpoint.lazy
@@ -526,6 +633,15 @@ class Migrations:
         memory and TCP connections), or it was never stopped. A lazy dump
         still holds its tasks frozen: ending it thaws them."""
         tcp = options.tcp_established if options else record.tcp_established
+        if record.push:
+            # Its dump left it here, frozen and cut off; its memory is in place.
+            log.warning("resuming container %s here: %s", container.name, reason)
+            kept = self.engine.checkpoints.settle_failed_checkpoint(container)
+            if kept is None:
+                self._announce(container.id)
+            journal.finish(self.engine.containers.dir(container.id))
+            self._save(replace(record, state="resumed", error=reason))
+            return
         if dump:
             log.warning("resuming container %s here: %s", container.name, reason)
             dump.abort()
@@ -555,7 +671,10 @@ class Migrations:
             log.warning("container %s still serves its pages to %s (migration %s): the next ferry command on it "
                         "settles the migration", container.name, record.peer, migration_id)
             return False
-        if record.state in ("confirmed", "resumed") or container.state == RUNNING:
+        if record.push and record.state == "confirmed":
+            self._drop_source(container.id, keep=False, pushed=True)   # the command died removing it
+            return True
+        if record.state in ("confirmed", "resumed") or (container.state == RUNNING and not record.push):
             if container.state == RUNNING and record.state not in ("confirmed", "resumed"):
                 self._save(replace(record, state="resumed", error="the dump did not stop it"))
             return True
@@ -570,8 +689,13 @@ class Migrations:
             log.warning("container %s runs on %s (migration %s): removing its copy here",
                         container.name, record.peer, migration_id)
             self._save(replace(record, state="confirmed"))
-            self._drop_source(container.id, keep=False)
+            self._drop_source(container.id, keep=False, pushed=record.push)
             return True
+        if status.state == "receiving" and record.push:
+            # Its restore is under way there: resuming here could make two.
+            log.warning("%s is still restoring container %s (migration %s): the next ferry command on it asks "
+                        "again", record.peer, container.name, migration_id)
+            return False
         self._resume(container, record, None, reason=f"the migration to {record.peer} is {status.state}")
         return True
 
@@ -581,10 +705,13 @@ class Migrations:
         with contextlib.suppress(FerryError):
             self.engine.containers.networks.announce(container_id, wait=True)
 
-    def _drop_source(self, container_id: str, keep: bool) -> None:
-        """After the point of no return: best effort, and a failure is reported, not undone."""
+    def _drop_source(self, container_id: str, keep: bool, pushed: bool = False) -> None:
+        """After the point of no return: best effort, and a failure is reported, not undone.
+        A pushed dump's container is still here, frozen and cut off: it is stopped first."""
         containers = self.engine.containers
         try:
+            if pushed and containers.live_process(containers.get(container_id)):
+                containers.stop(container_id, timeout=0)   # runc's kill --all thaws to kill
             if keep:
                 containers.set_checkpointed(container_id, None)
                 from ferry.util.fs import remove_tree_later
@@ -594,6 +721,15 @@ class Migrations:
                 containers.remove(container_id, force=True)
         except FerryError as exc:
             log.warning("the container runs on the destination, but its copy here was not removed: %s", exc)
+
+
+def _bind_address(address: str | None) -> str:
+    """The IPv4 address a source reached this agent on, for its page server; any where it is not one."""
+    import ipaddress
+    try:
+        return str(ipaddress.IPv4Address(address or ""))
+    except ValueError:
+        return "0.0.0.0"
 
 
 def _refuse_lazy(offer: wire.MigrationOffer) -> None:

@@ -55,7 +55,11 @@ def recover(containers, container):
                 settled = True
                 if entry.op == journal.CHECKPOINT:
                     _checkpoint(containers, containers.get(container.id, refresh=False), entry)
-                elif entry.op != journal.MIGRATE:
+                elif entry.op == journal.MIGRATE:
+                    # A dump to the destination's page server may still run:
+                    # its tasks are CRIU's until it ends.
+                    _wait_for_tool(entry.tool_pid, container.id)
+                else:
                     _start(containers, containers.get(container.id, refresh=False), entry)
                 if entry.migration:
                     # Whether the destination runs it decides: remove this copy, or resume it.
@@ -85,7 +89,7 @@ def _checkpoint(containers, container, entry: journal.Entry) -> None:
     if containers.live_process(container):
         # The dump failed, or it was -R: the container runs on. CRIU's own
         # clean-up did not happen if CRIU was killed too.
-        thaw(container.id)
+        thaw(containers, container.id)
         drop_network_lock(containers, container.id)
         if not container.checkpointed_at:
             remove_tree(images)
@@ -110,6 +114,8 @@ def dump_completed(images: str, work: str) -> bool:
     at its very end, with the tasks alive (checked before this)."""
     if not os.path.exists(os.path.join(images, "inventory.img")):
         return False
+    if not any(name.startswith("pagemap-") for name in os.listdir(images)):
+        return False   # its pages went to a migration's destination: not a checkpoint of this host
     try:
         with open(os.path.join(work, "dump.log"), "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL))
@@ -139,9 +145,9 @@ def _is_runc_of(pid: int, container_id: str) -> bool:
     return process_alive(pid) and b"runc" in command and container_id.encode() in command
 
 
-def thaw(container_id: str) -> None:
+def thaw(containers, container_id: str) -> None:
     """A container frozen by a CRIU (or a -R export) that was killed stays frozen."""
-    thaw_cgroup(container_id)
+    thaw_cgroup(container_id, containers.runc.cgroup_parent)
 
 
 def drop_network_lock(containers, container_id: str) -> None:
@@ -187,7 +193,7 @@ def _start(containers, container, entry: journal.Entry) -> None:
         log.warning("container %s runs without its monitor; stopping it", container.name)
     with contextlib.suppress(FerryError, OSError):
         containers.runc.delete(container.id)
-    kill_container_cgroups(container.id)
+    kill_container_cgroups(container.id, containers.runc.cgroup_parent)
     _drop_scratch(entry)
     if entry.from_archive:
         with contextlib.suppress(NotFound):

@@ -26,6 +26,7 @@ Ipv4 = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}\.){3}\d{1,3}\z")]
 Mac = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\z")]
 PortSpec = Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9a-zA-Z.:/-]+\z")]
 Bytes = Annotated[int, Field(ge=0, le=MAX_BYTES)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 # A one-time certificate of a lazy migration's page server or client; parsed
 # as X.509 before use (checkpoint/lazy.py).
 Certificate = Annotated[str, StringConstraints(max_length=8192,
@@ -108,6 +109,10 @@ class MigrationOffer(Versioned):
     source: SourceHost
     lazy: bool = False              # post-copy: the memory stays on the source until pages are faulted in
     page_server_cert: Certificate | None = None   # lazy: the source's page server presents this one
+    # Stop-and-copy: the dump sends the pages to a page server there, apart
+    # from the archive; over TLS with this certificate as the client's, if given.
+    push_pages: bool = False
+    page_sender_cert: Certificate | None = None
 
 
 class MigrationTicket(Versioned):
@@ -115,6 +120,8 @@ class MigrationTicket(Versioned):
     container_id: Id
     missing_layers: list[Digest] = Field(default_factory=list, max_length=256)   # send these first
     page_client_cert: Certificate | None = None   # lazy: the destination's daemon presents this one
+    page_receiver_port: Port | None = None        # push_pages: the page server waits there
+    page_receiver_cert: Certificate | None = None  # push_pages over TLS: and presents this one
 
 
 MigrationState = Literal["offered", "receiving", "running", "failed", "aborted"]

@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from ferry.runtime.runc import kill_container_cgroups
+from ferry.runtime.runc import Runc, kill_container_cgroups
 from ferry.store.layout import ContainerFiles
 from ferry.util import proc
 from ferry.util.errors import ToolError
@@ -51,7 +51,7 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
         # Given up on: runc or CRIU may still run (a CRIU that loops on a bad
         # image never ends), and nothing else would ever stop them.
         _kill_monitor(container_dir)
-        kill_container_cgroups(container_id)
+        kill_container_cgroups(container_id, Runc(runc_root).cgroup_parent)
         raise ToolError("starting the container monitor", None,
                         f"it said nothing in {_report_timeout():.0f} s and was stopped; "
                         f"see {os.path.join(container_dir, 'monitor.log')}")

@@ -17,13 +17,28 @@ from ferry.host import probes
 from ferry.util import proc
 from ferry.util.errors import ToolError
 
-CGROUP_PARENT = "ferry"
+CGROUP_PARENT = "ferry"   # the default root's; another root's is cgroup_parent(root)
+
+
+def cgroup_parent(root: str) -> str:
+    """The parent cgroup of one state root's containers. Two roots on one
+    host (a migration between them, as tests and benchmarks make) must not
+    share a container's cgroups, which the same container ID would name in
+    both: one root's frozen copy would freeze the other's, and its cleanup
+    would kill it."""
+    import hashlib
+    from ferry.store.layout import DEFAULT_ROOT
+    root = os.path.abspath(root)
+    if root == DEFAULT_ROOT:
+        return CGROUP_PARENT
+    return f"{CGROUP_PARENT}-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
 CHECKPOINT_TIMEOUT = 1800  # seconds; a dump of many GiB can take minutes
 
 
 class Runc:
     def __init__(self, state_root: str):
-        self.state_root = state_root
+        self.state_root = state_root   # ROOT/runc
+        self.cgroup_parent = cgroup_parent(os.path.dirname(os.path.abspath(state_root)))
 
     def base(self, log_path: str | None = None) -> list[str]:
         argv = ["runc", "--root", self.state_root]
@@ -61,8 +76,11 @@ class Runc:
 
     def checkpoint(self, container_id: str, *, images: str, work: str, leave_running: bool,
                    tcp_established: bool, timeout: float = CHECKPOINT_TIMEOUT,
-                   started=lambda _pid: None) -> None:
+                   started=lambda _pid: None, page_server: str | None = None,
+                   criu_config: str | None = None) -> None:
         """runc checkpoint; a failure quotes CRIU's dump.log and keeps it.
+        With `page_server` (ADDRESS:PORT) the pages go there instead of to
+        `images`; `criu_config` is an extra CRIU config file (TLS) for this dump.
 
         runc runs in a session of its own, so that a terminal's Ctrl-C or
         hang-up does not reach it (or CRIU) halfway through a dump; `started`
@@ -73,12 +91,16 @@ class Runc:
             argv.append("--leave-running")
         if tcp_established:
             argv.append("--tcp-established")
+        if page_server:
+            argv += ["--page-server", page_server]
         desc = f"checkpoint of {container_id[:12]}"
         # Its output goes to a file, not a pipe: a pipe whose reader (a killed
         # ferry) is gone would end runc with SIGPIPE in the middle of a dump.
         output = os.path.join(work, "runc.out")
         with open(output, "wb") as out:
-            runc = proc.spawn(argv + [container_id], desc=desc, stdout=out, stderr=out, new_session=True)
+            # CRIU's swrk reads CRIU_CONFIG_FILE at its start.
+            runc = proc.spawn(argv + [container_id], desc=desc, stdout=out, stderr=out, new_session=True,
+                              env={"CRIU_CONFIG_FILE": criu_config} if criu_config else None)
         started(runc.pid)
         try:
             runc.wait(timeout=timeout)
@@ -170,10 +192,10 @@ def quote_runc_log(log_path: str, lines: int = 2) -> str:
     return " | ".join(m for m in messages[-lines:] if m)
 
 
-def memory_in_use(container_id: str) -> int | None:
+def memory_in_use(container_id: str, parent: str) -> int | None:
     """Bytes charged to the container's memory cgroup (v1 or v2); None if unknown."""
-    for path in (f"/sys/fs/cgroup/memory/{CGROUP_PARENT}/{container_id}/memory.usage_in_bytes",
-                 f"/sys/fs/cgroup/{CGROUP_PARENT}/{container_id}/memory.current"):
+    for path in (f"/sys/fs/cgroup/memory/{parent}/{container_id}/memory.usage_in_bytes",
+                 f"/sys/fs/cgroup/{parent}/{container_id}/memory.current"):
         try:
             with open(path) as f:
                 return int(f.read())
@@ -190,13 +212,13 @@ def _read_text(path: str, limit: int = 64 << 10) -> str:
         return ""
 
 
-def kill_container_cgroups(container_id: str, timeout: float = 5.0) -> None:
+def kill_container_cgroups(container_id: str, parent: str, timeout: float = 5.0) -> None:
     """Kill every process in the container's cgroups and remove them, for a
     runc or CRIU that was given up on: runc knows no state to delete then,
     and CRIU's restored tasks set their own process groups."""
     import signal
     import time
-    paths = glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}/{container_id}")
+    paths = glob.glob(f"/sys/fs/cgroup/*/{parent}/{container_id}")
     for path in paths:
         if os.path.exists(os.path.join(path, "freezer.state")):
             with contextlib.suppress(OSError), open(os.path.join(path, "freezer.state"), "w") as f:
@@ -224,10 +246,9 @@ def _cgroup_pids(path: str) -> list[int]:
         return []
 
 
-def remove_cgroup_parents() -> None:
+def remove_cgroup_parents(parent: str) -> None:
     """Drop ferry's empty parent cgroups that runc leaves behind; busy ones stay."""
-    for path in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}") + \
-            glob.glob(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}"):
+    for path in glob.glob(f"/sys/fs/cgroup/*/{parent}") + glob.glob(f"/sys/fs/cgroup/unified/{parent}"):
         try:
             os.rmdir(path)
         except OSError:
@@ -237,12 +258,12 @@ def remove_cgroup_parents() -> None:
 FREEZE_WAIT = 10.0   # seconds for the freezer to stop every task
 
 
-def freeze(container_id: str) -> bool:
+def freeze(container_id: str, parent: str) -> bool:
     """Freeze the container's tasks through its v1 freezer cgroup, and wait
     until they are; False where it has none. CRIU, finding it frozen, leaves
     it frozen after a dump with --leave-running (its origin freezer state)."""
     import time
-    state = f"/sys/fs/cgroup/freezer/{CGROUP_PARENT}/{container_id}/freezer.state"
+    state = f"/sys/fs/cgroup/freezer/{parent}/{container_id}/freezer.state"
     try:
         with open(state, "w") as f:
             f.write("FROZEN")
@@ -254,20 +275,20 @@ def freeze(container_id: str) -> bool:
             if f.read().strip() == "FROZEN":
                 return True
         if time.monotonic() > deadline:
-            thaw(container_id)
+            thaw(container_id, parent)
             raise ToolError(f"freezing container {container_id[:12]}", None, "its tasks did not stop")
         time.sleep(0.002)
 
 
-def thaw(container_id: str) -> None:
+def thaw(container_id: str, parent: str) -> None:
     """The container's tasks run again (v1 freezer, or v2's cgroup.freeze)."""
     with contextlib.suppress(OSError):
-        state = f"/sys/fs/cgroup/freezer/{CGROUP_PARENT}/{container_id}/freezer.state"
+        state = f"/sys/fs/cgroup/freezer/{parent}/{container_id}/freezer.state"
         with open(state) as f:
             frozen = f.read().strip() != "THAWED"
         if frozen:
             with open(state, "w") as f:
                 f.write("THAWED")
-    with contextlib.suppress(OSError), open(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}/{container_id}/cgroup.freeze",
+    with contextlib.suppress(OSError), open(f"/sys/fs/cgroup/unified/{parent}/{container_id}/cgroup.freeze",
                                             "w") as f:
         f.write("0")

@@ -67,6 +67,7 @@ class ContainerSpec:
     mounts: tuple[Mount, ...] = ()
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     annotations: dict = field(default_factory=dict)
+    cgroup_parent: str = "ferry"   # runc.cgroup_parent of the container's root
 
 
 def clamped_rlimits(wanted: dict[str, int] = WANTED_RLIMITS) -> list[dict]:
@@ -232,7 +233,7 @@ def build(spec: ContainerSpec) -> dict:
         "annotations": dict(spec.annotations),
         "linux": {
             "namespaces": namespaces,
-            "cgroupsPath": f"/ferry/{spec.container_id}",
+            "cgroupsPath": f"/{spec.cgroup_parent}/{spec.container_id}",
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "seccomp": seccomp_profile(spec.capabilities),
             "maskedPaths": list(MASKED_PATHS),

@@ -96,6 +96,16 @@ def spawn(argv: Sequence[str], *, desc: str, pass_fds: Sequence[int] = (),
                        hint="run 'make setup' as root") from None
 
 
+def kill_group(process: subprocess.Popen) -> None:
+    """Kill a tool started with new_session, and what it started (runc and its CRIU share that session)."""
+    import signal
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
 def run_foreground(argv: Sequence[str], *, desc: str, env: dict[str, str] | None = None) -> int:
     """Run a tool on the caller's own terminal (exec -it) and return its exit code."""
     log.debug("foreground %s: %s", desc, " ".join(argv))
