@@ -7,6 +7,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -186,7 +187,12 @@ def test_the_destination_refuses_and_nothing_moves(hosts, workdir):
     b("rm", "-f", "taken")
 
 
-def test_a_restore_that_fails_on_the_destination_resumes_the_source(hosts):
+# The memory goes to a page server there (the default), or in the archive.
+WAYS = {"page-server": (), "through-agent": ("--through-agent",)}
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_restore_that_fails_on_the_destination_resumes_the_source(hosts, way):
     a, b, agents = hosts
     a("run", "-d", "--name", "resumed", "busybox", "sh", "-c", COUNTER)
     info = a.inspect("resumed")
@@ -198,15 +204,17 @@ def test_a_restore_that_fails_on_the_destination_resumes_the_source(hosts):
     port = busy.getsockname()[1]
     try:
         before = count(a, "resumed")
-        failed = migrate(a, "resumed", agents[b.root], "-p", f"{port}:80", check=False)
+        failed = migrate(a, "resumed", agents[b.root], "-p", f"{port}:80", *WAYS[way], check=False)
     finally:
         busy.close()
     assert failed.returncode == 125
     assert len(failed.stderr.strip().splitlines()) <= 2, failed.stderr   # the error, and the resume's warning
     assert f"port {port}" in failed.stderr
     state = a.inspect("resumed")["State"]
-    # Its dump sent the pages to the destination and left it here frozen: it runs on, the same processes.
-    assert state["Status"] == "running" and state["Pid"] == info["State"]["Pid"]
+    if way == "page-server":   # its dump left it here frozen: it runs on, the same processes
+        assert state["Status"] == "running" and state["Pid"] == info["State"]["Pid"]
+    else:                      # restored from the checkpoint it kept
+        assert state["Status"] == "running" and state["Pid"] != info["State"]["Pid"] or state["Restored"]
     wait_for(lambda: count(a, "resumed") > before, "the resumed counter to go on")
     assert count(a, "resumed") >= before   # from where it was, not from 0
     assert gone(b, "resumed")
@@ -215,28 +223,21 @@ def test_a_restore_that_fails_on_the_destination_resumes_the_source(hosts):
     a("rm", "-f", "resumed")
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("phase", ["checkpoint:dumped", "checkpoint:recorded"])
-def test_a_migrate_killed_mid_stream_leaves_one_restorable_copy(hosts, workdir, phase):
+def test_a_migrate_killed_mid_stream_leaves_one_restorable_copy(hosts, workdir, phase, way):
     a, b, agents = hosts
     a("run", "-d", "--name", "killed", "busybox", "sh", "-c", COUNTER)
     info = a.inspect("killed")
     a.seen.add(info["Id"])
     wait_for(lambda: count(a, "killed") > 5, "the counter to count")
     marker = str(workdir / f"phase-{time.monotonic_ns()}")
-    command = subprocess.Popen(
-        [sys.executable, "-m", "ferry", "--root", a.root, "migrate", "killed", "--to", agents[b.root].url,
-         "--token-file", agents[b.root].token_file],
-        env={**os.environ, "FERRY_TEST_PHASE": phase, "FERRY_TEST_PHASE_FILE": marker},
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    wait_for(lambda: os.path.exists(marker) or command.poll() is not None, phase, 120)
-    assert command.poll() is None, command.communicate()
-    os.kill(command.pid, signal.SIGKILL)
-    command.wait(timeout=60)
+    _kill_at(_start_migrate(a, "killed", agents[b.root], phase, marker, *WAYS[way]), phase, marker)
     # The destination got a cut stream: it refused it and holds nothing.
     wait_for(lambda: gone(b, "killed") and not os.listdir(os.path.join(b.root, "tmp")) if
              os.path.isdir(os.path.join(b.root, "tmp")) else gone(b, "killed"), "the destination to let go", 60)
-    # The source: dumped and kept; the next command there asks the destination,
-    # which refused the cut stream, and resumes the container from its checkpoint.
+    # The source: dumped, and kept frozen or as a checkpoint; the next command
+    # there asks the destination, which refused the cut stream, and resumes it.
     resumed = a("ps", "-a")
     assert "resuming container killed here" in resumed.stderr, resumed.stderr
     assert a.inspect("killed")["State"]["Status"] == "running"
@@ -262,10 +263,11 @@ def test_the_agent_stops_cleanly_on_sigterm_and_sighup(hosts, workdir):
     c.remove_everything()
 
 
-def _start_migrate(source: Ferry, name: str, agent: Agent, phase: str, marker: str) -> subprocess.Popen:
+def _start_migrate(source: Ferry, name: str, agent: Agent, phase: str, marker: str, *flags: str
+                   ) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "ferry", "--root", source.root, "migrate", name, "--to", agent.url,
-         "--token-file", agent.token_file],
+         "--token-file", agent.token_file, *flags],
         env={**os.environ, "FERRY_TEST_PHASE": phase, "FERRY_TEST_PHASE_FILE": marker},
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
@@ -277,8 +279,9 @@ def _kill_at(command: subprocess.Popen, phase: str, marker: str) -> None:
     command.wait(timeout=60)
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("phase", ["migrate:sent", "migrate:confirmed"])
-def test_a_migrate_killed_once_the_destination_has_it_leaves_the_destination_copy(hosts, workdir, phase):
+def test_a_migrate_killed_once_the_destination_has_it_leaves_the_destination_copy(hosts, workdir, phase, way):
     """Killed after the whole checkpoint went out: the destination runs the
     container; the next command here asks it, and removes this copy."""
     a, b, agents = hosts
@@ -288,7 +291,7 @@ def test_a_migrate_killed_once_the_destination_has_it_leaves_the_destination_cop
     b.seen.add(info["Id"])
     wait_for(lambda: count(a, "landed") > 5, "the counter to count")
     marker = str(workdir / f"phase-{time.monotonic_ns()}")
-    _kill_at(_start_migrate(a, "landed", agents[b.root], phase, marker), phase, marker)
+    _kill_at(_start_migrate(a, "landed", agents[b.root], phase, marker, *WAYS[way]), phase, marker)
     wait_for(lambda: not gone(b, "landed") and b.inspect("landed")["State"]["Status"] == "running",
              "the destination to run it", 60)
     listed = a("ps", "-a")
@@ -438,8 +441,8 @@ def test_preflight_refuses_an_incompatible_host_and_too_little_room(hosts):
     assert gone(b, "offered")
 
 
-def test_a_migration_over_tls_checks_the_agent_s_certificate(hosts, workdir):
-    a, _b, _agents = hosts
+def _tls_agent(workdir) -> tuple[Ferry, Agent, str]:
+    """A third root, t, whose agent serves HTTPS with a certificate for 127.0.0.1."""
     cert, key = str(workdir / "agent.crt"), str(workdir / "agent.key")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=ferry-agent",
@@ -448,6 +451,12 @@ def test_a_migration_over_tls_checks_the_agent_s_certificate(hosts, workdir):
     agent = Agent(t, workdir)
     agent.url = agent.url.replace("http://", "https://")
     agent.start(extra=("--tls-cert", cert, "--tls-key", key))
+    return t, agent, cert
+
+
+def test_a_migration_over_tls_checks_the_agent_s_certificate(hosts, workdir):
+    a, _b, _agents = hosts
+    t, agent, cert = _tls_agent(workdir)
     try:
         a("run", "-d", "--name", "secure", "busybox", "sh", "-c", COUNTER)
         info = a.inspect("secure")
@@ -483,3 +492,48 @@ def test_an_image_the_destination_lacks_goes_first_as_its_missing_layers(hosts, 
     b("rm", "-f", "lonely")
     for ferry in (a, b):
         ferry("rmi", "localhost/only-a:1")
+
+
+def test_the_pages_travel_as_protected_as_the_agent_s_channel(hosts, workdir):
+    """Behind a plain-http agent the page server's stream is as clear as the
+    archive would be (the secret shows: the capture can see it); behind an
+    https one it is CRIU's TLS, and the secret never shows."""
+    from tests.support.sniff import Capture
+    a, b, agents = hosts
+    secret = secrets.token_hex(24)
+    a("run", "-d", "--name", "secret", "busybox", "sh", "-c", f"S={secret}; {COUNTER}")
+    info = a.inspect("secret")
+    for ferry in (a, b):
+        ferry.seen.add(info["Id"])
+    wait_for(lambda: count(a, "secret") > 5, "the counter to count")
+    t, tls_agent, cert = _tls_agent(workdir)
+    t.seen = {info["Id"]}
+    try:
+        for source, agent, flags, clear in ((a, agents[b.root], (), True), (b, tls_agent, ("--tls-ca", cert), False)):
+            with Capture("lo") as capture:
+                done = migrate(source, "secret", agent, "--format", "json", *flags)
+            stats = json.loads(done.stdout)
+            assert stats["pages_pushed"] > 0 and stats["bytes_sent"] < stats["pages_pushed"], stats
+            port = _source_record(source, info["Id"])["page_port"]
+            flows = capture.of_port(port)
+            assert capture.dropped == 0, f"the capture lost {capture.dropped} packets"
+            moved = b"".join(flows.values())
+            assert len(moved) >= stats["pages_pushed"], (len(moved), stats)
+            if clear:
+                assert secret.encode() in moved
+            else:
+                assert all(data[:2] == b"\x16\x03" for data in flows.values())   # a TLS handshake record first
+                assert secret.encode() not in moved
+        assert t.inspect("secret")["State"]["Status"] == "running" and count(t, "secret") > 5
+        t("rm", "-f", "secret")
+    finally:
+        tls_agent.stop()
+    assert leftovers(t.root, t.seen) == []
+    t.remove_everything()
+
+
+def _source_record(ferry: Ferry, container_id: str) -> dict:
+    directory = os.path.join(ferry.root, "migrations")
+    records = [json.load(open(os.path.join(directory, n))) for n in os.listdir(directory) if n.endswith(".json")]
+    return max((r for r in records if r["role"] == "source" and r["container_id"] == container_id),
+               key=lambda r: r["created"])

@@ -36,10 +36,15 @@ def _add_serve(commands) -> None:
 def _add_migrate(commands) -> None:
     migrate = commands.add_parser(
         "migrate", help="move a running container to another host",
-        description="Stop-and-copy: the destination's agent checks the offer, the container is dumped "
-                    "and its checkpoint streams into the destination's restore. The source copy is "
+        description="Stop-and-copy: the destination's agent checks the offer, the container is frozen "
+                    "and cut off here, its memory goes straight to a CRIU page server on the destination "
+                    "(over CRIU's TLS when the agent's URL is https), and the rest of its checkpoint "
+                    "streams through the agent into the destination's restore. The source copy is "
                     "removed only once the destination runs the container (the point of no return); "
-                    "any failure before that resumes it here. Connections through a port published on "
+                    "any failure before that resumes it here, the same processes. The page server listens "
+                    "on a free port of the destination: where only the agent's port is open, "
+                    "--through-agent sends the memory in the checkpoint instead (compressed, slower). "
+                    "Connections through a port published on "
                     "this host cannot move; clients of the container's own address keep theirs with "
                     "--tcp-established. With --lazy (post-copy) the container resumes on the destination "
                     "before its memory has moved, which then follows page by page from here, encrypted "
@@ -65,6 +70,10 @@ def _add_migrate(commands) -> None:
     migrate.add_argument("--pre-copy", action="store_true",
                          help="copy memory while the container runs, then stop for what changed (needs "
                               "soft-dirty tracking: see 'ferry system check')")
+    migrate.add_argument("--through-agent", action="store_true",
+                         help="stop-and-copy with the memory in the checkpoint over the agent's connection, "
+                              "not to a page server on the destination: for links where only the agent's "
+                              "port is open (slower)")
     migrate.add_argument("--name", help="the container's name on the destination")
     migrate.add_argument("-p", "--publish", action="append", metavar="[IP:]HOST:CONTAINER[/PROTO]",
                          help="publish these ports on the destination instead of the container's own")
@@ -124,7 +133,8 @@ def _drain(args) -> int:
     forwarded = ["--to", args.to, "--token-file", token_file, "--tls-verify", args.tls_verify]
     forwarded += ["--tls-ca", args.tls_ca] if args.tls_ca else []
     forwarded += [flag for flag, on in (("--tcp-established", args.tcp_established), ("--lazy", args.lazy),
-                                         ("--keep-source", args.keep_source)) if on]
+                                         ("--keep-source", args.keep_source),
+                                         ("--through-agent", args.through_agent)) if on]
 
     def report(outcome) -> None:
         print(f"{outcome.name}: {outcome.detail}" if outcome.ok else f"{outcome.name}: failed: {outcome.detail}",
@@ -159,6 +169,9 @@ def cmd_migrate(args) -> int:
         check_pre_copy_possible()
         raise UsageError("--pre-copy is not built on hosts that can track dirty pages yet",
                          hint="migrate without --pre-copy, or with --lazy")
+    if args.lazy and args.through_agent:
+        raise UsageError("--lazy and --through-agent exclude each other: a lazy migration's memory always "
+                         "comes from a page server here")
     if args.all or args.dry_run or args.keep_going or args.parallel != 1:
         return _drain(args)
     if not args.container:
@@ -166,7 +179,8 @@ def cmd_migrate(args) -> int:
     token_file = _token_file(args)
     options = MigrateOptions(to=args.to, token=read_token(token_file), verify=_verify(args), name=args.name,
                              ports=tuple(args.publish) if args.publish else None,
-                             tcp_established=args.tcp_established, keep_source=args.keep_source, lazy=args.lazy)
+                             tcp_established=args.tcp_established, keep_source=args.keep_source, lazy=args.lazy,
+                             through_agent=args.through_agent)
     with _sent_bar() as sent:
         result = engine_of(args).migrations.migrate(args.container, options, sent)
     if args.print_stats or args.format == "json":
@@ -178,7 +192,8 @@ def cmd_migrate(args) -> int:
         print(f"the last page arrived at {result.destination} {result.phases.get('pages', 0):.2f} s after the "
               f"container resumed there", file=sys.stderr)
     downtime = f"downtime {result.downtime:.2f} s" if result.downtime is not None else "downtime unknown"
-    print(f"migrated to {result.destination}: {downtime} ({phases}), {result.bytes_sent / 2**20:.1f} MiB sent",
+    pushed = f" and {result.pages_pushed / 2**20:.1f} MiB of memory to its page server" if result.pages_pushed else ""
+    print(f"migrated to {result.destination}: {downtime} ({phases}), {result.bytes_sent / 2**20:.1f} MiB sent{pushed}",
           file=sys.stderr)
     return 0
 

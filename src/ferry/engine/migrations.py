@@ -39,6 +39,7 @@ SOURCE, DESTINATION = "source", "destination"
 # disk when they spill), and disk for the root filesystem changes and volumes.
 DISK_MARGIN = 256 << 20
 OFFER_TTL = 600.0   # seconds an accepted offer waits for its checkpoint
+PAGE_SIZE = 4096
 PAGES_PREFIX = "pages-"   # ROOT/tmp/pages-ID: a stop-and-copy's page server writes there
 # Serialises the agent's state changes of migration records: its requests run
 # in threads of one process, where the file locks of one container are re-entrant.
@@ -64,7 +65,7 @@ class Record:
     lazy: bool = False
     pages: str = ""           # lazy, the destination's: arriving, complete or failed
     page_pid: int = 0         # lazy: the source's runc that serves pages, the destination's daemon
-    page_port: int = 0        # lazy: the source's page server port
+    page_port: int = 0        # lazy: the source's page server port; push: the destination's
     push: bool = False        # stop-and-copy whose pages went to the destination's page server
 
 
@@ -78,6 +79,7 @@ class MigrateOptions:
     tcp_established: bool = False
     keep_source: bool = False         # keep the stopped source container (its checkpoint dropped)
     lazy: bool = False                # post-copy: run there first, move the memory after
+    through_agent: bool = False       # the memory in the archive, over the agent's connection
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class MigrationResult:
     downtime: float | None
     bytes_sent: int
     lazy: bool = False
+    pages_pushed: int = 0     # bytes of memory the dump sent to the destination's page server
     source_phases: dict = field(default_factory=dict)        # the checkpoint's, on this host
     destination_phases: dict = field(default_factory=dict)   # the restore's, as the destination reported them
 
@@ -97,7 +100,7 @@ class MigrationResult:
         return {"Id": self.container_id, "Name": self.name, "Migration": self.id, "Destination": self.destination,
                 "phases": {k: round(v, 6) for k, v in self.phases.items()},
                 "downtime": round(self.downtime, 6) if self.downtime is not None else None,
-                "bytes_sent": self.bytes_sent, "lazy": self.lazy,
+                "bytes_sent": self.bytes_sent, "pages_pushed": self.pages_pushed, "lazy": self.lazy,
                 "source_phases": {k: round(v, 6) for k, v in self.source_phases.items()},
                 "destination_phases": dict(self.destination_phases)}
 
@@ -414,7 +417,7 @@ class Migrations:
         timings = Timings()
         # One-time TLS keys: always for lazy pages, which cross the network
         # on their own; for pushed pages when the agent's channel is TLS too.
-        tls = options.lazy or options.to.lower().startswith("https:")
+        tls = options.lazy or (options.to.lower().startswith("https:") and not options.through_agent)
         identity = self._identity(f"offer-{os.urandom(8).hex()}") if tls else None
         try:
             with AgentClient(options.to, options.token, verify=options.verify) as agent:
@@ -423,14 +426,14 @@ class Migrations:
                         if identity else None
                     ticket = agent.offer(self._offer(container, options, cert))
                     lazy = self._lazy_serve(agent, ticket, identity) if options.lazy else None
-                    push = None if options.lazy else self._page_push(agent, ticket, identity)
+                    push = None if options.lazy or options.through_agent else self._page_push(agent, ticket, identity)
                 if ticket.missing_layers:
                     with timings.phase(Phase.IMAGE):
                         self._send_image(agent, ticket, container.image_id)
                 record = self._save(Record(ticket.id, SOURCE, container.id, container.name, "streaming",
                                            utc_now(), peer=agent.url, pid=os.getpid(), token=options.token,
                                            tcp_established=options.tcp_established, lazy=options.lazy,
-                                           push=bool(push)))
+                                           push=bool(push), page_port=push.port if push else 0))
                 report, bytes_sent, dump = self._stream(container, options, agent, ticket, record, timings, sent,
                                                         lazy, push)
                 timings.running()
@@ -449,7 +452,7 @@ class Migrations:
             if identity:
                 remove_tree(identity.directory)
         return MigrationResult(ticket.id, container.id, report.name, agent.url, timings.phases, timings.downtime,
-                               bytes_sent, options.lazy, timings.source, report.phases)
+                               bytes_sent, options.lazy, timings.pages_pushed, timings.source, report.phases)
 
     def _lazy_serve(self, agent, ticket: wire.MigrationTicket, identity):
         """The page server's port and TLS, trusting the destination's certificate from its ticket."""
@@ -530,7 +533,7 @@ class Migrations:
             tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id, self.engine.containers.runc.cgroup_parent) or 0,
             bind_mounts=[v.source for v in container.config.binds],
             files_bound=files, source=source, lazy=options.lazy,
-            page_server_cert=cert if options.lazy else None, push_pages=not options.lazy,
+            page_server_cert=cert if options.lazy else None, push_pages=not (options.lazy or options.through_agent),
             page_sender_cert=None if options.lazy else cert)
 
     def _send_image(self, agent, ticket: wire.MigrationTicket, image_id: str) -> None:
@@ -576,6 +579,8 @@ class Migrations:
                                                         push=push),
                         progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
                     timings.source = checkpoint.phases
+                    if push and checkpoint.criu:
+                        timings.pages_pushed = checkpoint.criu.pages_written * PAGE_SIZE
                     dump = checkpoint.lazy
                     if dump:
                         record = self._save(replace(record, page_pid=dump.pid, page_port=dump.port))

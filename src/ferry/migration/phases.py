@@ -41,6 +41,7 @@ class Timings(Timer):
     frozen_at: float | None = None
     running_at: float | None = None
     source: dict = field(default_factory=dict)   # the source checkpoint's own phases
+    pages_pushed: int = 0                        # bytes the dump sent to the destination's page server
 
     def phase(self, phase: Phase):
         return super().phase(phase.value)
