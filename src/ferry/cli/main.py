@@ -188,8 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command line; whatever it raises becomes one line on stderr and an exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    log.configure(level="DEBUG" if debug else "WARNING", format="ferry: %(name)s: %(message)s",
-                  stream=sys.stderr)
+    # --debug stamps each line: where the time of a command goes shows in its log.
+    log.configure(level="DEBUG" if debug else "WARNING",
+                  format="ferry: %(asctime)s.%(msecs)03d %(name)s: %(message)s" if debug else "ferry: %(name)s: %(message)s",
+                  datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         args = build_parser(command_word(argv)).parse_args(argv)
         if not hasattr(args, "handler"):

@@ -70,6 +70,7 @@ def run(argv: Sequence[str], *, desc: str, timeout: float | None = 60,
         out = (exc.stderr or b"")
         out = out.decode(errors="replace") if isinstance(out, bytes) else out
         raise ToolError(desc, None, tail(out)) from None
+    log.debug("%s: exit %s", desc, result.returncode)
     if result.stdout.strip():
         log.debug("%s stdout: %s", desc, tail(result.stdout, 20))
     if result.stderr.strip():
