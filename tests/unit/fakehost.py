@@ -229,6 +229,21 @@ class FakeHost:
         self.end(state["monitor"])
         state["status"] = "stopped"
 
+    def _warm(self, argv, copies: dict) -> int:
+        with os.fdopen(copies.pop(int(argv[4])), "rb") as source:
+            data = source.read()
+        try:
+            if data:
+                given = json.loads(data)
+                at = given.index("--status-fd") + 1
+                given[at] = str(copies[int(given[at])])
+                assert given[given.index("--container-dir") + 1] == argv[6]
+                self._monitor(argv[:3] + given)
+        finally:
+            for fd in copies.values():
+                os.close(fd)
+        return 0
+
     def _monitor(self, argv) -> FakePopen:
         from ferry.runtime import monitor
         args = monitor.parse(argv[3:])
@@ -304,6 +319,10 @@ class FakeHost:
                new_session=False):
         argv = list(argv)
         self.calls.append(argv)
+        if argv[1:3] == ["-m", "ferry.runtime.monitor"] and argv[3] == "--argv-fd":
+            # A warm monitor: its own copies of the pipes, read when it is waited for.
+            copies = {fd: os.dup(fd) for fd in pass_fds}
+            return FakePopen(argv, self.process("python3", cmdline=argv), work=lambda: self._warm(argv, copies))
         if argv[1:3] == ["-m", "ferry.runtime.monitor"]:
             return self._monitor(argv)
         if argv[0] == "runc" and "checkpoint" in argv:

@@ -388,3 +388,23 @@ def test_main_reports_a_failed_start_in_one_line_and_keeps_no_room(tmp_path):
     assert wait_for_line(tmp_path / "calls", '"delete"')   # the half-started container is deleted
     assert not os.path.exists(os.path.join(directory, SPACE_RESERVE))
     assert not os.path.exists(os.path.join(directory, "exit.json"))
+
+
+def _pipe_with(data: bytes) -> int:
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, data)
+    os.close(write_fd)
+    return read_fd
+
+
+def test_a_warm_monitor_never_given_a_container_ends_quietly(tmp_path):
+    from ferry.runtime import monitor
+    assert monitor.main(["--argv-fd", str(_pipe_with(b"")), "--container-dir", str(tmp_path)]) == 0
+
+
+def test_a_warm_monitor_refuses_a_container_its_command_line_does_not_name(tmp_path):
+    from ferry.runtime import monitor
+    given = ["--container-dir", str(tmp_path / "other"), "--runc-root", "/r", "--id", "x", "--bundle", "/b"]
+    fd = _pipe_with(json.dumps(given).encode())
+    assert monitor.main(["--argv-fd", str(fd), "--container-dir", str(tmp_path)]) == 2
+    assert not os.path.exists(tmp_path / "monitor.pid")

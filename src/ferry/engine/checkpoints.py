@@ -34,6 +34,7 @@ from ferry.engine import journal
 from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
 from ferry.engine.recovery import fsync_tree, keep_on_disk
+from ferry.runtime import launch
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
@@ -543,6 +544,8 @@ class Checkpoints:
         scratch = os.path.join(self.layout.tmp, f"{IMPORT_PREFIX}{container_id}")
         staging = os.path.join(scratch, "archive")
         undo = Undo()
+        # Its interpreter starts while the archive arrives, not after.
+        warm = launch.WarmMonitor(self.containers.dir(container_id))
         try:
             with timer.phase("archive_read"), archive.ArchiveReader(source.target) as reader:
                 head = reader.head()
@@ -594,7 +597,7 @@ class Checkpoints:
                             ready = functools.partial(await_socket, daemon, work)
                         self.containers.start(container.id, restore=RestoreFrom(
                             images, work, options.tcp_established, from_archive=True, before_runc=ready,
-                            lazy_pid=daemon.pid if daemon else None))
+                            lazy_pid=daemon.pid if daemon else None, warm=warm))
                     except BaseException as error:
                         if daemon:
                             stop_daemon(daemon)
@@ -608,6 +611,7 @@ class Checkpoints:
             undo.run()
             raise
         finally:
+            warm.close()
             remove_tree_later(scratch)
             with contextlib.suppress(OSError):
                 os.rmdir(self.layout.tmp)   # only when nothing else is in it

@@ -78,6 +78,7 @@ class RestoreFrom:
     from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
     before_runc: Callable[[], None] | None = None   # waits for what runc restore needs that runs beside
     lazy_pid: int | None = None  # CRIU's lazy-pages daemon (its socket in `work`) brings the pages; the monitor watches it
+    warm: launch.WarmMonitor | None = None   # a monitor started ahead, to run this restore
 
     @property
     def lazy(self) -> bool:
@@ -475,7 +476,7 @@ class Containers:
             restore_images=restore.images if restore else None,
             restore_work=restore.work if restore else None,
             tcp_established=bool(restore and restore.tcp_established),
-            lazy_pages_pid=restore.lazy_pid if restore else None)
+            lazy_pages_pid=restore.lazy_pid if restore else None, warm=restore.warm if restore else None)
 
     def _mounts(self, container: Container) -> Iterator[ocispec.Mount]:
         files = self.files(container.id)

@@ -434,7 +434,19 @@ def parse(argv: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--argv-fd"]:
+        # Started warm (launch.WarmMonitor): the arguments come when the
+        # container is ready; none (the pipe closed) means it is not needed.
+        with os.fdopen(int(argv[1]), "rb") as source:
+            data = source.read(1 << 20)
+        if not data:
+            return 0
+        named = argv[2:4]
+        argv = json.loads(data)
+        if named != ["--container-dir", parse(argv).container_dir]:
+            return 2   # its command line must name the container it monitors
+    args = parse(argv)
     if os.fork():
         os._exit(0)  # the launcher reaps this at once; the monitor lives on as an orphan
     os.setsid()
