@@ -184,21 +184,22 @@ class Migrations:
         from ferry.checkpoint.pagepush import start_receiver
         from ferry.util.fs import tmpfs_if_it_fits
         self.sweep_pages()
+        with _records_lock:
+            _receivers[migration_id] = None   # its directory is in use from here: no sweep takes it
         directory = self._pages_dir(migration_id)
-        os.makedirs(directory, mode=0o700)
-        if not tmpfs_if_it_fits(directory, offer.memory_bound, exact=True):
-            remove_tree(directory)
-            return None, None
         cert = tls = None
         try:
+            os.makedirs(directory, mode=0o700)
+            if not tmpfs_if_it_fits(directory, offer.memory_bound, exact=True):
+                self._end_receiver(migration_id)
+                return None, None
             if offer.page_sender_cert:
                 identity = self._identity(migration_id)
                 cert = identity.create("ferry page receiver")
                 tls = identity.trust(offer.page_sender_cert)
             receiver = start_receiver(directory, _bind_address(local_address), free_port(), tls, OFFER_TTL)
         except BaseException:
-            remove_tree(directory)
-            remove_tree(self._identity(migration_id).directory)
+            self._end_receiver(migration_id)
             raise
         with _records_lock:
             _receivers[migration_id] = receiver
@@ -217,13 +218,16 @@ class Migrations:
         remove_tree(self._identity(migration_id).directory)
 
     def sweep_pages(self) -> None:
-        """Page directories no page server of this agent owns: left by an agent that died."""
+        """Page directories no offer of this agent owns: left by an agent that died."""
         stale = []
         with contextlib.suppress(FileNotFoundError), _records_lock:
             stale = [e for e in os.listdir(self.layout.tmp)
                      if e.startswith(PAGES_PREFIX) and e[len(PAGES_PREFIX):] not in _receivers]
         for entry in stale:
-            remove_tree(os.path.join(self.layout.tmp, entry))
+            try:
+                remove_tree(os.path.join(self.layout.tmp, entry))
+            except FerryError as exc:   # the next sweep tries again
+                log.warning("cannot remove %s: %s", entry, exc)
 
     def _identity(self, migration_id: str):
         """This side's one-time key pair of a lazy migration (ROOT/migrations/ID.tls)."""
