@@ -26,7 +26,7 @@ from ferry.engine.listing import RUNNING
 from ferry.migration import wire
 from ferry.migration.phases import Phase, Timings
 from ferry.util import phases
-from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, Refused, UsageError
+from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, Refused, ToolError, UsageError
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util.log import get_logger
 from ferry.util.space import disk_free, size_text
@@ -608,6 +608,10 @@ class Migrations:
                          dump=dump)
             if cause is not None:
                 raise cause from None
+            if push and isinstance(interruption, ToolError):
+                interruption.hint = "; ".join(filter(None, (
+                    interruption.hint, f"if port {push.port} of {push.address} (its page server) cannot be "
+                                       f"reached from here, migrate with --through-agent")))
             raise
         failure = outcome.get("failure")
         if failure is None:
