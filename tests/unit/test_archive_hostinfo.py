@@ -21,6 +21,13 @@ CPU_ENTRY = {"x86_entry": [{"vendor_id": "INTEL", "cpu_family": 6, "model": 207,
 CPUINFO_IMG = pycriu.images.dumps({"magic": "CPUINFO", "entries": [CPU_ENTRY]})
 
 
+@pytest.fixture(autouse=True)
+def unremembered(monkeypatch):
+    """Each test probes afresh: host_info() remembers its answer for a minute."""
+    from ferry.checkpoint import hostinfo
+    monkeypatch.setattr(hostinfo, "_host_info", None)
+
+
 @pytest.fixture
 def fake_tools(fake_criu, monkeypatch):
     fake = fake_criu({("runc", "--version"): (0, "runc version 1.1.5+ds1\ncommit: x\n", ""),

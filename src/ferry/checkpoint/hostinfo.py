@@ -99,7 +99,20 @@ def criu_cpuinfo(criu: str) -> bytes:
             return f.read()
 
 
+HOST_INFO_TTL = 60.0   # seconds one answer serves: a migration asks on both sides, twice
+_host_info: tuple[float, HostInfo] | None = None
+
+
 def host_info() -> HostInfo:
+    """This host's facts for a compatibility check (three tool runs, about 50 ms), remembered a minute."""
+    import time
+    global _host_info
+    if _host_info is None or time.monotonic() - _host_info[0] > HOST_INFO_TTL:
+        _host_info = (time.monotonic(), _probe_host())
+    return _host_info[1]
+
+
+def _probe_host() -> HostInfo:
     criu = criu_path()
     criu_version = probes.parse_criu_version(proc.run([criu, "--version"], desc="criu --version").stdout)
     if criu_version is None:

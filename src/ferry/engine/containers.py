@@ -413,7 +413,8 @@ class Containers:
                            f"record says {container.state}",
                            hint=f"stop it with 'ferry stop {container.name}' first")
         remove_file(files.exit_record)
-        self.runc.delete(container.id)  # a stale runc state from a crash would block create
+        if os.path.isdir(os.path.join(self.runc.state_root, container.id)):
+            self.runc.delete(container.id)  # a stale runc state from a crash would block create
         image = self.images.get(container.image_id)
         target = files.rootfs
         rootfs.mount_overlay(self.images.layer_paths(image), files.upper, files.overlay_work, target)
