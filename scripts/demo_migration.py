@@ -87,8 +87,9 @@ def main() -> int:
         stats = json.loads(done.stdout)
         for phase, seconds in stats["phases"].items():
             print(f"   {phase:<10} {seconds:6.3f} s")
-        print(f"   downtime   {stats['downtime']:6.3f} s (freeze on h1 to running on h2), "
-              f"{stats['bytes_sent'] / 2**20:.1f} MiB sent")
+        print(f"   downtime   {stats['downtime']:6.3f} s (freeze on h1 to running on h2); "
+              f"{stats['pages_pushed'] / 2**20:.1f} MiB of memory went to h2's page server, "
+              f"{stats['bytes_sent'] / 2**20:.1f} MiB of checkpoint through its agent")
 
         step("the same connection, now answered by h2")
         print(f"   DBSIZE: {say('DBSIZE')}; GET key:{KEYS - 1}: {say(f'GET key:{KEYS - 1}')}")
