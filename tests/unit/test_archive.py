@@ -530,10 +530,17 @@ def test_member_larger_than_the_manifest_says_is_refused_before_writing(tmp_path
 
 
 def test_manifest_must_come_first(tmp_path):
-    path = hostile(tmp_path / "a.tar", [("config.dump", b"{}", {})], manifest_first=False)
+    path = hostile(tmp_path / "a.tar", [("notes.txt", b"{}", {})], manifest_first=False)
     assert_refused(path, tmp_path, f"does not begin with {MANIFEST_NAME}")
     with pytest.raises(BadArchive, match=f"does not begin with {MANIFEST_NAME}"):
         read_manifest(path)
+
+
+@pytest.mark.parametrize("first", ["config.dump", "checkpoint/inventory.img", "spec.dump", "rootfs-diff.tar"])
+def test_a_podman_or_cri_o_archive_is_named_as_such(tmp_path, first):
+    path = hostile(tmp_path / "a.tar", [(first, b"{}", {}), ("network.status", b"{}", {})], manifest_first=False)
+    refused = assert_refused(path, tmp_path, "is a podman or CRI-O checkpoint")
+    assert "podman container restore --import" in refused.hint
 
 
 def test_unknown_format_version_is_refused(tmp_path):

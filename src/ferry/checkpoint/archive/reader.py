@@ -121,6 +121,14 @@ class _Extractor:
             self._hasher.shutdown()
 
 
+# The top-level members of `podman container checkpoint --export` (4.x) and
+# of CRI-O's checkpoint archives (checkpointctl's layout).
+FOREIGN_MEMBERS = frozenset({"artifacts", "checkpoint", "config.dump", "spec.dump", "network.status",
+                             "stats-dump", "dump.log", "restore.log", "ctr.log", "rootfs-diff.tar",
+                             "deleted.files", "devshm-checkpoint.tar", "volumes", "bind.mounts", "pod.options",
+                             "pod.dump"})
+
+
 def _read_record(stream: TarStream, entry: Entry, name: str, limit: int) -> bytes:
     """The whole of a small member of ferry's own (head, trailer, signature)."""
     if entry.kind != "file" or entry.continued:
@@ -135,6 +143,12 @@ def _read_record(stream: TarStream, entry: Entry, name: str, limit: int) -> byte
 def _read_head(stream: TarStream) -> tuple[ManifestV2 | Head, bytes]:
     """manifest.json, first in every version, and its exact bytes."""
     entry = next_entry(stream, first=True)
+    if entry is not None and entry.name.strip("/").split("/")[0] in FOREIGN_MEMBERS:
+        # podman's (and CRI-O's) layout, which ferry's own archives borrow
+        # for their members but not for their first one.
+        raise BadArchive("the archive is a podman or CRI-O checkpoint (it begins with "
+                         f"{entry.name.strip('/')[:64]!r}, not ferry's {MANIFEST_NAME}): ferry does not restore "
+                         "those yet", hint="restore it with 'podman container restore --import FILE'")
     if entry is None or entry.name != MANIFEST_NAME or entry.kind != "file":
         raise BadArchive(f"archive does not begin with {MANIFEST_NAME}", hint=HINT_FOREIGN)
     data = _read_record(stream, entry, MANIFEST_NAME, MAX_MANIFEST_BYTES)
