@@ -66,7 +66,8 @@ def test_a_podman_archive_is_named_and_refused_in_one_line_leaving_nothing(expor
     done = ferry("container", "restore", "--import", exported[suffix], "--name", "web2", check=False)
     assert done.returncode == 125, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is a podman or CRI-O checkpoint" in lines[0], done.stderr
+    assert len(lines) == 1 and "is podman's checkpoint of container 'web' (image localhost/busybox:latest" in \
+        lines[0], done.stderr
     assert "podman container restore --import" in lines[0]
     assert ferry.names() == set()
     assert leftovers(ferry.root, set()) == []

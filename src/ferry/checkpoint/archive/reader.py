@@ -46,6 +46,7 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, HINT_DAMAGED, HIN
                                                Head, ManifestV2, MemberV2, Signature, parent_dirs, parse_head, shown,
                                                trailing, unsafe_name_reason)
 from ferry.checkpoint.archive.codecs import CHUNK, DECODER_ERRORS, RawInput, decoder_failure, open_source, write_all
+from ferry.checkpoint import foreign
 from ferry.checkpoint.archive.tarfmt import REFUSED_KINDS, Entry, TarStream, next_entry, padding
 from ferry.util.errors import BadArchive, Conflict, NotFound, from_os_error
 from ferry.util.log import get_logger
@@ -121,12 +122,25 @@ class _Extractor:
             self._hasher.shutdown()
 
 
-# The top-level members of `podman container checkpoint --export` (4.x) and
-# of CRI-O's checkpoint archives (checkpointctl's layout).
-FOREIGN_MEMBERS = frozenset({"artifacts", "checkpoint", "config.dump", "spec.dump", "network.status",
-                             "stats-dump", "dump.log", "restore.log", "ctr.log", "rootfs-diff.tar",
-                             "deleted.files", "devshm-checkpoint.tar", "volumes", "bind.mounts", "pod.options",
-                             "pod.dump"})
+def _foreign_config(stream: TarStream, entry: Entry):
+    """The container a podman or CRI-O archive names in its config.dump, read
+    within bounds from where the first member begins; None if not found so."""
+    skipped = 0
+    try:
+        for _ in range(foreign.SCAN_MEMBERS):
+            if entry is None:
+                return None
+            size = entry.size if entry.kind == "file" else 0
+            if entry.name == foreign.CONFIG_DUMP and entry.kind == "file" and size <= foreign.MAX_CONFIG:
+                return foreign.parse_config(stream.read_exact(size))
+            skipped += size
+            if skipped > foreign.SCAN_BYTES:
+                return None
+            stream.skip(size + padding(size))
+            entry = next_entry(stream)
+    except (BadArchive, OSError, *DECODER_ERRORS):
+        return None   # a damaged archive is named by its first member alone
+    return None
 
 
 def _read_record(stream: TarStream, entry: Entry, name: str, limit: int) -> bytes:
@@ -143,12 +157,14 @@ def _read_record(stream: TarStream, entry: Entry, name: str, limit: int) -> byte
 def _read_head(stream: TarStream) -> tuple[ManifestV2 | Head, bytes]:
     """manifest.json, first in every version, and its exact bytes."""
     entry = next_entry(stream, first=True)
-    if entry is not None and entry.name.strip("/").split("/")[0] in FOREIGN_MEMBERS:
+    if entry is not None and entry.name.strip("/").split("/")[0] in foreign.FOREIGN_MEMBERS:
         # podman's (and CRI-O's) layout, which ferry's own archives borrow
         # for their members but not for their first one.
-        raise BadArchive("the archive is a podman or CRI-O checkpoint (it begins with "
-                         f"{entry.name.strip('/')[:64]!r}, not ferry's {MANIFEST_NAME}): ferry does not restore "
-                         "those yet", hint="restore it with 'podman container restore --import FILE'")
+        found = _foreign_config(stream, entry)
+        what = found.describe() if found else (f"a podman or CRI-O checkpoint (it begins with "
+                                               f"{entry.name.strip('/')[:64]!r}, not ferry's {MANIFEST_NAME})")
+        raise BadArchive(f"the archive is {what}: ferry does not restore those yet",
+                         hint="restore it with 'podman container restore --import FILE'")
     if entry is None or entry.name != MANIFEST_NAME or entry.kind != "file":
         raise BadArchive(f"archive does not begin with {MANIFEST_NAME}", hint=HINT_FOREIGN)
     data = _read_record(stream, entry, MANIFEST_NAME, MAX_MANIFEST_BYTES)
