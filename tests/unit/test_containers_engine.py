@@ -454,6 +454,18 @@ def test_a_live_process_is_the_pid_runc_wrote_in_the_containers_cgroup(container
     assert containers.live_process(container) is None
 
 
+def test_a_live_process_may_be_in_its_root_s_parent_cgroup_or_the_one_ferry_used_before(containers, engine,
+                                                                                        host, monkeypatch):
+    container = containers.create(RunOptions(image="busy:1", name="web"))
+    pid_file = os.path.join(container_dir(containers, container), "container.pid")
+    monkeypatch.setattr(containers.runc, "cgroup_parent", "ferry-0123456789ab")
+    for cgroup, live in ((f"/ferry-0123456789ab/{container.id}", True), (f"/ferry/{container.id}", True),
+                         (f"/ferry-ba9876543210/{container.id}", False)):
+        pid = host.process("sh", cgroup=cgroup)
+        host.write(pid_file, f"{pid}\n")
+        assert (containers.live_process(container) == pid) is live, cgroup
+
+
 # ---- prune ---------------------------------------------------------------------------
 
 def test_prune_removes_what_a_crash_left(containers, engine, host, tmp_path):

@@ -93,3 +93,13 @@ def test_build_has_secure_defaults(profile, monkeypatch):
     assert oci["mounts"][-1] == {"destination": "/data", "type": "bind", "source": "/srv/data",
                                  "options": ["rbind", "ro"]}
     assert any(m["destination"] == "/dev/shm" for m in oci["mounts"])
+
+
+def test_each_state_root_has_its_own_parent_cgroup():
+    import re
+    from ferry.runtime.runc import Runc, cgroup_parent
+    assert cgroup_parent("/var/lib/ferry") == "ferry"   # where running containers have always been
+    a, b = cgroup_parent("/tmp/a"), cgroup_parent("/tmp/b")
+    assert a != b and re.fullmatch(r"ferry-[0-9a-f]{12}", a)
+    assert cgroup_parent("/tmp/a/") == a
+    assert Runc("/tmp/a/runc").cgroup_parent == a

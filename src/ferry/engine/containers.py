@@ -25,7 +25,7 @@ from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.runtime import launch, rootfs, spec as ocispec
-from ferry.runtime.runc import Runc, remove_cgroup_parents
+from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
@@ -396,7 +396,9 @@ class Containers:
                 cgroups = f.read()
         except OSError:
             return None
-        return pid if f"/{self.runc.cgroup_parent}/{container.id}\n" in cgroups else None
+        # CGROUP_PARENT: where a container started before roots had their own parents still runs.
+        parents = {self.runc.cgroup_parent, CGROUP_PARENT}
+        return pid if any(f"/{parent}/{container.id}\n" in cgroups for parent in parents) else None
 
     def monitor_alive(self, container: Container) -> bool:
         return process_alive(_read_int(self.files(container.id).monitor_pid))
