@@ -36,7 +36,9 @@ make bench-migration-quick    # redis 256 MiB, 1 repeat
   bridge, so its address moves with it. One redis is started in A and filled once per size; each
   repeat moves it to the other root and the next one moves it back.
 - **streamed**: `ferry --root A migrate NAME --to http://127.0.0.1:PORT --token-file F
-  --tcp-established --print-stats` (stop-and-copy; the checkpoint streams into B's restore).
+  --tcp-established --print-stats` (stop-and-copy: the memory goes to a CRIU page server B
+  started, in the clear behind this http agent, and the rest of the checkpoint streams into B's
+  restore).
   **lazy**: the same with `--lazy` (post-copy). Their timelines are the `--print-stats` phases in
   order, after the command's own start-up (`cli start`: the interpreter and its imports).
 - **podman**: `podman container checkpoint --export F --tcp-established`, `cp F` to another
