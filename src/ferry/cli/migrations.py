@@ -122,7 +122,7 @@ def _drain(args) -> int:
         raise UsageError("--parallel must be between 1 and 16")
     token_file = _token_file(args)
     engine = engine_of(args)
-    moving = drain.plan(engine.containers.list(all_states=False), engine.containers.runc.cgroup_parent)
+    moving = drain.plan(engine.containers.list(all_states=False), engine.containers.runc)
     with AgentClient(args.to, read_token(token_file), verify=_verify(args)) as agent:
         agent.version()   # a wrong URL or token fails here, before anything moves
     if args.dry_run:

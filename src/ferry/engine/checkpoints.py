@@ -38,7 +38,6 @@ from ferry.runtime import launch
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
-from ferry.runtime.runc import freeze, memory_in_use, thaw
 from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_tree, remove_tree_later,
@@ -250,7 +249,7 @@ class Checkpoints:
         if ((options.export and not options.keep) or options.export_stream is not None) and not options.push:
             # Images that only pass through on their way into the archive, or
             # that a migration keeps only until the destination runs them.
-            tmpfs_if_it_fits(images, memory_in_use(container.id, self.containers.runc.cgroup_parent))
+            tmpfs_if_it_fits(images, self.containers.runc.memory_in_use(container.id))
         ensure_pipe_max_size()  # CRIU's page pipes must be able to grow (HOST-NOTES)
         marker = files.checkpointing
         atomic_write(marker, "")
@@ -264,7 +263,7 @@ class Checkpoints:
             nonlocal frozen
             if frozen:
                 timer.phases["frozen_for_files"] = time.monotonic() - frozen_since[0]
-                thaw(container.id, self.containers.runc.cgroup_parent)
+                self.containers.runc.thaw(container.id)
                 frozen = False
         frozen_since = [time.monotonic()]
         try:
@@ -294,7 +293,7 @@ class Checkpoints:
                     # Its files must be the ones the dump saw: CRIU checks open
                     # files' sizes, and a -R container would go on writing them
                     # while they are archived. CRIU leaves a frozen cgroup frozen.
-                    frozen, frozen_since[0] = freeze(container.id, self.containers.runc.cgroup_parent), time.monotonic()
+                    frozen, frozen_since[0] = self.containers.runc.freeze(container.id), time.monotonic()
                 with timer.phase("runc_checkpoint"):
                     if options.lazy:
                         lazy = self.containers.runc.checkpoint_lazy(
@@ -314,8 +313,10 @@ class Checkpoints:
                 progress("dump", 1, 1)
                 phases.reached("checkpoint:dumped")
                 # A lazy dump's tasks stay frozen, their memory here, until the
-                # destination has it: the container ends only then.
-                if not options.leave_running and not lazy and not options.push:
+                # destination has it, and a pushed one's until the migration
+                # decides: the container ends with the dump only otherwise.
+                ended = not (options.leave_running or lazy or options.push)
+                if ended:
                     # The checkpoint is recorded before anything of the archive can
                     # fail: the container is gone, and its images must stay
                     # restorable. Once the monitor has the exit, the log is complete.
@@ -337,7 +338,7 @@ class Checkpoints:
             if writer:
                 written = self._export(writer, container, options, timer, progress, files_taken=let_run)
                 phases.reached("checkpoint:exported")
-            if not options.leave_running and not lazy and not options.push:
+            if ended:
                 with timer.phase("stop"):   # the monitor leaves the cleanup to this command
                     self.containers.wait_monitor(container)
                     self.containers.cleanup(container.id)

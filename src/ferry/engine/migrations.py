@@ -519,7 +519,6 @@ class Migrations:
 
     def _offer(self, container, options: MigrateOptions, cert: str | None) -> wire.MigrationOffer:
         from ferry.checkpoint.hostinfo import host_info
-        from ferry.runtime.runc import memory_in_use
         here = host_info()
         image = self.engine.images.get(container.image_id)
         container_files = self.engine.containers.files(container.id)
@@ -534,7 +533,7 @@ class Migrations:
             image_id=image.id, image_digest=container.config.image_digest or None, layers=list(image.layers),
             ip=container.config.ip or None, mac=container.config.mac or None,
             ports=list(options.ports) if options.ports is not None else None,
-            tcp_established=options.tcp_established, memory_bound=memory_in_use(container.id, self.engine.containers.runc.cgroup_parent) or 0,
+            tcp_established=options.tcp_established, memory_bound=self.engine.containers.runc.memory_in_use(container.id) or 0,
             bind_mounts=[v.source for v in container.config.binds],
             files_bound=files, source=source, lazy=options.lazy,
             page_server_cert=cert if options.lazy else None, push_pages=not (options.lazy or options.through_agent),

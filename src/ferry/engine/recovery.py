@@ -22,7 +22,7 @@ import time
 from ferry.engine import journal
 from ferry.engine.listing import process_alive
 from ferry.runtime.launch import REPORT_TIMEOUT
-from ferry.runtime.runc import kill_container_cgroups, thaw as thaw_cgroup
+from ferry.runtime.runc import kill_container_cgroups
 from ferry.util import proc
 from ferry.util.errors import FerryError, NotFound
 from ferry.util.fs import fsync_dir, mounts_under, remove_file, remove_tree, remove_tree_later
@@ -147,7 +147,7 @@ def _is_runc_of(pid: int, container_id: str) -> bool:
 
 def thaw(containers, container_id: str) -> None:
     """A container frozen by a CRIU (or a -R export) that was killed stays frozen."""
-    thaw_cgroup(container_id, containers.runc.cgroup_parent)
+    containers.runc.thaw(container_id)
 
 
 def drop_network_lock(containers, container_id: str) -> None:

@@ -28,12 +28,11 @@ class Outcome:
     stats: dict | None = None
 
 
-def plan(containers: Sequence, cgroup_parent: str) -> list[tuple]:
+def plan(containers: Sequence, runc) -> list[tuple]:
     """The running containers with their memory in bytes, in the order they
     move: smallest memory first, so the most containers are off the host soonest."""
     from ferry.engine.listing import RUNNING
-    from ferry.runtime.runc import memory_in_use
-    sized = [(c, memory_in_use(c.id, cgroup_parent) or 0) for c in containers if c.state == RUNNING]
+    sized = [(c, runc.memory_in_use(c.id) or 0) for c in containers if c.state == RUNNING]
     return sorted(sized, key=lambda pair: (pair[1], pair[0].name))
 
 

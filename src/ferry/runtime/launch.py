@@ -64,12 +64,6 @@ class WarmMonitor:
                 setattr(self, name, -1)
         self.process.wait()
 
-    def __enter__(self) -> "WarmMonitor":
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.close()
-
 
 def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bundle: str,
                   terminal: bool, interactive: bool, wait_attach: bool,

@@ -32,6 +32,8 @@ def cgroup_parent(root: str) -> str:
     if root == DEFAULT_ROOT:
         return CGROUP_PARENT
     return f"{CGROUP_PARENT}-{hashlib.sha256(root.encode()).hexdigest()[:12]}"
+
+
 CHECKPOINT_TIMEOUT = 1800  # seconds; a dump of many GiB can take minutes
 
 
@@ -39,6 +41,16 @@ class Runc:
     def __init__(self, state_root: str):
         self.state_root = state_root   # ROOT/runc
         self.cgroup_parent = cgroup_parent(os.path.dirname(os.path.abspath(state_root)))
+
+    # The container's cgroups, under this root's parent.
+    def freeze(self, container_id: str) -> bool:
+        return freeze(container_id, self.cgroup_parent)
+
+    def thaw(self, container_id: str) -> None:
+        thaw(container_id, self.cgroup_parent)
+
+    def memory_in_use(self, container_id: str) -> int | None:
+        return memory_in_use(container_id, self.cgroup_parent)
 
     def base(self, log_path: str | None = None) -> list[str]:
         argv = ["runc", "--root", self.state_root]
