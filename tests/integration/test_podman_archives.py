@@ -14,9 +14,12 @@ import pytest
 from bench.busybox import make_oci_archive
 from bench.engines import Podman, PodmanNamespace
 from tests.conftest import require
-from tests.support.cli import Ferry, leftovers
+from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
 
-WEB = "mkdir -p /var/www; echo hello > /var/www/index.html; echo kept > /data/file; httpd -f -p 80 -h /var/www"
+# A rootfs change (a new file and a deleted one), a named volume, and /dev/shm.
+WEB = ("echo changed > /etc/motd; rm /etc/group; echo kept > /data/file; echo shared > /dev/shm/note; "
+       "httpd -f -p 80 -h /var/www")
+REDIS_KEYS = 2000
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +49,16 @@ def _podman(engine: Podman, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def exported(podman):
-    """busybox httpd with a rootfs change and a named volume, exported twice."""
+    """busybox httpd with a rootfs change, a named volume and /dev/shm, exported
+    twice; its image saved by podman, as a user moves it."""
     engine, base = podman
     _podman(engine, "load", "-i", make_oci_archive(str(base / "busybox-oci.tar"), str(base)))
     _podman(engine, "volume", "create", "web-data")
-    _podman(engine, "run", "-d", "--name", "web", *engine.run_flags(), "-v", "web-data:/data", "busybox",
-            "sh", "-c", WEB)
-    archives = {}
+    _podman(engine, "run", "-d", "--name", "web", *engine.run_flags(), "-p", "18081:80", "-v", "web-data:/data",
+            "busybox", "sh", "-c", WEB)
+    wait_for(lambda: "shared" in _podman(engine, "exec", "web", "cat", "/dev/shm/note"), "web's setup")
+    archives = {"image": str(base / "busybox-saved.tar")}
+    _podman(engine, "save", "-o", archives["image"], "busybox")
     for suffix, compress in ((".tar.zst", "zstd"), (".tar.gz", "gzip")):
         archives[suffix] = str(base / f"web{suffix}")
         _podman(engine, "container", "checkpoint", "web", "--leave-running", "--export", archives[suffix],
@@ -60,15 +66,82 @@ def exported(podman):
     return archives
 
 
-@pytest.mark.parametrize("suffix", [".tar.zst", ".tar.gz"])
-def test_a_podman_archive_is_named_and_refused_in_one_line_leaving_nothing(exported, tmp_path, suffix):
+@pytest.fixture
+def ferry(tmp_path):
     ferry = Ferry(str(tmp_path / "root"))
+    yield ferry
+    ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
+    ferry.remove_everything()
+    assert leftovers(ferry.root, ids) == []
+
+
+def _in(ferry: Ferry, name: str, *argv: str) -> str:
+    return ferry("exec", name, *argv).stdout
+
+
+@pytest.mark.parametrize("suffix", [".tar.zst", ".tar.gz"])
+def test_podman_s_busybox_archive_restores_in_ferry_with_its_files_volume_and_shm(exported, ferry, suffix):
+    """The port podman published comes along, so the restore refuses it while podman's copy holds it."""
+    ferry("load", "-i", exported["image"])
     done = ferry("container", "restore", "--import", exported[suffix], "--name", "web2", check=False)
+    assert done.returncode != 0 and "port 18081/tcp is already in use" in done.stderr, done.stderr
+    assert ferry.names() == set()
+    port = free_port()   # podman's copy still holds 18081 on this host
+    done = ferry("container", "restore", "--import", exported[suffix], "--name", "web2", "-p", f"{port}:80")
+    assert "another engine's checkpoint" in done.stderr and "not verified" in done.stderr, done.stderr
+    web = ferry.inspect("web2")
+    assert web["State"]["Status"] == "running"
+    ip = web["NetworkSettings"]["IPAddress"]
+    assert http_get(f"http://{ip}/") == "hello from busybox\n"
+    assert _in(ferry, "web2", "cat", "/etc/motd") == "changed\n"
+    assert ferry("exec", "web2", "cat", "/etc/group", check=False).returncode != 0   # deleted stays deleted
+    assert _in(ferry, "web2", "cat", "/data/file") == "kept\n"
+    assert _in(ferry, "web2", "cat", "/dev/shm/note") == "shared\n"
+    assert http_get(f"http://127.0.0.1:{port}/") == "hello from busybox\n"
+    assert "web-data" in ferry("volume", "ls", "-q").stdout.split()
+    # In ferry it is a ferry container like any other: it checkpoints and restores again.
+    ferry("container", "checkpoint", "web2")
+    ferry("container", "restore", "web2")
+    assert http_get(f"http://{ip}/") == "hello from busybox\n"
+    assert _in(ferry, "web2", "cat", "/dev/shm/note") == "shared\n"
+
+
+def test_a_ferry_archive_of_a_container_podman_made_keeps_its_shape(exported, ferry, tmp_path):
+    ferry("load", "-i", exported["image"])
+    ferry("container", "restore", "--import", exported[".tar.zst"], "--name", "web2", "-p", f"{free_port()}:80")
+    moved = str(tmp_path / "web2.tar.zst")
+    ferry("container", "checkpoint", "web2", "--export", moved)
+    ferry("rm", "-f", "web2")
+    ferry("volume", "rm", "web-data")
+    done = ferry("container", "restore", "--import", moved, "--name", "web3")
+    assert "another engine" not in done.stderr
+    assert _in(ferry, "web3", "cat", "/dev/shm/note") == "shared\n"
+    assert _in(ferry, "web3", "cat", "/data/file") == "kept\n"
+    assert _in(ferry, "web3", "cat", "/etc/motd") == "changed\n"
+
+
+def test_the_missing_image_is_named_with_how_to_get_it_and_nothing_is_made(exported, ferry):
+    done = ferry("container", "restore", "--import", exported[".tar.zst"], "--name", "web2", check=False)
     assert done.returncode == 125, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is podman's checkpoint of container 'web' (image localhost/busybox:latest" in \
-        lines[0], done.stderr
-    assert "podman container restore --import" in lines[0]
+    assert len(lines) == 1, lines
+    assert "which podman's checkpoint of container 'web' (image localhost/busybox:latest" in lines[0], lines
+    assert "is not in this root" in lines[0] and "ferry load -i" in lines[0] and "--image-archive" in lines[0]
     assert ferry.names() == set()
-    assert leftovers(ferry.root, set()) == []
-    assert not os.listdir(os.path.join(ferry.root, "tmp")) if os.path.isdir(os.path.join(ferry.root, "tmp")) else True
+    assert ferry("volume", "ls", "-q").stdout.split() == []
+
+
+def test_image_archive_brings_the_image_with_the_restore(exported, ferry):
+    ferry("container", "restore", "--import", exported[".tar.gz"], "--name", "web2", "--image-archive",
+          exported["image"], "-p", f"{free_port()}:80")
+    assert _in(ferry, "web2", "cat", "/etc/motd") == "changed\n"
+
+
+def test_verify_key_refuses_an_archive_that_cannot_be_signed(exported, ferry, tmp_path):
+    private, public = str(tmp_path / "key.pem"), str(tmp_path / "key.pub.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private], check=True)
+    subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
+    ferry("load", "-i", exported["image"])
+    done = ferry("container", "restore", "--import", exported[".tar.zst"], "--verify-key", public, check=False)
+    assert done.returncode == 125 and "carry no signature" in done.stderr, done.stderr
+    assert ferry.names() == set()

@@ -536,13 +536,6 @@ def test_manifest_must_come_first(tmp_path):
         read_manifest(path)
 
 
-@pytest.mark.parametrize("first", ["config.dump", "checkpoint/inventory.img", "spec.dump", "rootfs-diff.tar"])
-def test_a_podman_or_cri_o_archive_is_named_as_such(tmp_path, first):
-    path = hostile(tmp_path / "a.tar", [(first, b"{}", {}), ("network.status", b"{}", {})], manifest_first=False)
-    refused = assert_refused(path, tmp_path, "is a podman or CRI-O checkpoint")
-    assert "podman container restore --import" in refused.hint
-
-
 def test_unknown_format_version_is_refused(tmp_path):
     data = json.loads(_manifest([_member("config.dump", b"{}")]).to_json())
     data["format_version"] = 99

@@ -152,7 +152,7 @@ KIB, MIB = 1 << 10, 1 << 20
 MAX_BYTES = {
     "INVENTORY": 64 * KIB, "PSTREE": 16 * MIB, "IDS": 64 * KIB, "CORE": 1 * MIB,
     "SECCOMP": 16 * MIB, "MNTS": 4 * MIB, "CGROUP": 16 * MIB, "NETNS": 4 * MIB,
-    "FILES": 64 * MIB, "FDINFO": 16 * MIB, "APPARMOR": 1 * MIB,
+    "FILES": 64 * MIB, "FDINFO": 16 * MIB, "APPARMOR": 1 * MIB, "FS": 4 * KIB,
     # pagemap: about 18 bytes a run (1.2 GB of redis: 381 runs, 7 KiB); 16 MiB
     # holds a million one-page runs, checked in 2 s here.
     "PAGEMAP": 16 * MIB,
@@ -236,8 +236,8 @@ TASK_SIZE_47, TASK_SIZE_56 = (1 << 47) - PAGE_SIZE, (1 << 56) - PAGE_SIZE
 NETNS_EXT_KEY = "extRootNetNS"
 
 # images/fdinfo.proto enum fd_types.
-FD_INETSK, FD_PACKETSK, FD_FANOTIFY, FD_NETLINKSK, FD_TUNF, FD_TIMERFD, FD_BPFMAP, FD_UNIXSK = \
-    4, 10, 12, 13, 15, 17, 19, 5
+FD_REG, FD_INETSK, FD_PACKETSK, FD_FANOTIFY, FD_NETLINKSK, FD_TUNF, FD_TIMERFD, FD_BPFMAP, FD_UNIXSK = \
+    1, 4, 10, 12, 13, 15, 17, 19, 5
 SOCK_RAW = 3
 # Per-type file images that CRIU 4 no longer writes but still reads
 # (criu/*.c collect_image_info .fd_type = CR_FD_...), and per-task images
@@ -544,6 +544,28 @@ def check_images(images_dir: str, spec: dict, *, host: HostFacts | None = None, 
         raise BadArchive("CRIU images nest too deeply to be checked", hint=HINT) from None
     except _NotText:
         raise BadArchive("CRIU images hold a text field that is not UTF-8", hint=HINT) from None
+    finally:
+        images.close()
+
+
+def root_mode(images_dir: str) -> int | None:
+    """The mode CRIU recorded for the root task's root directory, which its
+    restore requires of the new root (criu/files-reg.c); None when the images
+    do not say. Read as hostile, like everything check_images reads."""
+    images = _Images(images_dir)
+    try:
+        tree = images.entries("pstree.img", "PSTREE", "pstree_entry")
+        if not tree:
+            return None
+        fs = images.one(f"fs-{tree[0].pid}.img", "FS", "fs_entry", required=False)
+        if fs is None:
+            return None
+        for entry in images.entries("files.img", "FILES", "file_entry") or ():
+            if entry.id == fs.root_id and entry.type == FD_REG and entry.reg.HasField("mode"):
+                return stat.S_IMODE(entry.reg.mode) if stat.S_ISDIR(entry.reg.mode) else None
+        return None
+    except (RecursionError, _NotText):
+        raise BadArchive("CRIU images cannot be read", hint=HINT) from None
     finally:
         images.close()
 
@@ -1391,10 +1413,25 @@ class _MountCheck:
         if key == "/dev/null" and e.mountpoint in self.grant.masked:
             return   # runc masks a file by binding /dev/null over it; it maps the key to the host's /dev/null
         spec = self.grant.mounts.get(key)
+        if spec is None and e.mountpoint == key and self.cgroup_v1_bind(key):
+            # Without a cgroup namespace, runc binds each of the host's v1
+            # hierarchies below the spec's cgroup mount, and maps them as
+            # external mounts of their own paths (runc's getCgroupMounts).
+            spec = self.grant.mounts[posixpath.dirname(key)]
+            self.flags(e, spec.flags, f"the spec's cgroup mount at {spec.destination}")
+            return
         if spec is None or not spec.bind or e.mountpoint != key:
             self.refuse(e, f"asks for external mount {_safe(key)!r}, which the container's spec does not "
                            f"bind there")
         self.flags(e, spec.flags, f"the spec's bind mount of {key}")
+
+    def cgroup_v1_bind(self, key: str) -> bool:
+        parent = self.grant.mounts.get(posixpath.dirname(key))
+        if parent is None or parent.type != "cgroup" or "cgroup" in self.grant.namespaces:
+            return False
+        names = {"unified" if h == frozenset({""}) else ",".join(sorted(c.removeprefix("name=") for c in h))
+                 for h in self.check.host.cgroup_hierarchies}
+        return posixpath.basename(key) in names
 
     def internal(self, e) -> None:
         fstype = FSTYPES.get(e.fstype, f"fstype {e.fstype}")

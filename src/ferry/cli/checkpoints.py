@@ -121,6 +121,9 @@ def _report_trust(result, path: str | None) -> None:
     for volume in result.granted_binds:
         render.warning(f"mounted host path {volume.source} at {volume.destination}, as the archive asked "
                        "(--allow-bind-mounts)")
+    if result.authenticity == Authenticity.FOREIGN:
+        render.warning(f"restored from {'stdin' if path == '-' else path}, another engine's checkpoint: such "
+                       "archives carry no digests or signature, so their origin and integrity are not verified")
     if result.authenticity == Authenticity.UNVERIFIED:
         render.warning(f"restored from {'stdin' if path == '-' else path}, whose origin is not verified",
                        hint="sign archives with --sign-key and restore them with --verify-key")

@@ -30,11 +30,11 @@ from ferry.checkpoint.pagepush import PagePush, PageReceiver, merge_images
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
                                  parse_deleted_files)
-from ferry.engine import journal
+from ferry.engine import foreign, journal
 from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
 from ferry.engine.recovery import fsync_tree, keep_on_disk
-from ferry.runtime import launch
+from ferry.runtime import launch, rootfs
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
@@ -57,6 +57,7 @@ NETWORK_STATUS = "network.status"
 STATS_DUMP = "stats-dump"
 ROOTFS_DIFF = "rootfs-diff.tar"
 DELETED_FILES = "deleted.files"
+DEVSHM = "devshm-checkpoint.tar"  # /dev/shm of a container in podman's shape (SpecProfile.shm_dir)
 VOLUMES = "volumes"
 LOG = CONTAINER_LOG              # the container's log: the same name in the archive
 
@@ -71,6 +72,7 @@ class Authenticity:
     LOCAL = "local"              # this root's own checkpoint
     VERIFIED = "verified"        # an archive whose signature --verify-key checked
     UNVERIFIED = "unverified"    # an archive anyone could have written
+    FOREIGN = "foreign"          # another engine's archive: no digests, no signature
 
 
 def _no_progress(_phase: str, _done: int, _total: int) -> None:
@@ -415,6 +417,10 @@ class Checkpoints:
             if not options.ignore_volumes:
                 with timer.phase("volumes"):
                     names += self._write_volumes(container, directory, staged)
+            if container.config.profile.shm_dir:   # a bind, so CRIU leaves its files to us, as podman does
+                write_tree_diff(ContainerFiles(directory).shm, os.path.join(directory, DEVSHM))
+                staged.append(os.path.join(directory, DEVSHM))
+                names.append(DEVSHM)
             files_taken()
             images = os.path.join(directory, IMAGES)
             names += sorted(os.path.join(IMAGES, n) for n in os.listdir(images)
@@ -550,15 +556,27 @@ class Checkpoints:
         try:
             with timer.phase("archive_read"), archive.ArchiveReader(source.target) as reader:
                 head = reader.head()
+                foreign_archive = isinstance(head, archive.ForeignHead)
                 os.makedirs(scratch, 0o700)
-                self._stage(scratch, source.name, head.size_bound)
-                contents = reader.extract(staging, progress=progress, verify_key=verify_key)
+                budget = None
+                if foreign_archive:
+                    if options.import_stream is not None:
+                        raise BadArchive("the migration stream is not a ferry archive", hint=HINT_FORGED)
+                    budget = self._room_for_foreign(scratch)
+                else:
+                    self._stage(scratch, source.name, head.size_bound)
+                contents = reader.extract(staging, progress=progress, verify_key=verify_key, budget=budget)
             phases.reached("restore:staged")
-            saved, deleted = read_members(staging, contents)
-            if options.container_id and saved.id != options.container_id:
-                raise BadArchive(f"the archive holds container {saved.id[:12]}, not {options.container_id[:12]}",
-                                 hint=HINT_FORGED)
-            image = self._image_for(head.container, options)
+            if foreign_archive:
+                found, spec, deleted = foreign.read_records(staging, contents, IMAGE_NAME_RE.match)
+                image = foreign.find_image(self.containers.images, found, options.image_archive)
+                saved = foreign.archived_container(found, spec, image, self.containers.networks.default().name)
+            else:
+                saved, deleted = read_members(staging, contents)
+                if options.container_id and saved.id != options.container_id:
+                    raise BadArchive(f"the archive holds container {saved.id[:12]}, not "
+                                     f"{options.container_id[:12]}", hint=HINT_FORGED)
+                image = self._image_for(head.container, options)
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
             fresh = [v.source for v in config.named_volumes if not self.containers.volumes.exists(v.source)]
@@ -570,12 +588,19 @@ class Checkpoints:
             with timer.phase("files"):
                 if os.path.exists(os.path.join(staging, LOG)):
                     shutil.move(os.path.join(staging, LOG), files.log)
+                # CRIU wants the root it dumped, mode and all.
+                from ferry.checkpoint.imagecheck import root_mode   # pycriu's protobufs load here only
+                rootfs.make_upper(self.containers.images.layer_paths(image), files.upper,
+                                  root_mode(os.path.join(staging, IMAGES)))
                 if not options.ignore_rootfs and os.path.exists(os.path.join(staging, ROOTFS_DIFF)):
-                    upper = files.upper
-                    os.makedirs(upper, mode=0o755, exist_ok=True)
-                    apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), upper, deleted)
+                    apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), files.upper, deleted)
                 if not options.ignore_volumes:
                     self._fill_volumes(fresh, staging)
+                if config.profile.shm_dir:
+                    os.makedirs(files.shm, mode=0o1777)
+                    os.chmod(files.shm, 0o1777)
+                    if os.path.exists(os.path.join(staging, DEVSHM)):
+                        apply_tree_diff(os.path.join(staging, DEVSHM), files.shm, ())
             work = files.checkpoint_work
             os.makedirs(work, mode=0o700)
             images = os.path.join(staging, IMAGES)
@@ -617,7 +642,7 @@ class Checkpoints:
             with contextlib.suppress(OSError):
                 os.rmdir(self.layout.tmp)   # only when nothing else is in it
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
-                             _authenticity(contents), granted, daemon)
+                             Authenticity.FOREIGN if foreign_archive else _authenticity(contents), granted, daemon)
 
     def sweep_stale_imports(self) -> list[str]:
         """Remove the staging dirs (and their tmpfs) of restores whose command
@@ -645,6 +670,14 @@ class Checkpoints:
                              f"can stage ({size_text(memory_available())} of memory and {size_text(free)} of disk "
                              f"free under {self.layout.tmp}, less a margin)",
                              hint="free memory or disk, or restore on a larger host")
+
+    def _room_for_foreign(self, scratch: str) -> int:
+        """What another engine's archive, which declares no size, may unpack:
+        the disk under the staging dir, less a margin."""
+        room = disk_free(scratch) - _margin(scratch)
+        if room <= 0:
+            raise FerryError(f"cannot restore: no disk is free under {self.layout.tmp}", hint="free disk space")
+        return room
 
     def _check_disk_for_files(self, staging: str, options: RestoreOptions) -> None:
         """The root filesystem diff and the volumes are unpacked to disk."""
@@ -794,7 +827,7 @@ def mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSp
 
 MAX_JSON_MEMBER = 16 << 20
 # The members a ferry archive may hold besides CRIU's images and volume tars.
-KNOWN_MEMBERS = (CONFIG_DUMP, SPEC_DUMP, NETWORK_STATUS, STATS_DUMP, ROOTFS_DIFF, DELETED_FILES, LOG)
+KNOWN_MEMBERS = (CONFIG_DUMP, SPEC_DUMP, NETWORK_STATUS, STATS_DUMP, ROOTFS_DIFF, DELETED_FILES, LOG, DEVSHM)
 IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 
 

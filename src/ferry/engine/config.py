@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import posixpath
 import re
+import signal as posix_signals
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +40,37 @@ TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z\Z")
 
 CONFIG_KEYS = ("image", "image_digest", "args", "command", "env", "workdir", "user", "hostname",
                "network", "ip", "mac", "ports", "volumes", "stop_signal", "rm", "tty", "interactive")
+PROFILE = "profile"     # written only when not ferry's own, so older records still read
+PROFILE_KEYS = ("cgroupns", "no_new_privileges", "shm_dir", "containerenv")
+
+
+@dataclass(frozen=True)
+class SpecProfile:
+    """Where the container's runtime spec differs from ferry's own: CRIU
+    restores the mounts and namespaces it dumped, so a container that came
+    from podman keeps podman's shape in every later start and restore. None
+    of these grants more than ferry's spec does."""
+    cgroupns: bool = True             # podman on cgroup v1 makes none
+    no_new_privileges: bool = True    # podman's default is off
+    shm_dir: bool = False             # /dev/shm a bind of a directory of the container's, where podman binds its own
+    containerenv: bool = False        # podman's /run/.containerenv marker file
+
+    def __post_init__(self):
+        for key in PROFILE_KEYS:
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"profile.{key} must be true or false")
+
+    def to_dict(self) -> dict:
+        return {key: getattr(self, key) for key in PROFILE_KEYS}
+
+    @classmethod
+    def from_dict(cls, data) -> "SpecProfile":
+        exact_keys(data, PROFILE_KEYS, PROFILE)
+        return cls(**data)
+
+
+FERRY_PROFILE = SpecProfile()
+PODMAN_PROFILE = SpecProfile(cgroupns=False, no_new_privileges=False, shm_dir=True, containerenv=True)
 
 
 @dataclass(frozen=True)
@@ -60,6 +93,7 @@ class ContainerConfig:
     rm: bool
     tty: bool
     interactive: bool
+    profile: SpecProfile = FERRY_PROFILE
 
     def __post_init__(self):
         if not isinstance(self.image, str) or not IMAGE_REF_RE.match(self.image):
@@ -99,11 +133,15 @@ class ContainerConfig:
         for name in ("rm", "tty", "interactive"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false")
+        if not isinstance(self.profile, SpecProfile):
+            raise ValueError("profile must be a SpecProfile")
 
     def to_dict(self) -> dict:
         data = {key: getattr(self, key) for key in CONFIG_KEYS}
         data.update(args=list(self.args), command=list(self.command), env=list(self.env),
                     ports=[p.to_dict() for p in self.ports], volumes=[v.to_dict() for v in self.volumes])
+        if self.profile != FERRY_PROFILE:
+            data[PROFILE] = self.profile.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -112,8 +150,11 @@ class ContainerConfig:
     @classmethod
     def from_dict(cls, data) -> "ContainerConfig":
         """Strictly from the JSON form (ValueError on anything else)."""
-        exact_keys(data, CONFIG_KEYS, "config")
+        exact_keys(data, CONFIG_KEYS + ((PROFILE,) if isinstance(data, dict) and PROFILE in data else ()),
+                   "config")
         values = dict(data)
+        if PROFILE in data:
+            values[PROFILE] = SpecProfile.from_dict(data[PROFILE])
         for key in ("args", "command", "env"):
             values[key] = _tuple(data[key], key)
         values["ports"] = tuple(_each(data["ports"], PortMapping.from_dict, MAX_PORTS, "ports"))
@@ -239,3 +280,58 @@ def parse_deleted_files(text: str | bytes) -> tuple[str, ...]:
                 or path.startswith("/") or ".." in path.split("/"):
             raise ValueError(f"holds {shown(path)}, which is not a relative path inside the container")
     return tuple(data)
+
+
+# ---- what another engine's archive carries -------------------------------------
+
+# Mounts podman's and CRI-O's specs make that ferry's spec makes too.
+PROVIDED_MOUNTS = frozenset({"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup",
+                             "/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run/.containerenv"})
+
+
+def config_from_foreign(found, spec, *, image: str, image_digest: str, network: str) -> ContainerConfig:
+    """The container a podman or CRI-O archive describes, as ferry records one
+    (checkpoint/foreign.py parsed `found`, its config.dump, and `spec`, its
+    spec.dump). The address is left to this host: the subnets differ. A bind
+    of a host path becomes a bind volume, which the restore must be granted.
+    ValueError names what ferry cannot give such a container."""
+    podman = found.podman
+    named = {posixpath.normpath(v.dest): v for v in (podman.named_volumes if podman else ())}
+    volumes = [VolumeSpec("volume", v.name, dest, "ro" in v.options) for dest, v in named.items()]
+    for mount in spec.mounts:
+        destination = posixpath.normpath(mount.destination)
+        if destination in named or destination in PROVIDED_MOUNTS:
+            continue
+        if mount.type == "bind" or {"bind", "rbind"} & set(mount.options):
+            volumes.append(VolumeSpec("bind", mount.source or "", destination, "ro" in mount.options))
+            continue
+        raise ValueError(f"spec.dump mounts {shown(mount.type or 'something')} at {shown(destination)}, which "
+                         "ferry cannot give a restored container")
+    ports = []
+    for mapping in podman.ports if podman else ():
+        for protocol in mapping.protocol.split(","):
+            for offset in range(max(mapping.range, 1)):
+                if len(ports) >= MAX_PORTS:
+                    raise ValueError(f"config.dump publishes more than {MAX_PORTS} ports")
+                ports.append(PortMapping(mapping.host_ip, mapping.host_port + offset if mapping.host_port else 0,
+                                         mapping.container_port + offset, protocol))
+    process = spec.process
+    stop = podman.stop_signal if podman and podman.stop_signal else posix_signals.SIGTERM
+    try:
+        stop_signal = posix_signals.Signals(stop).name
+    except ValueError:
+        stop_signal = str(stop)
+    shm = next((m for m in spec.mounts if posixpath.normpath(m.destination) == "/dev/shm"), None)
+    profile = SpecProfile(
+        cgroupns="cgroup" in spec.namespaces, no_new_privileges=process.no_new_privileges,
+        shm_dir=shm is not None and (shm.type == "bind" or "bind" in shm.options or "rbind" in shm.options),
+        containerenv=any(posixpath.normpath(m.destination) == "/run/.containerenv" for m in spec.mounts))
+    user = process.user
+    return ContainerConfig(
+        image=image, image_digest=image_digest, args=tuple(process.args),
+        command=tuple(podman.command) if podman and podman.command else tuple(process.args),
+        env=tuple(process.env), workdir=process.cwd,
+        user=f"{user.uid}:{user.gid}" if user.uid or user.gid else "",
+        hostname=spec.hostname or "", network=network, ip="", mac="", ports=tuple(ports),
+        volumes=tuple(volumes), stop_signal=stop_signal, rm=False, tty=process.terminal,
+        interactive=bool(podman and podman.stdin), profile=profile)

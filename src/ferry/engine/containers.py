@@ -453,8 +453,16 @@ class Containers:
                 criu_options += "lazy-pages\n"
         atomic_write(files.criu_config, criu_options)
         uid, gid, groups = ocispec.resolve_user(target, config.user)
+        profile = config.profile
+        if profile.shm_dir:
+            os.makedirs(files.shm, mode=0o1777, exist_ok=True)
+            os.chmod(files.shm, 0o1777)   # a mode that a umask would trim
+        if profile.containerenv:
+            atomic_write(files.containerenv, _containerenv(container), mode=0o644)
         oci = ocispec.build(ocispec.ContainerSpec(
             container_id=container.id, cgroup_parent=self.runc.cgroup_parent, hostname=config.hostname,
+            cgroupns=profile.cgroupns, no_new_privileges=profile.no_new_privileges,
+            shm_source=files.shm if profile.shm_dir else None,
             rootfs=target,
             process=ocispec.ProcessSpec(args=config.args, env=config.env, cwd=config.workdir, uid=uid,
                                         gid=gid, additional_gids=groups, terminal=config.tty),
@@ -485,6 +493,8 @@ class Containers:
         files = self.files(container.id)
         for name in ETC_FILES:
             yield ocispec.Mount(f"/etc/{name}", files.at(name))
+        if container.config.profile.containerenv:
+            yield ocispec.Mount("/run/.containerenv", files.containerenv, "bind", ("bind", "rprivate"))
         for volume in container.config.volumes:
             source = self.volumes.data_dir(volume.source) if volume.kind == "volume" else volume.source
             options = ("rbind", "rprivate") + (("ro",) if volume.readonly else ())
@@ -754,3 +764,10 @@ def _generated_name(container_id: str) -> str:
     a = int(container_id[:4], 16) % len(ADJECTIVES)
     n = int(container_id[4:8], 16) % len(NOUNS)
     return f"{ADJECTIVES[a]}_{NOUNS[n]}_{container_id[:6]}"
+
+
+def _containerenv(container: Container) -> str:
+    """podman's /run/.containerenv: programs look for it to know they run in a container."""
+    from ferry import __version__
+    return (f'engine="ferry-{__version__}"\nname="{container.name}"\nid="{container.id}"\n'
+            f'image="{container.config.image}"\nimageid="{container.image_id}"\nrootless=0\n')

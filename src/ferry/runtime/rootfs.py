@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from ferry.util import proc
 from ferry.util.errors import ToolError
@@ -13,7 +14,9 @@ MAX_MOUNT_OPTIONS = 4096
 
 
 def mount_overlay(layers_lowest_first: list[str], upper: str, work: str, target: str) -> None:
-    for path in (upper, work, target):
+    if not os.path.isdir(upper):
+        make_upper(layers_lowest_first, upper)
+    for path in (work, target):
         os.makedirs(path, mode=0o755, exist_ok=True)
     lower = ":".join(reversed(layers_lowest_first))
     options = f"lowerdir={lower},upperdir={upper},workdir={work}"
@@ -31,6 +34,16 @@ def mount_overlay(layers_lowest_first: list[str], upper: str, work: str, target:
     # its peer group, and so would criu-root, runc's recursive bind of it.
     proc.run(["mount", "--make-private", "-t", "overlay", "overlay", "-o", options, target],
              desc="mount the container's root filesystem")
+
+
+def make_upper(layers_lowest_first: list[str], upper: str, mode: int | None = None) -> None:
+    """The container's upper dir, whose mode is its root's: the image's (as
+    podman's storage makes it), or `mode`. CRIU's restore refuses a root whose
+    mode differs from the one it dumped ("File . has bad mode")."""
+    if mode is None:
+        mode = stat.S_IMODE(os.stat(layers_lowest_first[-1]).st_mode) if layers_lowest_first else 0o755
+    os.makedirs(upper, mode=0o700, exist_ok=True)
+    os.chmod(upper, mode)
 
 
 def _is_our_overlay(target: str, upper: str) -> bool:

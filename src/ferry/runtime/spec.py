@@ -68,6 +68,9 @@ class ContainerSpec:
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     annotations: dict = field(default_factory=dict)
     cgroup_parent: str = "ferry"   # runc.cgroup_parent of the container's root
+    cgroupns: bool = True
+    no_new_privileges: bool = True
+    shm_source: str | None = None  # a directory bound at /dev/shm instead of a tmpfs (podman's shape)
 
 
 def clamped_rlimits(wanted: dict[str, int] = WANTED_RLIMITS) -> list[dict]:
@@ -208,10 +211,15 @@ def build(spec: ContainerSpec) -> dict:
     if process.terminal and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
     caps = list(spec.capabilities)
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")]
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount") + (("cgroup",) if spec.cgroupns else ())]
     namespaces.append({"type": "network", "path": spec.netns_path} if spec.netns_path
                       else {"type": "network"})
-    mounts = default_mounts() + [
+    mounts = default_mounts()
+    if spec.shm_source:
+        mounts = [{"destination": "/dev/shm", "type": "bind", "source": spec.shm_source,
+                   "options": ["bind", "rprivate", "nosuid", "noexec", "nodev"]} if m["destination"] == "/dev/shm"
+                  else m for m in mounts]
+    mounts += [
         {"destination": m.destination, "type": m.type, "source": m.source, "options": list(m.options)}
         for m in spec.mounts]
     return {
@@ -225,7 +233,7 @@ def build(spec: ContainerSpec) -> dict:
             "cwd": process.cwd or "/",
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
             "rlimits": clamped_rlimits(),
-            "noNewPrivileges": True,
+            "noNewPrivileges": spec.no_new_privileges,
         },
         "root": {"path": spec.rootfs, "readonly": False},
         "hostname": spec.hostname,

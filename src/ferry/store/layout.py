@@ -157,6 +157,8 @@ LAZY_PAGES_PID = "lazy-pages.pid"   # a lazily restored container's memory is st
 CRIU_RESTORE_HOOK = "criu-restore-hook"
 SPACE_RESERVE = "space.reserve"     # the monitor's room for the log when the disk fills
 ETC_FILES = ("hosts", "hostname", "resolv.conf")   # bind-mounted over the container's /etc
+SHM_DIR = "shm"                     # /dev/shm of a container in podman's shape (SpecProfile.shm_dir)
+CONTAINERENV = ".containerenv"      # podman's /run/.containerenv, for the same
 
 
 class ContainerFiles(namedtuple("ContainerFiles", "dir")):
@@ -186,3 +188,5 @@ class ContainerFiles(namedtuple("ContainerFiles", "dir")):
     rootfs = property(lambda self: self.at("rootfs"))     # the overlay's mount point
     upper = property(lambda self: self.at("upper"))       # the container's own changes
     overlay_work = property(lambda self: self.at("work"))
+    shm = property(lambda self: self.at(SHM_DIR))
+    containerenv = property(lambda self: self.at(CONTAINERENV))

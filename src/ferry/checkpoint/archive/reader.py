@@ -35,6 +35,7 @@ import posixpath
 import shutil
 import stat
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import blake3
 import xxhash
@@ -52,7 +53,7 @@ from ferry.util.errors import BadArchive, Conflict, NotFound, from_os_error
 from ferry.util.log import get_logger
 from ferry.util.progress import Progress, Reporter
 
-__all__ = ["ArchiveReader", "read_archive", "read_manifest"]
+__all__ = ["ArchiveReader", "ForeignHead", "ForeignMember", "read_archive", "read_manifest"]
 
 log = get_logger("ferry.checkpoint.archive")
 
@@ -122,27 +123,6 @@ class _Extractor:
             self._hasher.shutdown()
 
 
-def _foreign_config(stream: TarStream, entry: Entry):
-    """The container a podman or CRI-O archive names in its config.dump, read
-    within bounds from where the first member begins; None if not found so."""
-    skipped = 0
-    try:
-        for _ in range(foreign.SCAN_MEMBERS):
-            if entry is None:
-                return None
-            size = entry.size if entry.kind == "file" else 0
-            if entry.name == foreign.CONFIG_DUMP and entry.kind == "file" and size <= foreign.MAX_CONFIG:
-                return foreign.parse_config(stream.read_exact(size))
-            skipped += size
-            if skipped > foreign.SCAN_BYTES:
-                return None
-            stream.skip(size + padding(size))
-            entry = next_entry(stream)
-    except (BadArchive, OSError, *DECODER_ERRORS):
-        return None   # a damaged archive is named by its first member alone
-    return None
-
-
 def _read_record(stream: TarStream, entry: Entry, name: str, limit: int) -> bytes:
     """The whole of a small member of ferry's own (head, trailer, signature)."""
     if entry.kind != "file" or entry.continued:
@@ -154,17 +134,86 @@ def _read_record(stream: TarStream, entry: Entry, name: str, limit: int) -> byte
     return data
 
 
-def _read_head(stream: TarStream) -> tuple[ManifestV2 | Head, bytes]:
+class ForeignHead:
+    """A podman or CRI-O archive: no manifest, so nothing is known of it
+    before it is read, and nothing in it is authenticated."""
+    format_version = 0
+    size_bound = None
+
+    def __init__(self, first: Entry):
+        self.first = first
+
+
+@dataclass(frozen=True)
+class ForeignMember:
+    name: str
+    size: int
+
+
+def _extract_foreign(stream: TarStream, first: Entry, dest: str, reporter: Reporter,
+                     budget: int) -> tuple[ForeignMember, ...]:
+    """The members ferry uses, by podman's layout and nothing else: its
+    records, CRIU's images, the rootfs diff, /dev/shm and the volumes' tars,
+    each once, as regular files, within `budget` bytes in all."""
+    members: list[ForeignMember] = []
+    written: set[str] = set()
+    total = 0
+    extractor = _Extractor(dest)
+    try:
+        entry = first
+        while entry is not None:
+            name = _member_name(entry)
+            top, _, rest = name.partition("/")
+            if entry.continued:
+                raise _refuse(name, "continued entries belong to ferry's own archives")
+            if entry.kind == "dir":
+                if not (top in foreign.FOREIGN_DIRS and (not rest or top == "artifacts")):
+                    raise _refuse(entry.name, "has no place in a podman checkpoint")
+            elif entry.kind != "file":
+                raise _refuse(name, REFUSED_KINDS.get(entry.kind, f"unsupported {entry.kind}"))
+            elif top == "artifacts" or name in foreign.SKIPPED:
+                stream.skip(entry.size + padding(entry.size))
+            elif name in foreign.FOREIGN_FILES or (top == "checkpoint" and rest and "/" not in rest) \
+                    or foreign.is_volume_member(name):
+                if name in written:
+                    raise _refuse(name, "appears twice")
+                total += entry.size
+                if total > budget or len(written) >= MAX_MEMBERS:
+                    raise BadArchive(f"the archive unpacks to more than the {budget >> 20} MiB this host has room "
+                                     f"for", hint="free disk space under ferry's root, or restore on a larger host")
+                output = _Output(extractor, name, _NO_DIGEST)
+                try:
+                    output.take(stream, entry.size, reporter)
+                finally:
+                    output.close()
+                written.add(name)
+                members.append(ForeignMember(name, entry.size))
+            else:
+                raise _refuse(name, "has no place in a podman checkpoint")
+            entry = next_entry(stream)
+    finally:
+        extractor.close()
+    _expect_clean_end(stream)
+    return tuple(members)
+
+
+class _NoDigest:
+    """Foreign archives carry no digests to check against."""
+    @staticmethod
+    def update(_data) -> None:
+        pass
+
+
+_NO_DIGEST = _NoDigest()
+
+
+def _read_head(stream: TarStream) -> tuple[ManifestV2 | Head | ForeignHead, bytes]:
     """manifest.json, first in every version, and its exact bytes."""
     entry = next_entry(stream, first=True)
     if entry is not None and entry.name.strip("/").split("/")[0] in foreign.FOREIGN_MEMBERS:
         # podman's (and CRI-O's) layout, which ferry's own archives borrow
         # for their members but not for their first one.
-        found = _foreign_config(stream, entry)
-        what = found.describe() if found else (f"a podman or CRI-O checkpoint (it begins with "
-                                               f"{entry.name.strip('/')[:64]!r}, not ferry's {MANIFEST_NAME})")
-        raise BadArchive(f"the archive is {what}: ferry does not restore those yet",
-                         hint="restore it with 'podman container restore --import FILE'")
+        return ForeignHead(entry), b""
     if entry is None or entry.name != MANIFEST_NAME or entry.kind != "file":
         raise BadArchive(f"archive does not begin with {MANIFEST_NAME}", hint=HINT_FOREIGN)
     data = _read_record(stream, entry, MANIFEST_NAME, MAX_MANIFEST_BYTES)
@@ -424,7 +473,7 @@ class ArchiveReader:
         self._stream = TarStream(self._source)
         self._head: tuple[ManifestV2 | Head, bytes] | None = None
 
-    def head(self) -> ManifestV2 | Head:
+    def head(self) -> ManifestV2 | Head | ForeignHead:
         if self._head is None:
             try:
                 self._head = _read_head(self._stream)
@@ -434,12 +483,15 @@ class ArchiveReader:
                 raise from_os_error(exc, f"cannot read {self.name}") from None
         return self._head[0]
 
-    def extract(self, dest_dir: str, *, progress: Progress | None = None, verify_key=None) -> ArchiveContents:
+    def extract(self, dest_dir: str, *, progress: Progress | None = None, verify_key=None,
+                budget: int | None = None) -> ArchiveContents:
         """Validate and unpack the archive into the new directory dest_dir
         (made 0700), and check everything before returning: the members
         against the trailer's digests and list, the head's digest, the size
         bound, then the signature. With `verify_key` (a signing.PublicKey, or
-        a PEM file's path), the archive must be signed by that key.
+        a PEM file's path), the archive must be signed by that key. Another
+        engine's archive (head() is a ForeignHead) declares no size: `budget`
+        bounds what it may unpack.
 
         On any failure dest_dir is removed: BadArchive for what is wrong with
         the archive, FerryError for local trouble (disk full). Progress phase:
@@ -455,7 +507,16 @@ class ArchiveReader:
             raise from_os_error(exc, f"cannot unpack into {dest_dir}") from None
         try:
             head = self.head()
-            if isinstance(head, ManifestV2):
+            if isinstance(head, ForeignHead):
+                if verify_key is not None:
+                    raise BadArchive("the archive is another engine's checkpoint, and those carry no signature",
+                                     hint=HINT_UNSIGNED)
+                reporter = Reporter(progress, "read", 0)
+                members = _extract_foreign(self._stream, head.first, dest_dir, reporter,
+                                           budget if budget is not None else 0)
+                contents = ArchiveContents(head, members, False, False, None)
+                reporter.total = reporter.done
+            elif isinstance(head, ManifestV2):
                 if verify_key is not None:
                     raise BadArchive("archive is in format 2, and format 2 archives carry no signature",
                                      hint=HINT_UNSIGNED)

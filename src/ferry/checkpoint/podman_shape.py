@@ -1,0 +1,202 @@
+"""The members of a checkpoint archive in the shapes podman 4.3 reads on
+`podman container restore --import`: config.dump as libpod's ContainerConfig,
+spec.dump as the OCI spec podman hands runc, network.status as CNI/netavark
+status blocks, and deleted.files / rootfs-diff.tar as podman applies them.
+Pure functions of plain values; /work/podman-import-notes.md says why each field.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import posixpath
+import re
+import signal as _signal
+
+# Mounts podman drops from spec.dump on import and makes again with its own
+# files (libpod/runtime_ctr.go setupContainer, makeBindMounts).
+PODMAN_OWNED_MOUNTS = ("/dev/shm", "/etc/resolv.conf", "/etc/hostname", "/etc/hosts",
+                       "/run/.containerenv", "/run/secrets")
+# Annotations naming files of a ferry root: runc hands org.criu.config to
+# CRIU on restore, where it would be another engine's (or a missing) file.
+FERRY_ANNOTATIONS = ("org.criu.config", "io.ferry.name")
+DEFAULT_VOLUME_DIR = "/var/lib/containers/storage/volumes"   # podman's graphroot + /volumes
+DEFAULT_SHM_SIZE = 65536000      # containers.conf shm_size "65536k", as podman records it
+# What `podman run --ulimit nofile=1024:1024 --ulimit nproc=1000:1000` records.
+PODMAN_RLIMITS = {"RLIMIT_NOFILE": (1024, 1024), "RLIMIT_NPROC": (1000, 1000)}
+WHITEOUT_PREFIX = ".wh."
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_PROTOCOLS = ("tcp", "udp", "sctp")
+
+
+def podman_config_dump(*, container_id: str, name: str, image_id: str, image_name: str, created: str,
+                       spec: dict, ports=(), volumes=(), command=(), user: str = "",
+                       network: str = "podman", runtime: str = "runc", stop_signal: str | int = 15,
+                       stop_timeout: int = 10, shm_size: int = DEFAULT_SHM_SIZE,
+                       log_driver: str = "k8s-file") -> bytes:
+    """config.dump: the libpod ContainerConfig podman makes the new container from.
+
+    container_id: 64 hex digits; kept by a restore under the original name
+        (podman then checks the new container has it), replaced with --name.
+    name: the container's name; --name NEW replaces it.
+    image_id: 64 hex digits (rootfsImageID): the image the rootfs is made from.
+    image_name: a name podman resolves locally (rootfsImageName): podman
+        "pulls" it with policy missing first, so it must be loaded there.
+    created: RFC 3339 time; podman sets the restore's time instead.
+    spec: the OCI spec as a dict (podman reads spec.dump, not this copy; give
+        the same dict as podman_spec_dump's input or output).
+    ports: (host_ip, host_port, container_port, protocol) tuples, published again.
+    volumes: (name, destination) tuples of named volumes: podman creates each
+        (refusing the import when one exists) and fills it from volumes/NAME.tar.
+    command: the container's command, shown by `podman ps`.
+    user: USER as given at run ("" for root); libpod refuses a spec whose
+        uid or gid is not 0 while this is empty.
+    network: the podman network to join: it must exist, as a bridge.
+    runtime: must equal podman's --runtime (cmd/podman/root.go compares the
+        strings; without --runtime podman adopts this one).
+    stop_signal: a number or a name (SIGTERM, TERM, 15).
+    """
+    if not isinstance(container_id, str) or not _HEX64.match(container_id):
+        raise ValueError("container_id must be 64 lowercase hex digits")
+    if not isinstance(image_id, str) or not _HEX64.match(image_id):
+        raise ValueError("image_id must be 64 lowercase hex digits")
+    if not name or not image_name or not runtime:
+        raise ValueError("name, image_name and runtime must not be empty")
+    config = {
+        "spec": spec,
+        "id": container_id,
+        "name": name,
+        "rootfsImageID": image_id,
+        "rootfsImageName": image_name,
+        "RawImageName": image_name,
+        "shmSize": int(shm_size),
+        # Without these three podman restores into a netns it never joins to
+        # its network: no address, no published port.
+        "createNetNS": True,
+        "networkMode": "bridge",
+        "newNetworks": {network: {"interface_name": "eth0"}},
+        "command": list(command),
+        "stopSignal": _signal_number(stop_signal),
+        "stopTimeout": int(stop_timeout),
+        "createdTime": created,
+        "logDriver": log_driver,
+        "runtime": runtime,
+    }
+    mappings = [_port(p) for p in ports]
+    if mappings:
+        config["newPortMappings"] = mappings
+    named = [{"volumeName": volume, "dest": destination, "options": ["rw", "rprivate", "rbind"]}
+             for volume, destination in volumes]
+    if named:
+        config["namedVolumes"] = named
+    if user:
+        config["user"] = user
+    return json.dumps(config, indent=1).encode()
+
+
+def podman_spec_dump(spec: dict, *, volumes=(), volume_dir: str = DEFAULT_VOLUME_DIR,
+                     rlimits: dict | None = None) -> bytes:
+    """spec.dump: ferry's OCI spec as podman must hand it to `runc restore`.
+
+    spec: the spec ferry ran the container with (its config.json), unchanged
+        by this function.
+    volumes: (name, destination) tuples; each bind at a destination is pointed
+        at podman's copy of the volume, volume_dir/NAME/_data: libpod keeps
+        spec.dump's mount sources as they are, and the dump's source is
+        ferry's volume, which podman neither fills nor owns.
+    volume_dir: the restoring podman's graphroot + "/volumes".
+    rlimits: {"RLIMIT_NOFILE": (soft, hard), ...} replacing process.rlimits
+        (PODMAN_RLIMITS suits a host without CAP_SYS_RESOURCE). The restored
+        processes keep their dumped limits whatever this says, but `podman
+        exec` applies these through conmon, whose RLIMIT_NPROC (32768) is
+        below ferry's clamp: exec then fails with EPERM.
+    """
+    out = copy.deepcopy(spec)
+    out["annotations"] = {k: v for k, v in (out.get("annotations") or {}).items()
+                          if k not in FERRY_ANNOTATIONS}
+    by_destination = {destination: volume for volume, destination in volumes}
+    mounts = []
+    for mount in out.get("mounts") or []:
+        destination = mount.get("destination")
+        if destination in PODMAN_OWNED_MOUNTS:
+            continue
+        if destination in by_destination and mount.get("type") == "bind":
+            source = posixpath.join(volume_dir, by_destination[destination], "_data")
+            mount = dict(mount, source=source)
+        mounts.append(mount)
+    out["mounts"] = mounts
+    if rlimits is not None:
+        out.setdefault("process", {})["rlimits"] = [
+            {"type": kind, "soft": int(soft), "hard": int(hard)} for kind, (soft, hard) in rlimits.items()]
+    return json.dumps(out, indent=1).encode()
+
+
+def podman_network_status(*, ip: str, prefix: int, gateway: str, mac: str, network: str = "podman",
+                          interface: str = "eth0") -> bytes:
+    """network.status: the address and MAC a restore under the original name
+    asks `network` for again (podman ignores the file with --name).
+
+    ip must lie in the podman network's subnet (ip/prefix), or the restore
+    fails "requested static ip ... not in any subnet"; leave the member out
+    of the archive then, and podman hands out a new address.
+    """
+    address = ipaddress.IPv4Interface(f"{ip}/{int(prefix)}")
+    if ipaddress.IPv4Address(gateway) not in address.network:
+        raise ValueError(f"gateway {gateway} is outside {address.network}")
+    if not re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z", mac):
+        raise ValueError(f"mac {mac!r} is not a MAC address like 02:42:0a:58:00:05")
+    block = {"interfaces": {interface: {"subnets": [{"ipnet": str(address), "gateway": gateway}],
+                                        "mac_address": mac}}}
+    return json.dumps({network: block}, indent=1).encode()
+
+
+def podman_deleted_files(deleted, hidden_below=None) -> bytes:
+    """deleted.files for podman, which unpacks rootfs-diff.tar first and then
+    removes every listed path recursively (crutils.CRRemoveDeletedFiles).
+
+    deleted: ferry's list (relative paths): whiteouts and opaque directories.
+    hidden_below: {opaque dir: names the image has directly below it that the
+        upper dir does not hold again}. An opaque dir listed as such would be
+        removed after its new content was unpacked; its hidden names go
+        instead. A dir missing from this mapping is taken as a whiteout.
+    """
+    hidden_below = hidden_below or {}
+    out = []
+    for path in deleted:
+        path = path.strip("/")
+        if path in hidden_below:
+            out.extend(posixpath.join(path, name) for name in sorted(hidden_below[path]))
+        else:
+            out.append(path)
+    return json.dumps(out).encode()
+
+
+def podman_keeps_diff_member(name: str) -> bool:
+    """Whether a rootfs-diff.tar member belongs in a podman archive: podman
+    unpacks it with plain Untar, which writes .wh.* entries (ferry's opaque
+    markers) as ordinary files into the container."""
+    return not posixpath.basename(name.rstrip("/")).startswith(WHITEOUT_PREFIX)
+
+
+def _port(mapping) -> dict:
+    host_ip, host_port, container_port, protocol = mapping
+    if protocol not in _PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r} is not one of {', '.join(_PROTOCOLS)}")
+    for port in (host_port, container_port):
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port {port!r} is not 1-65535")
+    return {"host_ip": host_ip, "container_port": container_port, "host_port": host_port,
+            "range": 1, "protocol": protocol}
+
+
+def _signal_number(value) -> int:
+    if isinstance(value, int):
+        return value
+    text = str(value).upper()
+    if text.isdigit():
+        return int(text)
+    number = getattr(_signal, text if text.startswith("SIG") else f"SIG{text}", None)
+    if not isinstance(number, int):
+        raise ValueError(f"stop_signal {value!r} is not a signal")
+    return int(number)
