@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import pathlib
 import shutil
 import subprocess
+import tarfile
 import tempfile
 
 import pytest
 
 from bench.busybox import make_oci_archive
 from bench.engines import Podman, PodmanNamespace
+from bench.workloads import debian_rootfs_tar, oci_config, write_oci_archive
 from tests.conftest import require
 from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
+from tests.support.redis import REDIS_CMD, Redis
 
 # A rootfs change (a new file and a deleted one), a named volume, and /dev/shm.
 WEB = ("echo changed > /etc/motd; rm /etc/group; echo kept > /data/file; echo shared > /dev/shm/note; "
@@ -145,3 +150,108 @@ def test_verify_key_refuses_an_archive_that_cannot_be_signed(exported, ferry, tm
     done = ferry("container", "restore", "--import", exported[".tar.zst"], "--verify-key", public, check=False)
     assert done.returncode == 125 and "carry no signature" in done.stderr, done.stderr
     assert ferry.names() == set()
+
+
+@pytest.fixture(scope="module")
+def redis_exported(podman):
+    """redis with keys, run and exported by podman; the image goes to both
+    engines as one OCI archive (the same ID)."""
+    engine, base = podman
+    builder = Ferry(str(base / "builder"))
+    builder("image", "build-debian", "localhost/redis-pm:latest", "--include", "redis-server", "--cmd",
+            REDIS_CMD, "-q", timeout=1800)
+    config = json.loads(builder("image", "inspect", "localhost/redis-pm:latest").stdout)[0]["Config"]
+    image = write_oci_archive(str(base / "redis-oci.tar"), debian_rootfs_tar(["redis-server"]), oci_config(config),
+                              "localhost/redis-pm:latest")
+    builder.remove_everything()
+    builder("rmi", "-f", "localhost/redis-pm:latest", check=False)
+    _podman(engine, "load", "-i", image)
+    _podman(engine, "run", "-d", "--name", "kv", *engine.run_flags(), "localhost/redis-pm:latest")
+    ip = _podman(engine, "inspect", "kv", "--format", "{{.NetworkSettings.IPAddress}}").strip()
+    client = wait_for(lambda: _connect(ip), "podman's redis to answer")
+    client.command("DEBUG", "POPULATE", str(REDIS_KEYS), "key", "64")
+    client.command("SET", "marker", "from-podman")
+    client.close()
+    archive = str(base / "kv.tar.zst")
+    _podman(engine, "container", "checkpoint", "kv", "--export", archive, "--compress", "zstd")
+    return {"image": image, "archive": archive}
+
+
+def _connect(ip: str):
+    try:
+        return Redis(ip, 6379, timeout=30)
+    except OSError:
+        return None
+
+
+def test_podman_s_redis_restores_in_ferry_with_its_keys(redis_exported, ferry):
+    ferry("container", "restore", "--import", redis_exported["archive"], "--name", "kv2", "--image-archive",
+          redis_exported["image"])
+    ip = ferry.inspect("kv2")["NetworkSettings"]["IPAddress"]
+    client = wait_for(lambda: _connect(ip), "the restored redis to answer")
+    try:
+        assert client.command("GET", "marker") == "from-podman"
+        assert client.command("DBSIZE") == REDIS_KEYS + 1
+    finally:
+        client.close()
+
+
+def _rewritten(source: str, dest: str, change) -> str:
+    """The podman archive with its members passed through change(name, data) -> [(name, data, kind)]."""
+    with tarfile.open(source) as tar_in, tarfile.open(dest, "w:gz") as tar_out:
+        for info in tar_in:
+            data = tar_in.extractfile(info).read() if info.isfile() else None
+            for name, new_data, kind in change(info.name, data):
+                out = tarfile.TarInfo(name)
+                out.type, out.mode = kind, info.mode
+                if kind == tarfile.CHRTYPE:
+                    out.devmajor, out.devminor = 1, 3
+                if new_data is not None:
+                    out.size = len(new_data)
+                tar_out.addfile(out, io.BytesIO(new_data) if new_data is not None else None)
+    return dest
+
+
+def _with_spec_mount(name, data):
+    if name == "spec.dump":
+        spec = json.loads(data)
+        spec["mounts"].append({"destination": "/host", "type": "bind", "source": "/etc", "options": ["rbind"]})
+        data = json.dumps(spec).encode()
+    return [(name, data, tarfile.REGTYPE if data is not None else tarfile.DIRTYPE)]
+
+
+def _with_config(name, data):
+    if name == "config.dump":
+        config = json.loads(data)
+        config["newPortMappings"] = [{"container_port": 80, "host_port": "8080; nft flush ruleset",
+                                      "protocol": "tcp"}]
+        data = json.dumps(config).encode()
+    return [(name, data, tarfile.REGTYPE if data is not None else tarfile.DIRTYPE)]
+
+
+def _plus(extra):
+    def change(name, data):
+        kept = [(name, data, tarfile.REGTYPE if data is not None else tarfile.DIRTYPE)]
+        return kept + ([extra] if name == "config.dump" else [])
+    return change
+
+
+@pytest.mark.parametrize("change, needle", [
+    (_plus(("checkpoint/../../../../tmp/ferry-escape", b"x", tarfile.REGTYPE)), "unsafe path"),
+    (_plus(("checkpoint/null", None, tarfile.CHRTYPE)), "device"),
+    (_plus(("checkpoint/cgroup.img", b"again", tarfile.REGTYPE)), "appears twice"),
+    (_with_spec_mount, "mounts host paths, which only this host's user may grant: /etc at /host"),
+    (_with_config, "config.dump in the archive is invalid: newPortMappings.0.host_port"),
+])
+def test_bad_input_in_a_podman_archive_is_refused_in_one_line_and_nothing_is_made(exported, ferry, tmp_path,
+                                                                                     change, needle):
+    ferry("load", "-i", exported["image"])
+    forged = _rewritten(exported[".tar.gz"], str(tmp_path / "forged.tar.gz"), change)
+    done = ferry("container", "restore", "--import", forged, "--name", "web2", "-p", f"{free_port()}:80",
+                 check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 125 and len(lines) == 1 and needle in lines[0], done.stderr
+    assert ferry.names() == set()
+    assert ferry("volume", "ls", "-q").stdout.split() == []
+    assert not os.path.exists("/tmp/ferry-escape")
+    assert not os.listdir(os.path.join(ferry.root, "tmp")) if os.path.isdir(os.path.join(ferry.root, "tmp")) else True

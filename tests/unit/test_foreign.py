@@ -64,7 +64,7 @@ def test_cri_o_s_metadata_names_its_container_and_image():
 
 
 @pytest.mark.parametrize("forged, why", [
-    (b"[]", "not an object"), (b"not json", "JSON"), (b"{}", "id"),
+    (b"[]", "not a JSON object"), (b"not json", "JSON"), (b"{}", "id"),
     (_dump({**PODMAN, "id": "../../etc"}), "id"), (_dump({**PODMAN, "name": 7}), "name"),
     (_dump({**PODMAN, "name": "a\nb"}), "name"), (_dump({**PODMAN, "rootfsImageID": "sha256:" + IMAGE}), "rootfsImageID"),
     (_dump({**CRIO, "rootfsImageRef": ["x"]}), "rootfsImageRef"), (b"[" * 100000, "nest"),

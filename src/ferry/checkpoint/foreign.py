@@ -16,7 +16,6 @@ spec, and its image check refuses images that need more.
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from typing import Annotated, Literal
@@ -146,13 +145,13 @@ class ForeignContainer(BaseModel):
         return f"{self.engine}'s checkpoint of container {self.name!r}" + (f" (image {image})" if image else "")
 
 
-def _json(data: bytes, what: str):
+def _json(data: bytes):
     if len(data) > MAX_RECORD:
-        raise ValueError(f"{what} is larger than {MAX_RECORD} bytes")
+        raise ValueError(f"it is larger than {MAX_RECORD} bytes")
     try:
         return strictjson.loads(data)
     except RecursionError:
-        raise ValueError(f"{what} nests too deeply") from None
+        raise ValueError("it nests too deeply") from None
 
 
 def _why(exc: ValidationError) -> str:
@@ -163,9 +162,9 @@ def _why(exc: ValidationError) -> str:
 
 def read_config(data: bytes) -> ForeignContainer:
     """config.dump of a podman or CRI-O archive (ValueError naming the field)."""
-    fields = _json(data, CONFIG_DUMP)
+    fields = _json(data)
     if not isinstance(fields, dict):
-        raise ValueError(f"{CONFIG_DUMP} is not an object")
+        raise ValueError("it is not a JSON object")
     try:
         if "rootfsImageRef" in fields or "checkpointedTime" in fields:
             cri = CheckpointctlConfig.model_validate(fields)
@@ -173,20 +172,20 @@ def read_config(data: bytes) -> ForeignContainer:
                                     image_name=cri.image_name)
         podman = PodmanConfig.model_validate(fields)
     except ValidationError as exc:
-        raise ValueError(f"{CONFIG_DUMP}: {_why(exc)}") from None
+        raise ValueError(_why(exc)) from None
     return ForeignContainer(engine="podman", id=podman.id, name=podman.name, image_id=podman.image_id,
                             image_name=podman.image_name, podman=podman)
 
 
 def read_spec(data: bytes) -> Spec:
-    fields = _json(data, SPEC_DUMP)
+    fields = _json(data)
     try:
         spec = Spec.model_validate(fields)
     except ValidationError as exc:
-        raise ValueError(f"{SPEC_DUMP}: {_why(exc)}") from None
+        raise ValueError(_why(exc)) from None
     destinations = [posixpath.normpath(m.destination) for m in spec.mounts]
     if len(set(destinations)) != len(destinations):
-        raise ValueError(f"{SPEC_DUMP} mounts two things at one destination")
+        raise ValueError("it mounts two things at one destination")
     return spec
 
 
