@@ -256,9 +256,10 @@ class Podman(Engine):
     name = "podman"
     keeps_name_with_tcp = False   # podman refuses --name with --tcp-established
 
-    def __init__(self, base: str, namespace: PodmanNamespace):
+    def __init__(self, base: str, namespace: PodmanNamespace, volume_path: str | None = None):
         self.base = base
         self.namespace = namespace
+        self.volume_path = volume_path   # podman's default (graphroot/volumes) unless given
         self.dirs = {d: os.path.join(base, d) for d in ("root", "runroot", "tmp", "networks")}
         for path in self.dirs.values():
             os.makedirs(path, mode=0o700, exist_ok=True)
@@ -266,7 +267,8 @@ class Podman(Engine):
     def global_args(self) -> list[str]:
         return ["podman", "--root", self.dirs["root"], "--runroot", self.dirs["runroot"],
                 "--tmpdir", self.dirs["tmp"], "--network-config-dir", self.dirs["networks"],
-                "--storage-driver", "overlay", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+                "--storage-driver", "overlay", "--runtime", "runc", "--cgroup-manager", "cgroupfs",
+                *(["--volumepath", self.volume_path] if self.volume_path else [])]
 
     def argv(self, *args: str) -> list[str]:
         return [*self.namespace.prefix(), *self.global_args(), *args]

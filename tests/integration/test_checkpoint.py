@@ -84,7 +84,7 @@ def test_seed_scenario_nginx(host_a, workdir):
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert names[0] == "manifest.json"
-    for member in ("config.dump", "spec.dump", "network.status", "stats-dump", "rootfs-diff.tar",
+    for member in ("config.dump", "ferry-config.json", "spec.dump", "stats-dump", "rootfs-diff.tar",
                    "deleted.files", "checkpoint/inventory.img"):
         assert member in names, member
 

@@ -96,9 +96,7 @@ def test_nft_injection_through_a_port_protocol_is_refused(host, genuine, workdir
     """Finding 1: a port's protocol field once ran as nft commands on the host."""
     archive, _ = genuine
     def inject(directory):
-        for member in ("config.dump", "network.status"):
-            key = "config" if member == "config.dump" else None
-            edit_json(directory, member, lambda d: (d[key] if key else d)["ports"][0].update(protocol=INJECTION))
+        edit_json(directory, "ferry-config.json", lambda d: d["config"]["ports"][0].update(protocol=INJECTION))
     line = refused(host, forge(archive, workdir, "inject", inject), needle="protocol must be tcp or udp")
     assert "pcinject" not in nft_ruleset() and "21098" not in nft_ruleset()
     assert "\n" not in line
@@ -115,7 +113,7 @@ def test_nft_injection_through_a_port_protocol_is_refused(host, genuine, workdir
 def test_non_numeric_port_fields_are_one_line_refusals(host, genuine, workdir, field, value, needle):
     archive, _ = genuine
     def change(directory):
-        edit_json(directory, "config.dump", lambda d: d["config"]["ports"][0].update({field: value}))
+        edit_json(directory, "ferry-config.json", lambda d: d["config"]["ports"][0].update({field: value}))
     refused(host, forge(archive, workdir, f"port-{field}-{value}", change), needle=needle)
 
 
@@ -123,7 +121,7 @@ def test_a_forged_bind_source_is_not_mounted_without_the_users_grant(host, genui
     """Finding 2: a bind volume's source changed to / gave the container the host's root."""
     archive, port = genuine
     def to_host_root(directory):
-        edit_json(directory, "config.dump", lambda d: [v.update(source="/") for v in d["config"]["volumes"]
+        edit_json(directory, "ferry-config.json", lambda d: [v.update(source="/") for v in d["config"]["volumes"]
                                                        if v["kind"] == "bind"])
     forged = forge(archive, workdir, "bind-root", to_host_root)
     line = refused(host, forged, needle="/ at /var/www")
@@ -146,7 +144,7 @@ def test_a_forged_bind_source_is_not_mounted_without_the_users_grant(host, genui
 def test_a_bind_mount_added_to_the_archive_needs_the_users_grant(host, genuine, workdir):
     archive, _ = genuine
     def add_bind(directory):
-        edit_json(directory, "config.dump", lambda d: d["config"]["volumes"].append(
+        edit_json(directory, "ferry-config.json", lambda d: d["config"]["volumes"].append(
             {"kind": "bind", "source": "/etc", "destination": "/hostetc", "readonly": False}))
     refused(host, forge(archive, workdir, "bind-added", add_bind), needle="/etc at /hostetc")
 
@@ -195,7 +193,7 @@ def test_a_name_inside_the_archive_cannot_escape(host, genuine, workdir):
     archive, _ = genuine
     evil = "../../../../tmp/x"
     def rename(directory):
-        edit_json(directory, "config.dump", lambda d: d.update(name=evil))
+        edit_json(directory, "ferry-config.json", lambda d: d.update(name=evil))
     forged_config = forge(archive, workdir, "name-config", rename)
     refused(host, forged_config, needle="name")
     head = unpack(archive, str(workdir / "unpacked-name-manifest"))
@@ -231,9 +229,7 @@ def test_bad_addresses_and_names_inside_the_archive_leave_nothing(host, genuine,
     """Finding 6: such refusals exited 2 and left a Created container holding the name."""
     archive, _ = genuine
     def change(directory):
-        edit_json(directory, "config.dump", lambda d: d["config"].update({field: value}))
-        if field in ("ip", "mac", "network"):
-            edit_json(directory, "network.status", lambda d: d.update({field: value}))
+        edit_json(directory, "ferry-config.json", lambda d: d["config"].update({field: value}))
     refused(host, forge(archive, workdir, f"bad-{field}-{value}".replace("/", "_"), change), "-v", f"{shared_dir}:/var/www",
             needle=needle)
     assert "web" not in host.names()
@@ -242,7 +238,7 @@ def test_bad_addresses_and_names_inside_the_archive_leave_nothing(host, genuine,
 def test_a_bad_volume_name_inside_the_archive_leaves_nothing(host, genuine, workdir):
     archive, _ = genuine
     def change(directory):
-        edit_json(directory, "config.dump", lambda d: [v.update(source="../../etc") for v in d["config"]["volumes"]
+        edit_json(directory, "ferry-config.json", lambda d: [v.update(source="../../etc") for v in d["config"]["volumes"]
                                                        if v["kind"] == "volume"])
     refused(host, forge(archive, workdir, "bad-volume", change), needle="volume name")
     assert not os.path.exists(os.path.join(host.root, "volumes", "..", "..", "etc", "_data"))
@@ -252,7 +248,7 @@ def test_unknown_keys_and_members_are_refused(host, genuine, workdir):
     """Finding 7: an unknown key in config.dump ended in a traceback."""
     archive, _ = genuine
     refused(host, forge(archive, workdir, "unknown-key",
-                        lambda d: edit_json(d, "config.dump", lambda c: c["config"].update(privileged=True))),
+                        lambda d: edit_json(d, "ferry-config.json", lambda c: c["config"].update(privileged=True))),
             needle="unknown privileged")
 
     def stray_member(directory):
@@ -260,8 +256,12 @@ def test_unknown_keys_and_members_are_refused(host, genuine, workdir):
             f.write("[]")
     refused(host, forge(archive, workdir, "stray-member", stray_member), needle="bind.mounts")
 
-    def disagree(directory):
-        edit_json(directory, "network.status", lambda d: d.update(ip="10.90.0.250"))
+    def disagree(directory):   # archives before podman's shape carried ferry's network.status
+        with open(os.path.join(directory, "ferry-config.json")) as f:
+            config = json.load(f)["config"]
+        with open(os.path.join(directory, "network.status"), "w") as f:
+            json.dump({"network": config["network"], "ip": "10.90.0.250", "mac": config["mac"],
+                       "ports": config["ports"]}, f)
     refused(host, forge(archive, workdir, "disagreeing-status", disagree), needle="network.status")
 
 
@@ -330,7 +330,7 @@ def test_a_forged_archive_resigned_by_an_attacker_is_refused(host, signed, keys,
     from ferry.checkpoint.signing import load_private_key
     directory = str(workdir / "resigned")
     contents = read_archive(signed, directory)
-    edit_json(directory, "config.dump", lambda d: d["config"].update(env=d["config"]["env"] + ["EVIL=1"]))
+    edit_json(directory, "ferry-config.json", lambda d: d["config"].update(env=d["config"]["env"] + ["EVIL=1"]))
     forged = str(workdir / "resigned.tar.zst")
     write_archive(forged, directory, [m.name for m in contents.members], container=contents.container,
                   compression="zstd", signer=load_private_key(keys["theirs"][0]))

@@ -25,6 +25,7 @@ from tests.support.redis import REDIS_CMD, Redis
 WEB = ("echo changed > /etc/motd; rm /etc/group; echo kept > /data/file; echo shared > /dev/shm/note; "
        "httpd -f -p 80 -h /var/www")
 REDIS_KEYS = 2000
+PODMAN_VOLUMES = "/var/lib/containers/storage/volumes"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,9 @@ def podman():
     namespace = PodmanNamespace(str(base / "ns"))
     os.makedirs(namespace.base)
     namespace.start()
-    engine = Podman(str(base / "engine"), namespace)
+    # Where a ferry archive says podman keeps volumes (its default; /var/lib is
+    # the namespace's own overlay).
+    engine = Podman(str(base / "engine"), namespace, volume_path=PODMAN_VOLUMES)
     try:
         yield engine, base
     finally:
@@ -53,11 +56,19 @@ def _podman(engine: Podman, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(podman):
+def busybox_oci(podman):
+    """One busybox archive for both engines: the same image ID."""
+    engine, base = podman
+    path = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
+    _podman(engine, "load", "-i", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(podman, busybox_oci):
     """busybox httpd with a rootfs change, a named volume and /dev/shm, exported
     twice; its image saved by podman, as a user moves it."""
     engine, base = podman
-    _podman(engine, "load", "-i", make_oci_archive(str(base / "busybox-oci.tar"), str(base)))
     _podman(engine, "volume", "create", "web-data")
     _podman(engine, "run", "-d", "--name", "web", *engine.run_flags(), "-p", "18081:80", "-v", "web-data:/data",
             "busybox", "sh", "-c", WEB)
@@ -255,3 +266,80 @@ def test_bad_input_in_a_podman_archive_is_refused_in_one_line_and_nothing_is_mad
     assert ferry("volume", "ls", "-q").stdout.split() == []
     assert not os.path.exists("/tmp/ferry-escape")
     assert not os.listdir(os.path.join(ferry.root, "tmp")) if os.path.isdir(os.path.join(ferry.root, "tmp")) else True
+
+
+# ---- ferry's archives in podman -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ferry_exported(podman, busybox_oci, redis_exported):
+    """busybox httpd (a port, a rootfs change, a named volume) and redis with
+    keys, run and exported by ferry; podman has their images."""
+    engine, base = podman
+    source = Ferry(str(base / "source"))
+    source("load", "-i", busybox_oci)
+    source("load", "-i", redis_exported["image"])
+    port = free_port()
+    source("run", "-d", "--name", "fweb", "-p", f"{port}:80", "-v", "fdata:/data", "busybox", "sh", "-c", WEB)
+    wait_for(lambda: source("exec", "fweb", "cat", "/dev/shm/note", check=False).stdout == "shared\n", "fweb's setup")
+    source("run", "-d", "--name", "fkv", "localhost/redis-pm:latest")
+    client = wait_for(lambda: _connect(source.inspect("fkv")["NetworkSettings"]["IPAddress"]), "ferry's redis")
+    client.command("DEBUG", "POPULATE", str(REDIS_KEYS), "key", "64")
+    client.command("SET", "marker", "from-ferry")
+    client.close()
+    archives = {"port": port}
+    for suffix in (".tar.zst", ".tar.gz"):
+        archives[suffix] = str(base / f"fweb{suffix}")
+        source("container", "checkpoint", "fweb", "--leave-running", "--export", archives[suffix])
+    archives["redis"] = str(base / "fkv.tar.gz")
+    source("container", "checkpoint", "fkv", "--export", archives["redis"])
+    source.remove_everything()   # the port and the names are podman's now
+    assert leftovers(source.root, set()) == []
+    return archives
+
+
+def _podman_restores(engine, archive: str, *args: str) -> str:
+    done = subprocess.run(engine.argv("container", "restore", "--import", archive, *args), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, f"podman container restore --import {archive} {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
+
+
+def _podman_forget(engine, name: str, volume: str | None = None) -> None:
+    _podman(engine, "rm", "-f", "-t", "0", name)
+    if volume:
+        _podman(engine, "volume", "rm", volume)
+
+
+@pytest.mark.parametrize("suffix", [".tar.zst", ".tar.gz"])
+def test_podman_restores_ferry_s_busybox_under_its_name_and_a_new_one(podman, ferry_exported, suffix):
+    engine, _ = podman
+    for name in ("fweb", "fweb2"):
+        _podman_restores(engine, ferry_exported[suffix], *(("--name", name) if name != "fweb" else ()))
+        try:
+            ip = _podman(engine, "inspect", name, "--format", "{{.NetworkSettings.IPAddress}}").strip()
+            assert http_get(f"http://{ip}/") == "hello from busybox\n"
+            if name == "fweb":   # a new name drops the published ports, as podman's own restore does
+                assert http_get(f"http://127.0.0.1:{ferry_exported['port']}/") == "hello from busybox\n"
+            assert _podman(engine, "exec", name, "cat", "/etc/motd") == "changed\n"
+            assert _podman(engine, "exec", name, "cat", "/data/file") == "kept\n"
+            assert _podman(engine, "exec", name, "cat", "/dev/shm/note") == "shared\n"
+            gone = subprocess.run(engine.argv("exec", name, "cat", "/etc/group"), capture_output=True, timeout=60)
+            assert gone.returncode != 0
+        finally:
+            _podman_forget(engine, name, "fdata")
+
+
+def test_podman_restores_ferry_s_redis_with_its_keys(podman, ferry_exported):
+    engine, _ = podman
+    for name in ("fkv", "fkv2"):
+        _podman_restores(engine, ferry_exported["redis"], *(("--name", name) if name != "fkv" else ()))
+        try:
+            ip = _podman(engine, "inspect", name, "--format", "{{.NetworkSettings.IPAddress}}").strip()
+            client = wait_for(lambda: _connect(ip), "podman's copy of ferry's redis")
+            try:
+                assert client.command("GET", "marker") == "from-ferry"
+                assert client.command("DBSIZE") == REDIS_KEYS + 1
+            finally:
+                client.close()
+        finally:
+            _podman_forget(engine, name)

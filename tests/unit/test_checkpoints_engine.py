@@ -7,6 +7,7 @@ a fixed host. The archive itself is written and read by the real code."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -21,7 +22,8 @@ from ferry.engine import journal
 from ferry.engine import checkpoints as checkpoints_module
 from ferry.engine.checkpoints import (Authenticity, CheckpointOptions, Checkpoints, RestoreOptions, mounts_for_target,
                                       read_members)
-from ferry.engine.config import ArchivedContainer, network_status_json
+from ferry.checkpoint.podman_shape import podman_config_dump
+from ferry.engine.config import ArchivedContainer
 from ferry.engine.containers import RunOptions
 from ferry.engine.listing import EXITED, RUNNING
 from ferry.engine.volumes import VolumeSpec
@@ -146,8 +148,9 @@ def test_an_export_writes_the_archive_and_keeps_nothing_local(checkpoints, conta
     assert export.stat().st_mode & 0o777 == 0o600
     container, members = unpacked(export, tmp_path)
     assert container["id"] == web.id and container["name"] == "web"
-    assert {"config.dump", "spec.dump", "network.status", "rootfs-diff.tar", "deleted.files", "ctr.log",
+    assert {"config.dump", "ferry-config.json", "spec.dump", "rootfs-diff.tar", "deleted.files", "ctr.log",
             "checkpoint/inventory.img", "checkpoint/pages-1.img"} <= members
+    assert "network.status" not in members   # podman would ask its network for ferry's address
     seen = containers.get("web")
     assert (seen.state, seen.checkpointed_at) == (EXITED, None)   # restorable from its archive only
     assert not os.path.exists(images) and host.mounts == [] and host.leftovers(web.id) == []
@@ -439,8 +442,10 @@ def config(containers, engine):
 
 
 def test_an_archive_s_records_are_read_strictly(tmp_path, config):
-    staging, contents = staged(tmp_path, config, **{"network.status": network_status_json(config),
-                                                    "deleted.files": '["etc/gone"]'})
+    """As ferry wrote them before podman's shape: its record in config.dump, and network.status."""
+    status = json.dumps({"network": config.network, "ip": config.ip, "mac": config.mac,
+                         "ports": [p.to_dict() for p in config.ports]})
+    staging, contents = staged(tmp_path, config, **{"network.status": status, "deleted.files": '["etc/gone"]'})
     saved, deleted = read_members(staging, contents)
     assert (saved.name, saved.config, deleted) == ("cache", config, ("etc/gone",))
 
@@ -456,6 +461,25 @@ def test_an_archive_s_records_are_read_strictly(tmp_path, config):
     assert refusal(members={"volumes/other.tar": 10}) == "member volumes/other.tar has no place in a ferry checkpoint"
     assert refusal(members={"big.dump": 17 << 20}) == f"big.dump in the archive is too large ({17 << 20} bytes)"
     assert refusal(files={"config.dump": "{}"}).startswith("config.dump in the archive is invalid: ")
+
+
+def _podman_dump(config, **changes) -> str:
+    fields = dict(container_id="c" * 64, name="cache", image_id=IMAGE, image_name=config.image,
+                  created="2026-01-01T00:00:00Z", spec={})
+    fields.update(changes)
+    return podman_config_dump(**fields).decode()
+
+
+def test_ferry_s_record_beside_podman_s_config_dump_must_name_the_same_container(tmp_path, config):
+    saved = ArchivedContainer("c" * 64, "cache", IMAGE, "2026-01-01T00:00:00.000000000Z", config)
+    staging, contents = staged(tmp_path, config, **{"ferry-config.json": saved.to_json(),
+                                                    "config.dump": _podman_dump(config)})
+    assert read_members(staging, contents)[0] == saved
+    for forged in (dict(name="other"), dict(image_id="e" * 64)):
+        staging, contents = staged(tmp_path, config, **{"ferry-config.json": saved.to_json(),
+                                                        "config.dump": _podman_dump(config, **forged)})
+        with pytest.raises(BadArchive, match="^config.dump names another container than ferry-config.json$"):
+            read_members(staging, contents)
 
 
 def test_mounts_for_the_target_host(tmp_path):

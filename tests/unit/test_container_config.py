@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
+from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
 from ferry.engine.volumes import VolumeSpec
 from ferry.network import nft
@@ -148,3 +148,9 @@ def test_nft_text_cannot_be_injected():
     # A rule not written by ferry is not mistaken for a published port.
     assert nft.parse_published(nft.Rule("published", 3, "pub ab cc tcp 80 * 99999")) is None
     assert nft.parse_published(nft.Rule("published", 3, "pub ab cc sctp 80 * 80")) is None
+
+
+def network_status_json(config: ContainerConfig) -> str:
+    """network.status as ferry wrote it before podman's shape."""
+    return json.dumps({"network": config.network, "ip": config.ip, "mac": config.mac,
+                       "ports": [p.to_dict() for p in config.ports]}, indent=1)

@@ -8,9 +8,7 @@ import json
 import pytest
 
 from ferry.checkpoint.foreign import parse_config
-from ferry.checkpoint.podman_shape import (PODMAN_RLIMITS, podman_config_dump, podman_deleted_files,
-                                           podman_keeps_diff_member, podman_network_status,
-                                           podman_spec_dump)
+from ferry.checkpoint.podman_shape import PODMAN_RLIMITS, podman_config_dump, podman_spec_dump
 
 CID = "1c" * 32
 IMAGE = "8a" * 32
@@ -136,42 +134,3 @@ def test_spec_dump_replaces_rlimits_when_asked():
     out = json.loads(podman_spec_dump(ferry_spec(), rlimits=PODMAN_RLIMITS))
     assert out["process"]["rlimits"] == [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1024},
                                          {"type": "RLIMIT_NPROC", "soft": 1000, "hard": 1000}]
-
-
-# ---- network.status -----------------------------------------------------------
-
-def test_network_status_is_a_status_block_per_network():
-    data = json.loads(podman_network_status(ip="10.88.0.50", prefix=16, gateway="10.88.0.1",
-                                            mac="1e:cd:cb:31:7b:5c"))
-    assert data == {"podman": {"interfaces": {"eth0": {
-        "subnets": [{"ipnet": "10.88.0.50/16", "gateway": "10.88.0.1"}], "mac_address": "1e:cd:cb:31:7b:5c"}}}}
-
-
-@pytest.mark.parametrize("kwargs", [
-    dict(ip="10.88.0.50", prefix=16, gateway="10.90.0.1", mac="1e:cd:cb:31:7b:5c"),
-    dict(ip="10.88.0.50", prefix=16, gateway="10.88.0.1", mac="1E:CD:CB:31:7B"),
-    dict(ip="10.88.0.500", prefix=16, gateway="10.88.0.1", mac="1e:cd:cb:31:7b:5c"),
-])
-def test_network_status_refuses_what_cannot_be_asked_for(kwargs):
-    with pytest.raises(ValueError):
-        podman_network_status(**kwargs)
-
-
-# ---- deleted.files and rootfs-diff.tar ---------------------------------------
-
-def test_deleted_files_lists_whiteouts_and_what_an_opaque_dir_hides():
-    out = json.loads(podman_deleted_files(["etc/apt", "etc/debian_version", "/var/log/"],
-                                          {"etc/apt": {"sources.list", "apt.conf.d"}}))
-    assert out == ["etc/apt/apt.conf.d", "etc/apt/sources.list", "etc/debian_version", "var/log"]
-
-
-def test_deleted_files_of_nothing_is_an_empty_list():
-    assert json.loads(podman_deleted_files([])) == []
-
-
-@pytest.mark.parametrize("name, kept", [
-    ("etc/apt/new", True), ("etc/apt/", True), ("etc/apt/.wh..wh..opq", False), ("var/.wh.cache", False),
-    ("etc/x.wh.y", True),
-])
-def test_diff_members_podman_would_write_literally_are_left_out(name, kept):
-    assert podman_keeps_diff_member(name) is kept

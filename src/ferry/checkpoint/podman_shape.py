@@ -1,14 +1,13 @@
-"""The members of a checkpoint archive in the shapes podman 4.3 reads on
-`podman container restore --import`: config.dump as libpod's ContainerConfig,
-spec.dump as the OCI spec podman hands runc, network.status as CNI/netavark
-status blocks, and deleted.files / rootfs-diff.tar as podman applies them.
-Pure functions of plain values; /work/podman-import-notes.md says why each field.
+"""config.dump and spec.dump of a ferry archive, in the shapes podman 4.3
+reads on `podman container restore --import`: libpod's ContainerConfig, and
+the OCI spec podman hands runc. ferry's own record of the container travels
+beside them (engine/checkpoints.py FERRY_CONFIG). Pure functions of plain
+values; docs/compatibility.md says where podman's source uses each field.
 """
 
 from __future__ import annotations
 
 import copy
-import ipaddress
 import json
 import posixpath
 import re
@@ -25,7 +24,6 @@ DEFAULT_VOLUME_DIR = "/var/lib/containers/storage/volumes"   # podman's graphroo
 DEFAULT_SHM_SIZE = 65536000      # containers.conf shm_size "65536k", as podman records it
 # What `podman run --ulimit nofile=1024:1024 --ulimit nproc=1000:1000` records.
 PODMAN_RLIMITS = {"RLIMIT_NOFILE": (1024, 1024), "RLIMIT_NPROC": (1000, 1000)}
-WHITEOUT_PREFIX = ".wh."
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _PROTOCOLS = ("tcp", "udp", "sctp")
 
@@ -130,53 +128,6 @@ def podman_spec_dump(spec: dict, *, volumes=(), volume_dir: str = DEFAULT_VOLUME
         out.setdefault("process", {})["rlimits"] = [
             {"type": kind, "soft": int(soft), "hard": int(hard)} for kind, (soft, hard) in rlimits.items()]
     return json.dumps(out, indent=1).encode()
-
-
-def podman_network_status(*, ip: str, prefix: int, gateway: str, mac: str, network: str = "podman",
-                          interface: str = "eth0") -> bytes:
-    """network.status: the address and MAC a restore under the original name
-    asks `network` for again (podman ignores the file with --name).
-
-    ip must lie in the podman network's subnet (ip/prefix), or the restore
-    fails "requested static ip ... not in any subnet"; leave the member out
-    of the archive then, and podman hands out a new address.
-    """
-    address = ipaddress.IPv4Interface(f"{ip}/{int(prefix)}")
-    if ipaddress.IPv4Address(gateway) not in address.network:
-        raise ValueError(f"gateway {gateway} is outside {address.network}")
-    if not re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z", mac):
-        raise ValueError(f"mac {mac!r} is not a MAC address like 02:42:0a:58:00:05")
-    block = {"interfaces": {interface: {"subnets": [{"ipnet": str(address), "gateway": gateway}],
-                                        "mac_address": mac}}}
-    return json.dumps({network: block}, indent=1).encode()
-
-
-def podman_deleted_files(deleted, hidden_below=None) -> bytes:
-    """deleted.files for podman, which unpacks rootfs-diff.tar first and then
-    removes every listed path recursively (crutils.CRRemoveDeletedFiles).
-
-    deleted: ferry's list (relative paths): whiteouts and opaque directories.
-    hidden_below: {opaque dir: names the image has directly below it that the
-        upper dir does not hold again}. An opaque dir listed as such would be
-        removed after its new content was unpacked; its hidden names go
-        instead. A dir missing from this mapping is taken as a whiteout.
-    """
-    hidden_below = hidden_below or {}
-    out = []
-    for path in deleted:
-        path = path.strip("/")
-        if path in hidden_below:
-            out.extend(posixpath.join(path, name) for name in sorted(hidden_below[path]))
-        else:
-            out.append(path)
-    return json.dumps(out).encode()
-
-
-def podman_keeps_diff_member(name: str) -> bool:
-    """Whether a rootfs-diff.tar member belongs in a podman archive: podman
-    unpacks it with plain Untar, which writes .wh.* entries (ferry's opaque
-    markers) as ordinary files into the container."""
-    return not posixpath.basename(name.rstrip("/")).startswith(WHITEOUT_PREFIX)
 
 
 def _port(mapping) -> dict:

@@ -24,11 +24,14 @@ from typing import Callable
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
+from ferry.checkpoint.archive.treediff import image_names_below
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint
 from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, await_socket, start_daemon, stop_daemon
+from ferry.checkpoint.foreign import read_config as read_foreign_config
 from ferry.checkpoint.pagepush import PagePush, PageReceiver, merge_images
+from ferry.checkpoint import podman_shape
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
-from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status, network_status_json,
+from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
 from ferry.engine import foreign, journal
 from ferry.engine import recovery
@@ -51,7 +54,8 @@ from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
 
 IMAGES = CHECKPOINT_IMAGES        # CRIU images: the same name in the container dir and the archive
-CONFIG_DUMP = "config.dump"
+CONFIG_DUMP = "config.dump"      # podman's shape; ferry's own record is FERRY_CONFIG
+FERRY_CONFIG = "ferry-config.json"
 SPEC_DUMP = "spec.dump"
 NETWORK_STATUS = "network.status"
 STATS_DUMP = "stats-dump"
@@ -413,7 +417,7 @@ class Checkpoints:
                 names = self._write_config_members(container, directory, staged)
             if not options.ignore_rootfs:
                 with timer.phase("rootfs_diff"):
-                    names += self._write_rootfs_diff(directory, staged)
+                    names += self._write_rootfs_diff(container, directory, staged)
             if not options.ignore_volumes:
                 with timer.phase("volumes"):
                     names += self._write_volumes(container, directory, staged)
@@ -444,12 +448,28 @@ class Checkpoints:
                         os.unlink(path)
 
     def _write_config_members(self, container: Container, directory: str, staged: list[str]) -> list[str]:
-        archived = ArchivedContainer(container.id, container.name, container.image_id, container.created_at,
-                                     container.config)
-        members = {CONFIG_DUMP: archived.to_json(), NETWORK_STATUS: network_status_json(container.config)}
+        """ferry's record of the container, and config.dump and spec.dump as
+        podman reads them, so that `podman container restore --import` takes
+        the archive. No network.status: podman would ask its network for
+        ferry's address, which is never in its subnet; without one it gives a
+        new address, as ferry does across subnets."""
+        config = container.config
+        archived = ArchivedContainer(container.id, container.name, container.image_id, container.created_at, config)
         files = ContainerFiles(directory)
         with open(files.spec) as f:
-            members[SPEC_DUMP] = f.read()
+            spec = json.load(f)
+        named = [(v.source, v.destination) for v in config.named_volumes]
+        spec_dump = podman_shape.podman_spec_dump(spec, volumes=named, rlimits=podman_shape.PODMAN_RLIMITS)
+        members = {
+            FERRY_CONFIG: archived.to_json(),
+            CONFIG_DUMP: podman_shape.podman_config_dump(
+                container_id=container.id, name=container.name, image_id=container.image_id,
+                image_name=config.image, created=container.created_at, spec=json.loads(spec_dump),
+                ports=[(p.host_ip, p.host_port, p.container_port, p.protocol) for p in config.ports if p.host_port],
+                volumes=named, command=config.command or config.args, user=config.user,
+                stop_signal=config.stop_signal),
+            SPEC_DUMP: spec_dump,
+        }
         stats = os.path.join(files.checkpoint_work, "stats-dump")
         if os.path.exists(stats):
             with open(stats, "rb") as f:
@@ -459,12 +479,13 @@ class Checkpoints:
             staged.append(os.path.join(directory, name))
         return list(members)
 
-    def _write_rootfs_diff(self, directory: str, staged: list[str]) -> list[str]:
+    def _write_rootfs_diff(self, container: Container, directory: str, staged: list[str]) -> list[str]:
         """The upper dir as podman splits it: changed files in a tar, deletions in a list."""
         upper = ContainerFiles(directory).upper
         tar_path, deleted_path = os.path.join(directory, ROOTFS_DIFF), os.path.join(directory, DELETED_FILES)
         staged += [tar_path, deleted_path]
-        deleted = write_tree_diff(upper, tar_path)
+        layers = self.containers.images.layer_paths(self.containers.images.get(container.image_id))
+        deleted = write_tree_diff(upper, tar_path, hidden_below=functools.partial(image_names_below, layers))
         atomic_write(deleted_path, json.dumps(deleted), mode=0o600)
         return [ROOTFS_DIFF, DELETED_FILES]
 
@@ -590,8 +611,8 @@ class Checkpoints:
                     shutil.move(os.path.join(staging, LOG), files.log)
                 # CRIU wants the root it dumped, mode and all.
                 from ferry.checkpoint.imagecheck import root_mode   # pycriu's protobufs load here only
-                rootfs.make_upper(self.containers.images.layer_paths(image), files.upper,
-                                  root_mode(os.path.join(staging, IMAGES)))
+                mode = root_mode(os.path.join(staging, IMAGES))
+                rootfs.make_upper(files.upper, rootfs.ROOT_MODE if mode is None else mode)
                 if not options.ignore_rootfs and os.path.exists(os.path.join(staging, ROOTFS_DIFF)):
                     apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), files.upper, deleted)
                 if not options.ignore_volumes:
@@ -827,7 +848,8 @@ def mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSp
 
 MAX_JSON_MEMBER = 16 << 20
 # The members a ferry archive may hold besides CRIU's images and volume tars.
-KNOWN_MEMBERS = (CONFIG_DUMP, SPEC_DUMP, NETWORK_STATUS, STATS_DUMP, ROOTFS_DIFF, DELETED_FILES, LOG, DEVSHM)
+KNOWN_MEMBERS = (CONFIG_DUMP, FERRY_CONFIG, SPEC_DUMP, NETWORK_STATUS, STATS_DUMP, ROOTFS_DIFF, DELETED_FILES, LOG,
+                 DEVSHM)
 IMAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}\Z")
 
 
@@ -842,10 +864,16 @@ def read_members(staging: str, contents) -> tuple[ArchivedContainer, tuple[str, 
     if CONFIG_DUMP not in sizes or f"{IMAGES}/inventory.img" not in sizes:
         raise BadArchive(f"the archive has no {CONFIG_DUMP if CONFIG_DUMP not in sizes else 'CRIU inventory'}",
                          hint=HINT_FORGED)
-    saved = _parse_member(staging, CONFIG_DUMP, ArchivedContainer.from_json)
+    # Archives before podman's shape kept ferry's record in config.dump.
+    record = FERRY_CONFIG if FERRY_CONFIG in sizes else CONFIG_DUMP
+    saved = _parse_member(staging, record, ArchivedContainer.from_json)
     if saved.id != contents.container["id"] or saved.name != contents.container["name"] \
             or saved.image_id != contents.container["image_id"]:
-        raise BadArchive(f"{CONFIG_DUMP} names another container than the archive's manifest", hint=HINT_FORGED)
+        raise BadArchive(f"{record} names another container than the archive's manifest", hint=HINT_FORGED)
+    if record == FERRY_CONFIG:   # what podman would restore must be the same container
+        podman = _parse_member(staging, CONFIG_DUMP, read_foreign_config)
+        if (podman.id, podman.name, podman.image_id) != (saved.id, saved.name, saved.image_id):
+            raise BadArchive(f"{CONFIG_DUMP} names another container than {FERRY_CONFIG}", hint=HINT_FORGED)
     if NETWORK_STATUS in sizes:
         _parse_member(staging, NETWORK_STATUS, lambda text: check_network_status(text, saved.config))
     deleted = _parse_member(staging, DELETED_FILES, parse_deleted_files) if DELETED_FILES in sizes else ()

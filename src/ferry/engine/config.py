@@ -251,19 +251,14 @@ class ArchivedContainer:
         return cls(data["id"], data["name"], data["image_id"], data["created_at"], config)
 
 
-def network_status_json(config: ContainerConfig) -> str:
-    """network.status: where the container sat on its network when checkpointed."""
-    return json.dumps({"network": config.network, "ip": config.ip, "mac": config.mac,
-                       "ports": [p.to_dict() for p in config.ports]}, indent=1)
-
-
 def check_network_status(text: str | bytes, config: ContainerConfig) -> None:
-    """network.status must say what config.dump says: a member that disagrees
-    was edited, and a reader of either must not be misled."""
+    """network.status, in archives written before ferry wrote podman's shape
+    (podman would ask its network for ferry's address), must agree with the
+    container's record: a member that disagrees was edited."""
     data = exact_keys(loads(text), NETWORK_STATUS_KEYS, "network.status")
     ports = tuple(_each(data["ports"], PortMapping.from_dict, MAX_PORTS, "ports"))
     if (data["network"], data["ip"], data["mac"], ports) != (config.network, config.ip, config.mac, config.ports):
-        raise ValueError("it disagrees with config.dump")
+        raise ValueError("it disagrees with the container's record")
 
 
 MAX_DELETED = 1 << 20

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 
 from ferry.util import proc
 from ferry.util.errors import ToolError
@@ -15,7 +14,7 @@ MAX_MOUNT_OPTIONS = 4096
 
 def mount_overlay(layers_lowest_first: list[str], upper: str, work: str, target: str) -> None:
     if not os.path.isdir(upper):
-        make_upper(layers_lowest_first, upper)
+        make_upper(upper)
     for path in (work, target):
         os.makedirs(path, mode=0o755, exist_ok=True)
     lower = ":".join(reversed(layers_lowest_first))
@@ -36,12 +35,15 @@ def mount_overlay(layers_lowest_first: list[str], upper: str, work: str, target:
              desc="mount the container's root filesystem")
 
 
-def make_upper(layers_lowest_first: list[str], upper: str, mode: int | None = None) -> None:
-    """The container's upper dir, whose mode is its root's: the image's (as
-    podman's storage makes it), or `mode`. CRIU's restore refuses a root whose
-    mode differs from the one it dumped ("File . has bad mode")."""
-    if mode is None:
-        mode = stat.S_IMODE(os.stat(layers_lowest_first[-1]).st_mode) if layers_lowest_first else 0o755
+# podman's storage gives every container root this mode, whatever its image's
+# layers say (containers/storage drivers/overlay defaultPerms): the same here
+# lets a ferry checkpoint restore under podman, whose CRIU checks the root's
+# mode against the dump's ("File . has bad mode").
+ROOT_MODE = 0o555
+
+
+def make_upper(upper: str, mode: int = ROOT_MODE) -> None:
+    """The container's upper dir, whose mode is its root's."""
     os.makedirs(upper, mode=0o700, exist_ok=True)
     os.chmod(upper, mode)
 
