@@ -4,10 +4,11 @@ instance is valid, and parsing refuses anything else with ValueError."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
+from ferry.engine.config import (PODMAN_PROFILE, ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
 from ferry.engine.volumes import VolumeSpec
 from ferry.network import nft
@@ -30,6 +31,27 @@ def test_round_trips_through_json():
     check_network_status(network_status_json(CONFIG), CONFIG)
     assert CONFIG.binds == (VolumeSpec("bind", "/srv/conf", "/etc/redis", True),)
     assert CONFIG.named_volumes == (VolumeSpec("volume", "data", "/data"),)
+
+
+def test_a_spec_profile_is_kept_only_when_it_is_not_ferry_s_own():
+    """Records written before profiles, and ferry's own containers, have no "profile" key."""
+    assert "profile" not in CONFIG.to_dict()
+    podman_s = replace(CONFIG, profile=PODMAN_PROFILE)
+    assert podman_s.to_dict()["profile"] == {"cgroupns": False, "no_new_privileges": False, "shm_dir": True,
+                                             "containerenv": True}
+    assert ContainerConfig.from_json(podman_s.to_json()) == podman_s
+
+
+@pytest.mark.parametrize("profile, needle", [
+    ({"cgroupns": 0, "no_new_privileges": False, "shm_dir": True, "containerenv": True}, "cgroupns"),
+    ({"cgroupns": False, "no_new_privileges": False, "shm_dir": True}, "lacks containerenv"),
+    ({"cgroupns": False, "no_new_privileges": False, "shm_dir": True, "containerenv": True, "privileged": True},
+     "unknown privileged"),
+    ("podman", "must be an object"),
+])
+def test_a_forged_profile_is_refused(profile, needle):
+    with pytest.raises(ValueError, match=needle):
+        ContainerConfig.from_dict(_config_with(profile=profile))
 
 
 def _config_with(**changes) -> dict:

@@ -26,7 +26,7 @@ import pytest
 pycriu = pytest.importorskip("pycriu", reason="pycriu is installed by 'make setup'")
 
 from ferry.checkpoint import imagecheck  # noqa: E402
-from ferry.checkpoint.imagecheck import HostFacts, check_images  # noqa: E402
+from ferry.checkpoint.imagecheck import HostFacts, check_images, root_mode  # noqa: E402
 from ferry.runtime import spec as spec_module  # noqa: E402
 from ferry.util.errors import BadArchive  # noqa: E402
 
@@ -1219,3 +1219,45 @@ def test_host_facts_are_read_from_this_host():
         with open("/proc/cpuinfo") as f:
             la57 = any(line.startswith("flags") and "la57" in line.split() for line in f)
         assert facts.task_size == (imagecheck.TASK_SIZE_56 if la57 else imagecheck.TASK_SIZE_47)
+
+
+# ---- a container in podman's shape: no cgroup namespace ------------------------------------
+
+def _without_cgroupns(dump, spec):
+    """As podman runs a container on cgroup v1: the host's cgroup namespace, and
+    runc's binds of each host hierarchy, which it maps as external mounts."""
+    spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "cgroup"]
+    for name in ("ids-1.img", "ids-7.img"):
+        dump.entry(name)["cgroup_ns_id"] = ROOT_IDS["cgroup_ns_id"]
+    for cgroup_set in cg(dump)["sets"]:
+        for ctl in cgroup_set["ctls"]:
+            ctl["cgns_prefix"] = 0
+    for point in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/systemd"):
+        dump.mount(point)["ext_key"] = point
+
+
+def test_the_host_hierarchies_runc_binds_without_a_cgroup_namespace_pass(dump, check, spec):
+    _without_cgroupns(dump, spec)
+    assert check(dump) is None
+
+
+def test_a_bind_of_a_hierarchy_this_host_lacks_is_refused(dump, check, spec):
+    _without_cgroupns(dump, spec)
+    dump.mount("/sys/fs/cgroup/pids")["ext_key"] = dump.mount("/sys/fs/cgroup/pids")["mountpoint"] = \
+        "/sys/fs/cgroup/memory"
+    assert refused(check(dump), "mount 108 at /sys/fs/cgroup/memory", "external mount '/sys/fs/cgroup/memory'")
+
+
+def test_hierarchy_binds_are_refused_when_the_spec_has_a_cgroup_namespace(dump, check):
+    dump.mount("/sys/fs/cgroup/pids")["ext_key"] = "/sys/fs/cgroup/pids"
+    assert refused(check(dump), "mount 108 at /sys/fs/cgroup/pids", "external mount '/sys/fs/cgroup/pids'")
+
+
+def test_root_mode_is_the_mode_criu_recorded_for_the_root(dump, tmp_path):
+    root_file = dict(type="REG", id=2, reg=dict(id=2, flags=0, pos=0, fown=FOWN, name="/", mode=0o40555))
+    dump.entry_list("files.img").append(root_file)
+    assert root_mode(dump.write(tmp_path / "a")) == 0o555
+    root_file["reg"]["mode"] = 0o100644           # not a directory: nothing to take
+    assert root_mode(dump.write(tmp_path / "b")) is None
+    del dump.images["fs-1.img"]
+    assert root_mode(dump.write(tmp_path / "c")) is None

@@ -95,6 +95,24 @@ def test_build_has_secure_defaults(profile, monkeypatch):
     assert any(m["destination"] == "/dev/shm" for m in oci["mounts"])
 
 
+def test_build_in_podman_s_shape(profile, monkeypatch):
+    """What a container restored from podman keeps: no cgroup namespace, no
+    no_new_privileges, and /dev/shm a bind of a directory instead of a tmpfs."""
+    monkeypatch.setattr(spec, "SECCOMP_PROFILE", profile)
+    oci = spec.build(spec.ContainerSpec(
+        container_id="a" * 64, hostname="h", rootfs="/r", process=spec.ProcessSpec(args=("sh",)),
+        cgroupns=False, no_new_privileges=False, shm_source="/state/c/shm"))
+    assert oci["process"]["noNewPrivileges"] is False
+    assert "cgroup" not in {n["type"] for n in oci["linux"]["namespaces"]}
+    shm = [m for m in oci["mounts"] if m["destination"] == "/dev/shm"]
+    assert shm == [{"destination": "/dev/shm", "type": "bind", "source": "/state/c/shm",
+                    "options": ["bind", "rprivate", "nosuid", "noexec", "nodev"]}]
+    ferry_s = spec.build(spec.ContainerSpec(container_id="a" * 64, hostname="h", rootfs="/r",
+                                            process=spec.ProcessSpec(args=("sh",))))
+    assert "cgroup" in {n["type"] for n in ferry_s["linux"]["namespaces"]}
+    assert [m["type"] for m in ferry_s["mounts"] if m["destination"] == "/dev/shm"] == ["tmpfs"]
+
+
 def test_each_state_root_has_its_own_parent_cgroup():
     import re
     from ferry.runtime.runc import Runc, cgroup_parent

@@ -12,7 +12,7 @@ import tarfile
 
 import pytest
 
-from ferry.checkpoint.archive.treediff import apply_tree_diff, write_tree_diff
+from ferry.checkpoint.archive.treediff import apply_tree_diff, image_names_below, write_tree_diff
 from ferry.image import layers
 from ferry.util.errors import BadArchive
 from tests.support.registry import LayerTar
@@ -85,6 +85,46 @@ def test_an_upper_dir_round_trips(tmp_path, upper):
     assert os.getxattr(target / "var" / "cache", OPAQUE) == b"y"
     assert os.listdir(target / "var" / "cache") == ["new"]   # the opaque dir is kept, not whited out
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o755
+
+
+def test_for_podman_an_opaque_dir_lists_what_it_hides_of_the_image(tmp_path, upper):
+    """podman unpacks, then deletes what deleted.files lists: an opaque dir
+    goes as a plain dir, and the image's names below it that it does not hold
+    again are listed; ferry makes each a whiteout, which hides the same."""
+    lower, top = tmp_path / "layer0", tmp_path / "layer1"
+    for layer in (lower, top):
+        (layer / "var" / "cache").mkdir(parents=True)
+    (lower / "var" / "cache" / "old").write_bytes(b"o")
+    (lower / "var" / "cache" / "new").write_bytes(b"shadowed")
+    (lower / "var" / "cache" / "removed").write_bytes(b"r")
+    _whiteout(top / "var" / "cache" / "removed")         # a higher layer deleted it already
+    (top / "var" / "cache" / "top").write_bytes(b"t")
+    layers_ = [str(lower), str(top)]
+    assert image_names_below(layers_, "var/cache", opaque_xattr=OPAQUE) == {"old", "new", "top"}
+    tar_path = tmp_path / "rootfs-diff.tar"
+    deleted = write_tree_diff(str(upper), str(tar_path), opaque_xattr=OPAQUE,
+                              hidden_below=lambda rel: image_names_below(layers_, rel, opaque_xattr=OPAQUE))
+    assert deleted == ["etc/gone", "var/cache/old", "var/cache/top"]
+    with tarfile.open(tar_path) as tar:
+        assert "var/cache/.wh..wh..opq" not in tar.getnames() and "var/cache/new" in tar.getnames()
+    target = tmp_path / "restored"
+    target.mkdir()
+    apply_tree_diff(str(tar_path), str(target), tuple(deleted), opaque_xattr=OPAQUE)
+    assert sorted(os.listdir(target / "var" / "cache")) == ["new", "old", "top"]
+    assert _is_whiteout(target / "var" / "cache" / "old") and _is_whiteout(target / "var" / "cache" / "top")
+    assert (target / "var" / "cache" / "new").read_bytes() == b"n"
+
+
+def test_image_names_below_stop_at_an_opaque_layer_and_never_leave_it(tmp_path):
+    lower, top = tmp_path / "layer0", tmp_path / "layer1"
+    (lower / "etc" / "apt").mkdir(parents=True)
+    (lower / "etc" / "apt" / "hidden").write_bytes(b"h")
+    (top / "etc" / "apt").mkdir(parents=True)
+    os.setxattr(top / "etc" / "apt", OPAQUE, b"y")
+    (top / "etc" / "apt" / "seen").write_bytes(b"s")
+    assert image_names_below([str(lower), str(top)], "etc/apt", opaque_xattr=OPAQUE) == {"seen"}
+    os.symlink("/etc", top / "escape")
+    assert image_names_below([str(lower), str(top)], "escape", opaque_xattr=OPAQUE) == set()
 
 
 def test_deleted_paths_become_whiteouts_under_new_parents(tmp_path):

@@ -39,7 +39,8 @@ def register(container_commands) -> None:
     restore = container_commands.add_parser("restore", help="restore checkpointed containers")
     restore.add_argument("containers", nargs="*", metavar="CONTAINER")
     restore.add_argument("-i", "--import", "--file", dest="import_path", metavar="PATH",
-                         help="restore from a checkpoint archive (- reads it from stdin)")
+                         help="restore from a checkpoint archive: ferry's, or podman's 'container checkpoint "
+                              "--export' (- reads it from stdin)")
     restore.add_argument("-n", "--name", help="the restored container's name (with --import)")
     restore.add_argument("--tcp-established", action="store_true",
                          help="restore established TCP connections")

@@ -87,7 +87,7 @@ def apply_tree_diff(tar_path: str, target: str, deleted: tuple[str, ...], *,
         raise from_os_error(exc, f"cannot unpack {os.path.basename(tar_path)} into {target}") from None
 
 
-def image_names_below(layers_lowest_first: list[str], rel: str) -> set[str]:
+def image_names_below(layers_lowest_first: list[str], rel: str, *, opaque_xattr: str = OPAQUE_XATTR) -> set[str]:
     """The names an image's unpacked layers show directly below directory
     `rel`, as overlayfs merges them: whiteouts and opaque dirs hide lower ones."""
     names: set[str] = set()
@@ -103,6 +103,6 @@ def image_names_below(layers_lowest_first: list[str], rel: str) -> set[str]:
                     hidden.add(entry.name)
                 elif entry.name not in hidden:
                     names.add(entry.name)
-        if _is_opaque(path, OPAQUE_XATTR):
+        if _is_opaque(path, opaque_xattr):
             break
     return names
