@@ -37,7 +37,7 @@ def _add_network(commands) -> None:
 
     rm = verbs.add_parser("rm", aliases=["remove"], help="remove networks")
     rm.add_argument("-f", "--force", action="store_true",
-                    help="disconnect the containers that use it and drop their addresses")
+                    help="remove the containers that use it first")
     rm.add_argument("names", metavar="NAME", nargs="+")
     rm.set_defaults(handler=cmd_rm)
 
@@ -76,8 +76,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    manager = engine_of(args).networks
+    from ferry.engine.networks import remove_network
+    engine = engine_of(args)
     for name in args.names:
-        manager.remove(name, force=args.force)
+        remove_network(engine, name, force=args.force)
         render.line(name)
     return 0

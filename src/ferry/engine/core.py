@@ -40,7 +40,7 @@ class Engine:
     @cached_property
     def volumes(self):
         from ferry.engine.volumes import Volumes
-        return Volumes(self.layout, self.db)
+        return Volumes(self.layout, self.db, self)
 
     @cached_property
     def containers(self):

@@ -92,9 +92,10 @@ def parse_volume(spec: str) -> VolumeSpec:
 
 
 class Volumes:
-    def __init__(self, layout: Layout, db: Database):
+    def __init__(self, layout: Layout, db: Database, engine=None):
         self.layout = layout
         self.db = db
+        self.engine = engine   # its containers, which `rm -f` removes before their volume
         db.ensure(DDL)
 
     def data_dir(self, name: str) -> str:
@@ -132,8 +133,14 @@ class Volumes:
                 "CreatedAt": row["created_at"], "Scope": "local"}
 
     def remove(self, name: str, users: list[str], *, force: bool = False) -> None:
+        """Delete a volume and its data. Never under a container: as podman does,
+        it refuses while containers use it, and with force removes them first."""
         self.inspect(name)
-        if users and not force:
+        if users and force and self.engine is not None:
+            for user in users:
+                self.engine.containers.remove(user, force=True)
+            users = self.engine.containers.users_of_volume(name)   # one made meanwhile stays
+        if users:
             raise Conflict(f"volume {name!r} is used by container(s) {', '.join(users)}",
                            hint="remove them first, or use -f")
         with self.db.write() as conn:

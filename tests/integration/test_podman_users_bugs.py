@@ -1,0 +1,68 @@
+"""Bugs podman users met (issue 15), on real runc: each test shows podman 4.3's
+behaviour on this machine, which ferry matches."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.busybox import make_rootfs_tar
+from tests.conftest import require
+from tests.support.cli import Ferry, leftovers
+
+
+@pytest.fixture(scope="module")
+def ferry(tmp_path_factory):
+    for key in ("runc", "overlayfs", "netns", "nftables"):
+        require(key)
+    root = str(tmp_path_factory.mktemp("root"))
+    cli = Ferry(root)
+    tar = make_rootfs_tar(str(tmp_path_factory.mktemp("img") / "busybox.tar"),
+                          str(tmp_path_factory.mktemp("work")))
+    cli("image", "import", tar, "busybox")
+    seen: set[str] = set()
+    cli.seen = seen
+    yield cli
+    cli.remove_everything()
+    assert leftovers(root, seen) == []
+
+
+def started(ferry, *argv: str) -> str:
+    """`ferry run ... --name NAME ...`, its ID tracked for the leak check."""
+    ferry(*argv)
+    cid = ferry.inspect(argv[argv.index("--name") + 1])["Id"]
+    ferry.seen.add(cid)
+    return cid
+
+
+# ---- item 3: removing a volume or network that containers use -------------------
+
+def test_volume_rm_refuses_while_used_and_force_removes_its_users_first(ferry):
+    """podman: `volume rm V` refuses while any container (running or not) uses V;
+    `volume rm -f V` removes those containers, then V."""
+    ferry("volume", "create", "inuse")
+    started(ferry, "run", "-d", "--name", "vol-runner", "-v", "inuse:/data", "busybox",
+            "sh", "-c", "echo kept > /data/file; exec sleep 600")
+    started(ferry, "run", "--name", "vol-idle", "-v", "inuse:/data", "busybox", "true")
+    refused = ferry("volume", "rm", "inuse", check=False)
+    assert refused.returncode != 0 and "vol-runner" in refused.stderr, refused.stderr
+    assert ferry("exec", "vol-runner", "cat", "/data/file").stdout == "kept\n"
+
+    done = ferry("volume", "rm", "-f", "inuse")
+    assert done.stdout.split() == ["inuse"], done.stderr
+    assert not {"vol-runner", "vol-idle"} & ferry.names()
+    assert ferry.json("volume", "ls", "--format", "json") == []
+
+
+def test_network_rm_force_removes_its_containers_first(ferry):
+    """podman: `network rm N` refuses while containers use N; `network rm -f N`
+    removes them (running and stopped), then N. None is left without its network."""
+    ferry("network", "create", "inuse-net")
+    started(ferry, "run", "-d", "--name", "net-runner", "--network", "inuse-net", "busybox", "sleep", "600")
+    started(ferry, "run", "--name", "net-idle", "--network", "inuse-net", "busybox", "true")
+    refused = ferry("network", "rm", "inuse-net", check=False)
+    assert refused.returncode != 0 and "in use" in refused.stderr, refused.stderr
+
+    done = ferry("network", "rm", "-f", "inuse-net")
+    assert done.stdout.split() == ["inuse-net"], done.stderr
+    assert not {"net-runner", "net-idle"} & ferry.names()
+    assert "inuse-net" not in [n["name"] for n in ferry.json("network", "ls", "--format", "json")]
