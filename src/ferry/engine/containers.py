@@ -263,7 +263,7 @@ class Containers:
             args=args, command=command, env=env,
             workdir=options.workdir or image.config.working_dir or "/",
             user=image.config.user, hostname=options.hostname or "",
-            network=options.network or self.networks.default().name,
+            network=_one_network(options.network) or self.networks.default().name,
             ip=options.ip or "", mac=options.mac or "", ports=tuple(ports),
             volumes=tuple(volume_specs),
             stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
@@ -693,6 +693,17 @@ class Containers:
         removed += self.networks.prune(running)
         remove_cgroup_parents(self.runc.cgroup_parent)
         return removed
+
+
+def _one_network(requested: str | tuple[str, ...] | None) -> str | None:
+    """The network asked for (one --network, or several if the parser keeps
+    them all). Joining several is a later feature: refused, never one dropped."""
+    texts = [requested] if isinstance(requested, str) else list(requested or ())
+    names = list(dict.fromkeys(n.strip() for text in texts for n in text.split(",") if n.strip()))
+    if len(names) > 1:
+        raise UsageError(f"joining several networks ({', '.join(names)}) is not supported yet",
+                         hint="give one --network")
+    return names[0] if names else None
 
 
 def _merge_env(base, extra) -> tuple[str, ...]:
