@@ -3,22 +3,39 @@ behaviour on this machine, which ferry matches."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from bench.busybox import make_rootfs_tar
 from tests.conftest import require
 from tests.support.cli import Ferry, leftovers
+from tests.support.registry import LayerTar, Registry
 
 
 @pytest.fixture(scope="module")
-def ferry(tmp_path_factory):
+def busybox_tar(tmp_path_factory) -> str:
+    return make_rootfs_tar(str(tmp_path_factory.mktemp("img") / "busybox.tar"),
+                           str(tmp_path_factory.mktemp("work")))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """docker-registry on loopback, serving test/bb as an index (amd64) over one manifest."""
+    served = Registry(str(tmp_path_factory.mktemp("registry"))).start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+@pytest.fixture(scope="module")
+def ferry(tmp_path_factory, busybox_tar):
     for key in ("runc", "overlayfs", "netns", "nftables"):
         require(key)
     root = str(tmp_path_factory.mktemp("root"))
     cli = Ferry(root)
-    tar = make_rootfs_tar(str(tmp_path_factory.mktemp("img") / "busybox.tar"),
-                          str(tmp_path_factory.mktemp("work")))
-    cli("image", "import", tar, "busybox")
+    cli("image", "import", busybox_tar, "busybox")
     seen: set[str] = set()
     cli.seen = seen
     yield cli
@@ -66,3 +83,21 @@ def test_network_rm_force_removes_its_containers_first(ferry):
     assert done.stdout.split() == ["inuse-net"], done.stderr
     assert not {"net-runner", "net-idle"} & ferry.names()
     assert "inuse-net" not in [n["name"] for n in ferry.json("network", "ls", "--format", "json")]
+
+
+# ---- item 8: pull and run by digest ----------------------------------------------
+
+def test_an_image_pulled_by_its_index_digest_runs_by_that_digest(ferry, registry, busybox_tar):
+    """podman: `pull REG/x@sha256:INDEX` then `run REG/x@sha256:INDEX` runs it;
+    RepoDigests holds the index's digest and the instance's."""
+    manifest = registry.push_image("test/bb", None, [LayerTar().add_tree(busybox_tar).bytes()], cmd=["sh"])
+    index = registry.push_index("test/bb", "latest", [manifest])
+    pinned = f"{registry.host}/test/bb@{index}"
+    assert ferry("pull", "--tls-verify=false", pinned).stdout.strip() == manifest.image_id
+    assert ferry("run", "--rm", pinned, "echo", "hi").stdout == "hi\n"
+    [inspected] = ferry.json("image", "inspect", pinned)
+    assert inspected["Id"] == manifest.image_id
+    assert set(inspected["RepoDigests"]) == {pinned, f"{registry.host}/test/bb@{manifest.digest}"}
+    assert ferry.json("image", "inspect", f"{registry.host}/test/bb@{manifest.digest}")[0]["Id"] == manifest.image_id
+    ferry("rmi", manifest.image_id)
+    assert ferry("image", "inspect", pinned, check=False).returncode != 0

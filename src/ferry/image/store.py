@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS image_layer_refs (
     diff_id TEXT NOT NULL REFERENCES image_layers(diff_id),
     PRIMARY KEY (image_id, position)
 );
+CREATE TABLE IF NOT EXISTS image_digests (
+    repo TEXT NOT NULL,             -- registry/repository it was pulled from
+    digest TEXT NOT NULL,           -- sha256:<hex> of a manifest or index that led to it
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    PRIMARY KEY (repo, digest)
+);
 CREATE INDEX IF NOT EXISTS image_layer_refs_diff_id ON image_layer_refs(diff_id);
 CREATE INDEX IF NOT EXISTS image_names_image_id ON image_names(image_id)
 """
@@ -221,11 +227,13 @@ class ImageStore:
         conn = self.db.read()
         qualified = reference.is_qualified(text)
         if ref.digest:
-            rows = conn.execute("SELECT id FROM images WHERE digest = ?", (ref.digest,)).fetchall()
-            ids = [r[0] for r in rows]
+            # Its own manifest's digest, or any digest it was pulled by (an index's).
+            rows = conn.execute("SELECT id FROM images WHERE digest = ? UNION "
+                                "SELECT image_id FROM image_digests WHERE digest = ?",
+                                (ref.digest, ref.digest)).fetchall()
+            ids = sorted(r[0] for r in rows)
             if qualified or len(ids) > 1:
-                ids = [i for i in ids if any(reference.split_name(n)[0] == ref.repo
-                                             for n in self._image(i).names)] or ids
+                ids = [i for i in ids if ref.repo in self._repos(i)] or ids
             return (ids[0], None) if ids else None
         row = conn.execute("SELECT image_id FROM image_names WHERE name = ?", (ref.name,)).fetchone()
         if row:
@@ -241,6 +249,18 @@ class ImageStore:
                            f"{', '.join(sorted(r[0] for r in rows))}",
                            hint="use the fully qualified name")
         return (rows[0][1], rows[0][0]) if rows else None
+
+    def _repos(self, image_id: str) -> list[str]:
+        """`registry/repository` of each name and each pull by digest, first seen first."""
+        repos = [reference.split_name(name)[0] for name in self._image(image_id).names]
+        repos += [r[0] for r in self.db.read().execute(
+            "SELECT repo FROM image_digests WHERE image_id = ? ORDER BY rowid", (image_id,))]
+        return list(dict.fromkeys(repos))
+
+    def _pulled_digests(self, image_id: str) -> list[str]:
+        """`repo@digest` of each pull by digest (an index's digest among them)."""
+        return [f"{r[0]}@{r[1]}" for r in self.db.read().execute(
+            "SELECT repo, digest FROM image_digests WHERE image_id = ? ORDER BY rowid", (image_id,))]
 
     def export_layers(self, ref_or_id: str, diff_ids: list[str], path: str) -> None:
         """An oci-archive at `path` of the image with only the layers `diff_ids`
@@ -305,17 +325,14 @@ class ImageStore:
         image = self.get(ref_or_id)
         row = self.db.read().execute("SELECT architecture, os FROM images WHERE id = ?",
                                      (image.id,)).fetchone()
-        repos = []
-        for name in image.names:
-            repo = reference.split_name(name)[0]
-            if repo not in repos:
-                repos.append(repo)
+        repo_digests = [f"{repo}@{image.digest}" for repo in self._repos(image.id)]
+        repo_digests += [d for d in self._pulled_digests(image.id) if d not in repo_digests]
         cfg = image.config
         return {
             "Id": image.id,
             "Digest": image.digest,
             "RepoTags": list(image.names),
-            "RepoDigests": [f"{repo}@{image.digest}" for repo in repos],
+            "RepoDigests": repo_digests,
             "Created": image.created,
             "Size": image.size,
             "Architecture": row["architecture"],
@@ -387,7 +404,9 @@ class ImageStore:
         return name
 
     def _commit(self, staging: _Staging, config_bytes: bytes, manifest_bytes: bytes,
-                names: list[str]) -> Image:
+                names: list[str], pulled_by: tuple[str, list[str]] | None = None) -> Image:
+        """Record the image; `pulled_by` is (repo, digests a pull asked for) so
+        that `REPO@DIGEST` finds it again, an index's digest included."""
         parsed = parse_config(config_bytes)
         image_id = digests.hex_of(digests.of_bytes(config_bytes))
         manifest_digest = digests.of_bytes(manifest_bytes)
@@ -425,6 +444,10 @@ class ImageStore:
                 # A name moves to the newest image, as in podman; the old one keeps its ID.
                 conn.execute("INSERT OR REPLACE INTO image_names (name, image_id) VALUES (?, ?)",
                              (name, image_id))
+            if pulled_by is not None:
+                repo, pulled_digests = pulled_by
+                conn.executemany("INSERT OR REPLACE INTO image_digests (repo, digest, image_id) "
+                                 "VALUES (?, ?, ?)", [(repo, d, image_id) for d in pulled_digests])
         return self._image(image_id)
 
     def _make_image(self, staging: _Staging, diff_id: str, name: str, config: ImageConfig,
@@ -481,7 +504,8 @@ class ImageStore:
                 self._change() as staging:
             client.login(target.repository)
             what = str(target)
-            body, content_type, _ = client.manifest(target.repository, target.digest or target.tag, what)
+            body, content_type, asked_digest = client.manifest(target.repository, target.digest or target.tag,
+                                                               what)
             document = parse_document(body, content_type, f"manifest of {what}")
             if isinstance(document, Index):
                 entry = select_platform(document, what)
@@ -503,7 +527,8 @@ class ImageStore:
                  functools.partial(client.blob, target.repository, layer.digest,
                                    f"blob {layer.digest[7:19]}", layer.size, report))
                 for layer in document.layers], done=lambda blob: report(blob, sizes[blob], sizes[blob]))
-            return self._commit(staging, config_bytes, body, [target.name] if target.tag else [])
+            pulled_by = (target.repo, [asked_digest]) if target.digest else None
+            return self._commit(staging, config_bytes, body, [target.name] if target.tag else [], pulled_by)
 
     def build_debian(self, ref: str, include: list[str], suite: str = "bookworm", *,
                      cmd: list[str] | None = None, expose: tuple[str, ...] | list[str] = (),
