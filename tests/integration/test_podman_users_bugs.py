@@ -99,5 +99,10 @@ def test_an_image_pulled_by_its_index_digest_runs_by_that_digest(ferry, registry
     assert inspected["Id"] == manifest.image_id
     assert set(inspected["RepoDigests"]) == {pinned, f"{registry.host}/test/bb@{manifest.digest}"}
     assert ferry.json("image", "inspect", f"{registry.host}/test/bb@{manifest.digest}")[0]["Id"] == manifest.image_id
+    # item 9: the container shows the reference it was run with, as podman's ps and inspect do
+    started(ferry, "run", "--name", "pinned", pinned, "true")
+    assert ferry.inspect("pinned")["ImageName"] == pinned
+    assert [c["Image"] for c in ferry.json("ps", "-a", "--format", "json") if c["Names"] == ["pinned"]] == [pinned]
+    ferry("rm", "pinned")
     ferry("rmi", manifest.image_id)
     assert ferry("image", "inspect", pinned, check=False).returncode != 0

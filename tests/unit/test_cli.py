@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 
@@ -305,3 +306,139 @@ def test_a_locked_database_is_one_line_and_125_for_the_process(tmp_path):
         holder.close()
     assert (done.returncode, done.stdout) == (cli.EXIT_ERROR, "")
     assert len(done.stderr.splitlines()) == 1 and "stayed locked" in done.stderr, done.stderr
+
+
+# ---- issue 15: podman's command line and exit codes (checked against podman 4.3.1 here) ----
+
+class FakeContainers:
+    """The engine's containers as the lifecycle verbs see them: names that exist, what was done."""
+
+    def __init__(self, *names, running=()):
+        self.names, self.running, self.done = set(names), set(running), []
+
+    def _known(self, name):
+        if name not in self.names:
+            from ferry.util.errors import NotFound
+            raise NotFound(f"no such container {name!r}", hint="see 'ferry ps -a'")
+
+    def stop(self, name, timeout):
+        self._known(name)
+        self.done.append(("stop", name))
+
+    def remove(self, name, force):
+        self._known(name)
+        if name in self.running and not force:
+            from ferry.util.errors import ContainerRunning
+            raise ContainerRunning(f"container {name!r} is running")
+        self.done.append(("rm", name))
+
+
+@pytest.fixture
+def containers(monkeypatch, signal_handlers):
+    from ferry.engine import core
+    fake = FakeContainers("a", "b", "up", running=("up",))
+    monkeypatch.setattr(core, "Engine", lambda root: SimpleNamespace(containers=fake))
+    return fake
+
+
+@pytest.mark.parametrize("argv,code", [
+    (["bogus"], 125), (["ps", "--bogus"], 125), (["container", "bogus"], 125), (["logs"], 125),
+    (["stop", "nosuch"], 125), (["stop", "-t", "x", "a"], 125),
+    (["rm", "nosuch"], 1), (["rm", "-f", "nosuch"], 0), (["rm", "up"], 2), (["container", "rm", "up"], 2),
+    (["rm", "-f", "up"], 0), (["rm", "nosuch", "a"], 1), (["rm", "-f", "nosuch", "a"], 0),
+])
+def test_exit_codes_are_podmans(capsys, containers, argv, code):
+    """podman 4.3.1 here: bad flag, unknown command, missing argument 125; stop of a
+    missing name 125; rm of a missing name 1, rm -f of one 0, rm of a running one 2."""
+    assert run(capsys, *argv)[0] == code
+
+
+def test_stop_acts_on_every_name_it_can_and_reports_each_missing_one(capsys, containers):
+    code, out, err = run(capsys, "stop", "a", "nosuch", "b", "ghost")
+    assert code == 125
+    assert containers.done == [("stop", "a"), ("stop", "b")]
+    assert out.split() == ["a", "b"]
+    lines = err.splitlines()
+    assert len(lines) == 2 and "'nosuch'" in lines[0] and "'ghost'" in lines[1]
+
+
+def test_rm_f_of_a_missing_name_removes_the_others_and_exits_0(capsys, containers):
+    code, out, err = run(capsys, "rm", "-f", "nosuch", "a")
+    assert (code, out, err) == (0, "a\n", "")
+    assert containers.done == [("rm", "a")]
+
+
+def test_a_bad_flag_names_the_subcommands_help(capsys):
+    code, out, err = run(capsys, "logs", "--bogus", "c1")
+    assert code == 125 and out == ""
+    assert err == "ferry: error: unknown flag or argument: --bogus (hint: see 'ferry logs --help')\n"
+    _, _, err = run(capsys, "container", "stop", "--bogus", "c1")
+    assert "see 'ferry container stop --help'" in err
+
+
+@pytest.mark.parametrize("argv,rm,detach", [
+    (["run", "--rm=true", "img"], True, False), (["run", "--rm=false", "img"], False, False),
+    (["run", "-d=false", "--rm", "img"], True, False), (["run", "-d=true", "img"], False, True),
+    (["run", "--rm", "--rm=false", "img"], False, False), (["run", "--rm=True", "-d=1", "img"], True, True),
+])
+def test_boolean_flags_take_true_or_false(argv, rm, detach):
+    args = cli.build_parser("run").parse_args(argv)
+    assert (args.rm, args.detach) == (rm, detach)
+
+
+def test_flag_like_words_of_the_containers_command_are_its_own():
+    args = cli.build_parser("run").parse_args(["run", "img", "echo", "--rm=false", "-d=true"])
+    assert args.command == ["echo", "--rm=false", "-d=true"] and not args.rm
+
+
+def test_a_boolean_flag_refuses_other_values(capsys):
+    code, _, err = run(capsys, "run", "--rm=maybe", "img")
+    assert code == 125
+    assert err == ('ferry: error: invalid argument "maybe" for "--rm" flag: it takes true or false '
+                   "(hint: see 'ferry run --help')\n")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--root", "/r", "--debug", "ps"], ["ps", "--root", "/r", "--debug"], ["ps", "--root=/r", "--debug=true"],
+    ["container", "ls", "--debug", "--root", "/r"], ["--root", "/elsewhere", "ps", "--root", "/r", "--debug"],
+])
+def test_global_options_may_follow_the_command(argv):
+    args = cli.build_parser(cli.command_word(argv)).parse_args(argv)
+    assert (args.root, args.debug) == ("/r", True)
+
+
+def test_global_options_before_the_command_are_kept():
+    args = cli.build_parser("ps").parse_args(["--root", "/r", "--debug", "ps", "-a"])
+    assert (args.root, args.debug, args.all) == ("/r", True, True)
+
+
+@pytest.mark.parametrize("argv,tail", [
+    (["logs", "--tail", "2", "c"], 2), (["logs", "-n", "2", "c"], 2), (["logs", "--tail=0", "c"], 0),
+    (["logs", "--tail", "-1", "c"], None), (["logs", "c"], None),
+])
+def test_logs_tail(argv, tail):
+    args = cli.build_parser("logs").parse_args(argv)
+    assert (args.tail, args.container) == (tail, "c")
+
+
+def test_logs_tail_prints_the_last_lines(tmp_path):
+    from ferry.cli import containers as cli_containers
+    log = tmp_path / "ctr.log"
+    log.write_bytes(b"".join(b"T stdout F l%d\n" % i for i in range(1, 6)) + b"T stderr F e1\n"
+                    b"T stdout P par\nT stdout F tial\n")
+    data = log.read_bytes()
+    assert data[cli_containers._tail_start(str(log), 2):] == b"T stderr F e1\nT stdout P par\nT stdout F tial\n"
+    assert cli_containers._tail_start(str(log), 100) == 0
+    assert cli_containers._tail_start(str(log), 0) == len(data)
+
+
+def test_run_takes_a_user():
+    for flag in (["-u", "www:web"], ["--user", "www:web"], ["--user=www:web"]):
+        assert cli.build_parser("run").parse_args(["run", *flag, "img"]).user == "www:web"
+
+
+def test_the_readme_says_what_the_exit_codes_are():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    section = readme.split("### Exit codes", 1)[1].split("\n#", 1)[0]
+    for code in ("125", "126", "127", "`rm`", "`rm -f`", "| 1 ", "| 2 "):
+        assert code in section, code

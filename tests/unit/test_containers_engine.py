@@ -426,7 +426,7 @@ def test_exec_runs_in_a_running_container_only(containers, engine, host):
     argv = containers.exec_argv("web", ["ls", "/"], tty=True, env=["B=2"], workdir="/tmp", user="33")
     root = os.path.join(engine.layout.root, "runc")
     assert argv == ["runc", "--root", root, "--criu", "/usr/local/sbin/criu", "exec", "--tty",
-                    "--env", "PATH=/bin", "--env", "A=1", "--env", "B=2", "--cwd", "/tmp", "--user", "33",
+                    "--env", "PATH=/bin", "--env", "A=1", "--env", "B=2", "--cwd", "/tmp", "--user", "33:0",
                     container.id, "ls", "/"]
     with pytest.raises(UsageError, match="exec needs a command"):
         containers.exec_argv("web", [], tty=False, env=[], workdir=None, user=None)

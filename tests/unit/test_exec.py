@@ -3,6 +3,7 @@ foreground and returns the command's exit code; the CLI only passes the flags on
 
 from __future__ import annotations
 
+import json
 import os
 from types import SimpleNamespace
 
@@ -12,7 +13,8 @@ from ferry.cli import main as cli
 from ferry.engine import core
 from ferry.engine.containers import Containers
 from ferry.util import proc
-from ferry.util.errors import UsageError
+from ferry.engine import containers as engine_containers
+from ferry.util.errors import CommandNotExecutable, CommandNotFound, ToolError, UsageError
 
 ARGV = ["runc", "exec", "c1", "ls"]
 
@@ -31,7 +33,8 @@ def ran(monkeypatch):
 
 def _exec(**flags):
     """Containers.exec on a stand-in whose exec_argv (checked in test_containers_engine) gives ARGV."""
-    containers = SimpleNamespace(exec_argv=lambda name, command, **_: ARGV)
+    containers = SimpleNamespace(exec_argv=lambda name, command, **_: ARGV, get=lambda name: SimpleNamespace(id=name),
+                                 dir=lambda cid: "/nonexistent", _exec_foreground=Containers._exec_foreground)
     options = {"tty": False, "interactive": False, "env": [], "workdir": None, "user": None, **flags}
     return Containers.exec(containers, "c1", ["ls"], **options)
 
@@ -81,3 +84,53 @@ def test_the_cli_passes_the_flags_to_the_engine_and_returns_its_code(monkeypatch
     assert code == 3
     assert calls == [(root, ("c1", ["sh", "-c", "x"]),
                       {"tty": False, "interactive": True, "env": ["A=1"], "workdir": "/srv", "user": "33"})]
+
+
+# ---- issue 15: a command that cannot start gets podman's code in one line --------------
+
+def _runc_log(path, message: str) -> str:
+    """runc's JSON log as `runc --log-format json` writes it."""
+    path.write_text(json.dumps({"level": "error", "msg": message, "time": "t"}) + "\n")
+    return str(path)
+
+
+START = "exec failed: unable to start container process: "
+
+
+@pytest.mark.parametrize("runc_says,kind,code", [
+    ('exec: "nosuchcmd": executable file not found in $PATH', CommandNotFound, 127),
+    ('exec: "/x/y": stat /x/y: no such file or directory', CommandNotFound, 127),
+    ('exec: "/etc/passwd": permission denied', CommandNotExecutable, 126),
+    ('chdir to cwd ("/nope") set in config.json failed: no such file or directory', CommandNotFound, 127),
+    ("something else broke", ToolError, 125),
+])
+def test_runc_exec_failures_become_podmans_codes(tmp_path, runc_says, kind, code):
+    """podman 4.3.1 here: `exec C nosuchcmd` 127, `exec C /etc/passwd` 126 (and /etc
+    126, -w /nonexist 127), each one line; ferry before: 255 and runc's log line."""
+    log = _runc_log(tmp_path / "runc.log", START + runc_says)
+    with pytest.raises(kind) as raised:
+        engine_containers._raise_exec_failure("nosuchcmd", log)
+    assert cli.exit_code_for(raised.value) == code
+    assert "\n" not in raised.value.message
+
+
+def test_a_commands_own_255_stays_its_code(tmp_path):
+    log = tmp_path / "runc.log"
+    log.write_text("")
+    assert engine_containers._raise_exec_failure("sh", str(log)) is None
+
+
+@pytest.mark.parametrize("name,verdict", [
+    ("sh", ""), ("/bin/sh", ""), ("nosuchcmd", "127 executable file not found in $PATH"),
+    ("/bin/nosuch", "127 no such file or directory"), ("/etc/passwd", "126 permission denied"),
+    ("/etc", "126 permission denied"), ("passwd", "127 executable file not found in $PATH"),
+])
+def test_commands_are_looked_up_as_runc_does(tmp_path, monkeypatch, name, verdict):
+    for d in ("bin", "etc"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "bin" / "sh").write_text("")
+    (tmp_path / "bin" / "sh").chmod(0o755)
+    (tmp_path / "etc" / "passwd").write_text("")
+    monkeypatch.chdir(tmp_path)
+    looked_up = name if "/" not in name else "." + name   # the test's root is tmp_path, not /
+    assert engine_containers._lookup_verdict(looked_up, "./bin:./etc") == verdict

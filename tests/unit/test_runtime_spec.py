@@ -71,7 +71,13 @@ def test_resolve_user_from_image_files(tmp_path):
     assert spec.resolve_user(str(tmp_path), "") == (0, 0, ())
     assert spec.resolve_user(str(tmp_path), "www") == (33, 33, (4,))
     assert spec.resolve_user(str(tmp_path), "1000:4") == (1000, 4, ())
-    assert spec.resolve_user(str(tmp_path), "www:root") == (33, 0, (4,))
+    # podman 4.3.1: an explicit group gives no supplementary groups (exec -u www:web: groups=)
+    assert spec.resolve_user(str(tmp_path), "www:root") == (33, 0, ())
+    assert spec.resolve_user(str(tmp_path), "33") == (33, 33, (4,))   # a uid takes its entry's group
+    (etc / "group").write_text("root:x:0:\nwww:x:33:www\nlogs:x:4:www,other\n")
+    assert spec.resolve_user(str(tmp_path), "www") == (33, 33, (4, 33))   # listed in its own group too, as podman
+    with pytest.raises(UsageError, match="group 'ghosts'"):
+        spec.resolve_user(str(tmp_path), "www:ghosts")
     with pytest.raises(UsageError):
         spec.resolve_user(str(tmp_path), "ghost")
 

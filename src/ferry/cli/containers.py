@@ -12,7 +12,7 @@ from ferry.cli import checkpoints, render
 from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, EXITED, RUNNING
 from ferry.util import signals
-from ferry.util.errors import UsageError
+from ferry.util.errors import FerryError, NotFound, Several, UsageError
 from ferry.util.timefmt import ago, duration, parse as parse_time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
@@ -70,6 +70,8 @@ def _run_flags(p) -> None:
     p.add_argument("-w", "--workdir", help="the working directory inside the container")
     p.add_argument("--entrypoint", help="override the image's entrypoint (a string or a JSON array)")
     p.add_argument("-h", "--hostname", help="the container's host name")
+    p.add_argument("-u", "--user", help="USER[:GROUP], names from the image's /etc/passwd and "
+                   "/etc/group, or UID[:GID]")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -89,6 +91,8 @@ def _add_ps(sub) -> None:
 def _add_logs(sub) -> None:
     logs = sub.add_parser("logs", help="show a container's output")
     logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("-n", "--tail", type=_line_count, default=None, metavar="N",
+                      help="only the last N lines (all when negative)")
     logs.add_argument("container")
     logs.set_defaults(handler=cmd_logs)
 
@@ -154,6 +158,15 @@ _LIFECYCLE = {"ps": _add_ps, "logs": _add_logs, "stop": _add_stop, "restart": _a
               "inspect": _add_inspect}
 
 
+def _line_count(text: str) -> int | None:
+    """--tail's N; None (all lines) when negative, as podman's -1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    return None if value < 0 else value
+
+
 def _non_negative(text: str) -> int:
     try:
         value = int(text)
@@ -197,7 +210,8 @@ def cmd_run(args) -> int:
         image=args.image, command=tuple(command), name=args.name, detach=args.detach,
         ports=tuple(args.publish), env=tuple(args.env), volumes=tuple(args.volume), rm=args.rm,
         ip=args.ip, mac=args.mac, workdir=args.workdir, entrypoint=args.entrypoint,
-        network=args.network, tty=args.tty, interactive=args.interactive, hostname=args.hostname)
+        network=args.network, tty=args.tty, interactive=args.interactive, hostname=args.hostname,
+        user=args.user)
     if args.tty and not args.detach and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
     container = engine.containers.run(options)
@@ -269,7 +283,7 @@ def _port_json(p: dict) -> dict:
 def cmd_logs(args) -> int:
     containers = engine_of(args).containers
     container, path = containers.log_path(args.container)
-    position = 0
+    position = 0 if args.tail is None else _tail_start(path, args.tail)
     while True:
         position = _print_log(path, position)
         if not args.follow:
@@ -281,6 +295,28 @@ def cmd_logs(args) -> int:
 
 
 LOG_LINE = re.compile(rb"^(\S+) (stdout|stderr) ([FP]) ?(.*)$", re.DOTALL)
+
+
+def _tail_start(path: str, lines: int) -> int:
+    """Where the last `lines` lines of the log begin: a line is its partial (P)
+    entries and the full (F) entry that ends it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    data = data[:data.rfind(b"\n") + 1]
+    starts, position, line_open = [], 0, False
+    for raw in data.splitlines(keepends=True):
+        match = LOG_LINE.match(raw.rstrip(b"\n"))
+        if match:
+            if not line_open:
+                starts.append(position)
+            line_open = match.group(3) == b"P"
+        position += len(raw)
+    if lines == 0:
+        return len(data)
+    return starts[-lines] if len(starts) >= lines else 0
 
 
 def _print_log(path: str, position: int) -> int:
@@ -303,11 +339,26 @@ def _print_log(path: str, position: int) -> int:
     return position + end
 
 
-def _each(args, names, action) -> int:
-    """Apply `action` to each named container; podman prints each name it handled."""
+def _each(args, names, action, *, missing_ok: bool = False) -> int:
+    """Apply `action` to each named container, printing each name it handled as podman
+    does. A name that fails does not stop the others: each failure gets its line
+    once all are done (with `missing_ok`, a missing name is no failure)."""
+    failures: list[FerryError] = []
     for name in names:
-        action(name)
+        try:
+            action(name)
+        except NotFound as error:
+            if not missing_ok:
+                failures.append(error)
+            continue
+        except FerryError as error:
+            failures.append(error)
+            continue
         render.line(name)
+    if len(failures) > 1:
+        raise Several(failures)
+    if failures:
+        raise failures[0]
     return 0
 
 
@@ -340,7 +391,9 @@ def cmd_kill(args) -> int:
 def cmd_rm(args) -> int:
     signals.install()
     containers = engine_of(args).containers
-    return _each(args, args.containers, lambda n: containers.remove(n, force=args.force))
+    # podman's rm -f exits 0 for a missing name: cleanup scripts run under `set -e`.
+    return _each(args, args.containers, lambda n: containers.remove(n, force=args.force),
+                 missing_ok=args.force)
 
 
 def cmd_exec(args) -> int:

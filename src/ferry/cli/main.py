@@ -10,18 +10,25 @@ from collections.abc import Sequence
 
 import ferry
 from ferry.cli import render
-from ferry.cli.parsing import Parser, add_commands, engine_of, needs_subcommand, subcommands
-from ferry.store.layout import DEFAULT_ROOT, Layout
+from ferry.cli.parsing import Parser, add_commands, add_global_options, engine_of, needs_subcommand, subcommands
+from ferry.store.layout import Layout
 from ferry.util import log
-from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
-                               PermissionDenied, ToolError, UsageError)
+from ferry.util.errors import (BadArchive, CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning,
+                               DiskFull, FerryError, Incompatible, NotFound, PermissionDenied, Several,
+                               ToolError, UsageError)
 
-# Podman's convention: 125 means ferry itself failed; other codes are reserved
-# for a container's own exit status in later commands.
+# Podman's codes (checked against podman 4.3.1): 125 means ferry itself failed,
+# a bad command line included; 126 and 127 that exec's command cannot be run or
+# found; other codes are a container's own exit status.
 EXIT_OK = 0
 EXIT_NOT_READY = 1
-EXIT_USAGE = 2
 EXIT_ERROR = 125
+EXIT_USAGE = EXIT_ERROR
+EXIT_CANNOT_INVOKE = 126
+EXIT_COMMAND_NOT_FOUND = 127
+# podman rm's own codes (podman-rm(1)): 1 no such container, 2 it is running.
+EXIT_RM_NO_SUCH = 1
+EXIT_RM_RUNNING = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM and SIGHUP give 128 + theirs, as a shell would
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer its reader left
 
@@ -34,6 +41,12 @@ EXIT_CODES: dict[type[FerryError], int] = {
     BadArchive: EXIT_ERROR,
     DiskFull: EXIT_ERROR,
     ToolError: EXIT_ERROR,
+    CommandNotFound: EXIT_COMMAND_NOT_FOUND,
+    CommandNotExecutable: EXIT_CANNOT_INVOKE,
+}
+# Codes that only one command gives (its words, as `ferry container rm` ends).
+COMMAND_EXIT_CODES: dict[str, dict[type[FerryError], int]] = {
+    "rm": {NotFound: EXIT_RM_NO_SUCH, ContainerRunning: EXIT_RM_RUNNING},
 }
 # Failures of what the user asked for, which a full disk does not explain.
 REQUEST_ERRORS = (UsageError, NotFound, Conflict, PermissionDenied)
@@ -42,10 +55,14 @@ NO_SPACE_TEXT = re.compile(r"no space left on device|disk quota exceeded|databas
 PATH_IN_TEXT = re.compile(r"(?<![\w.~])/[^\s:;,'\"()]*")
 
 
-def exit_code_for(error: FerryError) -> int:
+def exit_code_for(error: FerryError, command: str | None = None) -> int:
+    """The exit code of `error` raised by `command` ("rm"); for several, the first one's."""
+    if isinstance(error, Several) and error.errors:
+        return exit_code_for(error.errors[0], command)
+    codes = {**EXIT_CODES, **COMMAND_EXIT_CODES.get(command or "", {})}
     for cls in type(error).__mro__:
-        if cls in EXIT_CODES:
-            return EXIT_CODES[cls]
+        if cls in codes:
+            return codes[cls]
     return EXIT_ERROR
 
 
@@ -56,11 +73,7 @@ def build_parser(command: str | None = None) -> Parser:
     parser = Parser(prog="ferry", description="ferry moves running containers: run, "
                     "checkpoint to one archive, restore anywhere, live-migrate.")
     parser.add_argument("--version", action="version", version=f"ferry version {ferry.__version__}")
-    parser.add_argument("--root", metavar="DIR", default=None,
-                        help=f"state root (default: $FERRY_ROOT or {DEFAULT_ROOT}); "
-                        "each root is an independent host")
-    parser.add_argument("--debug", action="store_true",
-                        help="log every tool ferry runs and show tracebacks")
+    add_global_options(parser)
     commands = subcommands(parser, "commands")
     # An unknown word is claimed by no module: then build everything, for the error.
     if command is None or not any(register(commands, command) for register in _registrars()):
@@ -126,6 +139,18 @@ def command_word(argv: Sequence[str]) -> str | None:
         elif not word.startswith("-"):
             return word
     return None
+
+
+GROUPS = ("container",)   # groups whose verbs are also top-level commands
+
+
+def command_verb(argv: Sequence[str]) -> str | None:
+    """The verb a command line runs: "rm" for `ferry rm` and `ferry container rm`."""
+    word = command_word(argv)
+    if word in GROUPS:
+        rest = list(argv)[list(argv).index(word) + 1:]
+        return command_word(rest)
+    return word
 
 
 # ---- handlers -----------------------------------------------------------
@@ -206,12 +231,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             report(failure, argv, debug)
         except BaseException:   # a second signal, or no stderr left: the code still tells
             pass
-        return exit_code_of(failure)
+        return exit_code_of(failure, command_verb(argv))
 
 
-def exit_code_of(failure: BaseException) -> int:
+def exit_code_of(failure: BaseException, command: str | None = None) -> int:
     if isinstance(failure, FerryError):
-        return exit_code_for(failure)
+        return exit_code_for(failure, command)
     if isinstance(failure, KeyboardInterrupt):
         return 128 + _signal_of(failure)
     if isinstance(failure, BrokenPipeError):
@@ -232,8 +257,9 @@ def report(failure: BaseException, argv: Sequence[str], debug: bool) -> None:
     if isinstance(failure, FerryError):
         if debug:
             log.get_logger("ferry").error("failed", exc_info=failure)
-        error = explain_space(failure, argv)
-        render.error(error.message, hint=error.hint)
+        for each in failure.errors if isinstance(failure, Several) else [failure]:
+            error = explain_space(each, argv)
+            render.error(error.message, hint=error.hint)
     elif isinstance(failure, KeyboardInterrupt):
         number = _signal_of(failure)
         render.error("interrupted" if number == signal.SIGINT else f"interrupted by {number.name}")
@@ -299,7 +325,8 @@ def _full_root_hint(root: str) -> str:
 
 
 def _root(argv: Sequence[str]) -> str | None:
-    """The state root this command line works on, as --root or its defaults give it."""
+    """The state root this command line works on, as --root or its defaults give it;
+    --root may follow the command too, as with podman (not past a `--`)."""
     value = None
     words = iter(argv)
     for word in words:
@@ -307,7 +334,7 @@ def _root(argv: Sequence[str]) -> str | None:
             value = next(words, None)
         elif word.startswith("--root="):
             value = word.split("=", 1)[1]
-        elif not word.startswith("-"):
+        elif word == "--":
             break
     try:
         return Layout.at(value).root

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Callable
 
 from ferry.util.errors import UsageError
@@ -17,8 +18,15 @@ if TYPE_CHECKING:
     from ferry.engine.core import Engine
 
 
+# pflag's words for a boolean flag's value (`--rm=true`, `-d=false`), as podman takes them.
+TRUE_WORDS = ("1", "t", "T", "true", "TRUE", "True")
+FALSE_WORDS = ("0", "f", "F", "false", "FALSE", "False")
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is a one-line FerryError rather than a usage dump."""
+    """argparse, but a usage error is a one-line FerryError rather than a usage dump,
+    naming the help of the command whose line it is; and boolean flags take podman's
+    `--flag=true|false`."""
 
     def error(self, message: str) -> NoReturn:
         choice = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
@@ -28,9 +36,70 @@ class Parser(argparse.ArgumentParser):
             message = "unknown flag or argument: " + message.split(": ", 1)[1]
         raise UsageError(message, hint=f"see '{self.prog} --help'")
 
+    def parse_known_args(self, args=None, namespace=None):
+        words = self._explicit_booleans(list(sys.argv[1:] if args is None else args))
+        namespace, extras = super().parse_known_args(words, namespace)
+        if extras:   # here, not in the top parser: the hint names this command's help
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return namespace, extras
+
+    def _explicit_booleans(self, words: list[str]) -> list[str]:
+        """`--rm=true` as `--rm`; `--rm=false` as no --rm, dropping earlier ones (the
+        last one counts). Only this parser's own flags: words past its first positional
+        belong to a subcommand or to the container's command."""
+        stops = any(a.nargs in (argparse.REMAINDER, argparse.PARSER) for a in self._actions
+                    if not a.option_strings)
+        kept: list[str] = []
+        rest = iter(words)
+        for word in rest:
+            if word == "--" or (stops and not word.startswith("-")):
+                return kept + [word, *rest]
+            name, equals, value = word.partition("=")
+            action = self._option_string_actions.get(name if equals else word)
+            if action is None or not word.startswith("-"):
+                kept.append(word)
+            elif not equals:
+                kept.append(word)
+                if action.nargs != 0:   # its value is the next word, even one like a positional
+                    value_word = next(rest, None)
+                    kept += [] if value_word is None else [value_word]
+            elif not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+                kept.append(word)
+            elif value in TRUE_WORDS + FALSE_WORDS:
+                kept = [w for w in kept if w not in action.option_strings]
+                if value in TRUE_WORDS:
+                    kept.append(name)
+            else:
+                self.error(f'invalid argument "{value}" for "{name}" flag: it takes true or false')
+        return kept
+
+
+class SubcommandParser(Parser):
+    """A command's parser; it also takes the global options, so that they may follow
+    the command as they may in podman (`ferry ps --root DIR`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        add_global_options(self, hidden=True)
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, hidden: bool = False) -> None:
+    """--root and --debug; `hidden` ones (a command's) set nothing unless given, so they
+    never undo the same option given before the command."""
+    if hidden:
+        parser.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        return
+    from ferry.store.layout import DEFAULT_ROOT
+    parser.add_argument("--root", metavar="DIR", default=None,
+                        help=f"state root (default: $FERRY_ROOT or {DEFAULT_ROOT}); "
+                        "each root is an independent host")
+    parser.add_argument("--debug", action="store_true",
+                        help="log every tool ferry runs and show tracebacks")
+
 
 def subcommands(parser: argparse.ArgumentParser, title: str):
-    return parser.add_subparsers(title=title, metavar="COMMAND", parser_class=Parser)
+    return parser.add_subparsers(title=title, metavar="COMMAND", parser_class=SubcommandParser)
 
 
 def add_commands(commands, builders: dict[str, Callable], only: str | None) -> bool:

@@ -245,7 +245,7 @@ class Containers:
             raise
 
     def create(self, options: RunOptions) -> Container:
-        image = self.images.get(options.image)
+        image, image_name = self.images.get_named(options.image)
         if options.name is not None:
             ids.check_name(options.name)
         from ferry.network.ports import parse_port
@@ -259,7 +259,7 @@ class Containers:
         if not args:
             raise UsageError(f"image {options.image!r} has no command", hint="give one after the image name")
         draft = ContainerConfig(
-            image=image.names[0] if image.names else image.id, image_digest=image.digest,
+            image=image_name, image_digest=image.digest,
             args=args, command=command, env=env,
             workdir=options.workdir or image.config.working_dir or "/",
             user=image.config.user, hostname=options.hostname or "",

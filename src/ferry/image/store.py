@@ -194,6 +194,24 @@ class ImageStore:
     def get(self, ref_or_id: str) -> Image:
         return self._image(self._resolve(ref_or_id)[0])
 
+    def get_named(self, ref_or_id: str) -> tuple[Image, str]:
+        """The image, and the name a container made from it shows (podman's
+        ImageName): the full name the reference resolved to, `repo@digest`
+        for a digest, the first name (or the ID) for an ID."""
+        image_id, by_name = self._resolve(ref_or_id)
+        image = self._image(image_id)
+        if by_name is not None:
+            return image, by_name
+        ref = None
+        with contextlib.suppress(UsageError):
+            ref = reference.parse_local(ref_or_id)
+        if ref is not None and ref.digest:
+            repos = self._repos(image_id)
+            repo = ref.repo if ref.repo in repos or reference.is_qualified(ref_or_id) else next(
+                (r for r in repos if r.endswith(f"/{ref.repository}")), ref.repo)
+            return image, f"{repo}@{ref.digest}"
+        return image, image.names[0] if image.names else image.id
+
     def _resolve(self, text: str) -> tuple[str, str | None]:
         """(image id, the name it was found by, or None when found by ID)."""
         conn = self.db.read()

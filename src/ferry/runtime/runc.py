@@ -180,8 +180,9 @@ class Runc:
         return json.loads(result.stdout)
 
     def exec_argv(self, container_id: str, args: list[str], *, tty: bool, env: list[str],
-                  cwd: str | None, user: str | None) -> list[str]:
-        argv = self.base() + ["exec"]
+                  cwd: str | None, user: str | None, additional_gids: tuple[int, ...] = (),
+                  log_path: str | None = None) -> list[str]:
+        argv = self.base(log_path) + ["exec"]
         if tty:
             argv.append("--tty")
         for item in env:
@@ -190,6 +191,8 @@ class Runc:
             argv += ["--cwd", cwd]
         if user:
             argv += ["--user", user]
+        for gid in additional_gids:
+            argv += ["--additional-gids", str(gid)]
         return argv + [container_id, *args]
 
 

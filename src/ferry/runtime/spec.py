@@ -148,7 +148,9 @@ def _kernel_tuple(release: str) -> tuple[int, ...]:
 
 
 def resolve_user(rootfs: str, user: str) -> tuple[int, int, tuple[int, ...]]:
-    """uid, gid and supplementary gids for an image's USER, read from its own files."""
+    """uid, gid and supplementary gids for USER[:GROUP] (names or numbers), read from
+    the root filesystem's own files. As podman: a numeric uid takes its passwd entry's
+    group, and only a user without an explicit group gets the groups listing it."""
     if not user:
         return 0, 0, ()
     name, _, group = user.partition(":")
@@ -170,9 +172,10 @@ def resolve_user(rootfs: str, user: str) -> tuple[int, int, tuple[int, ...]]:
             if entry is None:
                 raise UsageError(f"group {group!r} is not in the image's /etc/group")
             gid = int(entry[2])
+    if group:
+        return uid, gid, ()
     username = next((e[0] for e in passwd if e[2] == str(uid)), None)
-    extra = tuple(sorted({int(e[2]) for e in groups
-                          if username and username in e[3].split(",") and int(e[2]) != gid}))
+    extra = tuple(sorted({int(e[2]) for e in groups if username and username in e[3].split(",")}))
     return uid, gid, extra
 
 

@@ -30,6 +30,27 @@ class Conflict(FerryError):
     """The request clashes with existing state (name in use, port taken)."""
 
 
+class ContainerRunning(Conflict):
+    """The container runs, and what was asked needs it stopped (`rm` without -f)."""
+
+
+class CommandNotFound(NotFound):
+    """The command given to `exec` does not exist in the container (shell's 127)."""
+
+
+class CommandNotExecutable(FerryError):
+    """The command given to `exec` exists but cannot be run (shell's 126)."""
+
+
+class Several(FerryError):
+    """A command acted on several names and more than one failed: each error keeps
+    its own line, and the first one decides the exit code."""
+
+    def __init__(self, errors: list[FerryError]):
+        super().__init__("; ".join(e.message for e in errors))
+        self.errors = list(errors)
+
+
 class Incompatible(FerryError):
     """This host cannot do what was asked (missing kernel feature, old CRIU)."""
 
