@@ -29,7 +29,8 @@ from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
-from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
+from ferry.util.errors import (CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning, FerryError,
+                               NotFound, ToolError, UsageError)
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util import phases, proc, signals
 from ferry.util.locks import Busy, owned_lock
@@ -104,6 +105,7 @@ class RunOptions:
     tty: bool = False
     interactive: bool = False
     hostname: str | None = None
+    user: str | None = None   # USER[:GROUP] or UID[:GID]; the image's USER when None
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ class Containers:
             image=image_name, image_digest=image.digest,
             args=args, command=command, env=env,
             workdir=options.workdir or image.config.working_dir or "/",
-            user=image.config.user, hostname=options.hostname or "",
+            user=image.config.user if options.user is None else options.user, hostname=options.hostname or "",
             network=_one_network(options.network) or self.networks.default().name,
             ip=options.ip or "", mac=options.mac or "", ports=tuple(ports),
             volumes=tuple(volume_specs),
@@ -607,8 +609,8 @@ class Containers:
         container = self.get(name_or_id)
         if container.state == RUNNING:
             if not force:
-                raise Conflict(f"container {container.name!r} is running",
-                               hint="stop it first, or use 'ferry rm -f'")
+                raise ContainerRunning(f"container {container.name!r} is running",
+                                       hint="stop it first, or use 'ferry rm -f'")
             self.stop(container.id, timeout=0)
         with self.locked(container, "rm"):
             with contextlib.suppress(FerryError):
@@ -633,22 +635,43 @@ class Containers:
         return container
 
     def exec_argv(self, name_or_id: str, command: list[str], *, tty: bool, env: list[str],
-                  workdir: str | None, user: str | None) -> list[str]:
+                  workdir: str | None, user: str | None, log_path: str | None = None) -> list[str]:
+        """runc exec's argv; first, a command that cannot run is refused as podman
+        would (127 not found, 126 not executable), in one line rather than runc's."""
         container = self.get(name_or_id)
         with self.locked(container, "exec"):   # not while a checkpoint or a stop is at work
             container = self._running(container.id, "exec into")
         if not command:
             raise UsageError("exec needs a command", hint="ferry exec CONTAINER COMMAND [ARG...]")
         env = list(_merge_env(container.config.env, tuple(env)))
-        return self.runc.exec_argv(container.id, command, tty=tty, env=env, cwd=workdir, user=user)
+        # runc takes numbers only: names come from the container's own files, as podman reads them.
+        uid, gid, groups = ocispec.resolve_user(self.files(container.id).rootfs, user or container.config.user)
+        if container.pid:
+            check_command(container, command[0], env, workdir or container.config.workdir, uid, gid, groups)
+        return self.runc.exec_argv(container.id, command, tty=tty, env=env, cwd=workdir,
+                                   user=f"{uid}:{gid}" if user else None,
+                                   additional_gids=groups if user else (), log_path=log_path)
 
     def exec(self, name_or_id: str, command: list[str], *, tty: bool, interactive: bool, env: list[str],
              workdir: str | None, user: str | None) -> int:
         """Run `command` in the running container on this process's terminal; its exit code."""
-        argv = self.exec_argv(name_or_id, command, tty=tty, env=env, workdir=workdir, user=user)
+        container = self.get(name_or_id)
+        runc_log = os.path.join(self.dir(container.id), f"exec-{os.getpid()}.log")
+        argv = self.exec_argv(container.id, command, tty=tty, env=env, workdir=workdir, user=user,
+                              log_path=runc_log)
         if tty and not os.isatty(0):
             raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
-        if interactive or tty:
+        try:
+            code = self._exec_foreground(argv, stdin=interactive or tty)
+            if code == RUNC_EXEC_FAILED:
+                _raise_exec_failure(command[0], runc_log)
+            return code
+        finally:
+            remove_file(runc_log)
+
+    @staticmethod
+    def _exec_foreground(argv: list[str], *, stdin: bool) -> int:
+        if stdin:
             return proc.run_foreground(argv, desc="runc exec")
         # runc hands the command our stdin: without -i it gets none, and ours comes back after.
         saved = os.dup(0)
@@ -704,6 +727,77 @@ def _one_network(requested: str | tuple[str, ...] | None) -> str | None:
         raise UsageError(f"joining several networks ({', '.join(names)}) is not supported yet",
                          hint="give one --network")
     return names[0] if names else None
+
+
+RUNC_EXEC_FAILED = 255   # runc exec's code when the command never started (or the command's own 255)
+
+
+def check_command(container: Container, name: str, env: list[str], cwd: str, uid: int, gid: int,
+                  groups: tuple[int, ...]) -> None:
+    """Raise CommandNotFound or CommandNotExecutable when runc would fail to start
+    `name` in the running container, looked up as runc does (Go's LookPath, then
+    execve as the user), in a child chrooted to the container's root."""
+    path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), ocispec.DEFAULT_PATH)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:   # the child only looks, answers in one line and leaves
+        verdict = ""
+        try:
+            os.close(read)
+            os.chroot(f"/proc/{container.pid}/root")
+            try:
+                os.chdir(cwd)
+            except OSError as error:
+                verdict = f"127 workdir {cwd!r}: {error.strerror.lower()}"
+            if not verdict:
+                os.setgroups(list(groups))
+                os.setgid(gid)
+                os.setuid(uid)
+                verdict = _lookup_verdict(name, path)
+        except BaseException:
+            verdict = ""   # cannot tell: let runc try
+        finally:
+            os.write(write, verdict.encode())
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as answer:
+        verdict = answer.read().decode()
+    os.waitpid(child, 0)
+    if verdict:
+        code, _, reason = verdict.partition(" ")
+        kind = CommandNotFound if code == "127" else CommandNotExecutable
+        raise kind(f"cannot run {name!r} in container {container.name!r}: {reason}")
+
+
+def _lookup_verdict(name: str, path: str) -> str:
+    """"" when `name` can be run here; else "127 REASON" or "126 REASON"."""
+    if "/" in name:
+        found = name
+        if not os.path.exists(found):
+            return "127 no such file or directory"
+    else:
+        found = next((candidate for candidate in (os.path.join(d or ".", name) for d in path.split(":"))
+                      if os.path.isfile(candidate) and os.stat(candidate).st_mode & 0o111), None)
+        if found is None:
+            return "127 executable file not found in $PATH"
+    if os.path.isdir(found) or not os.access(found, os.X_OK):
+        return "126 permission denied"
+    return ""
+
+
+def _raise_exec_failure(name: str, runc_log: str) -> None:
+    """After runc exec returned 255: if runc says the command never started, that
+    failure in podman's code; otherwise 255 was the command's own code."""
+    from ferry.runtime.runc import quote_runc_log
+    message = quote_runc_log(runc_log, lines=1)
+    if "exec failed" not in message:
+        return
+    reason = message.split("unable to start container process: ", 1)[-1]
+    if "not found" in reason or "no such file or directory" in reason:
+        raise CommandNotFound(f"cannot run {name!r}: {reason}")
+    if "permission denied" in reason:
+        raise CommandNotExecutable(f"cannot run {name!r}: {reason}")
+    raise ToolError("runc exec", RUNC_EXEC_FAILED, reason)
 
 
 def _merge_env(base, extra) -> tuple[str, ...]:
