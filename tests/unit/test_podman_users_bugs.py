@@ -42,3 +42,29 @@ def test_a_container_shows_the_image_name_it_was_run_with(containers, engine, gi
     container = containers.create(RunOptions(image=image.id if given == "ID" else given, name="web"))
     assert container.config.image == shown
     assert containers.get("web").config.image == shown
+
+
+# ---- item 10: image creation times with nanoseconds and offsets -----------------------
+
+@pytest.mark.parametrize("created", [
+    "2024-01-02T03:04:05.123456789Z",        # podman save, registries (Go's RFC3339Nano)
+    "2024-01-02T04:04:05.1+01:00",
+    "2024-01-02T08:34:05.123456789+05:30",   # a half-hour offset: its minutes count
+    "2024-01-01T22:04:05.123456789-05:00",
+    "2024-01-02t03:04:05z",
+    "2024-01-02T03:04:05Z",
+])
+def test_images_reads_rfc3339_with_up_to_nine_fractional_digits_and_any_offset(created):
+    from types import SimpleNamespace
+
+    from ferry.cli.images import human_age, image_json
+    image = SimpleNamespace(id="a" * 64, names=("localhost/x:1",), digest="sha256:" + "b" * 64,
+                            created=created, size=1)
+    assert image_json(image)["Created"] == 1704164645      # 2024-01-02T03:04:05Z
+    assert human_age(created) != "unknown"
+
+
+@pytest.mark.parametrize("created", ["", "yesterday", "2024-01-02T03:04:05.1234567890Z", "2024-01-02T03:04:05"])
+def test_a_time_that_is_not_rfc3339_is_unknown(created):
+    from ferry.cli.images import human_age
+    assert human_age(created) == "unknown"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -88,10 +89,21 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
+# RFC 3339: Go writes up to 9 fractional digits (podman save, registries), any offset.
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
+
+
 def _parse_time(created: str) -> datetime | None:
+    """An image's creation time, or None when it is not RFC 3339."""
+    match = _RFC3339.fullmatch(created)
+    if match is None:
+        return None
+    date, clock, fraction, offset = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
     try:
-        return datetime.fromisoformat(created.replace("Z", "+00:00")[:32])
-    except ValueError:
+        return datetime.fromisoformat(f"{date}T{clock}{'+00:00' if offset in 'Zz' else offset}") \
+            .replace(microsecond=micros)
+    except ValueError:   # a 31st of February
         return None
 
 
