@@ -106,3 +106,32 @@ def test_an_image_pulled_by_its_index_digest_runs_by_that_digest(ferry, registry
     ferry("rm", "pinned")
     ferry("rmi", manifest.image_id)
     assert ferry("image", "inspect", pinned, check=False).returncode != 0
+
+
+# ---- item 11: volume copy-up ----------------------------------------------------------
+
+def _www(ferry, volume: str) -> str:
+    return ferry("run", "--rm", "-v", f"{volume}:/var/www", "busybox", "ls", "/var/www").stdout
+
+
+def test_a_new_volume_gets_the_image_files_at_its_mount_point_once(ferry, tmp_path):
+    """podman 4.3: a volume it made (by -v or `volume create`) gets the image's
+    files at its mount point at the first start that finds files there, while
+    it is empty; never again once taken (even emptied), never with nocopy."""
+    assert _www(ferry, "fresh") == "index.html\n"
+    assert ferry("run", "--rm", "-v", "fresh:/var/www", "busybox", "cat", "/var/www/index.html").stdout \
+        == "hello from busybox\n"
+    ferry("volume", "create", "made")
+    assert _www(ferry, "made") == "index.html\n"
+    ferry("run", "--rm", "-v", "late:/nothing/here", "busybox", "true")   # no files there: not taken yet
+    assert _www(ferry, "late") == "index.html\n"
+    ferry("run", "--rm", "-v", "full:/x", "busybox", "sh", "-c", "echo d > /x/mine")
+    assert _www(ferry, "full") == "mine\n"                                # not empty: left alone
+    ferry("run", "--rm", "-v", "fresh:/var/www", "busybox", "sh", "-c", "rm /var/www/index.html")
+    assert _www(ferry, "fresh") == ""                                     # taken once only
+    assert ferry("run", "--rm", "-v", "bare:/var/www:nocopy", "busybox", "ls", "/var/www").stdout == ""
+    host = tmp_path / "host"
+    host.mkdir()
+    assert ferry("run", "--rm", "-v", f"{host}:/var/www", "busybox", "ls", "/var/www").stdout == ""
+    assert list(host.iterdir()) == []                                     # a host dir: never
+    ferry("volume", "rm", "fresh", "made", "late", "full", "bare")

@@ -68,3 +68,28 @@ def test_images_reads_rfc3339_with_up_to_nine_fractional_digits_and_any_offset(c
 def test_a_time_that_is_not_rfc3339_is_unknown(created):
     from ferry.cli.images import human_age
     assert human_age(created) == "unknown"
+
+
+# ---- item 11: where a copy-up reads from ---------------------------------------------
+
+def test_copy_up_reads_inside_the_root_filesystem_whatever_its_symlinks_say(tmp_path):
+    from ferry.engine.volumes import path_in_rootfs
+    root = tmp_path / "rootfs"
+    (root / "srv" / "www").mkdir(parents=True)
+    (root / "var").mkdir()
+    (root / "var" / "www").symlink_to("/srv/www")          # absolute: from the container's /
+    (root / "var" / "up").symlink_to("../../../../etc")     # cannot climb out of the rootfs
+    (root / "loop").symlink_to("loop")
+    assert path_in_rootfs(str(root), "/var/www") == str(root / "srv" / "www")
+    assert path_in_rootfs(str(root), "/var/up") == str(root / "etc")
+    assert path_in_rootfs(str(root), "/loop/x") is None
+
+
+def test_nocopy_is_kept_for_named_volumes_and_refused_for_host_paths():
+    from ferry.engine.volumes import VolumeSpec, parse_volume
+    spec = parse_volume("data:/www:ro,nocopy")
+    assert spec.nocopy and spec.readonly
+    assert VolumeSpec.from_dict(spec.to_dict()) == spec
+    assert "nocopy" not in parse_volume("data:/www").to_dict()   # older records keep their shape
+    with pytest.raises(UsageError, match="nocopy applies to named volumes only"):
+        parse_volume("/srv:/www:nocopy")

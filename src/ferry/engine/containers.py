@@ -23,7 +23,7 @@ from ferry.engine.config import ContainerConfig
 from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, has_exited, observed_exit,
                                   open_table, process_alive)
 from ferry.util.log import get_logger
-from ferry.engine.volumes import VolumeSpec, Volumes
+from ferry.engine.volumes import VolumeSpec, Volumes, path_in_rootfs
 from ferry.runtime import launch, rootfs, spec as ocispec
 from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
 from ferry.store import ids
@@ -468,7 +468,7 @@ class Containers:
             rootfs=target,
             process=ocispec.ProcessSpec(args=config.args, env=config.env, cwd=config.workdir, uid=uid,
                                         gid=gid, additional_gids=groups, terminal=config.tty),
-            netns_path=attachment.netns_path, mounts=tuple(self._mounts(container)),
+            netns_path=attachment.netns_path, mounts=tuple(self._mounts(container, copy_up=restore is None)),
             annotations={"io.ferry.name": container.name,
                          # runc hands this file to CRIU on checkpoint and restore.
                          "org.criu.config": files.criu_config}))
@@ -491,13 +491,17 @@ class Containers:
             tcp_established=bool(restore and restore.tcp_established),
             lazy_pages_pid=restore.lazy_pid if restore else None, warm=restore.warm if restore else None)
 
-    def _mounts(self, container: Container) -> Iterator[ocispec.Mount]:
+    def _mounts(self, container: Container, *, copy_up: bool = False) -> Iterator[ocispec.Mount]:
+        """The container's bind mounts; with `copy_up` (a fresh start, not a
+        restore), a new volume first gets the image's files at its mount point."""
         files = self.files(container.id)
         for name in ETC_FILES:
             yield ocispec.Mount(f"/etc/{name}", files.at(name))
         if container.config.profile.containerenv:
             yield ocispec.Mount("/run/.containerenv", files.containerenv, "bind", ("bind", "rprivate"))
         for volume in container.config.volumes:
+            if copy_up and volume.kind == "volume" and not volume.nocopy:
+                self.volumes.copy_up(volume.source, path_in_rootfs(files.rootfs, volume.destination))
             source = self.volumes.data_dir(volume.source) if volume.kind == "volume" else volume.source
             options = ("rbind", "rprivate") + (("ro",) if volume.readonly else ())
             yield ocispec.Mount(volume.destination, source, "bind", options)

@@ -9,6 +9,7 @@ from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import Conflict, NotFound, UsageError
+from ferry.util import proc
 from ferry.util.fs import remove_tree
 from ferry.util.strictjson import exact_keys, shown
 from ferry.util.timefmt import utc_now
@@ -21,8 +22,12 @@ CREATE TABLE IF NOT EXISTS volumes (
 """
 
 
+# A volume is filled once from the image (podman's NeedsCopyUp): set when it is
+# made, cleared by the first start that finds files at its mount point.
+ADDED_COLUMNS = {"copy_up": "INTEGER NOT NULL DEFAULT 0"}
 VOLUME_KEYS = ("kind", "source", "destination", "readonly")
 MAX_PATH = 4095
+MAX_SYMLINK_HOPS = 40
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class VolumeSpec:
     source: str         # volume name or absolute host path
     destination: str
     readonly: bool = False
+    nocopy: bool = False   # -v NAME:DEST:nocopy, no copy-up from the image
 
     def __post_init__(self):
         if self.kind not in ("volume", "bind"):
@@ -46,16 +52,23 @@ class VolumeSpec:
         _check_path(self.destination, "volume destination")
         if not isinstance(self.readonly, bool):
             raise ValueError(f"volume readonly must be true or false, not {shown(self.readonly)}")
+        if not isinstance(self.nocopy, bool):
+            raise ValueError(f"volume nocopy must be true or false, not {shown(self.nocopy)}")
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "source": self.source, "destination": self.destination,
+        data = {"kind": self.kind, "source": self.source, "destination": self.destination,
                 "readonly": self.readonly}
+        if self.nocopy:   # only then: records without it stay readable by older ferry
+            data["nocopy"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data) -> "VolumeSpec":
         """From its JSON form, strictly (ValueError)."""
-        exact_keys(data, VOLUME_KEYS, "volume")
-        return cls(data["kind"], data["source"], data["destination"], data["readonly"])
+        keys = VOLUME_KEYS + ("nocopy",) if isinstance(data, dict) and "nocopy" in data else VOLUME_KEYS
+        exact_keys(data, keys, "volume")
+        return cls(data["kind"], data["source"], data["destination"], data["readonly"],
+                   data.get("nocopy", False))
 
     def __str__(self) -> str:
         return f"{self.source}:{self.destination}" + (":ro" if self.readonly else "")
@@ -75,20 +88,50 @@ def parse_volume(spec: str) -> VolumeSpec:
         raise UsageError(f"bad volume {spec!r}: expected SOURCE:/container/path[:ro]")
     source, destination = parts[0], parts[1]
     options = parts[2].split(",") if len(parts) == 3 else []
-    unknown = [o for o in options if o not in ("ro", "rw", "z", "Z")]
+    unknown = [o for o in options if o not in ("ro", "rw", "z", "Z", "copy", "nocopy")]
     if unknown:
-        raise UsageError(f"bad volume {spec!r}: unknown option {unknown[0]!r} (use ro or rw)")
+        raise UsageError(f"bad volume {spec!r}: unknown option {unknown[0]!r} (use ro, rw or nocopy)")
     if not destination.startswith("/"):
         raise UsageError(f"bad volume {spec!r}: the container path must be absolute")
     if ".." in destination.split("/"):
         raise UsageError(f"bad volume {spec!r}: the container path must not contain '..'")
     readonly = "ro" in options
     if source.startswith("/"):
+        if "nocopy" in options:
+            raise UsageError(f"bad volume {spec!r}: nocopy applies to named volumes only")
         return VolumeSpec("bind", os.path.normpath(source), os.path.normpath(destination), readonly)
     if source.startswith("."):
         raise UsageError(f"bad volume {spec!r}: host paths must be absolute")
     ids.check_name(source, "volume")
-    return VolumeSpec("volume", source, os.path.normpath(destination), readonly)
+    return VolumeSpec("volume", source, os.path.normpath(destination), readonly, "nocopy" in options)
+
+
+def path_in_rootfs(rootfs: str, path: str) -> str | None:
+    """Where `path` of a container is in its (not yet running) root filesystem,
+    its symlinks followed as inside it, never out of it; None on a loop."""
+    parts = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(rootfs, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                return None
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(rootfs, *resolved)
 
 
 class Volumes:
@@ -97,6 +140,7 @@ class Volumes:
         self.db = db
         self.engine = engine   # its containers, which `rm -f` removes before their volume
         db.ensure(DDL)
+        db.add_columns("volumes", ADDED_COLUMNS)
 
     def data_dir(self, name: str) -> str:
         return os.path.join(self.layout.volumes, name, "_data")
@@ -111,7 +155,8 @@ class Volumes:
                         return self.inspect(name)
                     raise Conflict(f"volume {name!r} already exists", hint="pick another name")
                 os.makedirs(self.data_dir(name), mode=0o755, exist_ok=True)
-                conn.execute("INSERT INTO volumes (name, created_at) VALUES (?, ?)", (name, utc_now()))
+                conn.execute("INSERT INTO volumes (name, created_at, copy_up) VALUES (?, ?, 1)",
+                             (name, utc_now()))
         except BaseException:
             if made:   # a failed commit (a full disk) leaves no directory of a volume that is not
                 remove_tree(os.path.join(self.layout.volumes, name))
@@ -131,6 +176,29 @@ class Volumes:
             raise NotFound(f"no such volume {name!r}", hint="see 'ferry volume ls'")
         return {"Name": name, "Driver": "local", "Mountpoint": self.data_dir(name),
                 "CreatedAt": row["created_at"], "Scope": "local"}
+
+    def copy_up(self, name: str, source: str | None) -> bool:
+        """podman's copy-up: a volume made by ferry gets the image's files at its
+        mount point (`source`, in the container's root filesystem) once, at the
+        first start that finds some there, and only while it is still empty."""
+        if source is None or os.path.islink(source) or not os.path.isdir(source) or not os.listdir(source):
+            return False
+        with self.db.write() as conn:   # one start takes the copy, even two at once
+            taken = conn.execute("UPDATE volumes SET copy_up = 0 WHERE name = ? AND copy_up = 1",
+                                 (name,)).rowcount
+        data = self.data_dir(name)
+        if not taken or os.listdir(data):
+            return False
+        try:
+            proc.run(["cp", "-a", "--", source + "/.", data], desc=f"copy the image's files into volume {name}",
+                     timeout=None)   # as long as the files take
+        except BaseException:   # as it was: empty, and still to be filled
+            remove_tree(data)
+            os.makedirs(data, mode=0o755, exist_ok=True)
+            with self.db.write() as conn:
+                conn.execute("UPDATE volumes SET copy_up = 1 WHERE name = ?", (name,))
+            raise
+        return True
 
     def remove(self, name: str, users: list[str], *, force: bool = False) -> None:
         """Delete a volume and its data. Never under a container: as podman does,
