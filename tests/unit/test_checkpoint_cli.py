@@ -21,12 +21,14 @@ def engine(monkeypatch, tmp_path):
 
     def checkpoint(name, options, progress):
         asked.append(("checkpoint", name, options))
-        return SimpleNamespace(name=name, stats=lambda: {"Name": name}, kept_locally=False)
+        return SimpleNamespace(name=name, kept_locally=False, stats=lambda raw: {
+            "podman_checkpoint_duration": 7, "container_statistics": [{"RawInput": raw}]})
 
     def restore(name, options, progress):
         asked.append(("restore", name, options))
         return SimpleNamespace(id="f" * 64, granted_binds=(), authenticity=Authenticity.UNVERIFIED,
-                               stats=lambda: {"Id": "f" * 64})
+                               stats=lambda raw: {"podman_restore_duration": 5,
+                                                  "container_statistics": [{"RawInput": raw}]})
 
     class Engine:
         def __init__(self, root):
@@ -39,8 +41,10 @@ def engine(monkeypatch, tmp_path):
 @pytest.mark.parametrize("target", ["-", "/dev/stdout"])
 @pytest.mark.parametrize("flags, printed", [
     ([], "web\n"),
-    (["--print-stats"], json.dumps({"Name": "web"}, indent=2) + "\n"),
-    (["--format", "json"], json.dumps([{"Name": "web"}], indent=2) + "\n"),
+    (["--print-stats"], json.dumps({"podman_checkpoint_duration": 7, "container_statistics": [
+        {"RawInput": "web"}]}, indent=2) + "\n"),
+    (["--format", "json"], json.dumps([{"podman_checkpoint_duration": 7, "container_statistics": [
+        {"RawInput": "web"}]}], indent=2) + "\n"),
 ])
 def test_an_archive_on_stdout_moves_the_result_lines_to_stderr(capfd, engine, target, flags, printed):
     code = cli.main(["--root", engine.root, "container", "checkpoint", "web", "--file", target, *flags])
@@ -54,7 +58,8 @@ def test_an_archive_in_a_file_leaves_the_result_lines_on_stdout(capfd, engine, t
     code = cli.main(["--root", engine.root, "container", "checkpoint", "web", "--file",
                      str(tmp_path / "web.tar.zst"), "--print-stats"])
     out, err = capfd.readouterr()
-    assert (code, json.loads(out), err) == (0, {"Name": "web"}, "")
+    assert (code, json.loads(out), err) == (0, {"podman_checkpoint_duration": 7,
+                                                 "container_statistics": [{"RawInput": "web"}]}, "")
 
 
 def test_restore_from_stdin_passes_dash_to_the_engine(capfd, engine):
@@ -64,3 +69,10 @@ def test_restore_from_stdin_passes_dash_to_the_engine(capfd, engine):
     assert err.startswith("ferry: warning: restored from stdin, whose origin is not verified")
     [(verb, name, options)] = engine.asked
     assert (verb, name, options.import_path, options.name) == ("restore", None, "-", "web2")
+
+
+def test_print_stats_is_one_document_for_all_containers_as_podman_prints_it(capfd, engine):
+    code = cli.main(["--root", engine.root, "container", "checkpoint", "web", "db", "--print-stats"])
+    out, _ = capfd.readouterr()
+    assert (code, json.loads(out)) == (0, {"podman_checkpoint_duration": 14, "container_statistics": [
+        {"RawInput": "web"}, {"RawInput": "db"}]})

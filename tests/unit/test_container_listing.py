@@ -188,7 +188,7 @@ def test_a_container_being_created_lists_at_every_step(root):
     seen = []
 
     class Networks:
-        def reserve(self, container_id, network, *, ip, mac):
+        def reserve(self, container_id, network, *, ip, mac, scoped=False):
             seen.append([(c.name, c.image, c.args) for c in listing.containers(all_states=True)])
             return "10.90.0.9", "02:00:00:00:00:09"
 

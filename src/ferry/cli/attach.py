@@ -12,6 +12,7 @@ import termios
 import time
 import tty as ttymode
 
+from ferry.cli import render
 from ferry.runtime import attach
 from ferry.util.errors import FerryError
 
@@ -55,6 +56,10 @@ def attach_and_wait(engine, container, *, stdin: bool, tty: bool) -> int:
                         stream.flush()
     sock.close()
     engine.containers.wait_monitor(container)  # --rm cleanup finishes before we return
+    if engine.containers.ended_by_checkpoint(container.id):
+        render.warning(f"container {container.name} was checkpointed",
+                       hint=f"'ferry ps -a' shows whether its checkpoint is kept here, for 'ferry container "
+                            f"restore {container.name}'")
     return exit_code
 
 

@@ -77,8 +77,8 @@ def cmd_checkpoint(args) -> int:
     results = []
     for name in args.containers:
         with progress_bar() as progress:
-            results.append(checkpoints.checkpoint(name, options, progress))
-    for result in results:
+            results.append((name, checkpoints.checkpoint(name, options, progress)))
+    for _, result in results:
         if result.kept_locally and not args.keep:
             render.warning(f"the checkpoint of {result.name} is kept here too, as only the archive's reader "
                            "knows whether it restored",
@@ -87,7 +87,7 @@ def cmd_checkpoint(args) -> int:
     # An archive on stdout leaves it no room for anything else.
     from ferry.checkpoint.archive.endpoints import is_stdout
     with contextlib.redirect_stdout(sys.stderr) if is_stdout(args.export) else contextlib.nullcontext():
-        _print_results(args, results, name_of=lambda r: r.name)
+        _print_results(args, results, "podman_checkpoint_duration", name_of=lambda r: r.name)
     return 0
 
 
@@ -111,8 +111,8 @@ def cmd_restore(args) -> int:
         with progress_bar() as progress:
             result = checkpoints.restore(name, options, progress)
         _report_trust(result, args.import_path)
-        results.append(result)
-    _print_results(args, results, name_of=lambda r: r.id)
+        results.append((name or args.import_path, result))
+    _print_results(args, results, "podman_restore_duration", name_of=lambda r: r.id)
     return 0
 
 
@@ -130,14 +130,17 @@ def _report_trust(result, path: str | None) -> None:
                        hint="sign archives with --sign-key and restore them with --verify-key")
 
 
-def _print_results(args, results, name_of) -> None:
+def _print_results(args, results, duration_key: str, name_of) -> None:
+    """results: (what the user named, result) pairs. --print-stats prints one
+    document for them all, as podman does; --format json one per container."""
     if args.print_stats:
-        for result in results:
-            render.json_out(result.stats())
+        stats = [result.stats(raw) for raw, result in results]
+        render.json_out({duration_key: sum(s[duration_key] for s in stats),
+                         "container_statistics": [e for s in stats for e in s["container_statistics"]]})
     elif args.format == "json":
-        render.json_out([result.stats() for result in results])
+        render.json_out([result.stats(raw) for raw, result in results])
     else:
-        for result in results:
+        for _, result in results:
             render.line(name_of(result))
 
 

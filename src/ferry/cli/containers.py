@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -116,6 +117,8 @@ def _add_stopping(sub, verb: str, text: str, handler) -> None:
 def _add_start(sub) -> None:
     start = sub.add_parser("start", help="start stopped containers")
     start.add_argument("containers", nargs="+")
+    start.add_argument("--ignore-checkpoint", action="store_true",
+                       help="start a checkpointed container afresh, dropping its checkpoint")
     start.set_defaults(handler=cmd_start)
 
 
@@ -380,7 +383,8 @@ def cmd_restart(args) -> int:
 def cmd_start(args) -> int:
     signals.install()
     containers = engine_of(args).containers
-    return _each(args, args.containers, containers.start)
+    return _each(args, args.containers,
+                 lambda name: containers.start(name, ignore_checkpoint=args.ignore_checkpoint))
 
 
 def cmd_kill(args) -> int:
@@ -436,12 +440,13 @@ def inspect_container(engine: Engine, c: Container) -> dict:
                   "Checkpointed": bool(c.checkpointed_at), "CheckpointedAt": c.checkpointed_at or NEVER,
                   "CheckpointPath": engine.containers.checkpoint_path(c) if c.checkpointed_at else "",
                   "CheckpointInMemory": bool(c.checkpointed_at) and engine.containers.checkpoint_in_memory(c),
-                  "Restored": bool(c.restored_at), "RestoredAt": c.restored_at or NEVER},
+                  "Restored": bool(c.restored_at), "RestoredAt": c.restored_at or NEVER,
+                  **_criu_logs(engine, c)},
         "Image": c.image_id, "ImageName": config.image, "ImageDigest": config.image_digest,
-        "Name": c.name, "Mounts": mounts,
+        "Name": c.name, "OCIRuntime": "runc", "Mounts": mounts,
         "Config": {"Hostname": config.hostname, "Env": list(config.env), "Cmd": list(config.command),
                    "WorkingDir": config.workdir, "User": config.user, "Tty": config.tty,
-                   "OpenStdin": config.interactive, "StopSignal": config.stop_signal},
+                   "OpenStdin": config.interactive, "StopSignal": _signal_number(config.stop_signal)},
         "NetworkSettings": {"IPAddress": config.ip, "MacAddress": config.mac, "Ports": ports,
                             "Networks": {config.network: {"IPAddress": config.ip,
                                                           "MacAddress": config.mac}}},
@@ -452,6 +457,29 @@ def inspect_container(engine: Engine, c: Container) -> dict:
 
 
 NEVER = "0001-01-01T00:00:00Z"   # podman's zero time
+
+
+def _criu_logs(engine: Engine, c: Container) -> dict:
+    """CRIU's log of the checkpoint a container waits in, or of the restore
+    that brought it back, as podman names them; a later start clears both."""
+    work = engine.containers.files(c.id).checkpoint_work
+    logs = {}
+    if c.checkpointed_at and os.path.exists(os.path.join(work, "dump.log")):
+        logs["CheckpointLog"] = os.path.join(work, "dump.log")
+    if c.restored_at and c.state == RUNNING and os.path.exists(os.path.join(work, "restore.log")):
+        logs["RestoreLog"] = os.path.join(work, "restore.log")
+    return logs
+
+
+def _signal_number(name: str) -> int | str:
+    """podman shows a stop signal as its number (15 for SIGTERM)."""
+    import signal
+    if name.isdigit():
+        return int(name)
+    try:
+        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
+    except KeyError:
+        return name
 
 TEMPLATE_FIELD = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+)\s*\}\}")
 

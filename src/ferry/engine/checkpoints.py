@@ -135,15 +135,15 @@ class CheckpointResult:
     kept_locally: bool = False   # a stream's checkpoint stays here too: only its reader knows if it restored
     lazy: LazyDump | None = None  # a lazy checkpoint's page server, which serves until the last page is read
 
-    def stats(self) -> dict:
+    def stats(self, raw_input: str | None = None) -> dict:
         """podman's --print-stats shape, plus ferry's own phases."""
-        entry = {"Id": self.id, "Name": self.name,
+        entry = {"Id": self.id, "RawInput": raw_input or self.name, "Name": self.name,
                  "runtime_checkpoint_duration": int(self.phases.get("runc_checkpoint", 0) * 1e6),
                  "criu_statistics": _criu_stats(self.criu), "ferry_phases": _micros(self.phases)}
         if self.archive:
             entry.update(archive=self.archive, archive_size=self.archive_size,
                          archive_streamed=self.archive_streamed)
-        return {"ferry_checkpoint_duration": int(self.seconds * 1e6), "container_statistics": [entry]}
+        return {"podman_checkpoint_duration": int(self.seconds * 1e6), "container_statistics": [entry]}
 
 
 @dataclass(frozen=True)
@@ -157,10 +157,11 @@ class RestoreResult:
     granted_binds: tuple[VolumeSpec, ...] = ()   # host paths mounted because of --allow-bind-mounts
     lazy_daemon: subprocess.Popen | None = None   # a lazy restore's lazy-pages daemon, still fetching pages
 
-    def stats(self) -> dict:
-        return {"ferry_restore_duration": int(self.seconds * 1e6),
+    def stats(self, raw_input: str | None = None) -> dict:
+        return {"podman_restore_duration": int(self.seconds * 1e6),
                 "container_statistics": [{
-                    "Id": self.id, "Name": self.name, "authenticity": self.authenticity,
+                    "Id": self.id, "RawInput": raw_input or self.name, "Name": self.name,
+                    "authenticity": self.authenticity,
                     "runtime_restore_duration": int(self.phases.get("runc_restore", 0) * 1e6),
                     "criu_statistics": self.criu, "ferry_phases": _micros(self.phases)}]}
 
@@ -198,6 +199,10 @@ class Checkpoints:
             raise UsageError("--sign-key needs --export: only an archive carries a signature")
         signer = load_private_key(options.sign_key) if options.sign_key else None
         container = self.containers.get(name_or_id)
+        if container.config.rm and not (options.export or options.export_stream is not None):
+            # Its exit would remove it, and its local checkpoint with it (podman refuses too).
+            raise Conflict(f"cannot checkpoint container {container.name!r} locally: it was started with --rm",
+                           hint="export it with --export FILE, which removes it, as podman does")
         if options.export_stream is not None:
             target = Endpoint(options.export_stream, "the migration stream")
             return self._checkpoint_locked(container, replace(options, keep=True), target,
@@ -211,7 +216,11 @@ class Checkpoints:
                 # Whether the reader at the far end restored it, this end never
                 # learns: the container's state stays here until it is removed.
                 options = replace(options, keep=True)
-            return self._checkpoint_locked(container, options, target, compression, signer, progress)
+            result = self._checkpoint_locked(container, options, target, compression, signer, progress)
+        if container.config.rm and not (options.leave_running or options.keep or result.kept_locally):
+            # --rm: the container ends with its export, and goes, as podman removes it.
+            self.containers.remove(container.id)
+        return result
 
     def _checkpoint_locked(self, container: Container, options: CheckpointOptions, target: Endpoint | None,
                            compression: str | None, signer, progress: Progress) -> CheckpointResult:
@@ -525,10 +534,13 @@ class Checkpoints:
             images = files.checkpoint_images
             if container.state == RUNNING:
                 raise Conflict(f"container {container.name!r} is running", hint="checkpoint it first")
-            if not container.checkpointed_at:
+            dumped = os.path.exists(os.path.join(images, "inventory.img"))
+            # Without a record, images are those of a checkpoint taken with -R
+            # before the container stopped: podman restores those too.
+            if not container.checkpointed_at and not dumped:
                 raise NotFound(f"container {container.name!r} has no local checkpoint",
                                hint="checkpoint it without --export, or restore with --import FILE")
-            if not os.path.exists(os.path.join(images, "inventory.img")):
+            if not dumped:
                 raise NotFound(f"the local checkpoint of container {container.name!r} is gone: it was kept in "
                                "memory, and the host has restarted since", hint="restore it from an archive")
             work = files.checkpoint_work
@@ -560,10 +572,17 @@ class Checkpoints:
         container_id = options.container_id or ids.new_id()
         # The container's lock from the start: the staging dir, named after it,
         # is in use while it is held (sweep_stale_imports).
-        with _import_source(options) as source, \
-                self.containers.lock_id(container_id, name or source.name, "container restore"):
-            return self._restore_import_locked(container_id, name, restated, verify_key, source, options,
-                                               progress)
+        try:
+            with _import_source(options) as source, \
+                    self.containers.lock_id(container_id, name or source.name, "container restore"):
+                return self._restore_import_locked(container_id, name, restated, verify_key, source, options,
+                                                   progress)
+        finally:
+            # The lock only guarded the staging dir when the restore failed,
+            # or kept the archive's ID instead.
+            if self._id_is_free(container_id):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.layout.lock(f"container-{container_id}"))
 
     def _restore_import_locked(self, container_id: str, name: str | None, restated: tuple[VolumeSpec, ...],
                                verify_key, source: Endpoint, options: RestoreOptions,
@@ -574,6 +593,7 @@ class Checkpoints:
         undo = Undo()
         # Its interpreter starts while the archive arrives, not after.
         warm = launch.WarmMonitor(self.containers.dir(container_id))
+        held = contextlib.ExitStack()
         try:
             with timer.phase("archive_read"), archive.ArchiveReader(source.target) as reader:
                 head = reader.head()
@@ -598,11 +618,18 @@ class Checkpoints:
                     raise BadArchive(f"the archive holds container {saved.id[:12]}, not "
                                      f"{options.container_id[:12]}", hint=HINT_FORGED)
                 image = self._image_for(head.container, options)
+            if name is None and not options.container_id and self._id_is_free(saved.id):
+                # Without --name the container keeps its ID, as podman's does:
+                # scripts (and `exec ID`) name it by that.
+                held.enter_context(self.containers.lock_id(saved.id, saved.name, "container restore"))
+                container_id = saved.id
+                warm.close()
+                warm = launch.WarmMonitor(self.containers.dir(container_id))
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
             fresh = [v.source for v in config.named_volumes if not self.containers.volumes.exists(v.source)]
             container = self._insert_restored(name or saved.name, image, config, options, undo, container_id,
-                                              scratch)
+                                              scratch, kept_id=container_id == saved.id)
             directory = self.containers.dir(container.id)
             files = ContainerFiles(directory)
             phases.reached("restore:created")
@@ -660,10 +687,20 @@ class Checkpoints:
         finally:
             warm.close()
             remove_tree_later(scratch)
+            held.close()
             with contextlib.suppress(OSError):
                 os.rmdir(self.layout.tmp)   # only when nothing else is in it
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
                              Authenticity.FOREIGN if foreign_archive else _authenticity(contents), granted, daemon)
+
+    def _id_is_free(self, container_id: str) -> bool:
+        if os.path.exists(self.containers.dir(container_id)):
+            return False
+        try:
+            self.containers.get(container_id, refresh=False)
+        except NotFound:
+            return True
+        return False
 
     def sweep_stale_imports(self) -> list[str]:
         """Remove the staging dirs (and their tmpfs) of restores whose command
@@ -715,25 +752,28 @@ class Checkpoints:
                              hint="free disk space, or restore with --ignore-rootfs/--ignore-volumes")
 
     def _insert_restored(self, name: str, image, config: ContainerConfig, options: RestoreOptions,
-                         undo: Undo, container_id: str, scratch: str) -> Container:
+                         undo: Undo, container_id: str, scratch: str, kept_id: bool) -> Container:
+        """The restored container's record, at its old address while that is
+        free here (a move to another host keeps it), else at a new one, as
+        podman gives a copy under a new name."""
         attempt = Undo()
         entry = dict(op=journal.RESTORE, from_archive=True, scratch=scratch)
         try:
-            try:
-                container = self.containers.insert(name, image, config, attempt, container_id=container_id,
-                                                   journal_entry=entry, adopt_lease=options.adopt_lease)
-            except UsageError as refusal:   # the archive's address, not the user's command line
-                raise Conflict(refusal.message, hint="restore with --ignore-static-ip (and --ignore-static-mac) "
-                                                     "to take a new address") from None
-            except Conflict as clash:
-                attempt.run()
-                # A new address with the old MAC would confuse every switch on the
-                # segment when the original still runs: --ignore-static-ip takes both.
-                if not (options.ignore_static_ip and config.mac and config.mac.lower() in clash.message.lower()):
-                    raise _restore_hint(clash, config) from None
-                container = self.containers.insert(name, image, replace(config, mac=""), attempt,
-                                                   container_id=container_id, journal_entry=entry,
-                                                   adopt_lease=options.adopt_lease)
+            for _ in range(3):   # the IP, then the MAC, may be taken
+                try:
+                    # An ID kept from the archive may be its twin's in another root on this host.
+                    container = self.containers.insert(name, image, config, attempt, container_id=container_id,
+                                                       journal_entry=entry, adopt_lease=options.adopt_lease,
+                                                       scoped=kept_id)
+                    break
+                except UsageError as refusal:   # the archive's address, not the user's command line
+                    raise Conflict(refusal.message, hint="restore with --ignore-static-ip (and --ignore-static-mac) "
+                                                         "to take a new address") from None
+                except Conflict as clash:
+                    attempt.run()
+                    config = _readdressed(config, clash, options)
+            else:
+                raise Conflict(f"cannot find a free address for container {name!r}")
         except BaseException:
             attempt.run()
             raise
@@ -769,8 +809,8 @@ class Checkpoints:
             changes["ip"] = changes["mac"] = ""  # another subnet: the old address means nothing here
         if options.ignore_static_ip:
             changes["ip"] = ""
-        if options.ignore_static_mac:
-            changes["mac"] = ""
+        if options.ignore_static_mac or (changes.get("ip") == "" and not config.static_mac):
+            changes["mac"] = ""   # a MAC nobody chose goes with its address
         if options.ports is not None:
             changes["ports"] = tuple(parse_port(p) for p in options.ports)
         archived = config.volumes
@@ -914,6 +954,20 @@ def load_public_key(path: str):
 def load_private_key(path: str):
     from ferry.checkpoint import signing
     return signing.load_private_key(path)
+
+
+def _readdressed(config: ContainerConfig, clash: Conflict, options: RestoreOptions) -> ContainerConfig:
+    """The config with a new address where `clash` says the old one is taken;
+    the clash itself, with a hint, where it may not take a new one."""
+    if config.ip and config.ip in clash.message:
+        if options.tcp_established:
+            clash.hint = ("its TCP connections live on that address: stop or remove the container holding it "
+                          "first, or restore without --tcp-established (the connections are then dropped)")
+            raise clash
+        return replace(config, ip="", mac=config.mac if config.static_mac else "")
+    if config.mac and config.mac.lower() in clash.message.lower() and not config.static_mac:
+        return replace(config, mac="")   # only a MAC the user chose is kept at any cost
+    raise _restore_hint(clash, config)
 
 
 def _restore_hint(clash: Conflict, config: ContainerConfig) -> Conflict:

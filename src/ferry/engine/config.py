@@ -41,6 +41,7 @@ TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z\Z")
 CONFIG_KEYS = ("image", "image_digest", "args", "command", "env", "workdir", "user", "hostname",
                "network", "ip", "mac", "ports", "volumes", "stop_signal", "rm", "tty", "interactive")
 PROFILE = "profile"     # written only when not ferry's own, so older records still read
+STATIC_MAC = "static_mac"   # written only when true, for the same reason
 PROFILE_KEYS = ("cgroupns", "no_new_privileges", "shm_dir", "containerenv")
 
 
@@ -94,6 +95,7 @@ class ContainerConfig:
     tty: bool
     interactive: bool
     profile: SpecProfile = FERRY_PROFILE
+    static_mac: bool = False          # the user chose the MAC (--mac-address): a restore keeps it or refuses
 
     def __post_init__(self):
         if not isinstance(self.image, str) or not IMAGE_REF_RE.match(self.image):
@@ -135,6 +137,8 @@ class ContainerConfig:
                 raise ValueError(f"{name} must be true or false")
         if not isinstance(self.profile, SpecProfile):
             raise ValueError("profile must be a SpecProfile")
+        if not isinstance(self.static_mac, bool):
+            raise ValueError("static_mac must be true or false")
 
     def to_dict(self) -> dict:
         data = {key: getattr(self, key) for key in CONFIG_KEYS}
@@ -142,6 +146,8 @@ class ContainerConfig:
                     ports=[p.to_dict() for p in self.ports], volumes=[v.to_dict() for v in self.volumes])
         if self.profile != FERRY_PROFILE:
             data[PROFILE] = self.profile.to_dict()
+        if self.static_mac:
+            data[STATIC_MAC] = True
         return data
 
     def to_json(self) -> str:
@@ -150,8 +156,8 @@ class ContainerConfig:
     @classmethod
     def from_dict(cls, data) -> "ContainerConfig":
         """Strictly from the JSON form (ValueError on anything else)."""
-        exact_keys(data, CONFIG_KEYS + ((PROFILE,) if isinstance(data, dict) and PROFILE in data else ()),
-                   "config")
+        optional = tuple(k for k in (PROFILE, STATIC_MAC) if isinstance(data, dict) and k in data)
+        exact_keys(data, CONFIG_KEYS + optional, "config")
         values = dict(data)
         if PROFILE in data:
             values[PROFILE] = SpecProfile.from_dict(data[PROFILE])

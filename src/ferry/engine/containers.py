@@ -266,7 +266,7 @@ class Containers:
             workdir=options.workdir or image.config.working_dir or "/",
             user=image.config.user if options.user is None else options.user, hostname=options.hostname or "",
             network=_one_network(options.network) or self.networks.default().name,
-            ip=options.ip or "", mac=options.mac or "", ports=tuple(ports),
+            ip=options.ip or "", mac=options.mac or "", static_mac=bool(options.mac), ports=tuple(ports),
             volumes=tuple(volume_specs),
             stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
             tty=options.tty, interactive=options.interactive)
@@ -279,7 +279,7 @@ class Containers:
 
     def insert(self, name: str | None, image, draft: ContainerConfig, undo: Undo, *,
                container_id: str | None = None, journal_entry: dict | None = None,
-               adopt_lease: bool = False) -> Container:
+               adopt_lease: bool = False, scoped: bool = False) -> Container:
         """Record a new container: its name, IP and MAC (as requested in `draft`,
         or allocated when empty), volumes and directory. `undo` learns each step.
         With `journal_entry`, its directory and journal come before its record,
@@ -304,7 +304,7 @@ class Containers:
         # A migrated container's address may still be held by its copy in another root.
         adopt = {"adopt": True} if adopt_lease else {}
         ip, mac = self.networks.reserve(container_id, draft.network, ip=draft.ip or None,
-                                        mac=draft.mac or None, **adopt)
+                                        mac=draft.mac or None, scoped=scoped, **adopt)
         undo.push(self.networks.release, container_id)
         for volume in draft.named_volumes:
             if not self.volumes.exists(volume.source):
@@ -333,8 +333,10 @@ class Containers:
 
     # ---- start ---------------------------------------------------------------
     def start(self, name_or_id: str, *, wait_attach: bool = False,
-              restore: RestoreFrom | None = None) -> Container:
-        """Start a container, or with `restore`, bring it back from CRIU images."""
+              restore: RestoreFrom | None = None, ignore_checkpoint: bool = False) -> Container:
+        """Start a container, or with `restore`, bring it back from CRIU images.
+        A container waiting in its local checkpoint starts afresh only with
+        `ignore_checkpoint` (podman's start silently drops the checkpoint)."""
         container = self.get(name_or_id)
         with self.locked(container, "restore" if restore else "start"):
             container = self.get(container.id)   # as it is now that no one else changes it
@@ -342,6 +344,15 @@ class Containers:
                 if restore:
                     raise Conflict(f"container {container.name!r} is running", hint="stop or remove it first")
                 return container
+            if container.checkpointed_at and not restore:
+                if not ignore_checkpoint:
+                    raise Conflict(f"container {container.name!r} waits in its checkpoint: a start would begin it "
+                                   "afresh and drop the checkpoint",
+                                   hint=f"restore it with 'ferry container restore {container.name}', or start "
+                                        f"it afresh with 'ferry start --ignore-checkpoint {container.name}'")
+                self.set_checkpointed(container.id, None)
+                remove_tree(self.files(container.id).checkpoint_images)
+                container = self.get(container.id, refresh=False)
             directory = self.dir(container.id)
             own_journal = not journal.exists(directory)   # a restore writes its own
             if own_journal:
@@ -697,6 +708,10 @@ class Containers:
     def exit_code(self, container_id: str) -> int | None:
         info = _read_json(self.files(container_id).exit_record)
         return info.get("exit_code") if info else None
+
+    def ended_by_checkpoint(self, container_id: str) -> bool:
+        info = _read_json(self.files(container_id).exit_record)
+        return bool(info and info.get("checkpointed") is True)
 
     # ---- prune -----------------------------------------------------------------
     def prune_leftovers(self) -> list[str]:

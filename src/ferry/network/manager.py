@@ -261,7 +261,7 @@ class NetworkManager:
         return [Reservation(**dict(row)) for row in self.db.read().execute(query, params).fetchall()]
 
     def reserve(self, container_id: str, network: str, *, ip: str | None = None,
-                mac: str | None = None, adopt: bool = False) -> tuple[str, str]:
+                mac: str | None = None, adopt: bool = False, scoped: bool = False) -> tuple[str, str]:
         """Give a container its IP and MAC for its whole lifetime (idempotent).
 
         `adopt` is for a container arriving from another root (a migration keeps
@@ -269,7 +269,8 @@ class NetworkManager:
         the same container ID passes to this root (and goes back to it if this
         root lets go first); any other holder is still refused. The container's
         netns and veth get names of this root's own (the source's twin may still
-        exist until the move completes)."""
+        exist until the move completes). `scoped` gives those names alone: to
+        a container restored with the ID it had elsewhere, whose twin may run on."""
         net = self.get(network)
         subnet = ipam.parse_subnet(net.subnet)
         wanted_ip = ipam.check_container_ip(subnet, net.gateway, ip) if ip else None
@@ -300,7 +301,7 @@ class NetworkManager:
                                                        after=self.registry.cursor(net.bridge))
             chosen = Reservation(container_id, net.name, allocated,
                                  self._choose_mac(wanted_mac, leases.values()),
-                                 scope=self.root_tag if adopt else "")
+                                 scope=self.root_tag if adopt or scoped else "")
             if not wanted_ip:
                 self.registry.set_cursor(net.bridge, allocated)
             if handed_over:

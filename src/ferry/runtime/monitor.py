@@ -371,9 +371,14 @@ class Monitor:
         # still waiting (serve() flushed them already when the disk had room).
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.files.space_reserve)
+        # CRIU kills what it dumped: that is no failure, and podman records 0.
+        checkpointed = os.path.exists(self.files.checkpointing)
+        if checkpointed:
+            self.exit_code = 0
         try:
             atomic_write(self.files.exit_record,
-                         json.dumps({"exit_code": self.exit_code, "finished_at": utc_now()}))
+                         json.dumps({"exit_code": self.exit_code, "finished_at": utc_now(),
+                                     **({"checkpointed": True} if checkpointed else {})}))
         except OSError as error:   # the exit still reaches attach clients and the exit command
             log.error("cannot record exit code %s: %s", self.exit_code, describe(error))
         self._broadcast(attach.EXIT, str(self.exit_code).encode())
