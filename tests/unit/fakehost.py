@@ -143,6 +143,8 @@ class FakeHost:
         from ferry.engine import checkpoints
         monkeypatch.setattr(checkpoints, "memory_available", lambda: self.memory)
         monkeypatch.setattr(link, "netns_exists", lambda name: name in self.netns)
+        monkeypatch.setattr(link, "netns_problem", lambda name, ifname, ip, pid=None:
+                            None if name in self.netns else f"its network namespace {name} is gone")
         monkeypatch.setattr(link, "link_exists", lambda name: name in self.links)
         monkeypatch.setattr(link, "is_ferry_bridge", lambda name: self.links.get(name, {}).get("alias")
                             == link.BRIDGE_ALIAS)

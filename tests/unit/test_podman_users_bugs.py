@@ -93,3 +93,21 @@ def test_nocopy_is_kept_for_named_volumes_and_refused_for_host_paths():
     assert "nocopy" not in parse_volume("data:/www").to_dict()   # older records keep their shape
     with pytest.raises(UsageError, match="nocopy applies to named volumes only"):
         parse_volume("/srv:/www:nocopy")
+
+
+# ---- item 16: a start whose network is not really there --------------------------------
+
+def test_a_start_whose_process_is_not_on_its_network_is_undone_in_one_line(containers, engine, host,
+                                                                           monkeypatch):
+    """Launched, but its netns lost its mount or eth0 (seen after /run/netns
+    mounts vanished): not reported `Up`; the process goes and so does all the start made."""
+    from ferry.engine.listing import CREATED
+    from ferry.network import link
+    from ferry.util.errors import FerryError
+    container = containers.create(RunOptions(image="busy:1", name="web"))
+    attached = link.netns_problem
+    monkeypatch.setattr(link, "netns_problem", lambda name, ifname, ip, pid=None:
+                        "eth0 with 10.90.0.2 is missing" if pid else attached(name, ifname, ip))
+    with pytest.raises(FerryError, match=r"has no working network: eth0 with 10.90.0.2 is missing"):
+        containers.start("web")
+    assert host.leftovers(container.id) == [] and containers.get("web").state == CREATED

@@ -382,6 +382,18 @@ class Containers:
             files = self.files(container.id)
             atomic_write(files.criu_config, CRIU_OPTIONS)  # later dumps need no hook
             remove_file(files.criu_restore_hook)
+        try:   # `Up` only on its network: a netns that lost its mount or eth0 is refused
+            self.networks.verify(container.id, report["pid"])
+        except FerryError:
+            launched = replace(container, pid=report["pid"])
+            with contextlib.suppress(FerryError):
+                self.runc.kill(container.id, "KILL", all_processes=True)
+            self._wait_exit(launched, 30)
+            self.wait_monitor(launched)
+            with contextlib.suppress(FerryError):
+                self.runc.delete(container.id)
+            undo.run()
+            raise
         # A new IP/MAC pairing (a reused address, a restore, a move from another
         # host) must not wait for neighbours' ARP caches to expire.
         with contextlib.suppress(FerryError):

@@ -90,6 +90,39 @@ def netns_exists(name: str) -> bool:
     return os.path.exists(netns_path(name))
 
 
+def netns_mounted(name: str) -> bool:
+    """Whether /run/netns/NAME holds a namespace, not just the empty file that
+    stays behind when its mount vanishes (seen here: HOST-NOTES)."""
+    try:
+        return os.stat(netns_path(name)).st_dev == os.stat("/proc/self/ns/net").st_dev   # on nsfs
+    except OSError:
+        return False
+
+
+def netns_problem(name: str, ifname: str, ip: str, pid: int | None = None) -> str | None:
+    """What is missing of a container's network, or None: its netns mounted,
+    `ifname` with `ip` in it, and (given the pid of a live process) that process in it."""
+    path = netns_path(name)
+    if not netns_mounted(name):
+        return f"its network namespace {path} is gone"
+    if pid is not None:
+        try:
+            theirs, ours = os.stat(f"/proc/{pid}/ns/net"), os.stat(path)
+        except OSError:   # the process has exited already: nothing to compare
+            theirs = ours = None
+        if theirs is not None and (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+            return f"its process is not in its network namespace {path}"
+    done = proc.run(["ip", "-n", name, "-j", "-4", "addr", "show", "dev", ifname],
+                    desc=f"read the addresses of {ifname} in {name}", check=False)
+    try:
+        addresses = [a.get("local") for link in json.loads(done.stdout or "[]") for a in link.get("addr_info", [])]
+    except (ValueError, AttributeError, TypeError):
+        addresses = []
+    if done.returncode != 0 or ip not in addresses:
+        return f"{ifname} with {ip} is missing in {path}"
+    return None
+
+
 def _batch(lines: Iterable[str], desc: str, netns: str | None = None) -> None:
     argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
     proc.run(argv, desc=desc, input="\n".join(lines) + "\n")

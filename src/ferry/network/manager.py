@@ -26,7 +26,7 @@ from ferry.store.db import Database
 from ferry.store.ids import check_name, short
 from ferry.store.layout import Layout
 from ferry.util import proc
-from ferry.util.errors import Conflict, NotFound, UsageError
+from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
 from ferry.util.locks import machine_lock
 from ferry.util.timefmt import utc_now
 
@@ -473,7 +473,8 @@ class NetworkManager:
         with machine_lock(REGISTRY_LOCK):
             self._hold_lease(net, current)
             self._ensure_bridge(net)
-            if link.netns_exists(attachment.netns) and link.link_exists(attachment.host_veth):
+            if link.link_exists(attachment.host_veth) and not link.netns_problem(
+                    attachment.netns, attachment.interface, attachment.ip):
                 return attachment
             self._detach(container_id, current.scope)        # half-made leftovers of a crash
             try:
@@ -487,6 +488,20 @@ class NetworkManager:
                 self._detach(container_id, current.scope)
                 raise
         return attachment
+
+    def verify(self, container_id: str, pid: int | None = None) -> None:
+        """Refuse a started or restored container whose network is not really
+        there (a netns that lost its mount or interfaces would leave it `Up`
+        with only lo): its netns, its address on eth0, its process in that netns."""
+        current = self.reservation(container_id)
+        if current is None:
+            raise NotFound(f"container {short(container_id)} has no network address",
+                           hint="reserve one first")
+        problem = link.netns_problem(link.netns_name(container_id, current.scope), link.CONTAINER_IFNAME,
+                                     current.ip, pid)
+        if problem:
+            raise FerryError(f"container {short(container_id)} has no working network: {problem}",
+                             hint="nothing was left running; run the command again, which rebuilds its network")
 
     def ensure_bridge(self, network: str) -> Network:
         """Make the network's bridge now (attach() makes it on first use)."""
