@@ -219,3 +219,41 @@ def test_print_stats_has_podman_s_shape(host):
     assert entry["runtime_restore_duration"] > 0 and {"forking_time", "restore_time", "pages_restored"} <= \
         set(entry["criu_statistics"])
     _gone(host, "stats")
+
+
+def _bind(port: int) -> OSError | None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # as servers do
+        try:
+            sock.bind(("0.0.0.0", port))
+            sock.listen()
+        except OSError as exc:
+            return exc
+    return None
+
+
+def test_a_published_port_is_held_while_the_container_publishes_it(host):
+    """Item 12: a host process that binds the port fails, rather than being shadowed by the DNAT rule."""
+    from tests.support.cli import free_port, http_get
+    port = free_port()
+    _run(host, "held", "-p", f"{port}:80", command="httpd -f -p 80 -h /var/www")
+    refused = _bind(port)
+    assert refused is not None and refused.errno == 98, refused   # EADDRINUSE
+    assert http_get(f"http://127.0.0.1:{port}/") == "hello from busybox\n"
+    host("stop", "-t", "0", "held")
+    assert _bind(port) is None          # released with the container's ports
+    host("start", "held")
+    assert _bind(port) is not None
+    host("container", "checkpoint", "held")
+    assert _bind(port) is None          # a checkpointed container holds nothing
+    host("container", "restore", "held")
+    assert _bind(port) is not None and http_get(f"http://127.0.0.1:{port}/") == "hello from busybox\n"
+    _gone(host, "held")
+    assert _bind(port) is None
+
+
+def test_two_network_options_are_refused_not_half_taken(host):
+    """Item 4: --network a --network b joined only b."""
+    done = host("run", "-d", "--name", "nets", "--network", "a", "--network", "b", "busybox", "true", check=False)
+    assert done.returncode == 125 and "joining several networks (a, b)" in done.stderr, done.stderr
+    assert "nets" not in host.names()

@@ -269,7 +269,7 @@ def _corrupt_blob(registry: Registry) -> str:
     ("tls-required", "TLS handshake failed", 125),
     ("unreachable", "is unreachable: connection refused", 125),
     ("corrupt-blob", "layer is not a readable tar stream", 125),
-    ("bad-reference", "invalid image reference", 2),
+    ("bad-reference", "invalid image reference", 125),
 ])
 def test_failed_pulls_are_one_line_and_store_nothing(ferry, root, http_registry, busybox_tar,
                                                      case, needle, code):

@@ -87,6 +87,8 @@ def leftovers(root: str, container_ids: set[str]) -> list[str]:
             continue
         if "ferry.runtime.monitor" in cmdline and root in cmdline:
             found.append(f"monitor process {pid}")
+        if cmdline.startswith("ferry-ports:") and any(cid in cmdline for cid in container_ids):
+            found.append(f"port holder {pid}")
     for cid in container_ids:
         found += [f"cgroup {p}" for p in glob.glob(f"/sys/fs/cgroup/*/ferry*/{cid}")]
         if os.path.exists(os.path.join(root, "containers", cid)):

@@ -67,7 +67,8 @@ def _run_flags(p) -> None:
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
     p.add_argument("--ip", help="a static IPv4 address on the network")
     p.add_argument("--mac-address", dest="mac", help="a static MAC address")
-    p.add_argument("--network", "--net", dest="network", help="the network to join (default: ferry)")
+    p.add_argument("--network", "--net", dest="network", action="append",
+                   help="the network to join (default: ferry)")
     p.add_argument("-w", "--workdir", help="the working directory inside the container")
     p.add_argument("--entrypoint", help="override the image's entrypoint (a string or a JSON array)")
     p.add_argument("-h", "--hostname", help="the container's host name")
@@ -213,7 +214,7 @@ def cmd_run(args) -> int:
         image=args.image, command=tuple(command), name=args.name, detach=args.detach,
         ports=tuple(args.publish), env=tuple(args.env), volumes=tuple(args.volume), rm=args.rm,
         ip=args.ip, mac=args.mac, workdir=args.workdir, entrypoint=args.entrypoint,
-        network=args.network, tty=args.tty, interactive=args.interactive, hostname=args.hostname,
+        network=tuple(args.network) if args.network else None, tty=args.tty, interactive=args.interactive, hostname=args.hostname,
         user=args.user)
     if args.tty and not args.detach and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")

@@ -101,7 +101,7 @@ class RunOptions:
     mac: str | None = None
     workdir: str | None = None
     entrypoint: str | None = None
-    network: str | None = None
+    network: str | tuple[str, ...] | None = None   # several only to be refused, for now
     tty: bool = False
     interactive: bool = False
     hostname: str | None = None

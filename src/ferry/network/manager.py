@@ -19,7 +19,7 @@ import ipaddress
 import sys
 from dataclasses import dataclass, replace
 
-from ferry.network import hostfiles, ipam, link, nft
+from ferry.network import hostfiles, ipam, link, nft, portholder
 from ferry.network.ports import PortMapping, check_distinct, ensure_host_port_free, pick_free_port
 from ferry.network.registry import REGISTRY_LOCK, BridgeShape, Lease, Registry, root_is_live, root_tag
 from ferry.store.db import Database
@@ -658,10 +658,18 @@ class NetworkManager:
                     ensure_host_port_free(mapping)
                 taken.add((mapping.protocol, mapping.host_port))
                 resolved.append(mapping)
+            portholder.release(self.root_tag, {container_id})   # what it published before
+            held = portholder.bind(resolved)
             lines = [nft.SKELETON, *self._bridge_rules_if_missing(rules, net),
                      *nft.delete_rules(r for r in rules if r.handle in {p.handle for p in own}),
                      *(nft.dnat_rule(self.root_tag, container_id, current.ip, m) for m in resolved)]
-            nft.apply(lines, desc=f"publish ports of container {short(container_id)}")
+            try:
+                nft.apply(lines, desc=f"publish ports of container {short(container_id)}")
+            except BaseException:
+                for sock in held:
+                    sock.close()
+                raise
+            portholder.keep(self.root_tag, container_id, held)
         return resolved
 
     def _owns(self, rule: nft.PublishedRule, container_id: str) -> bool:
@@ -681,6 +689,7 @@ class NetworkManager:
 
     def _unpublish(self, container_id: str) -> list[str]:
         with machine_lock(nft.NFT_LOCK):
+            portholder.release(self.root_tag, {container_id})
             rules = nft.list_rules()
             doomed = {p.handle for p in nft.published(rules) if self._owns(p, container_id)}
             return self._delete_rules(rules, [r for r in rules if r.handle in doomed])
@@ -703,6 +712,8 @@ class NetworkManager:
             if reservation.container_id not in live_container_ids:
                 removed += self._release(reservation.container_id)
         with machine_lock(nft.NFT_LOCK):
+            removed += portholder.release(self.root_tag, set(portholder.holders(self.root_tag).values())
+                                          - set(live_container_ids))
             rules = nft.list_rules()
             doomed = {p.handle for p in nft.published(rules)
                       if p.root_tag == self.root_tag and p.container_id not in live_container_ids}
