@@ -683,18 +683,20 @@ class Containers:
              workdir: str | None, user: str | None) -> int:
         """Run `command` in the running container on this process's terminal; its exit code."""
         container = self.get(name_or_id)
-        runc_log = os.path.join(self.dir(container.id), f"exec-{os.getpid()}.log")
-        argv = self.exec_argv(container.id, command, tty=tty, env=env, workdir=workdir, user=user,
-                              log_path=runc_log)
-        if tty and not os.isatty(0):
-            raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
+        # runc's log in memory: an exec must work on a full disk, as it did before it read runc's log.
+        log_fd = os.memfd_create("ferry-exec-runc-log", os.MFD_CLOEXEC)
         try:
+            runc_log = f"/proc/{os.getpid()}/fd/{log_fd}"
+            argv = self.exec_argv(container.id, command, tty=tty, env=env, workdir=workdir, user=user,
+                                  log_path=runc_log)
+            if tty and not os.isatty(0):
+                raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
             code = self._exec_foreground(argv, stdin=interactive or tty)
             if code == RUNC_EXEC_FAILED:
                 _raise_exec_failure(command[0], runc_log)
             return code
         finally:
-            remove_file(runc_log)
+            os.close(log_fd)
 
     @staticmethod
     def _exec_foreground(argv: list[str], *, stdin: bool) -> int:

@@ -649,6 +649,7 @@ class NetworkManager:
             own = [p for p in published if self._owns(p, container_id)]
             others = [p for p in published if not self._owns(p, container_id)]
             taken = {(p.mapping.protocol, p.mapping.host_port) for p in others}
+            portholder.release(self.root_tag, {container_id})   # what it published before: its ports are free
             resolved = []
             for mapping in ports:
                 if mapping.host_port == 0:
@@ -658,7 +659,6 @@ class NetworkManager:
                     ensure_host_port_free(mapping)
                 taken.add((mapping.protocol, mapping.host_port))
                 resolved.append(mapping)
-            portholder.release(self.root_tag, {container_id})   # what it published before
             held = portholder.bind(resolved)
             lines = [nft.SKELETON, *self._bridge_rules_if_missing(rules, net),
                      *nft.delete_rules(r for r in rules if r.handle in {p.handle for p in own}),

@@ -17,6 +17,7 @@ import errno
 import os
 import signal
 import socket
+import time
 
 from ferry.network.ports import PortMapping
 from ferry.util import proc
@@ -102,7 +103,8 @@ def holders(root_tag: str) -> dict[int, str]:
 
 
 def release(root_tag: str, container_ids: set[str]) -> list[str]:
-    """End the holders of these containers; what was ended, for a report."""
+    """End the holders of these containers, and wait until their ports are
+    free again; what was ended, for a report."""
     ended = []
     for pid, container_id in holders(root_tag).items():
         if container_id in container_ids:
@@ -110,5 +112,20 @@ def release(root_tag: str, container_ids: set[str]) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 continue
+            _wait_closed(pid)
             ended.append(f"port holder of container {container_id[:12]}")
     return ended
+
+
+def _wait_closed(pid: int, timeout: float = 5.0) -> None:
+    """A killed process has closed its sockets once it is a zombie or gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    return
+        except (OSError, IndexError):
+            return
+        time.sleep(0.005)
+    log.warning("port holder %d did not end within %.0f s", pid, timeout)
