@@ -78,8 +78,9 @@ def keep(root_tag: str, container_id: str, sockets: list[socket.socket]) -> None
         if sockets:
             fds = [s.fileno() for s in sockets]
             # exec -a: the holder is a plain sleep whose name says whose ports it keeps.
+            # cwd /: a holder that outlives this command must not keep its directory busy.
             proc.spawn(["bash", "-c", 'exec -a "$0" sleep infinity', holder_name(root_tag, container_id)],
-                       desc="port holder", pass_fds=fds, new_session=True)
+                       desc="port holder", pass_fds=fds, new_session=True, cwd="/")
     finally:
         for sock in sockets:
             sock.close()
