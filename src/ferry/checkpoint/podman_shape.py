@@ -11,7 +11,8 @@ import copy
 import json
 import posixpath
 import re
-import signal as _signal
+
+from ferry.util import signals
 
 # Mounts podman drops from spec.dump on import and makes again with its own
 # files (libpod/runtime_ctr.go setupContainer, makeBindMounts).
@@ -75,7 +76,7 @@ def podman_config_dump(*, container_id: str, name: str, image_id: str, image_nam
         "networkMode": "bridge",
         "newNetworks": {network: {"interface_name": "eth0"}},
         "command": list(command),
-        "stopSignal": _signal_number(stop_signal),
+        "stopSignal": _stop_signal(stop_signal),
         "stopTimeout": int(stop_timeout),
         "createdTime": created,
         "logDriver": log_driver,
@@ -141,13 +142,8 @@ def _port(mapping) -> dict:
             "range": 1, "protocol": protocol}
 
 
-def _signal_number(value) -> int:
-    if isinstance(value, int):
-        return value
-    text = str(value).upper()
-    if text.isdigit():
-        return int(text)
-    number = getattr(_signal, text if text.startswith("SIG") else f"SIG{text}", None)
-    if not isinstance(number, int):
+def _stop_signal(value) -> int:
+    number = signals.number_of(value)
+    if number is None:
         raise ValueError(f"stop_signal {value!r} is not a signal")
-    return int(number)
+    return number

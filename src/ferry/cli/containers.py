@@ -447,7 +447,8 @@ def inspect_container(engine: Engine, c: Container) -> dict:
         "Name": c.name, "OCIRuntime": "runc", "Mounts": mounts,
         "Config": {"Hostname": config.hostname, "Env": list(config.env), "Cmd": list(config.command),
                    "WorkingDir": config.workdir, "User": config.user, "Tty": config.tty,
-                   "OpenStdin": config.interactive, "StopSignal": _signal_number(config.stop_signal)},
+                   "OpenStdin": config.interactive,
+                   "StopSignal": signals.number_of(config.stop_signal) or config.stop_signal},
         "NetworkSettings": {"IPAddress": config.ip, "MacAddress": config.mac, "Ports": ports,
                             "Networks": {config.network: {"IPAddress": config.ip,
                                                           "MacAddress": config.mac}}},
@@ -471,16 +472,6 @@ def _criu_logs(engine: Engine, c: Container) -> dict:
         logs["RestoreLog"] = os.path.join(work, "restore.log")
     return logs
 
-
-def _signal_number(name: str) -> int | str:
-    """podman shows a stop signal as its number (15 for SIGTERM)."""
-    import signal
-    if name.isdigit():
-        return int(name)
-    try:
-        return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
-    except KeyError:
-        return name
 
 TEMPLATE_FIELD = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+)\s*\}\}")
 

@@ -34,6 +34,7 @@ from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_sta
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
 from ferry.engine import foreign, journal
+from ferry.engine.images import image_by_id
 from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
 from ferry.engine.recovery import fsync_tree, keep_on_disk
@@ -591,13 +592,24 @@ class Checkpoints:
         scratch = os.path.join(self.layout.tmp, f"{IMPORT_PREFIX}{container_id}")
         staging = os.path.join(scratch, "archive")
         undo = Undo()
-        # Its interpreter starts while the archive arrives, not after.
-        warm = launch.WarmMonitor(self.containers.dir(container_id))
+        warm = None
         held = contextlib.ExitStack()
+
+        def keep_archive_id(archived_id: str, archived_name: str) -> None:
+            """Without --name the container keeps its ID, as podman's does:
+            scripts (and `exec ID`) name it by that."""
+            nonlocal container_id
+            if name is None and not options.container_id and self._id_is_free(archived_id):
+                held.enter_context(self.containers.lock_id(archived_id, archived_name, "container restore"))
+                container_id = archived_id
         try:
             with timer.phase("archive_read"), archive.ArchiveReader(source.target) as reader:
                 head = reader.head()
                 foreign_archive = isinstance(head, archive.ForeignHead)
+                if not foreign_archive:   # its records must name the head's container (read_members)
+                    keep_archive_id(head.container["id"], head.container["name"])
+                # Its interpreter starts while the archive arrives, not after.
+                warm = launch.WarmMonitor(self.containers.dir(container_id))
                 os.makedirs(scratch, 0o700)
                 budget = None
                 if foreign_archive:
@@ -612,19 +624,16 @@ class Checkpoints:
                 found, spec, deleted = foreign.read_records(staging, contents, IMAGE_NAME_RE.match)
                 image = foreign.find_image(self.containers.images, found, options.image_archive)
                 saved = foreign.archived_container(found, spec, image, self.containers.networks.default().name)
+                keep_archive_id(saved.id, saved.name)   # known only now: the monitor started for another
+                if container_id == saved.id:
+                    warm.close()
+                    warm = launch.WarmMonitor(self.containers.dir(container_id))
             else:
                 saved, deleted = read_members(staging, contents)
                 if options.container_id and saved.id != options.container_id:
                     raise BadArchive(f"the archive holds container {saved.id[:12]}, not "
                                      f"{options.container_id[:12]}", hint=HINT_FORGED)
                 image = self._image_for(head.container, options)
-            if name is None and not options.container_id and self._id_is_free(saved.id):
-                # Without --name the container keeps its ID, as podman's does:
-                # scripts (and `exec ID`) name it by that.
-                held.enter_context(self.containers.lock_id(saved.id, saved.name, "container restore"))
-                container_id = saved.id
-                warm.close()
-                warm = launch.WarmMonitor(self.containers.dir(container_id))
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
             fresh = [v.source for v in config.named_volumes if not self.containers.volumes.exists(v.source)]
@@ -645,8 +654,7 @@ class Checkpoints:
                 if not options.ignore_volumes:
                     self._fill_volumes(fresh, staging)
                 if config.profile.shm_dir:
-                    os.makedirs(files.shm, mode=0o1777)
-                    os.chmod(files.shm, 0o1777)
+                    rootfs.make_shm_dir(files.shm)
                     if os.path.exists(os.path.join(staging, DEVSHM)):
                         apply_tree_diff(os.path.join(staging, DEVSHM), files.shm, ())
             work = files.checkpoint_work
@@ -685,7 +693,8 @@ class Checkpoints:
             undo.run()
             raise
         finally:
-            warm.close()
+            if warm is not None:
+                warm.close()
             remove_tree_later(scratch)
             held.close()
             with contextlib.suppress(OSError):
@@ -781,19 +790,10 @@ class Checkpoints:
         return container
 
     def _image_for(self, wanted: dict, options: RestoreOptions):
-        images = self.containers.images
-        try:
-            return images.get(wanted["image_id"])
-        except NotFound:
-            if not options.image_archive:
-                raise NotFound(f"image {wanted['image']} ({wanted['image_digest']}) is not in this root",
-                               hint="load it with 'ferry load -i FILE', or pass --image-archive FILE") from None
-        images.load(options.image_archive)
-        try:
-            return images.get(wanted["image_id"])
-        except NotFound:
-            raise NotFound(f"--image-archive {options.image_archive} does not hold image {wanted['image']} "
-                           f"({wanted['image_digest']})") from None
+        what = f"image {wanted['image']} ({wanted['image_digest']})"
+        return image_by_id(self.containers.images, wanted["image_id"], options.image_archive, what,
+                                   missing=f"{what} is not in this root",
+                                   hint="load it with 'ferry load -i FILE', or pass --image-archive FILE")
 
     def _config_for_target(self, config: ContainerConfig, options: RestoreOptions,
                            restated: tuple[VolumeSpec, ...]) -> tuple[ContainerConfig, tuple[VolumeSpec, ...]]:

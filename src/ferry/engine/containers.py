@@ -480,8 +480,7 @@ class Containers:
         uid, gid, groups = ocispec.resolve_user(target, config.user)
         profile = config.profile
         if profile.shm_dir:
-            os.makedirs(files.shm, mode=0o1777, exist_ok=True)
-            os.chmod(files.shm, 0o1777)   # a mode that a umask would trim
+            rootfs.make_shm_dir(files.shm)
         if profile.containerenv:
             atomic_write(files.containerenv, _containerenv(container), mode=0o644)
         oci = ocispec.build(ocispec.ContainerSpec(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 
 from ferry.checkpoint import foreign
+from ferry.engine.images import image_by_id
 from ferry.engine.config import ArchivedContainer, config_from_foreign, parse_deleted_files
-from ferry.util.errors import BadArchive, NotFound
+from ferry.util.errors import BadArchive
 from ferry.util.strictjson import shown
 from ferry.util.timefmt import utc_now
 
@@ -59,26 +60,17 @@ def _parse(staging: str, name: str, parse):
 
 
 def find_image(images, found: foreign.ForeignContainer, image_archive: str | None):
-    """The image the archive's container ran, by the ID it records, as podman
-    looks it up (a name may point elsewhere here)."""
-    what = found.image_name or "its image"
+    """The image the archive's container ran, by the ID it records."""
     if not found.image_id:
         raise BadArchive(f"{found.describe()} does not record its image's ID", hint=HINT)
-    try:
-        return images.get(found.image_id)
-    except NotFound:
-        if not image_archive:
-            get = (f"'podman save -o image.tar {found.image_name}' where it was made, then 'ferry load -i "
-                   f"image.tar'" if found.image_name else "'ferry load -i FILE'")
-            raise NotFound(f"image {what} ({found.image_id[:12]}), which {found.describe()} ran, is not in this "
-                           f"root", hint=f"get it with {get}, 'ferry pull' from a registry, or pass "
-                                         f"--image-archive FILE; a rebuilt image has another ID") from None
-    images.load(image_archive)
-    try:
-        return images.get(found.image_id)
-    except NotFound:
-        raise NotFound(f"--image-archive {image_archive} does not hold image {what} ({found.image_id[:12]})",
-                       hint="save the image where the checkpoint was made ('podman save')") from None
+    what = f"image {found.image_name or 'its image'} ({found.image_id[:12]})"
+    get = (f"'podman save -o image.tar {found.image_name}' where it was made, then 'ferry load -i image.tar'"
+           if found.image_name else "'ferry load -i FILE'")
+    return image_by_id(images, found.image_id, image_archive, what,
+                       missing=f"{what}, which {found.describe()} ran, is not in this root",
+                       hint=f"get it with {get}, 'ferry pull' from a registry, or pass --image-archive FILE; "
+                            "a rebuilt image has another ID",
+                       archive_hint="save the image where the checkpoint was made ('podman save')")
 
 
 def archived_container(found: foreign.ForeignContainer, spec: foreign.Spec, image, network: str) -> ArchivedContainer:

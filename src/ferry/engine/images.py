@@ -1,7 +1,10 @@
 """Image operations that reach beyond the image store: removing an image
-must know which containers were made from it."""
+must know which containers were made from it, and a restore finds its image
+by ID or in the archive the user hands it."""
 
 from __future__ import annotations
+
+from ferry.util.errors import NotFound
 
 
 def remove_image(engine, ref_or_id: str, *, force: bool = False) -> list[str]:
@@ -20,3 +23,21 @@ def remove_image(engine, ref_or_id: str, *, force: bool = False) -> list[str]:
         return []
 
     return engine.images.remove(ref_or_id, force=force, in_use=in_use)
+
+
+def image_by_id(images, image_id: str, image_archive: str | None, what: str, missing: str, hint: str,
+                archive_hint: str | None = None):
+    """The image of this ID, loading --image-archive first when it is not here:
+    a restore looks an image up by the ID its archive records, as podman does
+    (a name may point at another image here). `missing` and `hint` say why
+    and how when neither has it."""
+    try:
+        return images.get(image_id)
+    except NotFound:
+        if not image_archive:
+            raise NotFound(missing, hint=hint) from None
+    images.load(image_archive)
+    try:
+        return images.get(image_id)
+    except NotFound:
+        raise NotFound(f"--image-archive {image_archive} does not hold {what}", hint=archive_hint) from None

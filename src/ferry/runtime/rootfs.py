@@ -48,6 +48,13 @@ def make_upper(upper: str, mode: int = ROOT_MODE) -> None:
     os.chmod(upper, mode)
 
 
+def make_shm_dir(path: str) -> None:
+    """/dev/shm of a container in podman's shape: world-writable and sticky,
+    as a tmpfs there would be (chmod: a umask would trim mkdir's mode)."""
+    os.makedirs(path, mode=0o1777, exist_ok=True)
+    os.chmod(path, 0o1777)
+
+
 def _is_our_overlay(target: str, upper: str) -> bool:
     """One mount at `target`: an overlay over `upper`."""
     point = resolved_tree(target)

@@ -52,3 +52,20 @@ def deferred() -> Iterator[None]:
 def pending() -> bool:
     """A signal arrived during the current critical step."""
     return bool(_pending)
+
+
+def number_of(name: str | int) -> int | None:
+    """A signal's number from its number or name ("15", "TERM", "SIGTERM",
+    "SIGRTMIN+3"), as podman shows stop signals; None for no signal."""
+    if isinstance(name, int):
+        return name
+    text = str(name).upper().removeprefix("SIG")
+    if text.isdigit():
+        return int(text)
+    for base in ("RTMIN", "RTMAX"):
+        if text.startswith(base) and text[len(base):len(base) + 1] in ("+", "-") and text[len(base) + 1:].isdigit():
+            offset = int(text[len(base) + 1:])
+            return int(getattr(signal, f"SIG{base}")) + (offset if text[len(base)] == "+" else -offset)
+    number = getattr(signal, f"SIG{text}", None)
+    return int(number) if isinstance(number, signal.Signals) else None
+
