@@ -24,7 +24,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 runtime_pkgs=(runc iproute2 nftables busybox-static debootstrap util-linux procps
               golang-github-containers-common pigz
               python3 python3-venv ca-certificates xz-utils curl
-              docker-registry podman apache2-utils)
+              docker-registry podman buildah apache2-utils)
 ensure_debs "${runtime_pkgs[@]}"
 
 bash "$repo/scripts/provision-criu.sh"

@@ -6,7 +6,7 @@ import contextlib
 import sys
 
 from ferry.cli import render
-from ferry.cli.parsing import engine_of
+from ferry.cli.parsing import BoolFlag, engine_of
 from ferry.util import signals
 from ferry.util.errors import UsageError
 
@@ -30,6 +30,9 @@ def register(container_commands) -> None:
     checkpoint.add_argument("--ignore-volumes", action="store_true",
                             help="leave named volumes out of the archive")
     checkpoint.add_argument("--keep", action="store_true", help="keep the CRIU images after exporting")
+    checkpoint.add_argument("--create-image", metavar="IMAGE",
+                            help="also make a checkpoint image of this name (one layer, podman's annotations), "
+                                 "to push to a registry")
     checkpoint.add_argument("--sign-key", metavar="FILE",
                             help="sign the archive with this Ed25519 private key (PEM)")
     checkpoint.add_argument("--print-stats", action="store_true", help="print timings as JSON")
@@ -37,11 +40,13 @@ def register(container_commands) -> None:
     checkpoint.set_defaults(handler=cmd_checkpoint)
 
     restore = container_commands.add_parser("restore", help="restore checkpointed containers")
-    restore.add_argument("containers", nargs="*", metavar="CONTAINER")
+    restore.add_argument("containers", nargs="*", metavar="CONTAINER|IMAGE",
+                         help="containers to restore in place, or checkpoint images (pulled when the "
+                              "name has a registry)")
     restore.add_argument("-i", "--import", "--file", dest="import_path", metavar="PATH",
                          help="restore from a checkpoint archive: ferry's, or podman's 'container checkpoint "
                               "--export' (- reads it from stdin)")
-    restore.add_argument("-n", "--name", help="the restored container's name (with --import)")
+    restore.add_argument("-n", "--name", help="the restored container's name (with --import or an image)")
     restore.add_argument("--tcp-established", action="store_true",
                          help="restore established TCP connections")
     restore.add_argument("-p", "--publish", action="append", default=None,
@@ -59,6 +64,9 @@ def register(container_commands) -> None:
                               "a restore of a container with bind mounts needs -v for each")
     restore.add_argument("--verify-key", metavar="FILE",
                          help="refuse the archive unless it is signed by this Ed25519 public key (PEM)")
+    restore.add_argument("--tls-verify", action=BoolFlag, positional="containers", default=True, metavar="BOOL",
+                         help="for pulling a checkpoint image: require https with a trusted certificate")
+    restore.add_argument("--creds", metavar="USER:PASS", help="for pulling a checkpoint image: credentials")
     restore.add_argument("--print-stats", action="store_true", help="print timings as JSON")
     restore.add_argument("--format", choices=("text", "json"), default="text")
     restore.set_defaults(handler=cmd_restore)
@@ -67,9 +75,10 @@ def register(container_commands) -> None:
 def cmd_checkpoint(args) -> int:
     from ferry.engine.checkpoints import CheckpointOptions
     signals.install()   # SIGTERM and SIGHUP end a checkpoint as Ctrl-C does: cleanly
-    if args.export and len(args.containers) > 1:
-        raise UsageError("--export takes one container", hint="checkpoint the others separately")
-    options = CheckpointOptions(export=args.export, leave_running=args.leave_running,
+    if (args.export or args.create_image) and len(args.containers) > 1:
+        raise UsageError(f"{'--export' if args.export else '--create-image'} takes one container",
+                         hint="checkpoint the others separately")
+    options = CheckpointOptions(export=args.export, create_image=args.create_image, leave_running=args.leave_running,
                                 tcp_established=args.tcp_established, compress=args.compress,
                                 ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                                 keep=args.keep, sign_key=args.sign_key)
@@ -94,6 +103,7 @@ def cmd_checkpoint(args) -> int:
 def cmd_restore(args) -> int:
     from ferry.engine.checkpoints import RestoreOptions
     signals.install()
+    args.containers = BoolFlag.positionals(args, "containers")
     if args.import_path and args.containers:
         raise UsageError("give either --import FILE or container names, not both")
     if not args.import_path and not args.containers:
@@ -104,13 +114,14 @@ def cmd_restore(args) -> int:
                              ignore_static_ip=args.ignore_static_ip, ignore_static_mac=args.ignore_static_mac,
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                              image_archive=args.image_archive, volumes=tuple(args.volume),
-                             allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key)
+                             allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key,
+                             tls_verify=args.tls_verify, creds=args.creds)
     checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers or [None]:
         with progress_bar() as progress:
             result = checkpoints.restore(name, options, progress)
-        _report_trust(result, args.import_path)
+        _report_trust(result, args.import_path or f"checkpoint image {name}")
         results.append((name or args.import_path, result))
     _print_results(args, results, "podman_restore_duration", name_of=lambda r: r.id)
     return 0
@@ -124,7 +135,7 @@ def _report_trust(result, path: str | None) -> None:
                        "(--allow-bind-mounts)")
     if result.authenticity == Authenticity.FOREIGN:
         render.warning(f"restored from {'stdin' if path == '-' else path}, another engine's checkpoint: such "
-                       "archives carry no digests or signature, so their origin and integrity are not verified")
+                       "checkpoints carry no digests or signature, so their origin and integrity are not verified")
     if result.authenticity == Authenticity.UNVERIFIED:
         render.warning(f"restored from {'stdin' if path == '-' else path}, whose origin is not verified",
                        hint="sign archives with --sign-key and restore them with --verify-key")

@@ -1,5 +1,5 @@
-"""Image commands, podman-style: `ferry pull|load|images|rmi` and the
-`ferry image ...` group (import, load, pull, ls, rm, inspect, build-debian)."""
+"""Image commands, podman-style: `ferry pull|push|tag|save|load|images|rmi`
+and the `ferry image ...` group (the same, and import, inspect, build-debian)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from datetime import datetime, timezone
 
 from ferry.cli import render
-from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
+from ferry.cli.parsing import BoolFlag, add_commands, engine_of, needs_subcommand, subcommands
 from ferry.util.errors import FerryError, UsageError
 
 EXIT_OK = 0
@@ -19,35 +19,6 @@ SHORT_ID = 12
 
 
 # ---- argument helpers ------------------------------------------------------
-
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-
-
-class _BoolFlag(argparse.Action):
-    """A podman-style boolean flag: `--flag`, `--flag=true` or `--flag=false`.
-    argparse's optional value would swallow a following positional
-    (`--tls-verify REF`), so such a value is kept in `<positional>_after_flag`
-    for the handler (argparse later resets the empty positional itself)."""
-
-    def __init__(self, option_strings, dest, positional: str, **kwargs):
-        self.positional = positional
-        super().__init__(option_strings, dest, nargs="?", const="true", **kwargs)
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        try:
-            setattr(namespace, self.dest, _bool(value))
-        except argparse.ArgumentTypeError:
-            if getattr(namespace, self.positional, None) is not None:
-                parser.error(f"argument {option_string}: expected true or false, not {value!r}")
-            setattr(namespace, self.dest, True)
-            setattr(namespace, f"{self.positional}_after_flag", value)
-
 
 def _command(text: str) -> list[str]:
     """--cmd as a JSON array (exec form) or a shell-quoted string."""
@@ -236,6 +207,38 @@ def cmd_inspect(args) -> int:
     return EXIT_OK
 
 
+def cmd_push(args) -> int:
+    image, dest = args.image, args.destination
+    after = getattr(args, "image_after_flag", None)
+    if after:   # `--tls-verify IMAGE [DEST]`: the flag took the image for its value
+        image, dest = after, image
+    if not image:
+        raise UsageError("no image to push given", hint="use 'ferry push IMAGE [REGISTRY/NAME[:TAG]]'")
+    from ferry.image.push import push
+    engine = engine_of(args)
+    if not args.quiet:
+        _progress_line("Getting image source signatures")
+    digest = push(engine.images, image, dest, tls_verify=args.tls_verify, creds=args.creds,
+                  compression=args.compression_format, tmp_dir=engine.layout.tmp,
+                  report=(lambda line: None) if args.quiet else _progress_line)
+    if args.digestfile:
+        from ferry.util.fs import atomic_write
+        atomic_write(args.digestfile, digest, mode=0o644)
+    return EXIT_OK
+
+
+def cmd_tag(args) -> int:
+    engine_of(args).images.tag(args.image, args.targets)
+    return EXIT_OK
+
+
+def cmd_save(args) -> int:
+    if len(args.images) > 1 and not args.multi_image_archive:
+        raise UsageError("save takes one image, or several with -m (--multi-image-archive)")
+    engine_of(args).images.save(args.images, args.output, args.format)
+    return EXIT_OK
+
+
 def cmd_build_debian(args) -> int:
     include = [pkg for group in args.include for pkg in group]
     image = engine_of(args).images.build_debian(
@@ -261,7 +264,7 @@ def _add_pull(commands) -> None:
                                  description="Pull linux/<host arch> of REF from an OCI "
                                  "distribution registry (https; plain http with --tls-verify=false).")
     parser.add_argument("reference", metavar="REF", nargs="?")
-    parser.add_argument("--tls-verify", action=_BoolFlag, positional="reference", default=True,
+    parser.add_argument("--tls-verify", action=BoolFlag, positional="reference", default=True,
                         metavar="BOOL", help="require https with a trusted certificate (default true)")
     parser.add_argument("--creds", metavar="USER:PASS", help="registry credentials")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
@@ -282,10 +285,46 @@ def _add_rmi(commands, name: str, aliases=()) -> None:
     parser.set_defaults(handler=cmd_rmi)
 
 
+def _add_push(commands) -> None:
+    parser = commands.add_parser("push", help="push an image to a registry",
+                                 description="Push IMAGE to DESTINATION, or to the registry its name "
+                                 "names (https; plain http with --tls-verify=false).")
+    parser.add_argument("image", metavar="IMAGE", nargs="?")
+    parser.add_argument("destination", metavar="DESTINATION", nargs="?")
+    parser.add_argument("--tls-verify", action=BoolFlag, positional="image", default=True,
+                        metavar="BOOL", help="require https with a trusted certificate (default true)")
+    parser.add_argument("--creds", metavar="USER:PASS", help="registry credentials")
+    parser.add_argument("--compression-format", choices=("gzip", "zstd"), default="gzip",
+                        help="how layers are compressed (default gzip)")
+    parser.add_argument("--digestfile", metavar="FILE", help="write the pushed manifest's digest here")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print no progress")
+    parser.set_defaults(handler=cmd_push)
+
+
+def _add_tag(commands) -> None:
+    parser = commands.add_parser("tag", help="add names to an image")
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("targets", metavar="TARGET", nargs="+")
+    parser.set_defaults(handler=cmd_tag)
+
+
+def _add_save(commands) -> None:
+    parser = commands.add_parser("save", help="save images to a docker-archive or oci-archive")
+    parser.add_argument("images", metavar="IMAGE", nargs="+")
+    parser.add_argument("-o", "--output", metavar="FILE", help="the archive (default: stdout, redirected)")
+    parser.add_argument("--format", default="docker-archive", metavar="FORMAT",
+                        help="docker-archive (default) or oci-archive")
+    parser.add_argument("-m", "--multi-image-archive", action="store_true",
+                        help="save several images in one docker-archive")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print no progress")
+    parser.set_defaults(handler=cmd_save)
+
+
 def register(commands, only: str | None = None) -> bool:
     """Add the image commands to ferry's top-level subparsers, or with `only`, just
     that one if it is ours. True when it added `only`."""
     return add_commands(commands, {"images": lambda c: _add_images(c, "images"), "pull": _add_pull,
+                                   "push": _add_push, "tag": _add_tag, "save": _add_save,
                                    "load": _add_load, "rmi": lambda c: _add_rmi(c, "rmi"),
                                    "image": _add_image_group}, only)
 
@@ -302,6 +341,9 @@ def _add_image_group(commands) -> None:
 
     _add_load(group)
     _add_pull(group)
+    _add_push(group)
+    _add_tag(group)
+    _add_save(group)
     _add_images(group, "ls", aliases=("list",))
     _add_rmi(group, "rm", aliases=("remove",))
 

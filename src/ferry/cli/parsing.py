@@ -23,6 +23,40 @@ TRUE_WORDS = ("1", "t", "T", "true", "TRUE", "True")
 FALSE_WORDS = ("0", "f", "F", "false", "FALSE", "False")
 
 
+def parse_bool(text: str) -> bool:
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+class BoolFlag(argparse.Action):
+    """A podman-style boolean flag: `--flag`, `--flag=true` or `--flag=false`.
+    argparse's optional value would swallow a following positional
+    (`--tls-verify REF`), so such a value is kept in `<positional>_after_flag`
+    for the handler (argparse later resets the empty positional itself)."""
+
+    def __init__(self, option_strings, dest, positional: str, **kwargs):
+        self.positional = positional
+        super().__init__(option_strings, dest, nargs="?", const="true", **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        try:
+            setattr(namespace, self.dest, parse_bool(value))
+        except argparse.ArgumentTypeError:
+            if getattr(namespace, self.positional, None) is not None:
+                parser.error(f"argument {option_string}: expected true or false, not {value!r}")
+            setattr(namespace, self.dest, True)
+            setattr(namespace, f"{self.positional}_after_flag", value)
+
+    @staticmethod
+    def positionals(args, name: str) -> list[str]:
+        """A list positional with the value the flag took back in front."""
+        after = getattr(args, f"{name}_after_flag", None)
+        return ([after] if after else []) + list(getattr(args, name) or [])
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a one-line FerryError rather than a usage dump,
     naming the help of the command whose line it is; and boolean flags take podman's

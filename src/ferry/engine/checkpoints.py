@@ -25,7 +25,8 @@ from typing import Callable
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
 from ferry.checkpoint.archive.treediff import image_names_below
-from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint
+from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint, is_stream
+from ferry.checkpoint.archive.layerstream import layer_endpoint
 from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, await_socket, start_daemon, stop_daemon
 from ferry.checkpoint.foreign import read_config as read_foreign_config
 from ferry.checkpoint.pagepush import PagePush, PageReceiver, merge_images
@@ -33,7 +34,8 @@ from ferry.checkpoint import podman_shape
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
-from ferry.engine import foreign, journal
+from ferry.engine import checkpoint_images, foreign, journal
+from ferry.image import reference
 from ferry.engine.images import image_by_id
 from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
@@ -71,6 +73,7 @@ log = get_logger("ferry.checkpoints")
 HINT_FORGED = "the archive is damaged or forged; do not restore from it"
 DISK_MARGIN = 256 << 20          # left free on a disk after staging or unpacking an archive
 IMPORT_PREFIX = "import-"        # a restore's staging dir under ROOT/tmp, named after its container
+IMAGE_ARCHIVE = "checkpoint-image.tar"   # --create-image's archive, in the container dir until it is a layer
 
 class Authenticity:
     """What a restore knows of where its checkpoint came from."""
@@ -94,6 +97,7 @@ class CheckpointOptions:
     ignore_volumes: bool = False
     keep: bool = False
     sign_key: str | None = None     # an Ed25519 private key (PEM) to sign the archive with
+    create_image: str | None = None   # also make a checkpoint image of this name (podman's --create-image)
     export_stream: int | None = None  # a descriptor to stream the archive to (a migration), instead of export
     migration: str | None = None      # the migration this checkpoint serves, for its journal
     lazy: LazyServe | None = None     # a lazy migration: memory stays here, served on a page server
@@ -116,6 +120,10 @@ class RestoreOptions:
     volumes: tuple[str, ...] = ()   # -v SRC:DST re-stating the archive's mounts on this host
     allow_bind_mounts: bool = False
     verify_key: str | None = None   # an Ed25519 public key (PEM) the archive must be signed with
+    tls_verify: bool = True           # for pulling a checkpoint image
+    creds: str | None = None
+    image_layer: str | None = None    # a checkpoint image's unpacked layer, read as its archive
+    image_name: str | None = None     # that image, as the user named it
     import_stream: int | None = None  # a descriptor to read the archive from (a migration), instead of import_path
     container_id: str | None = None   # keep this ID (a migration), which the archive must hold
     adopt_lease: bool = False         # take over the address another root's copy of this container holds
@@ -134,6 +142,7 @@ class CheckpointResult:
     phases: dict
     criu: DumpStats | None
     kept_locally: bool = False   # a stream's checkpoint stays here too: only its reader knows if it restored
+    image: str | None = None     # the checkpoint image's ID (--create-image)
     lazy: LazyDump | None = None  # a lazy checkpoint's page server, which serves until the last page is read
 
     def stats(self, raw_input: str | None = None) -> dict:
@@ -144,6 +153,8 @@ class CheckpointResult:
         if self.archive:
             entry.update(archive=self.archive, archive_size=self.archive_size,
                          archive_streamed=self.archive_streamed)
+        if self.image:
+            entry.update(image=self.image)
         return {"podman_checkpoint_duration": int(self.seconds * 1e6), "container_statistics": [entry]}
 
 
@@ -196,8 +207,10 @@ class Checkpoints:
     # ---- checkpoint ---------------------------------------------------------
     def checkpoint(self, name_or_id: str, options: CheckpointOptions,
                    progress: Progress = _no_progress) -> CheckpointResult:
+        if options.create_image:
+            return self._checkpoint_to_image(name_or_id, options, progress)
         if options.sign_key and not (options.export or options.export_stream is not None):
-            raise UsageError("--sign-key needs --export: only an archive carries a signature")
+            raise UsageError("--sign-key needs --export or --create-image: only an archive carries a signature")
         signer = load_private_key(options.sign_key) if options.sign_key else None
         container = self.containers.get(name_or_id)
         if container.config.rm and not (options.export or options.export_stream is not None):
@@ -222,6 +235,49 @@ class Checkpoints:
             # --rm: the container ends with its export, and goes, as podman removes it.
             self.containers.remove(container.id)
         return result
+
+    def _checkpoint_to_image(self, name_or_id: str, options: CheckpointOptions,
+                             progress: Progress) -> CheckpointResult:
+        """--create-image: an exported archive (the user's --export file, or a
+        plain tar in the container's dir) becomes the image's one layer. The
+        checkpoint stays here until the image is recorded, so that a failure
+        at any step leaves the container restorable with one command."""
+        reference.parse_local(options.create_image)   # a bad name fails before anything is done
+        if options.export_stream is not None or (options.export and is_stream(options.export)):
+            raise UsageError("--create-image cannot take its layer from a stream",
+                             hint="give --export a file, or leave --export out")
+        container = self.containers.get(name_or_id)
+        own_file = not options.export
+        path = options.export or os.path.join(self.containers.dir(container.id), IMAGE_ARCHIVE)
+        result = self.checkpoint(container.id, replace(options, create_image=None, export=path, keep=True,
+                                                       compress="none" if own_file else options.compress), progress)
+        try:
+            head = archive.read_manifest(path)
+            image = self.containers.images.commit_checkpoint(path, options.create_image,
+                                                             checkpoint_images.annotations_for(head))
+        except BaseException as failure:
+            if isinstance(failure, FerryError) and not options.leave_running:
+                failure.hint = (f"the checkpoint is kept here: 'ferry container restore {container.name}' "
+                                "brings the container back")
+            raise
+        finally:
+            if own_file:
+                remove_file(path)
+        if not options.keep and not options.leave_running:
+            self._drop_local_checkpoint(container)
+            if container.config.rm:
+                self.containers.remove(container.id)
+        return replace(result, archive=options.export, kept_locally=bool(options.keep and not options.leave_running),
+                       image=image.id)
+
+    def _drop_local_checkpoint(self, container: Container) -> None:
+        """What an export without --keep does once its archive is whole."""
+        with self.containers.locked(container, "container checkpoint"):
+            current = self.containers.get(container.id)
+            if current.state == RUNNING or not current.checkpointed_at:
+                return   # restored meanwhile: its images are in use
+            remove_tree_later(ContainerFiles(self.containers.dir(container.id)).checkpoint_images)
+            self.containers.set_checkpointed(container.id, None)
 
     def _checkpoint_locked(self, container: Container, options: CheckpointOptions, target: Endpoint | None,
                            compression: str | None, signer, progress: Progress) -> CheckpointResult:
@@ -514,16 +570,34 @@ class Checkpoints:
     # ---- restore -------------------------------------------------------------
     def restore(self, name_or_id: str | None, options: RestoreOptions,
                 progress: Progress = _no_progress) -> RestoreResult:
-        if options.import_path or options.import_stream is not None:
+        if options.import_path or options.import_stream is not None or options.image_layer:
             return self._restore_import(options, progress)
         if not name_or_id:
             raise UsageError("restore needs a container name, or --import FILE")
+        if not self._is_container(name_or_id):
+            # podman's order: a container of that name first, then a checkpoint image.
+            images = self.containers.images
+            image = checkpoint_images.find(images, name_or_id, tls_verify=options.tls_verify, creds=options.creds)
+            if image is None:
+                raise NotFound(f"no such container or image: {name_or_id}",
+                               hint="see 'ferry ps -a' and 'ferry images'; a checkpoint image in a registry "
+                                    "is named with its registry (REGISTRY/NAME[:TAG])")
+            layer = checkpoint_images.checkpoint_layer(images, image, name_or_id)
+            return self._restore_import(replace(options, image_layer=layer, image_name=name_or_id), progress)
         for flag, given in (("--name", options.name), ("-v", options.volumes),
                             ("--allow-bind-mounts", options.allow_bind_mounts),
                             ("--verify-key", options.verify_key)):
             if given:
-                raise UsageError(f"{flag} needs --import: an in-place restore keeps the container as it was")
+                raise UsageError(f"{flag} can only be used with a checkpoint image or --import: an in-place "
+                                 "restore keeps the container as it was")
         return self._restore_in_place(name_or_id, options)
+
+    def _is_container(self, name_or_id: str) -> bool:
+        try:
+            self.containers.get(name_or_id)
+        except NotFound:
+            return False
+        return True
 
     def _restore_in_place(self, name_or_id: str, options: RestoreOptions) -> RestoreResult:
         started, timer = time.monotonic(), Timer()
@@ -1011,7 +1085,10 @@ def _compression_of(target: Endpoint, explicit: str | None) -> str:
         raise
 
 
-def _import_source(options: RestoreOptions) -> Endpoint:
+def _import_source(options: RestoreOptions):
+    """The archive to read, as an Endpoint (a context manager)."""
     if options.import_stream is not None:
         return Endpoint(options.import_stream, "the migration stream")
+    if options.image_layer:
+        return layer_endpoint(options.image_layer, f"checkpoint image {options.image_name}")
     return import_endpoint(options.import_path)

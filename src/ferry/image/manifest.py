@@ -254,10 +254,31 @@ def config_document(config: ImageConfig, diff_ids: list[str], created: str,
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def manifest_document(config_digest: str, config_size: int,
-                      layers: list[tuple[str, int]]) -> bytes:
-    """An OCI manifest for uncompressed layers given as (digest, size)."""
+def manifest_document(config_digest: str, config_size: int, layers: list[tuple[str, int]], *,
+                      layer_type: str = OCI_LAYER, annotations: dict[str, str] | None = None) -> bytes:
+    """An OCI manifest for layers given as (digest, size), all of `layer_type`."""
     doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-           "layers": [{"mediaType": OCI_LAYER, "digest": d, "size": s} for d, s in layers]}
+           "layers": [{"mediaType": layer_type, "digest": d, "size": s} for d, s in layers]}
+    if annotations:
+        doc["annotations"] = dict(sorted(annotations.items()))
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+MAX_ANNOTATIONS = 256
+MAX_ANNOTATION_BYTES = 64 << 10
+
+
+def annotations_of(manifest: bytes) -> dict[str, str]:
+    """A manifest's own annotations (an image's, as podman inspect shows
+    them): string keys and values only, bounded; {} for a docker manifest."""
+    try:
+        doc = json.loads(manifest)
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    found = doc.get("annotations") if isinstance(doc, dict) else None
+    if not isinstance(found, dict):
+        return {}
+    kept = {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)
+            and len(k) + len(v) <= MAX_ANNOTATION_BYTES}
+    return dict(sorted(kept.items())[:MAX_ANNOTATIONS])

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import re
 import ssl
+import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -138,6 +139,10 @@ class _StreamReader:
         return data
 
 
+# A request body: bytes, or a maker of a fresh iterator over it (a retry sends it again).
+Content = bytes | Callable[[], Iterator[bytes]] | None
+
+
 class RegistryClient:
     def __init__(self, registry: str, *, tls_verify: bool = True, creds: str | None = None):
         self.registry = registry
@@ -195,10 +200,10 @@ class RegistryClient:
         self._base = f"http://{self.host}"
         return response
 
-    def login(self, repository: str) -> None:
-        """Settle how to authenticate for pulling `repository`."""
+    def login(self, repository: str, *, push: bool = False) -> None:
+        """Settle how to authenticate for pulling (or pushing) `repository`."""
         response = self._ping()
-        self._scope = f"repository:{repository}:pull"
+        self._scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
         if response.status_code == 200:
             return
         if response.status_code != 401:
@@ -266,11 +271,12 @@ class RegistryClient:
     # ---- requests -----------------------------------------------------------
 
     def _send(self, method: str, url: str, headers: dict | None = None,
-              stream: bool = False) -> httpx.Response:
+              stream: bool = False, content: Content = None) -> httpx.Response:
         headers = dict(headers or {})
         if self._authorization:
             headers["Authorization"] = self._authorization
-        request = self._client.build_request(method, url, headers=headers)
+        body = content() if callable(content) else content
+        request = self._client.build_request(method, url, headers=headers, content=body)
         try:
             response = self._client.send(request, stream=stream)
         except httpx.TransportError as exc:
@@ -280,18 +286,22 @@ class RegistryClient:
         return response
 
     def _request(self, method: str, path: str, what: str, headers: dict | None = None,
-                 stream: bool = False) -> httpx.Response:
+                 stream: bool = False, content: Content = None, url: str | None = None,
+                 missing_ok: bool = False) -> httpx.Response | None:
         if self._base is None:
             raise RuntimeError("login() first")
-        url = f"{self._base}/v2/{path}"
-        response = self._send(method, url, headers, stream)
+        url = url or f"{self._base}/v2/{path}"
+        response = self._send(method, url, headers, stream, content)
         if response.status_code == 401 and self._bearer is not None:
             # The token may have expired, or this request needs another scope.
             response.close()
             self._answer(response)
-            response = self._send(method, url, headers, stream)
+            response = self._send(method, url, headers, stream, content)
         if response.status_code < 400:
             return response
+        if missing_ok and response.status_code == 404:
+            response.close()
+            return None
         if stream:
             response.read()
         detail = _registry_errors(response)
@@ -302,7 +312,7 @@ class RegistryClient:
             # Docker Hub also answer so for a repository that does not exist.
             raise PermissionDenied(
                 f"registry {self.registry} denied access to {what}" + (f" ({detail})" if detail else ""),
-                hint="check the repository name; " + ("these credentials may not allow pulling it"
+                hint="check the repository name; " + ("these credentials may not allow it"
                                                       if self.creds else "it may need --creds USERNAME:PASSWORD"))
         if status == 404:
             raise NotFound(f"{what} not found in registry {self.registry}"
@@ -358,3 +368,44 @@ class RegistryClient:
             raise RegistryError(f"{what} is larger than {limit} bytes", hint="the registry is misbehaving")
         digests.verify(digest, digests.of_bytes(data), what)
         return data
+
+    # ---- pushing ------------------------------------------------------------
+
+    def has_blob(self, repository: str, digest: str, what: str) -> bool:
+        response = self._request("HEAD", f"{repository}/blobs/{digest}", what, missing_ok=True)
+        if response is None:
+            return False
+        response.close()
+        return True
+
+    def upload_blob(self, repository: str, digest: str, size: int, content, what: str) -> None:
+        """One monolithic upload (POST, then PUT with the digest) of `size`
+        bytes; the registry checks the digest before it keeps the blob."""
+        started = self._request("POST", f"{repository}/blobs/uploads/", what,
+                                headers={"Content-Length": "0"})
+        started.close()
+        location = started.headers.get("location")
+        if not location:
+            raise RegistryError(f"registry {self.registry} started an upload of {what} without a Location",
+                                hint="the registry is misbehaving")
+        url = urllib.parse.urljoin(f"{self._base}/v2/", location)
+        if urllib.parse.urlsplit(url)[:2] != urllib.parse.urlsplit(self._base)[:2]:
+            # Credentials go to the registry named, never to a host its answer names.
+            raise RegistryError(f"registry {self.registry} sent the upload of {what} to another host",
+                                hint="push to that host directly if it is the registry")
+        url += ("&" if urllib.parse.urlsplit(url).query else "?") + urllib.parse.urlencode({"digest": digest})
+        done = self._request("PUT", "", what, url=url, content=content,
+                             headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        done.close()
+
+    def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str, what: str) -> str:
+        """Upload a manifest under a tag (or its digest); the digest of what was stored."""
+        done = self._request("PUT", f"{repository}/manifests/{reference}", what, content=body,
+                             headers={"Content-Type": media_type})
+        done.close()
+        digest = digests.of_bytes(body)
+        announced = done.headers.get("docker-content-digest")
+        if announced and announced != digest:
+            raise RegistryError(f"registry {self.registry} stored {what} as {announced}, not as {digest}",
+                                hint="the registry changed the manifest; push again, or use another registry")
+        return digest

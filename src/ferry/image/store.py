@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
-import io
 import json
 import os
 import re
@@ -28,9 +27,8 @@ from ferry.image import digest as digests
 from ferry.image import reference
 from ferry.image.blobs import BlobStore
 from ferry.image.layers import unpack_layer
-from ferry.image.manifest import (DEFAULT_PATH_ENV, OCI_CONFIG, OCI_LAYER, OCI_LAYER_ZSTD, OCI_MANIFEST,
-                                  ImageConfig, Index, config_document, manifest_document, parse_config,
-                                  parse_document, select_platform)
+from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, annotations_of, config_document,
+                                  manifest_document, parse_config, parse_document, select_platform)
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
@@ -93,6 +91,7 @@ class Image:
     config: ImageConfig
     size: int
     created: str               # RFC 3339
+    architecture: str = ""     # as its config says (amd64, arm64)
 
 
 def _not_found(text: str) -> NotFound:
@@ -154,7 +153,7 @@ class _Staging:
 
     def layer_size(self, diff_id: str) -> int:
         staged = self.layers.get(diff_id)
-        return staged.size if staged else self.store._layer_row(diff_id)[1]
+        return staged.size if staged else self.store.layer_size(diff_id)
 
 
 class ImageStore:
@@ -185,20 +184,21 @@ class ImageStore:
             "SELECT diff_id FROM image_layer_refs WHERE image_id = ? ORDER BY position", (image_id,)))
         config = ImageConfig(**{k: tuple(v) if isinstance(v, list) else v
                                 for k, v in json.loads(row["config"]).items()})
-        return Image(row["id"], row["digest"], names, layers, config, row["size"], row["created"])
+        return Image(row["id"], row["digest"], names, layers, config, row["size"], row["created"],
+                     row["architecture"])
 
     def list(self) -> list[Image]:
         ids = [r[0] for r in self.db.read().execute("SELECT id FROM images")]
         return sorted((self._image(i) for i in ids), key=lambda image: image.created, reverse=True)
 
     def get(self, ref_or_id: str) -> Image:
-        return self._image(self._resolve(ref_or_id)[0])
+        return self._image(self.resolve(ref_or_id)[0])
 
     def get_named(self, ref_or_id: str) -> tuple[Image, str]:
         """The image, and the name a container made from it shows (podman's
         ImageName): the full name the reference resolved to, `repo@digest`
         for a digest, the first name (or the ID) for an ID."""
-        image_id, by_name = self._resolve(ref_or_id)
+        image_id, by_name = self.resolve(ref_or_id)
         image = self._image(image_id)
         if by_name is not None:
             return image, by_name
@@ -212,7 +212,7 @@ class ImageStore:
             return image, f"{repo}@{ref.digest}"
         return image, image.names[0] if image.names else image.id
 
-    def _resolve(self, text: str) -> tuple[str, str | None]:
+    def resolve(self, text: str) -> tuple[str, str | None]:
         """(image id, the name it was found by, or None when found by ID)."""
         conn = self.db.read()
         key = text[len("sha256:"):] if text.startswith("sha256:") else text
@@ -284,37 +284,42 @@ class ImageStore:
         """An oci-archive at `path` of the image with only the layers `diff_ids`
         (each as its kept tar, zstd): enough for a store that has the others.
         NotFound when a layer's tar was never kept (stored by an older ferry)."""
+        from ferry.image import saving
         image = self.get(ref_or_id)
-        config = self.blobs.get(f"sha256:{image.id}")
-        sent, layers = {}, []
-        for diff_id in image.layers:
-            tar = self.layer_tar(diff_id)
-            if diff_id in diff_ids:
-                if not os.path.exists(tar):
-                    raise NotFound(f"layer {diff_id[:19]} of image {image.names[0] if image.names else image.id[:12]} "
-                                   "has no kept tar (it was stored by an older ferry)",
-                                   hint="load or pull the image on the destination")
-                digest = digests.of_file(tar)
-                sent[digest] = tar
-                layers.append({"mediaType": OCI_LAYER_ZSTD, "digest": digest, "size": os.path.getsize(tar)})
-            else:   # the receiver has it: never opened, so its own digest stands in
-                layers.append({"mediaType": OCI_LAYER, "digest": diff_id, "size": self._layer_row(diff_id)[1]})
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                               "config": {"mediaType": OCI_CONFIG, "digest": f"sha256:{image.id}",
-                                          "size": len(config)}, "layers": layers}).encode()
-        entry = {"mediaType": OCI_MANIFEST, "digest": digests.of_bytes(manifest), "size": len(manifest)}
-        if image.names:
-            entry["annotations"] = {"org.opencontainers.image.ref.name": image.names[0]}
-        index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
         with tarfile.open(path, "w") as out:
-            for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index),
-                               (f"blobs/sha256/{image.id}", config),
-                               (f"blobs/sha256/{digests.hex_of(entry['digest'])}", manifest)):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                out.addfile(info, io.BytesIO(data))
-            for digest, tar in sent.items():
-                out.add(tar, arcname=f"blobs/sha256/{digests.hex_of(digest)}", recursive=False)
+            saving.write_oci_subset(out, self, image, diff_ids)
+
+    def save(self, refs: list[str], path: str | None, fmt: str = "docker-archive") -> None:
+        """`ferry save`: the images as a docker-archive or oci-archive at `path`
+        (stdout when None), named as they were asked for (all their names when
+        asked for by ID)."""
+        from ferry.image import saving
+        saving.check_format(fmt, len(refs))
+        named = []
+        for ref in refs:
+            image_id, by_name = self.resolve(ref)
+            image = self._image(image_id)
+            named.append((image, [by_name] if by_name else list(image.names)))
+        with saving.archive_file(path) as out:
+            if fmt == "oci-archive":
+                image, names = named[0]
+                saving.write_oci(out, self, image, names[0] if names else None)
+            else:
+                saving.write_docker(out, self, named)
+
+    def layer_size(self, diff_id: str) -> int:
+        row = self._layer_row(diff_id)
+        if row is None:
+            raise NotFound(f"layer {diff_id} is missing from the store",
+                           hint="remove the image and pull, load or import it again")
+        return row[1]
+
+    def annotations(self, image: Image) -> dict[str, str]:
+        """The image manifest's annotations (a checkpoint image's say what it holds)."""
+        try:
+            return annotations_of(self.blobs.get(image.digest))
+        except FileNotFoundError:
+            return {}
 
     def has_layer(self, diff_id: str) -> bool:
         return self._layer_row(diff_id) is not None
@@ -341,8 +346,7 @@ class ImageStore:
 
     def inspect(self, ref_or_id: str) -> dict:
         image = self.get(ref_or_id)
-        row = self.db.read().execute("SELECT architecture, os FROM images WHERE id = ?",
-                                     (image.id,)).fetchone()
+        row = self.db.read().execute("SELECT os FROM images WHERE id = ?", (image.id,)).fetchone()
         repo_digests = [f"{repo}@{image.digest}" for repo in self._repos(image.id)]
         repo_digests += [d for d in self._pulled_digests(image.id) if d not in repo_digests]
         cfg = image.config
@@ -353,7 +357,7 @@ class ImageStore:
             "RepoDigests": repo_digests,
             "Created": image.created,
             "Size": image.size,
-            "Architecture": row["architecture"],
+            "Architecture": image.architecture,
             "Os": row["os"],
             "Config": {
                 "Env": list(cfg.env),
@@ -365,6 +369,7 @@ class ImageStore:
                 "StopSignal": cfg.stop_signal,
             },
             "RootFS": {"Type": "layers", "Layers": list(image.layers)},
+            "Annotations": self.annotations(image),
         }
 
     # ---- changing -------------------------------------------------------------
@@ -491,6 +496,34 @@ class ImageStore:
             return self._make_image(staging, diff_id, name,
                                     config, comment or f"ferry image import {os.path.basename(tar_path)}")
 
+    def tag(self, ref_or_id: str, targets: list[str]) -> Image:
+        """`ferry tag IMAGE TARGET...`: more names for the image; a name that
+        another image had moves to this one, as in podman."""
+        names = [reference.parse_local(target) for target in targets]
+        for ref in names:
+            if ref.digest:
+                raise UsageError(f"cannot tag with a digest: {ref}", hint="give NAME[:TAG]")
+        with self._change():
+            image_id, _ = self.resolve(ref_or_id)
+            with self.db.write() as conn:
+                conn.executemany("INSERT OR REPLACE INTO image_names (name, image_id) VALUES (?, ?)",
+                                 [(ref.name, image_id) for ref in names])
+            return self._image(image_id)
+
+    def commit_checkpoint(self, archive_path: str, ref: str, annotations: dict[str, str]) -> Image:
+        """A checkpoint image, as podman's --create-image makes one: one layer
+        holding the checkpoint archive's members, an empty config, and
+        annotations saying whose checkpoint it is."""
+        name = reference.parse_local(ref).name
+        created = utc_now(digits=6)
+        with self._change() as staging, open(archive_path, "rb") as source:
+            diff_id = staging.add_layer(source, f"checkpoint archive {archive_path}")
+            config_bytes = config_document(ImageConfig(), [diff_id], created,
+                                           "ferry container checkpoint --create-image")
+            manifest_bytes = manifest_document(digests.of_bytes(config_bytes), len(config_bytes),
+                                               [(diff_id, staging.layer_size(diff_id))], annotations=annotations)
+            return self._commit(staging, config_bytes, manifest_bytes, [name])
+
     def load(self, archive_path: str) -> list[Image]:
         """`ferry load -i ARCHIVE`: every image of a docker-archive or
         oci-archive (as `podman save` writes them); all of them or none."""
@@ -574,7 +607,7 @@ class ImageStore:
         the image and every layer and blob no other image uses. Returns the
         lines podman prints ("Untagged: NAME", "Deleted: ID")."""
         with self._change():
-            image_id, by_name = self._resolve(ref_or_id)
+            image_id, by_name = self.resolve(ref_or_id)
             image = self._image(image_id)
             if by_name is not None and len(image.names) > 1:
                 with self.db.write() as conn:

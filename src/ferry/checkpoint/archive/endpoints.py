@@ -75,6 +75,17 @@ def import_endpoint(path: str) -> Endpoint:
     return _not_a_terminal(Endpoint(fd, path, owned_fd=fd), "read", "from")
 
 
+def is_stream(path: str) -> bool:
+    """Whether export_endpoint(path) streams rather than writes a file."""
+    if is_stdout(path):
+        return True
+    try:
+        info = os.stat(path)
+    except OSError:
+        return False
+    return not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode))
+
+
 def is_stdout(path: str | None) -> bool:
     """Whether `path` is this process's stdout: `-`, /dev/stdout, /dev/fd/1,
     or the file stdout was redirected to."""
