@@ -6,19 +6,17 @@ from __future__ import annotations
 import io
 import json
 import os
-import pathlib
-import shutil
 import subprocess
 import tarfile
-import tempfile
 
 import pytest
 
 from bench.busybox import make_oci_archive
-from bench.engines import Podman, PodmanNamespace
 from bench.workloads import debian_rootfs_tar, oci_config, write_oci_archive
 from tests.conftest import require
 from tests.support.cli import Ferry, free_port, http_get, leftovers, wait_for
+from tests.support.podman import podman as _podman
+from tests.support.podman import private_podman
 from tests.support.redis import REDIS_CMD, Redis
 
 # A rootfs change (a new file and a deleted one), a named volume, and /dev/shm.
@@ -32,27 +30,10 @@ PODMAN_VOLUMES = "/var/lib/containers/storage/volumes"
 def podman():
     for key in ("criu", "runc", "overlayfs"):
         require(key)
-    # podman refuses a runroot path longer than 50 characters: pytest's are.
-    base = pathlib.Path(tempfile.mkdtemp(prefix="ferry-pm-", dir="/tmp"))
-    namespace = PodmanNamespace(str(base / "ns"))
-    os.makedirs(namespace.base)
-    namespace.start()
     # Where a ferry archive says podman keeps volumes (its default; /var/lib is
     # the namespace's own overlay).
-    engine = Podman(str(base / "engine"), namespace, volume_path=PODMAN_VOLUMES)
-    try:
-        yield engine, base
-    finally:
-        subprocess.run(engine.argv("rm", "-a", "-f", "-t", "0"), capture_output=True, timeout=120)
-        subprocess.run(engine.argv("volume", "rm", "-a", "-f"), capture_output=True, timeout=120)
-        namespace.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _podman(engine: Podman, *args: str) -> str:
-    done = subprocess.run(engine.argv(*args), capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr}"
-    return done.stdout
+    with private_podman("ferry-pm-", volume_path=PODMAN_VOLUMES) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -296,7 +296,8 @@ class Registry:
 
     def push_image(self, repository: str, tag: str | None, layers: list[bytes], *,
                    architecture: str = "amd64", compression: str = "gzip", oci: bool = False,
-                   cmd: list[str] | None = None, exposed: tuple[str, ...] = ()) -> "PushedImage":
+                   cmd: list[str] | None = None, exposed: tuple[str, ...] = (),
+                   annotations: dict[str, str] | None = None) -> "PushedImage":
         """Push an image made of uncompressed layer tars; returns its descriptors."""
         config = image_config([sha256(layer) for layer in layers], architecture, cmd, exposed)
         blobs = [compress(layer, compression) for layer in layers]
@@ -308,6 +309,8 @@ class Registry:
             "layers": [{"mediaType": layer_type, "digest": self.push_blob(repository, blob),
                         "size": len(blob)} for blob in blobs],
         }
+        if annotations:
+            manifest["annotations"] = annotations
         body = json.dumps(manifest).encode()
         media_type = manifest["mediaType"]
         digest = self.push_manifest(repository, tag or sha256(body), body, media_type)

@@ -1,0 +1,49 @@
+"""The real podman that setup installs, for tests that compare with it or
+trade checkpoints with it: run as the benchmark runs it, in a private mount
+namespace with its own storage under /tmp (podman refuses a runroot path
+longer than 50 characters, and pytest's are)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+from typing import Iterator
+
+from bench.engines import Podman, PodmanNamespace
+
+TIMEOUT = 300
+
+
+@contextlib.contextmanager
+def private_podman(prefix: str, volume_path: str | None = None) -> Iterator[tuple[Podman, pathlib.Path]]:
+    """(podman, a scratch dir of its own); everything it made goes at the end."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    namespace = PodmanNamespace(str(base / "ns"))
+    os.makedirs(namespace.base)
+    namespace.start()
+    engine = Podman(str(base / "engine"), namespace, volume_path=volume_path)
+    try:
+        yield engine, base
+    finally:
+        subprocess.run(engine.argv("rm", "-a", "-f", "-t", "0"), capture_output=True, timeout=120)
+        subprocess.run(engine.argv("volume", "rm", "-a", "-f"), capture_output=True, timeout=120)
+        namespace.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def podman(engine: Podman, *args: str) -> str:
+    """Run podman; its stdout, or an AssertionError with its stderr."""
+    done = subprocess.run(engine.argv(*args), capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def in_namespace(engine: Podman, *argv: str) -> str:
+    """Another tool (buildah) in podman's mount namespace: its mounts stay there."""
+    done = subprocess.run([*engine.namespace.prefix(), *argv], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
+    return done.stdout
