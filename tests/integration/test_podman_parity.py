@@ -5,18 +5,15 @@ the same command lines give the same exit codes, and the fields scripts read
 from __future__ import annotations
 
 import json
-import os
-import pathlib
-import shutil
 import subprocess
-import tempfile
 
 import pytest
 
 from bench.busybox import make_oci_archive
-from bench.engines import Podman, PodmanNamespace
+from bench.engines import Podman
 from tests.conftest import require
 from tests.support.cli import Ferry, leftovers
+from tests.support.podman import private_podman
 
 
 class Sides:
@@ -39,26 +36,19 @@ class Sides:
 def sides():
     for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
         require(key)
-    base = pathlib.Path(tempfile.mkdtemp(prefix="ferry-pp-", dir="/tmp"))
-    namespace = PodmanNamespace(str(base / "ns"))
-    os.makedirs(namespace.base)
-    namespace.start()
-    podman = Podman(str(base / "engine"), namespace)
-    ferry = Ferry(str(base / "ferry"))
-    try:
-        image = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
-        pair = Sides(podman, ferry)
-        for theirs, ours in (pair.both("load", "-i", image),
-                             pair.both("run", "-d", "--name", "s1", "busybox", "sleep", "1000", run_flags=True)):
-            assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
-        yield pair
-    finally:
-        subprocess.run(podman.argv("rm", "-a", "-f", "-t", "0"), capture_output=True, timeout=120)
-        ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
-        ferry.remove_everything()
-        namespace.stop()
-        shutil.rmtree(base, ignore_errors=True)
-        assert leftovers(ferry.root, ids) == []
+    with private_podman("ferry-pp-") as (podman, base):
+        ferry = Ferry(str(base / "ferry"))
+        try:
+            image = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
+            pair = Sides(podman, ferry)
+            for theirs, ours in (pair.both("load", "-i", image),
+                                 pair.both("run", "-d", "--name", "s1", "busybox", "sleep", "1000", run_flags=True)):
+                assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
+            yield pair
+        finally:
+            ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
+            ferry.remove_everything()
+    assert leftovers(ferry.root, ids) == []
 
 
 @pytest.mark.parametrize("args", [
