@@ -301,7 +301,7 @@ def test_what_an_in_place_restore_refuses(checkpoints, containers, host, web):
         checkpoints.restore("web", RestoreOptions())
     for options in (RestoreOptions(name="x"), RestoreOptions(volumes=("/a:/b",)),
                     RestoreOptions(allow_bind_mounts=True)):
-        with pytest.raises(UsageError, match="needs --import"):
+        with pytest.raises(UsageError, match="can only be used with a checkpoint image or --import"):
             checkpoints.restore("web", options)
     with pytest.raises(UsageError, match="restore needs a container name"):
         checkpoints.restore(None, RestoreOptions())

@@ -118,7 +118,7 @@ def _subparsers(parser) -> dict:
 
 
 def test_partial_parser_builds_only_the_command():
-    for word in ("ps", "network", "images", "version", "volume"):
+    for word in ("ps", "network", "images", "version", "volume", "push", "tag", "save"):
         assert _command_names(cli.build_parser(word)) == {word}
     container = _subparsers(cli.build_parser("container"))["container"]
     assert {"run", "ls", "ps", "checkpoint", "restore", "cleanup", "inspect"} <= _command_names(container)
@@ -127,8 +127,8 @@ def test_partial_parser_builds_only_the_command():
 def test_full_parser_lists_every_command_in_help_order():
     assert list(_subparsers(cli.build_parser())) == [
         "version", "info", "system", "run", "container", "ps", "logs", "stop", "restart", "start",
-        "kill", "rm", "exec", "inspect", "volume", "images", "pull", "load", "rmi", "image", "network", "serve",
-            "migrate"]
+        "kill", "rm", "exec", "inspect", "volume", "images", "pull", "push", "tag", "save", "load", "rmi", "image",
+        "network", "serve", "migrate"]
 
 
 def test_an_unknown_command_gets_the_full_parser_for_its_error(capsys):
