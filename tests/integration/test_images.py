@@ -317,6 +317,57 @@ def test_bearer_token_auth(ferry, root, token_registry):
     assert any("scope=repository%3Atest%2Fbusybox%3Apull" in r for r in tokens.requests), tokens.requests
 
 
+# ---- pushing -----------------------------------------------------------------
+
+def test_push_then_pull_on_another_root_gives_the_same_image(ferry, ferry_cli, root, tmp_path, http_registry):
+    registry, pushed = http_registry
+    source = f"{registry.host}/test/busybox:latest"
+    ferry("pull", "--tls-verify=false", source)
+    dest = f"{registry.host}/pushed/busybox:v2"
+    one_line_error(ferry("push", source, dest, check=False), "TLS handshake failed")
+    one_line_error(ferry("push", "--tls-verify=false", source, "pushed/busybox", check=False), "names no registry")
+    one_line_error(ferry("push", "--tls-verify=false", "nothing-here", dest, check=False), "not found")
+    done = ferry("push", "--tls-verify=false", source, dest, "--digestfile", str(tmp_path / "digest"))
+    assert done.stdout == "" and "Writing manifest to image destination" in done.stderr
+    digest = (tmp_path / "digest").read_text()
+    answer = registry.http.get(f"{registry.url}/v2/pushed/busybox/manifests/v2",
+                               headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert answer.headers["docker-content-digest"] == digest
+    manifest = answer.json()
+    assert manifest["config"]["digest"] == f"sha256:{pushed['busybox'].image_id}"
+    assert [layer["mediaType"] for layer in manifest["layers"]] == \
+        ["application/vnd.oci.image.layer.v1.tar+gzip"] * 2
+    # Again: the registry has every blob, and the manifest is the same.
+    ferry("push", "--tls-verify=false", source, dest, "--digestfile", str(tmp_path / "again"))
+    assert (tmp_path / "again").read_text() == digest
+    other = str(tmp_path / "other")
+    pulled = ferry_cli("--root", other, "pull", "--tls-verify=false", dest, check=True)
+    assert pulled.stdout.strip() == pushed["busybox"].image_id
+    assert stored(other)["image_layers"] == 2
+
+
+def test_push_with_basic_and_token_auth(ferry, root, basic_registry, token_registry, tmp_path):
+    registry, _ = basic_registry
+    image = str(tmp_path / "rootfs.tar")
+    with open(image, "wb") as f:
+        f.write(LayerTar().dir("etc").file("etc/pushed", b"yes\n").bytes())
+    ferry("image", "import", image, "pushme")
+    dest = f"{registry.host}/pushed/basic:v1"
+    one_line_error(ferry("push", "--tls-verify=false", "pushme", dest, check=False), "requires authentication")
+    one_line_error(ferry("push", "--tls-verify=false", "--creds", "alice:rabbit", "pushme", dest, check=False),
+                   "refused the credentials")
+    ferry("push", "--tls-verify=false", "--creds", "alice:wonderland", "pushme", dest)
+    ferry("rmi", "pushme")
+    ferry("pull", "--tls-verify=false", "--creds", "alice:wonderland", dest)
+
+    registry, _, tokens = token_registry
+    one_line_error(ferry("push", "--tls-verify=false", "--creds", "alice:wonderland", dest,
+                         f"{registry.host}/test/secret:v1", check=False), "denied access")
+    tokens.requests.clear()
+    ferry("push", "--tls-verify=false", "--creds", "alice:wonderland", dest, f"{registry.host}/pushed/token:v1")
+    assert any("pull%2Cpush" in r for r in tokens.requests), tokens.requests
+
+
 # ---- archives from a real podman -------------------------------------------------
 
 def podman(scratch: str, *args: str) -> None:

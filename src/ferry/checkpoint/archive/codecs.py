@@ -624,8 +624,10 @@ def _pigz_failure(said: str) -> BadArchive:
 
 
 class PigzSink(Sink):
+    """-n: no time in the header, so one input always makes one blob (a push reuses it)."""
+
     def __init__(self, fd: int, pigz: str):
-        self._process = proc.spawn([pigz, f"-{GZIP_LEVEL}", "-c"], desc="pigz compression",
+        self._process = proc.spawn([pigz, f"-{GZIP_LEVEL}", "-n", "-c"], desc="pigz compression",
                                    stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.PIPE)
         self._pipe = self._process.stdin.fileno()
         grow_pipe(self._pipe)
