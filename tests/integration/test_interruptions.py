@@ -113,7 +113,7 @@ def no_leftovers(host: Ferry, target: str | None = None) -> None:
         scratch = [line.split()[4] for line in f if " ferry-scratch " in line and root in line]
     assert scratch == [] or all(_checkpointed_images(host, point) for point in scratch), scratch
     for directory in glob.glob(os.path.join(root, "containers", "*")):
-        for name in ("journal.json", "checkpointing"):
+        for name in ("journal.json", "checkpointing", "checkpoint-image.tar"):
             assert not os.path.exists(os.path.join(directory, name)), f"{name} left in {directory}"
     tmp = os.path.join(root, "tmp")
     assert not os.path.isdir(tmp) or [n for n in os.listdir(tmp) if not n.startswith(".trash")] == []
@@ -171,14 +171,17 @@ CHECKPOINT_MODES = {
     "local-R": ["-R"],
     "file": ["--file", "ARCHIVE"],
     "file-R": ["-R", "--file", "ARCHIVE"],
+    "image": ["--create-image", "svc-image"],   # kept here until the image is recorded
 }
-CHECKPOINT_PHASES = ["checkpoint:begun", "checkpoint:dumped", "checkpoint:recorded", "checkpoint:exported"]
+CHECKPOINT_PHASES = ["checkpoint:begun", "checkpoint:dumped", "checkpoint:recorded", "checkpoint:exported",
+                     "checkpoint:imaged"]
 
 
 def _checkpoint_cases():
     for mode in CHECKPOINT_MODES:
         for phase in CHECKPOINT_PHASES:
-            if phase == "checkpoint:exported" and "file" not in mode:
+            if (phase == "checkpoint:exported" and mode.startswith("local")) or \
+                    (phase == "checkpoint:imaged" and mode != "image"):
                 continue
             for sig in SIGNALS:
                 yield pytest.param(mode, phase, sig, id=f"{mode}-{phase.split(':')[1]}-{sig.name}")
@@ -199,8 +202,8 @@ def test_checkpoint_interrupted(host, svc, workdir, mode, phase, sig):
         assert commands == 0   # -R: the service never stopped
 
 
-@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.8])
-@pytest.mark.parametrize("mode", ["local", "file"])
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.8, 1.6])
+@pytest.mark.parametrize("mode", ["local", "file", "image"])
 def test_checkpoint_killed_at_random_times(host, svc, workdir, mode, delay):
     bring_back(host)
     target = str(workdir / f"svc-random-{mode}.tar.zst")
@@ -215,6 +218,10 @@ def test_checkpoint_killed_at_random_times(host, svc, workdir, mode, delay):
         host("rm", "svc")
         host("container", "restore", "--file", target)
         host.seen.add(host.inspect("svc")["Id"])
+    elif mode == "image" and not state(host)["Checkpointed"] and state(host)["Status"] != "running":
+        # The image was recorded, and the local copy dropped: the image is the checkpoint.
+        host("rm", "svc")
+        host("container", "restore", "svc-image")
     else:
         assert bring_back(host) <= 1
     intact(host)

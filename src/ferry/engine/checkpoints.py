@@ -255,6 +255,7 @@ class Checkpoints:
             head = archive.read_manifest(path)
             image = self.containers.images.commit_checkpoint(path, options.create_image,
                                                              checkpoint_images.annotations_for(head))
+            phases.reached("checkpoint:imaged")
         except BaseException as failure:
             if isinstance(failure, FerryError) and not options.leave_running:
                 failure.hint = (f"the checkpoint is kept here: 'ferry container restore {container.name}' "
@@ -621,6 +622,7 @@ class Checkpoints:
             work = files.checkpoint_work
             remove_tree(work)
             os.makedirs(work, mode=0o700)
+            remove_file(os.path.join(directory, IMAGE_ARCHIVE))   # a --create-image that died before its image
             journal.begin(directory, journal.RESTORE)
             try:
                 phases.reached("restore:begun")
