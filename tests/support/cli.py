@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -101,3 +102,17 @@ def leftovers(root: str, container_ids: set[str]) -> list[str]:
     if os.path.isdir(runc_root):
         found += [f"runc state {d}" for d in os.listdir(runc_root)]
     return found
+
+
+@contextlib.contextmanager
+def image_store(root: str):
+    """The image store of a state root, opened as the engine opens it."""
+    from ferry.image.store import ImageStore
+    from ferry.store.db import Database
+    from ferry.store.layout import Layout
+    layout = Layout.at(root)
+    db = Database(layout.database)
+    try:
+        yield ImageStore(layout, db)
+    finally:
+        db.close()

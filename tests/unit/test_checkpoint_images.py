@@ -17,10 +17,8 @@ from ferry.checkpoint.archive.layerstream import archive_order, layer_endpoint, 
 from ferry.engine import checkpoint_images
 from ferry.image import push
 from ferry.image.manifest import annotations_of, host_architecture
-from ferry.image.store import ImageStore
-from ferry.store.db import Database
-from ferry.store.layout import Layout
 from ferry.util.errors import BadArchive, Incompatible, UsageError
+from tests.support.cli import image_store
 from tests.support.registry import LayerTar
 from tests.unit.test_archive import CONTAINER, HOST  # noqa: F401
 from tests.unit.test_archive_v3 import keypair
@@ -206,18 +204,14 @@ def test_manifest_annotations_are_strings_and_bounded():
 
 @pytest.fixture
 def store(tmp_path):
-    layout = Layout.at(str(tmp_path / "root"))
-    db = Database(layout.database)
-    yield ImageStore(layout, db)
-    db.close()
+    with image_store(str(tmp_path / "root")) as opened:
+        yield opened
 
 
 @pytest.fixture
 def other_store(tmp_path):
-    layout = Layout.at(str(tmp_path / "other"))
-    db = Database(layout.database)
-    yield ImageStore(layout, db)
-    db.close()
+    with image_store(str(tmp_path / "other")) as opened:
+        yield opened
 
 
 def _checkpoint_image(store, tmp_path):

@@ -16,15 +16,14 @@ from ferry.image.store import ImageStore
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
+from tests.support.cli import image_store
 from tests.support.registry import LayerTar, image_config
 
 
 @pytest.fixture
 def store(tmp_path):
-    layout = Layout.at(str(tmp_path / "root"))
-    db = Database(layout.database)
-    yield ImageStore(layout, db)
-    db.close()
+    with image_store(str(tmp_path / "root")) as opened:
+        yield opened
 
 
 def write(path, data: bytes) -> str:

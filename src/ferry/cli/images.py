@@ -214,13 +214,12 @@ def cmd_push(args) -> int:
         image, dest = after, image
     if not image:
         raise UsageError("no image to push given", hint="use 'ferry push IMAGE [REGISTRY/NAME[:TAG]]'")
-    from ferry.image.push import push
-    engine = engine_of(args)
+    from ferry.engine.images import push_image
     if not args.quiet:
         _progress_line("Getting image source signatures")
-    digest = push(engine.images, image, dest, tls_verify=args.tls_verify, creds=args.creds,
-                  compression=args.compression_format, tmp_dir=engine.layout.tmp,
-                  report=(lambda line: None) if args.quiet else _progress_line)
+    digest = push_image(engine_of(args), image, dest, tls_verify=args.tls_verify, creds=args.creds,
+                        compression=args.compression_format,
+                        report=(lambda line: None) if args.quiet else _progress_line)
     if args.digestfile:
         from ferry.util.fs import atomic_write
         atomic_write(args.digestfile, digest, mode=0o644)

@@ -1,6 +1,7 @@
 """Image operations that reach beyond the image store: removing an image
-must know which containers were made from it, and a restore finds its image
-by ID or in the archive the user hands it."""
+must know which containers were made from it, a restore finds its image
+by ID or in the archive the user hands it, and a push compresses with the
+archive codecs."""
 
 from __future__ import annotations
 
@@ -41,3 +42,10 @@ def image_by_id(images, image_id: str, image_archive: str | None, what: str, mis
         return images.get(image_id)
     except NotFound:
         raise NotFound(f"--image-archive {image_archive} does not hold {what}", hint=archive_hint) from None
+
+
+def push_image(engine, ref: str, dest: str | None, **options) -> str:
+    """`ferry push`, its layers compressed by the archive codecs."""
+    from ferry.checkpoint.archive.codecs import sink_for
+    from ferry.image.push import push
+    return push(engine.images, ref, dest, sink_for=sink_for, tmp_dir=engine.layout.tmp, **options)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from ferry.image import digest as digests
 from ferry.image import reference
 from ferry.image.manifest import OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST
-from ferry.image.saving import layer_stream
+from ferry.image.saving import Stored, layer_stream
 from ferry.util.errors import UsageError
 
 if TYPE_CHECKING:
@@ -46,12 +46,11 @@ def destination(store: "ImageStore", ref: str, dest: str | None) -> tuple[str, r
     return image_id, target
 
 
-def _compressed(store: "ImageStore", image, diff_id: str, compression: str, into) -> tuple[str, int]:
+def _compressed(image: Stored, diff_id: str, compression: str, sink_for, into) -> tuple[str, int]:
     """The layer compressed into the file `into`: (blob digest, size)."""
-    from ferry.checkpoint.archive.codecs import sink_for
-    sink = sink_for(compression, into.fileno(), store.layer_size(diff_id))
+    sink = sink_for(compression, into.fileno(), image.sizes[diff_id])
     try:
-        with layer_stream(store, image, diff_id) as stream:
+        with layer_stream(image, diff_id) as stream:
             while data := stream.read(READ_CHUNK):
                 sink.write(data)
         sink.finish()
@@ -71,15 +70,17 @@ def _chunks(fileobj) -> Callable[[], Iterator[bytes]]:
 
 
 def push(store: "ImageStore", ref: str, dest: str | None = None, *, tls_verify: bool = True,
-         creds: str | None = None, compression: str = "gzip", tmp_dir: str,
+         creds: str | None = None, compression: str = "gzip", sink_for, tmp_dir: str,
          report: Callable[[str], None] = lambda line: None) -> str:
-    """Push; the digest of the manifest the registry now holds."""
+    """Push; the digest of the manifest the registry now holds. `sink_for`
+    (compression, fd, size) gives a compressing writer into fd: the archive
+    codecs' (zstd on every core, pigz), which the image layer does not own."""
     if compression not in COMPRESSIONS:
         raise UsageError(f"unsupported compression format {compression!r}",
                          hint=f"use one of {', '.join(COMPRESSIONS)}")
     image_id, target = destination(store, ref, dest)
-    image = store.get(image_id)
-    config = store.blobs.get(f"sha256:{image.id}")
+    image = store.stored(store.get(image_id))
+    config = image.config
     from ferry.image.registry import RegistryClient   # httpx loads only when something is pushed
     os.makedirs(tmp_dir, mode=0o700, exist_ok=True)
     what = str(target)
@@ -89,7 +90,7 @@ def push(store: "ImageStore", ref: str, dest: str | None = None, *, tls_verify: 
         for diff_id in dict.fromkeys(image.layers):
             # Unnamed (O_TMPFILE): a push that dies leaves nothing behind.
             with tempfile.TemporaryFile(dir=tmp_dir) as blob:
-                digest, size = _compressed(store, image, diff_id, compression, blob)
+                digest, size = _compressed(image, diff_id, compression, sink_for, blob)
                 layers[diff_id] = (digest, size)
                 report(f"Copying blob {digest}")
                 if not client.has_blob(target.repository, digest, f"blob {digest[7:19]} of {what}"):
@@ -103,9 +104,8 @@ def push(store: "ImageStore", ref: str, dest: str | None = None, *, tls_verify: 
                     "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
                     "layers": [{"mediaType": COMPRESSIONS[compression], "digest": layers[d][0],
                                 "size": layers[d][1]} for d in image.layers]}
-        annotations = store.annotations(image)
-        if annotations:
-            manifest["annotations"] = annotations
+        if image.annotations:
+            manifest["annotations"] = image.annotations
         body = json.dumps(manifest, separators=(",", ":")).encode()
         report("Writing manifest to image destination")
         return client.put_manifest(target.repository, target.tag or reference.DEFAULT_TAG, body, OCI_MANIFEST,

@@ -15,33 +15,42 @@ import json
 import os
 import tarfile
 import tempfile
-from typing import TYPE_CHECKING, Iterator
+from dataclasses import dataclass
+from typing import Iterator
 
 from ferry.image import digest as digests
 from ferry.image.layers import decompressed
-from ferry.image.manifest import OCI_LAYER, OCI_LAYER_ZSTD, OCI_MANIFEST, annotations_of, manifest_document
+from ferry.image.manifest import OCI_LAYER, OCI_LAYER_ZSTD, OCI_MANIFEST, manifest_document
 from ferry.util.errors import NotFound, UsageError, from_os_error
-
-if TYPE_CHECKING:
-    from ferry.image.store import Image, ImageStore
 
 FORMATS = ("docker-archive", "oci-archive")
 NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 
 
-def _kept_tar(store: "ImageStore", image: "Image", diff_id: str) -> str:
-    path = store.layer_tar(diff_id)
+@dataclass(frozen=True)
+class Stored:
+    """An image as the store keeps it: what writing it out needs."""
+    id: str
+    shown: str                      # how messages name it
+    layers: tuple[str, ...]         # diff_ids, lowest first
+    config: bytes                   # the config blob: its digest is the image's ID
+    annotations: dict[str, str]     # its manifest's
+    tars: dict[str, str]            # diff_id -> the kept tar (zstd of the layer's exact bytes)
+    sizes: dict[str, int]           # diff_id -> bytes of the uncompressed tar
+
+
+def _kept_tar(image: Stored, diff_id: str) -> str:
+    path = image.tars[diff_id]
     if not os.path.exists(path):
-        shown = image.names[0] if image.names else image.id[:12]
-        raise NotFound(f"layer {diff_id[:19]} of image {shown} has no kept tar (it was stored by an older ferry)",
-                       hint="remove the image and pull, load or import it again")
+        raise NotFound(f"layer {diff_id[:19]} of image {image.shown} has no kept tar (it was stored by an older "
+                       "ferry)", hint="remove the image and pull, load or import it again")
     return path
 
 
 @contextlib.contextmanager
-def layer_stream(store: "ImageStore", image: "Image", diff_id: str) -> Iterator[digests.HashingReader]:
+def layer_stream(image: Stored, diff_id: str) -> Iterator[digests.HashingReader]:
     """The layer's uncompressed tar; its digest is checked once the caller has read it all."""
-    with open(_kept_tar(store, image, diff_id), "rb") as kept:
+    with open(_kept_tar(image, diff_id), "rb") as kept:
         reader = digests.HashingReader(decompressed(kept))
         yield reader
         reader.drain()
@@ -54,10 +63,10 @@ def _add_bytes(out: tarfile.TarFile, name: str, data: bytes) -> None:
     out.addfile(info, io.BytesIO(data))
 
 
-def _add_layer(out: tarfile.TarFile, store: "ImageStore", image: "Image", diff_id: str, name: str) -> None:
+def _add_layer(out: tarfile.TarFile, image: Stored, diff_id: str, name: str) -> None:
     info = tarfile.TarInfo(name)
-    info.size, info.mode = store.layer_size(diff_id), 0o644
-    with layer_stream(store, image, diff_id) as stream:
+    info.size, info.mode = image.sizes[diff_id], 0o644
+    with layer_stream(image, diff_id) as stream:
         out.addfile(info, stream)
 
 
@@ -72,55 +81,51 @@ def _oci_head(out: tarfile.TarFile, config: bytes, manifest: bytes, name: str | 
     _add_bytes(out, f"blobs/sha256/{digests.hex_of(entry['digest'])}", manifest)
 
 
-def write_oci(out: tarfile.TarFile, store: "ImageStore", image: "Image", name: str | None) -> None:
+def write_oci(out: tarfile.TarFile, image: Stored, name: str | None) -> None:
     """The whole image, its layers uncompressed (blob digest = diff_id), and
     its manifest's annotations (a checkpoint image's) kept."""
-    config = store.blobs.get(f"sha256:{image.id}")
-    unique = list(dict.fromkeys(image.layers))
-    manifest = manifest_document(digests.of_bytes(config), len(config),
-                                 [(d, store.layer_size(d)) for d in image.layers],
-                                 annotations=annotations_of(store.blobs.get(image.digest)))
-    _oci_head(out, config, manifest, name)
-    for diff_id in unique:
-        _add_layer(out, store, image, diff_id, f"blobs/sha256/{digests.hex_of(diff_id)}")
+    manifest = manifest_document(digests.of_bytes(image.config), len(image.config),
+                                 [(d, image.sizes[d]) for d in image.layers], annotations=image.annotations)
+    _oci_head(out, image.config, manifest, name)
+    for diff_id in dict.fromkeys(image.layers):
+        _add_layer(out, image, diff_id, f"blobs/sha256/{digests.hex_of(diff_id)}")
 
 
-def write_oci_subset(out: tarfile.TarFile, store: "ImageStore", image: "Image", sent: list[str]) -> None:
+def write_oci_subset(out: tarfile.TarFile, image: Stored, name: str | None, sent: list[str]) -> None:
     """The image with only the layers `sent`, each as its kept tar (zstd):
     enough for a store that has the others (a migration's destination), which
     never opens those, so their diff_id stands in for their blob digest."""
-    config = store.blobs.get(f"sha256:{image.id}")
     blobs, layers = {}, []
     for diff_id in image.layers:
         if diff_id in sent:
-            tar = _kept_tar(store, image, diff_id)
+            tar = _kept_tar(image, diff_id)
             digest = digests.of_file(tar)
             blobs[digest] = tar
-            layers.append({"mediaType": OCI_LAYER_ZSTD, "digest": digest, "size": os.path.getsize(tar)})
+            layers.append((digest, os.path.getsize(tar), OCI_LAYER_ZSTD))
         else:
-            layers.append({"mediaType": OCI_LAYER, "digest": diff_id, "size": store.layer_size(diff_id)})
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                      "digest": f"sha256:{image.id}", "size": len(config)},
-                           "layers": layers}).encode()
-    _oci_head(out, config, manifest, image.names[0] if image.names else None)
+            layers.append((diff_id, image.sizes[diff_id], OCI_LAYER))
+    manifest = json.loads(manifest_document(digests.of_bytes(image.config), len(image.config),
+                                            [(d, s) for d, s, _ in layers]))
+    for entry, (_, _, media_type) in zip(manifest["layers"], layers):
+        entry["mediaType"] = media_type
+    _oci_head(out, image.config, json.dumps(manifest).encode(), name)
     for digest, tar in blobs.items():
         out.add(tar, arcname=f"blobs/sha256/{digests.hex_of(digest)}", recursive=False)
 
 
-def write_docker(out: tarfile.TarFile, store: "ImageStore", images: list[tuple["Image", list[str]]]) -> None:
+def write_docker(out: tarfile.TarFile, images: list[tuple[Stored, list[str]]]) -> None:
     """docker-archive: manifest.json lists each image's config, names and layers."""
     entries, written = [], set()
     for image, names in images:
         config_member = f"{image.id}.json"
         if config_member not in written:
-            _add_bytes(out, config_member, store.blobs.get(f"sha256:{image.id}"))
+            _add_bytes(out, config_member, image.config)
             written.add(config_member)
         members = []
         for diff_id in image.layers:
             member = f"{digests.hex_of(diff_id)}.tar"
             if member not in written:
-                _add_layer(out, store, image, diff_id, member)
+                _add_layer(out, image, diff_id, member)
                 written.add(member)
             members.append(member)
         entries.append({"Config": config_member, "RepoTags": names, "Layers": members})

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator
 
 from ferry.image import archive as archives
+from ferry.image import saving
 from ferry.image import digest as digests
 from ferry.image import reference
 from ferry.image.blobs import BlobStore
@@ -284,28 +285,33 @@ class ImageStore:
         """An oci-archive at `path` of the image with only the layers `diff_ids`
         (each as its kept tar, zstd): enough for a store that has the others.
         NotFound when a layer's tar was never kept (stored by an older ferry)."""
-        from ferry.image import saving
         image = self.get(ref_or_id)
         with tarfile.open(path, "w") as out:
-            saving.write_oci_subset(out, self, image, diff_ids)
+            saving.write_oci_subset(out, self.stored(image), image.names[0] if image.names else None, diff_ids)
 
     def save(self, refs: list[str], path: str | None, fmt: str = "docker-archive") -> None:
         """`ferry save`: the images as a docker-archive or oci-archive at `path`
         (stdout when None), named as they were asked for (all their names when
         asked for by ID)."""
-        from ferry.image import saving
         saving.check_format(fmt, len(refs))
         named = []
         for ref in refs:
             image_id, by_name = self.resolve(ref)
             image = self._image(image_id)
-            named.append((image, [by_name] if by_name else list(image.names)))
+            named.append((self.stored(image), [by_name] if by_name else list(image.names)))
         with saving.archive_file(path) as out:
             if fmt == "oci-archive":
-                image, names = named[0]
-                saving.write_oci(out, self, image, names[0] if names else None)
+                stored, names = named[0]
+                saving.write_oci(out, stored, names[0] if names else None)
             else:
-                saving.write_docker(out, self, named)
+                saving.write_docker(out, named)
+
+    def stored(self, image: Image) -> saving.Stored:
+        """What writing the image out (save, push, a migration) reads of it."""
+        return saving.Stored(image.id, image.names[0] if image.names else image.id[:12], image.layers,
+                             self.blobs.get(f"sha256:{image.id}"), self.annotations(image),
+                             {d: self.layer_tar(d) for d in image.layers},
+                             {d: self.layer_size(d) for d in image.layers})
 
     def layer_size(self, diff_id: str) -> int:
         row = self._layer_row(diff_id)
