@@ -271,7 +271,7 @@ def unpack_layer(source: BinaryIO, dest: str, *, opaque_xattr: str = OPAQUE_XATT
     # The top layer's root becomes the container's "/": a private temp dir's 0700 would leak into it.
     os.chmod(dest, 0o755)
     raw = HashingReader(source)
-    sink = zstandard.ZstdCompressor(level=KEEP_LEVEL).stream_writer(keep, closefd=False) if keep else None
+    sink = zstandard.ZstdCompressor(level=KEEP_LEVEL, threads=-1).stream_writer(keep, closefd=False) if keep else None
     tar_stream = HashingReader(_Tee(decompressed(raw), sink) if sink else decompressed(raw))
     extractor = _Extractor(dest, opaque_xattr)
     try:
