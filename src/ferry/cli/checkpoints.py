@@ -72,6 +72,66 @@ def register(container_commands) -> None:
     restore.set_defaults(handler=cmd_restore)
 
 
+def checkpoint_group(commands) -> None:
+    """`ferry checkpoint ...`: what is in an archive, without restoring it."""
+    from ferry.cli.parsing import needs_subcommand, subcommands
+    group = commands.add_parser("checkpoint", help="look into checkpoint archives")
+    verbs = subcommands(group, "checkpoint commands")
+    group.set_defaults(handler=needs_subcommand(group))
+    verify = verbs.add_parser("verify", help="check an archive as a restore would, restoring nothing",
+                              description="Read the whole archive: its layout, format, every member's "
+                              "digest and its signature. Exits 125 naming the first bad member.")
+    verify.add_argument("archive", metavar="FILE")
+    verify.add_argument("--verify-key", metavar="FILE",
+                        help="also require a signature by this Ed25519 public key (PEM)")
+    verify.add_argument("--format", choices=("text", "json"), default="text")
+    verify.set_defaults(handler=cmd_verify)
+    show = verbs.add_parser("show", help="one line per archive: container, image, engine, size, signature")
+    show.add_argument("archives", metavar="FILE", nargs="+")
+    show.add_argument("--format", choices=("table", "json"), default="table")
+    show.set_defaults(handler=cmd_show)
+
+
+def _summaries(paths: list[str], verify_key: str | None = None):
+    from ferry.engine.archives import summarize
+    from ferry.engine.checkpoints import load_public_key
+    key = load_public_key(verify_key) if verify_key else None
+    return [summarize(path, key) for path in paths]
+
+
+def cmd_verify(args) -> int:
+    [summary] = _summaries([args.archive], args.verify_key)
+    if args.format == "json":
+        render.json_out(summary.to_json())
+        return 0
+    if summary.engine != "ferry":
+        trust = f"{summary.engine}'s archive: no digests or signature to check, only its layout"
+    elif summary.verified:
+        trust = f"signed by {summary.signer}, the key given"
+    elif summary.signed:
+        trust = f"signed by {summary.signer} (give --verify-key to require that key)"
+    else:
+        trust = "not signed: its digests say it is whole, not who wrote it"
+    render.line(f"{summary.path}: OK, format {summary.format_version or '-'}, {summary.members} members, "
+                f"{summary.member_bytes} bytes; {trust}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    summaries = _summaries(args.archives)
+    if args.format == "json":
+        render.json_out([s.to_json() for s in summaries])
+        return 0
+    from ferry.cli.images import human_size
+    render.table(["ARCHIVE", "CONTAINER", "IMAGE", "ENGINE", "CREATED", "SIZE", "COMPRESSION", "CRIU",
+                  "TCP", "SIGNED"],
+                 [[s.path, s.container, s.image, s.engine, s.created or "-", human_size(s.size), s.compression,
+                   s.criu_version or "-", "yes" if s.tcp_established else "no",
+                   (s.signer or "yes") if s.signed else ("n/a" if s.engine != "ferry" else "no")]
+                  for s in summaries])
+    return 0
+
+
 def cmd_checkpoint(args) -> int:
     from ferry.engine.checkpoints import CheckpointOptions
     signals.install()   # SIGTERM and SIGHUP end a checkpoint as Ctrl-C does: cleanly

@@ -28,7 +28,8 @@ LOG_FOLLOW_POLL = 0.1
 def register(commands, only: str | None = None) -> bool:
     """Add the container and volume commands to ferry's top-level subparsers, or with
     `only`, just that one if it is ours. True when it added `only`."""
-    return add_commands(commands, {"run": _run_parser, "container": _container_group, **_LIFECYCLE,
+    return add_commands(commands, {"run": _run_parser, "container": _container_group,
+                                   "checkpoint": checkpoints.checkpoint_group, **_LIFECYCLE,
                                    "volume": _volume_group}, only)
 
 

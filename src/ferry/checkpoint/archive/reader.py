@@ -36,6 +36,7 @@ import shutil
 import stat
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import blake3
 import xxhash
@@ -58,6 +59,7 @@ __all__ = ["ArchiveReader", "ForeignHead", "ForeignMember", "read_archive", "rea
 log = get_logger("ferry.checkpoint.archive")
 
 
+Keep = Callable[[str], bool]   # which members to write, by name
 HASH_ASIDE = 256 << 10     # views at least this large are hashed while they are written
 
 MAX_TRAILING_ZEROS = 1 << 20       # tar writers pad to a record size (10 KiB for most)
@@ -67,9 +69,11 @@ MAX_TRAILING_ZEROS = 1 << 20       # tar writers pad to a record size (10 KiB fo
 
 class _Extractor:
     """Creates member files below dest, only inside directories it made itself,
-    never following a link and never opening an existing file."""
+    never following a link and never opening an existing file. A member that
+    `keep` turns down is checked all the same, and its bytes go nowhere."""
 
-    def __init__(self, dest: str):
+    def __init__(self, dest: str, keep: Keep | None = None):
+        self._keep = keep
         self._root = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._dir_name = ""
         self._dir_fd = self._root
@@ -85,6 +89,8 @@ class _Extractor:
         return self._hasher.submit(digest.update, data)
 
     def create(self, name: str) -> int:
+        if self._keep is not None and not self._keep(name):
+            return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         parent, base = posixpath.split(name)
         if parent != self._dir_name:
             self._enter(parent)
@@ -151,14 +157,14 @@ class ForeignMember:
 
 
 def _extract_foreign(stream: TarStream, first: Entry, dest: str, reporter: Reporter,
-                     budget: int) -> tuple[ForeignMember, ...]:
+                     budget: int, keep: Keep | None = None) -> tuple[ForeignMember, ...]:
     """The members ferry uses, by podman's layout and nothing else: its
     records, CRIU's images, the rootfs diff, /dev/shm and the volumes' tars,
     each once, as regular files, within `budget` bytes in all."""
     members: list[ForeignMember] = []
     written: set[str] = set()
     total = 0
-    extractor = _Extractor(dest)
+    extractor = _Extractor(dest, keep)
     try:
         entry = first
         while entry is not None:
@@ -267,12 +273,13 @@ class _Output:
             self.fd = -1
 
 
-def _extract_v2(stream: TarStream, manifest: ManifestV2, dest: str, reporter: Reporter) -> tuple[MemberV2, ...]:
+def _extract_v2(stream: TarStream, manifest: ManifestV2, dest: str, reporter: Reporter,
+                keep: Keep | None = None) -> tuple[MemberV2, ...]:
     expected = {m.name: m for m in manifest.members}
     allowed_dirs = parent_dirs(expected)
     seen_dirs: set[str] = set()
     written: set[str] = set()
-    extractor = _Extractor(dest)
+    extractor = _Extractor(dest, keep)
     try:
         while (entry := next_entry(stream)) is not None:
             name = _member_name(entry)
@@ -319,7 +326,7 @@ class _Found:
         self.signature: bytes | None = None
 
 
-def _extract_v3(stream: TarStream, head: Head, dest: str, reporter: Reporter) -> _Found:
+def _extract_v3(stream: TarStream, head: Head, dest: str, reporter: Reporter, keep: Keep | None = None) -> _Found:
     """Members up to the trailer, written and hashed; the trailer and the
     signature as bytes. Checks what can be checked before the trailer: names,
     types, duplicates, and the running total against max_size."""
@@ -328,7 +335,7 @@ def _extract_v3(stream: TarStream, head: Head, dest: str, reporter: Reporter) ->
     dirs: set[str] = set()            # parents of the files
     dir_entries: set[str] = set()
     total = 0
-    extractor = _Extractor(dest)
+    extractor = _Extractor(dest, keep)
     output: _Output | None = None
     try:
         while True:
@@ -484,7 +491,7 @@ class ArchiveReader:
         return self._head[0]
 
     def extract(self, dest_dir: str, *, progress: Progress | None = None, verify_key=None,
-                budget: int | None = None) -> ArchiveContents:
+                budget: int | None = None, keep: Keep | None = None) -> ArchiveContents:
         """Validate and unpack the archive into the new directory dest_dir
         (made 0700), and check everything before returning: the members
         against the trailer's digests and list, the head's digest, the size
@@ -495,7 +502,9 @@ class ArchiveReader:
 
         On any failure dest_dir is removed: BadArchive for what is wrong with
         the archive, FerryError for local trouble (disk full). Progress phase:
-        "read", in member bytes (against max_size for format 3)."""
+        "read", in member bytes (against max_size for format 3). With `keep`,
+        only the members it accepts are written: the rest are checked alike
+        (`ferry checkpoint verify` writes none)."""
         verify_key = _verify_key(verify_key)
         try:
             os.mkdir(dest_dir, 0o700)
@@ -513,7 +522,7 @@ class ArchiveReader:
                                      hint=HINT_UNSIGNED)
                 reporter = Reporter(progress, "read", 0)
                 members = _extract_foreign(self._stream, head.first, dest_dir, reporter,
-                                           budget if budget is not None else 0)
+                                           budget if budget is not None else 0, keep)
                 contents = ArchiveContents(head, members, False, False, None)
                 reporter.total = reporter.done
             elif isinstance(head, ManifestV2):
@@ -521,11 +530,11 @@ class ArchiveReader:
                     raise BadArchive("archive is in format 2, and format 2 archives carry no signature",
                                      hint=HINT_UNSIGNED)
                 reporter = Reporter(progress, "read", head.total_size)
-                contents = ArchiveContents(head, _extract_v2(self._stream, head, dest_dir, reporter),
+                contents = ArchiveContents(head, _extract_v2(self._stream, head, dest_dir, reporter, keep),
                                            False, False, None)
             else:
                 reporter = Reporter(progress, "read", head.max_size)
-                found = _extract_v3(self._stream, head, dest_dir, reporter)
+                found = _extract_v3(self._stream, head, dest_dir, reporter, keep)
                 members, signed, verified, signer = _check_v3(found, self._head[1], verify_key)
                 contents = ArchiveContents(head, members, signed, verified, signer)
                 reporter.total = reporter.done   # max_size may only bound it
