@@ -156,6 +156,7 @@ MAX_BYTES = {
     # pagemap: about 18 bytes a run (1.2 GB of redis: 381 runs, 7 KiB); 16 MiB
     # holds a million one-page runs, checked in 2 s here.
     "PAGEMAP": 16 * MIB,
+    "MM": 4 * MIB,   # read by `ferry checkpoint inspect`: one entry, its VMAs
 }
 MAX_THREADS = 65536
 PATH_MAX = 4096   # CRIU builds every path in a PATH_MAX buffer
@@ -414,7 +415,7 @@ def _pb():
     return magic, pb
 
 
-class _Images:
+class CriuImages:
     def __init__(self, path: str):
         self.path = path
         try:
@@ -537,7 +538,7 @@ def check_images(images_dir: str, spec: dict, *, host: HostFacts | None = None, 
     the field; never anything else on hostile input.
     """
     grant = _grant(spec)
-    images = _Images(images_dir)
+    images = CriuImages(images_dir)
     try:
         _Check(images, grant, host or HostFacts.probe(), lazy).run()
     except RecursionError:
@@ -552,7 +553,7 @@ def root_mode(images_dir: str) -> int | None:
     """The mode CRIU recorded for the root task's root directory, which its
     restore requires of the new root (criu/files-reg.c); None when the images
     do not say. Read as hostile, like everything check_images reads."""
-    images = _Images(images_dir)
+    images = CriuImages(images_dir)
     try:
         tree = images.entries("pstree.img", "PSTREE", "pstree_entry")
         if not tree:
@@ -623,7 +624,7 @@ class _Thread:
 
 
 class _Check:
-    def __init__(self, images: _Images, grant: _Grant, host: HostFacts, lazy: bool = False):
+    def __init__(self, images: CriuImages, grant: _Grant, host: HostFacts, lazy: bool = False):
         self.images, self.grant, self.host = images, grant, host
         # A lazy restore's runs marked PE_LAZY alone come from the page server
         # (criu/uffd.c), which the migration named, not from the pages image.

@@ -86,6 +86,21 @@ def checkpoint_group(commands) -> None:
                         help="also require a signature by this Ed25519 public key (PEM)")
     verify.add_argument("--format", choices=("text", "json"), default="text")
     verify.set_defaults(handler=cmd_verify)
+    inspect = verbs.add_parser("inspect", help="what a checkpoint holds: processes, memory, files, sockets, mounts",
+                               description="Decode a checkpoint archive (ferry's, podman's or CRI-O's) or "
+                               "checkpoint image with pycriu. The archive is checked whole first, as a "
+                               "restore would.")
+    inspect.add_argument("target", metavar="FILE|IMAGE")
+    inspect.add_argument("--ps-tree", action="store_true", help="the process tree with command lines")
+    inspect.add_argument("--ps-tree-env", action="store_true", help="the process tree with environments")
+    inspect.add_argument("--files", action="store_true", help="each process's open files")
+    inspect.add_argument("--sockets", action="store_true", help="sockets, with TCP 4-tuples and states")
+    inspect.add_argument("--mounts", action="store_true", help="the container's mounts")
+    inspect.add_argument("--stats", action="store_true", help="CRIU's dump statistics")
+    inspect.add_argument("--all", action="store_true", help="all of the above")
+    inspect.add_argument("--verify-key", metavar="FILE", help="require a signature by this key (archives)")
+    inspect.add_argument("--format", choices=("tree", "json"), default="tree")
+    inspect.set_defaults(handler=cmd_inspect)
     show = verbs.add_parser("show", help="one line per archive: container, image, engine, size, signature")
     show.add_argument("archives", metavar="FILE", nargs="+")
     show.add_argument("--format", choices=("table", "json"), default="table")
@@ -115,6 +130,99 @@ def cmd_verify(args) -> int:
     render.line(f"{summary.path}: OK, format {summary.format_version or '-'}, {summary.members} members, "
                 f"{summary.member_bytes} bytes; {trust}")
     return 0
+
+
+INSPECT_SECTIONS = ("ps_tree", "files", "sockets", "mounts", "stats")
+
+
+def cmd_inspect(args) -> int:
+    from ferry.engine.archives import inspect
+    from ferry.engine.checkpoints import load_public_key
+    wanted = {name for name in INSPECT_SECTIONS if args.all or getattr(args, name)}
+    if args.ps_tree_env or "files" in wanted:
+        wanted.add("ps_tree")
+    key = load_public_key(args.verify_key) if args.verify_key else None
+    found = inspect(engine_of(args), args.target, env=args.ps_tree_env or args.all, verify_key=key)
+    if "files" not in wanted:
+        for process in found["processes"]:
+            process.pop("files")
+    for section, key_name in (("ps_tree", "processes"), ("sockets", "sockets"), ("mounts", "mounts"),
+                              ("stats", "stats")):
+        if section not in wanted:
+            found.pop(key_name)
+    if args.format == "json":
+        render.json_out(found)
+    else:
+        for text in _tree(found):
+            render.line(text)
+    return 0
+
+
+def _tree(found: dict) -> list[str]:
+    """checkpointctl's shape: the container, then one branch per section."""
+    from ferry.cli.images import human_size
+    container = found["container"]
+    trust = ("signed by " + found["signer"] if found.get("signer") else
+             "not signed" if found.get("signed") is False else "")
+    host = found.get("host")
+    branches = [
+        (f"Image: {container.get('image') or '-'}" + (f" ({container['image_id'][:12]})"
+                                                      if container.get("image_id") else ""), []),
+        (f"ID: {container.get('id') or '-'}", []),
+        (f"Engine: {found['engine']}" + (f", {trust}" if trust else ""), []),
+    ]
+    if found.get("created"):
+        branches.append((f"Created: {found['created']}", []))
+    if host:
+        branches.append((f"Host: {host['arch']}, kernel {host['kernel']}, CRIU {host['criu_version']}, "
+                         f"runc {host['runc_version']}, cgroups {host['cgroup_mode']}, {host['hostname']}", []))
+    if found.get("size"):
+        branches.append((f"Size: {human_size(found['size'])}", []))
+    branches.append((f"Memory: {found['memory']['pages']} pages ({human_size(found['memory']['bytes'])})", []))
+    branches.append((f"Root FS diff: {human_size(found['rootfs_diff'])}", []))
+    if found["volumes"]:
+        branches.append(("Volumes", [(f"{name}: {human_size(size)}", []) for name, size in found["volumes"].items()]))
+    branches.append((f"TCP connections kept: {'yes' if found['tcp_established'] else 'no'}", []))
+    if "processes" in found:
+        branches.append(("Process tree", _processes(found["processes"])))
+    if "sockets" in found:
+        branches.append(("Sockets", [(f"[{s['protocol']}{' ' + s['state'] if s['state'] else ''}] "
+                                      f"{s['source']} -> {s['destination']}", []) for s in found["sockets"]]))
+    if "mounts" in found:
+        branches.append(("Mounts", [(f"{m['mountpoint']} ({m['fstype']}, {m['source']})", [])
+                                    for m in found["mounts"]]))
+    if found.get("stats"):
+        branches.append(("CRIU dump statistics", [(f"{k}: {v}", []) for k, v in found["stats"].items()]))
+    lines = [f"{container.get('name') or '?'} ({found['archive']})"]
+    _draw(branches, "", lines)
+    return lines
+
+
+def _processes(processes: list[dict]) -> list:
+    children: dict[int, list[dict]] = {}
+    pids = {p["pid"] for p in processes}
+    for process in processes:
+        children.setdefault(process["ppid"] if process["ppid"] in pids else 0, []).append(process)
+
+    def node(process: dict):
+        label = (f"[{process['pid']}] {' '.join(process['cmdline']) or process['comm']}"
+                 f" ({process['threads']} thread{'s' if process['threads'] != 1 else ''}, "
+                 f"{process['memory_pages']} pages)")
+        below = []
+        if "environment" in process:
+            below.append(("Environment", [(v, []) for v in process["environment"]]))
+        if "files" in process:
+            below.append(("Open files", [(f"[{f['type']} {f['fd']}] {f['description']}", [])
+                                         for f in process["files"]]))
+        return label, below + [node(child) for child in children.get(process["pid"], [])]
+    return [node(process) for process in children.get(0, [])]
+
+
+def _draw(branches: list, prefix: str, lines: list[str]) -> None:
+    for index, (label, below) in enumerate(branches):
+        last = index == len(branches) - 1
+        lines.append(f"{prefix}{'└── ' if last else '├── '}{label}")
+        _draw(below, prefix + ("    " if last else "│   "), lines)
 
 
 def cmd_show(args) -> int:

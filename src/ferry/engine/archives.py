@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ferry.checkpoint import archive, foreign
 from ferry.checkpoint.archive.endpoints import import_endpoint
-from ferry.checkpoint.archive.manifest import MAX_SIZE_LIMIT
+from ferry.checkpoint.archive.manifest import MAX_HEAD_BYTES, MAX_SIZE_LIMIT
 from ferry.util.errors import BadArchive
 
 ENGINE_FERRY = "ferry"
@@ -99,3 +99,102 @@ def _foreign_container(config_dump: str) -> foreign.ForeignContainer:
     except ValueError as exc:
         raise BadArchive(f"{foreign.CONFIG_DUMP} in the archive is invalid: {exc}",
                          hint="the archive is damaged or forged; do not restore from it") from None
+
+
+# ---- inspect ------------------------------------------------------------------------------
+
+INSPECT_PREFIX = "inspect-"   # an inspect's unpacked archive under ROOT/tmp, named with its pid
+
+
+def inspect(engine, target: str, *, env: bool = False, verify_key=None) -> dict:
+    """`ferry checkpoint inspect FILE|IMAGE`: the archive (or checkpoint
+    image) decoded. An archive is read and checked whole into a private dir
+    under the root's tmp, gone at the end; an image's unpacked layer is read
+    in place."""
+    if os.path.exists(target) or target == "-":
+        os.makedirs(engine.layout.tmp, mode=0o700, exist_ok=True)
+        sweep_stale_inspects(engine.layout.tmp)
+        scratch = tempfile.mkdtemp(prefix=f"{INSPECT_PREFIX}{os.getpid()}-", dir=engine.layout.tmp)
+        try:
+            staging = os.path.join(scratch, "archive")
+            with import_endpoint(target) as source, archive.ArchiveReader(source.target) as reader:
+                head = reader.head()
+                budget = None
+                if isinstance(head, archive.ForeignHead):
+                    from ferry.util.space import disk_free
+                    budget = disk_free(scratch)
+                contents = reader.extract(staging, verify_key=verify_key, budget=budget)
+            sizes = {m.name: m.size for m in contents.members}
+            found = _described(staging, head if not isinstance(head, archive.ForeignHead) else None, sizes, env)
+            found.update(archive=target, size=os.path.getsize(target) if os.path.isfile(target) else None,
+                         signed=contents.signed, verified=contents.verified, signer=contents.signer)
+            return found
+        finally:
+            from ferry.util.fs import remove_tree
+            remove_tree(scratch)
+    from ferry.engine import checkpoint_images
+    image = checkpoint_images.find(engine.images, target)
+    if image is None:
+        from ferry.util.errors import NotFound
+        raise NotFound(f"no such archive or checkpoint image: {target}",
+                       hint="give an archive's path, or a checkpoint image in 'ferry images'")
+    layer = checkpoint_images.checkpoint_layer(engine.images, image, target)
+    head = None
+    if os.path.isfile(os.path.join(layer, archive.MANIFEST_NAME)):
+        with open(os.path.join(layer, archive.MANIFEST_NAME), "rb") as f:
+            try:
+                head = archive.parse_head(f.read(MAX_HEAD_BYTES + 1))
+            except ValueError as exc:
+                raise BadArchive(f"manifest.json of checkpoint image {target} is invalid: {exc}",
+                                 hint="the image is damaged or forged") from None
+    sizes = {}
+    for parent, _, names in os.walk(layer):
+        for name in names:
+            path = os.path.join(parent, name)
+            sizes[os.path.relpath(path, layer)] = os.lstat(path).st_size
+    found = _described(layer, head, sizes, env)
+    found.update(archive=target, size=image.size, signed=None, verified=None, signer=None)
+    return found
+
+
+def _described(root: str, head, sizes: dict[str, int], env: bool) -> dict:
+    """What `inspect` shows of an unpacked checkpoint at `root`."""
+    from ferry.checkpoint import criu
+    from ferry.checkpoint.inspect import describe
+    if head is not None:
+        engine_name, container = ENGINE_FERRY, dict(head.container)
+        created, host = head.created, {k: v for k, v in head.host.to_dict().items()
+                                       if k not in ("cpu", "cpuinfo_image")}
+    else:
+        found = _foreign_container(os.path.join(root, foreign.CONFIG_DUMP))
+        engine_name, created, host = found.engine, "", None
+        container = {"id": found.id, "name": found.name, "image": found.image_name or "",
+                     "image_id": found.image_id or ""}
+    images = os.path.join(root, "checkpoint")
+    decoded = describe(images, env=env)
+    stats = None
+    if os.path.isfile(os.path.join(root, "stats-dump")):
+        import dataclasses
+        try:
+            stats = dataclasses.asdict(criu.read_dump_stats(root))
+        except Exception:   # noqa: BLE001 - an archive's stats are informative only
+            stats = None
+    volumes = {name[len("volumes/"):-len(".tar")]: size for name, size in sorted(sizes.items())
+               if name.startswith("volumes/") and name.endswith(".tar")}
+    return {"engine": engine_name, "container": container, "created": created, "host": host,
+            "memory": {"pages": decoded["memory_pages"], "bytes": decoded["memory_pages"] * decoded["page_size"]},
+            "rootfs_diff": sizes.get("rootfs-diff.tar", 0), "volumes": volumes,
+            "tcp_established": any(n.startswith(TCP_STREAM_PREFIX) for n in sizes),
+            "processes": decoded["processes"], "sockets": decoded["sockets"], "mounts": decoded["mounts"],
+            "stats": stats}
+
+
+def sweep_stale_inspects(tmp: str) -> None:
+    """An inspect killed before it cleaned up leaves its dir: the next one removes it."""
+    from ferry.util.fs import remove_tree
+    for name in os.listdir(tmp):
+        if not name.startswith(INSPECT_PREFIX):
+            continue
+        pid = name[len(INSPECT_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            remove_tree(os.path.join(tmp, name))

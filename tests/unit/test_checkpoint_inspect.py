@@ -1,0 +1,122 @@
+"""`ferry checkpoint inspect`'s decoding of CRIU images (issue 17), on image
+sets built with pycriu from dicts (test_imagecheck's): the process tree with
+command lines read from the dumped pages, memory per process, open files,
+sockets with their 4-tuples and states, mounts; and hostile images, which
+give BadArchive and nothing else."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+
+import pytest
+
+from ferry.checkpoint.imagecheck import PE_PRESENT
+from ferry.util.errors import BadArchive
+
+pytest.importorskip("pycriu", reason="pycriu is installed by 'make setup'")
+from ferry.checkpoint.inspect import MAX_ARGS, describe  # noqa: E402
+from tests.unit.test_imagecheck import PAGE, Dump, inet, run_of  # noqa: E402
+
+ARGV = b"redis-server\0*:6379\0"
+ARGS_AT = 0x5e0010          # in pid 1's second run, which starts one page into pages-1.img
+
+
+def _address(text: str) -> int:
+    return struct.unpack("<I", socket.inet_aton(text))[0]
+
+
+@pytest.fixture
+def dump():
+    dump = Dump()
+    mm = dump.entry("mm-1.img")
+    mm.update(mm_arg_start=ARGS_AT, mm_arg_end=ARGS_AT + len(ARGV), mm_env_start=ARGS_AT + len(ARGV),
+              mm_env_end=ARGS_AT + len(ARGV) + 8)
+    pages = bytearray(dump.raw["pages-1.img"])
+    offset = PAGE + (ARGS_AT - 0x5e0000)
+    pages[offset:offset + len(ARGV) + 8] = ARGV + b"HOME=/\0\0"
+    dump.raw["pages-1.img"] = bytes(pages)
+    established = inet(16)
+    established["isk"].update(state=1, src_port=6379, dst_port=40000, src_addr=[_address("10.90.0.5")],
+                              dst_addr=[_address("10.90.0.1")])
+    dump.images["files.img"]["entries"].append(established)
+    dump.images["fdinfo-2.img"]["entries"].append(dict(id=16, flags=0, type="INETSK", fd=7))
+    return dump
+
+
+def test_the_tree_with_command_lines_memory_files_and_sockets(dump, tmp_path):
+    found = describe(dump.write(tmp_path / "images"), env=True)
+    first, second = found["processes"]
+    assert (first["pid"], first["ppid"], first["comm"], first["cmdline"]) == (1, 0, "init", ["redis-server", "*:6379"])
+    assert first["environment"] == ["HOME=/"]
+    assert (second["pid"], second["ppid"], second["threads"], second["comm"]) == (7, 1, 2, "worker")
+    assert second["cmdline"] == []     # its arguments lie in no dumped run: nothing is made up
+    assert (first["memory_pages"], second["memory_pages"]) == (9, 4) and found["memory_pages"] == 13
+    assert [f["fd"] for f in first["files"]] == [6, 7]
+    assert first["files"][0]["description"] == "tcp 0.0.0.0:80 -> 0.0.0.0:0 LISTEN"
+    listening, connected = found["sockets"]
+    assert (listening["state"], listening["source"]) == ("LISTEN", "0.0.0.0:80")
+    assert (connected["state"], connected["source"], connected["destination"]) == \
+        ("ESTABLISHED", "10.90.0.5:6379", "10.90.0.1:40000")
+    assert {m["mountpoint"] for m in found["mounts"]} >= {"/", "/proc", "/dev"}
+    assert "environment" not in describe(str(tmp_path / "images"))["processes"][0]
+
+
+def test_arguments_are_read_only_within_the_dump_and_bounded(dump, tmp_path):
+    mm = dump.entry("mm-1.img")
+    mm.update(mm_arg_start=0x5e0000, mm_arg_end=0x5e0000 + (64 << 20))   # claims 64 MiB of arguments
+    dump.images["pagemap-1.img"]["entries"][2] = run_of(0x5e0000, 64, PE_PRESENT)
+    dump.raw["pages-1.img"] = b"a" * (68 * PAGE)
+    found = describe(dump.write(tmp_path / "images"))
+    assert sum(len(a) for a in found["processes"][0]["cmdline"]) <= MAX_ARGS
+
+
+@pytest.mark.parametrize("damage", ["no pstree", "truncated pstree", "symlinked pages", "huge files.img"])
+def test_damaged_images_are_refused_in_one_line(dump, tmp_path, damage):
+    directory = dump.write(tmp_path / "images")
+    if damage == "no pstree":
+        os.unlink(os.path.join(directory, "pstree.img"))
+    elif damage == "truncated pstree":
+        with open(os.path.join(directory, "pstree.img"), "r+b") as f:
+            f.truncate(10)
+    elif damage == "symlinked pages":
+        os.unlink(os.path.join(directory, "pages-1.img"))
+        os.symlink("/etc/passwd", os.path.join(directory, "pages-1.img"))
+    else:
+        with open(os.path.join(directory, "files.img"), "ab") as f:
+            f.truncate(65 << 20)
+    with pytest.raises(BadArchive) as refused:
+        describe(directory)
+    assert "\n" not in refused.value.message
+
+
+def test_corrupted_images_only_ever_raise_bad_archive(dump, tmp_path):
+    """The fuzz target of the safety issue, for inspect: byte flips,
+    truncations and splices of every image; BadArchive or a result."""
+    directory = dump.write(tmp_path / "clean")
+    originals = {name: open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)}
+    rng = random.Random(17)
+    for _ in range(600):
+        name = rng.choice(sorted(originals))
+        data = bytearray(originals[name])
+        how = rng.randrange(3)
+        if how == 0 and data:
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif how == 1:
+            del data[rng.randrange(len(data) + 1):]
+        else:
+            other = originals[rng.choice(sorted(originals))]
+            data[rng.randrange(len(data) + 1):] = other[rng.randrange(len(other) + 1):]
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(data)
+        try:
+            found = describe(directory, env=True)
+            assert isinstance(found["processes"], list)
+        except BadArchive as refusal:
+            assert "\n" not in refusal.message
+        finally:
+            with open(os.path.join(directory, name), "wb") as f:
+                f.write(originals[name])
