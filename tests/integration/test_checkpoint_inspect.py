@@ -4,18 +4,23 @@ and by the real podman, and a checkpoint image."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import subprocess
 
 import pytest
 
 from bench.workloads import debian_rootfs_tar, oci_config, write_oci_archive
 from tests.conftest import require
 from tests.support.cli import Ferry, leftovers, wait_for
+from tests.support.forgery import repack_v3
 from tests.support.podman import podman as run_podman
 from tests.support.podman import private_podman
 from tests.support.redis import REDIS_CMD, Redis
 
+pycriu = pytest.importorskip("pycriu", reason="pycriu is installed by 'make setup'")
 IMAGE = "localhost/redis-inspect:latest"
 
 
@@ -121,3 +126,50 @@ def test_inspect_a_checkpoint_image(ferry):
     assert "sockets" not in found and "mounts" not in found
     done = ferry("checkpoint", "inspect", "localhost/no-such-image", check=False)
     assert done.returncode == 125 and "no such archive or checkpoint image" in done.stderr
+
+
+# ---- compatibility before a restore --------------------------------------------------
+
+def _claims_every_cpu_feature(head: dict) -> None:
+    """The recorded host's CPU gets every x86 capability bit, as a host with
+    features this one lacks would record it."""
+    image = pycriu.images.load(io.BytesIO(base64.b64decode(head["host"]["cpuinfo_image"])))
+    entry = image["entries"][0]["x86_entry"][0]
+    entry["capability"] = [0xffffffff] * len(entry["capability"])
+    out = io.BytesIO()
+    pycriu.images.dump(image, out)
+    head["host"]["cpuinfo_image"] = base64.b64encode(out.getvalue()).decode()
+    head["host"]["cpu"] = {"x86_entry": [entry]}
+
+
+def test_a_checkpoint_from_a_cpu_with_more_features_is_refused_and_restores_with_force(ferry, tmp_path):
+    private, public = str(tmp_path / "key.pem"), str(tmp_path / "key.pub.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", private], check=True)
+    subprocess.run(["openssl", "pkey", "-in", private, "-pubout", "-out", public], check=True)
+    ferry("run", "-d", "--name", "kvcpu", IMAGE)
+    client = wait_for(lambda: _client(ferry.inspect("kvcpu")["NetworkSettings"]["IPAddress"]), "redis")
+    client.command("SET", "moved", "yes")
+    client.close()
+    archive = str(tmp_path / "kvcpu.tar")
+    ferry("container", "checkpoint", "kvcpu", "--export", archive, "--sign-key", private)
+    ferry("rm", "kvcpu")
+    assert ferry("system", "compat", archive).returncode == 0
+    forged = repack_v3(archive, str(tmp_path / "forged.tar"), edit_head=_claims_every_cpu_feature, signer=private)
+
+    done = ferry("container", "restore", "--import", forged, "--verify-key", public, check=False)
+    assert done.returncode == 125, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "the source's CPU has" in line and "which this host's lacks" in line, line
+    assert "SIGILL" in line and "--force" in line, line
+    assert ferry.names() == set()
+    compat = ferry("system", "compat", forged, check=False)
+    assert compat.returncode == 1 and "refused" in compat.stdout and "SIGILL" in compat.stdout, compat.stdout
+    report = json.loads(ferry("system", "compat", "--format", "json", forged, check=False).stdout)
+    assert report["compatible"] is False
+    assert [r["verdict"] for r in report["checks"] if r["key"] == "cpu"] == ["refused"]
+
+    done = ferry("container", "restore", "--import", forged, "--verify-key", public, "--force")
+    assert "restored with --force although the source's CPU has" in done.stderr, done.stderr
+    client = wait_for(lambda: _client(ferry.inspect("kvcpu")["NetworkSettings"]["IPAddress"]), "redis")
+    assert client.command("GET", "moved") == "yes"
+    client.close()

@@ -187,6 +187,24 @@ def test_the_destination_refuses_and_nothing_moves(hosts, workdir):
     b("rm", "-f", "taken")
 
 
+def test_system_compat_asks_the_other_host_s_agent(hosts, workdir):
+    """The agent runs the preflight's checks (CRIU's CPU check included) on
+    its side; the same machine here, so every check passes."""
+    a, b, agents = hosts
+    agent = agents[b.root]
+    done = a("system", "compat", agent.url, "--token-file", agent.token_file)
+    assert "THAT HOST" in done.stdout and "refused" not in done.stdout
+    report = json.loads(a("system", "compat", agent.url, "--token-file", agent.token_file, "--format",
+                          "json").stdout)
+    assert report["compatible"] is True
+    assert [r["key"] for r in report["checks"]] == ["arch", "kernel", "cgroup_mode", "criu_version",
+                                                    "runc_version", "cpu"]
+    wrong = workdir / "wrong-token-compat"
+    wrong.write_text("w" * 43)
+    denied = a("system", "compat", agent.url, "--token-file", str(wrong), check=False)
+    assert denied.returncode == 125 and "refused the token" in denied.stderr
+
+
 # The memory goes to a page server there (the default), or in the archive.
 WAYS = {"page-server": (), "through-agent": ("--through-agent",)}
 

@@ -94,3 +94,19 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.size = len(data)
     info.mode = 0o600
     tar.addfile(info, io.BytesIO(data))
+
+
+def repack_v3(archive: str, dest: str, *, edit_head=None, signer=None) -> str:
+    """`archive` (a plain .tar of format 3) written again by ferry's own writer,
+    its head edited by `edit_head(head dict)` and signed by `signer` (a key
+    path or None), every digest recomputed: what anyone holding the key can make."""
+    from ferry.checkpoint.archive import write_archive
+    from ferry.checkpoint.hostinfo import HostInfo
+    directory = dest + ".members"
+    head = unpack(archive, directory)
+    with tarfile.open(archive) as tar:
+        names = [m.name for m in tar if m.isfile() and m.name not in BOOKKEEPING]
+    if edit_head:
+        edit_head(head)
+    return write_archive(dest, directory, names, container=head["container"], compression="none",
+                         host=HostInfo.from_dict(head["host"]), signer=signer).path

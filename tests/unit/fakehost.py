@@ -363,6 +363,11 @@ class FakeHost:
             return self._ok(argv)
         if tool == "criu" and argv[1:] == ["--version"]:
             return self._ok(argv, "Version: 4.2.1\n")
+        if tool == "criu" and argv[1:3] == ["cpuinfo", "check"]:
+            if "cpuinfo" in self.fail:   # the checkpoint's CPU had features this one lacks
+                code, message = self.fail["cpuinfo"]
+                return self._ok(argv, "", code, message)
+            return self._ok(argv)
         raise AssertionError(f"unexpected tool call {argv}")
 
     @staticmethod

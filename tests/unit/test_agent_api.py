@@ -37,7 +37,7 @@ OFFER = {"wire": 1, "container_id": "a" * 64, "name": "web", "image": "localhost
 
 @pytest.mark.parametrize("method, path", [
     ("GET", "/v1/version"), ("GET", "/v1/host"), ("GET", "/v1/containers"), ("GET", "/v1/openapi.json"),
-    ("POST", "/v1/migrations"), ("GET", "/v1/migrations/" + "0" * 32),
+    ("POST", "/v1/compat"), ("POST", "/v1/migrations"), ("GET", "/v1/migrations/" + "0" * 32),
     ("PUT", "/v1/migrations/" + "0" * 32 + "/checkpoint"), ("GET", "/nowhere"),
 ])
 @pytest.mark.parametrize("headers", [{}, authed("wrong" * 9), {"Authorization": TOKEN},
@@ -52,7 +52,7 @@ def test_every_route_needs_the_token(client, method, path, headers):
 def test_version_and_the_api_description(client):
     assert client.get("/v1/version", headers=authed()).json()["api"] == "v1"
     spec = client.get("/v1/openapi.json", headers=authed()).json()
-    assert {"/v1/version", "/v1/host", "/v1/containers", "/v1/images", "/v1/checkpoints", "/v1/migrations",
+    assert {"/v1/version", "/v1/host", "/v1/compat", "/v1/containers", "/v1/images", "/v1/checkpoints", "/v1/migrations",
             "/v1/migrations/{migration_id}", "/v1/migrations/{migration_id}/checkpoint"} <= set(spec["paths"])
     assert "MigrationOffer" in spec["components"]["schemas"]
     assert client.get("/docs", headers=authed()).status_code == 404
@@ -152,3 +152,17 @@ def test_listen_addresses(text, expected):
 def test_bad_listen_addresses(text):
     with pytest.raises(UsageError):
         parse_listen(text)
+
+
+def test_compat_answers_with_the_checks_of_a_preflight(client, monkeypatch):
+    from ferry.checkpoint import compat, hostinfo
+    here = hostinfo.HostInfo(**{**SOURCE, "arch": "aarch64", "cpu": {}})
+    monkeypatch.setattr(hostinfo, "host_info", lambda: here)
+    monkeypatch.setattr(hostinfo, "criu_path", lambda: "criu")
+    monkeypatch.setattr(compat, "_cpu_refusal", lambda *args: None)
+    response = client.post("/v1/compat", headers=authed(), json=SOURCE)
+    assert response.status_code == 200, response.text
+    rows = {row["key"]: row for row in response.json()["checks"]}
+    assert rows["arch"]["verdict"] == "refused" and "architecture they ran on" in rows["arch"]["detail"]
+    assert rows["kernel"]["verdict"] == "same" and rows["cpu"]["verdict"] == "same"
+    assert client.post("/v1/compat", headers=authed(), json={**SOURCE, "arch": 7}).status_code == 400

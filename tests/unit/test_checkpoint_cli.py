@@ -26,7 +26,7 @@ def engine(monkeypatch, tmp_path):
 
     def restore(name, options, progress):
         asked.append(("restore", name, options))
-        return SimpleNamespace(id="f" * 64, granted_binds=(), authenticity=Authenticity.UNVERIFIED,
+        return SimpleNamespace(id="f" * 64, granted_binds=(), authenticity=Authenticity.UNVERIFIED, host_differences=(),
                                stats=lambda raw: {"podman_restore_duration": 5,
                                                   "container_statistics": [{"RawInput": raw}]})
 

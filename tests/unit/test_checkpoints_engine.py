@@ -43,6 +43,9 @@ KEPT_HINT = "the checkpoint is kept: 'ferry container restore web' brings the co
 def checkpoints(containers, monkeypatch):
     # What this host is, as the archive's manifest records it (a host probe: criu, runc, the CPU).
     monkeypatch.setattr(sys.modules[ArchiveWriter.__module__], "host_info", lambda: HOST)
+    # ... and what a restore compares it with: the same host (CRIU's CPU check is the fake host's).
+    monkeypatch.setattr("ferry.checkpoint.hostinfo.host_info", lambda: HOST)
+    monkeypatch.setattr("ferry.checkpoint.hostinfo.criu_path", lambda: "criu")
     return Checkpoints(containers)
 
 
@@ -518,3 +521,24 @@ def test_the_archived_config_is_made_this_host_s(checkpoints, containers, engine
         checkpoints._config_for_target(bind, RestoreOptions(allow_bind_mounts=True), ())
     no_volumes, _ = checkpoints._config_for_target(config, RestoreOptions(ignore_volumes=True), ())
     assert no_volumes.volumes == ()
+
+
+def test_an_archive_from_another_cpu_is_refused_and_restored_with_force(checkpoints, containers, web, host,
+                                                                       tmp_path):
+    archive = str(tmp_path / "web.tar.zst")
+    checkpoints.checkpoint("web", CheckpointOptions(export=archive))
+    containers.remove(web.id)
+    host.fail["cpuinfo"] = (1, "Error (criu/arch/x86/cpu.c:223): cpu: CPU instruction capabilities do not match "
+                               "run time")
+    with pytest.raises(FerryError) as refused:
+        checkpoints.restore(None, RestoreOptions(import_path=archive))
+    assert "the checkpoint may not restore on this host" in refused.value.message
+    assert "CPU instruction capabilities do not match run time" in refused.value.message
+    assert "SIGILL" in refused.value.message and "--force" in refused.value.hint
+    assert containers.list() == []
+    # --force lets the host's difference pass, never the archive's own checks: the fake
+    # dump's images are no CRIU images, which the image check refuses next.
+    with pytest.raises(Exception) as checked:
+        checkpoints.restore(None, RestoreOptions(import_path=archive, force=True))
+    assert "may not restore on this host" not in str(checked.value)
+    assert containers.list() == []

@@ -86,6 +86,15 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False) -> Fas
         return wire.HostReply(host=wire.SourceHost(**info), memory_available=memory_available(),
                               disk_free=disk_free(root if os.path.isdir(root) else "/"))
 
+    @app.post("/v1/compat", response_model=wire.CompatReply)
+    def compat(source: wire.SourceHost) -> wire.CompatReply:
+        """Whether a checkpoint of `source`'s containers would restore here:
+        the checks a migration's preflight makes, CRIU's CPU check included."""
+        from ferry.checkpoint import compat as checks
+        from ferry.checkpoint.hostinfo import criu_path, host_info
+        return wire.CompatReply(checks=[wire.CompatCheck(**row)
+                                        for row in checks.report(source, host_info(), criu_path())])
+
     @app.get("/v1/containers", response_model=list[wire.ContainerReply])
     def containers() -> list[wire.ContainerReply]:
         return [_container(c) for c in engine().containers.list(all_states=True)]

@@ -64,6 +64,9 @@ def register(container_commands) -> None:
                               "a restore of a container with bind mounts needs -v for each")
     restore.add_argument("--verify-key", metavar="FILE",
                          help="refuse the archive unless it is signed by this Ed25519 public key (PEM)")
+    restore.add_argument("--force", action="store_true",
+                         help="restore although this host differs from the checkpoint's (architecture, kernel, "
+                              "CPU, CRIU, runc, cgroups); the archive's own checks still apply")
     restore.add_argument("--tls-verify", action=BoolFlag, positional="containers", default=True, metavar="BOOL",
                          help="for pulling a checkpoint image: require https with a trusted certificate")
     restore.add_argument("--creds", metavar="USER:PASS", help="for pulling a checkpoint image: credentials")
@@ -283,7 +286,7 @@ def cmd_restore(args) -> int:
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                              image_archive=args.image_archive, volumes=tuple(args.volume),
                              allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key,
-                             tls_verify=args.tls_verify, creds=args.creds)
+                             tls_verify=args.tls_verify, creds=args.creds, force=args.force)
     checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers or [None]:
@@ -298,6 +301,8 @@ def cmd_restore(args) -> int:
 def _report_trust(result, path: str | None) -> None:
     """On stderr, so that stdout stays the container's ID."""
     from ferry.engine.checkpoints import Authenticity
+    for difference in result.host_differences:
+        render.warning(f"restored with --force although {difference}")
     for volume in result.granted_binds:
         render.warning(f"mounted host path {volume.source} at {volume.destination}, as the archive asked "
                        "(--allow-bind-mounts)")

@@ -123,6 +123,15 @@ def _add_system(commands) -> None:
     check.add_argument("--format", choices=("table", "json"), default="table")
     check.set_defaults(handler=cmd_system_check)
     system.set_defaults(handler=needs_subcommand(system))
+    compat = system_commands.add_parser(
+        "compat", help="would a checkpoint restore here (FILE), or this host's on another (URL)?",
+        description="Compare the checkpoint's host (FILE) with this one, or this host with the agent at URL: "
+                    "architecture, kernel, cgroups, CRIU, runc, CRIU's CPU check, and the image. "
+                    "Exits 0 when nothing would refuse the restore, 1 otherwise.")
+    compat.add_argument("target", metavar="FILE|URL")
+    compat.add_argument("--token-file", metavar="FILE", help="the agent's token (with a URL)")
+    compat.add_argument("--format", choices=("table", "json"), default="table")
+    compat.set_defaults(handler=cmd_system_compat)
     prune = system_commands.add_parser("prune", help="remove exited containers and what a crash left behind")
     prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
     prune.set_defaults(handler=cmd_system_prune)
@@ -193,6 +202,20 @@ def cmd_system_check(args) -> int:
     render.error(f"checkpoint/restore cannot work here: {first.key}: {first.detail}{others}",
                  hint=f"without it, {first.impact}")
     return EXIT_NOT_READY
+
+
+def cmd_system_compat(args) -> int:
+    from ferry.engine.archives import compat
+    found = compat(engine_of(args), args.target, token_file=args.token_file)
+    if args.format == "json":
+        render.json_out(found)
+    else:
+        render.table(["CHECK", "CHECKPOINT", "THIS HOST" if not args.target.startswith("http") else "THAT HOST",
+                      "VERDICT"], [[r["check"], r["checkpoint"], r["host"], r["verdict"]] for r in found["checks"]])
+        for row in found["checks"]:
+            if row["verdict"] in ("refused", "missing"):
+                render.line(f"{row['check']}: {row['detail']}")
+    return EXIT_OK if found["compatible"] else EXIT_NOT_READY
 
 
 def cmd_system_prune(args) -> int:

@@ -198,3 +198,32 @@ def sweep_stale_inspects(tmp: str) -> None:
         pid = name[len(INSPECT_PREFIX):].split("-", 1)[0]
         if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             remove_tree(os.path.join(tmp, name))
+
+
+# ---- compat ---------------------------------------------------------------------------------
+
+def compat(engine, target: str, *, token_file: str | None = None, tls_verify: bool = True) -> dict:
+    """`ferry system compat FILE|URL`: would the checkpoint in FILE restore on
+    this host, or would this host's containers restore on the agent at URL
+    (which runs the same checks, CPU included, on its side)? The checks a
+    restore and a migration's preflight make, one row each."""
+    from ferry.checkpoint import compat as checks
+    from ferry.checkpoint.hostinfo import criu_path, host_info
+    if target.startswith(("http://", "https://")):
+        from ferry.migration.client import AgentClient, read_token
+        with AgentClient(target, read_token(token_file) if token_file else "", verify=tls_verify) as agent:
+            reply = agent.compat(host_info())
+        rows = [row.model_dump() for row in reply.checks]
+        return {"target": target, "compatible": all(r["verdict"] != "refused" for r in rows), "checks": rows}
+    head = archive.read_manifest(target)
+    if isinstance(head, archive.ForeignHead):
+        raise BadArchive(f"{target} is another engine's archive, which records no host to compare with",
+                         hint="its restore checks its images against this host all the same")
+    rows = checks.report(head.host, host_info(), criu_path())
+    image_id = head.container["image_id"]
+    present = image_id and engine.images.has_image(image_id)
+    rows.append({"check": "image", "key": "image", "checkpoint": f"{head.container['image']} ({image_id[:12]})",
+                 "host": "present" if present else "missing", "verdict": "same" if present else "missing",
+                 "detail": "" if present else "load or pull it first, or restore with --image-archive FILE"})
+    return {"target": target, "compatible": all(r["verdict"] in ("same", "harmless") for r in rows),
+            "checks": rows}

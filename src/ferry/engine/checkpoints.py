@@ -45,7 +45,7 @@ from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
 from ferry.util import phases, signals
-from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, UsageError
+from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, UsageError
 from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_tree, remove_tree_later,
                            tmpfs_if_it_fits)
 from ferry.util.locks import is_locked
@@ -120,6 +120,7 @@ class RestoreOptions:
     volumes: tuple[str, ...] = ()   # -v SRC:DST re-stating the archive's mounts on this host
     allow_bind_mounts: bool = False
     verify_key: str | None = None   # an Ed25519 public key (PEM) the archive must be signed with
+    force: bool = False               # restore although this host differs from the checkpoint's (compat)
     tls_verify: bool = True           # for pulling a checkpoint image
     creds: str | None = None
     image_layer: str | None = None    # a checkpoint image's unpacked layer, read as its archive
@@ -168,6 +169,7 @@ class RestoreResult:
     authenticity: str = Authenticity.LOCAL
     granted_binds: tuple[VolumeSpec, ...] = ()   # host paths mounted because of --allow-bind-mounts
     lazy_daemon: subprocess.Popen | None = None   # a lazy restore's lazy-pages daemon, still fetching pages
+    host_differences: tuple[str, ...] = ()   # what --force let pass (compat.Refusal texts)
 
     def stats(self, raw_input: str | None = None) -> dict:
         return {"podman_restore_duration": int(self.seconds * 1e6),
@@ -670,6 +672,7 @@ class Checkpoints:
         undo = Undo()
         warm = None
         held = contextlib.ExitStack()
+        differences: tuple[str, ...] = ()
 
         def keep_archive_id(archived_id: str, archived_name: str) -> None:
             """Without --name the container keeps its ID, as podman's does:
@@ -682,6 +685,9 @@ class Checkpoints:
             with timer.phase("archive_read"), archive.ArchiveReader(source.target) as reader:
                 head = reader.head()
                 foreign_archive = isinstance(head, archive.ForeignHead)
+                if not foreign_archive and options.import_stream is None:
+                    # A migration's destination checked this in its preflight.
+                    differences = self._host_differences(head, options.force)
                 if not foreign_archive:   # its records must name the head's container (read_members)
                     keep_archive_id(head.container["id"], head.container["name"])
                 # Its interpreter starts while the archive arrives, not after.
@@ -776,7 +782,23 @@ class Checkpoints:
             with contextlib.suppress(OSError):
                 os.rmdir(self.layout.tmp)   # only when nothing else is in it
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
-                             Authenticity.FOREIGN if foreign_archive else _authenticity(contents), granted, daemon)
+                             Authenticity.FOREIGN if foreign_archive else _authenticity(contents), granted, daemon,
+                             differences)
+
+    @staticmethod
+    def _host_differences(head, force: bool) -> tuple[str, ...]:
+        """What about this host could keep the checkpoint from restoring or
+        running (compat.refusals): refused, or with --force let pass and
+        returned. Not authenticated yet: a forged head can only make this
+        refuse. The archive's safety checks come later, whatever --force says."""
+        from ferry.checkpoint import compat
+        from ferry.checkpoint.hostinfo import criu_path, host_info
+        found = tuple(str(refusal) for refusal in compat.refusals(head.host, host_info(), criu_path()))
+        if found and not force:
+            raise Incompatible(f"the checkpoint may not restore on this host: {'; '.join(found)}",
+                               hint="restore on a host like the one it was taken on ('ferry system compat FILE' "
+                                    "compares them), or pass --force to try anyway")
+        return found
 
     def _id_is_free(self, container_id: str) -> bool:
         if os.path.exists(self.containers.dir(container_id)):

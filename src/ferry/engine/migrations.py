@@ -146,7 +146,7 @@ class Migrations:
         from ferry.checkpoint.hostinfo import criu_path, host_info
         here = host_info()
         for refusal in compat.refusals(offer.source, here, criu_path()):
-            raise Refused(f"cannot take the container: {refusal.reason}", check=refusal.check,
+            raise Refused(f"cannot take the container: {refusal}", check=refusal.check,
                           hint="migrate to a host with the same architecture and cgroup mode, and the same "
                                "or newer kernel, CRIU and runc")
         if offer.bind_mounts and not self.allow_bind_mounts:

@@ -330,6 +330,9 @@ class ImageStore:
     def has_layer(self, diff_id: str) -> bool:
         return self._layer_row(diff_id) is not None
 
+    def has_image(self, image_id: str) -> bool:
+        return self.db.read().execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is not None
+
     def layer_tar(self, diff_id: str) -> str:
         """Where the layer's tar is kept (layers stored before ferry kept them have none)."""
         return os.path.join(self.tar_root, f"{digests.hex_of(diff_id)}.tar.zst")

@@ -81,6 +81,11 @@ class AgentClient:
     def version(self) -> wire.VersionReply:
         return self._call("GET", "/v1/version", wire.VersionReply)
 
+    def compat(self, here) -> wire.CompatReply:
+        """The agent's verdict on a checkpoint of this host (HostInfo `here`)."""
+        source = wire.SourceHost(**{k: v for k, v in here.to_dict().items() if k != "cpu"})
+        return self._call("POST", "/v1/compat", wire.CompatReply, body=source)
+
     def offer(self, offer: wire.MigrationOffer) -> wire.MigrationTicket:
         return self._call("POST", "/v1/migrations", wire.MigrationTicket, body=offer)
 

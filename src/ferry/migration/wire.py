@@ -68,6 +68,23 @@ class SourceHost(Message):
                                                     pattern=r"^[A-Za-z0-9+/]*={0,2}\z")]
 
 
+Detail = Annotated[str, StringConstraints(max_length=1024)]
+
+
+class CompatCheck(Message):
+    """One row of `ferry system compat`: a checkpoint's host against the agent's."""
+    check: Text
+    key: Text
+    checkpoint: Detail
+    host: Detail
+    verdict: Literal["same", "harmless", "refused", "missing"]
+    detail: Detail
+
+
+class CompatReply(Versioned):
+    checks: list[CompatCheck] = Field(max_length=32)
+
+
 class HostReply(Versioned):
     host: SourceHost
     memory_available: Bytes
