@@ -19,9 +19,8 @@ import tarfile
 import pytest
 
 from bench.busybox import make_oci_archive
-from tests.conftest import require
 from tests.support.cli import Ferry, http_get, leftovers, wait_for
-from tests.support.podman import in_namespace, private_podman
+from tests.support.podman import in_namespace, podman_for_tests
 from tests.support.podman import podman as run_podman
 from tests.support.registry import LayerTar, Registry
 
@@ -35,9 +34,7 @@ BUSYBOX = "localhost/busybox:latest"
 
 @pytest.fixture(scope="module")
 def podman():
-    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
-        require(key)
-    with private_podman("ferry-ci-") as pair:
+    with podman_for_tests("ferry-ci-") as pair:
         yield pair
 
 

@@ -13,11 +13,10 @@ import subprocess
 import pytest
 
 from bench.workloads import debian_rootfs_tar, oci_config, write_oci_archive
-from tests.conftest import require
 from tests.support.cli import Ferry, leftovers, wait_for
 from tests.support.forgery import repack_v3
 from tests.support.podman import podman as run_podman
-from tests.support.podman import private_podman
+from tests.support.podman import podman_for_tests
 from tests.support.redis import REDIS_CMD, Redis
 
 pycriu = pytest.importorskip("pycriu", reason="pycriu is installed by 'make setup'")
@@ -26,9 +25,7 @@ IMAGE = "localhost/redis-inspect:latest"
 
 @pytest.fixture(scope="module")
 def podman():
-    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
-        require(key)
-    with private_podman("ferry-ins-") as pair:
+    with podman_for_tests("ferry-ins-") as pair:
         yield pair
 
 

@@ -35,6 +35,16 @@ def private_podman(prefix: str, volume_path: str | None = None) -> Iterator[tupl
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def podman_for_tests(prefix: str, volume_path: str | None = None) -> Iterator[tuple[Podman, pathlib.Path]]:
+    """private_podman, or the test skipped when the host lacks what podman's containers need."""
+    from tests.conftest import require
+    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
+        require(key)
+    with private_podman(prefix, volume_path) as pair:
+        yield pair
+
+
 def podman(engine: Podman, *args: str) -> str:
     """Run podman; its stdout, or an AssertionError with its stderr."""
     done = subprocess.run(engine.argv(*args), capture_output=True, text=True, timeout=TIMEOUT)

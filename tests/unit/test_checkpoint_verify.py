@@ -16,6 +16,7 @@ from ferry.checkpoint.archive import write_archive
 from tests.unit.test_archive import CONTAINER, HOST, source  # noqa: F401  (source: a fixture)
 from tests.unit.test_archive_v3 import keypair
 from tests.unit.test_cli import run
+from tests.unit.test_image_store import archive as tar_of
 
 
 @pytest.fixture
@@ -86,14 +87,8 @@ def test_another_engine_s_archive_is_shown_from_its_config_dump(capsys, tmp_path
                          "rootfsImageName": "localhost/busybox:latest"}).encode()
     members = {"config.dump": config, "spec.dump": b"{}", "checkpoint/inventory.img": b"inv",
                "checkpoint/tcp-stream-1234.img": b"queues"}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     path = tmp_path / "podman.tar.gz"
-    path.write_bytes(gzip.compress(buffer.getvalue()))
+    path.write_bytes(gzip.compress(tar_of(members)))
     code, out, err = run(capsys, "checkpoint", "show", "--format", "json", str(path))
     assert code == 0, err
     [shown] = json.loads(out)
