@@ -275,3 +275,14 @@ def test_a_removed_image_takes_its_layer_tar_along(store, tmp_path):
     store.remove("localhost/kept:1")
     store.import_rootfs(write(tmp_path / "b.tar", rootfs(b"b")), "localhost/next:1")   # any change sweeps
     assert not os.path.exists(tar)
+
+
+def test_the_lean_listing_shows_what_the_store_holds(store, tmp_path):
+    from ferry.image.listing import list_images
+    store.import_rootfs(write(tmp_path / "a.tar", rootfs(b"a")), "localhost/first:1")
+    store.import_rootfs(write(tmp_path / "b.tar", rootfs(b"b")), "localhost/second:1")
+    store.tag("localhost/second:1", ["localhost/again:2"])
+    listed = list_images(store.db)
+    assert [(i.id, i.digest, i.names, i.size, i.created) for i in listed] == \
+        [(i.id, i.digest, i.names, i.size, i.created) for i in store.list()]
+    assert listed[0].names == ("localhost/second:1", "localhost/again:2")

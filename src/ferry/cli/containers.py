@@ -286,14 +286,15 @@ def _port_json(p: dict) -> dict:
 
 
 def cmd_logs(args) -> int:
-    containers = engine_of(args).containers
-    container, path = containers.log_path(args.container)
+    engine = engine_of(args)
+    # The record alone names the log: the full Containers service loads only to follow it.
+    container_id, path = engine.listing.log_path(args.container)
     position = 0 if args.tail is None else _tail_start(path, args.tail)
     while True:
         position = _print_log(path, position)
         if not args.follow:
             return 0
-        if containers.get(container.id).state != RUNNING:
+        if engine.containers.get(container_id).state != RUNNING:
             _print_log(path, position)
             return 0
         time.sleep(LOG_FOLLOW_POLL)

@@ -122,7 +122,8 @@ def image_json(image) -> dict:
 # ---- handlers -----------------------------------------------------------------
 
 def cmd_images(args) -> int:
-    images = engine_of(args).images.list()
+    from ferry.image.listing import list_images
+    images = list_images(engine_of(args).db)
     if args.quiet:
         for image in images:
             render.line(image.id if args.no_trunc else image.id[:SHORT_ID])

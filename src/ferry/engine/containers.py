@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
-from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, has_exited, observed_exit,
+from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, find_row, has_exited, observed_exit,
                                   open_table, process_alive)
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes, path_in_rootfs
@@ -180,18 +180,7 @@ class Containers:
 
     # ---- lookup -------------------------------------------------------------
     def get(self, name_or_id: str, *, refresh: bool = True) -> Container:
-        conn = self.db.read()
-        row = conn.execute("SELECT * FROM containers WHERE name = ? OR id = ?",
-                           (name_or_id, name_or_id)).fetchone()
-        if row is None and len(name_or_id) >= 3 and all(c in "0123456789abcdef" for c in name_or_id):
-            rows = conn.execute("SELECT * FROM containers WHERE id LIKE ?", (name_or_id + "%",)).fetchall()
-            if len(rows) > 1:
-                raise Conflict(f"container ID prefix {name_or_id!r} is ambiguous",
-                               hint="give more characters of the ID")
-            row = rows[0] if rows else None
-        if row is None:
-            raise NotFound(f"no such container {name_or_id!r}", hint="see 'ferry ps -a'")
-        container = Container.from_row(row)
+        container = Container.from_row(find_row(self.db.read(), name_or_id))
         return self._refresh(container) if refresh else container
 
     def list(self, *, all_states: bool = False) -> list[Container]:

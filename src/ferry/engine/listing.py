@@ -133,8 +133,28 @@ class Listing:
         code, when = observed_exit(self.layout.container_dir(summary.id))
         return summary._replace(state=EXITED, exit_code=code, finished_at=when, pid=None)
 
+    def log_path(self, name_or_id: str) -> tuple[str, str]:
+        """(ID, log file) of a container, from its record alone (`ferry logs`)."""
+        row = find_row(self.db.read(), name_or_id)
+        return row["id"], self.layout.container_files(row["id"]).log
+
     def _rows(self) -> list:
         return self.db.read().execute("SELECT * FROM containers ORDER BY created_at").fetchall()
+
+
+def find_row(conn, name_or_id: str):
+    """The containers row a name, an ID or an unambiguous ID prefix (3 or
+    more hex digits) names; NotFound or Conflict otherwise."""
+    row = conn.execute("SELECT * FROM containers WHERE name = ? OR id = ?", (name_or_id, name_or_id)).fetchone()
+    if row is None and len(name_or_id) >= 3 and all(c in "0123456789abcdef" for c in name_or_id):
+        rows = conn.execute("SELECT * FROM containers WHERE id LIKE ?", (name_or_id + "%",)).fetchall()
+        if len(rows) > 1:
+            from ferry.util.errors import Conflict
+            raise Conflict(f"container ID prefix {name_or_id!r} is ambiguous", hint="give more characters of the ID")
+        row = rows[0] if rows else None
+    if row is None:
+        raise NotFound(f"no such container {name_or_id!r}", hint="see 'ferry ps -a'")
+    return row
 
 
 def log():
