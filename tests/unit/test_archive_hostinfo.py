@@ -22,10 +22,12 @@ CPUINFO_IMG = pycriu.images.dumps({"magic": "CPUINFO", "entries": [CPU_ENTRY]})
 
 
 @pytest.fixture(autouse=True)
-def unremembered(monkeypatch):
-    """Each test probes afresh: host_info() remembers its answer for a minute."""
+def unremembered(monkeypatch, tmp_path):
+    """Each test probes afresh: host_info() remembers its answer for a minute,
+    and the tools' answers for the boot (in a file of the test's own)."""
     from ferry.checkpoint import hostinfo
     monkeypatch.setattr(hostinfo, "_host_info", None)
+    monkeypatch.setattr(hostinfo, "HOST_CACHE", str(tmp_path / "host-info.json"))
 
 
 @pytest.fixture
@@ -71,3 +73,18 @@ def test_unknown_host_keys_are_named_on_one_bounded_line():
     message = str(failure.value)
     assert "\n" not in message and "'\\n'" in message and "and 96 more" in message
     assert len(message) < 500
+
+
+def test_the_tools_answers_are_remembered_for_the_boot_and_these_binaries(fake_tools, tmp_path):
+    from ferry.checkpoint import hostinfo
+    first = host_info()
+    runs = len(fake_tools)
+    hostinfo._host_info = None
+    assert host_info() == first and len(fake_tools) == runs    # from the cache: no tool ran
+    os.utime(os.environ["FERRY_CRIU"], (1, 1))                  # another criu binary
+    hostinfo._host_info = None
+    assert host_info() == first and len(fake_tools) > runs
+    with open(hostinfo.HOST_CACHE, "w") as f:
+        f.write('{"key": "forged", "facts": {"criu_version": 7}}')
+    hostinfo._host_info = None
+    assert host_info() == first                                 # a bad cache is probed over

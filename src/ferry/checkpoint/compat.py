@@ -87,6 +87,8 @@ def refusals(source, here: HostInfo, criu: str) -> list[Refusal]:
 
 
 def _cpu_refusal(cpuinfo_image: str, here_image: str, criu: str) -> Refusal | None:
+    if cpuinfo_image == here_image:
+        return None   # this very CPU record: CRIU's check compares it with itself
     with tempfile.TemporaryDirectory(prefix="ferry-cpuinfo-") as tmp:
         with open(os.path.join(tmp, CPUINFO_IMAGE), "wb") as f:
             f.write(base64.b64decode(cpuinfo_image, validate=True))
