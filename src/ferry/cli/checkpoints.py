@@ -111,8 +111,8 @@ def checkpoint_group(commands) -> None:
 
 
 def _summaries(paths: list[str], verify_key: str | None = None):
+    from ferry.checkpoint.signing import load_public_key
     from ferry.engine.archives import summarize
-    from ferry.engine.checkpoints import load_public_key
     key = load_public_key(verify_key) if verify_key else None
     return [summarize(path, key) for path in paths]
 
@@ -139,8 +139,8 @@ INSPECT_SECTIONS = ("ps_tree", "files", "sockets", "mounts", "stats")
 
 
 def cmd_inspect(args) -> int:
+    from ferry.checkpoint.signing import load_public_key
     from ferry.engine.archives import inspect
-    from ferry.engine.checkpoints import load_public_key
     wanted = {name for name in INSPECT_SECTIONS if args.all or getattr(args, name)}
     if args.ps_tree_env or "files" in wanted:
         wanted.add("ps_tree")

@@ -74,7 +74,7 @@ def summarize(path: str, verify_key=None) -> Summary:
         names = [m.name for m in contents.members]
         member_bytes = sum(m.size for m in contents.members)
         if isinstance(head, archive.ForeignHead):
-            found = _foreign_container(os.path.join(scratch, "archive", foreign.CONFIG_DUMP))
+            found = _foreign_container(os.path.join(scratch, "archive"))
             engine, container, image = found.engine, found.name, found.image_name or (found.image_id or "")
             created, version, criu = "", 0, ""
         else:
@@ -87,18 +87,13 @@ def summarize(path: str, verify_key=None) -> Summary:
                    contents.signed, contents.verified, contents.signer)
 
 
-def _foreign_container(config_dump: str) -> foreign.ForeignContainer:
-    try:
-        with open(config_dump, "rb") as f:
-            data = f.read(foreign.MAX_RECORD + 1)
-    except FileNotFoundError:
+def _foreign_container(root: str) -> foreign.ForeignContainer:
+    """config.dump of another engine's checkpoint unpacked at `root`."""
+    from ferry.engine.foreign import parse_record
+    if not os.path.isfile(os.path.join(root, foreign.CONFIG_DUMP)):
         raise BadArchive(f"the archive has no {foreign.CONFIG_DUMP}",
-                         hint="it is damaged, or not a checkpoint archive") from None
-    try:
-        return foreign.read_config(data)
-    except ValueError as exc:
-        raise BadArchive(f"{foreign.CONFIG_DUMP} in the archive is invalid: {exc}",
-                         hint="the archive is damaged or forged; do not restore from it") from None
+                         hint="it is damaged, or not a checkpoint archive")
+    return parse_record(root, foreign.CONFIG_DUMP, foreign.read_config)
 
 
 # ---- inspect ------------------------------------------------------------------------------
@@ -166,7 +161,7 @@ def _described(root: str, head, sizes: dict[str, int], env: bool) -> dict:
         created, host = head.created, {k: v for k, v in head.host.to_dict().items()
                                        if k not in ("cpu", "cpuinfo_image")}
     else:
-        found = _foreign_container(os.path.join(root, foreign.CONFIG_DUMP))
+        found = _foreign_container(root)
         engine_name, created, host = found.engine, "", None
         container = {"id": found.id, "name": found.name, "image": found.image_name or "",
                      "image_id": found.image_id or ""}

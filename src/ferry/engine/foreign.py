@@ -30,12 +30,12 @@ def read_records(staging: str, contents, image_name_ok) -> tuple[foreign.Foreign
         top, _, rest = name.partition("/")
         if top == "checkpoint" and not image_name_ok(rest):
             raise BadArchive(f"member {shown(name)} is not named as CRIU names its images", hint=HINT)
-    found = _parse(staging, foreign.CONFIG_DUMP, foreign.read_config)
-    spec = _parse(staging, foreign.SPEC_DUMP, foreign.read_spec)
+    found = parse_record(staging, foreign.CONFIG_DUMP, foreign.read_config)
+    spec = parse_record(staging, foreign.SPEC_DUMP, foreign.read_spec)
     deleted = ()
     if "deleted.files" in sizes:
         # podman lists them from the container's root ("/etc/motd"); ferry's are relative.
-        deleted = _parse(staging, "deleted.files", _relative_deleted)
+        deleted = parse_record(staging, "deleted.files", _relative_deleted)
     return found, spec, deleted
 
 
@@ -50,7 +50,8 @@ def _relative_deleted(data: bytes) -> tuple[str, ...]:
     return parse_deleted_files(json.dumps(paths))
 
 
-def _parse(staging: str, name: str, parse):
+def parse_record(staging: str, name: str, parse):
+    """Record `name` of an unpacked archive, read bounded and parsed; BadArchive naming it."""
     with open(os.path.join(staging, name), "rb") as f:
         data = f.read(foreign.MAX_RECORD + 1)
     try:

@@ -254,12 +254,14 @@ def config_document(config: ImageConfig, diff_ids: list[str], created: str,
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def manifest_document(config_digest: str, config_size: int, layers: list[tuple[str, int]], *,
+def manifest_document(config_digest: str, config_size: int, layers: list[tuple], *,
                       layer_type: str = OCI_LAYER, annotations: dict[str, str] | None = None) -> bytes:
-    """An OCI manifest for layers given as (digest, size), all of `layer_type`."""
+    """An OCI manifest for layers given as (digest, size), of `layer_type`, or
+    as (digest, size, media type)."""
     doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-           "layers": [{"mediaType": layer_type, "digest": d, "size": s} for d, s in layers]}
+           "layers": [{"mediaType": layer[2] if len(layer) > 2 else layer_type, "digest": layer[0],
+                       "size": layer[1]} for layer in layers]}
     if annotations:
         doc["annotations"] = dict(sorted(annotations.items()))
     return json.dumps(doc, separators=(",", ":")).encode()

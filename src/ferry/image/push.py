@@ -8,14 +8,13 @@ manifest is OCI, so a checkpoint image's annotations travel with it.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ferry.image import digest as digests
 from ferry.image import reference
-from ferry.image.manifest import OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST
+from ferry.image.manifest import OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST, manifest_document
 from ferry.image.saving import Stored, layer_stream
 from ferry.util.errors import UsageError
 
@@ -100,13 +99,8 @@ def push(store: "ImageStore", ref: str, dest: str | None = None, *, tls_verify: 
         report(f"Copying config {config_digest}")
         if not client.has_blob(target.repository, config_digest, f"config of {what}"):
             client.upload_blob(target.repository, config_digest, len(config), config, f"config of {what}")
-        manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-                    "layers": [{"mediaType": COMPRESSIONS[compression], "digest": layers[d][0],
-                                "size": layers[d][1]} for d in image.layers]}
-        if image.annotations:
-            manifest["annotations"] = image.annotations
-        body = json.dumps(manifest, separators=(",", ":")).encode()
+        body = manifest_document(config_digest, len(config), [layers[d] for d in image.layers],
+                                 layer_type=COMPRESSIONS[compression], annotations=image.annotations)
         report("Writing manifest to image destination")
         return client.put_manifest(target.repository, target.tag or reference.DEFAULT_TAG, body, OCI_MANIFEST,
                                    f"manifest of {what}")

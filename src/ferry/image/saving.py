@@ -104,11 +104,7 @@ def write_oci_subset(out: tarfile.TarFile, image: Stored, name: str | None, sent
             layers.append((digest, os.path.getsize(tar), OCI_LAYER_ZSTD))
         else:
             layers.append((diff_id, image.sizes[diff_id], OCI_LAYER))
-    manifest = json.loads(manifest_document(digests.of_bytes(image.config), len(image.config),
-                                            [(d, s) for d, s, _ in layers]))
-    for entry, (_, _, media_type) in zip(manifest["layers"], layers):
-        entry["mediaType"] = media_type
-    _oci_head(out, image.config, json.dumps(manifest).encode(), name)
+    _oci_head(out, image.config, manifest_document(digests.of_bytes(image.config), len(image.config), layers), name)
     for digest, tar in blobs.items():
         out.add(tar, arcname=f"blobs/sha256/{digests.hex_of(digest)}", recursive=False)
 
