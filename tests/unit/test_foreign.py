@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from ferry.checkpoint.archive import ArchiveReader, ForeignHead
-from ferry.checkpoint.foreign import MAX_RECORD, parse_config, read_config, read_spec
+from ferry.checkpoint.foreign import parse_config, read_config, read_spec
+from ferry.checkpoint.foreign_layout import MAX_RECORD
 from ferry.engine import foreign as engine_foreign
 from ferry.engine.config import PODMAN_PROFILE, SpecProfile, config_from_foreign
 from ferry.engine.volumes import VolumeSpec

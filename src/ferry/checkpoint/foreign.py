@@ -17,24 +17,13 @@ spec, and its image check refuses images that need more.
 from __future__ import annotations
 
 import posixpath
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from ferry.checkpoint.foreign_layout import MAX_RECORD
 from ferry.util import strictjson
 
-# The top-level members of `podman container checkpoint --export` (4.x) and of
-# CRI-O's checkpoint archives.
-FOREIGN_FILES = frozenset({"config.dump", "spec.dump", "network.status", "stats-dump", "dump.log", "restore.log",
-                           "ctr.log", "rootfs-diff.tar", "deleted.files", "devshm-checkpoint.tar", "bind.mounts",
-                           "pod.options", "pod.dump"})
-FOREIGN_DIRS = frozenset({"artifacts", "checkpoint", "volumes"})
-FOREIGN_MEMBERS = FOREIGN_FILES | FOREIGN_DIRS
-# Read but not unpacked: nothing in them is used.
-SKIPPED = frozenset({"dump.log", "restore.log", "bind.mounts", "pod.options", "pod.dump", "stats-dump"})
-CONFIG_DUMP, SPEC_DUMP, DEVSHM = "config.dump", "spec.dump", "devshm-checkpoint.tar"
-MAX_RECORD = 1 << 20           # podman's config.dump of a busybox httpd: 24 KiB, spec.dump 21 KiB
 MAX_LIST = 4096
 MAX_TEXT = 128 << 10
 
@@ -44,7 +33,6 @@ Text = Annotated[str, StringConstraints(max_length=MAX_TEXT, pattern=r"^[^\x00]*
 Path = Annotated[str, StringConstraints(max_length=4095, pattern=r"^/[^\x00]*\z")]
 Port = Annotated[int, Field(ge=0, le=65535)]
 Id32 = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}\Z")
 
 
 class _Record(BaseModel):
@@ -196,8 +184,3 @@ def parse_config(data: bytes) -> ForeignContainer | None:
     except ValueError:
         return None
 
-
-def is_volume_member(name: str) -> bool:
-    """volumes/NAME.tar, where podman keeps a named volume's content."""
-    top, _, rest = name.partition("/")
-    return top == "volumes" and rest.endswith(".tar") and bool(NAME_RE.match(rest[:-4]))

@@ -171,14 +171,14 @@ class LazyDump:
         if self.runc.poll() is None:
             end_page_server("127.0.0.1", self.port)
         try:
-            self.runc.wait(timeout=ABORT_WAIT)
+            proc.wait(self.runc, ABORT_WAIT)
         except subprocess.TimeoutExpired:
             proc.kill_group(self.runc)
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the last page has gone; ToolError quoting CRIU if the transfer failed."""
         try:
-            code = self.runc.wait(timeout=timeout)
+            code = proc.wait(self.runc, timeout)
         except subprocess.TimeoutExpired:
             raise ToolError(self.desc, None, f"its pages were not all served in {timeout:.0f} s") from None
         if code != 0:

@@ -62,7 +62,7 @@ class PageReceiver:
     def wait(self, timeout: float = DONE_WAIT) -> None:
         """Until the source's dump has closed its connection; ToolError if the pages did not all come."""
         try:
-            code = self.process.wait(timeout=timeout)
+            code = proc.wait(self.process, timeout)
         except subprocess.TimeoutExpired:
             self.stop()
             raise ToolError("criu page-server", None, f"the source's pages did not end within {timeout:.0f} s "

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from ferry.checkpoint import archive, foreign
+from ferry.checkpoint import archive, foreign_layout
 from ferry.checkpoint.archive.endpoints import import_endpoint
 from ferry.checkpoint.archive.manifest import MAX_HEAD_BYTES, MAX_SIZE_LIMIT
 from ferry.util.errors import BadArchive
@@ -59,7 +59,7 @@ def _compression(path: str) -> str:
 
 
 def _record(name: str) -> bool:
-    return name == foreign.CONFIG_DUMP
+    return name == foreign_layout.CONFIG_DUMP
 
 
 def summarize(path: str, verify_key=None) -> Summary:
@@ -87,13 +87,14 @@ def summarize(path: str, verify_key=None) -> Summary:
                    contents.signed, contents.verified, contents.signer)
 
 
-def _foreign_container(root: str) -> foreign.ForeignContainer:
-    """config.dump of another engine's checkpoint unpacked at `root`."""
+def _foreign_container(root: str):
+    """config.dump of another engine's checkpoint unpacked at `root` (a ForeignContainer)."""
+    from ferry.checkpoint import foreign
     from ferry.engine.foreign import parse_record
-    if not os.path.isfile(os.path.join(root, foreign.CONFIG_DUMP)):
-        raise BadArchive(f"the archive has no {foreign.CONFIG_DUMP}",
+    if not os.path.isfile(os.path.join(root, foreign_layout.CONFIG_DUMP)):
+        raise BadArchive(f"the archive has no {foreign_layout.CONFIG_DUMP}",
                          hint="it is damaged, or not a checkpoint archive")
-    return parse_record(root, foreign.CONFIG_DUMP, foreign.read_config)
+    return parse_record(root, foreign_layout.CONFIG_DUMP, foreign.read_config)
 
 
 # ---- inspect ------------------------------------------------------------------------------

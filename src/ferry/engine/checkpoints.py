@@ -28,13 +28,13 @@ from ferry.checkpoint.archive.treediff import image_names_below
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint, is_stream
 from ferry.checkpoint.archive.layerstream import layer_endpoint
 from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, await_socket, start_daemon, stop_daemon
-from ferry.checkpoint.foreign import read_config as read_foreign_config
+from ferry.checkpoint.foreign_layout import podman_identity
 from ferry.checkpoint.pagepush import PagePush, PageReceiver, merge_images
 from ferry.checkpoint import podman_shape
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
-from ferry.engine import checkpoint_images, foreign, journal
+from ferry.engine import checkpoint_images, journal
 from ferry.image import reference
 from ferry.engine.images import image_by_id
 from ferry.engine import recovery
@@ -703,6 +703,7 @@ class Checkpoints:
                 contents = reader.extract(staging, progress=progress, verify_key=verify_key, budget=budget)
             phases.reached("restore:staged")
             if foreign_archive:
+                from ferry.engine import foreign   # pydantic's records, only for another engine's archive
                 found, spec, deleted = foreign.read_records(staging, contents, IMAGE_NAME_RE.match)
                 image = foreign.find_image(self.containers.images, found, options.image_archive)
                 saved = foreign.archived_container(found, spec, image, self.containers.networks.default().name)
@@ -1009,8 +1010,7 @@ def read_members(staging: str, contents) -> tuple[ArchivedContainer, tuple[str, 
             or saved.image_id != contents.container["image_id"]:
         raise BadArchive(f"{record} names another container than the archive's manifest", hint=HINT_FORGED)
     if record == FERRY_CONFIG:   # what podman would restore must be the same container
-        podman = _parse_member(staging, CONFIG_DUMP, read_foreign_config)
-        if (podman.id, podman.name, podman.image_id) != (saved.id, saved.name, saved.image_id):
+        if _parse_member(staging, CONFIG_DUMP, podman_identity) != (saved.id, saved.name, saved.image_id):
             raise BadArchive(f"{CONFIG_DUMP} names another container than {FERRY_CONFIG}", hint=HINT_FORGED)
     if NETWORK_STATUS in sizes:
         _parse_member(staging, NETWORK_STATUS, lambda text: check_network_status(text, saved.config))

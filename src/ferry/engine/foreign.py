@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ferry.checkpoint import foreign
+from ferry.checkpoint import foreign, foreign_layout
 from ferry.engine.images import image_by_id
 from ferry.engine.config import ArchivedContainer, config_from_foreign, parse_deleted_files
 from ferry.util.errors import BadArchive
@@ -23,15 +23,15 @@ def read_records(staging: str, contents, image_name_ok) -> tuple[foreign.Foreign
     """config.dump, spec.dump and deleted.files, and the layout: CRIU's
     inventory and images named as CRIU names them (`image_name_ok`)."""
     sizes = {m.name: m.size for m in contents.members}
-    for required in (foreign.CONFIG_DUMP, foreign.SPEC_DUMP, "checkpoint/inventory.img"):
+    for required in (foreign_layout.CONFIG_DUMP, foreign_layout.SPEC_DUMP, "checkpoint/inventory.img"):
         if required not in sizes:
             raise BadArchive(f"the archive has no {required}", hint=HINT)
     for name in sizes:
         top, _, rest = name.partition("/")
         if top == "checkpoint" and not image_name_ok(rest):
             raise BadArchive(f"member {shown(name)} is not named as CRIU names its images", hint=HINT)
-    found = parse_record(staging, foreign.CONFIG_DUMP, foreign.read_config)
-    spec = parse_record(staging, foreign.SPEC_DUMP, foreign.read_spec)
+    found = parse_record(staging, foreign_layout.CONFIG_DUMP, foreign.read_config)
+    spec = parse_record(staging, foreign_layout.SPEC_DUMP, foreign.read_spec)
     deleted = ()
     if "deleted.files" in sizes:
         # podman lists them from the container's root ("/etc/motd"); ferry's are relative.
@@ -53,7 +53,7 @@ def _relative_deleted(data: bytes) -> tuple[str, ...]:
 def parse_record(staging: str, name: str, parse):
     """Record `name` of an unpacked archive, read bounded and parsed; BadArchive naming it."""
     with open(os.path.join(staging, name), "rb") as f:
-        data = f.read(foreign.MAX_RECORD + 1)
+        data = f.read(foreign_layout.MAX_RECORD + 1)
     try:
         return parse(data)
     except ValueError as exc:

@@ -115,7 +115,7 @@ class Runc:
                               env={"CRIU_CONFIG_FILE": criu_config} if criu_config else None)
         started(runc.pid)
         try:
-            runc.wait(timeout=timeout)
+            proc.wait(runc, timeout)
         except subprocess.TimeoutExpired:
             runc.kill()
             runc.wait()

@@ -22,7 +22,7 @@ from ferry.checkpoint.archive.endpoints import Endpoint
 from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_MEMBERS,
                                                SIGNATURE_NAME, Checksums, shown)
 from ferry.checkpoint.archive.tarfmt import TAR_END, padding, tar_header
-from ferry.checkpoint.foreign import CONFIG_DUMP
+from ferry.checkpoint.foreign_layout import CONFIG_DUMP
 from ferry.util.errors import BadArchive, FerryError, from_os_error
 
 MAX_DEPTH = 8
