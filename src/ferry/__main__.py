@@ -1,3 +1,3 @@
-from ferry.cli.main import main
+from ferry.cli.main import run
 
-raise SystemExit(main())
+run()

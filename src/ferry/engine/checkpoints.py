@@ -20,22 +20,18 @@ import stat
 import subprocess
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
 from ferry.checkpoint.archive.treediff import image_names_below
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint, is_stream
-from ferry.checkpoint.archive.layerstream import layer_endpoint
-from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource, await_socket, start_daemon, stop_daemon
 from ferry.checkpoint.foreign_layout import podman_identity
-from ferry.checkpoint.pagepush import PagePush, PageReceiver, merge_images
 from ferry.checkpoint import podman_shape
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
-from ferry.engine import checkpoint_images, journal
-from ferry.image import reference
+from ferry.engine import journal
 from ferry.engine.images import image_by_id
 from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
@@ -67,6 +63,10 @@ DELETED_FILES = "deleted.files"
 DEVSHM = "devshm-checkpoint.tar"  # /dev/shm of a container in podman's shape (SpecProfile.shm_dir)
 VOLUMES = "volumes"
 LOG = CONTAINER_LOG              # the container's log: the same name in the archive
+
+if TYPE_CHECKING:   # the migrations' own parts load only when a migration runs
+    from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource
+    from ferry.checkpoint.pagepush import PagePush, PageReceiver
 
 log = get_logger("ferry.checkpoints")
 
@@ -244,6 +244,8 @@ class Checkpoints:
         plain tar in the container's dir) becomes the image's one layer. The
         checkpoint stays here until the image is recorded, so that a failure
         at any step leaves the container restorable with one command."""
+        from ferry.engine import checkpoint_images
+        from ferry.image import reference
         reference.parse_local(options.create_image)   # a bad name fails before anything is done
         if options.export_stream is not None or (options.export and is_stream(options.export)):
             raise UsageError("--create-image cannot take its layer from a stream",
@@ -579,6 +581,7 @@ class Checkpoints:
             raise UsageError("restore needs a container name, or --import FILE")
         if not self._is_container(name_or_id):
             # podman's order: a container of that name first, then a checkpoint image.
+            from ferry.engine import checkpoint_images
             images = self.containers.images
             image = checkpoint_images.find(images, name_or_id, tls_verify=options.tls_verify, creds=options.creds)
             if image is None:
@@ -746,6 +749,7 @@ class Checkpoints:
             if options.pages_in:
                 with timer.phase("pages_in"):
                     options.pages_in.wait()   # over already: the source sent its pages before the archive
+                    from ferry.checkpoint.pagepush import merge_images
                     merge_images(options.pages_in.images, images)
                 images = options.pages_in.images
             phases.reached("restore:begun")
@@ -757,6 +761,7 @@ class Checkpoints:
                     try:
                         ready = None
                         if options.lazy_from:
+                            from ferry.checkpoint.lazy import await_socket, start_daemon
                             # It starts while the container's network and spec are made.
                             daemon = start_daemon(images, work, options.lazy_from)
                             ready = functools.partial(await_socket, daemon, work)
@@ -765,6 +770,7 @@ class Checkpoints:
                             lazy_pid=daemon.pid if daemon else None, warm=warm))
                     except BaseException as error:
                         if daemon:
+                            from ferry.checkpoint.lazy import stop_daemon
                             stop_daemon(daemon)
                         if isinstance(error, FerryError):
                             raise self._keep_log(error, work, container.name) from None
@@ -1114,5 +1120,6 @@ def _import_source(options: RestoreOptions):
     if options.import_stream is not None:
         return Endpoint(options.import_stream, "the migration stream")
     if options.image_layer:
+        from ferry.checkpoint.archive.layerstream import layer_endpoint
         return layer_endpoint(options.image_layer, f"checkpoint image {options.image_name}")
     return import_endpoint(options.import_path)

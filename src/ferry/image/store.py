@@ -17,13 +17,10 @@ import json
 import os
 import re
 import secrets
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator
 
-from ferry.image import archive as archives
-from ferry.image import saving
 from ferry.image import digest as digests
 from ferry.image import reference
 from ferry.image.blobs import BlobStore
@@ -38,6 +35,7 @@ from ferry.util.locks import file_lock
 from ferry.util.timefmt import utc_now
 
 if TYPE_CHECKING:
+    from ferry.image import saving
     from ferry.util.progress import Progress
 
 __all__ = ["Image", "ImageConfig", "ImageStore"]
@@ -285,6 +283,9 @@ class ImageStore:
         """An oci-archive at `path` of the image with only the layers `diff_ids`
         (each as its kept tar, zstd): enough for a store that has the others.
         NotFound when a layer's tar was never kept (stored by an older ferry)."""
+        import tarfile
+
+        from ferry.image import saving
         image = self.get(ref_or_id)
         with tarfile.open(path, "w") as out:
             saving.write_oci_subset(out, self.stored(image), image.names[0] if image.names else None, diff_ids)
@@ -293,6 +294,7 @@ class ImageStore:
         """`ferry save`: the images as a docker-archive or oci-archive at `path`
         (stdout when None), named as they were asked for (all their names when
         asked for by ID)."""
+        from ferry.image import saving
         saving.check_format(fmt, len(refs))
         named = []
         for ref in refs:
@@ -308,6 +310,7 @@ class ImageStore:
 
     def stored(self, image: Image) -> saving.Stored:
         """What writing the image out (save, push, a migration) reads of it."""
+        from ferry.image import saving
         return saving.Stored(image.id, image.names[0] if image.names else image.id[:12], image.layers,
                              self.blobs.get(f"sha256:{image.id}"), self.annotations(image),
                              {d: self.layer_tar(d) for d in image.layers},
@@ -538,6 +541,7 @@ class ImageStore:
         oci-archive (as `podman save` writes them); all of them or none."""
         if not os.path.isfile(archive_path):
             raise NotFound(f"archive {archive_path!r} not found", hint="check the path given to -i")
+        from ferry.image import archive as archives   # tarfile and gzip: only `load` reads archives
         with self._change() as staging, archives.ImageArchive(archive_path) as archive:
             found = archive.images()
             staged = []
