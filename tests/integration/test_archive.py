@@ -12,6 +12,7 @@ from ferry.checkpoint.archive import Head, read_archive, read_manifest, write_ar
 from ferry.checkpoint.criu import Criu
 from ferry.checkpoint.hostinfo import host_info
 from ferry.host import probes
+from ferry.util import proc
 from tests.conftest import require
 # counter: a process that counts in memory, killed with anything restored from it afterwards;
 # subreaper (autouse) reaps the restored tasks.
@@ -32,7 +33,7 @@ def _run(*argv: str) -> str:
 def tools():
     for key in ("criu", "pycriu", "runc"):
         require(key)
-    return probes.criu_binary()
+    return proc.criu_binary()
 
 
 def test_host_info_matches_the_host(tools, tmp_path):

@@ -299,8 +299,8 @@ def _killing_criu(tmp_path) -> str:
     """A criu for FERRY_CRIU that SIGKILLs runc when runc starts the restore
     itself (runc's second `criu swrk`; the first asks the version), as a
     timeout or an OOM kill would."""
-    from ferry.host import probes
-    real = probes.criu_binary()
+    from ferry.util import proc
+    real = proc.criu_binary()
     count = tmp_path / "runc-swrk-count"
     script = tmp_path / "criu-killing-runc"
     script.write_text(f"""#!/bin/sh

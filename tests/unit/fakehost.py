@@ -151,7 +151,7 @@ class FakeHost:
         monkeypatch.setattr(link, "interfaces", lambda: sorted(self.links))
         monkeypatch.setattr(link, "enable_routing", lambda bridge: None)
         monkeypatch.setattr(locks, "MACHINE_LOCK_DIR", str(tmp_path / "machine-locks"))
-        monkeypatch.setattr(runc_module.probes, "criu_binary", lambda: "/usr/local/sbin/criu")
+        monkeypatch.setattr(runc_module.proc, "criu_binary", lambda: "/usr/local/sbin/criu")
         for module in (recovery, launch):
             monkeypatch.setattr(module, "kill_container_cgroups", self._kill_cgroups)
         monkeypatch.setattr(containers_module, "remove_cgroup_parents", lambda parent: None)
@@ -240,6 +240,7 @@ class FakeHost:
                 at = given.index("--status-fd") + 1
                 given[at] = str(copies[int(given[at])])
                 assert given[given.index("--container-dir") + 1] == argv[6]
+                self.calls.append(argv[:3] + given)   # what the monitor was told, as a cold one's argv
                 self._monitor(argv[:3] + given)
         finally:
             for fd in copies.values():

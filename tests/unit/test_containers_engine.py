@@ -117,7 +117,7 @@ def test_start_mounts_wires_publishes_and_launches_the_monitor(containers, engin
     assert "10.90.0.2" in read(os.path.join(directory, "hosts"))
     assert {m["destination"] for m in spec["mounts"]} >= {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
     # the monitor: in its own session, told how to clean up after the exit
-    [monitor] = [c for c in host.calls if c[1:3] == ["-m", "ferry.runtime.monitor"]]
+    [monitor] = [c for c in host.calls if c[1:3] == ["-m", "ferry.runtime.monitor"] and "--exit-command" in c]
     exit_command = json.loads(monitor[monitor.index("--exit-command") + 1])
     assert exit_command[-3:] == ["container", "cleanup", container.id] and exit_command[exit_command.index("--root") + 1] == \
         engine.layout.root
@@ -128,7 +128,7 @@ def test_start_mounts_wires_publishes_and_launches_the_monitor(containers, engin
 
 def test_a_foreground_run_waits_for_its_attach_client(containers, host):
     containers.run(RunOptions(image="busy:1", name="fg", tty=True, interactive=True))
-    [monitor] = [c for c in host.calls if c[1:3] == ["-m", "ferry.runtime.monitor"]]
+    [monitor] = [c for c in host.calls if c[1:3] == ["-m", "ferry.runtime.monitor"] and "--exit-command" in c]
     assert {"--wait-attach", "--terminal", "--interactive"} <= set(monitor)
 
 

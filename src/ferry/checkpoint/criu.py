@@ -64,7 +64,7 @@ class Criu:
     """One CRIU binary, spoken to over RPC. A request spawns one `criu swrk`."""
 
     def __init__(self, binary: str | None = None, timeout: float = DEFAULT_TIMEOUT):
-        binary = binary or probes.criu_binary()
+        binary = binary or proc.criu_binary()
         if binary is None:
             raise NotFound("criu is not installed", hint="run 'make setup' as root")
         self.binary = binary

@@ -71,7 +71,7 @@ class HostInfo:
 
 
 def criu_path() -> str:
-    binary = probes.criu_binary()
+    binary = proc.criu_binary()
     if binary is None:
         where = os.environ.get("FERRY_CRIU") or "PATH"
         raise NotFound(f"criu not found in {where}", hint="run 'make setup' as root")

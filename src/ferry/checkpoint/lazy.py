@@ -263,8 +263,7 @@ def start_daemon(images: str, work: str, source: LazySource) -> subprocess.Popen
     `work` (runc's restore finds the daemon's socket there; await_socket before
     it). It runs in a session of its own: it must outlive the agent that
     started it, for as long as pages are due."""
-    from ferry.host import probes
-    argv = [probes.criu_binary() or "criu", "lazy-pages", "--page-server", "--address", source.address,
+    argv = [proc.criu_binary() or "criu", "lazy-pages", "--page-server", "--address", source.address,
             "--port", str(source.port), "-D", images, "-W", work, "-o", LOG, "-v4"]
     return proc.spawn(argv, desc="criu lazy-pages", env={"CRIU_CONFIG_FILE": source.tls_config},
                       new_session=True)

@@ -78,11 +78,10 @@ class PageReceiver:
 def start_receiver(directory: str, address: str, port: int, tls_config: str | None,
                    lifetime: float) -> PageReceiver:
     """CRIU's page server on address:port writing into directory/images, once it listens."""
-    from ferry.host import probes
     for sub in (IMAGES, WORK):
         os.makedirs(os.path.join(directory, sub), mode=0o700, exist_ok=True)
     status_r, status_w = os.pipe()
-    argv = ["timeout", "--signal=KILL", str(int(lifetime)), probes.criu_binary() or "criu", "page-server",
+    argv = ["timeout", "--signal=KILL", str(int(lifetime)), proc.criu_binary() or "criu", "page-server",
             "-D", os.path.join(directory, IMAGES), "-W", os.path.join(directory, WORK), "-o", LOG, "-v4",
             "--address", address, "--port", str(port), "--status-fd", str(status_w)]
     try:

@@ -419,15 +419,27 @@ class Containers:
 
     def _start_locked(self, container: Container, undo: Undo, wait_attach: bool,
                       restore: RestoreFrom | None) -> dict:
-        config = container.config
-        directory = self.dir(container.id)
-        files = ContainerFiles(directory)
         live = self.live_process(container)
         if live:
             # `runc delete --force` below would kill it: a start never does.
             raise Conflict(f"container {container.name!r} already runs (pid {live}), though ferry's "
                            f"record says {container.state}",
                            hint=f"stop it with 'ferry stop {container.name}' first")
+        if restore is not None and restore.warm is not None:
+            return self._start_monitored(container, undo, wait_attach, restore, restore.warm)
+        # The monitor's interpreter starts (about 50 ms) while the root
+        # filesystem, the network and the spec are made, not after.
+        warm = launch.WarmMonitor(self.dir(container.id))
+        try:
+            return self._start_monitored(container, undo, wait_attach, restore, warm)
+        finally:
+            warm.close()
+
+    def _start_monitored(self, container: Container, undo: Undo, wait_attach: bool,
+                         restore: RestoreFrom | None, warm: launch.WarmMonitor) -> dict:
+        config = container.config
+        directory = self.dir(container.id)
+        files = ContainerFiles(directory)
         remove_file(files.exit_record)
         if os.path.isdir(os.path.join(self.runc.state_root, container.id)):
             self.runc.delete(container.id)  # a stale runc state from a crash would block create
@@ -500,7 +512,7 @@ class Containers:
             restore_images=restore.images if restore else None,
             restore_work=restore.work if restore else None,
             tcp_established=bool(restore and restore.tcp_established),
-            lazy_pages_pid=restore.lazy_pid if restore else None, warm=restore.warm if restore else None)
+            lazy_pages_pid=restore.lazy_pid if restore else None, warm=warm)
 
     def _mounts(self, container: Container, *, copy_up: bool = False) -> Iterator[ocispec.Mount]:
         """The container's bind mounts; with `copy_up` (a fresh start, not a

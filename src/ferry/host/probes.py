@@ -89,14 +89,6 @@ def version_text(version: tuple[int, ...]) -> str:
 
 # ---- probes -------------------------------------------------------------
 
-def criu_binary() -> str | None:
-    """The criu ferry uses: $FERRY_CRIU, else the first on ferry's tool PATH."""
-    override = os.environ.get("FERRY_CRIU")
-    if override:
-        return override if os.access(override, os.X_OK) else None
-    return shutil.which("criu", path=proc.TOOL_PATH)
-
-
 def _guarded(key: str, impact: str, required: bool):
     """Turn an unexpected exception inside a probe into a 'missing' finding."""
     def wrap(fn: Callable[[], Check]) -> Callable[[], Check]:
@@ -145,7 +137,7 @@ def probe_root() -> Check:
 
 @_guarded("criu", IMPACT["criu"], True)
 def probe_criu() -> Check:
-    binary = criu_binary()
+    binary = proc.criu_binary()
     if binary is None:
         where = os.environ.get("FERRY_CRIU") or "PATH"
         return Check("criu", MISSING, "none", f"criu not found in {where}; run 'make setup'",
@@ -186,7 +178,7 @@ def probe_pycriu() -> Check:
 
 
 def _criu_feature(key: str, feature: str, impact: str) -> Check:
-    binary = criu_binary()
+    binary = proc.criu_binary()
     if binary is None:
         return Check(key, MISSING, "unknown", "criu not found, so it cannot be probed", impact, False)
     result = proc.run([binary, "check", "--feature", feature],

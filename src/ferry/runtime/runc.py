@@ -13,7 +13,6 @@ import os
 import subprocess
 
 from ferry.host.criulog import quote_log
-from ferry.host import probes
 from ferry.util import proc
 from ferry.util.errors import ToolError
 
@@ -56,7 +55,7 @@ class Runc:
         argv = ["runc", "--root", self.state_root]
         if log_path:
             argv += ["--log", log_path, "--log-format", "json"]
-        criu = probes.criu_binary()
+        criu = proc.criu_binary()
         if criu:
             # runc would otherwise take the first criu on PATH, which may be
             # Debian's broken 3.17.
