@@ -73,7 +73,11 @@ class Engine:
     def argv(self, *args: str) -> list[str]:
         raise NotImplementedError
 
-    def cli(self, *args: str, desc: str, timeout: float = 120, check: bool = True) -> proc.Result:
+    def cli(self, *args: str, desc: str, timeout: float = 120, check: bool = True, watch=None) -> proc.Result:
+        """The engine's command; with `watch` (see proc.run_watched) around the process."""
+        if watch is not None:
+            return proc.run_watched(self.argv(*args), desc=f"{self.name} {desc}", timeout=timeout, check=check,
+                                    watch=watch)
         return proc.run(self.argv(*args), desc=f"{self.name} {desc}", timeout=timeout, check=check)
 
     # ---- containers -----------------------------------------------------------
@@ -102,18 +106,18 @@ class Engine:
 
     # ---- checkpoint / restore -----------------------------------------------
     def checkpoint(self, name: str, *, export: str | None = None, tcp: bool = False,
-                   timeout: float = 300) -> Timed:
+                   timeout: float = 300, watch=None) -> Timed:
         args = ["container", "checkpoint", name, "--print-stats"]
         if export:
             args += ["--export", export]
         if tcp:
             args.append("--tcp-established")
         desc = f"checkpoint {name}" + (f" to {export}" if export else " (local)")
-        done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False), desc)
+        done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False, watch=watch), desc)
         return Timed(done.seconds, print_stats(done.stdout), done.stdout)
 
     def restore(self, *, name: str, archive: str | None = None, new_name: bool = True,
-                tcp: bool = False, timeout: float = 300) -> Timed:
+                tcp: bool = False, timeout: float = 300, watch=None) -> Timed:
         args = ["container", "restore", "--print-stats"]
         if archive:
             args += ["--import", archive]
@@ -124,7 +128,7 @@ class Engine:
         if tcp:
             args.append("--tcp-established")
         desc = f"restore {name}" + (f" from {archive}" if archive else " (local)")
-        done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False), desc)
+        done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False, watch=watch), desc)
         return Timed(done.seconds, print_stats(done.stdout), done.stdout)
 
     def _checked(self, done: proc.Result, desc: str) -> proc.Result:

@@ -4,6 +4,7 @@ wall time measured around each call."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -39,3 +40,27 @@ def run(argv: list[str], *, desc: str, timeout: float, check: bool = True,
     except FerryError as exc:
         raise BenchError(f"{exc} ({' '.join(argv)})") from None
     return Result(done.argv, done.returncode, done.stdout, done.stderr, time.monotonic() - started)
+
+
+def run_watched(argv: list[str], *, desc: str, timeout: float, watch, check: bool = True) -> Result:
+    """run(), but with watch(pid) (a context manager, such as bench.rss's
+    Sampler.watch) around the child's whole life. The wall time stops when
+    the child has exited, before the watcher winds down."""
+    started = time.monotonic()
+    try:
+        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, errors="replace", env=env())
+    except FileNotFoundError:
+        raise BenchError(f"{desc}: '{argv[0]}' is not installed") from None
+    with watch(child.pid):
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+            raise BenchError(f"{desc}: timed out after {timeout:.0f} s: {tail(err or '')} ({' '.join(argv)})") \
+                from None
+        seconds = time.monotonic() - started
+    if check and child.returncode != 0:
+        raise BenchError(f"{desc}: exit {child.returncode}: {tail(err or out)} ({' '.join(argv)})")
+    return Result(tuple(argv), child.returncode, out, err, seconds)

@@ -22,7 +22,9 @@ RESULTS = os.path.join(REPO, "bench", "results")
 DOC = os.path.join(REPO, "docs", "benchmarks.md")
 CHECKPOINT_PHASES = ("runc_checkpoint", "stop", "config", "rootfs_diff", "volumes", "archive_write")
 RESTORE_PHASES = ("archive_read", "files", "runc_restore")
-WORKLOAD_ORDER = ("busybox-httpd", "nginx", "redis-256m", "redis-1g", "redis-2g", "ps-20")
+WORKLOAD_ORDER = ("busybox-httpd", "nginx", "redis-256m", "redis-1g", "redis-2g", "ps-20", "commands")
+# The metrics the plot's panels show: a workload without any (ps-20, commands) gets no place on its axis.
+PLOT_METRICS = ("checkpoint_archive", "restore_archive", "gap", "archive_size")
 
 METHOD = """\
 ## How to run
@@ -77,6 +79,26 @@ bare recipe's netns, bridge and cgroups (all named `bm*`), and the `cni-podman0`
     retransmission (RTO back-off) after the restore.
 - **ps**: `ps` with 20 running busybox containers in each engine; each sample is a fresh
   process, timed by a helper that runs inside the engine's mount namespace.
+- **inspect, logs, images** (workload `commands`): each command against one running busybox
+  container that has written 100 log lines, timed as `ps` is (a warm-up, then 5 runs per round,
+  engines alternating).
+- **run -d until the service answers** (busybox httpd, and nginx when its image is in the run):
+  the helper starts `run -d --name N --ip IP ...` (a fixed address per engine, so that no timed
+  `inspect` is needed to find it) and, once the command has exited, sends `GET /` to IP:port every
+  3 ms until one answers 200; the sample ends at that answer. The host's neighbour entry for the
+  address is flushed before each sample (not timed), as for a fresh address. Then **`rm -f` of the
+  running container** is timed on its own (podman gets `-t 0`, as ferry's `rm -f` kills at once;
+  without it podman waits 10 s for a PID 1 that ignores SIGTERM). One untimed warm-up sample each.
+- **ferry's peak RssAnon** (redis 2 GiB, `bench/rss.py`): during ferry's (zstd) checkpoint to
+  archive and restore from archive, a thread reads `/proc/PID/status` every 10 ms and sums
+  `RssAnon` over the ferry CLI and the ferry Python processes it starts (its container monitor,
+  the monitor's exit command; not runc, CRIU, the container or podman). The row is the largest
+  sum seen; each process's own largest value is kept in the sample's details. RssAnon leaves out
+  file-backed and shmem pages, such as the CRIU page images ferry maps from its tmpfs. A forked
+  child that has not exec'd yet (same command line as its living parent) is skipped, as it shares
+  its parent's pages. The sampling thread costs about 5% of one core during those two ferry
+  commands (its CPU time is kept with each sample), and their wall-time samples are marked
+  `rss_sampled`.
 - Medians and minimums over the repeats; ratios divide medians. The numbers are wall times on a
   shared 2-core VM, so they are noisy; compare ratios from the same run.
 """
@@ -318,7 +340,7 @@ def plot(doc: dict, path: str) -> None:
     import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
 
     summary = stats.summarise(doc.get("samples", []))
-    workloads = [w for w in _order(summary) if w != "ps-20"]
+    workloads = [w for w in _order(summary) if any(m in summary[w] for m in PLOT_METRICS)]
     panels = [("checkpoint_archive", "checkpoint to archive (s)"),
               ("restore_archive", "restore from archive (s)"),
               ("gap", "client gap: ckpt + rm + restore (s)"),

@@ -10,7 +10,12 @@ writing .tar.gz; podman always writes zstd), each repeat measures:
                  and CRIU's own frozen time from --print-stats;
   gap round      a client on one connection across checkpoint --tcp-established,
                  rm and restore --tcp-established: the longest time without a reply.
-Then `ps` latency with 20 running containers in each engine. Raw samples and
+Then `ps` latency with 20 running containers in each engine; `inspect`, `logs`
+and `images` against one running busybox; `run -d` until the service answers
+an HTTP GET, and `rm -f` of that running container (busybox httpd, and nginx
+when its image is in the run); and, for redis 2 GiB, the peak anonymous RSS
+of ferry's own processes during its checkpoint to archive and restore from
+archive (bench/rss.py). Raw samples and
 the environment go to bench/results/<date>.json; `python -m bench.report`
 renders docs/benchmarks.md and the plot from it.
 """
@@ -33,8 +38,8 @@ import tempfile
 import time
 import traceback
 
-from bench import proc, workloads as wl
-from bench.engines import Engine, Ferry, Podman, PodmanNamespace, die_with_parent
+from bench import proc, rss, workloads as wl
+from bench.engines import Engine, Ferry, Podman, PodmanNamespace, die_with_parent, wait_until
 from bench.proc import BenchError
 from bench.stats import FERRY, FERRY_GZIP, PODMAN
 
@@ -42,6 +47,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
 PIPE_MAX_SIZE = 64 << 20
 PS_CONTAINERS = 20
+# One running busybox for inspect/logs/images; it writes this many log lines first.
+COMMANDS_LINES = 100
+COMMANDS_CMD = ["sh", "-c", f"for i in $(seq {COMMANDS_LINES}); do echo log line $i; done; exec sleep 3600"]
+# run -d to the first answer: a fixed address per engine and workload, so that
+# the poller knows where to ask without an inspect (which would be timed).
+# ferry's are on its default network, far from the low addresses IPAM hands
+# out first; podman's on its default CNI network (10.88.0.0/16).
+START_IPS = {"busybox-httpd": {"ferry": "10.90.250.100", "podman": "10.88.250.100"},
+             "nginx": {"ferry": "10.90.250.101", "podman": "10.88.250.101"}}
+START_POLL_INTERVAL = 0.003
+START_WAIT_TIMEOUT = 30
 CLIENT_READY_TIMEOUT = 30
 IN_FLIGHT_ATTEMPTS = 5
 STARTED = time.monotonic()
@@ -82,6 +98,7 @@ class Run(Recorder):
         self.namespace = PodmanNamespace(os.path.join(base, "podman"))
         self.ferry = Ferry(os.path.join(base, "ferry-root"))
         self.podman: Podman | None = None
+        self.rss_workloads: set[str] = set() if args.skip_rss else set(filter(None, args.rss_workloads.split(",")))
 
     # ---- containers --------------------------------------------------------------
     def start(self, engine: Engine, w: wl.Workload, name: str) -> dict:
@@ -105,23 +122,36 @@ class Run(Recorder):
     def archive_round(self, label: str, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
         ext = ".tar.gz" if label in (FERRY_GZIP, PODMAN) else ".tar.zst"
         path = os.path.join(self.archives, f"{w.name}-{label}-{rep}{ext}")
+        # ferry's own memory, sampled during its zstd archive round of the RSS workloads.
+        sampler = rss.Sampler(self.ferry.root) if label == FERRY and w.name in self.rss_workloads else None
+        watch = sampler.watch if sampler else None
+        peaks = {}
         try:
             settle()
-            ck = engine.checkpoint(name, export=path, timeout=w.timeout())
+            ck = engine.checkpoint(name, export=path, timeout=w.timeout(), watch=watch)
+            if sampler:
+                peaks["checkpoint"] = sampler.peak
             size = os.path.getsize(path)
             engine.rm(name)
             settle()
-            rs = engine.restore(name=name, archive=path, timeout=w.timeout())
+            rs = engine.restore(name=name, archive=path, timeout=w.timeout(), watch=watch)
+            if sampler:
+                peaks["restore"] = sampler.peak
             info["ip"] = engine.ip(name)
             wl.verify(w, info["ip"], info)
         finally:
             if os.path.exists(path):
                 os.unlink(path)
-        self.sample(w.name, label, "checkpoint_archive", rep, ck.seconds, _details(ck.stats))
+        sampled = {"rss_sampled": True} if sampler else {}
+        self.sample(w.name, label, "checkpoint_archive", rep, ck.seconds, {**_details(ck.stats), **sampled})
         self.sample(w.name, label, "archive_size", rep, size)
-        self.sample(w.name, label, "restore_archive", rep, rs.seconds, _details(rs.stats))
+        self.sample(w.name, label, "restore_archive", rep, rs.seconds, {**_details(rs.stats), **sampled})
         log(f"  {label:10} archive: checkpoint {ck.seconds:6.2f} s, {size / 2**20:7.1f} MiB, "
             f"restore {rs.seconds:6.2f} s")
+        for step, peak in peaks.items():
+            self.sample(w.name, FERRY, f"rss_anon_sum_{step}", rep, peak.sum_mib, peak.as_dict())
+            log(f"  {label:10} {step}: ferry's peak RssAnon (sum) {peak.sum_mib:6.1f} MiB, largest process "
+                f"{peak.max_process_mib:6.1f} MiB ({peak.ticks} samples)")
 
     def local_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
         settle()
@@ -255,37 +285,124 @@ class Run(Recorder):
                     raise BenchError(f"{engine.name}: {len(running)} of {PS_CONTAINERS} ps containers exist")
             for r in range(rounds):
                 for engine in (engines if r % 2 == 0 else engines[::-1]):
-                    outer, inner = engine.timing_argv("ps")
-                    # nsenter starts in the namespace's root directory: say where bench is.
-                    helper = [*outer, "env", f"PYTHONPATH={REPO}", sys.executable, "-m", "bench.timeit",
-                              "--repeat", str(per_round),
-                              "--warmup", "1", "--", *inner]
-                    done = proc.run(helper, desc=f"time {engine.name} ps", timeout=60 + 30 * per_round,
-                                    check=False, cwd=REPO)
-                    try:
-                        timing = json.loads(done.stdout.strip().splitlines()[-1])
-                    except (ValueError, IndexError):
-                        raise BenchError(f"timing {engine.name} ps failed: {proc.tail(done.stderr)}") from None
-                    for value in timing["samples"]:
-                        self.sample("ps-20", engine.name, "ps", r, value)
-                    for failure in timing["failures"]:
-                        self.failure("ps-20", engine.name, "ps", r, BenchError(failure))
-            for engine in engines:
-                values = sorted(s["value"] for s in self.samples if s["metric"] == "ps" and s["engine"] == engine.name)
-                if values:
-                    log(f"  {engine.name:10} ps: median {values[len(values) // 2] * 1000:.0f} ms, "
-                        f"min {values[0] * 1000:.0f} ms")
+                    self.timed_samples("ps-20", "ps", engine, ("ps",), r, per_round)
+            self.log_medians("ps-20", ("ps",))
         finally:
             for engine in engines:
                 for name in names:
                     engine.rm(name, force=True)
+
+    def timeit(self, engine: Engine, args: tuple[str, ...], *, repeat: int, warmup: int,
+               wait_http: str | None = None) -> dict:
+        """bench.timeit run inside the engine's mount namespace: {"samples": [s...], "failures": [...]}."""
+        outer, inner = engine.timing_argv(*args)
+        wait = ["--wait-http", wait_http, "--poll-interval", str(START_POLL_INTERVAL),
+                "--wait-timeout", str(START_WAIT_TIMEOUT)] if wait_http else []
+        # nsenter starts in the namespace's root directory: say where bench is,
+        # and keep the snapshot of ferry (snapshot_ferry) first for ferry's imports.
+        path = ":".join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+        helper = [*outer, "env", f"PYTHONPATH={path}", sys.executable, "-m", "bench.timeit",
+                  "--repeat", str(repeat), "--warmup", str(warmup), *wait, "--", *inner]
+        what = f"{engine.name} {args[0]}"
+        done = proc.run(helper, desc=f"time {what}", timeout=60 + 60 * (repeat + warmup) + START_WAIT_TIMEOUT,
+                        check=False, cwd=REPO)
+        try:
+            return json.loads(done.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BenchError(f"timing {what} failed: {proc.tail(done.stderr)}") from None
+
+    def timed_samples(self, workload: str, metric: str, engine: Engine, args: tuple[str, ...], rep: int,
+                      repeat: int, warmup: int = 1) -> None:
+        """Time a command `repeat` times (after `warmup` untimed runs); one sample each."""
+        timing = self.timeit(engine, args, repeat=repeat, warmup=warmup)
+        for value in timing["samples"]:
+            self.sample(workload, engine.name, metric, rep, value)
+        for failure in timing["failures"]:
+            self.failure(workload, engine.name, metric, rep, BenchError(failure))
+
+    def log_medians(self, workload: str, metrics: tuple[str, ...]) -> None:
+        for metric in metrics:
+            for engine in (self.ferry, self.podman):
+                values = sorted(s["value"] for s in self.samples if s["ok"] and s["workload"] == workload
+                                and s["metric"] == metric and s["engine"] == engine.name)
+                if values:
+                    log(f"  {engine.name:10} {metric}: median {values[len(values) // 2] * 1000:.0f} ms, "
+                        f"min {values[0] * 1000:.0f} ms ({len(values)} samples)")
+
+    # ---- inspect, logs, images against one running busybox --------------------------
+    def commands(self, rounds: int, per_round: int) -> None:
+        name = "bench-commands"
+        engines = [self.ferry, self.podman]
+        log(f"inspect, logs, images: one running busybox in each engine ({COMMANDS_LINES} log lines)")
+        try:
+            for engine in engines:
+                engine.run(name, wl.BUSYBOX.image, COMMANDS_CMD)
+            for engine in engines:
+                def logged(engine=engine) -> bool:
+                    return len(engine.cli("logs", name, desc=f"logs {name}").stdout.splitlines()) >= COMMANDS_LINES
+                wait_until(logged, f"{engine.name} {name}'s {COMMANDS_LINES} log lines", 30)
+            for r in range(rounds):
+                for metric, args in (("inspect", ("inspect", name)), ("logs", ("logs", name)), ("images", ("images",))):
+                    for engine in (engines if r % 2 == 0 else engines[::-1]):
+                        self.timed_samples("commands", metric, engine, args, r, per_round)
+            self.log_medians("commands", ("inspect", "logs", "images"))
+        finally:
+            for engine in engines:
+                engine.rm(name, force=True)
+
+    # ---- run -d until the service answers, then rm -f ----------------------------------
+    def startup(self, kinds: set[str], rounds: int) -> None:
+        """Per sample: `run -d` (fixed --ip) timed until a GET on IP:port answers,
+        then `rm -f` of the running container, timed on its own. One untimed
+        warm-up sample per engine and workload first."""
+        engines = [self.ferry, self.podman]
+        for w in [wl.BUSYBOX] + ([wl.NGINX] if "nginx" in kinds else []):
+            name = f"bench-start-{w.kind}"
+            log(f"run -d until {w.name} answers, then rm -f: {rounds} rounds")
+            for engine in engines:
+                engine.rm(name, force=True)
+            for r in range(-1, rounds):
+                for engine in (engines if r % 2 == 0 else engines[::-1]):
+                    try:
+                        self.start_sample(engine, w, name, r)
+                    except BenchError as exc:
+                        self.failure(w.name, engine.name, "run -d / rm -f", r, exc)
+                        engine.rm(name, force=True)
+            self.log_medians(w.name, ("run_to_answer", "rm_running"))
+            for ip in START_IPS[w.name].values():
+                proc.run(["ip", "neigh", "flush", "to", ip], desc="ip neigh flush", timeout=10, check=False)
+
+    def start_sample(self, engine: Engine, w: wl.Workload, name: str, rep: int) -> None:
+        ip = START_IPS[w.name][engine.name]
+        # A new container behind an address the host has a neighbour entry for
+        # (the previous sample's MAC) would wait for that entry to go stale:
+        # forget it, as for a fresh address (not timed).
+        proc.run(["ip", "neigh", "flush", "to", ip], desc="ip neigh flush", timeout=10, check=False)
+        args = ("run", "-d", "--name", name, "--ip", ip, *engine.run_flags(), w.image, *w.command)
+        try:
+            started = self.timeit(engine, args, repeat=1, warmup=0, wait_http=f"{ip}:{w.port}")
+            if started["failures"] or not started["samples"]:
+                raise BenchError(f"{engine.name} run -d {name}: {'; '.join(started['failures']) or 'no sample'}")
+            removed = self.timeit(engine, ("rm", *engine.force_flags(True), name), repeat=1, warmup=0)
+            if removed["failures"] or not removed["samples"]:
+                raise BenchError(f"{engine.name} rm -f {name}: {'; '.join(removed['failures']) or 'no sample'}")
+        except BenchError:
+            engine.rm(name, force=True)
+            raise
+        if rep < 0:
+            return   # the warm-up
+        self.sample(w.name, engine.name, "run_to_answer", rep, started["samples"][0],
+                    {**started["details"][0], "ip": ip})
+        self.sample(w.name, engine.name, "rm_running", rep, removed["samples"][0],
+                    {"argv": ["rm", *engine.force_flags(True), name]})
 
     # ---- the whole run -------------------------------------------------------------------
     def execute(self, selected: list[wl.Workload]) -> None:
         self.namespace.start()
         self.podman = Podman(os.path.join(self.base, "podman"), self.namespace)
         self.env = environment(self)
-        kinds = {w.kind for w in selected} | ({"busybox"} if not self.args.skip_ps else set())
+        wants_busybox = not (self.args.skip_ps and self.args.skip_commands and self.args.skip_start)
+        kinds = {w.kind for w in selected} | ({"busybox"} if wants_busybox else set())
         log(f"preparing images ({', '.join(sorted(kinds))}) in both engines")
         self.layers = wl.prepare_images(kinds, self.ferry, [self.ferry, self.podman], self.base, log)
         if not self.args.skip_ps:
@@ -293,6 +410,16 @@ class Run(Recorder):
                 self.ps(self.args.ps_rounds, self.args.ps_per_round)
             except BenchError as exc:
                 self.failure("ps-20", "both", "ps", -1, exc)
+        if not self.args.skip_commands:
+            try:
+                self.commands(self.args.commands_rounds, self.args.commands_per_round)
+            except BenchError as exc:
+                self.failure("commands", "both", "commands", -1, exc)
+        if not self.args.skip_start:
+            try:
+                self.startup(kinds, self.args.start_rounds)
+            except BenchError as exc:
+                self.failure("busybox-httpd", "both", "run -d / rm -f", -1, exc)
         for w in selected:
             repeats = self.args.repeats or (3 if self.args.quick or w.fill_bytes >= wl.GIB else 5)
             try:
@@ -550,6 +677,16 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-ps", action="store_true")
     parser.add_argument("--ps-rounds", type=int, default=4)
     parser.add_argument("--ps-per-round", type=int, default=5)
+    parser.add_argument("--skip-commands", action="store_true", help="skip inspect, logs and images")
+    parser.add_argument("--commands-rounds", type=int, default=4)
+    parser.add_argument("--commands-per-round", type=int, default=5)
+    parser.add_argument("--skip-start", action="store_true",
+                        help="skip run -d until the service answers, and rm -f of the running container")
+    parser.add_argument("--start-rounds", type=int, default=6)
+    parser.add_argument("--skip-rss", action="store_true",
+                        help="skip sampling ferry's own RssAnon during its archive rounds")
+    parser.add_argument("--rss-workloads", default="redis-2g",
+                        help="workloads whose ferry archive rounds sample ferry's RssAnon (default redis-2g)")
     parser.add_argument("--client-interval", type=float, default=0.001,
                         help="seconds between the gap client's requests")
     parser.add_argument("--client-max-seconds", type=float, default=600)
@@ -558,6 +695,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    unknown = [n for n in args.rss_workloads.split(",") if n and n not in wl.BY_NAME]
+    if unknown:
+        parser.error(f"unknown --rss-workloads {unknown}; known: {', '.join(wl.BY_NAME)}")
     if args.workloads:
         unknown = [n for n in args.workloads.split(",") if n not in wl.BY_NAME]
         if unknown:
@@ -605,7 +745,12 @@ def main(argv=None) -> int:
                         "ferry_commit_at_end": _version(["git", "-C", REPO, "rev-parse", "HEAD"])},
         "images": getattr(run, "layers", {}), "workload_info": run.workload_info,
         "settings": {"client_interval": args.client_interval, "gzip_variant": not args.no_gzip,
-                     "ps_rounds": args.ps_rounds, "ps_per_round": args.ps_per_round},
+                     "ps_rounds": args.ps_rounds, "ps_per_round": args.ps_per_round,
+                     "commands_rounds": None if args.skip_commands else args.commands_rounds,
+                     "commands_per_round": args.commands_per_round, "commands_log_lines": COMMANDS_LINES,
+                     "start_rounds": None if args.skip_start else args.start_rounds,
+                     "start_poll_interval": START_POLL_INTERVAL,
+                     "rss_workloads": sorted(run.rss_workloads), "rss_interval": rss.INTERVAL},
         "samples": run.samples, "failures": run.failures, "notes": run.notes,
     }
     save_results(document, args.out or results_path(args.quick, now), report=not args.no_report)

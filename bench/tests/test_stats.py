@@ -71,10 +71,10 @@ def test_rows_carry_ratios_against_podman_and_the_floor():
 
 def test_targets_compare_ratios_with_the_issue_limits():
     found = {(t.what, t.workload): t for t in stats.targets(stats.summarise(run_samples()))}
-    ck = found[("checkpoint to archive <= 0.4x podman", "redis-1g")]
+    ck = found[("checkpoint to archive <= 0.3x podman", "redis-1g")]
     assert ck.measured == 2.5 / 6.0 and ck.ok is False
     assert found[("checkpoint to archive <= 1.3x CRIU floor", "redis-1g")].ok is False
-    assert found[("restore from archive <= 0.2x podman", "redis-1g")].ok is True
+    assert found[("restore from archive <= 0.15x podman", "redis-1g")].ok is True
     assert found[("archive size <= podman", "redis-1g")].ok is True
     assert found[("client gap <= 0.3x podman", "redis-1g")].ok is False
     assert found[("ferry ps (20 containers) <= podman ps", "ps-20")].ok is False
@@ -84,14 +84,65 @@ def test_targets_fall_back_to_the_largest_redis_in_quick_runs():
     samples = [sample("redis-256m", "ferry", "checkpoint_archive", 1.0),
                sample("redis-256m", "podman", "checkpoint_archive", 4.0),
                sample("redis-64m", "ferry", "checkpoint_archive", 1.0)]
-    first = stats.targets(stats.summarise(samples))[0]
-    assert first.workload == "redis-256m" and "redis-1g" in first.note
-    assert first.ok is True
+    found = {t.what: t for t in stats.targets(stats.summarise(samples))}
+    ck = found["checkpoint to archive <= 0.3x podman"]
+    assert ck.workload == "redis-256m" and "redis-1g" in ck.note
+    assert ck.ok is True
+    assert found["checkpoint to archive <= 1.3x CRIU floor"].workload == "redis-256m"
 
 
 def test_a_target_without_data_is_neither_met_nor_missed():
-    target = stats.targets(stats.summarise([sample("redis-1g", "ferry", "checkpoint_archive", 1.0)]))[0]
+    summary = stats.summarise([sample("redis-1g", "ferry", "checkpoint_archive", 1.0)])
+    found = {t.what: t for t in stats.targets(summary)}
+    target = found["checkpoint to archive <= 0.3x podman"]
     assert target.measured is None and target.ok is None
+
+
+def test_targets_of_the_small_containers_and_both_large_redis():
+    samples = []
+    for workload, ferry, podman in (("busybox-httpd", 0.5, 0.4), ("nginx", 0.3, 0.4), ("redis-1g", 2.0, 8.0),
+                                    ("redis-2g", 4.0, 16.0)):
+        for metric in ("checkpoint_archive", "restore_archive", "gap", "criu_dump", "archive_size"):
+            samples += [sample(workload, "ferry", metric, ferry), sample(workload, "podman", metric, podman)]
+    found = {(t.what, t.workload): t for t in stats.targets(stats.summarise(samples))}
+    for what in ("checkpoint to archive <= podman", "restore from archive <= podman", "client gap <= podman"):
+        assert found[(what, "busybox-httpd")].ok is False and found[(what, "busybox-httpd")].measured == 0.5 / 0.4
+        assert found[(what, "nginx")].ok is True
+    assert ("client gap <= 0.3x podman", "busybox-httpd") not in found
+    for workload in ("redis-1g", "redis-2g"):
+        assert found[("checkpoint to archive <= 0.3x podman", workload)].ok is True     # 0.25x
+        assert found[("restore from archive <= 0.15x podman", workload)].ok is False    # 0.25x
+        assert found[("client gap <= 0.3x podman", workload)].ok is True
+        assert not found[("checkpoint to archive <= 0.3x podman", workload)].note
+    for workload in ("busybox-httpd", "nginx", "redis-1g", "redis-2g"):
+        assert ("CRIU frozen time (local checkpoint) <= podman", workload) in found
+        assert ("archive size <= podman", workload) in found
+    # No RSS was sampled: the target shows, unmeasured, because redis-2g ran.
+    rss = next(t for t in found.values() if "RssAnon" in t.what)
+    assert rss.workload == "redis-2g" and rss.measured is None and rss.ok is None
+
+
+def test_targets_of_everyday_commands_and_ferrys_memory():
+    samples = [sample("commands", "ferry", "inspect", 0.09), sample("commands", "podman", "inspect", 0.03),
+               sample("commands", "ferry", "logs", 0.03), sample("commands", "podman", "logs", 0.04),
+               sample("commands", "ferry", "images", 0.04), sample("commands", "podman", "images", 0.04),
+               sample("busybox-httpd", "ferry", "run_to_answer", 0.25),
+               sample("busybox-httpd", "podman", "run_to_answer", 0.2),
+               sample("busybox-httpd", "ferry", "rm_running", 0.3),
+               sample("busybox-httpd", "podman", "rm_running", 0.2),
+               sample("redis-2g", "ferry", "rss_anon_sum_checkpoint", 120.0, rep=0),
+               sample("redis-2g", "ferry", "rss_anon_sum_checkpoint", 160.0, rep=1),
+               sample("redis-2g", "ferry", "rss_anon_sum_restore", 90.0)]
+    found = {(t.what, t.workload): t for t in stats.targets(stats.summarise(samples))}
+    assert found[("ferry inspect <= podman inspect", "commands")].measured == pytest.approx(3.0)
+    assert found[("ferry logs <= podman logs", "commands")].ok is True
+    assert found[("ferry images <= podman images", "commands")].ok is True
+    assert found[("run -d until the service answers <= podman", "busybox-httpd")].measured == pytest.approx(1.25)
+    rss = next(t for t in found.values() if "RssAnon" in t.what)
+    assert (rss.measured, rss.limit, rss.unit, rss.ok) == (160.0, 150.0, "MiB", False)   # the worst repeat
+    assert not any("rm -f" in t.what for t in found.values())   # no target for rm -f
+    table = stats.targets_table(list(found.values()))
+    assert "| 160.0 MiB | **no** |" in table and "| 3.00x | **no** |" in table
 
 
 def test_phase_medians_convert_microseconds():
@@ -107,6 +158,7 @@ def test_formatting():
     assert stats.fmt(12.345, "s") == "12.35 s"
     assert stats.fmt(None, "s") == "-"
     assert stats.fmt(3 * 2**20, "B") == "3.0 MiB"
+    assert stats.fmt(123.45, "MiB") == "123.5 MiB"
     assert stats.human_bytes(512) == "512 B"
     assert stats.fmt_ratio(0.333) == "0.33x"
     assert stats.fmt_ratio(None) == "-"
