@@ -99,6 +99,39 @@ def test_seed_scenario_nginx(host_a, workdir):
     host_a("rm", "-f", "my-nginx-restored")
 
 
+# Code a checkpoint or restore of a ferry archive must not load (issue 18):
+# pydantic alone cost each command about 50 ms.
+NOT_FOR_ARCHIVES = {"pydantic", "ferry.checkpoint.foreign", "ferry.engine.foreign", "ferry.checkpoint.lazy",
+                    "ferry.checkpoint.pagepush", "ferry.checkpoint.archive.layerstream", "ferry.image.saving",
+                    "ferry.image.archive", "ferry.engine.checkpoint_images", "ferry.migration.wire"}
+# ...and a checkpoint reads no CRIU image through protobuf.
+NOT_FOR_CHECKPOINTS = {"pycriu", "google.protobuf", "ferry.checkpoint.imagecheck"}
+
+
+def _modules_loaded(ferry: Ferry, *args: str) -> set[str]:
+    """The modules a real command loads, as Python's -X importtime lists them."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "ferry", "--root", ferry.root, *args],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_checkpoint_and_restore_of_an_archive_load_only_what_they_use(host_a, workdir):
+    host_a("run", "-d", "--name", "lean", "localhost/busybox", "httpd", "-f", "-p", "80")
+    track(host_a, "lean")
+    archive = str(workdir / "lean.tar.zst")
+    checkpoint = _modules_loaded(host_a, "container", "checkpoint", "lean", "--export", archive)
+    host_a("rm", "lean")
+    restore = _modules_loaded(host_a, "container", "restore", "--import", archive, "--name", "lean")
+    assert host_a.inspect("lean")["State"]["Running"]
+    # Each list is real: the archive's writer and reader, and the image check, did load.
+    assert {"ferry.checkpoint.archive.writer", "zstandard"} <= checkpoint
+    assert {"ferry.checkpoint.archive.reader", "ferry.checkpoint.imagecheck", "pycriu"} <= restore
+    assert sorted(NOT_FOR_ARCHIVES & checkpoint) == [] and sorted(NOT_FOR_CHECKPOINTS & checkpoint) == []
+    assert sorted(NOT_FOR_ARCHIVES & restore) == []
+    host_a("rm", "-f", "lean")
+
+
 def test_local_checkpoint_and_in_place_restore_keep_memory(host_a):
     host_a("run", "-d", "--name", "counter", "busybox", "sh", "-c", COUNTER)
     track(host_a, "counter")

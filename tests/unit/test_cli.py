@@ -432,6 +432,16 @@ def test_logs_tail_prints_the_last_lines(tmp_path):
     assert cli_containers._tail_start(str(log), 0) == len(data)
 
 
+def test_logs_keep_a_lone_carriage_return(tmp_path, capsysbinary):
+    """A progress bar's \r, and a terminal's \r\n, are text: only \n ends an entry, as in podman's logs."""
+    from ferry.cli import containers as cli_containers
+    log = tmp_path / "ctr.log"
+    log.write_bytes(b"T stdout F 50%\r60%\r100%\nT stdout F tty line\r\nT stdout F last\n")
+    assert cli_containers._print_log(str(log), 0) == len(log.read_bytes())
+    assert capsysbinary.readouterr().out == b"50%\r60%\r100%\ntty line\r\nlast\n"
+    assert log.read_bytes()[cli_containers._tail_start(str(log), 2):] == b"T stdout F tty line\r\nT stdout F last\n"
+
+
 def test_run_takes_a_user():
     for flag in (["-u", "www:web"], ["--user", "www:web"], ["--user=www:web"]):
         assert cli.build_parser("run").parse_args(["run", *flag, "img"]).user == "www:web"

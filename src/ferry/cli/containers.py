@@ -313,13 +313,14 @@ def _tail_start(path: str, lines: int) -> int:
         return 0
     data = data[:data.rfind(b"\n") + 1]
     starts, position, line_open = [], 0, False
-    for raw in data.splitlines(keepends=True):
-        match = LOG_LINE.match(raw.rstrip(b"\n"))
+    # Entries end at \n only: a lone \r (a progress bar, a terminal's \r\n) is text.
+    for raw in data.split(b"\n")[:-1]:
+        match = LOG_LINE.match(raw)
         if match:
             if not line_open:
                 starts.append(position)
             line_open = match.group(3) == b"P"
-        position += len(raw)
+        position += len(raw) + 1
     if lines == 0:
         return len(data)
     return starts[-lines] if len(starts) >= lines else 0
@@ -334,7 +335,7 @@ def _print_log(path: str, position: int) -> int:
     except FileNotFoundError:
         return position
     end = data.rfind(b"\n") + 1
-    for raw in data[:end].splitlines():
+    for raw in data[:end].split(b"\n")[:-1]:   # a lone \r is text, as podman prints it
         match = LOG_LINE.match(raw)
         if not match:
             continue

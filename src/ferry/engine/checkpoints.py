@@ -183,6 +183,8 @@ class RestoreResult:
 def refuse_while_pages_arrive(files: ContainerFiles, name: str) -> None:
     """A lazily migrated container's memory is partly still on its source:
     a dump now would need CRIU to read pages that are not here yet."""
+    if not os.path.exists(files.lazy_pages_pid):
+        return   # the usual case: no need to load the lazy migrations' code
     from ferry.checkpoint.lazy import pages_arriving
     if pages_arriving(files.lazy_pages_pid):
         raise Conflict(f"cannot checkpoint container {name!r}: its memory is still arriving from the host it "
@@ -695,6 +697,8 @@ class Checkpoints:
                     keep_archive_id(head.container["id"], head.container["name"])
                 # Its interpreter starts while the archive arrives, not after.
                 warm = launch.WarmMonitor(self.containers.dir(container_id))
+                from ferry.checkpoint import imagecheck
+                imagecheck.preload()
                 os.makedirs(scratch, 0o700)
                 budget = None
                 if foreign_archive:

@@ -31,7 +31,13 @@ class Follower:
     a file that never grows to FOLLOW_MIN is left for commit()."""
 
     def __init__(self, begin: Callable, directory: str, prefix: str, select: Callable[[str], bool]):
+        import inotify_simple
         from inotify_simple import INotify, flags
+        if getattr(inotify_simple, "_libc", "absent") is None:
+            # It would find libc with ctypes.util.find_library, which runs
+            # `ldconfig -p` (about 5 ms a checkpoint); the process has libc.
+            import ctypes
+            inotify_simple._libc = ctypes.CDLL(None, use_errno=True)
         self._begin = begin     # name -> a member that takes the file's bytes in order
         self._directory = directory
         self._prefix = prefix
