@@ -19,6 +19,7 @@ import shutil
 import stat
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
@@ -337,6 +338,7 @@ class Checkpoints:
                                                                             options.ignore_volumes)
         frozen = False
         lazy = None
+        cleaner = None   # an ended container's cleanup, beside its export
 
         def let_run() -> None:
             nonlocal frozen
@@ -407,6 +409,12 @@ class Checkpoints:
                     self.containers.set_checkpointed(container.id, utc_now())
                     journal.update(directory, entry, phase="dumped")
                 phases.reached("checkpoint:recorded")
+                if ended and writer:
+                    # Gone and recorded: its cleanup (runc's state, the veth and
+                    # netns, the root mount; mostly waits on tools and the
+                    # kernel) runs while the archive is written, not after.
+                    cleaner = ThreadPoolExecutor(1, thread_name_prefix="ferry-cleanup")
+                    cleaned = cleaner.submit(self._clean_ended, container)
             if writer:
                 with timer.phase("archive_follow"):
                     writer.stop_following(complete=True)
@@ -419,8 +427,10 @@ class Checkpoints:
                 phases.reached("checkpoint:exported")
             if ended:
                 with timer.phase("stop"):   # the monitor leaves the cleanup to this command
-                    self.containers.wait_monitor(container)
-                    self.containers.cleanup(container.id)
+                    if cleaner:
+                        cleaned.result()
+                    else:
+                        self._clean_ended(container)
             if options.export and not options.keep:
                 remove_tree_later(images)   # its memory, with -R too
                 if not options.leave_running:
@@ -432,6 +442,8 @@ class Checkpoints:
                 lazy.abort()   # CRIU thaws the tasks: the container runs on here
             raise
         finally:
+            if cleaner:
+                cleaner.shutdown(wait=True)   # it holds the container's lock with this command
             let_run()   # a failure, too, leaves the container running
             remove_file(marker)
         return CheckpointResult(container.id, container.name, options.export,
@@ -439,6 +451,12 @@ class Checkpoints:
                                 time.monotonic() - started, timer.phases, criu_stats,
                                 kept_locally=bool(options.export and options.keep and not options.leave_running
                                                   and not lazy), lazy=lazy)
+
+    def _clean_ended(self, container: Container) -> None:
+        """What a checkpoint that ended the container releases (the monitor
+        leaves it to the checkpointing command)."""
+        self.containers.wait_monitor(container)
+        self.containers.cleanup(container.id)
 
     def settle_failed_checkpoint(self, container: Container) -> str | None:
         """After a failure or an interruption: the container runs on (the dump
