@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig

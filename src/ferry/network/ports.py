@@ -10,7 +10,7 @@ import errno
 import ipaddress
 import socket
 from dataclasses import dataclass, replace
-from typing import Iterable
+from collections.abc import Iterable
 
 from ferry.util.errors import Conflict, UsageError
 from ferry.util.strictjson import exact_keys, shown

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 from dataclasses import dataclass, field
 
@@ -97,8 +96,8 @@ def seccomp_profile(capabilities: tuple[str, ...], path: str | None = None,
     except OSError:
         raise NotFound(f"seccomp profile {path} is missing",
                        hint="run 'make setup' (it installs golang-github-containers-common)") from None
-    arch = arch or _scmp_arch(platform.machine())
-    kernel = kernel or platform.release()
+    arch = arch or _scmp_arch(os.uname().machine)   # platform's answers, without loading platform
+    kernel = kernel or os.uname().release
     caps = set(capabilities)
     architectures = []
     for entry in profile.get("archMap", []):

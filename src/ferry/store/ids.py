@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 
 from ferry.util.errors import UsageError
 
@@ -13,6 +12,7 @@ MAX_NAME = 128
 
 
 def new_id() -> str:
+    import secrets   # it loads hashlib and OpenSSL (about 4 ms): only commands that make an ID need it
     return secrets.token_hex(32)
 
 
