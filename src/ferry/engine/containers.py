@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shlex
 import signal as posix_signals
 import sqlite3
@@ -562,7 +563,7 @@ class Containers:
             return replace(container, state=EXITED)
 
     def _wait_exit(self, container: Container, timeout: float) -> bool:
-        return _poll(lambda: has_exited(self.dir(container.id), container.pid), timeout)
+        return _poll(lambda: has_exited(self.dir(container.id), container.pid), timeout, pid=container.pid)
 
     def wait_exit_recorded(self, container: Container, timeout: float = 30) -> None:
         """Until the monitor has drained the output and written the exit code."""
@@ -573,7 +574,7 @@ class Containers:
     def wait_monitor(self, container: Container, timeout: float = 30) -> None:
         """The monitor drains the last output after the exit; let it finish."""
         pid = _read_int(self.files(container.id).monitor_pid)
-        _poll(lambda: not process_alive(pid), timeout)
+        _poll(lambda: not process_alive(pid), timeout, pid=pid)
 
     def cleanup(self, name_or_id: str, *, wait: float = LOCK_WAIT) -> Container:
         """Release what a stopped container holds while it runs; idempotent.
@@ -868,14 +869,35 @@ def signal_name(signal: str) -> str:
     return text
 
 
-def _poll(done, timeout: float, interval: float = EXIT_WAIT_POLL) -> bool:
-    """Wait for `done()` with a deadline; True when it came true."""
+def _poll(done, timeout: float, interval: float = EXIT_WAIT_POLL, pid: int | None = None) -> bool:
+    """Wait for `done()` with a deadline; True when it came true. With `pid`,
+    whose exit makes it true, the wait wakes at that exit (a pidfd) instead
+    of at the next look: `rm -f` waited up to 50 ms on each of two."""
     deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
+    exited = _pidfd(pid)
+    try:
+        while not done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if exited is None:
+                time.sleep(interval)
+            elif select.select([exited], [], [], min(interval, remaining))[0]:
+                os.close(exited)    # it stays readable: look again soon, without it
+                exited, interval = None, min(interval, EXIT_WAIT_POLL / 10)
+        return True
+    finally:
+        if exited is not None:
+            os.close(exited)
+
+
+def _pidfd(pid: int | None) -> int | None:
+    if not pid:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:   # gone already (done() will say so), or no pidfds here
+        return None
 
 
 def _read_json(path: str) -> dict | None:
