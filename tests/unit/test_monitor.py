@@ -179,6 +179,18 @@ def test_no_exit_command_runs_while_a_checkpoint_marker_exists(make):
     assert os.path.exists(os.path.join(m.dir, "exit.json"))
 
 
+def test_no_exit_command_runs_while_a_command_holds_the_container(make, tmp_path):
+    from ferry.util.locks import owned_lock
+    lock = str(tmp_path / "locks" / "container-x")
+    m, runc = make("exit 0", "--container-lock", lock)
+    with owned_lock(lock, "ferry rm", wait=0, busy_message="busy"):
+        run_to_the_end(m)
+    assert runc.ran("cleanup") == []   # the holder (a stop, an rm) cleans up itself
+    m, runc = make("exit 0", "--container-lock", lock)
+    run_to_the_end(m)
+    assert runc.ran("cleanup") == [["ferry", "container", "cleanup", CONTAINER_ID]]
+
+
 def test_an_exit_that_cannot_be_recorded_still_reaches_the_exit_command(make, monkeypatch):
     m, runc = make("exit 4")
     reserve = os.path.join(m.dir, SPACE_RESERVE)

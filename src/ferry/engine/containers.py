@@ -510,6 +510,7 @@ class Containers:
             container_dir=directory, runc_root=self.runc.state_root, container_id=container.id,
             bundle=directory, terminal=config.tty, interactive=config.interactive,
             wait_attach=wait_attach, exit_command=exit_command,
+            container_lock=self.layout.lock(f"container-{container.id}"),
             restore_images=restore.images if restore else None,
             restore_work=restore.work if restore else None,
             tcp_established=bool(restore and restore.tcp_established),

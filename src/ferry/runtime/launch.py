@@ -67,7 +67,7 @@ class WarmMonitor:
 
 def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bundle: str,
                   terminal: bool, interactive: bool, wait_attach: bool,
-                  exit_command: list[str], restore_images: str | None = None,
+                  exit_command: list[str], container_lock: str | None = None, restore_images: str | None = None,
                   restore_work: str | None = None, tcp_established: bool = False,
                   lazy_pages_pid: int | None = None, warm: WarmMonitor | None = None) -> dict:
     """Spawn the monitor (which runs runc create and start), or hand `warm`
@@ -84,6 +84,7 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
     argv = ["--container-dir", container_dir,
             "--runc-root", runc_root, "--id", container_id, "--bundle", bundle,
             "--status-fd", str(status_w), "--exit-command", json.dumps(exit_command)]
+    argv += ["--container-lock", container_lock] if container_lock else []
     argv += ["--terminal"] if terminal else []
     argv += ["--interactive"] if interactive else []
     argv += ["--wait-attach"] if wait_attach else []

@@ -386,13 +386,23 @@ class Monitor:
             self._drop(conn)
         self.server.close()
         remove_file(self.files.attach_socket)
-        if self.args.exit_command and not os.path.exists(self.files.checkpointing):
+        if self.args.exit_command and not os.path.exists(self.files.checkpointing) and not self._held():
             command = json.loads(self.args.exit_command)
             result = proc.run(command, desc="exit command", check=False, timeout=EXIT_COMMAND_TIMEOUT)
             if result.returncode != 0:
                 log.warning("exit command failed: %s", proc.tail(result.stderr))
         if not self.logs.flush():
             log.error("lost %d bytes of log entries: %s", len(self.logs.pending), self.logs.reason)
+
+
+    def _held(self) -> bool:
+        """Whether a ferry command holds the container now (a stop, an rm):
+        it cleans up itself, and the exit command would only find it busy and
+        give up, after its own start (about 0.1 s, which that command waited)."""
+        if not self.args.container_lock:
+            return False
+        from ferry.util.locks import is_locked
+        return is_locked(self.args.container_lock)
 
 
 def reserve(path: str) -> None:
@@ -430,6 +440,7 @@ def parse(argv: list[str]):
     parser.add_argument("--wait-attach", action="store_true",
                         help="start the container only once a client is attached")
     parser.add_argument("--exit-command", help="JSON argv run after the container exits")
+    parser.add_argument("--container-lock", help="the container's lock: not run while a command holds it")
     parser.add_argument("--restore-images", help="restore from these CRIU images instead of creating")
     parser.add_argument("--restore-work", help="CRIU's work dir for the restore (its log goes there)")
     parser.add_argument("--tcp-established", action="store_true")

@@ -7,6 +7,7 @@ ArchiveWriter.begin_followed, whose members are writer.FollowedMember)."""
 from __future__ import annotations
 
 import os
+import select
 import threading
 from typing import Callable
 
@@ -52,6 +53,7 @@ class Follower:
         self._handled: set[str] = set()  # streamed, or left for commit()
         self._complete = False           # the writing process has ended
         self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()   # stop() ends a wait at once, not after FOLLOW_POLL
         self._error: BaseException | None = None
         for name in sorted(os.listdir(directory)):   # made before the watch
             self._saw(name)
@@ -61,8 +63,11 @@ class Follower:
     def stop(self, complete: bool) -> None:
         self._complete = complete
         self._stopping.set()
+        os.write(self._wake_w, b"x")
         self._thread.join()
         self._inotify.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         if self._error is not None:
             raise self._error
 
@@ -71,7 +76,9 @@ class Follower:
             self._seen.append(name)
 
     def _events(self, timeout: float) -> None:
-        for event in self._inotify.read(timeout=int(timeout * 1000)):
+        if timeout and not select.select([self._inotify, self._wake_r], [], [], timeout)[0]:
+            return
+        for event in self._inotify.read(timeout=0):
             if event.mask & self._flags.Q_OVERFLOW:
                 raise FollowAbandoned("inotify lost events")
             if event.mask & (self._flags.CREATE | self._flags.MOVED_TO):
