@@ -229,14 +229,20 @@ class Containers:
     # ---- run / create ------------------------------------------------------
     def run(self, options: RunOptions) -> Container:
         """Create and start a container; for a foreground run it is started on attach."""
-        container = self.create(options)
+        container_id = ids.new_id()
+        # The monitor's interpreter starts beside the container's creation, not after it.
+        warm = launch.WarmMonitor(self.dir(container_id))
         try:
-            return self.start(container.id, wait_attach=not options.detach)
-        except FerryError:
-            self.remove(container.id, force=True)
-            raise
+            container = self.create(options, container_id=container_id)
+            try:
+                return self.start(container.id, wait_attach=not options.detach, warm=warm)
+            except FerryError:
+                self.remove(container.id, force=True)
+                raise
+        finally:
+            warm.close()
 
-    def create(self, options: RunOptions) -> Container:
+    def create(self, options: RunOptions, container_id: str | None = None) -> Container:
         image, image_name = self.images.get_named(options.image)
         if options.name is not None:
             ids.check_name(options.name)
@@ -262,7 +268,7 @@ class Containers:
             tty=options.tty, interactive=options.interactive)
         undo = Undo()
         try:
-            return self.insert(options.name, image, draft, undo)
+            return self.insert(options.name, image, draft, undo, container_id=container_id)
         except BaseException:
             undo.run()
             raise
@@ -323,10 +329,12 @@ class Containers:
 
     # ---- start ---------------------------------------------------------------
     def start(self, name_or_id: str, *, wait_attach: bool = False,
-              restore: RestoreFrom | None = None, ignore_checkpoint: bool = False) -> Container:
+              restore: RestoreFrom | None = None, ignore_checkpoint: bool = False,
+              warm: launch.WarmMonitor | None = None) -> Container:
         """Start a container, or with `restore`, bring it back from CRIU images.
         A container waiting in its local checkpoint starts afresh only with
-        `ignore_checkpoint` (podman's start silently drops the checkpoint)."""
+        `ignore_checkpoint` (podman's start silently drops the checkpoint).
+        `warm`: its monitor, started ahead by the caller (who closes it)."""
         container = self.get(name_or_id)
         with self.locked(container, "restore" if restore else "start"):
             container = self.get(container.id)   # as it is now that no one else changes it
@@ -351,17 +359,17 @@ class Containers:
                 # Once the monitor runs, the container is either started or its
                 # start has failed: a signal waits to know which.
                 with signals.deferred():
-                    return self._start_journaled(container, wait_attach, restore)
+                    return self._start_journaled(container, wait_attach, restore, warm)
             finally:
                 if own_journal:
                     journal.finish(directory)
 
     def _start_journaled(self, container: Container, wait_attach: bool,
-                         restore: RestoreFrom | None) -> Container:
+                         restore: RestoreFrom | None, warm: launch.WarmMonitor | None = None) -> Container:
         undo = Undo()
         try:
             phases.reached("start:begun")
-            report = self._start_locked(container, undo, wait_attach, restore)
+            report = self._start_locked(container, undo, wait_attach, restore, warm)
         except BaseException:
             undo.run()
             raise
@@ -419,15 +427,16 @@ class Containers:
         return process_alive(_read_int(self.files(container.id).monitor_pid))
 
     def _start_locked(self, container: Container, undo: Undo, wait_attach: bool,
-                      restore: RestoreFrom | None) -> dict:
+                      restore: RestoreFrom | None, warm: launch.WarmMonitor | None = None) -> dict:
         live = self.live_process(container)
         if live:
             # `runc delete --force` below would kill it: a start never does.
             raise Conflict(f"container {container.name!r} already runs (pid {live}), though ferry's "
                            f"record says {container.state}",
                            hint=f"stop it with 'ferry stop {container.name}' first")
-        if restore is not None and restore.warm is not None:
-            return self._start_monitored(container, undo, wait_attach, restore, restore.warm)
+        warm = warm or (restore.warm if restore is not None else None)
+        if warm is not None:   # started ahead by the caller, who closes it
+            return self._start_monitored(container, undo, wait_attach, restore, warm)
         # The monitor's interpreter starts (about 50 ms) while the root
         # filesystem, the network and the spec are made, not after.
         warm = launch.WarmMonitor(self.dir(container.id))
