@@ -14,6 +14,7 @@ and a write fails in one line, or succeeds once something made room.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -21,6 +22,7 @@ import stat
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from ferry.util import space
@@ -82,6 +84,21 @@ def _raw(conn: sqlite3.Connection, sql: str):
     return sqlite3.Connection.execute(conn, sql)
 
 
+# Closed at exit, as Python's teardown would close them: the ferry command
+# leaves without that teardown (cli.main.run), and the last connection's close
+# is what checkpoints the WAL and removes it and its shared memory. Left open,
+# the WAL only grew, and a later command on a full disk died of SIGBUS on the
+# holes of a shared memory it had to rebuild.
+_open_connections: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_connections() -> None:
+    for conn in list(_open_connections):
+        with contextlib.suppress(sqlite3.Error):   # another thread's (ProgrammingError), or busy
+            conn.close()
+
+
 class Database:
     def __init__(self, path: str):
         self.path = path
@@ -125,6 +142,7 @@ class Database:
     def _open(self, *, exclusive: bool = False) -> Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
                                factory=Connection)
+        _open_connections.add(conn)
         conn.database = self
         conn.row_factory = sqlite3.Row
         try:
