@@ -25,7 +25,7 @@ from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING
                                   open_table, process_alive)
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes, path_in_rootfs
-from ferry.runtime import launch, rootfs, spec as ocispec
+from ferry.runtime import launch, rootfs
 from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
@@ -488,6 +488,7 @@ class Containers:
             if restore.lazy:   # runc restore --lazy-pages sets no more than this
                 criu_options += "lazy-pages\n"
         atomic_write(files.criu_config, criu_options)
+        from ferry.runtime import spec as ocispec   # for starts and execs: inspect and logs need none of it
         uid, gid, groups = ocispec.resolve_user(target, config.user)
         profile = config.profile
         if profile.shm_dir:
@@ -525,9 +526,10 @@ class Containers:
             tcp_established=bool(restore and restore.tcp_established),
             lazy_pages_pid=restore.lazy_pid if restore else None, warm=warm)
 
-    def _mounts(self, container: Container, *, copy_up: bool = False) -> Iterator[ocispec.Mount]:
+    def _mounts(self, container: Container, *, copy_up: bool = False) -> Iterator:   # of spec.Mount
         """The container's bind mounts; with `copy_up` (a fresh start, not a
         restore), a new volume first gets the image's files at its mount point."""
+        from ferry.runtime import spec as ocispec
         files = self.files(container.id)
         for name in ETC_FILES:
             yield ocispec.Mount(f"/etc/{name}", files.at(name))
@@ -683,6 +685,7 @@ class Containers:
             raise UsageError("exec needs a command", hint="ferry exec CONTAINER COMMAND [ARG...]")
         env = list(_merge_env(container.config.env, tuple(env)))
         # runc takes numbers only: names come from the container's own files, as podman reads them.
+        from ferry.runtime import spec as ocispec
         uid, gid, groups = ocispec.resolve_user(self.files(container.id).rootfs, user or container.config.user)
         if container.pid:
             check_command(container, command[0], env, workdir or container.config.workdir, uid, gid, groups)
@@ -781,7 +784,8 @@ def check_command(container: Container, name: str, env: list[str], cwd: str, uid
     """Raise CommandNotFound or CommandNotExecutable when runc would fail to start
     `name` in the running container, looked up as runc does (Go's LookPath, then
     execve as the user), in a child chrooted to the container's root."""
-    path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), ocispec.DEFAULT_PATH)
+    from ferry.runtime.spec import DEFAULT_PATH
+    path = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), DEFAULT_PATH)
     read, write = os.pipe()
     child = os.fork()
     if child == 0:   # the child only looks, answers in one line and leaves

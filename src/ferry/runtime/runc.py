@@ -7,6 +7,7 @@ other's containers; runc's own errors go to a JSON log that is quoted on failure
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import os
@@ -39,7 +40,11 @@ CHECKPOINT_TIMEOUT = 1800  # seconds; a dump of many GiB can take minutes
 class Runc:
     def __init__(self, state_root: str):
         self.state_root = state_root   # ROOT/runc
-        self.cgroup_parent = cgroup_parent(os.path.dirname(os.path.abspath(state_root)))
+
+    @functools.cached_property
+    def cgroup_parent(self) -> str:
+        # When asked: `inspect` and `logs` never need it, nor hashlib's OpenSSL (4 ms).
+        return cgroup_parent(os.path.dirname(os.path.abspath(self.state_root)))
 
     # The container's cgroups, under this root's parent.
     def freeze(self, container_id: str) -> bool:
