@@ -213,6 +213,9 @@ PAGES_ZSTD = dict(strategy=zstandard.STRATEGY_DFAST, window_log=19, chain_log=16
 # finds the pages that several processes (nginx's workers) share.
 SMALL_ZSTD_LEVEL, SMALL_ZSTD_WINDOW_LOG = 3, 23
 SMALL_BODY = 64 << 20
+# A tiny body (a busybox's 160 KiB) takes level 9: 3 ms, and 7% smaller than
+# level 3 (26.8 KiB against 28.7 KiB; podman's gzip is 26.7 KiB).
+TINY_ZSTD_LEVEL, TINY_BODY = 9, 256 << 10
 # Large bodies go in independent frames of this size, compressed by a pool of
 # threads. zstd's own threads in streaming mode kept the 2 cores here only
 # half busy (3.3 s against 2.2 s for 1.17 GiB), and the window (512 KiB) makes
@@ -226,8 +229,9 @@ FRAME_BYTES = 8 << 20
 def zstd_params(body_size: int | None) -> tuple[zstandard.ZstdCompressionParameters, int]:
     """Parameters and frame size for a body of `body_size` bytes (None: unknown, large)."""
     if body_size is not None and body_size <= SMALL_BODY:
+        level = TINY_ZSTD_LEVEL if body_size <= TINY_BODY else SMALL_ZSTD_LEVEL
         return zstandard.ZstdCompressionParameters.from_level(
-            SMALL_ZSTD_LEVEL, source_size=body_size, window_log=SMALL_ZSTD_WINDOW_LOG, write_checksum=1), SMALL_BODY
+            level, source_size=body_size, window_log=SMALL_ZSTD_WINDOW_LOG, write_checksum=1), SMALL_BODY
     return zstandard.ZstdCompressionParameters(**PAGES_ZSTD, write_checksum=1), FRAME_BYTES
 
 
