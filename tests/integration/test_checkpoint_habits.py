@@ -12,24 +12,14 @@ import sys
 
 import pytest
 
-from bench.busybox import make_oci_archive
-from tests.conftest import require
-from tests.support.cli import Ferry, leftovers, wait_for
+from tests.support.cli import Ferry, busybox_root, wait_for
 from tests.support.counter import COUNTER, count
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
-        require(key)
-    workdir = tmp_path_factory.mktemp("habits")
-    ferry = Ferry(str(workdir / "root"))
-    ferry("load", "-i", make_oci_archive(str(workdir / "busybox-oci.tar"), str(workdir)))
-    ferry.workdir = workdir
-    ferry.seen = set()
-    yield ferry
-    ferry.remove_everything()
-    assert leftovers(ferry.root, ferry.seen) == []
+    with busybox_root(tmp_path_factory.mktemp("habits")) as ferry:
+        yield ferry
 
 
 def _run(host: Ferry, name: str, *flags: str, command: str = COUNTER) -> str:

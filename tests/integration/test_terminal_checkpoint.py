@@ -19,12 +19,10 @@ import time
 
 import pytest
 
-from bench.busybox import make_oci_archive
 from ferry.runtime import attach
 from ferry.store.layout import ContainerFiles
-from tests.conftest import require
 from tests.integration.test_containers import _run_on_pty
-from tests.support.cli import Ferry, leftovers, wait_for
+from tests.support.cli import Ferry, busybox_root, leftovers, wait_for
 
 # Counts on its terminal every ~0.2 s (the timeout of `read`), and answers each
 # line typed into the terminal. TERM ends it with a code of its own.
@@ -37,15 +35,8 @@ ATTACH_DEADLINE = 30.0
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
-        require(key)
-    workdir = tmp_path_factory.mktemp("tty-ckpt")
-    cli = Ferry(str(workdir / "root"))
-    cli.seen = set()
-    cli("load", "-i", make_oci_archive(str(workdir / "busybox-oci.tar"), str(workdir)))
-    yield cli
-    cli.remove_everything()
-    assert leftovers(cli.root, cli.seen) == []
+    with busybox_root(tmp_path_factory.mktemp("tty-ckpt")) as cli:
+        yield cli
 
 
 @pytest.fixture

@@ -47,6 +47,23 @@ class Ferry:
         self("network", "rm", "-f", "ferry", check=False)
 
 
+@contextlib.contextmanager
+def busybox_root(workdir):
+    """A root holding the busybox image, for one module's tests (the runtime's
+    tools must be here); emptied and checked for leftovers afterwards."""
+    from bench.busybox import make_oci_archive
+    from tests.conftest import require
+    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
+        require(key)
+    ferry = Ferry(str(workdir / "root"))
+    ferry("load", "-i", make_oci_archive(str(workdir / "busybox-oci.tar"), str(workdir)))
+    ferry.workdir = workdir
+    ferry.seen = set()
+    yield ferry
+    ferry.remove_everything()
+    assert leftovers(ferry.root, ferry.seen) == []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
