@@ -326,8 +326,6 @@ class FakeHost:
             # A warm monitor: its own copies of the pipes, read when it is waited for.
             copies = {fd: os.dup(fd) for fd in pass_fds}
             return FakePopen(argv, self.process("python3", cmdline=argv), work=lambda: self._warm(argv, copies))
-        if argv[1:3] == ["-m", "ferry.runtime.monitor"]:
-            return self._monitor(argv)
         if argv[0] == "runc" and "checkpoint" in argv:
             return self._checkpoint(argv)
         if argv[0] == "rm":

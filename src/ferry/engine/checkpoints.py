@@ -789,7 +789,7 @@ class Checkpoints:
                             ready = functools.partial(await_socket, daemon, work)
                         self.containers.start(container.id, restore=RestoreFrom(
                             images, work, options.tcp_established, from_archive=True, before_runc=ready,
-                            lazy_pid=daemon.pid if daemon else None, warm=warm))
+                            lazy_pid=daemon.pid if daemon else None), warm=warm)
                     except BaseException as error:
                         if daemon:
                             from ferry.checkpoint.lazy import stop_daemon

@@ -80,7 +80,6 @@ class RestoreFrom:
     from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
     before_runc: Callable[[], None] | None = None   # waits for what runc restore needs that runs beside
     lazy_pid: int | None = None  # CRIU's lazy-pages daemon (its socket in `work`) brings the pages; the monitor watches it
-    warm: launch.WarmMonitor | None = None   # a monitor started ahead, to run this restore
 
     @property
     def lazy(self) -> bool:
@@ -434,7 +433,6 @@ class Containers:
             raise Conflict(f"container {container.name!r} already runs (pid {live}), though ferry's "
                            f"record says {container.state}",
                            hint=f"stop it with 'ferry stop {container.name}' first")
-        warm = warm or (restore.warm if restore is not None else None)
         if warm is not None:   # started ahead by the caller, who closes it
             return self._start_monitored(container, undo, wait_attach, restore, warm)
         # The monitor's interpreter starts (about 50 ms) while the root
@@ -888,7 +886,7 @@ def _poll(done, timeout: float, interval: float = EXIT_WAIT_POLL, pid: int | Non
     whose exit makes it true, the wait wakes at that exit (a pidfd) instead
     of at the next look: `rm -f` waited up to 50 ms on each of two."""
     deadline = time.monotonic() + timeout
-    exited = _pidfd(pid)
+    exited = proc.exit_watch(pid)
     try:
         while not done():
             remaining = deadline - time.monotonic()
@@ -903,15 +901,6 @@ def _poll(done, timeout: float, interval: float = EXIT_WAIT_POLL, pid: int | Non
     finally:
         if exited is not None:
             os.close(exited)
-
-
-def _pidfd(pid: int | None) -> int | None:
-    if not pid:
-        return None
-    try:
-        return os.pidfd_open(pid)
-    except OSError:   # gone already (done() will say so), or no pidfds here
-        return None
 
 
 def _read_json(path: str) -> dict | None:

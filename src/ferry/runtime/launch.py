@@ -69,18 +69,15 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
                   terminal: bool, interactive: bool, wait_attach: bool,
                   exit_command: list[str], container_lock: str | None = None, restore_images: str | None = None,
                   restore_work: str | None = None, tcp_established: bool = False,
-                  lazy_pages_pid: int | None = None, warm: WarmMonitor | None = None) -> dict:
-    """Spawn the monitor (which runs runc create and start), or hand `warm`
-    its arguments, and return its report.
+                  lazy_pages_pid: int | None = None, warm: WarmMonitor) -> dict:
+    """Hand `warm` (a monitor started ahead, which then runs runc create and
+    start, or runc restore) its arguments, and return its report.
 
     Raises ToolError with runc's own message when the container did not start.
     """
-    if warm is not None:
-        assert warm.container_dir == container_dir, (warm.container_dir, container_dir)
-        status_r, status_w = warm.status_r, warm.status_w
-        warm.status_r = -1   # read and closed below, as a fresh pipe's is
-    else:
-        status_r, status_w = os.pipe()
+    assert warm.container_dir == container_dir, (warm.container_dir, container_dir)
+    status_r, status_w = warm.status_r, warm.status_w
+    warm.status_r = -1   # read and closed below
     argv = ["--container-dir", container_dir,
             "--runc-root", runc_root, "--id", container_id, "--bundle", bundle,
             "--status-fd", str(status_w), "--exit-command", json.dumps(exit_command)]
@@ -92,19 +89,12 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
         argv += ["--restore-images", restore_images, "--restore-work", restore_work or restore_images]
         argv += ["--tcp-established"] if tcp_established else []
         argv += ["--lazy-pages-pid", str(lazy_pages_pid)] if lazy_pages_pid else []
-    if warm is not None:
-        try:
-            warm.launch(argv)
-        finally:
-            os.close(status_w)
-            warm.status_w = -1
-        launcher = warm.process
-    else:
-        try:
-            launcher = proc.spawn(MONITOR + argv, desc="container monitor", pass_fds=[status_w], new_session=True)
-        finally:
-            os.close(status_w)
-    launcher.wait()  # the monitor forks and this first process exits at once
+    try:
+        warm.launch(argv)
+    finally:
+        os.close(status_w)
+        warm.status_w = -1
+    warm.process.wait()  # the monitor forks and this first process exits at once
     try:
         report = _read_report(status_r)
     finally:

@@ -394,7 +394,6 @@ class Monitor:
         if not self.logs.flush():
             log.error("lost %d bytes of log entries: %s", len(self.logs.pending), self.logs.reason)
 
-
     def _held(self) -> bool:
         """Whether a ferry command holds the container now (a stop, an rm):
         it cleans up itself, and the exit command would only find it busy and

@@ -111,9 +111,8 @@ def wait(process: subprocess.Popen, timeout: float | None) -> int:
     Popen's does."""
     if timeout is None or process.returncode is not None:
         return process.wait()
-    try:
-        exited = os.pidfd_open(process.pid)
-    except OSError:   # reaped already, or a kernel without pidfds
+    exited = exit_watch(process.pid)
+    if exited is None:
         return process.wait(timeout=timeout)
     try:
         if not select.select([exited], [], [], timeout)[0]:
@@ -121,6 +120,18 @@ def wait(process: subprocess.Popen, timeout: float | None) -> int:
     finally:
         os.close(exited)
     return process.wait()
+
+
+def exit_watch(pid: int | None) -> int | None:
+    """A descriptor (a pidfd) that turns readable when `pid` exits, for
+    select; None when there is none to have: no pid, gone already (reaped),
+    or a kernel without pidfds."""
+    if not pid:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
 
 
 def kill_group(process: subprocess.Popen) -> None:
