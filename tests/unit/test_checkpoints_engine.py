@@ -507,16 +507,15 @@ def test_mounts_for_the_target_host(tmp_path):
 
 
 def test_the_archived_config_is_made_this_host_s(checkpoints, containers, engine, config, tmp_path):
-    from dataclasses import replace
     from ferry.network.ports import parse_port
-    elsewhere = replace(config, network="lan", ip="192.168.7.7", mac="02:00:00:00:07:07",
-                        ports=(parse_port("80:80"),))
+    elsewhere = config._replace(network="lan", ip="192.168.7.7", mac="02:00:00:00:07:07",
+                                ports=(parse_port("80:80"),))
     made, granted = checkpoints._config_for_target(elsewhere, RestoreOptions(ports=("9090:80",)), ())
     assert (made.network, made.ip, made.mac) == ("ferry", "", "")   # no such network here: a new address
     assert [str(p) for p in made.ports] == ["9090->80/tcp"] and granted == ()
     same, _ = checkpoints._config_for_target(config, RestoreOptions(ignore_static_mac=True), ())
     assert (same.ip, same.mac) == (config.ip, "")
-    bind = replace(config, volumes=(VolumeSpec("bind", str(tmp_path / "absent"), "/etc/app"),))
+    bind = config._replace(volumes=(VolumeSpec("bind", str(tmp_path / "absent"), "/etc/app"),))
     with pytest.raises(NotFound, match=r"host path '.*/absent' mounted at /etc/app does not exist here"):
         checkpoints._config_for_target(bind, RestoreOptions(allow_bind_mounts=True), ())
     no_volumes, _ = checkpoints._config_for_target(config, RestoreOptions(ignore_volumes=True), ())
@@ -529,8 +528,7 @@ def test_an_archive_from_another_cpu_is_refused_and_restored_with_force(checkpoi
     checkpoints.checkpoint("web", CheckpointOptions(export=archive))
     containers.remove(web.id)
     # Another CPU record here than the archive's, so CRIU's check runs (the same record passes at once).
-    import dataclasses
-    monkeypatch.setattr("ferry.checkpoint.hostinfo.host_info", lambda: dataclasses.replace(HOST, cpuinfo_image="BBBB"))
+    monkeypatch.setattr("ferry.checkpoint.hostinfo.host_info", lambda: HOST._replace(cpuinfo_image="BBBB"))
     host.fail["cpuinfo"] = (1, "Error (criu/arch/x86/cpu.c:223): cpu: CPU instruction capabilities do not match "
                                "run time")
     with pytest.raises(FerryError) as refused:

@@ -4,7 +4,6 @@ instance is valid, and parsing refuses anything else with ValueError."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import pytest
 
@@ -36,7 +35,7 @@ def test_round_trips_through_json():
 def test_a_spec_profile_is_kept_only_when_it_is_not_ferry_s_own():
     """Records written before profiles, and ferry's own containers, have no "profile" key."""
     assert "profile" not in CONFIG.to_dict()
-    podman_s = replace(CONFIG, profile=PODMAN_PROFILE)
+    podman_s = CONFIG._replace(profile=PODMAN_PROFILE)
     assert podman_s.to_dict()["profile"] == {"cgroupns": False, "no_new_privileges": False, "shm_dir": True,
                                              "containerenv": True}
     assert ContainerConfig.from_json(podman_s.to_json()) == podman_s

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import replace
 
 import pytest
 
@@ -172,7 +171,7 @@ def test_a_restore_from_an_archive_that_never_ran_is_undone_entirely(containers,
     scratch.mkdir(parents=True)
     template = containers.create(RunOptions(image="busy:1", name="template"))
     containers.remove("template")
-    container = containers.insert("moved", engine.image, replace(template.config, ip="", mac=""), Undo(),
+    container = containers.insert("moved", engine.image, template.config._replace(ip="", mac=""), Undo(),
                                   journal_entry=dict(op=journal.RESTORE, from_archive=True, scratch=str(scratch)))
     journal.update(containers.dir(container.id), journal.read(containers.dir(container.id)), pid=DEAD_COMMAND)
     with pytest.raises(NotFound):

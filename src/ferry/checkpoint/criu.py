@@ -12,7 +12,7 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferry.host import probes
 from ferry.host.criulog import quote_log
@@ -23,8 +23,7 @@ LOG_LEVEL = 4            # CRIU's debug level: the log is what users send us
 DEFAULT_TIMEOUT = 600.0  # seconds for one RPC request; big dumps take minutes
 
 
-@dataclass(frozen=True)
-class DumpStats:
+class DumpStats(NamedTuple):
     """CRIU's own account of a dump (stats-dump), times in microseconds."""
     freezing_time_us: int
     frozen_time_us: int
@@ -35,8 +34,7 @@ class DumpStats:
     pages_lazy: int
 
 
-@dataclass(frozen=True)
-class RestoreStats:
+class RestoreStats(NamedTuple):
     forking_time_us: int
     restore_time_us: int
     pages_restored: int

@@ -13,18 +13,19 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 from ferry.host import probes
 from ferry.util import proc
 from ferry.util.errors import Incompatible, NotFound
+from ferry.util.records import checked
 from ferry.util.strictjson import shown
 
 CPUINFO_IMAGE = "cpuinfo.img"   # the file `criu cpuinfo dump` writes
 
 
-@dataclass(frozen=True)
-class HostInfo:
+@checked
+class HostInfo(NamedTuple):
     arch: str
     kernel: str
     cpu: dict                 # CRIU's cpuinfo entry, as pycriu decodes it
@@ -34,12 +35,11 @@ class HostInfo:
     hostname: str
     cpuinfo_image: str        # base64 of the cpuinfo.img `criu cpuinfo dump` wrote
 
-    def __post_init__(self):
-        for field in fields(self):
-            value = getattr(self, field.name)
-            wanted = dict if field.name == "cpu" else str
+    def _check(self):
+        for name, value in zip(self._fields, self):
+            wanted = dict if name == "cpu" else str
             if not isinstance(value, wanted):
-                raise ValueError(f"host.{field.name} must be a {wanted.__name__}")
+                raise ValueError(f"host.{name} must be a {wanted.__name__}")
         try:
             json.dumps(self.cpu)
         except (TypeError, ValueError):
@@ -50,14 +50,14 @@ class HostInfo:
             raise ValueError("host.cpuinfo_image is not base64") from None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_dict(cls, data: dict) -> "HostInfo":
         """ValueError unless `data` has exactly the fields, each of the right type."""
         if not isinstance(data, dict):
             raise ValueError("host must be an object")
-        names = {field.name for field in fields(cls)}
+        names = set(cls._fields)
         if set(data) != names:
             missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
             raise ValueError("host: " + "; ".join(

@@ -172,7 +172,7 @@ def _described(root: str, head, sizes: dict[str, int], env: bool) -> dict:
     if os.path.isfile(os.path.join(root, "stats-dump")):
         import dataclasses
         try:
-            stats = dataclasses.asdict(criu.read_dump_stats(root))
+            stats = criu.read_dump_stats(root)._asdict()
         except Exception:   # noqa: BLE001 - an archive's stats are informative only
             stats = None
     volumes = {name[len("volumes/"):-len(".tar")]: size for name, size in sorted(sizes.items())

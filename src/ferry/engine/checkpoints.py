@@ -20,8 +20,7 @@ import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
@@ -88,8 +87,7 @@ def _no_progress(_phase: str, _done: int, _total: int) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class CheckpointOptions:
+class CheckpointOptions(NamedTuple):
     export: str | None = None
     leave_running: bool = False
     tcp_established: bool = False
@@ -107,8 +105,7 @@ class CheckpointOptions:
     push: PagePush | None = None
 
 
-@dataclass(frozen=True)
-class RestoreOptions:
+class RestoreOptions(NamedTuple):
     import_path: str | None = None
     name: str | None = None
     tcp_established: bool = False
@@ -133,8 +130,7 @@ class RestoreOptions:
     pages_in: PageReceiver | None = None  # a migration whose pages came apart from the archive, to this receiver
 
 
-@dataclass(frozen=True)
-class CheckpointResult:
+class CheckpointResult(NamedTuple):
     id: str
     name: str
     archive: str | None
@@ -160,8 +156,7 @@ class CheckpointResult:
         return {"podman_checkpoint_duration": int(self.seconds * 1e6), "container_statistics": [entry]}
 
 
-@dataclass(frozen=True)
-class RestoreResult:
+class RestoreResult(NamedTuple):
     id: str
     name: str
     seconds: float
@@ -224,7 +219,7 @@ class Checkpoints:
                            hint="export it with --export FILE, which removes it, as podman does")
         if options.export_stream is not None:
             target = Endpoint(options.export_stream, "the migration stream")
-            return self._checkpoint_locked(container, replace(options, keep=True), target,
+            return self._checkpoint_locked(container, options._replace(keep=True), target,
                                            _compression_of(target, options.compress), signer, progress)
         if not options.export:
             return self._checkpoint_locked(container, options, None, None, signer, progress)
@@ -234,7 +229,7 @@ class Checkpoints:
             if target.stream and not options.leave_running:
                 # Whether the reader at the far end restored it, this end never
                 # learns: the container's state stays here until it is removed.
-                options = replace(options, keep=True)
+                options = options._replace(keep=True)
             result = self._checkpoint_locked(container, options, target, compression, signer, progress)
         if container.config.rm and not (options.leave_running or options.keep or result.kept_locally):
             # --rm: the container ends with its export, and goes, as podman removes it.
@@ -256,7 +251,7 @@ class Checkpoints:
         container = self.containers.get(name_or_id)
         own_file = not options.export
         path = options.export or os.path.join(self.containers.dir(container.id), IMAGE_ARCHIVE)
-        result = self.checkpoint(container.id, replace(options, create_image=None, export=path, keep=True,
+        result = self.checkpoint(container.id, options._replace(create_image=None, export=path, keep=True,
                                                        compress="none" if own_file else options.compress), progress)
         try:
             head = archive.read_manifest(path)
@@ -275,7 +270,7 @@ class Checkpoints:
             self._drop_local_checkpoint(container)
             if container.config.rm:
                 self.containers.remove(container.id)
-        return replace(result, archive=options.export, kept_locally=bool(options.keep and not options.leave_running),
+        return result._replace(archive=options.export, kept_locally=bool(options.keep and not options.leave_running),
                        image=image.id)
 
     def _drop_local_checkpoint(self, container: Container) -> None:
@@ -609,7 +604,7 @@ class Checkpoints:
                                hint="see 'ferry ps -a' and 'ferry images'; a checkpoint image in a registry "
                                     "is named with its registry (REGISTRY/NAME[:TAG])")
             layer = checkpoint_images.checkpoint_layer(images, image, name_or_id)
-            return self._restore_import(replace(options, image_layer=layer, image_name=name_or_id), progress)
+            return self._restore_import(options._replace(image_layer=layer, image_name=name_or_id), progress)
         for flag, given in (("--name", options.name), ("-v", options.volumes),
                             ("--allow-bind-mounts", options.allow_bind_mounts),
                             ("--verify-key", options.verify_key)):
@@ -949,7 +944,7 @@ class Checkpoints:
             if volume.kind == "bind" and not os.path.exists(volume.source):
                 raise NotFound(f"host path {volume.source!r} mounted at {volume.destination} does not exist here",
                                hint="create it on this host before restoring, or re-state it with -v")
-        return replace(config, volumes=volumes, **changes), granted
+        return config._replace(volumes=volumes, **changes), granted
 
     def _fill_volumes(self, names: list[str], staging: str) -> None:
         """Fill the volumes this restore made with their content in the archive;
@@ -1090,9 +1085,9 @@ def _readdressed(config: ContainerConfig, clash: Conflict, options: RestoreOptio
             clash.hint = ("its TCP connections live on that address: stop or remove the container holding it "
                           "first, or restore without --tcp-established (the connections are then dropped)")
             raise clash
-        return replace(config, ip="", mac=config.mac if config.static_mac else "")
+        return config._replace(ip="", mac=config.mac if config.static_mac else "")
     if config.mac and config.mac.lower() in clash.message.lower() and not config.static_mac:
-        return replace(config, mac="")   # only a MAC the user chose is kept at any cost
+        return config._replace(mac="")   # only a MAC the user chose is kept at any cost
     raise _restore_hint(clash, config)
 
 

@@ -15,12 +15,13 @@ import json
 import posixpath
 import re
 import signal as posix_signals
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from ferry.engine.volumes import VolumeSpec
 from ferry.network.ports import PortMapping
 from ferry.store import ids
+from ferry.util.records import checked
 from ferry.util.strictjson import exact_keys, loads, shown
 
 MAX_STRINGS = 4096              # args, env entries
@@ -45,8 +46,8 @@ STATIC_MAC = "static_mac"   # written only when true, for the same reason
 PROFILE_KEYS = ("cgroupns", "no_new_privileges", "shm_dir", "containerenv")
 
 
-@dataclass(frozen=True)
-class SpecProfile:
+@checked
+class SpecProfile(NamedTuple):
     """Where the container's runtime spec differs from ferry's own: CRIU
     restores the mounts and namespaces it dumped, so a container that came
     from podman keeps podman's shape in every later start and restore. None
@@ -56,7 +57,7 @@ class SpecProfile:
     shm_dir: bool = False             # /dev/shm a bind of a directory of the container's, where podman binds its own
     containerenv: bool = False        # podman's /run/.containerenv marker file
 
-    def __post_init__(self):
+    def _check(self):
         for key in PROFILE_KEYS:
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"profile.{key} must be true or false")
@@ -74,8 +75,8 @@ FERRY_PROFILE = SpecProfile()
 PODMAN_PROFILE = SpecProfile(cgroupns=False, no_new_privileges=False, shm_dir=True, containerenv=True)
 
 
-@dataclass(frozen=True)
-class ContainerConfig:
+@checked
+class ContainerConfig(NamedTuple):
     """A container's resolved configuration, stored as JSON and carried by checkpoints."""
     image: str                     # the name the user gave, resolved to a full name
     image_digest: str
@@ -97,7 +98,7 @@ class ContainerConfig:
     profile: SpecProfile = FERRY_PROFILE
     static_mac: bool = False          # the user chose the MAC (--mac-address): a restore keeps it or refuses
 
-    def __post_init__(self):
+    def _check(self):
         if not isinstance(self.image, str) or not IMAGE_REF_RE.match(self.image):
             raise ValueError(f"image {shown(self.image)} is not an image reference")
         if not isinstance(self.image_digest, str) or not DIGEST_RE.match(self.image_digest):
@@ -224,8 +225,8 @@ ARCHIVED_KEYS = ("id", "name", "image_id", "created_at", "config")
 NETWORK_STATUS_KEYS = ("network", "ip", "mac", "ports")
 
 
-@dataclass(frozen=True)
-class ArchivedContainer:
+@checked
+class ArchivedContainer(NamedTuple):
     """config.dump of a ferry archive: the container as it was checkpointed."""
     id: str
     name: str
@@ -233,7 +234,7 @@ class ArchivedContainer:
     created_at: str
     config: ContainerConfig
 
-    def __post_init__(self):
+    def _check(self):
         for key in ("id", "image_id"):
             if not isinstance(getattr(self, key), str) or not HEX64_RE.match(getattr(self, key)):
                 raise ValueError(f"{key} must be 64 lowercase hex digits")

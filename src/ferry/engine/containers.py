@@ -16,8 +16,8 @@ import signal as posix_signals
 import sqlite3
 import sys
 import time
-from dataclasses import dataclass, replace
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
@@ -72,8 +72,7 @@ EXIT_WAIT_POLL = 0.05
 UNKNOWN_EXIT = -1
 
 
-@dataclass(frozen=True)
-class RestoreFrom:
+class RestoreFrom(NamedTuple):
     images: str            # CRIU image dir
     work: str              # CRIU work dir; restore.log lands here
     tcp_established: bool
@@ -86,8 +85,7 @@ class RestoreFrom:
         return self.lazy_pid is not None
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     """What `ferry run` was asked, before anything is resolved."""
     image: str
     command: tuple[str, ...] = ()
@@ -108,8 +106,7 @@ class RunOptions:
     user: str | None = None   # USER[:GROUP] or UID[:GID]; the image's USER when None
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(NamedTuple):
     id: str
     name: str
     image_id: str
@@ -305,7 +302,7 @@ class Containers:
             if not self.volumes.exists(volume.source):
                 self.volumes.create(volume.source)
                 undo.push(self.volumes.remove, volume.source, [])
-        config = replace(draft, ip=ip, mac=mac, hostname=draft.hostname or container_id[:12])
+        config = draft._replace(ip=ip, mac=mac, hostname=draft.hostname or container_id[:12])
         if journal_entry is None:
             os.makedirs(self.dir(container_id), mode=0o700)
             undo.push(remove_tree, self.dir(container_id))
@@ -382,7 +379,7 @@ class Containers:
         try:   # `Up` only on its network: a netns that lost its mount or eth0 is refused
             self.networks.verify(container.id, report["pid"])
         except FerryError:
-            launched = replace(container, pid=report["pid"])
+            launched = container._replace(pid=report["pid"])
             with contextlib.suppress(FerryError):
                 self.runc.kill(container.id, "KILL", all_processes=True)
             self._wait_exit(launched, 30)
@@ -462,7 +459,7 @@ class Containers:
             undo.push(self.networks.unpublish, container.id)
             resolved = tuple(published)
             if resolved != config.ports:  # keep the chosen host ports for restarts and inspect
-                config = replace(config, ports=resolved)
+                config = config._replace(ports=resolved)
                 with self.db.write() as conn:
                     conn.execute("UPDATE containers SET config = ? WHERE id = ?",
                                  (config.to_json(), container.id))
@@ -556,7 +553,7 @@ class Containers:
             if not live:
                 return container
             if container.pid != live:   # running though the record says otherwise: stop it all the same
-                container = replace(container, pid=live)
+                container = container._replace(pid=live)
             return self._stop_locked(container, timeout)
 
     def _stop_locked(self, container: Container, timeout: int) -> Container:
@@ -570,7 +567,7 @@ class Containers:
         try:
             return self.cleanup(container.id)
         except NotFound:  # --rm: the monitor's exit command removed it already
-            return replace(container, state=EXITED)
+            return container._replace(state=EXITED)
 
     def _wait_exit(self, container: Container, timeout: float) -> bool:
         return _poll(lambda: has_exited(self.dir(container.id), container.pid), timeout, pid=container.pid)
@@ -634,12 +631,12 @@ class Containers:
             try:
                 return self.cleanup(container.id, wait=0)
             except NotFound:  # removed meanwhile (--rm)
-                return replace(container, state=EXITED)
+                return container._replace(state=EXITED)
             except Busy:
                 return container
             except (FerryError, OSError):   # the exit cannot be recorded (a full disk): show it as seen
                 code, when = observed_exit(self.dir(container.id))
-                return replace(container, state=EXITED, exit_code=code, finished_at=when, pid=None)
+                return container._replace(state=EXITED, exit_code=code, finished_at=when, pid=None)
         return container
 
     # ---- remove ------------------------------------------------------------

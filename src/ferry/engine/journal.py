@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from typing import NamedTuple
 
 from ferry.store.layout import JOURNAL
 from ferry.util.fs import atomic_write
@@ -22,8 +22,7 @@ CHECKPOINT, RESTORE, START, MIGRATE = "checkpoint", "restore", "start", "migrate
 MAX_JOURNAL = 64 << 10
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     op: str                          # checkpoint | restore | start | migrate
     pid: int                         # the ferry command that wrote it
     started: str
@@ -44,13 +43,13 @@ def begin(directory: str, op: str, **details) -> Entry:
 
 
 def update(directory: str, entry: Entry, **changes) -> Entry:
-    entry = replace(entry, **changes)
+    entry = entry._replace(**changes)
     _write(directory, entry)
     return entry
 
 
 def _write(directory: str, entry: Entry) -> None:
-    atomic_write(os.path.join(directory, JOURNAL), json.dumps(asdict(entry)), mode=0o600)
+    atomic_write(os.path.join(directory, JOURNAL), json.dumps(entry._asdict()), mode=0o600)
 
 
 def read(directory: str) -> Entry | None:
@@ -60,7 +59,7 @@ def read(directory: str) -> Entry | None:
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read(MAX_JOURNAL))
-        known = {f.name for f in fields(Entry)}
+        known = set(Entry._fields)
         return Entry(**{k: v for k, v in data.items() if k in known})
     except FileNotFoundError:
         return None

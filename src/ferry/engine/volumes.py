@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferry.store import ids
 from ferry.store.db import Database
@@ -11,6 +11,7 @@ from ferry.store.layout import Layout
 from ferry.util.errors import Conflict, NotFound, UsageError
 from ferry.util import proc
 from ferry.util.fs import remove_tree
+from ferry.util.records import checked
 from ferry.util.strictjson import exact_keys, shown
 from ferry.util.timefmt import utc_now
 
@@ -30,8 +31,8 @@ MAX_PATH = 4095
 MAX_SYMLINK_HOPS = 40
 
 
-@dataclass(frozen=True)
-class VolumeSpec:
+@checked
+class VolumeSpec(NamedTuple):
     """One -v option: a named volume or a host directory, mounted at `destination`.
     Every instance is valid (ValueError otherwise): an archive may carry one."""
     kind: str           # "volume" | "bind"
@@ -40,7 +41,7 @@ class VolumeSpec:
     readonly: bool = False
     nocopy: bool = False   # -v NAME:DEST:nocopy, no copy-up from the image
 
-    def __post_init__(self):
+    def _check(self):
         if self.kind not in ("volume", "bind"):
             raise ValueError(f"volume kind must be volume or bind, not {shown(self.kind)}")
         if self.kind == "volume":

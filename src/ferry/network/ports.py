@@ -9,10 +9,11 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass, replace
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from ferry.util.errors import Conflict, UsageError
+from ferry.util.records import checked
 from ferry.util.strictjson import exact_keys, shown
 
 PROTOCOLS = ("tcp", "udp")
@@ -33,8 +34,8 @@ def _canonical_ipv4(text: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class PortMapping:
+@checked
+class PortMapping(NamedTuple):
     """One published port. Every instance is valid: its fields go into nft
     rules, and an archive may carry them (a protocol of "tcp dport 1 ...\n"
     once injected nft commands)."""
@@ -43,7 +44,7 @@ class PortMapping:
     container_port: int
     protocol: str       # "tcp" | "udp"
 
-    def __post_init__(self):
+    def _check(self):
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be tcp or udp, not {shown(self.protocol)}")
         for name, low in (("host_port", 0), ("container_port", 1)):
@@ -176,7 +177,7 @@ def pick_free_port(mapping: PortMapping, taken: set[tuple[str, int]]) -> int:
     `taken` holds (protocol, port) pairs already published or chosen.
     """
     for _ in range(FREE_PORT_ATTEMPTS):
-        port = _claimable(replace(mapping, host_port=0))
+        port = _claimable(mapping._replace(host_port=0))
         if (mapping.protocol, port) not in taken:
             return port
     raise Conflict(f"found no free host port for {mapping.container_port}/{mapping.protocol} "

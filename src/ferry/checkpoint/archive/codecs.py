@@ -17,7 +17,7 @@ import subprocess
 import threading
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import zstandard
 
@@ -235,8 +235,7 @@ def zstd_params(body_size: int | None) -> tuple[zstandard.ZstdCompressionParamet
     return zstandard.ZstdCompressionParameters(**PAGES_ZSTD, write_checksum=1), FRAME_BYTES
 
 
-@dataclass(frozen=True)
-class _FrameEnd:
+class _FrameEnd(NamedTuple):
     offset: int                # in the data just fed, where the frame ends
     content_size: int | None   # as its header declares it
     skippable: bool

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
 
 from ferry.util.errors import FerryError, NotFound, UsageError, from_os_error
 
 STDIO = "-"
 
 
-@dataclass
 class Endpoint:
-    target: str | int       # what ArchiveWriter or ArchiveReader takes: a path, or a file descriptor
-    name: str               # how messages name it
-    owned_fd: int = -1      # a descriptor this endpoint opened, closed by close()
+    __slots__ = ("target", "name", "owned_fd")
+
+    def __init__(self, target: str | int, name: str, owned_fd: int = -1):
+        self.target = target        # what ArchiveWriter or ArchiveReader takes: a path, or a file descriptor
+        self.name = name            # how messages name it
+        self.owned_fd = owned_fd    # a descriptor this endpoint opened, closed by close()
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.target!r}, {self.name!r})"
 
     @property
     def stream(self) -> bool:

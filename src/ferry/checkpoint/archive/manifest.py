@@ -10,14 +10,15 @@ import binascii
 import json
 import posixpath
 import re
-from dataclasses import asdict, dataclass, fields
 from datetime import datetime
+from typing import NamedTuple
 
 from ferry.checkpoint.hostinfo import HostInfo
 from ferry.image.digest import DIGEST_RE
 from ferry.store.ids import MAX_NAME, NAME_RE
 from ferry.util import strictjson
 from ferry.util.errors import BadArchive
+from ferry.util.records import checked
 
 # 3: BLAKE3 digests in a trailer, which may be signed. Measured on this
 # machine, one core: BLAKE3 3.5-4 GB/s, sha256 1.1 GB/s, xxh3 5.5-7 GB/s, so
@@ -187,13 +188,13 @@ def _check_common(format_version, version: int, created, host, container, compre
         raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}")
 
 
-@dataclass(frozen=True)
-class MemberV2:
+@checked
+class MemberV2(NamedTuple):
     name: str      # relative POSIX path; directories are implied by the paths
     size: int
     xxh3_128: str  # 32 lowercase hex digits
 
-    def __post_init__(self):
+    def _check(self):
         _check_member(self.name, self.size, self.xxh3_128, "xxh3_128", 32, (MANIFEST_NAME,))
 
     @property
@@ -201,8 +202,8 @@ class MemberV2:
         return self.xxh3_128
 
 
-@dataclass(frozen=True)
-class ManifestV2:
+@checked
+class ManifestV2(NamedTuple):
     """Format 2's manifest.json: the head and every member's digest, first."""
     format_version: int
     created: str              # RFC 3339, UTC
@@ -211,7 +212,7 @@ class ManifestV2:
     compression: str          # how the archive was written: zstd | gzip | none
     members: tuple[MemberV2, ...]
 
-    def __post_init__(self):
+    def _check(self):
         _check_common(self.format_version, 2, self.created, self.host, self.container, self.compression)
         if not isinstance(self.members, tuple) or not all(isinstance(m, MemberV2) for m in self.members):
             raise ValueError("members must be a tuple of MemberV2")
@@ -232,7 +233,7 @@ class ManifestV2:
             "host": self.host.to_dict(),
             "container": dict(self.container),
             "compression": self.compression,
-            "members": [asdict(m) for m in self.members],
+            "members": [m._asdict() for m in self.members],
         }
         return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
 
@@ -243,21 +244,21 @@ class ManifestV2:
 
     @classmethod
     def _from_dict(cls, data: dict) -> "ManifestV2":
-        _exact_keys(data, tuple(f.name for f in fields(cls)), "manifest")
+        _exact_keys(data, cls._fields, "manifest")
         if not isinstance(data["members"], list):
             raise ValueError("members must be a list")
         if len(data["members"]) > MAX_MEMBERS:
             raise ValueError(f"more than {MAX_MEMBERS} members")
         members = []
         for entry in data["members"]:
-            _exact_keys(entry, tuple(f.name for f in fields(MemberV2)), "member")
+            _exact_keys(entry, MemberV2._fields, "member")
             members.append(MemberV2(**entry))
         return cls(data["format_version"], data["created"], HostInfo.from_dict(data["host"]),
                    data["container"], data["compression"], tuple(members))
 
 
-@dataclass(frozen=True)
-class Head:
+@checked
+class Head(NamedTuple):
     """Format 3's manifest.json: what is known before any member is written."""
     format_version: int
     created: str              # RFC 3339, UTC
@@ -267,7 +268,7 @@ class Head:
     digest: str               # of the members in the trailer: blake3
     max_size: int             # bytes: the members' sizes add up to at most this
 
-    def __post_init__(self):
+    def _check(self):
         _check_common(self.format_version, 3, self.created, self.host, self.container, self.compression)
         if self.digest != DIGEST:
             raise ValueError(f"digest must be {DIGEST}")
@@ -302,7 +303,7 @@ class Head:
 
     @classmethod
     def _from_dict(cls, data: dict) -> "Head":
-        _exact_keys(data, tuple(f.name for f in fields(cls)), "manifest")
+        _exact_keys(data, cls._fields, "manifest")
         return cls(data["format_version"], data["created"], HostInfo.from_dict(data["host"]),
                    data["container"], data["compression"], data["digest"], data["max_size"])
 
@@ -327,14 +328,14 @@ def parse_head(data: bytes) -> ManifestV2 | Head:
     return _head_from_dict(_load_json(data, MANIFEST_NAME))
 
 
-@dataclass(frozen=True)
-class Checksum:
+@checked
+class Checksum(NamedTuple):
     """One member in format 3's trailer."""
     name: str
     size: int
     blake3: str    # 64 lowercase hex digits
 
-    def __post_init__(self):
+    def _check(self):
         _check_member(self.name, self.size, self.blake3, "blake3", 64, RESERVED_NAMES)
 
     @property
@@ -342,14 +343,14 @@ class Checksum:
         return self.blake3
 
 
-@dataclass(frozen=True)
-class Checksums:
+@checked
+class Checksums(NamedTuple):
     """checksums.json, the trailer: what a signature covers."""
     format_version: int
     manifest_blake3: str            # of manifest.json's exact bytes
     members: tuple[Checksum, ...]   # in archive order
 
-    def __post_init__(self):
+    def _check(self):
         if not _is_int(self.format_version) or self.format_version != 3:
             raise ValueError(f"unsupported format_version {self.format_version!r}")
         if not isinstance(self.manifest_blake3, str) or not HEX64_RE.match(self.manifest_blake3):
@@ -360,21 +361,21 @@ class Checksums:
 
     def to_json(self) -> bytes:
         data = {"format_version": self.format_version, "manifest_blake3": self.manifest_blake3,
-                "members": [asdict(m) for m in self.members]}
+                "members": [m._asdict() for m in self.members]}
         return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Checksums":
         data = _load_json(text, CHECKSUMS_NAME)
         try:
-            _exact_keys(data, tuple(f.name for f in fields(cls)), "checksums")
+            _exact_keys(data, cls._fields, "checksums")
             if not isinstance(data["members"], list):
                 raise ValueError("members must be a list")
             if len(data["members"]) > MAX_MEMBERS:
                 raise ValueError(f"more than {MAX_MEMBERS} members")
             members = []
             for entry in data["members"]:
-                _exact_keys(entry, tuple(f.name for f in fields(Checksum)), "member")
+                _exact_keys(entry, Checksum._fields, "member")
                 members.append(Checksum(**entry))
             return cls(data["format_version"], data["manifest_blake3"], tuple(members))
         except (ValueError, TypeError) as exc:
@@ -392,14 +393,14 @@ def _strict_base64(text, size: int, what: str) -> bytes:
     return raw
 
 
-@dataclass(frozen=True)
-class Signature:
+@checked
+class Signature(NamedTuple):
     """checksums.sig: who signed the trailer, and the signature."""
     algorithm: str     # ed25519
     public_key: str    # base64 of the 32 raw key bytes
     signature: str     # base64 of the 64 signature bytes
 
-    def __post_init__(self):
+    def _check(self):
         if self.algorithm != SIGNATURE_ALGORITHM:
             raise ValueError(f"algorithm must be {SIGNATURE_ALGORITHM}")
         _strict_base64(self.public_key, 32, "public_key")
@@ -419,20 +420,19 @@ class Signature:
                    base64.b64encode(signature).decode("ascii"))
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=1) + "\n").encode("ascii")
+        return (json.dumps(self._asdict(), indent=1) + "\n").encode("ascii")
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Signature":
         data = _load_json(text, SIGNATURE_NAME)
         try:
-            _exact_keys(data, tuple(f.name for f in fields(cls)), "signature")
+            _exact_keys(data, cls._fields, "signature")
             return cls(**data)
         except (ValueError, TypeError) as exc:
             raise BadArchive(f"{SIGNATURE_NAME} is invalid: {exc}", hint=HINT_DAMAGED) from None
 
 
-@dataclass(frozen=True)
-class ArchiveContents:
+class ArchiveContents(NamedTuple):
     """What read_archive unpacked and checked, and who vouches for it."""
     head: Head | ManifestV2
     members: tuple[Checksum | MemberV2, ...]   # in archive order

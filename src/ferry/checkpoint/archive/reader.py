@@ -35,8 +35,7 @@ import posixpath
 import shutil
 import stat
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import blake3
 import xxhash
@@ -150,8 +149,7 @@ class ForeignHead:
         self.first = first
 
 
-@dataclass(frozen=True)
-class ForeignMember:
+class ForeignMember(NamedTuple):
     name: str
     size: int
 

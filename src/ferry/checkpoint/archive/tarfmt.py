@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import re
 import tarfile
-from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from ferry.checkpoint.archive.manifest import CONTINUE_KEY, HINT_DAMAGED, HINT_FOREIGN, shown, truncated
 from ferry.util.errors import BadArchive
@@ -113,8 +112,7 @@ class TarStream:
             pass
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     name: str
     kind: str      # file | dir | hardlink | symlink | device | fifo | "type X"
     size: int

@@ -31,8 +31,7 @@ import os
 import stat
 import tempfile
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import blake3
 
@@ -59,8 +58,7 @@ log = get_logger("ferry.checkpoint.archive")
 READ_BYTES = 4 << 20      # one read of a file being archived
 
 
-@dataclass(frozen=True)
-class WriteResult:
+class WriteResult(NamedTuple):
     path: str | None       # None for a stream
     size: int | None       # bytes of the archive file; None for a stream
     write_seconds: float   # from the writer's start to the rename (or the stream's end)
@@ -68,8 +66,7 @@ class WriteResult:
     signer: str | None = None   # the signing key's fingerprint
 
 
-@dataclass(frozen=True)
-class _Input:
+class _Input(NamedTuple):
     name: str
     path: str
     size: int
@@ -124,8 +121,7 @@ def _copy_hashed(item: _Input, sink: Sink, reporter: Reporter) -> str:
         os.close(fd)
 
 
-@dataclass(frozen=True)
-class _Streamed:
+class _Streamed(NamedTuple):
     member: Checksum
     path: str
     identity: tuple   # (inode, size, mtime_ns) when the member was closed
@@ -145,8 +141,7 @@ def _signer(signer):
 
 # ---- targets: all that differs between a file and a stream -----------------
 
-@dataclass(frozen=True)
-class _Room:
+class _Room(NamedTuple):
     offset: int
     size: int
 
