@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferry.checkpoint import archive, foreign_layout
 from ferry.checkpoint.archive.endpoints import import_endpoint
@@ -24,8 +24,7 @@ TCP_STREAM_PREFIX = "checkpoint/tcp-stream-"   # CRIU's image of an established 
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 
 
-@dataclass(frozen=True)
-class Summary:
+class Summary(NamedTuple):
     """An archive as `show` and `verify` report it."""
     path: str
     engine: str                 # ferry | podman | CRI-O
@@ -170,7 +169,6 @@ def _described(root: str, head, sizes: dict[str, int], env: bool) -> dict:
     decoded = describe(images, env=env)
     stats = None
     if os.path.isfile(os.path.join(root, "stats-dump")):
-        import dataclasses
         try:
             stats = criu.read_dump_stats(root)._asdict()
         except Exception:   # noqa: BLE001 - an archive's stats are informative only

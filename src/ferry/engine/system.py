@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferry.host import probes
 from ferry.host.probes import Check
 
 
-@dataclass(frozen=True)
-class SystemReport:
+class SystemReport(NamedTuple):
     checks: tuple[Check, ...]
 
     @property

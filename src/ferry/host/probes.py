@@ -14,8 +14,7 @@ import resource
 import shutil
 import socket
 import tempfile
-from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ferry.host.criulog import criu_messages, criu_said  # noqa: F401  (re-exported)
 from ferry.util import proc
@@ -31,8 +30,7 @@ TCP_REPAIR = 19
 OK, MISSING, WARNING = "ok", "missing", "warning"
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     key: str
     status: str          # ok | missing | warning
     value: str           # what was found: a version, a mode, "yes"/"no"
@@ -45,7 +43,7 @@ class Check:
         return self.required and self.status != OK
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
 
 # ---- pure parsers -------------------------------------------------------

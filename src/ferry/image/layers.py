@@ -19,8 +19,7 @@ import shutil
 import stat
 import tarfile
 import zlib
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import zstandard
 
@@ -46,8 +45,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, zstandard.ZstdError)
 
 
-@dataclass(frozen=True)
-class Unpacked:
+class Unpacked(NamedTuple):
     digest: str    # sha256 of the stream as read (the blob digest of a compressed layer)
     diff_id: str   # sha256 of the uncompressed tar stream
     size: int      # bytes of the uncompressed tar stream

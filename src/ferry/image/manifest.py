@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ferry.image.digest import hex_of
 from ferry.util.errors import BadArchive, Incompatible, NotFound
@@ -45,8 +45,7 @@ def host_architecture() -> str:
     return _ARCH.get(machine, machine)
 
 
-@dataclass(frozen=True)
-class Platform:
+class Platform(NamedTuple):
     os: str
     architecture: str
     variant: str = ""
@@ -55,8 +54,7 @@ class Platform:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     media_type: str
     digest: str
     size: int
@@ -67,21 +65,18 @@ class Descriptor:
         return dict(self.annotations).get(key)
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     media_type: str
     config: Descriptor
     layers: tuple[Descriptor, ...]
 
 
-@dataclass(frozen=True)
-class Index:
+class Index(NamedTuple):
     media_type: str
     manifests: tuple[Descriptor, ...]
 
 
-@dataclass(frozen=True)
-class ImageConfig:
+class ImageConfig(NamedTuple):
     """What `run` needs from an image's config (the OCI/docker `config` object)."""
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
@@ -92,14 +87,12 @@ class ImageConfig:
     stop_signal: str = ""                 # "" when unset
 
 
-@dataclass(frozen=True)
-class ParsedConfig:
+class ParsedConfig(NamedTuple):
     config: ImageConfig
     diff_ids: tuple[str, ...]
     created: str
     architecture: str
     os: str
-    raw: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def _bad(what: str, why: str) -> BadArchive:
@@ -227,7 +220,7 @@ def parse_config(data: bytes, what: str = "image config") -> ParsedConfig:
         stop_signal=str(cfg.get("StopSignal") or ""),
     )
     return ParsedConfig(image_config, tuple(diff_ids), str(doc.get("created") or ""),
-                        str(doc.get("architecture") or ""), str(doc.get("os") or ""), doc)
+                        str(doc.get("architecture") or ""), str(doc.get("os") or ""))
 
 
 def config_document(config: ImageConfig, diff_ids: list[str], created: str,

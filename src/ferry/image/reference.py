@@ -9,7 +9,7 @@ the `localhost` registry, a name given to `pull` gets docker.io (with
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferry.util.errors import UsageError
 
@@ -27,8 +27,7 @@ _DOMAIN_RE = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)"
 MAX_NAME = 255
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(NamedTuple):
     registry: str
     repository: str
     tag: str | None = None

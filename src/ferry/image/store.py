@@ -18,8 +18,7 @@ import os
 import re
 import secrets
 import tempfile
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator, NamedTuple
 
 from ferry.image import digest as digests
 from ferry.image import reference
@@ -81,8 +80,7 @@ HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 HEX_PREFIX_RE = re.compile(r"^[0-9a-f]{1,64}\Z")
 
 
-@dataclass(frozen=True)
-class Image:
+class Image(NamedTuple):
     id: str                    # 64-hex sha256 of the image config blob
     digest: str                # "sha256:<hex>" of the manifest
     names: tuple[str, ...]     # fully qualified, e.g. "localhost/nginx:latest"
@@ -102,8 +100,7 @@ def _not_found(text: str) -> NotFound:
 LayerSource = tuple[str, "str | None", Callable[[], ContextManager[BinaryIO]]]
 
 
-@dataclass
-class _StagedLayer:
+class _StagedLayer(NamedTuple):
     path: str
     size: int
     tar: str       # its uncompressed tar, zstd-compressed (what a migration sends)
@@ -469,7 +466,7 @@ class ImageStore:
             if not exists:
                 conn.execute("INSERT INTO images (id, digest, config, size, created, architecture, os) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (image_id, manifest_digest, json.dumps(asdict(parsed.config)),
+                             (image_id, manifest_digest, json.dumps(parsed.config._asdict()),
                               size, parsed.created or utc_now(digits=6),
                               parsed.architecture, parsed.os))
                 conn.executemany("INSERT INTO image_layer_refs (image_id, position, diff_id) "

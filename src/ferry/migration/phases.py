@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
 
 from ferry.util.timing import Timer
 
@@ -33,15 +32,17 @@ class Phase(str, enum.Enum):
     CLEANUP = "cleanup"
 
 
-@dataclass
 class Timings(Timer):
     """Seconds per phase, and the downtime: from the freeze on the source to
     the destination's word that the container runs (an upper bound: it
     includes the reply's way back)."""
-    frozen_at: float | None = None
-    running_at: float | None = None
-    source: dict = field(default_factory=dict)   # the source checkpoint's own phases
-    pages_pushed: int = 0                        # bytes the dump sent to the destination's page server
+
+    def __init__(self):
+        super().__init__()
+        self.frozen_at: float | None = None
+        self.running_at: float | None = None
+        self.source: dict = {}       # the source checkpoint's own phases
+        self.pages_pushed = 0        # bytes the dump sent to the destination's page server
 
     def phase(self, phase: Phase):
         return super().phase(phase.value)

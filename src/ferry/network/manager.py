@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import sys
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ferry.network import hostfiles, ipam, link, nft, portholder
 from ferry.network.ports import PortMapping, check_distinct, ensure_host_port_free, pick_free_port
@@ -51,8 +51,7 @@ ADDED_LEASE_COLUMNS = {"scope": "TEXT NOT NULL DEFAULT ''"}
 MAC_ATTEMPTS = 16
 
 
-@dataclass(frozen=True)
-class Network:
+class Network(NamedTuple):
     name: str
     id: str
     bridge: str
@@ -65,8 +64,7 @@ class Network:
         return int(self.subnet.split("/")[1])
 
 
-@dataclass(frozen=True)
-class Attachment:
+class Attachment(NamedTuple):
     network: str
     netns: str            # its path is /run/netns/<netns>
     netns_path: str
@@ -78,8 +76,7 @@ class Attachment:
     host_veth: str
 
 
-@dataclass(frozen=True)
-class Reservation:
+class Reservation(NamedTuple):
     container_id: str
     network: str
     ip: str
@@ -356,7 +353,7 @@ class NetworkManager:
         lease = Lease(reservation.ip, reservation.mac, self.root, reservation.container_id,
                       scope=reservation.scope)
         if previous is not None:
-            lease = replace(lease, previous_root=previous.root, previous_scope=previous.scope)
+            lease = lease._replace(previous_root=previous.root, previous_scope=previous.scope)
         return lease
 
     @staticmethod
@@ -433,7 +430,7 @@ class NetworkManager:
                 if lease.root == self.root:
                     gone = self._let_go(net.bridge, lease)
                 elif lease.previous_root == self.root:   # the move is complete: no claim to keep
-                    self.registry.rewrite(net.bridge, replace(lease, previous_root="", previous_scope=""))
+                    self.registry.rewrite(net.bridge, lease._replace(previous_root="", previous_scope=""))
             with self.db.write() as conn:
                 conn.execute("DELETE FROM network_leases WHERE container_id = ?", (container_id,))
         return removed + [gone]
@@ -653,7 +650,7 @@ class NetworkManager:
             resolved = []
             for mapping in ports:
                 if mapping.host_port == 0:
-                    mapping = replace(mapping, host_port=pick_free_port(mapping, taken))
+                    mapping = mapping._replace(host_port=pick_free_port(mapping, taken))
                 else:
                     self._check_not_published(mapping, others)
                     ensure_host_port_free(mapping)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from ferry.network.ipam import IFNAME_RE, MAC_RE, MAX_IFNAME
 from ferry.network.ports import PortMapping
@@ -70,15 +69,13 @@ UPLINK_SKELETON = f"""table {BRIDGE_FAMILY} {TABLE} {{
 }}"""
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     chain: str
     handle: int
     comment: str
 
 
-@dataclass(frozen=True)
-class PublishedRule:
+class PublishedRule(NamedTuple):
     handle: int
     root_tag: str
     container_id: str

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 from ferry.store.layout import Layout
 from ferry.util.fs import atomic_write
@@ -76,14 +76,12 @@ def root_is_live(root: str) -> bool:
     return os.path.exists(Layout(root).database)
 
 
-@dataclass(frozen=True)
-class BridgeShape:
+class BridgeShape(NamedTuple):
     subnet: str
     gateway: str
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     """Which root's container holds an IP. `scope` says how its holder names the
     container's netns and veth (link.netns_name). After a same-machine migration
     the destination root holds the lease and `previous_*` names the source, which
@@ -103,7 +101,7 @@ class Lease:
     @classmethod
     def from_json(cls, data: dict) -> Lease | None:
         try:
-            return cls(**{f.name: str(data[f.name]) for f in fields(cls) if f.name in data})
+            return cls(**{name: str(data[name]) for name in cls._fields if name in data})
         except TypeError:   # a required field missing: not a lease ferry wrote
             return None
 
@@ -144,7 +142,7 @@ class Registry:
         os.makedirs(self._dir(bridge, "roots"), mode=0o755, exist_ok=True)
         os.makedirs(self._dir(bridge, "leases"), mode=0o755, exist_ok=True)
         if self.shape(bridge) != shape:
-            atomic_write(self._dir(bridge, "network.json"), json.dumps(asdict(shape)))
+            atomic_write(self._dir(bridge, "network.json"), json.dumps(shape._asdict()))
         marker = self._dir(bridge, "roots", root_tag(root))
         if _read_json(marker) != {"root": root}:
             atomic_write(marker, json.dumps({"root": root}))
@@ -217,13 +215,13 @@ class Registry:
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "w") as f:
-            json.dump(asdict(lease), f)
+            json.dump(lease._asdict(), f)
             f.flush()
             os.fsync(f.fileno())
 
     def rewrite(self, bridge: str, lease: Lease) -> None:
         """Replace the lease file of lease.ip in one step (a handover between roots)."""
-        atomic_write(self._dir(bridge, "leases", lease.ip), json.dumps(asdict(lease)), mode=0o644)
+        atomic_write(self._dir(bridge, "leases", lease.ip), json.dumps(lease._asdict()), mode=0o644)
 
     def drop(self, bridge: str, ip: str) -> None:
         try:

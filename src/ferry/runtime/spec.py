@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import resource
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 
 from ferry.util.errors import NotFound, UsageError
 
@@ -37,16 +39,14 @@ WANTED_RLIMITS = {"RLIMIT_NOFILE": 1048576, "RLIMIT_NPROC": 4194304}
 # 1.1.5 on this host it worked (nofile 20000, nproc 96551), so clamp to the hard limit.
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     destination: str
     source: str
     type: str = "bind"
     options: tuple[str, ...] = ("rbind", "rprivate")
 
 
-@dataclass(frozen=True)
-class ProcessSpec:
+class ProcessSpec(NamedTuple):
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
     cwd: str = "/"
@@ -56,8 +56,7 @@ class ProcessSpec:
     terminal: bool = False
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(NamedTuple):
     container_id: str
     hostname: str
     rootfs: str
@@ -65,7 +64,7 @@ class ContainerSpec:
     netns_path: str | None = None
     mounts: tuple[Mount, ...] = ()
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
-    annotations: dict = field(default_factory=dict)
+    annotations: Mapping[str, str] = MappingProxyType({})   # read-only: one default shared by all
     cgroup_parent: str = "ferry"   # runc.cgroup_parent of the container's root
     cgroupns: bool = True
     no_new_privileges: bool = True

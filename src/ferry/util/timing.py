@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
 
 
-@dataclass
 class Timer:
-    phases: dict[str, float] = field(default_factory=dict)
+    def __init__(self):
+        self.phases: dict[str, float] = {}
 
     @contextlib.contextmanager
     def phase(self, name: str):
