@@ -12,7 +12,6 @@ import binascii
 import io
 import json
 import os
-import tempfile
 from typing import NamedTuple
 
 from ferry.host import probes
@@ -93,6 +92,7 @@ def decode_cpuinfo(raw: bytes) -> dict:
 
 
 def criu_cpuinfo(criu: str) -> bytes:
+    import tempfile   # only when the host's answers are not cached yet
     with tempfile.TemporaryDirectory(prefix="ferry-cpuinfo-") as tmp:
         proc.run([criu, "cpuinfo", "dump", "-D", tmp], desc="criu cpuinfo dump")
         with open(os.path.join(tmp, CPUINFO_IMAGE), "rb") as f:

@@ -19,12 +19,10 @@ import shutil
 import stat
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from ferry.checkpoint import archive
-from ferry.checkpoint.archive import ArchiveWriter, WriteResult, apply_tree_diff, write_tree_diff
-from ferry.checkpoint.archive.treediff import image_names_below
+from ferry.checkpoint.archive.treediff import apply_tree_diff, image_names_below, write_tree_diff
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint, is_stream
 from ferry.checkpoint.foreign_layout import podman_identity
 from ferry.checkpoint import podman_shape
@@ -65,6 +63,7 @@ VOLUMES = "volumes"
 LOG = CONTAINER_LOG              # the container's log: the same name in the archive
 
 if TYPE_CHECKING:   # the migrations' own parts load only when a migration runs
+    from ferry.checkpoint.archive.writer import ArchiveWriter, WriteResult
     from ferry.checkpoint.lazy import LazyDump, LazyServe, LazySource
     from ferry.checkpoint.pagepush import PagePush, PageReceiver
 
@@ -344,7 +343,7 @@ class Checkpoints:
         frozen_since = [time.monotonic()]
         try:
             if target:
-                writer = ArchiveWriter(target.target, compression=compression,
+                writer = archive.ArchiveWriter(target.target, compression=compression,
                                        container=_archive_identity(container), signer=signer)
                 entry = journal.update(directory, entry, archive_temp=writer.temp_path)
                 if not target.stream:
@@ -408,6 +407,7 @@ class Checkpoints:
                     # Gone and recorded: its cleanup (runc's state, the veth and
                     # netns, the root mount; mostly waits on tools and the
                     # kernel) runs while the archive is written, not after.
+                    from concurrent.futures import ThreadPoolExecutor
                     cleaner = ThreadPoolExecutor(1, thread_name_prefix="ferry-cleanup")
                     cleaned = cleaner.submit(self._clean_ended, container)
             if writer:

@@ -12,8 +12,6 @@ import os
 import re
 import resource
 import shutil
-import socket
-import tempfile
 from typing import Callable, NamedTuple
 
 from ferry.host.criulog import criu_messages, criu_said  # noqa: F401  (re-exported)
@@ -239,6 +237,7 @@ def probe_overlayfs() -> Check:
     if os.geteuid() != 0:
         return Check("overlayfs", OK, "yes", "listed in /proc/filesystems (mount not tried: not root)",
                      IMPACT["overlayfs"], True)
+    import tempfile
     with tempfile.TemporaryDirectory(prefix="ferry-overlay-probe-") as tmp:
         dirs = {name: os.path.join(tmp, name) for name in ("lower", "upper", "work", "merged")}
         for path in dirs.values():
@@ -273,6 +272,7 @@ def probe_nftables() -> Check:
 
 @_guarded("tcp_repair", IMPACT["tcp_repair"], False)
 def probe_tcp_repair() -> Check:
+    import socket   # only `ferry system check` probes; checkpoint and restore import this module too
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)

@@ -1,18 +1,39 @@
 """The checkpoint archive's file format: its records, codecs and tar layout,
 the hostile-input reader, the writer (files, pipes, growing page images) and
 the overlay diff format of rootfs-diff.tar and volume tars.
-It reads and writes bytes only: it never runs CRIU nor makes containers."""
+It reads and writes bytes only: it never runs CRIU nor makes containers.
 
-from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, FORMAT_VERSION, MANIFEST_NAME,
-                                               SIGNATURE_NAME, ArchiveContents, Checksum, Checksums, Head, ManifestV2,
-                                               MemberV2, Signature, parse_head)
-from ferry.checkpoint.archive.codecs import compression_for
-from ferry.checkpoint.archive.reader import ArchiveReader, ForeignHead, read_archive, read_manifest
-from ferry.checkpoint.archive.treediff import apply_tree_diff, write_tree_diff
-from ferry.checkpoint.archive.writer import ArchiveWriter, WriteResult, write_archive
-from ferry.checkpoint.hostinfo import HostInfo, host_info
+Each name loads its module when first used: a checkpoint never needs the
+reader, nor a restore the writer."""
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "CHECKSUMS_NAME", "SIGNATURE_NAME", "COMPRESSIONS",
-           "ArchiveContents", "Checksum", "Checksums", "Head", "HostInfo", "ManifestV2", "MemberV2", "Signature",
-           "host_info", "compression_for", "parse_head", "ArchiveReader", "ForeignHead", "read_archive", "read_manifest",
-           "ArchiveWriter", "WriteResult", "write_archive", "apply_tree_diff", "write_tree_diff"]
+import importlib
+
+_HOMES = {
+    "manifest": ("CHECKSUMS_NAME", "COMPRESSIONS", "FORMAT_VERSION", "MANIFEST_NAME", "SIGNATURE_NAME",
+                 "ArchiveContents", "Checksum", "Checksums", "Head", "ManifestV2", "MemberV2", "Signature",
+                 "parse_head"),
+    "codecs": ("compression_for",),
+    "reader": ("ArchiveReader", "ForeignHead", "read_archive", "read_manifest"),
+    "treediff": ("apply_tree_diff", "write_tree_diff"),
+    "writer": ("ArchiveWriter", "WriteResult", "write_archive"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+_HOST = ("HostInfo", "host_info")   # re-exported from ferry.checkpoint.hostinfo
+
+__all__ = [*_MODULE_OF, *_HOST]
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        module = importlib.import_module(f"{__name__}.{_MODULE_OF[name]}")
+    elif name in _HOST:
+        module = importlib.import_module("ferry.checkpoint.hostinfo")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])
