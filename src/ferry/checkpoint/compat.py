@@ -14,15 +14,14 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ferry.checkpoint.hostinfo import CPUINFO_IMAGE, HostInfo
 from ferry.util import proc
 from ferry.util.errors import ToolError
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(NamedTuple):
     check: str      # arch | cgroup_mode | kernel | criu_version | runc_version | cpu
     reason: str     # what differs
     effect: str = ""    # what the difference would cause

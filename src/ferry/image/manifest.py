@@ -4,7 +4,7 @@ with platform selection, and image configs. Pure parsing, no I/O."""
 from __future__ import annotations
 
 import json
-import platform
+import os
 from typing import NamedTuple
 
 from ferry.image.digest import hex_of
@@ -34,14 +34,14 @@ LAYER_TYPES = (OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, DOCKER_LAYER_GZIP,
 
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# platform.machine() -> OCI architecture names
+# os.uname().machine -> OCI architecture names (platform.machine() is the same; its module costs 2 ms)
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
          "armv7l": "arm", "i686": "386", "i386": "386", "ppc64le": "ppc64le",
          "s390x": "s390x", "riscv64": "riscv64"}
 
 
 def host_architecture() -> str:
-    machine = platform.machine()
+    machine = os.uname().machine
     return _ARCH.get(machine, machine)
 
 

@@ -16,14 +16,12 @@ import functools
 import json
 import os
 import re
-import secrets
 import tempfile
 from typing import TYPE_CHECKING, BinaryIO, Callable, ContextManager, Iterator, NamedTuple
 
 from ferry.image import digest as digests
 from ferry.image import reference
 from ferry.image.blobs import BlobStore
-from ferry.image.layers import unpack_layer
 from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, annotations_of, config_document,
                                   manifest_document, parse_config, parse_document, select_platform)
 from ferry.store.db import Database
@@ -122,6 +120,7 @@ class _Staging:
         dest = tempfile.mkdtemp(dir=self.path, prefix="layer-")
         tar = dest + ".tar.zst"
         with open(tar, "wb") as keep:
+            from ferry.image.layers import unpack_layer   # tar, gzip, zstd: not for a run or a restore
             unpacked = unpack_layer(source, dest, keep=keep)
         if expected_digest:
             digests.verify(expected_digest, unpacked.digest, what)
@@ -432,7 +431,7 @@ class ImageStore:
         name = digests.hex_of(diff_id)[:LAYER_DIR_CHARS]
         while name in taken or self.db.read().execute(
                 "SELECT 1 FROM image_layers WHERE dir = ?", (name,)).fetchone():
-            name = secrets.token_hex(LAYER_DIR_CHARS // 2)   # a prefix collision: any free name
+            name = os.urandom(LAYER_DIR_CHARS // 2).hex()   # a prefix collision: any free name
         return name
 
     def _commit(self, staging: _Staging, config_bytes: bytes, manifest_bytes: bytes,

@@ -6,8 +6,8 @@ Nothing here touches the host; the manager feeds in what is leased and taken.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import secrets
 from typing import Iterable
 
 from ferry.util.errors import Conflict, UsageError
@@ -98,7 +98,7 @@ def next_free_ip(subnet: ipaddress.IPv4Network, gateway: str, taken: Iterable[st
 
 def random_mac(entropy: bytes | None = None) -> str:
     """A locally administered unicast MAC (the bits every virtual NIC should carry)."""
-    octets = bytearray(entropy if entropy is not None else secrets.token_bytes(6))
+    octets = bytearray(entropy if entropy is not None else os.urandom(6))
     if len(octets) != 6:
         raise ValueError("a MAC needs 6 bytes")
     octets[0] = (octets[0] | LOCALLY_ADMINISTERED) & ~MULTICAST & 0xFF
