@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import gzip
 import io
 import os
@@ -72,6 +71,12 @@ FILTER = bpf(LD_ARCH, (0x15, 0, 6, X86_64), LD_NR, (0x35, 4, 0, 0x40000000), (0x
 
 def encoded(program: bytes) -> str:
     return base64.b64encode(program).decode()
+
+
+@pytest.fixture(autouse=True)
+def seccomp_names_cache(tmp_path_factory, monkeypatch):
+    """The seccomp check's cache of libseccomp's names in a directory of this test's, not /run/ferry."""
+    monkeypatch.setattr(imagecheck, "SECCOMP_NAMES_CACHE", str(tmp_path_factory.mktemp("run") / "seccomp-names.json"))
 
 
 @pytest.fixture
@@ -515,6 +520,17 @@ def test_filter_that_lets_a_denied_syscall_through_is_refused(dump, check, progr
 
 
 @needs_x86_64
+def test_the_seccomp_check_answers_the_same_from_its_cache(dump, check, monkeypatch):
+    set_filter(dump, bpf(LD_NR, (0x15, 0, 1, 0x40000000 + 165), ret(ALLOW)) + FILTER)
+    first = check(dump)   # resolves libseccomp's names and writes the cache
+    assert os.path.exists(imagecheck.SECCOMP_NAMES_CACHE)
+    monkeypatch.setattr(imagecheck, "_resolve_tables", lambda abis: pytest.fail("the cache was not read"))
+    assert check(dump) == first and "syscall mount (x32 0x400000a5)" in first
+    set_filter(dump, FILTER)
+    assert check(dump) is None
+
+
+@needs_x86_64
 def test_filter_that_allows_less_passes(dump, check):
     set_filter(dump, bpf(ret(KILL)))
     set_filter(dump, bpf(LD_ARCH, (0x15, 0, 3, X86_64), LD_NR, (0x15, 0, 1, 0), ret(ALLOW), ret(ERRNO_ENOSYS)), 1)
@@ -572,7 +588,7 @@ def test_rlimit_above_the_spec_is_refused(dump, check, spec):
 
 def test_rlimit_above_the_host_is_refused(dump, check, host):
     dump.entry("core-1.img")["tc"]["rlimits"]["rlimits"][8] = dict(cur=1, max=INF)
-    limited = HostFacts(**{**host.__dict__, "rlimit_hard": {**host.rlimit_hard, 8: 8 << 20}})
+    limited = host._replace(rlimit_hard={**host.rlimit_hard, 8: 8 << 20})
     assert refused(check(dump, host_facts=limited), "RLIMIT_MEMLOCK 1/", "host's hard limit 8388608")
 
 
@@ -1029,7 +1045,7 @@ def test_five_level_paging_allows_higher_addresses(dump, check, host):
     high = (1 << 47) + 0x1000
     runs(dump)[3]["vaddr"] = high
     assert refused(check(dump), "beyond a task's address space (0x7ffffffff000)")
-    assert check(dump, host_facts=dataclasses.replace(host, task_size=imagecheck.TASK_SIZE_56)) is None
+    assert check(dump, host_facts=host._replace(task_size=imagecheck.TASK_SIZE_56)) is None
 
 
 def test_shared_memory_pagemaps_are_checked_too(dump, check):

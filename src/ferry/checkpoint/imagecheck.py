@@ -132,8 +132,7 @@ import stat
 import struct
 import tarfile
 import zlib
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from ferry.util.errors import BadArchive, from_os_error
 
@@ -251,15 +250,16 @@ LEGACY_TASK_IMAGES = re.compile(r"(creds|rlimit|itimers|posix-timers|vmas|sigact
 
 # ---- what this host contributes --------------------------------------------------------------
 
-@dataclass(frozen=True)
-class HostFacts:
+# NamedTuples rather than frozen dataclasses: a dataclass compiles its methods
+# with exec at import, which every restore pays.
+class HostFacts(NamedTuple):
     """What the spec leaves to the host, read from the restoring process's own view."""
     cgroup_hierarchies: frozenset       # frozensets of controller names; {""} is the cgroup2 hierarchy
     cgroup2_options: frozenset          # super options of this host's cgroup2 mount
     rlimit_hard: dict                   # resource number -> hard limit a container inherits
     oom_score_adj: int                  # what a container inherits
     socket_buffer_max: tuple            # largest (send, receive) buffer an unprivileged socket gets
-    exists: Callable[[str], bool] = field(default=os.path.lexists)
+    exists: Callable[[str], bool] = os.path.lexists
     task_size: int = TASK_SIZE_47       # the top of a task's address space
 
     @classmethod
@@ -323,8 +323,7 @@ def _read_int(path: str, default: int) -> int:
 
 # ---- what the spec grants ----------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _SpecMount:
+class _SpecMount(NamedTuple):
     destination: str
     type: str
     flags: int              # MS_* the spec asks for
@@ -332,8 +331,7 @@ class _SpecMount:
     bind: bool
 
 
-@dataclass(frozen=True)
-class _Grant:
+class _Grant(NamedTuple):
     bounding: frozenset
     seccomp: bool
     seccomp_profile: dict
@@ -1157,8 +1155,7 @@ class _BadProgram(Exception):
     pass
 
 
-@dataclass(frozen=True)
-class _Run:
+class _Run(NamedTuple):
     label: str
     token: int          # libseccomp's architecture token
     audit_arch: int
@@ -1171,19 +1168,7 @@ class _Denied:
     """The syscalls the spec denies outright, per ABI, numbered by libseccomp as runc's filter is."""
 
     def __init__(self, profile: dict):
-        import ctypes
-        try:
-            lib = ctypes.CDLL("libseccomp.so.2")
-            libc = ctypes.CDLL(None)
-        except OSError:
-            raise BadArchive("cannot check the seccomp filters in CRIU's images: libseccomp.so.2 cannot be "
-                             "loaded", hint="install libseccomp2 (runc needs it too)") from None
-        lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p
-        lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
-        lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
-        lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
-        libc.free.argtypes = [ctypes.c_void_p]
-        self.names: dict = {}
+        self.tables = syscall_tables()
         default_allows = profile.get("defaultAction") in ALLOWING_SPEC_ACTIONS
         allowing, denying = set(), set()
         for rule in profile.get("syscalls") or []:
@@ -1194,14 +1179,9 @@ class _Denied:
         covered = {a.removeprefix("SCMP_ARCH_").lower() for a in profile.get("architectures") or []}
         self.runs = []
         for label, arch, audit_arch, base in ABIS.get(os.uname().machine, ()):
-            token = lib.seccomp_arch_resolve_name(arch.encode())
+            token, names = self.tables[label]
             denied = 0
-            for index in range(SYSCALL_WINDOW):
-                pointer = lib.seccomp_syscall_resolve_num_arch(token, base + index) if token else None
-                name = ctypes.string_at(pointer).decode() if pointer else None
-                if pointer:
-                    libc.free(pointer)
-                    self.names[(label, base + index)] = name
+            for index, name in enumerate(names):
                 if arch not in covered:   # libseccomp kills any other ABI
                     denied |= 1 << index
                 elif name is None:        # runc's filter answers ENOSYS to numbers libseccomp does not know
@@ -1211,7 +1191,195 @@ class _Denied:
             self.runs.append(_Run(label, token, audit_arch, base, SYSCALL_WINDOW, denied))
 
     def name(self, run: _Run, number: int) -> str:
-        return self.names.get((run.label, number), "unknown")
+        names = self.tables[run.label][1]
+        index = number - run.base
+        return (names[index] if 0 <= index < len(names) else None) or "unknown"
+
+
+# ---- libseccomp's syscall names, cached ------------------------------------------------------------
+#
+# Resolving every number of every ABI through libseccomp with ctypes cost each
+# restore about 5 ms. The names depend only on this machine and the library, so
+# they are kept in a file under /run/ferry (a tmpfs: one per boot, per host),
+# keyed on what picks the library that dlopen (and runc) loads: LD_LIBRARY_PATH,
+# the dynamic linker's cache, and the opened file's identity. The file is read
+# as untrusted input: any doubt about it, and the names are resolved again.
+
+SECCOMP_NAMES_CACHE = "/run/ferry/seccomp-names.json"
+SECCOMP_NAMES_MAX_BYTES = 256 * 1024   # 20 KiB today, for 3 x 768 numbers
+SECCOMP_NAMES_FORMAT = 1
+LIBSECCOMP = "libseccomp.so.2"
+LD_SO_CACHE = "/etc/ld.so.cache"
+RTLD_DI_LINKMAP = 2
+SYSCALL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+SYSCALL_NAMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(?: [A-Za-z_][A-Za-z0-9_]{0,63})*")
+
+
+def syscall_tables() -> dict:
+    """{ABI label: (libseccomp's arch token, names)}, names[i] libseccomp's name for base+i, or None."""
+    abis = ABIS.get(os.uname().machine, ())
+    if not abis:
+        return {}
+    tables = _cached_tables(abis)
+    if tables is None:
+        tables, library, key = _resolve_tables(abis)
+        if key is not None:
+            _remember_tables(library, key, tables)
+    return tables
+
+
+def _resolve_tables(abis: tuple) -> tuple[dict, str | None, list | None]:
+    """The names, asked of libseccomp; the path dlopen opened it by and the cache key (None if unknown)."""
+    import ctypes
+    try:
+        lib = ctypes.CDLL(LIBSECCOMP)
+        libc = ctypes.CDLL(None)
+    except OSError:
+        raise BadArchive(f"cannot check the seccomp filters in CRIU's images: {LIBSECCOMP} cannot be "
+                         "loaded", hint="install libseccomp2 (runc needs it too)") from None
+    lib.seccomp_syscall_resolve_num_arch.restype = ctypes.c_void_p
+    lib.seccomp_syscall_resolve_num_arch.argtypes = [ctypes.c_uint32, ctypes.c_int]
+    lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+    lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+    libc.free.argtypes = [ctypes.c_void_p]
+    library = _opened_path(ctypes, libc, lib)
+    # Taken before the names: a library replaced while they are resolved then fails to match the key.
+    key = _library_key(library) if library is not None else None
+    tables = {}
+    for label, arch, _audit_arch, base in abis:
+        token = lib.seccomp_arch_resolve_name(arch.encode())
+        names: list = [None] * SYSCALL_WINDOW
+        for index in range(SYSCALL_WINDOW if token else 0):
+            pointer = lib.seccomp_syscall_resolve_num_arch(token, base + index)
+            if pointer:
+                names[index] = ctypes.string_at(pointer).decode("ascii", "replace")
+                libc.free(pointer)
+        tables[label] = (token, tuple(names))
+    return tables, library, key
+
+
+def _opened_path(ctypes, libc, lib) -> str | None:
+    """The path the dynamic linker opened `lib` by (struct link_map's l_name, which follows l_addr)."""
+    try:
+        dlinfo = libc.dlinfo
+    except AttributeError:
+        return None
+    dlinfo.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+    dlinfo.restype = ctypes.c_int
+    link_map = ctypes.c_void_p()
+    if dlinfo(lib._handle, RTLD_DI_LINKMAP, ctypes.byref(link_map)) != 0 or not link_map.value:
+        return None
+    name = ctypes.c_char_p.from_address(link_map.value + ctypes.sizeof(ctypes.c_void_p)).value
+    return os.fsdecode(name) if name and name.startswith(b"/") else None
+
+
+def _library_key(library: str) -> list | None:
+    """What the names hold for, with `library` the path dlopen took; None when it cannot be told."""
+    try:
+        resolved = os.path.realpath(library)
+        info = os.stat(resolved)
+        linker = os.stat(LD_SO_CACHE)
+    except OSError:
+        return None
+    return [SECCOMP_NAMES_FORMAT, os.uname().machine, SYSCALL_WINDOW, os.environ.get("LD_LIBRARY_PATH"),
+            os.environ.get("LD_PRELOAD"), [linker.st_dev, linker.st_ino, linker.st_size, linker.st_mtime_ns],
+            library, resolved, [info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns]]
+
+
+def _private_dir(path: str) -> int | None:
+    """An fd on directory `path` if only this user (root) can write it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    info = os.fstat(fd)
+    if info.st_uid == os.geteuid() and not info.st_mode & 0o022:
+        return fd
+    os.close(fd)
+    return None
+
+
+def _cached_tables(abis: tuple) -> dict | None:
+    try:
+        directory = _private_dir(os.path.dirname(SECCOMP_NAMES_CACHE))
+        if directory is None:
+            return None
+        try:
+            fd = os.open(os.path.basename(SECCOMP_NAMES_CACHE),
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=directory)
+        finally:
+            os.close(directory)
+        with open(fd, "rb") as f:
+            info = os.fstat(fd)
+            if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022
+                    or info.st_size > SECCOMP_NAMES_MAX_BYTES):
+                return None
+            data = f.read(SECCOMP_NAMES_MAX_BYTES + 1)
+        if len(data) > SECCOMP_NAMES_MAX_BYTES:
+            return None
+        return _parse_tables(data, abis)
+    except Exception:   # never worth a failed restore: the names are resolved again
+        return None
+
+
+def _parse_tables(data: bytes, abis: tuple) -> dict | None:
+    from ferry.util import strictjson
+    cache = strictjson.exact_keys(strictjson.loads(data), ("library", "key", "abis"), "the cache")
+    library, entries = cache["library"], cache["abis"]
+    if not (type(library) is str and library.startswith("/") and len(library) < PATH_MAX
+            and "\0" not in library):
+        return None
+    key = _library_key(library)
+    if key is None or not _same(cache["key"], key):
+        return None
+    if type(entries) is not list or len(entries) != len(abis):
+        return None
+    tables = {}
+    for entry, (label, _arch, _audit_arch, _base) in zip(entries, abis):
+        strictjson.exact_keys(entry, ("label", "token", "names"), "an ABI")
+        token, names = entry["token"], entry["names"]
+        if (type(entry["label"]) is not str or entry["label"] != label or type(token) is not int
+                or not 0 <= token <= 0xffffffff or type(names) is not list or len(names) != SYSCALL_WINDOW):
+            return None
+        known = [name for name in names if name is not None]
+        if not set(map(type, known)) <= {str} or (known and not token):
+            return None
+        # One regex over them all (a third of the time of one per name); the
+        # count of spaces refuses a name that holds one.
+        joined = " ".join(known)
+        if known and not (SYSCALL_NAMES.fullmatch(joined) and joined.count(" ") == len(known) - 1):
+            return None
+        tables[label] = (token, tuple(names))
+    return tables
+
+
+def _same(a, b) -> bool:
+    """a == b with the same JSON types all the way down (True is not 1)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is list:
+        return len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def _remember_tables(library: str, key: list, tables: dict) -> None:
+    names = [name for _token, table in tables.values() for name in table if name is not None]
+    if not all(SYSCALL_NAME.fullmatch(name) for name in names):
+        return   # a cache that could never be read back
+    import json
+    from ferry.util.fs import atomic_write
+    data = json.dumps({"library": library, "key": key,
+                       "abis": [{"label": label, "token": token, "names": list(table)}
+                                for label, (token, table) in tables.items()]}, separators=(",", ":"))
+    if len(data) > SECCOMP_NAMES_MAX_BYTES:
+        return
+    directory = os.path.dirname(SECCOMP_NAMES_CACHE)
+    try:
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        fd = _private_dir(directory)
+        if fd is None:
+            return   # others could swap the file: no cache there
+        os.close(fd)
+        atomic_write(SECCOMP_NAMES_CACHE, data, mode=0o600)
+    except OSError:
+        pass   # a read-only /run: the next restore resolves the names again
 
 
 def _split(op: int, mask: int, k: int, base: int, window: int) -> tuple[int, int]:
