@@ -41,7 +41,7 @@ from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
 from ferry.util import phases, signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, UsageError
 from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_tree, remove_tree_later,
-                           tmpfs_if_it_fits)
+                           tmpfs_if_it_fits, write_scratch)
 from ferry.util.locks import is_locked
 from ferry.util.progress import Progress
 from ferry.util.space import disk_free, size_text
@@ -320,10 +320,11 @@ class Checkpoints:
         for path in (images, work):
             remove_tree(path)
             os.makedirs(path, mode=0o700)
+        memory = self.containers.runc.memory_in_use(container.id)
         if ((options.export and not options.keep) or options.export_stream is not None) and not options.push:
             # Images that only pass through on their way into the archive, or
             # that a migration keeps only until the destination runs them.
-            tmpfs_if_it_fits(images, self.containers.runc.memory_in_use(container.id))
+            tmpfs_if_it_fits(images, memory)
         ensure_pipe_max_size()  # CRIU's page pipes must be able to grow (HOST-NOTES)
         marker = files.checkpointing
         atomic_write(marker, "")
@@ -346,7 +347,10 @@ class Checkpoints:
                 writer = archive.ArchiveWriter(target.target, compression=compression,
                                        container=_archive_identity(container), signer=signer)
                 entry = journal.update(directory, entry, archive_temp=writer.temp_path)
-                if not target.stream:
+                from ferry.checkpoint.archive.follow import FOLLOW_MIN   # loaded with the writer
+                # A container smaller than the follower's first stretch cannot
+                # give it one: no watch then (inotify, a thread, ~20 ms to close).
+                if not target.stream and (memory is None or memory >= FOLLOW_MIN):
                     # Compress while CRIU writes. A stream's head, written first,
                     # would have to bound pages that do not exist yet: it waits
                     # for the dump and states their exact total. (Bounding them
@@ -561,8 +565,8 @@ class Checkpoints:
             with open(stats, "rb") as f:
                 members[STATS_DUMP] = f.read()
         for name, data in members.items():
-            atomic_write(os.path.join(directory, name), data, mode=0o600)
             staged.append(os.path.join(directory, name))
+            write_scratch(os.path.join(directory, name), data)
         return list(members)
 
     def _write_rootfs_diff(self, container: Container, directory: str, staged: list[str]) -> list[str]:
@@ -572,7 +576,7 @@ class Checkpoints:
         staged += [tar_path, deleted_path]
         layers = self.containers.images.layer_paths(self.containers.images.get(container.image_id))
         deleted = write_tree_diff(upper, tar_path, hidden_below=functools.partial(image_names_below, layers))
-        atomic_write(deleted_path, json.dumps(deleted), mode=0o600)
+        write_scratch(deleted_path, json.dumps(deleted))
         return [ROOTFS_DIFF, DELETED_FILES]
 
     def _write_volumes(self, container: Container, directory: str, staged: list[str]) -> list[str]:

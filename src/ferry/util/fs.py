@@ -39,6 +39,21 @@ def atomic_write(path: str, data: bytes | str, mode: int = 0o600) -> None:
     fsync_dir(directory)
 
 
+def write_scratch(path: str, data: bytes | str, mode: int = 0o600) -> None:
+    """A file that this command reads back and removes (an archive's staged
+    member): neither atomic nor synced, as a crash leaves it for the next
+    command to overwrite. atomic_write's two fsyncs cost 5-20 ms a file here."""
+    if isinstance(data, str):
+        data = data.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            f.write(data)
+    finally:
+        os.close(fd)
+
+
 def _naming(error: OSError, path: str) -> OSError:
     """The error, naming the file the caller asked for rather than its temp file."""
     error.filename, error.filename2 = path, None
