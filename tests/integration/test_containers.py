@@ -285,3 +285,41 @@ def test_seed_nginx_from_debian_packages(ferry):
     ferry("rm", "my-nginx")
     assert "my-nginx" not in ferry.names()
     assert leftovers(ferry.root, {cid}) == []
+
+
+def test_inspect_catches_up_an_unobserved_exit_and_releases_its_resources(ferry):
+    """`inspect` reads the records alone, as `ps` (issue 18), but a container that
+    exited while no ferry command watched (its monitor killed first) is caught up
+    as before: the exit recorded, and its runc state, netns, published port and
+    rootfs mount released. Several names and templates read the same records."""
+    port = free_port()
+    ferry("run", "-d", "--name", "unwatched", "-p", f"{port}:80", "busybox", "sleep", "60")
+    cid = track(ferry, "unwatched")
+    ferry("run", "-d", "--name", "watched", "-e", "KEPT=yes", "busybox", "sleep", "60")
+    track(ferry, "watched")
+    both = ferry.json("inspect", "unwatched", "watched")
+    assert [(i["Name"], i["State"]["Status"]) for i in both] == [("unwatched", "running"), ("watched", "running")]
+    assert both[0]["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": str(port)}]}
+    assert ferry("container", "inspect", "-f", "{{.Name}} {{.State.Running}} {{.Config.Env}}",
+                 "watched").stdout.startswith("watched true [")
+    missing = ferry("inspect", "watched", "ghost", check=False)
+    one_line_error(missing, "no such container 'ghost'")
+    assert missing.stdout == ""
+
+    monitor_pid = int(open(os.path.join(ferry.root, "containers", cid, "monitor.pid")).read())
+    container_pid = both[0]["State"]["Pid"]
+    os.kill(monitor_pid, 9)
+    os.kill(container_pid, 9)
+    wait_for(lambda: not os.path.exists(f"/proc/{container_pid}/stat")
+             or open(f"/proc/{container_pid}/stat").read().split(")")[1].split()[0] == "Z",
+             "container process to die")
+    state = ferry.inspect("unwatched")["State"]
+    assert (state["Status"], state["Running"], state["Pid"]) == ("exited", False, 0)
+    ferry("rm", "-f", "watched")
+    # Only its directory and record are left, for `rm`.
+    assert [x for x in leftovers(ferry.root, {cid}) if not x.startswith("container dir")] == []
+    with open("/proc/self/mountinfo") as f:
+        assert cid not in f.read()
+    assert "unwatched" in ferry("ps", "-a").stdout
+    ferry("rm", "unwatched")
+    assert leftovers(ferry.root, {cid}) == []

@@ -18,9 +18,8 @@ from ferry.util.timefmt import ago, duration, parse as parse_time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
-    from ferry.engine.containers import Container
     from ferry.engine.core import Engine
-    from ferry.engine.listing import ContainerSummary
+    from ferry.engine.listing import ContainerRecord, ContainerSummary
 
 LOG_FOLLOW_POLL = 0.1
 
@@ -414,7 +413,11 @@ def cmd_exec(args) -> int:
 
 def cmd_inspect(args) -> int:
     engine = engine_of(args)
-    data = [inspect_container(engine, engine.containers.get(name)) for name in args.containers]
+    # From the records, as `ps` lists: the full Containers service (runc, the OCI
+    # spec, the network, the typed config) loads only to catch up with a container
+    # that exited unobserved, and runs its cleanup then.
+    listing = engine.listing
+    data = [inspect_container(engine, listing.record(name)) for name in args.containers]
     if args.format == "json":
         render.json_out(data)
     else:
@@ -423,39 +426,43 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def inspect_container(engine: Engine, c: Container) -> dict:
+def inspect_container(engine: Engine, c: ContainerRecord) -> dict:
+    """podman's inspect of a container, from its record (its config a checked dict)."""
     config = c.config
     ports: dict[str, list] = {}
-    for p in config.ports:
-        ports.setdefault(f"{p.container_port}/{p.protocol}", []).append(
-            {"HostIp": p.host_ip, "HostPort": str(p.host_port)})
+    for p in config["ports"]:
+        ports.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
+            {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
     mounts = []
-    for v in config.volumes:
-        source = engine.volumes.data_dir(v.source) if v.kind == "volume" else v.source
-        mounts.append({"Type": v.kind, "Name": v.source if v.kind == "volume" else "",
-                       "Source": source, "Destination": v.destination, "RW": not v.readonly})
+    for v in config["volumes"]:
+        named = v["kind"] == "volume"
+        # A named volume's data: Volumes.data_dir, without loading the volumes service.
+        source = os.path.join(engine.layout.volumes, v["source"], "_data") if named else v["source"]
+        mounts.append({"Type": v["kind"], "Name": v["source"] if named else "",
+                       "Source": source, "Destination": v["destination"], "RW": not v["readonly"]})
     running = c.state == RUNNING
+    checkpoint = engine.layout.container_files(c.id).checkpoint_images
     return {
-        "Id": c.id, "Created": c.created_at, "Path": config.args[0], "Args": list(config.args[1:]),
+        "Id": c.id, "Created": c.created_at, "Path": config["args"][0], "Args": list(config["args"][1:]),
         "State": {"Status": c.state, "Running": running, "Pid": c.pid or 0,
                   "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or "",
                   "FinishedAt": c.finished_at or "",
                   # podman's names: whether `ferry container restore NAME` brings it back
                   "Checkpointed": bool(c.checkpointed_at), "CheckpointedAt": c.checkpointed_at or NEVER,
-                  "CheckpointPath": engine.containers.checkpoint_path(c) if c.checkpointed_at else "",
-                  "CheckpointInMemory": bool(c.checkpointed_at) and engine.containers.checkpoint_in_memory(c),
+                  "CheckpointPath": checkpoint if c.checkpointed_at else "",
+                  "CheckpointInMemory": bool(c.checkpointed_at) and _in_memory(checkpoint),
                   "Restored": bool(c.restored_at), "RestoredAt": c.restored_at or NEVER,
                   **_criu_logs(engine, c)},
-        "Image": c.image_id, "ImageName": config.image, "ImageDigest": config.image_digest,
+        "Image": c.image_id, "ImageName": config["image"], "ImageDigest": config["image_digest"],
         "Name": c.name, "OCIRuntime": "runc", "Mounts": mounts,
-        "Config": {"Hostname": config.hostname, "Env": list(config.env), "Cmd": list(config.command),
-                   "WorkingDir": config.workdir, "User": config.user, "Tty": config.tty,
-                   "OpenStdin": config.interactive,
-                   "StopSignal": signals.number_of(config.stop_signal) or config.stop_signal},
-        "NetworkSettings": {"IPAddress": config.ip, "MacAddress": config.mac, "Ports": ports,
-                            "Networks": {config.network: {"IPAddress": config.ip,
-                                                          "MacAddress": config.mac}}},
-        "HostConfig": {"PortBindings": ports, "AutoRemove": config.rm,
+        "Config": {"Hostname": config["hostname"], "Env": list(config["env"]), "Cmd": list(config["command"]),
+                   "WorkingDir": config["workdir"], "User": config["user"], "Tty": config["tty"],
+                   "OpenStdin": config["interactive"],
+                   "StopSignal": signals.number_of(config["stop_signal"]) or config["stop_signal"]},
+        "NetworkSettings": {"IPAddress": config["ip"], "MacAddress": config["mac"], "Ports": ports,
+                            "Networks": {config["network"]: {"IPAddress": config["ip"],
+                                                             "MacAddress": config["mac"]}}},
+        "HostConfig": {"PortBindings": ports, "AutoRemove": config["rm"],
                        "Binds": [f"{m['Name'] or m['Source']}:{m['Destination']}" + ("" if m["RW"] else ":ro")
                                  for m in mounts]},
     }
@@ -464,10 +471,17 @@ def inspect_container(engine: Engine, c: Container) -> dict:
 NEVER = "0001-01-01T00:00:00Z"   # podman's zero time
 
 
-def _criu_logs(engine: Engine, c: Container) -> dict:
+def _in_memory(checkpoint: str) -> bool:
+    """A local checkpoint on a tmpfs (the disk had no room for it), which a
+    reboot would take: Containers.checkpoint_in_memory, from the path alone."""
+    from ferry.util.fs import mounts_under
+    return bool(mounts_under(checkpoint))
+
+
+def _criu_logs(engine: Engine, c: ContainerRecord) -> dict:
     """CRIU's log of the checkpoint a container waits in, or of the restore
     that brought it back, as podman names them; a later start clears both."""
-    work = engine.containers.files(c.id).checkpoint_work
+    work = engine.layout.container_files(c.id).checkpoint_work
     logs = {}
     if c.checkpointed_at and os.path.exists(os.path.join(work, "dump.log")):
         logs["CheckpointLog"] = os.path.join(work, "dump.log")

@@ -1,9 +1,11 @@
-"""The containers table, and listing it (`ferry ps`) from the records alone.
+"""The containers table, and reading it from the records alone: listing it
+(`ferry ps`) and showing one container (`ferry inspect`).
 
-A listing must start as fast as podman's, so this module imports neither runc,
-the OCI spec, the network nor dataclasses (10 ms on its own): it reads the
-table, looks for each running container's process in /proc, and loads the full
-Containers service only to catch up with a container that exited unobserved.
+Both must start as fast as podman's, so this module imports neither runc, the
+OCI spec, the network nor dataclasses (10 ms on its own): it reads the table,
+looks for each running container's process in /proc, and loads the full
+Containers service only to catch up with a container that exited unobserved
+(or whose command died in the middle of an operation).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import namedtuple
 
 from ferry.store.layout import EXIT_RECORD
 from ferry.util.errors import DiskFull, FerryError, NotFound
+from ferry.util.strictjson import loads
 
 DDL = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -82,11 +85,93 @@ class ContainerSummary(namedtuple("ContainerSummary", (
 
     @classmethod
     def from_row(cls, row) -> ContainerSummary:
-        config = json.loads(row["config"])
-        return cls(row["id"], row["name"], row["image_id"], config["image"], tuple(config["args"]),
-                   tuple(config["ports"]), row["state"], row["pid"], row["exit_code"], row["created_at"],
-                   row["started_at"], row["finished_at"],
+        try:
+            config = json.loads(row["config"])
+            image, args, ports = config["image"], tuple(config["args"]), tuple(config["ports"])
+        except (TypeError, ValueError, KeyError):   # a record a crash left odd: one line saying what is wrong
+            raise damaged(row, _fault(row["config"])) from None
+        return cls(row["id"], row["name"], row["image_id"], image, args, ports, row["state"], row["pid"],
+                   row["exit_code"], row["created_at"], row["started_at"], row["finished_at"],
                    row["checkpointed_at"] if "checkpointed_at" in row.keys() else None)
+
+
+# The fields of a stored ContainerConfig (engine/config.py) that `inspect` shows, and
+# their JSON types: a record is checked for these alone, not parsed as strictly as
+# ContainerConfig.from_json parses one (its regexes and typed records cost `inspect`
+# the time this module saves). ferry wrote the record, but a crash may have left it odd.
+CONFIG_FIELDS = {"image": str, "image_digest": str, "args": list, "command": list, "env": list,
+                 "workdir": str, "user": str, "hostname": str, "network": str, "ip": str, "mac": str,
+                 "ports": list, "volumes": list, "stop_signal": str, "rm": bool, "tty": bool,
+                 "interactive": bool}
+PORT_FIELDS = {"host_ip": str, "host_port": int, "container_port": int, "protocol": str}
+VOLUME_FIELDS = {"kind": str, "source": str, "destination": str, "readonly": bool}
+
+
+class ContainerRecord(namedtuple("ContainerRecord", (
+        "id", "name", "image_id", "config", "state", "pid", "exit_code", "created_at", "started_at",
+        "finished_at", "checkpointed_at", "restored_at"))):
+    """What `inspect` shows of a container: its row, with its stored config as
+    the JSON object it is (a dict holding at least CONFIG_FIELDS, checked)."""
+    __slots__ = ()
+
+    @classmethod
+    def from_row(cls, row) -> ContainerRecord:
+        try:
+            config = stored_config(row["config"])
+        except ValueError as exc:
+            raise damaged(row, exc) from None
+        added = row.keys()   # columns an upgrade adds may be missing while the disk is full
+        return cls(row["id"], row["name"], row["image_id"], config, row["state"], row["pid"], row["exit_code"],
+                   row["created_at"], row["started_at"], row["finished_at"],
+                   row["checkpointed_at"] if "checkpointed_at" in added else None,
+                   row["restored_at"] if "restored_at" in added else None)
+
+    @classmethod
+    def from_container(cls, c) -> ContainerRecord:
+        """From engine.containers' Container, as a catch-up returns it."""
+        return cls(c.id, c.name, c.image_id, c.config.to_dict(), c.state, c.pid, c.exit_code, c.created_at,
+                   c.started_at, c.finished_at, c.checkpointed_at, c.restored_at)
+
+
+def stored_config(text) -> dict:
+    """A containers row's config column as a dict; ValueError naming what is wrong."""
+    if not isinstance(text, (str, bytes)):
+        raise ValueError("its config is not JSON text")
+    config = loads(text)   # ValueError in ContainerConfig.from_json's words
+    _check_fields(config, CONFIG_FIELDS, "config")
+    if not config["args"]:
+        raise ValueError("args must not be empty")
+    for key in ("args", "command", "env"):
+        if not all(isinstance(item, str) for item in config[key]):
+            raise ValueError(f"{key} must be a list of strings")
+    for key, fields in (("ports", PORT_FIELDS), ("volumes", VOLUME_FIELDS)):
+        for index, item in enumerate(config[key]):
+            _check_fields(item, fields, f"{key}[{index}]")
+    return config
+
+
+def _check_fields(data, fields: dict, what: str) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    for key, kind in fields.items():
+        value = data.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{what}.{key} is missing or not a {kind.__name__}")
+
+
+def _fault(text) -> ValueError:
+    """What is wrong with a config that could not be read."""
+    try:
+        stored_config(text)
+    except ValueError as error:
+        return error
+    return ValueError("it cannot be read")
+
+
+def damaged(row, error: ValueError) -> FerryError:
+    """The error for a record that cannot be read, in Container.from_row's words."""
+    return FerryError(f"the record of container {row['name']!r} is damaged: {error}",
+                      hint=f"remove it with 'ferry rm -f {row['id'][:12]}'")
 
 
 class Listing:
@@ -105,11 +190,7 @@ class Listing:
     def containers(self, *, all_states: bool = False) -> list[ContainerSummary]:
         """Containers in creation order; without `all_states`, only running ones."""
         rows = self._rows()
-        exited = {row["id"] for row in rows if row["state"] == RUNNING
-                  and has_exited(self.layout.container_dir(row["id"]), row["pid"])}
-        # An operation whose command died left its journal: the catch-up finishes or undoes it.
-        exited |= {row["id"] for row in rows
-                   if os.path.exists(self.layout.container_files(row["id"]).journal)}
+        exited = {row["id"] for row in rows if self._behind(row)}
         if exited:
             containers = self.engine.containers
             for container_id in exited:
@@ -124,6 +205,25 @@ class Listing:
         if exited:
             summaries = [self._as_seen(s) if s.id in exited else s for s in summaries]
         return [s for s in summaries if all_states or s.state == RUNNING]
+
+    def record(self, name_or_id: str) -> ContainerRecord:
+        """One container as `inspect` shows it, from its record. One whose record
+        is behind (it exited unobserved, or a command died at work on it) is
+        caught up first through Containers.get, as a listing does and as inspect
+        always did: the exit is recorded and its cleanup runs (runc's state, the
+        netns, the published ports, the rootfs mount; an --rm container goes),
+        or, if the exit cannot be recorded, it shows as the monitor saw it."""
+        row = find_row(self.db.read(), name_or_id)
+        if self._behind(row):
+            return ContainerRecord.from_container(self.engine.containers.get(row["id"]))
+        return ContainerRecord.from_row(row)
+
+    def _behind(self, row) -> bool:
+        """Whether the record misses what happened while no ferry command watched:
+        an exit, or an operation whose command died (its journal), which only
+        the full Containers service catches up with."""
+        return (row["state"] == RUNNING and has_exited(self.layout.container_dir(row["id"]), row["pid"])) \
+            or os.path.exists(self.layout.container_files(row["id"]).journal)
 
     def _as_seen(self, summary: ContainerSummary) -> ContainerSummary:
         """A record that still says running because the catch-up could not
