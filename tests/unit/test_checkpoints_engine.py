@@ -30,6 +30,7 @@ from ferry.engine.volumes import VolumeSpec
 from ferry.store.layout import CHECKPOINT_IMAGES, CHECKPOINT_WORK, CHECKPOINTING
 from ferry.util import signals
 from ferry.util.errors import BadArchive, Conflict, FerryError, NotFound, ToolError, UsageError
+from ferry.util.fs import mounts_under
 from ferry.util.locks import is_locked
 from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)
 
@@ -218,7 +219,7 @@ def test_an_export_that_fails_keeps_the_checkpoint_on_disk_with_its_hint(checkpo
     assert failure.value.hint == KEPT_HINT
     seen = containers.get("web")
     assert (seen.state, seen.exit_code) == (EXITED, 0) and seen.checkpointed_at
-    assert host.mounts == [] and not containers.checkpoint_in_memory(seen)   # moved off its tmpfs
+    assert host.mounts == [] and not mounts_under(containers.files(seen.id).checkpoint_images)   # off its tmpfs
     assert os.path.exists(os.path.join(images, "inventory.img"))
     assert not journal.exists(directory) and host.leftovers(web.id) == []
     # ... and the hint is right

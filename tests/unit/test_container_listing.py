@@ -4,7 +4,6 @@ exited unobserved (a real table, a fake Containers)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -204,7 +203,7 @@ def test_a_container_being_created_lists_at_every_step(root):
 
     engine = SimpleNamespace(networks=Networks(), volumes=None)
     containers = Containers(layout, db, engine)
-    draft = dataclasses.replace(CONFIG, ip="", mac="")
+    draft = CONFIG._replace(ip="", mac="")
     made = containers.insert("making", SimpleNamespace(id="i" * 64), draft, Undo())
     assert seen == [[("making", CONFIG.image, CONFIG.args)]]
     assert (made.config.ip, made.config.mac) == ("10.90.0.9", "02:00:00:00:00:09")

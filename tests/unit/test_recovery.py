@@ -15,6 +15,7 @@ from ferry.engine.containers import RunOptions, Undo
 from ferry.engine.listing import EXITED, RUNNING, Listing
 from ferry.store.layout import CHECKPOINT_IMAGES, CHECKPOINT_WORK, CHECKPOINTING, JOURNAL
 from ferry.util.errors import NotFound
+from ferry.util.fs import mounts_under
 from ferry.util.locks import is_locked
 from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)
 
@@ -85,7 +86,7 @@ def test_a_dead_container_with_a_complete_dump_is_recorded_as_checkpointed(conta
     seen = containers.get("svc")
     assert (seen.state, seen.exit_code) == (EXITED, 0) and seen.checkpointed_at
     assert sorted(os.listdir(images)) == ["inventory.img", "pagemap-1.img", "pages-1.img"]
-    assert containers.checkpoint_path(seen) == images and not containers.checkpoint_in_memory(seen)
+    assert containers.files(seen.id).checkpoint_images == images and not mounts_under(images)
     assert host.leftovers(container.id) == []   # its network and rootfs are released until the restore
     assert not os.path.exists(os.path.join(directory, CHECKPOINTING)) and not journal.exists(directory)
 

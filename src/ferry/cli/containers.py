@@ -473,7 +473,7 @@ NEVER = "0001-01-01T00:00:00Z"   # podman's zero time
 
 def _in_memory(checkpoint: str) -> bool:
     """A local checkpoint on a tmpfs (the disk had no room for it), which a
-    reboot would take: Containers.checkpoint_in_memory, from the path alone."""
+    reboot would take."""
     from ferry.util.fs import mounts_under
     return bool(mounts_under(checkpoint))
 

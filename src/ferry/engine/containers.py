@@ -197,15 +197,6 @@ class Containers:
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET checkpointed_at = ? WHERE id = ?", (when, container_id))
 
-    def checkpoint_path(self, container: Container) -> str:
-        return self.files(container.id).checkpoint_images
-
-    def checkpoint_in_memory(self, container: Container) -> bool:
-        """Its local checkpoint is on a tmpfs (the disk had no room for it): a
-        reboot would take it."""
-        from ferry.util.fs import mounts_under
-        return bool(mounts_under(self.checkpoint_path(container)))
-
     def dir(self, container_id: str) -> str:
         return self.layout.container_dir(container_id)
 
