@@ -19,6 +19,7 @@ from ferry.engine.listing import EXITED, RUNNING, ContainerSummary, Listing, has
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import NotFound
+from tests.unit.listing_fakes import FakeEngine, dead_pid, root  # noqa: F401  (root: a fixture)
 
 CONFIG = ContainerConfig(
     image="localhost/busybox:latest", image_digest="sha256:" + "d" * 64, args=("sleep", "100"),
@@ -46,24 +47,6 @@ class FakeContainers:
             raise NotFound(f"no such container {container_id!r}")
 
 
-class FakeEngine:
-    def __init__(self, containers: FakeContainers | None = None):
-        self._containers = containers
-
-    @property
-    def containers(self):
-        assert self._containers is not None, "the listing loaded Containers without a container to catch up"
-        return self._containers
-
-
-@pytest.fixture
-def root(tmp_path):
-    layout = Layout.at(str(tmp_path / "root"))
-    db = Database(layout.database)
-    yield layout, db
-    db.close()
-
-
 def add(layout: Layout, db: Database, name: str, state: str, pid: int | None, created: str) -> str:
     container_id = name * (64 // len(name)) + "0" * (64 % len(name))
     with db.write() as conn:
@@ -74,12 +57,6 @@ def add(layout: Layout, db: Database, name: str, state: str, pid: int | None, cr
                       created if state == EXITED else None))
     os.makedirs(layout.container_dir(container_id))
     return container_id
-
-
-def dead_pid() -> int:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
 
 
 def test_summary_holds_what_the_full_record_holds(root):

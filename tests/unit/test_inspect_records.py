@@ -5,8 +5,6 @@ damaged record is a one-line error, and the command loads none of the runtime.""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -19,12 +17,13 @@ from ferry.cli import main as cli
 from ferry.cli.containers import NEVER, inspect_container
 from ferry.engine.config import PODMAN_PROFILE, ContainerConfig
 from ferry.engine.containers import Container
-from ferry.engine.listing import EXITED, RUNNING, ContainerRecord, Listing, open_table, stored_config
+from ferry.engine.listing import EXITED, RUNNING, ContainerRecord, Listing, stored_config
 from ferry.engine.volumes import VolumeSpec, Volumes
 from ferry.network.ports import PortMapping
 from ferry.store.db import Database
 from ferry.store.layout import Layout
 from ferry.util.errors import FerryError, NotFound
+from tests.unit.listing_fakes import FakeEngine, dead_pid, state_root
 
 PLAIN = ContainerConfig(
     image="localhost/busybox:latest", image_digest="sha256:" + "d" * 64, args=("sleep", "100"),
@@ -63,21 +62,9 @@ class FakeContainers:
         return Container.from_row(row)
 
 
-class FakeEngine:
-    def __init__(self, layout: Layout, containers: FakeContainers | None = None):
-        self.layout, self._containers = layout, containers
-
-    @property
-    def containers(self):
-        assert self._containers is not None, "inspect loaded Containers for a record that is not behind"
-        return self._containers
-
-
 @pytest.fixture
 def root(tmp_path):
-    layout = Layout.at(str(tmp_path / "root"))
-    db = Database(layout.database)
-    open_table(db)
+    layout, db = state_root(tmp_path, table=True)
     yield layout, db
     db.close()
 
@@ -94,12 +81,6 @@ def add(layout: Layout, db: Database, name: str, state: str, config: ContainerCo
                       STAMP if state == EXITED else None, checkpointed, restored))
     os.makedirs(layout.container_dir(container_id))
     return container_id
-
-
-def dead_pid() -> int:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
 
 
 # (name, state, config, pid, checkpointed_at, restored_at): the kinds of container inspect shows
@@ -120,7 +101,7 @@ def test_the_record_is_what_the_full_container_shows(root, name, state, config, 
     add(layout, db, name, state, config, pid=os.getpid() if pid == "self" else None,
         checkpointed=checkpointed, restored=restored)
     row = db.read().execute("SELECT * FROM containers WHERE name = ?", (name,)).fetchone()
-    record = Listing(layout, db, FakeEngine(layout)).record(name)
+    record = Listing(layout, db, FakeEngine(layout=layout)).record(name)
     assert record == ContainerRecord.from_row(row) == ContainerRecord.from_container(Container.from_row(row))
     assert record.state == state and record.checkpointed_at == checkpointed and record.restored_at == restored
 
@@ -131,7 +112,8 @@ def test_inspect_json_of_a_full_record(root):
     work = layout.container_files(container_id).checkpoint_work
     os.makedirs(work)
     open(os.path.join(work, "restore.log"), "w").close()
-    data = inspect_container(FakeEngine(layout), Listing(layout, db, FakeEngine(layout)).record("web"))
+    engine = FakeEngine(layout=layout)
+    data = inspect_container(engine, Listing(layout, db, engine).record("web"))
     assert (data["Path"], data["Args"]) == ("/bin/sh", ["-c", "httpd -f"])
     assert data["State"] == {
         "Status": RUNNING, "Running": True, "Pid": os.getpid(), "ExitCode": 0, "StartedAt": STAMP,
@@ -160,7 +142,8 @@ def test_inspect_of_a_checkpointed_container(root):
     files = layout.container_files(container_id)
     os.makedirs(files.checkpoint_work)
     open(os.path.join(files.checkpoint_work, "dump.log"), "w").close()
-    state = inspect_container(FakeEngine(layout), Listing(layout, db, FakeEngine(layout)).record("parked"))["State"]
+    engine = FakeEngine(layout=layout)
+    state = inspect_container(engine, Listing(layout, db, engine).record("parked"))["State"]
     assert state["Checkpointed"] is True and state["CheckpointedAt"] == STAMP
     assert state["CheckpointPath"] == files.checkpoint_images and state["CheckpointInMemory"] is False
     assert state["CheckpointLog"] == os.path.join(files.checkpoint_work, "dump.log")
@@ -173,7 +156,7 @@ def test_a_record_that_is_behind_is_caught_up_through_containers(root, how):
     recorded and its cleanup runs before the record is shown."""
     layout, db = root
     containers = FakeContainers(db)
-    listing = Listing(layout, db, FakeEngine(layout, containers))
+    listing = Listing(layout, db, FakeEngine(containers, layout))
     pid = dead_pid() if how == "process gone" else os.getpid()
     container_id = add(layout, db, "gone", RUNNING, pid=pid)
     files = layout.container_files(container_id)
@@ -195,7 +178,7 @@ def test_a_container_its_catch_up_removes_is_not_found(root):
     with open(layout.container_files(container_id).journal, "w") as f:
         json.dump({}, f)
     with pytest.raises(NotFound):
-        Listing(layout, db, FakeEngine(layout, containers)).record("half-made")
+        Listing(layout, db, FakeEngine(containers, layout)).record("half-made")
     assert containers.caught_up == [container_id]
 
 
@@ -215,7 +198,7 @@ def test_a_damaged_record_is_a_one_line_error(root, text, why):
     layout, db = root
     add(layout, db, "odd", RUNNING, pid=os.getpid(), text=text)
     with pytest.raises(FerryError) as raised:
-        Listing(layout, db, FakeEngine(layout)).record("odd")
+        Listing(layout, db, FakeEngine(layout=layout)).record("odd")
     assert raised.value.message.startswith("the record of container 'odd' is damaged: ")
     assert why in raised.value.message and "\n" not in raised.value.message
 
