@@ -204,7 +204,6 @@ def _volume_group(commands) -> None:
 # ---- handlers ------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from ferry.cli.attach import attach_and_wait
     from ferry.engine.containers import RunOptions
     engine = engine_of(args)
     command = list(args.command)
@@ -222,6 +221,7 @@ def cmd_run(args) -> int:
     if args.detach:
         render.line(container.id)
         return 0
+    from ferry.cli.attach import attach_and_wait   # sockets and terminals: not for run -d
     return attach_and_wait(engine, container, stdin=args.interactive, tty=args.tty)
 
 
