@@ -106,13 +106,19 @@ class Engine:
 
     # ---- checkpoint / restore -----------------------------------------------
     def checkpoint(self, name: str, *, export: str | None = None, tcp: bool = False,
+                   leave_running: bool = False, compress: str | None = None,
                    timeout: float = 300, watch=None) -> Timed:
         args = ["container", "checkpoint", name, "--print-stats"]
         if export:
             args += ["--export", export]
+        if compress:
+            args += ["--compress", compress]
         if tcp:
             args.append("--tcp-established")
-        desc = f"checkpoint {name}" + (f" to {export}" if export else " (local)")
+        if leave_running:
+            args.append("--leave-running")
+        desc = f"checkpoint {name}" + (f" to {export}" if export else " (local)") + \
+            (" --leave-running" if leave_running else "")
         done = self._checked(self.cli(*args, desc=desc, timeout=timeout, check=False, watch=watch), desc)
         return Timed(done.seconds, print_stats(done.stdout), done.stdout)
 

@@ -15,7 +15,8 @@ import os
 import sys
 
 from bench import stats
-from bench.stats import FERRY, FERRY_GZIP, METRICS, PODMAN, failure_reason  # noqa: F401 (used here and by name)
+from bench.stats import (FERRY, FERRY_GZIP, FERRY_NONE, METRICS, PODMAN,  # noqa: F401 (used here and by name)
+                         failure_reason)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -66,10 +67,19 @@ bare recipe's netns, bridge and cgroups (all named `bm*`), and the `cni-podman0`
   on one long-lived container per engine that every round checkpoints and brings back:
   - *archive round*: `checkpoint --export X` (ferry `.tar.zst`; *ferry-gzip* is ferry writing
     `.tar.gz`; podman writes zstd whatever the name), `rm`, `restore --import X --name N`;
-    wall time of each CLI call, and the archive's size;
+    wall time of each CLI call, and the archive's size. *ferry-none* is ferry writing a plain
+    `.tar` (`--compress none`), which leaves out compression's CPU cost (two cores cannot hide
+    it): it runs only where the CRIU-floor targets are measured (redis 1 GiB, else the largest
+    redis in the run);
   - *local round* (the CRIU floor): `container checkpoint NAME` and `container restore NAME`
     without an archive; CRIU's own frozen time comes from `--print-stats`. The floor of a
     workload is the faster engine's median local checkpoint (or restore);
+  - *leave-running round*: `container checkpoint --leave-running --export X` of the running
+    container (ferry `.tar.zst`, podman zstd); CRIU's frozen time from `--print-stats`, then the
+    archive is deleted and the container, which never stopped, must still answer. ferry freezes
+    the container's cgroup before CRIU and thaws it only once its files are archived (so that
+    they are the files the dump saw); that whole pause, its `frozen_for_files` phase, is the
+    row *ferry: container frozen*. podman's container runs again when CRIU's dump ends;
   - *gap round*: a client on ONE connection (redis `GET`, nginx HTTP/1.1 keep-alive; busybox
     httpd has no keep-alive, so a new connection per request) sends a request every
     millisecond across `checkpoint --export --tcp-established`, `rm` and
@@ -137,9 +147,9 @@ def _cell(summary: stats.Summary | None, unit: str, what: str = "median") -> str
 
 
 def results_table(summary: dict) -> str:
-    lines = ["| workload | measurement | ferry median | ferry min | ferry-gzip median | podman median | "
-             "podman min | ferry/podman | ferry/CRIU floor |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| workload | measurement | ferry median | ferry min | ferry-gzip median | ferry-none median | "
+             "podman median | podman min | ferry/podman | ferry/CRIU floor |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     by_workload: dict[str, list[stats.Row]] = {}
     for row in stats.rows(summary):
         by_workload.setdefault(row.workload, []).append(row)
@@ -149,9 +159,11 @@ def results_table(summary: dict) -> str:
             e = row.engines
             vs_floor = stats.fmt_ratio(row.vs_floor)
             if row.floor is not None:
-                vs_floor += f" (floor {stats.fmt(row.floor, unit)})"
+                none = f"ferry-none {stats.fmt_ratio(row.none_vs_floor)}; " if row.none_vs_floor is not None else ""
+                vs_floor += f" ({none}floor {stats.fmt(row.floor, unit)})"
             lines.append(f"| {workload} | {label} | {_cell(e.get(FERRY), unit)} | {_cell(e.get(FERRY), unit, 'min')} "
-                         f"| {_cell(e.get(FERRY_GZIP), unit)} | {_cell(e.get(PODMAN), unit)} "
+                         f"| {_cell(e.get(FERRY_GZIP), unit)} | {_cell(e.get(FERRY_NONE), unit)} "
+                         f"| {_cell(e.get(PODMAN), unit)} "
                          f"| {_cell(e.get(PODMAN), unit, 'min')} | {stats.fmt_ratio(row.vs_podman)} | "
                          f"{vs_floor if row.metric in stats.FLOOR_OF else '-'} |")
     return "\n".join(lines)
@@ -161,7 +173,7 @@ def phases_table(samples: list[dict], summary: dict) -> str:
     head = [f"ckpt: {p}" for p in CHECKPOINT_PHASES] + [f"restore: {p}" for p in RESTORE_PHASES]
     lines = ["| workload | archive | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for workload in _order(summary):
-        for engine, fmt in ((FERRY, "zstd"), (FERRY_GZIP, "gzip")):
+        for engine, fmt in ((FERRY, "zstd"), (FERRY_GZIP, "gzip"), (FERRY_NONE, "none")):
             ck = stats.phase_medians(samples, workload, "checkpoint_archive", engine)
             rs = stats.phase_medians(samples, workload, "restore_archive", engine)
             if not ck and not rs:
@@ -345,13 +357,13 @@ def plot(doc: dict, path: str) -> None:
               ("restore_archive", "restore from archive (s)"),
               ("gap", "client gap: ckpt + rm + restore (s)"),
               ("archive_size", "archive size (MiB)")]
-    colours = {FERRY: "#1f77b4", FERRY_GZIP: "#9ecae1", PODMAN: "#d62728"}
+    colours = {FERRY: "#1f77b4", FERRY_GZIP: "#9ecae1", FERRY_NONE: "#2ca02c", PODMAN: "#d62728"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    width = 0.26
     for ax, (metric, title) in zip(axes.flat, panels):
         values = []
-        engines = [e for e in (FERRY, FERRY_GZIP, PODMAN)
+        engines = [e for e in (FERRY, FERRY_GZIP, FERRY_NONE, PODMAN)
                    if any(summary[w].get(metric, {}).get(e) for w in workloads)]
+        width = 0.78 / max(len(engines), 3)
         for i, engine in enumerate(engines):
             xs, meds, mins = [], [], []
             for j, w in enumerate(workloads):

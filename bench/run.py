@@ -4,10 +4,16 @@
     (python -m bench.migration: the client gap of four kinds of migration)
 
 For every workload and engine (ferry writes .tar.zst; "ferry-gzip" is ferry
-writing .tar.gz; podman always writes zstd), each repeat measures:
+writing .tar.gz; "ferry-none" is ferry writing a plain .tar with --compress
+none, only where the CRIU-floor targets are measured: redis-1g, else the
+largest redis in the run; podman always writes zstd), each repeat measures:
   archive round  checkpoint --export, rm, restore --import --name (wall times, size);
   local round    checkpoint and restore without an archive (the CRIU floor),
                  and CRIU's own frozen time from --print-stats;
+  leave-running round  checkpoint --leave-running --export of the running
+                 container: CRIU's frozen time, and ferry's whole freeze (it
+                 holds the cgroup frozen until its files are archived); the
+                 archive is then deleted;
   gap round      a client on one connection across checkpoint --tcp-established,
                  rm and restore --tcp-established: the longest time without a reply.
 Then `ps` latency with 20 running containers in each engine; `inspect`, `logs`
@@ -41,7 +47,7 @@ import traceback
 from bench import proc, rss, workloads as wl
 from bench.engines import Engine, Ferry, Podman, PodmanNamespace, die_with_parent, wait_until
 from bench.proc import BenchError
-from bench.stats import FERRY, FERRY_GZIP, PODMAN
+from bench.stats import FERRY, FERRY_GZIP, FERRY_NONE, PODMAN, floor_workload
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -99,6 +105,7 @@ class Run(Recorder):
         self.ferry = Ferry(os.path.join(base, "ferry-root"))
         self.podman: Podman | None = None
         self.rss_workloads: set[str] = set() if args.skip_rss else set(filter(None, args.rss_workloads.split(",")))
+        self.none_workload: str | None = None   # where the ferry-none round runs (execute sets it)
 
     # ---- containers --------------------------------------------------------------
     def start(self, engine: Engine, w: wl.Workload, name: str) -> dict:
@@ -120,7 +127,8 @@ class Run(Recorder):
 
     # ---- rounds ------------------------------------------------------------------
     def archive_round(self, label: str, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
-        ext = ".tar.gz" if label in (FERRY_GZIP, PODMAN) else ".tar.zst"
+        ext = {FERRY_GZIP: ".tar.gz", PODMAN: ".tar.gz", FERRY_NONE: ".tar"}.get(label, ".tar.zst")
+        compress = "none" if label == FERRY_NONE else None
         path = os.path.join(self.archives, f"{w.name}-{label}-{rep}{ext}")
         # ferry's own memory, sampled during its zstd archive round of the RSS workloads.
         sampler = rss.Sampler(self.ferry.root) if label == FERRY and w.name in self.rss_workloads else None
@@ -128,7 +136,7 @@ class Run(Recorder):
         peaks = {}
         try:
             settle()
-            ck = engine.checkpoint(name, export=path, timeout=w.timeout(), watch=watch)
+            ck = engine.checkpoint(name, export=path, compress=compress, timeout=w.timeout(), watch=watch)
             if sampler:
                 peaks["checkpoint"] = sampler.peak
             size = os.path.getsize(path)
@@ -166,6 +174,35 @@ class Run(Recorder):
         self.sample(w.name, engine.name, "criu_dump", rep, None if frozen is None else frozen / 1e6, details)
         log(f"  {engine.name:10} local:   checkpoint {ck.seconds:6.2f} s (CRIU frozen "
             f"{(frozen or 0) / 1e6:.2f} s), restore {rs.seconds:6.2f} s")
+
+    def leave_running_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
+        """checkpoint --leave-running --export of the running container: CRIU's
+        frozen time. The container never stops, so nothing is restored."""
+        ext = ".tar.gz" if engine is self.podman else ".tar.zst"   # podman writes zstd whatever the name
+        path = os.path.join(self.archives, f"{w.name}-{engine.name}-leave-running-{rep}{ext}")
+        try:
+            settle()
+            ck = engine.checkpoint(name, export=path, leave_running=True, timeout=w.timeout())
+            size = os.path.getsize(path)
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        wl.verify(w, info["ip"], info)
+        details = {**_details(ck.stats), "wall": ck.seconds, "archive_size": size}
+        frozen = details.get("criu", {}).get("frozen_time")
+        self.sample(w.name, engine.name, "criu_dump_leave_running", rep,
+                    None if frozen is None else frozen / 1e6, details)
+        if frozen is None:   # a failed sample; the container is fine, so no fresh start
+            self.failure(w.name, engine.name, "leave-running", rep,
+                         BenchError(f"{engine.name} checkpoint --leave-running --print-stats gave no CRIU frozen_time"))
+            return
+        # ferry holds the container frozen past CRIU's dump, until its files are archived.
+        held = details.get("phases", {}).get("frozen_for_files")
+        if held is not None:
+            self.sample(w.name, engine.name, "frozen_leave_running", rep, held / 1e6, {"phases": details["phases"]})
+        log(f"  {engine.name:10} -R export: CRIU frozen {frozen / 1e6:6.2f} s"
+            + (f", container frozen {held / 1e6:6.2f} s" if held is not None else "")
+            + f" (checkpoint {ck.seconds:6.2f} s, {size / 2**20:7.1f} MiB)")
 
     def gap_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
         path = os.path.join(self.archives, f"{w.name}-{engine.name}-gap-{rep}.tar.zst")
@@ -255,6 +292,8 @@ class Run(Recorder):
             archive_variants = [(FERRY, self.ferry), (PODMAN, self.podman)]
             if not self.args.no_gzip:
                 archive_variants.insert(1, (FERRY_GZIP, self.ferry))
+            if w.name == self.none_workload:
+                archive_variants.insert(1, (FERRY_NONE, self.ferry))
             if not forward:
                 archive_variants.reverse()
             log(f"{w.name}: repeat {rep + 1}/{repeats} ({' then '.join(e.name for e in order)})")
@@ -264,6 +303,9 @@ class Run(Recorder):
             for engine in order:
                 attempt(engine, engine.name, "local", rep,
                         lambda info, engine=engine: self.local_round(engine, w, name, info, rep))
+            for engine in order:
+                attempt(engine, engine.name, "leave-running", rep,
+                        lambda info, engine=engine: self.leave_running_round(engine, w, name, info, rep))
             for engine in order:
                 attempt(engine, engine.name, "gap", rep,
                         lambda info, engine=engine: self.gap_round(engine, w, name, info, rep))
@@ -398,6 +440,8 @@ class Run(Recorder):
 
     # ---- the whole run -------------------------------------------------------------------
     def execute(self, selected: list[wl.Workload]) -> None:
+        if not self.args.no_none:
+            self.none_workload = floor_workload([w.name for w in selected])
         self.namespace.start()
         self.podman = Podman(os.path.join(self.base, "podman"), self.namespace)
         self.env = environment(self)
@@ -674,6 +718,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workloads", help="comma-separated: " + ", ".join(wl.BY_NAME))
     parser.add_argument("--repeats", type=int, help="repeats per workload (default 5; 3 for >= 1 GiB and --quick)")
     parser.add_argument("--no-gzip", action="store_true", help="skip ferry's .tar.gz variant")
+    parser.add_argument("--no-none", action="store_true",
+                        help="skip ferry's --compress none (.tar) variant (run at redis-1g, else the largest redis)")
     parser.add_argument("--skip-ps", action="store_true")
     parser.add_argument("--ps-rounds", type=int, default=4)
     parser.add_argument("--ps-per-round", type=int, default=5)
@@ -745,6 +791,7 @@ def main(argv=None) -> int:
                         "ferry_commit_at_end": _version(["git", "-C", REPO, "rev-parse", "HEAD"])},
         "images": getattr(run, "layers", {}), "workload_info": run.workload_info,
         "settings": {"client_interval": args.client_interval, "gzip_variant": not args.no_gzip,
+                     "none_variant_workload": run.none_workload,
                      "ps_rounds": args.ps_rounds, "ps_per_round": args.ps_per_round,
                      "commands_rounds": None if args.skip_commands else args.commands_rounds,
                      "commands_per_round": args.commands_per_round, "commands_log_lines": COMMANDS_LINES,

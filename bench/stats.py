@@ -12,8 +12,10 @@ import re
 import statistics
 from dataclasses import dataclass, field
 
-FERRY, FERRY_GZIP, PODMAN = "ferry", "ferry-gzip", "podman"
-ENGINES = (FERRY, FERRY_GZIP, PODMAN)
+# ferry's archive variants: zstd (the default), gzip, and --compress none
+# (a plain .tar: ferry's own overhead without compression's CPU cost).
+FERRY, FERRY_GZIP, FERRY_NONE, PODMAN = "ferry", "ferry-gzip", "ferry-none", "podman"
+ENGINES = (FERRY, FERRY_GZIP, FERRY_NONE, PODMAN)
 
 # metric -> (label, unit)
 METRICS = {
@@ -24,6 +26,11 @@ METRICS = {
     "checkpoint_local": ("local checkpoint (CRIU floor)", "s"),
     "restore_local": ("local restore (CRIU floor)", "s"),
     "criu_dump": ("CRIU frozen time (local ckpt)", "s"),
+    "criu_dump_leave_running": ("CRIU frozen time (--leave-running export)", "s"),
+    # ferry freezes a -R container's cgroup before CRIU and thaws it once its
+    # files are archived (ferry_phases' frozen_for_files): the pause its service
+    # sees, longer than CRIU's own. podman thaws when CRIU does: no such row.
+    "frozen_leave_running": ("ferry: container frozen, freeze to thaw (--leave-running export)", "s"),
     "ps": ("ps with 20 containers", "s"),
     "run_to_answer": ("run -d until the service answers a GET", "s"),
     "rm_running": ("rm -f of the running container", "s"),
@@ -48,6 +55,8 @@ COMMAND_METRICS = ("inspect", "logs", "images")
 # The archive metric, and the local (no-archive) metric that is its floor.
 FLOOR_OF = {"checkpoint_archive": "checkpoint_local", "restore_archive": "restore_local"}
 TARGET_WORKLOAD = "redis-1g"
+FLOOR_LIMIT = 1.3        # ferry's (zstd) checkpoint to archive against the CRIU floor
+NONE_FLOOR_LIMIT = 1.15  # ferry's --compress none export against the CRIU floor
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,7 @@ class Row:
     gzip_vs_podman: float | None   # ferry-gzip median / podman median
     vs_floor: float | None         # ferry median / CRIU floor
     floor: float | None
+    none_vs_floor: float | None = None   # ferry-none median / CRIU floor
 
 
 def rows(summary: dict, metrics=tuple(METRICS)) -> list[Row]:
@@ -119,7 +129,8 @@ def rows(summary: dict, metrics=tuple(METRICS)) -> list[Row]:
             med = {e: s.median for e, s in engines.items()}
             fl = floor(summary, workload, metric)
             out.append(Row(workload, metric, engines, ratio(med.get(FERRY), med.get(PODMAN)),
-                           ratio(med.get(FERRY_GZIP), med.get(PODMAN)), ratio(med.get(FERRY), fl), fl))
+                           ratio(med.get(FERRY_GZIP), med.get(PODMAN)), ratio(med.get(FERRY), fl), fl,
+                           ratio(med.get(FERRY_NONE), fl)))
     return out
 
 
@@ -142,6 +153,16 @@ def _median(summary: dict, workload: str, metric: str, engine: str) -> float | N
     return s.median if s else None
 
 
+def floor_workload(workloads, at: str = TARGET_WORKLOAD) -> str | None:
+    """Where the CRIU-floor targets are measured: `at` (redis 1 GiB) when it
+    is among the workloads, else the largest redis among them (a quick run's
+    redis 256 MiB), else nowhere. bench.run runs the ferry-none round there."""
+    if at in workloads:
+        return at
+    redis = sorted((w for w in workloads if w.startswith("redis-")), key=_redis_bytes)
+    return redis[-1] if redis else None
+
+
 def targets(summary: dict, at: str = TARGET_WORKLOAD) -> list[Target]:
     """The issue's targets, as ratios measured in the same run (and ferry's
     own memory, in MiB). The large-redis targets are at 1 GiB and 2 GiB; with
@@ -155,13 +176,17 @@ def targets(summary: dict, at: str = TARGET_WORKLOAD) -> list[Target]:
         if redis:
             note = f"measured at {redis[-1]}; the target is at {at}"
             large = [redis[-1]]
-    floor_at, floor_note = at, ""
-    if at not in summary and large:
-        floor_at, floor_note = large[-1], f"measured at {large[-1]}; the target is at {at}"
-    if floor_at in summary:
-        out.append(Target("checkpoint to archive <= 1.3x CRIU floor", floor_at,
+    floor_at = floor_workload(summary, at)
+    floor_note = f"measured at {floor_at}; the target is at {at}" if floor_at not in (None, at) else ""
+    if floor_at is not None:
+        out.append(Target(f"checkpoint to archive <= {FLOOR_LIMIT}x CRIU floor", floor_at,
                           ratio(_median(summary, floor_at, "checkpoint_archive", FERRY),
-                                floor(summary, floor_at, "checkpoint_archive")), 1.3, floor_note))
+                                floor(summary, floor_at, "checkpoint_archive")), FLOOR_LIMIT, floor_note))
+        # Only where the run had the ferry-none round (older results have none).
+        if FERRY_NONE in summary[floor_at].get("checkpoint_archive", {}):
+            out.append(Target(f"export --compress none <= {NONE_FLOOR_LIMIT}x CRIU floor", floor_at,
+                              ratio(_median(summary, floor_at, "checkpoint_archive", FERRY_NONE),
+                                    floor(summary, floor_at, "checkpoint_archive")), NONE_FLOOR_LIMIT, floor_note))
     for workload in large:
         out.append(Target(f"checkpoint to archive <= {LARGE_CHECKPOINT_LIMIT}x podman", workload,
                           vs_podman("checkpoint_archive", workload), LARGE_CHECKPOINT_LIMIT, note))
@@ -181,6 +206,9 @@ def targets(summary: dict, at: str = TARGET_WORKLOAD) -> list[Target]:
         if "criu_dump" in metrics:
             out.append(Target("CRIU frozen time (local checkpoint) <= podman", workload,
                               vs_podman("criu_dump", workload), 1.0))
+        if "criu_dump_leave_running" in metrics:
+            out.append(Target("CRIU frozen time (--leave-running export) <= podman", workload,
+                              vs_podman("criu_dump_leave_running", workload), 1.0))
         if "run_to_answer" in metrics:
             out.append(Target("run -d until the service answers <= podman", workload,
                               vs_podman("run_to_answer", workload), 1.0))

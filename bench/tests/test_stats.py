@@ -145,6 +145,77 @@ def test_targets_of_everyday_commands_and_ferrys_memory():
     assert "| 160.0 MiB | **no** |" in table and "| 3.00x | **no** |" in table
 
 
+def test_ferry_none_export_is_measured_against_the_criu_floor_at_redis_1g():
+    samples = run_samples()   # the floor at redis-1g: ferry's median local checkpoint, 1.8 s
+    samples += [sample("redis-1g", "ferry-none", "checkpoint_archive", v, rep) for rep, v in enumerate((2.0, 2.1, 1.9))]
+    samples += [sample("redis-256m", "ferry-none", "checkpoint_archive", 9.0),
+                sample("redis-256m", "ferry", "checkpoint_local", 1.0)]
+    summary = stats.summarise(samples)
+    found = {(t.what, t.workload): t for t in stats.targets(summary)}
+    none = found[("export --compress none <= 1.15x CRIU floor", "redis-1g")]
+    assert none.measured == pytest.approx(2.0 / 1.8) and none.limit == 1.15 and none.ok is True and not none.note
+    assert not any(t.workload == "redis-256m" and "compress none" in t.what for t in found.values())
+    row = next(r for r in stats.rows(summary) if (r.workload, r.metric) == ("redis-1g", "checkpoint_archive"))
+    assert row.none_vs_floor == pytest.approx(2.0 / 1.8) and row.vs_floor == pytest.approx(2.5 / 1.8)
+    # Over the limit: 2.2 s against the 1.8 s floor is 1.22x.
+    over = stats.summarise(run_samples() + [sample("redis-1g", "ferry-none", "checkpoint_archive", 2.2)])
+    assert next(t for t in stats.targets(over) if "compress none" in t.what).ok is False
+
+
+def test_ferry_none_falls_back_to_the_largest_redis_with_the_same_note():
+    samples = [sample("redis-256m", "ferry", "checkpoint_local", 0.7),
+               sample("redis-256m", "podman", "checkpoint_local", 0.6),
+               sample("redis-256m", "ferry", "checkpoint_archive", 1.0),
+               sample("redis-256m", "ferry-none", "checkpoint_archive", 0.72),
+               sample("nginx", "ferry-none", "checkpoint_archive", 0.3)]
+    found = {t.what: t for t in stats.targets(stats.summarise(samples))}
+    none, zstd = found["export --compress none <= 1.15x CRIU floor"], found["checkpoint to archive <= 1.3x CRIU floor"]
+    assert none.workload == zstd.workload == "redis-256m"
+    assert none.note == zstd.note == "measured at redis-256m; the target is at redis-1g"
+    assert none.measured == pytest.approx(0.72 / 0.6) and none.ok is False
+
+
+def test_no_ferry_none_samples_no_ferry_none_target():
+    """A run without the round (--no-none, or results from before it) shows no such row."""
+    assert not any("compress none" in t.what for t in stats.targets(stats.summarise(run_samples())))
+    # A round that failed every time is a target not measured, rather than absent.
+    failed = stats.summarise(run_samples() + [sample("redis-1g", "ferry-none", "checkpoint_archive", None)])
+    target = next(t for t in stats.targets(failed) if "compress none" in t.what)
+    assert target.measured is None and target.ok is None
+
+
+def test_floor_workload_is_redis_1g_else_the_largest_redis():
+    assert stats.floor_workload(["busybox-httpd", "redis-256m", "redis-1g", "redis-2g"]) == "redis-1g"
+    assert stats.floor_workload(["redis-2g", "redis-256m"]) == "redis-2g"
+    assert stats.floor_workload(["nginx", "redis-256m"]) == "redis-256m"
+    assert stats.floor_workload(["nginx", "busybox-httpd"]) is None
+
+
+def test_leave_running_frozen_time_targets_at_every_workload():
+    samples = []
+    for workload, ferry, podman in (("busybox-httpd", 0.05, 0.06), ("nginx", 0.07, 0.06), ("redis-256m", 0.2, 0.2),
+                                    ("redis-1g", 0.9, 0.8)):
+        samples += [sample(workload, "ferry", "criu_dump_leave_running", ferry),
+                    sample(workload, "podman", "criu_dump_leave_running", podman)]
+    samples.append(sample("redis-2g", "ferry", "criu_dump_leave_running", 2.0))   # podman's failed or missing
+    found = {(t.what, t.workload): t for t in stats.targets(stats.summarise(samples))}
+    what = "CRIU frozen time (--leave-running export) <= podman"
+    assert found[(what, "busybox-httpd")].ok is True
+    assert found[(what, "nginx")].measured == pytest.approx(0.07 / 0.06) and found[(what, "nginx")].ok is False
+    assert found[(what, "redis-256m")].ok is True   # equal is within the limit
+    assert found[(what, "redis-1g")].ok is False
+    assert found[(what, "redis-2g")].measured is None and found[(what, "redis-2g")].ok is None
+    # Its row in the per-workload table, right after the local checkpoint's frozen time.
+    metrics = list(stats.METRICS)
+    assert metrics.index("criu_dump_leave_running") == metrics.index("criu_dump") + 1
+    assert [r.metric for r in stats.rows(stats.summarise(samples))][:1] == ["criu_dump_leave_running"]
+    # ferry's whole freeze (freeze to thaw) is a row of its own, ferry's alone, with no target.
+    held = stats.summarise(samples + [sample("redis-1g", "ferry", "frozen_leave_running", 1.7)])
+    row = next(r for r in stats.rows(held) if r.metric == "frozen_leave_running")
+    assert row.engines["ferry"].median == 1.7 and row.vs_podman is None
+    assert len(stats.targets(held)) == len(found)
+
+
 def test_phase_medians_convert_microseconds():
     samples = [sample("w", "ferry", "checkpoint_archive", 1.0, phases={"stop": 400000, "archive_write": 1000000}),
                sample("w", "ferry", "checkpoint_archive", 1.0, phases={"stop": 200000, "archive_write": 3000000}),
