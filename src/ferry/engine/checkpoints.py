@@ -350,7 +350,9 @@ class Checkpoints:
                 from ferry.checkpoint.archive.follow import FOLLOW_MIN   # loaded with the writer
                 # A container smaller than the follower's first stretch cannot
                 # give it one: no watch then (inotify, a thread, ~20 ms to close).
-                if not target.stream and (memory is None or memory >= FOLLOW_MIN):
+                # Nor for -R: beside CRIU, compression would lengthen the freeze
+                # on two cores; the pages wait on the tmpfs until it is over.
+                if not target.stream and not options.leave_running and (memory is None or memory >= FOLLOW_MIN):
                     # Compress while CRIU writes. A stream's head, written first,
                     # would have to bound pages that do not exist yet: it waits
                     # for the dump and states their exact total. (Bounding them
@@ -414,9 +416,6 @@ class Checkpoints:
                     from concurrent.futures import ThreadPoolExecutor
                     cleaner = ThreadPoolExecutor(1, thread_name_prefix="ferry-cleanup")
                     cleaned = cleaner.submit(self._clean_ended, container)
-            if writer:
-                with timer.phase("archive_follow"):
-                    writer.stop_following(complete=True)
             # runc has CRIU write stats to its work dir, at the end of the dump:
             # a lazy one ends with its last page served.
             criu_stats = None if lazy else read_dump_stats(work)
@@ -516,6 +515,8 @@ class Checkpoints:
                 staged.append(os.path.join(directory, DEVSHM))
                 names.append(DEVSHM)
             files_taken()
+            with timer.phase("archive_follow"):   # the pages, after the -R container runs again
+                writer.stop_following(complete=True)
             images = os.path.join(directory, IMAGES)
             names += sorted(os.path.join(IMAGES, n) for n in os.listdir(images)
                             if stat.S_ISREG(os.lstat(os.path.join(images, n)).st_mode))
