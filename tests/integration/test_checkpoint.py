@@ -304,6 +304,35 @@ def test_leave_running_and_restore_in_another_root(host_a, host_b, workdir):
     host_b("volume", "rm", "data")
 
 
+def _freezer_state(pid: int) -> str:
+    """The v1 freezer state of the cgroup process `pid` is in."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        path = next(line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "freezer")
+    with open(f"/sys/fs/cgroup/freezer{path}/freezer.state") as f:
+        return f.read().strip()
+
+
+def test_a_leave_running_export_freezes_the_container_from_criu_s_pre_dump_on(host_a, workdir):
+    """The container freezes when CRIU is about to seize it (its pre-dump hook),
+    not before runc and CRIU start; CRIU, finding it frozen, leaves it so until
+    ferry has staged the files, and then it runs on."""
+    host_a("run", "-d", "--name", "hold", "busybox", "sh", "-c", COUNTER)
+    info = track(host_a, "hold")
+    wait_for(lambda: count(host_a, "hold") > 3, "counter to count")
+    stats = host_a.json("container", "checkpoint", "hold", "--leave-running", "--export",
+                        str(workdir / "hold.tar.zst"), "--print-stats")
+    phases = stats["container_statistics"][0]["ferry_phases"]
+    assert phases["frozen_for_files"] > 0 and phases["runc_checkpoint"] > 0
+    with open(os.path.join(host_a.root, "containers", info["Id"], "checkpoint-work", "dump.log")) as f:
+        log = f.read()
+    hook, seen = log.find("Running pre-dump scripts"), log.find("freezer.state=FROZEN")
+    assert 0 <= hook < seen, log[:3000]   # CRIU found the cgroup frozen by the hook
+    assert _freezer_state(host_a.inspect("hold")["State"]["Pid"]) == "THAWED"
+    before = count(host_a, "hold")
+    wait_for(lambda: count(host_a, "hold") > before, "the counter to go on after the export")
+    host_a("rm", "-f", "hold")
+
+
 def test_missing_image_is_named_and_image_archive_supplies_it(host_a, workdir, busybox_archive):
     host_a("run", "-d", "--name", "lonely", "busybox", "sleep", "600")
     track(host_a, "lonely")

@@ -35,6 +35,7 @@ from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
 from ferry.engine.recovery import fsync_tree, keep_on_disk
 from ferry.runtime import launch, rootfs
+from ferry.runtime.runc import frozen_since as runc_frozen_since
 from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
@@ -370,11 +371,17 @@ class Checkpoints:
                     # and its host ports are the copy's to publish.
                     self.containers.networks.disconnect(container.id)
                     self.containers.networks.unpublish(container.id)
-                if hold_files or options.push:
+                freeze_config = None
+                if options.push or (hold_files and options.lazy):
+                    # CRIU leaves a frozen cgroup frozen: the migration decides.
+                    frozen, frozen_since[0] = self.containers.runc.freeze(container.id), time.monotonic()
+                elif hold_files:
                     # Its files must be the ones the dump saw: CRIU checks open
                     # files' sizes, and a -R container would go on writing them
-                    # while they are archived. CRIU leaves a frozen cgroup frozen.
-                    frozen, frozen_since[0] = self.containers.runc.freeze(container.id), time.monotonic()
+                    # while they are archived. CRIU's pre-dump hook freezes it,
+                    # and CRIU leaves it frozen until they are staged.
+                    freeze_config = self.containers.runc.freeze_at_dump(container.id, work)
+                    frozen = True   # from the hook on; let_run() thaws it on every way out
                 with timer.phase("runc_checkpoint"):
                     if options.lazy:
                         lazy = self.containers.runc.checkpoint_lazy(
@@ -388,7 +395,9 @@ class Checkpoints:
                             tcp_established=options.tcp_established,
                             started=lambda pid: journal.update(directory, entry, tool_pid=pid),
                             page_server=f"{push.address}:{push.port}" if push else None,
-                            criu_config=push.tls_config if push else None)
+                            criu_config=push.tls_config if push else freeze_config)
+                        if freeze_config:
+                            frozen_since[0] = runc_frozen_since(work) or frozen_since[0]
                 if options.push:
                     frozen = False   # and stays so: the migration thaws it or removes it
                 progress("dump", 1, 1)

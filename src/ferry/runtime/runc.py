@@ -11,6 +11,7 @@ import functools
 import glob
 import json
 import os
+import shlex
 import subprocess
 
 from ferry.host.criulog import quote_log
@@ -52,6 +53,9 @@ class Runc:
 
     def thaw(self, container_id: str) -> None:
         thaw(container_id, self.cgroup_parent)
+
+    def freeze_at_dump(self, container_id: str, work: str) -> str:
+        return freeze_at_dump(container_id, self.cgroup_parent, work)
 
     def memory_in_use(self, container_id: str) -> int | None:
         return memory_in_use(container_id, self.cgroup_parent)
@@ -297,6 +301,48 @@ def freeze(container_id: str, parent: str) -> bool:
             thaw(container_id, parent)
             raise ToolError(f"freezing container {container_id[:12]}", None, "its tasks did not stop")
         time.sleep(0.002)
+
+
+# CRIU runs its pre-dump action scripts after its own start-up and before it
+# seizes the tasks; a cgroup it finds frozen it leaves frozen after the dump
+# (criu/seize.c, origin_freezer_state). Freezing here rather than before
+# `runc checkpoint` keeps runc's and CRIU's start-up out of the freeze.
+FREEZE_HOOK = """#!/bin/sh
+[ "$CRTOOLS_SCRIPT_ACTION" = pre-dump ] || exit 0
+[ -w {state} ] || exit 0
+date +%s%N > {at}
+echo FROZEN > {state} || exit 1
+i=0
+until read s < {state} && [ "$s" = FROZEN ]; do
+  i=$((i+1)); [ $i -gt {tries} ] && exit 1
+  sleep 0.002
+done
+"""
+FREEZE_HOOK_NAME, FREEZE_CONFIG_NAME, FROZEN_AT_NAME = "freeze-hook", "freeze.conf", "frozen-at"
+
+
+def freeze_at_dump(container_id: str, parent: str, work: str) -> str:
+    """A CRIU config file (for CRIU_CONFIG_FILE) whose pre-dump hook freezes the
+    container's v1 freezer cgroup and waits until it is; frozen_since() says when."""
+    from ferry.util.fs import atomic_write
+    hook = os.path.join(work, FREEZE_HOOK_NAME)
+    state = shlex.quote(f"/sys/fs/cgroup/freezer/{parent}/{container_id}/freezer.state")
+    atomic_write(hook, FREEZE_HOOK.format(state=state, at=shlex.quote(os.path.join(work, FROZEN_AT_NAME)),
+                                          tries=int(FREEZE_WAIT / 0.002)), mode=0o700)
+    config = os.path.join(work, FREEZE_CONFIG_NAME)
+    atomic_write(config, f"action-script {hook}\n")
+    return config
+
+
+def frozen_since(work: str) -> float | None:
+    """time.monotonic() of the hook's freeze, or None if it did not run."""
+    import time
+    try:
+        with open(os.path.join(work, FROZEN_AT_NAME)) as f:
+            at = int(f.read().strip()) / 1e9
+    except (OSError, ValueError):
+        return None
+    return time.monotonic() - (time.time() - at)
 
 
 def thaw(container_id: str, parent: str) -> None:
