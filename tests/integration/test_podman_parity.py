@@ -73,6 +73,20 @@ def test_the_same_command_line_exits_with_podman_s_code(sides, args):
     assert len(ours.stderr.strip().splitlines()) <= 1, ours.stderr
 
 
+@pytest.mark.parametrize("args", [("inspect", "s1", "nosuch", "--format", "{{.Name}}"),
+                                  ("inspect", "nosuch", "s1", "other", "--format", "{{.Name}}"),
+                                  ("inspect", "nosuch", "other")], ids=lambda a: " ".join(a))
+def test_inspect_shows_the_containers_it_finds_and_names_each_it_does_not(sides, args):
+    theirs, ours = sides.both(*args)
+    assert ours.returncode == theirs.returncode == 125
+    if "--format" in args:
+        assert ours.stdout == theirs.stdout == "s1\n"
+    else:
+        assert json.loads(ours.stdout) == json.loads(theirs.stdout) == []
+    assert len(ours.stderr.strip().splitlines()) == len(theirs.stderr.strip().splitlines()), \
+        (theirs.stderr, ours.stderr)
+
+
 @pytest.mark.parametrize("user", ["nobody", "65534", "0", "root", "nobody:root", "65534:0"])
 def test_exec_users_are_podman_s(sides, user):
     theirs, ours = sides.both("exec", "-u", user, "s1", "id")

@@ -417,12 +417,23 @@ def cmd_inspect(args) -> int:
     # spec, the network, the typed config) loads only to catch up with a container
     # that exited unobserved, and runs its cleanup then.
     listing = engine.listing
-    data = [inspect_container(engine, listing.record(name)) for name in args.containers]
+    # As podman: the containers found are shown (`[]` when none is), and then
+    # each missing name gets its line, with the failure's exit code.
+    data, missing = [], []
+    for name in args.containers:
+        try:
+            data.append(inspect_container(engine, listing.record(name)))
+        except NotFound as error:
+            missing.append(error)
     if args.format == "json":
         render.json_out(data)
     else:
         for item in data:
             render.line(render_template(args.format, item))
+    if len(missing) > 1:
+        raise Several(missing)
+    if missing:
+        raise missing[0]
     return 0
 
 
