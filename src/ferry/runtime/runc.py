@@ -281,12 +281,16 @@ def remove_cgroup_parents(parent: str) -> None:
 FREEZE_WAIT = 10.0   # seconds for the freezer to stop every task
 
 
+def _freezer_state(container_id: str, parent: str) -> str:
+    return f"/sys/fs/cgroup/freezer/{parent}/{container_id}/freezer.state"
+
+
 def freeze(container_id: str, parent: str) -> bool:
     """Freeze the container's tasks through its v1 freezer cgroup, and wait
     until they are; False where it has none. CRIU, finding it frozen, leaves
     it frozen after a dump with --leave-running (its origin freezer state)."""
     import time
-    state = f"/sys/fs/cgroup/freezer/{parent}/{container_id}/freezer.state"
+    state = _freezer_state(container_id, parent)
     try:
         with open(state, "w") as f:
             f.write("FROZEN")
@@ -324,13 +328,13 @@ FREEZE_HOOK_NAME, FREEZE_CONFIG_NAME, FROZEN_AT_NAME = "freeze-hook", "freeze.co
 def freeze_at_dump(container_id: str, parent: str, work: str) -> str:
     """A CRIU config file (for CRIU_CONFIG_FILE) whose pre-dump hook freezes the
     container's v1 freezer cgroup and waits until it is; frozen_since() says when."""
-    from ferry.util.fs import atomic_write
+    from ferry.util.fs import write_scratch   # this dump's own, in its fresh work dir: no syncs
     hook = os.path.join(work, FREEZE_HOOK_NAME)
-    state = shlex.quote(f"/sys/fs/cgroup/freezer/{parent}/{container_id}/freezer.state")
-    atomic_write(hook, FREEZE_HOOK.format(state=state, at=shlex.quote(os.path.join(work, FROZEN_AT_NAME)),
-                                          tries=int(FREEZE_WAIT / 0.002)), mode=0o700)
+    state = shlex.quote(_freezer_state(container_id, parent))
+    write_scratch(hook, FREEZE_HOOK.format(state=state, at=shlex.quote(os.path.join(work, FROZEN_AT_NAME)),
+                                           tries=int(FREEZE_WAIT / 0.002)), mode=0o700)
     config = os.path.join(work, FREEZE_CONFIG_NAME)
-    atomic_write(config, f"action-script {hook}\n")
+    write_scratch(config, f"action-script {hook}\n")
     return config
 
 
@@ -348,7 +352,7 @@ def frozen_since(work: str) -> float | None:
 def thaw(container_id: str, parent: str) -> None:
     """The container's tasks run again (v1 freezer, or v2's cgroup.freeze)."""
     with contextlib.suppress(OSError):
-        state = f"/sys/fs/cgroup/freezer/{parent}/{container_id}/freezer.state"
+        state = _freezer_state(container_id, parent)
         with open(state) as f:
             frozen = f.read().strip() != "THAWED"
         if frozen:
