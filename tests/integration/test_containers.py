@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import sqlite3
 import subprocess
 import sys
 import time
@@ -152,6 +153,22 @@ def test_detached_rm_removes_itself(ferry):
     wait_for(lambda: "brief" not in ferry.names(), "--rm container to remove itself")
     # The monitor ran that removal as its exit command and leaves right after it.
     wait_for(lambda: leftovers(ferry.root, {cid}) == [], "the monitor to finish", deadline=10)
+
+
+def test_rm_f_removes_a_running_container_whose_record_is_damaged(ferry):
+    port = free_port()
+    cid = ferry("run", "-d", "--name", "mangled", "-p", f"{port}:80", "busybox",
+                "httpd", "-f", "-p", "80", "-h", "/var/www").stdout.strip()
+    ferry.seen.add(cid)
+    pid = ferry.inspect("mangled")["State"]["Pid"]
+    with sqlite3.connect(os.path.join(ferry.root, "ferry.db")) as db:   # a record no ferry writes
+        db.execute("UPDATE containers SET config = '{' WHERE id = ?", (cid,))
+    one_line_error(ferry("rm", "mangled", check=False), "the record of container 'mangled' is damaged")
+    assert os.path.exists(f"/proc/{pid}")   # without -f, nothing is touched
+    ferry("rm", "-f", cid[:12])
+    assert not os.path.exists(f"/proc/{pid}")
+    assert "mangled" not in ferry.names()
+    assert leftovers(ferry.root, {cid}) == []
 
 
 def test_named_and_bind_volumes(ferry, tmp_path):

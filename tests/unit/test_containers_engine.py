@@ -15,7 +15,7 @@ from ferry.engine import journal
 from ferry.engine.containers import CRIU_OPTIONS, RestoreFrom, RunOptions, Undo, signal_name
 from ferry.engine.listing import CREATED, EXITED, RUNNING
 from ferry.store.layout import CHECKPOINTING, CRIU_CONFIG, CRIU_RESTORE_HOOK
-from ferry.util.errors import Conflict, FerryError, NotFound, ToolError, UsageError
+from ferry.util.errors import Conflict, DamagedRecord, FerryError, NotFound, ToolError, UsageError
 from ferry.util.locks import Busy, is_locked
 from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)
 
@@ -398,6 +398,23 @@ def test_rm_refuses_a_running_container_and_rm_f_removes_everything(containers, 
     assert not os.path.exists(container_dir(containers, container))
     assert not os.path.exists(engine.layout.lock(f"container-{container.id}"))
     assert engine.volumes.exists("data")
+
+
+def test_rm_f_removes_a_running_container_whose_record_cannot_be_read(containers, engine, host):
+    container = containers.run(RunOptions(image="busy:1", name="web", ports=("8080:80",), detach=True))
+    with engine.db.write() as conn:   # a record no ferry could have written
+        conn.execute("UPDATE containers SET config = '{' WHERE id = ?", (container.id,))
+    with pytest.raises(DamagedRecord, match="the record of container 'web' is damaged") as refused:
+        containers.remove("web")
+    assert refused.value.hint == f"remove it with 'ferry rm -f {container.id[:12]}'"
+    assert host.alive(container.pid)   # without -f, nothing is touched
+    assert containers.remove(container.id[:12], force=True) == container.id
+    assert not host.alive(container.pid)
+    assert host.leftovers(container.id) == [] and host.published() == []
+    assert engine.networks.reservations() == []
+    assert engine.db.read().execute("SELECT count(*) FROM containers").fetchone()[0] == 0
+    assert not os.path.exists(container_dir(containers, container))
+    assert not os.path.exists(engine.layout.lock(f"container-{container.id}"))
 
 
 def test_rm_waits_for_no_one_but_refuses_while_another_command_holds_the_container(containers, engine, host,

@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 from ferry.engine import journal
 from ferry.engine.config import ContainerConfig
-from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, find_row, has_exited, observed_exit,
-                                  open_table, process_alive)
+from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, damaged, find_row, has_exited,
+                                  observed_exit, open_table, process_alive)
 from ferry.util.log import get_logger
 from ferry.engine.volumes import VolumeSpec, Volumes, path_in_rootfs
 from ferry.runtime import launch, rootfs
@@ -30,8 +30,8 @@ from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
-from ferry.util.errors import (CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning, FerryError,
-                               NotFound, ToolError, UsageError)
+from ferry.util.errors import (CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning, DamagedRecord,
+                               FerryError, NotFound, ToolError, UsageError)
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util import phases, proc, signals
 from ferry.util.locks import Busy, owned_lock
@@ -125,8 +125,7 @@ class Container(NamedTuple):
         try:
             config = ContainerConfig.from_json(row["config"])
         except ValueError as exc:
-            raise FerryError(f"the record of container {row['name']!r} is damaged: {exc}",
-                             hint=f"remove it with 'ferry rm -f {row['id'][:12]}'") from None
+            raise damaged(row, exc) from None
         added = row.keys()   # columns an upgrade adds may be missing while the disk is full
         return cls(row["id"], row["name"], row["image_id"], config, row["state"], row["pid"],
                    row["exit_code"], row["created_at"], row["started_at"], row["finished_at"],
@@ -632,25 +631,47 @@ class Containers:
 
     # ---- remove ------------------------------------------------------------
     def remove(self, name_or_id: str, *, force: bool = False, volumes: bool = False) -> str:
-        container = self.get(name_or_id)
+        try:
+            container = self.get(name_or_id)
+        except DamagedRecord as exc:
+            if not force:
+                raise
+            return self._remove_unreadable(exc.container_id, exc.name)
         if container.state == RUNNING:
             if not force:
                 raise ContainerRunning(f"container {container.name!r} is running",
                                        hint="stop it first, or use 'ferry rm -f'")
             self.stop(container.id, timeout=0)
         with self.locked(container, "rm"):
+            self._remove_locked(container.id)
+        return self._removed(container.id)
+
+    def _remove_unreadable(self, container_id: str, name: str) -> str:
+        """rm -f of a container whose record cannot be read: whatever it may run
+        is killed by runc, its monitor is let finish, and all it holds goes, by ID."""
+        with self.lock_id(container_id, name, "rm"):
             with contextlib.suppress(FerryError):
-                self.runc.delete(container.id)
-            self.networks.unpublish(container.id)
-            self.networks.detach(container.id)
-            rootfs.unmount(self.files(container.id).rootfs)
-            remove_tree(self.dir(container.id))   # first: on a full disk it frees the room the rest needs
-            self.networks.release(container.id)
-            self._delete_record(container.id)
+                self.runc.delete(container_id)   # --force: SIGKILL to all its processes first
+            monitor = _read_int(self.files(container_id).monitor_pid)
+            _poll(lambda: not process_alive(monitor), 30, pid=monitor)
+            self._remove_locked(container_id)
+        return self._removed(container_id)
+
+    def _remove_locked(self, container_id: str) -> None:
+        with contextlib.suppress(FerryError):
+            self.runc.delete(container_id)
+        self.networks.unpublish(container_id)
+        self.networks.detach(container_id)
+        rootfs.unmount(self.files(container_id).rootfs)
+        remove_tree(self.dir(container_id))   # first: on a full disk it frees the room the rest needs
+        self.networks.release(container_id)
+        self._delete_record(container_id)
+
+    def _removed(self, container_id: str) -> str:
         remove_cgroup_parents(self.runc.cgroup_parent)
         with contextlib.suppress(OSError):
-            os.unlink(self.layout.lock(f"container-{container.id}"))
-        return container.id
+            os.unlink(self.layout.lock(f"container-{container_id}"))
+        return container_id
 
     # ---- exec / logs ---------------------------------------------------------
     def _running(self, name_or_id: str, verb: str) -> Container:

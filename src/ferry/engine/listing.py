@@ -15,7 +15,7 @@ import os
 from collections import namedtuple
 
 from ferry.store.layout import EXIT_RECORD
-from ferry.util.errors import DiskFull, FerryError, NotFound
+from ferry.util.errors import DamagedRecord, DiskFull, FerryError, NotFound
 from ferry.util.strictjson import loads
 
 DDL = """
@@ -168,10 +168,9 @@ def _fault(text) -> ValueError:
     return ValueError("it cannot be read")
 
 
-def damaged(row, error: ValueError) -> FerryError:
-    """The error for a record that cannot be read, in Container.from_row's words."""
-    return FerryError(f"the record of container {row['name']!r} is damaged: {error}",
-                      hint=f"remove it with 'ferry rm -f {row['id'][:12]}'")
+def damaged(row, error: ValueError) -> DamagedRecord:
+    """The error for a record that cannot be read."""
+    return DamagedRecord(row["id"], row["name"], error)
 
 
 class Listing:

@@ -30,6 +30,17 @@ class Conflict(FerryError):
     """The request clashes with existing state (name in use, port taken)."""
 
 
+class DamagedRecord(FerryError):
+    """A container's record cannot be read (a crash or a hand edit left it odd);
+    `rm -f` still removes the container it names, by its ID."""
+
+    def __init__(self, container_id: str, name: str, why: object):
+        super().__init__(f"the record of container {name!r} is damaged: {why}",
+                         hint=f"remove it with 'ferry rm -f {container_id[:12]}'")
+        self.container_id = container_id
+        self.name = name
+
+
 class ContainerRunning(Conflict):
     """The container runs, and what was asked needs it stopped (`rm` without -f)."""
 
