@@ -73,13 +73,18 @@ bare recipe's netns, bridge and cgroups (all named `bm*`), and the `cni-podman0`
     redis in the run);
   - *local round* (the CRIU floor): `container checkpoint NAME` and `container restore NAME`
     without an archive; CRIU's own frozen time comes from `--print-stats`. The floor of a
-    workload is the faster engine's median local checkpoint (or restore);
+    workload is the faster engine's median local checkpoint (or restore). For redis, the
+    frozen-time row also holds the *frozen rounds* that follow the repeats: local
+    `checkpoint --leave-running` of each engine in turn (4 each by default), because the page
+    cache's write speed, most of a large dump's frozen time, swings 3-4x from one dump to the
+    next on this VM whichever engine dumps;
   - *leave-running round*: `container checkpoint --leave-running --export X` of the running
     container (ferry `.tar.zst`, podman zstd); CRIU's frozen time from `--print-stats`, then the
     archive is deleted and the container, which never stopped, must still answer. ferry freezes
-    the container's cgroup before CRIU and thaws it only once its files are archived (so that
-    they are the files the dump saw); that whole pause, its `frozen_for_files` phase, is the
-    row *ferry: container frozen*. podman's container runs again when CRIU's dump ends;
+    the container's cgroup from CRIU's pre-dump hook and thaws it only once its files are
+    staged (so that they are the files the dump saw); that whole pause, its `frozen_for_files`
+    phase, is the row *ferry: container frozen*. podman's container runs again when CRIU's dump
+    ends;
   - *gap round*: a client on ONE connection (redis `GET`, nginx HTTP/1.1 keep-alive; busybox
     httpd has no keep-alive, so a new connection per request) sends a request every
     millisecond across `checkpoint --export --tcp-established`, `rm` and

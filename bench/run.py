@@ -175,6 +175,21 @@ class Run(Recorder):
         log(f"  {engine.name:10} local:   checkpoint {ck.seconds:6.2f} s (CRIU frozen "
             f"{(frozen or 0) / 1e6:.2f} s), restore {rs.seconds:6.2f} s")
 
+    def frozen_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
+        """A local `checkpoint --leave-running`: one more sample of CRIU's frozen time
+        of a local dump, without a restore. On this VM the page cache's write speed
+        swings 0.35-1.5 s per GiB from one dump to the next, whichever engine dumps
+        (bench/analysis.md), so the repeats' three samples alone cannot compare engines."""
+        settle()
+        ck = engine.checkpoint(name, leave_running=True, timeout=w.timeout())
+        wl.verify(w, info["ip"], info)
+        details = {**_details(ck.stats), "leave_running": True}
+        frozen = details.get("criu", {}).get("frozen_time")
+        if frozen is None:
+            raise BenchError(f"{engine.name} checkpoint --leave-running --print-stats gave no CRIU frozen_time")
+        self.sample(w.name, engine.name, "criu_dump", rep, frozen / 1e6, details)
+        log(f"  {engine.name:10} local -R: CRIU frozen {frozen / 1e6:6.2f} s")
+
     def leave_running_round(self, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
         """checkpoint --leave-running --export of the running container: CRIU's
         frozen time. The container never stops, so nothing is restored."""
@@ -309,6 +324,12 @@ class Run(Recorder):
             for engine in order:
                 attempt(engine, engine.name, "gap", rep,
                         lambda info, engine=engine: self.gap_round(engine, w, name, info, rep))
+        if w.kind == "redis":
+            for extra in range(self.args.frozen_rounds):
+                rep = repeats + extra
+                for engine in (engines if extra % 2 == 0 else engines[::-1]):
+                    attempt(engine, engine.name, "frozen", rep,
+                            lambda info, engine=engine: self.frozen_round(engine, w, name, info, rep))
         for engine in engines:
             engine.rm(name, force=True)
 
@@ -720,6 +741,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-gzip", action="store_true", help="skip ferry's .tar.gz variant")
     parser.add_argument("--no-none", action="store_true",
                         help="skip ferry's --compress none (.tar) variant (run at redis-1g, else the largest redis)")
+    parser.add_argument("--frozen-rounds", type=int, default=4,
+                        help="extra local --leave-running checkpoints per engine and redis workload, for "
+                             "CRIU's frozen time (default 4)")
     parser.add_argument("--skip-ps", action="store_true")
     parser.add_argument("--ps-rounds", type=int, default=4)
     parser.add_argument("--ps-per-round", type=int, default=5)
@@ -741,6 +765,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
+    if args.frozen_rounds < 0:
+        parser.error("--frozen-rounds must be >= 0")
     unknown = [n for n in args.rss_workloads.split(",") if n and n not in wl.BY_NAME]
     if unknown:
         parser.error(f"unknown --rss-workloads {unknown}; known: {', '.join(wl.BY_NAME)}")
@@ -791,6 +817,7 @@ def main(argv=None) -> int:
                         "ferry_commit_at_end": _version(["git", "-C", REPO, "rev-parse", "HEAD"])},
         "images": getattr(run, "layers", {}), "workload_info": run.workload_info,
         "settings": {"client_interval": args.client_interval, "gzip_variant": not args.no_gzip,
+                     "frozen_rounds": args.frozen_rounds,
                      "none_variant_workload": run.none_workload,
                      "ps_rounds": args.ps_rounds, "ps_per_round": args.ps_per_round,
                      "commands_rounds": None if args.skip_commands else args.commands_rounds,
