@@ -119,6 +119,11 @@ def no_leftovers(host: Ferry, target: str | None = None) -> None:
     assert not os.path.isdir(tmp) or [n for n in os.listdir(tmp) if not n.startswith(".trash")] == []
     if target:
         assert glob.glob(os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.*.tmp")) == []
+    # A -R local checkpoint is an archive in the root: listed whole, or gone (a temp file is the journal's).
+    listed = {e["Path"] for e in host.json("checkpoint", "ls", "--format", "json")}
+    stored = glob.glob(os.path.join(root, "checkpoints", "*", "*")) + \
+        glob.glob(os.path.join(root, "checkpoints", "*", ".*"))
+    assert [p for p in stored if p not in listed and not p.endswith("/schedule.json")] == []
     for container_id in host.seen:
         for path in glob.glob(f"/sys/fs/cgroup/freezer/ferry*/{container_id}/freezer.state"):
             assert open(path).read().strip() == "THAWED", path
@@ -180,7 +185,7 @@ CHECKPOINT_PHASES = ["checkpoint:begun", "checkpoint:dumped", "checkpoint:record
 def _checkpoint_cases():
     for mode in CHECKPOINT_MODES:
         for phase in CHECKPOINT_PHASES:
-            if (phase == "checkpoint:exported" and mode.startswith("local")) or \
+            if (phase == "checkpoint:exported" and mode == "local") or \
                     (phase == "checkpoint:imaged" and mode != "image"):
                 continue
             for sig in SIGNALS:
@@ -273,6 +278,26 @@ def test_restore_from_archive_interrupted(host, svc, archive, workdir, phase, si
     host.seen.add(host.inspect("copy")["Id"])
     intact(host, "copy")
     host("rm", "-f", "copy")
+    no_leftovers(host)
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.parametrize("phase", IMPORT_PHASES)
+def test_restore_of_a_stored_checkpoint_after_a_crash_interrupted(host, svc, workdir, phase, sig):
+    """The crash's one command, `restore NAME` from a -R checkpoint, takes the
+    crashed container's place only once the archive is checked: interrupted, the
+    service runs, or the same command brings it back."""
+    bring_back(host)
+    host("container", "checkpoint", "-R", "svc")
+    host("kill", "-s", "KILL", "svc")
+    wait_for(lambda: state(host)["Status"] == "exited", "svc to exit")
+    done = interrupted(host, ["container", "restore", "svc"], phase=phase, sig=sig, workdir=workdir)
+    _one_line_if_failed(done)
+    if "svc" not in host.names() or state(host)["Status"] != "running":
+        host("container", "restore", "svc")
+    assert state(host)["Status"] == "running" and host.inspect("svc")["Id"] == svc["Id"]
+    intact(host)
+    host("checkpoint", "rm", "--all")
     no_leftovers(host)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 
 from ferry.cli import render
-from ferry.cli.parsing import BoolFlag, engine_of
+from ferry.cli.parsing import BoolFlag, each_name, engine_of
 from ferry.util import signals
 from ferry.util.errors import UsageError
 
@@ -35,6 +36,15 @@ def register(container_commands) -> None:
                                  "to push to a registry")
     checkpoint.add_argument("--sign-key", metavar="FILE",
                             help="sign the archive with this Ed25519 private key (PEM)")
+    checkpoint.add_argument("--every", metavar="DURATION", type=_duration,
+                            help="then again each DURATION (30s, 5m, 1h), with --leave-running, from the "
+                                 "container's monitor while it runs; 0 stops that")
+    checkpoint.add_argument("--file-pattern", metavar="PATTERN",
+                            help="write each --leave-running checkpoint to an archive at PATTERN, whose {time} "
+                                 "(and {name}, {id}) are filled in")
+    checkpoint.add_argument("--keep-last", type=int, metavar="N",
+                            help="then remove all but the container's newest N checkpoints (local ones and "
+                                 "archives ferry wrote)")
     checkpoint.add_argument("--print-stats", action="store_true", help="print timings as JSON")
     checkpoint.add_argument("--format", choices=("text", "json"), default="text")
     checkpoint.set_defaults(handler=cmd_checkpoint)
@@ -46,7 +56,10 @@ def register(container_commands) -> None:
     restore.add_argument("-i", "--import", "--file", dest="import_path", metavar="PATH",
                          help="restore from a checkpoint archive: ferry's, or podman's 'container checkpoint "
                               "--export' (- reads it from stdin)")
-    restore.add_argument("-n", "--name", help="the restored container's name (with --import or an image)")
+    restore.add_argument("-n", "--name",
+                         help="the restored container's name (with --import, --checkpoint or an image)")
+    restore.add_argument("--checkpoint", metavar="ID",
+                         help="restore this checkpoint ('ferry checkpoint ls') instead of the container's latest")
     restore.add_argument("--tcp-established", action="store_true",
                          help="restore established TCP connections")
     restore.add_argument("-p", "--publish", action="append", default=None,
@@ -78,7 +91,7 @@ def register(container_commands) -> None:
 def checkpoint_group(commands) -> None:
     """`ferry checkpoint ...`: what is in an archive, without restoring it."""
     from ferry.cli.parsing import needs_subcommand, subcommands
-    group = commands.add_parser("checkpoint", help="look into checkpoint archives")
+    group = commands.add_parser("checkpoint", help="list, remove and look into checkpoints and archives")
     verbs = subcommands(group, "checkpoint commands")
     group.set_defaults(handler=needs_subcommand(group))
     verify = verbs.add_parser("verify", help="check an archive as a restore would, restoring nothing",
@@ -108,6 +121,78 @@ def checkpoint_group(commands) -> None:
     show.add_argument("archives", metavar="FILE", nargs="+")
     show.add_argument("--format", choices=("table", "json"), default="table")
     show.set_defaults(handler=cmd_show)
+    listing = verbs.add_parser("ls", aliases=["list"], help="the checkpoints kept here and the archives ferry wrote",
+                               description="Local checkpoints (a stopped container's own, and those taken "
+                               "with --leave-running) and the archives that --export wrote and that still "
+                               "exist, newest first.")
+    listing.add_argument("containers", nargs="*", metavar="CONTAINER", help="only these containers' checkpoints")
+    listing.add_argument("-q", "--quiet", action="store_true", help="only the IDs")
+    listing.add_argument("--no-trunc", action="store_true", help="full IDs")
+    listing.add_argument("--format", choices=("table", "json"), default="table")
+    listing.set_defaults(handler=cmd_ls)
+    remove = verbs.add_parser("rm", help="remove checkpoints: local ones, or the archive files",
+                              description="Remove checkpoints by ID ('ferry checkpoint ls'). An archive's file "
+                              "is deleted; a stopped container's own checkpoint leaves it stopped, "
+                              "with nothing to restore.")
+    remove.add_argument("checkpoints", nargs="*", metavar="ID")
+    remove.add_argument("-a", "--all", action="store_true", help="every checkpoint listed")
+    remove.set_defaults(handler=cmd_rm)
+    prune = verbs.add_parser("prune", help="keep only each container's newest checkpoints",
+                             description="Remove all but each container's newest N checkpoints, local ones "
+                             "and archives alike.")
+    prune.add_argument("containers", nargs="*", metavar="CONTAINER", help="only these containers' checkpoints")
+    prune.add_argument("--keep-last", type=int, metavar="N", required=True)
+    prune.set_defaults(handler=cmd_prune)
+
+
+def _store(args):
+    from ferry.engine.checkpoint_store import CheckpointStore
+    engine = engine_of(args)
+    return CheckpointStore(engine.layout, engine.db)
+
+
+def cmd_ls(args) -> int:
+    store = _store(args)
+    entries = store.entries()
+    if args.containers:
+        missing = [ref for ref in args.containers if not any(store.of_container(e, ref) for e in entries)]
+        entries = [e for e in entries if any(store.of_container(e, ref) for ref in args.containers)]
+        if missing:
+            from ferry.util.errors import NotFound
+            raise NotFound(f"no checkpoints of container {missing[0]!r}", hint="see 'ferry checkpoint ls'")
+    if args.format == "json":
+        render.json_out([e.to_json() for e in entries])
+        return 0
+    width = None if args.no_trunc else 12
+    if args.quiet:
+        for entry in entries:
+            render.line(entry.id[:width])
+        return 0
+    from ferry.cli.images import human_size
+    from ferry.util.timefmt import ago
+    render.table(["CHECKPOINT ID", "CONTAINER", "IMAGE", "CREATED", "SIZE", "KIND", "SIGNED", "ENCRYPTED", "PATH"],
+                 [[e.id[:width], e.container_name, e.image, ago(e.created_at), human_size(e.size),
+                   e.kind + (" (stopped it)" if e.in_place else ""), _yes(e.signed), _yes(e.encrypted), e.path]
+                  for e in entries])
+    return 0
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def cmd_rm(args) -> int:
+    if args.all == bool(args.checkpoints):
+        raise UsageError("give checkpoint IDs, or --all", hint="see 'ferry checkpoint ls'")
+    checkpoints = engine_of(args).checkpoints
+    refs = [e.id for e in _store(args).entries()] if args.all else args.checkpoints
+    return each_name(args, refs, checkpoints.remove_checkpoint)
+
+
+def cmd_prune(args) -> int:
+    for entry in engine_of(args).checkpoints.prune(args.keep_last, args.containers or None):
+        render.line(entry.id)
+    return 0
 
 
 def _summaries(paths: list[str], verify_key: str | None = None):
@@ -243,16 +328,34 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _duration(text: str) -> float:
+    from ferry.util.timefmt import parse_duration
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cmd_checkpoint(args) -> int:
     from ferry.engine.checkpoints import CheckpointOptions
     signals.install()   # SIGTERM and SIGHUP end a checkpoint as Ctrl-C does: cleanly
+    if args.every == 0:
+        if args.file_pattern or args.export or args.create_image or args.keep_last is not None:
+            raise UsageError("--every 0 stops a schedule and takes no other checkpoint option")
+        checkpoints = engine_of(args).checkpoints
+        for name in args.containers:
+            if not checkpoints.unschedule(name):
+                render.warning(f"container {name} had no checkpoint schedule")
+            render.line(name)
+        return 0
     if (args.export or args.create_image) and len(args.containers) > 1:
         raise UsageError(f"{'--export' if args.export else '--create-image'} takes one container",
                          hint="checkpoint the others separately")
     options = CheckpointOptions(export=args.export, create_image=args.create_image, leave_running=args.leave_running,
                                 tcp_established=args.tcp_established, compress=args.compress,
                                 ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
-                                keep=args.keep, sign_key=args.sign_key)
+                                keep=args.keep, sign_key=args.sign_key, keep_last=args.keep_last,
+                                every=args.every, file_pattern=args.file_pattern)
     checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers:
@@ -277,8 +380,10 @@ def cmd_restore(args) -> int:
     args.containers = BoolFlag.positionals(args, "containers")
     if args.import_path and args.containers:
         raise UsageError("give either --import FILE or container names, not both")
-    if not args.import_path and not args.containers:
-        raise UsageError("restore needs container names, or --import FILE")
+    if not args.import_path and not args.containers and not args.checkpoint:
+        raise UsageError("restore needs container names, --checkpoint ID, or --import FILE")
+    if args.checkpoint and len(args.containers) > 1:
+        raise UsageError("--checkpoint takes at most one container")
     options = RestoreOptions(import_path=args.import_path, name=args.name,
                              tcp_established=args.tcp_established,
                              ports=tuple(args.publish) if args.publish is not None else None,
@@ -286,13 +391,15 @@ def cmd_restore(args) -> int:
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                              image_archive=args.image_archive, volumes=tuple(args.volume),
                              allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key,
-                             tls_verify=args.tls_verify, creds=args.creds, force=args.force)
+                             tls_verify=args.tls_verify, creds=args.creds, force=args.force,
+                             checkpoint=args.checkpoint)
     checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers or [None]:
         with progress_bar() as progress:
             result = checkpoints.restore(name, options, progress)
-        _report_trust(result, args.import_path or f"checkpoint image {name}")
+        _report_trust(result, args.import_path or (f"checkpoint {args.checkpoint}" if args.checkpoint
+                                                   else f"checkpoint image {name}"))
         results.append((name or args.import_path, result))
     _print_results(args, results, "podman_restore_duration", name_of=lambda r: r.id)
     return 0

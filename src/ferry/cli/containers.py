@@ -10,10 +10,10 @@ import sys
 import time
 
 from ferry.cli import checkpoints, render
-from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
+from ferry.cli.parsing import add_commands, each_name, engine_of, needs_subcommand, subcommands
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, EXITED, RUNNING
 from ferry.util import signals
-from ferry.util.errors import FerryError, NotFound, Several, UsageError
+from ferry.util.errors import NotFound, Several, UsageError
 from ferry.util.timefmt import ago, duration, parse as parse_time
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
@@ -237,15 +237,17 @@ def cmd_cleanup(args) -> int:
 
 
 def cmd_ps(args) -> int:
-    containers = engine_of(args).listing.containers(all_states=args.all)
+    listing = engine_of(args).listing
+    containers = listing.containers(all_states=args.all)
+    stored = listing.with_stored_checkpoints() if any(c.state == EXITED for c in containers) else set()
     if args.quiet:
         for c in containers:
             render.line(c.id[:12])
     elif args.format == "json":
-        render.json_out([_ps_json(c) for c in containers])
+        render.json_out([_ps_json(c, stored) for c in containers])
     else:
         render.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-                     [[c.id[:12], c.image, _short_command(c), ago(c.created_at), _status(c),
+                     [[c.id[:12], c.image, _short_command(c), ago(c.created_at), _status(c, stored),
                        _ports_text(c), c.name] for c in containers])
     return 0
 
@@ -255,14 +257,18 @@ def _short_command(c: ContainerSummary) -> str:
     return text if len(text) <= 20 else text[:17] + "..."
 
 
-def _status(c: ContainerSummary) -> str:
+def _status(c: ContainerSummary, stored: set[str]) -> str:
+    """podman's STATUS; an exited container that `ferry container restore NAME`
+    brings back says so: one its checkpoint stopped, or one with -R checkpoints."""
     if c.state == RUNNING and c.started_at:
         seconds = int(time.time() - parse_time(c.started_at).timestamp())
         return f"Up {duration(seconds)}"
     if c.state == EXITED:
         text = f"Exited ({c.exit_code}) {ago(c.finished_at)}" if c.finished_at else f"Exited ({c.exit_code})"
-        if c.checkpointed_at:   # `ferry container restore NAME` brings it back
+        if c.checkpointed_at:
             text += " (checkpointed)"
+        elif c.id in stored:
+            text += " (restorable)"
         return text
     return "Created"
 
@@ -272,10 +278,10 @@ def _ports_text(c: ContainerSummary) -> str:
                      for p in c.ports)
 
 
-def _ps_json(c: ContainerSummary) -> dict:
+def _ps_json(c: ContainerSummary, stored: set[str]) -> dict:
     return {"Id": c.id, "Names": [c.name], "Image": c.image, "ImageID": c.image_id,
             "Command": list(c.args), "Created": c.created_at, "State": c.state,
-            "Status": _status(c), "ExitCode": c.exit_code, "Pid": c.pid or 0,
+            "Status": _status(c, stored), "ExitCode": c.exit_code, "Pid": c.pid or 0,
             "Ports": [_port_json(p) for p in c.ports]}
 
 
@@ -345,33 +351,10 @@ def _print_log(path: str, position: int) -> int:
     return position + end
 
 
-def _each(args, names, action, *, missing_ok: bool = False) -> int:
-    """Apply `action` to each named container, printing each name it handled as podman
-    does. A name that fails does not stop the others: each failure gets its line
-    once all are done (with `missing_ok`, a missing name is no failure)."""
-    failures: list[FerryError] = []
-    for name in names:
-        try:
-            action(name)
-        except NotFound as error:
-            if not missing_ok:
-                failures.append(error)
-            continue
-        except FerryError as error:
-            failures.append(error)
-            continue
-        render.line(name)
-    if len(failures) > 1:
-        raise Several(failures)
-    if failures:
-        raise failures[0]
-    return 0
-
-
 def cmd_stop(args) -> int:
     signals.install()
     containers = engine_of(args).containers
-    return _each(args, args.containers, lambda n: containers.stop(n, timeout=args.time))
+    return each_name(args, args.containers, lambda n: containers.stop(n, timeout=args.time))
 
 
 def cmd_restart(args) -> int:
@@ -380,26 +363,26 @@ def cmd_restart(args) -> int:
     def restart(name):
         containers.stop(name, timeout=args.time)
         containers.start(name)
-    return _each(args, args.containers, restart)
+    return each_name(args, args.containers, restart)
 
 
 def cmd_start(args) -> int:
     signals.install()
     containers = engine_of(args).containers
-    return _each(args, args.containers,
+    return each_name(args, args.containers,
                  lambda name: containers.start(name, ignore_checkpoint=args.ignore_checkpoint))
 
 
 def cmd_kill(args) -> int:
     containers = engine_of(args).containers
-    return _each(args, args.containers, lambda n: containers.kill(n, args.signal))
+    return each_name(args, args.containers, lambda n: containers.kill(n, args.signal))
 
 
 def cmd_rm(args) -> int:
     signals.install()
     containers = engine_of(args).containers
     # podman's rm -f exits 0 for a missing name: cleanup scripts run under `set -e`.
-    return _each(args, args.containers, lambda n: containers.remove(n, force=args.force),
+    return each_name(args, args.containers, lambda n: containers.remove(n, force=args.force),
                  missing_ok=args.force)
 
 

@@ -9,7 +9,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from ferry.util.errors import UsageError
+from ferry.util.errors import FerryError, NotFound, Several, UsageError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
@@ -160,3 +160,27 @@ def engine_of(args) -> Engine:
     way a handler reaches containers, checkpoints, images, networks and volumes."""
     from ferry.engine.core import Engine   # not for `ferry version`, nor a usage error
     return Engine(args.root)
+
+
+def each_name(args, names, action, *, missing_ok: bool = False) -> int:
+    """Apply `action` to each named container (or checkpoint), printing each name it
+    handled as podman does. A name that fails does not stop the others: each failure gets its line
+    once all are done (with `missing_ok`, a missing name is no failure)."""
+    from ferry.cli import render
+    failures: list[FerryError] = []
+    for name in names:
+        try:
+            action(name)
+        except NotFound as error:
+            if not missing_ok:
+                failures.append(error)
+            continue
+        except FerryError as error:
+            failures.append(error)
+            continue
+        render.line(name)
+    if len(failures) > 1:
+        raise Several(failures)
+    if failures:
+        raise failures[0]
+    return 0

@@ -18,6 +18,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
@@ -27,6 +28,7 @@ from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import
 from ferry.checkpoint.foreign_layout import podman_identity
 from ferry.checkpoint import podman_shape
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
+from ferry.engine.checkpoint_store import ARCHIVE, LOCAL, CheckpointEntry, check_pattern, fill_pattern, to_keep
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
 from ferry.engine import journal
@@ -103,6 +105,10 @@ class CheckpointOptions(NamedTuple):
     # A migration's pages go to the destination's page server, and the
     # container stays here, frozen and cut off, until the migration decides.
     push: PagePush | None = None
+    keep_last: int | None = None      # then drop all but the container's newest N checkpoints
+    every: float | None = None        # then one more each this many seconds, from the monitor (-R)
+    file_pattern: str | None = None   # each --leave-running checkpoint's archive: {name} {id} {time}
+    unlisted: bool = False            # an archive ferry writes for itself (an image's layer): no record
 
 
 class RestoreOptions(NamedTuple):
@@ -128,6 +134,8 @@ class RestoreOptions(NamedTuple):
     adopt_lease: bool = False         # take over the address another root's copy of this container holds
     lazy_from: LazySource | None = None   # a lazy migration: the pages come from the source's page server
     pages_in: PageReceiver | None = None  # a migration whose pages came apart from the archive, to this receiver
+    checkpoint: str | None = None     # restore this checkpoint (`checkpoint ls`'s ID) rather than the latest
+    replace: bool = False             # the restored container takes the place of the stopped one of its ID
 
 
 class CheckpointResult(NamedTuple):
@@ -207,10 +215,15 @@ class Checkpoints:
     # ---- checkpoint ---------------------------------------------------------
     def checkpoint(self, name_or_id: str, options: CheckpointOptions,
                    progress: Progress = _no_progress) -> CheckpointResult:
+        if options.every is not None or options.file_pattern:
+            return self._checkpoint_periodic(name_or_id, options, progress)
         if options.create_image:
             return self._checkpoint_to_image(name_or_id, options, progress)
-        if options.sign_key and not (options.export or options.export_stream is not None):
-            raise UsageError("--sign-key needs --export or --create-image: only an archive carries a signature")
+        if options.keep_last is not None and options.keep_last < 1:
+            raise UsageError(f"--keep-last must be 1 or more, not {options.keep_last}")
+        if options.sign_key and not (options.export or options.export_stream is not None or options.leave_running):
+            raise UsageError("--sign-key needs --export, --leave-running or --create-image: only an archive "
+                             "carries a signature")
         signer = load_private_key(options.sign_key) if options.sign_key else None
         container = self.containers.get(name_or_id)
         if container.config.rm and not (options.export or options.export_stream is not None):
@@ -221,8 +234,12 @@ class Checkpoints:
             target = Endpoint(options.export_stream, "the migration stream")
             return self._checkpoint_locked(container, options._replace(keep=True), target,
                                            _compression_of(target, options.compress), signer, progress)
+        if not options.export and options.leave_running:
+            return self._checkpoint_stored(container, options, signer, progress)
         if not options.export:
-            return self._checkpoint_locked(container, options, None, None, signer, progress)
+            result = self._checkpoint_locked(container, options, None, None, signer, progress)
+            self._keep_last(container, options.keep_last)
+            return result
         # A FIFO's open waits for its reader: before the lock, not under it.
         with export_endpoint(options.export) as target:
             compression = _compression_of(target, options.compress)
@@ -231,10 +248,110 @@ class Checkpoints:
                 # learns: the container's state stays here until it is removed.
                 options = options._replace(keep=True)
             result = self._checkpoint_locked(container, options, target, compression, signer, progress)
+            if not target.stream and not options.unlisted:
+                self.store.record(_entry(ids.new_id(), container, os.path.abspath(options.export), ARCHIVE,
+                                         options, signer))
         if container.config.rm and not (options.leave_running or options.keep or result.kept_locally):
             # --rm: the container ends with its export, and goes, as podman removes it.
             self.containers.remove(container.id)
+        self._keep_last(container, options.keep_last)
         return result
+
+    @property
+    def store(self):
+        return self.containers.checkpoint_store
+
+    def _checkpoint_periodic(self, name_or_id: str, options: CheckpointOptions,
+                             progress: Progress) -> CheckpointResult:
+        """--every: a --leave-running checkpoint now, then one each interval, run by
+        the container's monitor (runtime.schedule) with the same options.
+        --file-pattern: each one is an archive there, else a stored local one."""
+        from ferry.runtime import schedule
+        if options.export or options.export_stream is not None or options.create_image:
+            raise UsageError("--every and --file-pattern take no --export or --create-image",
+                             hint="--file-pattern names each checkpoint's archive")
+        every = options.every
+        if every is not None and not schedule.MIN_EVERY <= every <= schedule.MAX_EVERY:
+            raise UsageError(f"--every must be from {schedule.MIN_EVERY:g} s to {schedule.MAX_EVERY / 86400:g} days")
+        pattern = check_pattern(options.file_pattern) if options.file_pattern else None
+        container = self.containers.get(name_or_id)
+        export = fill_pattern(pattern, container.id, container.name) if pattern else None
+        result = self.checkpoint(container.id, options._replace(every=None, file_pattern=None, export=export,
+                                                                leave_running=True), progress)
+        if every is not None:
+            argv = [sys.executable, "-m", "ferry", "--root", self.layout.root, "container", "checkpoint",
+                    container.id, "--leave-running"]
+            for flag, value in (("--file-pattern", pattern), ("--keep-last", options.keep_last),
+                                ("--compress", options.compress),
+                                ("--sign-key", options.sign_key and os.path.abspath(options.sign_key))):
+                argv += [flag, str(value)] if value else []
+            for flag, given in (("--tcp-established", options.tcp_established),
+                                ("--ignore-rootfs", options.ignore_rootfs),
+                                ("--ignore-volumes", options.ignore_volumes)):
+                argv += [flag] if given else []
+            schedule.write(self.layout.checkpoint_schedule(container.id), schedule.Schedule(every, tuple(argv)))
+        return result
+
+    def unschedule(self, name_or_id: str) -> bool:
+        """Stop a container's periodic checkpoints; whether it had them."""
+        from ferry.runtime import schedule
+        container = self.containers.get(name_or_id)
+        return schedule.clear(self.layout.checkpoint_schedule(container.id))
+
+    def _checkpoint_stored(self, container: Container, options: CheckpointOptions, signer,
+                           progress: Progress) -> CheckpointResult:
+        """A local --leave-running checkpoint: a whole archive in this root, with the
+        root filesystem and volumes its memory saw, so that any of several can be
+        restored after the container wrote on (podman keeps one set of CRIU images,
+        which a later write to an open file makes unrestorable)."""
+        checkpoint_id, path = self.store.new_local(container.id)
+        options = options._replace(export=path)
+        # Recorded first: the record is listed once the archive appears whole (a
+        # rename), so a command killed at any instant leaves a complete listed
+        # checkpoint or a record of nothing (swept), never an unlisted file.
+        self.store.record(_entry(checkpoint_id, container, path, LOCAL, options, signer))
+        try:
+            with export_endpoint(path) as target:
+                result = self._checkpoint_locked(container, options, target, "zstd", signer, progress)
+        except BaseException:
+            if not os.path.exists(path):
+                self.store.forget_id(checkpoint_id)
+            raise
+        self._keep_last(container, options.keep_last)
+        return result
+
+    def _keep_last(self, container: Container, keep_last: int | None) -> None:
+        if keep_last is not None:
+            self.prune(keep_last, [container.id])
+
+    # ---- the checkpoints kept: `checkpoint ls / rm / prune` ----------------------------
+    def remove_checkpoint(self, ref: str) -> CheckpointEntry:
+        entry = self.store.find(ref)
+        self._drop(entry)
+        return entry
+
+    def prune(self, keep_last: int, containers: list[str] | None = None) -> list[CheckpointEntry]:
+        """All but the newest `keep_last` checkpoints of each container (of those
+        named: names or IDs, of containers that may be gone), removed."""
+        if keep_last < 1:
+            raise UsageError(f"--keep-last must be 1 or more, not {keep_last}")
+        entries = self.store.entries()
+        if containers is not None:
+            for ref in containers:
+                if not any(self.store.of_container(e, ref) for e in entries) and not self._is_container(ref):
+                    raise NotFound(f"no such container {ref!r}", hint="see 'ferry checkpoint ls'")
+            entries = [e for e in entries if any(self.store.of_container(e, ref) for ref in containers)]
+        _, dropped = to_keep(entries, keep_last)
+        for entry in dropped:
+            self._drop(entry)
+        return dropped
+
+    def _drop(self, entry: CheckpointEntry) -> None:
+        if entry.in_place:
+            self._drop_local_checkpoint(self.containers.get(entry.container_id, refresh=False))
+        else:
+            remove_file(entry.path)
+            self.store.forget(entry)
 
     def _checkpoint_to_image(self, name_or_id: str, options: CheckpointOptions,
                              progress: Progress) -> CheckpointResult:
@@ -252,7 +369,8 @@ class Checkpoints:
         own_file = not options.export
         path = options.export or os.path.join(self.containers.dir(container.id), IMAGE_ARCHIVE)
         result = self.checkpoint(container.id, options._replace(create_image=None, export=path, keep=True,
-                                                       compress="none" if own_file else options.compress), progress)
+                                                       compress="none" if own_file else options.compress,
+                                                       unlisted=own_file), progress)
         try:
             head = archive.read_manifest(path)
             image = self.containers.images.commit_checkpoint(path, options.create_image,
@@ -604,11 +722,17 @@ class Checkpoints:
     # ---- restore -------------------------------------------------------------
     def restore(self, name_or_id: str | None, options: RestoreOptions,
                 progress: Progress = _no_progress) -> RestoreResult:
+        if options.checkpoint:
+            return self._restore_chosen(name_or_id, options, progress)
         if options.import_path or options.import_stream is not None or options.image_layer:
             return self._restore_import(options, progress)
         if not name_or_id:
             raise UsageError("restore needs a container name, or --import FILE")
         if not self._is_container(name_or_id):
+            # A container that a failed restore of its stored checkpoint left gone.
+            stored = self.store.stored_named(name_or_id)
+            if stored:
+                return self._restore_entry(stored[0], options, progress)
             # podman's order: a container of that name first, then a checkpoint image.
             from ferry.engine import checkpoint_images
             images = self.containers.images
@@ -625,7 +749,7 @@ class Checkpoints:
             if given:
                 raise UsageError(f"{flag} can only be used with a checkpoint image or --import: an in-place "
                                  "restore keeps the container as it was")
-        return self._restore_in_place(name_or_id, options)
+        return self._restore_in_place(name_or_id, options, progress)
 
     def _is_container(self, name_or_id: str) -> bool:
         try:
@@ -634,7 +758,51 @@ class Checkpoints:
             return False
         return True
 
-    def _restore_in_place(self, name_or_id: str, options: RestoreOptions) -> RestoreResult:
+    def _restore_chosen(self, name_or_id: str | None, options: RestoreOptions, progress: Progress) -> RestoreResult:
+        """--checkpoint ID: that checkpoint, of the container named (if one is)."""
+        if options.import_path or options.import_stream is not None:
+            raise UsageError("give either --checkpoint ID or --import FILE, not both")
+        entry = self.store.find(options.checkpoint)
+        if name_or_id is not None and not self.store.of_container(entry, name_or_id):
+            raise UsageError(f"checkpoint {entry.id[:12]} is not one of container {name_or_id!r}'s",
+                             hint=f"it is {entry.container_name!r}'s; see 'ferry checkpoint ls'")
+        return self._restore_entry(entry, options._replace(checkpoint=None), progress)
+
+    def _restore_entry(self, entry: CheckpointEntry, options: RestoreOptions, progress: Progress) -> RestoreResult:
+        """A listed checkpoint: in place, or from its archive. Without --name, the
+        container comes back as itself, ID and name, in place of its stopped self;
+        with --name, as a new container beside it."""
+        if entry.in_place:
+            if options.name:
+                raise UsageError(f"checkpoint {entry.id[:12]} is container {entry.container_name!r} itself, "
+                                 "stopped by its checkpoint: it restores in place only",
+                                 hint=f"'ferry container restore {entry.container_name}'")
+            return self._restore_in_place(entry.container_id, options)
+        if not os.path.isfile(entry.path):
+            raise NotFound(f"checkpoint {entry.id[:12]} is gone: {entry.path} no longer exists",
+                           hint="see 'ferry checkpoint ls'")
+        own = entry.kind == LOCAL
+        if own:
+            # This root's own archive, of a container whose mounts `run` granted.
+            options = options._replace(allow_bind_mounts=True)
+        if options.name:
+            options = options._replace(import_path=entry.path)
+        else:
+            options = options._replace(import_path=entry.path, container_id=entry.container_id,
+                                       name=self._current_name(entry), replace=True)
+        result = self._restore_import(options, progress)
+        if own and result.authenticity == Authenticity.UNVERIFIED:
+            result = result._replace(authenticity=Authenticity.LOCAL, granted_binds=())
+        return result
+
+    def _current_name(self, entry: CheckpointEntry) -> str:
+        try:
+            return self.containers.get(entry.container_id, refresh=False).name
+        except NotFound:
+            return entry.container_name
+
+    def _restore_in_place(self, name_or_id: str, options: RestoreOptions,
+                          progress: Progress = _no_progress) -> RestoreResult:
         started, timer = time.monotonic(), Timer()
         container = self.containers.get(name_or_id)
         with self.containers.locked(container, "container restore"):
@@ -644,9 +812,12 @@ class Checkpoints:
             images = files.checkpoint_images
             if container.state == RUNNING:
                 raise Conflict(f"container {container.name!r} is running", hint="checkpoint it first")
+            stored = self.store.stored_of(container.id)
+            if stored and not (container.checkpointed_at and container.checkpointed_at > stored[0].created_at):
+                return self._restore_entry(stored[0], options, progress)   # the latest; the lock is re-entrant
             dumped = os.path.exists(os.path.join(images, "inventory.img"))
-            # Without a record, images are those of a checkpoint taken with -R
-            # before the container stopped: podman restores those too.
+            # Without a record, images are those of a -R checkpoint that an older
+            # ferry kept in place, before the container stopped (podman's way).
             if not container.checkpointed_at and not dumped:
                 raise NotFound(f"container {container.name!r} has no local checkpoint",
                                hint="checkpoint it without --export, or restore with --import FILE")
@@ -753,6 +924,10 @@ class Checkpoints:
                 image = self._image_for(head.container, options)
             config, granted = self._config_for_target(saved.config, options, restated)
             self._check_disk_for_files(staging, options)
+            if options.replace:
+                # Checked whole: only now does the stopped container give up its place.
+                with contextlib.suppress(NotFound):
+                    self.containers.discard(container_id)
             fresh = [v.source for v in config.named_volumes if not self.containers.volumes.exists(v.source)]
             container = self._insert_restored(name or saved.name, image, config, options, undo, container_id,
                                               scratch, kept_id=container_id == saved.id)
@@ -1115,6 +1290,12 @@ def _restore_hint(clash: Conflict, config: ContainerConfig) -> Conflict:
     elif "name" in text:
         clash.hint = "restore with --name NEW"
     return clash
+
+
+def _entry(checkpoint_id: str, container: Container, path: str, kind: str, options: CheckpointOptions,
+           signer) -> CheckpointEntry:
+    return CheckpointEntry(checkpoint_id, container.id, container.name, container.config.image, kind, path,
+                           utc_now(), 0, options.leave_running, signer is not None, False)
 
 
 def _archive_identity(container: Container) -> dict:

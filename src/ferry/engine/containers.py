@@ -8,6 +8,7 @@ a failure part-way leaves nothing behind, and `rm` removes all of it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -173,6 +174,11 @@ class Containers:
     @property
     def volumes(self) -> Volumes:
         return self.engine.volumes
+
+    @functools.cached_property
+    def checkpoint_store(self):
+        from ferry.engine.checkpoint_store import CheckpointStore
+        return CheckpointStore(self.layout, self.db)
 
     # ---- lookup -------------------------------------------------------------
     def get(self, name_or_id: str, *, refresh: bool = True) -> Container:
@@ -509,7 +515,8 @@ class Containers:
             restore_images=restore.images if restore else None,
             restore_work=restore.work if restore else None,
             tcp_established=bool(restore and restore.tcp_established),
-            lazy_pages_pid=restore.lazy_pid if restore else None, warm=warm)
+            lazy_pages_pid=restore.lazy_pid if restore else None,
+            checkpoint_schedule=self.layout.checkpoint_schedule(container.id), warm=warm)
 
     def _mounts(self, container: Container, *, copy_up: bool = False) -> Iterator:   # of spec.Mount
         """The container's bind mounts; with `copy_up` (a fresh start, not a
@@ -630,7 +637,10 @@ class Containers:
         return container
 
     # ---- remove ------------------------------------------------------------
-    def remove(self, name_or_id: str, *, force: bool = False, volumes: bool = False) -> str:
+    def remove(self, name_or_id: str, *, force: bool = False, volumes: bool = False,
+               keep_checkpoints: bool = False) -> str:
+        """rm. Its stored checkpoints go with it unless `keep_checkpoints` (a
+        half-made restore of one of them, undone)."""
         try:
             container = self.get(name_or_id)
         except DamagedRecord as exc:
@@ -644,7 +654,7 @@ class Containers:
             self.stop(container.id, timeout=0)
         with self.locked(container, "rm"):
             self._remove_locked(container.id)
-        return self._removed(container.id)
+        return self._removed(container.id, keep_checkpoints=keep_checkpoints)
 
     def _remove_unreadable(self, container_id: str, name: str) -> str:
         """rm -f of a container whose record cannot be read: whatever it may run
@@ -667,7 +677,27 @@ class Containers:
         self.networks.release(container_id)
         self._delete_record(container_id)
 
-    def _removed(self, container_id: str) -> str:
+    def discard(self, container_id: str) -> None:
+        """What a stopped container holds, for a restore of one of its stored
+        checkpoints that takes its place, ID and all: the caller holds the
+        container's lock, and keeps it (and the checkpoints)."""
+        container = self.get(container_id)
+        if container.state == RUNNING:
+            raise ContainerRunning(f"container {container.name!r} is running",
+                                   hint="stop it first: a restore takes the place of a stopped container")
+        with self.locked(container, "container restore"):
+            self._remove_locked(container.id)
+
+    def _removed(self, container_id: str, *, keep_checkpoints: bool = False) -> str:
+        # Its stored checkpoints go with it, as its in-place one does with its dir;
+        # its exported archives are the user's files, and stay.
+        if not keep_checkpoints:
+            for entry in self.checkpoint_store.stored_of(container_id, written=False):
+                remove_file(entry.path)
+                self.checkpoint_store.forget(entry)
+            remove_file(self.layout.checkpoint_schedule(container_id))
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(self.layout.checkpoints, container_id))
         remove_cgroup_parents(self.runc.cgroup_parent)
         with contextlib.suppress(OSError):
             os.unlink(self.layout.lock(f"container-{container_id}"))

@@ -70,10 +70,12 @@ class Engine:
         removed = self._prune_runc_leftovers()
         # Listing finishes or undoes what interrupted commands left (their journals).
         for container in self.containers.list(all_states=True):
-            if container.state != "running" and not container.checkpointed_at:   # a checkpoint is data: kept
+            if container.state != "running" and not container.checkpointed_at and \
+                    not self.containers.checkpoint_store.stored_of(container.id):   # a checkpoint is data: kept
                 self.containers.remove(container.id)
                 removed.append(f"container {container.name}")
         removed += self.checkpoints.sweep_stale_imports()
+        removed += self.containers.checkpoint_store.sweep()
         removed += self.containers.prune_leftovers()
         return removed
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections import namedtuple
 
 from ferry.store.layout import EXIT_RECORD
@@ -231,6 +232,15 @@ class Listing:
             return summary   # recorded meanwhile, or started again
         code, when = observed_exit(self.layout.container_dir(summary.id))
         return summary._replace(state=EXITED, exit_code=code, finished_at=when, pid=None)
+
+    def with_stored_checkpoints(self) -> set[str]:
+        """IDs of the containers that have a stored (-R) checkpoint: an exited one
+        comes back with `ferry container restore NAME` (engine/checkpoint_store)."""
+        try:
+            rows = self.db.read().execute("SELECT DISTINCT container_id FROM checkpoints WHERE kind = 'local'")
+        except sqlite3.OperationalError:   # no checkpoint was ever stored in this root
+            return set()
+        return {row[0] for row in rows}
 
     def log_path(self, name_or_id: str) -> tuple[str, str]:
         """(ID, log file) of a container, from its record alone (`ferry logs`)."""

@@ -196,8 +196,8 @@ def _start(containers, container, entry: journal.Entry) -> None:
     kill_container_cgroups(container.id, containers.runc.cgroup_parent)
     _drop_scratch(entry)
     if entry.from_archive:
-        with contextlib.suppress(NotFound):
-            containers.remove(container.id, force=True)
+        with contextlib.suppress(NotFound):   # the checkpoint it came from may be one of its own
+            containers.remove(container.id, force=True, keep_checkpoints=True)
         return
     containers.cleanup(container.id)
 

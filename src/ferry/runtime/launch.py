@@ -69,7 +69,8 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
                   terminal: bool, interactive: bool, wait_attach: bool,
                   exit_command: list[str], container_lock: str | None = None, restore_images: str | None = None,
                   restore_work: str | None = None, tcp_established: bool = False,
-                  lazy_pages_pid: int | None = None, warm: WarmMonitor) -> dict:
+                  lazy_pages_pid: int | None = None, checkpoint_schedule: str | None = None,
+                  warm: WarmMonitor) -> dict:
     """Hand `warm` (a monitor started ahead, which then runs runc create and
     start, or runc restore) its arguments, and return its report.
 
@@ -82,6 +83,7 @@ def start_monitor(*, container_dir: str, runc_root: str, container_id: str, bund
             "--runc-root", runc_root, "--id", container_id, "--bundle", bundle,
             "--status-fd", str(status_w), "--exit-command", json.dumps(exit_command)]
     argv += ["--container-lock", container_lock] if container_lock else []
+    argv += ["--checkpoint-schedule", checkpoint_schedule] if checkpoint_schedule else []
     argv += ["--terminal"] if terminal else []
     argv += ["--interactive"] if interactive else []
     argv += ["--wait-attach"] if wait_attach else []

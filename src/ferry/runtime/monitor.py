@@ -32,6 +32,7 @@ import time
 from ferry.host.criulog import quote_log
 from ferry.runtime import attach
 from ferry.runtime.runc import Runc, quote_runc_log
+from ferry.runtime.schedule import Scheduler
 from ferry.store.layout import ContainerFiles
 from ferry.util import proc
 from ferry.util.fs import atomic_write, remove_file
@@ -136,6 +137,7 @@ class Monitor:
         self.exit_code: int | None = None
         self.files = ContainerFiles(self.dir)
         self.logs = LogWriter(self.files.log)
+        self.scheduler = Scheduler(args.checkpoint_schedule, log, self.files.monitor_log)
 
     # ---- start-up ---------------------------------------------------------
     def report(self, **status) -> None:
@@ -269,7 +271,10 @@ class Monitor:
 
     def serve(self) -> None:
         while self.exit_code is None or self.outputs:
-            self.poll(timeout=1.0)
+            now = time.monotonic()
+            if self.exit_code is None:
+                self.scheduler.tick(now)
+            self.poll(timeout=self.scheduler.wait(now, 1.0))
         self.logs.flush()
 
     def poll(self, timeout: float) -> None:
@@ -359,6 +364,8 @@ class Monitor:
                 return
             if pid == 0:
                 return
+            if self.scheduler.reaped(pid, status):
+                continue
             if pid == self.container_pid:
                 self.exit_code = os.waitstatus_to_exitcode(status)
                 if self.exit_code < 0:  # killed by a signal: report it as the shell does
@@ -443,6 +450,7 @@ def parse(argv: list[str]):
     parser.add_argument("--restore-images", help="restore from these CRIU images instead of creating")
     parser.add_argument("--restore-work", help="CRIU's work dir for the restore (its log goes there)")
     parser.add_argument("--tcp-established", action="store_true")
+    parser.add_argument("--checkpoint-schedule", help="the container's checkpoint schedule (runtime.schedule)")
     parser.add_argument("--lazy-pages-pid", type=int,
                         help="a lazy restore's lazy-pages daemon: the container dies if it ends short of pages")
     return parser.parse_args(argv)

@@ -106,6 +106,10 @@ class Layout(namedtuple("Layout", "root")):
     def checkpoints(self) -> str:
         return os.path.join(self.root, "checkpoints")
 
+    def checkpoint_schedule(self, container_id: str) -> str:
+        """A container's periodic checkpoints (runtime.schedule), beside its stored ones."""
+        return os.path.join(self.checkpoints, container_id, "schedule.json")
+
     @property
     def volumes(self) -> str:
         return os.path.join(self.root, "volumes")

@@ -35,3 +35,25 @@ def duration(seconds: int) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go duration as podman takes them ("2s", "1m30s", "500ms",
+    "1h"), or a plain number of seconds. ValueError otherwise."""
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    total, number, rest = 0.0, "", text
+    if not rest:
+        raise ValueError("an empty duration")
+    while rest:
+        digits = len(rest) - len(rest.lstrip("0123456789."))
+        number, rest = rest[:digits], rest[digits:]
+        unit = next((u for u in ("ms", "h", "m", "s") if rest.startswith(u)), None)
+        if not number or number.count(".") > 1 or unit is None:
+            raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 5m, 1h30m or 500ms")
+        total += float(number) * DURATION_UNITS[unit]
+        rest = rest[len(unit):]
+    return total
