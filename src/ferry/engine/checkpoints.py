@@ -897,6 +897,9 @@ class Checkpoints:
                 warm = launch.WarmMonitor(self.containers.dir(container_id))
                 from ferry.checkpoint import imagecheck
                 imagecheck.preload()
+                # Under this ID's lock, one left here is a killed restore's (the
+                # sweep skips it: the lock is this command's, for a restore in place).
+                remove_tree(scratch)
                 os.makedirs(scratch, 0o700)
                 budget = None
                 if foreign_archive:
