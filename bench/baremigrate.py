@@ -54,6 +54,7 @@ import time
 from bench import proc
 from bench.engines import die_with_parent, wait_until
 from bench.proc import BenchError
+from ferry.util.fs import tree_size
 
 CONTAINER = "bm-redis"
 CONTAINER_IP_HOST = 50
@@ -463,7 +464,7 @@ class BareLazy:
             self._reset_rules(src)
             return {"timeline": timeline, "t0": t0, "restored_at": restored_at, "pages_at": pages_at,
                     "downtime": restored_at - t0, "seconds": pages_at - t0,
-                    "images_bytes": _tree_bytes(images_src)}
+                    "images_bytes": tree_size(images_src)}
         finally:
             for fd in (status_r, status_w):
                 if fd >= 0:
@@ -542,17 +543,6 @@ def _cgroup_dirs(cgroup: str) -> list[str]:
         if os.path.isdir(path) and not os.path.islink(os.path.join(root, entry)):
             found.append(path)
     return found
-
-
-def _tree_bytes(path: str) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _remove_tree(path: str) -> None:

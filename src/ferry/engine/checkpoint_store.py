@@ -25,7 +25,7 @@ from typing import NamedTuple
 from ferry.engine.listing import ContainerSummary, open_table
 from ferry.store import ids
 from ferry.util.errors import Conflict, NotFound, UsageError
-from ferry.util.fs import remove_tree
+from ferry.util.fs import remove_tree, tree_size
 from ferry.util.timefmt import utc_now
 
 DDL = """
@@ -228,17 +228,6 @@ def in_place(layout, container: ContainerSummary, checkpointed_at: str) -> Check
     images = layout.container_files(container.id).checkpoint_images
     return CheckpointEntry(container.id, container.id, container.name, container.image, LOCAL, images,
                            checkpointed_at, tree_size(images), False, False, False, in_place=True)
-
-
-def tree_size(path: str) -> int:
-    total = 0
-    for directory, _, names in os.walk(path):
-        for name in names:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def to_keep(entries: list[CheckpointEntry], keep_last: int) -> tuple[list[CheckpointEntry], list[CheckpointEntry]]:
