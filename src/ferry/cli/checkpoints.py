@@ -45,6 +45,11 @@ def register(container_commands) -> None:
     checkpoint.add_argument("--keep-last", type=int, metavar="N",
                             help="then remove all but the container's newest N checkpoints (local ones and "
                                  "archives ferry wrote)")
+    checkpoint.add_argument("--encrypt-to", action="append", default=[], metavar="KEY|FILE",
+                            help="encrypt the archive with age to this age1... or ssh- public key, or to each "
+                                 "one in FILE")
+    checkpoint.add_argument("--encrypt-passphrase-file", metavar="FILE",
+                            help="encrypt the archive with age, to the passphrase on FILE's first line")
     checkpoint.add_argument("--print-stats", action="store_true", help="print timings as JSON")
     checkpoint.add_argument("--format", choices=("text", "json"), default="text")
     checkpoint.set_defaults(handler=cmd_checkpoint)
@@ -77,6 +82,7 @@ def register(container_commands) -> None:
                               "a restore of a container with bind mounts needs -v for each")
     restore.add_argument("--verify-key", metavar="FILE",
                          help="refuse the archive unless it is signed by this Ed25519 public key (PEM)")
+    _decrypt_flags(restore)
     restore.add_argument("--force", action="store_true",
                          help="restore although this host differs from the checkpoint's (architecture, kernel, "
                               "CPU, CRIU, runc, cgroups); the archive's own checks still apply")
@@ -100,6 +106,7 @@ def checkpoint_group(commands) -> None:
     verify.add_argument("archive", metavar="FILE")
     verify.add_argument("--verify-key", metavar="FILE",
                         help="also require a signature by this Ed25519 public key (PEM)")
+    _decrypt_flags(verify)
     verify.add_argument("--format", choices=("text", "json"), default="text")
     verify.set_defaults(handler=cmd_verify)
     inspect = verbs.add_parser("inspect", help="what a checkpoint holds: processes, memory, files, sockets, mounts",
@@ -115,10 +122,12 @@ def checkpoint_group(commands) -> None:
     inspect.add_argument("--stats", action="store_true", help="CRIU's dump statistics")
     inspect.add_argument("--all", action="store_true", help="all of the above")
     inspect.add_argument("--verify-key", metavar="FILE", help="require a signature by this key (archives)")
+    _decrypt_flags(inspect)
     inspect.add_argument("--format", choices=("tree", "json"), default="tree")
     inspect.set_defaults(handler=cmd_inspect)
     show = verbs.add_parser("show", help="one line per archive: container, image, engine, size, signature")
     show.add_argument("archives", metavar="FILE", nargs="+")
+    _decrypt_flags(show)
     show.add_argument("--format", choices=("table", "json"), default="table")
     show.set_defaults(handler=cmd_show)
     listing = verbs.add_parser("ls", aliases=["list"], help="the checkpoints kept here and the archives ferry wrote",
@@ -143,6 +152,18 @@ def checkpoint_group(commands) -> None:
     prune.add_argument("containers", nargs="*", metavar="CONTAINER", help="only these containers' checkpoints")
     prune.add_argument("--keep-last", type=int, metavar="N", required=True)
     prune.set_defaults(handler=cmd_prune)
+
+
+def _decrypt_flags(parser) -> None:
+    parser.add_argument("--decrypt-key", action="append", default=[], metavar="FILE",
+                        help="an encrypted archive's age identity file (AGE-SECRET-KEY-1...) or SSH private key")
+    parser.add_argument("--decrypt-passphrase-file", metavar="FILE",
+                        help="an encrypted archive's passphrase, on FILE's first line")
+
+
+def _keys(args):
+    from ferry.checkpoint.encryption import opening
+    return opening(tuple(args.decrypt_key), args.decrypt_passphrase_file)
 
 
 def _store(args):
@@ -195,15 +216,15 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def _summaries(paths: list[str], verify_key: str | None = None):
+def _summaries(paths: list[str], keys, verify_key: str | None = None):
     from ferry.checkpoint.signing import load_public_key
     from ferry.engine.archives import summarize
     key = load_public_key(verify_key) if verify_key else None
-    return [summarize(path, key) for path in paths]
+    return [summarize(path, key, keys) for path in paths]
 
 
 def cmd_verify(args) -> int:
-    [summary] = _summaries([args.archive], args.verify_key)
+    [summary] = _summaries([args.archive], _keys(args), args.verify_key)
     if args.format == "json":
         render.json_out(summary.to_json())
         return 0
@@ -230,7 +251,7 @@ def cmd_inspect(args) -> int:
     if args.ps_tree_env or "files" in wanted:
         wanted.add("ps_tree")
     key = load_public_key(args.verify_key) if args.verify_key else None
-    found = inspect(engine_of(args), args.target, env=args.ps_tree_env or args.all, verify_key=key)
+    found = inspect(engine_of(args), args.target, env=args.ps_tree_env or args.all, verify_key=key, keys=_keys(args))
     if "files" not in wanted:
         for process in found["processes"]:
             process.pop("files")
@@ -314,7 +335,7 @@ def _draw(branches: list, prefix: str, lines: list[str]) -> None:
 
 
 def cmd_show(args) -> int:
-    summaries = _summaries(args.archives)
+    summaries = _summaries(args.archives, _keys(args))
     if args.format == "json":
         render.json_out([s.to_json() for s in summaries])
         return 0
@@ -355,7 +376,9 @@ def cmd_checkpoint(args) -> int:
                                 tcp_established=args.tcp_established, compress=args.compress,
                                 ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                                 keep=args.keep, sign_key=args.sign_key, keep_last=args.keep_last,
-                                every=args.every, file_pattern=args.file_pattern)
+                                every=args.every, file_pattern=args.file_pattern,
+                                encrypt_to=tuple(args.encrypt_to),
+                                encrypt_passphrase_file=args.encrypt_passphrase_file)
     checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers:
@@ -392,7 +415,8 @@ def cmd_restore(args) -> int:
                              image_archive=args.image_archive, volumes=tuple(args.volume),
                              allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key,
                              tls_verify=args.tls_verify, creds=args.creds, force=args.force,
-                             checkpoint=args.checkpoint)
+                             checkpoint=args.checkpoint, decrypt_keys=tuple(args.decrypt_key),
+                             decrypt_passphrase_file=args.decrypt_passphrase_file)
     checkpoints = engine_of(args).checkpoints
     results = []
     for name in args.containers or [None]:

@@ -15,7 +15,7 @@ import tempfile
 from typing import NamedTuple
 
 from ferry.checkpoint import archive, foreign_layout
-from ferry.checkpoint.archive.endpoints import import_endpoint
+from ferry.checkpoint.encryption import archive_source
 from ferry.checkpoint.archive.manifest import MAX_HEAD_BYTES, MAX_SIZE_LIMIT
 from ferry.util.errors import BadArchive
 
@@ -61,11 +61,11 @@ def _record(name: str) -> bool:
     return name == foreign_layout.CONFIG_DUMP
 
 
-def summarize(path: str, verify_key=None) -> Summary:
+def summarize(path: str, verify_key=None, keys=None) -> Summary:
     """Read and check the whole archive (digests, trailer, signature, layout)
     as a restore would, keeping only another engine's config.dump."""
     is_file = os.path.isfile(path)
-    with import_endpoint(path) as source, tempfile.TemporaryDirectory(prefix="ferry-verify-") as scratch, \
+    with archive_source(path, keys) as source, tempfile.TemporaryDirectory(prefix="ferry-verify-") as scratch, \
             archive.ArchiveReader(source.target) as reader:
         head = reader.head()
         contents = reader.extract(os.path.join(scratch, "archive"), verify_key=verify_key, keep=_record,
@@ -101,7 +101,7 @@ def _foreign_container(root: str):
 INSPECT_PREFIX = "inspect-"   # an inspect's unpacked archive under ROOT/tmp, named with its pid
 
 
-def inspect(engine, target: str, *, env: bool = False, verify_key=None) -> dict:
+def inspect(engine, target: str, *, env: bool = False, verify_key=None, keys=None) -> dict:
     """`ferry checkpoint inspect FILE|IMAGE`: the archive (or checkpoint
     image) decoded. An archive is read and checked whole into a private dir
     under the root's tmp, gone at the end; an image's unpacked layer is read
@@ -112,7 +112,7 @@ def inspect(engine, target: str, *, env: bool = False, verify_key=None) -> dict:
         scratch = tempfile.mkdtemp(prefix=f"{INSPECT_PREFIX}{os.getpid()}-", dir=engine.layout.tmp)
         try:
             staging = os.path.join(scratch, "archive")
-            with import_endpoint(target) as source, archive.ArchiveReader(source.target) as reader:
+            with archive_source(target, keys) as source, archive.ArchiveReader(source.target) as reader:
                 head = reader.head()
                 budget = None
                 if isinstance(head, archive.ForeignHead):

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from ferry.checkpoint import archive
 from ferry.checkpoint.archive.treediff import apply_tree_diff, image_names_below, write_tree_diff
-from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, import_endpoint, is_stream
+from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, is_stream
 from ferry.checkpoint.foreign_layout import podman_identity
 from ferry.checkpoint import podman_shape
+from ferry.checkpoint.encryption import Sealing, archive_source, opening, sealing as sealing_for
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.checkpoint_store import ARCHIVE, LOCAL, CheckpointEntry, check_pattern, fill_pattern, to_keep
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
@@ -76,6 +77,7 @@ HINT_FORGED = "the archive is damaged or forged; do not restore from it"
 DISK_MARGIN = 256 << 20          # left free on a disk after staging or unpacking an archive
 IMPORT_PREFIX = "import-"        # a restore's staging dir under ROOT/tmp, named after its container
 IMAGE_ARCHIVE = "checkpoint-image.tar"   # --create-image's archive, in the container dir until it is a layer
+SEALING_PLAIN = "archive.unencrypted"    # in CRIU's work dir: an encrypted archive before it is encrypted
 
 class Authenticity:
     """What a restore knows of where its checkpoint came from."""
@@ -109,6 +111,9 @@ class CheckpointOptions(NamedTuple):
     every: float | None = None        # then one more each this many seconds, from the monitor (-R)
     file_pattern: str | None = None   # each --leave-running checkpoint's archive: {name} {id} {time}
     unlisted: bool = False            # an archive ferry writes for itself (an image's layer): no record
+    encrypt_to: tuple[str, ...] = ()  # age or SSH public keys, or files of them (checkpoint.encryption)
+    encrypt_passphrase_file: str | None = None
+    sealing: Sealing | None = None    # the encryption those ask for, read by checkpoint()
 
 
 class RestoreOptions(NamedTuple):
@@ -135,6 +140,8 @@ class RestoreOptions(NamedTuple):
     lazy_from: LazySource | None = None   # a lazy migration: the pages come from the source's page server
     pages_in: PageReceiver | None = None  # a migration whose pages came apart from the archive, to this receiver
     checkpoint: str | None = None     # restore this checkpoint (`checkpoint ls`'s ID) rather than the latest
+    decrypt_keys: tuple[str, ...] = ()   # age or SSH identity files for an encrypted archive
+    decrypt_passphrase_file: str | None = None
     replace: bool = False             # the restored container takes the place of the stopped one of its ID
 
 
@@ -221,6 +228,12 @@ class Checkpoints:
             return self._checkpoint_to_image(name_or_id, options, progress)
         if options.keep_last is not None and options.keep_last < 1:
             raise UsageError(f"--keep-last must be 1 or more, not {options.keep_last}")
+        if options.encrypt_to or options.encrypt_passphrase_file:
+            if not (options.export or options.leave_running) or options.export_stream is not None or \
+                    (options.export and is_stream(options.export)):
+                raise UsageError("only an archive written to a file can be encrypted",
+                                 hint="add --export FILE, or --leave-running for a local checkpoint")
+            options = options._replace(sealing=sealing_for(options.encrypt_to, options.encrypt_passphrase_file))
         if options.sign_key and not (options.export or options.export_stream is not None or options.leave_running):
             raise UsageError("--sign-key needs --export, --leave-running or --create-image: only an archive "
                              "carries a signature")
@@ -283,8 +296,12 @@ class Checkpoints:
                     container.id, "--leave-running"]
             for flag, value in (("--file-pattern", pattern), ("--keep-last", options.keep_last),
                                 ("--compress", options.compress),
-                                ("--sign-key", options.sign_key and os.path.abspath(options.sign_key))):
+                                ("--sign-key", options.sign_key and os.path.abspath(options.sign_key)),
+                                ("--encrypt-passphrase-file",
+                                 options.encrypt_passphrase_file and os.path.abspath(options.encrypt_passphrase_file))):
                 argv += [flag, str(value)] if value else []
+            for given in options.encrypt_to:
+                argv += ["--encrypt-to", given if given.startswith(("age1", "ssh-")) else os.path.abspath(given)]
             for flag, given in (("--tcp-established", options.tcp_established),
                                 ("--ignore-rootfs", options.ignore_rootfs),
                                 ("--ignore-volumes", options.ignore_volumes)):
@@ -464,7 +481,8 @@ class Checkpoints:
         try:
             if target:
                 writer = archive.ArchiveWriter(target.target, compression=compression,
-                                       container=_archive_identity(container), signer=signer)
+                                       container=_archive_identity(container), signer=signer,
+                                       sealing=options.sealing, plain=os.path.join(work, SEALING_PLAIN))
                 entry = journal.update(directory, entry, archive_temp=writer.temp_path)
                 from ferry.checkpoint.archive.follow import FOLLOW_MIN   # loaded with the writer
                 # A container smaller than the follower's first stretch cannot
@@ -1298,7 +1316,7 @@ def _restore_hint(clash: Conflict, config: ContainerConfig) -> Conflict:
 def _entry(checkpoint_id: str, container: Container, path: str, kind: str, options: CheckpointOptions,
            signer) -> CheckpointEntry:
     return CheckpointEntry(checkpoint_id, container.id, container.name, container.config.image, kind, path,
-                           utc_now(), 0, options.leave_running, signer is not None, False)
+                           utc_now(), 0, options.leave_running, signer is not None, options.sealing is not None)
 
 
 def _archive_identity(container: Container) -> dict:
@@ -1337,4 +1355,4 @@ def _import_source(options: RestoreOptions):
     if options.image_layer:
         from ferry.checkpoint.archive.layerstream import layer_endpoint
         return layer_endpoint(options.image_layer, f"checkpoint image {options.image_name}")
-    return import_endpoint(options.import_path)
+    return archive_source(options.import_path, opening(options.decrypt_keys, options.decrypt_passphrase_file))

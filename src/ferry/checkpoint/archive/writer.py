@@ -200,6 +200,40 @@ class _FileTarget:
             self.temp = None
 
 
+class _SealedFileTarget(_FileTarget):
+    """A path, encrypted (checkpoint.encryption): the archive grows in plain at
+    `plain` (a file in ferry's own work dir, root's alone), where rooms can be
+    filled in; finish() encrypts it into the temp file beside the path, which
+    is synced and renamed into place as an unencrypted archive is."""
+
+    def __init__(self, path: str, plain: str, sealing):
+        super().__init__(path)
+        self.sealed_fd, self.plain, self.sealing = self.fd, plain, sealing
+        try:
+            self.fd = os.open(plain, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            self.fd = -1
+            self.abort()
+            raise from_os_error(exc, f"cannot write {plain}") from None
+
+    def finish(self) -> int:
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(self.fd), "rb") as source, os.fdopen(os.dup(self.sealed_fd), "wb") as sink:
+            self.sealing.seal(source, sink)
+        os.close(self.fd)
+        self.fd, self.sealed_fd = self.sealed_fd, -1
+        os.unlink(self.plain)
+        return super().finish()
+
+    def abort(self) -> None:
+        if self.sealed_fd >= 0:
+            os.close(self.sealed_fd)
+            self.sealed_fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.plain)
+        super().abort()
+
+
 class _StreamTarget:
     """A file descriptor (a pipe, a socket): the caller's to close; never
     sought, never synced, and a writer that stops short leaves it without
@@ -242,7 +276,7 @@ class ArchiveWriter:
     """
 
     def __init__(self, target: str | int, *, container: dict, compression: str, host: HostInfo | None = None,
-                 signer=None, max_size: int | None = None):
+                 signer=None, max_size: int | None = None, sealing=None, plain: str | None = None):
         if compression not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compression!r}", hint="use zstd, gzip or none")
         check_container(container)
@@ -265,7 +299,14 @@ class ArchiveWriter:
         self._member_bytes = 0                  # sizes of the members written so far
         self._streamed: list[_Streamed] = []
         self._follower: Follower | None = None
-        self._target = _StreamTarget(target) if isinstance(target, int) else _FileTarget(target)
+        if isinstance(target, int):
+            if sealing is not None:
+                raise UsageError("an encrypted archive is written to a file, not to a stream")
+            self._target = _StreamTarget(target)
+        elif sealing is not None:
+            self._target = _SealedFileTarget(target, plain, sealing)   # `plain`: where it grows unencrypted
+        else:
+            self._target = _FileTarget(target)
         self.path = self._target.path
 
     @property
