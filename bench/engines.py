@@ -107,8 +107,8 @@ class Engine:
     # ---- checkpoint / restore -----------------------------------------------
     def checkpoint(self, name: str, *, export: str | None = None, tcp: bool = False,
                    leave_running: bool = False, compress: str | None = None,
-                   timeout: float = 300, watch=None) -> Timed:
-        args = ["container", "checkpoint", name, "--print-stats"]
+                   timeout: float = 300, watch=None, extra: tuple[str, ...] = ()) -> Timed:
+        args = ["container", "checkpoint", name, "--print-stats", *extra]
         if export:
             args += ["--export", export]
         if compress:
@@ -123,8 +123,8 @@ class Engine:
         return Timed(done.seconds, print_stats(done.stdout), done.stdout)
 
     def restore(self, *, name: str, archive: str | None = None, new_name: bool = True,
-                tcp: bool = False, timeout: float = 300, watch=None) -> Timed:
-        args = ["container", "restore", "--print-stats"]
+                tcp: bool = False, timeout: float = 300, watch=None, extra: tuple[str, ...] = ()) -> Timed:
+        args = ["container", "restore", "--print-stats", *extra]
         if archive:
             args += ["--import", archive]
             if new_name:

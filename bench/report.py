@@ -15,7 +15,7 @@ import os
 import sys
 
 from bench import stats
-from bench.stats import (FERRY, FERRY_GZIP, FERRY_NONE, METRICS, PODMAN,  # noqa: F401 (used here and by name)
+from bench.stats import (FERRY, FERRY_AGE, FERRY_GZIP, FERRY_NONE, METRICS, PODMAN,  # noqa: F401 (used here and by name)
                          failure_reason)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +70,9 @@ bare recipe's netns, bridge and cgroups (all named `bm*`), and the `cni-podman0`
     wall time of each CLI call, and the archive's size. *ferry-none* is ferry writing a plain
     `.tar` (`--compress none`), which leaves out compression's CPU cost (two cores cannot hide
     it): it runs only where the CRIU-floor targets are measured (redis 1 GiB, else the largest
-    redis in the run);
+    redis in the run), as does *ferry-age*: ferry's `.tar.zst` encrypted with age to an X25519
+    recipient (`--encrypt-to`, restored with `--decrypt-key`), to measure encryption's cost
+    against the unencrypted round;
   - *local round* (the CRIU floor): `container checkpoint NAME` and `container restore NAME`
     without an archive; CRIU's own frozen time comes from `--print-stats`. The floor of a
     workload is the faster engine's median local checkpoint (or restore). For redis, the
@@ -153,8 +155,8 @@ def _cell(summary: stats.Summary | None, unit: str, what: str = "median") -> str
 
 def results_table(summary: dict) -> str:
     lines = ["| workload | measurement | ferry median | ferry min | ferry-gzip median | ferry-none median | "
-             "podman median | podman min | ferry/podman | ferry/CRIU floor |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "ferry-age median | podman median | podman min | ferry/podman | ferry/CRIU floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     by_workload: dict[str, list[stats.Row]] = {}
     for row in stats.rows(summary):
         by_workload.setdefault(row.workload, []).append(row)
@@ -168,6 +170,7 @@ def results_table(summary: dict) -> str:
                 vs_floor += f" ({none}floor {stats.fmt(row.floor, unit)})"
             lines.append(f"| {workload} | {label} | {_cell(e.get(FERRY), unit)} | {_cell(e.get(FERRY), unit, 'min')} "
                          f"| {_cell(e.get(FERRY_GZIP), unit)} | {_cell(e.get(FERRY_NONE), unit)} "
+                         f"| {_cell(e.get(FERRY_AGE), unit)} "
                          f"| {_cell(e.get(PODMAN), unit)} "
                          f"| {_cell(e.get(PODMAN), unit, 'min')} | {stats.fmt_ratio(row.vs_podman)} | "
                          f"{vs_floor if row.metric in stats.FLOOR_OF else '-'} |")
@@ -178,7 +181,7 @@ def phases_table(samples: list[dict], summary: dict) -> str:
     head = [f"ckpt: {p}" for p in CHECKPOINT_PHASES] + [f"restore: {p}" for p in RESTORE_PHASES]
     lines = ["| workload | archive | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(head)]
     for workload in _order(summary):
-        for engine, fmt in ((FERRY, "zstd"), (FERRY_GZIP, "gzip"), (FERRY_NONE, "none")):
+        for engine, fmt in ((FERRY, "zstd"), (FERRY_GZIP, "gzip"), (FERRY_NONE, "none"), (FERRY_AGE, "zstd + age")):
             ck = stats.phase_medians(samples, workload, "checkpoint_archive", engine)
             rs = stats.phase_medians(samples, workload, "restore_archive", engine)
             if not ck and not rs:
@@ -362,11 +365,12 @@ def plot(doc: dict, path: str) -> None:
               ("restore_archive", "restore from archive (s)"),
               ("gap", "client gap: ckpt + rm + restore (s)"),
               ("archive_size", "archive size (MiB)")]
-    colours = {FERRY: "#1f77b4", FERRY_GZIP: "#9ecae1", FERRY_NONE: "#2ca02c", PODMAN: "#d62728"}
+    colours = {FERRY: "#1f77b4", FERRY_GZIP: "#9ecae1", FERRY_NONE: "#2ca02c", FERRY_AGE: "#9467bd",
+               PODMAN: "#d62728"}
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
     for ax, (metric, title) in zip(axes.flat, panels):
         values = []
-        engines = [e for e in (FERRY, FERRY_GZIP, FERRY_NONE, PODMAN)
+        engines = [e for e in (FERRY, FERRY_GZIP, FERRY_NONE, FERRY_AGE, PODMAN)
                    if any(summary[w].get(metric, {}).get(e) for w in workloads)]
         width = 0.78 / max(len(engines), 3)
         for i, engine in enumerate(engines):

@@ -47,7 +47,7 @@ import traceback
 from bench import proc, rss, workloads as wl
 from bench.engines import Engine, Ferry, Podman, PodmanNamespace, die_with_parent, wait_until
 from bench.proc import BenchError
-from bench.stats import FERRY, FERRY_GZIP, FERRY_NONE, PODMAN, floor_workload
+from bench.stats import FERRY, FERRY_AGE, FERRY_GZIP, FERRY_NONE, PODMAN, floor_workload
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results")
@@ -106,6 +106,19 @@ class Run(Recorder):
         self.podman: Podman | None = None
         self.rss_workloads: set[str] = set() if args.skip_rss else set(filter(None, args.rss_workloads.split(",")))
         self.none_workload: str | None = None   # where the ferry-none round runs (execute sets it)
+        self.age_identity_file = os.path.join(base, "age-identity")
+        self._age_recipient = ""
+
+    def age_recipient(self) -> str:
+        """The ferry-age round's recipient; its identity file, 0600, is in the run's temp dir."""
+        if not os.path.exists(self.age_identity_file):
+            from pyrage import x25519
+            identity = x25519.Identity.generate()
+            fd = os.open(self.age_identity_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{identity}\n")
+            self._age_recipient = str(identity.to_public())
+        return self._age_recipient
 
     # ---- containers --------------------------------------------------------------
     def start(self, engine: Engine, w: wl.Workload, name: str) -> dict:
@@ -129,6 +142,8 @@ class Run(Recorder):
     def archive_round(self, label: str, engine: Engine, w: wl.Workload, name: str, info: dict, rep: int) -> None:
         ext = {FERRY_GZIP: ".tar.gz", PODMAN: ".tar.gz", FERRY_NONE: ".tar"}.get(label, ".tar.zst")
         compress = "none" if label == FERRY_NONE else None
+        sealed = ("--encrypt-to", self.age_recipient()) if label == FERRY_AGE else ()
+        opened = ("--decrypt-key", self.age_identity_file) if label == FERRY_AGE else ()
         path = os.path.join(self.archives, f"{w.name}-{label}-{rep}{ext}")
         # ferry's own memory, sampled during its zstd archive round of the RSS workloads.
         sampler = rss.Sampler(self.ferry.root) if label == FERRY and w.name in self.rss_workloads else None
@@ -136,13 +151,14 @@ class Run(Recorder):
         peaks = {}
         try:
             settle()
-            ck = engine.checkpoint(name, export=path, compress=compress, timeout=w.timeout(), watch=watch)
+            ck = engine.checkpoint(name, export=path, compress=compress, timeout=w.timeout(), watch=watch,
+                                   extra=sealed)
             if sampler:
                 peaks["checkpoint"] = sampler.peak
             size = os.path.getsize(path)
             engine.rm(name)
             settle()
-            rs = engine.restore(name=name, archive=path, timeout=w.timeout(), watch=watch)
+            rs = engine.restore(name=name, archive=path, timeout=w.timeout(), watch=watch, extra=opened)
             if sampler:
                 peaks["restore"] = sampler.peak
             info["ip"] = engine.ip(name)
@@ -309,6 +325,7 @@ class Run(Recorder):
                 archive_variants.insert(1, (FERRY_GZIP, self.ferry))
             if w.name == self.none_workload:
                 archive_variants.insert(1, (FERRY_NONE, self.ferry))
+                archive_variants.insert(2, (FERRY_AGE, self.ferry))
             if not forward:
                 archive_variants.reverse()
             log(f"{w.name}: repeat {rep + 1}/{repeats} ({' then '.join(e.name for e in order)})")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 # ferry's archive variants: zstd (the default), gzip, and --compress none
 # (a plain .tar: ferry's own overhead without compression's CPU cost).
 FERRY, FERRY_GZIP, FERRY_NONE, PODMAN = "ferry", "ferry-gzip", "ferry-none", "podman"
-ENGINES = (FERRY, FERRY_GZIP, FERRY_NONE, PODMAN)
+FERRY_AGE = "ferry-age"   # ferry's zstd archive, encrypted with age to an X25519 recipient
+ENGINES = (FERRY, FERRY_GZIP, FERRY_NONE, FERRY_AGE, PODMAN)
 
 # metric -> (label, unit)
 METRICS = {
@@ -57,6 +58,7 @@ FLOOR_OF = {"checkpoint_archive": "checkpoint_local", "restore_archive": "restor
 TARGET_WORKLOAD = "redis-1g"
 FLOOR_LIMIT = 1.3        # ferry's (zstd) checkpoint to archive against the CRIU floor
 NONE_FLOOR_LIMIT = 1.15  # ferry's --compress none export against the CRIU floor
+AGE_LIMIT = 1.15         # an encrypted archive's checkpoint and restore against the unencrypted one
 
 
 @dataclass(frozen=True)
@@ -187,6 +189,11 @@ def targets(summary: dict, at: str = TARGET_WORKLOAD) -> list[Target]:
             out.append(Target(f"export --compress none <= {NONE_FLOOR_LIMIT}x CRIU floor", floor_at,
                               ratio(_median(summary, floor_at, "checkpoint_archive", FERRY_NONE),
                                     floor(summary, floor_at, "checkpoint_archive")), NONE_FLOOR_LIMIT, floor_note))
+        for metric, what in (("checkpoint_archive", "checkpoint"), ("restore_archive", "restore")):
+            if FERRY_AGE in summary[floor_at].get(metric, {}):
+                out.append(Target(f"age-encrypted {what} <= {AGE_LIMIT}x unencrypted", floor_at,
+                                  ratio(_median(summary, floor_at, metric, FERRY_AGE),
+                                        _median(summary, floor_at, metric, FERRY)), AGE_LIMIT, floor_note))
     for workload in large:
         out.append(Target(f"checkpoint to archive <= {LARGE_CHECKPOINT_LIMIT}x podman", workload,
                           vs_podman("checkpoint_archive", workload), LARGE_CHECKPOINT_LIMIT, note))

@@ -19,7 +19,7 @@ def document(samples, mode="full"):
 def test_results_table_has_a_row_per_workload_and_metric():
     doc = document(run_samples())
     text = report.render((doc, "bench/results/x.json"), None, None, {"full": "benchmarks.png"})
-    assert "| redis-1g | checkpoint to archive | 2.50 s | 2.00 s | - | - | 6.00 s | 5.00 s | 0.42x | " \
+    assert "| redis-1g | checkpoint to archive | 2.50 s | 2.00 s | - | - | - | 6.00 s | 5.00 s | 0.42x | " \
            "1.39x (floor 1.80 s) |" in text
     assert "| ps-20 | ps with 20 containers | 200 ms |" in text
     assert "![ferry vs podman](benchmarks.png)" in text
@@ -113,13 +113,13 @@ def new_rows_samples():
 
 def test_new_rows_and_targets_are_rendered():
     text = report.render((document(run_samples() + new_rows_samples()), "r.json"), None, None, {})
-    assert "| commands | inspect NAME (1 running busybox) | 70 ms | 60 ms | - | - | 40 ms | 40 ms | 1.75x | - |" in text
+    assert "| commands | inspect NAME (1 running busybox) | 70 ms | 60 ms | - | - | - | 40 ms | 40 ms | 1.75x | - |" in text
     assert "| commands | logs NAME (100 lines) | 35 ms |" in text and "| commands | images | 30 ms |" in text
     assert "| busybox-httpd | run -d until the service answers a GET | 250 ms |" in text
-    assert "| busybox-httpd | rm -f of the running container | 300 ms | 300 ms | - | - | 200 ms | 200 ms | 1.50x " \
+    assert "| busybox-httpd | rm -f of the running container | 300 ms | 300 ms | - | - | - | 200 ms | 200 ms | 1.50x " \
            "| - |" in text
     assert "| redis-2g | ferry peak RssAnon, sum of its processes: checkpoint to archive | 101.0 MiB | 100.0 MiB | - " \
-           "| - | - | - | - | - |" in text
+           "| - | - | - | - | - | - |" in text
     assert "| ferry inspect <= podman inspect | commands | 1.75x | **no** |" in text
     assert "| ferry images <= podman images | commands | 0.75x | yes |" in text
     assert "| run -d until the service answers <= podman | busybox-httpd | 1.25x | **no** |" in text
@@ -145,7 +145,8 @@ def test_a_results_file_from_before_the_new_rows_still_renders():
 
 
 def none_and_leave_running_samples(workload="redis-1g"):
-    """ferry-none's archive round and both engines' --leave-running exports, on top of run_samples()."""
+    """ferry-none's and ferry-age's archive rounds and both engines' --leave-running exports, on top of
+    run_samples()."""
     out = []
     for rep, (ck, rs, frozen_f, frozen_p) in enumerate([(2.0, 1.5, 0.9, 0.8), (2.2, 1.6, 1.1, 0.7),
                                                         (2.1, 1.4, 1.0, 0.9)]):
@@ -153,6 +154,8 @@ def none_and_leave_running_samples(workload="redis-1g"):
                        phases={"runc_checkpoint": 1_500_000, "archive_write": 400_000}),
                 sample(workload, "ferry-none", "restore_archive", rs, rep, phases={"archive_read": 300_000}),
                 sample(workload, "ferry-none", "archive_size", 1.1 * 2**30, rep),
+                sample(workload, "ferry-age", "checkpoint_archive", (2.7, 2.8, 2.75)[rep], rep),
+                sample(workload, "ferry-age", "restore_archive", (3.0, 3.1, 3.2)[rep], rep),
                 sample(workload, "ferry", "criu_dump_leave_running", frozen_f, rep),
                 sample(workload, "podman", "criu_dump_leave_running", frozen_p, rep)]
     return out
@@ -161,13 +164,16 @@ def none_and_leave_running_samples(workload="redis-1g"):
 def test_ferry_none_and_leave_running_rows_and_targets_are_rendered():
     text = report.render((document(run_samples() + none_and_leave_running_samples()), "r.json"), None, None, {})
     # ferry-none has its own column, and its ratio to the floor (1.8 s) sits next to ferry's.
-    assert "| redis-1g | checkpoint to archive | 2.50 s | 2.00 s | - | 2.10 s | 6.00 s | 5.00 s | 0.42x | " \
+    assert "| redis-1g | checkpoint to archive | 2.50 s | 2.00 s | - | 2.10 s | 2.75 s | 6.00 s | 5.00 s | 0.42x | " \
            "1.39x (ferry-none 1.17x; floor 1.80 s) |" in text
-    assert "| redis-1g | archive size | 80 B | 80 B | - | 1.1 GiB | 100 B |" in text
-    assert "| redis-1g | CRIU frozen time (--leave-running export) | 1.00 s | 900 ms | - | - | 800 ms | 700 ms | " \
+    assert "| redis-1g | archive size | 80 B | 80 B | - | 1.1 GiB | - | 100 B |" in text
+    assert "| redis-1g | CRIU frozen time (--leave-running export) | 1.00 s | 900 ms | - | - | - | 800 ms | 700 ms | " \
            "1.25x | - |" in text
     assert "| export --compress none <= 1.15x CRIU floor | redis-1g | 1.17x | **no** |" in text
     assert "| CRIU frozen time (--leave-running export) <= podman | redis-1g | 1.25x | **no** |" in text
+    # ferry-age against ferry's own zstd rounds, in the same run: 2.75 / 2.50 s, and its restore.
+    assert "| age-encrypted checkpoint <= 1.15x unencrypted | redis-1g | 1.10x | yes |" in text
+    assert "| age-encrypted restore <= 1.15x unencrypted | redis-1g |" in text
     # The phases table has a row for the plain tar.
     assert "| redis-1g | none | 1.50 s | - | - | - | - | 400 ms | 300 ms | - | - |" in text
 
