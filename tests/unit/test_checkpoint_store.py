@@ -252,6 +252,17 @@ def test_what_a_schedule_refuses(checkpoints, containers, host, web, tmp_path):
     assert not os.path.exists(checkpoints.layout.checkpoint_schedule(web.id))
 
 
+def test_encryption_takes_an_archive_file_only(checkpoints, containers, host, web, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for options, says in ((CheckpointOptions(encrypt_to=("age1x",)), "only an archive written to a file"),
+                          (CheckpointOptions(export=str(out / "x.tar"), create_image="localhost/x:1",
+                                             encrypt_to=("age1x",)), "a checkpoint image cannot be encrypted")):
+        with pytest.raises(UsageError, match=says):
+            checkpoints.checkpoint("web", options)
+    assert not host.ran("checkpoint") and os.listdir(out) == [] and containers.get("web").state == RUNNING
+
+
 def test_patterns_and_durations():
     assert check_pattern("b/{name}-{time}.tar") == os.path.abspath("b/{name}-{time}.tar")
     filled = fill_pattern("/b/{name}-{id}-{time}.tar", "ab" * 32, "web")
