@@ -25,7 +25,8 @@ import os
 import threading
 from typing import BinaryIO, NamedTuple
 
-from ferry.util.errors import BadArchive, FerryError, NotFound, UsageError, from_os_error
+from ferry.util.errors import BadArchive, FerryError, UsageError
+from ferry.util.fs import read_small_file
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 ENVELOPE_MAGIC = b"ferry-age-passphrase/v1\n"
@@ -117,15 +118,7 @@ def encryption_of(path: str) -> str | None:
 # ---- keys, from the command line ------------------------------------------------
 
 def _read_key_file(path: str, what: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise NotFound(f"{what} {path} does not exist") from None
-    except OSError as error:
-        raise from_os_error(error, f"cannot read {what} {path}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise UsageError(f"{what} {path} is larger than {MAX_KEY_FILE} bytes")
+    data = read_small_file(path, what, MAX_KEY_FILE)
     try:
         return data.decode()
     except UnicodeDecodeError:

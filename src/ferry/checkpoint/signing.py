@@ -15,7 +15,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from ferry.util.errors import NotFound, UsageError, from_os_error
+from ferry.util.errors import UsageError
+from ferry.util.fs import read_small_file
 
 __all__ = ["PrivateKey", "PublicKey", "fingerprint", "load_private_key", "load_public_key", "verify"]
 
@@ -69,18 +70,7 @@ class PrivateKey:
 
 
 def _read_key_file(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise NotFound(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path} is a directory, not a PEM key file") from None
-    except OSError as exc:
-        raise from_os_error(exc, f"cannot read {what} {path}") from None
-    if len(data) > MAX_KEY_FILE:
-        raise UsageError(f"{what} {path} is too large to be a PEM key")
-    return data
+    return read_small_file(path, what, MAX_KEY_FILE)
 
 
 def load_private_key(path: str | os.PathLike) -> PrivateKey:

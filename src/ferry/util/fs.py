@@ -263,6 +263,24 @@ def remove_tree(path: str) -> None:
     proc.run(["rm", "-rf", "--one-file-system", "--", path], desc=f"remove {path}")
 
 
+def read_small_file(path: str, what: str, limit: int) -> bytes:
+    """A small file the user named (a key, a passphrase), never more than `limit`
+    bytes of it read: one line for each way it cannot be one."""
+    from ferry.util.errors import NotFound, UsageError, from_os_error
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise NotFound(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a directory, not a file") from None
+    except OSError as exc:
+        raise from_os_error(exc, f"cannot read {what} {path}") from None
+    if len(data) > limit:
+        raise UsageError(f"{what} {path} is too large (larger than {limit} bytes)")
+    return data
+
+
 def tree_size(path: str) -> int:
     """The bytes of the files under `path` (apparent sizes; what vanishes meanwhile counts 0)."""
     total = 0
