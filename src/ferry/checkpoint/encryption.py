@@ -20,7 +20,6 @@ allocated, and a wrong key or a changed byte is one line, with nothing restored.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import threading
 from typing import BinaryIO, NamedTuple
@@ -215,7 +214,7 @@ def decrypted_fd(path: str, keys: Opening | None):
     def pump() -> None:
         try:
             with open(path, "rb") as source, os.fdopen(write_end, "wb", buffering=CHUNK) as sink:
-                keys.open(source, _Counted(sink), path)
+                keys.open(source, sink, path)
         except BrokenPipeError:
             pass   # the reader stopped first: its error is the one to tell
         except BaseException as error:   # handed to the command's thread
@@ -255,21 +254,3 @@ def _decrypted_endpoint(path: str, keys: Opening | None):
     with decrypted_fd(path, keys) as fd:
         yield Endpoint(fd, path)
 
-
-class _Counted(io.RawIOBase):
-    """A sink that knows how much it was given (tell()), as pyrage writes to it."""
-
-    def __init__(self, sink: BinaryIO):
-        self.sink = sink
-        self.count = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.sink.write(data)
-        self.count += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.count
