@@ -253,4 +253,3 @@ def _decrypted_endpoint(path: str, keys: Opening | None):
     from ferry.checkpoint.archive.endpoints import Endpoint
     with decrypted_fd(path, keys) as fd:
         yield Endpoint(fd, path)
-
