@@ -561,3 +561,51 @@ def _source_record(ferry: Ferry, container_id: str) -> dict:
     records = [json.load(open(os.path.join(directory, n))) for n in os.listdir(directory) if n.endswith(".json")]
     return max((r for r in records if r["role"] == "source" and r["container_id"] == container_id),
                key=lambda r: r["created"])
+
+
+def test_an_encrypted_migration_opens_only_with_the_destination_agent_s_key(hosts, workdir):
+    """--encrypt-to: the checkpoint, memory inside, crosses the agent's plain-http
+    link as age's ciphertext (the secret never shows), and only the agent
+    started with the matching --decrypt-key can restore it."""
+    from pyrage import x25519
+
+    from tests.support.sniff import Capture
+    a, b, agents = hosts
+    agent = agents[b.root]
+    mine, other = x25519.Identity.generate(), x25519.Identity.generate()
+    key = workdir / "agent.key"
+    key.write_text(f"{mine}\n")
+    secret = secrets.token_hex(24)
+    a("run", "-d", "--name", "sealed", "busybox", "sh", "-c", f"S={secret}; {COUNTER}")
+    info = a.inspect("sealed")
+    for ferry in (a, b):
+        ferry.seen.add(info["Id"])
+    wait_for(lambda: count(a, "sealed") > 5, "the counter to count")
+    # An agent that holds no key refuses at the offer, before anything is frozen.
+    refused = migrate(a, "sealed", agent, "--encrypt-to", str(mine.to_public()), check=False)
+    assert refused.returncode == 125 and "holds no key" in refused.stderr and "--decrypt-key" in refused.stderr
+    assert a.inspect("sealed")["State"]["Pid"] == info["State"]["Pid"] and gone(b, "sealed")
+    lazy = migrate(a, "sealed", agent, "--lazy", "--encrypt-to", str(mine.to_public()), check=False)
+    assert lazy.returncode == 125 and "--lazy cannot encrypt" in lazy.stderr
+    agent.stop()
+    agent.start(extra=("--decrypt-key", str(key)))
+    try:
+        # Encrypted to another key: the destination cannot open it, and the source resumes.
+        wrong = migrate(a, "sealed", agent, "--encrypt-to", str(other.to_public()), check=False)
+        assert wrong.returncode == 125 and "none of the keys given opens it" in wrong.stderr, wrong.stderr
+        assert a.inspect("sealed")["State"]["Status"] == "running" and gone(b, "sealed")
+        assert leftovers(b.root, set()) == []
+        before = count(a, "sealed")
+        with Capture("lo") as capture:
+            done = migrate(a, "sealed", agent, "--encrypt-to", str(mine.to_public()), "--format", "json")
+        stats = json.loads(done.stdout)
+        assert stats["pages_pushed"] == 0 and stats["bytes_sent"] > 0, stats   # the memory went in the archive
+        moved = b"".join(capture.of_port(agent.port).values())
+        assert capture.dropped == 0 and len(moved) >= stats["bytes_sent"], (len(moved), stats)
+        assert b"age-encryption.org/v1\n" in moved and secret.encode() not in moved
+        assert gone(a, "sealed")
+        wait_for(lambda: count(b, "sealed") > before, "the counter to go on there")
+    finally:
+        agent.stop()
+        agent.start()
+    b("rm", "-f", "sealed")

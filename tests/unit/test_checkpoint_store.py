@@ -252,10 +252,10 @@ def test_what_a_schedule_refuses(checkpoints, containers, host, web, tmp_path):
     assert not os.path.exists(checkpoints.layout.checkpoint_schedule(web.id))
 
 
-def test_encryption_takes_an_archive_file_only(checkpoints, containers, host, web, tmp_path):
+def test_encryption_takes_an_archive_only(checkpoints, containers, host, web, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    for options, says in ((CheckpointOptions(encrypt_to=("age1x",)), "only an archive written to a file"),
+    for options, says in ((CheckpointOptions(encrypt_to=("age1x",)), "only an archive can be encrypted"),
                           (CheckpointOptions(export=str(out / "x.tar"), create_image="localhost/x:1",
                                              encrypt_to=("age1x",)), "a checkpoint image cannot be encrypted")):
         with pytest.raises(UsageError, match=says):

@@ -1,15 +1,19 @@
-"""checkpoint/encryption.py: age through pyrage, both ways of holding the key,
-and what a forged or damaged encrypted archive meets; the writer's encrypted
-target leaves no plaintext behind."""
+"""checkpoint/encryption.py: age (Debian's, in its own process) with keys
+checked by pyrage, both ways of holding the key, and what a forged or damaged
+encrypted archive meets; the writer's encrypted targets leave no plaintext
+behind."""
 
 from __future__ import annotations
 
-import io
 import os
+import shutil
+import tempfile
 
 import pytest
 
 pyrage = pytest.importorskip("pyrage", reason="pyrage is a dependency: make setup installs it")
+if shutil.which("age", path="/usr/bin:/usr/local/bin") is None:
+    pytest.fail("age is not installed: make setup installs it", pytrace=False)
 
 from pyrage import x25519  # noqa: E402
 
@@ -20,15 +24,26 @@ DATA = os.urandom(200_000) + b"ferrymarker" * 1000
 
 
 def sealed(sealing: enc.Sealing, data: bytes = DATA) -> bytes:
-    out = io.BytesIO()
-    sealing.seal(io.BytesIO(data), out)
-    return out.getvalue()
+    with tempfile.TemporaryFile() as source, tempfile.TemporaryFile() as sink:
+        source.write(data)
+        source.seek(0)
+        encryptor = sealing.start(sink.fileno(), source=source.fileno())
+        encryptor.finish()
+        sink.seek(0)
+        return sink.read()
 
 
 def opened(opening: enc.Opening, blob: bytes) -> bytes:
-    out = io.BytesIO()
-    opening.open(io.BytesIO(blob), out, "a.tar")
-    return out.getvalue()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = os.path.join(scratch, "a.tar")
+        with open(path, "wb") as f:
+            f.write(blob)
+        with enc.decrypted_fd(path, opening) as fd:
+            return b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+
+
+def public(identity) -> str:
+    return str(identity.to_public())
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +58,12 @@ def by_passphrase():
 
 def test_recipients_round_trip_and_a_wrong_identity_is_one_line(keys):
     mine, other = keys
-    blob = sealed(enc.Sealing(recipients=(mine.to_public(),)))
+    blob = sealed(enc.Sealing(recipients=(public(mine),)))
     assert blob.startswith(enc.AGE_MAGIC) and b"ferrymarker" not in blob
     assert enc.kind_of(blob[:len(enc.ENVELOPE_MAGIC)]) == enc.RECIPIENT
-    assert opened(enc.Opening(identities=(other, mine)), blob) == DATA
-    with pytest.raises(FerryError, match="cannot decrypt a.tar: none of the keys given opens it") as refused:
-        opened(enc.Opening(identities=(other,)), blob)
+    assert opened(enc.Opening(identities=(str(other), str(mine))), blob) == DATA
+    with pytest.raises(FerryError, match="cannot decrypt .*a.tar: none of the keys given opens it") as refused:
+        opened(enc.Opening(identities=(str(other),)), blob)
     assert "--decrypt-key" in refused.value.hint
     with pytest.raises(FerryError, match="none of the keys given opens it"):
         opened(enc.Opening(passphrase="x"), blob)
@@ -58,7 +73,7 @@ def test_a_passphrase_round_trip_and_a_wrong_one_is_one_line(by_passphrase):
     assert by_passphrase.startswith(enc.ENVELOPE_MAGIC) and b"ferrymarker" not in by_passphrase
     assert enc.kind_of(by_passphrase[:len(enc.ENVELOPE_MAGIC)]) == enc.PASSPHRASE
     assert opened(enc.Opening(passphrase="correct horse"), by_passphrase) == DATA
-    for wrong in (enc.Opening(passphrase="wrong"), enc.Opening(identities=(x25519.Identity.generate(),))):
+    for wrong in (enc.Opening(passphrase="wrong"), enc.Opening(identities=(str(x25519.Identity.generate()),))):
         with pytest.raises(FerryError, match="the passphrase is wrong or missing"):
             opened(wrong, by_passphrase)
 
@@ -70,9 +85,9 @@ def test_a_passphrase_round_trip_and_a_wrong_one_is_one_line(by_passphrase):
 ])
 def test_a_damaged_archive_is_refused(keys, damage, says):
     mine, _ = keys
-    blob = sealed(enc.Sealing(recipients=(mine.to_public(),)))
+    blob = sealed(enc.Sealing(recipients=(public(mine),)))
     with pytest.raises(BadArchive, match=says):
-        opened(enc.Opening(identities=(mine,)), damage(blob))
+        opened(enc.Opening(identities=(str(mine),)), damage(blob))
 
 
 @pytest.mark.parametrize("envelope, error", [
@@ -100,10 +115,11 @@ def test_key_files(tmp_path, keys):
     mine, other = keys
     recipients = tmp_path / "recipients"
     recipients.write_text(f"# team\n\n{mine.to_public()}\n  {other.to_public()}\n")
-    assert len(enc.sealing((str(recipients), str(mine.to_public())), None).recipients) == 3
+    assert enc.sealing((str(recipients), public(mine)), None).recipients == (public(mine), public(other),
+                                                                               public(mine))
     identity = tmp_path / "id"
     identity.write_text(f"# created by age-keygen\n{mine}\n")
-    assert len(enc.opening((str(identity),), None).identities) == 1
+    assert enc.opening((str(identity),), None).identities == (str(mine),)
     phrase = tmp_path / "phrase"
     phrase.write_text("two words\r\nnot this line\n")
     assert enc.sealing((), str(phrase)).passphrase == "two words"
@@ -134,19 +150,19 @@ def test_key_files(tmp_path, keys):
 def test_decrypted_fd_hands_the_reader_plaintext_and_the_key_error_wins(tmp_path, keys):
     mine, other = keys
     path = tmp_path / "a.tar.zst"
-    path.write_bytes(sealed(enc.Sealing(recipients=(mine.to_public(),))))
+    path.write_bytes(sealed(enc.Sealing(recipients=(public(mine),))))
     assert enc.encryption_of(str(path)) == enc.RECIPIENT and enc.encryption_of(str(tmp_path / "none")) is None
-    with enc.decrypted_fd(str(path), enc.Opening(identities=(mine,))) as fd:
+    with enc.decrypted_fd(str(path), enc.Opening(identities=(str(mine),))) as fd:
         got = b"".join(iter(lambda: os.read(fd, 65536), b""))
     assert got == DATA
     # The reader sees an empty stream and fails its own way; the command ends with the key's error.
     with pytest.raises(FerryError, match="none of the keys given opens it"):
-        with enc.decrypted_fd(str(path), enc.Opening(identities=(other,))) as fd:
+        with enc.decrypted_fd(str(path), enc.Opening(identities=(str(other),))) as fd:
             if os.read(fd, 10) == b"":
                 raise BadArchive("the archive stream ended before its head")
-    # A reader that stops early neither hangs the thread nor hides its own error.
+    # A reader that stops early neither hangs age nor hides its own error.
     with pytest.raises(BadArchive, match="stopped"):
-        with enc.decrypted_fd(str(path), enc.Opening(identities=(mine,))) as fd:
+        with enc.decrypted_fd(str(path), enc.Opening(identities=(str(mine),))) as fd:
             os.read(fd, 10)
             raise BadArchive("stopped")
     with pytest.raises(FerryError, match="is encrypted") as missing:
@@ -155,7 +171,51 @@ def test_decrypted_fd_hands_the_reader_plaintext_and_the_key_error_wins(tmp_path
     assert "--decrypt-key" in missing.value.hint
 
 
-def test_the_writer_encrypts_into_place_and_leaves_no_plaintext(tmp_path, keys):
+def _piped(blob: bytes) -> int:
+    """A pipe's read end that yields `blob` (a thread writes it)."""
+    import threading
+    read_end, write_end = os.pipe()
+
+    def feed():
+        with os.fdopen(write_end, "wb") as sink:
+            sink.write(blob)
+    threading.Thread(target=feed, daemon=True).start()
+    return read_end
+
+
+def test_a_stream_is_decrypted_as_the_keys_given_say(keys, by_passphrase):
+    mine, _ = keys
+    for blob, opening in ((sealed(enc.Sealing(recipients=(public(mine),))), enc.Opening(identities=(str(mine),))),
+                          (by_passphrase, enc.Opening(passphrase="correct horse"))):
+        fd = _piped(blob)
+        try:
+            with enc.decrypted_stream(fd, "stdin", opening) as plain:
+                assert b"".join(iter(lambda: os.read(plain, 1 << 20), b"")) == DATA
+        finally:
+            os.close(fd)
+    with pytest.raises(UsageError, match="not both"):
+        enc.decrypted_stream(0, "stdin", enc.Opening(identities=(str(mine),), passphrase="x"))
+    fd = _piped(b"not an envelope" * 4)
+    try:
+        with pytest.raises(BadArchive, match="not a passphrase-encrypted archive"):
+            enc.decrypted_stream(fd, "stdin", enc.Opening(passphrase="x"))
+    finally:
+        os.close(fd)
+
+
+def test_an_encrypted_archive_read_without_keys_says_so(tmp_path, keys):
+    from ferry.checkpoint.archive import read_archive
+    path = tmp_path / "a.tar.zst"
+    path.write_bytes(sealed(enc.Sealing(recipients=(public(keys[0]),))))
+    with pytest.raises(FerryError, match="the archive is encrypted") as refused:
+        read_archive(str(path), str(tmp_path / "unpacked"))
+    assert "--decrypt-key" in refused.value.hint and not (tmp_path / "unpacked").exists()
+
+
+@pytest.mark.parametrize("how", ["followed", "piped", "stream"])
+def test_the_writer_encrypts_into_place_and_leaves_no_plaintext(tmp_path, keys, how):
+    """`followed`: grown in plain in the work dir, then encrypted; `piped`:
+    through age into the temp file; `stream`: through age into a descriptor."""
     from ferry.checkpoint.archive import ArchiveWriter, read_archive
     from tests.unit.test_archive import CONTAINER, HOST   # noqa: F401  (shared records)
     mine, _ = keys
@@ -166,21 +226,26 @@ def test_the_writer_encrypts_into_place_and_leaves_no_plaintext(tmp_path, keys):
     work.mkdir()
     target = tmp_path / "out" / "a.tar.zst"
     target.parent.mkdir()
-    plain = str(work / "archive.unencrypted")
-    writer = ArchiveWriter(str(target), container=CONTAINER, compression="none", host=HOST,
-                           sealing=enc.Sealing(recipients=(mine.to_public(),)), plain=plain)
-    assert writer.temp_path.startswith(str(target.parent)) and os.path.exists(plain)
+    plain = str(work / "archive.unencrypted") if how == "followed" else None
+    sealing = enc.Sealing(recipients=(public(mine),))
+    stream = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600) if how == "stream" else None
+    writer = ArchiveWriter(str(target) if stream is None else stream, container=CONTAINER, compression="none",
+                           host=HOST, sealing=sealing, plain=plain)
+    if how != "stream":
+        assert writer.temp_path.startswith(str(target.parent))
+    assert os.path.exists(plain) if plain else os.listdir(work) == []
     writer.commit(str(members), ["config.dump"])
+    if stream is not None:
+        os.close(stream)
     assert os.listdir(target.parent) == ["a.tar.zst"] and os.listdir(work) == []
     data = target.read_bytes()
     assert data.startswith(enc.AGE_MAGIC) and b"ferrymarker" not in data
     assert target.stat().st_mode & 0o777 == 0o600
-    decrypted = tmp_path / "decrypted.tar"
-    with open(target, "rb") as source, open(decrypted, "wb") as sink:
-        enc.Opening(identities=(mine,)).open(source, sink, "a.tar.zst")
-    contents = read_archive(str(decrypted), str(tmp_path / "unpacked"))
+    with enc.decrypted_fd(str(target), enc.Opening(identities=(str(mine),))) as fd:
+        contents = read_archive(fd, str(tmp_path / "unpacked"))
     assert [m.name for m in contents.members] == ["config.dump"]
-    aborted = ArchiveWriter(str(tmp_path / "out" / "b.tar.zst"), container=CONTAINER, compression="none",
-                            host=HOST, sealing=enc.Sealing(recipients=(mine.to_public(),)), plain=plain)
-    aborted.abort()
-    assert os.listdir(target.parent) == ["a.tar.zst"] and os.listdir(work) == []
+    if stream is None:
+        aborted = ArchiveWriter(str(tmp_path / "out" / "b.tar.zst"), container=CONTAINER, compression="none",
+                                host=HOST, sealing=sealing, plain=plain)
+        aborted.abort()
+        assert os.listdir(target.parent) == ["a.tar.zst"] and os.listdir(work) == []

@@ -1,18 +1,25 @@
-"""Archives encrypted at rest with age (pyrage, the Rust implementation's
-bindings). A checkpoint holds the container's memory, keys and passwords
-included, and an archive is made to leave the host.
+"""Archives encrypted at rest with age. A checkpoint holds the container's
+memory, keys and passwords included, and an archive is made to leave the host.
+
+Debian's `age` (the reference implementation, in Go) encrypts and decrypts
+the archive in its own process, between ferry and the file: it runs beside
+compression on the other core, and a thread of ours calling pyrage would
+take Python's lock for every chunk it moves (at redis 1 GiB a restore's
+decryption cost 1.36x, bench/analysis.md). pyrage checks the keys a user
+names before anything starts, and holds the passphrase mode's key block.
 
 Two ways to hold the key:
 - recipients (`--encrypt-to`): age X25519 (`age1...`) or SSH (`ssh-ed25519`,
   `ssh-rsa`) public keys, given inline or one per line in a file. The archive is
   a plain age file, which `age -d -i KEY` decrypts too; a restore takes the
   matching identity file (`--decrypt-key`).
-- a passphrase (`--encrypt-passphrase-file`). pyrage offers age's scrypt
-  recipient for whole buffers only, and an archive is streamed: it is encrypted
-  to a fresh X25519 identity, and that identity, encrypted with the passphrase
-  (scrypt), goes in front of it: ENVELOPE_MAGIC, the block's length, the block,
-  then the age stream. Both parts are age's; ferry adds no cryptography.
+- a passphrase (`--encrypt-passphrase-file`). age's own passphrase mode reads
+  a terminal, and pyrage's encrypts whole buffers only: the archive is
+  encrypted to a fresh X25519 identity, and that identity, encrypted with the
+  passphrase (scrypt), goes in front of it: ENVELOPE_MAGIC, the block's length,
+  the block, then the age stream. Both parts are age's; ferry adds no cryptography.
 
+Keys reach age through a memfd (/dev/fd/N), never a command line or a file.
 What ferry reads here may be forged: sizes are bounded before anything is
 allocated, and a wrong key or a changed byte is one line, with nothing restored.
 """
@@ -21,71 +28,130 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-from typing import BinaryIO, NamedTuple
+import subprocess
+from typing import NamedTuple
 
-from ferry.util.errors import BadArchive, FerryError, UsageError
+from ferry.util import proc
+from ferry.util.errors import BadArchive, FerryError, NotFound, UsageError
 from ferry.util.fs import read_small_file
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 ENVELOPE_MAGIC = b"ferry-age-passphrase/v1\n"
 MAX_KEY_BLOCK = 4096          # the passphrase-encrypted identity: about 250 bytes
 MAX_KEY_FILE = 64 << 10       # a recipients, identity or passphrase file
-CHUNK = 1 << 20
 RECIPIENT, PASSPHRASE = "age recipients", "age passphrase"
+WRONG_KEY_SIGN = "no identity matched"   # what age says when no key opens the archive
+
+
+def age_binary() -> str:
+    import shutil
+    found = shutil.which("age", path=proc.TOOL_PATH)
+    if not found:
+        raise NotFound("encrypted archives need age, which is not installed", hint="run 'make setup' as root")
+    return found
+
+
+def _key_fd(name: str, text: str) -> int:
+    """A memfd holding `text`, for age to open as /dev/fd/N."""
+    fd = os.memfd_create(name)
+    data = text.encode()
+    while data:
+        data = data[os.write(fd, data):]
+    return fd
+
+
+def _said(process: subprocess.Popen) -> str:
+    lines = [line.strip() for line in process.stderr.read(65536).decode(errors="replace").splitlines()]
+    lines = [line.removeprefix("age: error: ") for line in lines if line and "report unexpected" not in line]
+    return lines[-1] if lines else f"exit {process.returncode}"
 
 
 class Sealing(NamedTuple):
     """How an archive is encrypted."""
-    recipients: tuple = ()            # pyrage recipient objects
+    recipients: tuple[str, ...] = ()      # checked recipient lines (age1..., ssh-...)
     passphrase: str | None = None
 
-    def seal(self, source: BinaryIO, sink: BinaryIO) -> None:
-        import pyrage
-        from pyrage import passphrase, x25519
-        recipients = list(self.recipients)
-        if self.passphrase is not None:
+    def start(self, sink: int, source: int | None = None) -> "Encryptor":
+        return Encryptor(self, sink, source)
+
+
+class Encryptor:
+    """`age -e` in its own process, writing into `sink` (from the current
+    offset, after the passphrase mode's key block): from `source` when given
+    (a file, read to its end), else from the pipe `fd`, which the writer feeds
+    and finish() closes."""
+
+    def __init__(self, sealing: Sealing, sink: int, source: int | None = None):
+        from ferry.checkpoint.archive.codecs import grow_pipe, write_all
+        recipients = sealing.recipients
+        if sealing.passphrase is not None:
+            from pyrage import passphrase, x25519
             identity = x25519.Identity.generate()
-            block = passphrase.encrypt(str(identity).encode(), self.passphrase)
-            sink.write(ENVELOPE_MAGIC + b"%d\n" % len(block) + block)
-            recipients = [identity.to_public()]
-        pyrage.encrypt_io(source, sink, recipients)
+            block = passphrase.encrypt(str(identity).encode(), sealing.passphrase)
+            write_all(sink, ENVELOPE_MAGIC + b"%d\n" % len(block) + block)
+            recipients = (str(identity.to_public()),)
+        keys = _key_fd("ferry-age-recipients", "\n".join(recipients) + "\n")
+        try:
+            self._process = proc.spawn([age_binary(), "-e", "-R", f"/dev/fd/{keys}"], desc="age encryption",
+                                       stdin=subprocess.PIPE if source is None else source, stdout=sink,
+                                       stderr=subprocess.PIPE, pass_fds=(keys,))
+        finally:
+            os.close(keys)
+        self.fd = self._process.stdin.fileno() if source is None else -1
+        if source is None:
+            grow_pipe(self.fd)
+
+    def finish(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        if self._process.wait() != 0:
+            raise FerryError(f"cannot encrypt the archive: age failed: {_said(self._process)}")
+        self._process.stderr.close()
+
+    def abort(self) -> None:
+        from ferry.checkpoint.archive.codecs import end_process
+        end_process(self._process)
 
 
 class Opening(NamedTuple):
     """How an archive is decrypted."""
-    identities: tuple = ()            # pyrage identity objects
+    identities: tuple[str, ...] = ()      # checked identity files' texts (age's, or OpenSSH private keys)
     passphrase: str | None = None
 
-    def open(self, source: BinaryIO, sink: BinaryIO, name: str) -> None:
+    def identity_for(self, source: int, name: str, kind: str | None) -> str:
+        """The identity text age takes for an archive encrypted as `kind`,
+        read from `source`: a passphrase envelope's key block is read and
+        opened here, which leaves `source` at the age stream's start."""
+        if kind != PASSPHRASE:
+            if not self.identities:
+                raise wrong_key(name, RECIPIENT)
+            return "\n".join(self.identities) + "\n"
+        if self.passphrase is None:
+            raise wrong_key(name, kind)
+        if _read_up_to(source, len(ENVELOPE_MAGIC)) != ENVELOPE_MAGIC:
+            raise BadArchive(f"{name} is not a passphrase-encrypted archive",
+                             hint="give the key it was encrypted to (--decrypt-key)")
+        length = b""
+        while len(length) < 16 and not length.endswith(b"\n"):   # byte by byte: age reads what follows
+            length += _read_up_to(source, 1) or b"?"
+        if not length[:-1].isdigit() or not length.endswith(b"\n") or int(length) > MAX_KEY_BLOCK:
+            raise BadArchive(f"{name} is not a whole encrypted archive: its key block is damaged")
+        block = _read_up_to(source, int(length))
         import pyrage
         from pyrage import passphrase, x25519
-        kind = kind_of(source.read(len(ENVELOPE_MAGIC)))
-        source.seek(0)
-        identities = list(self.identities)
-        if kind == PASSPHRASE:
-            if self.passphrase is None:
-                raise wrong_key(name, kind)
-            source.read(len(ENVELOPE_MAGIC))
-            length = source.readline(16)
-            if not length.endswith(b"\n") or not length[:-1].isdigit() or int(length) > MAX_KEY_BLOCK:
-                raise BadArchive(f"{name} is not a whole encrypted archive: its key block is damaged")
-            block = source.read(int(length))
-            try:
-                identities = [x25519.Identity.from_str(passphrase.decrypt(block, self.passphrase).decode())]
-            except (pyrage.DecryptError, pyrage.IdentityError, UnicodeDecodeError, ValueError):
-                raise wrong_key(name, kind) from None
-        elif kind == RECIPIENT and not identities:
-            raise wrong_key(name, kind)
         try:
-            pyrage.decrypt_io(source, sink, identities)
-        except BrokenPipeError:
-            raise
-        except (pyrage.DecryptError, OSError) as error:   # a tag that does not match is an OSError
-            if "no matching keys" in str(error).lower():
-                raise wrong_key(name, kind) from None
-            raise BadArchive(f"{name} cannot be decrypted: {error or 'it is cut short'}",
-                             hint="the archive is damaged or was changed; do not restore from it") from None
+            identity = passphrase.decrypt(block, self.passphrase).decode()
+            x25519.Identity.from_str(identity)
+        except (pyrage.DecryptError, pyrage.IdentityError, UnicodeDecodeError, ValueError):
+            raise wrong_key(name, kind) from None
+        return identity + "\n"
+
+
+def _read_up_to(fd: int, count: int) -> bytes:
+    data = b""
+    while len(data) < count and (more := os.read(fd, count - len(data))):
+        data += more
+    return data
 
 
 def wrong_key(name: str, kind: str) -> FerryError:
@@ -94,6 +160,13 @@ def wrong_key(name: str, kind: str) -> FerryError:
                           hint="give the passphrase file it was encrypted with (--decrypt-passphrase-file)")
     return FerryError(f"cannot decrypt {name}: none of the keys given opens it",
                       hint="give the identity file of one of its recipients (--decrypt-key)")
+
+
+def _decrypt_failure(name: str, kind: str, said: str) -> FerryError:
+    if WRONG_KEY_SIGN in said:
+        return wrong_key(name, kind)
+    return BadArchive(f"{name} cannot be decrypted: {said}",
+                      hint="the archive is damaged or was changed; do not restore from it")
 
 
 def kind_of(head: bytes) -> str | None:
@@ -158,7 +231,7 @@ def opening(decrypt_keys: tuple[str, ...], passphrase_file: str | None) -> Openi
     for path in decrypt_keys:
         text = _read_key_file(path, "identity file")
         if "OPENSSH PRIVATE KEY" in text:
-            identities.append(_ssh_identity(text.encode(), path))
+            identities.append(_ssh_identity(text, path))
         else:
             identities += [_identity(line, path) for line in _key_lines(path, "identity file", text)]
     return Opening(identities=tuple(identities),
@@ -170,86 +243,116 @@ def _key_lines(path: str, what: str, text: str | None = None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _recipient(text: str):
+def _recipient(text: str) -> str:
+    """`text`, once pyrage has read it as a public key."""
     import pyrage
     from pyrage import ssh, x25519
     try:
-        return ssh.Recipient.from_str(text) if text.startswith("ssh-") else x25519.Recipient.from_str(text)
+        ssh.Recipient.from_str(text) if text.startswith("ssh-") else x25519.Recipient.from_str(text)
     except pyrage.RecipientError as error:
         raise UsageError(f"not an age or SSH public key: {text[:40]!r} ({error})") from None
+    return text
 
 
-def _identity(text: str, path: str):
+def _identity(text: str, path: str) -> str:
     import pyrage
     from pyrage import x25519
     try:
-        return x25519.Identity.from_str(text)
+        x25519.Identity.from_str(text)
     except pyrage.IdentityError:
         raise UsageError(f"identity file {path} holds a line that is not an age identity (AGE-SECRET-KEY-1...)") \
             from None
+    return text
 
 
-def _ssh_identity(data: bytes, path: str):
+def _ssh_identity(text: str, path: str) -> str:
     import pyrage
     from pyrage import ssh
     try:
-        return ssh.Identity.from_buffer(data)
+        ssh.Identity.from_buffer(text.encode())
     except pyrage.IdentityError as error:
-        raise UsageError(f"identity file {path} is not an SSH private key pyrage can use: {error}") from None
+        raise UsageError(f"identity file {path} is not an SSH private key age can use: {error}") from None
+    return text
 
 
 # ---- decrypting into the archive reader ---------------------------------------------
 
-@contextlib.contextmanager
 def decrypted_fd(path: str, keys: Opening | None):
-    """A pipe's read end carrying the decrypted archive at `path`, which a thread
-    decrypts as the reader reads. A wrong key, or bytes age's tags refuse, is
-    the error the command ends with, whatever the reader made of the short stream."""
+    """A pipe's read end carrying the decrypted archive at `path` (a context
+    manager), which age decrypts as the reader reads."""
     if keys is None:
         raise FerryError(f"{path} is encrypted ({encryption_of(path)})",
                          hint="give --decrypt-key FILE or --decrypt-passphrase-file FILE")
-    read_end, write_end = os.pipe()
-    failure: list[BaseException] = []
+    with open(path, "rb", buffering=0) as source:
+        kind = kind_of(os.pread(source.fileno(), len(ENVELOPE_MAGIC), 0))
+        return _decrypting(source.fileno(), path, kind, keys)
 
-    def pump() -> None:
-        try:
-            with open(path, "rb") as source, os.fdopen(write_end, "wb", buffering=CHUNK) as sink:
-                keys.open(source, sink, path)
-        except BrokenPipeError:
-            pass   # the reader stopped first: its error is the one to tell
-        except BaseException as error:   # handed to the command's thread
-            failure.append(error)
-    thread = threading.Thread(target=pump, name="ferry-decrypt", daemon=True)
-    thread.start()
+
+def decrypted_stream(fd: int, name: str, keys: Opening):
+    """decrypted_fd for an archive read from a pipe, which cannot be looked at
+    before it is read: the keys given say how it was encrypted."""
+    if keys.identities and keys.passphrase is not None:
+        raise UsageError(f"{name} is a stream: give --decrypt-key or --decrypt-passphrase-file, not both")
+    return _decrypting(fd, name, RECIPIENT if keys.identities else PASSPHRASE, keys)
+
+
+@contextlib.contextmanager
+def _running(process: subprocess.Popen, name: str, kind: str):
+    """age's output for the reader. A wrong key, or bytes age's tags refuse,
+    is the error the command ends with, whatever the reader made of the short stream."""
     try:
-        yield read_end
+        yield process.stdout.fileno()
     except BaseException:
-        os.close(read_end)
-        read_end = -1
-        thread.join()
-        if failure and isinstance(failure[0], FerryError):
-            raise failure[0] from None
+        said = _ended(process)
+        if said and "broken pipe" not in said:
+            raise _decrypt_failure(name, kind, said) from None
         raise
+    said = _ended(process)   # the reader read to the end: age has ended, or ends now
+    if said:
+        raise _decrypt_failure(name, kind, said)
+
+
+def _decrypting(source: int, name: str, kind: str | None, keys: Opening):
+    from ferry.checkpoint.archive.codecs import grow_pipe
+    key = _key_fd("ferry-age-identity", keys.identity_for(source, name, kind))
+    try:
+        process = proc.spawn([age_binary(), "-d", "-i", f"/dev/fd/{key}"], desc="age decryption",
+                             stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(key,))
     finally:
-        if read_end >= 0:
-            os.close(read_end)
-        thread.join()
-    if failure:
-        raise failure[0]
+        os.close(key)
+    grow_pipe(process.stdout.fileno())
+    return _running(process, name, kind)
+
+
+def _ended(process: subprocess.Popen) -> str:
+    """Close the reader's end, reap age, and return what it said if it failed
+    (not when the closed pipe or a signal ended it)."""
+    from ferry.checkpoint.archive.codecs import end_process
+    process.stdout.close()   # age stops at its next write, unless it has stopped already
+    said = _said(process) if process.wait() > 0 else ""
+    end_process(process)
+    return said
 
 
 def archive_source(path: str, keys: Opening | None):
     """Where a reader reads the archive at `path` (an Endpoint, a context manager):
-    import_endpoint's, or a pipe it is decrypted into when it is encrypted."""
+    import_endpoint's, or a pipe it is decrypted into when it is encrypted (a
+    stream is, when keys are given)."""
     from ferry.checkpoint.archive.endpoints import import_endpoint
     source = import_endpoint(path)
-    if source.stream or not encryption_of(source.target):
+    if source.stream:
+        return source if keys is None else decrypted_endpoint(source, keys)
+    if not encryption_of(source.target):
         return source
-    return _decrypted_endpoint(source.target, keys)
+    return decrypted_endpoint(source, keys)
 
 
 @contextlib.contextmanager
-def _decrypted_endpoint(path: str, keys: Opening | None):
+def decrypted_endpoint(source, keys: Opening | None):
+    """The Endpoint of the decrypted archive that `source` (an Endpoint) holds."""
     from ferry.checkpoint.archive.endpoints import Endpoint
-    with decrypted_fd(path, keys) as fd:
-        yield Endpoint(fd, path)
+    with source:
+        decrypted = decrypted_stream(source.target, source.name, keys) if source.stream \
+            else decrypted_fd(source.target, keys)
+        with decrypted as fd:
+            yield Endpoint(fd, source.name)

@@ -30,6 +30,11 @@ def _add_serve(commands) -> None:
     serve.add_argument("--tls-key", metavar="FILE", help="... and this key (PEM)")
     serve.add_argument("--allow-bind-mounts", action="store_true",
                        help="let migrated containers mount the host paths they mounted on their source")
+    serve.add_argument("--decrypt-key", action="append", default=[], metavar="FILE",
+                       help="open migrations encrypted to this age identity (AGE-SECRET-KEY-1...) or SSH "
+                            "private key ('ferry migrate --encrypt-to' its public key)")
+    serve.add_argument("--decrypt-passphrase-file", metavar="FILE",
+                       help="open migrations encrypted with the passphrase on FILE's first line")
     serve.set_defaults(handler=cmd_serve)
 
 
@@ -74,6 +79,14 @@ def _add_migrate(commands) -> None:
                          help="stop-and-copy with the memory in the checkpoint over the agent's connection, "
                               "not to a page server on the destination: for links where only the agent's "
                               "port is open (slower)")
+    migrate.add_argument("--encrypt-to", action="append", default=[], metavar="KEY|FILE",
+                         help="encrypt the checkpoint with age to this age1... or ssh- public key (or each one "
+                              "in FILE), whose identity the destination's agent holds (ferry serve "
+                              "--decrypt-key); the memory travels inside it, as with --through-agent")
+    migrate.add_argument("--encrypt-passphrase-file", metavar="FILE",
+                         help="the same, to the passphrase on FILE's first line (ferry serve "
+                              "--decrypt-passphrase-file; about a second of scrypt each way, the destination's "
+                              "inside the downtime)")
     migrate.add_argument("--name", help="the container's name on the destination")
     migrate.add_argument("-p", "--publish", action="append", metavar="[IP:]HOST:CONTAINER[/PROTO]",
                          help="publish these ports on the destination instead of the container's own")
@@ -89,10 +102,12 @@ def _add_migrate(commands) -> None:
 
 def cmd_serve(args) -> int:
     from ferry.api.server import ServeOptions, parse_listen, serve
+    from ferry.checkpoint.encryption import opening
     host, port = parse_listen(args.listen)
     return serve(ServeOptions(root=engine_of(args).layout.root, host=host, port=port, token_file=args.token_file,
                               tls_cert=args.tls_cert, tls_key=args.tls_key,
-                              allow_bind_mounts=args.allow_bind_mounts))
+                              allow_bind_mounts=args.allow_bind_mounts,
+                              keys=opening(tuple(args.decrypt_key), args.decrypt_passphrase_file)))
 
 
 def _verify(args) -> bool | str:
@@ -121,6 +136,8 @@ def _drain(args) -> int:
     if not 1 <= args.parallel <= 16:
         raise UsageError("--parallel must be between 1 and 16")
     token_file = _token_file(args)
+    from ferry.checkpoint.encryption import sealing
+    sealing(tuple(args.encrypt_to), args.encrypt_passphrase_file)   # its keys, checked before anything moves
     engine = engine_of(args)
     moving = drain.plan(engine.containers.list(all_states=False), engine.containers.runc)
     with AgentClient(args.to, read_token(token_file), verify=_verify(args)) as agent:
@@ -135,6 +152,10 @@ def _drain(args) -> int:
     forwarded += [flag for flag, on in (("--tcp-established", args.tcp_established), ("--lazy", args.lazy),
                                          ("--keep-source", args.keep_source),
                                          ("--through-agent", args.through_agent)) if on]
+    for given in args.encrypt_to:
+        forwarded += ["--encrypt-to", given if given.startswith(("age1", "ssh-")) else os.path.abspath(given)]
+    if args.encrypt_passphrase_file:
+        forwarded += ["--encrypt-passphrase-file", os.path.abspath(args.encrypt_passphrase_file)]
 
     def report(outcome) -> None:
         print(f"{outcome.name}: {outcome.detail}" if outcome.ok else f"{outcome.name}: failed: {outcome.detail}",
@@ -172,15 +193,20 @@ def cmd_migrate(args) -> int:
     if args.lazy and args.through_agent:
         raise UsageError("--lazy and --through-agent exclude each other: a lazy migration's memory always "
                          "comes from a page server here")
+    if args.lazy and (args.encrypt_to or args.encrypt_passphrase_file):
+        raise UsageError("--lazy cannot encrypt with age: its pages cross over CRIU's TLS, with keys made for the "
+                         "migration", hint="migrate with --lazy or --encrypt-to, not both")
     if args.all or args.dry_run or args.keep_going or args.parallel != 1:
         return _drain(args)
     if not args.container:
         raise UsageError("migrate needs a container, or --all", hint="see 'ferry migrate --help'")
     token_file = _token_file(args)
+    from ferry.checkpoint.encryption import sealing
     options = MigrateOptions(to=args.to, token=read_token(token_file), verify=_verify(args), name=args.name,
                              ports=tuple(args.publish) if args.publish else None,
                              tcp_established=args.tcp_established, keep_source=args.keep_source, lazy=args.lazy,
-                             through_agent=args.through_agent)
+                             through_agent=args.through_agent,
+                             sealing=sealing(tuple(args.encrypt_to), args.encrypt_passphrase_file))
     with _sent_bar() as sent:
         result = engine_of(args).migrations.migrate(args.container, options, sent)
     if args.print_stats or args.format == "json":

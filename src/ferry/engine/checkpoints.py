@@ -27,7 +27,8 @@ from ferry.checkpoint.archive.treediff import apply_tree_diff, image_names_below
 from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, is_stream
 from ferry.checkpoint.foreign_layout import podman_identity
 from ferry.checkpoint import podman_shape
-from ferry.checkpoint.encryption import Sealing, archive_source, opening, sealing as sealing_for
+from ferry.checkpoint.encryption import (Opening, Sealing, archive_source, decrypted_endpoint, opening,
+                                         sealing as sealing_for)
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.checkpoint_store import ARCHIVE, LOCAL, CheckpointEntry, check_pattern, fill_pattern, to_keep
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
@@ -135,6 +136,7 @@ class RestoreOptions(NamedTuple):
     image_layer: str | None = None    # a checkpoint image's unpacked layer, read as its archive
     image_name: str | None = None     # that image, as the user named it
     import_stream: int | None = None  # a descriptor to read the archive from (a migration), instead of import_path
+    keys: Opening | None = None       # import_stream is encrypted: these open it (the agent's)
     container_id: str | None = None   # keep this ID (a migration), which the archive must hold
     adopt_lease: bool = False         # take over the address another root's copy of this container holds
     lazy_from: LazySource | None = None   # a lazy migration: the pages come from the source's page server
@@ -232,9 +234,8 @@ class Checkpoints:
         if options.keep_last is not None and options.keep_last < 1:
             raise UsageError(f"--keep-last must be 1 or more, not {options.keep_last}")
         if options.encrypt_to or options.encrypt_passphrase_file:
-            if not (options.export or options.leave_running) or options.export_stream is not None or \
-                    (options.export and is_stream(options.export)):
-                raise UsageError("only an archive written to a file can be encrypted",
+            if not (options.export or options.leave_running or options.export_stream is not None):
+                raise UsageError("only an archive can be encrypted, and a checkpoint in place is none",
                                  hint="add --export FILE, or --leave-running for a local checkpoint")
             options = options._replace(sealing=sealing_for(options.encrypt_to, options.encrypt_passphrase_file))
         if options.sign_key and not (options.export or options.export_stream is not None or options.leave_running):
@@ -489,21 +490,25 @@ class Checkpoints:
         frozen_since = [time.monotonic()]
         try:
             if target:
-                writer = archive.ArchiveWriter(target.target, compression=compression,
-                                       container=_archive_identity(container), signer=signer,
-                                       sealing=options.sealing, plain=os.path.join(work, SEALING_PLAIN))
-                entry = journal.update(directory, entry, archive_temp=writer.temp_path)
                 from ferry.checkpoint.archive.follow import FOLLOW_MIN   # loaded with the writer
                 # A container smaller than the follower's first stretch cannot
                 # give it one: no watch then (inotify, a thread, ~20 ms to close).
                 # Nor for -R: beside CRIU, compression would lengthen the freeze
                 # on two cores; the pages wait on the tmpfs until it is over.
-                if not target.stream and not options.leave_running and (memory is None or memory >= FOLLOW_MIN):
-                    # Compress while CRIU writes. A stream's head, written first,
-                    # would have to bound pages that do not exist yet: it waits
-                    # for the dump and states their exact total. (Bounding them
-                    # from the offer was tried for migrations: on this 2-core
-                    # machine the gap at 1 GiB did not shrink, CPU-bound.)
+                # A stream's head, written first, would have to bound pages that
+                # do not exist yet: it waits for the dump and states their exact
+                # total. (Bounding them from the offer was tried for migrations:
+                # on this 2-core machine the gap at 1 GiB did not shrink, CPU-bound.)
+                follows = not target.stream and not options.leave_running and (memory is None or
+                                                                                 memory >= FOLLOW_MIN)
+                # Encrypted, a followed archive grows in plain here until its
+                # head is filled in; else age encrypts it as it is written.
+                writer = archive.ArchiveWriter(target.target, compression=compression,
+                                               container=_archive_identity(container), signer=signer,
+                                               sealing=options.sealing,
+                                               plain=os.path.join(work, SEALING_PLAIN) if follows else None)
+                entry = journal.update(directory, entry, archive_temp=writer.temp_path)
+                if follows:   # compress while CRIU writes
                     writer.follow(images, IMAGES, _is_pages_image)
             phases.reached("checkpoint:begun")
             # A dump that has begun is not undone halfway: a signal waits
@@ -1360,7 +1365,8 @@ def _compression_of(target: Endpoint, explicit: str | None) -> str:
 def _import_source(options: RestoreOptions):
     """The archive to read, as an Endpoint (a context manager)."""
     if options.import_stream is not None:
-        return Endpoint(options.import_stream, "the migration stream")
+        stream = Endpoint(options.import_stream, "the migration stream")
+        return stream if options.keys is None else decrypted_endpoint(stream, options.keys)
     if options.image_layer:
         from ferry.checkpoint.archive.layerstream import layer_endpoint
         return layer_endpoint(options.image_layer, f"checkpoint image {options.image_name}")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 from ferry.checkpoint.archive.codecs import grow_pipe
+from ferry.checkpoint.encryption import Opening, Sealing
 from ferry.engine import journal
 from ferry.engine.checkpoints import CheckpointOptions, RestoreOptions
 from ferry.engine.listing import RUNNING
@@ -80,6 +81,7 @@ class MigrateOptions:
     keep_source: bool = False         # keep the stopped source container (its checkpoint dropped)
     lazy: bool = False                # post-copy: run there first, move the memory after
     through_agent: bool = False       # the memory in the archive, over the agent's connection
+    sealing: Sealing | None = None    # age-encrypt the archive, memory and all, to the destination's key
 
 
 @dataclass(frozen=True)
@@ -106,12 +108,13 @@ class MigrationResult:
 
 
 class Migrations:
-    def __init__(self, engine, *, allow_bind_mounts: bool = False):
+    def __init__(self, engine, *, allow_bind_mounts: bool = False, keys: Opening | None = None):
         self.engine = engine
         self.layout = engine.layout
         # The destination's policy (ferry serve --allow-bind-mounts): a migrated
         # container gets host paths only when this host's operator said so.
         self.allow_bind_mounts = allow_bind_mounts
+        self.keys = keys   # the agent's: what opens an encrypted migration (ferry serve --decrypt-key)
 
     # ---- records ----------------------------------------------------------------
     def _path(self, migration_id: str) -> str:
@@ -156,6 +159,10 @@ class Migrations:
                                "without bind mounts")
         if offer.lazy:
             _refuse_lazy(offer)
+        if offer.encrypted and self.keys is None:
+            raise Refused("the migration is encrypted, and this host's agent holds no key to open it",
+                          check="encryption", hint="start the destination's agent with --decrypt-key FILE "
+                                                   "(or --decrypt-passphrase-file FILE)")
         self._refuse_clashes(offer)
         self._refuse_short_room(offer)
         migration_id = os.urandom(16).hex()
@@ -328,7 +335,8 @@ class Migrations:
         options = RestoreOptions(import_stream=fd, name=offer.name, tcp_established=offer.tcp_established,
                                  ports=tuple(offer.ports) if offer.ports is not None else None,
                                  container_id=offer.container_id, adopt_lease=True,
-                                 allow_bind_mounts=self.allow_bind_mounts, lazy_from=lazy_from, pages_in=pages_in)
+                                 allow_bind_mounts=self.allow_bind_mounts, lazy_from=lazy_from, pages_in=pages_in,
+                                 keys=self.keys if offer.encrypted else None)
         try:
             restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
         except BaseException as failure:
@@ -418,6 +426,12 @@ class Migrations:
                            hint="only running containers migrate; restore or start it first")
         from ferry.engine.checkpoints import refuse_while_pages_arrive
         refuse_while_pages_arrive(containers.files(container.id), container.name)
+        if options.sealing is not None:
+            if options.lazy:
+                raise UsageError("--lazy cannot encrypt with age: its pages cross over CRIU's TLS, with keys made "
+                                 "for the migration", hint="migrate with --lazy or --encrypt-to, not both")
+            # age encrypts the archive only: the memory must travel inside it.
+            options = replace(options, through_agent=True)
         timings = Timings()
         # One-time TLS keys: always for lazy pages, which cross the network
         # on their own; for pushed pages when the agent's channel is TLS too.
@@ -537,7 +551,7 @@ class Migrations:
             bind_mounts=[v.source for v in container.config.binds],
             files_bound=files, source=source, lazy=options.lazy,
             page_server_cert=cert if options.lazy else None, push_pages=not (options.lazy or options.through_agent),
-            page_sender_cert=None if options.lazy else cert)
+            page_sender_cert=None if options.lazy else cert, encrypted=options.sealing is not None)
 
     def _send_image(self, agent, ticket: wire.MigrationTicket, image_id: str) -> None:
         """The layers the destination lacks, before anything is frozen."""
@@ -579,7 +593,7 @@ class Migrations:
                     checkpoint = self.engine.checkpoints.checkpoint(
                         container.id, CheckpointOptions(export_stream=write_fd, tcp_established=options.tcp_established,
                                                         compress="zstd", migration=ticket.id, lazy=lazy,
-                                                        push=push),
+                                                        push=push, sealing=options.sealing),
                         progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
                     timings.source = checkpoint.phases
                     if push and checkpoint.criu:

@@ -130,6 +130,9 @@ class MigrationOffer(Versioned):
     # from the archive; over TLS with this certificate as the client's, if given.
     push_pages: bool = False
     page_sender_cert: Certificate | None = None
+    # The archive stream is encrypted with age to a key the destination's
+    # agent holds (ferry serve --decrypt-key), the memory inside it.
+    encrypted: bool = False
 
 
 class MigrationTicket(Versioned):

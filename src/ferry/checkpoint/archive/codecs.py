@@ -23,7 +23,7 @@ import zstandard
 
 from ferry.checkpoint.archive.manifest import COMPRESSIONS, HINT_DAMAGED, HINT_FOREIGN, trailing, truncated
 from ferry.util import proc
-from ferry.util.errors import BadArchive, ToolError, UsageError
+from ferry.util.errors import BadArchive, FerryError, ToolError, UsageError
 
 CHUNK = 1 << 20            # unit of reads, hashing and decompressed output
 PIPELINE_DEPTH = 8         # chunks a gzip or plain archive is read ahead
@@ -726,6 +726,11 @@ def open_source(raw: RawInput, *, threaded: bool, use_pigz: bool) -> ChunkSource
         pigz = find_pigz() if use_pigz and raw.untouched else None
         source = PigzSource(raw.fd, pigz) if pigz else ZlibGzipSource(raw)
     else:
+        from ferry.checkpoint.encryption import ENVELOPE_MAGIC, kind_of
+        encrypted = kind_of(raw.peek(len(ENVELOPE_MAGIC)))
+        if encrypted:
+            raise FerryError(f"the archive is encrypted ({encrypted})",
+                             hint="give --decrypt-key FILE or --decrypt-passphrase-file FILE")
         source = PlainSource(raw)
     # zstd frames decompress in their own pool already. A pipe's reads
     # stay in the caller's thread: a thread blocked on a stalled writer

@@ -147,13 +147,14 @@ class _Room(NamedTuple):
 
 
 class _FileTarget:
-    """A path: a 0600 temp file beside it, renamed into place by finish()."""
+    """A path: a 0600 temp file beside it, renamed into place by finish().
+    With `sealing`, age encrypts what is written on its way into the file:
+    such a target cannot be sought."""
 
-    seekable = True
-
-    def __init__(self, path: str):
+    def __init__(self, path: str, sealing=None):
         self.path = self.name = path
         self._directory = os.path.dirname(os.path.abspath(path))
+        self._encryptor = None
         try:
             # mkstemp creates the file 0600, so process memory is never readable by others.
             self.fd, self.temp = tempfile.mkstemp(dir=self._directory, prefix=f".{os.path.basename(path)}.",
@@ -162,6 +163,15 @@ class _FileTarget:
             raise NotFound(f"cannot write {path}: directory {self._directory} does not exist") from None
         except OSError as exc:
             raise from_os_error(exc, f"cannot write {path}") from None
+        self.file_fd = self.fd
+        self.seekable = sealing is None
+        if sealing is not None:
+            try:
+                self._encryptor = sealing.start(self.file_fd)
+            except BaseException:
+                self.abort()
+                raise
+            self.fd = self._encryptor.fd
 
     def room(self, placeholder: bytes) -> _Room:
         """Write `placeholder` where fill() will put bytes of the same length."""
@@ -181,19 +191,25 @@ class _FileTarget:
         os.lseek(self.fd, 0, os.SEEK_SET)
 
     def finish(self) -> int:
+        if self._encryptor is not None:
+            self._encryptor.finish()     # closes self.fd, the pipe into age
+            self._encryptor, self.fd = None, self.file_fd
         os.fsync(self.fd)
         size = os.fstat(self.fd).st_size
         os.close(self.fd)
-        self.fd = -1
+        self.fd = self.file_fd = -1
         os.replace(self.temp, self.path)
         self.temp = None    # the archive is in place: abort() leaves it alone
         fsync_dir(self._directory)
         return size
 
     def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self._encryptor is not None:
+            self._encryptor.abort()
+            self._encryptor = None
+        if self.file_fd >= 0:
+            os.close(self.file_fd)
+        self.fd = self.file_fd = -1
         if self.temp is not None:   # a failed rename too leaves no temp file
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.temp)
@@ -201,14 +217,15 @@ class _FileTarget:
 
 
 class _SealedFileTarget(_FileTarget):
-    """A path, encrypted (checkpoint.encryption): the archive grows in plain at
-    `plain` (a file in ferry's own work dir, root's alone), where rooms can be
-    filled in; finish() encrypts it into the temp file beside the path, which
-    is synced and renamed into place as an unencrypted archive is."""
+    """A path, encrypted, where the writer follows growing files and so must
+    fill the head in last: the archive grows in plain at `plain` (a file in
+    ferry's own work dir, root's alone), and finish() has age encrypt it into
+    the temp file beside the path, which is synced and renamed into place as
+    an unencrypted archive is."""
 
     def __init__(self, path: str, plain: str, sealing):
         super().__init__(path)
-        self.sealed_fd, self.plain, self.sealing = self.fd, plain, sealing
+        self.sealing, self.plain = sealing, plain
         try:
             self.fd = os.open(plain, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -218,17 +235,18 @@ class _SealedFileTarget(_FileTarget):
 
     def finish(self) -> int:
         os.lseek(self.fd, 0, os.SEEK_SET)
-        with os.fdopen(os.dup(self.fd), "rb") as source, os.fdopen(os.dup(self.sealed_fd), "wb") as sink:
-            self.sealing.seal(source, sink)
+        self._encryptor = self.sealing.start(self.file_fd, source=self.fd)
+        self._encryptor.finish()
+        self._encryptor = None
         os.close(self.fd)
-        self.fd, self.sealed_fd = self.sealed_fd, -1
+        self.fd = self.file_fd
         os.unlink(self.plain)
         return super().finish()
 
     def abort(self) -> None:
-        if self.sealed_fd >= 0:
-            os.close(self.sealed_fd)
-            self.sealed_fd = -1
+        if self.fd >= 0 and self.fd != self.file_fd:
+            os.close(self.fd)
+        self.fd = -1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.plain)
         super().abort()
@@ -237,23 +255,33 @@ class _SealedFileTarget(_FileTarget):
 class _StreamTarget:
     """A file descriptor (a pipe, a socket): the caller's to close; never
     sought, never synced, and a writer that stops short leaves it without
-    the trailer, which readers refuse."""
+    the trailer, which readers refuse. With `sealing`, age encrypts what is
+    written on its way into the stream."""
 
     seekable = False
     path = temp = None
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, sealing=None):
         self.fd = fd
         self.name = f"the archive stream (fd {fd})"
+        self._encryptor = sealing.start(fd) if sealing is not None else None
+        if self._encryptor is not None:
+            self.fd = self._encryptor.fd
 
     def restart(self, why: str) -> None:
         raise FerryError(f"cannot write {self.name}: {why}",
                          hint="nothing may write into a checkpoint while it is archived; checkpoint again")
 
     def finish(self) -> None:
+        if self._encryptor is not None:
+            self._encryptor.finish()
+            self._encryptor = None
         self.fd = -1
 
     def abort(self) -> None:
+        if self._encryptor is not None:
+            self._encryptor.abort()
+            self._encryptor = None
         self.fd = -1
 
 
@@ -273,6 +301,11 @@ class ArchiveWriter:
     that follows files (it must be written before they are known); the writer
     fails, in one line, rather than exceed it. A file's head gets the exact
     total, and so does a stream's when nothing was followed.
+
+    `sealing` (encryption.Sealing) encrypts the archive with age. A sealed
+    path that will follow files needs `plain`, a private file where the
+    archive grows unencrypted until its head is filled in; without it, and
+    for a stream, age encrypts what is written as it goes.
     """
 
     def __init__(self, target: str | int, *, container: dict, compression: str, host: HostInfo | None = None,
@@ -300,13 +333,11 @@ class ArchiveWriter:
         self._streamed: list[_Streamed] = []
         self._follower: Follower | None = None
         if isinstance(target, int):
-            if sealing is not None:
-                raise UsageError("an encrypted archive is written to a file, not to a stream")
-            self._target = _StreamTarget(target)
-        elif sealing is not None:
-            self._target = _SealedFileTarget(target, plain, sealing)   # `plain`: where it grows unencrypted
+            self._target = _StreamTarget(target, sealing)
+        elif sealing is not None and plain is not None:
+            self._target = _SealedFileTarget(target, plain, sealing)
         else:
-            self._target = _FileTarget(target)
+            self._target = _FileTarget(target, sealing)
         self.path = self._target.path
 
     @property
