@@ -167,3 +167,51 @@ def test_a_killed_R_checkpoint_leaves_a_listed_checkpoint_or_nothing(host):
     _one_error(host("container", "restore", "cut", check=False), "container 'cut' is running")
     host("rm", "-f", "cut")
     assert not os.path.exists(directory)
+
+
+VOLUME_COUNTER = ("i=0; while true; do i=$((i+1)); echo $i > /data/count.new; "
+                  "mv -f /data/count.new /data/count; sleep 0.05; done")
+
+
+def _volume_count(host: Ferry, volume: str) -> int:
+    path = os.path.join(host.root, "volumes", volume, "_data", "count")
+    return int(open(path).read().strip() or 0)
+
+
+def test_a_crashed_container_comes_back_with_its_volume_as_its_checkpoint_saw_it(host):
+    """The memory restored saw the volume's files at the checkpoint: the volume
+    rolls back with it, as the root filesystem does. One another container
+    mounts too is refused, unless -v re-states it as it is here."""
+    container_id = host("run", "-d", "--name", "keeper", "-v", "keeperdata:/data", "busybox", "sh", "-c",
+                        VOLUME_COUNTER).stdout.strip()
+    host.seen.add(container_id)
+    wait_for(lambda: os.path.exists(os.path.join(host.root, "volumes", "keeperdata", "_data", "count"))
+             and _volume_count(host, "keeperdata") > 5, "keeper to count into its volume")
+    host("container", "checkpoint", "keeper", "-R")
+    [checkpoint] = _listed(host, "keeper")
+    wait_for(lambda: _volume_count(host, "keeperdata") > 60, "keeper to count on")
+    data = os.path.join(host.root, "volumes", "keeperdata", "_data")
+    with open(os.path.join(data, "later"), "w") as f:   # written after the checkpoint
+        f.write("after\n")
+    _crash(host, "keeper")
+    after_crash = _volume_count(host, "keeperdata")
+    # Another container shares the volume: rolling it back would change its files.
+    sharer = host("run", "-d", "--name", "sharer", "-v", "keeperdata:/shared", "busybox", "sleep", "600").stdout.strip()
+    host.seen.add(sharer)
+    _one_error(host("container", "restore", "keeper", check=False), "is mounted by sharer too")
+    assert host.inspect("keeper")["State"]["Status"] == "exited" and _volume_count(host, "keeperdata") == after_crash
+    host("rm", "-f", "sharer")
+    host("container", "restore", "keeper")
+    assert host.inspect("keeper")["State"]["Status"] == "running"
+    rolled_back = host("exec", "keeper", "cat", "/data/count").stdout.strip()
+    assert int(rolled_back) < after_crash   # the checkpoint's count (or a few steps on), not the crash's
+    assert not os.path.exists(os.path.join(data, "later"))
+    assert os.listdir(os.path.dirname(data)) == ["_data"]   # what it held before is not kept once it runs
+    # -v re-states the volume as it is here: its files stay.
+    with open(os.path.join(data, "later"), "w") as f:
+        f.write("after\n")
+    _crash(host, "keeper")
+    host("container", "restore", "keeper", "--checkpoint", checkpoint["Id"], "-v", "keeperdata:/data")
+    assert host("exec", "keeper", "cat", "/data/later").stdout == "after\n"
+    host("rm", "-f", "keeper")
+    host("volume", "rm", "keeperdata")

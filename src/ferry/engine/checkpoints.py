@@ -957,13 +957,15 @@ class Checkpoints:
                     raise BadArchive(f"the archive holds container {saved.id[:12]}, not "
                                      f"{options.container_id[:12]}", hint=HINT_FORGED)
                 image = self._image_for(head.container, options)
-            config, granted = self._config_for_target(saved.config, options, restated)
+            own_volumes = self._own_volumes(saved.config, options, restated)
+            config, granted = self._config_for_target(saved.config, options, restated, own_volumes)
             self._check_disk_for_files(staging, options)
             if options.replace:
                 # Checked whole: only now does the stopped container give up its place.
                 with contextlib.suppress(NotFound):
                     self.containers.discard(container_id)
             fresh = [v.source for v in config.named_volumes if not self.containers.volumes.exists(v.source)]
+            set_aside: list[str] = []
             container = self._insert_restored(name or saved.name, image, config, options, undo, container_id,
                                               scratch, kept_id=container_id == saved.id)
             directory = self.containers.dir(container.id)
@@ -980,6 +982,8 @@ class Checkpoints:
                     apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), files.upper, deleted)
                 if not options.ignore_volumes:
                     self._fill_volumes(fresh, staging)
+                    for volume in own_volumes:
+                        set_aside.append(self._roll_back_volume(volume, staging, undo))
                 if config.profile.shm_dir:
                     rootfs.make_shm_dir(files.shm)
                     if os.path.exists(os.path.join(staging, DEVSHM)):
@@ -1018,6 +1022,8 @@ class Checkpoints:
                         raise
                 criu = _restore_stats(images, work)
                 undo.steps.clear()
+                for aside in set_aside:
+                    remove_tree_later(aside)
                 journal.finish(directory)
         except BaseException:
             undo.run()
@@ -1141,10 +1147,53 @@ class Checkpoints:
                                    missing=f"{what} is not in this root",
                                    hint="load it with 'ferry load -i FILE', or pass --image-archive FILE")
 
+    def _own_volumes(self, config: ContainerConfig, options: RestoreOptions,
+                     restated: tuple[VolumeSpec, ...]) -> tuple[str, ...]:
+        """The named volumes a restore in place of its own container rolls back
+        to the checkpoint's content, as it does the root filesystem: the memory
+        it restores saw those files (CRIU checks an open file's size). Only
+        volumes no other container mounts; -v re-states one as it is here."""
+        if not (options.replace and options.container_id) or options.ignore_volumes:
+            return ()
+        restated_at = {v.destination for v in restated}
+        volumes = self.containers.volumes
+        own = []
+        for volume in config.named_volumes:
+            if volume.destination in restated_at or not volumes.exists(volume.source):
+                continue
+            others = [n for n in self.containers.users_of_volume(volume.source) if n != options.name]
+            if others:
+                raise Conflict(f"volume {volume.source!r} of the checkpoint is mounted by {', '.join(others)} too, "
+                               "and rolling it back would change their files",
+                               hint=f"re-state it with -v {volume.source}:{volume.destination} to mount it as it is "
+                                    "(its content in the checkpoint is then not restored)")
+            own.append(volume.source)
+        return tuple(own)
+
+    def _roll_back_volume(self, name: str, staging: str, undo: Undo) -> str:
+        """Volume `name` with the checkpoint's content. What it held is set
+        aside (returned) until the container runs, and put back if the restore
+        fails; one a killed restore set aside is put back first."""
+        data = self.containers.volumes.data_dir(name)
+        aside = f"{data}.before-restore"
+        if os.path.isdir(aside):
+            remove_tree(data)
+            os.rename(aside, data)
+        mode = stat.S_IMODE(os.stat(data).st_mode)
+        os.rename(data, aside)
+        undo.push(_put_back, aside, data)
+        os.mkdir(data, mode)
+        tar_path = os.path.join(staging, VOLUMES, f"{name}.tar")
+        if os.path.exists(tar_path):
+            apply_tree_diff(tar_path, data, ())
+        return aside
+
     def _config_for_target(self, config: ContainerConfig, options: RestoreOptions,
-                           restated: tuple[VolumeSpec, ...]) -> tuple[ContainerConfig, tuple[VolumeSpec, ...]]:
-        """The archived config made this host's: its network, ports and mounts.
-        Returns it with the bind mounts granted by --allow-bind-mounts."""
+                           restated: tuple[VolumeSpec, ...],
+                           own_volumes: tuple[str, ...] = ()) -> tuple[ContainerConfig, tuple[VolumeSpec, ...]]:
+        """The archived config made this host's: its network, ports and mounts
+        (`own_volumes` are this container's to roll back). Returns it with the
+        bind mounts granted by --allow-bind-mounts."""
         from ferry.network.ports import parse_port
         networks = self.containers.networks
         changes: dict = {}
@@ -1163,7 +1212,7 @@ class Checkpoints:
         if options.ignore_volumes:
             archived = tuple(v for v in archived if v.kind != "volume")
         volumes, granted = mounts_for_target(archived, restated, options.allow_bind_mounts,
-                                              self.containers.volumes.exists)
+                                              lambda n: n not in own_volumes and self.containers.volumes.exists(n))
         for volume in volumes:
             if volume.kind == "bind" and not os.path.exists(volume.source):
                 raise NotFound(f"host path {volume.source!r} mounted at {volume.destination} does not exist here",
@@ -1189,6 +1238,11 @@ class Checkpoints:
         shutil.copyfile(log, kept)
         error.hint = f"CRIU's log is kept at {kept}"
         return error
+
+
+def _put_back(aside: str, data: str) -> None:
+    remove_tree(data)
+    os.rename(aside, data)
 
 
 def mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSpec, ...], allow_binds: bool,
