@@ -518,18 +518,24 @@ def test_an_image_the_destination_lacks_goes_first_as_its_missing_layers(hosts, 
         ferry("rmi", "localhost/only-a:1")
 
 
+def _holding_a_secret(a: Ferry, b: Ferry, name: str) -> tuple[str, dict]:
+    """A counter in A whose shell's memory holds a fresh secret; its ID seen by both roots."""
+    secret = secrets.token_hex(24)
+    a("run", "-d", "--name", name, "busybox", "sh", "-c", f"S={secret}; {COUNTER}")
+    info = a.inspect(name)
+    for ferry in (a, b):
+        ferry.seen.add(info["Id"])
+    wait_for(lambda: count(a, name) > 5, "the counter to count")
+    return secret, info
+
+
 def test_the_pages_travel_as_protected_as_the_agent_s_channel(hosts, workdir):
     """Behind a plain-http agent the page server's stream is as clear as the
     archive would be (the secret shows: the capture can see it); behind an
     https one it is CRIU's TLS, and the secret never shows."""
     from tests.support.sniff import Capture
     a, b, agents = hosts
-    secret = secrets.token_hex(24)
-    a("run", "-d", "--name", "secret", "busybox", "sh", "-c", f"S={secret}; {COUNTER}")
-    info = a.inspect("secret")
-    for ferry in (a, b):
-        ferry.seen.add(info["Id"])
-    wait_for(lambda: count(a, "secret") > 5, "the counter to count")
+    secret, info = _holding_a_secret(a, b, "secret")
     t, tls_agent, cert = _tls_agent(workdir)
     t.seen = {info["Id"]}
     try:
@@ -575,12 +581,7 @@ def test_an_encrypted_migration_opens_only_with_the_destination_agent_s_key(host
     mine, other = x25519.Identity.generate(), x25519.Identity.generate()
     key = workdir / "agent.key"
     key.write_text(f"{mine}\n")
-    secret = secrets.token_hex(24)
-    a("run", "-d", "--name", "sealed", "busybox", "sh", "-c", f"S={secret}; {COUNTER}")
-    info = a.inspect("sealed")
-    for ferry in (a, b):
-        ferry.seen.add(info["Id"])
-    wait_for(lambda: count(a, "sealed") > 5, "the counter to count")
+    secret, info = _holding_a_secret(a, b, "sealed")
     # An agent that holds no key refuses at the offer, before anything is frozen.
     refused = migrate(a, "sealed", agent, "--encrypt-to", str(mine.to_public()), check=False)
     assert refused.returncode == 125 and "holds no key" in refused.stderr and "--decrypt-key" in refused.stderr

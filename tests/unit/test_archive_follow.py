@@ -354,3 +354,27 @@ def test_an_archive_of_complete_files_compresses_its_records_too(tmp_path):
     assert records[CHECKSUMS_NAME].size > result.size
     read_archive(result.path, str(tmp_path / "dest"))
     assert (tmp_path / "dest" / "checkpoint" / "core-39.img").read_bytes() == b"core " * 20
+
+
+def test_a_mapped_frame_whose_view_lingers_is_left_to_unmap_itself(tmp_path, monkeypatch):
+    """ThreadPoolExecutor's worker drops its work item (and the view of the
+    pages it compressed) only after it has set the result: closing the
+    mapping in that instant raised BufferError and failed a checkpoint."""
+    import hashlib
+    pages = tmp_path / "pages-1.img"
+    pages.write_bytes(os.urandom(1 << 16) * 4)
+    lingering = []
+    sink_fd = os.open(tmp_path / "out.zst", os.O_WRONLY | os.O_CREAT, 0o600)
+    sink = codecs.ZstdSink(sink_fd, None)
+    compress = sink._compress
+
+    def compress_and_keep_the_view(data):
+        lingering.append(data)   # as a work item not yet dropped would
+        return compress(data)
+    monkeypatch.setattr(sink, "_compress", compress_and_keep_the_view)
+    with open(pages, "rb") as source:
+        sink.write_mapped(source.fileno(), 0, pages.stat().st_size, hashlib.sha256())
+        sink.finish()
+    os.close(sink_fd)
+    assert lingering and zstandard.ZstdDecompressor().decompressobj().decompress(
+        (tmp_path / "out.zst").read_bytes()) == pages.read_bytes()

@@ -20,6 +20,8 @@ Two ways to hold the key:
   the block, then the age stream. Both parts are age's; ferry adds no cryptography.
 
 Keys reach age through a memfd (/dev/fd/N), never a command line or a file.
+age runs in a session of its own: a dropped terminal's SIGHUP is ferry's to
+act on (it may defer it), and a ferry that dies leaves age its pipe's end.
 What ferry reads here may be forged: sizes are bounded before anything is
 allocated, and a wrong key or a changed byte is one line, with nothing restored.
 """
@@ -28,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
+import threading
 from typing import NamedTuple
 
 from ferry.util import proc
@@ -41,6 +45,7 @@ MAX_KEY_BLOCK = 4096          # the passphrase-encrypted identity: about 250 byt
 MAX_KEY_FILE = 64 << 10       # a recipients, identity or passphrase file
 RECIPIENT, PASSPHRASE = "age recipients", "age passphrase"
 WRONG_KEY_SIGN = "no identity matched"   # what age says when no key opens the archive
+WRITEBACK_EVERY = 0.1                    # seconds between writeback hints while age writes a file
 
 
 def age_binary() -> str:
@@ -79,7 +84,9 @@ class Encryptor:
     """`age -e` in its own process, writing into `sink` (from the current
     offset, after the passphrase mode's key block): from `source` when given
     (a file, read to its end), else from the pipe `fd`, which the writer feeds
-    and finish() closes."""
+    and finish() closes. Into a file, the kernel is told to write age's
+    output out as it comes, as the writer does its own (codecs.start_writeback):
+    the fsync at the end then waits for the last of it, not all."""
 
     def __init__(self, sealing: Sealing, sink: int, source: int | None = None):
         from ferry.checkpoint.archive.codecs import grow_pipe, write_all
@@ -94,23 +101,43 @@ class Encryptor:
         try:
             self._process = proc.spawn([age_binary(), "-e", "-R", f"/dev/fd/{keys}"], desc="age encryption",
                                        stdin=subprocess.PIPE if source is None else source, stdout=sink,
-                                       stderr=subprocess.PIPE, pass_fds=(keys,))
+                                       stderr=subprocess.PIPE, pass_fds=(keys,), new_session=True)
         finally:
             os.close(keys)
         self.fd = self._process.stdin.fileno() if source is None else -1
         if source is None:
             grow_pipe(self.fd)
+        self._ended = threading.Event()
+        self._writeback = None
+        if stat.S_ISREG(os.fstat(sink).st_mode):
+            self._writeback = threading.Thread(target=self._write_back, args=(sink,), name="ferry-age-writeback",
+                                               daemon=True)
+            self._writeback.start()
+
+    def _write_back(self, sink: int) -> None:
+        from ferry.checkpoint.archive.codecs import start_writeback
+        while not self._ended.wait(WRITEBACK_EVERY):
+            start_writeback(sink)
+
+    def _stop_writeback(self) -> None:
+        self._ended.set()
+        if self._writeback is not None:
+            self._writeback.join()
+            self._writeback = None
 
     def finish(self) -> None:
         if self._process.stdin is not None:
             self._process.stdin.close()
-        if self._process.wait() != 0:
+        code = self._process.wait()
+        self._stop_writeback()
+        if code != 0:
             raise FerryError(f"cannot encrypt the archive: age failed: {_said(self._process)}")
         self._process.stderr.close()
 
     def abort(self) -> None:
         from ferry.checkpoint.archive.codecs import end_process
         end_process(self._process)
+        self._stop_writeback()
 
 
 class Opening(NamedTuple):
@@ -317,7 +344,8 @@ def _decrypting(source: int, name: str, kind: str | None, keys: Opening):
     key = _key_fd("ferry-age-identity", keys.identity_for(source, name, kind))
     try:
         process = proc.spawn([age_binary(), "-d", "-i", f"/dev/fd/{key}"], desc="age decryption",
-                             stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(key,))
+                             stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(key,),
+                             new_session=True)
     finally:
         os.close(key)
     grow_pipe(process.stdout.fileno())

@@ -507,7 +507,11 @@ class ZstdSink(Sink):
         write_all(self._fd, frame.result())
         start_writeback(self._fd)
         if isinstance(owner, mmap.mmap):
-            owner.close()
+            # The pool's worker holds its view of the pages for an instant after
+            # the result is set (until its work item goes): then the last view
+            # to go unmaps them. (A checkpoint failed with BufferError here.)
+            with contextlib.suppress(BufferError):
+                owner.close()
         else:
             self._free.append(owner)
 
