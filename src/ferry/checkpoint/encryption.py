@@ -58,10 +58,9 @@ def age_binary() -> str:
 
 def _key_fd(name: str, text: str) -> int:
     """A memfd holding `text`, for age to open as /dev/fd/N."""
+    from ferry.checkpoint.archive.codecs import write_all
     fd = os.memfd_create(name)
-    data = text.encode()
-    while data:
-        data = data[os.write(fd, data):]
+    write_all(fd, text.encode())
     return fd
 
 
@@ -248,6 +247,15 @@ def sealing(encrypt_to: tuple[str, ...], passphrase_file: str | None) -> Sealing
     if not recipients:
         raise UsageError("--encrypt-to names no recipient")
     return Sealing(recipients=tuple(recipients))
+
+
+def sealing_argv(encrypt_to: tuple[str, ...], passphrase_file: str | None) -> list[str]:
+    """The same encryption options for a ferry command that runs elsewhere
+    (a schedule's, a drain's): files by absolute path, never their keys."""
+    argv = []
+    for given in encrypt_to:
+        argv += ["--encrypt-to", given if given.startswith(("age1", "ssh-")) else os.path.abspath(given)]
+    return argv + (["--encrypt-passphrase-file", os.path.abspath(passphrase_file)] if passphrase_file else [])
 
 
 def opening(decrypt_keys: tuple[str, ...], passphrase_file: str | None) -> Opening | None:

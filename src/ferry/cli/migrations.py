@@ -136,7 +136,7 @@ def _drain(args) -> int:
     if not 1 <= args.parallel <= 16:
         raise UsageError("--parallel must be between 1 and 16")
     token_file = _token_file(args)
-    from ferry.checkpoint.encryption import sealing
+    from ferry.checkpoint.encryption import sealing, sealing_argv
     sealing(tuple(args.encrypt_to), args.encrypt_passphrase_file)   # its keys, checked before anything moves
     engine = engine_of(args)
     moving = drain.plan(engine.containers.list(all_states=False), engine.containers.runc)
@@ -152,10 +152,7 @@ def _drain(args) -> int:
     forwarded += [flag for flag, on in (("--tcp-established", args.tcp_established), ("--lazy", args.lazy),
                                          ("--keep-source", args.keep_source),
                                          ("--through-agent", args.through_agent)) if on]
-    for given in args.encrypt_to:
-        forwarded += ["--encrypt-to", given if given.startswith(("age1", "ssh-")) else os.path.abspath(given)]
-    if args.encrypt_passphrase_file:
-        forwarded += ["--encrypt-passphrase-file", os.path.abspath(args.encrypt_passphrase_file)]
+    forwarded += sealing_argv(tuple(args.encrypt_to), args.encrypt_passphrase_file)
 
     def report(outcome) -> None:
         print(f"{outcome.name}: {outcome.detail}" if outcome.ok else f"{outcome.name}: failed: {outcome.detail}",
@@ -179,7 +176,6 @@ def _drain(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from ferry.engine.migrations import MigrateOptions
     from ferry.migration.client import read_token
     signals.install()
     if args.pre_copy:
@@ -193,9 +189,8 @@ def cmd_migrate(args) -> int:
     if args.lazy and args.through_agent:
         raise UsageError("--lazy and --through-agent exclude each other: a lazy migration's memory always "
                          "comes from a page server here")
-    if args.lazy and (args.encrypt_to or args.encrypt_passphrase_file):
-        raise UsageError("--lazy cannot encrypt with age: its pages cross over CRIU's TLS, with keys made for the "
-                         "migration", hint="migrate with --lazy or --encrypt-to, not both")
+    from ferry.engine.migrations import MigrateOptions, refuse_lazy_sealing
+    refuse_lazy_sealing(args.lazy, bool(args.encrypt_to or args.encrypt_passphrase_file))
     if args.all or args.dry_run or args.keep_going or args.parallel != 1:
         return _drain(args)
     if not args.container:

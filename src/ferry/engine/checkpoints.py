@@ -28,7 +28,7 @@ from ferry.checkpoint.archive.endpoints import Endpoint, export_endpoint, is_str
 from ferry.checkpoint.foreign_layout import podman_identity
 from ferry.checkpoint import podman_shape
 from ferry.checkpoint.encryption import (Opening, Sealing, archive_source, decrypted_endpoint, opening,
-                                         sealing as sealing_for)
+                                         sealing as sealing_for, sealing_argv)
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.checkpoint_store import ARCHIVE, LOCAL, CheckpointEntry, check_pattern, fill_pattern, to_keep
 from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
@@ -300,12 +300,9 @@ class Checkpoints:
                     container.id, "--leave-running"]
             for flag, value in (("--file-pattern", pattern), ("--keep-last", options.keep_last),
                                 ("--compress", options.compress),
-                                ("--sign-key", options.sign_key and os.path.abspath(options.sign_key)),
-                                ("--encrypt-passphrase-file",
-                                 options.encrypt_passphrase_file and os.path.abspath(options.encrypt_passphrase_file))):
+                                ("--sign-key", options.sign_key and os.path.abspath(options.sign_key))):
                 argv += [flag, str(value)] if value else []
-            for given in options.encrypt_to:
-                argv += ["--encrypt-to", given if given.startswith(("age1", "ssh-")) else os.path.abspath(given)]
+            argv += sealing_argv(options.encrypt_to, options.encrypt_passphrase_file)
             for flag, given in (("--tcp-established", options.tcp_established),
                                 ("--ignore-rootfs", options.ignore_rootfs),
                                 ("--ignore-volumes", options.ignore_volumes)):

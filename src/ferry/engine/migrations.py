@@ -427,9 +427,7 @@ class Migrations:
         from ferry.engine.checkpoints import refuse_while_pages_arrive
         refuse_while_pages_arrive(containers.files(container.id), container.name)
         if options.sealing is not None:
-            if options.lazy:
-                raise UsageError("--lazy cannot encrypt with age: its pages cross over CRIU's TLS, with keys made "
-                                 "for the migration", hint="migrate with --lazy or --encrypt-to, not both")
+            refuse_lazy_sealing(options.lazy, True)
             # age encrypts the archive only: the memory must travel inside it.
             options = replace(options, through_agent=True)
         timings = Timings()
@@ -747,6 +745,12 @@ class Migrations:
                 containers.remove(container_id, force=True)
         except FerryError as exc:
             log.warning("the container runs on the destination, but its copy here was not removed: %s", exc)
+
+
+def refuse_lazy_sealing(lazy: bool, sealed: bool) -> None:
+    if lazy and sealed:
+        raise UsageError("--lazy cannot encrypt with age: its pages cross over CRIU's TLS, with keys made for the "
+                         "migration", hint="migrate with --lazy or --encrypt-to, not both")
 
 
 def _bind_address(address: str | None) -> str:
