@@ -99,7 +99,7 @@ def _config_with(**changes) -> dict:
                   {"kind": "bind", "source": "/b", "destination": "/d", "readonly": False}]}, "same destination"),
 ])
 def test_a_forged_field_is_refused(changes, needle):
-    with pytest.raises(ValueError, match=None) as caught:
+    with pytest.raises(ValueError) as caught:
         ContainerConfig.from_dict(_config_with(**changes))
     assert needle in str(caught.value), caught.value
 
@@ -175,3 +175,36 @@ def network_status_json(config: ContainerConfig) -> str:
     """network.status as ferry wrote it before podman's shape."""
     return json.dumps({"network": config.network, "ip": config.ip, "mac": config.mac,
                        "ports": [p.to_dict() for p in config.ports]}, indent=1)
+
+
+def test_extras_are_written_only_when_set_and_read_back():
+    """Records written before labels have no "extras" key, and read the same."""
+    from ferry.engine.runextras import RunExtras
+    assert "extras" not in CONFIG.to_dict() and "host" not in CONFIG.to_dict()
+    labelled = CONFIG._replace(extras=RunExtras(labels=(("tier", "cache"), ("empty", ""))))
+    assert labelled.to_dict()["extras"] == {"labels": [["tier", "cache"], ["empty", ""]]}
+    assert ContainerConfig.from_json(labelled.to_json()) == labelled
+    assert labelled.extras.label_map == {"tier": "cache", "empty": ""}
+
+
+@pytest.mark.parametrize("extras, needle", [
+    ({"labels": "tier=cache"}, "labels must be a list"),
+    ({"labels": [["a", "b", "c"]]}, "[key, value] pair"),
+    ({"labels": [["a", 1]]}, "not a string without NUL"),
+    ({"labels": [["", "x"]]}, "not a label name"),
+    ({"labels": [["a=b", "x"]]}, "not a label name"),
+    ({"labels": [["a", "x"], ["a", "y"]]}, "appears twice"),
+    ({"labels": [["a", "x"]] * 1025}, "at most 1024"),
+    ({"nosuch": 1}, "unknown"),
+    ([], "must be an object"),
+], ids=repr)
+def test_forged_extras_are_refused(extras, needle):
+    data = dict(CONFIG.to_dict(), extras=extras)
+    with pytest.raises(ValueError) as caught:
+        ContainerConfig.from_dict(data)
+    assert needle in str(caught.value)
+
+
+def test_forged_host_config_is_refused():
+    with pytest.raises(ValueError, match="unknown"):
+        ContainerConfig.from_dict(dict(CONFIG.to_dict(), host={"privileged": True, "nosuch": 1}))

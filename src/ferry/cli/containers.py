@@ -74,6 +74,10 @@ def _run_flags(p) -> None:
     p.add_argument("-h", "--hostname", help="the container's host name")
     p.add_argument("-u", "--user", help="USER[:GROUP], names from the image's /etc/passwd and "
                    "/etc/group, or UID[:GID]")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="set metadata on the container")
+    # (host config flags go here)
+    # (extras flags go here)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -214,7 +218,7 @@ def cmd_run(args) -> int:
         ports=tuple(args.publish), env=tuple(args.env), volumes=tuple(args.volume), rm=args.rm,
         ip=args.ip, mac=args.mac, workdir=args.workdir, entrypoint=args.entrypoint,
         network=tuple(args.network) if args.network else None, tty=args.tty, interactive=args.interactive, hostname=args.hostname,
-        user=args.user)
+        user=args.user, labels=tuple(args.label))
     if args.tty and not args.detach and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
     container = engine.containers.run(options)
@@ -451,7 +455,7 @@ def inspect_container(engine: Engine, c: ContainerRecord) -> dict:
         "Name": c.name, "OCIRuntime": "runc", "Mounts": mounts,
         "Config": {"Hostname": config["hostname"], "Env": list(config["env"]), "Cmd": list(config["command"]),
                    "WorkingDir": config["workdir"], "User": config["user"], "Tty": config["tty"],
-                   "OpenStdin": config["interactive"],
+                   "OpenStdin": config["interactive"], "Labels": dict(config.get("extras", {}).get("labels", [])),
                    "StopSignal": signals.number_of(config["stop_signal"]) or config["stop_signal"]},
         "NetworkSettings": {"IPAddress": config["ip"], "MacAddress": config["mac"], "Ports": ports,
                             "Networks": {config["network"]: {"IPAddress": config["ip"],

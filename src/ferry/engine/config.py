@@ -18,6 +18,8 @@ import signal as posix_signals
 from datetime import datetime
 from typing import NamedTuple
 
+from ferry.engine.hostconfig import DEFAULT_HOST, HostConfig
+from ferry.engine.runextras import NO_EXTRAS, RunExtras
 from ferry.engine.volumes import VolumeSpec
 from ferry.network.ports import PortMapping
 from ferry.store import ids
@@ -43,6 +45,7 @@ CONFIG_KEYS = ("image", "image_digest", "args", "command", "env", "workdir", "us
                "network", "ip", "mac", "ports", "volumes", "stop_signal", "rm", "tty", "interactive")
 PROFILE = "profile"     # written only when not ferry's own, so older records still read
 STATIC_MAC = "static_mac"   # written only when true, for the same reason
+HOST, EXTRAS = "host", "extras"   # written only when not empty, for the same reason
 PROFILE_KEYS = ("cgroupns", "no_new_privileges", "shm_dir", "containerenv")
 
 
@@ -97,6 +100,8 @@ class ContainerConfig(NamedTuple):
     interactive: bool
     profile: SpecProfile = FERRY_PROFILE
     static_mac: bool = False          # the user chose the MAC (--mac-address): a restore keeps it or refuses
+    host: HostConfig = DEFAULT_HOST   # what run asked of the host beyond ferry's defaults
+    extras: RunExtras = NO_EXTRAS     # labels, hosts entries, DNS, restart policy, init
 
     def _check(self):
         if not isinstance(self.image, str) or not IMAGE_REF_RE.match(self.image):
@@ -140,6 +145,10 @@ class ContainerConfig(NamedTuple):
             raise ValueError("profile must be a SpecProfile")
         if not isinstance(self.static_mac, bool):
             raise ValueError("static_mac must be true or false")
+        if not isinstance(self.host, HostConfig):
+            raise ValueError("host must be a HostConfig")
+        if not isinstance(self.extras, RunExtras):
+            raise ValueError("extras must be a RunExtras")
 
     def to_dict(self) -> dict:
         data = {key: getattr(self, key) for key in CONFIG_KEYS}
@@ -149,6 +158,9 @@ class ContainerConfig(NamedTuple):
             data[PROFILE] = self.profile.to_dict()
         if self.static_mac:
             data[STATIC_MAC] = True
+        for key, default in ((HOST, DEFAULT_HOST), (EXTRAS, NO_EXTRAS)):
+            if getattr(self, key) != default:
+                data[key] = getattr(self, key).to_dict()
         return data
 
     def to_json(self) -> str:
@@ -157,11 +169,12 @@ class ContainerConfig(NamedTuple):
     @classmethod
     def from_dict(cls, data) -> "ContainerConfig":
         """Strictly from the JSON form (ValueError on anything else)."""
-        optional = tuple(k for k in (PROFILE, STATIC_MAC) if isinstance(data, dict) and k in data)
+        optional = tuple(k for k in (PROFILE, STATIC_MAC, HOST, EXTRAS) if isinstance(data, dict) and k in data)
         exact_keys(data, CONFIG_KEYS + optional, "config")
         values = dict(data)
-        if PROFILE in data:
-            values[PROFILE] = SpecProfile.from_dict(data[PROFILE])
+        for key, record in ((PROFILE, SpecProfile), (HOST, HostConfig), (EXTRAS, RunExtras)):
+            if key in data:
+                values[key] = record.from_dict(data[key])
         for key in ("args", "command", "env"):
             values[key] = _tuple(data[key], key)
         values["ports"] = tuple(_each(data["ports"], PortMapping.from_dict, MAX_PORTS, "ports"))

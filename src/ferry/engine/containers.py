@@ -25,6 +25,7 @@ from ferry.engine.config import ContainerConfig
 from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, damaged, find_row, has_exited,
                                   observed_exit, open_table, process_alive)
 from ferry.util.log import get_logger
+from ferry.engine.runextras import RunExtras
 from ferry.engine.volumes import VolumeSpec, Volumes, path_in_rootfs
 from ferry.runtime import launch, rootfs
 from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
@@ -105,6 +106,9 @@ class RunOptions(NamedTuple):
     interactive: bool = False
     hostname: str | None = None
     user: str | None = None   # USER[:GROUP] or UID[:GID]; the image's USER when None
+    labels: tuple[str, ...] = ()   # KEY[=VALUE]
+    # (host config flags go here)
+    # (extras flags go here)
 
 
 class Container(NamedTuple):
@@ -257,7 +261,8 @@ class Containers:
             ip=options.ip or "", mac=options.mac or "", static_mac=bool(options.mac), ports=tuple(ports),
             volumes=tuple(volume_specs),
             stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
-            tty=options.tty, interactive=options.interactive)
+            tty=options.tty, interactive=options.interactive,
+            extras=RunExtras(labels=_labels(image.config.labels, options.labels)))
         undo = Undo()
         try:
             return self.insert(options.name, image, draft, undo, container_id=container_id)
@@ -883,6 +888,16 @@ def _raise_exec_failure(name: str, runc_log: str) -> None:
     if "permission denied" in reason:
         raise CommandNotExecutable(f"cannot run {name!r}: {reason}")
     raise ToolError("runc exec", RUNC_EXEC_FAILED, reason)
+
+
+def _labels(image_labels: tuple[tuple[str, str], ...], options: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The image's labels, then --label's (podman: the container's win)."""
+    from ferry.engine.runextras import parse_labels
+    try:
+        given = parse_labels(options)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return tuple({**dict(image_labels), **dict(given)}.items())
 
 
 def _merge_env(base, extra) -> tuple[str, ...]:

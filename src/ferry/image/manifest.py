@@ -85,6 +85,8 @@ class ImageConfig(NamedTuple):
     user: str = ""
     exposed_ports: tuple[str, ...] = ()   # e.g. ("80/tcp",)
     stop_signal: str = ""                 # "" when unset
+    labels: tuple[tuple[str, str], ...] = ()   # sorted by key
+    volumes: tuple[str, ...] = ()         # the image's VOLUME paths, sorted
 
 
 class ParsedConfig(NamedTuple):
@@ -189,6 +191,26 @@ def _strings(value, what: str, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+MAX_CONFIG_ENTRIES = 4096
+
+
+def _string_map(value, what: str, key: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object of strings (Labels), sorted by key; null is empty."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or len(value) > MAX_CONFIG_ENTRIES \
+            or not all(isinstance(v, str) for v in value.values()):
+        raise _bad(what, f"{key} is not an object of at most {MAX_CONFIG_ENTRIES} strings")
+    return tuple(sorted(value.items()))
+
+
+def _volume_set(value):
+    """Volumes is a set written as an object of empty objects."""
+    if not isinstance(value, dict):
+        return value
+    return {path: "" for path in value}
+
+
 def normalise_port(port: str) -> str:
     return port if "/" in port else f"{port}/tcp"
 
@@ -218,6 +240,8 @@ def parse_config(data: bytes, what: str = "image config") -> ParsedConfig:
         user=str(cfg.get("User") or ""),
         exposed_ports=tuple(sorted(normalise_port(p) for p in ports)),
         stop_signal=str(cfg.get("StopSignal") or ""),
+        labels=_string_map(cfg.get("Labels"), what, "Labels"),
+        volumes=tuple(key for key, _ in _string_map(_volume_set(cfg.get("Volumes")), what, "Volumes")),
     )
     return ParsedConfig(image_config, tuple(diff_ids), str(doc.get("created") or ""),
                         str(doc.get("architecture") or ""), str(doc.get("os") or ""))
@@ -239,6 +263,10 @@ def config_document(config: ImageConfig, diff_ids: list[str], created: str,
         cfg["User"] = config.user
     if config.exposed_ports:
         cfg["ExposedPorts"] = {normalise_port(p): {} for p in config.exposed_ports}
+    if config.labels:
+        cfg["Labels"] = dict(config.labels)
+    if config.volumes:
+        cfg["Volumes"] = {path: {} for path in config.volumes}
     if config.stop_signal:
         cfg["StopSignal"] = config.stop_signal
     doc = {"created": created, "architecture": host_architecture(), "os": "linux", "config": cfg,
