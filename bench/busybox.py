@@ -50,8 +50,10 @@ def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def make_oci_archive(path: str, workdir: str, name: str = "localhost/busybox:latest") -> str:
-    """The busybox rootfs as an oci-archive (as `podman save --format oci-archive` writes).
+def make_oci_archive(path: str, workdir: str, name: str = "localhost/busybox:latest",
+                     extra_config: dict | None = None) -> str:
+    """The busybox rootfs as an oci-archive (as `podman save --format oci-archive` writes);
+    `extra_config` adds to its image config (Volumes, ExposedPorts...).
 
     Loading the same archive into two roots gives both the same image ID and
     digest, which a cross-root restore needs.
@@ -66,7 +68,7 @@ def make_oci_archive(path: str, workdir: str, name: str = "localhost/busybox:lat
     layer_digest = "sha256:" + hashlib.sha256(layer_bytes).hexdigest()
     config = json.dumps({
         "architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
+        "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"], **(extra_config or {})},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     manifest = json.dumps({

@@ -18,11 +18,12 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ -r /etc/debian_version ] || die "this setup targets Debian 12; /etc/debian_version is missing"
 
 # Run-time tools ferry drives (containers-common brings podman's seccomp
-# profile; pigz is parallel gzip for archives; age encrypts them), what builds the virtualenv,
+# profile; pigz is parallel gzip for archives; age encrypts them; catatonit is --init's init,
+# which Debian's podman only recommends), what builds the virtualenv,
 # and what the tests and the demo compare with or talk to (a real registry,
 # podman, htpasswd, curl).
 runtime_pkgs=(runc iproute2 nftables busybox-static debootstrap util-linux procps
-              golang-github-containers-common pigz age
+              golang-github-containers-common pigz age catatonit
               python3 python3-venv ca-certificates xz-utils curl
               docker-registry podman buildah apache2-utils)
 ensure_debs "${runtime_pkgs[@]}"

@@ -112,7 +112,7 @@ def test_logs_tail_and_global_options_after_the_command(ferry):
     ferry("run", "--name", "talker", "busybox", "sh", "-c", "for i in 1 2 3 4 5; do echo l$i; done")
     ferry.seen.add(ferry.inspect("talker")["Id"])
     assert ferry("logs", "--tail", "2", "talker").stdout == "l4\nl5\n"
-    assert ferry("logs", "-n", "1", "talker", "--debug=false").stdout == "l5\n"
+    assert ferry("logs", "--tail=1", "talker", "--debug=false").stdout == "l5\n"
     bad = ferry("logs", "--bogus", "talker", check=False)
     assert bad.returncode == 125 and "see 'ferry logs --help'" in bad.stderr
     ferry("rm", "talker")

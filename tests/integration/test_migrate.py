@@ -399,6 +399,25 @@ def test_host_paths_move_only_where_the_destination_agent_grants_them(hosts, wor
     b("rm", "-f", "binder")
 
 
+def test_privileges_move_only_where_the_destination_agent_grants_them(hosts):
+    a, b, agents = hosts
+    a("run", "-d", "--name", "capper", "--cap-add", "net_admin", "busybox", "sleep", "600")
+    a.seen.add(a.inspect("capper")["Id"])
+    refused = migrate(a, "capper", agents[b.root], check=False)
+    assert refused.returncode == 125 and "--cap-add CAP_NET_ADMIN" in refused.stderr
+    assert "--allow-privileges" in refused.stderr
+    assert gone(b, "capper") and a.inspect("capper")["State"]["Status"] == "running"
+    agents[b.root].stop()
+    agents[b.root].start(extra=("--allow-privileges",))
+    try:
+        migrate(a, "capper", agents[b.root])
+        assert b.inspect("capper")["HostConfig"]["CapAdd"] == ["CAP_NET_ADMIN"]
+    finally:
+        agents[b.root].stop()
+        agents[b.root].start()
+    b("rm", "-f", "capper")
+
+
 def redis_on(a: Ferry, b: Ferry):
     """A redis running in A, its image in both roots (one cached root
     filesystem: one image, by ID): its inspect record and a client connection."""

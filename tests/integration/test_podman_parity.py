@@ -10,26 +10,9 @@ import subprocess
 import pytest
 
 from bench.busybox import make_oci_archive
-from bench.engines import Podman
 from tests.conftest import require
 from tests.support.cli import Ferry, leftovers
-from tests.support.podman import private_podman
-
-
-class Sides:
-    """The same command line, given to podman and to ferry."""
-
-    def __init__(self, podman: Podman, ferry: Ferry):
-        self.podman, self.ferry = podman, ferry
-
-    def both(self, *args: str, run_flags: bool = False) -> tuple[subprocess.CompletedProcess,
-                                                                 subprocess.CompletedProcess]:
-        podman_args = list(args)
-        if run_flags:   # podman's default ulimits exceed this host's (no CAP_SYS_RESOURCE)
-            podman_args[1:1] = self.podman.run_flags()
-        theirs = subprocess.run(self.podman.argv(*podman_args), capture_output=True, text=True, timeout=300)
-        ours = self.ferry(*args, check=False)
-        return theirs, ours
+from tests.support.podman import Sides, private_podman
 
 
 @pytest.fixture(scope="module")

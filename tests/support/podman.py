@@ -57,3 +57,19 @@ def in_namespace(engine: Podman, *argv: str) -> str:
     done = subprocess.run([*engine.namespace.prefix(), *argv], capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, f"{' '.join(argv)}: {done.stderr}"
     return done.stdout
+
+
+class Sides:
+    """The same command line, given to podman and to ferry."""
+
+    def __init__(self, podman: Podman, ferry):
+        self.podman, self.ferry = podman, ferry
+
+    def both(self, *args: str, run_flags: bool = False) -> tuple[subprocess.CompletedProcess,
+                                                                 subprocess.CompletedProcess]:
+        podman_args = list(args)
+        if run_flags:   # podman's default ulimits exceed this host's (no CAP_SYS_RESOURCE)
+            podman_args[1:1] = self.podman.run_flags()
+        theirs = subprocess.run(self.podman.argv(*podman_args), capture_output=True, text=True, timeout=TIMEOUT)
+        ours = self.ferry(*args, check=False)
+        return theirs, ours

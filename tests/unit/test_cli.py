@@ -325,7 +325,7 @@ class FakeContainers:
         self._known(name)
         self.done.append(("stop", name))
 
-    def remove(self, name, force):
+    def remove(self, name, force, volumes=False):
         self._known(name)
         if name in self.running and not force:
             from ferry.util.errors import ContainerRunning
@@ -413,33 +413,42 @@ def test_global_options_before_the_command_are_kept():
 
 
 @pytest.mark.parametrize("argv,tail", [
-    (["logs", "--tail", "2", "c"], 2), (["logs", "-n", "2", "c"], 2), (["logs", "--tail=0", "c"], 0),
+    (["logs", "--tail", "2", "c"], 2), (["logs", "--tail=0", "c"], 0),
     (["logs", "--tail", "-1", "c"], None), (["logs", "c"], None),
 ])
 def test_logs_tail(argv, tail):
     args = cli.build_parser("logs").parse_args(argv)
-    assert (args.tail, args.container) == (tail, "c")
+    assert (args.tail, args.containers) == (tail, ["c"])
+
+
+def test_logs_n_is_podman_s_names_not_tail():
+    """podman's -n is --names (docker's -n is --tail): `logs -n a b` names two containers."""
+    args = cli.build_parser("logs").parse_args(["logs", "-n", "a", "b"])
+    assert (args.names, args.containers, args.tail) == (True, ["a", "b"], None)
 
 
 def test_logs_tail_prints_the_last_lines(tmp_path):
-    from ferry.cli import containers as cli_containers
+    from ferry.cli import logs
     log = tmp_path / "ctr.log"
     log.write_bytes(b"".join(b"T stdout F l%d\n" % i for i in range(1, 6)) + b"T stderr F e1\n"
                     b"T stdout P par\nT stdout F tial\n")
-    data = log.read_bytes()
-    assert data[cli_containers._tail_start(str(log), 2):] == b"T stderr F e1\nT stdout P par\nT stdout F tial\n"
-    assert cli_containers._tail_start(str(log), 100) == 0
-    assert cli_containers._tail_start(str(log), 0) == len(data)
+    entries = logs.parse_entries(log.read_bytes())
+    assert [e.text for e in logs.tail(entries, 2)] == [b"e1", b"par", b"tial"]
+    assert logs.tail(entries, 100) == entries
+    assert logs.tail(entries, 0) == []
 
 
 def test_logs_keep_a_lone_carriage_return(tmp_path, capsysbinary):
     """A progress bar's \r, and a terminal's \r\n, are text: only \n ends an entry, as in podman's logs."""
-    from ferry.cli import containers as cli_containers
+    from ferry.cli import logs
     log = tmp_path / "ctr.log"
     log.write_bytes(b"T stdout F 50%\r60%\r100%\nT stdout F tty line\r\nT stdout F last\n")
-    assert cli_containers._print_log(str(log), 0) == len(log.read_bytes())
+    source = logs.Source("c" * 64, "c" * 12, str(log))
+    entries = source.read()
+    source.close()
+    logs.Printer(timestamps=False, since=None, until=None, prefixes=False)(logs.merge([entries], [source]))
     assert capsysbinary.readouterr().out == b"50%\r60%\r100%\ntty line\r\nlast\n"
-    assert log.read_bytes()[cli_containers._tail_start(str(log), 2):] == b"T stdout F tty line\r\nT stdout F last\n"
+    assert [e.text for e in logs.tail(entries, 2)] == [b"tty line\r", b"last"]
 
 
 def test_run_takes_a_user():

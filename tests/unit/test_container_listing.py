@@ -67,7 +67,8 @@ def test_summary_holds_what_the_full_record_holds(root):
     summary, full = ContainerSummary.from_row(row), Container.from_row(row)
     assert summary == (full.id, full.name, full.image_id, full.config.image, full.config.args,
                        tuple(p.to_dict() for p in full.config.ports), full.state, full.pid, full.exit_code,
-                       full.created_at, full.started_at, full.finished_at, full.checkpointed_at)
+                       full.created_at, full.started_at, full.finished_at, full.checkpointed_at,
+                       full.config.to_dict())
 
 
 def test_live_containers_are_listed_from_the_table_alone(root):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.cli.containers import render_template
+from ferry.cli import render
 from ferry.engine import containers
 from ferry.engine.volumes import VolumeSpec, parse_volume
 from ferry.runtime import attach
@@ -53,14 +53,12 @@ def test_signal_names():
         containers.signal_name("SIGNOPE")
 
 
-def test_template():
+def test_inspect_templates_render_through_go_templates(capsys):
     data = {"State": {"Status": "running", "Running": True}, "Ports": {"80/tcp": []}}
-    assert render_template("{{.State.Status}} {{ .State.Running }}", data) == "running true"
-    assert render_template("{{.Ports}}", data) == '{"80/tcp": []}'
-    with pytest.raises(UsageError):
-        render_template("{{.State.Nope}}", data)
-    with pytest.raises(UsageError):
-        render_template("{{json .State}}", data)
+    render.template("{{.State.Status}} {{ .State.Running }} {{json .State}}", [data], heading=False, name="inspect")
+    assert capsys.readouterr().out == 'running true {"Status":"running","Running":true}\n'
+    with pytest.raises(UsageError, match="can't evaluate field Nope"):
+        render.template("{{.State.Nope}}", [data], heading=False, name="inspect")
 
 
 def test_log_writer_k8s_format(tmp_path):

@@ -126,7 +126,8 @@ def test_a_host_bind_becomes_a_bind_volume_that_the_restore_must_be_granted():
 
 
 @pytest.mark.parametrize("mount", [
-    {"destination": "/run", "type": "tmpfs", "source": "tmpfs"},
+    {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["context=x"]},
+    {"destination": "/", "type": "tmpfs", "source": "tmpfs"},
     {"destination": "/dev/sda", "type": "devtmpfs", "source": "udev"},
 ])
 def test_a_mount_ferry_cannot_give_is_refused(mount):
@@ -134,6 +135,17 @@ def test_a_mount_ferry_cannot_give_is_refused(mount):
     spec["mounts"].append(mount)
     with pytest.raises(ValueError, match=f"at {mount['destination']}, which ferry cannot give"):
         _config(spec=spec)
+
+
+def test_a_tmpfs_and_a_read_only_root_become_the_host_config_run_would_record():
+    from ferry.engine.hostconfig import HostConfig, TmpfsMount
+    spec = json.loads(json.dumps(SPEC))
+    spec["root"] = {"path": "/merged", "readonly": True}
+    spec["mounts"].append({"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["size=10m", "rw", "rprivate", "nosuid", "nodev", "tmpcopyup"]})
+    assert _config(spec=spec).host == HostConfig(read_only=True, read_only_tmpfs=False, tmpfs=(
+        TmpfsMount("/run", ("size=10m", "rw", "nosuid", "nodev", "tmpcopyup")),))
+    assert _config().host == HostConfig()
 
 
 def test_a_relative_bind_source_is_refused():

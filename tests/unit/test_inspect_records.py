@@ -116,8 +116,9 @@ def test_inspect_json_of_a_full_record(root):
     data = inspect_container(engine, Listing(layout, db, engine).record("web"))
     assert (data["Path"], data["Args"]) == ("/bin/sh", ["-c", "httpd -f"])
     assert data["State"] == {
-        "Status": RUNNING, "Running": True, "Pid": os.getpid(), "ExitCode": 0, "StartedAt": STAMP,
-        "FinishedAt": "", "Checkpointed": False, "CheckpointedAt": NEVER, "CheckpointPath": "",
+        "OciVersion": "1.0.2", "Status": RUNNING, "Running": True, "Paused": False, "Restarting": False,
+        "OOMKilled": False, "Dead": False, "Pid": os.getpid(), "ExitCode": 0, "StartedAt": STAMP,
+        "FinishedAt": NEVER, "Checkpointed": False, "CheckpointedAt": NEVER, "CheckpointPath": "",
         "CheckpointInMemory": False, "Restored": True, "RestoredAt": STAMP,
         "RestoreLog": os.path.join(work, "restore.log")}
     ports = {"80/tcp": [{"HostIp": "", "HostPort": "8080"}, {"HostIp": "", "HostPort": "8081"}],
@@ -129,9 +130,10 @@ def test_inspect_json_of_a_full_record(root):
         {"Type": "bind", "Name": "", "Source": "/srv/www", "Destination": "/www", "RW": False}]
     assert data["HostConfig"]["Binds"] == ["data:/data", "/srv/www:/www:ro"]
     assert data["HostConfig"]["AutoRemove"] is True
-    assert data["Config"] == {"Hostname": "web", "Env": ["PATH=/bin", "A=b=c"], "Cmd": ["-c", "httpd -f"],
-                              "WorkingDir": "/srv", "User": "1000:1000", "Tty": True, "OpenStdin": True,
-                              "StopSignal": 37}
+    expected = {"Hostname": "web", "Env": ["PATH=/bin", "A=b=c"], "Cmd": ["-c", "httpd -f"],
+                "WorkingDir": "/srv", "User": "1000:1000", "Tty": True, "OpenStdin": True, "StopSignal": 37,
+                "Entrypoint": "/bin/sh", "Labels": {}, "StopTimeout": 10}
+    assert {key: data["Config"][key] for key in expected} == expected
     assert data["NetworkSettings"]["Networks"] == {"ferry": {"IPAddress": "10.90.0.2",
                                                              "MacAddress": "02:00:00:00:00:02"}}
 
@@ -223,7 +225,7 @@ def test_the_command_several_names_templates_and_errors(root, monkeypatch, capsy
     assert code == 0 and [i["Name"] for i in json.loads(out)] == ["one", "two"]
     code, out, _ = run_cli(monkeypatch, capsys, layout.root, "container", "inspect", "-f",
                            "{{.Name}} {{.State.Status}} {{.State.Running}} {{.Config.Cmd}}", "one", "two")
-    assert (code, out) == (0, 'one running true ["-c", "httpd -f"]\ntwo exited false ["100"]\n')
+    assert (code, out) == (0, "one running true [-c httpd -f]\ntwo exited false [100]\n")   # Go's %v of a list
     code, out, err = run_cli(monkeypatch, capsys, layout.root, "inspect", "one", "nosuch")   # as podman
     assert code == 125 and [i["Name"] for i in json.loads(out)] == ["one"]
     assert err == "ferry: error: no such container 'nosuch' (hint: see 'ferry ps -a')\n"

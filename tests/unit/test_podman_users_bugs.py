@@ -12,11 +12,19 @@ from tests.unit.fakehost import containers, engine, host  # noqa: F401  (fixture
 # ---- item 4: several --network options ------------------------------------------
 
 @pytest.mark.parametrize("network", ["blue,red", ("blue", "red"), ("ferry", "blue")])
-def test_several_networks_are_refused_not_one_silently_dropped(containers, engine, network):
+def test_several_networks_are_all_joined_not_one_silently_dropped(containers, engine, network):
     engine.networks.create("blue", "10.93.0.0/24")
     engine.networks.create("red", "10.94.0.0/24")
-    with pytest.raises(UsageError, match=r"joining several networks \(.*\) is not supported yet"):
-        containers.create(RunOptions(image="busy:1", name="web", network=network))
+    names = [n for text in ([network] if isinstance(network, str) else network) for n in text.split(",")]
+    container = containers.create(RunOptions(image="busy:1", name="web", network=network))
+    assert [link.network for link in container.config.joined] == names
+    assert sorted(r.network for r in engine.networks.reservations()) == sorted(names)
+
+
+def test_several_networks_with_one_ip_are_refused(containers, engine):
+    engine.networks.create("blue", "10.93.0.0/24")
+    with pytest.raises(UsageError, match="--ip can only be set for a single network"):
+        containers.create(RunOptions(image="busy:1", name="web", network=("ferry", "blue"), ip="10.93.0.9"))
     assert containers.list(all_states=True) == []
     assert engine.networks.reservations() == []
 
@@ -57,10 +65,10 @@ def test_a_container_shows_the_image_name_it_was_run_with(containers, engine, gi
 def test_images_reads_rfc3339_with_up_to_nine_fractional_digits_and_any_offset(created):
     from types import SimpleNamespace
 
-    from ferry.cli.images import human_age, image_json
+    from ferry.cli.images import ImageExtra, human_age, image_json
     image = SimpleNamespace(id="a" * 64, names=("localhost/x:1",), digest="sha256:" + "b" * 64,
                             created=created, size=1)
-    assert image_json(image)["Created"] == 1704164645      # 2024-01-02T03:04:05Z
+    assert image_json(image, ImageExtra((), 0))["Created"] == 1704164645      # 2024-01-02T03:04:05Z
     assert human_age(created) != "unknown"
 
 

@@ -38,7 +38,8 @@ NOT_FOUND_HINT = "the API is under /v1/; see /v1/openapi.json"
 FIRST_BYTES_WAIT = 1800.0   # seconds: as long as a dump may take (engine/recovery.py's TOOL_WAIT)
 
 
-def create_app(root: str, token: str, *, allow_bind_mounts: bool = False, keys=None) -> FastAPI:
+def create_app(root: str, token: str, *, allow_bind_mounts: bool = False, allow_privileges: bool = False,
+               keys=None) -> FastAPI:
     app = FastAPI(title="ferry agent", version=ferry.__version__, openapi_url="/v1/openapi.json",
                   docs_url=None, redoc_url=None)
 
@@ -46,7 +47,8 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False, keys=N
         from ferry.engine.core import Engine
         from ferry.engine.migrations import Migrations
         made = Engine(root)
-        made.migrations = Migrations(made, allow_bind_mounts=allow_bind_mounts, keys=keys)
+        made.migrations = Migrations(made, allow_bind_mounts=allow_bind_mounts, allow_privileges=allow_privileges,
+                                     keys=keys)
         return made
 
     @app.middleware("http")

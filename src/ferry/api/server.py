@@ -27,6 +27,7 @@ class ServeOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     allow_bind_mounts: bool = False   # policy: migrated containers may mount this host's paths
+    allow_privileges: bool = False    # policy: ... and keep --privileged, --cap-add, --ipc host
     keys: object = None               # encryption.Opening: what opens encrypted migrations
 
 
@@ -65,7 +66,7 @@ def serve(options: ServeOptions) -> int:
         engine.migrations.sweep_pages()
         scheme = "https" if options.tls_cert else "http"
         config = uvicorn.Config(create_app(engine.layout.root, token, allow_bind_mounts=options.allow_bind_mounts,
-                                           keys=options.keys),
+                                           allow_privileges=options.allow_privileges, keys=options.keys),
                                 host=options.host, port=options.port,
                                 ssl_certfile=options.tls_cert, ssl_keyfile=options.tls_key, log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=None)

@@ -106,9 +106,14 @@ class SpecLinux(_Record):
     namespaces: list[SpecNamespace] = Field(default_factory=list, max_length=16)
 
 
+class SpecRoot(_Record):
+    readonly: bool = False
+
+
 class Spec(_Record):
     """The fields of spec.dump (the OCI spec the container ran with) ferry reads."""
     process: SpecProcess
+    root: SpecRoot = SpecRoot()
     hostname: Label | None = None
     mounts: list[SpecMount] = Field(default_factory=list, max_length=512)
     linux: SpecLinux = SpecLinux()

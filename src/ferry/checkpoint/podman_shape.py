@@ -33,7 +33,7 @@ def podman_config_dump(*, container_id: str, name: str, image_id: str, image_nam
                        spec: dict, ports=(), volumes=(), command=(), user: str = "",
                        network: str = "podman", runtime: str = "runc", stop_signal: str | int = 15,
                        stop_timeout: int = 10, shm_size: int = DEFAULT_SHM_SIZE,
-                       log_driver: str = "k8s-file") -> bytes:
+                       log_driver: str = "k8s-file", host_network: bool = False) -> bytes:
     """config.dump: the libpod ContainerConfig podman makes the new container from.
 
     container_id: 64 hex digits; kept by a restore under the original name
@@ -52,6 +52,8 @@ def podman_config_dump(*, container_id: str, name: str, image_id: str, image_nam
     user: USER as given at run ("" for root); libpod refuses a spec whose
         uid or gid is not 0 while this is empty.
     network: the podman network to join: it must exist, as a bridge.
+    host_network: the container shares the host's network namespace (podman's
+        own dump of a --network host container: createNetNS false, no network).
     runtime: must equal podman's --runtime (cmd/podman/root.go compares the
         strings; without --runtime podman adopts this one).
     stop_signal: a number or a name (SIGTERM, TERM, 15).
@@ -72,9 +74,8 @@ def podman_config_dump(*, container_id: str, name: str, image_id: str, image_nam
         "shmSize": int(shm_size),
         # Without these three podman restores into a netns it never joins to
         # its network: no address, no published port.
-        "createNetNS": True,
-        "networkMode": "bridge",
-        "newNetworks": {network: {"interface_name": "eth0"}},
+        "createNetNS": not host_network,
+        **({} if host_network else {"networkMode": "bridge", "newNetworks": {network: {"interface_name": "eth0"}}}),
         "command": list(command),
         "stopSignal": _stop_signal(stop_signal),
         "stopTimeout": int(stop_timeout),

@@ -80,6 +80,10 @@ def register(container_commands) -> None:
     restore.add_argument("--allow-bind-mounts", action="store_true",
                          help="mount the host paths the archive names (they are printed); otherwise "
                               "a restore of a container with bind mounts needs -v for each")
+    restore.add_argument("--allow-privileges", action="store_true",
+                         help="grant what the archive's container was run with beyond ferry's defaults "
+                              "(--privileged, --cap-add, --ipc host, --network host); an archive not this "
+                              "root's own is otherwise refused")
     restore.add_argument("--verify-key", metavar="FILE",
                          help="refuse the archive unless it is signed by this Ed25519 public key (PEM)")
     _decrypt_flags(restore)
@@ -413,7 +417,8 @@ def cmd_restore(args) -> int:
                              ignore_static_ip=args.ignore_static_ip, ignore_static_mac=args.ignore_static_mac,
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                              image_archive=args.image_archive, volumes=tuple(args.volume),
-                             allow_bind_mounts=args.allow_bind_mounts, verify_key=args.verify_key,
+                             allow_bind_mounts=args.allow_bind_mounts, allow_privileges=args.allow_privileges,
+                             verify_key=args.verify_key,
                              tls_verify=args.tls_verify, creds=args.creds, force=args.force,
                              checkpoint=args.checkpoint, decrypt_keys=tuple(args.decrypt_key),
                              decrypt_passphrase_file=args.decrypt_passphrase_file)

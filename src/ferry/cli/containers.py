@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import sys
-import time
 
 from ferry.cli import checkpoints, render
+from ferry.cli.logs import add_logs
 from ferry.cli.parsing import add_commands, each_name, engine_of, needs_subcommand, subcommands
-from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, EXITED, RUNNING
+from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, RUNNING
 from ferry.util import signals
-from ferry.util.errors import NotFound, Several, UsageError
-from ferry.util.timefmt import ago, duration, parse as parse_time
+from ferry.util.errors import DamagedRecord, NotFound, Several, UsageError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
     from ferry.engine.core import Engine
-    from ferry.engine.listing import ContainerRecord, ContainerSummary
-
-LOG_FOLLOW_POLL = 0.1
+    from ferry.engine.listing import ContainerRecord
 
 
 def register(commands, only: str | None = None) -> bool:
@@ -41,9 +36,10 @@ def _container_group(commands) -> None:
     cleanup.add_argument("container")
     cleanup.set_defaults(handler=cmd_cleanup)
     checkpoints.register(sub)
+    from ferry.cli import ps
     listing = sub.add_parser("ls", help="list containers")
-    _ps_flags(listing)
-    listing.set_defaults(handler=cmd_ps)
+    ps.add_flags(listing)
+    listing.set_defaults(handler=ps.cmd_ps)
     for build in _LIFECYCLE.values():
         build(sub)
 
@@ -68,7 +64,8 @@ def _run_flags(p) -> None:
     p.add_argument("--ip", help="a static IPv4 address on the network")
     p.add_argument("--mac-address", dest="mac", help="a static MAC address")
     p.add_argument("--network", "--net", dest="network", action="append",
-                   help="the network to join (default: ferry)")
+                   help="a network to join (default: ferry); repeat it or give NAME,NAME for several "
+                        "(eth0, eth1...); 'host' shares the host's network, 'none' gives lo only")
     p.add_argument("-w", "--workdir", help="the working directory inside the container")
     p.add_argument("--entrypoint", help="override the image's entrypoint (a string or a JSON array)")
     p.add_argument("-h", "--hostname", help="the container's host name")
@@ -77,30 +74,48 @@ def _run_flags(p) -> None:
     p.add_argument("-l", "--label", action="append", default=[], metavar="KEY[=VALUE]",
                    help="set metadata on the container")
     # (host config flags go here)
+    p.add_argument("-m", "--memory", metavar="LIMIT", help="memory limit: bytes, or with a unit (512m, 1g, 1024k)")
+    p.add_argument("--cpus", metavar="N", help="CPUs the container may use (CFS quota over a 100 ms period)")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="a resource limit (at most this host's hard limit)")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP", help="add a capability (or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP", help="drop a capability (or ALL)")
+    p.add_argument("--privileged", action="store_true",
+                   help="every capability, no seccomp filter, /sys writable, every device allowed")
+    p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
+    p.add_argument("--read-only-tmpfs", type=_bool_value, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="with --read-only, tmpfs at /run, /tmp and /var/tmp (default true)")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]", help="mount a tmpfs")
+    p.add_argument("--mount", action="append", default=[], metavar="type=bind|volume|tmpfs,...",
+                   help="attach a bind mount, volume or tmpfs (podman's syntax)")
+    p.add_argument("--ipc", metavar="host|private", help="the IPC namespace: host, or private (default)")
     # (extras flags go here)
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read KEY=VALUE lines from FILE (before -e)")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a line to the container's /etc/hosts")
+    p.add_argument("--dns", action="append", default=[], metavar="IP",
+                   help="a nameserver for the container's /etc/resolv.conf ('none': no resolv.conf)")
+    p.add_argument("--dns-search", action="append", default=[], metavar="DOMAIN",
+                   help="a search domain for the container's /etc/resolv.conf ('.': none)")
+    p.add_argument("--dns-option", action="append", default=[], metavar="OPTION",
+                   help="an option for the container's /etc/resolv.conf")
+    p.add_argument("--replace", action="store_true",
+                   help="remove the container of --name first, if there is one")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every port the image exposes on a port the host chooses")
+    p.add_argument("--restart", metavar="POLICY",
+                   help="no, on-failure[:N], always or unless-stopped: start again when it exits")
+    p.add_argument("--init", action="store_true", help="run an init as PID 1 that forwards signals and reaps zombies")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
 
-def _ps_flags(p) -> None:
-    p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running")
-    p.add_argument("-q", "--quiet", action="store_true", help="print IDs only")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-
-
 def _add_ps(sub) -> None:
-    ps = sub.add_parser("ps", help="list containers")
-    _ps_flags(ps)
-    ps.set_defaults(handler=cmd_ps)
-
-
-def _add_logs(sub) -> None:
-    logs = sub.add_parser("logs", help="show a container's output")
-    logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("-n", "--tail", type=_line_count, default=None, metavar="N",
-                      help="only the last N lines (all when negative)")
-    logs.add_argument("container")
-    logs.set_defaults(handler=cmd_logs)
+    from ferry.cli import ps as listing
+    parser = sub.add_parser("ps", help="list containers")
+    listing.add_flags(parser)
+    parser.set_defaults(handler=listing.cmd_ps)
 
 
 def _add_stop(sub) -> None:
@@ -137,6 +152,7 @@ def _add_kill(sub) -> None:
 def _add_rm(sub) -> None:
     rm = sub.add_parser("rm", help="remove containers")
     rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    rm.add_argument("-v", "--volumes", action="store_true", help="remove the containers' anonymous volumes too")
     rm.add_argument("containers", nargs="+")
     rm.set_defaults(handler=cmd_rm)
 
@@ -161,18 +177,9 @@ def _add_inspect(sub) -> None:
 
 
 # The verbs ferry takes both at the top level and under `ferry container`, in help order.
-_LIFECYCLE = {"ps": _add_ps, "logs": _add_logs, "stop": _add_stop, "restart": _add_restart,
+_LIFECYCLE = {"ps": _add_ps, "logs": add_logs, "stop": _add_stop, "restart": _add_restart,
               "start": _add_start, "kill": _add_kill, "rm": _add_rm, "exec": _add_exec,
               "inspect": _add_inspect}
-
-
-def _line_count(text: str) -> int | None:
-    """--tail's N; None (all lines) when negative, as podman's -1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    return None if value < 0 else value
 
 
 def _non_negative(text: str) -> int:
@@ -194,18 +201,29 @@ def _volume_group(commands) -> None:
     create.set_defaults(handler=cmd_volume_create)
     ls = sub.add_parser("ls", help="list volumes")
     ls.add_argument("-q", "--quiet", action="store_true")
-    ls.add_argument("--format", choices=("table", "json"), default="table")
+    ls.add_argument("--format", default="table", help="table, json, or a Go template like '{{.Name}}'")
+    ls.add_argument("--noheading", action="store_true", help="omit the table header")
     ls.set_defaults(handler=cmd_volume_ls)
     rm = sub.add_parser("rm", help="remove volumes")
     rm.add_argument("-f", "--force", action="store_true")
     rm.add_argument("names", nargs="+")
     rm.set_defaults(handler=cmd_volume_rm)
     inspect = sub.add_parser("inspect", help="show volumes")
+    inspect.add_argument("-f", "--format", default="json", help="json, or a Go template like '{{.Mountpoint}}'")
     inspect.add_argument("names", nargs="+")
     inspect.set_defaults(handler=cmd_volume_inspect)
 
 
 # ---- handlers ------------------------------------------------------------
+
+def _bool_value(text: str) -> bool:
+    """A flag's true or false, as podman's (Go's strconv.ParseBool)."""
+    if text.lower() in ("1", "t", "true"):
+        return True
+    if text.lower() in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid syntax: {text!r} is not true or false")
+
 
 def cmd_run(args) -> int:
     from ferry.engine.containers import RunOptions
@@ -218,15 +236,34 @@ def cmd_run(args) -> int:
         ports=tuple(args.publish), env=tuple(args.env), volumes=tuple(args.volume), rm=args.rm,
         ip=args.ip, mac=args.mac, workdir=args.workdir, entrypoint=args.entrypoint,
         network=tuple(args.network) if args.network else None, tty=args.tty, interactive=args.interactive, hostname=args.hostname,
-        user=args.user, labels=tuple(args.label))
+        user=args.user, labels=tuple(args.label),
+        env_files=tuple(args.env_file), add_hosts=tuple(args.add_host), dns=tuple(args.dns),
+        dns_search=tuple(args.dns_search), dns_options=tuple(args.dns_option), replace=args.replace,
+        publish_all=args.publish_all, restart=args.restart, init=args.init,
+        memory=args.memory, cpus=args.cpus, ulimits=tuple(args.ulimit), cap_add=tuple(args.cap_add),
+        cap_drop=tuple(args.cap_drop), privileged=args.privileged, read_only=args.read_only,
+        read_only_tmpfs=args.read_only_tmpfs, tmpfs=tuple(args.tmpfs), mounts=tuple(args.mount), ipc=args.ipc)
     if args.tty and not args.detach and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
+    replaced = args.replace and args.name and _exists(engine, args.name)
     container = engine.containers.run(options)
+    if replaced:   # podman names the container it replaced, before the new one's ID
+        render.line(args.name)
     if args.detach:
         render.line(container.id)
         return 0
     from ferry.cli.attach import attach_and_wait   # sockets and terminals: not for run -d
     return attach_and_wait(engine, container, stdin=args.interactive, tty=args.tty)
+
+
+def _exists(engine: Engine, name: str) -> bool:
+    try:
+        engine.containers.get(name, refresh=False)
+    except NotFound:
+        return False
+    except DamagedRecord:   # --replace removes it all the same
+        pass
+    return True
 
 
 def cmd_cleanup(args) -> int:
@@ -238,121 +275,6 @@ def cmd_cleanup(args) -> int:
     except Busy:
         pass
     return 0
-
-
-def cmd_ps(args) -> int:
-    listing = engine_of(args).listing
-    containers = listing.containers(all_states=args.all)
-    stored = listing.with_stored_checkpoints() if any(c.state == EXITED for c in containers) else set()
-    if args.quiet:
-        for c in containers:
-            render.line(c.id[:12])
-    elif args.format == "json":
-        render.json_out([_ps_json(c, stored) for c in containers])
-    else:
-        render.table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
-                     [[c.id[:12], c.image, _short_command(c), ago(c.created_at), _status(c, stored),
-                       _ports_text(c), c.name] for c in containers])
-    return 0
-
-
-def _short_command(c: ContainerSummary) -> str:
-    text = " ".join(c.args)
-    return text if len(text) <= 20 else text[:17] + "..."
-
-
-def _status(c: ContainerSummary, stored: set[str]) -> str:
-    """podman's STATUS; an exited container that `ferry container restore NAME`
-    brings back says so: one its checkpoint stopped, or one with -R checkpoints."""
-    if c.state == RUNNING and c.started_at:
-        seconds = int(time.time() - parse_time(c.started_at).timestamp())
-        return f"Up {duration(seconds)}"
-    if c.state == EXITED:
-        text = f"Exited ({c.exit_code}) {ago(c.finished_at)}" if c.finished_at else f"Exited ({c.exit_code})"
-        if c.checkpointed_at:
-            text += " (checkpointed)"
-        elif c.id in stored:
-            text += " (restorable)"
-        return text
-    return "Created"
-
-
-def _ports_text(c: ContainerSummary) -> str:
-    return ", ".join(f"{p['host_ip'] or '0.0.0.0'}:{p['host_port']}->{p['container_port']}/{p['protocol']}"
-                     for p in c.ports)
-
-
-def _ps_json(c: ContainerSummary, stored: set[str]) -> dict:
-    return {"Id": c.id, "Names": [c.name], "Image": c.image, "ImageID": c.image_id,
-            "Command": list(c.args), "Created": c.created_at, "State": c.state,
-            "Status": _status(c, stored), "ExitCode": c.exit_code, "Pid": c.pid or 0,
-            "Ports": [_port_json(p) for p in c.ports]}
-
-
-def _port_json(p: dict) -> dict:
-    return {"host_ip": p["host_ip"], "host_port": p["host_port"], "container_port": p["container_port"],
-            "protocol": p["protocol"]}
-
-
-def cmd_logs(args) -> int:
-    engine = engine_of(args)
-    # The record alone names the log: the full Containers service loads only to follow it.
-    container_id, path = engine.listing.log_path(args.container)
-    position = 0 if args.tail is None else _tail_start(path, args.tail)
-    while True:
-        position = _print_log(path, position)
-        if not args.follow:
-            return 0
-        if engine.containers.get(container_id).state != RUNNING:
-            _print_log(path, position)
-            return 0
-        time.sleep(LOG_FOLLOW_POLL)
-
-
-LOG_LINE = re.compile(rb"^(\S+) (stdout|stderr) ([FP]) ?(.*)$", re.DOTALL)
-
-
-def _tail_start(path: str, lines: int) -> int:
-    """Where the last `lines` lines of the log begin: a line is its partial (P)
-    entries and the full (F) entry that ends it."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return 0
-    data = data[:data.rfind(b"\n") + 1]
-    starts, position, line_open = [], 0, False
-    # Entries end at \n only: a lone \r (a progress bar, a terminal's \r\n) is text.
-    for raw in data.split(b"\n")[:-1]:
-        match = LOG_LINE.match(raw)
-        if match:
-            if not line_open:
-                starts.append(position)
-            line_open = match.group(3) == b"P"
-        position += len(raw) + 1
-    if lines == 0:
-        return len(data)
-    return starts[-lines] if len(starts) >= lines else 0
-
-
-def _print_log(path: str, position: int) -> int:
-    """Print whole log entries from `position`; returns where reading stopped."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(position)
-            data = f.read()
-    except FileNotFoundError:
-        return position
-    end = data.rfind(b"\n") + 1
-    for raw in data[:end].split(b"\n")[:-1]:   # a lone \r is text, as podman prints it
-        match = LOG_LINE.match(raw)
-        if not match:
-            continue
-        stream = sys.stdout if match.group(2) == b"stdout" else sys.stderr
-        text = match.group(4) + (b"\n" if match.group(3) == b"F" else b"")
-        stream.buffer.write(text)
-        stream.flush()
-    return position + end
 
 
 def cmd_stop(args) -> int:
@@ -386,7 +308,8 @@ def cmd_rm(args) -> int:
     signals.install()
     containers = engine_of(args).containers
     # podman's rm -f exits 0 for a missing name: cleanup scripts run under `set -e`.
-    return each_name(args, args.containers, lambda n: containers.remove(n, force=args.force),
+    return each_name(args, args.containers, lambda n: containers.remove(n, force=args.force,
+                                                                          volumes=args.volumes),
                  missing_ok=args.force)
 
 
@@ -415,8 +338,7 @@ def cmd_inspect(args) -> int:
     if args.format == "json":
         render.json_out(data)
     else:
-        for item in data:
-            render.line(render_template(args.format, item))
+        render.template(args.format, [template_view(item) for item in data], heading=False, name="inspect")
     if len(missing) > 1:
         raise Several(missing)
     if missing:
@@ -439,12 +361,18 @@ def inspect_container(engine: Engine, c: ContainerRecord) -> dict:
         mounts.append({"Type": v["kind"], "Name": v["source"] if named else "",
                        "Source": source, "Destination": v["destination"], "RW": not v["readonly"]})
     running = c.state == RUNNING
-    checkpoint = engine.layout.container_files(c.id).checkpoint_images
+    files = engine.layout.container_files(c.id)
+    checkpoint = files.checkpoint_images
+    entrypoint = config["args"][:len(config["args"]) - len(config["command"])]
+    extras = config.get("extras", {})
+    # podman's Path and Args are the process's, its init first (--init)
+    process = (["/run/podman-init", "--"] if extras.get("init") else []) + list(config["args"])
     return {
-        "Id": c.id, "Created": c.created_at, "Path": config["args"][0], "Args": list(config["args"][1:]),
-        "State": {"Status": c.state, "Running": running, "Pid": c.pid or 0,
-                  "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or "",
-                  "FinishedAt": c.finished_at or "",
+        "Id": c.id, "Created": c.created_at, "Path": process[0], "Args": process[1:],
+        "State": {"OciVersion": OCI_VERSION, "Status": c.state, "Running": running, "Paused": False,
+                  "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": c.pid or 0,
+                  "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or NEVER,
+                  "FinishedAt": c.finished_at or NEVER,
                   # podman's names: whether `ferry container restore NAME` brings it back
                   "Checkpointed": bool(c.checkpointed_at), "CheckpointedAt": c.checkpointed_at or NEVER,
                   "CheckpointPath": checkpoint if c.checkpointed_at else "",
@@ -452,21 +380,97 @@ def inspect_container(engine: Engine, c: ContainerRecord) -> dict:
                   "Restored": bool(c.restored_at), "RestoredAt": c.restored_at or NEVER,
                   **_criu_logs(engine, c)},
         "Image": c.image_id, "ImageName": config["image"], "ImageDigest": config["image_digest"],
-        "Name": c.name, "OCIRuntime": "runc", "Mounts": mounts,
-        "Config": {"Hostname": config["hostname"], "Env": list(config["env"]), "Cmd": list(config["command"]),
+        "Rootfs": "", "Pod": "", "ResolvConfPath": files.at("resolv.conf"), "HostnamePath": files.at("hostname"),
+        "HostsPath": files.at("hosts"), "StaticDir": files.dir, "OCIConfigPath": files.spec,
+        "OCIRuntime": "runc", "PidFile": files.container_pid, "Name": c.name, "Driver": "overlay",
+        "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": [],
+        "GraphDriver": {"Name": "overlay", "Data": {"UpperDir": files.upper, "WorkDir": files.overlay_work,
+                                                     "MergedDir": files.rootfs}},
+        "RestartCount": c.restart_count,
+        "Mounts": mounts, "Dependencies": [], "Namespace": "", "IsInfra": False, "IsService": False,
+        "Config": {"Hostname": config["hostname"], "Domainname": "", "Image": config["image"],
+                   "Entrypoint": " ".join(entrypoint), "StopTimeout": DEFAULT_STOP_TIMEOUT, "Umask": "0022", "Env": list(config["env"]), "Cmd": list(config["command"]),
                    "WorkingDir": config["workdir"], "User": config["user"], "Tty": config["tty"],
                    "OpenStdin": config["interactive"], "Labels": dict(config.get("extras", {}).get("labels", [])),
                    "StopSignal": signals.number_of(config["stop_signal"]) or config["stop_signal"]},
-        "NetworkSettings": {"IPAddress": config["ip"], "MacAddress": config["mac"], "Ports": ports,
-                            "Networks": {config["network"]: {"IPAddress": config["ip"],
-                                                             "MacAddress": config["mac"]}}},
-        "HostConfig": {"PortBindings": ports, "AutoRemove": config["rm"],
+        "NetworkSettings": _network_settings(config, ports),
+        "HostConfig": {"NetworkMode": config.get("network_mode", "bridge"), "PortBindings": ports,
+                       "AutoRemove": config["rm"],
                        "Binds": [f"{m['Name'] or m['Source']}:{m['Destination']}" + ("" if m["RW"] else ":ro")
-                                 for m in mounts]},
+                                 for m in mounts],
+                       "ExtraHosts": [f"{name}:{ip}" for name, ip in extras.get("add_hosts", [])],
+                       "Dns": list(extras.get("dns", [])),   # [] for --dns none too, as podman shows it
+                       "DnsSearch": list(extras.get("dns_search", [])),
+                       "DnsOptions": list(extras.get("dns_options", [])),
+                       "RestartPolicy": {"Name": extras.get("restart", ""),
+                                         "MaximumRetryCount": extras.get("restart_retries", 0)},
+                       "Init": bool(extras.get("init")), **_host_inspect(config.get("host", {}))},
     }
 
 
+# podman's inspect states capabilities against this set (the older default, with
+# AUDIT_WRITE, MKNOD and NET_RAW): CapDrop lists those of it a container lacks.
+INSPECT_DEFAULT_CAPS = ("CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+                        "CAP_MKNOD", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID",
+                        "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT")
+
+
+def _host_inspect(host: dict) -> dict:
+    """podman's HostConfig keys for what `run` asked of the host (the record's
+    "host", engine/hostconfig.py, already checked), from the plain dict: inspect
+    loads no typed record."""
+    from ferry.util import hostspec
+    privileged, memory, nano_cpus = host.get("privileged", False), host.get("memory", 0), host.get("nano_cpus", 0)
+    caps = set(hostspec.capabilities(privileged, host.get("cap_add", []), host.get("cap_drop", []),
+                                     hostspec.bounding_set()))
+    if privileged:
+        added, dropped = [], sorted(set(hostspec.CAPABILITIES) - caps)
+    else:
+        added, dropped = sorted(caps - set(INSPECT_DEFAULT_CAPS)), sorted(set(INSPECT_DEFAULT_CAPS) - caps)
+    tmpfs = {t["destination"]: ",".join(hostspec.tmpfs_options(t["options"])) for t in host.get("tmpfs", [])}
+    if host.get("read_only") and host.get("read_only_tmpfs", True):
+        for path in hostspec.READ_ONLY_TMPFS:
+            tmpfs.setdefault(path, ",".join(hostspec.tmpfs_options(())))
+    asked = [(f"RLIMIT_{name.upper()}", soft, hard) for name, soft, hard in host.get("ulimits", [])]
+    return {"Memory": memory, "MemorySwap": 2 * memory, "NanoCpus": nano_cpus,
+            "CpuQuota": nano_cpus * hostspec.CPU_PERIOD // 10**9,
+            "CpuPeriod": hostspec.CPU_PERIOD if nano_cpus else 0, "CapAdd": added, "CapDrop": dropped,
+            "Privileged": privileged, "ReadonlyRootfs": host.get("read_only", False), "Tmpfs": tmpfs,
+            "Ulimits": [{"Name": limit["type"], "Soft": limit["soft"], "Hard": limit["hard"]}
+                        for limit in hostspec.clamped_rlimits(hostspec.WANTED_RLIMITS, asked)],
+            "IpcMode": "host" if host.get("ipc") == "host" else "shareable"}
+
+
+def _network_settings(config: dict, ports: dict) -> dict:
+    """As podman shows them: each network joined under Networks; the address
+    at the top only for a container on one network; host and none show no network."""
+    if config.get("network_mode", "bridge") != "bridge":
+        return {"IPAddress": "", "MacAddress": "", "Ports": ports}
+    joined = [{"network": config["network"], "ip": config["ip"], "mac": config["mac"]},
+              *config.get("more_networks", [])]
+    one = len(joined) == 1
+    return {"IPAddress": config["ip"] if one else "", "MacAddress": config["mac"] if one else "", "Ports": ports,
+            "Networks": {j["network"]: {"IPAddress": j["ip"], "MacAddress": j["mac"]} for j in joined}}
+
+
 NEVER = "0001-01-01T00:00:00Z"   # podman's zero time
+# inspect's times, which podman's templates see as Go's time.Time.
+TEMPLATE_TIMES = {("Created",), ("State", "StartedAt"), ("State", "FinishedAt"), ("State", "CheckpointedAt"),
+                  ("State", "RestoredAt")}
+
+
+def template_view(data: dict) -> dict:
+    """An inspect record as podman's templates see it: times printed as Go prints them."""
+    from ferry.util.timefmt import go_time
+    from ferry.cli.gotemplate import GoMap
+    view = {**data, "State": dict(data["State"]),
+            "Config": {**data["Config"], "Labels": GoMap(data["Config"].get("Labels") or {})}}
+    for path in TEMPLATE_TIMES:
+        holder = view if len(path) == 1 else view[path[0]]
+        if holder.get(path[-1]):
+            holder[path[-1]] = go_time(holder[path[-1]])
+    return view
+OCI_VERSION = "1.0.2"   # the runtime spec version ferry writes (runtime/spec.py)
 
 
 def _in_memory(checkpoint: str) -> bool:
@@ -488,26 +492,6 @@ def _criu_logs(engine: Engine, c: ContainerRecord) -> dict:
     return logs
 
 
-TEMPLATE_FIELD = re.compile(r"\{\{\s*((?:\.[A-Za-z0-9_]+)+)\s*\}\}")
-
-
-def render_template(template: str, data: dict) -> str:
-    """podman's --format '{{.A.B}}' for plain field paths."""
-    def value(match):
-        current = data
-        for key in match.group(1).strip(".").split("."):
-            if not isinstance(current, dict) or key not in current:
-                raise UsageError(f"template field {match.group(1)} does not exist")
-            current = current[key]
-        if isinstance(current, bool):
-            return "true" if current else "false"
-        return json.dumps(current) if isinstance(current, (dict, list)) else str(current)
-    rendered = TEMPLATE_FIELD.sub(value, template)
-    if "{{" in rendered:
-        raise UsageError(f"unsupported template {template!r}", hint="use json or plain fields like {{.State.Status}}")
-    return rendered
-
-
 def cmd_volume_create(args) -> int:
     render.line(engine_of(args).volumes.create(args.name)["Name"])
     return 0
@@ -521,8 +505,21 @@ def cmd_volume_ls(args) -> int:
     elif args.format == "json":
         render.json_out(volumes)
     else:
-        render.table(["DRIVER", "VOLUME NAME"], [[v["Driver"], v["Name"]] for v in volumes])
+        fmt = "table {{.Driver}}\t{{.Name}}" if args.format == "table" else args.format
+        render.template(fmt, [_volume_view(v) for v in volumes], VOLUME_HEADERS, heading=not args.noheading,
+                        name="ls")
     return 0
+
+
+VOLUME_HEADERS = {"Name": "VOLUME NAME"}
+
+
+def _volume_view(volume: dict) -> dict:
+    """The fields podman's volume templates see: its JSON keys, times as Go prints them."""
+    from ferry.util.timefmt import go_time
+    from ferry.cli.gotemplate import GoMap
+    return {**volume, "CreatedAt": go_time(volume["CreatedAt"]), "Labels": GoMap(volume["Labels"]),
+            "Options": GoMap(volume["Options"])}
 
 
 def cmd_volume_rm(args) -> int:
@@ -535,5 +532,9 @@ def cmd_volume_rm(args) -> int:
 
 def cmd_volume_inspect(args) -> int:
     volumes = engine_of(args).volumes
-    render.json_out([volumes.inspect(n) for n in args.names])
+    found = [volumes.inspect(n) for n in args.names]
+    if args.format == "json":
+        render.json_out(found)
+    else:
+        render.template(args.format, [_volume_view(v) for v in found], heading=False, name="inspect")
     return 0

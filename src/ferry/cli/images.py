@@ -8,6 +8,7 @@ import json
 import re
 import shlex
 import sys
+from collections import namedtuple
 from datetime import datetime, timezone
 
 from ferry.cli import render
@@ -112,30 +113,89 @@ def image_rows(images, no_trunc: bool = False) -> list[list[str]]:
     return rows
 
 
-def image_json(image) -> dict:
+def image_json(image, extra: ImageExtra) -> dict:
+    """One image as podman's `images --format json` shows it: its keys and types.
+    RepoTags holds the names (podman 4.3.1 leaves it null, which no script can use)."""
     when = _parse_time(image.created)
-    return {"Id": image.id, "Names": list(image.names), "Digest": image.digest,
-            "Created": int(when.timestamp()) if when else 0, "CreatedAt": image.created,
-            "Size": image.size}
+    return {"Id": image.id, "ParentId": "", "RepoTags": list(image.names),
+            "RepoDigests": _repo_digests(image), "Size": image.size, "SharedSize": 0,
+            "VirtualSize": image.size, "Labels": dict(extra.labels) or None, "Containers": extra.containers,
+            "Names": list(image.names), "Digest": image.digest, "History": list(image.names),
+            "Created": int(when.timestamp()) if when else 0, "CreatedAt": image.created}
+
+
+def image_views(image, extra: ImageExtra, no_trunc: bool) -> list[dict]:
+    """The fields podman's images templates see: one row for each of the image's names."""
+    from ferry.cli.gotemplate import GoMap
+    from ferry.util.timefmt import go_time
+    when = _parse_time(image.created)
+    created = go_time(when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")) if when else ""
+    common = {"ID": image.id if no_trunc else image.id[:SHORT_ID], "Id": image.id, "Digest": image.digest,
+              "Created": human_age(image.created), "CreatedSince": human_age(image.created),
+              "CreatedAt": created, "CreatedTime": created, "Size": human_size(image.size),
+              "VirtualSize": image.size, "SharedSize": 0, "Labels": GoMap(extra.labels),
+              "Names": list(image.names), "History": ", ".join(image.names), "Containers": extra.containers,
+              "ReadOnly": False, "IsReadOnly": False, "Dangling": not image.names, "ParentId": "",
+              "RepoTags": list(image.names), "RepoDigests": _repo_digests(image)}
+    rows = []
+    for name in image.names or ("<none>:<none>",):
+        repo, tag = split_repo_tag(name)
+        rows.append({**common, "Repository": repo, "Tag": tag})
+    return rows
+
+
+# What JSON and templates show of an image beyond its records: its config's
+# labels, and how many containers use it.
+ImageExtra = namedtuple("ImageExtra", "labels containers")
+
+
+def image_extras(engine, images) -> dict[str, ImageExtra]:
+    counts: dict[str, int] = {}
+    try:
+        for (image_id,) in engine.db.read().execute("SELECT image_id FROM containers"):
+            counts[image_id] = counts.get(image_id, 0) + 1
+    except Exception as exc:   # sqlite3.OperationalError: no container was ever made here
+        if "no such table" not in str(exc):
+            raise
+    extras = {}
+    for image in images:
+        labels = engine.images.get(image.id).config.labels
+        extras[image.id] = ImageExtra(labels, counts.get(image.id, 0))
+    return extras
+
+
+def _repo_digests(image) -> list[str]:
+    repos = dict.fromkeys(split_repo_tag(name)[0] for name in image.names)
+    return [f"{repo}@{image.digest}" for repo in repos]
+
+
+IMAGE_HEADERS = {"ID": "IMAGE ID", "Id": "IMAGE ID", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT"}
 
 
 # ---- handlers -----------------------------------------------------------------
 
 def cmd_images(args) -> int:
     from ferry.image.listing import list_images
-    images = list_images(engine_of(args).db)
+    engine = engine_of(args)
+    images = list_images(engine.db)
     if args.quiet:
         for image in images:
             render.line(image.id if args.no_trunc else image.id[:SHORT_ID])
-    elif args.format == "json":
-        render.json_out([image_json(image) for image in images])
-    else:
-        rows = image_rows(images, args.no_trunc)
+        return EXIT_OK
+    if args.format == "table":
         if args.noheading:
-            for row in rows:
+            for row in image_rows(images, args.no_trunc):
                 render.line("  ".join(row))
         else:
-            render.table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+            render.table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], image_rows(images, args.no_trunc))
+        return EXIT_OK
+    extras = image_extras(engine, images)
+    if args.format == "json":
+        render.json_out([image_json(image, extras[image.id]) for image in images])
+        return EXIT_OK
+    render.template(args.format, [view for image in images for view in image_views(image, extras[image.id],
+                                                                                     args.no_trunc)],
+                    IMAGE_HEADERS, heading=not args.noheading, name="images")
     return EXIT_OK
 
 
@@ -253,7 +313,8 @@ def cmd_build_debian(args) -> int:
 def _add_images(commands, name: str, aliases=()) -> None:
     parser = commands.add_parser(name, aliases=list(aliases), help="list images")
     parser.add_argument("-q", "--quiet", action="store_true", help="show only image IDs")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--format", default="table",
+                        help="table, json, or a Go template like '{{.Repository}}:{{.Tag}}'")
     parser.add_argument("--no-trunc", action="store_true", help="show full image IDs")
     parser.add_argument("-n", "--noheading", action="store_true", help="omit the table header")
     parser.set_defaults(handler=cmd_images)

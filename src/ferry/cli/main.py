@@ -16,8 +16,8 @@ from ferry.cli.parsing import Parser, add_commands, add_global_options, engine_o
 from ferry.store.layout import Layout
 from ferry.util import log
 from ferry.util.errors import (BadArchive, CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning,
-                               DiskFull, FerryError, Incompatible, NotFound, PermissionDenied, Several,
-                               ToolError, UsageError)
+                               DiskFull, FerryError, Incompatible, NotFound, PermissionDenied, RuntimeRefused,
+                               Several, ToolError, UsageError)
 
 # Podman's codes (checked against podman 4.3.1): 125 means ferry itself failed,
 # a bad command line included; 126 and 127 that exec's command cannot be run or
@@ -45,6 +45,7 @@ EXIT_CODES: dict[type[FerryError], int] = {
     ToolError: EXIT_ERROR,
     CommandNotFound: EXIT_COMMAND_NOT_FOUND,
     CommandNotExecutable: EXIT_CANNOT_INVOKE,
+    RuntimeRefused: EXIT_CANNOT_INVOKE,
 }
 # Codes that only one command gives (its words, as `ferry container rm` ends).
 COMMAND_EXIT_CODES: dict[str, dict[type[FerryError], int]] = {

@@ -30,6 +30,9 @@ def _add_serve(commands) -> None:
     serve.add_argument("--tls-key", metavar="FILE", help="... and this key (PEM)")
     serve.add_argument("--allow-bind-mounts", action="store_true",
                        help="let migrated containers mount the host paths they mounted on their source")
+    serve.add_argument("--allow-privileges", action="store_true",
+                       help="let migrated containers keep what they were run with beyond ferry's defaults "
+                            "(--privileged, --cap-add, --ipc host, --network host)")
     serve.add_argument("--decrypt-key", action="append", default=[], metavar="FILE",
                        help="open migrations encrypted to this age identity (AGE-SECRET-KEY-1...) or SSH "
                             "private key ('ferry migrate --encrypt-to' its public key)")
@@ -106,7 +109,7 @@ def cmd_serve(args) -> int:
     host, port = parse_listen(args.listen)
     return serve(ServeOptions(root=engine_of(args).layout.root, host=host, port=port, token_file=args.token_file,
                               tls_cert=args.tls_cert, tls_key=args.tls_key,
-                              allow_bind_mounts=args.allow_bind_mounts,
+                              allow_bind_mounts=args.allow_bind_mounts, allow_privileges=args.allow_privileges,
                               keys=opening(tuple(args.decrypt_key), args.decrypt_passphrase_file)))
 
 

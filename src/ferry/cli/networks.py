@@ -28,10 +28,13 @@ def _add_network(commands) -> None:
     create.set_defaults(handler=cmd_create)
 
     ls = verbs.add_parser("ls", aliases=["list"], help="list networks")
-    ls.add_argument("--format", choices=("table", "json"), default="table")
+    ls.add_argument("--format", default="table", help="table, json, or a Go template like '{{.Name}}'")
+    ls.add_argument("-q", "--quiet", action="store_true", help="print names only")
+    ls.add_argument("--noheading", action="store_true", help="omit the table header")
     ls.set_defaults(handler=cmd_ls)
 
     inspect = verbs.add_parser("inspect", help="show networks as JSON")
+    inspect.add_argument("-f", "--format", default="json", help="json, or a Go template like '{{.Subnets}}'")
     inspect.add_argument("names", metavar="NAME", nargs="+")
     inspect.set_defaults(handler=cmd_inspect)
 
@@ -61,17 +64,39 @@ def cmd_ls(args) -> int:
     manager = engine_of(args).networks
     manager.default()   # like podman, the default network is always listed
     networks = manager.list()
-    if args.format == "json":
+    if args.quiet:
+        for n in networks:
+            render.line(n.name)
+    elif args.format == "json":
         render.json_out([as_podman(n) for n in networks])
     else:
-        render.table(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "INTERFACE"],
-                     [[n.id[:12], n.name, DRIVER, n.subnet, n.bridge] for n in networks])
+        fmt = "table {{.ID}}\t{{.Name}}\t{{.Driver}}" if args.format == "table" else args.format
+        render.template(fmt, [_view(n, short_id=True) for n in networks], LS_HEADERS, heading=not args.noheading,
+                        name="ls")
     return 0
+
+
+LS_HEADERS = {"ID": "NETWORK ID"}
+
+
+def _view(network, short_id: bool = False) -> dict:
+    """The fields podman's network templates see (its Network struct)."""
+    from ferry.cli.gotemplate import GoMap
+    from ferry.util.timefmt import go_time
+    return {"ID": network.id[:12] if short_id else network.id, "Name": network.name, "Driver": DRIVER,
+            "NetworkInterface": network.bridge, "Created": go_time(network.created),
+            "Subnets": [{"Subnet": network.subnet, "Gateway": network.gateway}], "IPv6Enabled": False,
+            "Internal": False, "DNSEnabled": False, "Labels": GoMap(), "Options": GoMap(),
+            "IPAMOptions": GoMap(driver="host-local")}
 
 
 def cmd_inspect(args) -> int:
     manager = engine_of(args).networks
-    render.json_out([as_podman(manager.get(name)) for name in args.names])
+    networks = [manager.get(name) for name in args.names]
+    if args.format == "json":
+        render.json_out([as_podman(n) for n in networks])
+    else:
+        render.template(args.format, [_view(n) for n in networks], heading=False, name="inspect")
     return 0
 
 

@@ -84,3 +84,18 @@ def _print_table(table) -> None:
     Console(file=buffer, width=PIPE_WIDTH, highlight=False, color_system=None).print(table)
     for text in buffer.getvalue().splitlines():
         print(text.rstrip())
+
+
+def template(fmt: str, rows: list, headers: dict[str, str] | None = None, *, heading: bool = True,
+             name: str = "format") -> None:
+    """podman's --format Go template over `rows` (dicts of the fields it may
+    name); a `table` template gets its header line unless `heading` is off.
+    As podman, what was rendered before a failing row is printed before the error."""
+    from ferry.cli import gotemplate
+    from ferry.util.errors import UsageError
+    try:
+        output = gotemplate.render_rows(fmt, rows, headers or {}, noheading=not heading, name=name)
+    except gotemplate.TemplateError as error:
+        sys.stdout.write(error.output)
+        raise UsageError(str(error).splitlines()[0] if str(error) else "bad template") from None
+    sys.stdout.write(output)

@@ -31,7 +31,7 @@ from ferry.checkpoint.encryption import (Opening, Sealing, archive_source, decry
                                          sealing as sealing_for, sealing_argv)
 from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.checkpoint_store import ARCHIVE, LOCAL, CheckpointEntry, check_pattern, fill_pattern, to_keep
-from ferry.engine.config import (ArchivedContainer, ContainerConfig, check_network_status,
+from ferry.engine.config import (BRIDGE, HOST_NETWORK, ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
 from ferry.engine import journal
 from ferry.engine.images import image_by_id
@@ -129,6 +129,7 @@ class RestoreOptions(NamedTuple):
     image_archive: str | None = None
     volumes: tuple[str, ...] = ()   # -v SRC:DST re-stating the archive's mounts on this host
     allow_bind_mounts: bool = False
+    allow_privileges: bool = False  # re-grant what the archive's host config grants beyond ferry's defaults
     verify_key: str | None = None   # an Ed25519 public key (PEM) the archive must be signed with
     force: bool = False               # restore although this host differs from the checkpoint's (compat)
     tls_verify: bool = True           # for pulling a checkpoint image
@@ -714,7 +715,7 @@ class Checkpoints:
                 image_name=config.image, created=container.created_at, spec=json.loads(spec_dump),
                 ports=[(p.host_ip, p.host_port, p.container_port, p.protocol) for p in config.ports if p.host_port],
                 volumes=named, command=config.command or config.args, user=config.user,
-                stop_signal=config.stop_signal),
+                stop_signal=config.stop_signal, host_network=config.host_network),
             SPEC_DUMP: spec_dump,
         }
         stats = os.path.join(files.checkpoint_work, "stats-dump")
@@ -774,6 +775,7 @@ class Checkpoints:
             return self._restore_import(options._replace(image_layer=layer, image_name=name_or_id), progress)
         for flag, given in (("--name", options.name), ("-v", options.volumes),
                             ("--allow-bind-mounts", options.allow_bind_mounts),
+                            ("--allow-privileges", options.allow_privileges),
                             ("--verify-key", options.verify_key)):
             if given:
                 raise UsageError(f"{flag} can only be used with a checkpoint image or --import: an in-place "
@@ -812,8 +814,8 @@ class Checkpoints:
                            hint="see 'ferry checkpoint ls'")
         own = entry.kind == LOCAL
         if own:
-            # This root's own archive, of a container whose mounts `run` granted.
-            options = options._replace(allow_bind_mounts=True)
+            # This root's own archive, of a container whose mounts and privileges `run` granted.
+            options = options._replace(allow_bind_mounts=True, allow_privileges=True)
         if options.name:
             options = options._replace(import_path=entry.path)
         else:
@@ -955,7 +957,11 @@ class Checkpoints:
                                      f"{options.container_id[:12]}", hint=HINT_FORGED)
                 image = self._image_for(head.container, options)
             own_volumes = self._own_volumes(saved.config, options, restated)
-            config, granted = self._config_for_target(saved.config, options, restated, own_volumes)
+            # An anonymous volume of another container here (the one checkpointed,
+            # restored beside it under a new name) is not shared: this one gets its own.
+            archived_config, renamed = fresh_anonymous(saved.config, own_volumes, restated,
+                                                       self.containers.volumes.exists)
+            config, granted = self._config_for_target(archived_config, options, restated, own_volumes)
             self._check_disk_for_files(staging, options)
             if options.replace:
                 # Checked whole: only now does the stopped container give up its place.
@@ -978,7 +984,7 @@ class Checkpoints:
                 if not options.ignore_rootfs and os.path.exists(os.path.join(staging, ROOTFS_DIFF)):
                     apply_tree_diff(os.path.join(staging, ROOTFS_DIFF), files.upper, deleted)
                 if not options.ignore_volumes:
-                    self._fill_volumes(fresh, staging)
+                    self._fill_volumes(fresh, staging, renamed)
                     for volume in own_volumes:
                         set_aside.append(self._roll_back_volume(volume, staging, undo))
                 if config.profile.shm_dir:
@@ -1117,7 +1123,7 @@ class Checkpoints:
         attempt = Undo()
         entry = dict(op=journal.RESTORE, from_archive=True, scratch=scratch)
         try:
-            for _ in range(3):   # the IP, then the MAC, may be taken
+            for _ in range(3 + 2 * len(config.more_networks)):   # each IP, then MAC, may be taken
                 try:
                     # An ID kept from the archive may be its twin's in another root on this host.
                     container = self.containers.insert(name, image, config, attempt, container_id=container_id,
@@ -1194,17 +1200,28 @@ class Checkpoints:
         from ferry.network.ports import parse_port
         networks = self.containers.networks
         changes: dict = {}
-        try:
-            networks.get(config.network)
-        except NotFound:
-            changes["network"] = networks.default().name
-            changes["ip"] = changes["mac"] = ""  # another subnet: the old address means nothing here
+        if config.network_mode == BRIDGE and not config.more_networks:
+            try:
+                networks.get(config.network)
+            except NotFound:
+                changes["network"] = networks.default().name
+                changes["ip"] = changes["mac"] = ""  # another subnet: the old address means nothing here
+        elif config.more_networks:
+            # Each interface is one of its networks: none is swapped for the default.
+            missing = [j.network for j in config.joined if not networks.has(j.network)]
+            if missing:
+                raise NotFound(f"the checkpoint's container joined networks this host lacks: {', '.join(missing)}",
+                               hint="create them here first ('ferry network create NAME')")
         if options.ignore_static_ip:
             changes["ip"] = ""
         if options.ignore_static_mac or (changes.get("ip") == "" and not config.static_mac):
             changes["mac"] = ""   # a MAC nobody chose goes with its address
-        if options.ports is not None:
+        if config.more_networks and (options.ignore_static_ip or options.ignore_static_mac):
+            changes["more_networks"] = tuple(j._replace(ip="" if options.ignore_static_ip else j.ip, mac="")
+                                             for j in config.more_networks)
+        if options.ports is not None and config.network_mode == BRIDGE:   # none and host publish nothing
             changes["ports"] = tuple(parse_port(p) for p in options.ports)
+        check_privileges(config, options.allow_privileges, migration=options.import_stream is not None)
         archived = config.volumes
         if options.ignore_volumes:
             archived = tuple(v for v in archived if v.kind != "volume")
@@ -1216,11 +1233,12 @@ class Checkpoints:
                                hint="create it on this host before restoring, or re-state it with -v")
         return config._replace(volumes=volumes, **changes), granted
 
-    def _fill_volumes(self, names: list[str], staging: str) -> None:
-        """Fill the volumes this restore made with their content in the archive;
-        one that existed before stays as it is."""
+    def _fill_volumes(self, names: list[str], staging: str, renamed: dict[str, str] | None = None) -> None:
+        """Fill the volumes this restore made with their content in the archive
+        (a renamed anonymous one's under its archived name); one that existed
+        before stays as it is."""
         for name in names:
-            tar_path = os.path.join(staging, VOLUMES, f"{name}.tar")
+            tar_path = os.path.join(staging, VOLUMES, f"{(renamed or {}).get(name, name)}.tar")
             if os.path.exists(tar_path):
                 apply_tree_diff(tar_path, self.containers.volumes.data_dir(name), ())
 
@@ -1240,6 +1258,45 @@ class Checkpoints:
 def _put_back(aside: str, data: str) -> None:
     remove_tree(data)
     os.rename(aside, data)
+
+
+def fresh_anonymous(config: ContainerConfig, own: tuple[str, ...], restated: tuple[VolumeSpec, ...],
+                    volume_exists) -> tuple[ContainerConfig, dict[str, str]]:
+    """`config` with a new name for each anonymous volume that exists here and
+    is not the restored container's own (nor re-stated by -v); with the map
+    from each new name to the archived one, whose content fills it."""
+    restated_at = {v.destination for v in restated}
+    renamed: dict[str, str] = {}
+    volumes = []
+    for volume in config.volumes:
+        if volume.anonymous and volume.destination not in restated_at and volume.source not in own \
+                and volume_exists(volume.source):
+            new = ids.new_id()
+            renamed[new] = volume.source
+            volume = volume._replace(source=new)
+        volumes.append(volume)
+    return (config._replace(volumes=tuple(volumes)) if renamed else config), renamed
+
+
+def privileges_asked(config: ContainerConfig) -> list[str]:
+    """What the container was run with beyond ferry's defaults, as the flags
+    that asked it: its host config's (--privileged, --cap-add, --ipc host) and
+    the host's network namespace (--network host)."""
+    return config.host.grants() + (["--network host"] if config.network_mode == HOST_NETWORK else [])
+
+
+def check_privileges(config: ContainerConfig, allowed: bool, *, migration: bool = False) -> None:
+    """An archive may propose privileges; only this host's user grants them:
+    privileges_asked needs `allowed` (this root's own checkpoint,
+    --allow-privileges, or the agent's policy). Limits (memory, CPUs, ulimits,
+    read-only, tmpfs) only restrict, so they are applied as archived; bind
+    sources are mounts_for_target's."""
+    asked = privileges_asked(config)
+    if asked and not allowed:
+        raise FerryError(f"the checkpoint asks for privileges beyond ferry's defaults, which only this host's "
+                         f"user may grant: {', '.join(asked)}",
+                         hint="start this host's agent with --allow-privileges" if migration
+                         else "pass --allow-privileges to grant what the archive asks, if you trust it")
 
 
 def mounts_for_target(archived: tuple[VolumeSpec, ...], restated: tuple[VolumeSpec, ...], allow_binds: bool,
@@ -1363,6 +1420,15 @@ def _readdressed(config: ContainerConfig, clash: Conflict, options: RestoreOptio
         return config._replace(ip="", mac=config.mac if config.static_mac else "")
     if config.mac and config.mac.lower() in clash.message.lower() and not config.static_mac:
         return config._replace(mac="")   # only a MAC the user chose is kept at any cost
+    for position, joined in enumerate(config.more_networks):   # eth1...: no address chosen by the user
+        if (joined.ip and joined.ip in clash.message) or (joined.mac and joined.mac.lower() in clash.message.lower()):
+            if joined.ip and joined.ip in clash.message and options.tcp_established:
+                clash.hint = ("its TCP connections live on that address: stop or remove the container holding it "
+                              "first, or restore without --tcp-established (the connections are then dropped)")
+                raise clash
+            more = list(config.more_networks)
+            more[position] = joined._replace(ip="" if joined.ip in clash.message else joined.ip, mac="")
+            return config._replace(more_networks=tuple(more))
     raise _restore_hint(clash, config)
 
 

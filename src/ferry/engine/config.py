@@ -18,7 +18,7 @@ import signal as posix_signals
 from datetime import datetime
 from typing import NamedTuple
 
-from ferry.engine.hostconfig import DEFAULT_HOST, HostConfig
+from ferry.engine.hostconfig import DEFAULT_HOST, HostConfig, TmpfsMount
 from ferry.engine.runextras import NO_EXTRAS, RunExtras
 from ferry.engine.volumes import VolumeSpec
 from ferry.network.ports import PortMapping
@@ -46,6 +46,12 @@ CONFIG_KEYS = ("image", "image_digest", "args", "command", "env", "workdir", "us
 PROFILE = "profile"     # written only when not ferry's own, so older records still read
 STATIC_MAC = "static_mac"   # written only when true, for the same reason
 HOST, EXTRAS = "host", "extras"   # written only when not empty, for the same reason
+NETWORK_MODE = "network_mode"     # written only when not "bridge", for the same reason
+MORE_NETWORKS = "more_networks"   # written only when the container joined several networks
+BRIDGE, HOST_NETWORK, NO_NETWORK = "bridge", "host", "none"
+NETWORK_MODES = (BRIDGE, HOST_NETWORK, NO_NETWORK)
+MAX_NETWORKS = 16               # interfaces eth0..eth15
+NETWORK_LINK_KEYS = ("network", "ip", "mac")
 PROFILE_KEYS = ("cgroupns", "no_new_privileges", "shm_dir", "containerenv")
 
 
@@ -71,6 +77,30 @@ class SpecProfile(NamedTuple):
     @classmethod
     def from_dict(cls, data) -> "SpecProfile":
         exact_keys(data, PROFILE_KEYS, PROFILE)
+        return cls(**data)
+
+
+@checked
+class NetworkLink(NamedTuple):
+    """One more network a container joined, beyond its first (config.network,
+    ip, mac): its interface is eth1, eth2... in the order given."""
+    network: str
+    ip: str          # "" until reserved
+    mac: str
+
+    def _check(self):
+        _check_network_name(self.network)
+        if not isinstance(self.ip, str) or (self.ip and not _is_ipv4(self.ip)):
+            raise ValueError(f"ip {shown(self.ip)} is not an IPv4 address")
+        if not isinstance(self.mac, str) or (self.mac and not MAC_RE.match(self.mac)):
+            raise ValueError(f"mac {shown(self.mac)} is not a MAC address like 02:42:0a:5a:00:05")
+
+    def to_dict(self) -> dict:
+        return {key: getattr(self, key) for key in NETWORK_LINK_KEYS}
+
+    @classmethod
+    def from_dict(cls, data) -> "NetworkLink":
+        exact_keys(data, NETWORK_LINK_KEYS, "more_networks entry")
         return cls(**data)
 
 
@@ -102,6 +132,11 @@ class ContainerConfig(NamedTuple):
     static_mac: bool = False          # the user chose the MAC (--mac-address): a restore keeps it or refuses
     host: HostConfig = DEFAULT_HOST   # what run asked of the host beyond ferry's defaults
     extras: RunExtras = NO_EXTRAS     # labels, hosts entries, DNS, restart policy, init
+    # "host" shares the host's network namespace (a grant a restore must re-check);
+    # "none" a netns of ferry's with lo only. Either way `network` is the mode's name,
+    # with no address, port or other network.
+    network_mode: str = BRIDGE
+    more_networks: tuple[NetworkLink, ...] = ()   # networks joined beyond `network`: eth1...
 
     def _check(self):
         if not isinstance(self.image, str) or not IMAGE_REF_RE.match(self.image):
@@ -124,9 +159,7 @@ class ContainerConfig(NamedTuple):
         if not isinstance(self.hostname, str) or (self.hostname and (
                 len(self.hostname) > MAX_HOSTNAME or not HOSTNAME_RE.match(self.hostname))):
             raise ValueError(f"hostname {shown(self.hostname)} is not a host name")
-        if not isinstance(self.network, str) or len(self.network) > ids.MAX_NAME \
-                or not ids.NAME_RE.match(self.network):
-            raise ValueError(f"network {shown(self.network)} is not a valid name")
+        _check_network_name(self.network)
         if not isinstance(self.ip, str) or (self.ip and not _is_ipv4(self.ip)):
             raise ValueError(f"ip {shown(self.ip)} is not an IPv4 address")
         if not isinstance(self.mac, str) or (self.mac and not MAC_RE.match(self.mac)):
@@ -147,8 +180,29 @@ class ContainerConfig(NamedTuple):
             raise ValueError("static_mac must be true or false")
         if not isinstance(self.host, HostConfig):
             raise ValueError("host must be a HostConfig")
+        if {t.destination for t in self.host.tmpfs} & set(destinations):
+            raise ValueError("a tmpfs and a volume are mounted at the same destination")
         if not isinstance(self.extras, RunExtras):
             raise ValueError("extras must be a RunExtras")
+        self._check_networks()
+
+    def _check_networks(self):
+        if not isinstance(self.network_mode, str) or self.network_mode not in NETWORK_MODES:
+            raise ValueError(f"network_mode {shown(self.network_mode)} is not one of {', '.join(NETWORK_MODES)}")
+        _records(self.more_networks, NetworkLink, MAX_NETWORKS - 1, "more_networks")
+        if self.network_mode != BRIDGE:
+            if self.network != self.network_mode or self.ip or self.mac or self.static_mac or self.ports \
+                    or self.more_networks:
+                raise ValueError(f"network_mode {self.network_mode} has no network, address, port or other "
+                                 "network")
+            return
+        names = [self.network, *(link.network for link in self.more_networks)]
+        if len(set(names)) != len(names):
+            raise ValueError("a network is joined twice")
+        ips = [ip for ip in (self.ip, *(link.ip for link in self.more_networks)) if ip]
+        macs = [mac for mac in (self.mac, *(link.mac for link in self.more_networks)) if mac]
+        if len(set(ips)) != len(ips) or len(set(macs)) != len(macs):
+            raise ValueError("two interfaces have the same address")
 
     def to_dict(self) -> dict:
         data = {key: getattr(self, key) for key in CONFIG_KEYS}
@@ -161,6 +215,10 @@ class ContainerConfig(NamedTuple):
         for key, default in ((HOST, DEFAULT_HOST), (EXTRAS, NO_EXTRAS)):
             if getattr(self, key) != default:
                 data[key] = getattr(self, key).to_dict()
+        if self.network_mode != BRIDGE:
+            data[NETWORK_MODE] = self.network_mode
+        if self.more_networks:
+            data[MORE_NETWORKS] = [link.to_dict() for link in self.more_networks]
         return data
 
     def to_json(self) -> str:
@@ -169,7 +227,8 @@ class ContainerConfig(NamedTuple):
     @classmethod
     def from_dict(cls, data) -> "ContainerConfig":
         """Strictly from the JSON form (ValueError on anything else)."""
-        optional = tuple(k for k in (PROFILE, STATIC_MAC, HOST, EXTRAS) if isinstance(data, dict) and k in data)
+        optional = tuple(k for k in (PROFILE, STATIC_MAC, HOST, EXTRAS, NETWORK_MODE, MORE_NETWORKS)
+                         if isinstance(data, dict) and k in data)
         exact_keys(data, CONFIG_KEYS + optional, "config")
         values = dict(data)
         for key, record in ((PROFILE, SpecProfile), (HOST, HostConfig), (EXTRAS, RunExtras)):
@@ -179,11 +238,31 @@ class ContainerConfig(NamedTuple):
             values[key] = _tuple(data[key], key)
         values["ports"] = tuple(_each(data["ports"], PortMapping.from_dict, MAX_PORTS, "ports"))
         values["volumes"] = tuple(_each(data["volumes"], VolumeSpec.from_dict, MAX_VOLUMES, "volumes"))
+        if MORE_NETWORKS in data:
+            values[MORE_NETWORKS] = tuple(_each(data[MORE_NETWORKS], NetworkLink.from_dict, MAX_NETWORKS - 1,
+                                                MORE_NETWORKS))
+            if not values[MORE_NETWORKS]:
+                raise ValueError(f"{MORE_NETWORKS} is written only when not empty")
+        if NETWORK_MODE in data and data[NETWORK_MODE] == BRIDGE:
+            raise ValueError(f"{NETWORK_MODE} is written only when not {BRIDGE}")
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> "ContainerConfig":
         return cls.from_dict(loads(text))
+
+    @property
+    def host_network(self) -> bool:
+        """Whether it shares the host's network namespace: host access, which
+        a restore of an unverified archive must be granted."""
+        return self.network_mode == HOST_NETWORK
+
+    @property
+    def joined(self) -> tuple[NetworkLink, ...]:
+        """Every network it joined, first (eth0) first; none in host or none mode."""
+        if self.network_mode != BRIDGE:
+            return ()
+        return (NetworkLink(self.network, self.ip, self.mac), *self.more_networks)
 
     @property
     def binds(self) -> tuple[VolumeSpec, ...]:
@@ -192,6 +271,11 @@ class ContainerConfig(NamedTuple):
     @property
     def named_volumes(self) -> tuple[VolumeSpec, ...]:
         return tuple(v for v in self.volumes if v.kind == "volume")
+
+
+def _check_network_name(name) -> None:
+    if not isinstance(name, str) or len(name) > ids.MAX_NAME or not ids.NAME_RE.match(name):
+        raise ValueError(f"network {shown(name)} is not a valid name")
 
 
 def _is_ipv4(text: str) -> bool:
@@ -313,12 +397,16 @@ def config_from_foreign(found, spec, *, image: str, image_digest: str, network: 
     podman = found.podman
     named = {posixpath.normpath(v.dest): v for v in (podman.named_volumes if podman else ())}
     volumes = [VolumeSpec("volume", v.name, dest, "ro" in v.options) for dest, v in named.items()]
+    tmpfs = []
     for mount in spec.mounts:
         destination = posixpath.normpath(mount.destination)
         if destination in named or destination in PROVIDED_MOUNTS:
             continue
         if mount.type == "bind" or {"bind", "rbind"} & set(mount.options):
             volumes.append(VolumeSpec("bind", mount.source or "", destination, "ro" in mount.options))
+            continue
+        if mount.type == "tmpfs":   # podman's --tmpfs, and --read-only's /run, /tmp, /var/tmp
+            tmpfs.append(_foreign_tmpfs(destination, mount.options))
             continue
         raise ValueError(f"spec.dump mounts {shown(mount.type or 'something')} at {shown(destination)}, which "
                          "ferry cannot give a restored container")
@@ -349,4 +437,16 @@ def config_from_foreign(found, spec, *, image: str, image_digest: str, network: 
         user=f"{user.uid}:{user.gid}" if user.uid or user.gid else "",
         hostname=spec.hostname or "", network=network, ip="", mac="", ports=tuple(ports),
         volumes=tuple(volumes), stop_signal=stop_signal, rm=False, tty=process.terminal,
-        interactive=bool(podman and podman.stdin), profile=profile)
+        interactive=bool(podman and podman.stdin), profile=profile,
+        # its /run, /tmp and /var/tmp of --read-only are in its mounts, as tmpfs
+        host=HostConfig(read_only=spec.root.readonly, read_only_tmpfs=not spec.root.readonly, tmpfs=tuple(tmpfs)))
+
+
+def _foreign_tmpfs(destination: str, options) -> TmpfsMount:
+    """A tmpfs of another engine's spec, with the options ferry allows
+    (rprivate aside: ferry adds it to every tmpfs)."""
+    try:
+        return TmpfsMount(destination, tuple(o for o in options if o != "rprivate"))
+    except ValueError as exc:
+        raise ValueError(f"spec.dump mounts a tmpfs at {shown(destination)}, which ferry cannot give a "
+                         f"restored container: {exc}") from None

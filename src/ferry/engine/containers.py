@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from ferry.engine import journal
-from ferry.engine.config import ContainerConfig
+from ferry.engine.config import BRIDGE, HOST_NETWORK, NO_NETWORK, ContainerConfig, NetworkLink
 from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, damaged, find_row, has_exited,
                                   observed_exit, open_table, process_alive)
 from ferry.util.log import get_logger
@@ -33,7 +33,7 @@ from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
 from ferry.util.errors import (CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning, DamagedRecord,
-                               FerryError, NotFound, ToolError, UsageError)
+                               FerryError, NotFound, RuntimeRefused, ToolError, UsageError)
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util import phases, proc, signals
 from ferry.util.locks import Busy, owned_lock
@@ -52,7 +52,7 @@ CRIU_OPTIONS = "skip-in-flight\nnetwork-lock nftables\n"
 # timer, 0.5-0.8 s later when runc restore had returned first.
 CRIU_RESTORE_HOOK_SCRIPT = """#!/bin/sh
 [ "$CRTOOLS_SCRIPT_ACTION" = post-restore ] || exit 0
-{wait}exec {argv}
+{wait}{argv}
 """
 # A lazy restore's tasks resume only once the source's page server has taken
 # this host's lazy-pages daemon (its TLS handshake, in the daemon's log): a
@@ -70,8 +70,15 @@ log = get_logger("ferry.containers")
 # How long a command waits for another one working on the same container
 # before it refuses: a start or a stop takes about a second, a checkpoint more.
 LOCK_WAIT = 10.0
+# --init: podman's init (Debian's catatonit package, which podman's setup
+# installs), bound read-only where podman binds it, before the command.
+INIT_PATH = "/run/podman-init"
+INIT_BINARY = "/usr/libexec/podman/catatonit"
 EXIT_WAIT_POLL = 0.05
 UNKNOWN_EXIT = -1
+# A marker in the container's dir: a command (stop, kill, rm) ended it, so its
+# restart policy does not start it again (podman's StoppedByUser); a start clears it.
+STOPPED_BY_USER = "stopped-by-user"
 
 
 class RestoreFrom(NamedTuple):
@@ -101,14 +108,34 @@ class RunOptions(NamedTuple):
     mac: str | None = None
     workdir: str | None = None
     entrypoint: str | None = None
-    network: str | tuple[str, ...] | None = None   # several only to be refused, for now
+    network: str | tuple[str, ...] | None = None   # names (comma lists too), or host or none
     tty: bool = False
     interactive: bool = False
     hostname: str | None = None
     user: str | None = None   # USER[:GROUP] or UID[:GID]; the image's USER when None
     labels: tuple[str, ...] = ()   # KEY[=VALUE]
     # (host config flags go here)
+    memory: str | None = None        # -m 512m
+    cpus: str | None = None          # --cpus 1.5
+    ulimits: tuple[str, ...] = ()    # --ulimit NAME=SOFT[:HARD]
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    read_only: bool = False
+    read_only_tmpfs: bool = True
+    tmpfs: tuple[str, ...] = ()      # --tmpfs DEST[:OPTIONS]
+    mounts: tuple[str, ...] = ()     # --mount type=bind|volume|tmpfs,...
+    ipc: str | None = None           # --ipc host
     # (extras flags go here)
+    env_files: tuple[str, ...] = ()     # --env-file, read before -e (which wins)
+    add_hosts: tuple[str, ...] = ()     # HOST:IP
+    dns: tuple[str, ...] = ()           # IP, or "none"
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    replace: bool = False               # remove a container of --name first (rm -f)
+    publish_all: bool = False           # -P: every EXPOSEd port on a port the host chooses
+    restart: str | None = None          # POLICY[:N]
+    init: bool = False
 
 
 class Container(NamedTuple):
@@ -124,6 +151,7 @@ class Container(NamedTuple):
     finished_at: str | None
     checkpointed_at: str | None = None
     restored_at: str | None = None    # when it last came back from a checkpoint
+    restart_count: int = 0            # starts its restart policy made (podman's RestartCount)
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Container":
@@ -135,7 +163,8 @@ class Container(NamedTuple):
         return cls(row["id"], row["name"], row["image_id"], config, row["state"], row["pid"],
                    row["exit_code"], row["created_at"], row["started_at"], row["finished_at"],
                    row["checkpointed_at"] if "checkpointed_at" in added else None,
-                   row["restored_at"] if "restored_at" in added else None)
+                   row["restored_at"] if "restored_at" in added else None,
+                   row["restart_count"] if "restart_count" in added else 0)
 
 
 class Undo:
@@ -233,7 +262,7 @@ class Containers:
             try:
                 return self.start(container.id, wait_attach=not options.detach, warm=warm)
             except FerryError:
-                self.remove(container.id, force=True)
+                self.remove(container.id, force=True, volumes=True)
                 raise
         finally:
             warm.close()
@@ -242,27 +271,49 @@ class Containers:
         image, image_name = self.images.get_named(options.image)
         if options.name is not None:
             ids.check_name(options.name)
+        if options.replace and options.name is None:
+            raise UsageError("cannot replace container without --name being set")
+        extras, env_file = _extras(options, image.config.labels)
         from ferry.network.ports import parse_port
         ports = [parse_port(p) for p in options.ports]
-        volume_specs = [self.check_volume(v) for v in options.volumes]
-        env = _merge_env(image.config.env, options.env)
+        if options.publish_all:
+            ports += _exposed(image.config.exposed_ports, ports)
+        host, mounted = _host_config(options)
+        volume_specs = [self.check_volume(v) for v in options.volumes + mounted]
+        _check_destinations(volume_specs, host)
+        volume_specs += [v for v in _image_volumes(image.config.volumes, volume_specs)
+                         if v.destination not in {t.destination for t in host.tmpfs_mounts()}]
+        env = _merge_env(image.config.env, env_file + options.env)
         entrypoint = _parse_entrypoint(options.entrypoint) if options.entrypoint is not None \
             else tuple(image.config.entrypoint)
         command = tuple(options.command) or (tuple(image.config.cmd) if options.entrypoint is None else ())
         args = entrypoint + command
         if not args:
             raise UsageError(f"image {options.image!r} has no command", hint="give one after the image name")
+        network_mode, network_names = _networks(options.network, options.ip, options.mac)
+        if network_mode != BRIDGE and ports:   # podman's words; it runs the container all the same
+            log.warning("Port mappings have been discarded as one of the Host, Container, Pod, and None network "
+                        "modes are in use")
+            ports = []
+        for name in network_names:
+            self.networks.get(name)   # NotFound before anything is made
         draft = ContainerConfig(
             image=image_name, image_digest=image.digest,
             args=args, command=command, env=env,
             workdir=options.workdir or image.config.working_dir or "/",
-            user=image.config.user if options.user is None else options.user, hostname=options.hostname or "",
-            network=_one_network(options.network) or self.networks.default().name,
+            user=image.config.user if options.user is None else options.user,
+            hostname=options.hostname or (os.uname().nodename if network_mode == HOST_NETWORK else ""),
+            network=network_mode if network_mode != BRIDGE else (network_names or [self.networks.default().name])[0],
+            network_mode=network_mode,
+            more_networks=tuple(NetworkLink(name, "", "") for name in network_names[1:]),
             ip=options.ip or "", mac=options.mac or "", static_mac=bool(options.mac), ports=tuple(ports),
             volumes=tuple(volume_specs),
             stop_signal=image.config.stop_signal or "SIGTERM", rm=options.rm,
-            tty=options.tty, interactive=options.interactive,
-            extras=RunExtras(labels=_labels(image.config.labels, options.labels)))
+            tty=options.tty, interactive=options.interactive, host=host,
+            extras=extras)
+        if options.replace:   # podman: only once the new one is known to be valid
+            with contextlib.suppress(NotFound):
+                self.remove(options.name, force=True)
         undo = Undo()
         try:
             return self.insert(options.name, image, draft, undo, container_id=container_id)
@@ -296,14 +347,21 @@ class Containers:
         undo.push(self._delete_record, container_id)
         # A migrated container's address may still be held by its copy in another root.
         adopt = {"adopt": True} if adopt_lease else {}
-        ip, mac = self.networks.reserve(container_id, draft.network, ip=draft.ip or None,
-                                        mac=draft.mac or None, scoped=scoped, **adopt)
-        undo.push(self.networks.release, container_id)
+        ip, mac, more = draft.ip, draft.mac, []
+        undo.push(self.networks.release, container_id)   # its netns too, on none
+        if draft.network_mode == BRIDGE:
+            ip, mac = self.networks.reserve(container_id, draft.network, ip=draft.ip or None,
+                                            mac=draft.mac or None, scoped=scoped, **adopt)
+            for position, joined in enumerate(draft.more_networks, start=1):
+                more.append(joined._replace(**dict(zip(("ip", "mac"), self.networks.reserve(
+                    container_id, joined.network, ip=joined.ip or None, mac=joined.mac or None, scoped=scoped,
+                    position=position, **adopt)))))
         for volume in draft.named_volumes:
             if not self.volumes.exists(volume.source):
                 self.volumes.create(volume.source)
                 undo.push(self.volumes.remove, volume.source, [])
-        config = draft._replace(ip=ip, mac=mac, hostname=draft.hostname or container_id[:12])
+        config = draft._replace(ip=ip, mac=mac, more_networks=tuple(more) or draft.more_networks,
+                                hostname=draft.hostname or container_id[:12])
         if journal_entry is None:
             os.makedirs(self.dir(container_id), mode=0o700)
             undo.push(remove_tree, self.dir(container_id))
@@ -327,8 +385,10 @@ class Containers:
     # ---- start ---------------------------------------------------------------
     def start(self, name_or_id: str, *, wait_attach: bool = False,
               restore: RestoreFrom | None = None, ignore_checkpoint: bool = False,
-              warm: launch.WarmMonitor | None = None) -> Container:
+              warm: launch.WarmMonitor | None = None, by_policy: bool = False) -> Container:
         """Start a container, or with `restore`, bring it back from CRIU images.
+        `by_policy`: its restart policy's start, which keeps its RestartCount
+        (any other start sets it back to 0, as podman's does).
         A container waiting in its local checkpoint starts afresh only with
         `ignore_checkpoint` (podman's start silently drops the checkpoint).
         `warm`: its monitor, started ahead by the caller (who closes it)."""
@@ -348,6 +408,9 @@ class Containers:
                 self.set_checkpointed(container.id, None)
                 remove_tree(self.files(container.id).checkpoint_images)
                 container = self.get(container.id, refresh=False)
+            if container.restart_count and not by_policy and not restore:
+                with self.db.write() as conn:
+                    conn.execute("UPDATE containers SET restart_count = 0 WHERE id = ?", (container.id,))
             directory = self.dir(container.id)
             own_journal = not journal.exists(directory)   # a restore writes its own
             if own_journal:
@@ -378,7 +441,7 @@ class Containers:
             atomic_write(files.criu_config, CRIU_OPTIONS)  # later dumps need no hook
             remove_file(files.criu_restore_hook)
         try:   # `Up` only on its network: a netns that lost its mount or eth0 is refused
-            self.networks.verify(container.id, report["pid"])
+            self.networks.verify(container.id, report["pid"], mode=container.config.network_mode)
         except FerryError:
             launched = container._replace(pid=report["pid"])
             with contextlib.suppress(FerryError):
@@ -447,13 +510,18 @@ class Containers:
         directory = self.dir(container.id)
         files = ContainerFiles(directory)
         remove_file(files.exit_record)
+        remove_file(files.at(STOPPED_BY_USER))
         if os.path.isdir(os.path.join(self.runc.state_root, container.id)):
             self.runc.delete(container.id)  # a stale runc state from a crash would block create
         image = self.images.get(container.image_id)
         target = files.rootfs
         rootfs.mount_overlay(self.images.layer_paths(image), files.upper, files.overlay_work, target)
         undo.push(rootfs.unmount, target)
-        attachment = self.networks.attach(container.id, isolated=restore is not None)
+        netns_path = None   # --network host: the host's
+        if config.network_mode == BRIDGE:
+            netns_path = self.networks.attach(container.id, isolated=restore is not None).netns_path
+        elif config.network_mode == NO_NETWORK:
+            netns_path = self.networks.attach_none(container.id)
         undo.push(self.networks.detach, container.id)
         if config.ports:
             published = self.networks.publish(container.id, list(config.ports))
@@ -465,14 +533,22 @@ class Containers:
                     conn.execute("UPDATE containers SET config = ? WHERE id = ?",
                                  (config.to_json(), container.id))
         # Bind-mounted into the container, where users other than root read them.
-        atomic_write(files.at("hosts"), self.networks.etc_hosts(attachment, config.hostname),
-                     mode=0o644)
+        from ferry.network import hostfiles
+        extras = config.extras
+        atomic_write(files.at("hosts"), hostfiles.with_added_hosts(
+            self.networks.hosts_file(container.id, config.hostname, config.network_mode), extras.add_hosts),
+            mode=0o644)
         atomic_write(files.at("hostname"), config.hostname + "\n", mode=0o644)
-        atomic_write(files.at("resolv.conf"), self.networks.resolv_conf(), mode=0o644)
+        if not extras.dns_none:
+            atomic_write(files.at("resolv.conf"), hostfiles.with_dns(
+                self.networks.resolv_conf(config.network_mode), extras.dns, extras.dns_search,
+                extras.dns_options), mode=0o644)
         criu_options = CRIU_OPTIONS
         if restore is not None:
             hook = files.criu_restore_hook
-            argv = " ".join(shlex.quote(arg) for arg in self.networks.connect_argv(container.id))
+            # One command per wire (several networks), the last exec'd; none without a veth.
+            argvs = [" ".join(shlex.quote(arg) for arg in argv) for argv in self.networks.connect_argvs(container.id)]
+            argv = " && ".join(argvs[:-1] + [f"exec {argvs[-1]}"]) if argvs else "exit 0"
             wait = ""
             if restore.lazy:
                 from ferry.checkpoint.lazy import LOG, SOCKET_WAIT
@@ -494,11 +570,11 @@ class Containers:
         oci = ocispec.build(ocispec.ContainerSpec(
             container_id=container.id, cgroup_parent=self.runc.cgroup_parent, hostname=config.hostname,
             cgroupns=profile.cgroupns, no_new_privileges=profile.no_new_privileges,
-            shm_source=files.shm if profile.shm_dir else None,
-            rootfs=target,
-            process=ocispec.ProcessSpec(args=config.args, env=config.env, cwd=config.workdir, uid=uid,
-                                        gid=gid, additional_gids=groups, terminal=config.tty),
-            netns_path=attachment.netns_path, mounts=tuple(self._mounts(container, copy_up=restore is None)),
+            shm_source="/dev/shm" if config.host.ipc == "host" else files.shm if profile.shm_dir else None,
+            rootfs=target, **_host_spec(config.host),
+            process=ocispec.ProcessSpec(args=init_args(config) + config.args, env=config.env, cwd=config.workdir,
+                                        uid=uid, gid=gid, additional_gids=groups, terminal=config.tty),
+            netns_path=netns_path, host_network=config.host_network, mounts=tuple(self._mounts(container, copy_up=restore is None)),
             annotations={"io.ferry.name": container.name,
                          # runc hands this file to CRIU on checkpoint and restore.
                          "org.criu.config": files.criu_config}))
@@ -528,8 +604,14 @@ class Containers:
         restore), a new volume first gets the image's files at its mount point."""
         from ferry.runtime import spec as ocispec
         files = self.files(container.id)
+        # --read-only: podman binds these read-only too
+        etc_options = ("rbind", "rprivate") + (("ro", "nosuid", "noexec", "nodev")
+                                               if container.config.host.read_only else ())
         for name in ETC_FILES:
-            yield ocispec.Mount(f"/etc/{name}", files.at(name))
+            if not (name == "resolv.conf" and container.config.extras.dns_none):   # --dns none: the image's own
+                yield ocispec.Mount(f"/etc/{name}", files.at(name), "bind", etc_options)
+        if container.config.extras.init:
+            yield ocispec.Mount(INIT_PATH, init_binary(), "bind", ("bind", "ro", "rprivate"))
         if container.config.profile.containerenv:
             yield ocispec.Mount("/run/.containerenv", files.containerenv, "bind", ("bind", "rprivate"))
         for volume in container.config.volumes:
@@ -538,13 +620,17 @@ class Containers:
             source = self.volumes.data_dir(volume.source) if volume.kind == "volume" else volume.source
             options = ("rbind", "rprivate") + (("ro",) if volume.readonly else ())
             yield ocispec.Mount(volume.destination, source, "bind", options)
+        for tmpfs in container.config.host.tmpfs_mounts():
+            yield ocispec.Mount(tmpfs.destination, "tmpfs", "tmpfs", tuple(tmpfs.mount_options()))
 
     # ---- stop / kill / cleanup ----------------------------------------------
     def kill(self, name_or_id: str, signal: str = "SIGKILL") -> Container:
         container = self.get(name_or_id)
         with self.locked(container, "kill"):
             container = self._running(container.id, "kill")
-            self.runc.kill(container.id, signal_name(signal))
+            signal = signal_name(signal)
+            self._stopped_by_user(container)   # podman: a killed container is not restarted
+            self.runc.kill(container.id, signal)
         return container
 
     def stop(self, name_or_id: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> Container:
@@ -559,6 +645,7 @@ class Containers:
             return self._stop_locked(container, timeout)
 
     def _stop_locked(self, container: Container, timeout: int) -> Container:
+        self._stopped_by_user(container)
         with contextlib.suppress(FerryError):
             self.runc.kill(container.id, signal_name(container.config.stop_signal))
         if not self._wait_exit(container, timeout):
@@ -607,12 +694,45 @@ class Containers:
                     conn.execute("UPDATE containers SET state = ?, exit_code = ?, finished_at = ?, pid = NULL "
                                  "WHERE id = ?", (EXITED, code, (exit_info or {}).get("finished_at", utc_now()),
                                                   container.id))
+                if self._restarts(container, code, exit_info):
+                    # Still under the lock: no other command sees it between
+                    # its exit (recorded, as `ps` shows it) and its new start.
+                    return self._restart_locked(container)
         container = self.get(container.id, refresh=False)
         checkpointing = os.path.exists(self.files(container.id).checkpointing)
         if container.config.rm and not checkpointing and not container.checkpointed_at:
             with contextlib.suppress(NotFound):
-                self.remove(container.id, force=True)
+                self.remove(container.id, force=True, volumes=True)
         return container
+
+    def _stopped_by_user(self, container: Container) -> None:
+        """A stop, kill or rm ends the container: its restart policy stays out of it."""
+        if container.config.extras.restart not in ("", "no"):
+            atomic_write(self.files(container.id).at(STOPPED_BY_USER), "")
+
+    def _restarts(self, container: Container, code: int, exit_info: dict | None) -> bool:
+        """Whether the exit just recorded starts the container again under its
+        policy: not when a command stopped, killed or checkpointed it (or is
+        checkpointing it, or migrating it away: that checkpoints it too)."""
+        extras = container.config.extras
+        if extras.restart in ("", "no") or container.state != RUNNING:   # a start that never ran: no exit
+            return False
+        files = self.files(container.id)
+        if container.checkpointed_at or (exit_info or {}).get("checkpointed") is True \
+                or os.path.exists(files.checkpointing) or os.path.exists(files.at(STOPPED_BY_USER)):
+            return False
+        current = self.get(container.id, refresh=False)
+        return not current.checkpointed_at and extras.restarts_after(code, current.restart_count)
+
+    def _restart_locked(self, container: Container) -> Container:
+        with self.db.write() as conn:
+            conn.execute("UPDATE containers SET restart_count = restart_count + 1 WHERE id = ?", (container.id,))
+        log.info("restarting %s under its policy %s", container.name, container.config.extras.restart)
+        try:
+            return self.start(container.id, by_policy=True)
+        except FerryError as error:   # it stays exited, as the record says
+            log.warning("cannot restart %s under its restart policy: %s", container.name, error)
+            return self.get(container.id, refresh=False)
 
     def _refresh(self, container: Container) -> Container:
         """Catch up with what happened while no ferry command watched: an
@@ -658,8 +778,25 @@ class Containers:
                                        hint="stop it first, or use 'ferry rm -f'")
             self.stop(container.id, timeout=0)
         with self.locked(container, "rm"):
+            current = self.get(container.id, refresh=False)
+            if current.state == RUNNING and process_alive(current.pid):   # its restart policy started it meanwhile
+                if not force:
+                    raise ContainerRunning(f"container {container.name!r} is running",
+                                           hint="stop it first, or use 'ferry rm -f'")
+                self._stop_locked(current, 0)
             self._remove_locked(container.id)
+        if volumes:   # podman's rm -v: the anonymous ones go, named ones stay
+            self._remove_anonymous(container.config)
         return self._removed(container.id, keep_checkpoints=keep_checkpoints)
+
+    def _remove_anonymous(self, config: ContainerConfig) -> None:
+        for volume in config.named_volumes:
+            if volume.anonymous and self.volumes.exists(volume.source) \
+                    and not self.users_of_volume(volume.source):
+                try:
+                    self.volumes.remove(volume.source, [])
+                except FerryError as error:   # podman warns and goes on
+                    log.warning("cannot remove anonymous volume %s: %s", volume.source, error)
 
     def _remove_unreadable(self, container_id: str, name: str) -> str:
         """rm -f of a container whose record cannot be read: whatever it may run
@@ -807,15 +944,33 @@ class Containers:
         return removed
 
 
-def _one_network(requested: str | tuple[str, ...] | None) -> str | None:
-    """The network asked for (one --network, or several if the parser keeps
-    them all). Joining several is a later feature: refused, never one dropped."""
+def _networks(requested: str | tuple[str, ...] | None, ip: str | None = None,
+              mac: str | None = None) -> tuple[str, list[str]]:
+    """The network mode and the networks to join (eth0 first), from every
+    --network (podman's comma form too), refused where podman 4.3.1 refuses:
+    host or none with anything else, --ip or --mac-address with several
+    networks or without a bridge network, more networks than interfaces."""
+    from ferry.engine.config import MAX_NETWORKS
     texts = [requested] if isinstance(requested, str) else list(requested or ())
     names = list(dict.fromkeys(n.strip() for text in texts for n in text.split(",") if n.strip()))
+    modes = [n for n in names if n in (HOST_NETWORK, NO_NETWORK)]
+    if modes:
+        if len(names) > 1:
+            raise UsageError(f"cannot set multiple networks without bridge network mode, selected mode {modes[0]}",
+                             hint=f"give --network {modes[0]} alone")
+        for flag, value in (("--ip", ip), ("--mac-address", mac)):
+            if value:
+                raise UsageError(f"{flag} can only be set when the network mode is bridge")
+        return modes[0], []
     if len(names) > 1:
-        raise UsageError(f"joining several networks ({', '.join(names)}) is not supported yet",
-                         hint="give one --network")
-    return names[0] if names else None
+        for flag, value in (("--ip", ip), ("--mac-address", mac)):
+            if value:
+                raise UsageError(f"{flag} can only be set for a single network")
+    if len(names) > MAX_NETWORKS:   # one interface each, eth0..eth15
+        raise UsageError(f"a container joins at most {MAX_NETWORKS} networks, not {len(names)}")
+    # podman's `bridge` is its default network: ferry's is `ferry`
+    from ferry.network.ipam import DEFAULT_NETWORK
+    return BRIDGE, list(dict.fromkeys(DEFAULT_NETWORK if n == BRIDGE else n for n in names))
 
 
 RUNC_EXEC_FAILED = 255   # runc exec's code when the command never started (or the command's own 255)
@@ -898,6 +1053,163 @@ def _labels(image_labels: tuple[tuple[str, str], ...], options: tuple[str, ...])
     except ValueError as error:
         raise UsageError(str(error)) from None
     return tuple({**dict(image_labels), **dict(given)}.items())
+
+
+def init_args(config: ContainerConfig) -> tuple[str, ...]:
+    return (INIT_PATH, "--") if config.extras.init else ()
+
+
+def init_binary() -> str:
+    """The init on this host, its symlinks resolved (the bind's source, which a restore must find too)."""
+    path = os.path.realpath(INIT_BINARY)
+    if not os.path.isfile(path):
+        raise NotFound(f"container-init binary not found on the host: {INIT_BINARY}",
+                       hint="install Debian's catatonit package (scripts/setup.sh does)")
+    return path
+
+
+def _extras(options: RunOptions, image_labels) -> tuple[RunExtras, tuple[str, ...]]:
+    """The run's RunExtras, and what its --env-file options hold (podman's
+    messages and exit code 125 for a bad value)."""
+    from ferry.engine import runextras as rx
+    try:
+        env_file = tuple(entry for path in options.env_files for entry in rx.parse_env_file(path))
+        add_hosts = tuple(rx.parse_add_host(text) for text in options.add_hosts)
+        dns, dns_none = rx.parse_dns(options.dns)
+        search = rx.parse_dns_search(options.dns_search)
+        dns_options = rx.parse_dns_options(options.dns_options)
+        restart, retries = rx.parse_restart(options.restart)
+        if len(add_hosts) > rx.MAX_HOSTS:
+            raise ValueError(f"at most {rx.MAX_HOSTS} --add-host entries")
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    for given, what in ((options.dns_search, "DNSSearch"), (options.dns_options, "DNSOption")):
+        if dns_none and given:
+            raise UsageError(f"invalid config provided: UseImageResolvConf and {what} are mutually exclusive options")
+    if options.init:
+        init_binary()
+    if options.rm and restart not in ("", "no"):
+        raise UsageError('the --rm option conflicts with --restart, when the restartPolicy is not "" and "no"')
+    extras = RunExtras(labels=_labels(image_labels, options.labels), add_hosts=add_hosts, dns=dns,
+                       dns_none=dns_none, dns_search=search, dns_options=dns_options, restart=restart,
+                       restart_retries=retries, init=options.init)
+    return extras, env_file
+
+
+def _exposed(exposed: tuple[str, ...], ports) -> list:
+    """-P: each port the image exposes ("80/tcp") that no -p publishes, on a host port chosen at start."""
+    from ferry.network.ports import PortMapping
+    taken = {(p.container_port, p.protocol) for p in ports}
+    added = []
+    for text in exposed:
+        number, _, protocol = text.partition("/")
+        low, _, high = number.partition("-")
+        if not low.isdigit() or not (high or low).isdigit() or (protocol or "tcp") not in ("tcp", "udp"):
+            continue   # an image config ferry cannot publish from: podman would fail the run
+        for port in range(int(low), min(int(high or low), 65535) + 1):
+            key = (port, protocol or "tcp")
+            if key not in taken and 1 <= port:
+                taken.add(key)
+                added.append(PortMapping("", 0, *key))
+    return added
+
+
+def _host_spec(host) -> dict:
+    """The runtime spec's fields for what `run` asked of the host (runtime/spec.py)."""
+    from ferry.engine.hostconfig import CPU_PERIOD, DEFAULT_HOST
+    if host == DEFAULT_HOST:
+        return {}
+    return {"capabilities": host.capabilities(host_capabilities()),
+            "rlimits": tuple((f"RLIMIT_{name.upper()}", soft, hard) for name, soft, hard in host.ulimits),
+            "readonly_root": host.read_only, "memory": host.memory,
+            # podman's: swap as much as memory again (memory.memsw is memory plus swap)
+            "memory_swap": 2 * host.memory, "cpu_quota": host.cpu_quota(),
+            "cpu_period": CPU_PERIOD if host.nano_cpus else 0, "ipc_host": host.ipc == "host",
+            "privileged": host.privileged}
+
+
+@functools.lru_cache(maxsize=1)
+def host_capabilities() -> frozenset[str]:
+    from ferry.util.hostspec import bounding_set
+    return bounding_set()
+
+
+def _host_config(options: RunOptions):
+    """The host config run's flags ask for, and --mount's binds and volumes in
+    -v's form (they become the same VolumeSpec records); UsageError on a bad value."""
+    from ferry.engine import hostconfig as hc
+    values: dict = {}
+    flag = ""
+    try:
+        if options.memory is not None:
+            flag = "--memory"
+            values["memory"] = hc.parse_memory(options.memory)
+        if options.cpus is not None:
+            flag = "--cpus"
+            values["nano_cpus"] = hc.parse_cpus(options.cpus)
+        flag = "--ulimit"
+        values["ulimits"] = hc.merge_ulimits(options.ulimits)
+        flag = "--cap-add"
+        values["cap_add"] = hc.parse_capabilities(options.cap_add)
+        flag = "--cap-drop"
+        values["cap_drop"] = hc.parse_capabilities(options.cap_drop)
+        flag = "--tmpfs"
+        tmpfs = [hc.parse_tmpfs(t) for t in options.tmpfs]
+        flag = "--mount"
+        mounted = []
+        for text in options.mounts:
+            parsed = hc.parse_mount(text)
+            if parsed.tmpfs is not None:
+                tmpfs.append(parsed.tmpfs)
+            else:
+                mounted.append(parsed.volume)
+        if len({t.destination for t in tmpfs}) != len(tmpfs):
+            raise ValueError("two tmpfs mounts at the same container path")
+        values["tmpfs"] = tuple(tmpfs)
+        if options.ipc is not None:
+            flag = "--ipc"
+            values["ipc"] = hc.parse_ipc(options.ipc)
+        flag = ""
+        host = hc.HostConfig(privileged=options.privileged, read_only=options.read_only,
+                             read_only_tmpfs=options.read_only_tmpfs, **values)
+    except ValueError as error:
+        raise UsageError(str(error), hint=f"see 'ferry run --help' for {flag}" if flag else None) from None
+    for name, soft, hard in host.ulimits:
+        from ferry.util.hostspec import host_hard_limit
+        allowed = host_hard_limit(f"RLIMIT_{name.upper()}")
+        if allowed is not None and hard > allowed:
+            # podman's runc fails the same way here (exit 126): without
+            # CAP_SYS_RESOURCE no limit goes above the host's hard one.
+            raise RuntimeRefused(f"--ulimit {name}: this host allows a hard limit of at most {allowed} "
+                                 f"(ferry runs without CAP_SYS_RESOURCE), not {_limit_text(hard)}",
+                                 hint=f"ask for {name}={min(soft, allowed)}:{allowed} or less")
+    return host, tuple(mounted)
+
+
+def _limit_text(value: int) -> str:
+    from ferry.engine.hostconfig import RLIM_INFINITY
+    return "unlimited" if value == RLIM_INFINITY else str(value)
+
+
+def _check_destinations(volumes: list[VolumeSpec], host) -> None:
+    """-v, --mount and --tmpfs may not mount two things at one container path."""
+    seen: set[str] = set()
+    for destination in [v.destination for v in volumes] + [t.destination for t in host.tmpfs]:
+        if destination in seen:
+            raise UsageError(f"{destination}: duplicate mount destination")
+        seen.add(destination)
+
+
+def _image_volumes(paths: tuple[str, ...], given) -> list[VolumeSpec]:
+    """An anonymous volume for each VOLUME of the image that no -v covers (podman)."""
+    taken = {v.destination for v in given}
+    added = []
+    for path in paths:
+        destination = os.path.normpath(path)
+        if destination.startswith("/") and destination not in taken:
+            taken.add(destination)
+            added.append(VolumeSpec("volume", ids.new_id(), destination, anonymous=True))
+    return added
 
 
 def _merge_env(base, extra) -> tuple[str, ...]:

@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS containers (
 )
 """
 # Columns a newer ferry added to a table that an older one may have created.
-ADDED_COLUMNS = {"checkpointed_at": "TEXT", "restored_at": "TEXT"}
+# restart_count: podman's RestartCount, the starts its restart policy made
+# (state, not config: no archive carries it).
+ADDED_COLUMNS = {"checkpointed_at": "TEXT", "restored_at": "TEXT", "restart_count": "INTEGER NOT NULL DEFAULT 0"}
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
 DEFAULT_STOP_TIMEOUT = 10   # seconds `stop` waits before SIGKILL, as podman's
@@ -79,9 +81,11 @@ def observed_exit(container_dir: str) -> tuple[int, str | None]:
 
 class ContainerSummary(namedtuple("ContainerSummary", (
         "id", "name", "image_id", "image", "args", "ports", "state", "pid", "exit_code",
-        "created_at", "started_at", "finished_at", "checkpointed_at"))):
+        "created_at", "started_at", "finished_at", "checkpointed_at", "config"))):
     """What a listing shows of a container: its record, with the parts of its
-    ContainerConfig that `ps` shows (image, args, ports)."""
+    ContainerConfig that `ps` shows (image, args, ports) checked, and the rest
+    of that config as the dict it is stored as (`ps --format json` and its
+    filters read labels, mounts and networks from it)."""
     __slots__ = ()
 
     @classmethod
@@ -93,7 +97,7 @@ class ContainerSummary(namedtuple("ContainerSummary", (
             raise damaged(row, _fault(row["config"])) from None
         return cls(row["id"], row["name"], row["image_id"], image, args, ports, row["state"], row["pid"],
                    row["exit_code"], row["created_at"], row["started_at"], row["finished_at"],
-                   row["checkpointed_at"] if "checkpointed_at" in row.keys() else None)
+                   row["checkpointed_at"] if "checkpointed_at" in row.keys() else None, config)
 
 
 # The fields of a stored ContainerConfig (engine/config.py) that `inspect` shows, and
@@ -110,7 +114,7 @@ VOLUME_FIELDS = {"kind": str, "source": str, "destination": str, "readonly": boo
 
 class ContainerRecord(namedtuple("ContainerRecord", (
         "id", "name", "image_id", "config", "state", "pid", "exit_code", "created_at", "started_at",
-        "finished_at", "checkpointed_at", "restored_at"))):
+        "finished_at", "checkpointed_at", "restored_at", "restart_count"), defaults=(0,))):
     """What `inspect` shows of a container: its row, with its stored config as
     the JSON object it is (a dict holding at least CONFIG_FIELDS, checked)."""
     __slots__ = ()
@@ -125,13 +129,14 @@ class ContainerRecord(namedtuple("ContainerRecord", (
         return cls(row["id"], row["name"], row["image_id"], config, row["state"], row["pid"], row["exit_code"],
                    row["created_at"], row["started_at"], row["finished_at"],
                    row["checkpointed_at"] if "checkpointed_at" in added else None,
-                   row["restored_at"] if "restored_at" in added else None)
+                   row["restored_at"] if "restored_at" in added else None,
+                   row["restart_count"] if "restart_count" in added else 0)
 
     @classmethod
     def from_container(cls, c) -> ContainerRecord:
         """From engine.containers' Container, as a catch-up returns it."""
         return cls(c.id, c.name, c.image_id, c.config.to_dict(), c.state, c.pid, c.exit_code, c.created_at,
-                   c.started_at, c.finished_at, c.checkpointed_at, c.restored_at)
+                   c.started_at, c.finished_at, c.checkpointed_at, c.restored_at, c.restart_count)
 
 
 def stored_config(text) -> dict:

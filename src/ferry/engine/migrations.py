@@ -22,7 +22,7 @@ from typing import Callable
 from ferry.checkpoint.archive.codecs import grow_pipe
 from ferry.checkpoint.encryption import Opening, Sealing
 from ferry.engine import journal
-from ferry.engine.checkpoints import CheckpointOptions, RestoreOptions
+from ferry.engine.checkpoints import CheckpointOptions, RestoreOptions, privileges_asked
 from ferry.engine.listing import RUNNING
 from ferry.migration import wire
 from ferry.migration.phases import Phase, Timings
@@ -108,12 +108,16 @@ class MigrationResult:
 
 
 class Migrations:
-    def __init__(self, engine, *, allow_bind_mounts: bool = False, keys: Opening | None = None):
+    def __init__(self, engine, *, allow_bind_mounts: bool = False, allow_privileges: bool = False,
+                 keys: Opening | None = None):
         self.engine = engine
         self.layout = engine.layout
         # The destination's policy (ferry serve --allow-bind-mounts): a migrated
         # container gets host paths only when this host's operator said so.
         self.allow_bind_mounts = allow_bind_mounts
+        # ferry serve --allow-privileges: what the container was run with beyond
+        # ferry's defaults (engine/hostconfig.py grants), refused at its restore otherwise.
+        self.allow_privileges = allow_privileges
         self.keys = keys   # the agent's: what opens an encrypted migration (ferry serve --decrypt-key)
 
     # ---- records ----------------------------------------------------------------
@@ -157,6 +161,11 @@ class Migrations:
                           f"agent grants none", check="bind-mounts",
                           hint="start the destination's agent with --allow-bind-mounts, or migrate a container "
                                "without bind mounts")
+        if offer.privileges and not self.allow_privileges:
+            raise Refused(f"the container was run with {', '.join(offer.privileges)}, and this host's agent grants "
+                          f"no privileges beyond ferry's defaults", check="privileges",
+                          hint="start the destination's agent with --allow-privileges, or migrate a container "
+                               "run without them")
         if offer.lazy:
             _refuse_lazy(offer)
         if offer.encrypted and self.keys is None:
@@ -335,7 +344,8 @@ class Migrations:
         options = RestoreOptions(import_stream=fd, name=offer.name, tcp_established=offer.tcp_established,
                                  ports=tuple(offer.ports) if offer.ports is not None else None,
                                  container_id=offer.container_id, adopt_lease=True,
-                                 allow_bind_mounts=self.allow_bind_mounts, lazy_from=lazy_from, pages_in=pages_in,
+                                 allow_bind_mounts=self.allow_bind_mounts, allow_privileges=self.allow_privileges,
+                                 lazy_from=lazy_from, pages_in=pages_in,
                                  keys=self.keys if offer.encrypted else None)
         try:
             restored = self.engine.checkpoints.restore(None, options, progress or _no_progress)
@@ -546,7 +556,7 @@ class Migrations:
             ip=container.config.ip or None, mac=container.config.mac or None,
             ports=list(options.ports) if options.ports is not None else None,
             tcp_established=options.tcp_established, memory_bound=self.engine.containers.runc.memory_in_use(container.id) or 0,
-            bind_mounts=[v.source for v in container.config.binds],
+            bind_mounts=[v.source for v in container.config.binds], privileges=privileges_asked(container.config),
             files_bound=files, source=source, lazy=options.lazy,
             page_server_cert=cert if options.lazy else None, push_pages=not (options.lazy or options.through_agent),
             page_sender_cert=None if options.lazy else cert, encrypted=options.sealing is not None)
@@ -741,8 +751,8 @@ class Migrations:
                 from ferry.util.fs import remove_tree_later
                 remove_tree_later(containers.files(container_id).checkpoint_images)
                 journal.finish(containers.dir(container_id))
-            else:
-                containers.remove(container_id, force=True)
+            else:   # its anonymous volumes went with it
+                containers.remove(container_id, force=True, volumes=True)
         except FerryError as exc:
             log.warning("the container runs on the destination, but its copy here was not removed: %s", exc)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import NamedTuple
 
 from ferry.store import ids
@@ -29,6 +30,7 @@ ADDED_COLUMNS = {"copy_up": "INTEGER NOT NULL DEFAULT 0"}
 VOLUME_KEYS = ("kind", "source", "destination", "readonly")
 MAX_PATH = 4095
 MAX_SYMLINK_HOPS = 40
+HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @checked
@@ -40,6 +42,7 @@ class VolumeSpec(NamedTuple):
     destination: str
     readonly: bool = False
     nocopy: bool = False   # -v NAME:DEST:nocopy, no copy-up from the image
+    anonymous: bool = False   # -v /DEST or an image's VOLUME: a volume named by ferry, removed by rm -v and --rm
 
     def _check(self):
         if self.kind not in ("volume", "bind"):
@@ -55,21 +58,27 @@ class VolumeSpec(NamedTuple):
             raise ValueError(f"volume readonly must be true or false, not {shown(self.readonly)}")
         if not isinstance(self.nocopy, bool):
             raise ValueError(f"volume nocopy must be true or false, not {shown(self.nocopy)}")
+        if not isinstance(self.anonymous, bool) or (self.anonymous and (
+                self.kind != "volume" or not HEX64_RE.match(self.source))):
+            raise ValueError(f"volume anonymous must be true only for a volume named by 64 hex digits, "
+                             f"not {shown(self.anonymous)}")
 
     def to_dict(self) -> dict:
         data = {"kind": self.kind, "source": self.source, "destination": self.destination,
                 "readonly": self.readonly}
         if self.nocopy:   # only then: records without it stay readable by older ferry
             data["nocopy"] = True
+        if self.anonymous:   # the same
+            data["anonymous"] = True
         return data
 
     @classmethod
     def from_dict(cls, data) -> "VolumeSpec":
         """From its JSON form, strictly (ValueError)."""
-        keys = VOLUME_KEYS + ("nocopy",) if isinstance(data, dict) and "nocopy" in data else VOLUME_KEYS
-        exact_keys(data, keys, "volume")
+        optional = tuple(k for k in ("nocopy", "anonymous") if isinstance(data, dict) and k in data)
+        exact_keys(data, VOLUME_KEYS + optional, "volume")
         return cls(data["kind"], data["source"], data["destination"], data["readonly"],
-                   data.get("nocopy", False))
+                   data.get("nocopy", False), data.get("anonymous", False))
 
     def __str__(self) -> str:
         return f"{self.source}:{self.destination}" + (":ro" if self.readonly else "")
@@ -85,6 +94,10 @@ def _check_path(path, what: str) -> None:
 def parse_volume(spec: str) -> VolumeSpec:
     """podman's -v SRC:DEST[:ro|rw]; SRC is a host path (starts with /) or a volume name."""
     parts = spec.split(":")
+    if len(parts) == 1 and spec.startswith("/"):   # -v /DEST: an anonymous volume (podman)
+        if ".." in spec.split("/"):
+            raise UsageError(f"bad volume {spec!r}: the container path must not contain '..'")
+        return VolumeSpec("volume", ids.new_id(), os.path.normpath(spec), anonymous=True)
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
         raise UsageError(f"bad volume {spec!r}: expected SOURCE:/container/path[:ro]")
     source, destination = parts[0], parts[1]
@@ -175,8 +188,9 @@ class Volumes:
         row = self.db.read().execute("SELECT * FROM volumes WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise NotFound(f"no such volume {name!r}", hint="see 'ferry volume ls'")
+        # podman's keys; MountCount is 0 as ferry binds a volume's directory, mounting nothing of its own.
         return {"Name": name, "Driver": "local", "Mountpoint": self.data_dir(name),
-                "CreatedAt": row["created_at"], "Scope": "local"}
+                "CreatedAt": row["created_at"], "Labels": {}, "Scope": "local", "Options": {}, "MountCount": 0}
 
     def copy_up(self, name: str, source: str | None) -> bool:
         """podman's copy-up: a volume made by ferry gets the image's files at its

@@ -121,6 +121,9 @@ class MigrationOffer(Versioned):
     tcp_established: bool = False
     bind_mounts: list[Annotated[str, StringConstraints(max_length=4096, pattern=r"^/[^\x00-\x1f]*\z")]] = \
         Field(default_factory=list, max_length=256)   # host paths the container mounts: the destination's policy
+    # What the container was run with beyond ferry's defaults (--privileged,
+    # --cap-add ..., --ipc host, --network host): the destination's policy too (serve --allow-privileges).
+    privileges: list[Text] = Field(default_factory=list, max_length=8)
     memory_bound: Bytes             # what the checkpoint's pages may take
     files_bound: Bytes              # its root filesystem changes and volumes
     source: SourceHost

@@ -18,6 +18,28 @@ def etc_hosts(ip: str, hostname: str, gateway: str) -> str:
             f"{gateway}\t{HOST_GATEWAY_NAME}\n")
 
 
+def etc_hosts_extra(hostname: str, addresses: list[str], gateway: str) -> str:
+    """A container on several networks: its name on each of its addresses, as podman lists them."""
+    return ("127.0.0.1\tlocalhost\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\n"
+            + "".join(f"{ip}\t{hostname}\n" for ip in addresses)
+            + f"{gateway}\t{HOST_GATEWAY_NAME}\n")
+
+
+def etc_hosts_no_network(hostname: str) -> str:
+    """--network none: only loopback to name itself on."""
+    return (f"127.0.0.1\tlocalhost\n"
+            f"::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.0.1\t{hostname}\n")
+
+
+def etc_hosts_host_network(host_hosts: str, host_ip: str) -> str:
+    """--network host: the host's own /etc/hosts, and the host's address as
+    host.containers.internal, as podman writes it (no line for the hostname)."""
+    text = host_hosts if host_hosts.endswith("\n") or not host_hosts else host_hosts + "\n"
+    return text + f"{host_ip}\t{HOST_GATEWAY_NAME}\n"
+
+
 def _is_loopback(text: str) -> bool:
     try:
         return ipaddress.ip_address(text.split("%")[0]).is_loopback
@@ -54,3 +76,42 @@ def read_host_resolv_conf() -> str:
             return text
         best = best or text
     return best
+
+
+def read_host_file(path: str) -> str:
+    """The host's /etc/hosts or /etc/resolv.conf as it is ("" when missing): a
+    container on the host's network reaches what the host does, loopback too."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def with_added_hosts(hosts_text: str, added: tuple[tuple[str, str], ...]) -> str:
+    """--add-host lines first, in the order given, as podman writes them."""
+    return "".join(f"{ip}\t{name}\n" for name, ip in added) + hosts_text
+
+
+def with_dns(resolv_text: str, servers: tuple[str, ...], search: tuple[str, ...],
+             options: tuple[str, ...]) -> str:
+    """The container's resolv.conf with --dns, --dns-search and --dns-option
+    each replacing the host's lines of its kind, in podman's order (search,
+    nameservers, options); unchanged when none is given."""
+    if not (servers or search or options):
+        return resolv_text
+    kept: dict[str, list[str]] = {"search": [], "nameserver": [], "options": []}
+    for line in resolv_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] in ("search", "domain"):
+            kept["search"] = fields[1:]
+        elif fields and fields[0] == "nameserver":
+            kept["nameserver"] += fields[1:2]
+        elif fields and fields[0] == "options":
+            kept["options"] += fields[1:]
+    search_line = list(search) if search else kept["search"]
+    lines = [f"search {' '.join(search_line)}"] if search_line else []
+    lines += [f"nameserver {server}" for server in (servers or tuple(kept["nameserver"]))]
+    option_line = list(options) if options else kept["options"]
+    lines += [f"options {' '.join(option_line)}"] if option_line else []
+    return "".join(f"{line}\n" for line in lines)

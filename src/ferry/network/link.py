@@ -41,9 +41,12 @@ def netns_path(name: str) -> str:
     return os.path.join(NETNS_DIR, name)
 
 
-def host_veth_name(container_id: str, scope: str = "") -> str:
+def host_veth_name(container_id: str, scope: str = "", position: int = 0) -> str:
     """fv + 12 hex: the ID's prefix, or with a scope a digest of both (15 characters
-    at most); the veth's alias names the owner either way."""
+    at most); the veth's alias names the owner either way. The veths of a
+    container's further networks (position 1, 2...: eth1, eth2...) have digests too."""
+    if position:
+        return HOST_VETH_PREFIX + hashlib.sha256(f"{scope}:{container_id}:{position}".encode()).hexdigest()[:ID_CHARS]
     if scope:
         return HOST_VETH_PREFIX + hashlib.sha256(f"{scope}:{container_id}".encode()).hexdigest()[:ID_CHARS]
     return f"{HOST_VETH_PREFIX}{container_id[:ID_CHARS]}"
@@ -196,19 +199,44 @@ def delete_netns(name: str) -> bool:
 
 
 def connect_container(*, netns: str, host_veth: str, alias: str, bridge: str, mac: str,
-                      ip: str, prefixlen: int, gateway: str, carrier: bool = True) -> None:
-    """A veth from `bridge` into `netns` as eth0 with a fixed MAC, its address, `lo`
-    and a default route via the gateway. Without `carrier` the host end stays
-    down, so no frame reaches the netns until set_carrier()."""
-    _batch([f"link add {host_veth} type veth peer name {CONTAINER_IFNAME} address {mac} netns {netns}",
+                      ip: str, prefixlen: int, gateway: str | None, carrier: bool = True,
+                      ifname: str = CONTAINER_IFNAME) -> None:
+    """A veth from `bridge` into `netns` as `ifname` with a fixed MAC, its address,
+    `lo` and (given a gateway: the first network's) a default route via it.
+    Without `carrier` the host end stays down, so no frame reaches the netns
+    until set_carrier()."""
+    _batch([f"link add {host_veth} type veth peer name {ifname} address {mac} netns {netns}",
             f"link set {host_veth} alias {alias}",
             f"link set {host_veth} master {bridge}"]
            + ([f"link set {host_veth} up"] if carrier else []), desc=f"connect {netns} to bridge {bridge}")
     _batch(["link set lo up",
-            f"addr add {ip}/{prefixlen} dev {CONTAINER_IFNAME}",
-            f"link set {CONTAINER_IFNAME} up",
-            f"route add default via {gateway} dev {CONTAINER_IFNAME}"],
-           desc=f"configure {CONTAINER_IFNAME} in {netns}", netns=netns)
+            f"addr add {ip}/{prefixlen} dev {ifname}",
+            f"link set {ifname} up"]
+           + ([f"route add default via {gateway} dev {ifname}"] if gateway else []),
+           desc=f"configure {ifname} in {netns}", netns=netns)
+
+
+def loopback_only(netns: str) -> None:
+    """`lo` up in a netns of its own: a container on no network (podman's --network none)."""
+    _batch(["link set lo up"], desc=f"bring lo up in {netns}", netns=netns)
+
+
+def host_address() -> str:
+    """The host's address on its default route's interface (podman's
+    host.containers.internal with host networking), or 127.0.0.1."""
+    result = proc.run(["ip", "-j", "-4", "route", "show", "default"], desc="find the default route", check=False)
+    try:
+        dev = next((r.get("dev") for r in json.loads(result.stdout or "[]") if r.get("dev")), None)
+        if dev:
+            done = proc.run(["ip", "-j", "-4", "addr", "show", "dev", dev], desc=f"read the addresses of {dev}",
+                            check=False)
+            for entry in json.loads(done.stdout or "[]"):
+                for address in entry.get("addr_info", []):
+                    if address.get("local"):
+                        return address["local"]
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return "127.0.0.1"
 
 
 def set_carrier(host_veth: str, up: bool = True) -> None:

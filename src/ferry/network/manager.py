@@ -48,7 +48,24 @@ CREATE TABLE IF NOT EXISTS network_leases (
 )
 """
 ADDED_LEASE_COLUMNS = {"scope": "TEXT NOT NULL DEFAULT ''"}
+# The leases of a container's further networks (eth1, eth2...): network_leases
+# keeps its first, so records made before several networks read the same.
+MORE_DDL = """
+CREATE TABLE IF NOT EXISTS network_more_leases (
+    container_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    network TEXT NOT NULL REFERENCES networks(name),
+    ip TEXT NOT NULL,
+    mac TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (container_id, position),
+    UNIQUE (container_id, network),
+    UNIQUE (network, ip)
+)
+"""
 MAC_ATTEMPTS = 16
+NETWORK_MODES = ("bridge", "host", "none")   # names `run --network` takes as modes (podman's)
+HOST_HOSTS = "/etc/hosts"
 
 
 class Network(NamedTuple):
@@ -82,6 +99,7 @@ class Reservation(NamedTuple):
     ip: str
     mac: str
     scope: str = ""       # "" or this root's tag: see link.netns_name
+    position: int = 0     # its interface: eth0 for the first network, eth1...
 
 
 def network_id(name: str, bridge: str, subnet: str) -> str:
@@ -98,6 +116,7 @@ class NetworkManager:
         self.root_tag = root_tag(layout.root)
         db.ensure(DDL)
         db.add_columns("network_leases", ADDED_LEASE_COLUMNS)
+        db.ensure(MORE_DDL)
 
     # ---- networks --------------------------------------------------------
     def list(self) -> list[Network]:
@@ -107,6 +126,10 @@ class NetworkManager:
     def _find(self, name: str) -> Network | None:
         row = self.db.read().execute("SELECT * FROM networks WHERE name = ?", (name,)).fetchone()
         return Network(**dict(row)) if row else None
+
+    def has(self, name: str) -> bool:
+        """Whether the network exists here (the default one always may)."""
+        return name == ipam.DEFAULT_NETWORK or self._find(name) is not None
 
     def get(self, name: str) -> Network:
         if name == ipam.DEFAULT_NETWORK:
@@ -136,6 +159,9 @@ class NetworkManager:
                *, bridge: str | None = None) -> Network:
         """Record a network; its bridge is made when the first container attaches."""
         check_name(name, "network")
+        if name in NETWORK_MODES:   # `run --network NAME` would mean the mode
+            raise UsageError(f'cannot create network with name "{name}" because it conflicts with a valid '
+                             "network mode", hint="choose another name")
         requested = ipam.parse_subnet(subnet) if subnet else None
         if bridge:
             ipam.check_ifname(bridge)
@@ -252,13 +278,36 @@ class NetworkManager:
         return Reservation(**dict(row)) if row else None
 
     def reservations(self, network: str | None = None) -> list[Reservation]:
-        query, params = "SELECT * FROM network_leases", ()
-        if network is not None:
-            query, params = query + " WHERE network = ?", (network,)
-        return [Reservation(**dict(row)) for row in self.db.read().execute(query, params).fetchall()]
+        """Every lease (of a container's first network, and of its further ones)."""
+        found = []
+        for table in ("network_leases", "network_more_leases"):
+            query, params = f"SELECT * FROM {table}", ()
+            if network is not None:
+                query, params = query + " WHERE network = ?", (network,)
+            found += [Reservation(**dict(row)) for row in self.db.read().execute(query, params).fetchall()]
+        return found
+
+    def more_reservations(self, container_id: str) -> list[Reservation]:
+        """The leases of the container's further networks, eth1 first."""
+        rows = self.db.read().execute("SELECT * FROM network_more_leases WHERE container_id = ? ORDER BY position",
+                                      (container_id,)).fetchall()
+        return [Reservation(**dict(row)) for row in rows]
+
+    def all_reservations(self, container_id: str) -> list[Reservation]:
+        """Its first network's lease, then the others'; [] for a container on none."""
+        first = self.reservation(container_id)
+        return [first, *self.more_reservations(container_id)] if first else []
+
+    def _lease_row(self, container_id: str, position: int) -> Reservation | None:
+        if not position:
+            return self.reservation(container_id)
+        row = self.db.read().execute("SELECT * FROM network_more_leases WHERE container_id = ? AND position = ?",
+                                     (container_id, position)).fetchone()
+        return Reservation(**dict(row)) if row else None
 
     def reserve(self, container_id: str, network: str, *, ip: str | None = None,
-                mac: str | None = None, adopt: bool = False, scoped: bool = False) -> tuple[str, str]:
+                mac: str | None = None, adopt: bool = False, scoped: bool = False,
+                position: int = 0) -> tuple[str, str]:
         """Give a container its IP and MAC for its whole lifetime (idempotent).
 
         `adopt` is for a container arriving from another root (a migration keeps
@@ -267,13 +316,24 @@ class NetworkManager:
         root lets go first); any other holder is still refused. The container's
         netns and veth get names of this root's own (the source's twin may still
         exist until the move completes). `scoped` gives those names alone: to
-        a container restored with the ID it had elsewhere, whose twin may run on."""
+        a container restored with the ID it had elsewhere, whose twin may run on.
+        `position` 1, 2... reserves its further networks' addresses (eth1...),
+        after its first (position 0)."""
         net = self.get(network)
         subnet = ipam.parse_subnet(net.subnet)
         wanted_ip = ipam.check_container_ip(subnet, net.gateway, ip) if ip else None
         wanted_mac = ipam.parse_mac(mac) if mac else None
+        if position:
+            first = self.reservation(container_id)
+            if first is None:
+                raise NotFound(f"container {short(container_id)} has no first network", hint="reserve it first")
+            if first.network == net.name or any(r.network == net.name and r.position != position
+                                                for r in self.more_reservations(container_id)):
+                raise Conflict(f"container {short(container_id)} joins network {net.name} already",
+                               hint="name each network once")
+            scoped = scoped or bool(first.scope)
         with machine_lock(REGISTRY_LOCK):
-            current = self.reservation(container_id)
+            current = self._lease_row(container_id, position)
             if current:
                 if current.network == net.name and wanted_ip in (None, current.ip) \
                         and wanted_mac in (None, current.mac):
@@ -298,7 +358,7 @@ class NetworkManager:
                                                        after=self.registry.cursor(net.bridge))
             chosen = Reservation(container_id, net.name, allocated,
                                  self._choose_mac(wanted_mac, leases.values()),
-                                 scope=self.root_tag if adopt or scoped else "")
+                                 scope=self.root_tag if adopt or scoped else "", position=position)
             if not wanted_ip:
                 self.registry.set_cursor(net.bridge, allocated)
             if handed_over:
@@ -307,9 +367,15 @@ class NetworkManager:
                 self._hold_lease(net, chosen)
             try:
                 with self.db.write() as conn:
-                    conn.execute("INSERT INTO network_leases (container_id, network, ip, mac, scope) "
-                                 "VALUES (?, ?, ?, ?, ?)",
-                                 (chosen.container_id, chosen.network, chosen.ip, chosen.mac, chosen.scope))
+                    if position:
+                        conn.execute("INSERT INTO network_more_leases (container_id, position, network, ip, mac, "
+                                     "scope) VALUES (?, ?, ?, ?, ?, ?)",
+                                     (chosen.container_id, position, chosen.network, chosen.ip, chosen.mac,
+                                      chosen.scope))
+                    else:
+                        conn.execute("INSERT INTO network_leases (container_id, network, ip, mac, scope) "
+                                     "VALUES (?, ?, ?, ?, ?)",
+                                     (chosen.container_id, chosen.network, chosen.ip, chosen.mac, chosen.scope))
             except BaseException:
                 if handed_over:
                     self.registry.rewrite(net.bridge, handed_over)
@@ -376,7 +442,7 @@ class NetworkManager:
         (a crash between the file and the database row; callers hold the registry lock)."""
         if lease.stale:
             return True
-        return lease.root == self.root and self.reservation(lease.container_id) is None
+        return lease.root == self.root and not any(r.ip == lease.ip for r in self.all_reservations(lease.container_id))
 
     @staticmethod
     def _taken(lease: Lease) -> Conflict:
@@ -418,34 +484,45 @@ class NetworkManager:
 
     def _release(self, container_id: str) -> list[str]:
         """A lease file another root holds stays: after a move, the destination's."""
-        current = self.reservation(container_id)
+        held = self.all_reservations(container_id)
         removed = self._unpublish(container_id) + self._detach(container_id)
-        if current is None:
+        if not held:
             return removed
-        net = self._find(current.network)
-        gone = f"lease {current.ip} ({short(container_id)})"
         with machine_lock(REGISTRY_LOCK):
-            lease = self.registry.lease(net.bridge, current.ip) if net else None
-            if lease and lease.container_id == container_id:
-                if lease.root == self.root:
-                    gone = self._let_go(net.bridge, lease)
-                elif lease.previous_root == self.root:   # the move is complete: no claim to keep
-                    self.registry.rewrite(net.bridge, lease._replace(previous_root="", previous_scope=""))
+            for current in reversed(held):
+                net = self._find(current.network)
+                gone = f"lease {current.ip} ({short(container_id)})"
+                lease = self.registry.lease(net.bridge, current.ip) if net else None
+                if lease and lease.container_id == container_id:
+                    if lease.root == self.root:
+                        gone = self._let_go(net.bridge, lease)
+                    elif lease.previous_root == self.root:   # the move is complete: no claim to keep
+                        self.registry.rewrite(net.bridge, lease._replace(previous_root="", previous_scope=""))
+                removed.append(gone)
             with self.db.write() as conn:
+                conn.execute("DELETE FROM network_more_leases WHERE container_id = ?", (container_id,))
                 conn.execute("DELETE FROM network_leases WHERE container_id = ?", (container_id,))
-        return removed + [gone]
+        return removed
 
     # ---- netns and veth --------------------------------------------------
-    def _attachment(self, net: Network, reservation: Reservation) -> Attachment:
-        netns = link.netns_name(reservation.container_id, reservation.scope)
+    def _attachment(self, net: Network, reservation: Reservation, first: Reservation | None = None) -> Attachment:
+        """`first`: the container's first lease, whose scope names its netns."""
+        scope = (first or reservation).scope
+        netns = link.netns_name(reservation.container_id, scope)
         return Attachment(network=net.name, netns=netns, netns_path=link.netns_path(netns),
-                          interface=link.CONTAINER_IFNAME, ip=reservation.ip,
+                          interface=f"eth{reservation.position}", ip=reservation.ip,
                           prefixlen=net.prefixlen, mac=reservation.mac, gateway=net.gateway,
-                          host_veth=link.host_veth_name(reservation.container_id, reservation.scope))
+                          host_veth=link.host_veth_name(reservation.container_id, reservation.scope,
+                                                        reservation.position))
 
     def _scope(self, container_id: str) -> str:
+        """Its lease's scope; a container on no network (--network none, no lease)
+        has a netns named with this root's tag always (a twin elsewhere may have one too)."""
         current = self.reservation(container_id)
-        return current.scope if current else ""
+        return current.scope if current else self.root_tag
+
+    def _host_veths(self, container_id: str) -> list[str]:
+        return [link.host_veth_name(container_id, r.scope, r.position) for r in self.all_reservations(container_id)]
 
     def netns_name(self, container_id: str) -> str:
         """The name of the container's netns (under /run/netns) in this root."""
@@ -460,42 +537,75 @@ class NetworkManager:
 
         `isolated` keeps the wire cut until connect(): a container being restored
         must not answer its peers' retransmissions with resets before CRIU has
-        put its TCP sockets back."""
-        current = self.reservation(container_id)
-        if current is None:
+        put its TCP sockets back. A container on several networks gets one
+        interface on each (eth0, eth1...), the default route via the first;
+        the first's attachment is returned."""
+        held = self.all_reservations(container_id)
+        if not held:
             raise NotFound(f"container {short(container_id)} has no network address",
                            hint="reserve one first")
-        net = self.get(current.network)
-        attachment = self._attachment(net, current)
+        first = held[0]
+        nets = [self.get(r.network) for r in held]
+        attachments = [self._attachment(net, r, first) for net, r in zip(nets, held)]
         with machine_lock(REGISTRY_LOCK):
-            self._hold_lease(net, current)
-            self._ensure_bridge(net)
-            if link.link_exists(attachment.host_veth) and not link.netns_problem(
-                    attachment.netns, attachment.interface, attachment.ip):
-                return attachment
-            self._detach(container_id, current.scope)        # half-made leftovers of a crash
+            for net, reservation in zip(nets, held):
+                self._hold_lease(net, reservation)
+                self._ensure_bridge(net)
+            if all(link.link_exists(a.host_veth) and not link.netns_problem(a.netns, a.interface, a.ip)
+                   for a in attachments):
+                return attachments[0]
+            self._detach(container_id, first.scope)        # half-made leftovers of a crash
             try:
-                link.create_netns(attachment.netns)
-                link.connect_container(netns=attachment.netns, host_veth=attachment.host_veth,
-                                       alias=link.veth_alias(self.root_tag, container_id),
-                                       bridge=net.bridge, mac=attachment.mac, ip=attachment.ip,
-                                       prefixlen=attachment.prefixlen, gateway=attachment.gateway,
-                                       carrier=not isolated)
+                link.create_netns(attachments[0].netns)
+                for net, attachment in zip(nets, attachments):
+                    link.connect_container(netns=attachment.netns, host_veth=attachment.host_veth,
+                                           alias=link.veth_alias(self.root_tag, container_id),
+                                           bridge=net.bridge, mac=attachment.mac, ip=attachment.ip,
+                                           prefixlen=attachment.prefixlen,
+                                           gateway=attachment.gateway if attachment is attachments[0] else None,
+                                           carrier=not isolated, ifname=attachment.interface)
             except BaseException:
-                self._detach(container_id, current.scope)
+                self._detach(container_id, first.scope)
                 raise
-        return attachment
+        return attachments[0]
 
-    def verify(self, container_id: str, pid: int | None = None) -> None:
+    def attachments(self, container_id: str) -> list[Attachment]:
+        """One per network the container joined, eth0 first (made or not)."""
+        held = self.all_reservations(container_id)
+        return [self._attachment(self.get(r.network), r, held[0]) for r in held]
+
+    def attach_none(self, container_id: str) -> str:
+        """--network none: a netns of the container's own with only `lo`, up
+        (runc joins it, so it is external to CRIU, and a restore keeps lo up,
+        where podman's restored container has it down). Its path."""
+        netns = link.netns_name(container_id, self.root_tag)
+        if link.netns_problem(netns, "lo", "127.0.0.1"):
+            self._detach(container_id, self.root_tag)
+            try:
+                link.create_netns(netns)
+                link.loopback_only(netns)
+            except BaseException:
+                self._detach(container_id, self.root_tag)
+                raise
+        return link.netns_path(netns)
+
+    def verify(self, container_id: str, pid: int | None = None, *, mode: str = "bridge") -> None:
         """Refuse a started or restored container whose network is not really
         there (a netns that lost its mount or interfaces would leave it `Up`
-        with only lo): its netns, its address on eth0, its process in that netns."""
-        current = self.reservation(container_id)
-        if current is None:
-            raise NotFound(f"container {short(container_id)} has no network address",
-                           hint="reserve one first")
-        problem = link.netns_problem(link.netns_name(container_id, current.scope), link.CONTAINER_IFNAME,
-                                     current.ip, pid)
+        with only lo): its netns, its address on each interface, its process in
+        that netns. `mode` "none": its netns with lo up; "host": nothing to see."""
+        if mode == "host":
+            return
+        if mode == "none":
+            problem = link.netns_problem(link.netns_name(container_id, self.root_tag), "lo", "127.0.0.1", pid)
+        else:
+            held = self.all_reservations(container_id)
+            if not held:
+                raise NotFound(f"container {short(container_id)} has no network address",
+                               hint="reserve one first")
+            netns = link.netns_name(container_id, held[0].scope)
+            problem = next(filter(None, (link.netns_problem(netns, f"eth{r.position}", r.ip, pid if not r.position
+                                                            else None) for r in held)), None)
         if problem:
             raise FerryError(f"container {short(container_id)} has no working network: {problem}",
                              hint="nothing was left running; run the command again, which rebuilds its network")
@@ -577,39 +687,47 @@ class NetworkManager:
         return nft.delete_rules(present) + wanted
 
     def connect(self, container_id: str) -> None:
-        """Restore the wire that attach(isolated=True) or disconnect() left cut."""
-        link.set_carrier(self.host_veth(container_id))
+        """Restore the wires that attach(isolated=True) or disconnect() left cut
+        (none for a container without a lease: --network none or host)."""
+        for veth in self._host_veths(container_id):
+            link.set_carrier(veth)
 
     def connect_argv(self, container_id: str) -> list[str]:
-        """connect() as a command, for CRIU to run at the right moment of a restore."""
+        """connect() as a command, for CRIU to run at the right moment of a restore
+        (the first wire: see connect_argvs)."""
         return link.carrier_argv(self.host_veth(container_id))
+
+    def connect_argvs(self, container_id: str) -> list[list[str]]:
+        """connect() as commands, one per wire ([] for a container without a lease)."""
+        return [link.carrier_argv(veth) for veth in self._host_veths(container_id)]
 
     def disconnect(self, container_id: str) -> None:
         """Cut the container's wire, keeping its netns and address (connect() undoes it).
         A container frozen for a move must be cut before its copy elsewhere goes
         on the wire: its netns would still answer ARP for the same IP and MAC,
         and pull the segment's frames back to itself. Idempotent."""
-        veth = self.host_veth(container_id)
-        if link.link_exists(veth):
-            link.set_carrier(veth, up=False)
+        for veth in self._host_veths(container_id):
+            if link.link_exists(veth):
+                link.set_carrier(veth, up=False)
 
     def announce(self, container_id: str, *, wait: bool = True) -> None:
         """Send a gratuitous ARP from the attached container (after a restore or a
         migration), so the bridge and its peers relearn where its MAC lives.
         Without `wait` it goes out in the background: a restore's caller (and its
         clients) need not wait the 60 ms a Python start costs."""
-        current = self.reservation(container_id)
-        netns = link.netns_name(container_id, current.scope if current else "")
-        if current is None or not link.netns_exists(netns):
+        held = self.all_reservations(container_id)
+        netns = link.netns_name(container_id, held[0].scope if held else "")
+        if not held or not link.netns_exists(netns):
             raise NotFound(f"container {short(container_id)} is not attached to a network",
                            hint="attach it first")
-        argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "ferry.network.garp",
-                link.CONTAINER_IFNAME, current.ip, current.mac]
-        desc = f"announce {current.ip} of container {short(container_id)}"
-        if wait:
-            proc.run(argv, desc=desc)
-        else:
-            proc.spawn(argv, desc=desc, new_session=True)
+        for current in held:
+            argv = ["ip", "netns", "exec", netns, sys.executable, "-m", "ferry.network.garp",
+                    f"eth{current.position}", current.ip, current.mac]
+            desc = f"announce {current.ip} of container {short(container_id)}"
+            if wait:
+                proc.run(argv, desc=desc)
+            else:
+                proc.spawn(argv, desc=desc, new_session=True)
 
     def detach(self, container_id: str) -> None:
         """Delete the container's netns and veth (its lease stays); idempotent."""
@@ -622,8 +740,10 @@ class NetworkManager:
             scope = self._scope(container_id)
         removed = []
         veth, netns = link.host_veth_name(container_id, scope), link.netns_name(container_id, scope)
-        if link.delete_link(veth):
-            removed.append(f"veth {veth}")
+        for other in [link.host_veth_name(container_id, r.scope, r.position)
+                      for r in self.more_reservations(container_id)] + [veth]:
+            if link.delete_link(other):
+                removed.append(f"veth {other}")
         if link.delete_netns(netns):
             removed.append(f"netns {netns}")
         return removed
@@ -719,6 +839,13 @@ class NetworkManager:
             if tag == self.root_tag and container_id not in live_container_ids:
                 scoped = veth != link.host_veth_name(container_id)
                 removed += self._detach(container_id, self.root_tag if scoped else "")
+                if link.delete_link(veth):   # a further network's (eth1...)
+                    removed.append(f"veth {veth}")
+        live_prefixes = {c[:link.ID_CHARS] for c in live_container_ids}
+        for netns in link.ferry_netns():   # --network none's, named with this root's tag, no veth
+            prefix = netns[len(link.NETNS_PREFIX):].split("-")[0]
+            if netns.endswith(f"-{self.root_tag}") and prefix not in live_prefixes and link.delete_netns(netns):
+                removed.append(f"netns {netns}")
         with machine_lock(REGISTRY_LOCK):
             for bridge in self.registry.bridges():
                 for lease in self.registry.leases(bridge):
@@ -731,5 +858,24 @@ class NetworkManager:
     def etc_hosts(self, attachment: Attachment, hostname: str) -> str:
         return hostfiles.etc_hosts(attachment.ip, hostname, attachment.gateway)
 
-    def resolv_conf(self) -> str:
+    def resolv_conf(self, mode: str = "bridge") -> str:
+        """The host's (loopback servers left out, unreachable from a netns); on
+        the host's network the host's own file; on none, no server (podman
+        makes no file; the mount CRIU restores is there, empty)."""
+        if mode == "host":
+            return hostfiles.read_host_file(hostfiles.HOST_RESOLV_CONF)
+        if mode == "none":
+            return ""
         return hostfiles.read_host_resolv_conf()
+
+    def hosts_file(self, container_id: str, hostname: str, mode: str = "bridge") -> str:
+        """/etc/hosts for the container in its network mode: on several
+        networks its name on each address, as podman lists them."""
+        if mode == "host":
+            return hostfiles.etc_hosts_host_network(hostfiles.read_host_file(HOST_HOSTS), link.host_address())
+        if mode == "none":
+            return hostfiles.etc_hosts_no_network(hostname)
+        attachments = self.attachments(container_id)
+        if len(attachments) == 1:
+            return self.etc_hosts(attachments[0], hostname)
+        return hostfiles.etc_hosts_extra(hostname, [a.ip for a in attachments], attachments[0].gateway)

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
 from ferry.util.errors import NotFound, UsageError
+# The capability and rlimit defaults live with what inspect reads too (no typing there).
+from ferry.util.hostspec import DEFAULT_CAPABILITIES, clamped_rlimits
 
 SECCOMP_PROFILE = "/usr/share/containers/seccomp.json"
 
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID",
-    "CAP_SYS_CHROOT",
-)
 MASKED_PATHS = (
     "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
     "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
@@ -33,10 +29,6 @@ READONLY_PATHS = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/s
                   "/proc/sysrq-trigger")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHM_SIZE = 64 * 1024 * 1024
-# podman asks for these; the host may allow less.
-WANTED_RLIMITS = {"RLIMIT_NOFILE": 1048576, "RLIMIT_NPROC": 4194304}
-# HOST-NOTES reported RLIMIT_NPROC == hard limit failing inside runc; with runc
-# 1.1.5 on this host it worked (nofile 20000, nproc 96551), so clamp to the hard limit.
 
 
 class Mount(NamedTuple):
@@ -69,16 +61,16 @@ class ContainerSpec(NamedTuple):
     cgroupns: bool = True
     no_new_privileges: bool = True
     shm_source: str | None = None  # a directory bound at /dev/shm instead of a tmpfs (podman's shape)
-
-
-def clamped_rlimits(wanted: dict[str, int] = WANTED_RLIMITS) -> list[dict]:
-    limits = []
-    for name, value in wanted.items():
-        hard = resource.getrlimit(getattr(resource, name))[1]
-        if hard != resource.RLIM_INFINITY:
-            value = min(value, hard)
-        limits.append({"type": name, "hard": value, "soft": value})
-    return limits
+    # What `run` asked of the host (engine/hostconfig.py), resolved by the engine:
+    rlimits: tuple[tuple[str, int, int], ...] = ()   # (RLIMIT_*, soft, hard) in place of the default of that type
+    readonly_root: bool = False
+    memory: int = 0               # bytes; 0: no limit
+    memory_swap: int = 0          # memory + swap; podman asks for twice the memory
+    cpu_quota: int = 0            # µs per cpu_period; 0: none
+    cpu_period: int = 0
+    ipc_host: bool = False        # no IPC namespace of its own
+    privileged: bool = False      # no seccomp, no masked or read-only paths, /sys writable, every device allowed
+    host_network: bool = False     # no network namespace of its own: the host's (netns_path must be None)
 
 
 def seccomp_profile(capabilities: tuple[str, ...], path: str | None = None,
@@ -212,17 +204,39 @@ def build(spec: ContainerSpec) -> dict:
     if process.terminal and not any(e.startswith("TERM=") for e in env):
         env.append("TERM=xterm")
     caps = list(spec.capabilities)
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount") + (("cgroup",) if spec.cgroupns else ())]
-    namespaces.append({"type": "network", "path": spec.netns_path} if spec.netns_path
-                      else {"type": "network"})
-    mounts = default_mounts()
+    kinds = ("pid",) + (() if spec.ipc_host else ("ipc",)) + ("uts", "mount")
+    namespaces = [{"type": t} for t in kinds + (("cgroup",) if spec.cgroupns else ())]
+    if spec.host_network:
+        if spec.netns_path:
+            raise ValueError("a container on the host's network joins no other network namespace")
+    else:
+        namespaces.append({"type": "network", "path": spec.netns_path} if spec.netns_path
+                          else {"type": "network"})
+    given = {m.destination for m in spec.mounts}   # a tmpfs at /dev/shm replaces ferry's, as in podman
+    mounts = [m for m in default_mounts() if m["destination"] not in given]
     if spec.shm_source:
         mounts = [{"destination": "/dev/shm", "type": "bind", "source": spec.shm_source,
                    "options": ["bind", "rprivate", "nosuid", "noexec", "nodev"]} if m["destination"] == "/dev/shm"
                   else m for m in mounts]
+    if spec.privileged:   # podman's: /sys and its cgroups writable
+        mounts = [{**m, "options": [o for o in m["options"] if o != "ro"] + ["rw"]}
+                  if m["destination"] in ("/sys", "/sys/fs/cgroup") else m for m in mounts]
     mounts += [
         {"destination": m.destination, "type": m.type, "source": m.source, "options": list(m.options)}
         for m in spec.mounts]
+    resources: dict = {"devices": [{"allow": spec.privileged, "access": "rwm"}]}
+    if spec.memory:
+        resources["memory"] = {"limit": spec.memory, **({"swap": spec.memory_swap} if spec.memory_swap else {})}
+    if spec.cpu_quota:
+        resources["cpu"] = {"quota": spec.cpu_quota, "period": spec.cpu_period}
+    linux = {
+        "namespaces": namespaces,
+        "cgroupsPath": f"/{spec.cgroup_parent}/{spec.container_id}",
+        "resources": resources,
+    }
+    if not spec.privileged:
+        linux.update(seccomp=seccomp_profile(spec.capabilities), maskedPaths=list(MASKED_PATHS),
+                     readonlyPaths=list(READONLY_PATHS))
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -233,19 +247,12 @@ def build(spec: ContainerSpec) -> dict:
             "env": env,
             "cwd": process.cwd or "/",
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
-            "rlimits": clamped_rlimits(),
+            "rlimits": clamped_rlimits(asked=spec.rlimits),
             "noNewPrivileges": spec.no_new_privileges,
         },
-        "root": {"path": spec.rootfs, "readonly": False},
+        "root": {"path": spec.rootfs, "readonly": spec.readonly_root},
         "hostname": spec.hostname,
         "mounts": mounts,
         "annotations": dict(spec.annotations),
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": f"/{spec.cgroup_parent}/{spec.container_id}",
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "seccomp": seccomp_profile(spec.capabilities),
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
+        "linux": linux,
     }

@@ -53,6 +53,11 @@ class CommandNotExecutable(FerryError):
     """The command given to `exec` exists but cannot be run (shell's 126)."""
 
 
+class RuntimeRefused(FerryError):
+    """The OCI runtime could not set the container up as asked (a limit this
+    host does not allow): podman's "OCI runtime" failures, exit 126."""
+
+
 class Several(FerryError):
     """A command acted on several names and more than one failed: each error keeps
     its own line, and the first one decides the exit code."""
