@@ -368,7 +368,8 @@ def inspect_container(engine: Engine, c: ContainerRecord) -> dict:
     # podman's Path and Args are the process's, its init first (--init)
     process = (["/run/podman-init", "--"] if extras.get("init") else []) + list(config["args"])
     return {
-        "Id": c.id, "Created": c.created_at, "Path": process[0], "Args": process[1:],
+        "Id": c.id, "Created": c.created_at, "Path": process[0],
+        "Args": process[1:] or process,   # podman's, for a command of one word
         "State": {"OciVersion": OCI_VERSION, "Status": c.state, "Running": running, "Paused": False,
                   "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": c.pid or 0,
                   "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or NEVER,

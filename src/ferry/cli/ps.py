@@ -33,7 +33,7 @@ def add_flags(p) -> None:
                    help="table, json, or a Go template like '{{.Names}}' or 'table {{.ID}}\\t{{.Status}}'")
     p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="name, id, status, label, ancestor, network or exited; "
-                        "the same key given twice matches either value")
+                        "the same key given twice matches either value (labels: both)")
     p.add_argument("--no-trunc", action="store_true", help="full IDs and commands")
     p.add_argument("-l", "--latest", action="store_true", help="only the container created last")
     p.add_argument("-n", "--last", type=int, default=-1, metavar="N", help="the N containers created last")
@@ -47,12 +47,12 @@ def cmd_ps(args) -> int:
     engine = engine_of(args)
     listing = engine.listing
     filters = parse_filters(args.filter)
-    every = args.all or args.latest or args.last >= 0 or bool(filters.get("status") or filters.get("exited"))
+    every = args.all or args.latest or args.last > 0 or bool(filters.get("status") or filters.get("exited"))
     containers = [c for c in listing.containers(all_states=every) if matches(c, filters, engine)]
     if args.latest:
         containers = containers[-1:]
-    elif args.last >= 0:
-        containers = containers[len(containers) - args.last:] if args.last else []
+    elif args.last > 0:   # podman: 0, as -1, lists them all
+        containers = containers[-args.last:]
     stored = listing.with_stored_checkpoints() if any(c.state == EXITED for c in containers) else set()
     sizes = container_sizes(engine, containers) if args.size or args.sort == "size" else {}
     containers = sort(containers, args.sort, stored, sizes)
@@ -74,7 +74,7 @@ def cmd_ps(args) -> int:
 # ---- filters ------------------------------------------------------------------
 
 def parse_filters(texts: list[str]) -> dict[str, list[str]]:
-    """--filter KEY=VALUE options: values of one key are alternatives, keys all apply."""
+    """--filter KEY=VALUE options, by key."""
     filters: dict[str, list[str]] = {}
     for text in texts:
         key, sep, value = text.partition("=")
@@ -96,7 +96,9 @@ def parse_filters(texts: list[str]) -> dict[str, list[str]]:
 
 
 def matches(c: ContainerSummary, filters: dict[str, list[str]], engine) -> bool:
-    return all(any(_matches(c, key, value, engine) for value in values) for key, values in filters.items())
+    """podman's rule: values of one key are alternatives, but a container must have every label named."""
+    return all((all if key == "label" else any)(_matches(c, key, value, engine) for value in values)
+               for key, values in filters.items())
 
 
 def _matches(c: ContainerSummary, key: str, value: str, engine) -> bool:
