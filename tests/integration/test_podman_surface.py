@@ -166,7 +166,7 @@ def test_images_json_has_podman_s_keys_and_types(sides):
     assert set(ferry_s) == set(podman_s)
     for key in ("Id", "Names", "Digest", "Created", "CreatedAt", "Containers", "RepoDigests", "History"):
         assert ferry_s[key] == podman_s[key], key
-    assert ferry_s["RepoTags"] == ["localhost/busybox:latest"]   # podman 4.3.1's is null (docs/compatibility.md)
+    assert ferry_s["RepoTags"] == ["localhost/busybox:latest"]   # podman 4.3.1's is null (docs/podman-cli.md)
 
 
 @pytest.mark.parametrize("template", [
@@ -190,7 +190,7 @@ def test_inspect_times_print_as_go_times_in_templates(sides):
 def test_inspect_json_has_podman_s_keys(sides):
     theirs, ours = sides.both("inspect", "up")
     [podman_s], [ferry_s] = json.loads(theirs.stdout), json.loads(ours.stdout)
-    # The keys ferry fills; those it does not are listed in docs/compatibility.md.
+    # The keys ferry fills; those it does not are listed in docs/podman-cli.md.
     for section in (None, "State", "Config"):
         wanted, have = (podman_s, ferry_s) if section is None else (podman_s[section], ferry_s[section])
         missing = sorted(set(wanted) - set(have) - NOT_FILLED.get(section, set()))
@@ -238,3 +238,19 @@ def test_volume_json_has_podman_s_keys_and_types(sides):
     assert missing == set()
     for key in set(podman_s) & set(ferry_s):
         assert type(ferry_s[key]) is type(podman_s[key]), key
+
+
+def test_create_makes_a_container_that_start_runs_as_podman_s(sides):
+    try:
+        for args in (("create", "--name", "made", "--label", "k=v", "busybox", "sleep", "1000"),):
+            theirs, ours = sides.both(*args, run_flags=True)
+            assert theirs.returncode == ours.returncode == 0 and len(ours.stdout.strip()) == 64, ours.stderr
+        assert same(sides, "inspect", "made", "--format", "{{.State.Status}} {{.Config.Labels}}") == \
+            "created map[k:v]\n"
+        assert same(sides, "ps", "-a", "--filter", "name=made", "--format", "{{.Status}}") == "Created\n"
+        theirs, ours = sides.both("create", "--name", "made", "busybox", "true", run_flags=True)
+        assert theirs.returncode == ours.returncode == 125 and len(ours.stderr.strip().splitlines()) == 1
+        assert same(sides, "start", "made") == "made\n"
+        assert same(sides, "inspect", "made", "--format", "{{.State.Status}}") == "running\n"
+    finally:
+        sides.both("rm", "-f", "made")

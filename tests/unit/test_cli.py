@@ -126,7 +126,7 @@ def test_partial_parser_builds_only_the_command():
 
 def test_full_parser_lists_every_command_in_help_order():
     assert list(_subparsers(cli.build_parser())) == [
-        "version", "info", "system", "run", "container", "checkpoint", "ps", "logs", "stop", "restart", "start",
+        "version", "info", "system", "run", "create", "container", "checkpoint", "ps", "logs", "stop", "restart", "start",
         "kill", "rm", "exec", "inspect", "volume", "images", "pull", "push", "tag", "save", "load", "rmi", "image",
         "network", "serve", "migrate"]
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 def register(commands, only: str | None = None) -> bool:
     """Add the container and volume commands to ferry's top-level subparsers, or with
     `only`, just that one if it is ours. True when it added `only`."""
-    return add_commands(commands, {"run": _run_parser, "container": _container_group,
+    return add_commands(commands, {"run": _run_parser, "create": _create_parser, "container": _container_group,
                                    "checkpoint": checkpoints.checkpoint_group, **_LIFECYCLE,
                                    "volume": _volume_group}, only)
 
@@ -32,6 +32,7 @@ def _container_group(commands) -> None:
     sub = subcommands(group, "container commands")
     group.set_defaults(handler=needs_subcommand(group))
     _run_parser(sub)
+    _create_parser(sub)
     cleanup = sub.add_parser("cleanup", help="release a stopped container's resources (run by its monitor)")
     cleanup.add_argument("container")
     cleanup.set_defaults(handler=cmd_cleanup)
@@ -50,6 +51,13 @@ def _run_parser(sub) -> None:
     p.add_argument("--help", action="help", help="show this help and exit")
     _run_flags(p)
     p.set_defaults(handler=cmd_run)
+
+
+def _create_parser(sub) -> None:
+    p = sub.add_parser("create", help="create a container without starting it", add_help=False)
+    p.add_argument("--help", action="help", help="show this help and exit")
+    _run_flags(p)
+    p.set_defaults(handler=cmd_create)
 
 
 def _run_flags(p) -> None:
@@ -225,9 +233,9 @@ def _bool_value(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid syntax: {text!r} is not true or false")
 
 
-def cmd_run(args) -> int:
+def run_options(args):
+    """`run`'s and `create`'s flags, as the engine takes them."""
     from ferry.engine.containers import RunOptions
-    engine = engine_of(args)
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -243,6 +251,23 @@ def cmd_run(args) -> int:
         memory=args.memory, cpus=args.cpus, ulimits=tuple(args.ulimit), cap_add=tuple(args.cap_add),
         cap_drop=tuple(args.cap_drop), privileged=args.privileged, read_only=args.read_only,
         read_only_tmpfs=args.read_only_tmpfs, tmpfs=tuple(args.tmpfs), mounts=tuple(args.mount), ipc=args.ipc)
+    return options
+
+
+def cmd_create(args) -> int:
+    """podman's create: the container made as `run` makes it, not started; its ID printed."""
+    engine = engine_of(args)
+    replaced = args.replace and args.name and _exists(engine, args.name)
+    container = engine.containers.create(run_options(args))
+    if replaced:
+        render.line(args.name)
+    render.line(container.id)
+    return 0
+
+
+def cmd_run(args) -> int:
+    engine = engine_of(args)
+    options = run_options(args)
     if args.tty and not args.detach and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
     replaced = args.replace and args.name and _exists(engine, args.name)
