@@ -9,29 +9,13 @@ import subprocess
 
 import pytest
 
-from bench.busybox import make_oci_archive
-from tests.conftest import require
-from tests.support.cli import Ferry, leftovers
-from tests.support.podman import Sides, private_podman
+from tests.support.podman import busybox_sides
 
 
 @pytest.fixture(scope="module")
 def sides():
-    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
-        require(key)
-    with private_podman("ferry-pp-") as (podman, base):
-        ferry = Ferry(str(base / "ferry"))
-        try:
-            image = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
-            pair = Sides(podman, ferry)
-            for theirs, ours in (pair.both("load", "-i", image),
-                                 pair.both("run", "-d", "--name", "s1", "busybox", "sleep", "1000", run_flags=True)):
-                assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
-            yield pair
-        finally:
-            ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
-            ferry.remove_everything()
-    assert leftovers(ferry.root, ids) == []
+    with busybox_sides("ferry-pp-", ("run", "-d", "--name", "s1", "busybox", "sleep", "1000")) as pair:
+        yield pair
 
 
 @pytest.mark.parametrize("args", [

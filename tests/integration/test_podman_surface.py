@@ -9,10 +9,7 @@ import json
 
 import pytest
 
-from bench.busybox import make_oci_archive
-from tests.conftest import require
-from tests.support.cli import Ferry, leftovers
-from tests.support.podman import Sides, private_podman
+from tests.support.podman import Sides, busybox_sides
 
 # The containers both engines hold: (name, run flags, command).
 CONTAINERS = (
@@ -24,24 +21,14 @@ CONTAINERS = (
 
 @pytest.fixture(scope="module")
 def sides():
-    for key in ("criu", "runc", "overlayfs", "netns", "nftables"):
-        require(key)
-    with private_podman("ferry-ps-") as (podman, base):
-        ferry = Ferry(str(base / "ferry"))
+    setup = [("volume", "create", "vol1")]
+    setup += [("run", "--name", name, *flags, "busybox", *command) for name, flags, command in CONTAINERS]
+    with busybox_sides("ferry-ps-", *setup) as pair:
         try:
-            pair = Sides(podman, ferry)
-            image = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
-            commands = [("load", "-i", image), ("volume", "create", "vol1")]
-            commands += [("run", "--name", name, *flags, "busybox", *command) for name, flags, command in CONTAINERS]
-            for args in commands:
-                theirs, ours = pair.both(*args, run_flags=args[0] == "run")
-                assert theirs.returncode == ours.returncode, (args, theirs.stderr, ours.stderr)
             yield pair
         finally:
-            ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
-            ferry.remove_everything()
-            ferry("volume", "rm", "-f", "vol1", check=False)
-    assert leftovers(ferry.root, ids) == []
+            pair.ferry("rm", "-f", *(name for name, _, _ in CONTAINERS), check=False)
+            pair.ferry("volume", "rm", "-f", "vol1", check=False)
 
 
 def same(sides: Sides, *args: str) -> str:

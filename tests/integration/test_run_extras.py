@@ -12,7 +12,7 @@ import pytest
 
 from bench.busybox import make_oci_archive
 from tests.support.cli import busybox_root, http_get, wait_for
-from tests.support.podman import Sides, podman_for_tests
+from tests.support.podman import busybox_sides
 
 # The busybox image again, with a VOLUME holding the image's files (/var/www
 # has index.html) and an EXPOSEd port.
@@ -204,19 +204,8 @@ def test_a_checkpointed_always_container_is_not_restarted(ferry):
 
 @pytest.fixture(scope="module")
 def sides(tmp_path_factory):
-    from tests.support.cli import Ferry, leftovers
-    with podman_for_tests("ferry-rx-") as (podman, base):
-        ferry = Ferry(str(base / "ferry"))
-        try:
-            image = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
-            pair = Sides(podman, ferry)
-            theirs, ours = pair.both("load", "-i", image)
-            assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
-            yield pair
-        finally:
-            ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
-            ferry.remove_everything()
-    assert leftovers(ferry.root, ids) == []
+    with busybox_sides("ferry-rx-") as pair:
+        yield pair
 
 
 @pytest.mark.parametrize("flags", [

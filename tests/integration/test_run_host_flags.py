@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from ferry.util.hostspec import CAPABILITIES, DEFAULT_CAPABILITIES, bounding_set, host_hard_limit
-from tests.support.cli import Ferry, busybox_root, leftovers, wait_for
+from tests.support.cli import Ferry, busybox_root, wait_for
 from tests.support.forgery import edit_json, repack_v2, unpack
 
 
@@ -330,21 +330,9 @@ def test_a_forged_host_config_is_refused_in_one_line(ferry, request, host, needl
 
 @pytest.fixture(scope="module")
 def sides(tmp_path_factory):
-    from bench.busybox import make_oci_archive
-    from tests.support.podman import Sides, podman_for_tests
-    with podman_for_tests("ferry-hf-") as (podman, base):
-        ferry = Ferry(str(base / "ferry"))
-        ids: set[str] = set()
-        try:
-            image = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
-            pair = Sides(podman, ferry)
-            theirs, ours = pair.both("load", "-i", image)
-            assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
-            yield pair
-        finally:
-            ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
-            ferry.remove_everything()
-        assert leftovers(ferry.root, ids) == []
+    from tests.support.podman import busybox_sides
+    with busybox_sides("ferry-hf-") as pair:
+        yield pair
 
 
 @pytest.mark.parametrize("flags", [

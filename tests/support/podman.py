@@ -73,3 +73,28 @@ class Sides:
         theirs = subprocess.run(self.podman.argv(*podman_args), capture_output=True, text=True, timeout=TIMEOUT)
         ours = self.ferry(*args, check=False)
         return theirs, ours
+
+
+@contextlib.contextmanager
+def busybox_sides(prefix: str, *setup: tuple[str, ...]) -> Iterator[Sides]:
+    """A private podman and a ferry root beside it, both holding busybox and
+    having run each `setup` command line (run ones with podman's run flags)
+    alike; at the end ferry's containers go, and nothing of them may be left."""
+    from bench.busybox import make_oci_archive
+    from tests.support.cli import Ferry, leftovers
+    with podman_for_tests(prefix) as (engine, base):
+        ferry = Ferry(str(base / "ferry"))
+        ids: set[str] = set()
+        try:
+            pair = Sides(engine, ferry)
+            image = make_oci_archive(str(base / "busybox-oci.tar"), str(base))
+            for args in (("load", "-i", image), *setup):
+                theirs, ours = pair.both(*args, run_flags=args[0] in ("run", "create"))
+                # a command's own exit code (`run ... sh -c 'exit 3'`) must be the same
+                assert theirs.returncode == ours.returncode and (ours.returncode == 0 or args[0] == "run"), \
+                    (args, theirs.stderr, ours.stderr)
+            yield pair
+        finally:
+            ids = {c["Id"] for c in ferry.json("ps", "-a", "--format", "json")}
+            ferry.remove_everything()
+    assert leftovers(ferry.root, ids) == []

@@ -135,6 +135,7 @@ import zlib
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from ferry.util.errors import BadArchive, from_os_error
+from ferry.util.hostspec import CAPABILITIES
 
 HINT = ("its CRIU images ask for more than this restore grants: they were altered, or come from a "
         "container with other privileges; do not restore this archive")
@@ -164,17 +165,6 @@ PATH_MAX = 4096   # CRIU builds every path in a PATH_MAX buffer
 UNSIZED_TMPFS_BYTES = 1 * MIB
 MAX_TMPFS_FILES = 65536
 
-# Linux capability numbers (include/uapi/linux/capability.h).
-CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-)
 CAP_NUMBER = {name: number for number, name in enumerate(CAPABILITIES)}
 CAP_SETSETS = ("cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb")
 
