@@ -264,20 +264,11 @@ def test_the_same_network_flags_exit_with_podman_s_code(sides, flags):
 
 def test_a_connection_on_the_second_network_survives_checkpoint_and_restore(ferry, two_networks):
     """--tcp-established: the restore's hook brings up every wire, not only eth0's."""
-    import socket
     first, second = two_networks
     container = run(ferry, "nw-tcp", "--network", f"{first},{second}", "busybox", "nc", "-ll", "-p", "7000",
                     "-e", "cat")
     ip = addresses(container)[second]
-    end = time.monotonic() + DEADLINE
-    while True:
-        try:
-            client = socket.create_connection((ip, 7000), timeout=10)
-            break
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.1)
+    client = connected((ip, 7000))
     with client:
         client.sendall(b"before\n")
         assert client.recv(64) == b"before\n"
@@ -292,18 +283,9 @@ def test_host_networking_keeps_a_loopback_connection_with_tcp_established_only(f
     """As podman 4.3.1 here: CRIU refuses a connected socket without
     --tcp-established, and with it keeps the connection (CRIU locks it alone,
     the host's netns being external to it)."""
-    import socket
     port = free_port()
     run(ferry, "nw-htcp", "--network", "host", "busybox", "nc", "-ll", "-p", str(port), "-e", "cat")
-    end = time.monotonic() + DEADLINE
-    while True:
-        try:
-            client = socket.create_connection(("127.0.0.1", port), timeout=10)
-            break
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.1)
+    client = connected(("127.0.0.1", port))
     with client:
         client.sendall(b"before\n")
         assert client.recv(64) == b"before\n"
@@ -371,3 +353,16 @@ def test_a_container_on_two_networks_migrates_with_both_addresses_and_its_connec
             root("network", "rm", "-f", network, check=False)
         for root in (a, b):
             assert leftovers(root.root, seen) == []
+
+
+def connected(address: tuple[str, int]):
+    """A TCP connection to a server that is starting: retried until DEADLINE."""
+    import socket
+    end = time.monotonic() + DEADLINE
+    while True:
+        try:
+            return socket.create_connection(address, timeout=10)
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
