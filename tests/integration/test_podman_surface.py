@@ -162,6 +162,7 @@ def test_images_json_has_podman_s_keys_and_types(sides):
     "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}} {{.RW}}{{end}}",
     "{{.Path}} {{.Args}} {{.Driver}} {{.OCIRuntime}} {{.ImageName}} {{.State.OOMKilled}} {{.State.Paused}}",
     "{{if .State.Running}}up{{else}}down {{.State.ExitCode}}{{end}}",
+    "{{.EffectiveCaps}} {{.BoundingCaps}} {{.HostConfig.CapDrop}} {{.HostConfig.LogConfig.Type}} {{.RestartCount}}",
 ], ids=lambda t: t[:40])
 def test_inspect_templates_print_what_podman_s_print(sides, template):
     same(sides, "inspect", "up", "done", "failed", "--format", template)
@@ -188,7 +189,7 @@ def test_inspect_json_has_podman_s_keys(sides):
 
 # podman's keys ferry leaves out: there is no conmon, no health check, no pod,
 # and CreateCommand would keep secrets given on the command line.
-NOT_FILLED = {None: {"ConmonPidFile", "RestartCount", "EffectiveCaps", "BoundingCaps"},
+NOT_FILLED = {None: {"ConmonPidFile"},
               "State": {"ConmonPid", "Health", "CgroupPath", "Error"},
               "Config": {"AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce", "Volumes", "OnBuild",
                          "Annotations", "HealthcheckOnFailureAction", "CreateCommand", "Timeout", "Passwd",

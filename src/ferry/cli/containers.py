@@ -430,8 +430,28 @@ def inspect_container(engine: Engine, c: ContainerRecord) -> dict:
                        "DnsOptions": list(extras.get("dns_options", [])),
                        "RestartPolicy": {"Name": extras.get("restart", ""),
                                          "MaximumRetryCount": extras.get("restart_retries", 0)},
-                       "Init": bool(extras.get("init")), **_host_inspect(config.get("host", {}))},
+                       "Init": bool(extras.get("init")), **_host_inspect(config.get("host", {})),
+                       # what ferry gives every container (runtime/spec.py, the monitor's log)
+                       "LogConfig": {"Type": "k8s-file", "Config": None, "Path": files.log, "Tag": "",
+                                     "Size": "0B"},
+                       "CgroupManager": "cgroupfs", "PidMode": "private", "UTSMode": "private",
+                       "UsernsMode": "", "Runtime": "oci", "ShmSize": _shm_size(), "SecurityOpt": [],
+                       "GroupAdd": [], "Devices": [], "Links": None, "VolumesFrom": None},
+        **_capability_sets(config.get("host", {})),
     }
+
+
+def _shm_size() -> int:
+    from ferry.util.hostspec import SHM_SIZE
+    return SHM_SIZE
+
+
+def _capability_sets(host: dict) -> dict:
+    """podman's top-level EffectiveCaps and BoundingCaps: the same set in ferry's spec."""
+    from ferry.util import hostspec
+    caps = sorted(hostspec.capabilities(host.get("privileged", False), host.get("cap_add", []),
+                                        host.get("cap_drop", []), hostspec.bounding_set()))
+    return {"EffectiveCaps": caps, "BoundingCaps": caps}
 
 
 # podman's inspect states capabilities against this set (the older default, with

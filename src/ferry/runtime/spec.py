@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from ferry.util.errors import NotFound, UsageError
 # The capability and rlimit defaults live with what inspect reads too (no typing there).
-from ferry.util.hostspec import DEFAULT_CAPABILITIES, clamped_rlimits
+from ferry.util.hostspec import DEFAULT_CAPABILITIES, SHM_SIZE, clamped_rlimits
 
 SECCOMP_PROFILE = "/usr/share/containers/seccomp.json"
 
@@ -28,7 +28,6 @@ MASKED_PATHS = (
 READONLY_PATHS = ("/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                   "/proc/sysrq-trigger")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SHM_SIZE = 64 * 1024 * 1024
 
 
 class Mount(NamedTuple):
