@@ -86,10 +86,18 @@ def test_run_user(ferry, flag, ids):
     assert ferry("run", "--rm=true", *flag, "busybox", "id").stdout.strip() == ids
 
 
-def test_run_user_is_kept_in_the_config(ferry):
+def test_run_user_is_kept_in_the_config_and_through_checkpoint_and_restore(ferry):
     started(ferry, "as-nobody", "-u", "nobody", "busybox", "sleep", "600")
     assert ferry.inspect("as-nobody")["Config"]["User"] == "nobody"
-    assert ferry("exec", "as-nobody", "id", "-u").stdout.strip() == "65534"
+    for restored in (False, True):
+        if restored:
+            ferry("container", "checkpoint", "as-nobody")
+            ferry("container", "restore", "as-nobody")
+        assert ferry("exec", "as-nobody", "id", "-u").stdout.strip() == "65534"
+        # the container's own process, not only what exec starts
+        status = ferry("exec", "as-nobody", "cat", "/proc/1/status").stdout
+        assert [line.split()[1:3] for line in status.splitlines() if line.startswith(("Uid:", "Gid:"))] == \
+            [["65534", "65534"], ["65534", "65534"]]
     ferry("rm", "-f", "as-nobody")
 
 
