@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 def register(commands, only: str | None = None) -> bool:
     """Add the container and volume commands to ferry's top-level subparsers, or with
     `only`, just that one if it is ours. True when it added `only`."""
+    from ferry.cli import container_procs
     return add_commands(commands, {"run": _run_parser, "create": _create_parser, "container": _container_group,
-                                   "checkpoint": checkpoints.checkpoint_group, **_LIFECYCLE,
-                                   "volume": _volume_group}, only)
+                                   "checkpoint": checkpoints.checkpoint_group, **_lifecycle(),
+                                   **container_procs.TOP_ONLY, "volume": _volume_group}, only)
 
 
 def _container_group(commands) -> None:
@@ -41,7 +42,7 @@ def _container_group(commands) -> None:
     listing = sub.add_parser("ls", help="list containers")
     ps.add_flags(listing)
     listing.set_defaults(handler=ps.cmd_ps)
-    for build in _LIFECYCLE.values():
+    for build in _lifecycle().values():
         build(sub)
 
 
@@ -188,6 +189,12 @@ def _add_inspect(sub) -> None:
 _LIFECYCLE = {"ps": _add_ps, "logs": add_logs, "stop": _add_stop, "restart": _add_restart,
               "start": _add_start, "kill": _add_kill, "rm": _add_rm, "exec": _add_exec,
               "inspect": _add_inspect}
+
+
+def _lifecycle() -> dict:
+    """Every verb taken both at the top level and under `ferry container`."""
+    from ferry.cli import container_files, container_procs
+    return {**_LIFECYCLE, **container_files.VERBS, **container_procs.VERBS}
 
 
 def _non_negative(text: str) -> int:
