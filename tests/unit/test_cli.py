@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from ferry.cli import main as cli
+from ferry.cli import system as system_cli
 from ferry.engine import system
 from ferry.engine.listing import Listing
 from ferry.host import probes
@@ -57,8 +58,8 @@ def test_info_honours_root(capsys, tmp_path):
     code, out, _ = run(capsys, "--root", str(tmp_path / "hostA"), "info", "--format", "json")
     assert code == 0
     data = json.loads(out)
-    assert data["root"] == str(tmp_path / "hostA")
-    assert data["database"].startswith(data["root"] + "/")
+    assert data["store"]["graphRoot"] == data["ferry"]["root"] == str(tmp_path / "hostA")
+    assert data["ferry"]["database"].startswith(data["ferry"]["root"] + "/")
     assert not (tmp_path / "hostA").exists()  # reading paths creates nothing
 
 
@@ -95,7 +96,7 @@ def test_errors_map_to_exit_codes(capsys, monkeypatch):
 
     def boom(_args):
         raise FerryError("something broke", hint="do this")
-    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(system_cli, "cmd_version", boom)
     code, _, err = run(capsys, "version")
     assert code == cli.EXIT_ERROR
     assert err == "ferry: error: something broke (hint: do this)\n"
@@ -127,7 +128,8 @@ def test_partial_parser_builds_only_the_command():
 def test_full_parser_lists_every_command_in_help_order():
     assert list(_subparsers(cli.build_parser())) == [
         "version", "info", "system", "run", "create", "container", "checkpoint", "ps", "logs", "stop", "restart", "start",
-        "kill", "rm", "exec", "inspect", "volume", "images", "pull", "push", "tag", "save", "load", "rmi", "image",
+        "attach", "kill", "rm", "exec", "inspect", "cp", "diff", "export", "commit", "port", "top", "stats",
+        "rename", "wait", "pause", "unpause", "events", "volume", "images", "pull", "push", "tag", "save", "load", "rmi", "history", "image",
         "network", "serve", "migrate"]
 
 
@@ -155,7 +157,7 @@ def test_partial_and_full_parsers_read_ps_flags_alike():
 def test_an_unexpected_failure_is_one_line_with_the_failure_code(capsys, monkeypatch, failure, line):
     def boom(_args):
         raise failure
-    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(system_cli, "cmd_version", boom)
     code, out, err = run(capsys, "version")
     assert code == cli.EXIT_ERROR
     assert out == ""
@@ -165,7 +167,7 @@ def test_an_unexpected_failure_is_one_line_with_the_failure_code(capsys, monkeyp
 def test_debug_logs_the_traceback_of_an_unexpected_failure(capsys, caplog, monkeypatch):
     def boom(_args):
         raise KeyError("ports")
-    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(system_cli, "cmd_version", boom)
     code, _, err = run(capsys, "--debug", "version")
     assert code == cli.EXIT_ERROR
     assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]
@@ -175,7 +177,7 @@ def test_debug_logs_the_traceback_of_an_unexpected_failure(capsys, caplog, monke
 def test_a_reader_that_went_away_is_no_error(capsys, monkeypatch):
     def boom(_args):
         raise BrokenPipeError(32, "Broken pipe")
-    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(system_cli, "cmd_version", boom)
     monkeypatch.setattr(cli, "_silence_stdout", lambda: None)  # capsys's stdout has no real fd
     code, out, err = run(capsys, "version")
     assert (code, err) == (cli.EXIT_BROKEN_PIPE, "")
@@ -202,14 +204,14 @@ def test_a_signal_exits_128_plus_its_number(capsys, monkeypatch, signal_handlers
         signals.install()
         os.kill(os.getpid(), signal.Signals[sig])
         raise AssertionError("the signal did not interrupt")
-    monkeypatch.setattr(cli, "cmd_version", killed)
+    monkeypatch.setattr(system_cli, "cmd_version", killed)
     assert run(capsys, "version") == (code, "", line)
 
 
 def test_ctrl_c_without_ferrys_handlers_is_130(capsys, monkeypatch):
     def interrupted(_args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(cli, "cmd_version", interrupted)
+    monkeypatch.setattr(system_cli, "cmd_version", interrupted)
     assert run(capsys, "version") == (130, "", "ferry: error: interrupted\n")
 
 
@@ -225,7 +227,7 @@ def test_a_failure_while_reporting_still_gives_the_failures_code(capsys, monkeyp
 
     def report(*_args, **_kwargs):
         raise reporting
-    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(system_cli, "cmd_version", boom)
     monkeypatch.setattr(cli.render, "error", report)
     assert cli.main(["version"]) == code
 
@@ -325,7 +327,7 @@ class FakeContainers:
         self._known(name)
         self.done.append(("stop", name))
 
-    def remove(self, name, force, volumes=False):
+    def remove(self, name, force, volumes=False, timeout=0):
         self._known(name)
         if name in self.running and not force:
             from ferry.util.errors import ContainerRunning

@@ -83,7 +83,8 @@ def test_the_cli_passes_the_flags_to_the_engine_and_returns_its_code(monkeypatch
     code = cli.main(["--root", root, "exec", "-i", "-e", "A=1", "-w", "/srv", "-u", "33", "c1", "--", "sh", "-c", "x"])
     assert code == 3
     assert calls == [(root, ("c1", ["sh", "-c", "x"]),
-                      {"tty": False, "interactive": True, "env": ["A=1"], "workdir": "/srv", "user": "33"})]
+                      {"tty": False, "interactive": True, "env": ["A=1"], "workdir": "/srv", "user": "33",
+                       "privileged": False})]
 
 
 # ---- issue 15: a command that cannot start gets podman's code in one line --------------

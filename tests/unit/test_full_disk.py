@@ -15,6 +15,7 @@ from collections import namedtuple
 import pytest
 
 from ferry.cli import main as cli
+from ferry.cli import system as system_cli
 from ferry.cli import render
 from ferry.engine.listing import EXITED, RUNNING, UNKNOWN_EXIT, Listing, observed_exit
 from ferry.runtime import monitor
@@ -281,7 +282,7 @@ def run(capsys, *argv):
 def failing_version(monkeypatch, error):
     def boom(_args):
         raise error
-    monkeypatch.setattr(cli, "cmd_version", boom)
+    monkeypatch.setattr(system_cli, "cmd_version", boom)
 
 
 def test_an_untranslated_enospc_names_its_file_and_filesystem(capsys, monkeypatch, tmp_path):

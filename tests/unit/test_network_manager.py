@@ -400,3 +400,53 @@ def test_hosts_on_one_segment_allocate_from_pools_of_their_own(tmp_path, tools):
     h1.set_pool("ferry", None)
     assert h1.registry.pool("ferry0") is None
     assert h1.reserve("e" * 64, "ferry")[0] == "10.90.1.3"        # after the cursor, in the whole subnet
+
+
+def test_create_keeps_internal_labels_and_ip_range(tmp_path, tools, registry):
+    a = manager(tmp_path, "a", registry)
+    made = a.create("inner", subnet="10.97.0.0/24", gateway="10.97.0.1", internal=True,
+                    labels={"tier": "db", "bare": ""}, ip_range="10.97.0.128/25")
+    again = a.get("inner")
+    assert again == made and (again.internal, dict(again.labels), again.ip_range) == \
+        (True, {"tier": "db", "bare": ""}, "10.97.0.128/25")
+    assert a.reserve(CONTAINER_A, "inner")[0] == "10.97.0.129"   # from the range, not the subnet's start
+    plain = a.create("plain")
+    assert (plain.internal, plain.labels, plain.ip_range) == (False, (), "")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"gateway": "10.97.0.1"}, "cannot set gateway or range without subnet"),
+    ({"ip_range": "10.97.0.0/25"}, "cannot set gateway or range without subnet"),
+    ({"subnet": "10.97.0.0/24", "ip_range": "10.98.0.0/25"}, "is not inside subnet"),
+    ({"subnet": "10.97.0.0/24", "ip_range": "banana"}, "invalid subnet"),
+])
+def test_create_refuses_a_gateway_or_range_it_cannot_place(tmp_path, tools, registry, kwargs, needle):
+    a = manager(tmp_path, "a", registry)
+    with pytest.raises(UsageError, match=needle):
+        a.create("inner", **kwargs)
+    assert a.list() == [] and registry.bridges() == {}
+
+
+def test_join_and_leave_a_stopped_container_s_further_network(tmp_path, tools, registry):
+    a = manager(tmp_path, "a", registry)
+    a.create("blue", subnet="10.97.0.0/24")
+    with pytest.raises(Conflict, match="is on no bridge network"):
+        a.join(CONTAINER_A, "blue")
+    a.reserve(CONTAINER_A, "ferry")
+    joined = a.join(CONTAINER_A, "blue", ip="10.97.0.9")
+    assert (joined.network, joined.ip, joined.position) == ("blue", "10.97.0.9", 1)
+    assert [r.network for r in a.all_reservations(CONTAINER_A)] == ["ferry", "blue"]
+    with pytest.raises(Conflict, match="already connected to network 'blue'"):
+        a.join(CONTAINER_A, "blue")
+    with pytest.raises(NotFound, match="network 'nope' not found"):
+        a.join(CONTAINER_A, "nope")
+    with pytest.raises(Conflict, match="in use by 1 container"):
+        a.remove("blue")
+    with pytest.raises(Conflict, match="is the first network"):
+        a.leave(CONTAINER_A, "ferry")
+    assert a.leave(CONTAINER_A, "blue").ip == "10.97.0.9"
+    assert [r.network for r in a.all_reservations(CONTAINER_A)] == ["ferry"]
+    assert registry.lease("ferry1", "10.97.0.9") is None        # the address is free again
+    with pytest.raises(Conflict, match="is not connected to network blue"):
+        a.leave(CONTAINER_A, "blue")
+    a.remove("blue")

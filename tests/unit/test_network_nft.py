@@ -147,3 +147,14 @@ def test_gratuitous_arp_frame():
     assert frame[12:14] == b"\x08\x06" and frame[20:22] == b"\x00\x01"   # ARP, request
     sender_ip, target_ip = frame[28:32], frame[38:42]
     assert sender_ip == target_ip == bytes([10, 90, 0, 2])
+
+
+def test_an_internal_bridge_forwards_nothing_beyond_itself_and_masquerades_nothing():
+    rules = nft.bridge_rules("ferry3", "10.97.0.0/24", internal=True)
+    assert rules == ['add rule ip ferry forward iifname "ferry3" oifname != "ferry3" drop comment "bridge ferry3"',
+                     'add rule ip ferry forward oifname "ferry3" iifname != "ferry3" drop comment "bridge ferry3"']
+    listed = nft.parse_listing(_listing(("forward", 4, "bridge ferry3"), ("postrouting", 5, "bridge ferry0")))
+    assert [r.handle for r in nft.owned_by_bridge(listed, "ferry3")] == [4]
+    assert not nft.is_unused(listed[:1])   # the table stays while an internal bridge's rules do
+    with pytest.raises(ValueError):
+        nft.bridge_rules('x" accept', "10.97.0.0/24", internal=True)

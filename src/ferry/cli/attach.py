@@ -14,28 +14,95 @@ import tty as ttymode
 
 from ferry.cli import render
 from ferry.runtime import attach
-from ferry.util.errors import FerryError
+from ferry.util.errors import FerryError, UsageError
 
 CONNECT_TIMEOUT = 30.0
 EXIT_CODE_WAIT = 30.0
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+# podman's (docker's term.ToBytes) names of the control bytes 0..31
+_CONTROL_NAMES = ["ctrl-@", *(f"ctrl-{c}" for c in "abcdefghijklmnopqrstuvwxyz"),
+                  "ctrl-[", "ctrl-\\", "ctrl-]", "ctrl-^", "ctrl-_"]
 
 
-def attach_and_wait(engine, container, *, stdin: bool, tty: bool) -> int:
-    """Stream the container's output here (and our input there) until it exits."""
+def parse_detach_keys(text: str) -> bytes:
+    """podman's --detach-keys: comma-separated keys, each one byte as typed or
+    `ctrl-X` (X in a-z @ [ \\ ] ^ _) or DEL; the empty string turns detaching off."""
+    if text == "":
+        return b""
+    keys = bytearray()
+    for key in text.split(","):
+        raw = key.encode()
+        if len(raw) == 1:
+            keys += raw
+        elif key in _CONTROL_NAMES:
+            keys.append(_CONTROL_NAMES.index(key))
+        elif key == "DEL":
+            keys.append(127)
+        else:
+            raise UsageError(f"invalid detach keys: Unknown character: {key!r}",
+                             hint="give keys like 'ctrl-p,ctrl-q', one character, or '' for none")
+    return bytes(keys)
+
+
+class DetachMatcher:
+    """Watches the user's input for the detach keys, across reads: bytes that
+    may begin the sequence are held back until it is complete (detach) or
+    broken (they go to the container after all)."""
+
+    def __init__(self, keys: bytes):
+        self.keys = keys
+        self.held = 0   # how many of the keys' first bytes were just typed
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """(the input for the container, whether the user detached)."""
+        if not self.keys:
+            return data, False
+        out = bytearray()
+        for byte in data:
+            if byte == self.keys[self.held]:
+                self.held += 1
+                if self.held == len(self.keys):
+                    self.held = 0
+                    return bytes(out), True
+                continue
+            out += self.keys[:self.held]   # a broken sequence (held > 0, so the keys are two or more)
+            self.held = 0
+            if byte == self.keys[0]:
+                self.held = 1
+            else:
+                out.append(byte)
+        return bytes(out), False
+
+
+def attach_and_wait(engine, container, *, stdin: bool, tty: bool, detach_keys: bytes = b"\x10\x11",
+                    sig_proxy: bool = True) -> int | None:
+    """Stream the container's output here (and our input there) until it exits,
+    and give its exit code; None when the user detached (it runs on)."""
     sock = _connect(engine.containers.attach_socket(container))
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "socket")
+    matcher = DetachMatcher(detach_keys)
     if stdin:
-        selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
+        try:
+            selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
+        except PermissionError:   # a file or /dev/null, which epoll refuses: it never blocks, so send it all now
+            if _send_file_input(sock, matcher):
+                sock.close()
+                return None
     reader = attach.FrameReader()
     exit_code = None
-    with _terminal(sock, tty), _signal_proxy(engine, container, enabled=not tty):
+    with _terminal(sock, tty), _signal_proxy(engine, container, enabled=sig_proxy and not tty):
         while exit_code is None:
             for key, _ in selector.select(timeout=1.0):
                 if key.data == "stdin":
                     data = os.read(key.fd, 65536)
                     if data:
-                        sock.sendall(attach.frame(attach.STDIN, data))
+                        data, detached = matcher.feed(data)
+                        if data:
+                            sock.sendall(attach.frame(attach.STDIN, data))
+                        if detached:
+                            sock.close()
+                            return None
                     else:
                         sock.sendall(attach.frame(attach.STDIN_EOF))
                         selector.unregister(key.fd)
@@ -61,6 +128,21 @@ def attach_and_wait(engine, container, *, stdin: bool, tty: bool) -> int:
                        hint=f"'ferry ps -a' shows whether its checkpoint is kept here, for 'ferry container "
                             f"restore {container.name}'")
     return exit_code
+
+
+def _send_file_input(sock: socket.socket, matcher: DetachMatcher) -> bool:
+    """Our stdin, a file, sent to the container up to its end (or the detach
+    keys in it: True then)."""
+    while True:
+        data = os.read(sys.stdin.fileno(), 65536)
+        if not data:
+            sock.sendall(attach.frame(attach.STDIN_EOF))
+            return False
+        data, detached = matcher.feed(data)
+        if data:
+            sock.sendall(attach.frame(attach.STDIN, data))
+        if detached:
+            return True
 
 
 def _connect(path: str) -> socket.socket:

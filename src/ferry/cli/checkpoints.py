@@ -9,7 +9,7 @@ import sys
 from ferry.cli import render
 from ferry.cli.parsing import BoolFlag, each_name, engine_of
 from ferry.util import signals
-from ferry.util.errors import UsageError
+from ferry.util.errors import FerryError, Several, UsageError
 
 PHASE_TEXT = {"dump": "freezing and dumping", "hash": "hashing", "write": "writing archive",
               "read": "reading archive"}
@@ -17,7 +17,11 @@ PHASE_TEXT = {"dump": "freezing and dumping", "hash": "hashing", "write": "writi
 
 def register(container_commands) -> None:
     checkpoint = container_commands.add_parser("checkpoint", help="checkpoint running containers")
-    checkpoint.add_argument("containers", nargs="+", metavar="CONTAINER")
+    checkpoint.add_argument("containers", nargs="*", metavar="CONTAINER")
+    checkpoint.add_argument("-a", "--all", action="store_true", help="checkpoint every running container")
+    checkpoint.add_argument("-l", "--latest", action="store_true", help="checkpoint the container created last")
+    checkpoint.add_argument("--file-locks", action="store_true",
+                            help="checkpoint the file locks its processes hold (a restore takes them again)")
     checkpoint.add_argument("-e", "--export", "--file", dest="export", metavar="PATH",
                             help="write one archive (.tar.gz, .tar.zst or .tar; - or a FIFO streams it)")
     checkpoint.add_argument("-R", "--leave-running", action="store_true",
@@ -65,6 +69,13 @@ def register(container_commands) -> None:
                          help="the restored container's name (with --import, --checkpoint or an image)")
     restore.add_argument("--checkpoint", metavar="ID",
                          help="restore this checkpoint ('ferry checkpoint ls') instead of the container's latest")
+    restore.add_argument("-a", "--all", action="store_true", help="restore every stopped container with a checkpoint")
+    restore.add_argument("-l", "--latest", action="store_true", help="restore the container created last")
+    restore.add_argument("-k", "--keep", action="store_true",
+                         help="keep a container's local checkpoint after restoring it, to restore it again")
+    # podman needs it to take a checkpoint's file locks again; ferry always does (file_locks_in).
+    restore.add_argument("--file-locks", action="store_true",
+                         help="accepted for podman: a checkpoint's file locks are always taken again")
     restore.add_argument("--tcp-established", action="store_true",
                          help="restore established TCP connections")
     restore.add_argument("-p", "--publish", action="append", default=None,
@@ -361,9 +372,49 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _chosen(args, checkpoints, *, restore: bool) -> list[str]:
+    """The containers named, or the IDs of those --all or --latest choose;
+    refusals in podman's words."""
+    if args.all and args.latest:
+        raise UsageError("--all and --latest cannot be used together")
+    if args.all and args.containers:
+        raise UsageError("no arguments are needed with --all")
+    if args.latest and args.containers:
+        raise UsageError("--all or --latest and containers cannot be used together" if restore
+                         else "--latest and containers cannot be used together")
+    if args.all:
+        return [c.id for c in (checkpoints.restorable() if restore else checkpoints.checkpointable())]
+    if args.latest:
+        return [checkpoints.latest().id]
+    return args.containers
+
+
+def _each(names: list[str], action) -> tuple[list, list]:
+    """(name, action(name)) for each name it succeeded on, and the failures:
+    one container's failure does not stop the others (podman's way)."""
+    done, failures = [], []
+    for name in names:
+        try:
+            done.append((name, action(name)))
+        except FerryError as failure:
+            failures.append(failure)
+    return done, failures
+
+
+def _fail(failures: list) -> None:
+    if len(failures) > 1:
+        raise Several(failures)
+    if failures:
+        raise failures[0]
+
+
 def cmd_checkpoint(args) -> int:
     from ferry.engine.checkpoints import CheckpointOptions
     signals.install()   # SIGTERM and SIGHUP end a checkpoint as Ctrl-C does: cleanly
+    if not (args.containers or args.all or args.latest):
+        raise UsageError("you must provide at least one name or id", hint="or --all, or --latest")
+    checkpoints = engine_of(args).checkpoints
+    args.containers = _chosen(args, checkpoints, restore=False)
     if args.every == 0:
         if args.file_pattern or args.export or args.create_image or args.keep_last is not None:
             raise UsageError("--every 0 stops a schedule and takes no other checkpoint option")
@@ -374,20 +425,23 @@ def cmd_checkpoint(args) -> int:
             render.line(name)
         return 0
     if (args.export or args.create_image) and len(args.containers) > 1:
-        raise UsageError(f"{'--export' if args.export else '--create-image'} takes one container",
-                         hint="checkpoint the others separately")
+        # podman 4.3.1 writes them all to the one file, each over the last.
+        raise UsageError(f"{'--export' if args.export else '--create-image'} takes one container, "
+                         f"not {len(args.containers)}", hint="checkpoint the others separately")
+    checkpoints.check_names(args.containers)   # a missing one stops them all, before any is checkpointed
     options = CheckpointOptions(export=args.export, create_image=args.create_image, leave_running=args.leave_running,
-                                tcp_established=args.tcp_established, compress=args.compress,
+                                tcp_established=args.tcp_established, file_locks=args.file_locks,
+                                compress=args.compress,
                                 ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
                                 keep=args.keep, sign_key=args.sign_key, keep_last=args.keep_last,
                                 every=args.every, file_pattern=args.file_pattern,
                                 encrypt_to=tuple(args.encrypt_to),
                                 encrypt_passphrase_file=args.encrypt_passphrase_file)
-    checkpoints = engine_of(args).checkpoints
-    results = []
-    for name in args.containers:
+
+    def checkpoint(name: str):
         with progress_bar() as progress:
-            results.append((name, checkpoints.checkpoint(name, options, progress)))
+            return checkpoints.checkpoint(name, options, progress)
+    results, failures = _each(args.containers, checkpoint)
     for _, result in results:
         if result.kept_locally and not args.keep:
             render.warning(f"the checkpoint of {result.name} is kept here too, as only the archive's reader "
@@ -397,7 +451,8 @@ def cmd_checkpoint(args) -> int:
     # An archive on stdout leaves it no room for anything else.
     from ferry.checkpoint.archive.endpoints import is_stdout
     with contextlib.redirect_stdout(sys.stderr) if is_stdout(args.export) else contextlib.nullcontext():
-        _print_results(args, results, "podman_checkpoint_duration", name_of=lambda r: r.name)
+        _print_results(args, results, "podman_checkpoint_duration")
+    _fail(failures)
     return 0
 
 
@@ -405,14 +460,24 @@ def cmd_restore(args) -> int:
     from ferry.engine.checkpoints import RestoreOptions
     signals.install()
     args.containers = BoolFlag.positionals(args, "containers")
+    if args.import_path and (args.all or args.latest):
+        raise UsageError("cannot use --import with --all or --latest")
+    if args.checkpoint and (args.all or args.latest):
+        raise UsageError("cannot use --checkpoint with --all or --latest")
     if args.import_path and args.containers:
         raise UsageError("give either --import FILE or container names, not both")
-    if not args.import_path and not args.containers and not args.checkpoint:
-        raise UsageError("restore needs container names, --checkpoint ID, or --import FILE")
+    if not args.import_path and not args.containers and not args.checkpoint and not args.all and not args.latest:
+        raise UsageError("restore needs container names, --all, --latest, --checkpoint ID, or --import FILE")
     if args.checkpoint and len(args.containers) > 1:
         raise UsageError("--checkpoint takes at most one container")
+    checkpoints = engine_of(args).checkpoints
+    args.containers = _chosen(args, checkpoints, restore=True)
+    if args.name and len(args.containers) > 1:
+        raise UsageError("--name takes one container or archive", hint="restore the others separately")
+    if len(args.containers) > 1:
+        checkpoints.check_restore_names(args.containers)   # a missing one stops them all, as in podman
     options = RestoreOptions(import_path=args.import_path, name=args.name,
-                             tcp_established=args.tcp_established,
+                             tcp_established=args.tcp_established, keep=args.keep,
                              ports=tuple(args.publish) if args.publish is not None else None,
                              ignore_static_ip=args.ignore_static_ip, ignore_static_mac=args.ignore_static_mac,
                              ignore_rootfs=args.ignore_rootfs, ignore_volumes=args.ignore_volumes,
@@ -422,15 +487,20 @@ def cmd_restore(args) -> int:
                              tls_verify=args.tls_verify, creds=args.creds, force=args.force,
                              checkpoint=args.checkpoint, decrypt_keys=tuple(args.decrypt_key),
                              decrypt_passphrase_file=args.decrypt_passphrase_file)
-    checkpoints = engine_of(args).checkpoints
-    results = []
-    for name in args.containers or [None]:
+
+    def restore(name: str | None):
         with progress_bar() as progress:
             result = checkpoints.restore(name, options, progress)
         _report_trust(result, args.import_path or (f"checkpoint {args.checkpoint}" if args.checkpoint
                                                    else f"checkpoint image {name}"))
-        results.append((name or args.import_path, result))
-    _print_results(args, results, "podman_restore_duration", name_of=lambda r: r.id)
+        return result
+    # --all may choose none: nothing to restore is no failure (podman's way).
+    done, failures = _each(args.containers if args.containers or args.all else [None], restore)
+    # Each as podman prints it: a container as the user named it (or by ID, for
+    # --all and --latest); what an archive or image made, by its new ID.
+    results = [(name if name and result.in_place else result.id, result) for name, result in done]
+    _print_results(args, results, "podman_restore_duration")
+    _fail(failures)
     return 0
 
 
@@ -450,18 +520,18 @@ def _report_trust(result, path: str | None) -> None:
                        hint="sign archives with --sign-key and restore them with --verify-key")
 
 
-def _print_results(args, results, duration_key: str, name_of) -> None:
+def _print_results(args, results, duration_key: str) -> None:
     """results: (what the user named, result) pairs. --print-stats prints one
     document for them all, as podman does; --format json one per container."""
     if args.print_stats:
         stats = [result.stats(raw) for raw, result in results]
-        render.json_out({duration_key: sum(s[duration_key] for s in stats),
-                         "container_statistics": [e for s in stats for e in s["container_statistics"]]})
+        render.json_out({duration_key: sum(s[duration_key] for s in stats),   # podman's null for none
+                         "container_statistics": [e for s in stats for e in s["container_statistics"]] or None})
     elif args.format == "json":
         render.json_out([result.stats(raw) for raw, result in results])
     else:
-        for _, result in results:
-            render.line(name_of(result))
+        for raw, _ in results:
+            render.line(raw)
 
 
 @contextlib.contextmanager

@@ -8,10 +8,10 @@ import sys
 
 from ferry.cli import checkpoints, render
 from ferry.cli.logs import add_logs
-from ferry.cli.parsing import add_commands, each_name, engine_of, needs_subcommand, subcommands
+from ferry.cli.parsing import BoolFlag, add_commands, each_name, engine_of, needs_subcommand, subcommands
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, RUNNING
 from ferry.util import signals
-from ferry.util.errors import DamagedRecord, NotFound, Several, UsageError
+from ferry.util.errors import Conflict, DamagedRecord, NotFound, Several, UsageError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def _run_flags(p) -> None:
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
+    _detach_keys_flag(p)
     p.add_argument("--name", help="the container's name")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST:]CTR[/PROTO]")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
@@ -139,37 +140,72 @@ def _add_stopping(sub, verb: str, text: str, handler) -> None:
     p = sub.add_parser(verb, help=text)
     p.add_argument("-t", "--time", type=_non_negative, default=DEFAULT_STOP_TIMEOUT,
                    help="seconds to wait before killing")
-    p.add_argument("containers", nargs="+")
+    if verb == "stop":
+        p.add_argument("-a", "--all", action="store_true", help="stop every container")
+        p.add_argument("-i", "--ignore", action="store_true", help="a container that does not exist is no error")
+    else:
+        p.add_argument("-a", "--all", action="store_true", help="restart every container")
+        p.add_argument("--running", action="store_true", help="with --all, only the running ones")
+    p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 
 
 def _add_start(sub) -> None:
     start = sub.add_parser("start", help="start stopped containers")
-    start.add_argument("containers", nargs="+")
+    start.add_argument("containers", nargs="*")
+    start.add_argument("-a", "--attach", action="store_true", help="attach the container's output (and stdin with -i)")
+    start.add_argument("-i", "--interactive", action="store_true", help="with --attach, attach stdin too")
+    _detach_keys_flag(start)
+    start.add_argument("--sig-proxy", action=BoolFlag, positional="containers", default=None, metavar="BOOL",
+                       help="pass the signals ferry gets on to the container (default: with --attach)")
     start.add_argument("--ignore-checkpoint", action="store_true",
                        help="start a checkpointed container afresh, dropping its checkpoint")
     start.set_defaults(handler=cmd_start)
 
 
+def _add_attach(sub) -> None:
+    attach = sub.add_parser("attach", help="attach to a running container's terminal or output")
+    _detach_keys_flag(attach)
+    attach.add_argument("--no-stdin", action="store_true", help="do not pass this terminal's input on")
+    attach.add_argument("--sig-proxy", action=BoolFlag, positional="containers", default=True, metavar="BOOL",
+                        help="pass the signals ferry gets on to the container (default true)")
+    attach.add_argument("containers", nargs="*", metavar="CONTAINER")
+    attach.set_defaults(handler=cmd_attach)
+
+
+def _detach_keys_flag(parser) -> None:
+    parser.add_argument("--detach-keys", metavar="KEYS", default=None,
+                        help="the keys that detach from the container: 'ctrl-p,ctrl-q' (the default), "
+                             "a single character, ctrl-<a-z@[\\]^_> keys separated by commas, or '' for none")
+
+
 def _add_kill(sub) -> None:
     kill = sub.add_parser("kill", help="send a signal to running containers")
     kill.add_argument("-s", "--signal", default="KILL")
-    kill.add_argument("containers", nargs="+")
+    kill.add_argument("-a", "--all", action="store_true", help="signal every running container")
+    kill.add_argument("containers", nargs="*")
     kill.set_defaults(handler=cmd_kill)
 
 
 def _add_rm(sub) -> None:
     rm = sub.add_parser("rm", help="remove containers")
+    rm.add_argument("-a", "--all", action="store_true", help="remove every container")
     rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
+    rm.add_argument("-i", "--ignore", action="store_true", help="a container that does not exist is no error")
+    rm.add_argument("-t", "--time", type=_non_negative, default=None,
+                    help="with --force, seconds a running container has to stop before it is killed (default 0)")
     rm.add_argument("-v", "--volumes", action="store_true", help="remove the containers' anonymous volumes too")
-    rm.add_argument("containers", nargs="+")
+    rm.add_argument("containers", nargs="*")
     rm.set_defaults(handler=cmd_rm)
 
 
 def _add_exec(sub) -> None:
     exe = sub.add_parser("exec", help="run a command in a running container")
+    exe.add_argument("-d", "--detach", action="store_true", help="run it in the background, print its session ID")
     exe.add_argument("-i", "--interactive", action="store_true")
     exe.add_argument("-t", "--tty", action="store_true")
+    _detach_keys_flag(exe)
+    exe.add_argument("--privileged", action="store_true", help="give the command every capability")
     exe.add_argument("-e", "--env", action="append", default=[])
     exe.add_argument("-w", "--workdir")
     exe.add_argument("-u", "--user")
@@ -187,7 +223,7 @@ def _add_inspect(sub) -> None:
 
 # The verbs ferry takes both at the top level and under `ferry container`, in help order.
 _LIFECYCLE = {"ps": _add_ps, "logs": add_logs, "stop": _add_stop, "restart": _add_restart,
-              "start": _add_start, "kill": _add_kill, "rm": _add_rm, "exec": _add_exec,
+              "start": _add_start, "attach": _add_attach, "kill": _add_kill, "rm": _add_rm, "exec": _add_exec,
               "inspect": _add_inspect}
 
 
@@ -208,25 +244,8 @@ def _non_negative(text: str) -> int:
 
 
 def _volume_group(commands) -> None:
-    volume = commands.add_parser("volume", help="manage named volumes")
-    sub = subcommands(volume, "volume commands")
-    volume.set_defaults(handler=needs_subcommand(volume))
-    create = sub.add_parser("create", help="create a volume")
-    create.add_argument("name")
-    create.set_defaults(handler=cmd_volume_create)
-    ls = sub.add_parser("ls", help="list volumes")
-    ls.add_argument("-q", "--quiet", action="store_true")
-    ls.add_argument("--format", default="table", help="table, json, or a Go template like '{{.Name}}'")
-    ls.add_argument("--noheading", action="store_true", help="omit the table header")
-    ls.set_defaults(handler=cmd_volume_ls)
-    rm = sub.add_parser("rm", help="remove volumes")
-    rm.add_argument("-f", "--force", action="store_true")
-    rm.add_argument("names", nargs="+")
-    rm.set_defaults(handler=cmd_volume_rm)
-    inspect = sub.add_parser("inspect", help="show volumes")
-    inspect.add_argument("-f", "--format", default="json", help="json, or a Go template like '{{.Mountpoint}}'")
-    inspect.add_argument("names", nargs="+")
-    inspect.set_defaults(handler=cmd_volume_inspect)
+    from ferry.cli import volumes   # its own module (cli/volumes.py), loaded only for `volume`
+    volumes.volume_group(commands)
 
 
 # ---- handlers ------------------------------------------------------------
@@ -275,6 +294,7 @@ def cmd_create(args) -> int:
 def cmd_run(args) -> int:
     engine = engine_of(args)
     options = run_options(args)
+    detach_keys = _detach_keys(args)   # a bad one is refused before anything is made
     if args.tty and not args.detach and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
     replaced = args.replace and args.name and _exists(engine, args.name)
@@ -285,7 +305,26 @@ def cmd_run(args) -> int:
         render.line(container.id)
         return 0
     from ferry.cli.attach import attach_and_wait   # sockets and terminals: not for run -d
-    return attach_and_wait(engine, container, stdin=args.interactive, tty=args.tty)
+    code = attach_and_wait(engine, container, stdin=args.interactive, tty=args.tty, detach_keys=detach_keys)
+    return 0 if code is None else code   # detached: podman's run exits 0, the container runs on
+
+
+def _detach_keys(args) -> bytes:
+    """The --detach-keys given (podman's syntax) as bytes; ctrl-p,ctrl-q when none is."""
+    from ferry.cli.attach import DEFAULT_DETACH_KEYS, parse_detach_keys
+    return parse_detach_keys(DEFAULT_DETACH_KEYS if args.detach_keys is None else args.detach_keys)
+
+
+def _targets(engine: Engine, args, names: list[str], verb: str, chosen=lambda c: True) -> list[str]:
+    """The names a command acts on: those given, or with --all the full ID of
+    every container that `chosen` takes, as podman prints them."""
+    if args.all:
+        if names:
+            raise UsageError("no arguments are needed with --all", hint=f"see 'ferry {verb} --help'")
+        return [c.id for c in engine.containers.list(all_states=True) if chosen(c)]
+    if not names:
+        raise UsageError("you must provide at least one name or id", hint=f"see 'ferry {verb} --help'")
+    return names
 
 
 def _exists(engine: Engine, name: str) -> bool:
@@ -311,46 +350,106 @@ def cmd_cleanup(args) -> int:
 
 def cmd_stop(args) -> int:
     signals.install()
-    containers = engine_of(args).containers
-    return each_name(args, args.containers, lambda n: containers.stop(n, timeout=args.time))
+    engine = engine_of(args)
+    containers = engine.containers
+    # podman's stop -a names every container, stopped ones too (a stop of those does nothing)
+    names = _targets(engine, args, args.containers, "stop")
+    return each_name(args, names, lambda n: containers.stop(n, timeout=args.time), missing_ok=args.ignore)
 
 
 def cmd_restart(args) -> int:
     signals.install()
-    containers = engine_of(args).containers
+    engine = engine_of(args)
+    containers = engine.containers
+    if args.running and not args.all:
+        raise UsageError("you must provide at least one name or id", hint="--running goes with --all")
+    names = _targets(engine, args, args.containers, "restart", lambda c: not args.running or c.state == RUNNING)
     def restart(name):
         containers.stop(name, timeout=args.time)
         containers.start(name)
-    return each_name(args, args.containers, restart)
+    return each_name(args, names, restart)
 
 
 def cmd_start(args) -> int:
     signals.install()
-    containers = engine_of(args).containers
-    return each_name(args, args.containers,
-                 lambda name: containers.start(name, ignore_checkpoint=args.ignore_checkpoint))
+    engine = engine_of(args)
+    containers = engine.containers
+    names = BoolFlag.positionals(args, "containers")
+    if not names:
+        raise UsageError("you must provide at least one name or id", hint="see 'ferry start --help'")
+    detach_keys = _detach_keys(args)
+    if not args.attach:
+        return each_name(args, names, lambda name: containers.start(name, ignore_checkpoint=args.ignore_checkpoint))
+    if len(names) > 1:
+        raise UsageError("you cannot start and attach multiple containers at once",
+                         hint="start them without --attach, then attach to one with 'ferry attach'")
+    container = containers.get(names[0])
+    if container.state != RUNNING:   # podman's start -a of a running one attaches to it
+        # its monitor runs the command once this client is there: no output is lost
+        container = containers.start(container.id, wait_attach=True, ignore_checkpoint=args.ignore_checkpoint)
+    from ferry.cli.attach import attach_and_wait
+    config = container.config
+    code = attach_and_wait(engine, container, stdin=args.interactive and (config.interactive or config.tty),
+                           tty=config.tty, detach_keys=detach_keys,
+                           sig_proxy=True if args.sig_proxy is None else args.sig_proxy)
+    return 0 if code is None else code
+
+
+def cmd_attach(args) -> int:
+    names = BoolFlag.positionals(args, "containers")
+    if len(names) != 1:
+        raise UsageError(f"attach takes one container, not {len(names)}", hint="ferry attach CONTAINER")
+    detach_keys = _detach_keys(args)
+    engine = engine_of(args)
+    container = engine.containers.get(names[0])
+    if container.state != RUNNING:
+        raise Conflict("you can only attach to running containers",
+                       hint=f"container {container.name!r} is {container.state}; start it with "
+                            f"'ferry start -a {container.name}'")
+    from ferry.cli.attach import attach_and_wait
+    code = attach_and_wait(engine, container, stdin=not args.no_stdin, tty=container.config.tty,
+                           detach_keys=detach_keys, sig_proxy=args.sig_proxy)
+    if code is not None:
+        render.line("")   # podman's attach ends the output with a newline, and exits 0 whatever the exit code
+    return 0
 
 
 def cmd_kill(args) -> int:
-    containers = engine_of(args).containers
-    return each_name(args, args.containers, lambda n: containers.kill(n, args.signal))
+    engine = engine_of(args)
+    containers = engine.containers
+    names = _targets(engine, args, args.containers, "kill", lambda c: c.state == RUNNING)
+    return each_name(args, names, lambda n: containers.kill(n, args.signal))
 
 
 def cmd_rm(args) -> int:
     signals.install()
-    containers = engine_of(args).containers
+    if args.time is not None and not args.force:
+        raise UsageError("--force option must be specified to use the --time option",
+                         hint="ferry rm -f -t SECONDS CONTAINER")
+    engine = engine_of(args)
+    containers = engine.containers
+    names = _targets(engine, args, args.containers, "rm")
     # podman's rm -f exits 0 for a missing name: cleanup scripts run under `set -e`.
-    return each_name(args, args.containers, lambda n: containers.remove(n, force=args.force,
-                                                                          volumes=args.volumes),
-                 missing_ok=args.force)
+    return each_name(args, names, lambda n: containers.remove(n, force=args.force, volumes=args.volumes,
+                                                              timeout=args.time or 0),
+                     missing_ok=args.force or args.ignore)
 
 
 def cmd_exec(args) -> int:
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
-    return engine_of(args).containers.exec(args.container, command, tty=args.tty, interactive=args.interactive,
-                                           env=args.env, workdir=args.workdir, user=args.user)
+    if args.detach_keys is not None:   # checked as podman's; ferry's exec runs on this terminal itself
+        _detach_keys(args)
+    containers = engine_of(args).containers
+    if args.detach:
+        containers.exec_detached(args.container, command, env=args.env, workdir=args.workdir, user=args.user,
+                                 privileged=args.privileged)
+        from ferry.store import ids
+        render.line(ids.new_id())   # podman prints its exec session's ID
+        return 0
+    return containers.exec(args.container, command, tty=args.tty, interactive=args.interactive,
+                           env=args.env, workdir=args.workdir, user=args.user, privileged=args.privileged)
 
 
 def cmd_inspect(args) -> int:
@@ -402,7 +501,7 @@ def inspect_container(engine: Engine, c: ContainerRecord) -> dict:
     return {
         "Id": c.id, "Created": c.created_at, "Path": process[0],
         "Args": process[1:] or process,   # podman's, for a command of one word
-        "State": {"OciVersion": OCI_VERSION, "Status": c.state, "Running": running, "Paused": False,
+        "State": {"OciVersion": OCI_VERSION, "Status": c.state, "Running": running, "Paused": c.state == "paused",
                   "Restarting": False, "OOMKilled": False, "Dead": False, "Pid": c.pid or 0,
                   "ExitCode": c.exit_code or 0, "StartedAt": c.started_at or NEVER,
                   "FinishedAt": c.finished_at or NEVER,
@@ -543,51 +642,3 @@ def _criu_logs(engine: Engine, c: ContainerRecord) -> dict:
     if c.restored_at and c.state == RUNNING and os.path.exists(os.path.join(work, "restore.log")):
         logs["RestoreLog"] = os.path.join(work, "restore.log")
     return logs
-
-
-def cmd_volume_create(args) -> int:
-    render.line(engine_of(args).volumes.create(args.name)["Name"])
-    return 0
-
-
-def cmd_volume_ls(args) -> int:
-    volumes = engine_of(args).volumes.list()
-    if args.quiet:
-        for v in volumes:
-            render.line(v["Name"])
-    elif args.format == "json":
-        render.json_out(volumes)
-    else:
-        fmt = "table {{.Driver}}\t{{.Name}}" if args.format == "table" else args.format
-        render.template(fmt, [_volume_view(v) for v in volumes], VOLUME_HEADERS, heading=not args.noheading,
-                        name="ls")
-    return 0
-
-
-VOLUME_HEADERS = {"Name": "VOLUME NAME"}
-
-
-def _volume_view(volume: dict) -> dict:
-    """The fields podman's volume templates see: its JSON keys, times as Go prints them."""
-    from ferry.util.timefmt import go_time
-    from ferry.cli.gotemplate import GoMap
-    return {**volume, "CreatedAt": go_time(volume["CreatedAt"]), "Labels": GoMap(volume["Labels"]),
-            "Options": GoMap(volume["Options"])}
-
-
-def cmd_volume_rm(args) -> int:
-    engine = engine_of(args)
-    for name in args.names:
-        engine.volumes.remove(name, engine.containers.users_of_volume(name), force=args.force)
-        render.line(name)
-    return 0
-
-
-def cmd_volume_inspect(args) -> int:
-    volumes = engine_of(args).volumes
-    found = [volumes.inspect(n) for n in args.names]
-    if args.format == "json":
-        render.json_out(found)
-    else:
-        render.template(args.format, [_volume_view(v) for v in found], heading=False, name="inspect")
-    return 0

@@ -1,5 +1,5 @@
-"""Image commands, podman-style: `ferry pull|push|tag|save|load|images|rmi`
-and the `ferry image ...` group (the same, and import, inspect, build-debian)."""
+"""Image commands, podman-style: `ferry pull|push|tag|save|load|images|rmi|history`
+and the `ferry image ...` group (the same, and import, inspect, prune, build-debian)."""
 
 from __future__ import annotations
 
@@ -80,20 +80,15 @@ def _parse_time(created: str) -> datetime | None:
 
 
 def human_age(created: str, now: datetime | None = None) -> str:
+    """podman's CREATED: go-units' HumanDuration and " ago" ("About a minute ago", "12 months ago")."""
+    from ferry.util.timefmt import human_duration
     when = _parse_time(created)
     if when is None:
         return "unknown"
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    seconds = int(((now or datetime.now(timezone.utc)) - when).total_seconds())
-    if seconds < 1:
-        return "Less than a second ago"
-    for unit, length in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
-                         ("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
-        if seconds >= length:
-            count = seconds // length
-            return f"{count} {unit}{'s' if count > 1 else ''} ago"
-    return "Less than a second ago"
+    seconds = ((now or datetime.now(timezone.utc)) - when).total_seconds()
+    return f"{human_duration(max(seconds, 0))} ago"
 
 
 def split_repo_tag(name: str) -> tuple[str, str]:
@@ -103,10 +98,15 @@ def split_repo_tag(name: str) -> tuple[str, str]:
     return repo, tag
 
 
+def full_id(image_id: str) -> str:
+    """An image ID as podman's `images --no-trunc` shows it: with its algorithm."""
+    return f"sha256:{image_id}"
+
+
 def image_rows(images, no_trunc: bool = False) -> list[list[str]]:
     rows = []
     for image in images:
-        image_id = image.id if no_trunc else image.id[:SHORT_ID]
+        image_id = full_id(image.id) if no_trunc else image.id[:SHORT_ID]
         for name in image.names or ("<none>:<none>",):
             repo, tag = split_repo_tag(name)
             rows.append([repo, tag, image_id, human_age(image.created), human_size(image.size)])
@@ -130,7 +130,7 @@ def image_views(image, extra: ImageExtra, no_trunc: bool) -> list[dict]:
     from ferry.util.timefmt import go_time
     when = _parse_time(image.created)
     created = go_time(when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")) if when else ""
-    common = {"ID": image.id if no_trunc else image.id[:SHORT_ID], "Id": image.id, "Digest": image.digest,
+    common = {"ID": full_id(image.id) if no_trunc else image.id[:SHORT_ID], "Id": image.id, "Digest": image.digest,
               "Created": human_age(image.created), "CreatedSince": human_age(image.created),
               "CreatedAt": created, "CreatedTime": created, "Size": human_size(image.size),
               "VirtualSize": image.size, "SharedSize": 0, "Labels": GoMap(extra.labels),
@@ -176,11 +176,23 @@ IMAGE_HEADERS = {"ID": "IMAGE ID", "Id": "IMAGE ID", "CreatedSince": "CREATED", 
 
 def cmd_images(args) -> int:
     from ferry.image.listing import list_images
+    wanted = list(args.filter)
+    if args.image:
+        if wanted:
+            raise UsageError("cannot specify an image and a filter(s)")
+        wanted = [f"reference={args.image}"]
+    if wanted:   # a bad filter is refused before the store is opened
+        from ferry.image.filters import parse_filters
+        parse_filters(wanted)
     engine = engine_of(args)
     images = list_images(engine.db)
+    if wanted:
+        from ferry.engine.images import filter_images
+        chosen = {image.id for image in filter_images(engine, wanted)}
+        images = [image for image in images if image.id in chosen]
     if args.quiet:
         for image in images:
-            render.line(image.id if args.no_trunc else image.id[:SHORT_ID])
+            render.line(full_id(image.id) if args.no_trunc else image.id[:SHORT_ID])
         return EXIT_OK
     if args.format == "table":
         if args.noheading:
@@ -245,20 +257,108 @@ def cmd_import(args) -> int:
 
 
 def cmd_rmi(args) -> int:
-    from ferry.engine.images import remove_image
+    from ferry.engine.images import remove_all_images, remove_image
+    from ferry.util.errors import ImageInUse, Several
+    if args.all and args.images:
+        raise UsageError("when using the --all switch, you may not pass any images names or IDs")
+    if not args.all and not args.images:
+        raise UsageError("image name or ID must be specified", hint="or remove them all with -a")
     engine = engine_of(args)
-    failure: FerryError | None = None
+    failures: list[FerryError] = []
+    if args.all:
+        lines, failures = remove_all_images(engine, force=args.force)
+        for text in lines:
+            render.line(text)
     for ref in args.images:
         try:
             for text in remove_image(engine, ref, force=args.force):
                 render.line(text)
-        except FerryError as error:
-            # podman removes what it can and reports each failure
-            if failure is not None:
-                render.error(failure.message, hint=failure.hint)
-            failure = error
-    if failure is not None:
-        raise failure
+        except FerryError as error:   # podman removes what it can and reports each failure
+            failures.append(error)
+    if failures:
+        # podman's exit code: 2 when an image is in use, whatever else failed
+        failures.sort(key=lambda error: not isinstance(error, ImageInUse))
+        raise failures[0] if len(failures) == 1 else Several(failures)
+    return EXIT_OK
+
+
+def _confirm(warning: str) -> bool:
+    """podman's prompt, on stdout; no answer (stdin closed) is a failure, as in podman."""
+    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    if not answer:
+        raise UsageError("no answer to the confirmation (stdin is closed)", hint="use -f to skip it")
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_image_prune(args) -> int:
+    from ferry.engine.images import prune_images
+    from ferry.image.filters import PRUNE_FILTERS, parse_filters
+    parse_filters(args.filter, PRUNE_FILTERS)   # refused before anything is asked or opened
+    if not args.force and not _confirm(
+            "WARNING! This command removes all images without at least one container associated with them."
+            if args.all else "WARNING! This command removes all dangling images."):
+        return EXIT_OK
+    for image_id, _ in prune_images(engine_of(args), every_unused=args.all, filters=args.filter):
+        render.line(image_id)
+    return EXIT_OK
+
+
+HISTORY_HEADERS = {"ID": "ID", "Created": "CREATED", "CreatedBy": "CREATED BY", "Size": "SIZE",
+                   "Comment": "COMMENT", "CreatedAt": "CREATED AT", "CreatedSince": "CREATED", "Tags": "TAGS"}
+
+
+def history_views(entries, *, human: bool, no_trunc: bool) -> list[dict]:
+    """The fields podman's history templates see, one dict per entry."""
+    from ferry.image.history import created_by_column
+    from ferry.util.timefmt import go_time
+    views = []
+    for entry in entries:
+        when = _parse_time(entry.created)
+        stamp = when.astimezone(timezone.utc) if when else None
+        views.append({
+            "ID": entry.id if no_trunc or entry.id.startswith("<") else entry.id[:SHORT_ID],
+            "Created": (human_age(entry.created) if human else stamp.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if stamp else "",
+            "CreatedSince": human_age(entry.created) if stamp else "",
+            "CreatedAt": go_time(stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")) if stamp else "",
+            "CreatedBy": created_by_column(entry.created_by, no_trunc),
+            "Size": human_size(entry.size), "Comment": entry.comment, "Tags": []})
+    return views
+
+
+def history_json(entry) -> dict:
+    """One entry as podman's `history --format json` shows it (its keys, its
+    omitted empty comment)."""
+    when = _parse_time(entry.created)
+    stamp = when.astimezone(timezone.utc) if when else None
+    data = {"id": entry.id, "created": entry.created, "CreatedBy": entry.created_by, "size": entry.size}
+    if entry.comment:
+        data["comment"] = entry.comment
+    data["Created"] = stamp.strftime("%Y-%m-%dT%H:%M:%SZ") if stamp else ""
+    return data
+
+
+def cmd_history(args) -> int:
+    from ferry.engine.images import image_history
+    image = args.image or getattr(args, "image_after_flag", None)   # `-H IMAGE`: the flag took it
+    if not image:
+        raise UsageError("history takes exactly one image", hint="use 'ferry image history IMAGE'")
+    entries = image_history(engine_of(args), image)
+    views = history_views(entries, human=args.human, no_trunc=args.no_trunc)
+    if args.quiet:
+        for view in views:
+            render.line(view["ID"])
+    elif args.format == "json":
+        # podman prints this one on a single line, escaped as Go's encoder does
+        text = json.dumps([history_json(entry) for entry in entries], separators=(",", ":"))
+        render.line(text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    elif args.format is None:   # podman's own default, so its table to the byte
+        render.template("table {{.ID}}\t{{.Created}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}", views,
+                        HISTORY_HEADERS, name="history")
+    else:
+        render.template(args.format, views, HISTORY_HEADERS, name="history")
     return EXIT_OK
 
 
@@ -317,6 +417,12 @@ def _add_images(commands, name: str, aliases=()) -> None:
                         help="table, json, or a Go template like '{{.Repository}}:{{.Tag}}'")
     parser.add_argument("--no-trunc", action="store_true", help="show full image IDs")
     parser.add_argument("-n", "--noheading", action="store_true", help="omit the table header")
+    parser.add_argument("-a", "--all", action="store_true",
+                        help="all images (ferry keeps no intermediate images, so the same list)")
+    parser.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="dangling, label, reference, before, since, until, id, digest, containers, "
+                             "readonly (a key twice: either; keys: all)")
+    parser.add_argument("image", metavar="IMAGE", nargs="?", help="only images this reference matches")
     parser.set_defaults(handler=cmd_images)
 
 
@@ -340,10 +446,31 @@ def _add_load(commands) -> None:
 
 def _add_rmi(commands, name: str, aliases=()) -> None:
     parser = commands.add_parser(name, aliases=list(aliases), help="remove images")
-    parser.add_argument("images", metavar="IMAGE", nargs="+")
+    parser.add_argument("images", metavar="IMAGE", nargs="*")
+    parser.add_argument("-a", "--all", action="store_true", help="remove every image")
     parser.add_argument("-f", "--force", action="store_true",
                         help="also remove containers using the image, and images named several times")
     parser.set_defaults(handler=cmd_rmi)
+
+
+def _add_history(commands) -> None:
+    parser = commands.add_parser("history", help="show an image's history")
+    parser.add_argument("image", metavar="IMAGE", nargs="?")
+    parser.add_argument("-H", "--human", action=BoolFlag, positional="image", default=True, metavar="BOOL",
+                        help="times as ages (default true); false: RFC 3339")
+    parser.add_argument("--no-trunc", action="store_true", help="full IDs and CREATED BY")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only the IDs")
+    parser.add_argument("--format", default=None, help="json, or a Go template like '{{.ID}} {{.Size}}'")
+    parser.set_defaults(handler=cmd_history)
+
+
+def _add_prune(commands) -> None:
+    parser = commands.add_parser("prune", help="remove dangling images (every unused one with -a)")
+    parser.add_argument("-a", "--all", action="store_true", help="every image no container uses")
+    parser.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                        help="label=KEY[=VALUE], label!=..., until=TIME")
+    parser.set_defaults(handler=cmd_image_prune)
 
 
 def _add_push(commands) -> None:
@@ -387,7 +514,7 @@ def register(commands, only: str | None = None) -> bool:
     return add_commands(commands, {"images": lambda c: _add_images(c, "images"), "pull": _add_pull,
                                    "push": _add_push, "tag": _add_tag, "save": _add_save,
                                    "load": _add_load, "rmi": lambda c: _add_rmi(c, "rmi"),
-                                   "image": _add_image_group}, only)
+                                   "history": _add_history, "image": _add_image_group}, only)
 
 
 def _add_image_group(commands) -> None:
@@ -407,6 +534,8 @@ def _add_image_group(commands) -> None:
     _add_save(group)
     _add_images(group, "ls", aliases=("list",))
     _add_rmi(group, "rm", aliases=("remove",))
+    _add_history(group)
+    _add_prune(group)
 
     inspect = group.add_parser("inspect", help="show images' details as JSON")
     inspect.add_argument("images", metavar="IMAGE", nargs="+")

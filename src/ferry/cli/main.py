@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import ferry
 from ferry.cli import render
-from ferry.cli.parsing import Parser, add_commands, add_global_options, engine_of, needs_subcommand, subcommands
+from ferry.cli.parsing import Parser, add_global_options, subcommands
 from ferry.store.layout import Layout
 from ferry.util import log
 from ferry.util.errors import (BadArchive, CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning,
-                               DiskFull, FerryError, Incompatible, NotFound, PermissionDenied, RuntimeRefused,
-                               Several, ToolError, UsageError)
+                               DiskFull, FerryError, ImageInUse, Incompatible, NotFound, PermissionDenied,
+                               RuntimeRefused, Several, ToolError, UsageError)
 
 # Podman's codes (checked against podman 4.3.1): 125 means ferry itself failed,
 # a bad command line included; 126 and 127 that exec's command cannot be run or
@@ -50,6 +50,8 @@ EXIT_CODES: dict[type[FerryError], int] = {
 # Codes that only one command gives (its words, as `ferry container rm` ends).
 COMMAND_EXIT_CODES: dict[str, dict[type[FerryError], int]] = {
     "rm": {NotFound: EXIT_RM_NO_SUCH, ContainerRunning: EXIT_RM_RUNNING},
+    # podman rmi's (podman-rmi(1)): 1 no such image, 2 an image is in use.
+    "rmi": {NotFound: EXIT_RM_NO_SUCH, ImageInUse: EXIT_RM_RUNNING},
 }
 # Failures of what the user asked for, which a full disk does not explain.
 REQUEST_ERRORS = (UsageError, NotFound, Conflict, PermissionDenied)
@@ -88,7 +90,8 @@ def build_parser(command: str | None = None) -> Parser:
 def _registrars():
     """Each command module's register(commands, only), in help order; a module is
     imported only when reached, so `ferry ps` never loads the image commands."""
-    yield _register
+    from ferry.cli import system
+    yield system.register
     from ferry.cli import containers
     yield containers.register
     from ferry.cli import images
@@ -97,47 +100,6 @@ def _registrars():
     yield networks.register
     from ferry.cli import migrations
     yield migrations.register
-
-
-def _register(commands, only: str | None) -> bool:
-    """This module's own commands: version, info, system."""
-    return add_commands(commands, {"version": _add_version, "info": _add_info, "system": _add_system},
-                        only)
-
-
-def _add_version(commands) -> None:
-    version = commands.add_parser("version", help="show ferry's version")
-    version.add_argument("--format", choices=("text", "json"), default="text")
-    version.set_defaults(handler=cmd_version)
-
-
-def _add_info(commands) -> None:
-    info = commands.add_parser("info", help="show where this root keeps its state")
-    info.add_argument("--format", choices=("text", "json"), default="text")
-    info.set_defaults(handler=cmd_info)
-
-
-def _add_system(commands) -> None:
-    system = commands.add_parser("system", help="host-level commands")
-    system_commands = subcommands(system, "system commands")
-    check = system_commands.add_parser(
-        "check", help="preflight: list every host feature ferry relies on",
-        description="Exit 0 when checkpoint/restore can work on this host.")
-    check.add_argument("--format", choices=("table", "json"), default="table")
-    check.set_defaults(handler=cmd_system_check)
-    system.set_defaults(handler=needs_subcommand(system))
-    compat = system_commands.add_parser(
-        "compat", help="would a checkpoint restore here (FILE), or this host's on another (URL)?",
-        description="Compare the checkpoint's host (FILE) with this one, or this host with the agent at URL: "
-                    "architecture, kernel, cgroups, CRIU, runc, CRIU's CPU check, and the image. "
-                    "Exits 0 when nothing would refuse the restore, 1 otherwise.")
-    compat.add_argument("target", metavar="FILE|URL")
-    compat.add_argument("--token-file", metavar="FILE", help="the agent's token (with a URL)")
-    compat.add_argument("--format", choices=("table", "json"), default="table")
-    compat.set_defaults(handler=cmd_system_compat)
-    prune = system_commands.add_parser("prune", help="remove exited containers and what a crash left behind")
-    prune.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation")
-    prune.set_defaults(handler=cmd_system_prune)
 
 
 def command_word(argv: Sequence[str]) -> str | None:
@@ -162,75 +124,10 @@ def command_verb(argv: Sequence[str]) -> str | None:
     if word in GROUPS:
         rest = list(argv)[list(argv).index(word) + 1:]
         return command_word(rest)
+    if word == "image":   # `image rm` is rmi, with rmi's exit codes
+        rest = list(argv)[list(argv).index(word) + 1:]
+        return "rmi" if command_word(rest) in ("rm", "remove") else word
     return word
-
-
-# ---- handlers -----------------------------------------------------------
-
-def cmd_version(args) -> int:
-    if args.format == "json":
-        render.json_out({"Version": ferry.__version__})
-    else:
-        render.line(f"ferry version {ferry.__version__}")
-    return EXIT_OK
-
-
-def cmd_info(args) -> int:
-    layout = Layout.at(args.root)
-    data = {"version": ferry.__version__, "root": layout.root, "database": layout.database,
-            "images": layout.images, "containers": layout.containers,
-            "checkpoints": layout.checkpoints}
-    if args.format == "json":
-        render.json_out(data)
-    else:
-        render.key_values(data)
-    return EXIT_OK
-
-
-def cmd_system_check(args) -> int:
-    from ferry.engine.system import system_check
-    report = system_check()
-    if args.format == "json":
-        render.json_out(report.to_dict())
-    else:
-        render.checks_table(report.checks)
-    if report.ready:
-        missing = [c.key for c in report.checks if c.status != "ok"]
-        if args.format == "table":
-            render.line("\ncheckpoint/restore: ready" + (
-                f" (optional features not available: {', '.join(missing)})" if missing else ""))
-        return EXIT_OK
-    first = report.blocking[0]
-    others = f" (and {len(report.blocking) - 1} more)" if len(report.blocking) > 1 else ""
-    render.error(f"checkpoint/restore cannot work here: {first.key}: {first.detail}{others}",
-                 hint=f"without it, {first.impact}")
-    return EXIT_NOT_READY
-
-
-def cmd_system_compat(args) -> int:
-    from ferry.engine.archives import compat
-    found = compat(engine_of(args), args.target, token_file=args.token_file)
-    if args.format == "json":
-        render.json_out(found)
-    else:
-        render.table(["CHECK", "CHECKPOINT", "THIS HOST" if not args.target.startswith("http") else "THAT HOST",
-                      "VERDICT"], [[r["check"], r["checkpoint"], r["host"], r["verdict"]] for r in found["checks"]])
-        for row in found["checks"]:
-            if row["verdict"] in ("refused", "missing"):
-                render.line(f"{row['check']}: {row['detail']}")
-    return EXIT_OK if found["compatible"] else EXIT_NOT_READY
-
-
-def cmd_system_prune(args) -> int:
-    if not args.force:
-        if not sys.stdin.isatty():
-            raise UsageError("system prune asks for confirmation", hint="use -f to prune without asking")
-        answer = input("This removes all exited containers and leftovers of crashed ones. Continue? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            return EXIT_OK
-    for line in engine_of(args).prune():
-        render.line(line)
-    return EXIT_OK
 
 
 # ---- entry point --------------------------------------------------------

@@ -8,7 +8,7 @@ import re
 
 from ferry.cli import render
 from ferry.cli.parsing import engine_of
-from ferry.engine.listing import CREATED, EXITED, RUNNING
+from ferry.engine.listing import CREATED, EXITED, PAUSED, RUNNING
 from ferry.util.errors import UsageError
 from ferry.util.timefmt import go_time, human_duration, since, unix_seconds
 
@@ -129,7 +129,7 @@ def _short_name(image: str) -> str:
 
 
 def _state(c: ContainerSummary) -> str:
-    return c.state if c.state in (CREATED, RUNNING, EXITED) else "unknown"
+    return c.state if c.state in (CREATED, RUNNING, EXITED, PAUSED) else "unknown"
 
 
 # ---- what a container shows ----------------------------------------------------
@@ -155,6 +155,8 @@ def status(c: ContainerSummary, stored: set[str]) -> str:
     brings back says so: one its checkpoint stopped, or one with -R checkpoints."""
     if c.state == RUNNING and c.started_at:
         return f"Up {human_duration(since(c.started_at))} ago"
+    if c.state == PAUSED:
+        return "Paused"
     if c.state == EXITED:
         text = f"Exited ({c.exit_code}) {human_duration(since(c.finished_at))} ago" if c.finished_at \
             else f"Exited ({c.exit_code})"

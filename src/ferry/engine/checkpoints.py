@@ -37,6 +37,7 @@ from ferry.engine import journal
 from ferry.engine.images import image_by_id
 from ferry.engine import recovery
 from ferry.engine.containers import RUNNING, Container, Containers, RestoreFrom, Undo
+from ferry.engine.listing import EXITED
 from ferry.engine.recovery import fsync_tree, keep_on_disk
 from ferry.runtime import launch, rootfs
 from ferry.runtime.runc import frozen_since as runc_frozen_since
@@ -44,7 +45,7 @@ from ferry.engine.volumes import VolumeSpec
 from ferry.store import ids
 from ferry.store.layout import CHECKPOINT_IMAGES, CONTAINER_LOG, ContainerFiles
 from ferry.util import phases, signals
-from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, UsageError
+from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, ToolError, UsageError
 from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_tree, remove_tree_later,
                            tmpfs_if_it_fits, write_scratch)
 from ferry.util.locks import is_locked
@@ -79,6 +80,9 @@ DISK_MARGIN = 256 << 20          # left free on a disk after staging or unpackin
 IMPORT_PREFIX = "import-"        # a restore's staging dir under ROOT/tmp, named after its container
 IMAGE_ARCHIVE = "checkpoint-image.tar"   # --create-image's archive, in the container dir until it is a layer
 SEALING_PLAIN = "archive.unencrypted"    # in CRIU's work dir: an encrypted archive before it is encrypted
+FILE_LOCKS_REFUSED = "file locks are hold"   # CRIU's dump.log: "Some file locks are hold by dumping tasks!"
+FILE_LOCKS_IMAGE = "filelocks.img"       # CRIU writes it when --file-locks dumped some
+CRIU_IMAGE_HEADER = 8
 
 class Authenticity:
     """What a restore knows of where its checkpoint came from."""
@@ -96,6 +100,7 @@ class CheckpointOptions(NamedTuple):
     export: str | None = None
     leave_running: bool = False
     tcp_established: bool = False
+    file_locks: bool = False          # dump the file locks its processes hold (CRIU refuses them otherwise)
     compress: str | None = None
     ignore_rootfs: bool = False
     ignore_volumes: bool = False
@@ -121,6 +126,7 @@ class RestoreOptions(NamedTuple):
     import_path: str | None = None
     name: str | None = None
     tcp_established: bool = False
+    keep: bool = False                # an in-place restore keeps its checkpoint, to restore again (podman's -k)
     ports: tuple[str, ...] | None = None
     ignore_static_ip: bool = False
     ignore_static_mac: bool = False
@@ -184,6 +190,7 @@ class RestoreResult(NamedTuple):
     granted_binds: tuple[VolumeSpec, ...] = ()   # host paths mounted because of --allow-bind-mounts
     lazy_daemon: subprocess.Popen | None = None   # a lazy restore's lazy-pages daemon, still fetching pages
     host_differences: tuple[str, ...] = ()   # what --force let pass (compat.Refusal texts)
+    in_place: bool = False   # the container came back as itself, by its name and ID, from its own checkpoint
 
     def stats(self, raw_input: str | None = None) -> dict:
         return {"podman_restore_duration": int(self.seconds * 1e6),
@@ -203,6 +210,21 @@ def refuse_while_pages_arrive(files: ContainerFiles, name: str) -> None:
     if pages_arriving(files.lazy_pages_pid):
         raise Conflict(f"cannot checkpoint container {name!r}: its memory is still arriving from the host it "
                        f"migrated from", hint="try again once the last page has arrived (seconds per GiB)")
+
+
+def _locks_refused(failure: ToolError, name: str) -> FerryError:
+    """CRIU's refusal to dump a held file lock, said as what to do about it."""
+    if FILE_LOCKS_REFUSED not in failure.message:
+        return failure
+    kept = f"; CRIU's log is kept at {failure.log_path}" if failure.log_path else ""
+    return Conflict(f"cannot checkpoint container {name!r}: a process in it holds a file lock",
+                    hint=f"checkpoint with --file-locks to take the locks along (a restore takes them again){kept}")
+
+
+def _no_such(name: str) -> NotFound:
+    return NotFound(f"no such container or image: {name}",
+                    hint="see 'ferry ps -a' and 'ferry images'; a checkpoint image in a registry "
+                         "is named with its registry (REGISTRY/NAME[:TAG])")
 
 
 def _micros(phases: dict) -> dict:
@@ -279,6 +301,46 @@ class Checkpoints:
     def store(self):
         return self.containers.checkpoint_store
 
+    # ---- what --all and --latest choose, as podman's do ------------------------
+    def checkpointable(self) -> list[Container]:
+        """`checkpoint --all`: the running containers, oldest first."""
+        from ferry.engine.container_procs import is_paused
+        return [c for c in self.containers.list() if c.state == RUNNING and not is_paused(self.containers.engine, c.id)]
+
+    def restorable(self) -> list[Container]:
+        """`restore --all`: each stopped container that has a local checkpoint
+        (podman tries every exited one, and fails on those it never checkpointed)."""
+        return [c for c in self.containers.list(all_states=True)
+                if c.state == EXITED and self.has_local_checkpoint(c)]
+
+    def has_local_checkpoint(self, container: Container) -> bool:
+        images = self.containers.files(container.id).checkpoint_images
+        return bool(container.checkpointed_at or os.path.exists(os.path.join(images, "inventory.img"))
+                    or self.store.stored_of(container.id))
+
+    def latest(self) -> Container:
+        """--latest: the container created last, whatever its state."""
+        created = self.containers.list(all_states=True)
+        if not created:
+            raise NotFound("no such container", hint="see 'ferry ps -a'")
+        return created[-1]
+
+    def check_names(self, names: list[str]) -> None:
+        """Every name is a container, before any is checkpointed (podman's order)."""
+        for name in names:
+            self.containers.get(name, refresh=False)
+
+    def check_restore_names(self, names: list[str]) -> None:
+        """Every name is something restore() takes, before any is restored
+        (podman's order): a container, a gone one's stored checkpoint, or an
+        image here or named with its registry (pulled later, not now)."""
+        from ferry.engine import checkpoint_images
+        for name in names:
+            if self._is_container(name) or self.store.stored_named(name):
+                continue
+            if checkpoint_images.find(self.containers.images, name, pull=lambda *_, **__: True) is None:
+                raise _no_such(name)
+
     def _checkpoint_periodic(self, name_or_id: str, options: CheckpointOptions,
                              progress: Progress) -> CheckpointResult:
         """--every: a --leave-running checkpoint now, then one each interval, run by
@@ -305,6 +367,7 @@ class Checkpoints:
                 argv += [flag, str(value)] if value else []
             argv += sealing_argv(options.encrypt_to, options.encrypt_passphrase_file)
             for flag, given in (("--tcp-established", options.tcp_established),
+                                ("--file-locks", options.file_locks),
                                 ("--ignore-rootfs", options.ignore_rootfs),
                                 ("--ignore-volumes", options.ignore_volumes)):
                 argv += [flag] if given else []
@@ -426,6 +489,10 @@ class Checkpoints:
             if container.state != RUNNING:
                 raise Conflict(f"cannot checkpoint container {container.name!r}: it is {container.state}",
                                hint="only running containers can be checkpointed")
+            from ferry.engine.container_procs import is_paused
+            if is_paused(self.containers.engine, container.id):   # podman's words and refusal
+                raise Conflict('"paused" is not running, cannot checkpoint: container state improper',
+                               hint=f"unpause it first: 'ferry unpause {container.name}'")
             refuse_while_pages_arrive(self.containers.files(container.id), container.name)
             directory = self.containers.dir(container.id)
             # A pushed dump's container outlives it, frozen: only the
@@ -538,12 +605,16 @@ class Checkpoints:
                             started=lambda pid: journal.update(directory, entry, tool_pid=pid))
                     else:
                         push = options.push
-                        self.containers.runc.checkpoint(
-                            container.id, images=images, work=work, leave_running=options.leave_running or bool(push),
-                            tcp_established=options.tcp_established,
-                            started=lambda pid: journal.update(directory, entry, tool_pid=pid),
-                            page_server=f"{push.address}:{push.port}" if push else None,
-                            criu_config=push.tls_config if push else freeze_config)
+                        try:
+                            self.containers.runc.checkpoint(
+                                container.id, images=images, work=work,
+                                leave_running=options.leave_running or bool(push),
+                                tcp_established=options.tcp_established, file_locks=options.file_locks,
+                                started=lambda pid: journal.update(directory, entry, tool_pid=pid),
+                                page_server=f"{push.address}:{push.port}" if push else None,
+                                criu_config=push.tls_config if push else freeze_config)
+                        except ToolError as failure:
+                            raise _locks_refused(failure, container.name) from None
                         if freeze_config:
                             frozen_since[0] = runc_frozen_since(work) or frozen_since[0]
                 if options.push:
@@ -601,6 +672,8 @@ class Checkpoints:
                 cleaner.shutdown(wait=True)   # it holds the container's lock with this command
             let_run()   # a failure, too, leaves the container running
             remove_file(marker)
+        from ferry.engine import events
+        events.note(self.layout, container, "checkpoint")
         return CheckpointResult(container.id, container.name, options.export,
                                 written.size if written else 0, written.streamed if written else 0,
                                 time.monotonic() - started, timer.phases, criu_stats,
@@ -768,9 +841,7 @@ class Checkpoints:
             images = self.containers.images
             image = checkpoint_images.find(images, name_or_id, tls_verify=options.tls_verify, creds=options.creds)
             if image is None:
-                raise NotFound(f"no such container or image: {name_or_id}",
-                               hint="see 'ferry ps -a' and 'ferry images'; a checkpoint image in a registry "
-                                    "is named with its registry (REGISTRY/NAME[:TAG])")
+                raise _no_such(name_or_id)
             layer = checkpoint_images.checkpoint_layer(images, image, name_or_id)
             return self._restore_import(options._replace(image_layer=layer, image_name=name_or_id), progress)
         for flag, given in (("--name", options.name), ("-v", options.volumes),
@@ -824,7 +895,7 @@ class Checkpoints:
         result = self._restore_import(options, progress)
         if own and result.authenticity == Authenticity.UNVERIFIED:
             result = result._replace(authenticity=Authenticity.LOCAL, granted_binds=())
-        return result
+        return result._replace(in_place=options.replace)
 
     def _current_name(self, entry: CheckpointEntry) -> str:
         try:
@@ -865,15 +936,16 @@ class Checkpoints:
                 # Once CRIU restores, the container runs or the checkpoint stays: a signal waits.
                 with signals.deferred():
                     with timer.phase("runc_restore"):
-                        self.containers.start(container.id,
-                                              restore=RestoreFrom(images, work, options.tcp_established))
+                        self.containers.start(container.id, restore=RestoreFrom(
+                            images, work, options.tcp_established, file_locks=file_locks_in(images)))
                     criu = _restore_stats(images, work)
                     self.containers.set_checkpointed(container.id, None)
-                    remove_tree_later(images)
+                    if not options.keep:   # podman's way; with --keep it restores again once stopped
+                        remove_tree_later(images)
             finally:
                 journal.finish(directory)
         return RestoreResult(container.id, container.name, time.monotonic() - started, timer.phases, criu,
-                             Authenticity.LOCAL)
+                             Authenticity.LOCAL, in_place=True)
 
     def _restore_import(self, options: RestoreOptions, progress: Progress) -> RestoreResult:
         """Everything the archive says is checked before anything is made; what
@@ -1015,6 +1087,7 @@ class Checkpoints:
                             ready = functools.partial(await_socket, daemon, work)
                         self.containers.start(container.id, restore=RestoreFrom(
                             images, work, options.tcp_established, from_archive=True, before_runc=ready,
+                            file_locks=file_locks_in(images),
                             lazy_pid=daemon.pid if daemon else None), warm=warm)
                     except BaseException as error:
                         if daemon:
@@ -1488,3 +1561,15 @@ def _import_source(options: RestoreOptions):
         from ferry.checkpoint.archive.layerstream import layer_endpoint
         return layer_endpoint(options.image_layer, f"checkpoint image {options.image_name}")
     return archive_source(options.import_path, opening(options.decrypt_keys, options.decrypt_passphrase_file))
+
+
+def file_locks_in(images: str) -> bool:
+    """Whether a dump holds file locks (dumped with --file-locks): CRIU's
+    restore takes them again only when told to, and otherwise drops them
+    silently, as podman's restore without --file-locks does. The image's
+    header is two 4-byte magics: anything past it is a lock entry."""
+    try:
+        found = os.lstat(os.path.join(images, FILE_LOCKS_IMAGE))
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(found.st_mode) and found.st_size > CRIU_IMAGE_HEADER

@@ -15,27 +15,28 @@ import select
 import shlex
 import signal as posix_signals
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from ferry.engine import journal
+from ferry.engine import events, journal
 from ferry.engine.config import BRIDGE, HOST_NETWORK, NO_NETWORK, ContainerConfig, NetworkLink
-from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, RUNNING, damaged, find_row, has_exited,
-                                  observed_exit, open_table, process_alive)
+from ferry.engine.listing import (CREATED, DEFAULT_STOP_TIMEOUT, EXITED, PAUSED_MARKER, RUNNING, damaged, find_row,
+                                  has_exited, observed_exit, open_table, process_alive)
 from ferry.util.log import get_logger
 from ferry.engine.runextras import RunExtras
 from ferry.engine.volumes import VolumeSpec, Volumes, path_in_rootfs
 from ferry.runtime import launch, rootfs
-from ferry.runtime.runc import CGROUP_PARENT, Runc, remove_cgroup_parents
+from ferry.runtime.runc import CGROUP_PARENT, Runc, quote_runc_log, remove_cgroup_parents
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
 from ferry.util.errors import (CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning, DamagedRecord,
                                FerryError, NotFound, RuntimeRefused, ToolError, UsageError)
 from ferry.util.fs import atomic_write, remove_file, remove_tree
-from ferry.util import phases, proc, signals
+from ferry.util import hostspec, phases, proc, signals
 from ferry.util.locks import Busy, owned_lock
 from ferry.util.timefmt import utc_now
 
@@ -88,6 +89,7 @@ class RestoreFrom(NamedTuple):
     from_archive: bool = False   # images from elsewhere: checked against the spec before CRIU sees them
     before_runc: Callable[[], None] | None = None   # waits for what runc restore needs that runs beside
     lazy_pid: int | None = None  # CRIU's lazy-pages daemon (its socket in `work`) brings the pages; the monitor watches it
+    file_locks: bool = False     # the images hold file locks, which CRIU takes again only when told to
 
     @property
     def lazy(self) -> bool:
@@ -356,18 +358,19 @@ class Containers:
                 more.append(joined._replace(**dict(zip(("ip", "mac"), self.networks.reserve(
                     container_id, joined.network, ip=joined.ip or None, mac=joined.mac or None, scoped=scoped,
                     position=position, **adopt)))))
-        for volume in draft.named_volumes:
-            if not self.volumes.exists(volume.source):
-                self.volumes.create(volume.source)
-                undo.push(self.volumes.remove, volume.source, [])
-        config = draft._replace(ip=ip, mac=mac, more_networks=tuple(more) or draft.more_networks,
+        # named volumes made if missing; a volume's options and labels kept in its entry
+        volumes = self.volumes.provide(draft.volumes, undo) if draft.named_volumes else draft.volumes
+        config = draft._replace(ip=ip, mac=mac, volumes=volumes, more_networks=tuple(more) or draft.more_networks,
                                 hostname=draft.hostname or container_id[:12])
         if journal_entry is None:
             os.makedirs(self.dir(container_id), mode=0o700)
             undo.push(remove_tree, self.dir(container_id))
         with self.db.write() as conn:
             conn.execute("UPDATE containers SET config = ? WHERE id = ?", (config.to_json(), container_id))
-        return self.get(container_id, refresh=False)
+        made = self.get(container_id, refresh=False)
+        if journal_entry is None:   # a restore's record: its own event says so
+            events.note(self.layout, made, "create")
+        return made
 
     def check_volume(self, text: str) -> VolumeSpec:
         """One -v value, parsed; a host path must exist."""
@@ -457,6 +460,8 @@ class Containers:
         with contextlib.suppress(FerryError):
             self.networks.announce(container.id, wait=False)
         self.record_running(container.id, report["pid"], restored=restore is not None)
+        for action in ("init", "start") if restore is None else ("restore",):   # podman's events
+            events.note(self.layout, container, action)
         return self.get(container.id, refresh=False)
 
     def record_running(self, container_id: str, pid: int, *, restored: bool = False) -> None:
@@ -511,6 +516,7 @@ class Containers:
         files = ContainerFiles(directory)
         remove_file(files.exit_record)
         remove_file(files.at(STOPPED_BY_USER))
+        remove_file(files.at(PAUSED_MARKER))   # of a run that ended while paused
         if os.path.isdir(os.path.join(self.runc.state_root, container.id)):
             self.runc.delete(container.id)  # a stale runc state from a crash would block create
         image = self.images.get(container.image_id)
@@ -559,6 +565,8 @@ class Containers:
             criu_options += f"action-script {hook}\n"
             if restore.lazy:   # runc restore --lazy-pages sets no more than this
                 criu_options += "lazy-pages\n"
+            if restore.file_locks:   # runc restore --file-locks sets no more than this
+                criu_options += "file-locks\n"
         atomic_write(files.criu_config, criu_options)
         from ferry.runtime import spec as ocispec   # for starts and execs: inspect and logs need none of it
         uid, gid, groups = ocispec.resolve_user(target, config.user)
@@ -615,6 +623,9 @@ class Containers:
         if container.config.profile.containerenv:
             yield ocispec.Mount("/run/.containerenv", files.containerenv, "bind", ("bind", "rprivate"))
         for volume in container.config.volumes:
+            if volume.tmpfs is not None:   # a tmpfs volume: a fresh tmpfs (runc's tmpcopyup fills it)
+                yield ocispec.Mount(volume.destination, "tmpfs", "tmpfs", volume.tmpfs_mount_options())
+                continue
             if copy_up and volume.kind == "volume" and not volume.nocopy:
                 self.volumes.copy_up(volume.source, path_in_rootfs(files.rootfs, volume.destination))
             source = self.volumes.data_dir(volume.source) if volume.kind == "volume" else volume.source
@@ -631,6 +642,9 @@ class Containers:
             signal = signal_name(signal)
             self._stopped_by_user(container)   # podman: a killed container is not restarted
             self.runc.kill(container.id, signal)
+            from ferry.engine.container_procs import resume
+            resume(self.engine, container)   # a paused one gets its signal once thawed
+        events.note(self.layout, container, "kill")
         return container
 
     def stop(self, name_or_id: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> Container:
@@ -646,6 +660,8 @@ class Containers:
 
     def _stop_locked(self, container: Container, timeout: int) -> Container:
         self._stopped_by_user(container)
+        from ferry.engine.container_procs import resume
+        resume(self.engine, container)   # a frozen task obeys no signal
         with contextlib.suppress(FerryError):
             self.runc.kill(container.id, signal_name(container.config.stop_signal))
         if not self._wait_exit(container, timeout):
@@ -690,6 +706,9 @@ class Containers:
                 code = exit_info.get("exit_code", UNKNOWN_EXIT) if exit_info else UNKNOWN_EXIT
                 if container.checkpointed_at:
                     code = 0   # ended by its checkpoint, as podman records it
+                else:
+                    events.note(self.layout, container, "died", exit_code=code)
+                events.note(self.layout, container, "cleanup")
                 with self.db.write() as conn:
                     conn.execute("UPDATE containers SET state = ?, exit_code = ?, finished_at = ?, pid = NULL "
                                  "WHERE id = ?", (EXITED, code, (exit_info or {}).get("finished_at", utc_now()),
@@ -763,9 +782,10 @@ class Containers:
 
     # ---- remove ------------------------------------------------------------
     def remove(self, name_or_id: str, *, force: bool = False, volumes: bool = False,
-               keep_checkpoints: bool = False) -> str:
+               keep_checkpoints: bool = False, timeout: int = 0) -> str:
         """rm. Its stored checkpoints go with it unless `keep_checkpoints` (a
-        half-made restore of one of them, undone)."""
+        half-made restore of one of them, undone). `timeout`: the seconds a
+        running one (with `force`) has to stop before it is killed."""
         try:
             container = self.get(name_or_id)
         except DamagedRecord as exc:
@@ -776,17 +796,18 @@ class Containers:
             if not force:
                 raise ContainerRunning(f"container {container.name!r} is running",
                                        hint="stop it first, or use 'ferry rm -f'")
-            self.stop(container.id, timeout=0)
+            self.stop(container.id, timeout=timeout)
         with self.locked(container, "rm"):
             current = self.get(container.id, refresh=False)
             if current.state == RUNNING and process_alive(current.pid):   # its restart policy started it meanwhile
                 if not force:
                     raise ContainerRunning(f"container {container.name!r} is running",
                                            hint="stop it first, or use 'ferry rm -f'")
-                self._stop_locked(current, 0)
+                self._stop_locked(current, timeout)
             self._remove_locked(container.id)
         if volumes:   # podman's rm -v: the anonymous ones go, named ones stay
             self._remove_anonymous(container.config)
+        events.note(self.layout, container, "remove")
         return self._removed(container.id, keep_checkpoints=keep_checkpoints)
 
     def _remove_anonymous(self, config: ContainerConfig) -> None:
@@ -854,7 +875,8 @@ class Containers:
         return container
 
     def exec_argv(self, name_or_id: str, command: list[str], *, tty: bool, env: list[str],
-                  workdir: str | None, user: str | None, log_path: str | None = None) -> list[str]:
+                  workdir: str | None, user: str | None, log_path: str | None = None,
+                  privileged: bool = False, detach: bool = False) -> list[str]:
         """runc exec's argv; first, a command that cannot run is refused as podman
         would (127 not found, 126 not executable), in one line rather than runc's."""
         container = self.get(name_or_id)
@@ -868,12 +890,39 @@ class Containers:
         uid, gid, groups = ocispec.resolve_user(self.files(container.id).rootfs, user or container.config.user)
         if container.pid:
             check_command(container, command[0], env, workdir or container.config.workdir, uid, gid, groups)
+        events.note(self.layout, container, "exec")
         return self.runc.exec_argv(container.id, command, tty=tty, env=env, cwd=workdir,
                                    user=f"{uid}:{gid}" if user else None,
-                                   additional_gids=groups if user else (), log_path=log_path)
+                                   additional_gids=groups if user else (), log_path=log_path, detach=detach,
+                                   # podman's exec --privileged: every capability ferry itself has
+                                   caps=tuple(sorted(hostspec.bounding_set())) if privileged else ())
+
+    def exec_detached(self, name_or_id: str, command: list[str], *, env: list[str], workdir: str | None,
+                      user: str | None, privileged: bool = False) -> None:
+        """podman's exec -d: start `command` in the running container and leave it.
+        Its stdio is the container's own /dev/null: it holds nothing of the
+        caller's (a pipe of ours would keep `ferry exec -d ... | cat` waiting on it)."""
+        container = self.get(name_or_id)
+        log_fd = os.memfd_create("ferry-exec-runc-log", os.MFD_CLOEXEC)
+        try:
+            runc_log = f"/proc/{os.getpid()}/fd/{log_fd}"
+            try:
+                argv = self.exec_argv(container.id, command, tty=False, env=env, workdir=workdir, user=user,
+                                      log_path=runc_log, privileged=privileged, detach=True)
+            except (CommandNotFound, CommandNotExecutable) as error:   # podman's exec -d exits 125 for these
+                raise FerryError(error.message, hint=error.hint) from None
+            null = _container_null(container.pid)
+            try:
+                code = proc.spawn(argv, desc="runc exec", stdin=null, stdout=null, stderr=null).wait()
+            finally:
+                os.close(null)
+            if code != 0:
+                raise ToolError("runc exec", code, quote_runc_log(runc_log))
+        finally:
+            os.close(log_fd)
 
     def exec(self, name_or_id: str, command: list[str], *, tty: bool, interactive: bool, env: list[str],
-             workdir: str | None, user: str | None) -> int:
+             workdir: str | None, user: str | None, privileged: bool = False) -> int:
         """Run `command` in the running container on this process's terminal; its exit code."""
         container = self.get(name_or_id)
         # runc's log in memory: an exec must work on a full disk, as it did before it read runc's log.
@@ -881,10 +930,11 @@ class Containers:
         try:
             runc_log = f"/proc/{os.getpid()}/fd/{log_fd}"
             argv = self.exec_argv(container.id, command, tty=tty, env=env, workdir=workdir, user=user,
-                                  log_path=runc_log)
+                                  log_path=runc_log, privileged=privileged)
             if tty and not os.isatty(0):
                 raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
             code = self._exec_foreground(argv, stdin=interactive or tty)
+            events.note_by(self, container, "exec_died")
             if code == RUNC_EXEC_FAILED:
                 _raise_exec_failure(command[0], runc_log)
             return code
@@ -938,10 +988,26 @@ class Containers:
                         self.runc.delete(entry)
                     remove_tree(os.path.join(self.layout.containers, entry))
                     removed.append(f"container dir {entry[:12]}")
-        running = {cid for cid, c in known.items() if c.state == RUNNING}
+        # A checkpointed container keeps its address and rules: its restore needs them.
+        running = {cid for cid, c in known.items() if c.state == RUNNING or c.checkpointed_at}
         removed += self.networks.prune(running)
         remove_cgroup_parents(self.runc.cgroup_parent)
         return removed
+
+
+def _container_null(pid: int | None) -> int:
+    """An fd of the container's /dev/null (through its root, so it stays inside),
+    or of the host's when the container's is not the null device."""
+    null_device = os.makedev(1, 3)
+    with contextlib.suppress(OSError):
+        fd = os.open(f"/proc/{pid}/root/dev/null", os.O_RDWR | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK
+                     | os.O_CLOEXEC)
+        info = os.fstat(fd)
+        if pid and stat.S_ISCHR(info.st_mode) and info.st_rdev == null_device:
+            os.set_blocking(fd, True)
+            return fd
+        os.close(fd)
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
 
 def _networks(requested: str | tuple[str, ...] | None, ip: str | None = None,

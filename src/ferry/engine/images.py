@@ -5,12 +5,13 @@ archive codecs."""
 
 from __future__ import annotations
 
-from ferry.util.errors import NotFound
+from ferry.util.errors import ImageInUse, NotFound
 
 
-def remove_image(engine, ref_or_id: str, *, force: bool = False) -> list[str]:
+def remove_image(engine, ref_or_id: str, *, force: bool = False, every_name: bool = False) -> list[str]:
     """`rmi`: refuse while containers use the image; with force, remove those
-    containers first, as podman's `rmi -f` does. Returns podman's lines."""
+    containers first, as podman's `rmi -f` does. Returns podman's lines.
+    `every_name` deletes the image whatever name it was given by (`rmi -a`)."""
     containers = engine.containers
 
     def in_use(image_id: str) -> list[str]:
@@ -23,7 +24,7 @@ def remove_image(engine, ref_or_id: str, *, force: bool = False) -> list[str]:
             containers.remove(name, force=True)
         return []
 
-    return engine.images.remove(ref_or_id, force=force, in_use=in_use)
+    return engine.images.remove(ref_or_id, force=force, in_use=in_use, every_name=every_name)
 
 
 def image_by_id(images, image_id: str, image_archive: str | None, what: str, missing: str, hint: str,
@@ -49,3 +50,116 @@ def push_image(engine, ref: str, dest: str | None, **options) -> str:
     from ferry.checkpoint.archive.codecs import sink_for
     from ferry.image.push import push
     return push(engine.images, ref, dest, sink_for=sink_for, tmp_dir=engine.layout.tmp, **options)
+
+
+# ---- filters, prune, history, rmi -a (podman 4.3.1's) -----------------------
+
+def image_facts(engine) -> list:
+    """What the image filters see of every image here, newest first."""
+    from ferry.image.filters import ImageFacts
+    from ferry.image.listing import list_images
+    from ferry.util.timefmt import go_time_ns
+    counts = container_counts(engine)
+    facts = []
+    for image in list_images(engine.db):
+        try:
+            created = go_time_ns(image.created)
+        except ValueError:   # a config without a readable time: the epoch, as Go's zero-ish
+            created = 0
+        labels = engine.images.get(image.id).config.labels
+        facts.append(ImageFacts(image.id, image.digest, image.names, created, labels, counts.get(image.id, 0)))
+    return facts
+
+
+def container_counts(engine) -> dict[str, int]:
+    """How many containers each image ID has (checkpointed ones count: they restore onto it)."""
+    counts: dict[str, int] = {}
+    try:
+        for (image_id,) in engine.db.read().execute("SELECT image_id FROM containers"):
+            counts[image_id] = counts.get(image_id, 0) + 1
+    except Exception as exc:   # sqlite3.OperationalError: no container was ever made here
+        if "no such table" not in str(exc):
+            raise
+    return counts
+
+
+def filter_images(engine, texts: list[str], allowed=None) -> list:
+    """The facts of the images every filter in `texts` (podman's KEY=VALUE) lets through."""
+    from ferry.image import filters
+    from ferry.util.timefmt import go_time_ns
+    parsed = filters.parse_filters(texts, allowed or filters.IMAGE_FILTERS)
+    facts = image_facts(engine)
+    if not parsed:
+        return facts
+
+    def created_of(ref: str) -> int:
+        try:
+            image = engine.images.get(ref)
+        except NotFound:
+            raise NotFound(f"could not find local image for filter {ref!r}",
+                           hint="before, since and after name an image here") from None
+        try:
+            return go_time_ns(image.created)
+        except ValueError:
+            return 0
+
+    test = filters.predicate(parsed, created_of)
+    return [image for image in facts if test(image)]
+
+
+def prune_images(engine, *, every_unused: bool = False, filters: list[str] = ()) -> list[tuple[str, int]]:
+    """`image prune`: dangling images (every unused one with `every_unused`)
+    that no container uses and the filters let through; (ID, size) of each
+    removed, as podman lists them. ferry's images have no parent chain, so
+    one pass finds all that podman's repeated passes would."""
+    from ferry.image.filters import PRUNE_FILTERS
+    removed: list[tuple[str, int]] = []
+    sizes = {}
+    for image in filter_images(engine, list(filters), PRUNE_FILTERS):
+        if image.containers or (image.names and not every_unused):
+            continue
+        sizes[image.id] = engine.images.get(image.id).size
+    for image_id in stored_order(engine, sizes):   # podman's order: as they came into the store
+        size = sizes[image_id]
+        try:
+            engine.images.remove(image_id, every_name=True,
+                                 in_use=lambda found: engine.containers.users_of_image(found))
+        except (NotFound, ImageInUse):   # gone, or taken into use, since the listing
+            continue
+        removed.append((image_id, size))
+    return removed
+
+
+def remove_all_images(engine, *, force: bool = False) -> tuple[list[str], list]:
+    """`rmi -a`: every image, each with all its names. Returns podman's lines
+    and the errors of the ones that could not go (in use, without force)."""
+    from ferry.util.errors import FerryError
+    lines: list[str] = []
+    failures: list[FerryError] = []
+    for image_id in stored_order(engine, [image.id for image in engine.images.list()]):
+        try:
+            lines += remove_image(engine, image_id, force=force, every_name=True)
+        except FerryError as error:
+            failures.append(error)
+    return lines, failures
+
+
+def stored_order(engine, image_ids) -> list[str]:
+    """These image IDs in the order they came into the store (podman lists,
+    prunes and removes in its store's order)."""
+    wanted = set(image_ids)
+    rows = engine.db.read().execute("SELECT id FROM images ORDER BY rowid")
+    return [row[0] for row in rows if row[0] in wanted]
+
+
+def image_history(engine, ref: str) -> list:
+    """`image history IMAGE`: its config's history entries, newest first."""
+    from ferry.image.history import history_of
+    image = engine.images.get(ref)
+    config_bytes = engine.images.blobs.get(f"sha256:{image.id}")
+    # Which local images end at each of its layers (itself first, then the oldest).
+    by_layers: dict[tuple[str, ...], list[str]] = {}
+    for other in sorted(engine.images.list(), key=lambda i: (i.id != image.id, i.created, i.id)):
+        by_layers.setdefault(other.layers, []).append(other.id)
+    return history_of(image.id, config_bytes, [engine.images.layer_size(d) for d in image.layers],
+                      lambda position: by_layers.get(image.layers[:position + 1], []))

@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS containers (
 ADDED_COLUMNS = {"checkpointed_at": "TEXT", "restored_at": "TEXT", "restart_count": "INTEGER NOT NULL DEFAULT 0"}
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
+# Shown, never stored: a running container whose tasks `ferry pause` froze (its marker file).
+PAUSED = "paused"
+PAUSED_MARKER = "paused"
 DEFAULT_STOP_TIMEOUT = 10   # seconds `stop` waits before SIGKILL, as podman's
 UNKNOWN_EXIT = -1
 
@@ -209,6 +212,7 @@ class Listing:
         summaries = [ContainerSummary.from_row(row) for row in rows]
         if exited:
             summaries = [self._as_seen(s) if s.id in exited else s for s in summaries]
+        summaries = [s._replace(state=PAUSED) if self.paused(s.id, s.state) else s for s in summaries]
         return [s for s in summaries if all_states or s.state == RUNNING]
 
     def record(self, name_or_id: str) -> ContainerRecord:
@@ -219,9 +223,14 @@ class Listing:
         netns, the published ports, the rootfs mount; an --rm container goes),
         or, if the exit cannot be recorded, it shows as the monitor saw it."""
         row = find_row(self.db.read(), name_or_id)
-        if self._behind(row):
-            return ContainerRecord.from_container(self.engine.containers.get(row["id"]))
-        return ContainerRecord.from_row(row)
+        record = ContainerRecord.from_container(self.engine.containers.get(row["id"])) if self._behind(row) \
+            else ContainerRecord.from_row(row)
+        return record._replace(state=PAUSED) if self.paused(record.id, record.state) else record
+
+    def paused(self, container_id: str, state: str) -> bool:
+        """Whether a container recorded as running is paused (`ferry pause`)."""
+        return state == RUNNING and os.path.exists(os.path.join(self.layout.container_dir(container_id),
+                                                                PAUSED_MARKER))
 
     def _behind(self, row) -> bool:
         """Whether the record misses what happened while no ferry command watched:

@@ -26,7 +26,7 @@ from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, annotati
                                   manifest_document, parse_config, parse_document, select_platform)
 from ferry.store.db import Database
 from ferry.store.layout import Layout
-from ferry.util.errors import BadArchive, Conflict, NotFound, UsageError
+from ferry.util.errors import BadArchive, Conflict, ImageInUse, NotFound, UsageError
 from ferry.util.fs import remove_tree
 from ferry.util.locks import file_lock
 from ferry.util.timefmt import utc_now
@@ -532,6 +532,29 @@ class ImageStore:
                                                [(diff_id, staging.layer_size(diff_id))], annotations=annotations)
             return self._commit(staging, config_bytes, manifest_bytes, [name])
 
+    def commit_layer(self, base: Image, layer_path: str, ref: str | None, config: ImageConfig, *,
+                     comment: str, author: str = "") -> Image:
+        """`ferry commit`: `base`'s layers and history, one more layer (an OCI
+        layer tar), and `config`; named `ref` (a full name) or left unnamed."""
+        created = utc_now(digits=6)
+        try:
+            base_doc = json.loads(self.blobs.get(f"sha256:{base.id}"))
+        except (OSError, ValueError):
+            base_doc = {}
+        with self._change() as staging, open(layer_path, "rb") as source:
+            diff_id = staging.add_layer(source, "the container's changes")
+            doc = json.loads(config_document(config, [*base.layers, diff_id], created, "/bin/sh"))
+            entry = {"created": created, "created_by": "/bin/sh", **({"author": author} if author else {}),
+                     "comment": comment}
+            history = base_doc.get("history") if isinstance(base_doc.get("history"), list) else []
+            doc["history"] = [*history, entry]
+            if author:
+                doc["author"] = author
+            config_bytes = json.dumps(doc, separators=(",", ":")).encode()
+            manifest_bytes = manifest_document(digests.of_bytes(config_bytes), len(config_bytes),
+                                               [(d, staging.layer_size(d)) for d in [*base.layers, diff_id]])
+            return self._commit(staging, config_bytes, manifest_bytes, [ref] if ref else [])
+
     def load(self, archive_path: str) -> list[Image]:
         """`ferry load -i ARCHIVE`: every image of a docker-archive or
         oci-archive (as `podman save` writes them); all of them or none."""
@@ -611,24 +634,26 @@ class ImageStore:
                                     created=built.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     def remove(self, ref_or_id: str, *, force: bool = False,
-               in_use: Callable[[str], list[str]] = lambda image_id: []) -> list[str]:
+               in_use: Callable[[str], list[str]] = lambda image_id: [],
+               every_name: bool = False) -> list[str]:
         """`ferry rmi`: untag a name the image shares with others, or delete
-        the image and every layer and blob no other image uses. Returns the
-        lines podman prints ("Untagged: NAME", "Deleted: ID")."""
+        the image and every layer and blob no other image uses (whatever names
+        it has with `every_name`: rmi -a, prune). Returns the lines podman
+        prints ("Untagged: NAME", "Deleted: ID")."""
         with self._change():
             image_id, by_name = self.resolve(ref_or_id)
             image = self._image(image_id)
-            if by_name is not None and len(image.names) > 1:
+            if by_name is not None and len(image.names) > 1 and not every_name:
                 with self.db.write() as conn:
                     conn.execute("DELETE FROM image_names WHERE name = ?", (by_name,))
                 return [f"Untagged: {by_name}"]
-            if by_name is None and len(image.names) > 1 and not force:
+            if by_name is None and len(image.names) > 1 and not (force or every_name):
                 raise Conflict(f"image {image_id[:12]} has several names ({', '.join(image.names)})",
                                hint="remove it by name, one name at a time, or force with rmi -f")
             users = in_use(image_id)
             if users and not force:
-                raise Conflict(f"image {image_id[:12]} is in use by container(s) {', '.join(users)}",
-                               hint="remove those containers first, or force with rmi -f")
+                raise ImageInUse(f"image {image_id[:12]} is in use by container(s) {', '.join(users)}",
+                                 hint="remove those containers first, or force with rmi -f")
             with self.db.write() as conn:
                 conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
             self._collect_garbage()

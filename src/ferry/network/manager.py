@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import sys
 from typing import NamedTuple
 
@@ -48,6 +49,9 @@ CREATE TABLE IF NOT EXISTS network_leases (
 )
 """
 ADDED_LEASE_COLUMNS = {"scope": "TEXT NOT NULL DEFAULT ''"}
+# network create --internal, --label (a JSON object of strings), --ip-range.
+ADDED_NETWORK_COLUMNS = {"internal": "INTEGER NOT NULL DEFAULT 0", "labels": "TEXT NOT NULL DEFAULT '{}'",
+                         "ip_range": "TEXT NOT NULL DEFAULT ''"}
 # The leases of a container's further networks (eth1, eth2...): network_leases
 # keeps its first, so records made before several networks read the same.
 MORE_DDL = """
@@ -75,10 +79,25 @@ class Network(NamedTuple):
     subnet: str
     gateway: str
     created: str
+    internal: bool = False     # no route out: neither masquerade nor forwarding beyond its bridge
+    labels: tuple[tuple[str, str], ...] = ()
+    ip_range: str = ""         # where its addresses come from (a CIDR in the subnet), "" the whole subnet
 
     @property
     def prefixlen(self) -> int:
         return int(self.subnet.split("/")[1])
+
+    @classmethod
+    def from_row(cls, row) -> "Network":
+        data = dict(row)
+        try:
+            labels = json.loads(data.get("labels") or "{}")
+        except ValueError:
+            labels = {}
+        return cls(data["name"], data["id"], data["bridge"], data["subnet"], data["gateway"], data["created"],
+                   bool(data.get("internal", 0)),
+                   tuple((str(k), str(v)) for k, v in labels.items()) if isinstance(labels, dict) else (),
+                   data.get("ip_range") or "")
 
 
 class Attachment(NamedTuple):
@@ -116,16 +135,17 @@ class NetworkManager:
         self.root_tag = root_tag(layout.root)
         db.ensure(DDL)
         db.add_columns("network_leases", ADDED_LEASE_COLUMNS)
+        db.add_columns("networks", ADDED_NETWORK_COLUMNS)
         db.ensure(MORE_DDL)
 
     # ---- networks --------------------------------------------------------
     def list(self) -> list[Network]:
         rows = self.db.read().execute("SELECT * FROM networks ORDER BY name").fetchall()
-        return [Network(**dict(row)) for row in rows]
+        return [Network.from_row(row) for row in rows]
 
     def _find(self, name: str) -> Network | None:
         row = self.db.read().execute("SELECT * FROM networks WHERE name = ?", (name,)).fetchone()
-        return Network(**dict(row)) if row else None
+        return Network.from_row(row) if row else None
 
     def has(self, name: str) -> bool:
         """Whether the network exists here (the default one always may)."""
@@ -156,9 +176,12 @@ class NetworkManager:
             raise
 
     def create(self, name: str, subnet: str | None = None, gateway: str | None = None,
-               *, bridge: str | None = None) -> Network:
+               *, bridge: str | None = None, internal: bool = False, labels: dict | None = None,
+               ip_range: str | None = None) -> Network:
         """Record a network; its bridge is made when the first container attaches."""
         check_name(name, "network")
+        if (gateway or ip_range) and not subnet:   # podman's rule: they are parts of a given subnet
+            raise UsageError("cannot set gateway or range without subnet", hint="add --subnet CIDR")
         if name in NETWORK_MODES:   # `run --network NAME` would mean the mode
             raise UsageError(f'cannot create network with name "{name}" because it conflicts with a valid '
                              "network mode", hint="choose another name")
@@ -167,6 +190,12 @@ class NetworkManager:
             ipam.check_ifname(bridge)
         if gateway and requested:
             ipam.gateway_for(requested, gateway)   # a bad gateway is a UsageError before any lock
+        if ip_range:
+            parsed_range = ipam.parse_subnet(ip_range)
+            if not parsed_range.subnet_of(requested):
+                raise UsageError(f"ip range {ip_range} is not inside subnet {requested}",
+                                 hint=f"choose a CIDR inside {requested}")
+            ip_range = str(parsed_range)
         with machine_lock(REGISTRY_LOCK):
             if self._find(name):
                 raise Conflict(f"network {name} already exists",
@@ -180,13 +209,19 @@ class NetworkManager:
             self._refuse_foreign_interface(bridge)
             shape = self._shape_for(name, bridge, requested, gateway, mine)
             network = Network(name, network_id(name, bridge, shape.subnet), bridge, shape.subnet,
-                              shape.gateway, utc_now(digits=0))
+                              shape.gateway, utc_now(digits=0), internal, tuple((labels or {}).items()),
+                              ip_range or "")
+            if internal and self.registry.live_roots(bridge):   # its rules are the bridge's, for all roots
+                raise Conflict(f"bridge {bridge} is shared with another ferry root; an internal network needs "
+                               "its own", hint="choose another --interface-name")
             self.registry.register(bridge, shape, self.root)
             try:
                 with self.db.write() as conn:
-                    conn.execute("INSERT INTO networks VALUES (?, ?, ?, ?, ?, ?)",
+                    conn.execute("INSERT INTO networks (name, id, bridge, subnet, gateway, created, internal, "
+                                 "labels, ip_range) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                  (network.name, network.id, network.bridge, network.subnet,
-                                  network.gateway, network.created))
+                                  network.gateway, network.created, int(internal),
+                                  json.dumps(dict(network.labels)), network.ip_range))
             except BaseException:
                 self.registry.unregister(bridge, self.root)
                 if not self.registry.live_roots(bridge):
@@ -386,7 +421,7 @@ class NetworkManager:
 
     def _pool(self, net: Network, subnet: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
         """Where new addresses come from: this host's pool of the subnet, if it has one."""
-        pool = self.registry.pool(net.bridge)
+        pool = net.ip_range or self.registry.pool(net.bridge)
         if pool:
             try:
                 candidate = ipaddress.IPv4Network(pool)
@@ -574,6 +609,58 @@ class NetworkManager:
         held = self.all_reservations(container_id)
         return [self._attachment(self.get(r.network), r, held[0]) for r in held]
 
+    def join(self, container_id: str, network: str, *, ip: str | None = None) -> Reservation:
+        """`network connect`: one more network for a container on ferry's networks,
+        as its next interface (eth1...); a container whose netns exists (it runs)
+        gets the interface now, one that is stopped at its next start."""
+        held = self.all_reservations(container_id)
+        if not held:
+            raise Conflict(f"container {short(container_id)} is on no bridge network (host or none mode)",
+                           hint="only a container on ferry's networks can join another")
+        net = self.get(network)
+        if any(r.network == net.name for r in held):
+            raise Conflict(f"container {short(container_id)} is already connected to network {net.name!r}",
+                           hint=f"disconnect it first: 'ferry network disconnect {net.name} CONTAINER'")
+        position = max(r.position for r in held) + 1
+        self.reserve(container_id, net.name, ip=ip, position=position)
+        joined = self._lease_row(container_id, position)
+        attachment = self._attachment(net, joined, held[0])
+        if link.netns_exists(attachment.netns):
+            try:
+                with machine_lock(REGISTRY_LOCK):
+                    self._ensure_bridge(net)
+                    link.connect_container(netns=attachment.netns, host_veth=attachment.host_veth,
+                                           alias=link.veth_alias(self.root_tag, container_id), bridge=net.bridge,
+                                           mac=attachment.mac, ip=attachment.ip, prefixlen=attachment.prefixlen,
+                                           gateway=None, ifname=attachment.interface)
+            except BaseException:
+                self.leave(container_id, net.name)
+                raise
+        return joined
+
+    def leave(self, container_id: str, network: str) -> Reservation:
+        """`network disconnect`: the container's interface on `network` gone (now,
+        if it runs) and its address given back. Its first network stays: it
+        carries the default route and names the container's lease."""
+        held = self.all_reservations(container_id)
+        found = next((r for r in held if r.network == network), None)
+        if found is None:
+            raise Conflict(f"container {short(container_id)} is not connected to network {network}",
+                           hint="see the container's networks with 'ferry inspect'")
+        if not found.position:
+            raise Conflict(f"network {network} is the first network of container {short(container_id)}, which "
+                           "ferry keeps", hint="remove and re-create the container to change its first network")
+        link.delete_link(link.host_veth_name(container_id, found.scope, found.position))   # its peer goes too
+        with machine_lock(REGISTRY_LOCK):
+            net = self._find(found.network)
+            lease = self.registry.lease(net.bridge, found.ip) if net else None
+            if lease and lease.container_id == container_id and lease.root == self.root:
+                self._let_go(net.bridge, lease)
+            with self.db.write() as conn:
+                conn.execute("DELETE FROM network_more_leases WHERE container_id = ? AND position = ?",
+                             (container_id, found.position))
+        return found
+
     def attach_none(self, container_id: str) -> str:
         """--network none: a netns of the container's own with only `lo`, up
         (runc joins it, so it is external to CRIU, and a restore keeps lo up,
@@ -680,7 +767,7 @@ class NetworkManager:
 
     @staticmethod
     def _bridge_rules_if_missing(rules: list[nft.Rule], net: Network) -> list[str]:
-        wanted = nft.bridge_rules(net.bridge, net.subnet)
+        wanted = nft.bridge_rules(net.bridge, net.subnet, internal=net.internal)
         present = nft.owned_by_bridge(rules, net.bridge)
         if len(present) == len(wanted):
             return []

@@ -26,6 +26,7 @@ BRIDGE_FAMILY = "bridge"      # the uplink filter's table: bridge ferry
 NFT_LOCK = "nft"
 PUBLISHED_CHAIN = "published"
 POSTROUTING_CHAIN = "postrouting"
+FORWARD_CHAIN = "forward"     # an internal network's bridge: nothing forwarded in or out
 PUBLISHED_TAG = "pub"
 BRIDGE_TAG = "bridge"
 UPLINK_TAG = "uplink"
@@ -46,6 +47,9 @@ SKELETON = f"""table {FAMILY} {TABLE} {{
   }}
   chain {POSTROUTING_CHAIN} {{
     type nat hook postrouting priority srcnat; policy accept;
+  }}
+  chain {FORWARD_CHAIN} {{
+    type filter hook forward priority filter; policy accept;
   }}
 }}
 flush chain {FAMILY} {TABLE} prerouting
@@ -107,11 +111,20 @@ def bridge_comment(bridge: str) -> str:
     return f"{BRIDGE_TAG} {bridge}"
 
 
-def bridge_rules(bridge: str, subnet: str) -> list[str]:
+def bridge_rules(bridge: str, subnet: str, *, internal: bool = False) -> list[str]:
     """Masquerade what leaves a bridge's subnet, and what was DNAT'd into it
     from localhost (127/8 may not go on a wire) or from the subnet itself
-    (hairpin: the reply must come back through the host to be un-NAT'd)."""
+    (hairpin: the reply must come back through the host to be un-NAT'd).
+    An internal network's bridge instead forwards nothing to or from another
+    interface: its containers reach each other only (podman's --internal)."""
+    if not IFNAME_RE.match(bridge) or len(bridge) > MAX_IFNAME:
+        raise ValueError(f"not an interface name: {bridge!r}")
+    subnet = str(ipaddress.IPv4Network(subnet))
     tag = f"comment \"{bridge_comment(bridge)}\""
+    if internal:
+        head = f"add rule {FAMILY} {TABLE} {FORWARD_CHAIN}"
+        return [f"{head} iifname \"{bridge}\" oifname != \"{bridge}\" drop {tag}",
+                f"{head} oifname \"{bridge}\" iifname != \"{bridge}\" drop {tag}"]
     head = f"add rule {FAMILY} {TABLE} {POSTROUTING_CHAIN}"
     return [
         f"{head} ip saddr {subnet} ip daddr != {subnet} masquerade {tag}",
@@ -182,12 +195,12 @@ def published(rules: Iterable[Rule]) -> list[PublishedRule]:
 
 
 def owned_by_bridge(rules: Iterable[Rule], bridge: str) -> list[Rule]:
-    return [r for r in rules if r.chain == POSTROUTING_CHAIN and r.comment == bridge_comment(bridge)]
+    return [r for r in rules if r.chain in (POSTROUTING_CHAIN, FORWARD_CHAIN) and r.comment == bridge_comment(bridge)]
 
 
 def is_unused(rules: Iterable[Rule]) -> bool:
     """Only the skeleton's jumps are left: the table can go."""
-    return all(r.chain not in (PUBLISHED_CHAIN, POSTROUTING_CHAIN) for r in rules)
+    return all(r.chain not in (PUBLISHED_CHAIN, POSTROUTING_CHAIN, FORWARD_CHAIN) for r in rules)
 
 
 # ---- running nft ---------------------------------------------------------

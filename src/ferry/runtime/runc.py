@@ -97,7 +97,7 @@ class Runc:
     def checkpoint(self, container_id: str, *, images: str, work: str, leave_running: bool,
                    tcp_established: bool, timeout: float = CHECKPOINT_TIMEOUT,
                    started=lambda _pid: None, page_server: str | None = None,
-                   criu_config: str | None = None) -> None:
+                   criu_config: str | None = None, file_locks: bool = False) -> None:
         """runc checkpoint; a failure quotes CRIU's dump.log and keeps it.
         With `page_server` (ADDRESS:PORT) the pages go there instead of to
         `images`; `criu_config` is an extra CRIU config file (TLS) for this dump.
@@ -111,6 +111,8 @@ class Runc:
             argv.append("--leave-running")
         if tcp_established:
             argv.append("--tcp-established")
+        if file_locks:
+            argv.append("--file-locks")
         if page_server:
             argv += ["--page-server", page_server]
         desc = f"checkpoint of {container_id[:12]}"
@@ -189,8 +191,12 @@ class Runc:
 
     def exec_argv(self, container_id: str, args: list[str], *, tty: bool, env: list[str],
                   cwd: str | None, user: str | None, additional_gids: tuple[int, ...] = (),
-                  log_path: str | None = None) -> list[str]:
+                  log_path: str | None = None, detach: bool = False, caps: tuple[str, ...] = ()) -> list[str]:
         argv = self.base(log_path) + ["exec"]
+        if detach:
+            argv.append("--detach")
+        for cap in caps:   # added to the process's bounding, effective and permitted sets
+            argv += ["--cap", cap]
         if tty:
             argv.append("--tty")
         for item in env:

@@ -45,6 +45,10 @@ class ContainerRunning(Conflict):
     """The container runs, and what was asked needs it stopped (`rm` without -f)."""
 
 
+class ImageInUse(Conflict):
+    """Containers were made from the image (`rmi` without -f): podman's rmi exits 2."""
+
+
 class CommandNotFound(NotFound):
     """The command given to `exec` does not exist in the container (shell's 127)."""
 

@@ -1,0 +1,216 @@
+"""Issue 21's lifecycle verbs against the real podman on this machine: `create`
+then `start -a`, `attach` refusals, `stop/kill/rm/restart -a`, `stop --ignore`,
+`rm -i/-t/-v`, `exec -d` and `exec --privileged`: the same command lines, the
+same exit codes and output (podman's own IDs where it prints them)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from tests.support.podman import Sides, busybox_sides
+
+FULL_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+@pytest.fixture(scope="module")
+def sides():
+    with busybox_sides("ferry-life-") as pair:
+        yield pair
+
+
+@pytest.fixture
+def both(sides):
+    """The engines, emptied after each test (the --all verbs act on everything)."""
+    yield sides
+    sides.both("rm", "-a", "-f", "-t", "0")
+    sides.both("volume", "prune", "-f")
+
+
+def same(sides: Sides, *args: str, run_flags: bool = False):
+    theirs, ours = sides.both(*args, run_flags=run_flags)
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), (args, theirs.stderr, ours.stderr)
+    return ours
+
+
+def same_code(sides: Sides, *args: str, run_flags: bool = False):
+    theirs, ours = sides.both(*args, run_flags=run_flags)
+    assert ours.returncode == theirs.returncode, (args, theirs.stderr, ours.stderr)
+    return theirs, ours
+
+
+def make(sides: Sides, name: str, *args: str, run: bool = True) -> None:
+    verb = ("run", "-d") if run else ("create",)
+    theirs, ours = sides.both(verb[0], *verb[1:], "--name", name, *args, run_flags=True)
+    assert theirs.returncode == ours.returncode == 0, (theirs.stderr, ours.stderr)
+
+
+def ids(sides: Sides, *names: str) -> tuple[set[str], set[str]]:
+    """Each engine's full IDs of `names`."""
+    theirs, ours = sides.both("inspect", "--format", "{{.Id}}", *names)
+    return set(theirs.stdout.split()), set(ours.stdout.split())
+
+
+def states(sides: Sides, *names: str) -> str:
+    return same(sides, "inspect", "--format", "{{.Name}} {{.State.Status}} {{.State.ExitCode}}", *names).stdout
+
+
+def printed_ids(done) -> set[str]:
+    lines = done.stdout.split()
+    assert all(FULL_ID.match(line) for line in lines), done.stdout
+    return set(lines)
+
+
+def test_create_then_start_attach_prints_the_output_and_exits_with_the_code(both):
+    make(both, "hello", "busybox", "echo", "hi", run=False)
+    assert same(both, "start", "-a", "hello").stdout == "hi\n"
+    make(both, "three", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3", run=False)
+    theirs, ours = same_code(both, "start", "-a", "three")
+    assert theirs.returncode == 3
+    assert (ours.stdout, ours.stderr) == (theirs.stdout, theirs.stderr) == ("out\n", "err\n")
+    assert same(both, "start", "-a", "hello").stdout == "hi\n"   # an exited one starts again
+    assert same_code(both, "start", "-a", "hello", "three")[0].returncode == 125   # one at a time
+    assert same_code(both, "start", "-a", "nosuch")[0].returncode == 125
+    assert same(both, "start", "hello").stdout == "hello\n"
+
+
+def test_attach_refuses_a_container_that_does_not_run(both):
+    make(both, "made", "busybox", "true", run=False)
+    make(both, "ended", "busybox", "true")
+    for name in ("made", "ended", "nosuch"):
+        theirs, ours = same_code(both, "attach", name)
+        assert theirs.returncode == 125 and ours.stdout == theirs.stdout == ""
+    assert same_code(both, "attach", "--detach-keys", "ab", "ended")[0].returncode == 125
+
+
+def test_stop_all_stops_the_running_and_names_every_container(both):
+    make(both, "up1", "busybox", "sleep", "1000")
+    make(both, "up2", "busybox", "sleep", "1000")
+    make(both, "done", "busybox", "true")
+    make(both, "made", "busybox", "true", run=False)
+    theirs, ours = same_code(both, "stop", "-a", "-t", "0")
+    assert (printed_ids(theirs), printed_ids(ours)) == ids(both, "up1", "up2", "done", "made")
+    assert states(both, "up1", "up2", "done", "made") == \
+        "up1 exited 137\nup2 exited 137\ndone exited 0\nmade created 0\n"
+    theirs, ours = same_code(both, "stop", "-a")   # nothing runs: every ID all the same
+    assert (printed_ids(theirs), printed_ids(ours)) == ids(both, "up1", "up2", "done", "made")
+    assert same_code(both, "stop", "-a", "up1")[0].returncode == 125
+    assert same_code(both, "stop")[0].returncode == 125
+
+
+def test_stop_ignore_and_rm_ignore_pass_over_missing_names(both):
+    make(both, "here", "busybox", "sleep", "1000")
+    assert same_code(both, "stop", "nosuch")[0].returncode == 125
+    assert same(both, "stop", "--ignore", "-t", "0", "nosuch", "here").stdout == "here\n"
+    assert same(both, "stop", "-i", "nosuch").stdout == ""
+    assert same_code(both, "rm", "nosuch")[0].returncode == 1
+    assert same(both, "rm", "-i", "nosuch", "here").stdout == "here\n"
+    assert same(both, "rm", "--ignore", "nosuch").stdout == ""
+
+
+def test_kill_all_signals_only_the_running(both):
+    make(both, "k1", "busybox", "sleep", "1000")
+    make(both, "k2", "busybox", "sleep", "1000")
+    make(both, "made", "busybox", "true", run=False)
+    theirs, ours = same_code(both, "kill", "-a")
+    assert (printed_ids(theirs), printed_ids(ours)) == ids(both, "k1", "k2")
+    assert states(both, "k1", "k2", "made") == "k1 exited 137\nk2 exited 137\nmade created 0\n"
+    assert same(both, "kill", "-a").stdout == ""   # none runs now
+    assert same_code(both, "kill", "made")[0].returncode == 125
+    assert same_code(both, "kill", "-a", "k1")[0].returncode == 125
+
+
+def test_rm_all_removes_all_but_a_running_one_without_force(both):
+    make(both, "runs", "busybox", "sleep", "1000")
+    make(both, "done", "busybox", "true")
+    make(both, "made", "busybox", "true", run=False)
+    expected = ids(both, "done", "made")
+    theirs, ours = same_code(both, "rm", "-a")
+    assert theirs.returncode == 2   # podman's code for a running container
+    assert (printed_ids(theirs), printed_ids(ours)) == expected
+    assert same(both, "ps", "-a", "--format", "{{.Names}}").stdout == "runs\n"
+    expected = ids(both, "runs")
+    theirs, ours = same_code(both, "rm", "-a", "-f", "-t", "0")
+    assert (printed_ids(theirs), printed_ids(ours)) == expected
+    assert same(both, "ps", "-a", "--format", "{{.Names}}").stdout == ""
+    assert same_code(both, "rm", "-a", "x")[0].returncode == 125
+    assert same_code(both, "rm")[0].returncode == 125
+
+
+def test_rm_time_goes_with_force(both):
+    make(both, "timed", "busybox", "sleep", "1000")
+    assert same_code(both, "rm", "-t", "5", "timed")[0].returncode == 125
+    assert same(both, "rm", "-f", "-t", "0", "timed").stdout == "timed\n"
+    assert same_code(both, "rm", "-f", "-t", "-1", "x")[0].returncode == 125
+
+
+def test_rm_volumes_takes_the_anonymous_volumes(both):
+    make(both, "anon", "-v", "/data", "busybox", "true")
+    make(both, "keep", "-v", "/data", "busybox", "true")
+    theirs, ours = both.both("volume", "ls", "-q")
+    assert len(theirs.stdout.split()) == len(ours.stdout.split()) == 2
+    same(both, "rm", "-v", "anon")
+    same(both, "rm", "keep")
+    theirs, ours = both.both("volume", "ls", "-q")
+    assert len(theirs.stdout.split()) == len(ours.stdout.split()) == 1   # rm without -v keeps it
+
+
+def test_restart_all_starts_every_container(both):
+    make(both, "r1", "busybox", "sleep", "1000")
+    make(both, "r2", "busybox", "sleep", "1000", run=False)
+    theirs, ours = same_code(both, "restart", "-a", "-t", "0")
+    assert (printed_ids(theirs), printed_ids(ours)) == ids(both, "r1", "r2")
+    assert states(both, "r1", "r2") == "r1 running 0\nr2 running 0\n"
+    assert same_code(both, "restart", "-a", "r1")[0].returncode == 125
+
+
+def test_exec_detach_prints_a_session_id_and_leaves_the_command_running(both):
+    make(both, "box", "busybox", "sleep", "1000")
+    theirs, ours = same_code(both, "exec", "-d", "box", "sh", "-c", "echo ran > /tmp/ran; exec sleep 900")
+    assert FULL_ID.match(theirs.stdout.strip()) and FULL_ID.match(ours.stdout.strip()), (theirs, ours)
+    same(both, "exec", "box", "sh", "-c", "until [ -e /tmp/ran ]; do sleep 0.1; done; cat /tmp/ran")
+    assert "sleep 900" in same(both, "exec", "box", "ps", "-o", "args").stdout
+    theirs, ours = same_code(both, "exec", "-d", "box", "nosuchcmd")
+    assert theirs.returncode == 125 and ours.stdout == theirs.stdout == ""
+    make(both, "made", "busybox", "true", run=False)
+    assert same_code(both, "exec", "-d", "made", "true")[0].returncode == 125
+
+
+@pytest.mark.parametrize("user", ["root", "1000"])
+def test_exec_privileged_gives_podman_s_capabilities(both, user):
+    make(both, "caps", "busybox", "sleep", "1000")
+    plain = same(both, "exec", "-u", user, "caps", "grep", "^Cap", "/proc/self/status").stdout
+    privileged = same(both, "exec", "--privileged", "-u", user, "caps", "grep", "^Cap", "/proc/self/status").stdout
+    assert plain != privileged   # the bounding set at least grows
+
+
+
+def test_attach_relays_stdin_and_output_as_podman_s(both):
+    make(both, "reader", "-i", "busybox", "sh", "-c", "read line; echo got $line; exit 4")
+    # the line reaches the shell only through the attach: no output comes before it
+    theirs = subprocess.run(both.podman.argv("attach", "reader"), input="hello\n", capture_output=True,
+                            text=True, timeout=120)
+    ours = both.ferry("attach", "reader", input="hello\n", check=False)
+    # podman's attach exits 0 whatever the container's code, after a newline of its own
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (0, "got hello\n\n"), \
+        (theirs.stderr, ours.stderr)
+    assert states(both, "reader") == "reader exited 4\n"
+    for flags in (("--sig-proxy=false",), ("--sig-proxy",), ("--no-stdin", "--detach-keys", "ctrl-x")):
+        theirs, ours = same_code(both, "attach", *flags, "reader")   # taken, then refused: it has exited
+        assert theirs.returncode == 125
+
+
+def test_the_all_verbs_take_a_checkpointed_container_as_a_stopped_one(both):
+    make(both, "saved", "busybox", "sleep", "1000")
+    make(both, "up", "busybox", "sleep", "1000")
+    same(both, "container", "checkpoint", "saved")
+    theirs, ours = same_code(both, "kill", "-a")
+    assert (printed_ids(theirs), printed_ids(ours)) == ids(both, "up")
+    theirs, ours = same_code(both, "stop", "-a")
+    assert (printed_ids(theirs), printed_ids(ours)) == ids(both, "saved", "up")
+    assert states(both, "saved") == "saved exited 0\n"
+    theirs, ours = same_code(both, "rm", "-a")
+    assert theirs.returncode == 0
+    assert same(both, "ps", "-a", "--format", "{{.Names}}").stdout == ""
