@@ -295,23 +295,13 @@ def stats_row(s, before=None, *, no_trunc: bool = False) -> dict:
 
 
 def human_size(size: float) -> str:
-    """go-units' HumanSize: 4 significant digits, decimal units ("532.5kB", "25.28GB", "0B")."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if value < 1000 or unit == "PB":
-            return f"{value:.4g}{unit}"
-        value /= 1000
-    return f"{size}B"
+    """go-units' HumanSize: "532.5kB", "25.28GB", "0B"."""
+    return render.go_size(size)
 
 
 def bytes_size(size: float) -> str:
-    """go-units' BytesSize: binary units ("228KiB", "23.54GiB")."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{value:.4g}{unit}"
-        value /= 1024
-    return f"{size}B"
+    """go-units' BytesSize: "228KiB", "23.54GiB"."""
+    return render.go_size(size, binary=True)
 
 
 # ---- events --------------------------------------------------------------------------------------------------

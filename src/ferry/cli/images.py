@@ -52,13 +52,8 @@ def _progress_line(text: str) -> None:
 # ---- rendering helpers -----------------------------------------------------
 
 def human_size(size: int) -> str:
-    """Decimal units with 3 significant digits, as podman shows sizes."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.3g} {unit}"
-        value /= 1000
-    return f"{size} B"
+    """3 significant digits and a space, as podman's images shows sizes: "2.07 MB"."""
+    return render.go_size(size, 3, gap=" ")
 
 
 # RFC 3339: Go writes up to 9 fractional digits (podman save, registries), any offset.
@@ -150,13 +145,8 @@ ImageExtra = namedtuple("ImageExtra", "labels containers")
 
 
 def image_extras(engine, images) -> dict[str, ImageExtra]:
-    counts: dict[str, int] = {}
-    try:
-        for (image_id,) in engine.db.read().execute("SELECT image_id FROM containers"):
-            counts[image_id] = counts.get(image_id, 0) + 1
-    except Exception as exc:   # sqlite3.OperationalError: no container was ever made here
-        if "no such table" not in str(exc):
-            raise
+    from ferry.engine.images import container_counts
+    counts = container_counts(engine)
     extras = {}
     for image in images:
         labels = engine.images.get(image.id).config.labels
@@ -282,21 +272,11 @@ def cmd_rmi(args) -> int:
     return EXIT_OK
 
 
-def _confirm(warning: str) -> bool:
-    """podman's prompt, on stdout; no answer (stdin closed) is a failure, as in podman."""
-    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
-    sys.stdout.flush()
-    answer = sys.stdin.readline()
-    if not answer:
-        raise UsageError("no answer to the confirmation (stdin is closed)", hint="use -f to skip it")
-    return answer.strip().lower() in ("y", "yes")
-
-
 def cmd_image_prune(args) -> int:
     from ferry.engine.images import prune_images
     from ferry.image.filters import PRUNE_FILTERS, parse_filters
     parse_filters(args.filter, PRUNE_FILTERS)   # refused before anything is asked or opened
-    if not args.force and not _confirm(
+    if not args.force and not render.confirmed(
             "WARNING! This command removes all images without at least one container associated with them."
             if args.all else "WARNING! This command removes all dangling images."):
         return EXIT_OK

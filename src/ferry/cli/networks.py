@@ -202,9 +202,8 @@ def cmd_prune(args) -> int:
     filters = parse_filters(args.filter, PRUNE_FILTERS, "network")
     engine = engine_of(args)
     if not args.force:
-        from ferry.cli.volumes import confirmed
         render.line(PRUNE_WARNING)
-        if not confirmed():
+        if not render.confirmed():
             return 0
     for name in prune_networks(engine, prunable_networks(engine, filters.get("label"))):
         render.line(name)

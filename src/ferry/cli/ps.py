@@ -221,12 +221,7 @@ def ps_view(c: ContainerSummary, stored: set[str], sizes: dict[str, tuple[int, i
 
 def _size(size: int) -> str:
     """go-units' HumanSizeWithPrecision(size, 3), as podman's ps --size: 12B, 1.98MB."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if value < 1000 or unit == "PB":
-            return f"{value:.3g}{unit}"
-        value /= 1000
-    return f"{size}B"
+    return render.go_size(size, 3)
 
 
 def container_sizes(engine, containers: list[ContainerSummary]) -> dict[str, tuple[int, int]]:

@@ -99,3 +99,32 @@ def template(fmt: str, rows: list, headers: dict[str, str] | None = None, *, hea
         sys.stdout.write(error.output)
         raise UsageError(str(error).splitlines()[0] if str(error) else "bad template") from None
     sys.stdout.write(output)
+
+
+DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB")
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+
+
+def go_size(size: float, digits: int = 4, *, gap: str = "", binary: bool = False) -> str:
+    """A size as go-units prints it for podman: `digits` significant digits and
+    decimal units ("2.081MB", "12B"), or with `binary` KiB, MiB ("23.54GiB");
+    `gap` goes between number and unit ("2.07 MB" in podman's images)."""
+    step, units = (1024, BINARY_UNITS) if binary else (1000, DECIMAL_UNITS)
+    value = float(size)
+    for unit in units:
+        if value < step or unit == units[-1]:
+            return f"{value:.{digits}g}{gap}{unit}"
+        value /= step
+    raise AssertionError("unreachable")
+
+
+def confirmed(warning: str = "") -> bool:
+    """podman's [y/N] question on stdout, after `warning`; no answer (stdin closed)
+    fails, as podman's "EOF" does, rather than guessing."""
+    from ferry.util.errors import UsageError
+    sys.stdout.write((f"{warning}\n" if warning else "") + "Are you sure you want to continue? [y/N] ")
+    sys.stdout.flush()
+    answer = sys.stdin.readline()
+    if not answer:
+        raise UsageError("EOF: no answer to the confirmation on stdin", hint="use -f to skip it")
+    return answer.strip().lower() in ("y", "yes")

@@ -9,7 +9,6 @@ import sys
 
 from ferry.cli import render
 from ferry.cli.parsing import add_commands, engine_of, needs_subcommand, subcommands
-from ferry.util.errors import UsageError
 
 EXIT_OK = 0
 EXIT_NOT_READY = 1
@@ -184,14 +183,8 @@ def cmd_system_compat(args) -> int:
 # ---- system df -------------------------------------------------------------------------
 
 def docker_size(size: float) -> str:
-    """go-units' HumanSize, as podman's `system df` shows sizes: 4 significant
-    digits, decimal units, no space ("2.081MB", "12B")."""
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if value < 1000 or unit == "PB":
-            return f"{value:.4g}{unit}"
-        value /= 1000
-    return f"{size}B"
+    """Sizes as podman's `system df` shows them: "2.081MB", "12B"."""
+    return render.go_size(size)
 
 
 def reclaimable(part: int, whole: int) -> str:
@@ -290,12 +283,7 @@ def cmd_system_prune(args) -> int:
     from ferry.engine.system import check_prune_filters, system_prune
     check_prune_filters(args.filter)
     if not args.force:
-        sys.stdout.write(_prune_warning(args) + "\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        answer = sys.stdin.readline()
-        if not answer:
-            raise UsageError("no answer to the confirmation (stdin is closed)", hint="use -f to skip it")
-        if answer.strip().lower() not in ("y", "yes"):
+        if not render.confirmed(_prune_warning(args)):
             return EXIT_OK
     report = system_prune(engine_of(args), all_images=args.all, volumes=args.volumes, filters=args.filter)
     for title, removed in (("Deleted Containers", report.containers), ("Deleted Networks", report.networks),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 from ferry.cli import render
 from ferry.cli.parsing import engine_of, needs_subcommand, subcommands
@@ -113,19 +112,9 @@ def cmd_volume_prune(args) -> int:
         if not doomed:   # podman's words when there is nothing to ask about
             render.line("No dangling volumes found")
             return 0
-        if not confirmed():
+        if not render.confirmed():
             return 0
     for name in volumes.prune(doomed):
         render.line(name)
     return 0
 
-
-def confirmed() -> bool:
-    """podman's [y/N] question, on stdout; stdin closed fails, as podman's "EOF"."""
-    from ferry.util.errors import UsageError
-    sys.stdout.write("Are you sure you want to continue? [y/N] ")
-    sys.stdout.flush()
-    answer = sys.stdin.readline()
-    if not answer:
-        raise UsageError("EOF: no answer on stdin", hint="pass -f to prune without asking")
-    return answer.strip().lower() in ("y", "yes")
