@@ -222,3 +222,23 @@ def test_diff_and_layer_of_an_upper_dir(tmp_path):
     buffer.seek(0)
     with tarfile.open(fileobj=buffer) as tar:
         assert "etc/hosts" not in tar.getnames()
+
+
+def _setid_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("tool")
+        info.mode, info.size = 0o6755, 2
+        tar.addfile(info, io.BytesIO(b"#!"))
+    return buffer.getvalue()
+
+
+def test_a_set_id_file_keeps_its_bits_in_a_container_and_loses_them_on_the_host(tmp_path):
+    # Into a container the bits stay (the user's own file); out to the host a
+    # container's file must not arrive as a set-id program.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    _unpack(str(tmp_path / "in"), "", _setid_tar())
+    _unpack(str(tmp_path / "out"), "", _setid_tar(), setid=False)
+    assert stat.S_IMODE(os.stat(tmp_path / "in" / "tool").st_mode) == 0o6755
+    assert stat.S_IMODE(os.stat(tmp_path / "out" / "tool").st_mode) == 0o755

@@ -180,7 +180,7 @@ class ContainerFiles:
                 try:
                     self._unpack_in(host, _host_path(dst_path), spool, top, is_dir, src_path,
                                     resolve=HOST_RESOLVE, owner=None, overwrite=overwrite,
-                                    where="on the host", shown=dst_path)
+                                    where="on the host", shown=dst_path, setid=False)
                 finally:
                     os.close(host)
             return
@@ -256,7 +256,7 @@ class ContainerFiles:
             os.close(entry.parent)
 
     def _unpack_in(self, fd: int, rel: str, spool, top: str | None, is_dir: bool | None, src_path: str, *,
-                   resolve: int, owner, overwrite: bool, where: str, shown: str) -> None:
+                   resolve: int, owner, overwrite: bool, where: str, shown: str, setid: bool = True) -> None:
         """Place the spooled tar at `rel` by cp's rules: into an existing dir,
         over an existing file, or as a new entry in an existing parent."""
         try:
@@ -290,7 +290,7 @@ class ContainerFiles:
         if top == "" and rename is None:
             rename = ""
         unpacker = inroot.Unpacker(fd, into, resolve=resolve, top=rename if top is not None else None,
-                                   owner=owner, overwrite=overwrite)
+                                   owner=owner, overwrite=overwrite, setid=setid)
         if top == "":
             unpacker.top = None   # a tar of a dir's contents: no top entry to rename
         try:

@@ -180,12 +180,15 @@ def _member_path(name: str) -> list[str]:
 class Unpacker:
     """Extracts a tar below `dest` (a path relative to `root`), each member's
     parent resolved inside `root`. `top` renames the archive's first path
-    component (None keeps it, "" drops it: the contents go into dest)."""
+    component (None keeps it, "" drops it: the contents go into dest). Without
+    `setid`, set-user-ID and set-group-ID bits are dropped: a container's file
+    must not become a privileged program on the host."""
 
     def __init__(self, root: int, dest: str, *, resolve: int = IN_ROOT, top: str | None = None,
-                 owner: tuple[int, int] | None = None, overwrite: bool = False):
+                 owner: tuple[int, int] | None = None, overwrite: bool = False, setid: bool = True):
         self.root, self.dest, self.resolve = root, dest.strip("/"), resolve
         self.top, self.owner, self.overwrite = top, owner, overwrite
+        self.mode_bits = 0o7777 if setid else 0o1777
         self.dirs: list[tuple[str, tarfile.TarInfo]] = []
 
     def target(self, name: str) -> str | None:
@@ -299,7 +302,7 @@ class Unpacker:
             try:
                 uid, gid = self.owner or (member.uid, member.gid)
                 os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
-                os.chmod(f"/proc/self/fd/{fd}", member.mode)
+                os.chmod(f"/proc/self/fd/{fd}", member.mode & self.mode_bits)
             finally:
                 os.close(fd)
         # devices are not made: a container's archive must not hand out host devices
@@ -307,7 +310,7 @@ class Unpacker:
     def _metadata(self, fd: int, member: tarfile.TarInfo) -> None:
         uid, gid = self.owner or (member.uid, member.gid)
         os.fchown(fd, uid, gid)
-        os.fchmod(fd, member.mode & 0o7777)   # after chown, which clears set-id bits
+        os.fchmod(fd, member.mode & self.mode_bits)   # after chown, which clears set-id bits
         os.utime(fd, (member.mtime, member.mtime))
 
 
