@@ -21,11 +21,11 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # profile; pigz is parallel gzip for archives; age encrypts them; catatonit is --init's init,
 # which Debian's podman only recommends), what builds the virtualenv,
 # and what the tests and the demo compare with or talk to (a real registry,
-# podman, htpasswd, curl).
+# podman, htpasswd, curl; gcc and libc6-dev build the static lock holder of the file-lock tests).
 runtime_pkgs=(runc iproute2 nftables busybox-static debootstrap util-linux procps
               golang-github-containers-common pigz age catatonit
               python3 python3-venv ca-certificates xz-utils curl
-              docker-registry podman buildah apache2-utils)
+              docker-registry podman buildah apache2-utils gcc libc6-dev)
 ensure_debs "${runtime_pkgs[@]}"
 
 bash "$repo/scripts/provision-criu.sh"
