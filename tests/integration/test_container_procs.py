@@ -237,6 +237,7 @@ def test_pause_and_unpause_as_podman_s(sides, running):
     assert same(sides, "inspect", "--format", "{{.State.Status}} {{.State.Paused}} {{.State.Running}}", "p1") \
         == "paused true false\n"
     same_failure(sides, "pause", "p1")
+    same_failure(sides, "start", "p1")   # only a created or stopped container starts
     same_failure(sides, "top", "p1")
     assert same(sides, "port", "p1") == ""
     assert same(sides, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDS}}", "p1") == "p1 1\n"

@@ -401,6 +401,9 @@ class Containers:
             if container.state == RUNNING:
                 if restore:
                     raise Conflict(f"container {container.name!r} is running", hint="stop or remove it first")
+                if os.path.exists(self.files(container.id).at(PAUSED_MARKER)):   # podman refuses it too
+                    raise Conflict(f"container {container.name!r} is paused: only a created or stopped "
+                                   "container can be started", hint=f"ferry unpause {container.name}")
                 return container
             if container.checkpointed_at and not restore:
                 if not ignore_checkpoint:
