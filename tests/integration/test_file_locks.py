@@ -42,8 +42,12 @@ LOCK_FILE = "/tmp/held.lock"
 @pytest.fixture(scope="module")
 def locker_dir(tmp_path_factory):
     """A directory holding the static locker, to bind into the containers."""
+    return build_locker(tmp_path_factory.mktemp("locker"))
+
+
+def build_locker(directory) -> str:
+    """The static locker built in `directory` (a pathlib.Path); that directory."""
     assert shutil.which("gcc"), "gcc is missing: the lock holder is built with it (make setup installs it)"
-    directory = tmp_path_factory.mktemp("locker")
     source = directory / "locker.c"
     source.write_text(LOCKER_C)
     built = subprocess.run(["gcc", "-static", "-O2", "-o", str(directory / "locker"), str(source)],

@@ -629,3 +629,27 @@ def test_an_encrypted_migration_opens_only_with_the_destination_agent_s_key(host
         agent.stop()
         agent.start()
     b("rm", "-f", "sealed")
+
+
+def test_a_process_holding_a_file_lock_moves_with_its_lock(hosts, workdir):
+    from tests.integration.test_file_locks import LOCK_FILE, build_locker
+    a, b, agents = hosts
+    locker = os.path.join(build_locker(workdir), "locker")
+    a("create", "--name", "holder", "busybox", "/locker", LOCK_FILE)
+    a("cp", locker, "holder:/locker")   # copied in, not bound: no host path to grant
+    a("start", "holder")
+    info = a.inspect("holder")
+    a.seen.add(info["Id"])
+    b.seen.add(info["Id"])
+    wait_for(lambda: a("exec", "holder", "/locker", "-n", LOCK_FILE, check=False).returncode == 1,
+             "the lock taken in the container")
+
+    refused = migrate(a, "holder", agents[b.root], check=False)
+    assert refused.returncode == 125 and "--file-locks" in refused.stderr, refused.stderr
+    assert a.inspect("holder")["State"]["Status"] == "running"   # the source resumed, lock and all
+
+    migrate(a, "holder", agents[b.root], "--file-locks")
+    assert gone(a, "holder")
+    held = b("exec", "holder", "/locker", "-n", LOCK_FILE, check=False)
+    assert held.returncode == 1, held.stderr   # the moved process holds it still
+    b("rm", "-f", "holder")

@@ -72,6 +72,8 @@ def _add_migrate(commands) -> None:
     migrate.add_argument("--token-file", metavar="FILE",
                          help=f"the destination agent's token (default: ${TOKEN_FILE_ENV})")
     migrate.add_argument("--tcp-established", action="store_true", help="move established TCP connections")
+    migrate.add_argument("--file-locks", action="store_true",
+                         help="move the file locks its processes hold (CRIU refuses them otherwise)")
     migrate.add_argument("--lazy", action="store_true",
                          help="post-copy: resume on the destination first, then move the memory (needs "
                               "userfaultfd there); this host must stay up until the last page has arrived")
@@ -152,7 +154,8 @@ def _drain(args) -> int:
         return 0
     forwarded = ["--to", args.to, "--token-file", token_file, "--tls-verify", args.tls_verify]
     forwarded += ["--tls-ca", args.tls_ca] if args.tls_ca else []
-    forwarded += [flag for flag, on in (("--tcp-established", args.tcp_established), ("--lazy", args.lazy),
+    forwarded += [flag for flag, on in (("--tcp-established", args.tcp_established),
+                                         ("--file-locks", args.file_locks), ("--lazy", args.lazy),
                                          ("--keep-source", args.keep_source),
                                          ("--through-agent", args.through_agent)) if on]
     forwarded += sealing_argv(tuple(args.encrypt_to), args.encrypt_passphrase_file)
@@ -202,7 +205,8 @@ def cmd_migrate(args) -> int:
     from ferry.checkpoint.encryption import sealing
     options = MigrateOptions(to=args.to, token=read_token(token_file), verify=_verify(args), name=args.name,
                              ports=tuple(args.publish) if args.publish else None,
-                             tcp_established=args.tcp_established, keep_source=args.keep_source, lazy=args.lazy,
+                             tcp_established=args.tcp_established, file_locks=args.file_locks,
+                             keep_source=args.keep_source, lazy=args.lazy,
                              through_agent=args.through_agent,
                              sealing=sealing(tuple(args.encrypt_to), args.encrypt_passphrase_file))
     with _sent_bar() as sent:

@@ -218,7 +218,7 @@ def _locks_refused(failure: ToolError, name: str) -> FerryError:
         return failure
     kept = f"; CRIU's log is kept at {failure.log_path}" if failure.log_path else ""
     return Conflict(f"cannot checkpoint container {name!r}: a process in it holds a file lock",
-                    hint=f"checkpoint with --file-locks to take the locks along (a restore takes them again){kept}")
+                    hint=f"checkpoint (or migrate) with --file-locks to take the locks along (a restore takes them again){kept}")
 
 
 def _no_such(name: str) -> NotFound:
@@ -601,7 +601,7 @@ class Checkpoints:
                     if options.lazy:
                         lazy = self.containers.runc.checkpoint_lazy(
                             container.id, images=images, work=work, tcp_established=options.tcp_established,
-                            port=options.lazy.port, tls_config=options.lazy.tls_config,
+                            file_locks=options.file_locks, port=options.lazy.port, tls_config=options.lazy.tls_config,
                             started=lambda pid: journal.update(directory, entry, tool_pid=pid))
                     else:
                         push = options.push

@@ -78,6 +78,7 @@ class MigrateOptions:
     name: str | None = None           # the name on the destination
     ports: tuple[str, ...] | None = None
     tcp_established: bool = False
+    file_locks: bool = False          # dump the file locks its processes hold (the restore finds them)
     keep_source: bool = False         # keep the stopped source container (its checkpoint dropped)
     lazy: bool = False                # post-copy: run there first, move the memory after
     through_agent: bool = False       # the memory in the archive, over the agent's connection
@@ -600,7 +601,7 @@ class Migrations:
                 try:
                     checkpoint = self.engine.checkpoints.checkpoint(
                         container.id, CheckpointOptions(export_stream=write_fd, tcp_established=options.tcp_established,
-                                                        compress="zstd", migration=ticket.id, lazy=lazy,
+                                                        file_locks=options.file_locks, compress="zstd", migration=ticket.id, lazy=lazy,
                                                         push=push, sealing=options.sealing),
                         progress=lambda phase, done, total: timings.frozen() if phase == "dump" else None)
                     timings.source = checkpoint.phases
@@ -624,7 +625,9 @@ class Migrations:
             if "report" in outcome:   # the destination runs it already: the migration is done
                 return outcome["report"], outcome["sent"], dump
             # A dump that fails for a broken pipe failed because the stream did: say why.
-            cause = outcome.get("failure") if isinstance(interruption, FerryError) else None
+            # A dump refused for what the container holds (a file lock) is its own cause.
+            cause = outcome.get("failure") if isinstance(interruption, FerryError) \
+                and not isinstance(interruption, Conflict) else None
             self._resume(container, record, options, reason=str(cause or interruption) or repr(interruption),
                          dump=dump)
             if cause is not None:

@@ -136,7 +136,7 @@ class Runc:
             raise ToolError(desc, runc.returncode, said, hint=f"CRIU's log is kept at {criu_log}", log_path=criu_log)
 
     def checkpoint_lazy(self, container_id: str, *, images: str, work: str, tcp_established: bool, port: int,
-                        tls_config: str, started=lambda _pid: None):
+                        tls_config: str, started=lambda _pid: None, file_locks: bool = False):
         """runc checkpoint --lazy-pages, returned once all but memory is
         dumped (a LazyDump that serves the pages on `port`, with CRIU's TLS
         from tls_config); a failure before that quotes CRIU's dump.log."""
@@ -150,6 +150,8 @@ class Runc:
                                       "--status-fd", str(status_w)]
         if tcp_established:
             argv.append("--tcp-established")
+        if file_locks:
+            argv.append("--file-locks")
         desc = f"lazy checkpoint of {container_id[:12]}"
         try:
             with open(os.path.join(work, "runc.out"), "wb") as out:
