@@ -304,8 +304,7 @@ class Checkpoints:
     # ---- what --all and --latest choose, as podman's do ------------------------
     def checkpointable(self) -> list[Container]:
         """`checkpoint --all`: the running containers, oldest first."""
-        from ferry.engine.container_procs import is_paused
-        return [c for c in self.containers.list() if c.state == RUNNING and not is_paused(self.containers.engine, c.id)]
+        return [c for c in self.containers.list() if c.state == RUNNING and not self.containers.paused(c.id)]
 
     def restorable(self) -> list[Container]:
         """`restore --all`: each stopped container that has a local checkpoint
@@ -489,8 +488,7 @@ class Checkpoints:
             if container.state != RUNNING:
                 raise Conflict(f"cannot checkpoint container {container.name!r}: it is {container.state}",
                                hint="only running containers can be checkpointed")
-            from ferry.engine.container_procs import is_paused
-            if is_paused(self.containers.engine, container.id):   # podman's words and refusal
+            if self.containers.paused(container.id):   # podman's words and refusal
                 raise Conflict('"paused" is not running, cannot checkpoint: container state improper',
                                hint=f"unpause it first: 'ferry unpause {container.name}'")
             refuse_while_pages_arrive(self.containers.files(container.id), container.name)

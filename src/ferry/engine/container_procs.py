@@ -11,7 +11,7 @@ import time
 from typing import NamedTuple
 
 from ferry.engine import events
-from ferry.engine.listing import CREATED, EXITED, PAUSED, PAUSED_MARKER, RUNNING
+from ferry.engine.listing import CREATED, EXITED, PAUSED, RUNNING
 from ferry.util import proc
 from ferry.util.errors import Conflict, FerryError, UsageError
 
@@ -34,7 +34,7 @@ def shown_state(engine, container) -> str:
 
 
 def is_paused(engine, container_id: str) -> bool:
-    return os.path.exists(os.path.join(engine.layout.container_dir(container_id), PAUSED_MARKER))
+    return engine.containers.paused(container_id)
 
 
 def _record(engine, container, action: str, **attributes) -> None:
@@ -53,9 +53,7 @@ def pause(engine, name_or_id: str) -> None:
             raise Improper(f'"{container.id}" is already paused: container state improper')
         if state != RUNNING:
             raise Improper(f'"{state}" is not running, can\'t pause: container state improper')
-        proc.run(containers.runc.base() + ["pause", container.id], desc=f"runc pause {container.id[:12]}")
-        with open(os.path.join(containers.dir(container.id), PAUSED_MARKER), "w"):
-            pass
+        containers.pause_locked(container)
     _record(engine, container, "pause")
 
 
@@ -66,23 +64,8 @@ def unpause(engine, name_or_id: str) -> None:
         container = containers.get(container.id)
         if shown_state(engine, container) != PAUSED:
             raise Improper(f'"{container.id}" is not paused, can\'t unpause: container state improper')
-        resume(engine, container)
+        containers.unpause_locked(container)
     _record(engine, container, "unpause")
-
-
-def resume(engine, container) -> None:
-    """Thaw a paused container (its caller holds its lock): for unpause, and
-    before a stop, kill or rm -f, which a frozen task would not obey."""
-    containers = engine.containers
-    marker = os.path.join(containers.dir(container.id), PAUSED_MARKER)
-    if not os.path.exists(marker):
-        return
-    result = proc.run(containers.runc.base() + ["resume", container.id], desc=f"runc resume {container.id[:12]}",
-                      check=False)
-    if result.returncode != 0:   # runc may no longer know it (it died): the freezer is what matters
-        containers.runc.thaw(container.id)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(marker)
 
 
 # ---- port ------------------------------------------------------------------------------------------------

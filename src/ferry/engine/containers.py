@@ -401,7 +401,7 @@ class Containers:
             if container.state == RUNNING:
                 if restore:
                     raise Conflict(f"container {container.name!r} is running", hint="stop or remove it first")
-                if os.path.exists(self.files(container.id).at(PAUSED_MARKER)):   # podman refuses it too
+                if self.paused(container.id):   # podman refuses it too
                     raise Conflict(f"container {container.name!r} is paused: only a created or stopped "
                                    "container can be started", hint=f"ferry unpause {container.name}")
                 return container
@@ -637,6 +637,24 @@ class Containers:
         for tmpfs in container.config.host.tmpfs_mounts():
             yield ocispec.Mount(tmpfs.destination, "tmpfs", "tmpfs", tuple(tmpfs.mount_options()))
 
+    # ---- pause -----------------------------------------------------------------
+    def paused(self, container_id: str) -> bool:
+        """A running container that `pause` froze (its marker says so)."""
+        return os.path.exists(self.files(container_id).at(PAUSED_MARKER))
+
+    def pause_locked(self, container: Container) -> None:
+        self.runc.pause(container.id)
+        with open(self.files(container.id).at(PAUSED_MARKER), "w"):
+            pass
+
+    def unpause_locked(self, container: Container) -> None:
+        """Thaw a paused container (its caller holds its lock): for unpause, and
+        before a stop, kill or rm -f, which a frozen task would not obey."""
+        marker = self.files(container.id).at(PAUSED_MARKER)
+        if os.path.exists(marker):
+            self.runc.resume(container.id)
+            remove_file(marker)
+
     # ---- stop / kill / cleanup ----------------------------------------------
     def kill(self, name_or_id: str, signal: str = "SIGKILL") -> Container:
         container = self.get(name_or_id)
@@ -645,8 +663,7 @@ class Containers:
             signal = signal_name(signal)
             self._stopped_by_user(container)   # podman: a killed container is not restarted
             self.runc.kill(container.id, signal)
-            from ferry.engine.container_procs import resume
-            resume(self.engine, container)   # a paused one gets its signal once thawed
+            self.unpause_locked(container)   # a paused one gets its signal once thawed
         events.note(self.layout, container, "kill")
         return container
 
@@ -663,8 +680,7 @@ class Containers:
 
     def _stop_locked(self, container: Container, timeout: int) -> Container:
         self._stopped_by_user(container)
-        from ferry.engine.container_procs import resume
-        resume(self.engine, container)   # a frozen task obeys no signal
+        self.unpause_locked(container)   # a frozen task obeys no signal
         with contextlib.suppress(FerryError):
             self.runc.kill(container.id, signal_name(container.config.stop_signal))
         if not self._wait_exit(container, timeout):

@@ -54,6 +54,17 @@ class Runc:
     def thaw(self, container_id: str) -> None:
         thaw(container_id, self.cgroup_parent)
 
+    def pause(self, container_id: str) -> None:
+        proc.run(self.base() + ["pause", container_id], desc=f"runc pause {container_id[:12]}")
+
+    def resume(self, container_id: str) -> None:
+        """runc resume; when runc no longer knows the container (it died), the
+        freezer is thawed directly: that is what holds its tasks."""
+        result = proc.run(self.base() + ["resume", container_id], desc=f"runc resume {container_id[:12]}",
+                          check=False)
+        if result.returncode != 0:
+            self.thaw(container_id)
+
     def freeze_at_dump(self, container_id: str, work: str) -> str:
         return freeze_at_dump(container_id, self.cgroup_parent, work)
 
