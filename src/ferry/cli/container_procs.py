@@ -190,16 +190,14 @@ def cmd_wait(args) -> int:
         raise UsageError("interval must be greater then 0")   # podman's words
     conditions = procs.check_conditions([c for text in args.condition for c in text.split(",") if c])
     failures = []
-    from ferry.util.errors import FerryError, Several
+    from ferry.cli.parsing import raise_all
+    from ferry.util.errors import FerryError
     for name in names:
         try:
             render.line(str(procs.wait(engine, name, conditions, interval)))
         except FerryError as error:
             failures.append(error)
-    if len(failures) > 1:
-        raise Several(failures)
-    if failures:
-        raise failures[0]
+    raise_all(failures)
     return 0
 
 

@@ -179,8 +179,13 @@ def each_name(args, names, action, *, missing_ok: bool = False) -> int:
             failures.append(error)
             continue
         render.line(name)
+    raise_all(failures)
+    return 0
+
+
+def raise_all(failures: list[FerryError]) -> None:
+    """The failures of a command over several names, once all were tried: the one, or Several."""
     if len(failures) > 1:
         raise Several(failures)
     if failures:
         raise failures[0]
-    return 0
