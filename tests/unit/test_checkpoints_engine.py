@@ -80,7 +80,8 @@ def test_a_local_checkpoint_is_journaled_dumped_recorded_and_releases_the_contai
     def at_dump(container_id, images_dir):
         entry = journal.read(directory)
         during.update(entry=entry, marker=os.path.exists(os.path.join(directory, CHECKPOINTING)),
-                      locked=is_locked(engine.layout.lock(f"container-{web.id}")))
+                      locked=is_locked(engine.layout.lock(f"container-{web.id}")),
+                      tool_locked=is_locked(os.path.join(directory, "tool.lock")))
     host.on_dump = at_dump
     result = checkpoints.checkpoint("web", CheckpointOptions())
     [dump] = host.ran("checkpoint")
@@ -88,9 +89,10 @@ def test_a_local_checkpoint_is_journaled_dumped_recorded_and_releases_the_contai
     assert dump == ["runc", "--root", runc_root, "--log", f"{work}/runc.log", "--log-format", "json",
                     "--criu", "/usr/local/sbin/criu", "checkpoint", "--image-path", images, "--work-path", work,
                     web.id]
-    # the journal was there before runc ran, with runc's pid (it outlives a killed ferry)
+    # the journal was there before runc ran, and the lock runc holds (it outlives a killed ferry)
     assert during["entry"].op == journal.CHECKPOINT and during["entry"].pid == os.getpid()
-    assert during["entry"].tool_pid is not None and during["marker"] and during["locked"]
+    assert during["tool_locked"] and during["marker"] and during["locked"]
+    assert not is_locked(os.path.join(directory, "tool.lock"))
     assert (result.id, result.name, result.archive) == (web.id, "web", None)
     assert (result.criu.frozen_time_us, result.criu.pages_written) == (9000, 200)   # CRIU's stats, as it wrote them
     assert "runc_checkpoint" in result.phases and "sync" in result.phases

@@ -60,7 +60,8 @@ def test_a_checkpoint_that_left_the_container_alive_thaws_it_and_lifts_criu_s_lo
     images = dump(directory, complete=False)
     temp_archive = tmp_path / ".svc.tar.zst.1234.tmp"
     temp_archive.write_bytes(b"half an archive")
-    left_by_a_dead_command(directory, journal.CHECKPOINT, tool_pid=host.process("gone"),
+    os.close(journal.hold_for_tool(directory))   # its runc has ended: the lock is free
+    left_by_a_dead_command(directory, journal.CHECKPOINT,
                            archive_temp=str(temp_archive), export=str(tmp_path / "svc.tar.zst"))
     host.write(host.cgroup_file(container.id, "freezer.state"), "FROZEN\n")
     host.write(host.cgroup_file(container.id, "cgroup.freeze", "unified"), "1\n")
@@ -121,7 +122,8 @@ def test_a_runc_checkpoint_that_outlived_its_ferry_is_waited_for(containers, eng
     container, directory = running
     images = dump(directory, complete=False)
     runc = host.process("runc", cmdline=["runc", "--root", "/r", "checkpoint", "--image-path", images, container.id])
-    left_by_a_dead_command(directory, journal.CHECKPOINT, tool_pid=runc)
+    held = journal.hold_for_tool(directory)   # runc's copy of the lock
+    left_by_a_dead_command(directory, journal.CHECKPOINT)
 
     def the_dump_ends():   # CRIU writes the inventory, kills the tasks, and runc exits
         with open(os.path.join(images, "inventory.img"), "wb") as f:
@@ -130,6 +132,7 @@ def test_a_runc_checkpoint_that_outlived_its_ferry_is_waited_for(containers, eng
             f.write("(00.3) Unfreezing tasks into 2\n")
         host.container_exits(container.id, 137, directory)
         host.end(runc)
+        os.close(held)
     timer = threading.Timer(0.3, the_dump_ends)
     timer.start()
     try:
@@ -139,13 +142,29 @@ def test_a_runc_checkpoint_that_outlived_its_ferry_is_waited_for(containers, eng
     assert seen.checkpointed_at and os.path.exists(os.path.join(images, "inventory.img"))
 
 
-def test_a_process_that_merely_reuses_runc_s_pid_is_not_waited_for(containers, engine, host, running, monkeypatch):
+def test_the_lock_of_a_tool_that_ended_is_not_waited_for(containers, engine, host, running, monkeypatch):
     container, directory = running
     dump(directory, complete=False)
-    stranger = host.process("nginx", cmdline=["nginx", "-g", "daemon off;"])
-    left_by_a_dead_command(directory, journal.CHECKPOINT, tool_pid=stranger)
+    os.close(journal.hold_for_tool(directory))
+    left_by_a_dead_command(directory, journal.CHECKPOINT)
     monkeypatch.setattr(recovery, "TOOL_WAIT", 30.0)
     assert containers.get("svc").state == RUNNING   # at once, or this test times out
+
+
+def test_the_tool_lock_lives_with_the_child_that_holds_it_not_with_ferry(tmp_path):
+    """The window that a pid in the journal left open: ferry killed right after
+    the fork. The child holds the lock from the fork on, whoever else dies."""
+    import subprocess
+    directory = str(tmp_path)
+    fd = journal.hold_for_tool(directory)
+    child = subprocess.Popen(["sleep", "30"], pass_fds=(fd,))
+    try:
+        os.close(fd)   # as a killed ferry's fds close
+        assert not journal.wait_for_tool(directory, timeout=0.2)
+    finally:
+        child.kill()
+        child.wait()
+    assert journal.wait_for_tool(directory, timeout=5)
 
 
 # ---- an interrupted start or restore ---------------------------------------------------

@@ -70,7 +70,7 @@ def test_signals_wait_for_the_end_of_a_critical_step():
 def test_journal_round_trip_and_a_damaged_one_reads_as_an_interrupted_start(tmp_path):
     directory = str(tmp_path)
     entry = journal.begin(directory, journal.CHECKPOINT, export="/x.tar.zst", leave_running=True)
-    entry = journal.update(directory, entry, tool_pid=42, phase="dumped")
+    entry = journal.update(directory, entry, archive_temp="/.x.tar.zst.1.tmp", phase="dumped")
     assert journal.read(directory) == entry and entry.pid == os.getpid()
     with open(os.path.join(directory, "journal.json"), "w") as f:
         f.write("{not json")

@@ -212,6 +212,15 @@ def refuse_while_pages_arrive(files: ContainerFiles, name: str) -> None:
                        f"migrated from", hint="try again once the last page has arrived (seconds per GiB)")
 
 
+@contextlib.contextmanager
+def _held_for_tool(directory: str):
+    fd = journal.hold_for_tool(directory)
+    try:
+        yield fd
+    finally:
+        os.close(fd)   # runc keeps its copy, and the lock, until it ends
+
+
 def _locks_refused(failure: ToolError, name: str) -> FerryError:
     """CRIU's refusal to dump a held file lock, said as what to do about it."""
     if FILE_LOCKS_REFUSED not in failure.message:
@@ -478,8 +487,9 @@ class Checkpoints:
             current = self.containers.get(container.id)
             if current.state == RUNNING or not current.checkpointed_at:
                 return   # restored meanwhile: its images are in use
+            self.containers.set_checkpointed(container.id, None)   # first, as in an export's
+            phases.reached("checkpoint:released")
             remove_tree_later(ContainerFiles(self.containers.dir(container.id)).checkpoint_images)
-            self.containers.set_checkpointed(container.id, None)
 
     def _checkpoint_locked(self, container: Container, options: CheckpointOptions, target: Endpoint | None,
                            compression: str | None, signer, progress: Progress) -> CheckpointResult:
@@ -595,12 +605,12 @@ class Checkpoints:
                     # and CRIU leaves it frozen until they are staged.
                     freeze_config = self.containers.runc.freeze_at_dump(container.id, work)
                     frozen = True   # from the hook on; let_run() thaws it on every way out
-                with timer.phase("runc_checkpoint"):
+                with timer.phase("runc_checkpoint"), _held_for_tool(directory) as tool_lock:
                     if options.lazy:
                         lazy = self.containers.runc.checkpoint_lazy(
                             container.id, images=images, work=work, tcp_established=options.tcp_established,
                             file_locks=options.file_locks, port=options.lazy.port, tls_config=options.lazy.tls_config,
-                            started=lambda pid: journal.update(directory, entry, tool_pid=pid))
+                            hold_fd=tool_lock)
                     else:
                         push = options.push
                         try:
@@ -608,8 +618,7 @@ class Checkpoints:
                                 container.id, images=images, work=work,
                                 leave_running=options.leave_running or bool(push),
                                 tcp_established=options.tcp_established, file_locks=options.file_locks,
-                                started=lambda pid: journal.update(directory, entry, tool_pid=pid),
-                                page_server=f"{push.address}:{push.port}" if push else None,
+                                hold_fd=tool_lock, page_server=f"{push.address}:{push.port}" if push else None,
                                 criu_config=push.tls_config if push else freeze_config)
                         except ToolError as failure:
                             raise _locks_refused(failure, container.name) from None
@@ -656,9 +665,12 @@ class Checkpoints:
                     else:
                         self._clean_ended(container)
             if options.export and not options.keep:
-                remove_tree_later(images)   # its memory, with -R too
+                # The record first: killed in between, the images are only
+                # extra, never a checkpoint that the record promises and lacks.
                 if not options.leave_running:
                     self.containers.set_checkpointed(container.id, None)
+                phases.reached("checkpoint:released")
+                remove_tree_later(images)   # its memory, with -R too
         except BaseException:
             if writer:
                 writer.abort()

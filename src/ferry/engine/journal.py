@@ -10,11 +10,13 @@ its process), and engine/recovery.py finishes or undoes what it records."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import time
 from typing import NamedTuple
 
-from ferry.store.layout import JOURNAL
+from ferry.store.layout import JOURNAL, TOOL_LOCK
 from ferry.util.fs import atomic_write
 from ferry.util.timefmt import utc_now
 
@@ -27,7 +29,6 @@ class Entry(NamedTuple):
     pid: int                         # the ferry command that wrote it
     started: str
     phase: str = "begun"             # checkpoint: begun, dumped; restore/start: begun, launched
-    tool_pid: int | None = None      # runc checkpoint, which outlives ferry in its own session
     leave_running: bool = False      # checkpoint -R
     export: str | None = None        # checkpoint --export: the archive's path
     archive_temp: str | None = None  # ... and its temp file, removed if the export never ended
@@ -69,6 +70,37 @@ def read(directory: str) -> Entry | None:
 
 def exists(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, JOURNAL))
+
+
+def hold_for_tool(directory: str) -> int:
+    """A locked fd for a tool that outlives a killed ferry (runc checkpoint, in
+    a session of its own): passed to it, the lock lives as long as the tool,
+    from the fork on. Its pid in the journal could not say as much: a ferry
+    killed between the fork and the journal's update left a dump running
+    unseen, and the next command thawed it and lifted CRIU's network lock."""
+    fd = os.open(os.path.join(directory, TOOL_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def wait_for_tool(directory: str, timeout: float, poll: float = 0.05) -> bool:
+    """Until no tool holds the directory's tool lock; False if one still does."""
+    try:
+        fd = os.open(os.path.join(directory, TOOL_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(poll)
+    finally:
+        os.close(fd)
 
 
 def finish(directory: str) -> None:

@@ -20,7 +20,6 @@ import shutil
 import time
 
 from ferry.engine import journal
-from ferry.engine.listing import process_alive
 from ferry.runtime.launch import REPORT_TIMEOUT
 from ferry.runtime.runc import kill_container_cgroups
 from ferry.util import proc
@@ -58,7 +57,7 @@ def recover(containers, container):
                 elif entry.op == journal.MIGRATE:
                     # A dump to the destination's page server may still run:
                     # its tasks are CRIU's until it ends.
-                    _wait_for_tool(entry.tool_pid, container.id)
+                    _wait_for_tool(containers, container)
                 else:
                     _start(containers, containers.get(container.id, refresh=False), entry)
                 if entry.migration:
@@ -82,7 +81,7 @@ _recovering: set[str] = set()   # container ids whose recovery runs in this proc
 def _checkpoint(containers, container, entry: journal.Entry) -> None:
     files = containers.files(container.id)
     images = files.checkpoint_images
-    _wait_for_tool(entry.tool_pid, container.id)
+    _wait_for_tool(containers, container)
     if entry.archive_temp:   # an archive is only complete once renamed from its temp file
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.archive_temp)
@@ -126,23 +125,11 @@ def dump_completed(images: str, work: str) -> bool:
                                                or b"Dumping finished successfully" in said)
 
 
-def _wait_for_tool(pid: int | None, container_id: str) -> None:
+def _wait_for_tool(containers, container) -> None:
     """A runc checkpoint runs in a session of its own and outlives the ferry
     that started it: its dump is over only when it has ended."""
-    if not pid:
-        return
-    deadline = time.monotonic() + TOOL_WAIT
-    while _is_runc_of(pid, container_id) and time.monotonic() < deadline:
-        time.sleep(POLL)
-
-
-def _is_runc_of(pid: int, container_id: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            command = f.read()
-    except OSError:
-        return False
-    return process_alive(pid) and b"runc" in command and container_id.encode() in command
+    if not journal.wait_for_tool(containers.dir(container.id), TOOL_WAIT, POLL):
+        log.warning("the runc checkpoint of %s is still at work after %d s; going on", container.name, TOOL_WAIT)
 
 
 def thaw(containers, container_id: str) -> None:

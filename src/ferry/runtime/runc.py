@@ -15,7 +15,7 @@ import shlex
 import subprocess
 
 from ferry.host.criulog import quote_log
-from ferry.util import proc
+from ferry.util import phases, proc
 from ferry.util.errors import ToolError
 
 CGROUP_PARENT = "ferry"   # the default root's; another root's is cgroup_parent(root)
@@ -107,15 +107,15 @@ class Runc:
 
     def checkpoint(self, container_id: str, *, images: str, work: str, leave_running: bool,
                    tcp_established: bool, timeout: float = CHECKPOINT_TIMEOUT,
-                   started=lambda _pid: None, page_server: str | None = None,
+                   hold_fd: int | None = None, page_server: str | None = None,
                    criu_config: str | None = None, file_locks: bool = False) -> None:
         """runc checkpoint; a failure quotes CRIU's dump.log and keeps it.
         With `page_server` (ADDRESS:PORT) the pages go there instead of to
         `images`; `criu_config` is an extra CRIU config file (TLS) for this dump.
 
         runc runs in a session of its own, so that a terminal's Ctrl-C or
-        hang-up does not reach it (or CRIU) halfway through a dump; `started`
-        learns its pid, for a journal: it outlives a ferry that is killed."""
+        hang-up does not reach it (or CRIU) halfway through a dump; it holds
+        `hold_fd` (journal.hold_for_tool), for it outlives a ferry that is killed."""
         log_path = os.path.join(work, "runc.log")
         argv = self.base(log_path) + ["checkpoint", "--image-path", images, "--work-path", work]
         if leave_running:
@@ -133,8 +133,9 @@ class Runc:
         with open(output, "wb") as out:
             # CRIU's swrk reads CRIU_CONFIG_FILE at its start.
             runc = proc.spawn(argv + [container_id], desc=desc, stdout=out, stderr=out, new_session=True,
+                              pass_fds=() if hold_fd is None else (hold_fd,),
                               env={"CRIU_CONFIG_FILE": criu_config} if criu_config else None)
-        started(runc.pid)
+        phases.reached("checkpoint:dumping")   # ferry may die now, with runc at work
         try:
             proc.wait(runc, timeout)
         except subprocess.TimeoutExpired:
@@ -147,7 +148,7 @@ class Runc:
             raise ToolError(desc, runc.returncode, said, hint=f"CRIU's log is kept at {criu_log}", log_path=criu_log)
 
     def checkpoint_lazy(self, container_id: str, *, images: str, work: str, tcp_established: bool, port: int,
-                        tls_config: str, started=lambda _pid: None, file_locks: bool = False):
+                        tls_config: str, hold_fd: int | None = None, file_locks: bool = False):
         """runc checkpoint --lazy-pages, returned once all but memory is
         dumped (a LazyDump that serves the pages on `port`, with CRIU's TLS
         from tls_config); a failure before that quotes CRIU's dump.log."""
@@ -168,10 +169,10 @@ class Runc:
             with open(os.path.join(work, "runc.out"), "wb") as out:
                 # CRIU's swrk reads CRIU_CONFIG_FILE at its start: TLS for this dump only.
                 runc = proc.spawn(argv + [container_id], desc=desc, stdout=out, stderr=out, new_session=True,
-                                  pass_fds=[status_w], env={"CRIU_CONFIG_FILE": tls_config})
+                                  pass_fds=[status_w] + ([] if hold_fd is None else [hold_fd]),
+                                  env={"CRIU_CONFIG_FILE": tls_config})
             os.close(status_w)
             status_w = -1
-            started(runc.pid)
             await_ready(runc, status_r, desc, work)
         except BaseException:
             release_guard(guard_fd)   # the dump failed, and CRIU thawed the tasks already

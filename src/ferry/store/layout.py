@@ -150,6 +150,7 @@ CONSOLE_SOCKET = "console.sock"     # where runc hands a tty container's pty to 
 RUNC_LOG = "runc.log"
 MONITOR_LOG = "monitor.log"
 JOURNAL = "journal.json"            # engine/journal.py's record of an operation in flight
+TOOL_LOCK = "tool.lock"             # held by a runc checkpoint for as long as it lives (journal.hold_for_tool)
 CHECKPOINT_IMAGES = "checkpoint"    # a local checkpoint's CRIU images
 CHECKPOINT_WORK = "checkpoint-work"  # CRIU's work dir (its logs), never archived
 # A marker: the exit that follows is a checkpoint's. The checkpointing command
@@ -182,6 +183,7 @@ class ContainerFiles(namedtuple("ContainerFiles", "dir")):
     runc_log = property(lambda self: self.at(RUNC_LOG))
     monitor_log = property(lambda self: self.at(MONITOR_LOG))
     journal = property(lambda self: self.at(JOURNAL))
+    tool_lock = property(lambda self: self.at(TOOL_LOCK))
     checkpoint_images = property(lambda self: self.at(CHECKPOINT_IMAGES))
     checkpoint_work = property(lambda self: self.at(CHECKPOINT_WORK))
     checkpointing = property(lambda self: self.at(CHECKPOINTING))
