@@ -526,3 +526,63 @@ def test_exec_gives_the_command_no_stdin_without_i_and_returns_its_code(containe
     if not os.isatty(0):
         with pytest.raises(UsageError, match="-t needs a terminal on stdin"):
             containers.exec("web", ["sh"], tty=True, interactive=True, env=[], workdir=None, user=None)
+
+
+# ---- the last run's monitor --------------------------------------------------------
+
+def ended_unrecorded(containers, engine, host):
+    """A container whose run ended and was cleaned up (a recovery that waited
+    its while), but whose monitor is still at work and has not written the exit:
+    a record it writes later would end the next run."""
+    container = containers.run(RunOptions(image="busy:1", name="svc", detach=True))
+    state = host.runc[container.id]
+    host.end(state["pid"])
+    state["status"] = "stopped"
+    with engine.db.write() as conn:
+        conn.execute("UPDATE containers SET state = ?, pid = NULL WHERE id = ?", (EXITED, container.id))
+    return container, state["monitor"]
+
+
+def test_a_start_waits_for_the_last_run_s_monitor_to_record_its_exit(containers, engine, host):
+    import threading
+    container, monitor = ended_unrecorded(containers, engine, host)
+    exit_record = os.path.join(containers.dir(container.id), "exit.json")
+
+    def the_monitor_records():
+        with open(exit_record, "w") as f:
+            json.dump({"exit_code": 137, "finished_at": "2024-01-01T00:00:00.000000000Z"}, f)
+        host.end(monitor)
+    timer = threading.Timer(0.3, the_monitor_records)
+    timer.start()
+    try:
+        started = containers.start("svc")
+    finally:
+        timer.join()
+    assert started.state == RUNNING and host.runc[container.id]["monitor"] != monitor
+    assert not os.path.exists(exit_record)   # that run's record went before this run began
+
+
+def test_a_start_or_rm_is_refused_while_the_last_run_s_monitor_has_not_recorded_its_exit(containers, engine, host,
+                                                                                        monkeypatch):
+    from ferry.engine import containers as containers_module
+    monkeypatch.setattr(containers_module, "MONITOR_WAIT", 0.2)
+    container, monitor = ended_unrecorded(containers, engine, host)
+    for attempt in (lambda: containers.start("svc"), lambda: containers.remove("svc")):
+        with pytest.raises(Conflict, match=f"its monitor \\(pid {monitor}\\) has not recorded it yet"):
+            attempt()
+    assert containers.get("svc").state == EXITED and host.runc[container.id]["monitor"] == monitor
+    assert os.path.isdir(containers.dir(container.id))
+    host.end(monitor)   # it ended without a word: nothing holds the container now
+    containers.remove("svc")
+    assert not os.path.exists(containers.dir(container.id))
+
+
+def test_a_process_that_reused_the_monitor_s_pid_is_not_waited_for(containers, engine, host, monkeypatch):
+    from ferry.engine import containers as containers_module
+    monkeypatch.setattr(containers_module, "MONITOR_WAIT", 30.0)
+    container, monitor = ended_unrecorded(containers, engine, host)
+    host.end(monitor)
+    stranger = host.process("nginx", cmdline=["nginx", "-g", "daemon off;"])
+    with open(os.path.join(containers.dir(container.id), "monitor.pid"), "w") as f:
+        f.write(str(stranger))
+    assert containers.start("svc").state == RUNNING   # at once, or this test times out

@@ -76,6 +76,7 @@ LOCK_WAIT = 10.0
 INIT_PATH = "/run/podman-init"
 INIT_BINARY = "/usr/libexec/podman/catatonit"
 EXIT_WAIT_POLL = 0.05
+MONITOR_WAIT = 10.0   # for a monitor to record the exit it saw (it drains the output first)
 UNKNOWN_EXIT = -1
 # A marker in the container's dir: a command (stop, kill, rm) ended it, so its
 # restart policy does not start it again (podman's StoppedByUser); a start clears it.
@@ -492,7 +493,29 @@ class Containers:
         return pid if any(f"/{parent}/{container.id}\n" in cgroups for parent in parents) else None
 
     def monitor_alive(self, container: Container) -> bool:
-        return process_alive(_read_int(self.files(container.id).monitor_pid))
+        return self._monitor_pid(container) is not None
+
+    def _exit_recorded(self, container: Container) -> None:
+        """Before a start or an rm of an ended container: the last run's monitor
+        has recorded its exit. Written after the start, or after an rm and a
+        restore of the same ID, that record would end the new run."""
+        if self.monitor_alive(container) and not os.path.exists(self.files(container.id).exit_record):
+            self.wait_exit_recorded(container, timeout=MONITOR_WAIT)
+            if self.monitor_alive(container) and not os.path.exists(self.files(container.id).exit_record):
+                raise Conflict(f"container {container.name!r} has ended, but its monitor (pid "
+                               f"{self._monitor_pid(container)}) has not recorded it yet",
+                               hint="try again in a moment")
+
+    def _monitor_pid(self, container: Container) -> int | None:
+        """Its monitor's pid while it lives; not a process that reused the pid since."""
+        directory = self.dir(container.id)
+        pid = _read_int(ContainerFiles(directory).monitor_pid)
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read()
+        except OSError:   # None, or gone
+            return None
+        return pid if process_alive(pid) and f"\0--container-dir\0{directory}\0".encode() in argv else None
 
     def _start_locked(self, container: Container, undo: Undo, wait_attach: bool,
                       restore: RestoreFrom | None, warm: launch.WarmMonitor | None = None) -> dict:
@@ -502,6 +525,7 @@ class Containers:
             raise Conflict(f"container {container.name!r} already runs (pid {live}), though ferry's "
                            f"record says {container.state}",
                            hint=f"stop it with 'ferry stop {container.name}' first")
+        self._exit_recorded(container)
         if warm is not None:   # started ahead by the caller, who closes it
             return self._start_monitored(container, undo, wait_attach, restore, warm)
         # The monitor's interpreter starts (about 50 ms) while the root
@@ -699,12 +723,12 @@ class Containers:
     def wait_exit_recorded(self, container: Container, timeout: float = 30) -> None:
         """Until the monitor has drained the output and written the exit code."""
         exit_file = self.files(container.id).exit_record
-        monitor = _read_int(self.files(container.id).monitor_pid)
+        monitor = self._monitor_pid(container)
         _poll(lambda: os.path.exists(exit_file) or not process_alive(monitor), timeout, EXIT_WAIT_POLL / 5)
 
     def wait_monitor(self, container: Container, timeout: float = 30) -> None:
         """The monitor drains the last output after the exit; let it finish."""
-        pid = _read_int(self.files(container.id).monitor_pid)
+        pid = self._monitor_pid(container)
         _poll(lambda: not process_alive(pid), timeout, pid=pid)
 
     def cleanup(self, name_or_id: str, *, wait: float = LOCK_WAIT) -> Container:
@@ -823,6 +847,7 @@ class Containers:
                     raise ContainerRunning(f"container {container.name!r} is running",
                                            hint="stop it first, or use 'ferry rm -f'")
                 self._stop_locked(current, timeout)
+            self._exit_recorded(current)
             self._remove_locked(container.id)
         if volumes:   # podman's rm -v: the anonymous ones go, named ones stay
             self._remove_anonymous(container.config)
