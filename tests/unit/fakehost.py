@@ -618,3 +618,15 @@ def release(holder: subprocess.Popen) -> None:
     holder.kill()
     holder.wait()
     holder.stdout.close()
+
+
+def meanwhile(delay: float, happening, action):
+    """action()'s result, with `happening` run on another thread `delay` seconds
+    in: what another process does while a command waits for it."""
+    import threading
+    timer = threading.Timer(delay, happening)
+    timer.start()
+    try:
+        return action()
+    finally:
+        timer.join()

@@ -17,7 +17,7 @@ from ferry.engine.listing import CREATED, EXITED, RUNNING
 from ferry.store.layout import CHECKPOINTING, CRIU_CONFIG, CRIU_RESTORE_HOOK
 from ferry.util.errors import Conflict, DamagedRecord, FerryError, NotFound, ToolError, UsageError
 from ferry.util.locks import Busy, is_locked
-from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)
+from tests.unit.fakehost import containers, engine, hold_lock, host, meanwhile, release  # noqa: F401  (fixtures)
 
 
 def container_dir(containers, container) -> str:
@@ -544,7 +544,6 @@ def ended_unrecorded(containers, engine, host):
 
 
 def test_a_start_waits_for_the_last_run_s_monitor_to_record_its_exit(containers, engine, host):
-    import threading
     container, monitor = ended_unrecorded(containers, engine, host)
     exit_record = os.path.join(containers.dir(container.id), "exit.json")
 
@@ -552,12 +551,7 @@ def test_a_start_waits_for_the_last_run_s_monitor_to_record_its_exit(containers,
         with open(exit_record, "w") as f:
             json.dump({"exit_code": 137, "finished_at": "2024-01-01T00:00:00.000000000Z"}, f)
         host.end(monitor)
-    timer = threading.Timer(0.3, the_monitor_records)
-    timer.start()
-    try:
-        started = containers.start("svc")
-    finally:
-        timer.join()
+    started = meanwhile(0.3, the_monitor_records, lambda: containers.start("svc"))
     assert started.state == RUNNING and host.runc[container.id]["monitor"] != monitor
     assert not os.path.exists(exit_record)   # that run's record went before this run began
 

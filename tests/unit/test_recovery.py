@@ -6,7 +6,6 @@ looks at the container, and never by one while another command holds it."""
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
@@ -17,7 +16,7 @@ from ferry.store.layout import CHECKPOINT_IMAGES, CHECKPOINT_WORK, CHECKPOINTING
 from ferry.util.errors import NotFound
 from ferry.util.fs import mounts_under
 from ferry.util.locks import is_locked
-from tests.unit.fakehost import containers, engine, hold_lock, host, release  # noqa: F401  (fixtures)
+from tests.unit.fakehost import containers, engine, hold_lock, host, meanwhile, release  # noqa: F401  (fixtures)
 
 DEAD_COMMAND = 4_999_999   # the pid of the ferry that wrote the journal: above any pid_max, so never alive
 
@@ -133,12 +132,7 @@ def test_a_runc_checkpoint_that_outlived_its_ferry_is_waited_for(containers, eng
         host.container_exits(container.id, 137, directory)
         host.end(runc)
         os.close(held)
-    timer = threading.Timer(0.3, the_dump_ends)
-    timer.start()
-    try:
-        seen = containers.get("svc")
-    finally:
-        timer.join()
+    seen = meanwhile(0.3, the_dump_ends, lambda: containers.get("svc"))
     assert seen.checkpointed_at and os.path.exists(os.path.join(images, "inventory.img"))
 
 
@@ -231,12 +225,7 @@ def test_a_start_still_coming_up_is_waited_for(containers, engine, host, running
     with engine.db.write() as conn:
         conn.execute("UPDATE containers SET state = 'created', pid = NULL WHERE id = ?", (container.id,))
     left_by_a_dead_command(directory, journal.START)
-    timer = threading.Timer(0.3, lambda: host.write(pid_file, str(container.pid)))
-    timer.start()
-    try:
-        seen = containers.get("svc")
-    finally:
-        timer.join()
+    seen = meanwhile(0.3, lambda: host.write(pid_file, str(container.pid)), lambda: containers.get("svc"))
     assert (seen.state, seen.pid) == (RUNNING, container.pid)
 
 
