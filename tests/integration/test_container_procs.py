@@ -239,6 +239,8 @@ def test_pause_and_unpause_as_podman_s(sides, running):
     same_failure(sides, "pause", "p1")
     same_failure(sides, "start", "p1")   # only a created or stopped container starts
     same_failure(sides, "top", "p1")
+    same_failure(sides, "exec", "p1", "true")      # podman: 255
+    same_failure(sides, "exec", "-d", "p1", "true")   # podman: 125
     assert same(sides, "port", "p1") == ""
     assert same(sides, "stats", "--no-stream", "--format", "{{.Name}} {{.PIDS}}", "p1") == "p1 1\n"
     same_failure(sides, "rm", "p1")   # running or paused: podman's exit code 2
@@ -249,8 +251,9 @@ def test_pause_and_unpause_as_podman_s(sides, running):
 
 @pytest.mark.parametrize("args", [
     ("pause", "made"), ("pause", "done"), ("unpause", "made"), ("pause", "nope"), ("pause",), ("unpause",),
+    ("exec", "made", "true"), ("exec", "done", "true"), ("exec", "-d", "done", "true"),
 ], ids=" ".join)
-def test_pause_refuses_as_podman_does(sides, args):
+def test_pause_and_exec_refuse_as_podman_does(sides, args):
     same_failure(sides, *args)
 
 

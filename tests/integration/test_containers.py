@@ -125,7 +125,7 @@ def test_logs_exec_kill_start_restart(ferry):
     wait_for(lambda: ferry.inspect("worker")["State"]["Status"] == "exited", "worker to exit")
     assert ferry.inspect("worker")["State"]["ExitCode"] == 0
     assert "got-term" in ferry("logs", "worker").stdout
-    one_line_error(ferry("exec", "worker", "true", check=False), "is exited")
+    one_line_error(ferry("exec", "worker", "true", check=False), "is exited", code=255)
 
     ferry("start", "worker")
     again = ferry.inspect("worker")

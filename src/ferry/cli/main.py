@@ -16,7 +16,7 @@ from ferry.cli.parsing import Parser, add_global_options, subcommands
 from ferry.store.layout import Layout
 from ferry.util import log
 from ferry.util.errors import (BadArchive, CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning,
-                               DiskFull, FerryError, ImageInUse, Incompatible, NotFound, PermissionDenied,
+                               DiskFull, ExecImpossible, FerryError, ImageInUse, Incompatible, NotFound, PermissionDenied,
                                RuntimeRefused, Several, ToolError, UsageError)
 
 # Podman's codes (checked against podman 4.3.1): 125 means ferry itself failed,
@@ -27,6 +27,7 @@ EXIT_NOT_READY = 1
 EXIT_ERROR = 125
 EXIT_USAGE = EXIT_ERROR
 EXIT_CANNOT_INVOKE = 126
+EXIT_EXEC_IMPOSSIBLE = 255   # podman exec's for a container that is not running
 EXIT_COMMAND_NOT_FOUND = 127
 # podman rm's own codes (podman-rm(1)): 1 no such container, 2 it is running.
 EXIT_RM_NO_SUCH = 1
@@ -46,6 +47,7 @@ EXIT_CODES: dict[type[FerryError], int] = {
     CommandNotFound: EXIT_COMMAND_NOT_FOUND,
     CommandNotExecutable: EXIT_CANNOT_INVOKE,
     RuntimeRefused: EXIT_CANNOT_INVOKE,
+    ExecImpossible: EXIT_EXEC_IMPOSSIBLE,
 }
 # Codes that only one command gives (its words, as `ferry container rm` ends).
 COMMAND_EXIT_CODES: dict[str, dict[type[FerryError], int]] = {

@@ -34,7 +34,7 @@ from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import ETC_FILES, ContainerFiles, Layout
 from ferry.util.errors import (CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning, DamagedRecord,
-                               FerryError, NotFound, RuntimeRefused, ToolError, UsageError)
+                               ExecImpossible, FerryError, NotFound, RuntimeRefused, ToolError, UsageError)
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util import hostspec, phases, proc, signals
 from ferry.util.locks import Busy, owned_lock
@@ -925,7 +925,13 @@ class Containers:
         would (127 not found, 126 not executable), in one line rather than runc's."""
         container = self.get(name_or_id)
         with self.locked(container, "exec"):   # not while a checkpoint or a stop is at work
-            container = self._running(container.id, "exec into")
+            try:
+                container = self._running(container.id, "exec into")
+            except Conflict as error:
+                raise ExecImpossible(error.message, hint=error.hint) from None
+            if self.paused(container.id):   # runc would refuse it in its own words
+                raise ExecImpossible(f"cannot exec into container {container.name!r}: it is paused",
+                                     hint=f"unpause it first with 'ferry unpause {container.name}'")
         if not command:
             raise UsageError("exec needs a command", hint="ferry exec CONTAINER COMMAND [ARG...]")
         env = list(_merge_env(container.config.env, tuple(env)))
@@ -953,7 +959,7 @@ class Containers:
             try:
                 argv = self.exec_argv(container.id, command, tty=False, env=env, workdir=workdir, user=user,
                                       log_path=runc_log, privileged=privileged, detach=True)
-            except (CommandNotFound, CommandNotExecutable) as error:   # podman's exec -d exits 125 for these
+            except (CommandNotFound, CommandNotExecutable, ExecImpossible) as error:   # podman's exec -d: 125
                 raise FerryError(error.message, hint=error.hint) from None
             null = _container_null(container.pid)
             try:

@@ -49,6 +49,11 @@ class ImageInUse(Conflict):
     """Containers were made from the image (`rmi` without -f): podman's rmi exits 2."""
 
 
+class ExecImpossible(Conflict):
+    """`exec` into a container that is not running (stopped, created, paused):
+    podman's exec exits 255 for it, its -d 125."""
+
+
 class CommandNotFound(NotFound):
     """The command given to `exec` does not exist in the container (shell's 127)."""
 
