@@ -51,6 +51,18 @@ def test_inspect_shows_labels_and_options_as_podman_s(sides):
             assert type(ferry_s[key]) is type(podman_s[key]), key
 
 
+@pytest.mark.parametrize("names, code", [
+    (("used",), 2), (("nov", "used"), 2), (("used", "nov"), 2), (("nov",), 1), (("nov", "nov2"), 1),
+], ids=lambda value: " ".join(value) if isinstance(value, tuple) else str(value))
+def test_rm_exits_as_podman_s_for_a_volume_in_use_or_missing(sides, names, code):
+    """2 when a volume is in use, whatever else failed; 1 when one is missing; each failure has its line."""
+    theirs, ours = sides.both("volume", "rm", *names)
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (code, ""), \
+        (theirs.stderr, ours.stderr)
+    assert len(ours.stderr.strip().splitlines()) == len(theirs.stderr.strip().splitlines()), ours.stderr
+    assert "used" in sides.ferry("volume", "ls", "-q").stdout.split()
+
+
 @pytest.mark.parametrize("filters", [
     ("label=a",), ("label=a=b",), ("label=c",), ("label=c=",), ("name=v",), ("name=^t",), ("name=nomatch",),
     ("driver=local",), ("opt=type=tmpfs",), ("label=a=b", "label=a=z"), ("label=a", "name=l"),

@@ -190,8 +190,8 @@ def test_history_rows_render_as_podman_s():
 
 
 def test_image_rm_has_rmi_s_exit_codes():
-    from ferry.util.errors import ImageInUse, NotFound
+    from ferry.util.errors import InUse, NotFound
     assert cli.command_verb(["image", "rm", "x"]) == cli.command_verb(["rmi", "x"]) == "rmi"
     assert cli.exit_code_for(NotFound("no"), "rmi") == 1
-    assert cli.exit_code_for(ImageInUse("used"), "rmi") == 2
-    assert cli.exit_code_for(ImageInUse("used"), "image") == cli.EXIT_ERROR
+    assert cli.exit_code_for(InUse("used"), "rmi") == 2
+    assert cli.exit_code_for(InUse("used"), "image") == cli.EXIT_ERROR

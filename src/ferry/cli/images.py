@@ -12,7 +12,7 @@ from collections import namedtuple
 from datetime import datetime, timezone
 
 from ferry.cli import render
-from ferry.cli.parsing import BoolFlag, add_commands, engine_of, needs_subcommand, subcommands
+from ferry.cli.parsing import BoolFlag, add_commands, engine_of, needs_subcommand, raise_all, subcommands
 from ferry.util.errors import FerryError, UsageError
 
 EXIT_OK = 0
@@ -248,7 +248,7 @@ def cmd_import(args) -> int:
 
 def cmd_rmi(args) -> int:
     from ferry.engine.images import remove_all_images, remove_image
-    from ferry.util.errors import ImageInUse, Several
+    from ferry.util.errors import InUse
     if args.all and args.images:
         raise UsageError("when using the --all switch, you may not pass any images names or IDs")
     if not args.all and not args.images:
@@ -265,10 +265,7 @@ def cmd_rmi(args) -> int:
                 render.line(text)
         except FerryError as error:   # podman removes what it can and reports each failure
             failures.append(error)
-    if failures:
-        # podman's exit code: 2 when an image is in use, whatever else failed
-        failures.sort(key=lambda error: not isinstance(error, ImageInUse))
-        raise failures[0] if len(failures) == 1 else Several(failures)
+    raise_all(failures, first=InUse)
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ from ferry.cli.parsing import Parser, add_global_options, subcommands
 from ferry.store.layout import Layout
 from ferry.util import log
 from ferry.util.errors import (BadArchive, CommandNotExecutable, CommandNotFound, Conflict, ContainerRunning,
-                               DiskFull, ExecImpossible, FerryError, ImageInUse, Incompatible, NotFound, PermissionDenied,
+                               DiskFull, ExecImpossible, FerryError, InUse, Incompatible, NotFound, PermissionDenied,
                                RuntimeRefused, Several, ToolError, UsageError)
 
 # Podman's codes (checked against podman 4.3.1): 125 means ferry itself failed,
@@ -52,8 +52,8 @@ EXIT_CODES: dict[type[FerryError], int] = {
 # Codes that only one command gives (its words, as `ferry container rm` ends).
 COMMAND_EXIT_CODES: dict[str, dict[type[FerryError], int]] = {
     "rm": {NotFound: EXIT_RM_NO_SUCH, ContainerRunning: EXIT_RM_RUNNING},
-    # podman rmi's (podman-rmi(1)): 1 no such image, 2 an image is in use.
-    "rmi": {NotFound: EXIT_RM_NO_SUCH, ImageInUse: EXIT_RM_RUNNING},
+    # podman rmi's, volume rm's and network rm's (their man pages): 1 no such one, 2 one is in use.
+    **{verb: {NotFound: EXIT_RM_NO_SUCH, InUse: EXIT_RM_RUNNING} for verb in ("rmi", "volume rm", "network rm")},
 }
 # Failures of what the user asked for, which a full disk does not explain.
 REQUEST_ERRORS = (UsageError, NotFound, Conflict, PermissionDenied)
@@ -126,9 +126,10 @@ def command_verb(argv: Sequence[str]) -> str | None:
     if word in GROUPS:
         rest = list(argv)[list(argv).index(word) + 1:]
         return command_word(rest)
-    if word == "image":   # `image rm` is rmi, with rmi's exit codes
+    if word in ("image", "volume", "network"):   # `image rm` is rmi, with rmi's exit codes
         rest = list(argv)[list(argv).index(word) + 1:]
-        return "rmi" if command_word(rest) in ("rm", "remove") else word
+        if command_word(rest) in ("rm", "remove"):
+            return "rmi" if word == "image" else f"{word} rm"
     return word
 
 

@@ -152,12 +152,11 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_rm(args) -> int:
+    from ferry.cli.parsing import each_name
     from ferry.engine.networks import remove_network
+    from ferry.util.errors import InUse
     engine = engine_of(args)
-    for name in args.names:
-        remove_network(engine, name, force=args.force)
-        render.line(name)
-    return 0
+    return each_name(args, args.names, lambda name: remove_network(engine, name, force=args.force), first=InUse)
 
 
 def _filtered(engine, networks: list, filters: dict[str, list[str]]) -> list:

@@ -162,10 +162,11 @@ def engine_of(args) -> Engine:
     return Engine(args.root)
 
 
-def each_name(args, names, action, *, missing_ok: bool = False) -> int:
-    """Apply `action` to each named container (or checkpoint), printing each name it
-    handled as podman does. A name that fails does not stop the others: each failure gets its line
-    once all are done (with `missing_ok`, a missing name is no failure)."""
+def each_name(args, names, action, *, missing_ok: bool = False, first: type | None = None) -> int:
+    """Apply `action` to each named container (or checkpoint, volume, network), printing each
+    name it handled as podman does. A name that fails does not stop the others: each failure gets
+    its line once all are done (with `missing_ok`, a missing name is no failure; failures of
+    type `first` come first, and so decide the exit code)."""
     from ferry.cli import render
     failures: list[FerryError] = []
     for name in names:
@@ -179,12 +180,15 @@ def each_name(args, names, action, *, missing_ok: bool = False) -> int:
             failures.append(error)
             continue
         render.line(name)
-    raise_all(failures)
+    raise_all(failures, first=first)
     return 0
 
 
-def raise_all(failures: list[FerryError]) -> None:
-    """The failures of a command over several names, once all were tried: the one, or Several."""
+def raise_all(failures: list[FerryError], *, first: type | None = None) -> None:
+    """The failures of a command over several names, once all were tried: the one, or Several
+    (those of type `first` first: podman's rmi exits 2 when one image is in use, whatever else failed)."""
+    if first is not None:
+        failures = sorted(failures, key=lambda error: not isinstance(error, first))
     if len(failures) > 1:
         raise Several(failures)
     if failures:

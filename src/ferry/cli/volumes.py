@@ -81,11 +81,11 @@ def volume_view(volume: dict) -> dict:
 
 
 def cmd_volume_rm(args) -> int:
+    from ferry.cli.parsing import each_name
+    from ferry.util.errors import InUse
     engine = engine_of(args)
-    for name in args.names:
-        engine.volumes.remove(name, engine.containers.users_of_volume(name), force=args.force)
-        render.line(name)
-    return 0
+    return each_name(args, args.names, lambda name: engine.volumes.remove(
+        name, engine.containers.users_of_volume(name), force=args.force), first=InUse)
 
 
 def cmd_volume_inspect(args) -> int:

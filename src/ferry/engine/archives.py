@@ -180,7 +180,7 @@ def _described(root: str, head, sizes: dict[str, int], env: bool) -> dict:
             "rootfs_diff": sizes.get("rootfs-diff.tar", 0), "volumes": volumes,
             "tcp_established": any(n.startswith(TCP_STREAM_PREFIX) for n in sizes),
             "processes": decoded["processes"], "sockets": decoded["sockets"], "mounts": decoded["mounts"],
-            "stats": stats}
+            "file_locks": decoded["file_locks"], "stats": stats}
 
 
 def sweep_stale_inspects(tmp: str) -> None:

@@ -5,7 +5,7 @@ archive codecs."""
 
 from __future__ import annotations
 
-from ferry.util.errors import ImageInUse, NotFound
+from ferry.util.errors import InUse, NotFound
 
 
 def remove_image(engine, ref_or_id: str, *, force: bool = False, every_name: bool = False) -> list[str]:
@@ -124,7 +124,7 @@ def prune_images(engine, *, every_unused: bool = False, filters: list[str] = ())
         try:
             engine.images.remove(image_id, every_name=True,
                                  in_use=lambda found: engine.containers.users_of_image(found))
-        except (NotFound, ImageInUse):   # gone, or taken into use, since the listing
+        except (NotFound, InUse):   # gone, or taken into use, since the listing
             continue
         removed.append((image_id, size))
     return removed

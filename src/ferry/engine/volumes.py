@@ -10,7 +10,7 @@ from typing import NamedTuple
 from ferry.store import ids
 from ferry.store.db import Database
 from ferry.store.layout import Layout
-from ferry.util.errors import Conflict, NotFound, UsageError
+from ferry.util.errors import Conflict, InUse, NotFound, UsageError
 from ferry.util import proc
 from ferry.util.fs import remove_tree
 from ferry.util.records import checked
@@ -482,7 +482,7 @@ class Volumes:
                 self.engine.containers.remove(user, force=True)
             users = self.engine.containers.users_of_volume(name)   # one made meanwhile stays
         if users:
-            raise Conflict(f"volume {name!r} is used by container(s) {', '.join(users)}",
+            raise InUse(f"volume {name!r} is used by container(s) {', '.join(users)}",
                            hint="remove them first, or use -f")
         with self.db.write() as conn:
             conn.execute("DELETE FROM volumes WHERE name = ?", (name,))

@@ -26,7 +26,7 @@ from ferry.image.manifest import (DEFAULT_PATH_ENV, ImageConfig, Index, annotati
                                   manifest_document, parse_config, parse_document, select_platform)
 from ferry.store.db import Database
 from ferry.store.layout import Layout
-from ferry.util.errors import BadArchive, Conflict, ImageInUse, NotFound, UsageError
+from ferry.util.errors import BadArchive, Conflict, InUse, NotFound, UsageError
 from ferry.util.fs import remove_tree
 from ferry.util.locks import file_lock
 from ferry.util.timefmt import utc_now
@@ -652,7 +652,7 @@ class ImageStore:
                                hint="remove it by name, one name at a time, or force with rmi -f")
             users = in_use(image_id)
             if users and not force:
-                raise ImageInUse(f"image {image_id[:12]} is in use by container(s) {', '.join(users)}",
+                raise InUse(f"image {image_id[:12]} is in use by container(s) {', '.join(users)}",
                                  hint="remove those containers first, or force with rmi -f")
             with self.db.write() as conn:
                 conn.execute("DELETE FROM images WHERE id = ?", (image_id,))

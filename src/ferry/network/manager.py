@@ -27,7 +27,7 @@ from ferry.store.db import Database
 from ferry.store.ids import check_name, short
 from ferry.store.layout import Layout
 from ferry.util import proc
-from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
+from ferry.util.errors import Conflict, FerryError, InUse, NotFound, UsageError
 from ferry.util.locks import machine_lock
 from ferry.util.timefmt import utc_now
 
@@ -292,9 +292,9 @@ class NetworkManager:
                 self._teardown_bridge(network.bridge)
 
     @staticmethod
-    def _in_use(network: Network, users: list[Reservation]) -> Conflict:
+    def _in_use(network: Network, users: list[Reservation]) -> InUse:
         ids = ", ".join(short(r.container_id) for r in users[:3]) + (" ..." if len(users) > 3 else "")
-        return Conflict(f"network {network.name} is in use by {len(users)} container(s): {ids}",
+        return InUse(f"network {network.name} is in use by {len(users)} container(s): {ids}",
                         hint="remove those containers first, or use -f")
 
     def _teardown_bridge(self, bridge: str) -> list[str]:

@@ -45,8 +45,9 @@ class ContainerRunning(Conflict):
     """The container runs, and what was asked needs it stopped (`rm` without -f)."""
 
 
-class ImageInUse(Conflict):
-    """Containers were made from the image (`rmi` without -f): podman's rmi exits 2."""
+class InUse(Conflict):
+    """Containers use the image, volume or network (`rmi`, `volume rm`, `network rm`
+    without -f): podman's verbs exit 2 for it."""
 
 
 class ExecImpossible(Conflict):
