@@ -2,7 +2,8 @@
 the lock still held, checked from inside the container (another process's
 try-lock fails) and from the host (/proc/locks names the restored process).
 Without it the dump is refused, in one line that says to add --file-locks, and
-the container runs on, lock and all.
+the container runs on, lock and all. `ferry checkpoint inspect` lists the lock
+an exported archive took along.
 
 busybox has no flock applet: a tiny static `locker` (built here with gcc,
 which setup installs to build CRIU) takes the lock, or with -n tries it."""
@@ -130,9 +131,21 @@ def test_an_exported_lock_is_held_again_where_the_archive_is_restored(sides, loc
     locked("moved")
     archive = str(tmp_path / "moved.tar.zst")
     sides.ferry("container", "checkpoint", "--file-locks", "-e", archive, "moved")
+    assert_inspect_shows_the_flock(sides, archive)
     sides.ferry("rm", "moved")
     # The locker's directory is a host path the archive names: granted here.
     sides.ferry("container", "restore", "-i", archive, "--allow-bind-mounts")
     held = sides.ferry("exec", "moved", "/lk/locker", "-n", LOCK_FILE, check=False)
     assert held.returncode == 1, held.stderr
     assert sides.ferry.inspect("moved")["State"]["Pid"] in host_lock_holders()
+
+
+def assert_inspect_shows_the_flock(sides: Sides, archive: str) -> None:
+    """The lock is the locker's exclusive flock, on the fd it opened LOCK_FILE as."""
+    found = sides.ferry.json("checkpoint", "inspect", "--all", "--format", "json", archive)
+    [lock] = found["file_locks"]
+    assert (lock["kind"], lock["type"]) == ("flock", "write"), lock
+    [holder] = [p for p in found["processes"] if p["pid"] == lock["pid"]]
+    assert [f["fd"] for f in holder["files"] if f["description"].endswith(LOCK_FILE)] == [lock["fd"]], holder
+    tree = sides.ferry("checkpoint", "inspect", archive).stdout
+    assert f"[flock write] pid {lock['pid']}, fd {lock['fd']}" in tree, tree

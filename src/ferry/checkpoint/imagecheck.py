@@ -157,6 +157,7 @@ MAX_BYTES = {
     # holds a million one-page runs, checked in 2 s here.
     "PAGEMAP": 16 * MIB,
     "MM": 4 * MIB,   # read by `ferry checkpoint inspect`: one entry, its VMAs
+    "FILE_LOCKS": 4 * MIB,   # read by `ferry checkpoint inspect`: about 20 bytes a lock
 }
 MAX_THREADS = 65536
 PATH_MAX = 4096   # CRIU builds every path in a PATH_MAX buffer

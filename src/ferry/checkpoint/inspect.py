@@ -1,6 +1,7 @@
 """What a checkpoint holds, decoded for people: the process tree with command
 lines (and environments), the memory dumped per process, open files,
-sockets with their TCP 4-tuples and states, and mounts.
+sockets with their TCP 4-tuples and states, mounts, and the file locks a
+dump with --file-locks took along.
 
 The images are hostile input here as in a restore: they are read with the
 image check's bounded reader (CriuImages: regular files only, no symlink,
@@ -20,6 +21,7 @@ from ferry.checkpoint.imagecheck import FSTYPES, MAX_BYTES, PAGE_SIZE, PE_PARENT
 from ferry.util.errors import BadArchive, from_os_error
 
 MAX_TASKS = 4096
+MAX_FILE_LOCKS = 4096
 MAX_ARGS = 128 << 10     # Linux's own limit for one argument string is 128 KiB
 MAX_TEXT = 4096          # one shown string (a path, an argument)
 HINT = "the checkpoint is damaged or forged"
@@ -27,6 +29,9 @@ HINT = "the checkpoint is damaged or forged"
 TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
               7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
 PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
+LOCK_KINDS = {1: "posix", 2: "flock", 4: "ofd", 8: "lease"}   # CRIU's FL_* (criu/include/file-lock.h)
+LOCK_TYPES = {0: "read", 1: "write", 2: "unlock"}             # fcntl's F_RDLCK, F_WRLCK, F_UNLCK
+FILE_LOCKS_IMAGE = "filelocks.img"
 
 
 def _text(value, limit: int = MAX_TEXT) -> str:
@@ -156,10 +161,28 @@ def describe(images_dir: str, *, env: bool = False) -> dict:
                                    "root": _text(mount.root),
                                    "fstype": _text(mount.fsname) or ("bind" if mount.fstype == 0 else
                                                                               FSTYPES.get(mount.fstype, str(mount.fstype)))})
-        return {"processes": processes, "sockets": sockets, "mounts": mounts,
+        return {"processes": processes, "sockets": sockets, "mounts": mounts, "file_locks": _file_locks(images),
                 "memory_pages": sum(p["memory_pages"] for p in processes), "page_size": PAGE_SIZE}
     finally:
         images.close()
+
+
+def _file_locks(images: CriuImages) -> list[dict]:
+    """The locks in filelocks.img, at most MAX_FILE_LOCKS of them; a number
+    CRIU does not write (a lease breaking, a forged image) shows as itself."""
+    data = images.raw(FILE_LOCKS_IMAGE, MAX_BYTES["FILE_LOCKS"])
+    if data is None:
+        return []
+    cls = images.pb.file_lock_entry
+    locks = []
+    # Every entry is decoded, so damage past the cap is refused as anywhere else;
+    # one reused message keeps a forged million-lock image cheap.
+    for entry in images.decode(FILE_LOCKS_IMAGE, data, "FILE_LOCKS", cls, cls, reuse=True):
+        if len(locks) < MAX_FILE_LOCKS:
+            locks.append({"kind": LOCK_KINDS.get(entry.flag, str(entry.flag)),
+                          "type": LOCK_TYPES.get(entry.type, str(entry.type)),
+                          "pid": entry.pid, "fd": entry.fd, "start": entry.start, "len": entry.len})
+    return locks
 
 
 def _process(images: CriuImages, task, files: dict, kinds: dict, env: bool) -> dict:

@@ -124,7 +124,8 @@ def checkpoint_group(commands) -> None:
     _decrypt_flags(verify)
     verify.add_argument("--format", choices=("text", "json"), default="text")
     verify.set_defaults(handler=cmd_verify)
-    inspect = verbs.add_parser("inspect", help="what a checkpoint holds: processes, memory, files, sockets, mounts",
+    inspect = verbs.add_parser("inspect", help="what a checkpoint holds: processes, memory, files, sockets, mounts, "
+                               "file locks",
                                description="Decode a checkpoint archive (ferry's, podman's or CRI-O's) or "
                                "checkpoint image with pycriu. The archive is checked whole first, as a "
                                "restore would.")
@@ -307,6 +308,10 @@ def _tree(found: dict) -> list[str]:
     if found["volumes"]:
         branches.append(("Volumes", [(f"{name}: {human_size(size)}", []) for name, size in found["volumes"].items()]))
     branches.append((f"TCP connections kept: {'yes' if found['tcp_established'] else 'no'}", []))
+    if found["file_locks"]:
+        branches.append(("File locks", [(_file_lock(lock), []) for lock in found["file_locks"]]))
+    else:
+        branches.append(("File locks: none", []))
     if "processes" in found:
         branches.append(("Process tree", _processes(found["processes"])))
     if "sockets" in found:
@@ -320,6 +325,13 @@ def _tree(found: dict) -> list[str]:
     lines = [f"{container.get('name') or '?'} ({found['archive']})"]
     _draw(branches, "", lines)
     return lines
+
+
+def _file_lock(lock: dict) -> str:
+    text = f"[{lock['kind']} {lock['type']}] pid {lock['pid']}, fd {lock['fd']}"
+    if lock["kind"] in ("flock", "lease"):   # these lock the whole file: no range to show
+        return text
+    return text + f", from byte {lock['start']}" + (" to the end" if lock["len"] == 0 else f", {lock['len']} bytes")
 
 
 def _processes(processes: list[dict]) -> list:
