@@ -8,6 +8,7 @@ symlink inside the container never leads a copy out to the host."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -334,3 +335,68 @@ def test_a_stopped_container_s_root_is_unmounted_after_cp(ferry, host_files):
         assert ferry("cp", "idle:/copied", "-").stdout.endswith("\0")   # a tar, read from the mounted root
     finally:
         ferry("rm", "-f", "idle", check=False)
+
+
+@contextlib.contextmanager
+def small_tmp(root: str, size: str = "16m"):
+    """ROOT/tmp on a tmpfs of its own, as small as test_full_disk's
+    filesystems but only where cp spools, so the rest of the root has room."""
+    tmp = os.path.join(root, "tmp")
+    os.makedirs(tmp, mode=0o700, exist_ok=True)
+    subprocess.run(["mount", "--make-private", "-t", "tmpfs", "-o", f"size={size},mode=0700", "ferry-test-cp", tmp],
+                   check=True, capture_output=True, timeout=30)
+    try:
+        yield tmp
+    finally:
+        subprocess.run(["umount", tmp], check=True, capture_output=True, timeout=30)
+
+
+def one_line_disk_full(done: subprocess.CompletedProcess, what: str, tmp: str) -> str:
+    stderr = done.stderr.decode() if isinstance(done.stderr, bytes) else done.stderr
+    assert done.returncode == 125, f"{what}: exit {done.returncode}: {stderr}"
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ferry: error: {what}: stopped after "), stderr
+    assert f"free under {tmp} (hint: free space on the filesystem of {tmp}" in lines[0], lines[0]
+    return lines[0]
+
+
+def test_cp_stops_before_its_spool_fills_the_state_root_s_disk(ferry, tmp_path):
+    """Both spools under ROOT/tmp, a tar from stdin and a file on its way out,
+    stop once more would leave less than the margin free there: one line,
+    exit 125, no spool left and nothing copied."""
+    ferry("run", "-d", "--name", "spooler", "busybox", "sleep", "1000")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("big")
+        info.size = 32 << 20   # twice the tmpfs
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    try:
+        (tmp_path / "big-inside").write_bytes(bytes(32 << 20))
+        ferry("cp", str(tmp_path / "big-inside"), "spooler:/big-inside")   # while ROOT/tmp has room
+        with small_tmp(ferry.root) as tmp:
+            cp_stdin = [sys.executable, "-m", "ferry", "--root", ferry.root, "cp", "-", "spooler:/tmp/"]
+            done = raw(cp_stdin, buffer.getvalue())
+            one_line_disk_full(done, "cannot copy stdin into container spooler", tmp)
+            assert os.listdir(tmp) == []
+            assert ferry("exec", "spooler", "ls", "/tmp").stdout == ""
+
+            out = tmp_path / "big-outside"
+            done = ferry("cp", "spooler:/big-inside", str(out), check=False)
+            one_line_disk_full(done, "cannot copy /big-inside of container spooler to the host", tmp)
+            assert os.listdir(tmp) == [] and not out.exists()
+
+            # room enough: the bound is the disk's, not a size limit
+            done = raw(cp_stdin, small_tar())
+            assert done.returncode == 0, done.stderr
+            assert ferry("exec", "spooler", "cat", "/tmp/small").stdout == "small\n"
+    finally:
+        ferry("rm", "-f", "spooler", check=False)
+
+
+def small_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("small")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"small\n"))
+    return buffer.getvalue()

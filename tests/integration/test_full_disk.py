@@ -28,7 +28,7 @@ from bench.busybox import make_oci_archive
 from tests.support.cli import Ferry, leftovers, wait_for
 
 # Room enough for a restore from an archive once the disk is freed: it leaves
-# engine.checkpoints.DISK_MARGIN (256 MiB) free.
+# util.space.DISK_MARGIN (256 MiB) free.
 SIZE = 320 << 20
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done"
 FULL_SECONDS = 3.0   # how long the counter writes into a full disk

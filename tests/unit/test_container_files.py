@@ -8,15 +8,17 @@ import io
 import os
 import stat
 import tarfile
+from collections import namedtuple
+from types import SimpleNamespace
 
 import pytest
 
 from ferry.engine.config import ContainerConfig
-from ferry.engine.container_files import (Changes, clean, commit_config, parse_changes, parse_location,
-                                          tree_changes, write_layer)
+from ferry.engine.container_files import (Changes, ContainerFiles, clean, commit_config, parse_changes,
+                                          parse_location, tree_changes, write_layer)
 from ferry.image.manifest import ImageConfig
 from ferry.runtime import inroot
-from ferry.util.errors import UsageError
+from ferry.util.errors import DiskFull, UsageError
 
 ROOT = os.geteuid() == 0
 
@@ -242,3 +244,34 @@ def test_a_set_id_file_keeps_its_bits_in_a_container_and_loses_them_on_the_host(
     _unpack(str(tmp_path / "out"), "", _setid_tar(), setid=False)
     assert stat.S_IMODE(os.stat(tmp_path / "in" / "tool").st_mode) == 0o6755
     assert stat.S_IMODE(os.stat(tmp_path / "out" / "tool").st_mode) == 0o755
+
+
+StatVfs = namedtuple("StatVfs", "f_bsize f_frsize f_blocks f_bfree f_bavail f_files f_ffree")
+
+
+def _open_under(path: str) -> list[str]:
+    """This process's open files under `path` (an unlinked spool shows as `path/#N (deleted)`)."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return [t for t in targets if t.startswith(path + "/")]
+
+
+def test_cp_from_stdin_stops_before_the_disk_fills_and_leaves_no_spool(tmp_path, monkeypatch):
+    """A stream from stdin has no size known ahead: its spool under ROOT/tmp
+    stops, as DiskFull, once more would leave less than the margin free."""
+    tmp = str(tmp_path / "tmp")
+    engine = SimpleNamespace(layout=SimpleNamespace(tmp=tmp),
+                             containers=SimpleNamespace(get=lambda name: SimpleNamespace(id="c" * 64, name=name)))
+    # a 64 MiB filesystem with 5 MiB free: its margin is 3.2 MiB, so 1.8 MiB may be spooled
+    monkeypatch.setattr(os, "statvfs", lambda path: StatVfs(4096, 4096, 16384, 1280, 1280, 1000, 500))
+    stdin = io.BytesIO(b"\0" * (64 << 20))
+    with pytest.raises(DiskFull) as stopped:
+        ContainerFiles(engine).copy("-", "web:/tmp", stdin=stdin)
+    assert stopped.value.message == ("cannot copy stdin into container web: stopped after 1.0 MiB, as more would "
+                                     f"leave less than 3.2 MiB free under {tmp}")
+    assert stdin.tell() == 2 * inroot.CHUNK   # it stopped reading too
+    assert os.listdir(tmp) == [] and _open_under(tmp) == []

@@ -50,7 +50,7 @@ from ferry.util.fs import (atomic_write, memory_available, remove_file, remove_t
                            tmpfs_if_it_fits, write_scratch)
 from ferry.util.locks import is_locked
 from ferry.util.progress import Progress
-from ferry.util.space import disk_free, size_text
+from ferry.util.space import disk_free, margin, size_text
 from ferry.util.timing import Timer
 from ferry.util.log import get_logger
 from ferry.util.strictjson import shown
@@ -76,7 +76,6 @@ if TYPE_CHECKING:   # the migrations' own parts load only when a migration runs
 log = get_logger("ferry.checkpoints")
 
 HINT_FORGED = "the archive is damaged or forged; do not restore from it"
-DISK_MARGIN = 256 << 20          # left free on a disk after staging or unpacking an archive
 IMPORT_PREFIX = "import-"        # a restore's staging dir under ROOT/tmp, named after its container
 IMAGE_ARCHIVE = "checkpoint-image.tar"   # --create-image's archive, in the container dir until it is a layer
 SEALING_PLAIN = "archive.unencrypted"    # in CRIU's work dir: an encrypted archive before it is encrypted
@@ -1170,7 +1169,7 @@ class Checkpoints:
         if tmpfs_if_it_fits(scratch, need, exact=True):   # CRIU reads the images once; they need not reach the disk
             return
         free = disk_free(scratch)
-        if need + need // 10 + _margin(scratch) > free:
+        if need + need // 10 + margin(scratch) > free:
             raise FerryError(f"cannot restore {path}: its members take {size_text(need)}, more than this host "
                              f"can stage ({size_text(memory_available())} of memory and {size_text(free)} of disk "
                              f"free under {self.layout.tmp}, less a margin)",
@@ -1179,7 +1178,7 @@ class Checkpoints:
     def _room_for_foreign(self, scratch: str) -> int:
         """What another engine's archive, which declares no size, may unpack:
         the disk under the staging dir, less a margin."""
-        room = disk_free(scratch) - _margin(scratch)
+        room = disk_free(scratch) - margin(scratch)
         if room <= 0:
             raise FerryError(f"cannot restore: no disk is free under {self.layout.tmp}", hint="free disk space")
         return room
@@ -1193,7 +1192,7 @@ class Checkpoints:
                    if os.path.exists(os.path.join(staging, n)))
         os.makedirs(self.layout.containers, mode=0o700, exist_ok=True)
         free = disk_free(self.layout.containers)
-        if need and need + need // 10 + _margin(self.layout.containers) > free:
+        if need and need + need // 10 + margin(self.layout.containers) > free:
             raise FerryError(f"cannot restore: the archive's files take {size_text(need)}, and {size_text(free)} "
                              f"of disk is free under {self.layout.containers}, less a margin",
                              hint="free disk space, or restore with --ignore-rootfs/--ignore-volumes")
@@ -1473,13 +1472,6 @@ def _parse_member(staging: str, name: str, parse):
 
 def _authenticity(contents) -> str:
     return Authenticity.VERIFIED if getattr(contents, "verified", False) else Authenticity.UNVERIFIED
-
-
-def _margin(path: str) -> int:
-    """Room left free after staging or unpacking: DISK_MARGIN, or a twentieth
-    of a small filesystem (a 64 MiB root must still take a small archive)."""
-    info = os.statvfs(path)
-    return min(DISK_MARGIN, info.f_blocks * info.f_frsize // 20)
 
 
 def load_public_key(path: str):

@@ -24,6 +24,7 @@ from ferry.runtime import inroot, rootfs
 from ferry.store.layout import ETC_FILES
 from ferry.util.errors import Conflict, FerryError, NotFound, UsageError
 from ferry.util.fs import mountinfo, resolved_tree
+from ferry.util.space import BoundedWriter
 
 # What podman leaves out of a container's diff (libpod's initInodes): mount
 # points the runtime makes, not the user's changes.
@@ -174,7 +175,8 @@ class ContainerFiles:
                 return
             container = self._get(src_name)
             with self.root(container) as root, _closing(root), tempfile.TemporaryFile(dir=self._tmp()) as spool:
-                top, is_dir = self._pack_out(root, container.name, src_path, spool)
+                bounded = self._bounded(spool, f"cannot copy {src_path} of container {container.name} to the host")
+                top, is_dir = self._pack_out(root, container.name, src_path, bounded)
                 spool.seek(0)
                 host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
@@ -187,7 +189,7 @@ class ContainerFiles:
         container = self._get(dst_name)
         with tempfile.TemporaryFile(dir=self._tmp()) as spool:
             if src_path == "-":
-                _copy_stream(stdin, spool)
+                _copy_stream(stdin, self._bounded(spool, f"cannot copy stdin into container {container.name}"))
                 spool.seek(0)
                 if not _is_tar(spool):
                     raise UsageError("source must be a (compressed) tar archive when copying from stdin")
@@ -195,7 +197,8 @@ class ContainerFiles:
             else:
                 host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 try:
-                    top, is_dir = self._pack(host, _host_path(src_path), spool, HOST_RESOLVE,
+                    bounded = self._bounded(spool, f"cannot copy {src_path} into container {container.name}")
+                    top, is_dir = self._pack(host, _host_path(src_path), bounded, HOST_RESOLVE,
                                              f'"{src_path}" could not be found on the host',
                                              contents=_wants_contents(src_path))
                 finally:
@@ -217,6 +220,11 @@ class ContainerFiles:
         path = self.engine.layout.tmp
         os.makedirs(path, mode=0o700, exist_ok=True)
         return path
+
+    def _bounded(self, spool, what: str) -> BoundedWriter:
+        """Writes into a spool under ROOT/tmp that stop short of filling the
+        disk ferry's state lives on: what is spooled has no size known ahead."""
+        return BoundedWriter(spool, self._tmp(), what)
 
     def _pack_out(self, root: Root, name: str, path: str, out) -> tuple[str, bool]:
         fd, rel, _ = root.locate(clean(path))

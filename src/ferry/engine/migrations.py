@@ -30,15 +30,15 @@ from ferry.util import phases
 from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, Refused, ToolError, UsageError
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util.log import get_logger
-from ferry.util.space import disk_free, size_text
+from ferry.util.space import DISK_MARGIN, disk_free, size_text
 from ferry.util.timefmt import utc_now
 
 log = get_logger("ferry.migrations")
 
 SOURCE, DESTINATION = "source", "destination"
 # A destination's share of what may arrive: memory for the staged pages (or
-# disk when they spill), and disk for the root filesystem changes and volumes.
-DISK_MARGIN = 256 << 20
+# disk when they spill), and disk for the root filesystem changes and volumes,
+# less space.DISK_MARGIN.
 OFFER_TTL = 600.0   # seconds an accepted offer waits for its checkpoint
 PAGE_SIZE = 4096
 PAGES_PREFIX = "pages-"   # ROOT/tmp/pages-ID: a stop-and-copy's page server writes there

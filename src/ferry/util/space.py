@@ -19,6 +19,11 @@ FULL_BELOW = 1 << 20
 # ext4 keeps back min(2 %, 4096 clusters) that statfs counts as free but no
 # file can use (s_resv_clusters): a full 64 MiB ext4 shows 1.3 MiB free.
 EXT4_RESERVED_SHARE, EXT4_RESERVED_CLUSTERS = 50, 4096
+# Left free on a disk after ferry stages, unpacks or spools onto it.
+DISK_MARGIN = 256 << 20
+# Bytes a bounded write goes between two looks at its filesystem's free space:
+# others write there too, but a statvfs per chunk would cost more than it tells.
+RECHECK_EVERY = 8 << 20
 
 
 def is_no_space(error: BaseException) -> bool:
@@ -102,6 +107,41 @@ def disk_free(path: str) -> int:
     """Bytes an unprivileged writer may still put on path's filesystem."""
     info = os.statvfs(path)
     return info.f_bavail * info.f_frsize
+
+
+def margin(path: str) -> int:
+    """Room left free after staging, unpacking or spooling: DISK_MARGIN, or a
+    twentieth of a small filesystem (a 64 MiB root must still take a small archive)."""
+    info = os.statvfs(path)
+    return min(DISK_MARGIN, info.f_blocks * info.f_frsize // 20)
+
+
+class BoundedWriter:
+    """Writes to `sink`, a file on the filesystem of `place`, that stop with
+    DiskFull before they would leave less than margin(place) free there: for
+    a stream whose size is unknown until it ends (stdin, a tree being packed)."""
+
+    def __init__(self, sink, place: str, what: str):
+        self.sink, self.place, self.what = sink, place, what
+        self.written = 0
+        self._look()
+
+    def _look(self) -> None:
+        # What is written is already out of the free count (the sink is on this
+        # filesystem), so it counts towards what may still be written.
+        self.looked_at = self.written
+        self.allowed = self.written + disk_free(self.place) - margin(self.place)
+
+    def write(self, data) -> int:
+        if self.written - self.looked_at >= RECHECK_EVERY:
+            self._look()
+        if self.written + len(data) > self.allowed:
+            raise DiskFull(f"{self.what}: stopped after {size_text(self.written)}, as more would leave less than "
+                           f"{size_text(margin(self.place))} free under {self.place}",
+                           hint=space_hint(self.place))
+        self.sink.write(data)
+        self.written += len(data)
+        return len(data)
 
 
 def size_text(count: int) -> str:
