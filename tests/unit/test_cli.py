@@ -388,6 +388,16 @@ def test_boolean_flags_take_true_or_false(argv, rm, detach):
     assert (args.rm, args.detach) == (rm, detach)
 
 
+@pytest.mark.parametrize("flags,sig_proxy", [
+    ([], True), (["--sig-proxy"], True), (["--sig-proxy=false"], False), (["--sig-proxy=0"], False),
+    (["--sig-proxy=false", "--sig-proxy"], True), (["--sig-proxy=false", "--sig-proxy=true"], True),
+    (["--sig-proxy", "--sig-proxy=false"], False),
+])
+def test_a_flag_on_by_default_is_turned_off_by_false_and_the_last_one_counts(flags, sig_proxy):
+    args = cli.build_parser("run").parse_args(["run", *flags, "img", "sh", "--sig-proxy=false"])
+    assert args.sig_proxy is sig_proxy and args.command == ["sh", "--sig-proxy=false"]
+
+
 def test_flag_like_words_of_the_containers_command_are_its_own():
     args = cli.build_parser("run").parse_args(["run", "img", "echo", "--rm=false", "-d=true"])
     assert args.command == ["echo", "--rm=false", "-d=true"] and not args.rm

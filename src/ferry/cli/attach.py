@@ -89,9 +89,28 @@ def attach_and_wait(engine, container, *, stdin: bool, tty: bool, detach_keys: b
             if _send_file_input(sock, matcher):
                 sock.close()
                 return None
+    try:
+        exit_code = _relay(engine, container, sock, selector, matcher, tty=tty, sig_proxy=sig_proxy)
+    except _SignalledAway as away:   # without --sig-proxy: the container runs on, and podman exits at once, silently
+        sock.close()
+        raise SystemExit(away.code) from None
+    if exit_code is None:
+        return None
+    sock.close()
+    engine.containers.wait_monitor(container)  # --rm cleanup finishes before we return
+    if engine.containers.ended_by_checkpoint(container.id):
+        render.warning(f"container {container.name} was checkpointed",
+                       hint=f"'ferry ps -a' shows whether its checkpoint is kept here, for 'ferry container "
+                            f"restore {container.name}'")
+    return exit_code
+
+
+def _relay(engine, container, sock: socket.socket, selector, matcher: DetachMatcher, *, tty: bool,
+           sig_proxy: bool) -> int | None:
+    """Output here and input there until the container's exit code comes (None: detached)."""
     reader = attach.FrameReader()
     exit_code = None
-    with _terminal(sock, tty), _signal_proxy(engine, container, enabled=sig_proxy and not tty):
+    with _terminal(sock, tty), _signal_proxy(engine, container, enabled=sig_proxy, tty=tty):
         while exit_code is None:
             for key, _ in selector.select(timeout=1.0):
                 if key.data == "stdin":
@@ -121,12 +140,6 @@ def attach_and_wait(engine, container, *, stdin: bool, tty: bool, detach_keys: b
                         stream = sys.stdout if kind == attach.STDOUT else sys.stderr
                         stream.buffer.write(payload)
                         stream.flush()
-    sock.close()
-    engine.containers.wait_monitor(container)  # --rm cleanup finishes before we return
-    if engine.containers.ended_by_checkpoint(container.id):
-        render.warning(f"container {container.name} was checkpointed",
-                       hint=f"'ferry ps -a' shows whether its checkpoint is kept here, for 'ferry container "
-                            f"restore {container.name}'")
     return exit_code
 
 
@@ -193,13 +206,28 @@ def _terminal(sock: socket.socket, tty: bool):
         signal.signal(signal.SIGWINCH, previous)
 
 
+class _SignalledAway(Exception):
+    """INT or TERM without --sig-proxy: the attach ends, the container runs on."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+# podman 4.3.1's exit codes (measured here) when INT or TERM ends an attach without --sig-proxy
+UNPROXIED_EXIT = {signal.SIGINT: 1, signal.SIGTERM: 0}
+
+
 @contextlib.contextmanager
-def _signal_proxy(engine, container, *, enabled: bool):
-    """podman's --sig-proxy: Ctrl-C and TERM go to the container, not to ferry."""
-    if not enabled:
+def _signal_proxy(engine, container, *, enabled: bool, tty: bool):
+    """podman's --sig-proxy: Ctrl-C and TERM go to the container, not to ferry;
+    without it, they end the attach. On a terminal, Ctrl-C is a key the container reads."""
+    if tty:
         yield
         return
     def forward(signum, _frame):
+        if not enabled:
+            raise _SignalledAway(UNPROXIED_EXIT[signal.Signals(signum)])
         with contextlib.suppress(FerryError):
             engine.containers.kill(container.id, signal.Signals(signum).name)
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}

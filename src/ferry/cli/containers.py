@@ -51,6 +51,10 @@ def _run_parser(sub) -> None:
     p = sub.add_parser("run", help="run a command in a new container", add_help=False)
     p.add_argument("--help", action="help", help="show this help and exit")
     _run_flags(p)
+    # On by default: --sig-proxy=false becomes the hidden --no-sig-proxy (Parser._explicit_booleans).
+    p.add_argument("--sig-proxy", action="store_true", default=True,
+                   help="pass the signals ferry gets on to the attached container (default true)")
+    p.add_argument("--no-sig-proxy", dest="sig_proxy", action="store_false", help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_run)
 
 
@@ -305,7 +309,8 @@ def cmd_run(args) -> int:
         render.line(container.id)
         return 0
     from ferry.cli.attach import attach_and_wait   # sockets and terminals: not for run -d
-    code = attach_and_wait(engine, container, stdin=args.interactive, tty=args.tty, detach_keys=detach_keys)
+    code = attach_and_wait(engine, container, stdin=args.interactive, tty=args.tty, detach_keys=detach_keys,
+                           sig_proxy=args.sig_proxy)
     return 0 if code is None else code   # detached: podman's run exits 0, the container runs on
 
 

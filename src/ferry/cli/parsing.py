@@ -100,9 +100,12 @@ class Parser(argparse.ArgumentParser):
             elif not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
                 kept.append(word)
             elif value in TRUE_WORDS + FALSE_WORDS:
-                kept = [w for w in kept if w not in action.option_strings]
+                negation = f"--no-{name.lstrip('-')}" if action.default is True else None
+                kept = [w for w in kept if w not in action.option_strings and w != negation]
                 if value in TRUE_WORDS:
                     kept.append(name)
+                elif negation:   # a flag on by default (run's --sig-proxy) is turned off by its hidden --no-
+                    kept.append(negation)
             else:
                 self.error(f'invalid argument "{value}" for "{name}" flag: it takes true or false')
         return kept
