@@ -103,6 +103,10 @@ def test_ls_filters_choose_what_podman_s_choose(sides, filters, names):
     assert ours.stdout.splitlines()[0] == theirs.stdout.splitlines()[0] == "NAME"   # a header even for none
 
 
+def _hosts_names(text: str, ip: str, name: str) -> bool:
+    return any(line.split()[:1] == [ip] and name in line.split()[1:] for line in text.splitlines())
+
+
 def test_connect_and_disconnect_a_running_container(sides):
     setup = (("run", "-d", *RAW, "--name", "web", "busybox", "sleep", "1000"),
              ("run", "-d", *RAW, "--network", "inner", "--name", "db", "busybox", "sleep", "1000"))
@@ -119,6 +123,12 @@ def test_connect_and_disconnect_a_running_container(sides):
         assert theirs.returncode == ours.returncode == 0
         assert ip_of("ferry", sides, "web", "inner") + "/24" in ours.stdout
         assert ip_of("podman", sides, "web", "inner") + "/24" in theirs.stdout
+        # /etc/hosts names web on its new address too, and keeps a line written inside
+        sides.both("exec", "web", "sh", "-c", "echo '192.0.2.9 mine' >> /etc/hosts")
+        hostname = dict(zip(("podman", "ferry"), (done.stdout.strip() for done in sides.both("exec", "web", "hostname"))))
+        for side, hosts in zip(("podman", "ferry"), sides.both("exec", "web", "cat", "/etc/hosts")):
+            assert _hosts_names(hosts.stdout, ip_of(side, sides, "web", "inner"), hostname[side]), (side, hosts.stdout)
+            assert _hosts_names(hosts.stdout, "192.0.2.9", "mine"), (side, hosts.stdout)
         # web reaches db on the network it joined (traffic inside the project's netns only)
         theirs, ours = each(sides, ("exec", "web", *PING, ip_of("podman", sides, "db", "inner")),
                             ("exec", "web", *PING, ip_of("ferry", sides, "db", "inner")))
@@ -140,11 +150,16 @@ def test_connect_and_disconnect_a_running_container(sides):
             assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout) == (code, ""), \
                 (args, theirs.stderr, ours.stderr)
         assert "inner" in sides.ferry("network", "ls", "-q").stdout.split()
+        inner_ip = {side: ip_of(side, sides, "web", "inner") for side in ("podman", "ferry")}
         theirs, ours = sides.both("network", "disconnect", "inner", "web")
         assert (theirs.returncode, theirs.stdout) == (ours.returncode, ours.stdout) == (0, ""), \
             (theirs.stderr, ours.stderr)
         theirs, ours = sides.both("exec", "web", "ip", "-4", "-o", "addr", "show", "eth1")
         assert theirs.returncode != 0 and ours.returncode != 0
+        for side, hosts in zip(("podman", "ferry"), sides.both("exec", "web", "cat", "/etc/hosts")):
+            assert not _hosts_names(hosts.stdout, inner_ip[side], hostname[side]), (side, hosts.stdout)
+            assert _hosts_names(hosts.stdout, ip_of(side, sides, "web", side), hostname[side]), (side, hosts.stdout)
+            assert _hosts_names(hosts.stdout, "192.0.2.9", "mine"), (side, hosts.stdout)
         theirs, ours = sides.both("inspect", "web", "--format", "{{len .NetworkSettings.Networks}}")
         assert ours.stdout == theirs.stdout == "1\n"
     finally:

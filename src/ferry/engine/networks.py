@@ -3,7 +3,11 @@ must know which containers use it."""
 
 from __future__ import annotations
 
+from ferry.network import hostfiles
 from ferry.util.errors import Conflict, NotFound
+
+# A container's /etc/hosts past this size (written inside it) is left as it is.
+MAX_HOSTS_FILE = 1 << 20
 
 
 def remove_network(engine, name: str, *, force: bool = False) -> None:
@@ -46,6 +50,8 @@ def connect_network(engine, network: str, name_or_id: str, *, ip: str | None = N
         except BaseException:
             engine.networks.leave(container.id, net.name)
             raise
+        _edit_hosts_file(containers, container.id, lambda text: hostfiles.with_address(
+            text, joined.ip, config.hostname))
 
 
 def disconnect_network(engine, network: str, name_or_id: str) -> None:
@@ -59,9 +65,29 @@ def disconnect_network(engine, network: str, name_or_id: str) -> None:
         if net.name not in (link.network for link in config.joined):
             raise Conflict(f"container {container.name} is not connected to network {net.name}",
                            hint="see its networks with 'ferry inspect'")
-        engine.networks.leave(container.id, net.name)
+        left = engine.networks.leave(container.id, net.name)
         _save_config(containers, container.id, config._replace(
             more_networks=tuple(link for link in config.more_networks if link.network != net.name)))
+        _edit_hosts_file(containers, container.id, lambda text: hostfiles.without_address(
+            text, left.ip, config.hostname))
+
+
+def _edit_hosts_file(containers, container_id: str, edit) -> None:
+    """The /etc/hosts of a running container, edited in place: it is bind-mounted,
+    so a new file (a rename) would not be seen inside. A container that does not run
+    has none yet; its start writes it afresh."""
+    try:
+        with open(containers.files(container_id).at("hosts"), "r+", encoding="utf-8", errors="surrogateescape") as hosts:
+            text = hosts.read(MAX_HOSTS_FILE + 1)
+            if len(text) > MAX_HOSTS_FILE:   # grown inside the container past what ferry rewrites
+                return
+            edited = edit(text)
+            if edited != text:
+                hosts.seek(0)
+                hosts.write(edited)
+                hosts.truncate()
+    except FileNotFoundError:
+        pass
 
 
 def _save_config(containers, container_id: str, config) -> None:
