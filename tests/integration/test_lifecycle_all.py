@@ -214,3 +214,32 @@ def test_the_all_verbs_take_a_checkpointed_container_as_a_stopped_one(both):
     theirs, ours = same_code(both, "rm", "-a")
     assert theirs.returncode == 0
     assert same(both, "ps", "-a", "--format", "{{.Names}}").stdout == ""
+
+
+def test_latest_acts_on_the_container_created_last(both):
+    """-l on each container verb that takes it: the one created last, printed by its full ID."""
+    make(both, "older", "busybox", "sleep", "1000")
+    make(both, "newest", "busybox", "sleep", "1000")
+    assert same(both, "inspect", "-l", "--format", "{{.Name}}").stdout == "newest\n"
+    assert same(both, "exec", "-l", "echo", "hi").stdout == "hi\n"
+    newest = ids(both, "newest")
+    for args in (("pause", "-l"), ("unpause", "-l"), ("kill", "-l", "-s", "USR1"), ("stop", "-l", "-t", "0"),
+                 ("start", "-l"), ("restart", "-l", "-t", "0")):
+        theirs, ours = same_code(both, *args)
+        assert (set(theirs.stdout.split()), set(ours.stdout.split())) == newest, args
+    assert states(both, "older", "newest") == "older running 0\nnewest running 0\n"
+    theirs, ours = same_code(both, "rm", "-l", "-f", "-t", "0")
+    assert (set(theirs.stdout.split()), set(ours.stdout.split())) == newest
+    assert same(both, "ps", "-a", "--format", "{{.Names}}").stdout == "older\n"
+
+
+@pytest.mark.parametrize("args", [
+    ("stop", "-l", "older"), ("stop", "-l", "-a"), ("kill", "-l", "older"), ("rm", "-l", "older"),
+    ("start", "-l", "older"), ("attach", "-l", "older"), ("inspect", "-l", "older"), ("pause", "-l", "older"),
+    ("restart", "-l", "older"), ("unpause", "-l", "older"),
+], ids=" ".join)
+def test_latest_with_names_is_refused_as_podman_refuses_it(both, args):
+    make(both, "older", "busybox", "sleep", "1000")
+    theirs, ours = same_code(both, *args)
+    assert theirs.returncode == 125 and ours.stdout == theirs.stdout == ""
+    assert len(ours.stderr.strip().splitlines()) == 1, ours.stderr

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ferry.cli import render
-from ferry.cli.parsing import each_name, engine_of, parse_bool
+from ferry.cli.parsing import add_latest, each_name, engine_of, latest_container, parse_bool, with_latest
 from ferry.util.errors import UsageError
 
 STATS_HEADERS = {"CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemUsageBytes": "MEM USAGE / LIMIT",
@@ -24,14 +24,14 @@ CLEAR_SCREEN = "\033[2J\033[H"
 def _add_port(sub) -> None:
     p = sub.add_parser("port", help="list a container's published ports")
     p.add_argument("-a", "--all", action="store_true", help="every running container's")
-    p.add_argument("-l", "--latest", action="store_true", help="the container created last")
+    add_latest(p)
     p.add_argument("words", nargs="*", metavar="CONTAINER [PRIVATE[/PROTO]]")
     p.set_defaults(handler=cmd_port)
 
 
 def _add_top(sub) -> None:
     p = sub.add_parser("top", help="show a container's processes")
-    p.add_argument("-l", "--latest", action="store_true", help="the container created last")
+    add_latest(p)
     p.add_argument("container", nargs="?")
     # what follows the container is podman's: descriptors, or ps(1)'s own flags (-ef)
     p.add_argument("descriptors", nargs=argparse.REMAINDER, metavar="DESCRIPTOR")
@@ -46,7 +46,7 @@ def _add_stats(sub) -> None:
     p.add_argument("--no-trunc", action="store_true", help="do not truncate IDs")
     p.add_argument("--format", help="json, or a Go template ('table ...' for a table)")
     p.add_argument("-i", "--interval", type=int, default=STATS_INTERVAL, help="seconds between reports")
-    p.add_argument("-l", "--latest", action="store_true", help="the container created last")
+    add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_stats)
 
@@ -61,7 +61,7 @@ def _add_wait(sub) -> None:
     p = sub.add_parser("wait", help="wait for containers to stop; print their exit codes")
     p.add_argument("--condition", action="append", default=[], help="a state to wait for (default: stopped)")
     p.add_argument("-i", "--interval", default="250ms", help="time between looks, a Go duration (default 250ms)")
-    p.add_argument("-l", "--latest", action="store_true", help="the container created last")
+    add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=cmd_wait)
 
@@ -77,6 +77,7 @@ def _add_unpause(sub) -> None:
 def _add_freezer(sub, verb: str, text: str, handler) -> None:
     p = sub.add_parser(verb, help=text)
     p.add_argument("-a", "--all", action="store_true", help=f"{verb} every container that can be")
+    add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 
@@ -103,14 +104,6 @@ TOP_ONLY: dict = {"events": _add_events}
 
 # ---- handlers ----------------------------------------------------------------------------------------------
 
-def _latest(engine) -> str:
-    rows = engine.db.read().execute("SELECT id FROM containers ORDER BY created_at DESC LIMIT 1").fetchall()
-    if not rows:
-        from ferry.util.errors import NotFound
-        raise NotFound("no containers to act on with --latest")
-    return rows[0]["id"]
-
-
 def cmd_port(args) -> int:
     from ferry.engine import container_procs as procs
     engine = engine_of(args)
@@ -123,7 +116,7 @@ def cmd_port(args) -> int:
                 render.line(f"{container.id[:12]}\t{port.private} -> {port.public}")
         return 0
     if args.latest:
-        words.insert(0, _latest(engine))
+        words.insert(0, latest_container(engine))
     if not words:
         raise UsageError("you must supply a running container name or id")
     if len(words) > 2:
@@ -148,7 +141,7 @@ def cmd_top(args) -> int:
     engine = engine_of(args)
     words = ([args.container] if args.container else []) + list(args.descriptors)
     if args.latest:
-        words.insert(0, _latest(engine))
+        words.insert(0, latest_container(engine))
     if not words:
         raise UsageError("you must provide the name or id of a running container")
     result = procs.top(engine, words[0], words[1:])
@@ -178,7 +171,7 @@ def cmd_wait(args) -> int:
     engine = engine_of(args)
     names = list(args.containers)
     if args.latest:
-        names.insert(0, _latest(engine))
+        names.insert(0, latest_container(engine))
     if not names:
         raise UsageError('"ferry wait" requires a name, id, or the "--latest" flag')
     try:
@@ -212,7 +205,7 @@ def cmd_unpause(args) -> int:
 def _freezer(args, verb: str) -> int:
     from ferry.engine import container_procs as procs
     engine = engine_of(args)
-    names = list(args.containers)
+    names = with_latest(engine, args, list(args.containers))
     if args.all:
         if names:
             raise UsageError("--all and containers cannot be used together")
@@ -233,7 +226,7 @@ def cmd_stats(args) -> int:
     engine = engine_of(args)
     names = list(args.containers)
     if args.latest:
-        names.insert(0, _latest(engine))
+        names.insert(0, latest_container(engine))
     if args.interval < 1:
         raise UsageError("stats interval cannot be less than 1")
     targets = procs.stats_targets(engine, names, every=args.all)
@@ -354,7 +347,7 @@ def _event_printer(fmt: str | None):
         return lambda event: render.line(json.dumps(events.as_json(event), separators=(",", ":")))
 
     def show(event) -> None:
-        view = events.as_json(event)
+        view = events.fields(event)
         view["Time"] = events.go_time(event.time_ns)   # a time.Time in podman's template: its String()
         render.template(fmt, [view], heading=False, name="events")
     return show

@@ -8,7 +8,8 @@ import sys
 
 from ferry.cli import checkpoints, render
 from ferry.cli.logs import add_logs
-from ferry.cli.parsing import BoolFlag, add_commands, each_name, engine_of, needs_subcommand, subcommands
+from ferry.cli.parsing import (BoolFlag, add_commands, add_latest, each_name, engine_of, latest_container,
+                               needs_subcommand, subcommands, with_latest)
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, RUNNING
 from ferry.util import signals
 from ferry.util.errors import Conflict, DamagedRecord, NotFound, Several, UsageError
@@ -150,6 +151,7 @@ def _add_stopping(sub, verb: str, text: str, handler) -> None:
     else:
         p.add_argument("-a", "--all", action="store_true", help="restart every container")
         p.add_argument("--running", action="store_true", help="with --all, only the running ones")
+    add_latest(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 
@@ -157,6 +159,7 @@ def _add_stopping(sub, verb: str, text: str, handler) -> None:
 def _add_start(sub) -> None:
     start = sub.add_parser("start", help="start stopped containers")
     start.add_argument("containers", nargs="*")
+    add_latest(start)
     start.add_argument("-a", "--attach", action="store_true", help="attach the container's output (and stdin with -i)")
     start.add_argument("-i", "--interactive", action="store_true", help="with --attach, attach stdin too")
     _detach_keys_flag(start)
@@ -173,6 +176,7 @@ def _add_attach(sub) -> None:
     attach.add_argument("--no-stdin", action="store_true", help="do not pass this terminal's input on")
     attach.add_argument("--sig-proxy", action=BoolFlag, positional="containers", default=True, metavar="BOOL",
                         help="pass the signals ferry gets on to the container (default true)")
+    add_latest(attach)
     attach.add_argument("containers", nargs="*", metavar="CONTAINER")
     attach.set_defaults(handler=cmd_attach)
 
@@ -187,6 +191,7 @@ def _add_kill(sub) -> None:
     kill = sub.add_parser("kill", help="send a signal to running containers")
     kill.add_argument("-s", "--signal", default="KILL")
     kill.add_argument("-a", "--all", action="store_true", help="signal every running container")
+    add_latest(kill)
     kill.add_argument("containers", nargs="*")
     kill.set_defaults(handler=cmd_kill)
 
@@ -194,6 +199,7 @@ def _add_kill(sub) -> None:
 def _add_rm(sub) -> None:
     rm = sub.add_parser("rm", help="remove containers")
     rm.add_argument("-a", "--all", action="store_true", help="remove every container")
+    add_latest(rm)
     rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     rm.add_argument("-i", "--ignore", action="store_true", help="a container that does not exist is no error")
     rm.add_argument("-t", "--time", type=_non_negative, default=None,
@@ -213,6 +219,7 @@ def _add_exec(sub) -> None:
     exe.add_argument("-e", "--env", action="append", default=[])
     exe.add_argument("-w", "--workdir")
     exe.add_argument("-u", "--user")
+    add_latest(exe)   # then the first word is the command's
     exe.add_argument("container")
     exe.add_argument("command", nargs=argparse.REMAINDER)
     exe.set_defaults(handler=cmd_exec)
@@ -221,7 +228,8 @@ def _add_exec(sub) -> None:
 def _add_inspect(sub) -> None:
     inspect = sub.add_parser("inspect", help="show containers' configuration and state")
     inspect.add_argument("-f", "--format", default="json", help="json, or a template like '{{.State.Status}}'")
-    inspect.add_argument("containers", nargs="+")
+    add_latest(inspect)
+    inspect.add_argument("containers", nargs="*")
     inspect.set_defaults(handler=cmd_inspect)
 
 
@@ -321,8 +329,10 @@ def _detach_keys(args) -> bytes:
 
 
 def _targets(engine: Engine, args, names: list[str], verb: str, chosen=lambda c: True) -> list[str]:
-    """The names a command acts on: those given, or with --all the full ID of
-    every container that `chosen` takes, as podman prints them."""
+    """The names a command acts on: those given, or with --all (--latest) the full ID of
+    every container that `chosen` takes (the one created last), as podman prints them."""
+    if args.latest:
+        return with_latest(engine, args, names)
     if args.all:
         if names:
             raise UsageError("no arguments are needed with --all", hint=f"see 'ferry {verb} --help'")
@@ -379,7 +389,7 @@ def cmd_start(args) -> int:
     signals.install()
     engine = engine_of(args)
     containers = engine.containers
-    names = BoolFlag.positionals(args, "containers")
+    names = with_latest(engine, args, BoolFlag.positionals(args, "containers"))
     if not names:
         raise UsageError("you must provide at least one name or id", hint="see 'ferry start --help'")
     detach_keys = _detach_keys(args)
@@ -401,11 +411,11 @@ def cmd_start(args) -> int:
 
 
 def cmd_attach(args) -> int:
-    names = BoolFlag.positionals(args, "containers")
+    engine = engine_of(args)
+    names = with_latest(engine, args, BoolFlag.positionals(args, "containers"))
     if len(names) != 1:
         raise UsageError(f"attach takes one container, not {len(names)}", hint="ferry attach CONTAINER")
     detach_keys = _detach_keys(args)
-    engine = engine_of(args)
     container = engine.containers.get(names[0])
     if container.state != RUNNING:
         raise Conflict("you can only attach to running containers",
@@ -446,7 +456,10 @@ def cmd_exec(args) -> int:
         command = command[1:]
     if args.detach_keys is not None:   # checked as podman's; ferry's exec runs on this terminal itself
         _detach_keys(args)
-    containers = engine_of(args).containers
+    engine = engine_of(args)
+    containers = engine.containers
+    if args.latest:   # the word taken for the container is the command's first
+        command, args.container = [args.container, *command], latest_container(engine)
     if args.detach:
         containers.exec_detached(args.container, command, env=args.env, workdir=args.workdir, user=args.user,
                                  privileged=args.privileged)
@@ -466,7 +479,10 @@ def cmd_inspect(args) -> int:
     # As podman: the containers found are shown (`[]` when none is), and then
     # each missing name gets its line, with the failure's exit code.
     data, missing = [], []
-    for name in args.containers:
+    names = with_latest(engine, args, args.containers, words="arguments")
+    if not names:
+        raise UsageError("no names or ids specified", hint="ferry inspect CONTAINER..., or --latest")
+    for name in names:
         try:
             data.append(inspect_container(engine, listing.record(name)))
         except NotFound as error:

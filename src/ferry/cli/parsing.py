@@ -158,6 +158,29 @@ def needs_subcommand(parser: argparse.ArgumentParser) -> Callable:
     return handler
 
 
+def add_latest(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-l", "--latest", action="store_true", help="the container created last")
+
+
+def latest_container(engine: Engine) -> str:
+    """--latest: the full ID of the container created last."""
+    rows = engine.db.read().execute("SELECT id FROM containers ORDER BY created_at DESC LIMIT 1").fetchall()
+    if not rows:
+        raise NotFound("no containers to act on with --latest")
+    return rows[0]["id"]
+
+
+def with_latest(engine: Engine, args, names: list[str], *, words: str = "containers") -> list[str]:
+    """The names given, or with --latest the container created last (by its full ID, as podman prints it)."""
+    if not getattr(args, "latest", False):
+        return names
+    if getattr(args, "all", False):
+        raise UsageError("--all and --latest cannot be used together")
+    if names:
+        raise UsageError(f"--latest and {words} cannot be used together")
+    return [latest_container(engine)]
+
+
 def engine_of(args) -> Engine:
     """The engine of the state root that the command line names (--root): the one
     way a handler reaches containers, checkpoints, images, networks and volumes."""
