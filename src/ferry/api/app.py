@@ -20,13 +20,13 @@ from starlette.requests import ClientDisconnect
 
 import ferry
 from ferry.api.auth import bearer_matches
-from ferry.checkpoint.archive.codecs import grow_pipe
 from ferry.migration import wire
 from ferry.migration.client import stream_idle_timeout
 from ferry.util import phases
 from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incompatible, NotFound,
                                PermissionDenied, Refused, UsageError)
 from ferry.util.log import get_logger
+from ferry.util.pipes import grow_pipe
 from ferry.util.space import disk_free
 
 log = get_logger("ferry.api")

@@ -38,6 +38,7 @@ from typing import NamedTuple
 from ferry.util import proc
 from ferry.util.errors import BadArchive, FerryError, NotFound, UsageError
 from ferry.util.fs import read_small_file
+from ferry.util.pipes import end_process, grow_pipe, start_writeback, write_all
 
 AGE_MAGIC = b"age-encryption.org/v1\n"
 ENVELOPE_MAGIC = b"ferry-age-passphrase/v1\n"
@@ -58,7 +59,6 @@ def age_binary() -> str:
 
 def _key_fd(name: str, text: str) -> int:
     """A memfd holding `text`, for age to open as /dev/fd/N."""
-    from ferry.checkpoint.archive.codecs import write_all
     fd = os.memfd_create(name)
     write_all(fd, text.encode())
     return fd
@@ -84,11 +84,10 @@ class Encryptor:
     offset, after the passphrase mode's key block): from `source` when given
     (a file, read to its end), else from the pipe `fd`, which the writer feeds
     and finish() closes. Into a file, the kernel is told to write age's
-    output out as it comes, as the writer does its own (codecs.start_writeback):
+    output out as it comes, as the writer does its own (start_writeback):
     the fsync at the end then waits for the last of it, not all."""
 
     def __init__(self, sealing: Sealing, sink: int, source: int | None = None):
-        from ferry.checkpoint.archive.codecs import grow_pipe, write_all
         recipients = sealing.recipients
         if sealing.passphrase is not None:
             from pyrage import passphrase, x25519
@@ -114,7 +113,6 @@ class Encryptor:
             self._writeback.start()
 
     def _write_back(self, sink: int) -> None:
-        from ferry.checkpoint.archive.codecs import start_writeback
         while not self._ended.wait(WRITEBACK_EVERY):
             start_writeback(sink)
 
@@ -134,7 +132,6 @@ class Encryptor:
         self._process.stderr.close()
 
     def abort(self) -> None:
-        from ferry.checkpoint.archive.codecs import end_process
         end_process(self._process)
         self._stop_writeback()
 
@@ -348,7 +345,6 @@ def _running(process: subprocess.Popen, name: str, kind: str):
 
 
 def _decrypting(source: int, name: str, kind: str | None, keys: Opening):
-    from ferry.checkpoint.archive.codecs import grow_pipe
     key = _key_fd("ferry-age-identity", keys.identity_for(source, name, kind))
     try:
         process = proc.spawn([age_binary(), "-d", "-i", f"/dev/fd/{key}"], desc="age decryption",
@@ -363,7 +359,6 @@ def _decrypting(source: int, name: str, kind: str | None, keys: Opening):
 def _ended(process: subprocess.Popen) -> str:
     """Close the reader's end, reap age, and return what it said if it failed
     (not when the closed pipe or a signal ended it)."""
-    from ferry.checkpoint.archive.codecs import end_process
     process.stdout.close()   # age stops at its next write, unless it has stopped already
     said = _said(process) if process.wait() > 0 else ""
     end_process(process)

@@ -19,7 +19,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
-from ferry.checkpoint.archive.codecs import grow_pipe
 from ferry.checkpoint.encryption import Opening, Sealing
 from ferry.engine import journal
 from ferry.engine.checkpoints import CheckpointOptions, RestoreOptions, privileges_asked
@@ -30,6 +29,7 @@ from ferry.util import phases
 from ferry.util.errors import BadArchive, Conflict, FerryError, Incompatible, NotFound, Refused, ToolError, UsageError
 from ferry.util.fs import atomic_write, remove_file, remove_tree
 from ferry.util.log import get_logger
+from ferry.util.pipes import grow_pipe
 from ferry.util.space import DISK_MARGIN, disk_free, size_text
 from ferry.util.timefmt import utc_now
 

@@ -46,11 +46,12 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, HINT_DAMAGED, HIN
                                                RESERVED_NAMES, SIGNATURE_NAME, ArchiveContents, Checksum, Checksums,
                                                Head, ManifestV2, MemberV2, Signature, parent_dirs, parse_head, shown,
                                                trailing, unsafe_name_reason)
-from ferry.checkpoint.archive.codecs import CHUNK, DECODER_ERRORS, RawInput, decoder_failure, open_source, write_all
+from ferry.checkpoint.archive.codecs import CHUNK, DECODER_ERRORS, RawInput, decoder_failure, open_source
 from ferry.checkpoint import foreign_layout as foreign
 from ferry.checkpoint.archive.tarfmt import REFUSED_KINDS, Entry, TarStream, next_entry, padding
 from ferry.util.errors import BadArchive, Conflict, NotFound, from_os_error
 from ferry.util.log import get_logger
+from ferry.util.pipes import write_all
 from ferry.util.progress import Progress, Reporter
 
 __all__ = ["ArchiveReader", "ForeignHead", "ForeignMember", "read_archive", "read_manifest"]

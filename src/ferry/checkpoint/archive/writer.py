@@ -40,13 +40,14 @@ from ferry.checkpoint.archive.manifest import (CHECKSUMS_NAME, COMPRESSIONS, DIG
                                                MANIFEST_NAME, MAX_CHECKSUMS_BYTES, MAX_HEAD_BYTES, MAX_MEMBERS,
                                                MAX_SIZE_LIMIT, RESERVED_NAMES, SIGNATURE_NAME, Checksum, Checksums,
                                                Head, Signature, check_container, shown, unsafe_name_reason)
-from ferry.checkpoint.archive.codecs import Sink, framed, sink_for, write_all
+from ferry.checkpoint.archive.codecs import Sink, framed, sink_for
 from ferry.checkpoint.archive.follow import FollowAbandoned, Follower
 from ferry.checkpoint.archive.tarfmt import BLOCK, TAR_END, fixed_header, padding, tar_header
 from ferry.checkpoint.hostinfo import HostInfo, host_info
 from ferry.util.errors import FerryError, NotFound, UsageError, from_os_error
 from ferry.util.fs import fsync_dir
 from ferry.util.log import get_logger
+from ferry.util.pipes import write_all
 from ferry.util.progress import Progress, Reporter
 from ferry.util.timefmt import utc_now
 
