@@ -98,15 +98,43 @@ def _event(**fields):
     (["event=start", "container=other"], False),
     (["type=container"], True),
     (["type=image"], False),
-    (["image=busybox"], True),
-    (["image=localhost/busybox:latest"], True),
-    (["image=alpine"], False),
+    (["image=busybox"], False),   # podman's image filter sees image events only
+    (["image=localhost/busybox:latest"], False),
     (["label=tier"], True),
     (["label=tier=db"], True),
     (["label=tier=web"], False),
 ])
 def test_filters_of_one_key_are_alternatives_and_keys_must_all_match(filters, matches):
     assert events.Filters.parse(filters).match(_event()) is matches
+
+
+@pytest.mark.parametrize("value, matches", [
+    ("mine:one", True), ("localhost/mine:one", False), ("mine", False), ("abc1", True), ("abd", False)])
+def test_the_image_filter_takes_an_image_event_s_name_as_given_or_an_id_prefix(value, matches):
+    tag = _event(type="image", status="tag", name="mine:one", image="", attributes={})
+    assert events.Filters.parse([f"image={value}"]).match(tag) is matches
+
+
+def test_an_image_event_s_json_omits_the_empty_fields_and_its_line_keeps_their_spaces():
+    pull = events.Event(1764558869000000000, "image", "pull", "", "quay.io/x:1", "", {})
+    assert events.as_json(pull) == {"Name": "quay.io/x:1", "Status": "pull", "Time": "2025-12-01T03:14:29Z",
+                                    "Type": "image", "Attributes": None}
+    assert events.line(pull) == "2025-12-01 03:14:29 +0000 UTC image pull  quay.io/x:1"
+    removed = pull._replace(status="remove", id="a" * 64, name="")
+    assert list(events.as_json(removed)) == ["ID", "Status", "Time", "Type", "Attributes"]
+    assert events.line(removed).endswith(f"remove {'a' * 64} ")
+    assert events.fields(pull)["ID"] == "" and events.fields(pull)["Attributes"] == {}   # a template's view
+
+
+@pytest.mark.parametrize("by_name, lines, expected", [
+    ("localhost/a:1", ["Untagged: localhost/a:1"], [("untag", "localhost/a:1"), ("remove", "localhost/a:1")]),
+    (None, ["Untagged: localhost/a:1", "Untagged: localhost/b:2", "Deleted: " + "f" * 64],
+     [("untag", "localhost/a:1"), ("untag", "localhost/b:2"), ("remove", "")]),
+    (None, ["Deleted: " + "f" * 64], [("remove", "")]),
+])
+def test_a_removal_is_podman_s_untags_then_one_remove(by_name, lines, expected):
+    from ferry.engine.images import removal_events
+    assert removal_events(by_name, lines) == expected
 
 
 @pytest.mark.parametrize("bad", ["bogus=x", "container"])

@@ -220,8 +220,9 @@ def cmd_pull(args) -> int:
 
     if not args.quiet:
         _progress_line(f"Trying to pull {reference}...")
-    image = engine_of(args).images.pull(reference, tls_verify=args.tls_verify, creds=args.creds,
-                                        progress=progress)
+    from ferry.engine.images import pull_image
+    image = pull_image(engine_of(args), reference, tls_verify=args.tls_verify, creds=args.creds,
+                       progress=progress)
     if not args.quiet:
         _progress_line("Writing manifest to image destination")
     render.line(image.id)
@@ -231,7 +232,8 @@ def cmd_pull(args) -> int:
 def cmd_load(args) -> int:
     if not args.input:
         raise UsageError("no archive given", hint="use 'ferry load -i ARCHIVE'")
-    for image in engine_of(args).images.load(args.input):
+    from ferry.engine.images import load_images
+    for image in load_images(engine_of(args), args.input):
         if image.names:
             for name in image.names:
                 render.line(f"Loaded image: {name}")
@@ -241,7 +243,8 @@ def cmd_load(args) -> int:
 
 
 def cmd_import(args) -> int:
-    image = engine_of(args).images.import_rootfs(args.tarball, args.reference)
+    from ferry.engine.images import import_image
+    image = import_image(engine_of(args), args.tarball, args.reference)
     render.line(image.id)
     return EXIT_OK
 
@@ -365,22 +368,24 @@ def cmd_push(args) -> int:
 
 
 def cmd_tag(args) -> int:
-    engine_of(args).images.tag(args.image, args.targets)
+    from ferry.engine.images import tag_image
+    tag_image(engine_of(args), args.image, args.targets)
     return EXIT_OK
 
 
 def cmd_save(args) -> int:
     if len(args.images) > 1 and not args.multi_image_archive:
         raise UsageError("save takes one image, or several with -m (--multi-image-archive)")
-    engine_of(args).images.save(args.images, args.output, args.format)
+    from ferry.engine.images import save_images
+    save_images(engine_of(args), args.images, args.output, args.format)
     return EXIT_OK
 
 
 def cmd_build_debian(args) -> int:
+    from ferry.engine.images import build_debian_image
     include = [pkg for group in args.include for pkg in group]
-    image = engine_of(args).images.build_debian(
-        args.reference, include, suite=args.suite, cmd=args.cmd, expose=args.expose, env=args.env,
-        progress=None if args.quiet else _progress_line)
+    image = build_debian_image(engine_of(args), args.reference, include, suite=args.suite, cmd=args.cmd,
+                               expose=args.expose, env=args.env, progress=None if args.quiet else _progress_line)
     render.line(image.id)
     return EXIT_OK
 

@@ -398,8 +398,11 @@ class ContainerFiles:
             write_layer(upper, layer, skip=MOUNT_POINTS)
             layer.flush()
             shown = container.config.image or base.id[:12]
-            return images.commit_layer(base, layer.name, ref, config, comment=options.message
-                                       or f"FROM {shown}", author=options.author)
+            image = images.commit_layer(base, layer.name, ref, config, comment=options.message
+                                        or f"FROM {shown}", author=options.author)
+        from ferry.engine import events
+        events.note_by(self.containers, container, "commit")   # podman's is a container event, not an image one
+        return image
 
 
 @contextlib.contextmanager

@@ -220,14 +220,24 @@ def line(event: Event) -> str:
     return f"{head} ({', '.join(extras)})"
 
 
+def fields(event: Event) -> dict:
+    """The fields a --format template sees, every one present (Time as JSON has it)."""
+    return {"ID": event.id, "Image": event.image, "Name": event.name, "Status": event.status,
+            "Time": rfc3339_nano(event.time_ns), "Type": event.type,
+            "Attributes": dict(sorted(event.attributes.items()))}   # a Go map: its keys sorted
+
+
 def as_json(event: Event) -> dict:
-    """podman's JSON keys of an event (ContainerExitCode only on a died one)."""
+    """podman's JSON of an event: its omitempty fields (ContainerExitCode, an
+    empty ID, Image or Name) left out, and an image event's Attributes null,
+    as podman never fills them."""
     data: dict = {}
-    if event.exit_code is not None and event.exit_code != 0:   # omitempty, as podman's
+    if event.exit_code is not None and event.exit_code != 0:
         data["ContainerExitCode"] = event.exit_code
-    data.update({"ID": event.id, "Image": event.image, "Name": event.name, "Status": event.status,
-                 "Time": rfc3339_nano(event.time_ns), "Type": event.type,
-                 "Attributes": dict(sorted(event.attributes.items()))})   # a Go map: its keys sorted
+    data.update((key, value) for key, value in fields(event).items()
+                if value or key not in ("ID", "Image", "Name"))
+    if event.type != "container" and not event.attributes:
+        data["Attributes"] = None
     return data
 
 
@@ -262,7 +272,7 @@ FILTER_KEYS = {
     "container": lambda e, v: e.type == "container" and (v == e.name or (len(v) >= 1 and e.id.startswith(v))),
     "event": lambda e, v: e.status == v,
     "type": lambda e, v: e.type == v,
-    "image": lambda e, v: v in (e.image, e.image.rsplit(":", 1)[0], e.image.rsplit("/", 1)[-1],
-                                e.image.rsplit("/", 1)[-1].rsplit(":", 1)[0]) or (e.type == "image" and v == e.name),
+    # podman's: image events only, by the name they carry or an ID prefix
+    "image": lambda e, v: e.type == "image" and (v == e.name or e.id.startswith(v)),
     "label": _label_matches,
 }

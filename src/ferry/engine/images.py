@@ -1,11 +1,14 @@
 """Image operations that reach beyond the image store: removing an image
 must know which containers were made from it, a restore finds its image
 by ID or in the archive the user hands it, and a push compresses with the
-archive codecs."""
+archive codecs. The image verbs record podman's image events here, once done."""
 
 from __future__ import annotations
 
 from ferry.util.errors import InUse, NotFound
+
+# What a save to stdout's event names: podman names its own temporary pipe there.
+SAVED_TO_STDOUT = "/dev/stdout"
 
 
 def remove_image(engine, ref_or_id: str, *, force: bool = False, every_name: bool = False) -> list[str]:
@@ -24,7 +27,77 @@ def remove_image(engine, ref_or_id: str, *, force: bool = False, every_name: boo
             containers.remove(name, force=True)
         return []
 
-    return engine.images.remove(ref_or_id, force=force, in_use=in_use, every_name=every_name)
+    return remove_recorded(engine, ref_or_id, force=force, in_use=in_use, every_name=every_name)
+
+
+def remove_recorded(engine, ref_or_id: str, **options) -> list[str]:
+    """The store's remove, and podman's events of it."""
+    image_id, by_name = engine.images.resolve(ref_or_id)
+    lines = engine.images.remove(ref_or_id, **options)
+    for status, name in removal_events(by_name, lines):
+        record_image_event(engine, status, image_id, name)
+    return lines
+
+
+def removal_events(by_name: str | None, lines: list[str]) -> list[tuple[str, str]]:
+    """(status, name) of podman's events for one removal that printed `lines`:
+    an untag per name it lost, then a remove, even when only a name went,
+    naming what it was asked by (nothing when asked by ID)."""
+    untagged = [text.removeprefix("Untagged: ") for text in lines if text.startswith("Untagged: ")]
+    return [("untag", name) for name in untagged] + [("remove", by_name or "")]
+
+
+def record_image_event(engine, status: str, image_id: str = "", name: str = "") -> None:
+    from ferry.engine import events
+    layout = getattr(engine, "layout", None)
+    if layout is not None:   # a stand-in without a root records nothing
+        events.record(layout, status, kind="image", id=image_id, name=name)
+
+
+# ---- the other image verbs, with podman 4.3.1's events (their IDs and names as podman's) ----
+
+def pull_image(engine, ref: str, **options):
+    """`pull`: podman's event has no ID and the reference as given."""
+    image = engine.images.pull(ref, **options)
+    record_image_event(engine, "pull", name=ref)
+    return image
+
+
+def load_images(engine, archive_path: str) -> list:
+    """`load`: one event for the archive, however many images it held."""
+    images = engine.images.load(archive_path)
+    record_image_event(engine, "loadfromarchive", name=archive_path)
+    return images
+
+
+def import_image(engine, tar_path: str, ref: str):
+    """`import`: podman records only the tag of the new image."""
+    image = engine.images.import_rootfs(tar_path, ref)
+    record_image_event(engine, "tag", image.id, ref)
+    return image
+
+
+def tag_image(engine, ref_or_id: str, targets: list[str]):
+    """`tag`: an event per new name, as it was given."""
+    image = engine.images.tag(ref_or_id, targets)
+    for target in targets:
+        record_image_event(engine, "tag", image.id, target)
+    return image
+
+
+def save_images(engine, refs: list[str], path: str | None, fmt: str) -> None:
+    """`save`: an event per image asked for, named by the archive's path."""
+    engine.images.save(refs, path, fmt)
+    for ref in refs:
+        record_image_event(engine, "save", engine.images.resolve(ref)[0], path or SAVED_TO_STDOUT)
+
+
+def build_debian_image(engine, ref: str, include: list[str], **options):
+    """`image build-debian`: podman's build event, which has no ID and names
+    the new image by its ID."""
+    image = engine.images.build_debian(ref, include, **options)
+    record_image_event(engine, "build", name=image.id)
+    return image
 
 
 def image_by_id(images, image_id: str, image_archive: str | None, what: str, missing: str, hint: str,
@@ -49,7 +122,9 @@ def push_image(engine, ref: str, dest: str | None, **options) -> str:
     """`ferry push`, its layers compressed by the archive codecs."""
     from ferry.checkpoint.archive.codecs import sink_for
     from ferry.image.push import push
-    return push(engine.images, ref, dest, sink_for=sink_for, tmp_dir=engine.layout.tmp, **options)
+    digest = push(engine.images, ref, dest, sink_for=sink_for, tmp_dir=engine.layout.tmp, **options)
+    record_image_event(engine, "push", engine.images.resolve(ref)[0], dest or ref)
+    return digest
 
 
 # ---- filters, prune, history, rmi -a (podman 4.3.1's) -----------------------
@@ -122,8 +197,8 @@ def prune_images(engine, *, every_unused: bool = False, filters: list[str] = ())
     for image_id in stored_order(engine, sizes):   # podman's order: as they came into the store
         size = sizes[image_id]
         try:
-            engine.images.remove(image_id, every_name=True,
-                                 in_use=lambda found: engine.containers.users_of_image(found))
+            remove_recorded(engine, image_id, every_name=True,
+                            in_use=lambda found: engine.containers.users_of_image(found))
         except (NotFound, InUse):   # gone, or taken into use, since the listing
             continue
         removed.append((image_id, size))
