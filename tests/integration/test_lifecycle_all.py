@@ -243,3 +243,45 @@ def test_latest_with_names_is_refused_as_podman_refuses_it(both, args):
     theirs, ours = same_code(both, *args)
     assert theirs.returncode == 125 and ours.stdout == theirs.stdout == ""
     assert len(ours.stderr.strip().splitlines()) == 1, ours.stderr
+
+
+def test_cidfile_written_by_run_and_create_is_read_by_the_verbs_that_take_it(both, tmp_path):
+    def each(*args: str, file: str, run_flags: bool = False):
+        """The same command line, CIDFILE being each engine's own file named `file`; the same exit code."""
+        theirs_args = [a.replace("CIDFILE", str(tmp_path / f"podman-{file}")) for a in args]
+        if run_flags:
+            theirs_args[1:1] = both.podman.run_flags()
+        theirs = subprocess.run(both.podman.argv(*theirs_args), capture_output=True, text=True, timeout=300)
+        ours = both.ferry(*[a.replace("CIDFILE", str(tmp_path / f"ferry-{file}")) for a in args], check=False)
+        assert ours.returncode == theirs.returncode, (args, theirs.stderr, ours.stderr)
+        return theirs, ours
+
+    each("run", "-d", "--cidfile", "CIDFILE", "--name", "ran", "busybox", "sleep", "1000", file="ran",
+         run_flags=True)
+    each("create", "--cidfile", "CIDFILE", "--name", "made", "busybox", "true", file="made", run_flags=True)
+    for name in ("ran", "made"):
+        held = {}
+        for side in ("podman", "ferry"):
+            path = tmp_path / f"{side}-{name}"
+            held[side] = path.read_text()
+            assert path.stat().st_mode & 0o777 == 0o644, (side, name)
+        assert ({held["podman"]}, {held["ferry"]}) == ids(both, name)   # the bare full ID
+    # a file that exists is refused, and no container is made
+    theirs, ours = each("run", "-d", "--cidfile", "CIDFILE", "--name", "again", "busybox", "true", file="ran",
+                        run_flags=True)
+    assert theirs.returncode == 125 and len(ours.stderr.strip().splitlines()) == 1
+    assert sorted(same(both, "ps", "-a", "--format", "{{.Names}}").stdout.split()) == ["made", "ran"]
+    for args in (("pause",), ("unpause",), ("kill", "-s", "USR1"), ("stop", "-t", "0"), ("restart", "-t", "0")):
+        theirs, ours = each(*args, "--cidfile", "CIDFILE", file="ran")
+        assert theirs.returncode == 0 and (set(theirs.stdout.split()), set(ours.stdout.split())) == ids(both, "ran")
+    for args in (("stop", "--cidfile", "CIDFILE", "ran"), ("stop", "--cidfile", "CIDFILE", "-a"),
+                 ("stop", "--cidfile", "CIDFILE", "-l")):
+        theirs, ours = each(*args, file="ran")
+        assert theirs.returncode == 125 and ours.stdout == "" and len(ours.stderr.strip().splitlines()) == 1
+    theirs, ours = each("stop", "--cidfile", "CIDFILE", file="none")
+    assert theirs.returncode == 125 and len(ours.stderr.strip().splitlines()) == 1
+    for name in ("made", "ran"):
+        assert each("rm", "-f", "--cidfile", "CIDFILE", file=name)[0].returncode == 0
+    assert same(both, "ps", "-a", "--format", "{{.Names}}").stdout == ""
+    theirs, ours = each("rm", "--cidfile", "CIDFILE", file="ran")   # gone: 1, as for any missing name
+    assert theirs.returncode == 1

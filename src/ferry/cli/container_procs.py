@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ferry.cli import render
-from ferry.cli.parsing import add_latest, each_name, engine_of, latest_container, parse_bool, with_latest
+from ferry.cli.parsing import add_cidfile_reading, add_latest, each_name, engine_of, latest_container, parse_bool, with_latest
 from ferry.util.errors import UsageError
 
 STATS_HEADERS = {"CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemUsageBytes": "MEM USAGE / LIMIT",
@@ -78,6 +78,7 @@ def _add_freezer(sub, verb: str, text: str, handler) -> None:
     p = sub.add_parser(verb, help=text)
     p.add_argument("-a", "--all", action="store_true", help=f"{verb} every container that can be")
     add_latest(p)
+    add_cidfile_reading(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
 from ferry.cli import checkpoints, render
 from ferry.cli.logs import add_logs
-from ferry.cli.parsing import (BoolFlag, add_commands, add_latest, each_name, engine_of, latest_container,
-                               needs_subcommand, subcommands, with_latest)
+from ferry.cli.parsing import (BoolFlag, add_cidfile_reading, add_commands, add_latest, each_name, engine_of,
+                               latest_container, needs_subcommand, subcommands, with_latest)
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, RUNNING
 from ferry.util import signals
-from ferry.util.errors import Conflict, DamagedRecord, NotFound, Several, UsageError
+from ferry.util.errors import Conflict, DamagedRecord, FerryError, NotFound, Several, UsageError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def _run_flags(p) -> None:
     p.add_argument("-t", "--tty", action="store_true", help="give the container a terminal")
     _detach_keys_flag(p)
     p.add_argument("--name", help="the container's name")
+    p.add_argument("--cidfile", metavar="FILE", help="write the container's ID to FILE (which must not exist)")
     p.add_argument("-p", "--publish", action="append", default=[], metavar="[IP:][HOST:]CTR[/PROTO]")
     p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DEST[:ro]")
@@ -152,6 +154,7 @@ def _add_stopping(sub, verb: str, text: str, handler) -> None:
         p.add_argument("-a", "--all", action="store_true", help="restart every container")
         p.add_argument("--running", action="store_true", help="with --all, only the running ones")
     add_latest(p)
+    add_cidfile_reading(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 
@@ -192,6 +195,7 @@ def _add_kill(sub) -> None:
     kill.add_argument("-s", "--signal", default="KILL")
     kill.add_argument("-a", "--all", action="store_true", help="signal every running container")
     add_latest(kill)
+    add_cidfile_reading(kill)
     kill.add_argument("containers", nargs="*")
     kill.set_defaults(handler=cmd_kill)
 
@@ -200,6 +204,7 @@ def _add_rm(sub) -> None:
     rm = sub.add_parser("rm", help="remove containers")
     rm.add_argument("-a", "--all", action="store_true", help="remove every container")
     add_latest(rm)
+    add_cidfile_reading(rm)
     rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     rm.add_argument("-i", "--ignore", action="store_true", help="a container that does not exist is no error")
     rm.add_argument("-t", "--time", type=_non_negative, default=None,
@@ -296,7 +301,9 @@ def cmd_create(args) -> int:
     """podman's create: the container made as `run` makes it, not started; its ID printed."""
     engine = engine_of(args)
     replaced = args.replace and args.name and _exists(engine, args.name)
-    container = engine.containers.create(run_options(args))
+    with _cidfile(args.cidfile) as record_id:
+        container = engine.containers.create(run_options(args))
+        record_id(container.id)
     if replaced:
         render.line(args.name)
     render.line(container.id)
@@ -310,7 +317,9 @@ def cmd_run(args) -> int:
     if args.tty and not args.detach and not sys.stdin.isatty():
         raise UsageError("-t needs a terminal on stdin", hint="drop -t, or run ferry from a terminal")
     replaced = args.replace and args.name and _exists(engine, args.name)
-    container = engine.containers.run(options)
+    with _cidfile(args.cidfile) as record_id:
+        container = engine.containers.run(options)
+        record_id(container.id)
     if replaced:   # podman names the container it replaced, before the new one's ID
         render.line(args.name)
     if args.detach:
@@ -331,7 +340,7 @@ def _detach_keys(args) -> bytes:
 def _targets(engine: Engine, args, names: list[str], verb: str, chosen=lambda c: True) -> list[str]:
     """The names a command acts on: those given, or with --all (--latest) the full ID of
     every container that `chosen` takes (the one created last), as podman prints them."""
-    if args.latest:
+    if args.latest or args.cidfile:
         return with_latest(engine, args, names)
     if args.all:
         if names:
@@ -340,6 +349,37 @@ def _targets(engine: Engine, args, names: list[str], verb: str, chosen=lambda c:
     if not names:
         raise UsageError("you must provide at least one name or id", hint=f"see 'ferry {verb} --help'")
     return names
+
+
+@contextlib.contextmanager
+def _cidfile(path: str | None):
+    """run/create --cidfile: the file claimed before the container is made (one
+    that exists is refused, and nothing is made), given the ID once it is, and
+    gone again if the container could not be made."""
+    if path is None:
+        yield lambda _id: None
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        raise Conflict(f"container id file {path} exists", hint="make sure no other container uses it, "
+                       "or delete it") from None
+    except OSError as error:
+        raise FerryError(f"cannot create the container id file {path}: {error.strerror}") from None
+    written = False
+    try:
+        def record_id(container_id: str) -> None:
+            nonlocal written
+            os.write(fd, container_id.encode())
+            written = True
+        yield record_id
+    except BaseException:
+        if not written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
 
 
 def _exists(engine: Engine, name: str) -> bool:

@@ -170,15 +170,43 @@ def latest_container(engine: Engine) -> str:
     return rows[0]["id"]
 
 
+def add_cidfile_reading(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cidfile", action="append", default=[], metavar="FILE",
+                        help="the container whose ID this file holds (as run --cidfile wrote it); repeatable")
+
+
 def with_latest(engine: Engine, args, names: list[str], *, words: str = "containers") -> list[str]:
-    """The names given, or with --latest the container created last (by its full ID, as podman prints it)."""
-    if not getattr(args, "latest", False):
+    """The names given; or with --latest the container created last, with --cidfile
+    those the files name (by their full IDs, as podman prints them)."""
+    cidfiles = getattr(args, "cidfile", None) or []
+    latest = getattr(args, "latest", False)
+    if cidfiles:
+        if latest or getattr(args, "all", False):
+            raise UsageError("--all, --latest, and --cidfile cannot be used together")
+        if names:
+            raise UsageError("no arguments are needed with --latest or --cidfile")
+        return [_read_cidfile(path) for path in cidfiles]
+    if not latest:
         return names
     if getattr(args, "all", False):
         raise UsageError("--all and --latest cannot be used together")
     if names:
         raise UsageError(f"--latest and {words} cannot be used together")
     return [latest_container(engine)]
+
+
+CIDFILE_MAX = 4096   # an ID is 64 bytes: more is not a cidfile ferry or podman wrote
+
+
+def _read_cidfile(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(CIDFILE_MAX + 1)
+    except OSError as error:
+        raise FerryError(f"reading CIDFile {path}: {error.strerror}") from None
+    if len(data) > CIDFILE_MAX:
+        raise FerryError(f"CIDFile {path} holds more than a container ID", hint="give the file run --cidfile wrote")
+    return data.decode("utf-8", "replace").strip()
 
 
 def engine_of(args) -> Engine:
