@@ -285,3 +285,31 @@ def test_cidfile_written_by_run_and_create_is_read_by_the_verbs_that_take_it(bot
     assert same(both, "ps", "-a", "--format", "{{.Names}}").stdout == ""
     theirs, ours = each("rm", "--cidfile", "CIDFILE", file="ran")   # gone: 1, as for any missing name
     assert theirs.returncode == 1
+
+
+def test_filter_and_start_all_choose_the_containers_podman_s_choose(both):
+    for name in ("a1", "a2", "b1"):
+        make(both, name, "--label", f"grp={name}", "busybox", "sleep", "1000", run=False)
+
+    def acted(*args: str, code: int = 0) -> set[str]:
+        """The names of the containers the command printed (by full ID), the same on both engines."""
+        listed = both.both("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}")
+        names_by_id = [dict(line.split() for line in done.stdout.splitlines()) for done in listed]
+        theirs, ours = same_code(both, *args)
+        assert theirs.returncode == code, (args, theirs.stderr)
+        names = [{by_id[i] for i in printed_ids(done)} for by_id, done in zip(names_by_id, (theirs, ours))]
+        assert names[0] == names[1], (args, names)
+        return names[1]
+
+    assert acted("start", "--all") == {"a1", "a2", "b1"}
+    assert acted("stop", "-t", "0", "--filter", "name=a") == {"a1", "a2"}
+    assert acted("start", "--filter", "name=a") == {"a1", "a2"}
+    assert acted("start", "--all", "--filter", "name=a") == set()   # running already
+    assert acted("rm", "--filter", "label=grp=b1", code=2) == set()
+    assert acted("pause", "--filter", "name=a") == {"a1", "a2"}
+    assert acted("unpause", "-f", "name=a2") == {"a2"}
+    assert acted("rm", "-f", "-t", "0", "--filter", "label=grp=b1") == {"b1"}
+    assert states(both, "a1", "a2") == "a1 paused 0\na2 running 0\n"
+    for args in (("stop", "--filter", "name=a", "a1"), ("stop", "--filter", "bogus=1"), ("start", "--all", "a1")):
+        theirs, ours = same_code(both, *args)
+        assert theirs.returncode == 125 and ours.stdout == "" and len(ours.stderr.strip().splitlines()) == 1

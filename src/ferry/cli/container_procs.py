@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ferry.cli import render
+from ferry.cli import ps, render
 from ferry.cli.parsing import add_cidfile_reading, add_latest, each_name, engine_of, latest_container, parse_bool, with_latest
 from ferry.util.errors import UsageError
 
@@ -79,6 +79,7 @@ def _add_freezer(sub, verb: str, text: str, handler) -> None:
     p.add_argument("-a", "--all", action="store_true", help=f"{verb} every container that can be")
     add_latest(p)
     add_cidfile_reading(p)
+    ps.add_filter(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 
@@ -207,10 +208,12 @@ def _freezer(args, verb: str) -> int:
     from ferry.engine import container_procs as procs
     engine = engine_of(args)
     names = with_latest(engine, args, list(args.containers))
-    if args.all:
+    wanted = procs.PAUSED if verb == "unpause" else procs.RUNNING
+    if args.filter:
+        names = ps.filtered(engine, args.filter, names, lambda c: c.state == wanted)
+    elif args.all:
         if names:
             raise UsageError("--all and containers cannot be used together")
-        wanted = procs.PAUSED if verb == "unpause" else procs.RUNNING
         names = [c.name for c in engine.containers.list() if procs.shown_state(engine, c) == wanted]
     elif not names:
         raise UsageError("you must provide at least one name or id")
