@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import subprocess
 import tarfile
 import tempfile
 
@@ -223,6 +224,42 @@ def test_rmi_of_no_such_image_exits_1(sides):
     same_code(sides, "rmi", "nope", code=1)
     same_code(sides, "image", "rm", "nope", code=1)
     same_code(sides, "rmi", "nope", "nope2", code=1, failures=2)
+
+
+def test_untag_takes_names_off_an_image_as_podman_s_does(sides):
+    """untag IMAGE NAME... takes those names (a name the image lacks is refused);
+    untag IMAGE alone takes every name, and the image stays, nameless. On hist,
+    which container `user` keeps from the prune tests."""
+    names = same(sides, "image", "inspect", "--format", "{{range .RepoTags}}{{.}} {{end}}", "localhost/hist").split()
+    image_ids = [done.stdout.strip().removeprefix("sha256:")
+                 for done in sides.both("image", "inspect", "--format", "{{.Id}}", "localhost/hist")]
+    assert all(len(image_id) == 64 for image_id in image_ids) and names, (image_ids, names)
+    same(sides, "tag", "localhost/hist", "un1", "un2:v2")
+    try:
+        assert same(sides, "untag", "localhost/hist", "un1") == ""
+        same_code(sides, "untag", "un2:v2", "nosuch", code=125)
+        same_code(sides, "image", "untag", "nosuch", code=125)
+        same(sides, "image", "inspect", "--format", "{{.RepoTags}}", "un2:v2")
+        assert same(sides, "image", "untag", "un2:v2", "localhost/un2:v2") == ""
+        same_code(sides, "untag", "un2:v2", code=125)   # no image has that name now
+        assert same(sides, "untag", "localhost/hist") == ""   # every name
+        # the image stays, nameless (podman 4.3.1's inspect of it by ID fails: listed instead)
+        for image_id, done in zip(image_ids, sides.both("images", "-q", "--no-trunc", "--filter", "dangling=true")):
+            assert image_id in done.stdout.replace("sha256:", "").split(), (image_id, done.stdout)
+    finally:
+        subprocess.run(sides.podman.argv("tag", image_ids[0], *names), capture_output=True)
+        sides.ferry("tag", image_ids[1], *names, check=False)
+        sides.both("untag", "localhost/hist", "un1", "un2:v2")
+    assert same(sides, "image", "inspect", "--format", "{{.RepoTags}}", "localhost/hist") != ""
+
+
+def test_image_inspect_takes_a_template_and_reports_each_missing_image(sides):
+    assert same(sides, "image", "inspect", "--format", "{{.Id}} {{.Created}} {{.RepoTags}} {{.Config.Cmd}} {{.Digest}}",
+                "localhost/hist") != ""
+    theirs, ours = sides.both("image", "inspect", "-f", "{{.RepoTags}}", "nosuch", "localhost/hist")
+    assert (ours.returncode, ours.stdout) == (theirs.returncode, theirs.stdout), (theirs.stderr, ours.stderr)
+    assert ours.returncode == 125 and "localhost/hist:latest" in ours.stdout
+    assert len(ours.stderr.strip().splitlines()) == 1
 
 
 # ---- prune, rmi -a (these change what both hold: last) ----------------------------------

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from ferry.cli import render
 from ferry.cli.parsing import BoolFlag, add_commands, engine_of, needs_subcommand, raise_all, subcommands
-from ferry.util.errors import FerryError, UsageError
+from ferry.util.errors import FerryError, NotFound, UsageError
 
 EXIT_OK = 0
 SHORT_ID = 12
@@ -343,9 +343,26 @@ def cmd_history(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    """As podman's: the images found are shown, then each missing name gets its line."""
     store = engine_of(args).images
-    render.json_out([store.inspect(ref) for ref in args.images])
+    found, missing = [], []
+    for ref in args.images:
+        try:
+            found.append(store.inspect(ref))
+        except NotFound as error:
+            missing.append(error)
+    if args.format == "json":
+        render.json_out(found)
+    else:
+        render.template(args.format, [_image_view(data) for data in found], heading=False, name="inspect")
+    raise_all(missing)
     return EXIT_OK
+
+
+def _image_view(data: dict) -> dict:
+    """An image's inspect record as podman's templates see it: Created as Go prints a time."""
+    from ferry.util.timefmt import go_time
+    return {**data, "Created": go_time(data["Created"])} if data.get("Created") else data
 
 
 def cmd_push(args) -> int:
@@ -370,6 +387,12 @@ def cmd_push(args) -> int:
 def cmd_tag(args) -> int:
     from ferry.engine.images import tag_image
     tag_image(engine_of(args), args.image, args.targets)
+    return EXIT_OK
+
+
+def cmd_untag(args) -> int:
+    from ferry.engine.images import untag_image
+    untag_image(engine_of(args), args.image, args.names)
     return EXIT_OK
 
 
@@ -478,6 +501,13 @@ def _add_tag(commands) -> None:
     parser.set_defaults(handler=cmd_tag)
 
 
+def _add_untag(commands) -> None:
+    parser = commands.add_parser("untag", help="remove names from an image (all of them without NAME)")
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("names", metavar="NAME", nargs="*")
+    parser.set_defaults(handler=cmd_untag)
+
+
 def _add_save(commands) -> None:
     parser = commands.add_parser("save", help="save images to a docker-archive or oci-archive")
     parser.add_argument("images", metavar="IMAGE", nargs="+")
@@ -494,7 +524,7 @@ def register(commands, only: str | None = None) -> bool:
     """Add the image commands to ferry's top-level subparsers, or with `only`, just
     that one if it is ours. True when it added `only`."""
     return add_commands(commands, {"images": lambda c: _add_images(c, "images"), "pull": _add_pull,
-                                   "push": _add_push, "tag": _add_tag, "save": _add_save,
+                                   "push": _add_push, "tag": _add_tag, "untag": _add_untag, "save": _add_save,
                                    "load": _add_load, "rmi": lambda c: _add_rmi(c, "rmi"),
                                    "history": _add_history, "image": _add_image_group}, only)
 
@@ -513,6 +543,7 @@ def _add_image_group(commands) -> None:
     _add_pull(group)
     _add_push(group)
     _add_tag(group)
+    _add_untag(group)
     _add_save(group)
     _add_images(group, "ls", aliases=("list",))
     _add_rmi(group, "rm", aliases=("remove",))
@@ -520,6 +551,7 @@ def _add_image_group(commands) -> None:
     _add_prune(group)
 
     inspect = group.add_parser("inspect", help="show images' details as JSON")
+    inspect.add_argument("-f", "--format", default="json", help="json, or a Go template like '{{.RepoTags}}'")
     inspect.add_argument("images", metavar="IMAGE", nargs="+")
     inspect.set_defaults(handler=cmd_inspect)
 

@@ -85,6 +85,13 @@ def tag_image(engine, ref_or_id: str, targets: list[str]):
     return image
 
 
+def untag_image(engine, ref_or_id: str, names: list[str]) -> None:
+    """`untag`: an event per name taken, as podman records them."""
+    image_id, dropped = engine.images.untag(ref_or_id, names)
+    for name in dropped:
+        record_image_event(engine, "untag", image_id, name)
+
+
 def save_images(engine, refs: list[str], path: str | None, fmt: str) -> None:
     """`save`: an event per image asked for, named by the archive's path."""
     engine.images.save(refs, path, fmt)

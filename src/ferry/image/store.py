@@ -518,6 +518,28 @@ class ImageStore:
                                  [(ref.name, image_id) for ref in names])
             return self._image(image_id)
 
+    def untag(self, ref_or_id: str, names: list[str]) -> tuple[str, list[str]]:
+        """`ferry untag IMAGE [NAME...]`: those names off the image (every name
+        without any, as podman's untag), which stays; its ID and the names taken.
+        A name the image lacks is refused, and none is taken then."""
+        with self._change():
+            image_id, _ = self.resolve(ref_or_id)
+            held = self._image(image_id).names
+            if not names:
+                dropped = list(held)
+            else:
+                dropped = []
+                for text in names:
+                    name = reference.parse_local(text).name
+                    if name not in held:
+                        raise NotFound(f"{name}: tag not known", hint="see the image's names with 'ferry images'")
+                    if name not in dropped:
+                        dropped.append(name)
+            with self.db.write() as conn:
+                conn.executemany("DELETE FROM image_names WHERE name = ? AND image_id = ?",
+                                 [(name, image_id) for name in dropped])
+            return image_id, dropped
+
     def commit_checkpoint(self, archive_path: str, ref: str, annotations: dict[str, str]) -> Image:
         """A checkpoint image, as podman's --create-image makes one: one layer
         holding the checkpoint archive's members, an empty config, and
