@@ -27,7 +27,7 @@ from ferry.util.errors import (BadArchive, Conflict, DiskFull, FerryError, Incom
                                PermissionDenied, Refused, UsageError)
 from ferry.util.log import get_logger
 from ferry.util.pipes import grow_pipe
-from ferry.util.space import disk_free
+from ferry.util.space import disk_free, margin
 
 log = get_logger("ferry.api")
 
@@ -141,7 +141,7 @@ def create_app(root: str, token: str, *, allow_bind_mounts: bool = False, allow_
         tmp = made.layout.tmp
         os.makedirs(tmp, mode=0o700, exist_ok=True)
         path = os.path.join(tmp, f"image-{migration_id}.tar")
-        room = disk_free(tmp) - (256 << 20)
+        room = disk_free(tmp) - margin(tmp)
         written = 0
         try:
             with open(path, "wb") as out:

@@ -21,6 +21,7 @@ from ferry.util.errors import Incompatible, NotFound, ToolError
 
 LOG_LEVEL = 4            # CRIU's debug level: the log is what users send us
 DEFAULT_TIMEOUT = 600.0  # seconds for one RPC request; big dumps take minutes
+FILE_LOCKS_IMAGE = "filelocks.img"   # CRIU writes it when --file-locks dumped some
 
 
 class DumpStats(NamedTuple):

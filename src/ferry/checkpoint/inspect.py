@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 
+from ferry.checkpoint.criu import FILE_LOCKS_IMAGE
 from ferry.checkpoint.imagecheck import FSTYPES, MAX_BYTES, PAGE_SIZE, PE_PARENT, PE_PRESENT, CriuImages
 from ferry.util.errors import BadArchive, from_os_error
 
@@ -31,7 +32,6 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5:
 PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"}
 LOCK_KINDS = {1: "posix", 2: "flock", 4: "ofd", 8: "lease"}   # CRIU's FL_* (criu/include/file-lock.h)
 LOCK_TYPES = {0: "read", 1: "write", 2: "unlock"}             # fcntl's F_RDLCK, F_WRLCK, F_UNLCK
-FILE_LOCKS_IMAGE = "filelocks.img"
 
 
 def _text(value, limit: int = MAX_TEXT) -> str:

@@ -29,7 +29,7 @@ from ferry.checkpoint.foreign_layout import podman_identity
 from ferry.checkpoint import podman_shape
 from ferry.checkpoint.encryption import (Opening, Sealing, archive_source, decrypted_endpoint, opening,
                                          sealing as sealing_for, sealing_argv)
-from ferry.checkpoint.criu import DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
+from ferry.checkpoint.criu import FILE_LOCKS_IMAGE, DumpStats, ensure_pipe_max_size, read_dump_stats, read_restore_stats
 from ferry.engine.checkpoint_store import ARCHIVE, LOCAL, CheckpointEntry, check_pattern, fill_pattern, to_keep
 from ferry.engine.config import (BRIDGE, HOST_NETWORK, ArchivedContainer, ContainerConfig, check_network_status,
                                  parse_deleted_files)
@@ -80,7 +80,6 @@ IMPORT_PREFIX = "import-"        # a restore's staging dir under ROOT/tmp, named
 IMAGE_ARCHIVE = "checkpoint-image.tar"   # --create-image's archive, in the container dir until it is a layer
 SEALING_PLAIN = "archive.unencrypted"    # in CRIU's work dir: an encrypted archive before it is encrypted
 FILE_LOCKS_REFUSED = "file locks are hold"   # CRIU's dump.log: "Some file locks are hold by dumping tasks!"
-FILE_LOCKS_IMAGE = "filelocks.img"       # CRIU writes it when --file-locks dumped some
 CRIU_IMAGE_HEADER = 8
 
 class Authenticity:
