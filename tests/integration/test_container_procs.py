@@ -46,7 +46,9 @@ def same_failure(sides: Sides, *args: str) -> None:
 
 
 def host_ports(text: str) -> str:
-    return re.sub(r":\d+\b", ":PORT", text)
+    """Host ports the host chose, as PORT; the lines sorted, as podman 4.3.1 prints a
+    container's ports in Go's map order, which changes from run to run."""
+    return "".join(sorted(re.sub(r":\d+\b", ":PORT", text).splitlines(keepends=True)))
 
 
 def short_ids(text: str) -> str:
