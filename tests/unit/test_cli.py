@@ -129,7 +129,7 @@ def test_full_parser_lists_every_command_in_help_order():
     assert list(_subparsers(cli.build_parser())) == [
         "version", "info", "system", "run", "create", "container", "checkpoint", "ps", "logs", "stop", "restart", "start",
         "attach", "kill", "rm", "exec", "inspect", "cp", "diff", "export", "commit", "port", "top", "stats",
-        "rename", "wait", "pause", "unpause", "events", "volume", "images", "pull", "push", "tag", "save", "load", "rmi", "history", "image",
+        "rename", "wait", "pause", "unpause", "events", "volume", "images", "pull", "push", "tag", "untag", "save", "load", "rmi", "history", "image",
         "network", "serve", "migrate"]
 
 

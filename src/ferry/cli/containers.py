@@ -10,10 +10,10 @@ import sys
 from ferry.cli import checkpoints, ps, render
 from ferry.cli.logs import add_logs
 from ferry.cli.parsing import (BoolFlag, add_cidfile_reading, add_commands, add_latest, each_name, engine_of,
-                               latest_container, needs_subcommand, subcommands, with_latest)
+                               inspect_each, latest_container, needs_subcommand, subcommands, with_latest)
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, RUNNING
 from ferry.util import signals
-from ferry.util.errors import Conflict, DamagedRecord, FerryError, NotFound, Several, UsageError
+from ferry.util.errors import Conflict, DamagedRecord, FerryError, NotFound, UsageError
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, which costs `ferry ps` 4 ms to import
 if TYPE_CHECKING:
@@ -526,25 +526,11 @@ def cmd_inspect(args) -> int:
     # spec, the network, the typed config) loads only to catch up with a container
     # that exited unobserved, and runs its cleanup then.
     listing = engine.listing
-    # As podman: the containers found are shown (`[]` when none is), and then
-    # each missing name gets its line, with the failure's exit code.
-    data, missing = [], []
     names = with_latest(engine, args, args.containers, words="arguments")
     if not names:
         raise UsageError("no names or ids specified", hint="ferry inspect CONTAINER..., or --latest")
-    for name in names:
-        try:
-            data.append(inspect_container(engine, listing.record(name)))
-        except NotFound as error:
-            missing.append(error)
-    if args.format == "json":
-        render.json_out(data)
-    else:
-        render.template(args.format, [template_view(item) for item in data], heading=False, name="inspect")
-    if len(missing) > 1:
-        raise Several(missing)
-    if missing:
-        raise missing[0]
+    # As podman: the containers found are shown (`[]` when none is), then each missing name's line.
+    inspect_each(names, lambda name: inspect_container(engine, listing.record(name)), args.format, template_view)
     return 0
 
 

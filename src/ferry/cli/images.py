@@ -12,8 +12,8 @@ from collections import namedtuple
 from datetime import datetime, timezone
 
 from ferry.cli import render
-from ferry.cli.parsing import BoolFlag, add_commands, engine_of, needs_subcommand, raise_all, subcommands
-from ferry.util.errors import FerryError, NotFound, UsageError
+from ferry.cli.parsing import BoolFlag, add_commands, engine_of, inspect_each, needs_subcommand, raise_all, subcommands
+from ferry.util.errors import FerryError, UsageError
 
 EXIT_OK = 0
 SHORT_ID = 12
@@ -344,18 +344,7 @@ def cmd_history(args) -> int:
 
 def cmd_inspect(args) -> int:
     """As podman's: the images found are shown, then each missing name gets its line."""
-    store = engine_of(args).images
-    found, missing = [], []
-    for ref in args.images:
-        try:
-            found.append(store.inspect(ref))
-        except NotFound as error:
-            missing.append(error)
-    if args.format == "json":
-        render.json_out(found)
-    else:
-        render.template(args.format, [_image_view(data) for data in found], heading=False, name="inspect")
-    raise_all(missing)
+    inspect_each(args.images, engine_of(args).images.inspect, args.format, _image_view)
     return EXIT_OK
 
 

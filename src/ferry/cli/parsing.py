@@ -238,6 +238,23 @@ def each_name(args, names, action, *, missing_ok: bool = False, first: type | No
     return 0
 
 
+def inspect_each(names: list[str], look_up, fmt: str, view=lambda data: data) -> None:
+    """podman's inspect: the records found, as JSON or through the template `fmt`
+    (over `view` of each), and then each missing name's failure."""
+    from ferry.cli import render
+    found, missing = [], []
+    for name in names:
+        try:
+            found.append(look_up(name))
+        except NotFound as error:
+            missing.append(error)
+    if fmt == "json":
+        render.json_out(found)
+    else:
+        render.template(fmt, [view(data) for data in found], heading=False, name="inspect")
+    raise_all(missing)
+
+
 def raise_all(failures: list[FerryError], *, first: type | None = None) -> None:
     """The failures of a command over several names, once all were tried: the one, or Several
     (those of type `first` first: podman's rmi exits 2 when one image is in use, whatever else failed)."""
