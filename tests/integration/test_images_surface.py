@@ -262,6 +262,15 @@ def test_image_inspect_takes_a_template_and_reports_each_missing_image(sides):
     assert len(ours.stderr.strip().splitlines()) == 1
 
 
+def test_load_prints_the_names_in_the_archive_not_every_name_the_image_has(sides, tmp_path):
+    """hist is hist:latest and hist:two on both; an archive of hist:latest alone loads as that name."""
+    archive = str(tmp_path / "one-name.tar")
+    saved = subprocess.run(sides.podman.argv("save", "-o", archive, "localhost/hist:latest"), capture_output=True,
+                           text=True)
+    assert saved.returncode == 0, saved.stderr
+    assert same(sides, "load", "-i", archive) == "Loaded image: localhost/hist:latest\n"
+
+
 # ---- prune, rmi -a (these change what both hold: last) ----------------------------------
 
 def test_image_prune_asks_and_an_empty_answer_fails(sides):

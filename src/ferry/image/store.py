@@ -579,7 +579,9 @@ class ImageStore:
 
     def load(self, archive_path: str) -> list[Image]:
         """`ferry load -i ARCHIVE`: every image of a docker-archive or
-        oci-archive (as `podman save` writes them); all of them or none."""
+        oci-archive (as `podman save` writes them); all of them or none. Each
+        comes with the names the archive gave it (what podman's load prints),
+        not every name it has here."""
         if not os.path.isfile(archive_path):
             raise NotFound(f"archive {archive_path!r} not found", hint="check the path given to -i")
         from ferry.image import archive as archives   # tarfile and gzip: only `load` reads archives
@@ -595,7 +597,7 @@ class ImageStore:
                     digests.of_bytes(item.config), len(item.config),
                     [(d, staging.layer_size(d)) for d in parsed.diff_ids])
                 staged.append((item, manifest_bytes))
-            return [self._commit(staging, item.config, manifest_bytes, item.names)
+            return [self._commit(staging, item.config, manifest_bytes, item.names)._replace(names=tuple(item.names))
                     for item, manifest_bytes in staged]
 
     def pull(self, ref: str, *, tls_verify: bool = True, creds: str | None = None,
