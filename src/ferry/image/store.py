@@ -78,6 +78,14 @@ HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 HEX_PREFIX_RE = re.compile(r"^[0-9a-f]{1,64}\Z")
 
 
+def _give_names(conn, image_id: str, names: list[str]) -> None:
+    """`names` for the image: a name moves from another image to this one, as in
+    podman (that one keeps its ID), and comes after this one's names; a name it
+    has already keeps its place among them."""
+    conn.executemany("DELETE FROM image_names WHERE name = ? AND image_id != ?", [(n, image_id) for n in names])
+    conn.executemany("INSERT OR IGNORE INTO image_names (name, image_id) VALUES (?, ?)", [(n, image_id) for n in names])
+
+
 class Image(NamedTuple):
     id: str                    # 64-hex sha256 of the image config blob
     digest: str                # "sha256:<hex>" of the manifest
@@ -471,10 +479,7 @@ class ImageStore:
                 conn.executemany("INSERT INTO image_layer_refs (image_id, position, diff_id) "
                                  "VALUES (?, ?, ?)",
                                  [(image_id, i, d) for i, d in enumerate(parsed.diff_ids)])
-            for name in names:
-                # A name moves to the newest image, as in podman; the old one keeps its ID.
-                conn.execute("INSERT OR REPLACE INTO image_names (name, image_id) VALUES (?, ?)",
-                             (name, image_id))
+            _give_names(conn, image_id, names)
             if pulled_by is not None:
                 repo, pulled_digests = pulled_by
                 conn.executemany("INSERT OR REPLACE INTO image_digests (repo, digest, image_id) "
@@ -514,8 +519,7 @@ class ImageStore:
         with self._change():
             image_id, _ = self.resolve(ref_or_id)
             with self.db.write() as conn:
-                conn.executemany("INSERT OR REPLACE INTO image_names (name, image_id) VALUES (?, ?)",
-                                 [(ref.name, image_id) for ref in names])
+                _give_names(conn, image_id, [ref.name for ref in names])
             return self._image(image_id)
 
     def untag(self, ref_or_id: str, names: list[str]) -> tuple[str, list[str]]:
