@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ferry.cli import ps, render
-from ferry.cli.parsing import add_cidfile_reading, add_latest, each_name, engine_of, latest_container, parse_bool, with_latest
+from ferry.cli import render
+from ferry.cli.parsing import (add_cidfile_reading, add_filter, add_latest, each_name, engine_of, latest_container,
+                               parse_bool, with_latest)
 from ferry.util.errors import UsageError
 
 STATS_HEADERS = {"CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemUsageBytes": "MEM USAGE / LIMIT",
@@ -79,7 +80,7 @@ def _add_freezer(sub, verb: str, text: str, handler) -> None:
     p.add_argument("-a", "--all", action="store_true", help=f"{verb} every container that can be")
     add_latest(p)
     add_cidfile_reading(p)
-    ps.add_filter(p)
+    add_filter(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 
@@ -210,6 +211,7 @@ def _freezer(args, verb: str) -> int:
     names = with_latest(engine, args, list(args.containers))
     wanted = procs.PAUSED if verb == "unpause" else procs.RUNNING
     if args.filter:
+        from ferry.cli import ps   # its filters, only when --filter is given
         names = ps.filtered(engine, args.filter, names, lambda c: c.state == wanted)
     elif args.all:
         if names:

@@ -7,10 +7,11 @@ import contextlib
 import os
 import sys
 
-from ferry.cli import checkpoints, ps, render
+from ferry.cli import checkpoints, render
 from ferry.cli.logs import add_logs
-from ferry.cli.parsing import (BoolFlag, add_cidfile_reading, add_commands, add_latest, each_name, engine_of,
-                               inspect_each, latest_container, needs_subcommand, subcommands, with_latest)
+from ferry.cli.parsing import (BoolFlag, add_cidfile_reading, add_commands, add_filter, add_latest, each_name,
+                               engine_of, inspect_each, latest_container, needs_subcommand, subcommands,
+                               with_latest)
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, RUNNING
 from ferry.util import signals
 from ferry.util.errors import Conflict, DamagedRecord, FerryError, NotFound, UsageError
@@ -40,6 +41,7 @@ def _container_group(commands) -> None:
     cleanup.add_argument("container")
     cleanup.set_defaults(handler=cmd_cleanup)
     checkpoints.register(sub)
+    from ferry.cli import ps
     listing = sub.add_parser("ls", help="list containers")
     ps.add_flags(listing)
     listing.set_defaults(handler=ps.cmd_ps)
@@ -154,7 +156,7 @@ def _add_stopping(sub, verb: str, text: str, handler) -> None:
         p.add_argument("--running", action="store_true", help="with --all, only the running ones")
     add_latest(p)
     add_cidfile_reading(p)
-    ps.add_filter(p)
+    add_filter(p)
     p.add_argument("containers", nargs="*")
     p.set_defaults(handler=handler)
 
@@ -163,7 +165,7 @@ def _add_start(sub) -> None:
     start = sub.add_parser("start", help="start stopped containers")
     start.add_argument("containers", nargs="*")
     start.add_argument("--all", action="store_true", help="start every container that is not running")
-    ps.add_filter(start)
+    add_filter(start)
     add_latest(start)
     start.add_argument("-a", "--attach", action="store_true", help="attach the container's output (and stdin with -i)")
     start.add_argument("-i", "--interactive", action="store_true", help="with --attach, attach stdin too")
@@ -207,7 +209,7 @@ def _add_rm(sub) -> None:
     rm.add_argument("-a", "--all", action="store_true", help="remove every container")
     add_latest(rm)
     add_cidfile_reading(rm)
-    ps.add_filter(rm, short=False)   # -f is --force
+    add_filter(rm, short=False)   # -f is --force
     rm.add_argument("-f", "--force", action="store_true", help="stop running containers first")
     rm.add_argument("-i", "--ignore", action="store_true", help="a container that does not exist is no error")
     rm.add_argument("-t", "--time", type=_non_negative, default=None,
@@ -346,6 +348,7 @@ def _targets(engine: Engine, args, names: list[str], verb: str, chosen=lambda c:
     if args.latest or args.cidfile:
         return with_latest(engine, args, names)
     if getattr(args, "filter", None):   # within --all too: the same containers
+        from ferry.cli import ps   # its filters, only when --filter is given
         return ps.filtered(engine, args.filter, names, chosen)
     if args.all:
         if names:
@@ -438,6 +441,7 @@ def cmd_start(args) -> int:
     if args.all or args.filter:   # podman's start --all passes over the running ones
         if args.all and names:
             raise UsageError("no arguments are needed with --all", hint="see 'ferry start --help'")
+        from ferry.cli import ps   # its filters, only when --filter is given
         names = ps.filtered(engine, args.filter, names, lambda c: c.state != RUNNING)
     names = with_latest(engine, args, names)
     if not names and not (args.all or args.filter):

@@ -170,6 +170,13 @@ def latest_container(engine: Engine) -> str:
     return rows[0]["id"]
 
 
+def add_filter(parser: argparse.ArgumentParser, *, short: bool = True) -> None:
+    """--filter on a verb that acts on containers (stop, rm...): those ps --filter would list."""
+    parser.add_argument(*(("-f", "--filter") if short else ("--filter",)), action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="act on the containers that match, as 'ferry ps -a --filter' lists them")
+
+
 def add_cidfile_reading(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cidfile", action="append", default=[], metavar="FILE",
                         help="the container whose ID this file holds (as run --cidfile wrote it); repeatable")

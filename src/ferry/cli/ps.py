@@ -43,12 +43,6 @@ def add_flags(p) -> None:
     p.add_argument("--noheading", action="store_true", help="omit the table header")
 
 
-def add_filter(p, *, short: bool = True) -> None:
-    """--filter on a verb that acts on containers (stop, rm...): those ps --filter would list."""
-    p.add_argument(*(("-f", "--filter") if short else ("--filter",)), action="append", default=[],
-                   metavar="KEY=VALUE", help="act on the containers that match, as 'ferry ps -a --filter' lists them")
-
-
 def filtered(engine, texts: list[str], names: list[str], chosen=lambda c: True) -> list[str]:
     """The full IDs of the containers that match the --filter `texts` and `chosen`; as podman,
     names beside a filter are refused."""

@@ -77,7 +77,8 @@ def _edit_hosts_file(containers, container_id: str, edit) -> None:
     so a new file (a rename) would not be seen inside. A container that does not run
     has none yet; its start writes it afresh."""
     try:
-        with open(containers.files(container_id).at("hosts"), "r+", encoding="utf-8", errors="surrogateescape") as hosts:
+        path = containers.files(container_id).at("hosts")
+        with open(path, "r+", encoding="utf-8", errors="surrogateescape") as hosts:
             text = hosts.read(MAX_HOSTS_FILE + 1)
             if len(text) > MAX_HOSTS_FILE:   # grown inside the container past what ferry rewrites
                 return
