@@ -219,6 +219,9 @@ def small_root(request, tmp_path):
         ferry.other = str(tmp_path / "other")   # on the machine's disk, not the full one
         os.mkdir(ferry.other)
         ferry.archive = make_oci_archive(str(tmp_path / "busybox.tar"), str(tmp_path))
+        # another image under the same name: loading it must write
+        ferry.newer_archive = make_oci_archive(str(tmp_path / "busybox-v2.tar"), str(tmp_path),
+                                               extra_config={"Labels": {"v": "2"}})
         try:
             yield ferry
         finally:
@@ -284,6 +287,11 @@ def test_a_full_disk(small_root):
         check = ferry("system", "check", check=False)
         assert check.returncode in (0, 1) and "Traceback" not in check.stderr
 
+        # an image that is here already has nothing to write (where its staging directory fits)
+        again = ferry("load", "-i", ferry.archive, check=False)
+        if ok_or_no_space(again, point, "load again"):
+            assert again.stdout == "Loaded image: localhost/busybox:latest\n"
+
         # ---- the container runs on, its monitor too
         assert alive(c["State"]["Pid"]) and alive(monitor_pid)
 
@@ -292,7 +300,7 @@ def test_a_full_disk(small_root):
                 ("run", ("run", "-d", "--name", "new", "busybox", "sleep", "100")),
                 ("volume create", ("volume", "create", "v1")),
                 ("network create", ("network", "create", "fullnet")),
-                ("load", ("load", "-i", ferry.archive)),
+                ("load", ("load", "-i", ferry.newer_archive)),
                 ("start", ("start", "s")),
                 ("local checkpoint", ("container", "checkpoint", "c")),
                 ("checkpoint to the full disk", ("container", "checkpoint", "c", "--file",
