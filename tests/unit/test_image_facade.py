@@ -30,7 +30,7 @@ class FakeContainers:
 
 class FakeEngine:
     def __init__(self, images: ImageStore, containers: FakeContainers):
-        self.images, self.containers = images, containers
+        self.images, self.containers, self.layout = images, containers, images.layout
 
 
 @pytest.fixture

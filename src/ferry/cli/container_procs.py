@@ -8,7 +8,7 @@ import sys
 
 from ferry.cli import render
 from ferry.cli.parsing import (add_cidfile_reading, add_filter, add_latest, each_name, engine_of, latest_container,
-                               parse_bool, with_latest)
+                               parse_bool, selected_names)
 from ferry.util.errors import UsageError
 
 STATS_HEADERS = {"CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemUsageBytes": "MEM USAGE / LIMIT",
@@ -208,7 +208,7 @@ def cmd_unpause(args) -> int:
 def _freezer(args, verb: str) -> int:
     from ferry.engine import container_procs as procs
     engine = engine_of(args)
-    names = with_latest(engine, args, list(args.containers))
+    names = selected_names(engine, args, list(args.containers))
     wanted = procs.PAUSED if verb == "unpause" else procs.RUNNING
     if args.filter:
         from ferry.cli import ps   # its filters, only when --filter is given

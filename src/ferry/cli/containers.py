@@ -11,7 +11,7 @@ from ferry.cli import checkpoints, render
 from ferry.cli.logs import add_logs
 from ferry.cli.parsing import (BoolFlag, add_cidfile_reading, add_commands, add_filter, add_latest, each_name,
                                engine_of, inspect_each, latest_container, needs_subcommand, subcommands,
-                               with_latest)
+                               selected_names)
 from ferry.engine.listing import DEFAULT_STOP_TIMEOUT, RUNNING
 from ferry.util import signals
 from ferry.util.errors import Conflict, DamagedRecord, FerryError, NotFound, UsageError
@@ -346,7 +346,7 @@ def _targets(engine: Engine, args, names: list[str], verb: str, chosen=lambda c:
     """The names a command acts on: those given, or with --all (--latest) the full ID of
     every container that `chosen` takes (the one created last), as podman prints them."""
     if args.latest or args.cidfile:
-        return with_latest(engine, args, names)
+        return selected_names(engine, args, names)
     if getattr(args, "filter", None):   # within --all too: the same containers
         from ferry.cli import ps   # its filters, only when --filter is given
         return ps.filtered(engine, args.filter, names, chosen)
@@ -443,7 +443,7 @@ def cmd_start(args) -> int:
             raise UsageError("no arguments are needed with --all", hint="see 'ferry start --help'")
         from ferry.cli import ps   # its filters, only when --filter is given
         names = ps.filtered(engine, args.filter, names, lambda c: c.state != RUNNING)
-    names = with_latest(engine, args, names)
+    names = selected_names(engine, args, names)
     if not names and not (args.all or args.filter):
         raise UsageError("you must provide at least one name or id", hint="see 'ferry start --help'")
     detach_keys = _detach_keys(args)
@@ -466,7 +466,7 @@ def cmd_start(args) -> int:
 
 def cmd_attach(args) -> int:
     engine = engine_of(args)
-    names = with_latest(engine, args, BoolFlag.positionals(args, "containers"))
+    names = selected_names(engine, args, BoolFlag.positionals(args, "containers"))
     if len(names) != 1:
         raise UsageError(f"attach takes one container, not {len(names)}", hint="ferry attach CONTAINER")
     detach_keys = _detach_keys(args)
@@ -530,7 +530,7 @@ def cmd_inspect(args) -> int:
     # spec, the network, the typed config) loads only to catch up with a container
     # that exited unobserved, and runs its cleanup then.
     listing = engine.listing
-    names = with_latest(engine, args, args.containers, words="arguments")
+    names = selected_names(engine, args, args.containers, words="arguments")
     if not names:
         raise UsageError("no names or ids specified", hint="ferry inspect CONTAINER..., or --latest")
     # As podman: the containers found are shown (`[]` when none is), then each missing name's line.

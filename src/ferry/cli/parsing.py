@@ -182,7 +182,7 @@ def add_cidfile_reading(parser: argparse.ArgumentParser) -> None:
                         help="the container whose ID this file holds (as run --cidfile wrote it); repeatable")
 
 
-def with_latest(engine: Engine, args, names: list[str], *, words: str = "containers") -> list[str]:
+def selected_names(engine: Engine, args, names: list[str], *, words: str = "containers") -> list[str]:
     """The names given; or with --latest the container created last, with --cidfile
     those the files name (by their full IDs, as podman prints them)."""
     cidfiles = getattr(args, "cidfile", None) or []

@@ -911,10 +911,10 @@ class Containers:
         return container_id
 
     # ---- exec / logs ---------------------------------------------------------
-    def _running(self, name_or_id: str, verb: str) -> Container:
+    def _running(self, name_or_id: str, verb: str, refusal: type[Conflict] = Conflict) -> Container:
         container = self.get(name_or_id)
         if container.state != RUNNING:
-            raise Conflict(f"cannot {verb} container {container.name!r}: it is {container.state}",
+            raise refusal(f"cannot {verb} container {container.name!r}: it is {container.state}",
                            hint=f"start it first with 'ferry start {container.name}'")
         return container
 
@@ -925,10 +925,7 @@ class Containers:
         would (127 not found, 126 not executable), in one line rather than runc's."""
         container = self.get(name_or_id)
         with self.locked(container, "exec"):   # not while a checkpoint or a stop is at work
-            try:
-                container = self._running(container.id, "exec into")
-            except Conflict as error:
-                raise ExecImpossible(error.message, hint=error.hint) from None
+            container = self._running(container.id, "exec into", ExecImpossible)
             if self.paused(container.id):   # runc would refuse it in its own words
                 raise ExecImpossible(f"cannot exec into container {container.name!r}: it is paused",
                                      hint=f"unpause it first with 'ferry unpause {container.name}'")

@@ -49,9 +49,7 @@ def removal_events(by_name: str | None, lines: list[str]) -> list[tuple[str, str
 
 def record_image_event(engine, status: str, image_id: str = "", name: str = "") -> None:
     from ferry.engine import events
-    layout = getattr(engine, "layout", None)
-    if layout is not None:   # a stand-in without a root records nothing
-        events.record(layout, status, kind="image", id=image_id, name=name)
+    events.record(engine.layout, status, kind="image", id=image_id, name=name)
 
 
 # ---- the other image verbs, with podman 4.3.1's events (their IDs and names as podman's) ----

@@ -29,10 +29,9 @@ def etc_hosts_extra(hostname: str, addresses: list[str], gateway: str) -> str:
 def with_address(text: str, ip: str, hostname: str) -> str:
     """A network joined: the container's name on its new address, after the
     other lines, which stay as they are (the user's own edits too), as podman adds it."""
-    line = f"{ip}\t{hostname}\n"
-    if _names_on(text, ip, hostname):
+    if any(_names(line, ip, hostname) for line in text.splitlines()):
         return text
-    return text + ("\n" if text and not text.endswith("\n") else "") + line
+    return text + ("\n" if text and not text.endswith("\n") else "") + f"{ip}\t{hostname}\n"
 
 
 def without_address(text: str, ip: str, hostname: str) -> str:
@@ -43,10 +42,6 @@ def without_address(text: str, ip: str, hostname: str) -> str:
 def _names(line: str, ip: str, hostname: str) -> bool:
     words = line.split("#", 1)[0].split()
     return words[:1] == [ip] and hostname in words[1:]
-
-
-def _names_on(text: str, ip: str, hostname: str) -> bool:
-    return any(_names(line, ip, hostname) for line in text.splitlines())
 
 
 def etc_hosts_no_network(hostname: str) -> str:
